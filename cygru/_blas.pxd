@@ -1,0 +1,78 @@
+# cython: language_level=3
+"""Row-major GEMM/GEMV over SciPy's BLAS: the only place cygru calls BLAS.
+
+Every cygru buffer is row-major (C order). BLAS is column-major, and a row-major
+matrix M (m x n, leading dimension ld) is, read column-major, its transpose
+M^T (n x m, same ld). So the row-major product C = op(A) @ op(B) is computed as
+the column-major product C^T = op(B)^T @ op(A)^T: swap the operands and the sizes
+m <-> n, keep each operand's own transpose flag. That swap is written here, once.
+"""
+from cython cimport floating
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      floating alpha, const floating* a, int lda,
+                      const floating* b, int ldb,
+                      floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major C (m x n) = alpha * op(A) (m x k) @ op(B) (k x n) + beta * C."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if m <= 0 or n <= 0:
+        return
+    if k <= 0:
+        # op(A) @ op(B) is empty: C = beta * C (BLAS does this too, but be explicit
+        # so that beta == 0 clears uninitialised memory instead of scaling it).
+        scale(m, n, beta, c, ldc)
+        return
+    # Column-major view: C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m).
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
+              &beta, c, &ldc)
+
+
+cdef inline void gemv_rows(int n, int k, floating alpha, const floating* w, int ldw,
+                           const floating* x, floating beta, floating* y) noexcept nogil:
+    """y (n) = alpha * W (n x k, row-major) @ x (k) + beta * y.
+
+    Row-major W is column-major W^T (k x n), so W @ x is gemv('T') on it.
+    """
+    cdef char t = b'T'
+    cdef int one = 1
+    if n <= 0:
+        return
+    if k <= 0:
+        scale(1, n, beta, y, n)
+        return
+    if floating is float:
+        sgemv(&t, &k, &n, &alpha, <float*>w, &ldw, <float*>x, &one, &beta, y, &one)
+    else:
+        dgemv(&t, &k, &n, &alpha, <double*>w, &ldw, <double*>x, &one, &beta, y, &one)
+
+
+cdef inline void gemm_or_gemv(int m, int n, int k, const floating* a, int lda,
+                              const floating* w, int ldw, floating beta,
+                              floating* c, int ldc) noexcept nogil:
+    """Row-major C (m x n) = A (m x k) @ W^T + beta * C, with W (n x k).
+
+    The recurrent product of every step. At m == 1 it is a matrix-vector
+    product, and gemv skips GEMM's packing of W (the cost that dominates at B=1).
+    """
+    if m == 1:
+        gemv_rows(n, k, <floating>1, w, ldw, a, beta, c)
+    else:
+        gemm(False, True, m, n, k, <floating>1, a, lda, w, ldw, beta, c, ldc)
+
+
+cdef inline void scale(int m, int n, floating beta, floating* c, int ldc) noexcept nogil:
+    """C (m x n, row-major) *= beta, with beta == 0 meaning 'set to 0' (NaN-safe)."""
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            if beta == 0:
+                c[i * ldc + j] = 0
+            else:
+                c[i * ldc + j] *= beta

@@ -1,0 +1,159 @@
+"""Finite-difference check of a module's vjp."""
+import warnings
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = ["gradcheck", "GradcheckError"]
+
+
+class GradcheckError(AssertionError):
+    """Raised by :func:`gradcheck` when an analytic gradient disagrees with finite differences."""
+
+
+def _float64_twin(module):
+    """A float64 copy of `module` on the same device (gradients in float32 are too noisy)."""
+    from .modules import GRU, GRUCell
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if isinstance(module, GRU):
+            twin = GRU(module.input_size, module.hidden_size, module.num_layers, module.bias,
+                       module.batch_first, module.dropout, module.bidirectional,
+                       reset_after=module.reset_after, reverse=module.reverse,
+                       dtype=np.float64)
+        elif isinstance(module, GRUCell):
+            twin = GRUCell(module.input_size, module.hidden_size, module.bias,
+                           reset_after=module.reset_after, dtype=np.float64)
+        else:
+            raise TypeError(f"cygru.gradcheck: expected a cygru.GRU or cygru.GRUCell, "
+                            f"got {type(module).__name__}")
+    twin.load_state_dict({n: _host(a) for n, a in module.named_parameters()})
+    if module.device != "cpu":
+        twin.to(module.device)
+    # a subclass (e.g. one with its own vjp) keeps its behaviour
+    twin.__class__ = type(module)
+    return twin
+
+
+def _host(a):
+    return a.get() if F._is_cupy_array(a) else np.asarray(a)
+
+
+def gradcheck(module, x, h0=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, lengths=None,
+              max_elements=64, n_projections=4, seed=0):
+    """Compare ``module.vjp`` against central finite differences of ``module(...)``.
+
+    The check runs on a float64 copy of the module (a float32 module is copied and
+    cast; the module itself, and its ``grads``, are left untouched). The scalar
+    probed is ``sum(R_out * output) + sum(R_h * h_n)`` with fixed random R. For the
+    input, h0 (zeros when omitted) and every parameter, every element is checked
+    when the tensor has at most ``max_elements`` elements, otherwise
+    ``n_projections`` random directions. With dropout, the mask drawn by ``vjp``
+    is held fixed for the finite differences.
+
+    Parameters
+    ----------
+    module : cygru.GRU or cygru.GRUCell
+    x, h0 : array_like
+        As for the module's call (``h0`` is ``h`` for a GRUCell).
+    eps : float
+        Finite-difference step.
+    atol, rtol : float
+        Pass when ``|analytic - numeric| <= atol + rtol * |numeric|``.
+    lengths : array_like, optional
+        Per-sequence lengths (GRU only).
+
+    Returns
+    -------
+    True
+
+    Raises
+    ------
+    GradcheckError
+        Naming the tensor, the worst element (or direction) and both values.
+
+    Examples
+    --------
+    >>> import numpy as np, cygru
+    >>> gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, seed=0)
+    >>> cygru.gradcheck(gru, np.random.default_rng(0).standard_normal((5, 2, 3)))
+    True
+    """
+    from .modules import GRUCell
+    m = _float64_twin(module)
+    xp = np if m.device == "cpu" else __import__("cupy")
+    cell = isinstance(m, GRUCell)
+    x = F.as_float_array(x, np.float64, "x", "cygru.gradcheck", m.device)
+    if cell:
+        (out, backward) = m.vjp(x, h0)
+        outs = (out,)
+    else:
+        (out, h_n), backward = m.vjp(x, h0, lengths)
+        outs = (out, h_n)
+    masks = getattr(backward, "dropout_masks", None)
+    rng = np.random.default_rng(seed)
+    R = [xp.asarray(rng.standard_normal(o.shape)) for o in outs]
+    if h0 is None:
+        h_shape = outs[0].shape if cell else outs[1].shape
+        h0 = xp.zeros(h_shape, np.float64)
+    h0 = F.as_float_array(h0, np.float64, "h0", "cygru.gradcheck", m.device).copy()
+    x = x.copy()
+    m.zero_grad()
+    dx, dh0 = backward(*R)
+    analytic = {"x": dx, "h0": dh0}
+    analytic.update({n: g.copy() for n, g in m.grads.items()})
+
+    def loss():
+        if cell:
+            res = (m(x, h0),)
+        else:
+            call = m._call(x, h0, lengths)
+            res = call.run(m._layers(), dropout_masks=masks)[:2]
+        return float(sum((r * o).sum() for r, o in zip(R, res)))
+
+    tensors = {"x": x, "h0": h0}
+    tensors.update(dict(m.named_parameters()))
+    for name, t in tensors.items():
+        flat = t.reshape(-1)                 # a view: t is C-contiguous
+        a = analytic[name].reshape(-1)
+        if flat.size == 0:
+            continue
+        if flat.size <= max_elements:
+            directions = [("element", i) for i in range(flat.size)]
+        else:
+            directions = [("direction", j) for j in range(n_projections)]
+        worst = None
+        for kind, i in directions:
+            if kind == "element":
+                old = float(flat[i])
+                flat[i] = old + eps
+                fp = loss()
+                flat[i] = old - eps
+                fm = loss()
+                flat[i] = old
+                num, ana = (fp - fm) / (2 * eps), float(a[i])
+            else:
+                v = xp.asarray(rng.standard_normal(flat.size))
+                v /= float(xp.linalg.norm(v))
+                saved = flat.copy()
+                flat += eps * v
+                fp = loss()
+                flat[...] = saved - eps * v
+                fm = loss()
+                flat[...] = saved
+                num, ana = (fp - fm) / (2 * eps), float((a * v).sum())
+            err = abs(num - ana) - (atol + rtol * abs(num))
+            if not np.isfinite(num) or not np.isfinite(ana):
+                err = np.inf if not (np.isnan(num) and np.isnan(ana)) else -1
+            if worst is None or err > worst[0]:
+                worst = (err, kind, i, ana, num)
+        if worst[0] > 0:
+            _, kind, i, ana, num = worst
+            where = (f"element {np.unravel_index(i, t.shape)}" if kind == "element"
+                     else f"random direction #{i}")
+            raise GradcheckError(
+                f"cygru.gradcheck: gradient of {name} (shape {tuple(t.shape)}) disagrees at "
+                f"{where}: analytic {ana!r}, numeric {num!r} "
+                f"(|diff| {abs(ana - num):.3g} > atol {atol} + rtol {rtol} * |numeric|)")
+    return True

@@ -1,0 +1,75 @@
+# cython: language_level=3
+"""cygru's compiled GRU kernels: noexcept nogil loops on raw row-major pointers.
+
+Conventions shared by every kernel here (DESIGN.md §2):
+- Gate order r, z, n; `reset_after` selects n = tanh(gi_n + r*(W_hn h + b_hn)) (True)
+  or n = tanh(gi_n + W_hn (r*h) + b_hn) (False).
+- The batch is processed in *sorted* order: `perm[i]` is the original batch row of
+  sorted row i, rows sorted by sequence length, longest first. At time step t only
+  the first `active[t]` sorted rows are running (packed-sequence semantics). Without
+  per-sequence lengths, perm is the identity and active[t] == B.
+- `state` (B x H, sorted rows) is the running hidden state: h0 on entry, h_n on exit.
+  Rows not yet started keep h0 and finished rows keep their last state, which is what
+  makes lengths and the backwards-in-time direction need no special cases.
+- `x` is time-major and contiguous: row t*B + b (original order), I columns.
+- The output row of (t, original b) is at `out + t*out_ts + b*out_bs` (a strided slice
+  of the caller's output, so h_t is written in place for any layout).
+- Biases are never NULL (callers pass zeros for bias=False).
+- Nothing here allocates, raises or touches a Python object.
+"""
+from cython cimport floating
+
+
+cdef void gru_direction_forward(
+    int T, int B, int I, int H,
+    const floating* x,                          # IN  (T*B, I) time-major
+    const floating* w_ih, const floating* w_hh,  # IN  (3H, I), (3H, H)
+    const floating* b_ih, const floating* b_hh,  # IN  (3H,), (3H,)
+    floating* out, Py_ssize_t out_ts, Py_ssize_t out_bs,  # OUT h_t rows (strided)
+    floating* state,                            # IN/OUT (B, H) sorted: h0 -> h_n
+    const Py_ssize_t* perm, const int* active,  # IN  (B,), (T,)
+    bint reverse, bint reset_after,
+    int chunk,                                  # steps per input-projection GEMM
+    floating* gi_buf,                           # WORK (chunk*B, 3H)
+    floating* gh_buf,                           # WORK (B, 3H)
+    floating* rh_buf,                           # WORK (B, H) (reset_after=False)
+    floating* cache,                            # OUT or NULL: (T, B, 4H) sorted r,z,n,(ghn|rh)
+    floating* hprev,                            # OUT or NULL: (T, B, H) sorted h_{t-1}
+) noexcept nogil
+
+
+cdef void gru_direction_backward(
+    int T, int B, int I, int H,
+    const floating* x,                          # IN  (T*B, I) time-major (the layer input)
+    const floating* w_ih, const floating* w_hh,  # IN  (3H, I), (3H, H)
+    const floating* d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,  # IN or NULL: dL/dh_t rows
+    floating* dstate,                           # IN/OUT (B, H) sorted: dL/dh_n -> dL/dh0
+    const Py_ssize_t* perm, const int* active,  # IN
+    bint reverse, bint reset_after,
+    const floating* cache, const floating* hprev,  # IN  from gru_direction_forward
+    floating* dgi, int ldgi,                    # OUT (T*B, 3H) time-major (row stride ldgi), zeroed by caller
+    floating* dgh,                              # OUT (T, B, 3H) sorted, zeroed by caller
+    floating* drh_buf,                          # WORK (B, H) (reset_after=False)
+    floating* gw_ih, floating* gw_hh,           # IN/OUT += dW_ih, dW_hh
+    floating* gb_ih, floating* gb_hh,           # IN/OUT += db_ih, db_hh, or NULL
+) noexcept nogil
+
+
+cdef void column_sums(int rows, int cols, const floating* a, int lda,
+                      floating* acc) noexcept nogil
+
+
+cdef void gru_cell_forward(
+    int B, int I, int H,
+    const floating* x, const floating* h,       # IN  (B, I), (B, H)
+    const floating* w_ih, const floating* w_hh,  # IN  (3H, I), (3H, H)
+    const floating* b_ih, const floating* b_hh,  # IN  (3H,), (3H,)
+    bint reset_after,
+    floating* h_out,                            # OUT (B, H); may not alias x or h
+    floating* work,                             # WORK (B, 7H): cell_work_size(B, H)
+) noexcept nogil
+
+
+cdef inline Py_ssize_t cell_work_size(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
+    """Elements of `work` that gru_cell_forward needs."""
+    return B * 7 * H

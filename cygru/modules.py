@@ -1,0 +1,525 @@
+"""GRUCell and GRU: parameters, state_dict, validation and vjp. No math here.
+
+Both modules hold their parameters as arrays reachable as attributes with
+PyTorch's names, so weights trained in PyTorch load unchanged and give the same
+numbers. The math lives in the backends (see :mod:`cygru.functional`).
+"""
+import math
+import threading
+import warnings
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = ["GRU", "GRUCell"]
+
+
+class _Module:
+    """Shared machinery: named parameters, gradients, devices, pickling, locks."""
+
+    _who = "cygru module"
+
+    def _init_params(self, shapes, seed):
+        # U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch.
+        object.__setattr__(self, "_shapes", dict(shapes))
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "device", "cpu")
+        rng = np.random.default_rng(seed)
+        k = 1.0 / math.sqrt(self.hidden_size)
+        for name, shape in shapes:
+            object.__setattr__(self, name, rng.uniform(-k, k, shape).astype(self.dtype))
+        object.__setattr__(self, "_grads", {n: np.zeros(s, self.dtype) for n, s in shapes})
+        # dropout masks draw from their own stream of the same seed
+        object.__setattr__(self, "_dropout_rng", np.random.default_rng(
+            None if seed is None else [seed, 1]))
+
+    # -- parameters ---------------------------------------------------------
+    def __setattr__(self, name, value):
+        shapes = self.__dict__.get("_shapes", {})
+        if name in shapes:
+            value = self._checked_param(name, value)
+        object.__setattr__(self, name, value)
+
+    def _checked_param(self, name, value):
+        if value is None or isinstance(value, (str, bytes, dict)):
+            raise TypeError(f"{self._who}: {name} must be an array of numbers, "
+                            f"got {type(value).__name__}")
+        arr = F.as_float_array(value, self.dtype, name, self._who, self.device)
+        want = self._shapes[name]
+        if arr.shape != want:
+            raise ValueError(f"{self._who}: {name} must have shape {want}, got {tuple(arr.shape)}")
+        if arr is value:
+            # keep the caller's array out of the module (no aliasing of user arrays)
+            arr = arr.copy()
+        return arr
+
+    def named_parameters(self):
+        """List of ``(name, array)`` in PyTorch's order; the arrays are the live parameters.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> [n for n, _ in cygru.GRUCell(3, 2).named_parameters()]
+        ['weight_ih', 'weight_hh', 'bias_ih', 'bias_hh']
+        """
+        return [(n, getattr(self, n)) for n in self._shapes]
+
+    def state_dict(self):
+        """A dict of copies of the parameters, with exactly PyTorch's keys, order and shapes.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> list(cygru.GRU(3, 2, bidirectional=True).state_dict())[:5]
+        ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0', 'weight_ih_l0_reverse']
+        """
+        return {n: getattr(self, n).copy() for n in self._shapes}
+
+    def load_state_dict(self, state_dict):
+        """Load parameters from a mapping of PyTorch-named arrays (copied in).
+
+        Values may be anything :func:`numpy.asarray` accepts (a PyTorch CPU tensor
+        after ``.detach()``); real numbers are converted to the module's dtype.
+        Raises ``ValueError`` naming the key for a missing or unexpected key or a
+        wrong shape, and ``TypeError`` for non-numeric values. Nothing is changed
+        unless every value is valid.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> a, b = cygru.GRU(3, 2, seed=0), cygru.GRU(3, 2, seed=1)
+        >>> b.load_state_dict(a.state_dict())
+        >>> bool((a.weight_hh_l0 == b.weight_hh_l0).all())
+        True
+        """
+        try:
+            keys = list(state_dict.keys())
+        except AttributeError:
+            raise TypeError(f"{self._who}: load_state_dict expects a mapping of names to "
+                            f"arrays, got {type(state_dict).__name__}") from None
+        missing = [k for k in self._shapes if k not in state_dict]
+        unexpected = [k for k in keys if k not in self._shapes]
+        if missing:
+            raise ValueError(f"{self._who}: load_state_dict: missing key(s) {missing}")
+        if unexpected:
+            raise ValueError(f"{self._who}: load_state_dict: unexpected key(s) {unexpected}; "
+                             f"expected {list(self._shapes)}")
+        new = {k: self._checked_param(k, state_dict[k]) for k in self._shapes}
+        for k, v in new.items():
+            object.__setattr__(self, k, v)
+
+    @property
+    def grads(self):
+        """Accumulated gradients: same keys, shapes and dtype as :meth:`state_dict`.
+
+        Every ``backward`` closure returned by ``vjp`` ADDS into these arrays (under the
+        module's lock, so concurrent backward calls from several threads sum correctly).
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> c = cygru.GRUCell(3, 2, seed=0)
+        >>> h, backward = c.vjp(np.ones(3))
+        >>> _ = backward(np.ones(2))
+        >>> sorted(c.grads) == sorted(c.state_dict())
+        True
+        """
+        return self._grads
+
+    def zero_grad(self):
+        """Set every accumulated gradient to zero (in place).
+
+        Examples
+        --------
+        >>> import cygru
+        >>> c = cygru.GRUCell(3, 2)
+        >>> c.zero_grad()
+        >>> float(c.grads["weight_ih"].sum())
+        0.0
+        """
+        with self._lock:
+            for g in self._grads.values():
+                g[...] = 0
+
+    def _accumulate(self, local):
+        with self._lock:
+            for name, g in local.items():
+                self._grads[name] += g
+
+    # -- devices ------------------------------------------------------------
+    def to(self, device):
+        """Move parameters and gradients to ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; returns self.
+
+        Needs CuPy and a GPU for CUDA devices (``pip install cygru[gpu]``).
+
+        Examples
+        --------
+        >>> import cygru
+        >>> cygru.GRU(3, 2).to("cpu").device
+        'cpu'
+        """
+        if not isinstance(device, str):
+            device = str(device)
+        if device == "cpu":
+            convert = _to_host
+        elif device == "cuda" or device.startswith("cuda:"):
+            from . import _cupy
+            if not _cupy.is_available():
+                raise RuntimeError(
+                    f"{self._who}.to({device!r}): the GPU backend needs CuPy and an NVIDIA "
+                    "GPU; install it with `pip install cygru[gpu]` on a machine with a GPU")
+            dev_id = int(device.split(":")[1]) if ":" in device else 0
+            device = f"cuda:{dev_id}"
+            convert = lambda a: _cupy.to_device(a, dev_id)  # noqa: E731
+        else:
+            raise ValueError(f"{self._who}.to: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        with self._lock:
+            for n in self._shapes:
+                object.__setattr__(self, n, convert(getattr(self, n)))
+            object.__setattr__(self, "_grads", {n: convert(g) for n, g in self._grads.items()})
+            object.__setattr__(self, "device", device)
+        return self
+
+    # -- pickling / copying ------------------------------------------------
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        object.__setattr__(self, "_lock", threading.Lock())
+
+    def _new_grads(self):
+        xp = np if self.device == "cpu" else __import__("cupy")
+        return {n: xp.zeros(s, self.dtype) for n, s in self._shapes.items()}
+
+
+def _to_host(a):
+    return a.get() if F._is_cupy_array(a) else np.asarray(a)
+
+
+class GRU(_Module):
+    """A multi-layer, optionally bidirectional GRU with PyTorch's semantics.
+
+    For each layer, direction and time step (gate order r, z, n)::
+
+        r = σ(W_ir x + b_ir + W_hr h + b_hr)
+        z = σ(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))      # reset_after=True
+        n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)      # reset_after=False
+        h' = (1 - z) * n + z * h
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        Features of x and of the hidden state (I and H).
+    num_layers : int
+        Stacked layers (L); layer k > 0 reads the previous layer's output.
+    bias : bool
+        Whether the layers have ``bias_ih``/``bias_hh``.
+    batch_first : bool
+        x and output are (B, T, ·) instead of (T, B, ·). h0/h_n are unaffected.
+    dropout : float
+        Dropout probability on the outputs of every layer but the last, applied only
+        inside :meth:`vjp` (training); plain calls never drop.
+    bidirectional : bool
+        Adds a second direction per layer that runs backwards in time (D = 2).
+    reset_after : bool, keyword-only
+        The GRU variant: True is PyTorch/cuDNN/Keras' default, False the original
+        (Cho et al. 2014) formula.
+    reverse : bool, keyword-only
+        With one direction, run it backwards in time (ONNX ``direction="reverse"``).
+    dtype : float32 or float64, keyword-only
+        Parameter and computation dtype.
+    seed : int, optional, keyword-only
+        Seeds the initialisation and the dropout masks.
+
+    Examples
+    --------
+    >>> import numpy as np, cygru
+    >>> gru = cygru.GRU(8, 16, num_layers=2, bidirectional=True, seed=0)
+    >>> x = np.random.default_rng(0).standard_normal((10, 4, 8))
+    >>> output, h_n = gru(x)
+    >>> output.shape, h_n.shape
+    ((10, 4, 32), (4, 4, 16))
+    >>> bool((output[-1, :, :16] == h_n[-2]).all() and (output[0, :, 16:] == h_n[-1]).all())
+    True
+    """
+
+    _who = "cygru.GRU"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, reset_after=True, reverse=False,
+                 dtype=np.float32, seed=None):
+        who = self._who
+        set_ = object.__setattr__
+        set_(self, "input_size", F.check_positive_int(input_size, "input_size", who))
+        set_(self, "hidden_size", F.check_positive_int(hidden_size, "hidden_size", who))
+        set_(self, "num_layers", F.check_positive_int(num_layers, "num_layers", who))
+        try:
+            dropout = float(dropout)
+        except (TypeError, ValueError):
+            raise TypeError(f"{who}: dropout must be a number in [0, 1), got {dropout!r}") from None
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{who}: dropout must be in [0, 1), got {dropout}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"{who}: dropout={dropout} has no effect with num_layers=1 (it acts "
+                          "between layers)", UserWarning, stacklevel=2)
+        if reverse and bidirectional:
+            raise ValueError(f"{who}: reverse=True needs a single direction; "
+                             "bidirectional=True already runs both")
+        set_(self, "bias", bool(bias))
+        set_(self, "batch_first", bool(batch_first))
+        set_(self, "dropout", dropout)
+        set_(self, "bidirectional", bool(bidirectional))
+        set_(self, "reset_after", bool(reset_after))
+        set_(self, "reverse", bool(reverse))
+        set_(self, "dtype", F.check_dtype(dtype, who))
+        set_(self, "num_directions", 2 if bidirectional else 1)
+        H, D = self.hidden_size, self.num_directions
+        shapes = []
+        for k in range(self.num_layers):
+            in_size = self.input_size if k == 0 else D * H
+            for d in range(D):
+                sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
+                shapes += [("weight_ih" + sfx, (3 * H, in_size)), ("weight_hh" + sfx, (3 * H, H))]
+                if self.bias:
+                    shapes += [("bias_ih" + sfx, (3 * H,)), ("bias_hh" + sfx, (3 * H,))]
+        self._init_params(shapes, seed)
+
+    def __repr__(self):
+        opts = [f"{self.input_size}", f"{self.hidden_size}"]
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
+                              ("dropout", 0.0), ("bidirectional", False),
+                              ("reset_after", True), ("reverse", False)):
+            if getattr(self, name) != default:
+                opts.append(f"{name}={getattr(self, name)!r}")
+        opts.append(f"dtype={self.dtype.name}")
+        if self.device != "cpu":
+            opts.append(f"device={self.device!r}")
+        return f"GRU({', '.join(opts)})"
+
+    def _layers(self, params=None):
+        p = params if params is not None else self.__dict__
+        return F.layer_weights(p, self.num_layers, self.num_directions, self.bias)
+
+    def _call(self, x, h0, lengths):
+        return F.SequenceCall(
+            x, h0, lengths, input_size=self.input_size, hidden_size=self.hidden_size,
+            num_layers=self.num_layers, num_directions=self.num_directions,
+            batch_first=self.batch_first, reverse=self.reverse, reset_after=self.reset_after,
+            dtype=self.dtype, device=self.device, who=self._who)
+
+    def __call__(self, x, h0=None, lengths=None):
+        """Run the GRU: ``output, h_n = gru(x, h0=None, lengths=None)``.
+
+        Parameters
+        ----------
+        x : array_like
+            (T, B, I), or (B, T, I) with ``batch_first``, or unbatched (T, I).
+        h0 : array_like, optional
+            (L*D, B, H), or (L*D, H) for unbatched x; zeros when omitted.
+        lengths : array_like of int, optional
+            (B,) per-sequence lengths, 1 <= L_b <= T, any order. Sequence b runs steps
+            0..L_b-1 only: its outputs at t >= L_b are 0 and its h_n is its state at
+            its own last step (PyTorch's packed-sequence semantics).
+
+        Returns
+        -------
+        output : ndarray
+            The last layer's h_t for every t: (T, B, D*H) (batch_first (B, T, D*H),
+            unbatched (T, D*H)); a fresh array.
+        h_n : ndarray
+            The last time step of every layer and direction: (L*D, B, H) (unbatched
+            (L*D, H)), index ``layer*D + direction``.
+        """
+        out, h_n, _ = self._call(x, h0, lengths).run(self._layers())
+        return out, h_n
+
+    forward = __call__
+
+    def _dropout_masks(self, call):
+        if self.dropout == 0.0 or self.num_layers == 1:
+            return None
+        T, B, DH = call.T, call.B, self.num_directions * self.hidden_size
+        p = self.dropout
+        with self._lock:   # numpy Generators are not thread-safe
+            keep = [self._dropout_rng.random((T, B, DH)) >= p for _ in range(self.num_layers - 1)]
+        masks = [(k / (1.0 - p)).astype(self.dtype) for k in keep]
+        if self.device != "cpu":
+            from . import _cupy
+            masks = [_cupy.to_device(m, int(self.device.split(":")[1])) for m in masks]
+        return masks
+
+    def vjp(self, x, h0=None, lengths=None, *, _dropout_masks=None):
+        """Forward pass that keeps what backpropagation needs, and its backward closure.
+
+        ``(output, h_n), backward = gru.vjp(x, h0=None, lengths=None)``, then
+        ``dx, dh0 = backward(d_output, d_h_n)`` (either may be None, meaning zeros).
+        ``backward`` returns the gradients with respect to x and h0 (dh0 is returned
+        even when h0 was omitted) and ADDS the parameter gradients into
+        :attr:`grads`. Each closure may be called once (a second call raises
+        ``RuntimeError``: call ``vjp`` again). With ``dropout > 0`` a fresh mask is
+        drawn per call from the module's seeded stream and ``backward`` reuses it; it
+        is available as ``backward.dropout_masks``.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> gru = cygru.GRU(3, 4, dtype=np.float64, seed=0)
+        >>> x = np.ones((5, 2, 3))
+        >>> (out, h_n), backward = gru.vjp(x)
+        >>> dx, dh0 = backward(np.ones_like(out), None)
+        >>> dx.shape, dh0.shape
+        ((5, 2, 3), (1, 2, 4))
+        """
+        call = self._call(x, h0, lengths)
+        masks = self._dropout_masks(call) if _dropout_masks is None else _dropout_masks
+        layers = self._layers()
+        out, h_n, cache = call.run(layers, dropout_masks=masks, need_cache=True)
+        return (out, h_n), _make_backward(self, call, cache, layers)
+
+    def to_onnx(self, path_or_file, **kwargs):
+        """Write this GRU as an ONNX model; see :func:`cygru.interop.to_onnx`."""
+        from .interop import to_onnx
+        return to_onnx(self, path_or_file, **kwargs)
+
+
+class GRUCell(_Module):
+    """One GRU step, PyTorch's ``nn.GRUCell`` semantics: ``h1 = cell(x, h=None)``.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        Features of x and of h.
+    bias : bool
+        Whether the cell has ``bias_ih``/``bias_hh``.
+    reset_after : bool, keyword-only
+        The GRU variant (see :class:`GRU`).
+    dtype : float32 or float64, keyword-only
+        Parameter and computation dtype.
+    seed : int, optional, keyword-only
+        Seeds the initialisation.
+
+    Examples
+    --------
+    >>> import numpy as np, cygru
+    >>> cell = cygru.GRUCell(3, 2, seed=0)
+    >>> h = None
+    >>> for x_t in np.ones((4, 5, 3)):     # 4 steps, batch of 5
+    ...     h = cell(x_t, h)
+    >>> h.shape
+    (5, 2)
+    """
+
+    _who = "cygru.GRUCell"
+
+    def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True,
+                 dtype=np.float32, seed=None):
+        who = self._who
+        set_ = object.__setattr__
+        set_(self, "input_size", F.check_positive_int(input_size, "input_size", who))
+        set_(self, "hidden_size", F.check_positive_int(hidden_size, "hidden_size", who))
+        set_(self, "bias", bool(bias))
+        set_(self, "reset_after", bool(reset_after))
+        set_(self, "dtype", F.check_dtype(dtype, who))
+        H = self.hidden_size
+        shapes = [("weight_ih", (3 * H, self.input_size)), ("weight_hh", (3 * H, H))]
+        if self.bias:
+            shapes += [("bias_ih", (3 * H,)), ("bias_hh", (3 * H,))]
+        self._init_params(shapes, seed)
+
+    def __repr__(self):
+        opts = [f"{self.input_size}", f"{self.hidden_size}"]
+        if not self.bias:
+            opts.append("bias=False")
+        if not self.reset_after:
+            opts.append("reset_after=False")
+        opts.append(f"dtype={self.dtype.name}")
+        return f"GRUCell({', '.join(opts)})"
+
+    def __call__(self, x, h=None):
+        """One step: x (B, I) or (I,), h (B, H) or (H,) or None (zeros) -> h1, a fresh array."""
+        d = self.__dict__
+        return F.cell_call(x, h, d["weight_ih"], d["weight_hh"], d.get("bias_ih"),
+                           d.get("bias_hh"), self.reset_after, self.dtype, self.device,
+                           self._who)
+
+    forward = __call__
+
+    def _as_sequence_call(self, x, h):
+        x_arr = F.as_float_array(x, self.dtype, "x", self._who, self.device)
+        if x_arr.ndim not in (1, 2) or x_arr.shape[-1] != self.input_size:
+            raise ValueError(f"{self._who}: expected x of shape (B, {self.input_size}) or "
+                             f"({self.input_size},), got {tuple(x_arr.shape)}")
+        if h is not None:
+            h_arr = F.as_float_array(h, self.dtype, "h", self._who, self.device)
+            want = (self.hidden_size,) if x_arr.ndim == 1 else (x_arr.shape[0], self.hidden_size)
+            if h_arr.shape != want:
+                raise ValueError(f"{self._who}: expected h of shape {want}, got {tuple(h_arr.shape)}")
+            h = h_arr[None]
+        # a cell step is a one-layer GRU over one time step
+        return F.SequenceCall(x_arr[None], h, None, input_size=self.input_size,
+                              hidden_size=self.hidden_size, num_layers=1, num_directions=1,
+                              batch_first=False, reverse=False, reset_after=self.reset_after,
+                              dtype=self.dtype, device=self.device, who=self._who)
+
+    def vjp(self, x, h=None):
+        """One step keeping what backpropagation needs: ``h1, backward = cell.vjp(x, h)``.
+
+        ``dx, dh = backward(d_h1)`` returns the gradients with respect to x and h
+        (dh even when h was None) and ADDS the parameter gradients into
+        :attr:`grads`. Each closure may be called once.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> cell = cygru.GRUCell(3, 2, dtype=np.float64, seed=0)
+        >>> h1, backward = cell.vjp(np.ones(3))
+        >>> dx, dh = backward(np.ones(2))
+        >>> dx.shape, dh.shape
+        ((3,), (2,))
+        """
+        call = self._as_sequence_call(x, h)
+        d = self.__dict__
+        layers = [[tuple(d.get(n) for n in F.GATE_NAMES)]]
+        out, _, cache = call.run(layers, need_cache=True)
+        inner = _make_backward(self, call, cache, layers, cell=True)
+
+        def backward(d_h1=None):
+            return inner(None if d_h1 is None else _lift(d_h1), None)
+
+        backward.__doc__ = "dx, dh = backward(d_h1): see GRUCell.vjp."
+        return out[0], backward
+
+
+def _lift(a):
+    return a[None] if hasattr(a, "ndim") else np.asarray(a)[None]
+
+
+def _make_backward(module, call, cache, layers, cell=False):
+    """The closure returned by vjp: runs once, adds into module.grads under its lock."""
+    state = {"cache": cache}
+    names = list(module._shapes)
+
+    def backward(d_output=None, d_h_n=None):
+        cache_ = state.pop("cache", None)
+        if cache_ is None:
+            raise RuntimeError(f"{module._who}: this backward closure was already called "
+                               "(its saved activations are freed); call vjp again")
+        # backward adds into fresh arrays; they are summed into module.grads under the lock
+        local = module._new_grads()
+        if cell:
+            grads = [[tuple(local.get(n) for n in F.GATE_NAMES)]]
+        else:
+            grads = F.layer_weights(local, module.num_layers, module.num_directions, module.bias)
+        dx, dh0 = call.backward(cache_, d_output, d_h_n, grads, module._who)
+        module._accumulate({n: local[n] for n in names})
+        if cell:
+            return dx[0], dh0[0]
+        return dx, dh0
+
+    backward.dropout_masks = getattr(cache, "dropout_masks", None)
+    return backward
