@@ -37,6 +37,9 @@ __all__ = [
     "KERNEL_NAMES",
     "is_available",
     "is_cupy_array",
+    "xp",
+    "as_cupy",
+    "ascontiguous",
     "to_device",
     "to_host",
     "gru_forward",
@@ -65,10 +68,21 @@ def _cp():
     return cupy
 
 
+_cublas = None
+
+
 def _gemm(transa, transb, a, b, out, beta=0.0):
-    """``out = op(a) @ op(b) + beta * out`` in cuBLAS (op: 'N' as is, 'T' transposed)."""
-    from cupy import cublas
-    cublas.gemm(transa, transb, a, b, out=out, alpha=1.0, beta=beta)
+    """``out = op(a) @ op(b) + beta * out`` in cuBLAS (op: 'N' as is, 'T' transposed).
+
+    `a`, `b`, `out` are 2-D; row-major (C-contiguous) operands are handed to cuBLAS's
+    column-major GEMM as their transposes by ``cupy.cublas.gemm`` (no copies).  With
+    ``beta=0`` `out` is not read.
+    """
+    global _cublas
+    if _cublas is None:
+        from cupy import cublas
+        _cublas = cublas
+    _cublas.gemm(transa, transb, a, b, out=out, alpha=1.0, beta=beta)
 
 
 def _device_ctx(array):
@@ -154,12 +168,52 @@ def to_device(array, device_id=0):
 
 
 def _dlpack_on_cuda(obj):
-    """True if a DLPack exporter says its data lives on a CUDA device (kDLCUDA = 2)."""
+    """True if a DLPack exporter says its data lives on a CUDA device (kDLCUDA = 2,
+    kDLCUDAManaged = 13)."""
     try:
         dev_type, _ = obj.__dlpack_device__()
     except Exception:
         return False
-    return int(dev_type) == 2
+    return int(dev_type) in (2, 13)
+
+
+def xp():
+    """The CuPy module (the array namespace of this backend)."""
+    return _cp()
+
+
+def as_cupy(a, device="cuda"):
+    """A CUDA array-like as a ``cupy.ndarray`` without copying.
+
+    `a`: a CuPy array, or an object with ``__cuda_array_interface__`` or CUDA DLPack (a
+    PyTorch CUDA tensor).  `device`: ``"cuda"`` (any device) or ``"cuda:N"``; an array on
+    another device raises TypeError (devices are never mixed silently).
+    """
+    cupy = _cp()
+    if not isinstance(a, cupy.ndarray):
+        if hasattr(a, "__cuda_array_interface__"):
+            a = cupy.asarray(a)
+        elif hasattr(a, "__dlpack__") and _dlpack_on_cuda(a):
+            a = cupy.from_dlpack(a)
+        else:
+            raise TypeError(f"expected a CUDA array (CuPy, __cuda_array_interface__ or CUDA "
+                            f"DLPack), got {type(a).__name__}")
+    if device != "cuda":
+        want = int(str(device).split(":")[1])
+        if a.device.id != want:
+            raise TypeError(
+                f"array is on cuda:{a.device.id} but the module is on {device}; move it "
+                f"with cupy (with cupy.cuda.Device({want}): cupy.asarray(a)) or call "
+                f"module.to('cuda:{a.device.id}')")
+    return a
+
+
+def ascontiguous(a, dtype):
+    """`a` (a CuPy array) as a C-contiguous array of `dtype` on its own device (no copy if
+    it already is one)."""
+    cupy = _cp()
+    with a.device:
+        return cupy.ascontiguousarray(a, dtype=dtype)
 
 
 def to_host(array):

@@ -1,50 +1,99 @@
 # cython: language_level=3
 """Implementation of the kernels declared (and documented) in _kernels.pxd."""
-from libc.math cimport expf, exp, tanhf, tanh
+from libc.math cimport exp, tanh
 from libc.string cimport memset
 from cython cimport floating
 from cygru._blas cimport gemm, gemm_or_gemv
 
 
-cdef inline floating _sigmoid(floating v) noexcept nogil:
-    if floating is float:
-        return (<float>1) / ((<float>1) + expf(-v))
-    else:
-        return 1.0 / (1.0 + exp(-v))
+cdef extern from "cygru_fastmath.h" nogil:
+    void cygru_sigmoid_inplace_f(float* a, Py_ssize_t n)
+    void cygru_tanh_inplace_f(float* a, Py_ssize_t n)
 
 
-cdef inline floating _tanh(floating v) noexcept nogil:
+cdef inline void _sigmoid_inplace(floating* a, Py_ssize_t n) noexcept nogil:
+    # float32: the vectorised approximation (rel. error < 1e-6); float64: libm
+    cdef Py_ssize_t i
     if floating is float:
-        return tanhf(v)
+        cygru_sigmoid_inplace_f(a, n)
     else:
-        return tanh(v)
+        for i in range(n):
+            a[i] = 1.0 / (1.0 + exp(-a[i]))
+
+
+cdef inline void _tanh_inplace(floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if floating is float:
+        cygru_tanh_inplace_f(a, n)
+    else:
+        for i in range(n):
+            a[i] = tanh(a[i])
+
+
+# The row kernels below work in passes over contiguous rows (pre-activations, one
+# activation call over the row, then the blend) so that every pass vectorises.
+
+cdef inline void _blend(int H, const floating* gh, floating* s, floating* o,
+                        floating* cache, floating* hprev, const floating* last) noexcept nogil:
+    """h' = (1 - z) * n + z * h, with gh = (r, z, n) activated; s: h -> h', o := h'.
+
+    With a cache, saves r, z, n (its 4th column, `last`, is written by the caller
+    or copied from `last` when given) and h_{t-1}.
+    """
+    cdef Py_ssize_t j
+    cdef floating z, n, h_old, h_new
+    if cache == NULL:
+        for j in range(H):
+            z = gh[H + j]
+            n = gh[2 * H + j]
+            h_new = (1 - z) * n + z * s[j]
+            s[j] = h_new
+            o[j] = h_new
+    else:
+        for j in range(H):
+            z = gh[H + j]
+            n = gh[2 * H + j]
+            h_old = s[j]
+            h_new = (1 - z) * n + z * h_old
+            s[j] = h_new
+            o[j] = h_new
+            cache[j] = gh[j]
+            cache[H + j] = z
+            cache[2 * H + j] = n
+            hprev[j] = h_old
+        if last != NULL:
+            for j in range(H):
+                cache[3 * H + j] = last[j]
+
+
+cdef inline void _rz_preact(int H, const floating* gi, const floating* b_ih, floating* gh,
+                            const floating* b_hh) noexcept nogil:
+    # gh[:2H] := σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})
+    cdef Py_ssize_t j
+    for j in range(2 * H):
+        gh[j] = gh[j] + gi[j] + b_ih[j] + b_hh[j]
+    _sigmoid_inplace(gh, 2 * H)
 
 
 cdef inline void _gates_reset_after(
-        int H, const floating* gi, const floating* b_ih, const floating* gh,
+        int H, const floating* gi, const floating* b_ih, floating* gh,
         const floating* b_hh, floating* s, floating* o,
         floating* cache, floating* hprev) noexcept nogil:
-    """One row, reset_after=True: gh = W_hh h (no bias); s (h_{t-1}) -> h_t, also into o."""
+    """One row, reset_after=True. gh = W_hh h (no bias), overwritten; s: h_{t-1} -> h_t."""
     cdef Py_ssize_t j
-    cdef floating r, z, n, ghn, h_old, h_new
-    for j in range(H):
-        # r = σ(W_ir x + b_ir + W_hr h + b_hr); z likewise
-        r = _sigmoid(gi[j] + b_ih[j] + gh[j] + b_hh[j])
-        z = _sigmoid(gi[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j])
-        # n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        ghn = gh[2 * H + j] + b_hh[2 * H + j]
-        n = _tanh(gi[2 * H + j] + b_ih[2 * H + j] + r * ghn)
-        # h' = (1 - z) * n + z * h
-        h_old = s[j]
-        h_new = (1 - z) * n + z * h_old
-        s[j] = h_new
-        o[j] = h_new
-        if cache != NULL:
-            cache[j] = r
-            cache[H + j] = z
-            cache[2 * H + j] = n
+    cdef floating ghn
+    _rz_preact(H, gi, b_ih, gh, b_hh)
+    # n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    if cache == NULL:
+        for j in range(H):
+            gh[2 * H + j] = gi[2 * H + j] + b_ih[2 * H + j] + gh[j] * (gh[2 * H + j] + b_hh[2 * H + j])
+    else:
+        for j in range(H):
+            ghn = gh[2 * H + j] + b_hh[2 * H + j]
             cache[3 * H + j] = ghn
-            hprev[j] = h_old
+            gh[2 * H + j] = gi[2 * H + j] + b_ih[2 * H + j] + gh[j] * ghn
+    _tanh_inplace(gh + 2 * H, H)
+    _blend(H, gh, s, o, cache, hprev, NULL)
 
 
 cdef inline void _gates_rz(
@@ -52,35 +101,22 @@ cdef inline void _gates_rz(
         const floating* b_hh, const floating* s, floating* rh) noexcept nogil:
     """One row, reset_after=False, first pass: gh[:2H] := (r, z); rh := r * h."""
     cdef Py_ssize_t j
-    cdef floating r
+    _rz_preact(H, gi, b_ih, gh, b_hh)
     for j in range(H):
-        r = _sigmoid(gi[j] + b_ih[j] + gh[j] + b_hh[j])
-        gh[H + j] = _sigmoid(gi[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j])
-        gh[j] = r
-        rh[j] = r * s[j]
+        rh[j] = gh[j] * s[j]
 
 
 cdef inline void _gates_n_before(
-        int H, const floating* gi, const floating* b_ih, const floating* gh,
+        int H, const floating* gi, const floating* b_ih, floating* gh,
         const floating* b_hh, const floating* rh, floating* s, floating* o,
         floating* cache, floating* hprev) noexcept nogil:
     """One row, reset_after=False, second pass: gh = (r, z, W_hn (r*h)); s -> h_t."""
     cdef Py_ssize_t j
-    cdef floating z, n, h_old, h_new
+    # n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
     for j in range(H):
-        # n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
-        n = _tanh(gi[2 * H + j] + b_ih[2 * H + j] + gh[2 * H + j] + b_hh[2 * H + j])
-        z = gh[H + j]
-        h_old = s[j]
-        h_new = (1 - z) * n + z * h_old
-        s[j] = h_new
-        o[j] = h_new
-        if cache != NULL:
-            cache[j] = gh[j]
-            cache[H + j] = z
-            cache[2 * H + j] = n
-            cache[3 * H + j] = rh[j]
-            hprev[j] = h_old
+        gh[2 * H + j] = gi[2 * H + j] + b_ih[2 * H + j] + gh[2 * H + j] + b_hh[2 * H + j]
+    _tanh_inplace(gh + 2 * H, H)
+    _blend(H, gh, s, o, cache, hprev, rh)
 
 
 cdef void gru_direction_forward(

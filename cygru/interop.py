@@ -51,7 +51,7 @@ def _import_onnx():
     try:
         import onnx
         from onnx import helper, numpy_helper  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise ImportError(
             f"cygru's ONNX conversion needs the 'onnx' package: {_ONNX_HINT}"
         ) from exc
@@ -77,17 +77,7 @@ def _float_dtype(dtype, what):
     raise TypeError(f"{what} has dtype {dtype}; cygru supports float32 and float64 only")
 
 
-def _check_size(value, name):
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-# Gate-block permutations. ``blocks`` is the block size H; ``axis`` the axis that stacks the
+# Gate-block permutations. ``hidden_size`` is the block size H; ``axis`` the axis stacking the
 # three gates. z,r,h (Keras/ONNX) -> r,z,n (cygru) swaps the first two blocks, and so does the
 # inverse, so one function serves both directions.
 def _swap_rz(array, hidden_size, axis=0):
@@ -449,7 +439,6 @@ def from_onnx(model, node_name=None):
     Examples
     --------
     >>> import numpy as np
-    >>> import onnx
     >>> from onnx import helper, numpy_helper, TensorProto
     >>> import cygru
     >>> rng = np.random.default_rng(0)

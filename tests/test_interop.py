@@ -685,3 +685,11 @@ def test_to_onnx_opsets_and_method(opset):
     ref_out, ref_hn = gru(x)
     np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-5)
     np.testing.assert_allclose(hn, ref_hn, rtol=0, atol=1e-5)
+
+
+def test_missing_onnx_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install cygru\[onnx\]"):
+        to_onnx(cygru.GRU(2, 3), io.BytesIO())
+    with pytest.raises(ImportError, match=r"pip install cygru\[onnx\]"):
+        from_onnx("model.onnx")

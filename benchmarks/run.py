@@ -1,0 +1,1102 @@
+#!/usr/bin/env python
+"""cygru CPU benchmark suite: cygru vs PyTorch, ONNX Runtime and the NumPy reference.
+
+    python benchmarks/run.py [--threads 1 2] [--repeat N] [--quick] [--json PATH]
+                             [--png PATH] [--cases CASE ...]
+
+Every thread count runs in its own worker process (this script re-invoked with
+``--_worker``) whose environment pins the thread pools before any library is
+imported (``CYGRU_NUM_THREADS``, ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
+``MKL_NUM_THREADS``); inside it every peer is also limited explicitly
+(``threadpoolctl.threadpool_limits(n)`` for SciPy/NumPy's OpenBLAS, hence cygru and the
+NumPy reference; ``torch.set_num_threads(n)``; ONNX Runtime ``intra_op_num_threads=n``,
+``inter_op_num_threads=1``). The parent collects the workers' results, prints the
+markdown tables and the targets, and writes the JSON and the PNG chart.
+
+See benchmarks/README.md for what each case measures and how to read the tables.
+"""
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# (T, B, I, H, layers, directions)
+FORWARD_CASES = {
+    "small-latency": (50, 1, 64, 128, 1, 1),
+    "medium": (100, 32, 256, 256, 1, 1),
+    "large": (200, 64, 512, 512, 1, 1),
+    "deep-bi": (100, 32, 256, 256, 2, 2),
+    "long-seq": (2000, 8, 128, 256, 1, 1),
+}
+OTHER_CASES = ["training", "cell", "reset-after-false", "memory"]
+ALL_CASES = list(FORWARD_CASES) + OTHER_CASES
+CELL_SIZES = (1, 64, 128)            # B, I, H
+MEMORY_TS = (2000, 4000)             # long-seq shape with these T
+SGEMM_N = 2048
+PEERS = ["cygru", "torch", "ort", "numpy"]
+PEER_LABEL = {"cygru": "cygru", "torch": "PyTorch", "ort": "ONNX Runtime", "numpy": "NumPy ref"}
+PEER_SHORT = {"cygru": "cygru", "torch": "torch", "ort": "ORT", "numpy": "NumPy"}
+ATOL = 1e-4                          # max abs diff allowed between a peer and cygru (float32)
+MEMORY_LIMIT_MIB = 8.0
+JUDGE_THREADS = 2
+
+# target rows: (key, description, kind, case, peer, threshold)
+#   kind "speedup": peer_time / cygru_time >= threshold
+#   kind "ratio":   cygru(reset_after=False) / cygru(reset_after=True) <= threshold
+#   kind "memory":  peak beyond output <= threshold MiB at every T, and independent of T
+TARGETS = [
+    ("small-latency vs ORT", "small-latency forward", "speedup", "small-latency", "ort", 2.0),
+    ("small-latency vs torch", "small-latency forward", "speedup", "small-latency", "torch", 5.0),
+    ("medium vs ORT", "medium forward", "speedup", "medium", "ort", 1.2),
+    ("large vs ORT", "large forward", "speedup", "large", "ort", 1.2),
+    ("deep-bi vs ORT", "deep-bi forward", "speedup", "deep-bi", "ort", 1.3),
+    ("long-seq vs ORT", "long-seq forward", "speedup", "long-seq", "ort", 1.5),
+    ("training vs torch", "training (fwd+bwd) medium", "speedup", "training", "torch", 1.5),
+    ("GRUCell vs torch", "GRUCell step B=1 I=64 H=128", "speedup", "cell", "torch", 5.0),
+    ("reset_after=False", "reset_after=False medium", "ratio", "reset-after-false", "cygru", 1.3),
+    ("memory", "long-seq forward peak beyond output", "memory", "memory", "cygru",
+     MEMORY_LIMIT_MIB),
+]
+
+
+# ============================================================================================
+# timing
+# ============================================================================================
+
+class TimingConfig:
+    """How long to time. Defaults: ~2 s of samples per peer and case; --quick ~5x shorter."""
+
+    def __init__(self, quick=False, repeat=None):
+        self.quick = quick
+        self.repeat = repeat                      # fixed number of samples per peer
+        self.target_s = 0.4 if quick else 2.0     # total sampled time per peer and case
+        self.warm_s = 0.05 if quick else 0.2      # warm-up before the estimate
+        self.settle_s = 0.05 if quick else 0.15   # untimed calls at the start of every block
+        self.min_rounds = 3 if quick else 5
+        self.max_rounds = 10 if quick else 30
+        self.numpy_limit_s = 0.5 if quick else 2.0  # skip the NumPy reference above this
+        self.sgemm_repeat = 3 if quick else 5
+
+
+def _now():
+    return time.perf_counter()
+
+
+def measure(fns, cfg, hints=None, log=None):
+    """Median seconds per call of every callable in ``fns`` (a dict name -> fn).
+
+    1. warm-up: each fn is called for ``cfg.warm_s`` (at least 3 calls), which also
+       estimates its time per call. A fn whose hint (the time of the correctness-check
+       call) exceeds 0.25 s is not warmed again: the check call was its warm-up.
+    2. rounds R (samples per peer) = target / slowest call, clamped (or ``--repeat``).
+       Each sample is a loop of ``inner`` calls lasting about target / R, so that fast
+       calls (microseconds) are timed over many calls, not one.
+    3. The samples run in two blocks, peers in order then in reverse order, so slow drift
+       of the machine hits every peer alike; every block starts with ``cfg.settle_s`` of
+       untimed calls, so that the previous peer's spinning worker threads (OpenBLAS, OpenMP
+       and ONNX Runtime spin-wait after a call) have gone quiet before timing starts.
+    Returns {name: {"median_ms", "min_ms", "samples_ms", "inner", "rounds"}}.
+    """
+    hints = hints or {}
+    est = {}
+    for name, fn in fns.items():
+        h = hints.get(name)
+        if h is not None and h > 0.25:
+            est[name] = h
+            continue
+        times = []
+        end = _now() + cfg.warm_s
+        while len(times) < 3 or (_now() < end and len(times) < 100000):
+            t0 = _now()
+            fn()
+            times.append(_now() - t0)
+        est[name] = statistics.median(times[1:])
+    slowest = max(est.values())
+    if cfg.repeat:
+        rounds = int(cfg.repeat)
+    else:
+        rounds = int(round(cfg.target_s / max(slowest, 1e-9)))
+        rounds = max(cfg.min_rounds, min(cfg.max_rounds, rounds))
+    sample_s = cfg.target_s / rounds
+    inner = {n: max(1, int(round(sample_s / max(est[n], 1e-9)))) for n in fns}
+    order = list(fns)
+    blocks = [(order, (rounds + 1) // 2), (order[::-1], rounds // 2)]
+    samples = {n: [] for n in fns}
+    for names, k in blocks:
+        if k == 0:
+            continue
+        for n in names:
+            fn, reps = fns[n], inner[n]
+            end = _now() + cfg.settle_s
+            fn()
+            while _now() < end:
+                fn()
+            for _ in range(k):
+                t0 = _now()
+                for _ in range(reps):
+                    fn()
+                samples[n].append((_now() - t0) / reps)
+    out = {}
+    for n in fns:
+        s = samples[n]
+        out[n] = {"median_ms": 1e3 * statistics.median(s), "min_ms": 1e3 * min(s),
+                  "samples_ms": [1e3 * v for v in s], "inner": inner[n], "rounds": rounds}
+    return out
+
+
+# ============================================================================================
+# worker: everything that imports the peers runs here, one process per thread count
+# ============================================================================================
+
+def _maxdiff(a, b):
+    import numpy as np
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def gru_flops(T, B, I, H, L, D):
+    """GEMM flops of one forward pass: 2*T*B*3H*(I_k + H) per layer and direction."""
+    total = 0
+    for k in range(L):
+        in_k = I if k == 0 else D * H
+        total += D * 2 * T * B * 3 * H * (in_k + H)
+    return total
+
+
+def _torch_gru(torch, I, H, L, D, seed):
+    torch.manual_seed(seed)
+    net = torch.nn.GRU(I, H, num_layers=L, bidirectional=(D == 2))
+    net.eval()
+    return net
+
+
+def _state_numpy(net):
+    return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+
+
+def _zrn(a):
+    """PyTorch's gate blocks (r, z, n) -> ONNX's (z, r, h) along axis 0."""
+    import numpy as np
+    r, z, n = np.split(a, 3, axis=0)
+    return np.concatenate([z, r, n], axis=0)
+
+
+def build_ort_gru(ort, state, I, H, L, D, threads, linear_before_reset=1):
+    """ONNX Runtime session for PyTorch GRU weights: one ONNX GRU node per layer.
+
+    For L > 1 the layers are chained the way PyTorch's exporter does it: Y (T, D, B, H)
+    -> Transpose (T, B, D, H) -> Reshape (T, B, D*H). The graph returns the last layer's
+    raw Y and every layer's Y_h; the (T, B, D*H) view and h_n are assembled outside the
+    timed call (for D == 1 the layouts are identical anyway).
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits, nodes = [], []
+    inp = "X"
+    for k in range(L):
+        sfx = [f"_l{k}"] + ([f"_l{k}_reverse"] if D == 2 else [])
+        W = np.stack([_zrn(state["weight_ih" + s]) for s in sfx]).astype(np.float32)
+        R = np.stack([_zrn(state["weight_hh" + s]) for s in sfx]).astype(np.float32)
+        Bb = np.stack([np.concatenate([_zrn(state["bias_ih" + s]), _zrn(state["bias_hh" + s])])
+                       for s in sfx]).astype(np.float32)
+        inits += [numpy_helper.from_array(W, f"W{k}"), numpy_helper.from_array(R, f"R{k}"),
+                  numpy_helper.from_array(Bb, f"B{k}")]
+        nodes.append(helper.make_node(
+            "GRU", [inp, f"W{k}", f"R{k}", f"B{k}"], [f"Y{k}", f"Yh{k}"], name=f"gru{k}",
+            hidden_size=H, direction="bidirectional" if D == 2 else "forward",
+            linear_before_reset=linear_before_reset))
+        if k < L - 1:
+            nodes.append(helper.make_node("Transpose", [f"Y{k}"], [f"Yt{k}"], perm=[0, 2, 1, 3],
+                                          name=f"transpose{k}"))
+            inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), f"shape{k}"))
+            nodes.append(helper.make_node("Reshape", [f"Yt{k}", f"shape{k}"], [f"X{k + 1}"],
+                                          name=f"reshape{k}"))
+            inp = f"X{k + 1}"
+    outputs = [helper.make_tensor_value_info(f"Y{L - 1}", TensorProto.FLOAT, ["T", D, "B", H])]
+    outputs += [helper.make_tensor_value_info(f"Yh{k}", TensorProto.FLOAT, [D, "B", H])
+                for k in range(L)]
+    graph = helper.make_graph(
+        nodes, "cygru_bench_gru",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])], outputs,
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="cygru-benchmarks")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=so,
+                                providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return sess, names
+
+
+def _ort_to_torch_layout(outs, T, B, H, D):
+    import numpy as np
+    y = outs[0]                                   # (T, D, B, H)
+    out = np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(T, B, D * H)
+    h_n = np.concatenate(outs[1:], axis=0)        # (L*D, B, H)
+    return out, h_n
+
+
+class Worker:
+    def __init__(self, threads, cfg, cases):
+        self.n = threads
+        self.cfg = cfg
+        self.cases = cases
+        self.notes = []
+        self.mismatches = []
+        import numpy as np
+        self.np = np
+        sys.path.insert(0, ROOT)
+        import cygru
+        from cygru import _reference
+        self.cygru = cygru
+        self.ref = _reference
+        self.torch = self.ort = None
+        try:
+            import torch
+            self.torch = torch
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:
+                pass
+            torch.set_num_threads(threads)
+        except ImportError as exc:
+            self.note(f"PyTorch not installed ({exc}): skipped")
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime
+            self.ort = onnxruntime
+            onnxruntime.set_default_logger_severity(3)
+        except ImportError as exc:
+            self.note(f"ONNX Runtime / onnx not installed ({exc}): skipped")
+
+    # -- helpers ----------------------------------------------------------------------------
+    def log(self, msg):
+        print(f"[{self.n} thread{'s' if self.n > 1 else ''}] {msg}", flush=True)
+
+    def note(self, msg):
+        self.notes.append(msg)
+        print(f"note: {msg}", flush=True)
+
+    def mismatch(self, case, peer, diff, what="output"):
+        msg = (f"{case}: {PEER_LABEL[peer]} {what} differs from cygru by {diff:.3g} "
+               f"(> {ATOL:g}); NOT timed")
+        bar = "!" * 78
+        print(f"\n{bar}\n!!! MISMATCH ({self.n} threads) {msg}\n{bar}\n", flush=True)
+        self.mismatches.append({"threads": self.n, "case": case, "peer": peer, "what": what,
+                                "max_abs_diff": diff})
+
+    def _rng(self, seed=0):
+        return self.np.random.default_rng(seed)
+
+    def _peer_entry(self, status, **kw):
+        d = {"status": status}
+        d.update(kw)
+        return d
+
+    # -- run --------------------------------------------------------------------------------
+    def run(self):
+        from threadpoolctl import threadpool_info, threadpool_limits
+        res = {"threads": self.n, "cases": {}, "memory": None, "sgemm": None}
+        with threadpool_limits(limits=self.n):
+            res["threadpools"] = threadpool_info()
+            res["sgemm"] = self.sgemm_peak()
+            for case in self.cases:
+                t0 = _now()
+                try:
+                    if case in FORWARD_CASES:
+                        out = self.forward_case(case)
+                    elif case == "training":
+                        out = self.training_case()
+                    elif case == "cell":
+                        out = self.cell_case()
+                    elif case == "reset-after-false":
+                        out = self.reset_after_false_case()
+                    elif case == "memory":
+                        res["memory"] = self.memory_case()
+                        continue
+                except Exception as exc:  # keep going: one broken case must not lose the rest
+                    import traceback
+                    traceback.print_exc()
+                    self.note(f"{case}: failed with {type(exc).__name__}: {exc}")
+                    continue
+                finally:
+                    gc.collect()
+                out["wall_s"] = _now() - t0
+                res["cases"][case] = out
+        res["notes"] = self.notes
+        res["mismatches"] = self.mismatches
+        return res
+
+    def sgemm_peak(self):
+        np = self.np
+        from scipy.linalg import blas
+        n = SGEMM_N
+        rng = self._rng(1)
+        a = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+        b = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+        c = np.zeros((n, n), np.float32, order="F")
+        blas.sgemm(1.0, a, b, beta=0.0, c=c, overwrite_c=True)          # warm-up
+        times = []
+        for _ in range(self.cfg.sgemm_repeat):
+            t0 = _now()
+            blas.sgemm(1.0, a, b, beta=0.0, c=c, overwrite_c=True)
+            times.append(_now() - t0)
+        flops = 2.0 * n ** 3
+        peak = flops / min(times) / 1e9
+        self.log(f"scipy sgemm {n}^3: peak {peak:.1f} GFLOP/s "
+                 f"(median {flops / statistics.median(times) / 1e9:.1f})")
+        return {"n": n, "gflops_peak": peak,
+                "gflops_median": flops / statistics.median(times) / 1e9,
+                "times_ms": [1e3 * t for t in times]}
+
+    def _check_and_time(self, case, ref_fn, peers, tol=ATOL):
+        """peers: {name: (call_fn, to_arrays_fn)} with cygru's entry the reference.
+
+        Calls each peer once, compares every returned array with cygru's, then times the
+        peers that match. Returns {peer: entry}.
+        """
+        entries, fns, hints = {}, {}, {}
+        t0 = _now()
+        ref_out = ref_fn[1](ref_fn[0]())
+        hints["cygru"] = _now() - t0
+        fns["cygru"] = ref_fn[0]
+        for name, (fn, conv) in peers.items():
+            try:
+                t0 = _now()
+                got = conv(fn())
+                hints[name] = _now() - t0
+            except Exception as exc:
+                self.note(f"{case}: {PEER_LABEL[name]} failed: {type(exc).__name__}: {exc}")
+                entries[name] = self._peer_entry("error", note=str(exc))
+                continue
+            diffs = {w: _maxdiff(got[w], ref_out[w]) if w in got else None for w in ref_out}
+            missing = [w for w, d in diffs.items() if d is None]
+            if missing:
+                raise RuntimeError(f"{case}: {name} returned no {missing}")
+            bad = {w: d for w, d in diffs.items() if not d <= tol}
+            worst = max((d for d in diffs.values() if d is not None), default=0.0)
+            if bad:
+                w, d = max(bad.items(), key=lambda kv: kv[1])
+                self.mismatch(case, name, d, w)
+                entries[name] = self._peer_entry("mismatch", max_abs_diff=diffs)
+                continue
+            entries[name] = self._peer_entry("ok", max_abs_diff=diffs, check_max_abs_diff=worst)
+            fns[name] = fn
+        timed = measure(fns, self.cfg, hints)
+        entries["cygru"] = self._peer_entry("ok")
+        for name, t in timed.items():
+            entries[name].update(t)
+        return entries
+
+    # -- forward cases ----------------------------------------------------------------------
+    def forward_case(self, case):
+        np, cygru, torch = self.np, self.cygru, self.torch
+        T, B, I, H, L, D = FORWARD_CASES[case]
+        x = self._rng(0).standard_normal((T, B, I), dtype=np.float32)
+        if torch is not None:
+            net = _torch_gru(torch, I, H, L, D, seed=0)
+            state = _state_numpy(net)
+        else:
+            state = cygru.GRU(I, H, L, bidirectional=(D == 2), seed=0).state_dict()
+        gru = cygru.GRU(I, H, L, bidirectional=(D == 2))
+        gru.load_state_dict(state)
+
+        def as_dict(o):
+            return {"output": o[0], "h_n": o[1]}
+
+        peers, skipped = {}, {}
+        if torch is not None:
+            xt = torch.from_numpy(x)
+            peers["torch"] = (lambda: net(xt),
+                              lambda o: {"output": o[0].numpy(), "h_n": o[1].numpy()})
+        else:
+            skipped["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
+        if self.ort is not None:
+            sess, names = build_ort_gru(self.ort, state, I, H, L, D, self.n)
+            feed = {"X": x}
+            peers["ort"] = (lambda: sess.run(names, feed),
+                            lambda o: as_dict(_ort_to_torch_layout(o, T, B, H, D)))
+        else:
+            skipped["ort"] = self._peer_entry("unavailable", note="onnxruntime not installed")
+        layers = [[tuple(state[f"{w}_l{k}{'_reverse' if d else ''}"]
+                         for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                   for d in range(D)] for k in range(L)]
+
+        def ref_call(xx=x):
+            return self.ref.gru_forward(xx, None, layers, hidden_size=H, num_directions=D)
+
+        # estimate the NumPy reference's time from a prefix of the sequence
+        tp = min(T, 10)
+        self.ref.gru_forward(x[:2], None, layers, hidden_size=H, num_directions=D)
+        t0 = _now()
+        ref_call(x[:tp])
+        est = (_now() - t0) * T / tp
+        if est > self.cfg.numpy_limit_s:
+            msg = (f"NumPy reference skipped: about {est:.1f} s per call "
+                   f"(> {self.cfg.numpy_limit_s:g} s)")
+            skipped["numpy"] = self._peer_entry("skipped", note=msg, est_s=est)
+            self.log(f"{case}: {msg}")
+        else:
+            peers["numpy"] = (ref_call, as_dict)
+
+        with torch.no_grad() if torch is not None else _nullcontext():
+            entries = self._check_and_time(case, (lambda: gru(x), as_dict), peers)
+        entries.update(skipped)
+        flops = gru_flops(T, B, I, H, L, D)
+        out = {"kind": "forward", "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
+               "flops": flops, "peers": entries,
+               "cygru_gflops": flops / (entries["cygru"]["median_ms"] * 1e-3) / 1e9}
+        self._log_entries(case, entries, unit="ms")
+        return out
+
+    def _log_entries(self, case, entries, unit="ms"):
+        parts = []
+        c = entries["cygru"].get("median_ms")
+        for p in PEERS:
+            e = entries.get(p)
+            if e is None:
+                continue
+            if "median_ms" in e:
+                v = e["median_ms"] * (1e3 if unit == "us" else 1)
+                r = "" if p == "cygru" else f" ({e['median_ms'] / c:.2f}x)"
+                parts.append(f"{PEER_SHORT[p]} {v:.4g} {unit}{r}")
+            else:
+                parts.append(f"{PEER_SHORT[p]} {e['status']}")
+        self.log(f"{case}: " + ", ".join(parts))
+
+    # -- training -----------------------------------------------------------------------------
+    def training_case(self):
+        np, cygru, torch = self.np, self.cygru, self.torch
+        T, B, I, H, L, D = FORWARD_CASES["medium"]
+        rng = self._rng(2)
+        x = rng.standard_normal((T, B, I), dtype=np.float32)
+        d_out = rng.standard_normal((T, B, D * H), dtype=np.float32)
+        d_hn = rng.standard_normal((L * D, B, H), dtype=np.float32)
+        if torch is not None:
+            net = _torch_gru(torch, I, H, L, D, seed=0)
+            net.train()
+            state = _state_numpy(net)
+        else:
+            state = cygru.GRU(I, H, L, seed=0).state_dict()
+        gru = cygru.GRU(I, H, L, bidirectional=(D == 2))
+        gru.load_state_dict(state)
+
+        def cy_step():
+            (o, h), backward = gru.vjp(x)
+            dx, dh0 = backward(d_out, d_hn)
+            return o, h, dx
+
+        entries = {}
+        peers = {}
+        if torch is not None:
+            xt0 = torch.from_numpy(x)
+            dOt, dHt = torch.from_numpy(d_out), torch.from_numpy(d_hn)
+
+            def torch_step():
+                xt = xt0.detach().requires_grad_()
+                o, h = net(xt)
+                torch.autograd.backward([o, h], [dOt, dHt])
+                return o, h, xt.grad
+
+            peers["torch"] = torch_step
+        else:
+            entries["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
+
+        # correctness: output, h_n, dx and every parameter gradient from zeroed gradients;
+        # gradients are sums over T*B rows, so they are compared relative to their scale
+        gru.zero_grad()
+        o, h, dx = cy_step()
+        ref = {"output": o, "h_n": h, "dx": dx}
+        ref.update({f"grad.{k}": v.copy() for k, v in gru.grads.items()})
+        tol = {}
+        for w, v in ref.items():
+            tol[w] = ATOL * max(1.0, float(np.max(np.abs(v))))
+        hints = {}
+        fns = {"cygru": cy_step}
+        for name, fn in peers.items():
+            net.zero_grad(set_to_none=True)
+            t0 = _now()
+            o, h, dx = fn()
+            hints[name] = _now() - t0
+            got = {"output": o.detach().numpy(), "h_n": h.detach().numpy(), "dx": dx.numpy()}
+            got.update({f"grad.{k}": p.grad.numpy() for k, p in net.named_parameters()})
+            diffs = {w: _maxdiff(got[w], ref[w]) for w in ref}
+            bad = {w: d for w, d in diffs.items() if not d <= tol[w]}
+            if bad:
+                w, d = max(bad.items(), key=lambda kv: kv[1] / tol[kv[0]])
+                self.mismatch("training", name, d, f"{w} (tol {tol[w]:.3g})")
+                entries[name] = self._peer_entry("mismatch", max_abs_diff=diffs)
+                continue
+            entries[name] = self._peer_entry("ok", max_abs_diff=diffs,
+                                             tolerance={w: tol[w] for w in ref})
+            fns[name] = fn
+        timed = measure(fns, self.cfg, hints)
+        entries["cygru"] = self._peer_entry("ok")
+        for name, t in timed.items():
+            entries[name].update(t)
+        self._log_entries("training", entries)
+        return {"kind": "training", "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
+                "peers": entries}
+
+    # -- GRUCell step ---------------------------------------------------------------------------
+    def cell_case(self):
+        np, cygru, torch = self.np, self.cygru, self.torch
+        B, I, H = CELL_SIZES
+        rng = self._rng(3)
+        x = rng.standard_normal((B, I), dtype=np.float32)
+        h = rng.standard_normal((B, H), dtype=np.float32) * np.float32(0.5)
+        cell = cygru.GRUCell(I, H, seed=0)
+        peers, skipped = {}, {}
+        if torch is not None:
+            torch.manual_seed(0)
+            tcell = torch.nn.GRUCell(I, H)
+            cell.load_state_dict(_state_numpy(tcell))
+            xt, ht = torch.from_numpy(x), torch.from_numpy(h)
+            peers["torch"] = (lambda: tcell(xt, ht), lambda o: {"h1": o.numpy()})
+        else:
+            skipped["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
+        w = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+        peers["numpy"] = (lambda: self.ref.cell_forward(x, h, *w), lambda o: {"h1": o[0]
+                          if isinstance(o, tuple) else o})
+        with torch.no_grad() if torch is not None else _nullcontext():
+            entries = self._check_and_time("cell", (lambda: cell(x, h), lambda o: {"h1": o}),
+                                           peers)
+        entries.update(skipped)
+        self._log_entries("cell", entries, unit="us")
+        return {"kind": "cell", "shape": dict(B=B, I=I, H=H), "peers": entries}
+
+    # -- reset_after=False ----------------------------------------------------------------------
+    def reset_after_false_case(self):
+        np, cygru = self.np, self.cygru
+        T, B, I, H, L, D = FORWARD_CASES["medium"]
+        x = self._rng(0).standard_normal((T, B, I), dtype=np.float32)
+        g_true = cygru.GRU(I, H, seed=0)
+        g_false = cygru.GRU(I, H, reset_after=False)
+        g_false.load_state_dict(g_true.state_dict())
+        layers = [[tuple(getattr(g_false, f"{w}_l0")
+                         for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))]]
+        # correctness of the variant against the NumPy reference on a prefix (20 steps)
+        xp = x[:20]
+        o, h = g_false(xp)
+        ro, rh = self.ref.gru_forward(xp, None, layers, hidden_size=H, num_directions=1,
+                                      reset_after=False)
+        diff = max(_maxdiff(o, ro), _maxdiff(h, rh))
+        check = {"vs": "NumPy reference (reset_after=False), first 20 steps",
+                 "max_abs_diff": diff}
+        if not diff <= ATOL:
+            self.mismatch("reset-after-false", "numpy", diff,
+                          "cygru reset_after=False vs reference")
+            check["status"] = "mismatch"
+        else:
+            check["status"] = "ok"
+        timed = measure({"reset_after=False": lambda: g_false(x),
+                         "reset_after=True": lambda: g_true(x)}, self.cfg)
+        tf, tt = timed["reset_after=False"], timed["reset_after=True"]
+        ratio = tf["median_ms"] / tt["median_ms"]
+        flops = gru_flops(T, B, I, H, L, D)
+        self.log(f"reset-after-false: {tf['median_ms']:.4g} ms vs reset_after=True "
+                 f"{tt['median_ms']:.4g} ms: {ratio:.2f}x")
+        return {"kind": "variant", "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
+                "flops": flops, "check": check,
+                "peers": {"cygru": dict(status="ok", **tf)},
+                "reset_after_true": tt, "ratio_false_over_true": ratio,
+                "cygru_gflops": flops / (tf["median_ms"] * 1e-3) / 1e9}
+
+    # -- memory ---------------------------------------------------------------------------------
+    def memory_case(self):
+        import tracemalloc
+        np, cygru = self.np, self.cygru
+        _, B, I, H, L, D = FORWARD_CASES["long-seq"]
+        gru = cygru.GRU(I, H, L, bidirectional=(D == 2), seed=0)
+        rows = []
+        for T in MEMORY_TS:
+            x = self._rng(4).standard_normal((T, B, I), dtype=np.float32)
+            gru(x)                                         # warm-up outside tracing
+            peaks = []
+            for _ in range(2):
+                gc.collect()
+                tracemalloc.start()
+                base = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                out, h_n = gru(x)
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+                peaks.append(peak - base - out.nbytes - h_n.nbytes)
+                del out, h_n
+            beyond = max(peaks)
+            rows.append({"T": T, "B": B, "I": I, "H": H,
+                         "output_mib": T * B * D * H * 4 / 2 ** 20,
+                         "peak_beyond_output_mib": beyond / 2 ** 20})
+            self.log(f"memory: long-seq T={T}: peak beyond output {beyond / 2 ** 20:.3f} MiB "
+                     f"(output {rows[-1]['output_mib']:.1f} MiB)")
+        return {"rows": rows,
+                "method": "tracemalloc peak during one forward call minus the output arrays "
+                          "(NumPy reports its allocations to tracemalloc; plain C malloc and "
+                          "OpenBLAS's internal buffers are not seen)"}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def worker_main(args):
+    cfg = TimingConfig(quick=args.quick, repeat=args.repeat)
+    w = Worker(args._worker, cfg, args.cases)
+    res = w.run()
+    res["environment"] = environment_info(w)
+    with open(args._out, "w") as f:
+        json.dump(res, f, default=_json_default)
+    return 0
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:
+        pass
+    return str(o)
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_head():
+    """The checkout's commit, read from .git (no git command is run); None if unknown."""
+    try:
+        gitdir = os.path.join(ROOT, ".git")
+        with open(os.path.join(gitdir, "HEAD")) as f:
+            head = f.read().strip()
+        if not head.startswith("ref:"):
+            return head
+        ref = head.split(None, 1)[1]
+        p = os.path.join(gitdir, ref)
+        if os.path.exists(p):
+            with open(p) as f:
+                return f.read().strip()
+        with open(os.path.join(gitdir, "packed-refs")) as f:
+            for line in f:
+                if line.strip().endswith(ref):
+                    return line.split()[0]
+    except OSError:
+        pass
+    return None
+
+
+def environment_info(w):
+    import numpy
+    import scipy
+    info = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else None,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "versions": {"numpy": numpy.__version__, "scipy": scipy.__version__,
+                     "cygru": w.cygru.__version__,
+                     "torch": w.torch.__version__ if w.torch is not None else None,
+                     "onnxruntime": w.ort.__version__ if w.ort is not None else None},
+        "git_head": _git_head(),
+    }
+    try:
+        import threadpoolctl
+        info["versions"]["threadpoolctl"] = threadpoolctl.__version__
+    except ImportError:
+        pass
+    try:
+        import onnx
+        info["versions"]["onnx"] = onnx.__version__
+    except ImportError:
+        pass
+    try:
+        from cygru import _blas
+        info["blas"] = _blas.blas_name()
+    except Exception as exc:  # the BLAS name is informational only
+        info["blas"] = f"unknown ({exc})"
+    return info
+
+
+# ============================================================================================
+# parent: run the workers, report
+# ============================================================================================
+
+def run_workers(args):
+    runs = {}
+    for n in args.threads:
+        env = dict(os.environ)
+        for var in ("CYGRU_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "MKL_NUM_THREADS"):
+            env[var] = str(n)
+        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                    else "")
+        fd, out = tempfile.mkstemp(prefix=f"cygru-bench-{n}-", suffix=".json")
+        os.close(fd)
+        cmd = [sys.executable, os.path.abspath(__file__), "--_worker", str(n), "--_out", out,
+               "--cases", *args.cases]
+        if args.quick:
+            cmd.append("--quick")
+        if args.repeat:
+            cmd += ["--repeat", str(args.repeat)]
+        print(f"\n=== {n} thread{'s' if n > 1 else ''} ===", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd, env=env, cwd=ROOT)
+        try:
+            if rc != 0:
+                print(f"worker for {n} threads exited with status {rc}", file=sys.stderr)
+                continue
+            with open(out) as f:
+                runs[n] = json.load(f)
+            runs[n]["worker_wall_s"] = time.perf_counter() - t0
+        finally:
+            os.unlink(out)
+    return runs
+
+
+def _fmt_ms(ms):
+    if ms is None:
+        return "—"
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
+
+
+def _fmt_time(ms, unit):
+    if ms is None:
+        return "—"
+    if unit == "us":
+        us = ms * 1e3
+        return f"{us:.1f} µs" if us < 100 else f"{us:.0f} µs"
+    return _fmt_ms(ms)
+
+
+def _peer_cell(entry, unit="ms"):
+    if entry is None:
+        return "—"
+    if "median_ms" in entry:
+        return _fmt_time(entry["median_ms"], unit)
+    return {"mismatch": "MISMATCH", "skipped": "skip", "unavailable": "n/a",
+            "error": "error"}.get(entry["status"], entry["status"])
+
+
+def case_label(case, info):
+    s = info.get("shape", {})
+    if info.get("kind") == "forward":
+        return f"{case} ({s['T']},{s['B']},{s['I']},{s['H']},{s['layers']},{s['dirs']})"
+    if case == "training":
+        return "training fwd+bwd medium"
+    if case == "cell":
+        return f"GRUCell step B={s['B']} I={s['I']} H={s['H']}"
+    if case == "reset-after-false":
+        return "medium reset_after=False"
+    return case
+
+
+def main_table(runs, cases):
+    other = [p for p in PEERS if p != "cygru"]
+    head = (["case", "threads"] + [f"{PEER_SHORT[p]} ms" for p in PEERS]
+            + [f"{PEER_SHORT[p]}/cygru" for p in other]
+            + ["cygru GFLOP/s", "% sgemm peak", "notes"])
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---", "---:"] + ["---:"] * (len(head) - 3) + ["---"]) + "|"]
+    for case in cases:
+        if case == "memory":
+            continue
+        for n, run in runs.items():
+            info = run["cases"].get(case)
+            if info is None:
+                continue
+            unit = "us" if case == "cell" else "ms"
+            peers = info["peers"]
+            c = peers.get("cygru", {}).get("median_ms")
+            cells = [case_label(case, info), str(n)]
+            cells += [_peer_cell(peers.get(p), unit) for p in PEERS]
+            notes = []
+            for p in other:
+                e = peers.get(p)
+                if e is not None and "median_ms" in e and c:
+                    cells.append(f"{e['median_ms'] / c:.2f}x")
+                else:
+                    cells.append("—")
+                if e is not None and e.get("note") and e["status"] != "ok":
+                    notes.append(e["note"])
+            g = info.get("cygru_gflops")
+            peak = (run.get("sgemm") or {}).get("gflops_peak")
+            cells.append(f"{g:.1f}" if g else "—")
+            cells.append(f"{100 * g / peak:.0f}%" if g and peak else "—")
+            if case == "reset-after-false":
+                notes.insert(0, f"{info['ratio_false_over_true']:.2f}x the time of "
+                                f"reset_after=True ({_fmt_ms(info['reset_after_true']['median_ms'])}"
+                                " ms)")
+            if case == "cell":
+                notes.insert(0, "µs per call from Python")
+            cells.append("; ".join(notes))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def memory_table(runs):
+    lines = ["| case | threads | T | output MiB | peak beyond output MiB |",
+             "|---|---:|---:|---:|---:|"]
+    any_row = False
+    for n, run in runs.items():
+        mem = run.get("memory")
+        if not mem:
+            continue
+        for r in mem["rows"]:
+            any_row = True
+            lines.append(f"| long-seq forward (T,{r['B']},{r['I']},{r['H']},1,1) | {n} | {r['T']} "
+                         f"| {r['output_mib']:.1f} | {r['peak_beyond_output_mib']:.3f} |")
+    return "\n".join(lines) if any_row else None
+
+
+def sgemm_table(runs):
+    lines = ["| threads | SciPy sgemm 2048^3 peak GFLOP/s | median GFLOP/s |", "|---:|---:|---:|"]
+    for n, run in runs.items():
+        s = run.get("sgemm")
+        if s:
+            lines.append(f"| {n} | {s['gflops_peak']:.1f} | {s['gflops_median']:.1f} |")
+    return "\n".join(lines)
+
+
+def memory_verdict(mem):
+    rows = mem["rows"]
+    peaks = [r["peak_beyond_output_mib"] for r in rows]
+    small = all(p <= MEMORY_LIMIT_MIB for p in peaks)
+    # "independent of T": the largest T's peak within 0.25 MiB + 5% of the smallest T's
+    flat = peaks[-1] <= peaks[0] * 1.05 + 0.25
+    measured = ", ".join(f"T={r['T']}: {r['peak_beyond_output_mib']:.2f} MiB" for r in rows)
+    return small and flat, measured, small, flat
+
+
+def evaluate_targets(runs, cases):
+    if not runs:
+        return None, []
+    judge = JUDGE_THREADS if JUDGE_THREADS in runs else max(runs)
+    run = runs[judge]
+    out = []
+    for key, desc, kind, case, peer, thr in TARGETS:
+        row = {"target": key, "description": desc, "threads": judge, "threshold": thr}
+        info = run["cases"].get(case) if case != "memory" else run.get("memory")
+        if info is None:
+            row.update(result="n/a", measured="not run")
+            out.append(row)
+            continue
+        if kind == "speedup":
+            c = info["peers"].get("cygru", {}).get("median_ms")
+            e = info["peers"].get(peer, {})
+            if c and "median_ms" in e:
+                ratio = e["median_ms"] / c
+                row.update(value=ratio, measured=f"{PEER_SHORT[peer]}/cygru {ratio:.2f}x",
+                           result="PASS" if ratio >= thr else "MISS")
+                row["rule"] = f"cygru >= {thr:g}x faster than {PEER_LABEL[peer]}"
+            else:
+                row.update(result="n/a", measured=f"{PEER_LABEL[peer]}: "
+                           f"{e.get('status', 'not run')}",
+                           rule=f"cygru >= {thr:g}x faster than {PEER_LABEL[peer]}")
+        elif kind == "ratio":
+            r = info["ratio_false_over_true"]
+            row.update(value=r, measured=f"{r:.2f}x the time of reset_after=True",
+                       result="PASS" if r <= thr else "MISS",
+                       rule=f"<= {thr:g}x the time of reset_after=True")
+        else:
+            ok, measured, small, flat = memory_verdict(info)
+            row.update(measured=measured + ("" if flat else " (grows with T)"),
+                       result="PASS" if ok else "MISS",
+                       rule=f"<= {thr:g} MiB beyond the output, independent of T")
+        out.append(row)
+    return judge, out
+
+
+def targets_table(judge, rows):
+    lines = [f"| target ({judge} threads) | rule | measured | result |", "|---|---|---|---|"]
+    for r in rows:
+        res = r["result"]
+        res = f"**{res}**" if res == "MISS" else res
+        lines.append(f"| {r['description']} | {r.get('rule', '')} | {r['measured']} | {res} |")
+    return "\n".join(lines)
+
+
+def make_png(runs, judge, path, title_extra):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        print(f"note: matplotlib not installed ({exc}): no chart written")
+        return False
+    run = runs[judge]
+    cases = [c for c in list(FORWARD_CASES) + ["training", "cell", "reset-after-false"]
+             if c in run["cases"]]
+    if not cases:
+        return False
+    labels = [case_label(c, run["cases"][c]).replace(" (", "\n(") for c in cases]
+    labels = [lbl.replace("GRUCell step ", "GRUCell step\n") for lbl in labels]
+    width = 0.8 / len(PEERS)
+    fig, ax = plt.subplots(figsize=(max(9, 1.5 * len(cases) + 2), 5.5))
+    colors = {"cygru": "#d62728", "torch": "#1f77b4", "ort": "#2ca02c", "numpy": "#7f7f7f"}
+    for i, p in enumerate(PEERS):
+        xs, ys = [], []
+        for j, c in enumerate(cases):
+            e = run["cases"][c]["peers"].get(p)
+            if e is not None and "median_ms" in e:
+                xs.append(j + (i - (len(PEERS) - 1) / 2) * width)
+                ys.append(e["median_ms"])
+        if xs:
+            bars = ax.bar(xs, ys, width, label=PEER_LABEL[p], color=colors[p])
+            for b, y in zip(bars, ys):
+                ax.text(b.get_x() + b.get_width() / 2, y * 1.08, _fmt_ms(y), ha="center",
+                        va="bottom", fontsize=6, rotation=90)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("median ms per call (log scale, lower is better)")
+    ax.set_title(f"cygru vs peers, float32, {judge} thread{'s' if judge > 1 else ''}"
+                 f"{title_extra}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        description="Benchmark cygru against PyTorch, ONNX Runtime and the NumPy reference "
+                    "(float32, CPU).")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="thread counts to run, each in its own process (default: 1 2)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="fixed number of timed samples per peer and case (default: adaptive, "
+                         "~2 s of samples per peer)")
+    ap.add_argument("--quick", action="store_true",
+                    help="about 5x shorter timing (0.4 s per peer and case); NumPy reference "
+                         "only where a call takes < 0.5 s")
+    ap.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"),
+                    help="where to write the results (default: benchmarks/results/latest.json)")
+    ap.add_argument("--png", default=os.path.join(HERE, "results", "latest.png"),
+                    help="where to write the chart (default: benchmarks/results/latest.png); "
+                         "'' for none")
+    ap.add_argument("--cases", nargs="+", default=ALL_CASES, choices=ALL_CASES, metavar="CASE",
+                    help="cases to run (default: all): " + ", ".join(ALL_CASES))
+    ap.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    if any(n < 1 for n in args.threads):
+        ap.error("--threads must be >= 1")
+    args.cases = [c for c in ALL_CASES if c in args.cases]
+    args.threads = list(dict.fromkeys(args.threads))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args._worker is not None:
+        return worker_main(args)
+    t_start = time.perf_counter()
+    print(f"cygru benchmarks: cases {', '.join(args.cases)}; threads "
+          f"{' '.join(map(str, args.threads))}{'; quick' if args.quick else ''}", flush=True)
+    runs = run_workers(args)
+    if not runs:
+        print("no worker finished: nothing to report", file=sys.stderr)
+        return 1
+    env = next(iter(runs.values()))["environment"]
+    judge, targets = evaluate_targets(runs, args.cases)
+    v = env["versions"]
+    header = (f"CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs); "
+              f"BLAS: {env.get('blas')}; Python {env['python']}; "
+              + ", ".join(f"{k} {val}" for k, val in v.items() if val))
+    report = ["", "## Results (float32, median over repeated runs)", "", header, "",
+              "Ratios are peer time / cygru time: > 1 means cygru is faster. "
+              "`skip`: not run (see notes); `n/a`: peer not installed; "
+              "`MISMATCH`: output differs from cygru, not timed.", "",
+              main_table(runs, args.cases), ""]
+    mt = memory_table(runs)
+    if mt:
+        report += ["### Memory (tracemalloc)", "", mt, ""]
+    report += ["### SciPy sgemm peak (same run)", "", sgemm_table(runs), ""]
+    if targets:
+        note = "" if judge == JUDGE_THREADS else \
+            f" (2 threads not run: judged at {judge} threads)"
+        report += [f"### Targets{note}", "", targets_table(judge, targets), ""]
+    mismatches = [m for r in runs.values() for m in r.get("mismatches", [])]
+    notes = list(dict.fromkeys(n for r in runs.values() for n in r.get("notes", [])))
+    if mismatches:
+        report += ["### !!! Correctness MISMATCHES (these peers were not timed) !!!", ""]
+        report += [f"- {m['threads']} threads, {m['case']}: {PEER_LABEL[m['peer']]} "
+                   f"{m['what']}: max abs diff {m['max_abs_diff']:.3g}" for m in mismatches]
+        report.append("")
+    else:
+        report += ["All peers matched cygru before timing (max abs diff <= 1e-4; gradients "
+                   "relative to their scale).", ""]
+    if notes:
+        report += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    total = time.perf_counter() - t_start
+    report.append(f"Total wall time: {total:.0f} s")
+    text = "\n".join(report)
+    print(text, flush=True)
+
+    result = {"machine": env, "args": {k: v for k, v in vars(args).items()
+                                       if not k.startswith("_")},
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "runs": {str(n): r for n, r in runs.items()},
+              "judged_at_threads": judge, "targets": targets, "mismatches": mismatches,
+              "notes": notes, "total_wall_s": total, "report_markdown": text}
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=_json_default)
+        print(f"\nwrote {args.json}")
+    if args.png:
+        extra = f"\n{env['cpu_model']}"
+        if make_png(runs, judge, args.png, extra):
+            print(f"wrote {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

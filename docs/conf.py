@@ -1,0 +1,99 @@
+"""Sphinx configuration of cygru's documentation site.
+
+Build (warnings are errors; the gallery in ``examples/`` is executed)::
+
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+Every example on the pages is a ``.. doctest::`` block; ``tests/test_docs.py`` executes them
+(and every docstring example of the API), and so does ``python -m sphinx -b doctest docs
+<dir>``.
+"""
+import os
+import sys
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+try:  # an installed cygru (pip install -e .) wins; otherwise the built checkout
+    import cygru
+except ImportError:
+    sys.path.insert(0, ROOT)
+    import cygru
+
+# -- project ------------------------------------------------------------------------------------
+project = "cygru"
+author = "the cygru developers"
+copyright = "the cygru developers, BSD-3-Clause"
+release = cygru.__version__
+version = ".".join(release.split(".")[:2])
+
+# -- extensions (no intersphinx: the build needs no network) -----------------------------------
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.doctest",
+    "sphinx.ext.mathjax",
+    "numpydoc",
+    "sphinx_gallery.gen_gallery",
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.ipynb",
+                    "auto_examples/*.py", "auto_examples/*.zip"]
+source_suffix = {".rst": "restructuredtext"}
+root_doc = "index"
+default_role = "py:obj"
+
+# -- autodoc / autosummary / numpydoc ----------------------------------------------------------
+autosummary_generate = True
+autosummary_imported_members = False
+autodoc_typehints = "none"
+autodoc_member_order = "bysource"
+numpydoc_show_class_members = False     # the class template lists members itself
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+numpydoc_use_plots = False
+
+# -- doctest (python -m sphinx -b doctest docs <dir>): the flags tests/test_docs.py uses --------
+import doctest as _doctest  # noqa: E402
+
+doctest_default_flags = _doctest.ELLIPSIS | _doctest.NORMALIZE_WHITESPACE
+doctest_test_doctest_blocks = "default"
+
+# -- sphinx-gallery: docs/examples/plot_*.py, executed at build time ---------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": "examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "ignore_pattern": r"__init__\.py",
+    "download_all_examples": False,
+    "write_computation_times": False,
+    "remove_config_comments": True,
+    "abort_on_example_error": False,
+    "only_warn_on_example_error": False,
+    "image_scrapers": ("matplotlib",),
+    "matplotlib_animations": False,
+    "within_subsection_order": "FileNameSortKey",
+    "show_memory": False,
+    "plot_gallery": "True",
+}
+
+# matplotlib: no display, and no font-cache chatter in the build log
+os.environ.setdefault("MPLBACKEND", "agg")
+warnings.filterwarnings("ignore", category=UserWarning,
+                        message="Matplotlib is currently using agg")
+
+# -- HTML ---------------------------------------------------------------------------------------
+html_theme = "pydata_sphinx_theme"
+html_title = f"cygru {release}"
+html_theme_options = {
+    "navbar_align": "left",
+    "show_prev_next": True,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_sidebars = {"index": []}
+html_show_sourcelink = False
+html_copy_source = False
