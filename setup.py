@@ -28,20 +28,21 @@ if os.environ.get("CYGRU_SANITIZE"):
     compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]
 
 
-def ext(name):
+def ext(name, openmp=False):
+    omp = ["-fopenmp"] if openmp else []
     return Extension(
         f"cygru.{name}",
         [f"cygru/{name}.pyx"],
         include_dirs=[np.get_include(), "cygru/include"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=compile_args,
-        extra_link_args=["-fsanitize=address"] if os.environ.get("CYGRU_SANITIZE") else [],
+        extra_compile_args=compile_args + omp,
+        extra_link_args=omp + (["-fsanitize=address"] if os.environ.get("CYGRU_SANITIZE") else []),
     )
 
 
 setup(
     ext_modules=cythonize(
-        [ext("_blas"), ext("_kernels"), ext("_cpu")],
+        [ext("_blas"), ext("_kernels"), ext("_cpu", openmp=True), ext("capi")],
         compiler_directives=directives,
         show_all_warnings=False,
     ),

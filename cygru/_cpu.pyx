@@ -6,13 +6,18 @@ arguments arrive validated by functional.py: dtype float32 or float64 (all alike
 C-contiguous, shapes checked, sizes that fit BLAS's int. This layer allocates the
 outputs and scratch, releases the GIL and runs whole time loops in the kernels.
 """
+import os
+
 import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 from cygru._blas cimport gemm
 from cygru._kernels cimport (gru_direction_forward, gru_direction_backward,
-                             gru_cell_forward, cell_work_size)
+                             gru_cell_forward, cell_work_size, part_pack_size,
+                             pack_gate_slice, cygru_barrier, cygru_barrier_init)
+from cython.parallel cimport parallel, threadid
+cimport openmp
 
 cnp.import_array()
 
@@ -22,11 +27,56 @@ cnp.import_array()
 PROJECTION_CHUNK_BYTES = 2 << 20
 
 
+
 def _chunk_steps(int T, int B, int H, int itemsize):
     cdef Py_ssize_t per_step = <Py_ssize_t>B * 3 * H * itemsize
     if per_step <= 0:
         return T
     return int(max(1, min(T, PROJECTION_CHUNK_BYTES // per_step)))
+
+
+_num_threads = 0            # 0: not yet decided (see get_num_threads)
+
+
+def get_num_threads():
+    """Threads cygru's float32 forward uses (CYGRU_NUM_THREADS, else the usable cores)."""
+    global _num_threads
+    if _num_threads == 0:
+        env = os.environ.get("CYGRU_NUM_THREADS", "").strip()
+        if env:
+            try:
+                _num_threads = max(1, int(env))
+            except ValueError:
+                raise ValueError(f"CYGRU_NUM_THREADS must be a positive integer, got {env!r}") from None
+        else:
+            try:
+                _num_threads = len(os.sched_getaffinity(0))
+            except AttributeError:
+                _num_threads = os.cpu_count() or 1
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Set the threads cygru's float32 forward uses (1 = no threads of its own)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"cygru.set_num_threads: expected a positive integer, got {n!r}")
+    _num_threads = n
+
+
+# Below this many multiply-adds per step and direction, a barrier per step costs more
+# than splitting the step saves: run such directions on one thread.
+MIN_WORK_PER_THREAD = 16384
+
+
+def _threads_for(int B, int H, int D, dtype):
+    n = get_num_threads()
+    if dtype != np.float32 or n <= 1:
+        return 1
+    per_dir = max(1, n // D)
+    while per_dir > 1 and (<Py_ssize_t>B * 3 * H * H) // per_dir < MIN_WORK_PER_THREAD:
+        per_dir -= 1
+    return per_dir * D if D <= n else 1
 
 
 def _schedule(lengths, int T, int B):
@@ -43,29 +93,142 @@ def _zeros_if_none(a, shape, dtype):
     return np.zeros(shape, dtype) if a is None else a
 
 
-def _forward_direction(floating[::1] x, floating[::1] w_ih, floating[::1] w_hh,
-                       floating[::1] b_ih, floating[::1] b_hh,
-                       floating[::1] out, Py_ssize_t out_off, Py_ssize_t ts, Py_ssize_t bs,
-                       floating[::1] state, Py_ssize_t[::1] perm, int[::1] active,
-                       int T, int B, int I, int H, bint reverse, bint reset_after, int chunk,
-                       cache, hprev):
+cdef void _run_slice(int d, int r, int buf, int n_per_dir, int T, int B, int I, int H,
+                     floating* x, floating** w_ih, floating** w_hh, floating** b_ih,
+                     floating** b_hh, floating* out, Py_ssize_t ts, Py_ssize_t bs,
+                     floating** state, floating** state_alt, Py_ssize_t* perm, int* active,
+                     bint* rev, bint reset_after, int chunk, floating** gi, floating** gh,
+                     floating** rh, floating** bias, floating** pack_ih, floating** pack_hh,
+                     floating** cache, floating** hprev, cygru_barrier* barriers,
+                     int* bounds) noexcept nogil:
+    """Slice r of direction d, on the scratch set `buf` (one set per thread)."""
+    cdef int u0 = bounds[r], u1 = bounds[r + 1]
+    if pack_hh[buf] != NULL:
+        # each thread packs its own rows of the weights, once per call
+        pack_gate_slice(H, I, u0, u1, w_ih[d], pack_ih[buf])
+        pack_gate_slice(H, H, u0, u1, w_hh[d], pack_hh[buf])
+    gru_direction_forward(T, B, I, H, u0, u1, x, w_ih[d], w_hh[d], b_ih[d], b_hh[d],
+                          out + d * H, ts, bs, state[d], state_alt[d], perm, active,
+                          rev[d], reset_after, chunk, gi[buf], gh[buf], rh[d], bias[buf],
+                          pack_ih[buf], pack_hh[buf], cache[d], hprev[d], &barriers[d])
+
+
+def _unit_bounds(int H, int parts):
+    """Split H hidden units into `parts` slices, at multiples of 16 when H allows."""
+    if H >= 32 * parts:
+        cuts = [((H * k // parts) // 16) * 16 for k in range(parts)] + [H]
+    else:
+        cuts = [H * k // parts for k in range(parts)] + [H]
+    return np.asarray(cuts, dtype=np.intc)
+
+
+def _addr(a):
+    """Address of a C-contiguous array's data (the caller keeps `a` alive)."""
+    return a.ctypes.data
+
+
+def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, Py_ssize_t bs,
+                   states, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I, int H,
+                   revs, bint reset_after, int chunk, caches, hprevs, int nthreads):
+    """Run every direction of one layer; float32 splits each direction's hidden units
+    over threads (directions on separate thread groups), float64 runs on BLAS."""
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] gi_buf = np.empty(<Py_ssize_t>chunk * B * 3 * H, dtype)
-    cdef floating[::1] gh_buf = np.empty(<Py_ssize_t>B * 3 * H, dtype)
-    cdef floating[::1] rh_buf = np.empty(<Py_ssize_t>B * H, dtype)
-    cdef floating[::1] cache_v, hprev_v
-    cdef floating* cache_p = NULL
-    cdef floating* hprev_p = NULL
-    if cache is not None:
-        cache_v = cache.reshape(-1)
-        hprev_v = hprev.reshape(-1)
-        cache_p = &cache_v[0]
-        hprev_p = &hprev_v[0]
-    with nogil:
-        gru_direction_forward(T, B, I, H, &x[0], &w_ih[0], &w_hh[0], &b_ih[0], &b_hh[0],
-                              &out[0] + out_off, ts, bs, &state[0], &perm[0], &active[0],
-                              reverse, reset_after, chunk, &gi_buf[0], &gh_buf[0], &rh_buf[0],
-                              cache_p, hprev_p)
+    cdef int D = len(weights)
+    cdef bint packed = floating is float
+    cdef int n_per_dir = max(1, nthreads // D) if packed else 1
+    if packed and n_per_dir * D > nthreads:
+        n_per_dir = 1
+    cdef bint threaded = packed and n_per_dir * D > 1 and nthreads > 1
+    cdef int n_sets = n_per_dir * D if threaded else 1
+    cdef int[::1] bounds = _unit_bounds(H, n_per_dir)
+    cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_per_dir))
+    keep = []                      # owners of every buffer below, alive until return
+
+    def new(n):
+        a = np.empty(max(int(n), 1), dtype)
+        keep.append(a)
+        return _addr(a)
+
+    cdef floating** P = <floating**>malloc(16 * 8 * sizeof(floating*))
+    cdef bint* rev = <bint*>malloc(2 * sizeof(bint))
+    cdef cygru_barrier* barriers = <cygru_barrier*>malloc(2 * sizeof(cygru_barrier))
+    if P == NULL or rev == NULL or barriers == NULL:
+        free(P); free(rev); free(barriers)
+        raise MemoryError("cygru: could not allocate the layer's pointer tables")
+    # 16 tables of up to 8 entries: per direction (w_ih, w_hh, b_ih, b_hh, state,
+    # state_alt, rh, cache, hprev) and per scratch set (gi, gh, bias, pack_ih, pack_hh)
+    cdef floating** w_ih = P
+    cdef floating** w_hh = P + 8
+    cdef floating** b_ih = P + 16
+    cdef floating** b_hh = P + 24
+    cdef floating** state = P + 32
+    cdef floating** state_alt = P + 40
+    cdef floating** rh = P + 48
+    cdef floating** cache = P + 56
+    cdef floating** hprev = P + 64
+    cdef floating** gi = P + 72
+    cdef floating** gh = P + 80
+    cdef floating** bias = P + 88
+    cdef floating** pack_ih = P + 96
+    cdef floating** pack_hh = P + 104
+    cdef int d, k, tid, ok = 1
+    cdef floating* xp = &x[0]
+    cdef floating* outp = &out[0]
+    cdef Py_ssize_t* permp = &perm[0]
+    cdef int* activep = &active[0]
+    cdef int* boundsp = &bounds[0]
+    try:
+        for d in range(D):
+            wi, wh, bi, bh = weights[d]
+            keep.extend((wi, wh, bi, bh))
+            w_ih[d] = <floating*><Py_ssize_t>_addr(wi.reshape(-1))
+            w_hh[d] = <floating*><Py_ssize_t>_addr(wh.reshape(-1))
+            b_ih[d] = <floating*><Py_ssize_t>_addr(bi)
+            b_hh[d] = <floating*><Py_ssize_t>_addr(bh)
+            state[d] = <floating*><Py_ssize_t>_addr(states[d].reshape(-1))
+            state_alt[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
+            rh[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
+            cache[d] = hprev[d] = NULL
+            if caches is not None:
+                cache[d] = <floating*><Py_ssize_t>_addr(caches[d].reshape(-1))
+                hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d].reshape(-1))
+            rev[d] = revs[d]
+            cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
+        U = U_max if threaded else H
+        for k in range(n_sets):
+            gi[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * U)
+            gh[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * U)
+            bias[k] = <floating*><Py_ssize_t>new(6 * U)
+            pack_ih[k] = pack_hh[k] = NULL
+            if packed:
+                pack_ih[k] = <floating*><Py_ssize_t>new(part_pack_size(U, I))
+                pack_hh[k] = <floating*><Py_ssize_t>new(part_pack_size(U, H))
+        if threaded:
+            with nogil, parallel(num_threads=n_sets):
+                tid = threadid()
+                # the slices of a direction meet at a barrier every step: run only if
+                # OpenMP granted every thread asked for (else fall back below)
+                if openmp.omp_get_num_threads() == n_sets:
+                    _run_slice(tid // n_per_dir, tid % n_per_dir, tid, n_per_dir, T, B, I, H,
+                               xp, w_ih, w_hh, b_ih, b_hh, outp, ts, bs, state, state_alt,
+                               permp, activep, rev, reset_after, chunk, gi, gh, rh, bias,
+                               pack_ih, pack_hh, cache, hprev, barriers, boundsp)
+                elif tid == 0:
+                    ok = 0
+        else:
+            with nogil:
+                for d in range(D):
+                    _run_slice(d, 0, 0, 1, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
+                               bs, state, state_alt, permp, activep, rev, reset_after, chunk,
+                               gi, gh, rh, bias, pack_ih, pack_hh, cache, hprev, barriers,
+                               boundsp)
+    finally:
+        free(P)
+        free(rev)
+        free(barriers)
+    if not ok:
+        _forward_layer(x, weights, out, ts, bs, states, perm, active, T, B, I, H, revs,
+                       reset_after, chunk, caches, hprevs, 1)
 
 
 def _backward_direction(floating[::1] x, floating[::1] w_ih, floating[::1] w_hh,
@@ -143,24 +306,22 @@ def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_af
         else:
             out = np.empty((T, B, D * H), dtype)
             ts, bs = B * D * H, D * H
-        out_flat = out.reshape(-1)
-        per_dir = []
+        states, caches, hprevs, weights, revs = [], [], [], [], []
         for d in range(D):
             w_ih, w_hh, b_ih, b_hh = layers[k][d]
-            state = h0[k * D + d][perm] if h0 is not None else np.zeros((B, H), dtype)
+            weights.append((w_ih, w_hh, zero_bias if b_ih is None else b_ih,
+                            zero_bias if b_hh is None else b_hh))
+            states.append(h0[k * D + d][perm] if h0 is not None else np.zeros((B, H), dtype))
+            revs.append(bool(reverse or d == 1))
             if need_cache:
-                cache = np.zeros((T, B, 4 * H), dtype)
-                hprev = np.zeros((T, B, H), dtype)
-            else:
-                cache = hprev = None
-            _forward_direction(layer_in.reshape(-1), w_ih.reshape(-1), w_hh.reshape(-1),
-                               zero_bias if b_ih is None else b_ih,
-                               zero_bias if b_hh is None else b_hh,
-                               out_flat, d * H, ts, bs, state.reshape(-1), perm, active,
-                               T, B, I, H, bool(reverse or d == 1), bool(reset_after), chunk,
-                               cache, hprev)
-            h_n[k * D + d, perm] = state
-            per_dir.append((cache, hprev))
+                caches.append(np.zeros((T, B, 4 * H), dtype))
+                hprevs.append(np.zeros((T, B, H), dtype))
+        _forward_layer(layer_in.reshape(-1), weights, out.reshape(-1), ts, bs, states, perm,
+                       active, T, B, I, H, revs, bool(reset_after), chunk,
+                       caches if need_cache else None, hprevs, _threads_for(B, H, D, dtype))
+        for d in range(D):
+            h_n[k * D + d, perm] = states[d]
+        per_dir = list(zip(caches, hprevs)) if need_cache else []
         inputs.append(layer_in)
         saved.append(per_dir)
         if k < L - 1:

@@ -150,7 +150,7 @@ def gradcheck(module, x, h0=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, lengths=Non
                 worst = (err, kind, i, ana, num)
         if worst[0] > 0:
             _, kind, i, ana, num = worst
-            where = (f"element {np.unravel_index(i, t.shape)}" if kind == "element"
+            where = (f"element {tuple(int(k) for k in np.unravel_index(i, t.shape))}" if kind == "element"
                      else f"random direction #{i}")
             raise GradcheckError(
                 f"cygru.gradcheck: gradient of {name} (shape {tuple(t.shape)}) disagrees at "

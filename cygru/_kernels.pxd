@@ -20,22 +20,44 @@ Conventions shared by every kernel here (DESIGN.md §2):
 from cython cimport floating
 
 
+cdef extern from "cygru_barrier.h" nogil:
+    ctypedef struct cygru_barrier:
+        pass
+    void cygru_barrier_init(cygru_barrier* b, int n)
+    void cygru_barrier_wait(cygru_barrier* b, int* local_sense)
+
+
 cdef void gru_direction_forward(
     int T, int B, int I, int H,
+    int u0, int u1,                             # this call's slice of hidden units
     const floating* x,                          # IN  (T*B, I) time-major
     const floating* w_ih, const floating* w_hh,  # IN  (3H, I), (3H, H)
     const floating* b_ih, const floating* b_hh,  # IN  (3H,), (3H,)
     floating* out, Py_ssize_t out_ts, Py_ssize_t out_bs,  # OUT h_t rows (strided)
-    floating* state,                            # IN/OUT (B, H) sorted: h0 -> h_n
+    floating* state, floating* state_alt,       # IN/OUT (B, H) sorted: h0 -> h_n; WORK (B, H)
     const Py_ssize_t* perm, const int* active,  # IN  (B,), (T,)
     bint reverse, bint reset_after,
     int chunk,                                  # steps per input-projection GEMM
-    floating* gi_buf,                           # WORK (chunk*B, 3H)
-    floating* gh_buf,                           # WORK (B, 3H)
-    floating* rh_buf,                           # WORK (B, H) (reset_after=False)
+    floating* gi_buf,                           # WORK (chunk*B, 3U), per call
+    floating* gh_buf,                           # WORK (B, 3U), per call
+    floating* rh_buf,                           # WORK (B, H) shared by the slices (reset_after=False)
+    floating* bias_buf,                         # WORK (6U), per call
+    const floating* pack_ih,                    # IN or NULL: pack_gate_slice of W_ih (float32)
+    const floating* pack_hh,                    # IN or NULL: pack_gate_slice of W_hh (float32)
     floating* cache,                            # OUT or NULL: (T, B, 4H) sorted r,z,n,(ghn|rh)
     floating* hprev,                            # OUT or NULL: (T, B, H) sorted h_{t-1}
+    cygru_barrier* barrier,                     # shared by the calls of one direction
 ) noexcept nogil
+# One direction of one layer over the whole sequence. Several threads may run it at
+# once on disjoint unit slices [u0, u1) of the same direction (sharing state,
+# state_alt, rh_buf, out, cache, hprev and the barrier); one call with u0 = 0,
+# u1 = H runs it alone. Without packed weights (float64, or NULL) it calls BLAS and
+# needs the whole range. The per-step barrier makes h_t complete before step t+1.
+
+
+cdef Py_ssize_t part_pack_size(int U, int K) noexcept nogil
+cdef void pack_gate_slice(int H, int K, int u0, int u1, const floating* w,
+                          floating* packed) noexcept nogil
 
 
 cdef void gru_direction_backward(

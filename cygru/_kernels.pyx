@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Implementation of the kernels declared (and documented) in _kernels.pxd."""
 from libc.math cimport exp, tanh
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 from cython cimport floating
 from cygru._blas cimport gemm, gemm_or_gemv
 
@@ -30,161 +30,238 @@ cdef inline void _tanh_inplace(floating* a, Py_ssize_t n) noexcept nogil:
             a[i] = tanh(a[i])
 
 
+cdef extern from "cygru_gemm.h" nogil:
+    Py_ssize_t cygru_packed_size(Py_ssize_t N, Py_ssize_t K)
+    void cygru_pack_f(int N, int K, const float* W, int ldw, float* P)
+    void cygru_gemm_packed_f(int M, int K, const float* A, int lda, const float* P,
+                             int p0, int p1, int N, float* C, int ldc)
+    const char* cygru_kernel_name()
+
+
+def packed_kernel_name():
+    """Which compiled variant of the packed recurrent kernel this CPU runs."""
+    return cygru_kernel_name().decode()
+
+
 # The row kernels below work in passes over contiguous rows (pre-activations, one
 # activation call over the row, then the blend) so that every pass vectorises.
 
-cdef inline void _blend(int H, const floating* gh, floating* s, floating* o,
-                        floating* cache, floating* hprev, const floating* last) noexcept nogil:
-    """h' = (1 - z) * n + z * h, with gh = (r, z, n) activated; s: h -> h', o := h'.
+cdef inline void _blend(int U, const floating* gh, const floating* s_in, floating* s_out,
+                        floating* o, floating* cache, floating* hprev, const floating* last,
+                        int cs) noexcept nogil:
+    """h' = (1 - z) * n + z * h for U units, gh = (r, z, n) activated (gate stride U).
 
-    With a cache, saves r, z, n (its 4th column, `last`, is written by the caller
-    or copied from `last` when given) and h_{t-1}.
+    Reads h from s_in, writes h' to s_out and o (either may alias s_in). With a
+    cache (gate stride cs), saves r, z, n, `last` (if given) and h_{t-1}.
     """
     cdef Py_ssize_t j
     cdef floating z, n, h_old, h_new
     if cache == NULL:
-        for j in range(H):
-            z = gh[H + j]
-            n = gh[2 * H + j]
-            h_new = (1 - z) * n + z * s[j]
-            s[j] = h_new
+        for j in range(U):
+            z = gh[U + j]
+            n = gh[2 * U + j]
+            h_new = (1 - z) * n + z * s_in[j]
+            s_out[j] = h_new
             o[j] = h_new
     else:
-        for j in range(H):
-            z = gh[H + j]
-            n = gh[2 * H + j]
-            h_old = s[j]
+        for j in range(U):
+            z = gh[U + j]
+            n = gh[2 * U + j]
+            h_old = s_in[j]
             h_new = (1 - z) * n + z * h_old
-            s[j] = h_new
+            s_out[j] = h_new
             o[j] = h_new
             cache[j] = gh[j]
-            cache[H + j] = z
-            cache[2 * H + j] = n
+            cache[cs + j] = z
+            cache[2 * cs + j] = n
             hprev[j] = h_old
         if last != NULL:
-            for j in range(H):
-                cache[3 * H + j] = last[j]
+            for j in range(U):
+                cache[3 * cs + j] = last[j]
 
 
-cdef inline void _rz_preact(int H, const floating* gi, const floating* b_ih, floating* gh,
+cdef inline void _rz_preact(int U, const floating* gi, const floating* b_ih, floating* gh,
                             const floating* b_hh) noexcept nogil:
-    # gh[:2H] := σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})
+    # gh[:2U] := σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})
     cdef Py_ssize_t j
-    for j in range(2 * H):
+    for j in range(2 * U):
         gh[j] = gh[j] + gi[j] + b_ih[j] + b_hh[j]
-    _sigmoid_inplace(gh, 2 * H)
+    _sigmoid_inplace(gh, 2 * U)
 
 
 cdef inline void _gates_reset_after(
-        int H, const floating* gi, const floating* b_ih, floating* gh,
-        const floating* b_hh, floating* s, floating* o,
-        floating* cache, floating* hprev) noexcept nogil:
-    """One row, reset_after=True. gh = W_hh h (no bias), overwritten; s: h_{t-1} -> h_t."""
+        int U, const floating* gi, const floating* b_ih, floating* gh,
+        const floating* b_hh, const floating* s_in, floating* s_out, floating* o,
+        floating* cache, floating* hprev, int cs) noexcept nogil:
+    """U units of one row, reset_after=True. gi, gh (= W_hh h, no bias) and the
+    biases are laid out (r, z, n) with gate stride U; gh is overwritten."""
     cdef Py_ssize_t j
     cdef floating ghn
-    _rz_preact(H, gi, b_ih, gh, b_hh)
+    _rz_preact(U, gi, b_ih, gh, b_hh)
     # n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     if cache == NULL:
-        for j in range(H):
-            gh[2 * H + j] = gi[2 * H + j] + b_ih[2 * H + j] + gh[j] * (gh[2 * H + j] + b_hh[2 * H + j])
+        for j in range(U):
+            gh[2 * U + j] = gi[2 * U + j] + b_ih[2 * U + j] + gh[j] * (gh[2 * U + j] + b_hh[2 * U + j])
     else:
-        for j in range(H):
-            ghn = gh[2 * H + j] + b_hh[2 * H + j]
-            cache[3 * H + j] = ghn
-            gh[2 * H + j] = gi[2 * H + j] + b_ih[2 * H + j] + gh[j] * ghn
-    _tanh_inplace(gh + 2 * H, H)
-    _blend(H, gh, s, o, cache, hprev, NULL)
+        for j in range(U):
+            ghn = gh[2 * U + j] + b_hh[2 * U + j]
+            cache[3 * cs + j] = ghn
+            gh[2 * U + j] = gi[2 * U + j] + b_ih[2 * U + j] + gh[j] * ghn
+    _tanh_inplace(gh + 2 * U, U)
+    _blend(U, gh, s_in, s_out, o, cache, hprev, NULL, cs)
 
 
 cdef inline void _gates_rz(
-        int H, const floating* gi, const floating* b_ih, floating* gh,
-        const floating* b_hh, const floating* s, floating* rh) noexcept nogil:
-    """One row, reset_after=False, first pass: gh[:2H] := (r, z); rh := r * h."""
+        int U, const floating* gi, const floating* b_ih, floating* gh,
+        const floating* b_hh, const floating* s_in, floating* rh) noexcept nogil:
+    """U units of one row, reset_after=False, first pass: gh[:2U] := (r, z); rh := r * h."""
     cdef Py_ssize_t j
-    _rz_preact(H, gi, b_ih, gh, b_hh)
-    for j in range(H):
-        rh[j] = gh[j] * s[j]
+    _rz_preact(U, gi, b_ih, gh, b_hh)
+    for j in range(U):
+        rh[j] = gh[j] * s_in[j]
 
 
 cdef inline void _gates_n_before(
-        int H, const floating* gi, const floating* b_ih, floating* gh,
-        const floating* b_hh, const floating* rh, floating* s, floating* o,
-        floating* cache, floating* hprev) noexcept nogil:
-    """One row, reset_after=False, second pass: gh = (r, z, W_hn (r*h)); s -> h_t."""
+        int U, const floating* gi, const floating* b_ih, floating* gh,
+        const floating* b_hh, const floating* rh, const floating* s_in, floating* s_out,
+        floating* o, floating* cache, floating* hprev, int cs) noexcept nogil:
+    """U units of one row, reset_after=False, second pass: gh = (r, z, W_hn (r*h))."""
     cdef Py_ssize_t j
     # n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
-    for j in range(H):
-        gh[2 * H + j] = gi[2 * H + j] + b_ih[2 * H + j] + gh[2 * H + j] + b_hh[2 * H + j]
-    _tanh_inplace(gh + 2 * H, H)
-    _blend(H, gh, s, o, cache, hprev, rh)
+    for j in range(U):
+        gh[2 * U + j] = gi[2 * U + j] + b_ih[2 * U + j] + gh[2 * U + j] + b_hh[2 * U + j]
+    _tanh_inplace(gh + 2 * U, U)
+    _blend(U, gh, s_in, s_out, o, cache, hprev, rh, cs)
+
+
+cdef Py_ssize_t part_pack_size(int U, int K) noexcept nogil:
+    """Elements of a packed (r, z, n) slice of U units of a (3H x K) weight matrix."""
+    return 3 * cygru_packed_size(U, K)
+
+
+cdef void pack_gate_slice(int H, int K, int u0, int u1, const floating* w,
+                          floating* packed) noexcept nogil:
+    # rows g*H + [u0, u1) of W (3H x K) for g = r, z, n, packed one gate after another
+    cdef int g, U = u1 - u0
+    cdef Py_ssize_t ps = cygru_packed_size(U, K)
+    if floating is float:
+        for g in range(3):
+            cygru_pack_f(U, K, w + (<Py_ssize_t>g * H + u0) * K, K, packed + g * ps)
+
+
+cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int u0, int u1,
+                            int g0, int g1, const floating* w, const floating* packed,
+                            floating* c, int ldc) noexcept nogil:
+    """c[:, (g-g0)*U : (g-g0+1)*U] = a @ W[g*H + u0 : g*H + u1]^T for gates g0 <= g < g1.
+
+    Packed kernel when `packed` is given (float32); else one BLAS call, which
+    needs the whole hidden range (u0 == 0, u1 == H: the gate rows are contiguous).
+    """
+    cdef int g, U = u1 - u0
+    cdef Py_ssize_t ps = cygru_packed_size(U, K)
+    if floating is float:
+        if packed != NULL:
+            for g in range(g0, g1):
+                cygru_gemm_packed_f(m, K, a, lda, packed + g * ps, 0, (U + 15) // 16, U,
+                                    c + (g - g0) * U, ldc)
+            return
+    if m == 1 and lda == K:
+        gemm_or_gemv(1, (g1 - g0) * H, K, a, K, w + <Py_ssize_t>g0 * H * K, K, <floating>0, c, ldc)
+    else:
+        gemm(False, True, m, (g1 - g0) * H, K, <floating>1, a, lda, w + <Py_ssize_t>g0 * H * K,
+             K, <floating>0, c, ldc)
 
 
 cdef void gru_direction_forward(
-    int T, int B, int I, int H,
+    int T, int B, int I, int H, int u0, int u1,
     const floating* x,
     const floating* w_ih, const floating* w_hh,
     const floating* b_ih, const floating* b_hh,
     floating* out, Py_ssize_t out_ts, Py_ssize_t out_bs,
-    floating* state,
+    floating* state, floating* state_alt,
     const Py_ssize_t* perm, const int* active,
     bint reverse, bint reset_after,
     int chunk,
-    floating* gi_buf, floating* gh_buf, floating* rh_buf,
+    floating* gi_buf, floating* gh_buf, floating* rh_buf, floating* bias_buf,
+    const floating* pack_ih, const floating* pack_hh,
     floating* cache, floating* hprev,
+    cygru_barrier* barrier,
 ) noexcept nogil:
-    cdef int G = 3 * H
-    cdef int step, t, nb, i
-    cdef int lo = 0, hi = 0          # time steps [lo, hi) currently projected in gi_buf
-    cdef Py_ssize_t b, row_c
+    cdef int U = u1 - u0, G = 3 * U
+    cdef int step, t, nb, i, g, lo = 0, hi = 0      # steps [lo, hi) are projected in gi_buf
+    cdef int sense = 0
+    cdef Py_ssize_t b, row_c, j
+    cdef floating* cur = state
+    cdef floating* nxt = state_alt
+    cdef floating* tmp
     cdef floating* o
     cdef floating* c = NULL
     cdef floating* hp = NULL
+    cdef floating* bi = bias_buf            # this slice's biases in (r, z, n) U-layout
+    cdef floating* bh = bias_buf + G
+    for g in range(3):
+        for j in range(U):
+            bi[g * U + j] = b_ih[g * H + u0 + j]
+            bh[g * U + j] = b_hh[g * H + u0 + j]
     for step in range(T):
         t = T - 1 - step if reverse else step
         if t < lo or t >= hi:
-            # Project the next `chunk` steps of input at once: gi = x @ W_ih^T.
-            # Chunks follow the processing order, so scratch does not grow with T.
+            # Project the next `chunk` steps of input at once (this slice's gate
+            # columns only): gi = x @ W_ih^T. Chunks follow the processing order,
+            # so scratch does not grow with T.
             if reverse:
                 hi = t + 1
                 lo = hi - chunk if hi > chunk else 0
             else:
                 lo = t
                 hi = t + chunk if t + chunk < T else T
-            gemm(False, True, (hi - lo) * B, G, I, <floating>1, x + <Py_ssize_t>lo * B * I, I,
-                 w_ih, I, <floating>0, gi_buf, G)
+            _gate_gemm((hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, H, u0, u1, 0, 3,
+                       w_ih, pack_ih, gi_buf, G)
         nb = active[t]
         if nb > 0:
             if reset_after:
-                # gh = h_{t-1} @ W_hh^T for the running rows (one GEMM, gemv at one row)
-                gemm_or_gemv(nb, G, H, state, H, w_hh, H, <floating>0, gh_buf, G)
+                # gh = h_{t-1} @ W_hh^T for the running rows
+                _gate_gemm(nb, H, cur, H, H, u0, u1, 0, 3, w_hh, pack_hh, gh_buf, G)
             else:
-                # r, z need W_hr h, W_hz h first; n needs W_hn (r*h) after them
-                gemm_or_gemv(nb, 2 * H, H, state, H, w_hh, H, <floating>0, gh_buf, G)
+                # r, z need W_h{r,z} h first; n needs W_hn (r*h) over ALL units after them
+                _gate_gemm(nb, H, cur, H, H, u0, u1, 0, 2, w_hh, pack_hh, gh_buf, G)
                 for i in range(nb):
                     b = perm[i]
-                    _gates_rz(H, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, b_ih,
-                              gh_buf + <Py_ssize_t>i * G, b_hh, state + <Py_ssize_t>i * H,
-                              rh_buf + <Py_ssize_t>i * H)
-                gemm_or_gemv(nb, H, H, rh_buf, H, w_hh + 2 * <Py_ssize_t>H * H, H,
-                             <floating>0, gh_buf + 2 * H, G)
+                    _gates_rz(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, bi,
+                              gh_buf + <Py_ssize_t>i * G, bh, cur + <Py_ssize_t>i * H + u0,
+                              rh_buf + <Py_ssize_t>i * H + u0)
+                cygru_barrier_wait(barrier, &sense)
+                _gate_gemm(nb, H, rh_buf, H, H, u0, u1, 2, 3, w_hh, pack_hh,
+                           gh_buf + 2 * U, G)
             for i in range(nb):
                 b = perm[i]
-                o = out + t * out_ts + b * out_bs
+                o = out + t * out_ts + b * out_bs + u0
                 if cache != NULL:
                     row_c = <Py_ssize_t>t * B + i
-                    c = cache + row_c * 4 * H
-                    hp = hprev + row_c * H
+                    c = cache + row_c * 4 * H + u0
+                    hp = hprev + row_c * H + u0
                 if reset_after:
-                    _gates_reset_after(H, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, b_ih,
-                                       gh_buf + <Py_ssize_t>i * G, b_hh,
-                                       state + <Py_ssize_t>i * H, o, c, hp)
+                    _gates_reset_after(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, bi,
+                                       gh_buf + <Py_ssize_t>i * G, bh,
+                                       cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
+                                       o, c, hp, H)
                 else:
-                    _gates_n_before(H, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, b_ih,
-                                    gh_buf + <Py_ssize_t>i * G, b_hh, rh_buf + <Py_ssize_t>i * H,
-                                    state + <Py_ssize_t>i * H, o, c, hp)
-        # sequences that have ended (or not started) output exact zeros at this step
+                    _gates_n_before(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, bi,
+                                    gh_buf + <Py_ssize_t>i * G, bh, rh_buf + <Py_ssize_t>i * H + u0,
+                                    cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
+                                    o, c, hp, H)
         for i in range(nb, B):
-            memset(out + t * out_ts + perm[i] * out_bs, 0, H * sizeof(floating))
+            # sequences that have ended (or not started) keep their state and output 0
+            memcpy(nxt + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(floating))
+            memset(out + t * out_ts + perm[i] * out_bs + u0, 0, U * sizeof(floating))
+        tmp = cur
+        cur = nxt
+        nxt = tmp
+        # h_t is complete (all slices) before any thread multiplies it by W_hh
+        cygru_barrier_wait(barrier, &sense)
+    if cur != state:
+        for i in range(B):
+            memcpy(state + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(floating))
 
 
 cdef void gru_direction_backward(
@@ -317,16 +394,13 @@ cdef void gru_cell_forward(
     cdef floating* gi = work
     cdef floating* gh = work + <Py_ssize_t>B * G
     cdef floating* rh = work + 2 * <Py_ssize_t>B * G
-    # h_out starts as h and is updated in place by the same row kernels as the sequence loop
-    for i in range(<Py_ssize_t>B * H):
-        h_out[i] = h[i]
     # gi = x @ W_ih^T
     gemm_or_gemv(B, G, I, x, I, w_ih, I, <floating>0, gi, G)
     if reset_after:
         gemm_or_gemv(B, G, H, h, H, w_hh, H, <floating>0, gh, G)
         for i in range(B):
-            _gates_reset_after(H, gi + i * G, b_ih, gh + i * G, b_hh, h_out + i * H,
-                               h_out + i * H, NULL, NULL)
+            _gates_reset_after(H, gi + i * G, b_ih, gh + i * G, b_hh, h + i * H,
+                               h_out + i * H, h_out + i * H, NULL, NULL, H)
     else:
         gemm_or_gemv(B, 2 * H, H, h, H, w_hh, H, <floating>0, gh, G)
         for i in range(B):
@@ -334,4 +408,4 @@ cdef void gru_cell_forward(
         gemm_or_gemv(B, H, H, rh, H, w_hh + 2 * <Py_ssize_t>H * H, H, <floating>0, gh + 2 * H, G)
         for i in range(B):
             _gates_n_before(H, gi + i * G, b_ih, gh + i * G, b_hh, rh + i * H,
-                            h_out + i * H, h_out + i * H, NULL, NULL)
+                            h + i * H, h_out + i * H, h_out + i * H, NULL, NULL, H)

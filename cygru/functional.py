@@ -86,12 +86,14 @@ def check_positive_int(value, name, who, minimum=1):
     return value
 
 
-def as_float_array(a, dtype, name, who, device="cpu"):
+def as_float_array(a, dtype, name, who, device="cpu", check=None):
     """`a` as a C-contiguous array of `dtype` on `device` (copying only if needed).
 
     Real numeric input (bool, integer, float of any width) is converted; complex,
     object, string and other kinds raise TypeError. Arrays on the wrong device raise
-    TypeError saying how to move them.
+    TypeError saying how to move them. `check(array)` runs on the unconverted array
+    first, so shape and size errors are raised before any copy is made (a huge
+    zero-strided view must not be materialised to be rejected).
     """
     on_gpu = _is_cuda_object(a)
     if device == "cpu":
@@ -114,6 +116,8 @@ def as_float_array(a, dtype, name, who, device="cpu"):
         raise TypeError(
             f"{who}: {name} must hold real numbers (it is converted to {np.dtype(dtype)}), "
             f"got dtype {arr.dtype}")
+    if check is not None:
+        check(arr)
     if device == "cpu":
         return np.ascontiguousarray(arr, dtype=dtype)
     from . import _cupy
@@ -121,7 +125,7 @@ def as_float_array(a, dtype, name, who, device="cpu"):
 
 
 def _shape_str(shape):
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def check_lengths(lengths, T, B, who):
@@ -175,28 +179,33 @@ class SequenceCall:
 
     def __init__(self, x, h0, lengths, *, input_size, hidden_size, num_layers, num_directions,
                  batch_first, reverse, reset_after, dtype, device, who):
-        x = as_float_array(x, dtype, "x", who, device)
-        if x.ndim not in (2, 3):
-            layout = "(B, T, I)" if batch_first else "(T, B, I)"
-            raise ValueError(
-                f"{who}: expected x with 3 dimensions {layout} or 2 (unbatched (T, I)), "
-                f"got {x.ndim} dimensions, shape {_shape_str(x.shape)}")
-        if x.shape[-1] != input_size:
-            raise ValueError(
-                f"{who}: expected x with {input_size} features (input_size) in its last "
-                f"dimension, got shape {_shape_str(x.shape)}")
+        H, D, L = hidden_size, num_directions, num_layers
+
+        def check_x(x):
+            if x.ndim not in (2, 3):
+                layout = "(B, T, I)" if batch_first else "(T, B, I)"
+                raise ValueError(
+                    f"{who}: expected x with 3 dimensions {layout} or 2 (unbatched (T, I)), "
+                    f"got {x.ndim} dimensions, shape {_shape_str(x.shape)}")
+            if x.shape[-1] != input_size:
+                raise ValueError(
+                    f"{who}: expected x with {input_size} features (input_size) in its last "
+                    f"dimension, got shape {_shape_str(x.shape)}")
+            T = x.shape[0] if (x.ndim == 2 or not batch_first) else x.shape[1]
+            B = 1 if x.ndim == 2 else (x.shape[0] if batch_first else x.shape[1])
+            if T == 0:
+                raise ValueError(f"{who}: the sequence length is 0; expected at least one time "
+                                 f"step (x has shape {_shape_str(x.shape)})")
+            check_blas_sizes(who, **{"T*B (sequence length x batch)": T * B,
+                                     "4*hidden_size*directions": 4 * H * D,
+                                     "input_size": input_size})
+
+        x = as_float_array(x, dtype, "x", who, device, check=check_x)
         self.unbatched = x.ndim == 2
         if self.unbatched:
             x = x[:, None, :]      # unbatched (T, I) is (T, 1, I), whatever batch_first
             batch_first = False
         T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
-        if T == 0:
-            raise ValueError(f"{who}: the sequence length is 0; expected at least one time step "
-                             f"(x has shape {_shape_str(x.shape)})")
-        H, D, L = hidden_size, num_directions, num_layers
-        check_blas_sizes(who, **{"T*B (sequence length x batch)": T * B,
-                                 "4*hidden_size*directions": 4 * H * D,
-                                 "input_size": input_size})
         want_h = (L * D, H) if self.unbatched else (L * D, B, H)
         if h0 is not None:
             h0 = as_float_array(h0, dtype, "h0", who, device)
@@ -395,10 +404,14 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True):
 def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device, who):
     """Validate a cell's x and h against already-validated weights and run one step."""
     I, H = w_ih.shape[1], w_hh.shape[1]
-    x = as_float_array(x, dtype, "x", who, device)
-    if x.ndim not in (1, 2) or x.shape[-1] != I:
-        raise ValueError(f"{who}: expected x of shape (B, {I}) or ({I},) (input_size {I}), "
-                         f"got {_shape_str(x.shape)}")
+
+    def check_x(x):
+        if x.ndim not in (1, 2) or x.shape[-1] != I:
+            raise ValueError(f"{who}: expected x of shape (B, {I}) or ({I},) (input_size {I}), "
+                             f"got {_shape_str(x.shape)}")
+        check_blas_sizes(who, batch=x.shape[0] if x.ndim == 2 else 1)
+
+    x = as_float_array(x, dtype, "x", who, device, check=check_x)
     unbatched = x.ndim == 1
     if unbatched:
         x = x[None, :]
@@ -409,7 +422,6 @@ def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device, who):
         if h.shape != want:
             raise ValueError(f"{who}: expected h of shape {_shape_str(want)}, got {_shape_str(h.shape)}")
         h = h.reshape(B, H)
-    check_blas_sizes(who, batch=B)
     if B == 0:
         xp = np if device == "cpu" else _backend(device).xp()
         return xp.zeros((0, H), dtype)

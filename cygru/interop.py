@@ -652,7 +652,7 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
     >>> gru = cygru.GRU(3, 4, num_layers=2, batch_first=True, seed=0)
     >>> buf = io.BytesIO()
     >>> from cygru.interop import to_onnx
->>> _ = to_onnx(gru, buf)
+    >>> _ = to_onnx(gru, buf)
     >>> sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     >>> x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
     >>> out, h_n = sess.run(["output", "h_n"], {"x": x})

@@ -45,12 +45,15 @@ class _Module:
         if value is None or isinstance(value, (str, bytes, dict)):
             raise TypeError(f"{self._who}: {name} must be an array of numbers, "
                             f"got {type(value).__name__}")
+        if value is self.__dict__.get(name):
+            return value          # `module.w -= step` hands back the module's own array
         arr = F.as_float_array(value, self.dtype, name, self._who, self.device)
         want = self._shapes[name]
         if arr.shape != want:
             raise ValueError(f"{self._who}: {name} must have shape {want}, got {tuple(arr.shape)}")
-        if arr is value:
-            # keep the caller's array out of the module (no aliasing of user arrays)
+        if arr is value or arr.base is not None:
+            # the conversion did not copy (the caller's array, or a view of a torch
+            # tensor's memory): copy, so the module never aliases caller memory
             arr = arr.copy()
         return arr
 
@@ -353,7 +356,7 @@ class GRU(_Module):
             masks = [_cupy.to_device(m, int(self.device.split(":")[1])) for m in masks]
         return masks
 
-    def vjp(self, x, h0=None, lengths=None, *, _dropout_masks=None):
+    def vjp(self, x, h0=None, lengths=None):
         """Forward pass that keeps what backpropagation needs, and its backward closure.
 
         ``(output, h_n), backward = gru.vjp(x, h0=None, lengths=None)``, then
@@ -376,13 +379,13 @@ class GRU(_Module):
         ((5, 2, 3), (1, 2, 4))
         """
         call = self._call(x, h0, lengths)
-        masks = self._dropout_masks(call) if _dropout_masks is None else _dropout_masks
+        masks = self._dropout_masks(call)
         layers = self._layers()
         out, h_n, cache = call.run(layers, dropout_masks=masks, need_cache=True)
         return (out, h_n), _make_backward(self, call, cache, layers)
 
     def to_onnx(self, path_or_file, **kwargs):
-        """Write this GRU as an ONNX model; see :func:`cygru.interop.to_onnx`."""
+        """Write this GRU as an ONNX model; see :func:`cygru.to_onnx`."""
         from .interop import to_onnx
         return to_onnx(self, path_or_file, **kwargs)
 

@@ -10,7 +10,6 @@ Every example on the pages is a ``.. doctest::`` block; ``tests/test_docs.py`` e
 """
 import os
 import sys
-import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -49,6 +48,7 @@ default_role = "py:obj"
 autosummary_generate = True
 autosummary_imported_members = False
 autodoc_typehints = "none"
+autodoc_preserve_defaults = True
 autodoc_member_order = "bysource"
 numpydoc_show_class_members = False     # the class template lists members itself
 numpydoc_class_members_toctree = False
@@ -79,10 +79,8 @@ sphinx_gallery_conf = {
     "plot_gallery": "True",
 }
 
-# matplotlib: no display, and no font-cache chatter in the build log
+# matplotlib: no display needed
 os.environ.setdefault("MPLBACKEND", "agg")
-warnings.filterwarnings("ignore", category=UserWarning,
-                        message="Matplotlib is currently using agg")
 
 # -- HTML ---------------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"

@@ -236,6 +236,46 @@ def test_reverse_vs_reference(num_layers, batch_first, batched, reset_after, dty
         assert np.array_equal(out[0], h_n[-1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    # long enough that the input projection is done in chunks of steps
+    dict(T=60, B=64, H=128, L=2, bi=True, bf=False, lengths=False),
+    dict(T=60, B=64, H=128, L=2, bi=True, bf=True, lengths=True),
+    dict(T=45, B=64, H=96, L=1, bi=False, bf=False, lengths=True),
+    # B = 1 (matrix-vector products)
+    dict(T=9, B=1, H=H, L=2, bi=True, bf=True, lengths=False),
+    dict(T=9, B=1, H=H, L=2, bi=True, bf=False, lengths=True),
+    dict(T=300, B=2, H=H, L=1, bi=True, bf=False, lengths=True),
+], ids=lambda c: f"T{c['T']}-B{c['B']}-H{c['H']}-L{c['L']}-bi{int(c['bi'])}-bf{int(c['bf'])}"
+                 f"-len{int(c['lengths'])}")
+def test_chunked_and_single_row_forward_vs_torch(case, dtype):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    rng = _rng(21)
+    Tc, Bc, Hc = case["T"], case["B"], case["H"]
+    m = cygru.GRU(16, Hc, case["L"], batch_first=case["bf"], bidirectional=case["bi"],
+                  dtype=dtype, seed=0)
+    x = rng.standard_normal((Bc, Tc, 16) if case["bf"] else (Tc, Bc, 16)).astype(dtype)
+    h0 = rng.standard_normal((case["L"] * m.num_directions, Bc, Hc)).astype(dtype)
+    lengths = None
+    if case["lengths"]:
+        lengths = rng.integers(1, Tc + 1, Bc)
+        lengths[0] = 1 if Bc > 1 else Tc - 3
+        lengths[-1] = Tc
+    out, h_n = m(x, h0, lengths)
+    net = torch_twin(m)
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        if lengths is None:
+            t_out, t_hn = net(xt, torch.from_numpy(h0))
+        else:
+            packed = pack_padded_sequence(xt, torch.as_tensor(lengths), batch_first=case["bf"],
+                                          enforce_sorted=False)
+            t_out, t_hn = net(packed, torch.from_numpy(h0))
+            t_out, _ = pad_packed_sequence(t_out, batch_first=case["bf"], total_length=Tc)
+    assert rel_err(out, _np(t_out)) <= TOL[dtype]
+    assert rel_err(h_n, _np(t_hn)) <= TOL[dtype]
+
+
 # ---------------------------------------------------------------------------------------------
 # state_dict, parameters and initialisation
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +371,36 @@ def test_cell_state_dict_round_trips():
     net2.load_state_dict({k: torch.from_numpy(v) for k, v in cell.state_dict().items()})
     with torch.no_grad():
         assert rel_err(cell(x, h), _np(net2(torch.from_numpy(x), torch.from_numpy(h)))) <= 1e-5
+
+
+class _SubArray(np.ndarray):
+    pass
+
+
+def test_parameters_never_alias_caller_memory():
+    """load_state_dict and attribute assignment copy values in (README: "copied in"), for
+    every array-like: torch tensors, ndarrays, ndarray subclasses."""
+    net = torch.nn.GRU(I, H, num_layers=2)
+    sources = {
+        "torch": {k: v.detach() for k, v in net.state_dict().items()},
+        "numpy": {k: v.detach().numpy() for k, v in net.state_dict().items()},
+        "subclass": {k: v.detach().numpy().copy().view(_SubArray)
+                     for k, v in net.state_dict().items()},
+    }
+    for kind, sd in sources.items():
+        m = cygru.GRU(I, H, num_layers=2, seed=0)
+        m.load_state_dict(sd)
+        for k, v in sd.items():
+            assert not np.shares_memory(getattr(m, k), np.asarray(v)), f"{kind}: {k}"
+        m2 = cygru.GRU(I, H, num_layers=2, seed=0)
+        for k, v in sd.items():
+            setattr(m2, k, v)
+            assert not np.shares_memory(getattr(m2, k), np.asarray(v)), f"{kind} setattr: {k}"
+        cell = cygru.GRUCell(I, H, seed=0)
+        csd = {k[:-3]: v for k, v in sd.items() if k.endswith("_l0")}
+        cell.load_state_dict(csd)
+        for k, v in csd.items():
+            assert not np.shares_memory(getattr(cell, k), np.asarray(v)), f"{kind} cell: {k}"
 
 
 def test_load_state_dict_converts_dtype_and_copies():

@@ -69,6 +69,8 @@ def doctest_blocks(text):
         # directive options (":hide:", ":options: ...") come first, then a blank line
         while i < len(lines) and lines[i].strip().startswith(":") and _indent(lines[i]) > base:
             i += 1
+        while i < len(lines) and not lines[i].strip():
+            i += 1
         body_start = i
         while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > base):
             i += 1

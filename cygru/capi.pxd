@@ -1,0 +1,190 @@
+# cython: language_level=3
+"""cygru's C-level API: GRU steps and sequences on raw buffers, callable without the GIL.
+
+This file is the stable, documented interface for other Cython (and C) code
+(``from cygru cimport capi`` with ``cygru.get_include()`` in ``include_dirs``); the
+reference is ``docs/embedding.rst``. The kernels behind it (``cygru._kernels``) are
+internal and may change; this interface does not.
+
+Conventions of every function here:
+
+- Two explicit variants, ``*_f32`` (float) and ``*_f64`` (double), with identical
+  arguments; sizes are ``int`` (BLAS's integer), workspace sizes ``size_t`` bytes.
+- Arrays are row-major (C order) and contiguous. Sequences are time-major:
+  ``x`` is (T, B, I), ``output`` (T, B, D*H); states are (layers*D, B, H).
+- Gate order r, z, n (PyTorch's); weights ``w_ih`` (3H, I), ``w_hh`` (3H, H),
+  biases (3H,). A NULL bias means "no bias" (zeros).
+- ``reset_after`` (nonzero: PyTorch/cuDNN/Keras' variant, zero: Cho et al.'s).
+- Every function is ``noexcept nogil``: call it with or without the GIL. It validates
+  its scalar arguments and returns a status (``CYGRU_OK`` == 0, else one of the
+  ``CYGRU_ERR_*`` codes) *before* writing any output; it never allocates, never
+  raises and keeps no global state, so it is re-entrant: several threads may call
+  it at once as long as each passes its own workspace (weights and inputs may be
+  shared, they are only read).
+- The workspace is caller memory of at least ``*_workspace_size_*(...)`` bytes,
+  aligned to ``CYGRU_WORK_ALIGN`` (8) bytes (anything ``malloc`` returns is). Its
+  content on entry does not matter; it may be reused for any later call with the
+  same or smaller sizes. It must not overlap any argument array.
+"""
+from libc.stddef cimport size_t
+
+
+# ---------------------------------------------------------------------------
+# status codes (returned by every function that computes)
+# ---------------------------------------------------------------------------
+cdef enum:
+    CYGRU_OK = 0
+    CYGRU_ERR_SIZE = 1          # a size (T, B, I, H, D, layers) is out of range or overflows BLAS's int
+    CYGRU_ERR_NULL = 2          # a required pointer is NULL
+    CYGRU_ERR_LENGTH = 3        # lengths[b] is outside [1, T]
+    CYGRU_ERR_FLAGS = 4         # inconsistent flags (reverse with two directions)
+    CYGRU_ERR_ALIAS = 5         # an output overlaps an input it may not overlap
+    CYGRU_ERR_WORKSPACE = 6     # workspace NULL or smaller than the required size
+    CYGRU_ERR_ALIGN = 7         # workspace not aligned to CYGRU_WORK_ALIGN bytes
+    CYGRU_WORK_ALIGN = 8        # required alignment of a workspace, in bytes
+
+
+# A static, human-readable description of a status code (never NULL).
+cdef const char* status_message(int status) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# weights of one direction, and of a whole model
+# ---------------------------------------------------------------------------
+ctypedef struct cygru_direction_f32:
+    const float* w_ih       # (3H, I_k) row-major; I_0 = input_size, I_k = D*H for k > 0
+    const float* w_hh       # (3H, H)
+    const float* b_ih       # (3H,) or NULL (no bias)
+    const float* b_hh       # (3H,) or NULL (no bias)
+
+ctypedef struct cygru_direction_f64:
+    const double* w_ih
+    const double* w_hh
+    const double* b_ih
+    const double* b_hh
+
+ctypedef struct cygru_model_f32:
+    int input_size          # I
+    int hidden_size         # H
+    int num_layers          # L >= 1
+    int num_directions      # D, 1 or 2
+    int reset_after         # nonzero: n = tanh(gi_n + r*(W_hn h + b_hn))
+    int reverse             # nonzero (D == 1 only): run the direction backwards in time
+    const cygru_direction_f32* dirs   # L*D entries, index layer*D + direction
+
+ctypedef struct cygru_model_f64:
+    int input_size
+    int hidden_size
+    int num_layers
+    int num_directions
+    int reset_after
+    int reverse
+    const cygru_direction_f64* dirs
+
+
+# ---------------------------------------------------------------------------
+# one GRU cell step:  h_out = GRUCell(x, h)   for B rows
+# ---------------------------------------------------------------------------
+# Bytes of workspace cell_step_* needs for B rows and hidden size H (0: invalid sizes).
+cdef size_t cell_workspace_size_f32(int B, int H) noexcept nogil
+cdef size_t cell_workspace_size_f64(int B, int H) noexcept nogil
+
+cdef int cell_step_f32(
+    int B, int I, int H,
+    const float* x,                         # IN  (B, I)
+    const float* h,                         # IN  (B, H), or NULL for zeros
+    const float* w_ih, const float* w_hh,   # IN  (3H, I), (3H, H)
+    const float* b_ih, const float* b_hh,   # IN  (3H,) each, or NULL (no bias)
+    int reset_after,
+    float* h_out,                           # OUT (B, H); may be h itself (in-place step)
+    void* work, size_t work_size,           # WORK cell_workspace_size_f32(B, H) bytes
+) noexcept nogil
+
+cdef int cell_step_f64(
+    int B, int I, int H,
+    const double* x, const double* h,
+    const double* w_ih, const double* w_hh,
+    const double* b_ih, const double* b_hh,
+    int reset_after,
+    double* h_out,
+    void* work, size_t work_size,
+) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# one layer (one or two directions) over a sequence
+# ---------------------------------------------------------------------------
+# Bytes of workspace layer_forward_* needs (0: invalid sizes).
+cdef size_t layer_workspace_size_f32(int T, int B, int I, int H, int D) noexcept nogil
+cdef size_t layer_workspace_size_f64(int T, int B, int I, int H, int D) noexcept nogil
+
+cdef int layer_forward_f32(
+    int T, int B, int I, int H, int D,
+    const float* x,                         # IN  (T, B, I) time-major
+    const float* h0,                        # IN  (D, B, H), or NULL for zeros
+    const int* lengths,                     # IN  (B,) each in [1, T], or NULL (all T)
+    const cygru_direction_f32* weights,     # IN  D entries: forward, then backward in time
+    int reset_after, int reverse,
+    float* output,                          # OUT (T, B, D*H); 0 where t >= lengths[b]
+    float* h_n,                             # OUT (D, B, H), or NULL; may be h0 itself
+    void* work, size_t work_size,           # WORK layer_workspace_size_f32(T, B, I, H, D)
+) noexcept nogil
+
+cdef int layer_forward_f64(
+    int T, int B, int I, int H, int D,
+    const double* x, const double* h0, const int* lengths,
+    const cygru_direction_f64* weights,
+    int reset_after, int reverse,
+    double* output, double* h_n,
+    void* work, size_t work_size,
+) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# a whole multi-layer, optionally bidirectional GRU (cygru.GRU's forward)
+# ---------------------------------------------------------------------------
+# Bytes of workspace model_forward_* needs (0: invalid sizes).
+cdef size_t model_workspace_size_f32(int T, int B, int I, int H, int L, int D) noexcept nogil
+cdef size_t model_workspace_size_f64(int T, int B, int I, int H, int L, int D) noexcept nogil
+
+cdef int model_forward_f32(
+    const cygru_model_f32* model,           # IN  sizes, flags and L*D direction weights
+    int T, int B,
+    const float* x,                         # IN  (T, B, I) time-major
+    const float* h0,                        # IN  (L*D, B, H), or NULL for zeros
+    const int* lengths,                     # IN  (B,) each in [1, T], or NULL
+    float* output,                          # OUT (T, B, D*H): the last layer's states
+    float* h_n,                             # OUT (L*D, B, H), or NULL; may be h0 itself
+    void* work, size_t work_size,           # WORK model_workspace_size_f32(T, B, I, H, L, D)
+) noexcept nogil
+
+cdef int model_forward_f64(
+    const cygru_model_f64* model,
+    int T, int B,
+    const double* x, const double* h0, const int* lengths,
+    double* output, double* h_n,
+    void* work, size_t work_size,
+) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# Python side: a module's weights exported for C callers
+# ---------------------------------------------------------------------------
+cdef class ExportedWeights:
+    """A snapshot of a GRU's or GRUCell's parameters in one contiguous buffer, with
+    the C structs that point into it (``cygru.capi.export_weights(module)``).
+
+    Exactly one of ``model_f32`` / ``model_f64`` is filled in (by ``dtype``); the
+    other has ``dirs == NULL``. The pointers stay valid while this object lives.
+    """
+    cdef readonly str kind              # "GRU" or "GRUCell"
+    cdef readonly object dtype          # numpy.float32 or numpy.float64 dtype
+    cdef readonly int input_size, hidden_size, num_layers, num_directions
+    cdef readonly bint bias, reset_after, reverse
+    cdef readonly object flat           # 1-D read-only array holding every parameter
+    cdef readonly dict offsets          # PyTorch name -> element offset into flat
+    cdef readonly dict params           # PyTorch name -> read-only view into flat
+    cdef cygru_model_f32 model_f32
+    cdef cygru_model_f64 model_f64
+    cdef cygru_direction_f32* _dirs_f32
+    cdef cygru_direction_f64* _dirs_f64

@@ -1,0 +1,917 @@
+# cython: language_level=3
+"""cygru's C-level API (declared and documented in ``cygru/capi.pxd``), and
+:func:`export_weights`, which hands a Python module's weights to C callers.
+
+The public ``*_f32`` / ``*_f64`` functions are thin, validating wrappers over the
+fused implementations below, which call the internal kernels (``cygru._kernels``).
+This file is the only place that knows the kernels' signatures: when they change,
+only this wrapper changes, never code built against ``capi.pxd``.
+
+See ``docs/embedding.rst`` for the reference and an example project
+(``examples/embedding``).
+
+Examples
+--------
+>>> import numpy as np, cygru, cygru.capi
+>>> gru = cygru.GRU(4, 8, num_layers=2, bidirectional=True, seed=0)
+>>> w = cygru.capi.export_weights(gru)
+>>> x = np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)
+>>> out, h_n = w.forward(x, lengths=[5, 2, 4])       # through model_forward_f32
+>>> ref_out, ref_h_n = gru(x, lengths=[5, 2, 4])
+>>> bool(np.array_equal(out, ref_out) and np.array_equal(h_n, ref_h_n))
+True
+"""
+import numpy as np
+cimport numpy as cnp
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetContext, PyCapsule_SetContext
+from cpython.ref cimport Py_INCREF, Py_DECREF
+from libc.stdint cimport uintptr_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from cython cimport floating
+from cygru._kernels cimport (gru_direction_forward, gru_cell_forward, cell_work_size,
+                             part_pack_size, pack_gate_slice, cygru_barrier,
+                             cygru_barrier_init)
+
+cnp.import_array()
+
+__all__ = ["export_weights", "ExportedWeights", "status_name", "OK", "ERR_SIZE", "ERR_NULL",
+           "ERR_LENGTH", "ERR_FLAGS", "ERR_ALIAS", "ERR_WORKSPACE", "ERR_ALIGN", "WORK_ALIGN",
+           "PROJECTION_CHUNK_BYTES"]
+
+# Python names of the status codes of capi.pxd
+OK = CYGRU_OK
+ERR_SIZE = CYGRU_ERR_SIZE
+ERR_NULL = CYGRU_ERR_NULL
+ERR_LENGTH = CYGRU_ERR_LENGTH
+ERR_FLAGS = CYGRU_ERR_FLAGS
+ERR_ALIAS = CYGRU_ERR_ALIAS
+ERR_WORKSPACE = CYGRU_ERR_WORKSPACE
+ERR_ALIGN = CYGRU_ERR_ALIGN
+WORK_ALIGN = CYGRU_WORK_ALIGN
+
+# The input projection of a direction is computed this many bytes (at least one time
+# step) at a time, as in cygru._cpu, so the workspace does not grow with T.
+cdef enum:
+    _CHUNK_BYTES = 2 << 20
+    _INT_MAX = 2147483647
+    _ALIGN = 64            # every region of a workspace starts at a multiple of this offset
+PROJECTION_CHUNK_BYTES = _CHUNK_BYTES
+
+
+cdef const char* status_message(int status) noexcept nogil:
+    if status == CYGRU_OK:
+        return b"ok"
+    if status == CYGRU_ERR_SIZE:
+        return b"a size argument (T, B, I, H, D or layers) is out of range or too large for BLAS's int"
+    if status == CYGRU_ERR_NULL:
+        return b"a required pointer is NULL"
+    if status == CYGRU_ERR_LENGTH:
+        return b"a sequence length is outside [1, T]"
+    if status == CYGRU_ERR_FLAGS:
+        return b"inconsistent flags: reverse needs a single direction"
+    if status == CYGRU_ERR_ALIAS:
+        return b"an output array overlaps an input array"
+    if status == CYGRU_ERR_WORKSPACE:
+        return b"the workspace is NULL or smaller than the required size"
+    if status == CYGRU_ERR_ALIGN:
+        return b"the workspace is not aligned to CYGRU_WORK_ALIGN bytes"
+    return b"unknown cygru status"
+
+
+def status_name(int status):
+    """The description of a C API status code, as a str.
+
+    Examples
+    --------
+    >>> import cygru.capi
+    >>> cygru.capi.status_name(cygru.capi.ERR_LENGTH)
+    'a sequence length is outside [1, T]'
+    """
+    return status_message(status).decode("ascii")
+
+
+# ---------------------------------------------------------------------------
+# small helpers (no allocation, no GIL)
+# ---------------------------------------------------------------------------
+
+cdef inline size_t _round(size_t nbytes) noexcept nogil:
+    return (nbytes + (_ALIGN - 1)) // _ALIGN * _ALIGN
+
+
+cdef inline bint _overlap(const void* a, size_t na, const void* b, size_t nb) noexcept nogil:
+    """Whether the byte ranges [a, a+na) and [b, b+nb) intersect (empty ranges never do)."""
+    cdef uintptr_t pa = <uintptr_t>a, pb = <uintptr_t>b
+    if a == NULL or b == NULL or na == 0 or nb == 0:
+        return False
+    return pa < pb + nb and pb < pa + na
+
+
+cdef inline int _chunk_steps(int T, int B, int H, size_t itemsize) noexcept nogil:
+    """Time steps per input-projection GEMM (the rule of cygru._cpu._chunk_steps)."""
+    cdef size_t per_step = <size_t>B * 3 * <size_t>H * itemsize
+    cdef size_t c
+    if per_step == 0:
+        return T
+    c = _CHUNK_BYTES // per_step
+    if c > <size_t>T:
+        c = T
+    return <int>c if c >= 1 else 1
+
+
+cdef int _check_sizes(int T, int B, int I, int H, int L, int D) noexcept nogil:
+    """The scalar preconditions of a sequence call (those cygru.functional checks)."""
+    if T < 1 or B < 0 or I < 1 or H < 1 or L < 1 or (D != 1 and D != 2):
+        return CYGRU_ERR_SIZE
+    if <long long>L * D > _INT_MAX:
+        return CYGRU_ERR_SIZE
+    # the kernels index with int: T*B rows, 4*H*D columns (as functional.check_blas_sizes)
+    if <long long>T * B > _INT_MAX or 4 * <long long>H * D > _INT_MAX:
+        return CYGRU_ERR_SIZE
+    return CYGRU_OK
+
+
+# ---------------------------------------------------------------------------
+# kernel adapter: the only code here that knows the signature and the scratch needs of
+# the internal sequence kernel (_kernels.gru_direction_forward). When the kernel
+# changes, these two functions change; capi.pxd and its callers do not.
+# ---------------------------------------------------------------------------
+
+cdef size_t _direction_scratch(int T, int B, int I, int H, size_t itemsize) noexcept nogil:
+    """Bytes of scratch one direction's forward needs (reused by the next direction)."""
+    cdef size_t BH = <size_t>B * H
+    cdef size_t n = _round(<size_t>_chunk_steps(T, B, H, itemsize) * 3 * BH * itemsize)  # gi
+    n += _round(3 * BH * itemsize)                   # gh
+    n += _round(BH * itemsize)                       # rh (reset_after=False)
+    n += _round(BH * itemsize)                       # state_alt
+    n += _round(6 * <size_t>H * itemsize)            # the biases, gate-sliced
+    if itemsize == sizeof(float):                    # float32: packed W_ih, W_hh
+        n += _round(<size_t>part_pack_size(H, I) * itemsize)
+        n += _round(<size_t>part_pack_size(H, H) * itemsize)
+    return n
+
+
+cdef void _direction_forward(int T, int B, int I, int H, const floating* x,
+                             const floating* w_ih, const floating* w_hh,
+                             const floating* b_ih, const floating* b_hh,
+                             floating* out, Py_ssize_t out_ts, Py_ssize_t out_bs,
+                             floating* state, const Py_ssize_t* perm, const int* active,
+                             bint reverse, bint reset_after, char* scratch) noexcept nogil:
+    """One direction over the sequence on the calling thread, its scratch carved from
+    `scratch` (_direction_scratch bytes): state (B, H, sorted) goes h0 -> h_n."""
+    cdef size_t itemsize = sizeof(floating)
+    cdef size_t BH = <size_t>B * H
+    cdef int chunk = _chunk_steps(T, B, H, itemsize)
+    cdef cygru_barrier barrier
+    cdef floating* gi_buf = <floating*>scratch
+    cdef floating* gh_buf
+    cdef floating* rh_buf
+    cdef floating* state_alt
+    cdef floating* bias_buf
+    cdef floating* pack_ih = NULL
+    cdef floating* pack_hh = NULL
+    scratch += _round(<size_t>chunk * 3 * BH * itemsize)
+    gh_buf = <floating*>scratch
+    scratch += _round(3 * BH * itemsize)
+    rh_buf = <floating*>scratch
+    scratch += _round(BH * itemsize)
+    state_alt = <floating*>scratch
+    scratch += _round(BH * itemsize)
+    bias_buf = <floating*>scratch
+    scratch += _round(6 * <size_t>H * itemsize)
+    if floating is float:
+        pack_ih = <floating*>scratch
+        scratch += _round(<size_t>part_pack_size(H, I) * itemsize)
+        pack_hh = <floating*>scratch
+        pack_gate_slice(H, I, 0, H, w_ih, pack_ih)
+        pack_gate_slice(H, H, 0, H, w_hh, pack_hh)
+    cygru_barrier_init(&barrier, 1)        # one thread: the whole hidden range [0, H)
+    gru_direction_forward(T, B, I, H, 0, H, x, w_ih, w_hh, b_ih, b_hh, out, out_ts, out_bs,
+                          state, state_alt, perm, active, reverse, reset_after, chunk,
+                          gi_buf, gh_buf, rh_buf, bias_buf, pack_ih, pack_hh, NULL, NULL,
+                          &barrier)
+
+
+cdef size_t _model_workspace(int T, int B, int I, int H, int L, int D,
+                             size_t itemsize) noexcept nogil:
+    """Bytes of a sequence call's workspace; the regions are carved by _model_forward
+    in this order: perm, active, counts, state, zero bias, direction scratch, and
+    0-2 buffers for the outputs of the layers below the last."""
+    cdef size_t BH = <size_t>B * H
+    cdef size_t n
+    if _check_sizes(T, B, I, H, L, D) != CYGRU_OK:
+        return 0
+    n = _round(<size_t>B * sizeof(Py_ssize_t))                       # perm
+    n += _round(<size_t>T * sizeof(int))                             # active
+    n += _round((<size_t>T + 1) * sizeof(int))                       # counts (the sort)
+    n += _round(D * BH * itemsize)                                   # state, per direction
+    n += _round(3 * <size_t>H * itemsize)                            # zero bias
+    n += _direction_scratch(T, B, I if L == 1 or I > D * H else D * H, H, itemsize)
+    if L >= 2:                                                       # layer outputs, ping-pong
+        n += (2 if L >= 3 else 1) * _round(<size_t>T * D * BH * itemsize)
+    return n
+
+
+cdef size_t _cell_workspace(int B, int H, size_t itemsize) noexcept nogil:
+    if B < 0 or H < 1 or 4 * <long long>H > _INT_MAX:
+        return 0
+    return (_round(<size_t>cell_work_size(B, H) * itemsize)          # the kernel's gi, gh, rh
+            + _round(<size_t>B * H * itemsize)                        # copy of h (in-place steps)
+            + _round(3 * <size_t>H * itemsize))                       # zero bias
+
+
+cdef inline void _load_dir(const void* dirs, Py_ssize_t k,
+                           const floating** w_ih, const floating** w_hh,
+                           const floating** b_ih, const floating** b_hh) noexcept nogil:
+    """The weights of entry k of a cygru_direction_f32/_f64 array (by floating)."""
+    cdef const cygru_direction_f32* d32
+    cdef const cygru_direction_f64* d64
+    if floating is float:
+        d32 = (<const cygru_direction_f32*>dirs) + k
+        w_ih[0], w_hh[0], b_ih[0], b_hh[0] = d32.w_ih, d32.w_hh, d32.b_ih, d32.b_hh
+    else:
+        d64 = (<const cygru_direction_f64*>dirs) + k
+        w_ih[0], w_hh[0], b_ih[0], b_hh[0] = d64.w_ih, d64.w_hh, d64.b_ih, d64.b_hh
+
+
+cdef int _schedule(int T, int B, const int* lengths, Py_ssize_t* perm, int* active,
+                   int* counts) noexcept nogil:
+    """The sorted-batch schedule of _kernels.pxd, without the GIL.
+
+    perm: batch rows sorted by length, longest first, stable (as
+    numpy.argsort(-lengths, kind="stable")); active[t] = #{b : lengths[b] > t}.
+    A counting sort, O(B + T), in `counts` (T + 1 ints). Validates every length
+    before writing perm.
+    """
+    cdef int b, t, l, acc
+    if lengths == NULL:
+        for b in range(B):
+            perm[b] = b
+        for t in range(T):
+            active[t] = B
+        return CYGRU_OK
+    memset(counts, 0, (<size_t>T + 1) * sizeof(int))
+    for b in range(B):
+        l = lengths[b]
+        if l < 1 or l > T:
+            return CYGRU_ERR_LENGTH
+        counts[l] += 1
+    # active[t] = #{b : L_b > t} = Σ_{l > t} counts[l]
+    acc = 0
+    for t in range(T - 1, -1, -1):
+        acc += counts[t + 1]
+        active[t] = acc
+    # rows of length l start after all longer rows: at #{b : L_b > l} = active[l] (0 for l = T)
+    counts[T] = 0
+    for l in range(1, T):
+        counts[l] = active[l]
+    for b in range(B):
+        l = lengths[b]
+        perm[counts[l]] = b
+        counts[l] += 1
+    return CYGRU_OK
+
+
+# ---------------------------------------------------------------------------
+# the implementations, fused over float / double
+# ---------------------------------------------------------------------------
+
+cdef int _cell_step(int B, int I, int H,
+                    const floating* x, const floating* h,
+                    const floating* w_ih, const floating* w_hh,
+                    const floating* b_ih, const floating* b_hh,
+                    bint reset_after, floating* h_out,
+                    void* work, size_t work_size) noexcept nogil:
+    cdef size_t need = _cell_workspace(B, H, sizeof(floating))
+    cdef size_t xbytes = <size_t>B * I * sizeof(floating)
+    cdef size_t hbytes = <size_t>B * H * sizeof(floating)
+    cdef char* p
+    cdef floating* kwork
+    cdef floating* hcopy
+    cdef floating* zero_bias
+    if B < 0 or I < 1 or H < 1 or need == 0:
+        return CYGRU_ERR_SIZE
+    if x == NULL or w_ih == NULL or w_hh == NULL or h_out == NULL:
+        return CYGRU_ERR_NULL
+    if work == NULL or work_size < need:
+        return CYGRU_ERR_WORKSPACE
+    if (<uintptr_t>work) % CYGRU_WORK_ALIGN:
+        return CYGRU_ERR_ALIGN
+    # h_out may be h itself (the streaming case), but not overlap x or part of h
+    if _overlap(h_out, hbytes, x, xbytes) or (
+            <const void*>h_out != <const void*>h and _overlap(h_out, hbytes, h, hbytes)):
+        return CYGRU_ERR_ALIAS
+    if B == 0:
+        return CYGRU_OK
+    p = <char*>work
+    kwork = <floating*>p
+    p += _round(<size_t>cell_work_size(B, H) * sizeof(floating))
+    hcopy = <floating*>p
+    p += _round(hbytes)
+    zero_bias = <floating*>p
+    if b_ih == NULL or b_hh == NULL:
+        memset(zero_bias, 0, 3 * <size_t>H * sizeof(floating))
+        if b_ih == NULL:
+            b_ih = zero_bias
+        if b_hh == NULL:
+            b_hh = zero_bias
+    if h == NULL:
+        memset(hcopy, 0, hbytes)
+        h = hcopy
+    elif <const void*>h == <const void*>h_out:
+        # the kernel reads h after it starts writing h_out: step from a copy
+        memcpy(hcopy, h, hbytes)
+        h = hcopy
+    gru_cell_forward(B, I, H, x, h, w_ih, w_hh, b_ih, b_hh, reset_after, h_out, kwork)
+    return CYGRU_OK
+
+
+cdef int _model_forward(int T, int B, int I, int H, int L, int D,
+                        bint reset_after, bint reverse, const void* dirs,
+                        const floating* x, const floating* h0, const int* lengths,
+                        floating* output, floating* h_n,
+                        void* work, size_t work_size) noexcept nogil:
+    """L layers of D directions over x (T, B, I); `dirs` holds L*D cygru_direction_*."""
+    cdef size_t itemsize = sizeof(floating)
+    cdef size_t BH = <size_t>B * H
+    cdef size_t need, out_bytes, hn_bytes, x_bytes
+    cdef int status, k, d, i, in_size
+    cdef char* p
+    cdef Py_ssize_t* perm
+    cdef int* active
+    cdef int* counts
+    cdef floating* state
+    cdef floating* zero_bias
+    cdef char* scratch
+    cdef floating* bufs[2]
+    cdef floating* out
+    cdef floating* s
+    cdef const floating* layer_in
+    cdef const floating* src
+    cdef const floating* w_ih
+    cdef const floating* w_hh
+    cdef const floating* b_ih
+    cdef const floating* b_hh
+
+    # -- validation: nothing is written before all of it passed ------------------
+    status = _check_sizes(T, B, I, H, L, D)
+    if status != CYGRU_OK:
+        return status
+    if reverse and D == 2:
+        return CYGRU_ERR_FLAGS
+    if dirs == NULL or x == NULL or output == NULL:
+        return CYGRU_ERR_NULL
+    for k in range(L * D):
+        _load_dir(dirs, k, &w_ih, &w_hh, &b_ih, &b_hh)
+        if w_ih == NULL or w_hh == NULL:
+            return CYGRU_ERR_NULL
+    need = _model_workspace(T, B, I, H, L, D, itemsize)
+    if work == NULL or work_size < need:
+        return CYGRU_ERR_WORKSPACE
+    if (<uintptr_t>work) % CYGRU_WORK_ALIGN:
+        return CYGRU_ERR_ALIGN
+    x_bytes = <size_t>T * B * I * itemsize
+    out_bytes = <size_t>T * D * BH * itemsize
+    hn_bytes = <size_t>L * D * BH * itemsize
+    # h_n may be h0 itself (each layer loads its h0 before writing its h_n), nothing else
+    if (_overlap(output, out_bytes, x, x_bytes) or _overlap(output, out_bytes, h0, hn_bytes)
+            or _overlap(h_n, hn_bytes, x, x_bytes) or _overlap(h_n, hn_bytes, output, out_bytes)
+            or (<const void*>h_n != <const void*>h0 and _overlap(h_n, hn_bytes, h0, hn_bytes))):
+        return CYGRU_ERR_ALIAS
+
+    # -- carve the workspace (the order of _model_workspace) ----------------------
+    p = <char*>work
+    perm = <Py_ssize_t*>p
+    p += _round(<size_t>B * sizeof(Py_ssize_t))
+    active = <int*>p
+    p += _round(<size_t>T * sizeof(int))
+    counts = <int*>p
+    p += _round((<size_t>T + 1) * sizeof(int))
+    state = <floating*>p
+    p += _round(D * BH * itemsize)
+    zero_bias = <floating*>p
+    p += _round(3 * <size_t>H * itemsize)
+    scratch = p
+    p += _direction_scratch(T, B, I if L == 1 or I > D * H else D * H, H, itemsize)
+    bufs[0] = <floating*>p
+    bufs[1] = <floating*>(p + _round(<size_t>T * D * BH * itemsize))
+
+    status = _schedule(T, B, lengths, perm, active, counts)   # validates the lengths
+    if status != CYGRU_OK:
+        return status
+    if B == 0:
+        return CYGRU_OK
+    memset(zero_bias, 0, 3 * <size_t>H * itemsize)
+
+    # -- the layers --------------------------------------------------------------
+    layer_in = x
+    in_size = I
+    for k in range(L):
+        out = output if k == L - 1 else bufs[k % 2]
+        # every direction's h0, gathered into sorted order before any h_n is written
+        for d in range(D):
+            s = state + d * BH
+            if h0 == NULL:
+                memset(s, 0, BH * itemsize)
+            else:
+                src = h0 + (<size_t>k * D + d) * BH
+                for i in range(B):
+                    memcpy(s + <size_t>i * H, src + <size_t>perm[i] * H, H * itemsize)
+        for d in range(D):
+            _load_dir(dirs, <Py_ssize_t>k * D + d, &w_ih, &w_hh, &b_ih, &b_hh)
+            # h_t of (t, b) goes to out[t, b, d*H:(d+1)*H]
+            _direction_forward(T, B, in_size, H, layer_in, w_ih, w_hh,
+                               b_ih if b_ih != NULL else zero_bias,
+                               b_hh if b_hh != NULL else zero_bias,
+                               out + <size_t>d * H, <Py_ssize_t>D * B * H, <Py_ssize_t>D * H,
+                               state + d * BH, perm, active, reverse or d == 1, reset_after,
+                               scratch)
+        if h_n != NULL:
+            for d in range(D):
+                s = state + d * BH
+                for i in range(B):
+                    memcpy(h_n + (<size_t>k * D + d) * BH + <size_t>perm[i] * H,
+                           s + <size_t>i * H, H * itemsize)
+        layer_in = out
+        in_size = D * H
+    return CYGRU_OK
+
+
+# ---------------------------------------------------------------------------
+# the public functions of capi.pxd
+# ---------------------------------------------------------------------------
+
+cdef size_t cell_workspace_size_f32(int B, int H) noexcept nogil:
+    return _cell_workspace(B, H, sizeof(float))
+
+
+cdef size_t cell_workspace_size_f64(int B, int H) noexcept nogil:
+    return _cell_workspace(B, H, sizeof(double))
+
+
+cdef int cell_step_f32(int B, int I, int H, const float* x, const float* h,
+                       const float* w_ih, const float* w_hh,
+                       const float* b_ih, const float* b_hh, int reset_after,
+                       float* h_out, void* work, size_t work_size) noexcept nogil:
+    return _cell_step(B, I, H, x, h, w_ih, w_hh, b_ih, b_hh, reset_after != 0, h_out,
+                      work, work_size)
+
+
+cdef int cell_step_f64(int B, int I, int H, const double* x, const double* h,
+                       const double* w_ih, const double* w_hh,
+                       const double* b_ih, const double* b_hh, int reset_after,
+                       double* h_out, void* work, size_t work_size) noexcept nogil:
+    return _cell_step(B, I, H, x, h, w_ih, w_hh, b_ih, b_hh, reset_after != 0, h_out,
+                      work, work_size)
+
+
+cdef size_t layer_workspace_size_f32(int T, int B, int I, int H, int D) noexcept nogil:
+    return _model_workspace(T, B, I, H, 1, D, sizeof(float))
+
+
+cdef size_t layer_workspace_size_f64(int T, int B, int I, int H, int D) noexcept nogil:
+    return _model_workspace(T, B, I, H, 1, D, sizeof(double))
+
+
+cdef int layer_forward_f32(int T, int B, int I, int H, int D,
+                           const float* x, const float* h0, const int* lengths,
+                           const cygru_direction_f32* weights,
+                           int reset_after, int reverse, float* output, float* h_n,
+                           void* work, size_t work_size) noexcept nogil:
+    return _model_forward(T, B, I, H, 1, D, reset_after != 0, reverse != 0, weights,
+                          x, h0, lengths, output, h_n, work, work_size)
+
+
+cdef int layer_forward_f64(int T, int B, int I, int H, int D,
+                           const double* x, const double* h0, const int* lengths,
+                           const cygru_direction_f64* weights,
+                           int reset_after, int reverse, double* output, double* h_n,
+                           void* work, size_t work_size) noexcept nogil:
+    return _model_forward(T, B, I, H, 1, D, reset_after != 0, reverse != 0, weights,
+                          x, h0, lengths, output, h_n, work, work_size)
+
+
+cdef size_t model_workspace_size_f32(int T, int B, int I, int H, int L, int D) noexcept nogil:
+    return _model_workspace(T, B, I, H, L, D, sizeof(float))
+
+
+cdef size_t model_workspace_size_f64(int T, int B, int I, int H, int L, int D) noexcept nogil:
+    return _model_workspace(T, B, I, H, L, D, sizeof(double))
+
+
+cdef int model_forward_f32(const cygru_model_f32* model, int T, int B,
+                           const float* x, const float* h0, const int* lengths,
+                           float* output, float* h_n,
+                           void* work, size_t work_size) noexcept nogil:
+    if model == NULL:
+        return CYGRU_ERR_NULL
+    return _model_forward(T, B, model.input_size, model.hidden_size, model.num_layers,
+                          model.num_directions, model.reset_after != 0, model.reverse != 0,
+                          model.dirs, x, h0, lengths, output, h_n, work, work_size)
+
+
+cdef int model_forward_f64(const cygru_model_f64* model, int T, int B,
+                           const double* x, const double* h0, const int* lengths,
+                           double* output, double* h_n,
+                           void* work, size_t work_size) noexcept nogil:
+    if model == NULL:
+        return CYGRU_ERR_NULL
+    return _model_forward(T, B, model.input_size, model.hidden_size, model.num_layers,
+                          model.num_directions, model.reset_after != 0, model.reverse != 0,
+                          model.dirs, x, h0, lengths, output, h_n, work, work_size)
+
+
+# ---------------------------------------------------------------------------
+# Python side
+# ---------------------------------------------------------------------------
+
+def _raise_for_status(int status, who):
+    if status == CYGRU_OK:
+        return
+    exc = MemoryError if status == CYGRU_ERR_WORKSPACE else ValueError
+    raise exc(f"{who}: {status_name(status)} (status {status})")
+
+
+cdef void _release_capsule(object capsule) noexcept:
+    """Capsule destructor: drop the reference to the ExportedWeights it points into."""
+    cdef void* owner = PyCapsule_GetContext(capsule)
+    if owner != NULL:
+        Py_DECREF(<object>owner)
+
+
+cdef class ExportedWeights:
+    """A module's parameters in one contiguous buffer, and the C structs over it.
+
+    Made by :func:`export_weights`; see its documentation for the layout. Cython code
+    reads ``model_f32`` / ``model_f64`` (``capi.pxd``); C code gets the same struct
+    from :meth:`capsule`; Python code can run it with :meth:`forward`.
+
+    Attributes
+    ----------
+    kind : str
+        ``"GRU"`` or ``"GRUCell"``.
+    dtype : numpy.dtype
+        float32 (fills ``model_f32``) or float64 (fills ``model_f64``).
+    input_size, hidden_size, num_layers, num_directions : int
+    bias, reset_after, reverse : bool
+    flat : ndarray
+        1-D, read-only: every parameter, in PyTorch's order, each starting at a
+        64-byte boundary.
+    offsets : dict
+        PyTorch parameter name -> element offset of that parameter in ``flat``.
+    params : dict
+        PyTorch parameter name -> read-only, C-contiguous view of it in ``flat``.
+    """
+
+    def __cinit__(self):
+        self._dirs_f32 = NULL
+        self._dirs_f64 = NULL
+        memset(&self.model_f32, 0, sizeof(cygru_model_f32))
+        memset(&self.model_f64, 0, sizeof(cygru_model_f64))
+
+    def __dealloc__(self):
+        free(self._dirs_f32)
+        free(self._dirs_f64)
+
+    def __init__(self, *args, **kwargs):
+        if args or kwargs:
+            raise TypeError("ExportedWeights is made by cygru.capi.export_weights(module)")
+
+    def __repr__(self):
+        return (f"<cygru.capi.ExportedWeights of a {self.kind}: I={self.input_size}, "
+                f"H={self.hidden_size}, L={self.num_layers}, D={self.num_directions}, "
+                f"{self.dtype.name}, {self.flat.nbytes} bytes>")
+
+    @property
+    def address(self):
+        """Address (int) of this object's ``cygru_model_f32`` / ``cygru_model_f64``
+        struct, for ctypes/cffi callers; valid while this object lives."""
+        if self.dtype == np.float32:
+            return <uintptr_t>&self.model_f32
+        return <uintptr_t>&self.model_f64
+
+    def capsule(self):
+        """A PyCapsule holding a pointer to the model struct, for C code.
+
+        Its name is ``"cygru.capi.model_f32"`` or ``"cygru.capi.model_f64"`` (by
+        dtype): ``PyCapsule_GetPointer(capsule, "cygru.capi.model_f32")`` gives a
+        ``const cygru_model_f32*``. The capsule keeps this object (and so the
+        weights) alive.
+        """
+        cdef void* ptr
+        cdef const char* name
+        if self.dtype == np.float32:
+            name = b"cygru.capi.model_f32"      # static C strings: they outlive the capsule
+            ptr = &self.model_f32
+        else:
+            name = b"cygru.capi.model_f64"
+            ptr = &self.model_f64
+        cap = PyCapsule_New(ptr, name, _release_capsule)
+        Py_INCREF(self)
+        PyCapsule_SetContext(cap, <void*>self)
+        return cap
+
+    def workspace_size(self, int T, int B):
+        """Bytes of workspace ``model_forward_*`` needs for this model at (T, B)."""
+        cdef int L = self.num_layers, D = self.num_directions
+        cdef size_t n
+        if self.dtype == np.float32:
+            n = model_workspace_size_f32(T, B, self.input_size, self.hidden_size, L, D)
+        else:
+            n = model_workspace_size_f64(T, B, self.input_size, self.hidden_size, L, D)
+        if n == 0:
+            raise ValueError(f"cygru.capi: invalid sizes T={T}, B={B}")
+        return n
+
+    def cell_workspace_size(self, int B):
+        """Bytes of workspace ``cell_step_*`` needs for B rows of this model's size."""
+        cdef size_t n
+        if self.dtype == np.float32:
+            n = cell_workspace_size_f32(B, self.hidden_size)
+        else:
+            n = cell_workspace_size_f64(B, self.hidden_size)
+        if n == 0:
+            raise ValueError(f"cygru.capi: invalid batch size {B}")
+        return n
+
+    def forward(self, x, h0=None, lengths=None):
+        """Run the exported model through ``model_forward_*`` (the GIL released).
+
+        A check, from Python, of what a C caller gets. Time-major only.
+
+        Parameters
+        ----------
+        x : array_like
+            (T, B, I), converted to ``dtype``.
+        h0 : array_like, optional
+            (L*D, B, H); zeros when omitted.
+        lengths : array_like of int, optional
+            (B,), each in [1, T].
+
+        Returns
+        -------
+        output : ndarray
+            (T, B, D*H).
+        h_n : ndarray
+            (L*D, B, H).
+
+        Raises
+        ------
+        ValueError
+            For wrong shapes, or with the C status's message (e.g. a length out of range).
+        """
+        who = "cygru.capi.ExportedWeights.forward"
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"{who}: expected x of shape (T, B, {self.input_size}), "
+                             f"got {x.shape}")
+        T, B = x.shape[0], x.shape[1]
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        if T > _INT_MAX or B > _INT_MAX:
+            raise ValueError(f"{who}: T={T}, B={B} do not fit BLAS's int")
+        if h0 is not None:
+            h0 = np.ascontiguousarray(h0, dtype=self.dtype)
+            if h0.shape != (LD, B, H):
+                raise ValueError(f"{who}: expected h0 of shape {(LD, B, H)}, got {h0.shape}")
+        if lengths is not None:
+            lengths_arr = np.asarray(lengths)
+            if lengths_arr.dtype.kind not in "iu" or lengths_arr.shape != (B,):
+                raise ValueError(f"{who}: lengths must be {B} integers, got {lengths!r}")
+            if B and (lengths_arr.min() < -_INT_MAX or lengths_arr.max() > _INT_MAX):
+                raise ValueError(f"{who}: a sequence length is outside [1, T]")
+            lengths = np.ascontiguousarray(lengths_arr, dtype=np.intc)
+        output = np.empty((T, B, self.num_directions * H), self.dtype)
+        h_n = np.empty((LD, B, H), self.dtype)
+        if self.dtype == np.float32:
+            status = _forward_arrays[float](self, x, h0, lengths, output, h_n)
+        else:
+            status = _forward_arrays[double](self, x, h0, lengths, output, h_n)
+        _raise_for_status(status, who)
+        return output, h_n
+
+
+cdef inline void* _ptr_or_null(object a):
+    if a is None:
+        return NULL
+    return <void*>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef int _forward_arrays(ExportedWeights w, cnp.ndarray x, object h0, object lengths,
+                         cnp.ndarray output, cnp.ndarray h_n, floating dummy=0) except -1:
+    cdef int T = x.shape[0], B = x.shape[1]
+    cdef size_t nbytes
+    cdef void* work
+    cdef int status
+    cdef const floating* x_p = <const floating*>cnp.PyArray_DATA(x)
+    cdef const floating* h0_p = <const floating*>_ptr_or_null(h0)
+    cdef const int* len_p = <const int*>_ptr_or_null(lengths)
+    cdef floating* out_p = <floating*>cnp.PyArray_DATA(output)
+    cdef floating* hn_p = <floating*>cnp.PyArray_DATA(h_n)
+    if floating is float:
+        nbytes = model_workspace_size_f32(T, B, w.input_size, w.hidden_size, w.num_layers,
+                                          w.num_directions)
+    else:
+        nbytes = model_workspace_size_f64(T, B, w.input_size, w.hidden_size, w.num_layers,
+                                          w.num_directions)
+    if nbytes == 0:
+        return CYGRU_ERR_SIZE
+    work = malloc(nbytes)
+    if work == NULL:
+        raise MemoryError(f"cygru.capi: could not allocate a {nbytes}-byte workspace")
+    with nogil:
+        if floating is float:
+            status = model_forward_f32(&w.model_f32, T, B, x_p, h0_p, len_p, out_p, hn_p,
+                                       work, nbytes)
+        else:
+            status = model_forward_f64(&w.model_f64, T, B, x_p, h0_p, len_p, out_p, hn_p,
+                                       work, nbytes)
+    free(work)
+    return status
+
+
+def export_weights(module):
+    """Export a :class:`cygru.GRU`'s or :class:`cygru.GRUCell`'s weights for C callers.
+
+    Returns an :class:`ExportedWeights`: a snapshot (copy) of the parameters in one
+    contiguous, read-only buffer, and the C structs ``cygru_model_f32`` /
+    ``cygru_model_f64`` of ``cygru/capi.pxd`` pointing into it, ready for
+    ``model_forward_*`` (a GRU), ``layer_forward_*`` (``dirs + layer*D``) or
+    ``cell_step_*`` (``dirs[0]`` of a GRUCell).
+
+    Layout of ``flat`` (and of ``dirs``): for each layer k, then each direction d
+    (0 forward, 1 backward in time), entry ``dirs[k*D + d]`` points at
+    ``weight_ih`` (3H, I_k), ``weight_hh`` (3H, H), ``bias_ih`` (3H,), ``bias_hh``
+    (3H,) of that layer and direction (PyTorch's names and order, gate order r, z,
+    n; row-major; I_0 = input_size, I_k = D*H), each starting at a 64-byte boundary;
+    the bias pointers are NULL for ``bias=False``. A GRUCell is exported as one
+    layer of one direction.
+
+    Later changes to the module's parameters are not seen: export again. The
+    pointers are valid while the returned object (or a :meth:`~ExportedWeights.capsule`
+    of it) is alive.
+
+    Parameters
+    ----------
+    module : cygru.GRU or cygru.GRUCell
+        On the CPU.
+
+    Returns
+    -------
+    ExportedWeights
+
+    Examples
+    --------
+    >>> import numpy as np, cygru, cygru.capi
+    >>> cell = cygru.GRUCell(3, 2, seed=0)
+    >>> w = cygru.capi.export_weights(cell)
+    >>> w.kind, w.dtype.name, w.num_layers, w.num_directions
+    ('GRUCell', 'float32', 1, 1)
+    >>> list(w.params)
+    ['weight_ih', 'weight_hh', 'bias_ih', 'bias_hh']
+    >>> bool(np.array_equal(w.params["weight_hh"], cell.weight_hh))
+    True
+    >>> h1 = cell(np.ones((1, 3)))
+    >>> out, h_n = w.forward(np.ones((1, 1, 3)))    # a cell step is a 1-step sequence
+    >>> bool(np.array_equal(out[0], h1))
+    True
+    """
+    from .modules import GRU, GRUCell
+    if isinstance(module, GRUCell):
+        kind, L, D, reverse = "GRUCell", 1, 1, False
+        names = [list(_GATE_NAMES)]
+    elif isinstance(module, GRU):
+        kind, L, D, reverse = "GRU", module.num_layers, module.num_directions, module.reverse
+        names = [[n + f"_l{k}" + ("_reverse" if d == 1 else "") for n in _GATE_NAMES]
+                 for k in range(L) for d in range(D)]
+    else:
+        raise TypeError(f"cygru.capi.export_weights: expected a cygru.GRU or cygru.GRUCell, "
+                        f"got {type(module).__name__}")
+    if module.device != "cpu":
+        raise TypeError(f"cygru.capi.export_weights: the module is on {module.device}; "
+                        "call module.to('cpu') first (the C API runs on the CPU)")
+    dtype = np.dtype(module.dtype)
+    H, I = module.hidden_size, module.input_size
+    if 4 * H * D > _INT_MAX or I > _INT_MAX:
+        raise ValueError("cygru.capi.export_weights: sizes do not fit BLAS's int")
+    per_elem = _ALIGN // dtype.itemsize
+    arrays = {}
+    offsets = {}
+    total = 0
+    for entry in names:
+        for n in entry:
+            if n.startswith("bias") and not module.bias:
+                continue
+            a = np.asarray(getattr(module, n))
+            arrays[n] = a
+            offsets[n] = total
+            total += -(-a.size // per_elem) * per_elem       # round up to 64 bytes
+    # a buffer whose first element sits on a 64-byte boundary
+    raw = np.zeros(total + per_elem, dtype)
+    start = (-(raw.ctypes.data % _ALIGN) // dtype.itemsize) % per_elem
+    flat = raw[start:start + total]
+    params = {}
+    for n, a in arrays.items():
+        view = flat[offsets[n]:offsets[n] + a.size].reshape(a.shape)
+        view[...] = a
+        params[n] = view
+    flat.flags.writeable = False
+    for v in params.values():
+        v.flags.writeable = False
+
+    cdef ExportedWeights w = ExportedWeights.__new__(ExportedWeights)
+    w.kind, w.dtype, w.flat, w.offsets, w.params = kind, dtype, flat, offsets, params
+    w.input_size, w.hidden_size, w.num_layers, w.num_directions = I, H, L, D
+    w.bias, w.reset_after, w.reverse = bool(module.bias), bool(module.reset_after), reverse
+    cdef Py_ssize_t idx, n_dirs = L * D
+    cdef char* base = <char*>cnp.PyArray_DATA(flat)
+    cdef size_t item = dtype.itemsize
+    if dtype == np.float32:
+        w._dirs_f32 = <cygru_direction_f32*>malloc(n_dirs * sizeof(cygru_direction_f32))
+        if w._dirs_f32 == NULL:
+            raise MemoryError
+    else:
+        w._dirs_f64 = <cygru_direction_f64*>malloc(n_dirs * sizeof(cygru_direction_f64))
+        if w._dirs_f64 == NULL:
+            raise MemoryError
+    for idx in range(n_dirs):
+        ptrs = [<uintptr_t>(base + <size_t>offsets[n] * item) if n in offsets else 0
+                for n in names[idx]]
+        if dtype == np.float32:
+            w._dirs_f32[idx].w_ih = <const float*><uintptr_t>ptrs[0]
+            w._dirs_f32[idx].w_hh = <const float*><uintptr_t>ptrs[1]
+            w._dirs_f32[idx].b_ih = <const float*><uintptr_t>ptrs[2]
+            w._dirs_f32[idx].b_hh = <const float*><uintptr_t>ptrs[3]
+        else:
+            w._dirs_f64[idx].w_ih = <const double*><uintptr_t>ptrs[0]
+            w._dirs_f64[idx].w_hh = <const double*><uintptr_t>ptrs[1]
+            w._dirs_f64[idx].b_ih = <const double*><uintptr_t>ptrs[2]
+            w._dirs_f64[idx].b_hh = <const double*><uintptr_t>ptrs[3]
+    if dtype == np.float32:
+        w.model_f32 = cygru_model_f32(I, H, L, D, w.reset_after, reverse, w._dirs_f32)
+    else:
+        w.model_f64 = cygru_model_f64(I, H, L, D, w.reset_after, reverse, w._dirs_f64)
+    return w
+
+
+_GATE_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _schedule_of(lengths, int T):
+    """(perm, active) of the C counting sort, for tests against cygru._cpu._schedule."""
+    cdef int[::1] lv = np.ascontiguousarray(lengths, dtype=np.intc)
+    cdef int B = lv.shape[0]
+    if T < 1:
+        raise ValueError("T must be >= 1")
+    perm = np.empty(B, np.intp)
+    active = np.empty(T, np.intc)
+    counts = np.empty(T + 1, np.intc)
+    cdef Py_ssize_t[::1] pv = perm
+    cdef int[::1] av = active
+    cdef int[::1] cv = counts
+    cdef int status
+    with nogil:
+        status = _schedule(T, B, &lv[0] if B else NULL, &pv[0] if B else NULL, &av[0],
+                           &cv[0])
+    _raise_for_status(status, "cygru.capi._schedule_of")
+    return perm, active
+
+
+def _time_steps(ExportedWeights w, Py_ssize_t n, bint raw_kernel=False):
+    """Seconds for n streaming cell steps at B=1 in one nogil loop (benchmarks only).
+
+    Through cell_step_* (in place on h, as a streaming caller does), or, with
+    raw_kernel, through the internal kernel alone (no checks, no copy of h): the
+    math of a step, to compare the C API's overhead with.
+    """
+    import time
+    cdef int I = w.input_size, H = w.hidden_size
+    if w.dtype != np.float32 or w.num_layers * w.num_directions != 1:
+        raise ValueError("_time_steps: a float32 one-layer, one-direction export")
+    cdef const cygru_direction_f32* d = w.model_f32.dirs
+    cdef float[::1] x = np.random.default_rng(0).standard_normal(I).astype(np.float32) * 0.1
+    cdef float[::1] h = np.zeros(H, np.float32)
+    cdef float[::1] h2 = np.zeros(H, np.float32)
+    cdef size_t nbytes = cell_workspace_size_f32(1, H)
+    cdef float[::1] work = np.empty(nbytes // 4 + 16, np.float32)
+    cdef float[::1] zeros = np.zeros(3 * H, np.float32)
+    cdef const float* bi = d.b_ih if d.b_ih != NULL else <const float*>&zeros[0]
+    cdef const float* bh = d.b_hh if d.b_hh != NULL else <const float*>&zeros[0]
+    cdef Py_ssize_t i
+    cdef int status = 0
+    t0 = time.perf_counter()
+    with nogil:
+        if raw_kernel:
+            for i in range(n):   # ping-pong between h and h2: the kernel may not alias
+                if i % 2 == 0:
+                    gru_cell_forward(1, I, H, &x[0], &h[0], d.w_ih, d.w_hh, bi, bh,
+                                     w.reset_after, &h2[0], &work[0])
+                else:
+                    gru_cell_forward(1, I, H, &x[0], &h2[0], d.w_ih, d.w_hh, bi, bh,
+                                     w.reset_after, &h[0], &work[0])
+        else:
+            for i in range(n):
+                status |= cell_step_f32(1, I, H, &x[0], &h[0], d.w_ih, d.w_hh, d.b_ih, d.b_hh,
+                                        w.reset_after, &h[0], &work[0], nbytes)
+    t1 = time.perf_counter()
+    _raise_for_status(status, "_time_steps")
+    return t1 - t0

@@ -1,0 +1,859 @@
+"""The embedding API: cygru.capi from C, a real downstream extension, and threads.
+
+* A downstream project is built for real, once per session, in a temporary
+  directory: the example of ``examples/embedding`` (its own ``setup.py``), plus a
+  probe extension written here. Both ``cimport cygru.capi`` with
+  ``include_dirs=[cygru.get_include(), numpy.get_include()]`` and call the C API
+  inside ``with nogil:``; their results are checked against cygru.GRUCell / cygru.GRU.
+* The C API's status codes for bad scalar input (nothing written on error).
+* Threads: every forward and backward releases the GIL; one module called from 8
+  threads gives bitwise the serial results; vjp closures from several threads
+  accumulate into ``grads`` correctly; the C API is re-entrant.
+"""
+import importlib.util
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+import cygru
+import cygru.capi as capi
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "embedding"
+DTYPES = [np.float32, np.float64]
+
+
+def _tol(dtype):
+    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------
+# the downstream build
+# ---------------------------------------------------------------------------------------------
+
+PROBE_SETUP = """\
+import cygru, numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+setup(name="cygru-capi-probe", ext_modules=cythonize(
+    [Extension("cygru_capi_probe", ["cygru_capi_probe.pyx"],
+               include_dirs=[cygru.get_include(), numpy.get_include()],
+               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])],
+    compiler_directives={"language_level": 3}))
+"""
+
+# A second downstream module: layer_forward, and every status code, called from C.
+PROBE_PYX = r'''
+# cython: language_level=3, boundscheck=False, wraparound=False
+from libc.stdint cimport uintptr_t
+from libc.stdlib cimport malloc, free
+cimport numpy as cnp
+from cygru cimport capi
+import numpy as np
+
+cnp.import_array()
+
+
+cdef void* ptr(a):
+    return NULL if a is None else cnp.PyArray_DATA(a)
+
+
+def layer(capi.ExportedWeights w, int k, x, h0=None, lengths=None):
+    """Layer k of an exported GRU through layer_forward_* (in a nogil block)."""
+    cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], H = w.hidden_size
+    cdef int D = w.num_directions, status
+    out = np.full((T, B, D * H), np.nan, w.dtype)
+    h_n = np.full((D, B, H), np.nan, w.dtype)
+    cdef void* xp = ptr(x)
+    cdef void* h0p = ptr(h0)
+    cdef const int* lp = <const int*>ptr(lengths)
+    cdef void* op = ptr(out)
+    cdef void* hp = ptr(h_n)
+    cdef size_t n
+    cdef void* work
+    with nogil:
+        if w.model_f32.dirs != NULL:
+            n = capi.layer_workspace_size_f32(T, B, I, H, D)
+            work = malloc(n)
+            status = capi.layer_forward_f32(T, B, I, H, D, <const float*>xp, <const float*>h0p,
+                                            lp, w.model_f32.dirs + k * D, w.reset_after,
+                                            w.reverse, <float*>op, <float*>hp, work, n)
+        else:
+            n = capi.layer_workspace_size_f64(T, B, I, H, D)
+            work = malloc(n)
+            status = capi.layer_forward_f64(T, B, I, H, D, <const double*>xp,
+                                            <const double*>h0p, lp, w.model_f64.dirs + k * D,
+                                            w.reset_after, w.reverse, <double*>op,
+                                            <double*>hp, work, n)
+        free(work)
+    return status, out, h_n
+
+
+def cell(capi.ExportedWeights w, x, h=None, inplace=False):
+    """One cell_step_* with NULL or given h, out of place or in place."""
+    cdef int B = x.shape[0], I = w.input_size, H = w.hidden_size, status
+    h_out = h if inplace else np.full((B, H), np.nan, w.dtype)
+    cdef void* xp = ptr(x)
+    cdef void* hp = ptr(h)
+    cdef void* op = ptr(h_out)
+    cdef size_t n
+    cdef void* work
+    with nogil:
+        if w.model_f32.dirs != NULL:
+            n = capi.cell_workspace_size_f32(B, H)
+            work = malloc(n)
+            status = capi.cell_step_f32(B, I, H, <const float*>xp, <const float*>hp,
+                                        w.model_f32.dirs.w_ih, w.model_f32.dirs.w_hh,
+                                        w.model_f32.dirs.b_ih, w.model_f32.dirs.b_hh,
+                                        w.reset_after, <float*>op, work, n)
+        else:
+            n = capi.cell_workspace_size_f64(B, H)
+            work = malloc(n)
+            status = capi.cell_step_f64(B, I, H, <const double*>xp, <const double*>hp,
+                                        w.model_f64.dirs.w_ih, w.model_f64.dirs.w_hh,
+                                        w.model_f64.dirs.b_ih, w.model_f64.dirs.b_hh,
+                                        w.reset_after, <double*>op, work, n)
+        free(work)
+    return status, h_out
+
+
+def sizes():
+    """Workspace sizes for valid and invalid arguments."""
+    return dict(
+        cell_ok=capi.cell_workspace_size_f32(1, 8), cell_ok64=capi.cell_workspace_size_f64(1, 8),
+        cell_B0=capi.cell_workspace_size_f32(0, 8),
+        cell_Bneg=capi.cell_workspace_size_f32(-1, 8), cell_H0=capi.cell_workspace_size_f64(1, 0),
+        layer_ok=capi.layer_workspace_size_f32(5, 2, 3, 4, 2),
+        layer_T0=capi.layer_workspace_size_f32(0, 2, 3, 4, 1),
+        layer_D3=capi.layer_workspace_size_f64(5, 2, 3, 4, 3),
+        layer_I0=capi.layer_workspace_size_f32(5, 2, 0, 4, 1),
+        layer_big=capi.layer_workspace_size_f32(1 << 16, 1 << 16, 3, 4, 1),
+        model_ok=capi.model_workspace_size_f64(5, 2, 3, 4, 3, 2),
+        model_L0=capi.model_workspace_size_f32(5, 2, 3, 4, 0, 1),
+        model_Hbig=capi.model_workspace_size_f32(5, 2, 3, 1 << 29, 1, 2),
+    )
+
+
+def message(int status):
+    return capi.status_message(status).decode()
+
+
+def cell_status(str case, int B=2, int I=3, int H=4):
+    """cell_step_f32 on valid buffers (sized for max(B, 1) etc.) with one thing wrong."""
+    cdef int nb = max(B, 1), ni = max(I, 1), nh = max(H, 1)
+    buf = np.zeros(nb * ni + 2 * nb * nh + 16, np.float32)
+    w_ih = np.zeros(3 * nh * ni, np.float32)
+    w_hh = np.zeros(3 * nh * nh, np.float32)
+    out = np.full(nb * nh + 16, 7.0, np.float32)
+    cdef float* x = <float*>ptr(buf)
+    cdef float* h = x + nb * ni
+    cdef float* o = <float*>ptr(out)
+    cdef const float* wi = <const float*>ptr(w_ih)
+    cdef const float* wh = <const float*>ptr(w_hh)
+    cdef size_t n = capi.cell_workspace_size_f32(B, H) + 64
+    cdef char* work = <char*>malloc(n + 8)
+    cdef char* wp = work
+    cdef size_t wn = n
+    if case == "null_x":
+        x = NULL
+    elif case == "null_w":
+        wh = NULL
+    elif case == "null_out":
+        o = NULL
+    elif case == "null_work":
+        wp = NULL
+    elif case == "small_work":
+        wn = capi.cell_workspace_size_f32(B, H) - 1
+    elif case == "misaligned":
+        wp = work + 4
+    elif case == "alias_x":
+        o = x + 1
+    elif case == "alias_h":
+        o = h + 1
+    elif case == "inplace":
+        o = h
+    elif case == "null_h":
+        h = NULL
+    status = capi.cell_step_f32(B, I, H, x, h, wi, wh, NULL, NULL, 1, o, wp, wn)
+    free(work)
+    return status, bool((out == 7.0).all())
+
+
+def layer_status(str case, int T=4, int B=3, int I=2, int H=5, int D=1, int reverse=0,
+                 lengths=None):
+    """layer_forward_f32 on valid buffers with one thing wrong; returns
+    (status, whether output and h_n were left untouched)."""
+    cdef int nt = max(T, 1), nb = max(B, 1), ni = max(I, 1), nh = max(H, 1)
+    cdef int nd = min(max(D, 1), 2), wsz = 3 * nh * max(ni, nh)
+    x = np.ones(nt * nb * ni, np.float32)
+    h0 = np.zeros(nd * nb * nh, np.float32)
+    w = np.full(4 * wsz, 0.01, np.float32)
+    out = np.full(nt * nb * nd * nh, 7.0, np.float32)
+    h_n = np.full(nd * nb * nh, 7.0, np.float32)
+    lens = None if lengths is None else np.asarray(lengths, np.intc)
+    cdef capi.cygru_direction_f32 dirs[2]
+    cdef float* wp = <float*>ptr(w)
+    cdef int d
+    for d in range(2):
+        dirs[d].w_ih = wp + d * 2 * wsz
+        dirs[d].w_hh = wp + d * 2 * wsz + wsz
+        dirs[d].b_ih = NULL
+        dirs[d].b_hh = NULL
+    cdef const float* xp = <const float*>ptr(x)
+    cdef const float* h0p = <const float*>ptr(h0)
+    cdef float* op = <float*>ptr(out)
+    cdef float* hp = <float*>ptr(h_n)
+    cdef const int* lp = <const int*>ptr(lens)
+    cdef size_t n = capi.layer_workspace_size_f32(nt, nb, ni, nh, nd) + 64
+    cdef char* work = <char*>malloc(n + 8)
+    cdef char* wk = work
+    cdef size_t wn = n
+    if case == "null_x":
+        xp = NULL
+    elif case == "null_out":
+        op = NULL
+    elif case == "null_weights":
+        dirs[0].w_hh = NULL
+    elif case == "small_work":
+        wn = capi.layer_workspace_size_f32(T, B, I, H, D) - 1
+    elif case == "misaligned":
+        wk = work + 4
+    elif case == "alias_out_x":
+        op = <float*>xp
+    elif case == "alias_hn_out":
+        hp = op + 1
+    elif case == "hn_is_h0":
+        hp = <float*>h0p
+    elif case == "hn_overlaps_h0":
+        hp = <float*>h0p + 1
+    status = capi.layer_forward_f32(T, B, I, H, D, xp, h0p, lp, dirs, 1, reverse, op, hp,
+                                    wk, wn)
+    free(work)
+    return status, bool((out == 7.0).all() and (h_n == 7.0).all())
+
+
+def model_status(capi.ExportedWeights w, str case, int T=4, int B=2, lengths=None):
+    """model_forward_f32 of an exported float32 GRU with one thing wrong."""
+    cdef capi.cygru_model_f32 m = w.model_f32
+    cdef capi.cygru_direction_f32 bad[8]
+    cdef int LD = m.num_layers * m.num_directions, k
+    x = np.ones((max(T, 1), max(B, 1), m.input_size), np.float32)
+    out = np.full((max(T, 1), max(B, 1), m.num_directions * m.hidden_size), 7.0, np.float32)
+    h_n = np.full((LD, max(B, 1), m.hidden_size), 7.0, np.float32)
+    lens = None if lengths is None else np.asarray(lengths, np.intc)
+    cdef const capi.cygru_model_f32* mp = &m
+    cdef size_t n = capi.model_workspace_size_f32(max(T, 1), max(B, 1), m.input_size,
+                                                  m.hidden_size, m.num_layers,
+                                                  m.num_directions)
+    cdef void* work = malloc(n)
+    if case == "null_model":
+        mp = NULL
+    elif case == "null_dirs":
+        m.dirs = NULL
+    elif case == "L0":
+        m.num_layers = 0
+    elif case == "D3":
+        m.num_directions = 3
+    elif case == "H0":
+        m.hidden_size = 0
+    elif case == "I0":
+        m.input_size = 0
+    elif case == "reverse_bi":
+        m.reverse = 1
+    elif case == "null_layer_weight":
+        for k in range(LD):
+            bad[k] = m.dirs[k]
+        bad[LD - 1].w_ih = NULL
+        m.dirs = bad
+    status = capi.model_forward_f32(mp, T, B, <const float*>ptr(x), NULL,
+                                    <const int*>ptr(lens), <float*>ptr(out), <float*>ptr(h_n),
+                                    work, n)
+    free(work)
+    return status, bool((out == 7.0).all() and (h_n == 7.0).all())
+'''
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _built_file(directory, name):
+    found = sorted(pathlib.Path(directory).glob(f"{name}*.so")) + \
+        sorted(pathlib.Path(directory).glob(f"{name}*.pyd"))
+    assert found, f"no built {name} extension in {directory}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def downstream(tmp_path_factory):
+    """The example project of examples/embedding and the probe, built once per session
+    with setuptools + Cython against this cygru (subprocesses, run side by side)."""
+    pytest.importorskip("Cython")
+    base = tmp_path_factory.mktemp("downstream")
+    example = base / "example"
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("build", "*.so", "*.c"))
+    probe = base / "probe"
+    probe.mkdir()
+    (probe / "setup.py").write_text(PROBE_SETUP)
+    (probe / "cygru_capi_probe.pyx").write_text(PROBE_PYX)
+    env = dict(os.environ)
+    # the cygru being tested, whether installed or the in-place build of this checkout
+    cygru_root = os.path.dirname(os.path.dirname(os.path.abspath(cygru.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([cygru_root] + [p for p in [env.get("PYTHONPATH")] if p])
+    procs = [subprocess.Popen([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=d,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+             for d in (example, probe)]
+    logs = [p.communicate(timeout=900)[0] for p in procs]
+    for d, p, log in zip((example, probe), procs, logs):
+        if p.returncode != 0:
+            pytest.fail(f"building the downstream extension in {d} failed:\n{log[-6000:]}")
+    return types.SimpleNamespace(
+        stream=_load(_built_file(example, "stream"), "stream"),
+        probe=_load(_built_file(probe, "cygru_capi_probe"), "cygru_capi_probe"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the downstream extension against the Python API
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reset_after, bias", [(True, True), (False, True), (True, False)])
+def test_streaming_cell_matches_grucell(downstream, dtype, reset_after, bias):
+    """CellStream: one cell_step_* per frame, in place on h, inside `with nogil:`."""
+    rng = np.random.default_rng(0)
+    cell = cygru.GRUCell(5, 7, bias=bias, reset_after=reset_after, dtype=dtype, seed=1)
+    frames = rng.standard_normal((30, 3, 5)).astype(dtype)
+    h0 = rng.standard_normal((3, 7)).astype(dtype)
+    stream = downstream.stream.CellStream(capi.export_weights(cell), batch=3, h0=h0)
+    out = np.empty((30, 3, 7), dtype)
+    # frames arrive in blocks of different sizes, and one at a time
+    first = stream.push_block(frames[:11], out=out[:11])
+    assert first.dtype == dtype
+    for t in range(11, 13):
+        out[t] = stream.push(frames[t])
+    last = stream.push_block(frames[13:], out=out[13:])
+    h = h0
+    for t in range(30):
+        h = cell(frames[t], h)
+        np.testing.assert_allclose(out[t], h, **_tol(dtype))
+    np.testing.assert_array_equal(last, out[-1])
+    np.testing.assert_array_equal(stream.h, out[-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_streaming_gru_frames_equal_whole_sequence(downstream, dtype):
+    """A one-layer GRU stepped frame by frame gives GRU's output over the sequence."""
+    rng = np.random.default_rng(1)
+    gru = cygru.GRU(6, 9, dtype=dtype, seed=2)
+    x = rng.standard_normal((40, 2, 6)).astype(dtype)
+    output, h_n = gru(x)
+    stream = downstream.stream.CellStream(capi.export_weights(gru), batch=2)
+    out = np.empty_like(output)
+    stream.push_block(x, out=out)
+    np.testing.assert_allclose(out, output, **_tol(dtype))
+    np.testing.assert_allclose(stream.h, h_n[0], **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layers, bidirectional, reset_after, bias, reverse", [
+    (1, False, True, True, False),
+    (2, True, True, True, False),
+    (3, True, False, True, False),
+    (3, False, True, False, False),
+    (1, False, False, True, True),
+])
+def test_sequence_forward_matches_gru(downstream, dtype, layers, bidirectional, reset_after,
+                                      bias, reverse):
+    """run_sequence: one model_forward_* (sort in C, nogil) == GRU(x, h0, lengths)."""
+    rng = np.random.default_rng(2)
+    gru = cygru.GRU(5, 8, layers, bias=bias, bidirectional=bidirectional,
+                    reset_after=reset_after, reverse=reverse, dtype=dtype, seed=3)
+    T, B, D = 9, 6, gru.num_directions
+    x = rng.standard_normal((T, B, 5)).astype(dtype)
+    h0 = rng.standard_normal((layers * D, B, 8)).astype(dtype)
+    lengths = np.array([3, 9, 1, 9, 5, 3])             # ties, unsorted, 1 and T
+    w = capi.export_weights(gru)
+    for args in [(x, None, None), (x, h0, None), (x, h0, lengths), (x, None, lengths)]:
+        out, h_n = downstream.stream.run_sequence(w, *args)
+        ref_out, ref_h_n = gru(*args)
+        np.testing.assert_allclose(out, ref_out, **_tol(dtype))
+        np.testing.assert_allclose(h_n, ref_h_n, **_tol(dtype))
+        if args[2] is not None:
+            for b, L in enumerate(lengths):
+                assert (out[L:, b] == 0).all()
+        # PyTorch's identities, bit for bit
+        if D == 1 and args[2] is None:
+            np.testing.assert_array_equal(out[0 if reverse else -1], h_n[-1])
+        if D == 2 and args[2] is None:
+            np.testing.assert_array_equal(out[-1, :, :8], h_n[-2])
+            np.testing.assert_array_equal(out[0, :, 8:], h_n[-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_forward_chains_to_the_model(downstream, dtype):
+    """layer_forward_* on dirs + k*D, layer by layer, reproduces the 2-layer GRU."""
+    rng = np.random.default_rng(3)
+    gru = cygru.GRU(4, 6, 2, bidirectional=True, dtype=dtype, seed=4)
+    x = rng.standard_normal((7, 5, 4)).astype(dtype)
+    h0 = rng.standard_normal((4, 5, 6)).astype(dtype)
+    lengths = np.array([7, 2, 5, 5, 1], np.intc)
+    w = capi.export_weights(gru)
+    st0, out0, hn0 = downstream.probe.layer(w, 0, x, np.ascontiguousarray(h0[:2]), lengths)
+    st1, out1, hn1 = downstream.probe.layer(w, 1, out0, np.ascontiguousarray(h0[2:]), lengths)
+    assert st0 == st1 == capi.OK
+    ref_out, ref_h_n = gru(x, h0, lengths)
+    np.testing.assert_allclose(out1, ref_out, **_tol(dtype))
+    np.testing.assert_allclose(np.concatenate([hn0, hn1]), ref_h_n, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cell_step_null_h_and_in_place(downstream, dtype):
+    rng = np.random.default_rng(4)
+    cell = cygru.GRUCell(3, 5, dtype=dtype, seed=5)
+    w = capi.export_weights(cell)
+    x = rng.standard_normal((4, 3)).astype(dtype)
+    h = rng.standard_normal((4, 5)).astype(dtype)
+    status, h1 = downstream.probe.cell(w, x, None)            # NULL h: zeros
+    assert status == capi.OK
+    np.testing.assert_allclose(h1, cell(x), **_tol(dtype))
+    status, h2 = downstream.probe.cell(w, x, h)
+    h_inplace = h.copy()
+    status_ip, _ = downstream.probe.cell(w, x, h_inplace, inplace=True)
+    assert status == status_ip == capi.OK
+    np.testing.assert_array_equal(h_inplace, h2)             # in place == out of place
+    np.testing.assert_allclose(h2, cell(x, h), **_tol(dtype))
+
+
+def test_c_api_from_threads_is_reentrant(downstream):
+    """8 threads running model_forward (own workspaces, shared weights) at once."""
+    rng = np.random.default_rng(5)
+    gru = cygru.GRU(8, 16, 2, bidirectional=True, seed=6)
+    w = capi.export_weights(gru)
+    xs = [rng.standard_normal((12, 3, 8)).astype(np.float32) for _ in range(16)]
+    lengths = np.array([12, 4, 9])
+    serial = [downstream.stream.run_sequence(w, x, None, lengths) for x in xs]
+    results = {}
+    barrier = threading.Barrier(8)
+
+    def work(tid):
+        barrier.wait()
+        for rep in range(25):
+            i = (tid + rep) % len(xs)
+            results[(tid, rep)] = (i, downstream.stream.run_sequence(w, xs[i], None, lengths))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 200
+    for i, (out, h_n) in results.values():
+        np.testing.assert_array_equal(out, serial[i][0])
+        np.testing.assert_array_equal(h_n, serial[i][1])
+
+
+# ---------------------------------------------------------------------------------------------
+# status codes
+# ---------------------------------------------------------------------------------------------
+
+def test_workspace_sizes(downstream):
+    s = downstream.probe.sizes()
+    assert s["cell_ok"] > 0 and s["cell_ok64"] > s["cell_ok"] and s["cell_B0"] > 0
+    assert s["layer_ok"] > 0 and s["model_ok"] > 0
+    for bad in ("cell_Bneg", "cell_H0", "layer_T0", "layer_D3", "layer_I0", "layer_big",
+                "model_L0", "model_Hbig"):
+        assert s[bad] == 0, bad
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("ok", capi.OK), ("null_h", capi.OK), ("inplace", capi.OK),
+    ("null_x", capi.ERR_NULL), ("null_w", capi.ERR_NULL), ("null_out", capi.ERR_NULL),
+    ("null_work", capi.ERR_WORKSPACE), ("small_work", capi.ERR_WORKSPACE),
+    ("misaligned", capi.ERR_ALIGN), ("alias_x", capi.ERR_ALIAS), ("alias_h", capi.ERR_ALIAS),
+])
+def test_cell_step_status(downstream, case, expected):
+    status, untouched = downstream.probe.cell_status(case)
+    assert status == expected, downstream.probe.message(status)
+    if expected != capi.OK:
+        assert untouched
+
+
+@pytest.mark.parametrize("B, I, H", [(-1, 3, 4), (2, 0, 4), (2, 3, 0), (2, 3, -5),
+                                     (2, 3, 1 << 30)])
+def test_cell_step_bad_sizes(downstream, B, I, H):
+    status, untouched = downstream.probe.cell_status("ok", B, I, H)
+    assert status == capi.ERR_SIZE and untouched
+
+
+def test_cell_step_empty_batch(downstream):
+    assert downstream.probe.cell_status("ok", 0, 3, 4) == (capi.OK, True)
+
+
+@pytest.mark.parametrize("case, kwargs, expected", [
+    ("ok", {}, capi.OK),
+    ("ok", dict(D=2, lengths=[4, 1, 3]), capi.OK),
+    ("hn_is_h0", dict(D=2), capi.OK),
+    ("ok", dict(B=0), capi.OK),
+    ("ok", dict(T=0), capi.ERR_SIZE),
+    ("ok", dict(B=-1), capi.ERR_SIZE),
+    ("ok", dict(I=0), capi.ERR_SIZE),
+    ("ok", dict(H=0), capi.ERR_SIZE),
+    ("ok", dict(D=0), capi.ERR_SIZE),
+    ("ok", dict(D=3), capi.ERR_SIZE),
+    ("ok", dict(T=1 << 16, B=1 << 16), capi.ERR_SIZE),      # T*B overflows BLAS's int
+    ("ok", dict(D=2, reverse=1), capi.ERR_FLAGS),
+    ("ok", dict(lengths=[4, 0, 2]), capi.ERR_LENGTH),
+    ("ok", dict(lengths=[4, 5, 2]), capi.ERR_LENGTH),
+    ("ok", dict(lengths=[-3, 1, 2]), capi.ERR_LENGTH),
+    ("null_x", {}, capi.ERR_NULL),
+    ("null_out", {}, capi.ERR_NULL),
+    ("null_weights", {}, capi.ERR_NULL),
+    ("small_work", {}, capi.ERR_WORKSPACE),
+    ("misaligned", {}, capi.ERR_ALIGN),
+    ("alias_out_x", {}, capi.ERR_ALIAS),
+    ("alias_hn_out", {}, capi.ERR_ALIAS),
+    ("hn_overlaps_h0", {}, capi.ERR_ALIAS),
+])
+def test_layer_forward_status(downstream, case, kwargs, expected):
+    status, untouched = downstream.probe.layer_status(case, **kwargs)
+    assert status == expected, downstream.probe.message(status)
+    if expected != capi.OK:
+        assert untouched, "an invalid call wrote its outputs"
+
+
+@pytest.mark.parametrize("case, kwargs, expected", [
+    ("ok", {}, capi.OK),
+    ("ok", dict(lengths=[4, 2]), capi.OK),
+    ("null_model", {}, capi.ERR_NULL),
+    ("null_dirs", {}, capi.ERR_NULL),
+    ("null_layer_weight", {}, capi.ERR_NULL),
+    ("L0", {}, capi.ERR_SIZE),
+    ("D3", {}, capi.ERR_SIZE),
+    ("H0", {}, capi.ERR_SIZE),
+    ("I0", {}, capi.ERR_SIZE),
+    ("reverse_bi", {}, capi.ERR_FLAGS),
+    ("ok", dict(T=0), capi.ERR_SIZE),
+    ("ok", dict(B=-2), capi.ERR_SIZE),
+    ("ok", dict(lengths=[4, 5]), capi.ERR_LENGTH),
+])
+def test_model_forward_status(downstream, case, kwargs, expected):
+    w = capi.export_weights(cygru.GRU(3, 4, 2, bidirectional=True, seed=0))
+    status, untouched = downstream.probe.model_status(w, case, **kwargs)
+    assert status == expected, downstream.probe.message(status)
+    if expected != capi.OK:
+        assert untouched
+
+
+def test_status_messages(downstream):
+    codes = [capi.OK, capi.ERR_SIZE, capi.ERR_NULL, capi.ERR_LENGTH, capi.ERR_FLAGS,
+             capi.ERR_ALIAS, capi.ERR_WORKSPACE, capi.ERR_ALIGN]
+    assert codes == list(range(8))
+    messages = [downstream.probe.message(c) for c in codes]
+    assert len(set(messages)) == len(messages)
+    assert messages == [capi.status_name(c) for c in codes]
+    assert "unknown" in capi.status_name(99)
+
+
+# ---------------------------------------------------------------------------------------------
+# export_weights and the Python side of cygru.capi (no build needed)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_export_layout(dtype):
+    gru = cygru.GRU(3, 4, 2, bidirectional=True, dtype=dtype, seed=0)
+    w = capi.export_weights(gru)
+    assert (w.kind, w.input_size, w.hidden_size, w.num_layers, w.num_directions) == \
+        ("GRU", 3, 4, 2, 2)
+    assert w.dtype == dtype and w.flat.dtype == dtype and w.bias and w.reset_after
+    assert list(w.params) == list(gru.state_dict())            # PyTorch's order
+    assert w.flat.ctypes.data % 64 == 0
+    previous_end = 0
+    for name, value in gru.state_dict().items():
+        view = w.params[name]
+        np.testing.assert_array_equal(view, value)
+        assert view.flags.c_contiguous and not view.flags.writeable
+        off = w.offsets[name]
+        assert off >= previous_end and (off * w.dtype.itemsize) % 64 == 0
+        assert view.ctypes.data == w.flat.ctypes.data + off * w.dtype.itemsize
+        np.testing.assert_array_equal(w.flat[off:off + value.size], value.ravel())
+        previous_end = off + value.size
+    assert not w.flat.flags.writeable
+    # a snapshot: later changes to the module are not seen
+    before = w.params["weight_hh_l0"].copy()
+    gru.weight_hh_l0 = np.zeros((12, 4))
+    np.testing.assert_array_equal(w.params["weight_hh_l0"], before)
+
+
+def test_export_without_bias_and_cell():
+    w = capi.export_weights(cygru.GRU(3, 4, bias=False))
+    assert list(w.params) == ["weight_ih_l0", "weight_hh_l0"] and not w.bias
+    c = capi.export_weights(cygru.GRUCell(3, 4, reset_after=False, dtype=np.float64))
+    assert c.kind == "GRUCell" and not c.reset_after and c.dtype == np.float64
+    assert list(c.params) == ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    with pytest.raises(TypeError, match="cygru.GRU or cygru.GRUCell"):
+        capi.export_weights(object())
+    with pytest.raises(TypeError):
+        capi.ExportedWeights(1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exported_forward_matches_gru(dtype):
+    """ExportedWeights.forward (model_forward_* from Python) == GRU, including sizes
+    large enough for the Python path to use several threads."""
+    rng = np.random.default_rng(6)
+    for I, H, L, bi, T, B in [(4, 8, 3, True, 5, 3), (32, 96, 1, True, 20, 16),
+                              (16, 64, 2, False, 30, 1)]:
+        gru = cygru.GRU(I, H, L, bidirectional=bi, dtype=dtype, seed=7)
+        x = rng.standard_normal((T, B, I)).astype(dtype)
+        lengths = rng.integers(1, T + 1, B)
+        out, h_n = capi.export_weights(gru).forward(x, lengths=lengths)
+        ref_out, ref_h_n = gru(x, lengths=lengths)
+        np.testing.assert_allclose(out, ref_out, **_tol(dtype))
+        np.testing.assert_allclose(h_n, ref_h_n, **_tol(dtype))
+
+
+def test_exported_forward_errors():
+    w = capi.export_weights(cygru.GRU(3, 4, seed=0))
+    x = np.zeros((5, 2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"outside \[1, T\]"):
+        w.forward(x, lengths=[6, 1])
+    with pytest.raises(ValueError, match=r"outside \[1, T\]"):
+        w.forward(x, lengths=[0, 1])
+    with pytest.raises(ValueError, match="shape"):
+        w.forward(np.zeros((5, 2, 4)))
+    with pytest.raises(ValueError, match="sequence length|size"):
+        w.forward(np.zeros((0, 2, 3)))
+    assert w.workspace_size(5, 2) > 0 and w.cell_workspace_size(2) > 0
+    with pytest.raises(ValueError):
+        w.workspace_size(0, 2)
+
+
+def test_capsule_keeps_weights_alive():
+    import ctypes
+    gru = cygru.GRU(3, 4, seed=0)
+    w = capi.export_weights(gru)
+    cap = w.capsule()
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    assert get_pointer(cap, b"cygru.capi.model_f32") == w.address
+    address, flat = w.address, w.flat.copy()
+    del w
+    import gc
+    gc.collect()
+
+    class Model(ctypes.Structure):
+        _fields_ = [("input_size", ctypes.c_int), ("hidden_size", ctypes.c_int),
+                    ("num_layers", ctypes.c_int), ("num_directions", ctypes.c_int),
+                    ("reset_after", ctypes.c_int), ("reverse", ctypes.c_int),
+                    ("dirs", ctypes.POINTER(ctypes.c_void_p * 4))]
+
+    m = Model.from_address(get_pointer(cap, b"cygru.capi.model_f32"))
+    assert (m.input_size, m.hidden_size, m.num_layers, m.num_directions) == (3, 4, 1, 1)
+    w_hh = ctypes.cast(m.dirs.contents[1], ctypes.POINTER(ctypes.c_float * 48)).contents
+    np.testing.assert_array_equal(np.frombuffer(w_hh, np.float32), gru.weight_hh_l0.ravel())
+    assert address == ctypes.addressof(m)
+    del cap, flat
+
+
+def test_c_sort_matches_python_schedule():
+    from cygru import _cpu
+    rng = np.random.default_rng(7)
+    for T, B in [(1, 1), (5, 6), (9, 40), (3, 100)]:
+        lengths = rng.integers(1, T + 1, B)
+        perm, active = capi._schedule_of(lengths, T)
+        ref_perm, ref_active = _cpu._schedule(lengths.astype(np.int64), T, B)
+        np.testing.assert_array_equal(perm, ref_perm)       # stable, longest first
+        np.testing.assert_array_equal(active, ref_active)
+    with pytest.raises(ValueError):
+        capi._schedule_of([1, 4], 3)
+
+
+def test_pxd_is_shipped():
+    """capi.pxd sits where cygru.get_include() points, and the wheel's package data
+    includes every .pxd."""
+    assert (pathlib.Path(cygru.get_include()) / "cygru" / "capi.pxd").is_file()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"*.pxd"' in pyproject
+    text = (ROOT / "cygru" / "capi.pxd").read_text()
+    for name in ("cell_step_f32", "cell_step_f64", "layer_forward_f32", "layer_forward_f64",
+                 "model_forward_f32", "model_forward_f64", "cell_workspace_size_f32",
+                 "layer_workspace_size_f64", "model_workspace_size_f32", "cygru_model_f32",
+                 "ExportedWeights", "status_message"):
+        assert name in text
+
+
+# ---------------------------------------------------------------------------------------------
+# threads: the Python API
+# ---------------------------------------------------------------------------------------------
+
+def _max_tick_gap_while(fn, attempts=3):
+    """Run fn in a thread while this thread ticks in pure Python; return (longest gap
+    between ticks while fn ran, fn's duration). A GIL held through a C loop shows as
+    a gap as long as the loop. The best of a few attempts (the machine is shared)."""
+    best = None
+    for _ in range(attempts):
+        span = {}
+
+        def target():
+            span["t0"] = time.perf_counter()
+            fn()
+            span["t1"] = time.perf_counter()
+
+        ticks = []
+        th = threading.Thread(target=target)
+        th.start()
+        while th.is_alive():
+            ticks.append(time.perf_counter())
+        th.join()
+        inside = [t for t in ticks if span["t0"] <= t <= span["t1"]]
+        edges = [span["t0"]] + inside + [span["t1"]]
+        gap = max(b - a for a, b in zip(edges, edges[1:]))
+        duration = span["t1"] - span["t0"]
+        if best is None or gap / duration < best[0] / best[1]:
+            best = (gap, duration)
+    return best
+
+
+@pytest.mark.parametrize("what", ["forward", "forward_f64", "forward_reset_before",
+                                  "vjp_forward", "backward", "cell"])
+def test_gil_is_released(what):
+    rng = np.random.default_rng(8)
+    dtype = np.float64 if what == "forward_f64" else np.float32
+    gru = cygru.GRU(64, 128, bidirectional=True, reset_after=(what != "forward_reset_before"),
+                    dtype=dtype, seed=0)
+    x = rng.standard_normal((1500, 4, 64)).astype(dtype)
+    if what.startswith("forward"):
+        fn = lambda: gru(x)  # noqa: E731
+    elif what == "vjp_forward":
+        fn = lambda: gru.vjp(x)  # noqa: E731
+    elif what == "backward":
+        (out, _), backward = gru.vjp(x)
+        d_out = np.ones_like(out)
+        fn = lambda: backward(d_out, None)  # noqa: E731
+    else:
+        cell = cygru.GRUCell(2048, 2048, seed=0)
+        xc = rng.standard_normal((64, 2048)).astype(np.float32)
+        fn = lambda: cell(xc)  # noqa: E731
+    gap, duration = _max_tick_gap_while(fn)
+    assert duration > 0.02, "the call is too short to tell"
+    # with the GIL held through the kernels the gap would be about the whole call
+    assert gap < 0.5 * duration, f"main thread stalled {gap * 1e3:.1f} ms of {duration * 1e3:.1f} ms"
+
+
+@pytest.mark.parametrize("module", ["GRU", "GRUCell"])
+def test_threads_give_bitwise_serial_results(module):
+    """One module called from 8 threads x 1000 calls == the same calls made serially."""
+    rng = np.random.default_rng(9)
+    n_threads, n_calls = 8, 1000
+    if module == "GRU":
+        m = cygru.GRU(6, 10, 2, bidirectional=True, seed=1)
+        inputs = [rng.standard_normal((5, 3, 6)).astype(np.float32) for _ in range(64)]
+        lengths = [np.array([5, 2, 4]), None]
+
+        def call(i):
+            return m(inputs[i % 64], lengths=lengths[i % 2])
+    else:
+        m = cygru.GRUCell(6, 10, seed=1)
+        inputs = [rng.standard_normal((3, 6)).astype(np.float32) for _ in range(64)]
+        states = [rng.standard_normal((3, 10)).astype(np.float32) for _ in range(64)]
+
+        def call(i):
+            return (m(inputs[i % 64], states[(i * 7) % 64]),)
+
+    serial = [call(i) for i in range(128)]
+    mismatches = []
+    barrier = threading.Barrier(n_threads)
+
+    def work(tid):
+        barrier.wait()
+        for k in range(n_calls):
+            i = (tid * 131 + k) % 128
+            got = call(i)
+            if not all(np.array_equal(a, b) for a, b in zip(got, serial[i])):
+                mismatches.append((tid, k))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not mismatches, f"{len(mismatches)} calls differ from the serial results"
+
+
+@pytest.mark.parametrize("module", ["GRU", "GRUCell"])
+def test_vjp_from_threads_accumulates(module):
+    """Backward closures run in 8 threads add into grads under the module's lock:
+    the total is the sum of the per-call gradients."""
+    rng = np.random.default_rng(10)
+    n_threads, per_thread = 8, 6
+    if module == "GRU":
+        make = lambda: cygru.GRU(5, 24, 2, bidirectional=True, dtype=np.float64, seed=2)  # noqa
+        xs = [rng.standard_normal((20, 3, 5)) for _ in range(n_threads * per_thread)]
+        def step(m, x):  # noqa: E306
+            (out, h_n), backward = m.vjp(x)
+            backward(np.ones_like(out), np.ones_like(h_n))
+    else:
+        make = lambda: cygru.GRUCell(5, 24, dtype=np.float64, seed=2)  # noqa
+        xs = [rng.standard_normal((3, 5)) for _ in range(n_threads * per_thread)]
+        def step(m, x):  # noqa: E306
+            h1, backward = m.vjp(x)
+            backward(np.ones_like(h1))
+    # the expected total: each call's gradient on its own, summed
+    ref = make()
+    expected = {n: np.zeros_like(g) for n, g in ref.grads.items()}
+    for x in xs:
+        ref.zero_grad()
+        step(ref, x)
+        for n, g in ref.grads.items():
+            expected[n] += g
+    m = make()
+    barrier = threading.Barrier(n_threads)
+    errors = []
+
+    def work(tid):
+        try:
+            barrier.wait()
+            for k in range(per_thread):
+                step(m, xs[tid * per_thread + k])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for n, g in m.grads.items():
+        np.testing.assert_allclose(g, expected[n], rtol=1e-10, atol=1e-12, err_msg=n)
+
+
+def test_accumulate_holds_the_lock():
+    """modules._accumulate adds under the module's lock (the lock is what makes the
+    test above deterministic): while another thread holds it, nothing is added."""
+    m = cygru.GRUCell(2, 3, dtype=np.float64, seed=0)
+    h1, backward = m.vjp(np.ones(2))
+    done = threading.Event()
+    with m._lock:
+        th = threading.Thread(target=lambda: (backward(np.ones(3)), done.set()))
+        th.start()
+        time.sleep(0.2)
+        assert not done.is_set()
+        assert all((g == 0).all() for g in m.grads.values())
+    th.join(10)
+    assert done.is_set()
+    assert any((g != 0).any() for g in m.grads.values())
