@@ -1047,6 +1047,8 @@ def make_png(runs, judge, path, title_extra):
                 ax.text(b.get_x() + b.get_width() / 2, y * 1.08, _fmt_ms(y), ha="center",
                         va="bottom", fontsize=6, rotation=90)
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * 6)          # room for the value labels above the bars
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("median ms per call (log scale, lower is better)")

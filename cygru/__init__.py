@@ -16,9 +16,11 @@ from .modules import GRU, GRUCell
 from ._gradcheck import GradcheckError, gradcheck
 from .interop import from_keras, from_onnx, from_torch, to_onnx
 from . import functional
+from ._threads import get_num_threads, set_num_threads
 
 __all__ = ["GRU", "GRUCell", "gradcheck", "GradcheckError", "from_torch", "from_keras",
-           "from_onnx", "to_onnx", "functional", "get_include", "__version__"]
+           "from_onnx", "to_onnx", "functional", "get_include", "get_num_threads",
+           "set_num_threads", "__version__"]
 
 
 def get_include():

@@ -14,8 +14,9 @@ from libc.stdlib cimport malloc, free
 from cython cimport floating
 from cygru._blas cimport gemm
 from cygru._kernels cimport (gru_direction_forward, gru_direction_backward,
-                             gru_cell_forward, cell_work_size, part_pack_size,
-                             pack_gate_slice, cygru_barrier, cygru_barrier_init)
+                             gru_direction_weight_grads, gru_cell_forward, cell_work_size,
+                             part_pack_size, pack_gate_slice, backward_pack_size,
+                             pack_backward_slice, cygru_barrier, cygru_barrier_init)
 from cython.parallel cimport parallel, threadid
 cimport openmp
 
@@ -39,7 +40,7 @@ _num_threads = 0            # 0: not yet decided (see get_num_threads)
 
 
 def get_num_threads():
-    """Threads cygru's float32 forward uses (CYGRU_NUM_THREADS, else the usable cores)."""
+    """See cygru.get_num_threads."""
     global _num_threads
     if _num_threads == 0:
         env = os.environ.get("CYGRU_NUM_THREADS", "").strip()
@@ -57,7 +58,7 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Set the threads cygru's float32 forward uses (1 = no threads of its own)."""
+    """See cygru.set_num_threads."""
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"cygru.set_num_threads: expected a positive integer, got {n!r}")
@@ -98,19 +99,18 @@ cdef void _run_slice(int d, int r, int buf, int n_per_dir, int T, int B, int I, 
                      floating** b_hh, floating* out, Py_ssize_t ts, Py_ssize_t bs,
                      floating** state, floating** state_alt, Py_ssize_t* perm, int* active,
                      bint* rev, bint reset_after, int chunk, floating** gi, floating** gh,
-                     floating** rh, floating** bias, floating** pack_ih, floating** pack_hh,
+                     floating** rh, floating** bias, floating** pack_hh,
                      floating** cache, floating** hprev, cygru_barrier* barriers,
                      int* bounds) noexcept nogil:
     """Slice r of direction d, on the scratch set `buf` (one set per thread)."""
     cdef int u0 = bounds[r], u1 = bounds[r + 1]
     if pack_hh[buf] != NULL:
-        # each thread packs its own rows of the weights, once per call
-        pack_gate_slice(H, I, u0, u1, w_ih[d], pack_ih[buf])
+        # each thread packs its own rows of W_hh, once per call
         pack_gate_slice(H, H, u0, u1, w_hh[d], pack_hh[buf])
     gru_direction_forward(T, B, I, H, u0, u1, x, w_ih[d], w_hh[d], b_ih[d], b_hh[d],
                           out + d * H, ts, bs, state[d], state_alt[d], perm, active,
-                          rev[d], reset_after, chunk, gi[buf], gh[buf], rh[d], bias[buf],
-                          pack_ih[buf], pack_hh[buf], cache[d], hprev[d], &barriers[d])
+                          rev[d], reset_after, chunk, gi[d], gh[buf], rh[d], bias[buf],
+                          pack_hh[buf], cache[d], hprev[d], &barriers[d])
 
 
 def _unit_bounds(int H, int parts):
@@ -120,6 +120,17 @@ def _unit_bounds(int H, int parts):
     else:
         cuts = [H * k // parts for k in range(parts)] + [H]
     return np.asarray(cuts, dtype=np.intc)
+
+
+def _thread_plan(int H, int D, int nthreads, bint packed):
+    """(threads per direction, threaded?, scratch sets, unit bounds) for one layer.
+
+    Only float32 (packed kernels) splits a direction over threads; directions of a
+    bidirectional layer get a group each when there are threads for both."""
+    n_per_dir = max(1, nthreads // D) if packed else 1
+    threaded = packed and nthreads > 1 and n_per_dir * D > 1
+    n_sets = n_per_dir * D if threaded else 1
+    return n_per_dir, threaded, n_sets, _unit_bounds(H, n_per_dir)
 
 
 def _addr(a):
@@ -135,12 +146,10 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     dtype = np.float32 if floating is float else np.float64
     cdef int D = len(weights)
     cdef bint packed = floating is float
-    cdef int n_per_dir = max(1, nthreads // D) if packed else 1
-    if packed and n_per_dir * D > nthreads:
-        n_per_dir = 1
-    cdef bint threaded = packed and n_per_dir * D > 1 and nthreads > 1
-    cdef int n_sets = n_per_dir * D if threaded else 1
-    cdef int[::1] bounds = _unit_bounds(H, n_per_dir)
+    n_per_dir_, threaded_, n_sets_, bounds_ = _thread_plan(H, D, nthreads, packed)
+    cdef int n_per_dir = n_per_dir_, n_sets = n_sets_
+    cdef bint threaded = threaded_
+    cdef int[::1] bounds = bounds_
     cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_per_dir))
     keep = []                      # owners of every buffer below, alive until return
 
@@ -155,8 +164,8 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     if P == NULL or rev == NULL or barriers == NULL:
         free(P); free(rev); free(barriers)
         raise MemoryError("cygru: could not allocate the layer's pointer tables")
-    # 16 tables of up to 8 entries: per direction (w_ih, w_hh, b_ih, b_hh, state,
-    # state_alt, rh, cache, hprev) and per scratch set (gi, gh, bias, pack_ih, pack_hh)
+    # tables of up to 8 entries: per direction (w_ih, w_hh, b_ih, b_hh, state,
+    # state_alt, rh, cache, hprev, gi) and per scratch set (gh, bias, pack_hh)
     cdef floating** w_ih = P
     cdef floating** w_hh = P + 8
     cdef floating** b_ih = P + 16
@@ -169,8 +178,7 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     cdef floating** gi = P + 72
     cdef floating** gh = P + 80
     cdef floating** bias = P + 88
-    cdef floating** pack_ih = P + 96
-    cdef floating** pack_hh = P + 104
+    cdef floating** pack_hh = P + 96
     cdef int d, k, tid, ok = 1
     cdef floating* xp = &x[0]
     cdef floating* outp = &out[0]
@@ -188,6 +196,7 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
             state[d] = <floating*><Py_ssize_t>_addr(states[d].reshape(-1))
             state_alt[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
             rh[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
+            gi[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
             cache[d] = hprev[d] = NULL
             if caches is not None:
                 cache[d] = <floating*><Py_ssize_t>_addr(caches[d].reshape(-1))
@@ -196,12 +205,10 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
             cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
         U = U_max if threaded else H
         for k in range(n_sets):
-            gi[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * U)
             gh[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * U)
             bias[k] = <floating*><Py_ssize_t>new(6 * U)
-            pack_ih[k] = pack_hh[k] = NULL
+            pack_hh[k] = NULL
             if packed:
-                pack_ih[k] = <floating*><Py_ssize_t>new(part_pack_size(U, I))
                 pack_hh[k] = <floating*><Py_ssize_t>new(part_pack_size(U, H))
         if threaded:
             with nogil, parallel(num_threads=n_sets):
@@ -212,7 +219,7 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
                     _run_slice(tid // n_per_dir, tid % n_per_dir, tid, n_per_dir, T, B, I, H,
                                xp, w_ih, w_hh, b_ih, b_hh, outp, ts, bs, state, state_alt,
                                permp, activep, rev, reset_after, chunk, gi, gh, rh, bias,
-                               pack_ih, pack_hh, cache, hprev, barriers, boundsp)
+                               pack_hh, cache, hprev, barriers, boundsp)
                 elif tid == 0:
                     ok = 0
         else:
@@ -220,7 +227,7 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
                 for d in range(D):
                     _run_slice(d, 0, 0, 1, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
                                bs, state, state_alt, permp, activep, rev, reset_after, chunk,
-                               gi, gh, rh, bias, pack_ih, pack_hh, cache, hprev, barriers,
+                               gi, gh, rh, bias, pack_hh, cache, hprev, barriers,
                                boundsp)
     finally:
         free(P)
@@ -231,33 +238,129 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
                        reset_after, chunk, caches, hprevs, 1)
 
 
-def _backward_direction(floating[::1] x, floating[::1] w_ih, floating[::1] w_hh,
-                        d_out, Py_ssize_t d_off, Py_ssize_t d_ts, Py_ssize_t d_bs,
-                        floating[::1] dstate, Py_ssize_t[::1] perm, int[::1] active,
-                        int T, int B, int I, int H, bint reverse, bint reset_after,
-                        floating[::1] cache, floating[::1] hprev,
-                        floating[::1] dgi, Py_ssize_t dgi_off, int ldgi,
-                        floating[::1] gw_ih, floating[::1] gw_hh, gb_ih, gb_hh):
+cdef void _backward_slice(int d, int r, int buf, int T, int B, int H,
+                          floating** w_hh, floating* d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
+                          floating** dstate, Py_ssize_t* perm, int* active, bint* rev,
+                          bint reset_after, floating** cache, floating** hprev,
+                          floating* dgi, int ldgi, floating** dgh, floating** drh,
+                          floating** packed, cygru_barrier* barriers, int* bounds) noexcept nogil:
+    cdef int u0 = bounds[r], u1 = bounds[r + 1]
+    if packed[buf] != NULL:
+        pack_backward_slice(H, u0, u1, reset_after, w_hh[d], packed[buf])
+    gru_direction_backward(T, B, H, u0, u1, w_hh[d],
+                           d_out + d * H if d_out != NULL else NULL, d_ts, d_bs,
+                           dstate[d], perm, active, rev[d], reset_after, cache[d], hprev[d],
+                           dgi + d * 3 * H, ldgi, dgh[d], drh[d], packed[buf], &barriers[d])
+
+
+def _backward_layer(floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
+                    dstates, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I,
+                    int H, revs, bint reset_after, caches, hprevs, floating[::1] dgi,
+                    grads, int nthreads):
+    """Backpropagate every direction of one layer (threads as in _forward_layer), then
+    add the weight gradients (single GEMMs over all T*B rows) into `grads`."""
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] dgh = np.zeros(<Py_ssize_t>T * B * 3 * H, dtype)
-    cdef floating[::1] drh = np.empty(<Py_ssize_t>B * H, dtype)
-    cdef floating[::1] d_out_v, gb_ih_v, gb_hh_v
-    cdef const floating* d_out_p = NULL
-    cdef floating* gb_ih_p = NULL
-    cdef floating* gb_hh_p = NULL
-    if d_out is not None:
-        d_out_v = d_out.reshape(-1)
-        d_out_p = &d_out_v[0] + d_off
+    cdef int D = len(weights)
+    cdef bint packed = floating is float
+    n_per_dir_, threaded_, n_sets_, bounds_ = _thread_plan(H, D, nthreads, packed)
+    cdef int n_per_dir = n_per_dir_, n_sets = n_sets_
+    cdef bint threaded = threaded_
+    cdef int[::1] bounds = bounds_
+    cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_per_dir))
+    cdef int ldgi = D * 3 * H
+    keep = [x, dgi, d_out]
+    cdef floating** P = <floating**>malloc(7 * 8 * sizeof(floating*))
+    cdef bint* rev = <bint*>malloc(2 * sizeof(bint))
+    cdef cygru_barrier* barriers = <cygru_barrier*>malloc(2 * sizeof(cygru_barrier))
+    if P == NULL or rev == NULL or barriers == NULL:
+        free(P); free(rev); free(barriers)
+        raise MemoryError("cygru: could not allocate the layer's pointer tables")
+    cdef floating** w_hh = P
+    cdef floating** dstate = P + 8
+    cdef floating** cache = P + 16
+    cdef floating** hprev = P + 24
+    cdef floating** dgh = P + 32
+    cdef floating** drh = P + 40
+    cdef floating** pack = P + 48
+    cdef int d, k, tid, ok = 1
+    cdef floating* xp = &x[0]
+    cdef floating* dgip = &dgi[0]
+    cdef floating* d_outp = NULL if d_out is None else <floating*><Py_ssize_t>_addr(d_out)
+    cdef Py_ssize_t* permp = &perm[0]
+    cdef int* activep = &active[0]
+    cdef int* boundsp = &bounds[0]
+    dgh_arrays = []
+    try:
+        for d in range(D):
+            keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d]))
+            w_hh[d] = <floating*><Py_ssize_t>_addr(weights[d][1])
+            dstate[d] = <floating*><Py_ssize_t>_addr(dstates[d])
+            cache[d] = <floating*><Py_ssize_t>_addr(caches[d])
+            hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d])
+            dgh_arrays.append(np.zeros(<Py_ssize_t>T * B * 3 * H, dtype))
+            dgh[d] = <floating*><Py_ssize_t>_addr(dgh_arrays[d])
+            drh_arr = np.empty(<Py_ssize_t>B * H, dtype)
+            keep.append(drh_arr)
+            drh[d] = <floating*><Py_ssize_t>_addr(drh_arr)
+            rev[d] = revs[d]
+            cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
+        for k in range(n_sets):
+            pack[k] = NULL
+            if packed:
+                pack_arr = np.empty(backward_pack_size(U_max if threaded else H, H), dtype)
+                keep.append(pack_arr)
+                pack[k] = <floating*><Py_ssize_t>_addr(pack_arr)
+        if threaded:
+            with nogil, parallel(num_threads=n_sets):
+                tid = threadid()
+                if openmp.omp_get_num_threads() == n_sets:
+                    _backward_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, H, w_hh,
+                                    d_outp, d_ts, d_bs, dstate, permp, activep, rev,
+                                    reset_after, cache, hprev, dgip, ldgi, dgh, drh, pack,
+                                    barriers, boundsp)
+                elif tid == 0:
+                    ok = 0
+        if not threaded:
+            with nogil:
+                for d in range(D):
+                    _backward_slice(d, 0, 0, T, B, H, w_hh, d_outp, d_ts, d_bs, dstate, permp,
+                                    activep, rev, reset_after, cache, hprev, dgip, ldgi, dgh,
+                                    drh, pack, barriers, boundsp)
+        if ok:
+            for d in range(D):
+                gw_ih, gw_hh, gbi, gbh = grads[d]
+                _weight_grads(x, reset_after, caches[d], hprevs[d], dgi, d * 3 * H, ldgi,
+                              dgh_arrays[d], gw_ih, gw_hh, gbi, gbh, T, B, I, H)
+    finally:
+        free(P)
+        free(rev)
+        free(barriers)
+    if not ok:
+        # OpenMP granted fewer threads than the slices need: start over on one thread
+        # from the pristine copies of dL/dh_n kept after the first D entries
+        dgi[...] = 0
+        for d in range(D):
+            dstates[d][...] = dstates[d + D]
+        _backward_layer(x, weights, d_out, d_ts, d_bs, dstates, perm, active, T, B, I, H,
+                        revs, reset_after, caches, hprevs, dgi, grads, 1)
+
+
+def _weight_grads(floating[::1] x, bint reset_after, floating[::1] cache, floating[::1] hprev,
+                  floating[::1] dgi, Py_ssize_t off, int ldgi, floating[::1] dgh,
+                  gw_ih, gw_hh, gb_ih, gb_hh, int T, int B, int I, int H):
+    cdef floating[::1] gwi = gw_ih.reshape(-1)
+    cdef floating[::1] gwh = gw_hh.reshape(-1)
+    cdef floating[::1] gbi_v, gbh_v
+    cdef floating* gbi = NULL
+    cdef floating* gbh = NULL
     if gb_ih is not None:
-        gb_ih_v = gb_ih
-        gb_hh_v = gb_hh
-        gb_ih_p = &gb_ih_v[0]
-        gb_hh_p = &gb_hh_v[0]
+        gbi_v = gb_ih
+        gbh_v = gb_hh
+        gbi = &gbi_v[0]
+        gbh = &gbh_v[0]
     with nogil:
-        gru_direction_backward(T, B, I, H, &x[0], &w_ih[0], &w_hh[0], d_out_p, d_ts, d_bs,
-                               &dstate[0], &perm[0], &active[0], reverse, reset_after,
-                               &cache[0], &hprev[0], &dgi[0] + dgi_off, ldgi, &dgh[0], &drh[0],
-                               &gw_ih[0], &gw_hh[0], gb_ih_p, gb_hh_p)
+        gru_direction_weight_grads(T, B, I, H, &x[0], reset_after, &cache[0], &hprev[0],
+                                   &dgi[0] + off, ldgi, &dgh[0], &gwi[0], &gwh[0], gbi, gbh)
 
 
 def _input_grad(floating[::1] dgi, int ldgi, weights, int rows, int H, int I):
@@ -354,17 +457,16 @@ def gru_backward(cache, d_output, d_h_n, grads):
         x_k = c.inputs[k]
         I = x_k.shape[1]
         dgi = np.zeros(T * B * D * 3 * H, dtype)
+        dstates = [d_h_n[k * D + d][c.perm] if d_h_n is not None else np.zeros((B, H), dtype)
+                   for d in range(D)]
+        dstates += [s.copy() for s in dstates]      # pristine copies for a fallback restart
+        _backward_layer(x_k.reshape(-1), c.layers[k], d_out, d_ts, d_bs, dstates, c.perm,
+                        c.active, T, B, I, H, [bool(c.reverse or d == 1) for d in range(D)],
+                        bool(c.reset_after), [c.saved[k][d][0].reshape(-1) for d in range(D)],
+                        [c.saved[k][d][1].reshape(-1) for d in range(D)], dgi, grads[k],
+                        _threads_for(B, H, D, dtype))
         for d in range(D):
-            w_ih, w_hh, _, _ = c.layers[k][d]
-            gw_ih, gw_hh, gb_ih, gb_hh = grads[k][d]
-            cache_kd, hprev_kd = c.saved[k][d]
-            dstate = d_h_n[k * D + d][c.perm] if d_h_n is not None else np.zeros((B, H), dtype)
-            _backward_direction(x_k.reshape(-1), w_ih.reshape(-1), w_hh.reshape(-1),
-                                d_out, d * H, d_ts, d_bs, dstate.reshape(-1), c.perm, c.active,
-                                T, B, I, H, bool(c.reverse or d == 1), bool(c.reset_after),
-                                cache_kd.reshape(-1), hprev_kd.reshape(-1), dgi, d * 3 * H,
-                                D * 3 * H, gw_ih.reshape(-1), gw_hh.reshape(-1), gb_ih, gb_hh)
-            dh0[k * D + d, c.perm] = dstate
+            dh0[k * D + d, c.perm] = dstates[d]
         dx = _input_grad(dgi, D * 3 * H, [c.layers[k][d][0] for d in range(D)], T * B, H, I)
         if k > 0:
             if c.dropout_masks is not None:
@@ -377,28 +479,53 @@ def gru_backward(cache, d_output, d_h_n, grads):
     return dx, dh0
 
 
-def _cell(floating[::1] x, floating[::1] h, floating[::1] w_ih, floating[::1] w_hh,
-          floating[::1] b_ih, floating[::1] b_hh, bint reset_after, int B, int I, int H, out):
-    cdef floating[::1] out_v = out.reshape(-1)
-    cdef floating* work = <floating*>malloc(cell_work_size(B, H) * sizeof(floating))
-    if work == NULL:
-        raise MemoryError("cygru: could not allocate the GRUCell workspace")
-    with nogil:
-        gru_cell_forward(B, I, H, &x[0], &h[0], &w_ih[0], &w_hh[0], &b_ih[0], &b_hh[0],
-                         reset_after, &out_v[0], work)
-    free(work)
+cdef inline void* _data(a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
-    cdef int B = x.shape[0], I = x.shape[1], H = w_hh.shape[1]
-    dtype = x.dtype
+def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, bint reset_after):
+    """One step for B rows (the latency path: raw pointers, no memoryviews).
+
+    The arrays are validated C-contiguous arrays of one dtype (functional.py)."""
+    cdef cnp.npy_intp* xd = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef int B = xd[0], I = xd[1], H = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1]
+    cdef cnp.npy_intp dims[2]
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    cdef bint single = typenum == cnp.NPY_FLOAT32
+    dims[0] = B
+    dims[1] = H
     if h is None:
-        h = np.zeros((B, H), dtype)
-    if b_ih is None:
-        b_ih = np.zeros(3 * H, dtype)
-    if b_hh is None:
-        b_hh = np.zeros(3 * H, dtype)
-    out = np.empty((B, H), dtype)
-    _cell(x.reshape(-1), h.reshape(-1), w_ih.reshape(-1), w_hh.reshape(-1), b_ih, b_hh,
-          bool(reset_after), B, I, H, out)
+        h = cnp.PyArray_ZEROS(2, dims, typenum, 0)
+    if b_ih is None or b_hh is None:
+        dims[0] = 3 * H
+        zeros = cnp.PyArray_ZEROS(1, dims, typenum, 0)
+        b_ih = zeros if b_ih is None else b_ih
+        b_hh = zeros if b_hh is None else b_hh
+        dims[0] = B
+    out = cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    cdef size_t itemsize = 4 if single else 8
+    # small workspaces live on the stack; large ones are allocated
+    cdef double stack_work[2048]
+    cdef Py_ssize_t need = cell_work_size(B, H)
+    cdef void* work = <void*>stack_work
+    if need * itemsize > sizeof(stack_work):
+        work = malloc(need * itemsize)
+        if work == NULL:
+            raise MemoryError("cygru: could not allocate the GRUCell workspace")
+    cdef void* xp = _data(x)
+    cdef void* hp = _data(h)
+    cdef void* wi = _data(w_ih)
+    cdef void* wh = _data(w_hh)
+    cdef void* bi = _data(b_ih)
+    cdef void* bh = _data(b_hh)
+    cdef void* op = _data(out)
+    with nogil:
+        if single:
+            gru_cell_forward(B, I, H, <float*>xp, <float*>hp, <float*>wi, <float*>wh,
+                             <float*>bi, <float*>bh, reset_after, <float*>op, <float*>work)
+        else:
+            gru_cell_forward(B, I, H, <double*>xp, <double*>hp, <double*>wi, <double*>wh,
+                             <double*>bi, <double*>bh, reset_after, <double*>op, <double*>work)
+    if work != <void*>stack_work:
+        free(work)
     return out

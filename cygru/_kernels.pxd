@@ -38,11 +38,10 @@ cdef void gru_direction_forward(
     const Py_ssize_t* perm, const int* active,  # IN  (B,), (T,)
     bint reverse, bint reset_after,
     int chunk,                                  # steps per input-projection GEMM
-    floating* gi_buf,                           # WORK (chunk*B, 3U), per call
+    floating* gi_buf,                           # WORK (chunk*B, 3H) shared by the slices
     floating* gh_buf,                           # WORK (B, 3U), per call
     floating* rh_buf,                           # WORK (B, H) shared by the slices (reset_after=False)
     floating* bias_buf,                         # WORK (6U), per call
-    const floating* pack_ih,                    # IN or NULL: pack_gate_slice of W_ih (float32)
     const floating* pack_hh,                    # IN or NULL: pack_gate_slice of W_hh (float32)
     floating* cache,                            # OUT or NULL: (T, B, 4H) sorted r,z,n,(ghn|rh)
     floating* hprev,                            # OUT or NULL: (T, B, H) sorted h_{t-1}
@@ -61,9 +60,9 @@ cdef void pack_gate_slice(int H, int K, int u0, int u1, const floating* w,
 
 
 cdef void gru_direction_backward(
-    int T, int B, int I, int H,
-    const floating* x,                          # IN  (T*B, I) time-major (the layer input)
-    const floating* w_ih, const floating* w_hh,  # IN  (3H, I), (3H, H)
+    int T, int B, int H,
+    int u0, int u1,                             # this call's slice of hidden units
+    const floating* w_hh,                       # IN  (3H, H)
     const floating* d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,  # IN or NULL: dL/dh_t rows
     floating* dstate,                           # IN/OUT (B, H) sorted: dL/dh_n -> dL/dh0
     const Py_ssize_t* perm, const int* active,  # IN
@@ -71,7 +70,26 @@ cdef void gru_direction_backward(
     const floating* cache, const floating* hprev,  # IN  from gru_direction_forward
     floating* dgi, int ldgi,                    # OUT (T*B, 3H) time-major (row stride ldgi), zeroed by caller
     floating* dgh,                              # OUT (T, B, 3H) sorted, zeroed by caller
-    floating* drh_buf,                          # WORK (B, H) (reset_after=False)
+    floating* drh_buf,                          # WORK (B, H) shared by the slices (reset_after=False)
+    const floating* packed,                     # IN or NULL: pack_backward_slice (float32)
+    cygru_barrier* barrier,                     # shared by the calls of one direction
+) noexcept nogil
+# Backpropagation through time of one direction: the per-step gate gradients (dgi,
+# dgh) and dL/dh0. Like the forward, several threads may run it on disjoint unit
+# slices of one direction; without packed weights it calls BLAS and needs u0 = 0,
+# u1 = H. The weight gradients follow from dgi and dgh: gru_direction_weight_grads.
+
+
+cdef Py_ssize_t backward_pack_size(int U, int H) noexcept nogil
+cdef void pack_backward_slice(int H, int u0, int u1, bint reset_after, const floating* w_hh,
+                              floating* packed) noexcept nogil
+
+
+cdef void gru_direction_weight_grads(
+    int T, int B, int I, int H,
+    const floating* x, bint reset_after,        # IN  (T*B, I) the layer input
+    const floating* cache, const floating* hprev,  # IN  from the forward
+    const floating* dgi, int ldgi, const floating* dgh,  # IN  from gru_direction_backward
     floating* gw_ih, floating* gw_hh,           # IN/OUT += dW_ih, dW_hh
     floating* gb_ih, floating* gb_hh,           # IN/OUT += db_ih, db_hh, or NULL
 ) noexcept nogil

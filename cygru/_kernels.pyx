@@ -33,8 +33,9 @@ cdef inline void _tanh_inplace(floating* a, Py_ssize_t n) noexcept nogil:
 cdef extern from "cygru_gemm.h" nogil:
     Py_ssize_t cygru_packed_size(Py_ssize_t N, Py_ssize_t K)
     void cygru_pack_f(int N, int K, const float* W, int ldw, float* P)
+    void cygru_pack_t_f(int N, int K, const float* W, int ldw, int n0, float* P)
     void cygru_gemm_packed_f(int M, int K, const float* A, int lda, const float* P,
-                             int p0, int p1, int N, float* C, int ldc)
+                             int p0, int p1, int N, float* C, int ldc, int accumulate)
     const char* cygru_kernel_name()
 
 
@@ -80,56 +81,59 @@ cdef inline void _blend(int U, const floating* gh, const floating* s_in, floatin
                 cache[3 * cs + j] = last[j]
 
 
-cdef inline void _rz_preact(int U, const floating* gi, const floating* b_ih, floating* gh,
-                            const floating* b_hh) noexcept nogil:
-    # gh[:2U] := σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})
+cdef inline void _rz_preact(int U, const floating* gi, int gs, const floating* b_ih,
+                            floating* gh, const floating* b_hh) noexcept nogil:
+    # gh[:2U] := σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z}); gi's gate stride is gs
     cdef Py_ssize_t j
-    for j in range(2 * U):
+    for j in range(U):
         gh[j] = gh[j] + gi[j] + b_ih[j] + b_hh[j]
+    for j in range(U):
+        gh[U + j] = gh[U + j] + gi[gs + j] + b_ih[U + j] + b_hh[U + j]
     _sigmoid_inplace(gh, 2 * U)
 
 
 cdef inline void _gates_reset_after(
-        int U, const floating* gi, const floating* b_ih, floating* gh,
+        int U, const floating* gi, int gs, const floating* b_ih, floating* gh,
         const floating* b_hh, const floating* s_in, floating* s_out, floating* o,
         floating* cache, floating* hprev, int cs) noexcept nogil:
-    """U units of one row, reset_after=True. gi, gh (= W_hh h, no bias) and the
-    biases are laid out (r, z, n) with gate stride U; gh is overwritten."""
+    """U units of one row, reset_after=True. gh (= W_hh h, no bias) and the biases
+    are laid out (r, z, n) with gate stride U, gi with gate stride gs; gh is
+    overwritten."""
     cdef Py_ssize_t j
     cdef floating ghn
-    _rz_preact(U, gi, b_ih, gh, b_hh)
+    _rz_preact(U, gi, gs, b_ih, gh, b_hh)
     # n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     if cache == NULL:
         for j in range(U):
-            gh[2 * U + j] = gi[2 * U + j] + b_ih[2 * U + j] + gh[j] * (gh[2 * U + j] + b_hh[2 * U + j])
+            gh[2 * U + j] = gi[2 * gs + j] + b_ih[2 * U + j] + gh[j] * (gh[2 * U + j] + b_hh[2 * U + j])
     else:
         for j in range(U):
             ghn = gh[2 * U + j] + b_hh[2 * U + j]
             cache[3 * cs + j] = ghn
-            gh[2 * U + j] = gi[2 * U + j] + b_ih[2 * U + j] + gh[j] * ghn
+            gh[2 * U + j] = gi[2 * gs + j] + b_ih[2 * U + j] + gh[j] * ghn
     _tanh_inplace(gh + 2 * U, U)
     _blend(U, gh, s_in, s_out, o, cache, hprev, NULL, cs)
 
 
 cdef inline void _gates_rz(
-        int U, const floating* gi, const floating* b_ih, floating* gh,
+        int U, const floating* gi, int gs, const floating* b_ih, floating* gh,
         const floating* b_hh, const floating* s_in, floating* rh) noexcept nogil:
     """U units of one row, reset_after=False, first pass: gh[:2U] := (r, z); rh := r * h."""
     cdef Py_ssize_t j
-    _rz_preact(U, gi, b_ih, gh, b_hh)
+    _rz_preact(U, gi, gs, b_ih, gh, b_hh)
     for j in range(U):
         rh[j] = gh[j] * s_in[j]
 
 
 cdef inline void _gates_n_before(
-        int U, const floating* gi, const floating* b_ih, floating* gh,
+        int U, const floating* gi, int gs, const floating* b_ih, floating* gh,
         const floating* b_hh, const floating* rh, const floating* s_in, floating* s_out,
         floating* o, floating* cache, floating* hprev, int cs) noexcept nogil:
     """U units of one row, reset_after=False, second pass: gh = (r, z, W_hn (r*h))."""
     cdef Py_ssize_t j
     # n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
     for j in range(U):
-        gh[2 * U + j] = gi[2 * U + j] + b_ih[2 * U + j] + gh[2 * U + j] + b_hh[2 * U + j]
+        gh[2 * U + j] = gi[2 * gs + j] + b_ih[2 * U + j] + gh[2 * U + j] + b_hh[2 * U + j]
     _tanh_inplace(gh + 2 * U, U)
     _blend(U, gh, s_in, s_out, o, cache, hprev, rh, cs)
 
@@ -163,7 +167,7 @@ cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int
         if packed != NULL:
             for g in range(g0, g1):
                 cygru_gemm_packed_f(m, K, a, lda, packed + g * ps, 0, (U + 15) // 16, U,
-                                    c + (g - g0) * U, ldc)
+                                    c + (g - g0) * U, ldc, 0)
             return
     if m == 1 and lda == K:
         gemm_or_gemv(1, (g1 - g0) * H, K, a, K, w + <Py_ssize_t>g0 * H * K, K, <floating>0, c, ldc)
@@ -183,11 +187,11 @@ cdef void gru_direction_forward(
     bint reverse, bint reset_after,
     int chunk,
     floating* gi_buf, floating* gh_buf, floating* rh_buf, floating* bias_buf,
-    const floating* pack_ih, const floating* pack_hh,
+    const floating* pack_hh,
     floating* cache, floating* hprev,
     cygru_barrier* barrier,
 ) noexcept nogil:
-    cdef int U = u1 - u0, G = 3 * U
+    cdef int U = u1 - u0, G = 3 * U, G_all = 3 * H
     cdef int step, t, nb, i, g, lo = 0, hi = 0      # steps [lo, hi) are projected in gi_buf
     cdef int sense = 0
     cdef Py_ssize_t b, row_c, j
@@ -215,8 +219,14 @@ cdef void gru_direction_forward(
             else:
                 lo = t
                 hi = t + chunk if t + chunk < T else T
-            _gate_gemm((hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, H, u0, u1, 0, 3,
-                       w_ih, pack_ih, gi_buf, G)
+            # (every slice finished the previous chunk: the step barrier below). One
+            # BLAS call for all gate columns, by the direction's first slice; the
+            # others wait at the barrier (asleep after a short spin) and then read
+            # their own columns.
+            if u0 == 0:
+                gemm(False, True, (hi - lo) * B, G_all, I, <floating>1,
+                     x + <Py_ssize_t>lo * B * I, I, w_ih, I, <floating>0, gi_buf, G_all)
+            cygru_barrier_wait(barrier, &sense)
         nb = active[t]
         if nb > 0:
             if reset_after:
@@ -227,7 +237,7 @@ cdef void gru_direction_forward(
                 _gate_gemm(nb, H, cur, H, H, u0, u1, 0, 2, w_hh, pack_hh, gh_buf, G)
                 for i in range(nb):
                     b = perm[i]
-                    _gates_rz(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, bi,
+                    _gates_rz(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G_all + u0, H, bi,
                               gh_buf + <Py_ssize_t>i * G, bh, cur + <Py_ssize_t>i * H + u0,
                               rh_buf + <Py_ssize_t>i * H + u0)
                 cygru_barrier_wait(barrier, &sense)
@@ -241,12 +251,12 @@ cdef void gru_direction_forward(
                     c = cache + row_c * 4 * H + u0
                     hp = hprev + row_c * H + u0
                 if reset_after:
-                    _gates_reset_after(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, bi,
+                    _gates_reset_after(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G_all + u0, H, bi,
                                        gh_buf + <Py_ssize_t>i * G, bh,
                                        cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
                                        o, c, hp, H)
                 else:
-                    _gates_n_before(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G, bi,
+                    _gates_n_before(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G_all + u0, H, bi,
                                     gh_buf + <Py_ssize_t>i * G, bh, rh_buf + <Py_ssize_t>i * H + u0,
                                     cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
                                     o, c, hp, H)
@@ -264,10 +274,41 @@ cdef void gru_direction_forward(
             memcpy(state + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(floating))
 
 
+cdef Py_ssize_t backward_pack_size(int U, int H) noexcept nogil:
+    """Elements of pack_backward_slice's buffer."""
+    return cygru_packed_size(U, 3 * H)
+
+
+cdef void pack_backward_slice(int H, int u0, int u1, bint reset_after, const floating* w_hh,
+                              floating* packed) noexcept nogil:
+    # columns [u0, u1) of W_hh (3H x H): dh_{t-1}[:, u0:u1] = dgh @ W_hh[:, u0:u1]
+    cdef int U = u1 - u0
+    if floating is float:
+        if reset_after:
+            cygru_pack_t_f(U, 3 * H, w_hh, H, u0, packed)
+        else:
+            # W_hn's columns (for d(r*h) = dan @ W_hn), then W_h{r,z}'s
+            cygru_pack_t_f(U, H, w_hh + 2 * <Py_ssize_t>H * H, H, u0, packed)
+            cygru_pack_t_f(U, 2 * H, w_hh, H, u0, packed + cygru_packed_size(U, H))
+
+
+cdef inline void _dh_product(int m, int K, const floating* a, int lda, const floating* w,
+                             const floating* packed, int H, int u0, int u1, floating* c,
+                             bint accumulate) noexcept nogil:
+    """c[:, u0:u1] (+)= a (m x K, row stride lda) @ w[:, u0:u1], w (K x H) row-major."""
+    cdef int U = u1 - u0
+    if floating is float:
+        if packed != NULL:
+            cygru_gemm_packed_f(m, K, a, lda, packed, 0, (U + 15) // 16, U, c + u0, H,
+                                1 if accumulate else 0)
+            return
+    gemm(False, False, m, H, K, <floating>1, a, lda, w, H,
+         <floating>(1 if accumulate else 0), c, H)
+
+
 cdef void gru_direction_backward(
-    int T, int B, int I, int H,
-    const floating* x,
-    const floating* w_ih, const floating* w_hh,
+    int T, int B, int H, int u0, int u1,
+    const floating* w_hh,
     const floating* d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
     floating* dstate,
     const Py_ssize_t* perm, const int* active,
@@ -276,27 +317,31 @@ cdef void gru_direction_backward(
     floating* dgi, int ldgi,
     floating* dgh,
     floating* drh_buf,
-    floating* gw_ih, floating* gw_hh,
-    floating* gb_ih, floating* gb_hh,
+    const floating* packed,
+    cygru_barrier* barrier,
 ) noexcept nogil:
     cdef int G = 3 * H
-    cdef int step, t, nb, i
+    cdef int step, t, nb, i, sense = 0
     cdef Py_ssize_t j, b, row_c
-    cdef int TB = T * B
     cdef const floating* c
     cdef const floating* hp
     cdef const floating* do
+    cdef const floating* pack_rz = NULL
     cdef floating* ds
     cdef floating* gi
     cdef floating* gh
     cdef floating* drh
+    cdef floating* dgh_t
     cdef floating dh, r, z, n, dz, dn, dan, dr, dar
+    if packed != NULL and not reset_after:
+        pack_rz = packed + cygru_packed_size(u1 - u0, H)
     for step in range(T):
         # the reverse of the forward's processing order
         t = step if reverse else T - 1 - step
         nb = active[t]
         if nb == 0:
             continue
+        dgh_t = dgh + <Py_ssize_t>t * B * G
         for i in range(nb):
             b = perm[i]
             row_c = <Py_ssize_t>t * B + i
@@ -304,9 +349,9 @@ cdef void gru_direction_backward(
             hp = hprev + row_c * H
             ds = dstate + <Py_ssize_t>i * H
             gi = dgi + (<Py_ssize_t>t * B + b) * ldgi
-            gh = dgh + row_c * G
+            gh = dgh_t + <Py_ssize_t>i * G
             do = d_out + t * d_ts + b * d_bs if d_out != NULL else NULL
-            for j in range(H):
+            for j in range(u0, u1):
                 # dh: gradient reaching h_t (from the output and from step t+1)
                 dh = ds[j] + do[j] if do != NULL else ds[j]
                 r = c[j]
@@ -327,14 +372,16 @@ cdef void gru_direction_backward(
                     gh[2 * H + j] = dan * r
                 else:
                     gh[2 * H + j] = dan        # a_n = gi_n + W_hn (r*h) + b_hn
+        # every slice's gate gradients of step t are in dgh_t before the products
+        cygru_barrier_wait(barrier, &sense)
         if reset_after:
-            # dh_{t-1} += [dar, daz, dgh_n] @ W_hh
-            gemm(False, False, nb, H, G, <floating>1, dgh + <Py_ssize_t>t * B * G, G,
-                 w_hh, H, <floating>1, dstate, H)
+            # dh_{t-1}[:, slice] += [dar, daz, dgh_n] @ W_hh[:, slice]
+            _dh_product(nb, G, dgh_t, G, w_hh, packed, H, u0, u1, dstate, True)
         else:
-            # d(r*h) = dan @ W_hn; then dr = d(r*h) * h and dh_{t-1} += d(r*h) * r
-            gemm(False, False, nb, H, H, <floating>1, dgh + <Py_ssize_t>t * B * G + 2 * H, G,
-                 w_hh + 2 * <Py_ssize_t>H * H, H, <floating>0, drh_buf, H)
+            # d(r*h)[:, slice] = dan @ W_hn[:, slice]; then dr = d(r*h) * h and
+            # dh_{t-1} += d(r*h) * r for this slice's units
+            _dh_product(nb, H, dgh_t + 2 * H, G, w_hh + 2 * <Py_ssize_t>H * H, packed,
+                        H, u0, u1, drh_buf, False)
             for i in range(nb):
                 b = perm[i]
                 row_c = <Py_ssize_t>t * B + i
@@ -342,18 +389,30 @@ cdef void gru_direction_backward(
                 hp = hprev + row_c * H
                 ds = dstate + <Py_ssize_t>i * H
                 gi = dgi + (<Py_ssize_t>t * B + b) * ldgi
-                gh = dgh + row_c * G
+                gh = dgh_t + <Py_ssize_t>i * G
                 drh = drh_buf + <Py_ssize_t>i * H
-                for j in range(H):
+                for j in range(u0, u1):
                     r = c[j]
                     dr = drh[j] * hp[j]
                     ds[j] += drh[j] * r
                     dar = dr * r * (1 - r)
                     gi[j] = dar
                     gh[j] = dar
-            # dh_{t-1} += [dar, daz] @ W_hh[:2H]
-            gemm(False, False, nb, H, 2 * H, <floating>1, dgh + <Py_ssize_t>t * B * G, G,
-                 w_hh, H, <floating>1, dstate, H)
+            cygru_barrier_wait(barrier, &sense)
+            # dh_{t-1}[:, slice] += [dar, daz] @ W_h{r,z}[:, slice]
+            _dh_product(nb, 2 * H, dgh_t, G, w_hh, pack_rz, H, u0, u1, dstate, True)
+
+
+cdef void gru_direction_weight_grads(
+    int T, int B, int I, int H,
+    const floating* x, bint reset_after,
+    const floating* cache, const floating* hprev,
+    const floating* dgi, int ldgi, const floating* dgh,
+    floating* gw_ih, floating* gw_hh,
+    floating* gb_ih, floating* gb_hh,
+) noexcept nogil:
+    cdef int G = 3 * H
+    cdef int TB = T * B
     # Weight gradients, each one GEMM over all T*B rows (padded rows hold zeros):
     if reset_after:
         # dW_hh += dgh^T @ h_prev
@@ -399,13 +458,13 @@ cdef void gru_cell_forward(
     if reset_after:
         gemm_or_gemv(B, G, H, h, H, w_hh, H, <floating>0, gh, G)
         for i in range(B):
-            _gates_reset_after(H, gi + i * G, b_ih, gh + i * G, b_hh, h + i * H,
+            _gates_reset_after(H, gi + i * G, H, b_ih, gh + i * G, b_hh, h + i * H,
                                h_out + i * H, h_out + i * H, NULL, NULL, H)
     else:
         gemm_or_gemv(B, 2 * H, H, h, H, w_hh, H, <floating>0, gh, G)
         for i in range(B):
-            _gates_rz(H, gi + i * G, b_ih, gh + i * G, b_hh, h + i * H, rh + i * H)
+            _gates_rz(H, gi + i * G, H, b_ih, gh + i * G, b_hh, h + i * H, rh + i * H)
         gemm_or_gemv(B, H, H, rh, H, w_hh + 2 * <Py_ssize_t>H * H, H, <floating>0, gh + 2 * H, G)
         for i in range(B):
-            _gates_n_before(H, gi + i * G, b_ih, gh + i * G, b_hh, rh + i * H,
+            _gates_n_before(H, gi + i * G, H, b_ih, gh + i * G, b_hh, rh + i * H,
                             h + i * H, h_out + i * H, h_out + i * H, NULL, NULL, H)

@@ -95,6 +95,11 @@ def as_float_array(a, dtype, name, who, device="cpu", check=None):
     first, so shape and size errors are raised before any copy is made (a huge
     zero-strided view must not be materialised to be rejected).
     """
+    if type(a) is np.ndarray and device == "cpu" and a.dtype == dtype and a.flags.c_contiguous:
+        # already what the kernels take: the common case, kept cheap for per-step calls
+        if check is not None:
+            check(a)
+        return a
     on_gpu = _is_cuda_object(a)
     if device == "cpu":
         if on_gpu:
@@ -404,6 +409,13 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True):
 def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device, who):
     """Validate a cell's x and h against already-validated weights and run one step."""
     I, H = w_ih.shape[1], w_hh.shape[1]
+    if (device == "cpu" and type(x) is np.ndarray and x.ndim == 2 and x.dtype == dtype
+            and x.shape[1] == I and 0 < x.shape[0] <= _INT_MAX and x.flags.c_contiguous
+            and (h is None or (type(h) is np.ndarray and h.dtype == dtype
+                               and h.shape == (x.shape[0], H) and h.flags.c_contiguous))):
+        # the streaming case (a batch of C-contiguous rows of the right dtype) goes
+        # straight to the kernel: per-step calls are dominated by this overhead
+        return _cpu.cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after)
 
     def check_x(x):
         if x.ndim not in (1, 2) or x.shape[-1] != I:

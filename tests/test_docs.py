@@ -35,6 +35,7 @@ GROUP_REQUIRES = {"torch": ("torch",), "onnx": ("onnx", "onnxruntime")}
 OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime")
 
 DOCSTRING_MODULES = ("cygru", "cygru.modules", "cygru.functional", "cygru._gradcheck",
+                     "cygru._threads",
                      "cygru.interop")
 
 PAGES = sorted(p for p in DOCS.glob("*.rst"))
@@ -216,6 +217,8 @@ def test_public_api_has_examples():
                  "cygru.from_onnx": "cygru.interop.from_onnx",
                  "cygru.to_onnx": "cygru.interop.to_onnx",
                  "cygru.gradcheck": "cygru._gradcheck.gradcheck",
+                 "cygru.get_num_threads": "cygru._threads.get_num_threads",
+                 "cygru.set_num_threads": "cygru._threads.set_num_threads",
                  "cygru.GRU": "cygru.modules.GRU",
                  "cygru.GRUCell": "cygru.modules.GRUCell"}
     missing = [n for n in public

@@ -149,7 +149,8 @@ def message(int status):
 
 def cell_status(str case, int B=2, int I=3, int H=4):
     """cell_step_f32 on valid buffers (sized for max(B, 1) etc.) with one thing wrong."""
-    cdef int nb = max(B, 1), ni = max(I, 1), nh = max(H, 1)
+    # (invalid sizes must be rejected before any memory is touched: buffers stay small)
+    cdef int nb = max(B, 1), ni = max(I, 1), nh = min(max(H, 1), 64)
     buf = np.zeros(nb * ni + 2 * nb * nh + 16, np.float32)
     w_ih = np.zeros(3 * nh * ni, np.float32)
     w_hh = np.zeros(3 * nh * nh, np.float32)
@@ -492,7 +493,7 @@ def test_cell_step_status(downstream, case, expected):
 
 
 @pytest.mark.parametrize("B, I, H", [(-1, 3, 4), (2, 0, 4), (2, 3, 0), (2, 3, -5),
-                                     (2, 3, 1 << 30)])
+                                     (2, 3, 1 << 29)])
 def test_cell_step_bad_sizes(downstream, B, I, H):
     status, untouched = downstream.probe.cell_status("ok", B, I, H)
     assert status == capi.ERR_SIZE and untouched
@@ -612,10 +613,11 @@ def test_export_without_bias_and_cell():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_exported_forward_matches_gru(dtype):
     """ExportedWeights.forward (model_forward_* from Python) == GRU, including sizes
-    large enough for the Python path to use several threads."""
+    large enough for the Python path to use several threads, and B = 0."""
     rng = np.random.default_rng(6)
+    # the last case projects the input in several chunks (2 MiB each) per direction
     for I, H, L, bi, T, B in [(4, 8, 3, True, 5, 3), (32, 96, 1, True, 20, 16),
-                              (16, 64, 2, False, 30, 1)]:
+                              (16, 64, 2, False, 30, 1), (16, 128, 2, True, 600, 8)]:
         gru = cygru.GRU(I, H, L, bidirectional=bi, dtype=dtype, seed=7)
         x = rng.standard_normal((T, B, I)).astype(dtype)
         lengths = rng.integers(1, T + 1, B)
@@ -623,6 +625,8 @@ def test_exported_forward_matches_gru(dtype):
         ref_out, ref_h_n = gru(x, lengths=lengths)
         np.testing.assert_allclose(out, ref_out, **_tol(dtype))
         np.testing.assert_allclose(h_n, ref_h_n, **_tol(dtype))
+    out, h_n = capi.export_weights(gru).forward(np.zeros((4, 0, 16), dtype))
+    assert out.shape == (4, 0, 256) and h_n.shape == (4, 0, 128)
 
 
 def test_exported_forward_errors():
@@ -682,6 +686,19 @@ def test_c_sort_matches_python_schedule():
         capi._schedule_of([1, 4], 3)
 
 
+def test_capi_docstring_examples():
+    import doctest
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    report = []
+    tests = [t for t in finder.find(capi, "cygru.capi") if t.examples]
+    assert {t.name for t in tests} >= {"cygru.capi", "cygru.capi.export_weights",
+                                       "cygru.capi.status_name"}
+    for t in tests:
+        runner.run(t, out=report.append)
+    assert runner.failures == 0, "".join(report)
+
+
 def test_pxd_is_shipped():
     """capi.pxd sits where cygru.get_include() points, and the wheel's package data
     includes every .pxd."""
@@ -700,13 +717,15 @@ def test_pxd_is_shipped():
 # threads: the Python API
 # ---------------------------------------------------------------------------------------------
 
-def _max_tick_gap_while(fn, attempts=3):
-    """Run fn in a thread while this thread ticks in pure Python; return (longest gap
-    between ticks while fn ran, fn's duration). A GIL held through a C loop shows as
-    a gap as long as the loop. The best of a few attempts (the machine is shared)."""
+def _max_tick_gap_while(make_fn, attempts=3):
+    """Run make_fn() in a thread while this thread ticks in pure Python; return
+    (longest gap between ticks while it ran, its duration). A GIL held through a C
+    loop shows as a gap as long as the loop. The best of a few attempts (the machine
+    is shared); make_fn() makes a fresh call for each."""
     best = None
     for _ in range(attempts):
         span = {}
+        fn = make_fn()
 
         def target():
             span["t0"] = time.perf_counter()
@@ -737,18 +756,20 @@ def test_gil_is_released(what):
                     dtype=dtype, seed=0)
     x = rng.standard_normal((1500, 4, 64)).astype(dtype)
     if what.startswith("forward"):
-        fn = lambda: gru(x)  # noqa: E731
+        make_fn = lambda: lambda: gru(x)  # noqa: E731
     elif what == "vjp_forward":
-        fn = lambda: gru.vjp(x)  # noqa: E731
+        make_fn = lambda: lambda: gru.vjp(x)  # noqa: E731
     elif what == "backward":
-        (out, _), backward = gru.vjp(x)
-        d_out = np.ones_like(out)
-        fn = lambda: backward(d_out, None)  # noqa: E731
+        def make_fn():
+            (out, _), backward = gru.vjp(x)
+            d_out = np.ones_like(out)
+            return lambda: backward(d_out, None)
     else:
         cell = cygru.GRUCell(2048, 2048, seed=0)
         xc = rng.standard_normal((64, 2048)).astype(np.float32)
-        fn = lambda: cell(xc)  # noqa: E731
-    gap, duration = _max_tick_gap_while(fn)
+        make_fn = lambda: lambda: cell(xc)  # noqa: E731
+    gap, duration = _max_tick_gap_while(make_fn)
+    print(f"{what}: longest stall {gap * 1e3:.2f} ms in a {duration * 1e3:.1f} ms call")
     assert duration > 0.02, "the call is too short to tell"
     # with the GIL held through the kernels the gap would be about the whole call
     assert gap < 0.5 * duration, f"main thread stalled {gap * 1e3:.1f} ms of {duration * 1e3:.1f} ms"

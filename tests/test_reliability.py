@@ -837,11 +837,11 @@ def test_parameter_assignment_checked_and_copied():
     assert m.weight_hh_l0.dtype == np.float32 and (m.weight_hh_l0 == 3).all()
 
 
-def test_bug_load_state_dict_aliases_foreign_arrays():
-    """load_state_dict says values are "copied in", and ndarrays are, but a value that is
-    not an ndarray and exposes its memory (a torch tensor, a memoryview, a masked array or
-    other ndarray subclass) is kept as a *view*: mutating the source later changes the
-    module's weights. `_checked_param` copies only when ``arr is value``."""
+def test_load_state_dict_never_aliases_foreign_arrays():
+    """Values are "copied in": also those that are not ndarrays but expose their memory
+    (a torch tensor, a memoryview, a masked array or another ndarray subclass), which
+    np.asarray turns into a *view*. (Found by this file: `_checked_param` used to copy only
+    when ``arr is value``, so mutating a loaded torch tensor changed the module.)"""
     torch = pytest.importorskip("torch")
     problems = []
     m0 = cygru.GRU(3, 4, seed=0)

@@ -46,11 +46,34 @@ static inline void cygru_pack_f(int N, int K, const float *W, int ldw, float *P)
     }
 }
 
-static inline void cygru_store_cols(float *dst, const cygru_v16 *v, int ncols) {
-    if (ncols == CYGRU_PANEL)
+/* Pack the transpose: rows [n0, n0+N) of W^T, i.e. columns of W (K x ldw, row
+ * major): P[(p*K + k)*16 + c] = W[k][n0 + p*16 + c]. For the backward's
+ * dh_{t-1} = dgh @ W_hh, whose right operand is W_hh itself, not its transpose. */
+static inline void cygru_pack_t_f(int N, int K, const float *W, int ldw, int n0, float *P) {
+    int panels = (N + CYGRU_PANEL - 1) / CYGRU_PANEL;
+    for (int p = 0; p < panels; p++) {
+        for (int k = 0; k < K; k++) {
+            float *dst = P + ((ptrdiff_t)p * K + k) * CYGRU_PANEL;
+            for (int c = 0; c < CYGRU_PANEL; c++) {
+                int n = p * CYGRU_PANEL + c;
+                dst[c] = n < N ? W[(ptrdiff_t)k * ldw + n0 + n] : 0.0f;
+            }
+        }
+    }
+}
+
+/* dst[0:ncols] = v (accumulate == 0) or dst[0:ncols] += v (accumulate != 0) */
+static inline void cygru_store_cols(float *dst, const cygru_v16 *v, int ncols, int accumulate) {
+    if (accumulate) {
+        cygru_v16 old = {0};
+        memcpy(&old, dst, (size_t)ncols * sizeof(float));
+        old += *v;
+        memcpy(dst, &old, (size_t)ncols * sizeof(float));
+    } else if (ncols == CYGRU_PANEL) {
         memcpy(dst, v, sizeof(cygru_v16));
-    else
+    } else {
         memcpy(dst, v, (size_t)ncols * sizeof(float));
+    }
 }
 
 /* C[i, n] = sum_k A[i, k] * W[n, k] for rows i < M and panels [p0, p1).
@@ -61,7 +84,7 @@ static inline void cygru_store_cols(float *dst, const cygru_v16 *v, int ncols) {
 #define CYGRU_ROW_BLOCK 96
 #define CYGRU_DEFINE_KERNEL(NAME, ATTR, MR)                                        \
 ATTR static void NAME(int M, int K, const float *A, int lda, const float *P,      \
-                      int p0, int p1, int N, float *C, int ldc) {                  \
+                      int p0, int p1, int N, float *C, int ldc, int accumulate) {  \
   for (int i0 = 0; i0 < M; i0 += CYGRU_ROW_BLOCK) {                                \
     int i1 = M - i0 < CYGRU_ROW_BLOCK ? M : i0 + CYGRU_ROW_BLOCK;                  \
     for (int p = p0; p < p1; p++) {                                                \
@@ -80,7 +103,7 @@ ATTR static void NAME(int M, int K, const float *A, int lda, const float *P,    
                     acc[r] += a[(ptrdiff_t)r * lda + k] * w;                       \
             }                                                                      \
             for (int r = 0; r < MR; r++)                                           \
-                cygru_store_cols(C + (ptrdiff_t)(i + r) * ldc + n0, &acc[r], ncols); \
+                cygru_store_cols(C + (ptrdiff_t)(i + r) * ldc + n0, &acc[r], ncols, accumulate); \
         }                                                                          \
         for (; i < i1; i++) {                                                      \
             /* leftover rows (and B=1): four accumulators over k hide latency */   \
@@ -102,16 +125,18 @@ ATTR static void NAME(int M, int K, const float *A, int lda, const float *P,    
             acc[0] += acc[1];                                                      \
             acc[2] += acc[3];                                                      \
             acc[0] += acc[2];                                                      \
-            cygru_store_cols(C + (ptrdiff_t)i * ldc + n0, &acc[0], ncols);         \
+            cygru_store_cols(C + (ptrdiff_t)i * ldc + n0, &acc[0], ncols, accumulate); \
         }                                                                          \
     }                                                                              \
   }                                                                                \
 }
 
 typedef void (*cygru_kernel_fn)(int, int, const float *, int, const float *, int, int,
-                                int, float *, int);
+                                int, float *, int, int);
+
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define CYGRU_X86 1
 CYGRU_DEFINE_KERNEL(cygru_kernel_avx512, __attribute__((target("avx512f,fma"))), 8)
 CYGRU_DEFINE_KERNEL(cygru_kernel_avx2, __attribute__((target("avx2,fma"))), 4)
 CYGRU_DEFINE_KERNEL(cygru_kernel_base, , 4)
@@ -141,15 +166,16 @@ static inline cygru_kernel_fn cygru_kernel(void) {
     return f;
 }
 
-/* C (M x N) = A (M x K) @ W^T with W packed by cygru_pack_f; panels [p0, p1). */
+/* C (M x N) (=|+=) A (M x K) @ W^T with W packed by cygru_pack_f (or its transpose
+ * by cygru_pack_t_f); panels [p0, p1); accumulate: add into C instead of storing. */
 static inline void cygru_gemm_packed_f(int M, int K, const float *A, int lda,
                                        const float *P, int p0, int p1, int N,
-                                       float *C, int ldc) {
-    cygru_kernel()(M, K, A, lda, P, p0, p1, N, C, ldc);
+                                       float *C, int ldc, int accumulate) {
+    cygru_kernel()(M, K, A, lda, P, p0, p1, N, C, ldc, accumulate);
 }
 
 static inline const char *cygru_kernel_name(void) {
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#ifdef CYGRU_X86
     cygru_kernel_fn fn = cygru_kernel();
     if (fn == cygru_kernel_avx512) return "avx512";
     if (fn == cygru_kernel_avx2) return "avx2";

@@ -1,0 +1,45 @@
+"""Thread count of cygru's own (float32) parallelism."""
+from . import _cpu
+
+__all__ = ["get_num_threads", "set_num_threads"]
+
+
+def get_num_threads():
+    """The number of threads cygru's float32 forward and backward may use.
+
+    It is the environment variable ``CYGRU_NUM_THREADS`` when set (read once),
+    else the number of cores this process may run on, until
+    :func:`cygru.set_num_threads` changes it. A direction's hidden units are split
+    over its threads (one barrier per time step), and the two directions of a
+    bidirectional layer run on separate threads. Small problems use fewer threads
+    (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, a
+    barrier costs more than it saves). Results are bit-identical for every thread
+    count. float64 runs on one thread of cygru's own; SciPy's BLAS may use its own
+    threads for the large products (control those with threadpoolctl).
+
+    Examples
+    --------
+    >>> import cygru
+    >>> cygru.get_num_threads() >= 1
+    True
+    """
+    return _cpu.get_num_threads()
+
+
+def set_num_threads(n):
+    """Set the number of threads cygru's float32 forward and backward may use.
+
+    ``1`` means no threads of cygru's own. On a machine shared with other busy
+    processes, fewer threads than cores is faster: the threads of one direction
+    meet every time step, and a thread the OS has descheduled holds the others up.
+
+    Examples
+    --------
+    >>> import cygru
+    >>> before = cygru.get_num_threads()
+    >>> cygru.set_num_threads(1)
+    >>> cygru.get_num_threads()
+    1
+    >>> cygru.set_num_threads(before)
+    """
+    _cpu.set_num_threads(n)

@@ -1,0 +1,90 @@
+"""The threaded float32 forward (hidden units split over threads, one barrier per
+step; directions on separate thread groups) gives bit-identical results to one
+thread, for every option, and the thread-count API validates its input."""
+import numpy as np
+import pytest
+
+import cygru
+from cygru import _cpu
+
+
+@pytest.fixture
+def force_threads(monkeypatch):
+    """Split even tiny problems over threads, and restore the thread count after."""
+    monkeypatch.setattr(_cpu, "MIN_WORK_PER_THREAD", 0)
+    before = cygru.get_num_threads()
+    yield
+    cygru.set_num_threads(before)
+
+
+CONFIGS = [
+    dict(num_layers=1, bidirectional=False),
+    dict(num_layers=2, bidirectional=True),
+    dict(num_layers=1, bidirectional=False, reset_after=False),
+    dict(num_layers=2, bidirectional=True, reset_after=False, batch_first=True),
+    dict(num_layers=1, bidirectional=False, reverse=True, bias=False),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("H", [5, 40, 70])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_threads_bitwise_equal_to_one_thread(force_threads, cfg, H, with_lengths):
+    rng = np.random.default_rng(H)
+    T, B, I = 9, 4, 6
+    m = cygru.GRU(I, H, seed=1, **cfg)
+    shape = (B, T, I) if m.batch_first else (T, B, I)
+    x = rng.standard_normal(shape).astype(np.float32)
+    h0 = rng.standard_normal((m.num_layers * m.num_directions, B, H)).astype(np.float32)
+    lengths = np.array([9, 3, 1, 6]) if with_lengths else None
+    d_out = None
+    results = {}
+    for n in (1, 2, 3, 4):
+        cygru.set_num_threads(n)
+        (out, h_n), backward = m.vjp(x, h0, lengths)
+        if d_out is None:
+            d_out = rng.standard_normal(out.shape).astype(np.float32)
+            d_hn = rng.standard_normal(h_n.shape).astype(np.float32)
+        m.zero_grad()
+        dx, dh0 = backward(d_out, d_hn)
+        plain = m(x, h0, lengths)
+        results[n] = (out, h_n, dx, dh0, plain[0], plain[1],
+                      *[g.copy() for g in m.grads.values()])
+    for n in (2, 3, 4):
+        for a, b in zip(results[1], results[n]):
+            assert np.array_equal(a, b), f"{n} threads differ from 1 thread"
+
+
+def test_threads_match_float64_reference(force_threads):
+    from cygru import _reference
+    rng = np.random.default_rng(0)
+    cygru.set_num_threads(2)
+    m = cygru.GRU(7, 48, num_layers=2, bidirectional=True, seed=0)
+    x = rng.standard_normal((11, 3, 7)).astype(np.float32)
+    out, h_n = m(x, lengths=[11, 4, 8])
+    ref = _reference.gru_forward(x.astype(np.float64), None,
+                                 [[tuple(None if a is None else a.astype(np.float64) for a in t)
+                                   for t in layer] for layer in m._layers()],
+                                 hidden_size=48, num_directions=2, lengths=np.array([11, 4, 8]))
+    np.testing.assert_allclose(out, ref[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_n, ref[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None])
+def test_set_num_threads_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        cygru.set_num_threads(bad)
+
+
+def test_env_var_sets_default(monkeypatch):
+    import subprocess
+    import sys
+    code = "import cygru; print(cygru.get_num_threads())"
+    env = dict(__import__("os").environ, CYGRU_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=__import__("os").path.dirname(__import__("os").path.dirname(__file__)))
+    assert out.stdout.strip() == "3", out.stderr
+    env["CYGRU_NUM_THREADS"] = "many"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=__import__("os").path.dirname(__import__("os").path.dirname(__file__)))
+    assert bad.returncode != 0 and "CYGRU_NUM_THREADS" in bad.stderr

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# tools/sanitize.sh: memory-safety runs of cygru's test suite on instrumented builds.
+#
+# The repository is copied (without build artefacts: build/, *.so, generated cygru/*.c,
+# .git, caches) into a temporary directory and built there, in place, so the checkout's
+# own build is never touched. Then, for each mode asked for:
+#
+#   debug     CYGRU_DEBUG=1: Cython bounds/wraparound/initialisation checks on, -O0 -g.
+#             Runs the whole test suite (tests/).
+#   asan      CYGRU_SANITIZE=1 (+ -g): the extensions compiled and linked with
+#             AddressSanitizer, at the normal -O3, run inside the ordinary CPython with
+#             LD_PRELOAD=libasan (ASan must be the first library loaded) and
+#             ASAN_OPTIONS=detect_leaks=0 (CPython itself "leaks" at exit). Runs the whole
+#             test suite; any heap/stack overflow or use-after-free in cygru's C code aborts
+#             the process with a report (subprocess tests inherit the environment).
+#   valgrind  the plain -O3 build under `valgrind --tool=memcheck` on a smaller subset
+#             (tests/test_reliability.py with few hypothesis examples); slow, for machines
+#             where ASan cannot be preloaded.
+#
+# Usage:
+#   tools/sanitize.sh                 # debug, then asan (the default)
+#   tools/sanitize.sh debug|asan|valgrind [more modes] [-- extra pytest arguments]
+#   KEEP=1 tools/sanitize.sh ...      # keep the temporary directory (printed) for inspection
+#
+# Environment passed through: CYGRU_HYPOTHESIS_PROFILE (default ci), PYTHON (default python).
+# Exit status: 0 when every mode passed, else the number of modes that failed. A summary
+# line per mode ("== <mode>: <pytest summary> (rc=N)") ends the output; the full logs are
+# in the temporary directory.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=${PYTHON:-python}
+MODES=()
+PYTEST_EXTRA=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --) shift; PYTEST_EXTRA=("$@"); break ;;
+    debug|asan|valgrind) MODES+=("$1"); shift ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    *) echo "sanitize.sh: unknown mode '$1' (debug, asan, valgrind)" >&2; exit 2 ;;
+  esac
+done
+[ ${#MODES[@]} -eq 0 ] && MODES=(debug asan)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cygru-sanitize-XXXXXX")
+if [ "${KEEP:-0}" = "1" ]; then
+  echo "sanitize.sh: working directory $WORK (kept)"
+else
+  trap 'rm -rf "$WORK"' EXIT
+fi
+
+copy_tree() {  # $1: destination. The sources only, never the checkout's build artefacts.
+  mkdir -p "$1"
+  (cd "$ROOT" && tar -cf - \
+      --exclude=./.git --exclude=./build --exclude=./dist --exclude='*.egg-info' \
+      --exclude='*.so' --exclude='./cygru/*.c' --exclude='./cygru/*.html' \
+      --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis \
+      --exclude=./docs/_build --exclude=./docs/auto_examples --exclude='./.venv*' \
+      --exclude=./benchmarks/results .) | (cd "$1" && tar -xf -)
+}
+
+build() {  # $1: directory; the environment carries CYGRU_DEBUG / CYGRU_SANITIZE / CFLAGS
+  (cd "$1" && "$PY" setup.py -q build_ext --inplace -j 2) > "$1.build.log" 2>&1 || {
+    echo "sanitize.sh: build failed in $1; last lines of $1.build.log:" >&2
+    tail -30 "$1.build.log" >&2
+    return 1
+  }
+}
+
+check_import() {  # $1: directory. The tests must import this copy, not some other cygru.
+  (cd "$1" && PYTHONPATH="$1" "$PY" -c "import cygru, cygru._cpu, sys; f = cygru._cpu.__file__; \
+      sys.exit(0 if f.startswith('$1') else 'imports ' + f)") || {
+    echo "sanitize.sh: cannot import the build in $1" >&2; return 1; }
+}
+
+run_pytest() {  # $1: directory, $2: log; the rest: pytest arguments
+  local dir=$1 log=$2; shift 2
+  (cd "$dir" && PYTHONPATH="$dir" PYTHONFAULTHANDLER=1 \
+     CYGRU_HYPOTHESIS_PROFILE="${CYGRU_HYPOTHESIS_PROFILE:-ci}" \
+     "$@") > "$log" 2>&1
+}
+
+summary_of() {  # the pytest summary line of a log, or the sanitizer's verdict
+  local s
+  s=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s' "$1" | tail -1 \
+      | sed 's/=//g; s/^ *//; s/ *$//')
+  [ -n "$s" ] || s=$(grep -E 'ERROR: AddressSanitizer|ERROR SUMMARY' "$1" | tail -1)
+  echo "${s:-no pytest summary (see $1)}"
+}
+
+FAILED=0
+SUMMARY=()
+for mode in "${MODES[@]}"; do
+  dir="$WORK/$mode"
+  log="$WORK/$mode.pytest.log"
+  echo "== $mode: copying and building in $dir"
+  copy_tree "$dir"
+  case "$mode" in
+    debug)
+      { CYGRU_DEBUG=1 build "$dir" && check_import "$dir"; } ||
+        { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
+      echo "== $mode: python -m pytest -q tests/ (bounds checks on)"
+      run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider tests/ "${PYTEST_EXTRA[@]}"
+      rc=$?
+      ;;
+    asan)
+      libasan=$(gcc -print-file-name=libasan.so 2>/dev/null)
+      if [ ! -e "$libasan" ]; then
+        echo "sanitize.sh: libasan.so not found (gcc -print-file-name=libasan.so); use 'valgrind'" >&2
+        FAILED=$((FAILED + 1)); SUMMARY+=("$mode: no libasan"); continue
+      fi
+      # allocator_may_return_null: numpy's impossible allocations must give MemoryError,
+      # not an ASan abort. The RLIMIT_AS test of test_core cannot run under ASan (its
+      # shadow memory needs terabytes of address space): deselected.
+      export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=0:print_summary=1:symbolize=1"
+      export ASAN_SYMBOLIZER_PATH=$(command -v llvm-symbolizer || true)
+      { CYGRU_SANITIZE=1 CFLAGS="-g" build "$dir" && LD_PRELOAD="$libasan" check_import "$dir"; } ||
+        { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
+      echo "== $mode: python -m pytest -q tests/ under AddressSanitizer ($libasan)"
+      LD_PRELOAD="$libasan" \
+      run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider tests/ \
+        --deselect tests/test_core.py::test_huge_sizes_raise_before_allocating \
+        "${PYTEST_EXTRA[@]}"
+      rc=$?
+      if grep -q 'ERROR: AddressSanitizer' "$log"; then
+        echo "== $mode: AddressSanitizer reports:"
+        grep -n -A12 'ERROR: AddressSanitizer' "$log" | head -80
+      fi
+      ;;
+    valgrind)
+      command -v valgrind >/dev/null || { echo "sanitize.sh: valgrind not installed" >&2;
+        FAILED=$((FAILED + 1)); SUMMARY+=("$mode: no valgrind"); continue; }
+      { build "$dir" && check_import "$dir"; } ||
+        { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
+      echo "== $mode: valgrind memcheck on tests/test_reliability.py (reduced)"
+      # PYTHONMALLOC=malloc: let memcheck see every Python allocation
+      PYTHONMALLOC=malloc CYGRU_HYPOTHESIS_PROFILE=ci \
+      run_pytest "$dir" "$log" valgrind --tool=memcheck --error-exitcode=99 \
+        --errors-for-leak-kinds=none --leak-check=no --track-origins=no \
+        --suppressions=<(printf '{\n py-cond\n Memcheck:Cond\n obj:*libpython*\n}\n') \
+        "$PY" -m pytest -q -p no:cacheprovider -x tests/test_reliability.py \
+        -k "cell_property or forward_property or empty_batch or pickle" \
+        "${PYTEST_EXTRA[@]}"
+      rc=$?
+      grep -E 'ERROR SUMMARY|Invalid (read|write)' "$log" | sort | uniq -c | head -20
+      ;;
+  esac
+  s=$(summary_of "$log")
+  echo "== $mode: $s (rc=$rc)"
+  SUMMARY+=("$mode: $s (rc=$rc)")
+  [ "$rc" -eq 0 ] || FAILED=$((FAILED + 1))
+  # failing tests, one per line, for the record
+  grep -E '^(FAILED|ERROR) ' "$log" | sed "s/^/   [$mode] /" | head -40
+done
+
+echo
+echo "== sanitize.sh summary (logs: $WORK${KEEP:+, kept})"
+for line in "${SUMMARY[@]}"; do echo "== $line"; done
+exit "$FAILED"
