@@ -26,6 +26,9 @@ cnp.import_array()
 # one step, if a single step is larger): long sequences are projected in chunks of
 # steps, so memory beyond the output does not grow with T.
 PROJECTION_CHUNK_BYTES = 2 << 20
+# Up to this many bytes, a layer's input projection (T*B rows x D*3H) is computed for
+# all steps before the time loop, one BLAS call per direction outside the threads.
+PROJECTION_FULL_BYTES = 16 << 20
 
 
 
@@ -94,12 +97,12 @@ def _zeros_if_none(a, shape, dtype):
     return np.zeros(shape, dtype) if a is None else a
 
 
-cdef void _run_slice(int d, int r, int buf, int n_per_dir, int T, int B, int I, int H,
+cdef void _run_slice(int d, int r, int buf, int T, int B, int I, int H,
                      floating* x, floating** w_ih, floating** w_hh, floating** b_ih,
                      floating** b_hh, floating* out, Py_ssize_t ts, Py_ssize_t bs,
                      floating** state, floating** state_alt, Py_ssize_t* perm, int* active,
                      bint* rev, bint reset_after, int chunk, floating** gi, floating** gh,
-                     floating** rh, floating** bias, floating** pack_hh,
+                     floating** rh, int gi_ld, bint gi_ready, floating** bias, floating** pack_hh,
                      floating** cache, floating** hprev, cygru_barrier* barriers,
                      int* bounds) noexcept nogil:
     """Slice r of direction d, on the scratch set `buf` (one set per thread)."""
@@ -109,8 +112,8 @@ cdef void _run_slice(int d, int r, int buf, int n_per_dir, int T, int B, int I, 
         pack_gate_slice(H, H, u0, u1, w_hh[d], pack_hh[buf])
     gru_direction_forward(T, B, I, H, u0, u1, x, w_ih[d], w_hh[d], b_ih[d], b_hh[d],
                           out + d * H, ts, bs, state[d], state_alt[d], perm, active,
-                          rev[d], reset_after, chunk, gi[d], gh[buf], rh[d], bias[buf],
-                          pack_hh[buf], cache[d], hprev[d], &barriers[d])
+                          rev[d], reset_after, chunk, gi[d], gi_ld, gi_ready, gh[buf], rh[d],
+                          bias[buf], pack_hh[buf], cache[d], hprev[d], &barriers[d])
 
 
 def _unit_bounds(int H, int parts):
@@ -120,6 +123,15 @@ def _unit_bounds(int H, int parts):
     else:
         cuts = [H * k // parts for k in range(parts)] + [H]
     return np.asarray(cuts, dtype=np.intc)
+
+
+def _project(floating[::1] x, w_ih, floating[:, ::1] gi_all, int d, int rows, int I, int H,
+             int D):
+    """gi_all[:, d*3H:(d+1)*3H] = x (rows x I) @ W_ih^T: one BLAS call."""
+    cdef floating[::1] w = w_ih.reshape(-1)
+    with nogil:
+        gemm(False, True, rows, 3 * H, I, <floating>1, &x[0], I, &w[0], I, <floating>0,
+             &gi_all[0, 0] + d * 3 * H, D * 3 * H)
 
 
 def _thread_plan(int H, int D, int nthreads, bint packed):
@@ -182,6 +194,10 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     cdef int d, k, tid, ok = 1
     cdef floating* xp = &x[0]
     cdef floating* outp = &out[0]
+    # project all steps at once when that scratch is small; long sequences project
+    # chunks of steps inside the time loop (memory independent of T)
+    cdef bint gi_ready = <Py_ssize_t>T * B * D * 3 * H * sizeof(floating) <= PROJECTION_FULL_BYTES
+    cdef int gi_ld = D * 3 * H if gi_ready else 3 * H
     cdef Py_ssize_t* permp = &perm[0]
     cdef int* activep = &active[0]
     cdef int* boundsp = &bounds[0]
@@ -196,13 +212,23 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
             state[d] = <floating*><Py_ssize_t>_addr(states[d].reshape(-1))
             state_alt[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
             rh[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
-            gi[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
             cache[d] = hprev[d] = NULL
             if caches is not None:
                 cache[d] = <floating*><Py_ssize_t>_addr(caches[d].reshape(-1))
                 hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d].reshape(-1))
             rev[d] = revs[d]
             cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
+        if gi_ready:
+            # every step of every direction projected up front: one BLAS call per
+            # direction, before any thread of ours starts (BLAS may use every core)
+            gi_all = np.empty((T * B, D * 3 * H), dtype)
+            keep.append(gi_all)
+            for d in range(D):
+                _project(x, weights[d][0], gi_all, d, T * B, I, H, D)
+                gi[d] = <floating*><Py_ssize_t>(_addr(gi_all) + d * 3 * H * gi_all.itemsize)
+        else:
+            for d in range(D):
+                gi[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
         U = U_max if threaded else H
         for k in range(n_sets):
             gh[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * U)
@@ -216,18 +242,19 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
                 # the slices of a direction meet at a barrier every step: run only if
                 # OpenMP granted every thread asked for (else fall back below)
                 if openmp.omp_get_num_threads() == n_sets:
-                    _run_slice(tid // n_per_dir, tid % n_per_dir, tid, n_per_dir, T, B, I, H,
+                    _run_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, I, H,
                                xp, w_ih, w_hh, b_ih, b_hh, outp, ts, bs, state, state_alt,
-                               permp, activep, rev, reset_after, chunk, gi, gh, rh, bias,
+                               permp, activep, rev, reset_after, chunk, gi, gh, rh, gi_ld,
+                               gi_ready, bias,
                                pack_hh, cache, hprev, barriers, boundsp)
                 elif tid == 0:
                     ok = 0
         else:
             with nogil:
                 for d in range(D):
-                    _run_slice(d, 0, 0, 1, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
+                    _run_slice(d, 0, 0, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
                                bs, state, state_alt, permp, activep, rev, reset_after, chunk,
-                               gi, gh, rh, bias, pack_hh, cache, hprev, barriers,
+                               gi, gh, rh, gi_ld, gi_ready, bias, pack_hh, cache, hprev, barriers,
                                boundsp)
     finally:
         free(P)

@@ -80,9 +80,18 @@ def gradcheck(module, x, h0=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, lengths=Non
     >>> cygru.gradcheck(gru, np.random.default_rng(0).standard_normal((5, 2, 3)))
     True
     """
-    from .modules import GRUCell
     m = _float64_twin(module)
-    xp = np if m.device == "cpu" else __import__("cupy")
+    if m.device == "cpu":
+        return _check(m, np, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, seed)
+    import cupy
+    # every array of the check lives on the module's GPU, not on the current one
+    with cupy.cuda.Device(int(m.device.split(":")[1])):
+        return _check(m, cupy, x, h0, eps, atol, rtol, lengths, max_elements, n_projections,
+                      seed)
+
+
+def _check(m, xp, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, seed):
+    from .modules import GRUCell, zeros_on
     cell = isinstance(m, GRUCell)
     x = F.as_float_array(x, np.float64, "x", "cygru.gradcheck", m.device)
     if cell:
@@ -96,7 +105,7 @@ def gradcheck(module, x, h0=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, lengths=Non
     R = [xp.asarray(rng.standard_normal(o.shape)) for o in outs]
     if h0 is None:
         h_shape = outs[0].shape if cell else outs[1].shape
-        h0 = xp.zeros(h_shape, np.float64)
+        h0 = zeros_on(m.device, h_shape, np.float64)
     h0 = F.as_float_array(h0, np.float64, "h0", "cygru.gradcheck", m.device).copy()
     x = x.copy()
     m.zero_grad()

@@ -38,7 +38,9 @@ cdef void gru_direction_forward(
     const Py_ssize_t* perm, const int* active,  # IN  (B,), (T,)
     bint reverse, bint reset_after,
     int chunk,                                  # steps per input-projection GEMM
-    floating* gi_buf,                           # WORK (chunk*B, 3H) shared by the slices
+    floating* gi_buf,                           # WORK (chunk*B rows, 3H) shared by the slices,
+    int gi_ld,                                  #   row stride gi_ld (>= 3H); with gi_ready,
+    bint gi_ready,                              #   IN: the projection of all T*B rows
     floating* gh_buf,                           # WORK (B, 3U), per call
     floating* rh_buf,                           # WORK (B, H) shared by the slices (reset_after=False)
     floating* bias_buf,                         # WORK (6U), per call

@@ -186,7 +186,8 @@ cdef void gru_direction_forward(
     const Py_ssize_t* perm, const int* active,
     bint reverse, bint reset_after,
     int chunk,
-    floating* gi_buf, floating* gh_buf, floating* rh_buf, floating* bias_buf,
+    floating* gi_buf, int gi_ld, bint gi_ready,
+    floating* gh_buf, floating* rh_buf, floating* bias_buf,
     const floating* pack_hh,
     floating* cache, floating* hprev,
     cygru_barrier* barrier,
@@ -207,6 +208,8 @@ cdef void gru_direction_forward(
         for j in range(U):
             bi[g * U + j] = b_ih[g * H + u0 + j]
             bh[g * U + j] = b_hh[g * H + u0 + j]
+    if gi_ready:
+        hi = T                              # the caller projected every step already
     for step in range(T):
         t = T - 1 - step if reverse else step
         if t < lo or t >= hi:
@@ -225,7 +228,7 @@ cdef void gru_direction_forward(
             # their own columns.
             if u0 == 0:
                 gemm(False, True, (hi - lo) * B, G_all, I, <floating>1,
-                     x + <Py_ssize_t>lo * B * I, I, w_ih, I, <floating>0, gi_buf, G_all)
+                     x + <Py_ssize_t>lo * B * I, I, w_ih, I, <floating>0, gi_buf, gi_ld)
             cygru_barrier_wait(barrier, &sense)
         nb = active[t]
         if nb > 0:
@@ -237,7 +240,7 @@ cdef void gru_direction_forward(
                 _gate_gemm(nb, H, cur, H, H, u0, u1, 0, 2, w_hh, pack_hh, gh_buf, G)
                 for i in range(nb):
                     b = perm[i]
-                    _gates_rz(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G_all + u0, H, bi,
+                    _gates_rz(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * gi_ld + u0, H, bi,
                               gh_buf + <Py_ssize_t>i * G, bh, cur + <Py_ssize_t>i * H + u0,
                               rh_buf + <Py_ssize_t>i * H + u0)
                 cygru_barrier_wait(barrier, &sense)
@@ -251,12 +254,12 @@ cdef void gru_direction_forward(
                     c = cache + row_c * 4 * H + u0
                     hp = hprev + row_c * H + u0
                 if reset_after:
-                    _gates_reset_after(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G_all + u0, H, bi,
+                    _gates_reset_after(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * gi_ld + u0, H, bi,
                                        gh_buf + <Py_ssize_t>i * G, bh,
                                        cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
                                        o, c, hp, H)
                 else:
-                    _gates_n_before(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * G_all + u0, H, bi,
+                    _gates_n_before(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * gi_ld + u0, H, bi,
                                     gh_buf + <Py_ssize_t>i * G, bh, rh_buf + <Py_ssize_t>i * H + u0,
                                     cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
                                     o, c, hp, H)

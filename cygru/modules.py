@@ -195,8 +195,16 @@ class _Module:
         object.__setattr__(self, "_lock", threading.Lock())
 
     def _new_grads(self):
-        xp = np if self.device == "cpu" else __import__("cupy")
-        return {n: xp.zeros(s, self.dtype) for n, s in self._shapes.items()}
+        return {n: zeros_on(self.device, s, self.dtype) for n, s in self._shapes.items()}
+
+
+def zeros_on(device, shape, dtype):
+    """Zeros on `device` ('cpu' or 'cuda:N'; on the module's GPU, not the current one)."""
+    if device == "cpu":
+        return np.zeros(shape, dtype)
+    import cupy
+    with cupy.cuda.Device(int(device.split(":")[1])):
+        return cupy.zeros(shape, dtype)
 
 
 def _to_host(a):

@@ -1127,7 +1127,12 @@ def _rss_mib():
 
 
 LEAK_TOLERANCE_MIB = 20
+_no_sanitizer = pytest.mark.skipif(
+    os.environ.get("CYGRU_SANITIZER", "") in ("asan", "valgrind"),
+    reason="RSS is no leak measure under a sanitizer (ASan's quarantine keeps freed memory)")
 
+
+@_no_sanitizer
 
 def test_no_leaks_forward_and_vjp():
     rng = np.random.default_rng(0)
@@ -1184,6 +1189,7 @@ def test_no_leaks_forward_and_vjp():
     assert r2 - r1 < LEAK_TOLERANCE_MIB, f"vjp+backward: RSS grew {r2 - r1:.1f} MiB"
 
 
+@_no_sanitizer
 def test_no_leak_of_unused_backward_closures():
     """vjp closures that are never called are freed with their saved activations."""
     gru = cygru.GRU(16, 64, seed=0)
@@ -1367,10 +1373,23 @@ def test_threads_dropout_streams_are_safe():
 # 12. crashes found by this file (subprocesses), and clarity of error messages
 # ---------------------------------------------------------------------------------------------
 
-def _child(code, timeout, watchdog=None):
-    """Run `code` in a fresh interpreter with cygru importable. With `watchdog`, a child
-    still running `watchdog` seconds after printing 'CALLING' is killed and counted as
-    not crashed (a correct library would now be busy computing a huge, legal problem)."""
+def _rss_of(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _child(code, timeout, watchdog=None, rss_cap=1536 << 20):
+    """Run `code` in a fresh interpreter with cygru importable; return (returncode, output).
+    With `watchdog`, a child still alive `watchdog` seconds after printing 'CALLING', or
+    whose resident memory passes `rss_cap` by then, is killed and reported as "running":
+    it did not crash, and a correct library would now be busy with a huge, legal problem.
+    (Under AddressSanitizer a crash is an exit status of 1 with a report, not a signal.)"""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
@@ -1378,27 +1397,28 @@ def _child(code, timeout, watchdog=None):
     if watchdog is None:
         out, _ = p.communicate(timeout=timeout)
         return p.returncode, out
-    t_end = time.time() + timeout
     lines = []
-    while time.time() < t_end:
+    while True:
         line = p.stdout.readline()
         if not line:
             break
         lines.append(line)
         if line.startswith("CALLING"):
-            try:
-                p.wait(timeout=watchdog)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                return "running", "".join(lines)
+            t_end = time.time() + watchdog
+            while p.poll() is None:
+                if time.time() > t_end or _rss_of(p.pid) > rss_cap:
+                    p.kill()
+                    p.wait()
+                    return "running", "".join(lines)
+                time.sleep(0.05)
             break
-    rest, _ = p.communicate(timeout=max(1, t_end - time.time()))
+    rest, _ = p.communicate(timeout=timeout)
     return p.returncode, "".join(lines) + rest
 
 
 def _died(rc):
     return isinstance(rc, int) and rc < 0 or rc in (134, 136, 139)
+
 
 
 def test_bug_changing_options_after_construction_cannot_corrupt_memory():
@@ -1452,8 +1472,9 @@ def test_bug_batch_first_time_stride_int_overflow():
         except (ValueError, MemoryError) as e:
             print("raised", type(e).__name__, e)
     """
-    rc, out = _child(code, timeout=120, watchdog=4)
-    assert not _died(rc), f"the process crashed (rc={rc}): {out[-300:]}"
+    rc, out = _child(code, timeout=120, watchdog=30)
+    assert rc in (0, "running"), \
+        f"the process {'crashed' if _died(rc) else 'failed'} (rc={rc}): {out[-600:]}"
 
 
 @pytest.mark.skipif(os.environ.get("CYGRU_BIG_MEMORY_TESTS") != "1",

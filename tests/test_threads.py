@@ -8,10 +8,20 @@ import cygru
 from cygru import _cpu
 
 
-@pytest.fixture
-def force_threads(monkeypatch):
-    """Split even tiny problems over threads, and restore the thread count after."""
+@pytest.fixture(params=["projected-up-front", "chunks-of-2-steps", "chunks-of-1-step"])
+def force_threads(monkeypatch, request):
+    """Split even tiny problems over threads, and restore the thread count after.
+
+    Parametrised over the two ways the input projection runs: all steps before the
+    time loop, or chunks of steps inside it (long sequences; forced here by shrinking
+    the byte limits so that a chunk holds 2 steps, or 1)."""
     monkeypatch.setattr(_cpu, "MIN_WORK_PER_THREAD", 0)
+    if request.param != "projected-up-front":
+        monkeypatch.setattr(_cpu, "PROJECTION_FULL_BYTES", 0)
+        steps = 2 if request.param == "chunks-of-2-steps" else 1
+        monkeypatch.setattr(_cpu, "PROJECTION_CHUNK_BYTES", 1)   # -> at least one step
+        if steps == 2:
+            monkeypatch.setattr(_cpu, "_chunk_steps", lambda T, B, H, itemsize: min(T, 2))
     before = cygru.get_num_threads()
     yield
     cygru.set_num_threads(before)
@@ -56,6 +66,7 @@ def test_threads_bitwise_equal_to_one_thread(force_threads, cfg, H, with_lengths
 
 
 def test_threads_match_float64_reference(force_threads):
+    """Threaded float32 (both projection modes) against the float64 reference."""
     from cygru import _reference
     rng = np.random.default_rng(0)
     cygru.set_num_threads(2)

@@ -75,7 +75,7 @@ check_import() {  # $1: directory. The tests must import this copy, not some oth
 
 run_pytest() {  # $1: directory, $2: log; the rest: pytest arguments
   local dir=$1 log=$2; shift 2
-  (cd "$dir" && PYTHONPATH="$dir" PYTHONFAULTHANDLER=1 \
+  (cd "$dir" && PYTHONPATH="$dir" PYTHONFAULTHANDLER=1 CYGRU_SANITIZER="$mode" \
      CYGRU_HYPOTHESIS_PROFILE="${CYGRU_HYPOTHESIS_PROFILE:-ci}" \
      "$@") > "$log" 2>&1
 }
@@ -112,20 +112,32 @@ for mode in "${MODES[@]}"; do
       # allocator_may_return_null: numpy's impossible allocations must give MemoryError,
       # not an ASan abort. The RLIMIT_AS test of test_core cannot run under ASan (its
       # shadow memory needs terabytes of address space): deselected.
-      export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=0:print_summary=1:symbolize=1"
+      # Reports go to files (log_path, one per process): pytest captures fd 2 during a
+      # test, so a report written there is lost when ASan ends the process.
+      # libstdc++ is preloaded too: without it ASan cannot intercept __cxa_throw and
+      # aborts at the first C++ exception (torch throws them for its RuntimeErrors).
+      libstdcxx=$(gcc -print-file-name=libstdc++.so 2>/dev/null)
+      preload="$libasan"
+      [ -e "$libstdcxx" ] && preload="$libasan $(readlink -f "$libstdcxx")"
+      export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:print_summary=1:symbolize=1:log_path=$WORK/asan-report"
       export ASAN_SYMBOLIZER_PATH=$(command -v llvm-symbolizer || true)
-      { CYGRU_SANITIZE=1 CFLAGS="-g" build "$dir" && LD_PRELOAD="$libasan" check_import "$dir"; } ||
+      { CYGRU_SANITIZE=1 CFLAGS="-g" build "$dir" && LD_PRELOAD="$preload" check_import "$dir"; } ||
         { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
-      echo "== $mode: python -m pytest -q tests/ under AddressSanitizer ($libasan)"
-      LD_PRELOAD="$libasan" \
+      echo "== $mode: python -m pytest -q tests/ under AddressSanitizer (LD_PRELOAD=$preload)"
+      LD_PRELOAD="$preload" \
       run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider tests/ \
         --deselect tests/test_core.py::test_huge_sizes_raise_before_allocating \
         "${PYTEST_EXTRA[@]}"
       rc=$?
-      if grep -q 'ERROR: AddressSanitizer' "$log"; then
-        echo "== $mode: AddressSanitizer reports:"
-        grep -n -A12 'ERROR: AddressSanitizer' "$log" | head -80
-      fi
+      reports=$(grep -l -E 'ERROR: AddressSanitizer|CHECK failed' "$WORK"/asan-report.* 2>/dev/null)
+      n_reports=$(echo -n "$reports" | grep -c . || true)
+      echo "== $mode: $n_reports process(es) with an AddressSanitizer error report"
+      for f in $reports; do
+        echo "--- $f"
+        grep -E -A14 'ERROR: AddressSanitizer|CHECK failed' "$f" | head -40
+        grep -E '^SUMMARY' "$f"
+      done
+      SAN_NOTE="; ASan error reports: $n_reports"
       ;;
     valgrind)
       command -v valgrind >/dev/null || { echo "sanitize.sh: valgrind not installed" >&2;
@@ -145,7 +157,8 @@ for mode in "${MODES[@]}"; do
       grep -E 'ERROR SUMMARY|Invalid (read|write)' "$log" | sort | uniq -c | head -20
       ;;
   esac
-  s=$(summary_of "$log")
+  s="$(summary_of "$log")${SAN_NOTE:-}"
+  SAN_NOTE=""
   echo "== $mode: $s (rc=$rc)"
   SUMMARY+=("$mode: $s (rc=$rc)")
   [ "$rc" -eq 0 ] || FAILED=$((FAILED + 1))
