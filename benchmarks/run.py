@@ -291,6 +291,10 @@ class Worker:
         from cygru import _reference
         self.cygru = cygru
         self.ref = _reference
+        # cygru's own threads (OpenMP over the hidden units / directions): the environment
+        # variable CYGRU_NUM_THREADS is set by the parent; set it explicitly as well
+        if hasattr(cygru, "set_num_threads"):
+            cygru.set_num_threads(threads)
         self.torch = self.ort = None
         try:
             import torch
@@ -768,6 +772,8 @@ def environment_info(w):
                      "onnxruntime": w.ort.__version__ if w.ort is not None else None},
         "git_head": _git_head(),
     }
+    if hasattr(w.cygru, "get_num_threads"):
+        info["cygru_num_threads"] = w.cygru.get_num_threads()
     try:
         import threadpoolctl
         info["versions"]["threadpoolctl"] = threadpoolctl.__version__

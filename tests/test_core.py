@@ -22,6 +22,7 @@ from cygru import _reference as ref
 from cygru import functional as F
 
 torch = pytest.importorskip("torch")
+from torch_helpers import to_numpy as _np, torch_dtype as _tdtype, torch_twin  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T, B, I, H = 7, 3, 5, 6
@@ -43,24 +44,6 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
 
 
-def _tdtype(dtype):
-    return torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
-
-
-def _np(t):
-    return t.detach().numpy().copy()
-
-
-def torch_twin(m):
-    """An nn.GRU / nn.GRUCell with the parameters of a cygru module."""
-    if isinstance(m, cygru.GRU):
-        net = torch.nn.GRU(m.input_size, m.hidden_size, num_layers=m.num_layers, bias=m.bias,
-                           batch_first=m.batch_first, bidirectional=m.bidirectional,
-                           dtype=_tdtype(m.dtype))
-    else:
-        net = torch.nn.GRUCell(m.input_size, m.hidden_size, bias=m.bias, dtype=_tdtype(m.dtype))
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in m.state_dict().items()})
-    return net
 
 
 def ref_layers(m):

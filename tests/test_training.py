@@ -16,6 +16,7 @@ from cygru import _reference as ref
 from cygru import functional as F
 
 torch = pytest.importorskip("torch")
+from torch_helpers import to_numpy as _np, torch_dtype as _tdtype, torch_twin  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 T, B, I, H = 7, 3, 5, 6
@@ -41,23 +42,6 @@ def rel_err(a, b):
     return num / den
 
 
-def _tdtype(dtype):
-    return torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
-
-
-def _np(t):
-    return t.detach().numpy().copy()
-
-
-def torch_twin(m):
-    if isinstance(m, cygru.GRU):
-        net = torch.nn.GRU(m.input_size, m.hidden_size, num_layers=m.num_layers, bias=m.bias,
-                           batch_first=m.batch_first, bidirectional=m.bidirectional,
-                           dtype=_tdtype(m.dtype))
-    else:
-        net = torch.nn.GRUCell(m.input_size, m.hidden_size, bias=m.bias, dtype=_tdtype(m.dtype))
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in m.state_dict().items()})
-    return net
 
 
 def make_x(m, rng, batched=True, T_=T, B_=B):

@@ -29,7 +29,8 @@ typedef struct {
     int sleepers;   /* threads asleep (or about to sleep) on `sense` */
 } cygru_barrier;
 
-#define CYGRU_BARRIER_SPINS 2000u
+/* ~10-40 us of pause instructions: a partner that is running arrives well within it */
+#define CYGRU_BARRIER_SPINS 256u
 
 static inline void cygru_barrier_init(cygru_barrier *b, int n) {
     b->count = 0;
