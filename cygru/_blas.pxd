@@ -34,6 +34,35 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
+# Products below SMALL_GEMM multiply-adds are issued as row blocks of at most
+# SERIAL_BLOCK multiply-adds each: small enough that BLAS computes each block on the
+# calling thread (OpenBLAS threads a GEMM above ~2.6e5 multiply-adds, and waking its
+# pool cost ~90% of a 50-step batch-1 forward in a profile), while the blocks stay
+# large enough for its kernels. Large products remain one call, which BLAS may thread.
+DEF SMALL_GEMM = 4000000
+DEF SERIAL_BLOCK = 200000
+
+
+cdef inline void gemm_rows_serial(bint trans_b, int m, int n, int k, floating alpha,
+                                  const floating* a, int lda, const floating* b, int ldb,
+                                  floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major C = alpha * A @ op(B) + beta * C (A not transposed), in row blocks
+    that BLAS runs on this thread when the product is small (see SMALL_GEMM)."""
+    cdef Py_ssize_t work = <Py_ssize_t>m * n * k
+    cdef int rows, i0
+    if work <= SMALL_GEMM and n > 0 and k > 0:
+        rows = <int>(SERIAL_BLOCK // (<Py_ssize_t>n * k))
+        if rows < 1:
+            rows = 1
+        i0 = 0
+        while i0 < m:
+            gemm(False, trans_b, rows if m - i0 > rows else m - i0, n, k, alpha,
+                 a + <Py_ssize_t>i0 * lda, lda, b, ldb, beta, c + <Py_ssize_t>i0 * ldc, ldc)
+            i0 += rows
+        return
+    gemm(False, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
 cdef inline void gemv_rows(int n, int k, floating alpha, const floating* w, int ldw,
                            const floating* x, floating beta, floating* y) noexcept nogil:
     """y (n) = alpha * W (n x k, row-major) @ x (k) + beta * y.

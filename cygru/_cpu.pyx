@@ -12,7 +12,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport malloc, free
 from cython cimport floating
-from cygru._blas cimport gemm
+from cygru._blas cimport gemm, gemm_rows_serial
 from cygru._kernels cimport (gru_direction_forward, gru_direction_backward,
                              gru_direction_weight_grads, gru_cell_forward, cell_work_size,
                              part_pack_size, pack_gate_slice, backward_pack_size,
@@ -130,8 +130,8 @@ def _project(floating[::1] x, w_ih, floating[:, ::1] gi_all, int d, int rows, in
     """gi_all[:, d*3H:(d+1)*3H] = x (rows x I) @ W_ih^T: one BLAS call."""
     cdef floating[::1] w = w_ih.reshape(-1)
     with nogil:
-        gemm(False, True, rows, 3 * H, I, <floating>1, &x[0], I, &w[0], I, <floating>0,
-             &gi_all[0, 0] + d * 3 * H, D * 3 * H)
+        gemm_rows_serial(True, rows, 3 * H, I, <floating>1, &x[0], I, &w[0], I, <floating>0,
+                         &gi_all[0, 0] + d * 3 * H, D * 3 * H)
 
 
 def _thread_plan(int H, int D, int nthreads, bint packed):

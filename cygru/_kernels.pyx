@@ -3,7 +3,7 @@
 from libc.math cimport exp, tanh
 from libc.string cimport memset, memcpy
 from cython cimport floating
-from cygru._blas cimport gemm, gemm_or_gemv
+from cygru._blas cimport gemm, gemm_or_gemv, gemm_rows_serial
 
 
 cdef extern from "cygru_fastmath.h" nogil:
@@ -227,8 +227,9 @@ cdef void gru_direction_forward(
             # others wait at the barrier (asleep after a short spin) and then read
             # their own columns.
             if u0 == 0:
-                gemm(False, True, (hi - lo) * B, G_all, I, <floating>1,
-                     x + <Py_ssize_t>lo * B * I, I, w_ih, I, <floating>0, gi_buf, gi_ld)
+                gemm_rows_serial(True, (hi - lo) * B, G_all, I, <floating>1,
+                                 x + <Py_ssize_t>lo * B * I, I, w_ih, I, <floating>0, gi_buf,
+                                 gi_ld)
             cygru_barrier_wait(barrier, &sense)
         nb = active[t]
         if nb > 0:
