@@ -414,8 +414,9 @@ class _Cache:
 def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after,
                 lengths, batch_first, dropout_masks, need_cache):
     dtype = x.dtype
-    cdef int H = hidden_size, D = num_directions, L = len(layers)
-    cdef int T, B, k, d, I
+    # sizes as Py_ssize_t: products such as T*D*H (a batch_first stride) exceed C int
+    cdef Py_ssize_t H = hidden_size, D = num_directions, L = len(layers)
+    cdef Py_ssize_t T, B, k, d, I
     if batch_first:
         B, T = x.shape[0], x.shape[1]
         x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
@@ -470,8 +471,8 @@ def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_af
 
 def gru_backward(cache, d_output, d_h_n, grads):
     c = cache
-    cdef int T = c.T, B = c.B, H = c.H, D = c.D, L = len(c.layers)
-    cdef int k, d, I
+    cdef Py_ssize_t T = c.T, B = c.B, H = c.H, D = c.D, L = len(c.layers)
+    cdef Py_ssize_t k, d, I
     dtype = c.inputs[0].dtype
     dh0 = np.empty((L * D, B, H), dtype)
     # the last layer's upstream gradient, in the caller's layout

@@ -321,7 +321,18 @@ def gru(x, params, h0=None, *, num_layers=1, bidirectional=False, batch_first=Fa
     who = "cygru.functional.gru"
     w_ih, w_hh = _params_info(params, who)
     device = device_of(w_hh)
-    dtype = check_dtype(getattr(w_hh, "dtype", None), who)
+    dtype = getattr(w_hh, "dtype", None)
+    if dtype is None:
+        raise TypeError(f"{who}: weight_hh_l0 must be an array (its dtype, float32 or "
+                        f"float64, is the computation's dtype), got {type(w_hh).__name__}")
+    dtype = check_dtype(dtype, who)
+    for name, w in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh)):
+        if getattr(w, "ndim", None) != 2:
+            raise ValueError(f"{who}: expected {name} with 2 dimensions (3*hidden_size, "
+                             f"features), got shape {_shape_str(getattr(w, 'shape', ()))}")
+    if w_hh.shape[0] != 3 * w_hh.shape[1]:
+        raise ValueError(f"{who}: expected weight_hh_l0 of shape (3*H, H), got "
+                         f"{_shape_str(w_hh.shape)}")
     H = int(w_hh.shape[1])
     D = 2 if bidirectional else 1
     bias = "bias_ih_l0" in params

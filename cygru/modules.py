@@ -35,10 +35,23 @@ class _Module:
             None if seed is None else [seed, 1]))
 
     # -- parameters ---------------------------------------------------------
+    # Options the parameters' shapes (or the kernels' trust in them) depend on: fixed
+    # once the module is built. batch_first and dropout may change (validated).
+    _fixed = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional",
+              "num_directions", "reset_after", "reverse", "dtype", "device")
+
     def __setattr__(self, name, value):
         shapes = self.__dict__.get("_shapes", {})
         if name in shapes:
             value = self._checked_param(name, value)
+        elif name in self._fixed and "_shapes" in self.__dict__:
+            how = "use module.to(...)" if name == "device" else "build a new module"
+            raise AttributeError(f"{self._who}: {name} is fixed when the module is built "
+                                 f"(the parameters depend on it); {how}")
+        elif name == "batch_first":
+            value = bool(value)
+        elif name == "dropout":
+            value = _check_dropout(value, self._who)
         object.__setattr__(self, name, value)
 
     def _checked_param(self, name, value):
@@ -198,6 +211,18 @@ class _Module:
         return {n: zeros_on(self.device, s, self.dtype) for n, s in self._shapes.items()}
 
 
+def _check_dropout(dropout, who):
+    if isinstance(dropout, bool):
+        raise TypeError(f"{who}: dropout must be a number in [0, 1), got {dropout!r}")
+    try:
+        dropout = float(dropout)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: dropout must be a number in [0, 1), got {dropout!r}") from None
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{who}: dropout must be in [0, 1), got {dropout}")
+    return dropout
+
+
 def zeros_on(device, shape, dtype):
     """Zeros on `device` ('cpu' or 'cuda:N'; on the module's GPU, not the current one)."""
     if device == "cpu":
@@ -269,12 +294,7 @@ class GRU(_Module):
         set_(self, "input_size", F.check_positive_int(input_size, "input_size", who))
         set_(self, "hidden_size", F.check_positive_int(hidden_size, "hidden_size", who))
         set_(self, "num_layers", F.check_positive_int(num_layers, "num_layers", who))
-        try:
-            dropout = float(dropout)
-        except (TypeError, ValueError):
-            raise TypeError(f"{who}: dropout must be a number in [0, 1), got {dropout!r}") from None
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{who}: dropout must be in [0, 1), got {dropout}")
+        dropout = _check_dropout(dropout, who)
         if dropout > 0 and num_layers == 1:
             warnings.warn(f"{who}: dropout={dropout} has no effect with num_layers=1 (it acts "
                           "between layers)", UserWarning, stacklevel=2)
@@ -461,10 +481,12 @@ class GRUCell(_Module):
     forward = __call__
 
     def _as_sequence_call(self, x, h):
-        x_arr = F.as_float_array(x, self.dtype, "x", self._who, self.device)
-        if x_arr.ndim not in (1, 2) or x_arr.shape[-1] != self.input_size:
-            raise ValueError(f"{self._who}: expected x of shape (B, {self.input_size}) or "
-                             f"({self.input_size},), got {tuple(x_arr.shape)}")
+        def check_x(a):
+            if a.ndim not in (1, 2) or a.shape[-1] != self.input_size:
+                raise ValueError(f"{self._who}: expected x of shape (B, {self.input_size}) or "
+                                 f"({self.input_size},), got {tuple(a.shape)}")
+
+        x_arr = F.as_float_array(x, self.dtype, "x", self._who, self.device, check=check_x)
         if h is not None:
             h_arr = F.as_float_array(h, self.dtype, "h", self._who, self.device)
             want = (self.hidden_size,) if x_arr.ndim == 1 else (x_arr.shape[0], self.hidden_size)
@@ -499,27 +521,43 @@ class GRUCell(_Module):
         out, _, cache = call.run(layers, need_cache=True)
         inner = _make_backward(self, call, cache, layers, cell=True)
 
+        h1 = out[0]
+
         def backward(d_h1=None):
-            return inner(None if d_h1 is None else _lift(d_h1), None)
+            if d_h1 is not None:
+                d_h1 = F.as_float_array(d_h1, self.dtype, "d_h1", self._who, self.device)
+                if d_h1.shape != h1.shape:
+                    raise ValueError(f"{self._who}: expected d_h1 of h1's shape "
+                                     f"{tuple(h1.shape)}, got {tuple(d_h1.shape)}")
+                d_h1 = d_h1[None]
+            return inner(d_h1, None)
 
         backward.__doc__ = "dx, dh = backward(d_h1): see GRUCell.vjp."
-        return out[0], backward
-
-
-def _lift(a):
-    return a[None] if hasattr(a, "ndim") else np.asarray(a)[None]
+        return h1, backward
 
 
 def _make_backward(module, call, cache, layers, cell=False):
     """The closure returned by vjp: runs once, adds into module.grads under its lock."""
     state = {"cache": cache}
     names = list(module._shapes)
+    once = threading.Lock()
 
     def backward(d_output=None, d_h_n=None):
-        cache_ = state.pop("cache", None)
+        with once:
+            cache_ = state.pop("cache", None)
         if cache_ is None:
             raise RuntimeError(f"{module._who}: this backward closure was already called "
                                "(its saved activations are freed); call vjp again")
+        try:
+            return _run(cache_, d_output, d_h_n)
+        except BaseException:
+            # nothing was accumulated (that is the last step): the closure stays usable,
+            # e.g. after a d_output of the wrong shape was rejected
+            with once:
+                state["cache"] = cache_
+            raise
+
+    def _run(cache_, d_output, d_h_n):
         # backward adds into fresh arrays; they are summed into module.grads under the lock
         local = module._new_grads()
         if cell:

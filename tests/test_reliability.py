@@ -53,17 +53,20 @@ _COMMON = dict(deadline=None, print_blob=True,
                                       HealthCheck.filter_too_much])
 settings.register_profile("ci", max_examples=100, **_COMMON)
 settings.register_profile("long", max_examples=50_000, **_COMMON)
+settings.register_profile("smoke", max_examples=20, **_COMMON)   # under valgrind
 PROFILE = os.environ.get("CYGRU_HYPOTHESIS_PROFILE", "ci")
-if PROFILE not in ("ci", "long"):
-    raise ValueError(f"CYGRU_HYPOTHESIS_PROFILE must be 'ci' or 'long', got {PROFILE!r}")
+if PROFILE not in ("ci", "long", "smoke"):
+    raise ValueError(f"CYGRU_HYPOTHESIS_PROFILE must be 'ci', 'long' or 'smoke', got {PROFILE!r}")
 
 
 def profile(ci_examples):
     """Per-test settings: `ci_examples` under the ci profile, the long profile's count
-    (50,000) under CYGRU_HYPOTHESIS_PROFILE=long. Applied per test, so loading this file
-    does not change the hypothesis defaults of other test files."""
+    (50,000) under CYGRU_HYPOTHESIS_PROFILE=long, a twentieth of `ci_examples` under
+    "smoke" (tools/sanitize.sh valgrind). Applied per test, so loading this file does not
+    change the hypothesis defaults of other test files."""
     parent = settings.get_profile(PROFILE)
-    n = ci_examples if PROFILE == "ci" else parent.max_examples
+    n = {"ci": ci_examples, "long": parent.max_examples,
+         "smoke": max(parent.max_examples, ci_examples // 20)}[PROFILE]
     return settings(parent, max_examples=n)
 
 

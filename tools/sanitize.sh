@@ -9,13 +9,15 @@
 #             Runs the whole test suite (tests/).
 #   asan      CYGRU_SANITIZE=1 (+ -g): the extensions compiled and linked with
 #             AddressSanitizer, at the normal -O3, run inside the ordinary CPython with
-#             LD_PRELOAD=libasan (ASan must be the first library loaded) and
-#             ASAN_OPTIONS=detect_leaks=0 (CPython itself "leaks" at exit). Runs the whole
-#             test suite; any heap/stack overflow or use-after-free in cygru's C code aborts
-#             the process with a report (subprocess tests inherit the environment).
+#             LD_PRELOAD of libasan (ASan must be the first library loaded) and libstdc++
+#             (so ASan can intercept C++ exceptions, which torch throws), and
+#             ASAN_OPTIONS=detect_leaks=0 (CPython itself "leaks" at exit). Runs the
+#             whole test suite; a heap/stack overflow or use-after-free in cygru's C code
+#             ends that process with a report, written to a file per process (pytest
+#             captures fd 2) and printed at the end. Subprocess tests inherit it all.
 #   valgrind  the plain -O3 build under `valgrind --tool=memcheck` on a smaller subset
-#             (tests/test_reliability.py with few hypothesis examples); slow, for machines
-#             where ASan cannot be preloaded.
+#             (tests/test_reliability.py with the Hypothesis profile "smoke", a twentieth
+#             of the ci examples); slow, for machines where ASan cannot be preloaded.
 #
 # Usage:
 #   tools/sanitize.sh                 # debug, then asan (the default)
@@ -36,7 +38,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; PYTEST_EXTRA=("$@"); break ;;
     debug|asan|valgrind) MODES+=("$1"); shift ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "sanitize.sh: unknown mode '$1' (debug, asan, valgrind)" >&2; exit 2 ;;
   esac
 done
@@ -151,7 +153,7 @@ for mode in "${MODES[@]}"; do
         { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
       echo "== $mode: valgrind memcheck on tests/test_reliability.py (reduced)"
       # PYTHONMALLOC=malloc: let memcheck see every Python allocation
-      PYTHONMALLOC=malloc CYGRU_HYPOTHESIS_PROFILE=ci \
+      PYTHONMALLOC=malloc CYGRU_HYPOTHESIS_PROFILE=smoke \
       run_pytest "$dir" "$log" valgrind --tool=memcheck --error-exitcode=99 \
         --errors-for-leak-kinds=none --leak-check=no --track-origins=no \
         --suppressions=<(printf '{\n py-cond\n Memcheck:Cond\n obj:*libpython*\n}\n') \
