@@ -40,6 +40,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
 # pool cost ~90% of a 50-step batch-1 forward in a profile), while the blocks stay
 # large enough for its kernels. Large products remain one call, which BLAS may thread.
 DEF SMALL_GEMM = 4000000
+DEF GEMV_SERIAL = 9216
 DEF SERIAL_BLOCK = 200000
 
 
@@ -87,12 +88,14 @@ cdef inline void gemm_or_gemv(int m, int n, int k, const floating* a, int lda,
                               floating* c, int ldc) noexcept nogil:
     """Row-major C (m x n) = A (m x k) @ W^T + beta * C, with W (n x k).
 
-    The recurrent product of every step. At m == 1 it is a matrix-vector
-    product, and gemv skips GEMM's packing of W (the cost that dominates at B=1).
+    At m == 1 and small n*k it is a matrix-vector product (gemv skips GEMM's packing
+    of W); larger single rows use GEMM, which BLAS keeps on the calling thread.
     """
-    if m == 1:
+    if m == 1 and <Py_ssize_t>n * k <= GEMV_SERIAL:
         gemv_rows(n, k, <floating>1, w, ldw, a, beta, c)
     else:
+        # above GEMV_SERIAL, OpenBLAS runs gemv on its thread pool, whose wake-up costs
+        # more than a product this size; its small-matrix GEMM path stays on this thread
         gemm(False, True, m, n, k, <floating>1, a, lda, w, ldw, beta, c, ldc)
 
 

@@ -68,9 +68,10 @@ def set_num_threads(n):
     _num_threads = n
 
 
-# Below this many multiply-adds per step and direction, a barrier per step costs more
-# than splitting the step saves: run such directions on one thread.
-MIN_WORK_PER_THREAD = 16384
+# A direction is split over threads only while each thread keeps at least this many
+# multiply-adds per step (~2-4 us of work): below it a barrier per step costs more than
+# the split saves, and a batch-1 step (small-latency: 49k in all) stays on one thread.
+MIN_WORK_PER_THREAD = 65536
 
 
 def _threads_for(int B, int H, int D, dtype):
