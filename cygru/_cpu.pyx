@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from cython cimport floating
 from cygru._blas cimport gemm, gemm_rows_serial
 from cygru._kernels cimport (gru_direction_forward, gru_direction_backward,
@@ -135,6 +135,27 @@ def _project(floating[::1] x, w_ih, floating[:, ::1] gi_all, int d, int rows, in
                          &gi_all[0, 0] + d * 3 * H, D * 3 * H)
 
 
+cdef class _LayerTables:
+    """Pointer tables for one layer call: `n_tables` tables of 8 entries (per direction
+    or per thread's scratch set), the directions' time flags and their barriers.
+    Freed with the object, whatever happens in between."""
+    cdef void** P
+    cdef bint* rev
+    cdef cygru_barrier* barriers
+
+    def __cinit__(self, int n_tables):
+        self.P = <void**>calloc(n_tables * 8, sizeof(void*))
+        self.rev = <bint*>calloc(2, sizeof(bint))
+        self.barriers = <cygru_barrier*>calloc(2, sizeof(cygru_barrier))
+        if self.P == NULL or self.rev == NULL or self.barriers == NULL:
+            raise MemoryError("cygru: could not allocate the layer's pointer tables")
+
+    def __dealloc__(self):
+        free(self.P)
+        free(self.rev)
+        free(self.barriers)
+
+
 def _thread_plan(int H, int D, int nthreads, bint packed):
     """(threads per direction, threaded?, scratch sets, unit bounds) for one layer.
 
@@ -171,14 +192,12 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
         keep.append(a)
         return _addr(a)
 
-    cdef floating** P = <floating**>malloc(16 * 8 * sizeof(floating*))
-    cdef bint* rev = <bint*>malloc(2 * sizeof(bint))
-    cdef cygru_barrier* barriers = <cygru_barrier*>malloc(2 * sizeof(cygru_barrier))
-    if P == NULL or rev == NULL or barriers == NULL:
-        free(P); free(rev); free(barriers)
-        raise MemoryError("cygru: could not allocate the layer's pointer tables")
     # tables of up to 8 entries: per direction (w_ih, w_hh, b_ih, b_hh, state,
     # state_alt, rh, cache, hprev, gi) and per scratch set (gh, bias, pack_hh)
+    cdef _LayerTables tables = _LayerTables(13)
+    cdef floating** P = <floating**>tables.P
+    cdef bint* rev = tables.rev
+    cdef cygru_barrier* barriers = tables.barriers
     cdef floating** w_ih = P
     cdef floating** w_hh = P + 8
     cdef floating** b_ih = P + 16
@@ -202,65 +221,60 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     cdef Py_ssize_t* permp = &perm[0]
     cdef int* activep = &active[0]
     cdef int* boundsp = &bounds[0]
-    try:
+    for d in range(D):
+        wi, wh, bi, bh = weights[d]
+        keep.extend((wi, wh, bi, bh))
+        w_ih[d] = <floating*><Py_ssize_t>_addr(wi.reshape(-1))
+        w_hh[d] = <floating*><Py_ssize_t>_addr(wh.reshape(-1))
+        b_ih[d] = <floating*><Py_ssize_t>_addr(bi)
+        b_hh[d] = <floating*><Py_ssize_t>_addr(bh)
+        state[d] = <floating*><Py_ssize_t>_addr(states[d].reshape(-1))
+        state_alt[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
+        rh[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
+        cache[d] = hprev[d] = NULL
+        if caches is not None:
+            cache[d] = <floating*><Py_ssize_t>_addr(caches[d].reshape(-1))
+            hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d].reshape(-1))
+        rev[d] = revs[d]
+        cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
+    if gi_ready:
+        # every step of every direction projected up front: one BLAS call per
+        # direction, before any thread of ours starts (BLAS may use every core)
+        gi_all = np.empty((T * B, D * 3 * H), dtype)
+        keep.append(gi_all)
         for d in range(D):
-            wi, wh, bi, bh = weights[d]
-            keep.extend((wi, wh, bi, bh))
-            w_ih[d] = <floating*><Py_ssize_t>_addr(wi.reshape(-1))
-            w_hh[d] = <floating*><Py_ssize_t>_addr(wh.reshape(-1))
-            b_ih[d] = <floating*><Py_ssize_t>_addr(bi)
-            b_hh[d] = <floating*><Py_ssize_t>_addr(bh)
-            state[d] = <floating*><Py_ssize_t>_addr(states[d].reshape(-1))
-            state_alt[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
-            rh[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
-            cache[d] = hprev[d] = NULL
-            if caches is not None:
-                cache[d] = <floating*><Py_ssize_t>_addr(caches[d].reshape(-1))
-                hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d].reshape(-1))
-            rev[d] = revs[d]
-            cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
-        if gi_ready:
-            # every step of every direction projected up front: one BLAS call per
-            # direction, before any thread of ours starts (BLAS may use every core)
-            gi_all = np.empty((T * B, D * 3 * H), dtype)
-            keep.append(gi_all)
+            _project(x, weights[d][0], gi_all, d, T * B, I, H, D)
+            gi[d] = <floating*><Py_ssize_t>(_addr(gi_all) + d * 3 * H * gi_all.itemsize)
+    else:
+        for d in range(D):
+            gi[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
+    U = U_max if threaded else H
+    for k in range(n_sets):
+        gh[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * U)
+        bias[k] = <floating*><Py_ssize_t>new(6 * U)
+        pack_hh[k] = NULL
+        if packed:
+            pack_hh[k] = <floating*><Py_ssize_t>new(part_pack_size(U, H))
+    if threaded:
+        with nogil, parallel(num_threads=n_sets):
+            tid = threadid()
+            # the slices of a direction meet at a barrier every step: run only if
+            # OpenMP granted every thread asked for (else fall back below)
+            if openmp.omp_get_num_threads() == n_sets:
+                _run_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, I, H,
+                           xp, w_ih, w_hh, b_ih, b_hh, outp, ts, bs, state, state_alt,
+                           permp, activep, rev, reset_after, chunk, gi, gh, rh, gi_ld,
+                           gi_ready, bias,
+                           pack_hh, cache, hprev, barriers, boundsp)
+            elif tid == 0:
+                ok = 0
+    else:
+        with nogil:
             for d in range(D):
-                _project(x, weights[d][0], gi_all, d, T * B, I, H, D)
-                gi[d] = <floating*><Py_ssize_t>(_addr(gi_all) + d * 3 * H * gi_all.itemsize)
-        else:
-            for d in range(D):
-                gi[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
-        U = U_max if threaded else H
-        for k in range(n_sets):
-            gh[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * U)
-            bias[k] = <floating*><Py_ssize_t>new(6 * U)
-            pack_hh[k] = NULL
-            if packed:
-                pack_hh[k] = <floating*><Py_ssize_t>new(part_pack_size(U, H))
-        if threaded:
-            with nogil, parallel(num_threads=n_sets):
-                tid = threadid()
-                # the slices of a direction meet at a barrier every step: run only if
-                # OpenMP granted every thread asked for (else fall back below)
-                if openmp.omp_get_num_threads() == n_sets:
-                    _run_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, I, H,
-                               xp, w_ih, w_hh, b_ih, b_hh, outp, ts, bs, state, state_alt,
-                               permp, activep, rev, reset_after, chunk, gi, gh, rh, gi_ld,
-                               gi_ready, bias,
-                               pack_hh, cache, hprev, barriers, boundsp)
-                elif tid == 0:
-                    ok = 0
-        else:
-            with nogil:
-                for d in range(D):
-                    _run_slice(d, 0, 0, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
-                               bs, state, state_alt, permp, activep, rev, reset_after, chunk,
-                               gi, gh, rh, gi_ld, gi_ready, bias, pack_hh, cache, hprev, barriers,
-                               boundsp)
-    finally:
-        free(P)
-        free(rev)
-        free(barriers)
+                _run_slice(d, 0, 0, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
+                           bs, state, state_alt, permp, activep, rev, reset_after, chunk,
+                           gi, gh, rh, gi_ld, gi_ready, bias, pack_hh, cache, hprev, barriers,
+                           boundsp)
     if not ok:
         _forward_layer(x, weights, out, ts, bs, states, perm, active, T, B, I, H, revs,
                        reset_after, chunk, caches, hprevs, 1)
@@ -297,12 +311,10 @@ def _backward_layer(floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t
     cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_per_dir))
     cdef int ldgi = D * 3 * H
     keep = [x, dgi, d_out]
-    cdef floating** P = <floating**>malloc(7 * 8 * sizeof(floating*))
-    cdef bint* rev = <bint*>malloc(2 * sizeof(bint))
-    cdef cygru_barrier* barriers = <cygru_barrier*>malloc(2 * sizeof(cygru_barrier))
-    if P == NULL or rev == NULL or barriers == NULL:
-        free(P); free(rev); free(barriers)
-        raise MemoryError("cygru: could not allocate the layer's pointer tables")
+    cdef _LayerTables tables = _LayerTables(7)
+    cdef floating** P = <floating**>tables.P
+    cdef bint* rev = tables.rev
+    cdef cygru_barrier* barriers = tables.barriers
     cdef floating** w_hh = P
     cdef floating** dstate = P + 8
     cdef floating** cache = P + 16
@@ -318,51 +330,46 @@ def _backward_layer(floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t
     cdef int* activep = &active[0]
     cdef int* boundsp = &bounds[0]
     dgh_arrays = []
-    try:
-        for d in range(D):
-            keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d]))
-            w_hh[d] = <floating*><Py_ssize_t>_addr(weights[d][1])
-            dstate[d] = <floating*><Py_ssize_t>_addr(dstates[d])
-            cache[d] = <floating*><Py_ssize_t>_addr(caches[d])
-            hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d])
-            dgh_arrays.append(np.zeros(<Py_ssize_t>T * B * 3 * H, dtype))
-            dgh[d] = <floating*><Py_ssize_t>_addr(dgh_arrays[d])
-            drh_arr = np.empty(<Py_ssize_t>B * H, dtype)
-            keep.append(drh_arr)
-            drh[d] = <floating*><Py_ssize_t>_addr(drh_arr)
-            rev[d] = revs[d]
-            cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
-        for k in range(n_sets):
-            pack[k] = NULL
-            if packed:
-                pack_arr = np.empty(backward_pack_size(U_max if threaded else H, H), dtype)
-                keep.append(pack_arr)
-                pack[k] = <floating*><Py_ssize_t>_addr(pack_arr)
-        if threaded:
-            with nogil, parallel(num_threads=n_sets):
-                tid = threadid()
-                if openmp.omp_get_num_threads() == n_sets:
-                    _backward_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, H, w_hh,
-                                    d_outp, d_ts, d_bs, dstate, permp, activep, rev,
-                                    reset_after, cache, hprev, dgip, ldgi, dgh, drh, pack,
-                                    barriers, boundsp)
-                elif tid == 0:
-                    ok = 0
-        if not threaded:
-            with nogil:
-                for d in range(D):
-                    _backward_slice(d, 0, 0, T, B, H, w_hh, d_outp, d_ts, d_bs, dstate, permp,
-                                    activep, rev, reset_after, cache, hprev, dgip, ldgi, dgh,
-                                    drh, pack, barriers, boundsp)
-        if ok:
+    for d in range(D):
+        keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d]))
+        w_hh[d] = <floating*><Py_ssize_t>_addr(weights[d][1])
+        dstate[d] = <floating*><Py_ssize_t>_addr(dstates[d])
+        cache[d] = <floating*><Py_ssize_t>_addr(caches[d])
+        hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d])
+        dgh_arrays.append(np.zeros(<Py_ssize_t>T * B * 3 * H, dtype))
+        dgh[d] = <floating*><Py_ssize_t>_addr(dgh_arrays[d])
+        drh_arr = np.empty(<Py_ssize_t>B * H, dtype)
+        keep.append(drh_arr)
+        drh[d] = <floating*><Py_ssize_t>_addr(drh_arr)
+        rev[d] = revs[d]
+        cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
+    for k in range(n_sets):
+        pack[k] = NULL
+        if packed:
+            pack_arr = np.empty(backward_pack_size(U_max if threaded else H, H), dtype)
+            keep.append(pack_arr)
+            pack[k] = <floating*><Py_ssize_t>_addr(pack_arr)
+    if threaded:
+        with nogil, parallel(num_threads=n_sets):
+            tid = threadid()
+            if openmp.omp_get_num_threads() == n_sets:
+                _backward_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, H, w_hh,
+                                d_outp, d_ts, d_bs, dstate, permp, activep, rev,
+                                reset_after, cache, hprev, dgip, ldgi, dgh, drh, pack,
+                                barriers, boundsp)
+            elif tid == 0:
+                ok = 0
+    if not threaded:
+        with nogil:
             for d in range(D):
-                gw_ih, gw_hh, gbi, gbh = grads[d]
-                _weight_grads(x, reset_after, caches[d], hprevs[d], dgi, d * 3 * H, ldgi,
-                              dgh_arrays[d], gw_ih, gw_hh, gbi, gbh, T, B, I, H)
-    finally:
-        free(P)
-        free(rev)
-        free(barriers)
+                _backward_slice(d, 0, 0, T, B, H, w_hh, d_outp, d_ts, d_bs, dstate, permp,
+                                activep, rev, reset_after, cache, hprev, dgip, ldgi, dgh,
+                                drh, pack, barriers, boundsp)
+    if ok:
+        for d in range(D):
+            gw_ih, gw_hh, gbi, gbh = grads[d]
+            _weight_grads(x, reset_after, caches[d], hprevs[d], dgi, d * 3 * H, ldgi,
+                          dgh_arrays[d], gw_ih, gw_hh, gbi, gbh, T, B, I, H)
     if not ok:
         # OpenMP granted fewer threads than the slices need: start over on one thread
         # from the pristine copies of dL/dh_n kept after the first D entries

@@ -695,7 +695,7 @@ def test_zero_sizes_raise_at_construction():
 
 @profile(300)
 @given(gru_cases())
-def test_functional_gru_equals_module(c):
+def test_functional_gru_property(c):
     assume(c["fault"] == "none" and not (c["bidirectional"] and c["reverse"]))
     rng = np.random.default_rng(c["seed"])
     m, _ = make_gru(c)
@@ -1029,7 +1029,7 @@ def _torch_twin(m, torch):
        n_bad=st.integers(1, 4), where=st.lists(st.sampled_from(["x", "h0", "w"]), min_size=1,
                                                 max_size=3),
        seed=st.integers(0, 2**32 - 1))
-def test_nan_inf_propagate_like_torch(L, bidirectional, batch_first, bias, dtype, T, B, H, I,
+def test_nan_inf_like_torch_property(L, bidirectional, batch_first, bias, dtype, T, B, H, I,
                                       n_bad, where, seed):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(seed)
