@@ -103,18 +103,22 @@ cdef void _run_slice(int d, int r, int buf, int T, int B, int I, int H,
                      floating** b_hh, floating* out, Py_ssize_t ts, Py_ssize_t bs,
                      floating** state, floating** state_alt, Py_ssize_t* perm, int* active,
                      bint* rev, bint reset_after, int chunk, floating** gi, floating** gh,
-                     floating** rh, int gi_ld, bint gi_ready, floating** bias, floating** pack_hh,
+                     floating** rh, int gi_ld, bint gi_ready, floating** bias,
+                     floating** pack_ih, floating** pack_hh,
                      floating** cache, floating** hprev, cygru_barrier* barriers,
                      int* bounds) noexcept nogil:
     """Slice r of direction d, on the scratch set `buf` (one set per thread)."""
     cdef int u0 = bounds[r], u1 = bounds[r + 1]
     if pack_hh[buf] != NULL:
-        # each thread packs its own rows of W_hh, once per call
+        # each thread packs its own rows of W_hh (and W_ih when threaded), once per call
         pack_gate_slice(H, H, u0, u1, w_hh[d], pack_hh[buf])
+    if pack_ih[buf] != NULL:
+        pack_gate_slice(H, I, u0, u1, w_ih[d], pack_ih[buf])
     gru_direction_forward(T, B, I, H, u0, u1, x, w_ih[d], w_hh[d], b_ih[d], b_hh[d],
                           out + d * H, ts, bs, state[d], state_alt[d], perm, active,
                           rev[d], reset_after, chunk, gi[d], gi_ld, gi_ready, gh[buf], rh[d],
-                          bias[buf], pack_hh[buf], cache[d], hprev[d], &barriers[d])
+                          bias[buf], pack_ih[buf], pack_hh[buf], cache[d], hprev[d],
+                          &barriers[d])
 
 
 def _unit_bounds(int H, int parts):
@@ -193,8 +197,8 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
         return _addr(a)
 
     # tables of up to 8 entries: per direction (w_ih, w_hh, b_ih, b_hh, state,
-    # state_alt, rh, cache, hprev, gi) and per scratch set (gh, bias, pack_hh)
-    cdef _LayerTables tables = _LayerTables(13)
+    # state_alt, rh, cache, hprev, gi) and per scratch set (gh, bias, pack_ih, pack_hh)
+    cdef _LayerTables tables = _LayerTables(14)
     cdef floating** P = <floating**>tables.P
     cdef bint* rev = tables.rev
     cdef cygru_barrier* barriers = tables.barriers
@@ -211,13 +215,20 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     cdef floating** gh = P + 80
     cdef floating** bias = P + 88
     cdef floating** pack_hh = P + 96
+    cdef floating** pack_ih = P + 104
     cdef int d, k, tid, ok = 1
     cdef floating* xp = &x[0]
     cdef floating* outp = &out[0]
     # project all steps at once when that scratch is small; long sequences project
     # chunks of steps inside the time loop (memory independent of T)
-    cdef bint gi_ready = <Py_ssize_t>T * B * D * 3 * H * sizeof(floating) <= PROJECTION_FULL_BYTES
+    cdef bint fits = <Py_ssize_t>T * B * D * 3 * H * sizeof(floating) <= PROJECTION_FULL_BYTES
+    # one thread: BLAS projects up front (when it fits). Threads: each projects its own
+    # columns inside the loop (all steps as one chunk when it fits), so no BLAS pool
+    # spins beside them
+    cdef bint gi_ready = fits and not threaded
     cdef int gi_ld = D * 3 * H if gi_ready else 3 * H
+    if threaded and fits:
+        chunk = T
     cdef Py_ssize_t* permp = &perm[0]
     cdef int* activep = &active[0]
     cdef int* boundsp = &bounds[0]
@@ -252,9 +263,11 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     for k in range(n_sets):
         gh[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * U)
         bias[k] = <floating*><Py_ssize_t>new(6 * U)
-        pack_hh[k] = NULL
+        pack_hh[k] = pack_ih[k] = NULL
         if packed:
             pack_hh[k] = <floating*><Py_ssize_t>new(part_pack_size(U, H))
+        if threaded:
+            pack_ih[k] = <floating*><Py_ssize_t>new(part_pack_size(U, I))
     if threaded:
         with nogil, parallel(num_threads=n_sets):
             tid = threadid()
@@ -264,8 +277,8 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
                 _run_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, I, H,
                            xp, w_ih, w_hh, b_ih, b_hh, outp, ts, bs, state, state_alt,
                            permp, activep, rev, reset_after, chunk, gi, gh, rh, gi_ld,
-                           gi_ready, bias,
-                           pack_hh, cache, hprev, barriers, boundsp)
+                           gi_ready, bias, pack_ih, pack_hh, cache, hprev, barriers,
+                           boundsp)
             elif tid == 0:
                 ok = 0
     else:
@@ -273,8 +286,8 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
             for d in range(D):
                 _run_slice(d, 0, 0, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
                            bs, state, state_alt, permp, activep, rev, reset_after, chunk,
-                           gi, gh, rh, gi_ld, gi_ready, bias, pack_hh, cache, hprev, barriers,
-                           boundsp)
+                           gi, gh, rh, gi_ld, gi_ready, bias, pack_ih, pack_hh, cache, hprev,
+                           barriers, boundsp)
     if not ok:
         _forward_layer(x, weights, out, ts, bs, states, perm, active, T, B, I, H, revs,
                        reset_after, chunk, caches, hprevs, 1)

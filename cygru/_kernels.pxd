@@ -44,6 +44,8 @@ cdef void gru_direction_forward(
     floating* gh_buf,                           # WORK (B, 3U), per call
     floating* rh_buf,                           # WORK (B, H) shared by the slices (reset_after=False)
     floating* bias_buf,                         # WORK (6U), per call
+    const floating* pack_ih,                    # IN or NULL: pack_gate_slice of W_ih (float32):
+                                                #   each slice projects its own columns (no BLAS)
     const floating* pack_hh,                    # IN or NULL: pack_gate_slice of W_hh (float32)
     floating* cache,                            # OUT or NULL: (T, B, 4H) sorted r,z,n,(ghn|rh)
     floating* hprev,                            # OUT or NULL: (T, B, H) sorted h_{t-1}

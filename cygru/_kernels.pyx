@@ -176,6 +176,13 @@ cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int
              K, <floating>0, c, ldc)
 
 
+cdef inline void _slice_gemm(int m, int K, const floating* a, int lda, const floating* packed,
+                             int U, floating* c, int ldc) noexcept nogil:
+    # c (m x U, row stride ldc) = a @ W_slice^T, W_slice packed (float32 only)
+    if floating is float:
+        cygru_gemm_packed_f(m, K, a, lda, packed, 0, (U + 15) // 16, U, c, ldc, 0)
+
+
 cdef void gru_direction_forward(
     int T, int B, int I, int H, int u0, int u1,
     const floating* x,
@@ -188,7 +195,7 @@ cdef void gru_direction_forward(
     int chunk,
     floating* gi_buf, int gi_ld, bint gi_ready,
     floating* gh_buf, floating* rh_buf, floating* bias_buf,
-    const floating* pack_hh,
+    const floating* pack_ih, const floating* pack_hh,
     floating* cache, floating* hprev,
     cygru_barrier* barrier,
 ) noexcept nogil:
@@ -222,15 +229,22 @@ cdef void gru_direction_forward(
             else:
                 lo = t
                 hi = t + chunk if t + chunk < T else T
-            # (every slice finished the previous chunk: the step barrier below). One
-            # BLAS call for all gate columns, by the direction's first slice; the
-            # others wait at the barrier (asleep after a short spin) and then read
-            # their own columns.
-            if u0 == 0:
-                gemm_rows_serial(True, (hi - lo) * B, G_all, I, <floating>1,
-                                 x + <Py_ssize_t>lo * B * I, I, w_ih, I, <floating>0, gi_buf,
-                                 gi_ld)
-            cygru_barrier_wait(barrier, &sense)
+            # (every slice finished the previous chunk: the step barrier below).
+            if pack_ih != NULL:
+                # threaded: each slice projects its own gate columns with its packed
+                # W_ih rows; no BLAS call, whose idle pool would spin on our cores
+                for g in range(3):
+                    _slice_gemm((hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I,
+                                pack_ih + g * cygru_packed_size(U, I), U,
+                                gi_buf + g * H + u0, gi_ld)
+            else:
+                # one BLAS call for all gate columns, by the direction's first slice;
+                # the others wait at the barrier, then read their own columns
+                if u0 == 0:
+                    gemm_rows_serial(True, (hi - lo) * B, G_all, I, <floating>1,
+                                     x + <Py_ssize_t>lo * B * I, I, w_ih, I, <floating>0,
+                                     gi_buf, gi_ld)
+                cygru_barrier_wait(barrier, &sense)
         nb = active[t]
         if nb > 0:
             if reset_after:

@@ -13,9 +13,12 @@ def get_num_threads():
     over its threads (one barrier per time step), and the two directions of a
     bidirectional layer run on separate threads. Small problems use fewer threads
     (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, a
-    barrier costs more than it saves). Results are bit-identical for every thread
-    count. float64 runs on one thread of cygru's own; SciPy's BLAS may use its own
-    threads for the large products (control those with threadpoolctl).
+    barrier costs more than it saves). Runs at a fixed thread count are bitwise
+    reproducible, and every count above one gives bit-identical results; one thread
+    projects the input with BLAS instead of cygru's kernel, which changes the last
+    bits (about 1e-7 relative). float64 runs on one thread of cygru's own; SciPy's
+    BLAS may use its own threads for the large products (control those with
+    threadpoolctl).
 
     Examples
     --------

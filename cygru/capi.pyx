@@ -183,7 +183,7 @@ cdef void _direction_forward(int T, int B, int I, int H, const floating* x,
     cygru_barrier_init(&barrier, 1)        # one thread: the whole hidden range [0, H)
     gru_direction_forward(T, B, I, H, 0, H, x, w_ih, w_hh, b_ih, b_hh, out, out_ts, out_bs,
                           state, state_alt, perm, active, reverse, reset_after, chunk,
-                          gi_buf, 3 * H, False, gh_buf, rh_buf, bias_buf, pack_hh, NULL, NULL,
+                          gi_buf, 3 * H, False, gh_buf, rh_buf, bias_buf, NULL, pack_hh, NULL, NULL,
                           &barrier)
 
 

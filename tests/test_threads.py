@@ -1,6 +1,8 @@
-"""The threaded float32 forward (hidden units split over threads, one barrier per
-step; directions on separate thread groups) gives bit-identical results to one
-thread, for every option, and the thread-count API validates its input."""
+"""The threaded float32 forward and backward (hidden units split over threads, one
+barrier per step; directions on separate thread groups): every multi-thread count
+gives bit-identical results, equal to one thread's up to the last bits (one thread
+projects the input with BLAS), for every option; the thread-count API validates its
+input."""
 import numpy as np
 import pytest
 
@@ -39,7 +41,7 @@ CONFIGS = [
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 @pytest.mark.parametrize("H", [5, 40, 70])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_threads_bitwise_equal_to_one_thread(force_threads, cfg, H, with_lengths):
+def test_thread_counts_agree(force_threads, cfg, H, with_lengths):
     rng = np.random.default_rng(H)
     T, B, I = 9, 4, 6
     m = cygru.GRU(I, H, seed=1, **cfg)
@@ -60,9 +62,14 @@ def test_threads_bitwise_equal_to_one_thread(force_threads, cfg, H, with_lengths
         plain = m(x, h0, lengths)
         results[n] = (out, h_n, dx, dh0, plain[0], plain[1],
                       *[g.copy() for g in m.grads.values()])
-    for n in (2, 3, 4):
-        for a, b in zip(results[1], results[n]):
-            assert np.array_equal(a, b), f"{n} threads differ from 1 thread"
+    # Several threads: each projects its own gate columns with cygru's packed kernel,
+    # so every multi-thread count agrees bit for bit. One thread projects with BLAS:
+    # the same values up to rounding in the last bits.
+    for n in (3, 4):
+        for a, b in zip(results[2], results[n]):
+            assert np.array_equal(a, b), f"{n} threads differ from 2 threads"
+    for a, b in zip(results[1], results[2]):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
 def test_threads_match_float64_reference(force_threads):
