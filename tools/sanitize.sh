@@ -157,7 +157,7 @@ for mode in "${MODES[@]}"; do
       # would not follow).
       pyexe=$("$PY" -c 'import sys; print(sys.executable)')
       PYTHONMALLOC=malloc CYGRU_HYPOTHESIS_PROFILE=smoke \
-      run_pytest "$dir" "$log" valgrind --tool=memcheck --error-exitcode=99 \
+      run_pytest "$dir" "$log" valgrind --tool=memcheck --num-callers=40 \
         --errors-for-leak-kinds=none --leak-check=no --track-origins=no \
         --suppressions=<(printf '{\n py-cond\n Memcheck:Cond\n obj:*libpython*\n}\n') \
         "$pyexe" -m pytest -q -p no:cacheprovider tests/test_reliability.py \
@@ -165,8 +165,17 @@ for mode in "${MODES[@]}"; do
         "${PYTEST_EXTRA[@]}"
       rc=$?
       grep -q 'ERROR SUMMARY' "$log" || { echo "sanitize.sh: valgrind did not run ($log)" >&2; rc=98; }
-      grep -E 'ERROR SUMMARY|Invalid (read|write)' "$log" | sort | uniq -c | head -20
-      SAN_NOTE="; valgrind: $(grep -E 'ERROR SUMMARY' "$log" | tail -1 | sed 's/^==[0-9]*== //')"
+      # CPython, the dynamic loader and libc's vectorised string functions report errors
+      # under memcheck that are not ours: only error records whose stack passes through
+      # cygru's code count (printed in full).
+      ours=$(awk '/^==[0-9]+== [A-Z][a-z]/ { if (blk ~ /cygru/) { n++; print blk > "/dev/stderr" } blk = $0 "\n"; next }
+                  /^==[0-9]+==    (at|by) / { blk = blk $0 "\n"; next }
+                  { if (blk ~ /cygru/) { n++; print blk > "/dev/stderr" } blk = "" }
+                  END { if (blk ~ /cygru/) n++; print n + 0 }' "$log")
+      echo "== $mode: $(grep -E 'ERROR SUMMARY' "$log" | tail -1 | sed 's/^==[0-9]*== //') in all;" \
+           "$ours with cygru's code on the stack"
+      [ "$ours" -eq 0 ] || rc=99
+      SAN_NOTE="; valgrind errors in cygru's code: $ours"
       ;;
   esac
   s="$(summary_of "$log")${SAN_NOTE:-}"

@@ -2,8 +2,9 @@
  *
  * The threads that share a direction meet once per time step (h_t must be complete
  * before anyone multiplies it by W_hh). A step takes microseconds, so waiting
- * starts by spinning (with the CPU's pause hint). If the partner does not arrive
- * soon (an oversubscribed machine has descheduled it), the waiter sleeps on a
+ * starts by spinning (with the CPU's pause hint) for up to 50 us. If the partner
+ * does not arrive by then (an oversubscribed machine has descheduled it), the waiter
+ * sleeps on a
  * futex instead of burning the core the partner needs; the last thread to arrive
  * wakes the sleepers. Without futexes (not Linux) it yields instead.
  *
@@ -16,6 +17,7 @@
 
 #include <limits.h>
 #include <sched.h>
+#include <time.h>
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -29,8 +31,9 @@ typedef struct {
     int sleepers;   /* threads asleep (or about to sleep) on `sense` */
 } cygru_barrier;
 
-/* ~10-40 us of pause instructions: a partner that is running arrives well within it */
-#define CYGRU_BARRIER_SPINS 256u
+/* A partner that is running arrives within a few microseconds of a balanced step;
+ * sleeping costs a context switch each side (~5-20 us), so spin this long first. */
+#define CYGRU_BARRIER_SPIN_NS 50000L
 
 static inline void cygru_barrier_init(cygru_barrier *b, int n) {
     b->count = 0;
@@ -77,10 +80,20 @@ static inline void cygru_barrier_wait(cygru_barrier *b, int *local_sense) {
             cygru_futex_wake_all(&b->sense);
         return;
     }
-    for (unsigned spins = 0; spins < CYGRU_BARRIER_SPINS; spins++) {
+    /* spin for up to CYGRU_BARRIER_SPIN_NS (the clock is read every 32 pauses; a pause
+     * costs 10-140 cycles depending on the CPU, so counting pauses alone would not do) */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned spins = 1;; spins++) {
         if (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) == s)
             return;
         cygru_cpu_relax();
+        if ((spins & 31u) == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec)
+                    > CYGRU_BARRIER_SPIN_NS)
+                break;
+        }
     }
     __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&b->sense, __ATOMIC_SEQ_CST) != s)
