@@ -4,9 +4,8 @@
  * before anyone multiplies it by W_hh). A step takes microseconds, so waiting
  * starts by spinning (with the CPU's pause hint) for up to 50 us. If the partner
  * does not arrive by then (an oversubscribed machine has descheduled it), the waiter
- * sleeps on a
- * futex instead of burning the core the partner needs; the last thread to arrive
- * wakes the sleepers. Without futexes (not Linux) it yields instead.
+ * sleeps on a futex instead of burning the core the partner needs; the last thread
+ * to arrive wakes the sleepers. Without futexes (not Linux) it yields instead.
  *
  * Lost wake-ups cannot happen: a waiter registers in `sleepers` (seq_cst) before
  * it re-reads `sense`, the releaser publishes `sense` (seq_cst) before it reads
