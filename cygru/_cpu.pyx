@@ -76,8 +76,8 @@ MIN_WORK_PER_THREAD = 65536
 
 def _threads_for(int B, int H, int D, dtype):
     n = get_num_threads()
-    if dtype != np.float32 or n <= 1:
-        return 1
+    if dtype != np.float32 or n <= 1 or <Py_ssize_t>B * 3 * H * H < MIN_WORK_PER_THREAD:
+        return 1          # too little work per step even for a thread per direction
     per_dir = max(1, n // D)
     while per_dir > 1 and (<Py_ssize_t>B * 3 * H * H) // per_dir < MIN_WORK_PER_THREAD:
         per_dir -= 1

@@ -95,3 +95,4 @@ html_theme_options = {
 html_sidebars = {"index": []}
 html_show_sourcelink = False
 html_copy_source = False
+html_static_path = ["_static"]

@@ -18,8 +18,8 @@ file in about 1.5 minutes on 2 vCPUs) and ``long`` (50,000 examples per property
 selected with ``CYGRU_HYPOTHESIS_PROFILE=long python -m pytest -q tests/test_reliability.py``.
 See docs/reliability.rst.
 
-Tests named ``test_bug_*`` reproduce library bugs found by this file (crashes run in a
-subprocess, so they cannot take pytest down); they fail until the library is fixed.
+Tests named ``test_regression_*`` reproduce library bugs found by this file, all fixed
+since (crashes run in a subprocess, so that a regression cannot take pytest down).
 """
 import copy
 import gc
@@ -708,10 +708,10 @@ def test_functional_gru_property(c):
     assert same(out, f_out) and same(h_n, f_hn)
 
 
-def test_bug_functional_gru_malformed_weights_raise_clear_errors():
-    """functional.gru must reject malformed weights with ValueError/TypeError.
-    Currently a 1-D weight_hh_l0 raises IndexError and a list raises AttributeError
-    (H is read from ``w_hh.shape[1]`` before w_hh is validated or converted)."""
+def test_regression_functional_gru_malformed_weights_raise_clear_errors():
+    """functional.gru must reject malformed weights with ValueError/TypeError. (Found by
+    this file: a 1-D weight_hh_l0 raised IndexError and a list AttributeError, H being
+    read from ``w_hh.shape[1]`` before w_hh was validated or converted.)"""
     x = np.zeros((5, 2, 3), np.float32)
     w_ih = np.zeros((12, 3), np.float32)
     bad = {"1-D weight_hh": np.zeros(12, np.float32),
@@ -1523,11 +1523,11 @@ def _died(rc):
 
 
 
-def test_bug_changing_options_after_construction_cannot_corrupt_memory():
-    """Options are plain attributes; the compiled path trusts them against the weights.
-    `gru.input_size = 2_000_000` then a matching x makes the kernel read W_ih far out of
-    bounds (SIGSEGV); `gru.hidden_size = 1000` likewise. A library with "bounds checks
-    OFF" must either make the options read-only or check weights against them."""
+def test_regression_changing_options_after_construction_cannot_corrupt_memory():
+    """Changing an option on a built module must not make the kernels read out of bounds.
+    (Found by this file: options were plain attributes that the compiled path trusted, so
+    `gru.input_size = 2_000_000` then a matching x read W_ih far out of bounds, SIGSEGV;
+    `gru.hidden_size = 1000` and `GRUCell.hidden_size` likewise.)"""
     code = """
         import sys, numpy as np, cygru
         case = sys.argv[1]
@@ -1557,12 +1557,12 @@ def test_bug_changing_options_after_construction_cannot_corrupt_memory():
     assert not problems, "\n".join(problems)
 
 
-def test_bug_batch_first_time_stride_int_overflow():
-    """_cpu.gru_forward computes the batch stride of a batch_first output as
-    ``T * D * H`` in C int. With T*D*H >= 2**31 (here B=2, T=2**25, H=64: T*B and every
-    BLAS argument fit in int, the output is 16 GiB) it wraps negative and row b=1 is
-    written 8 GiB *before* the output buffer: SIGSEGV at the first step. Runs in a
-    subprocess; a fixed library is killed after a few seconds of (legal) work."""
+def test_regression_batch_first_time_stride_int_overflow():
+    """A batch_first output whose batch stride T*D*H passes 2**31 (B=2, T=2**25, H=64:
+    T*B and every BLAS argument fit in int; the output is 16 GiB) must not crash. (Found
+    by this file: _cpu.gru_forward computed the stride in C int, it wrapped negative and
+    row b=1 was written 8 GiB before the output: SIGSEGV at the first step.) Runs in a
+    subprocess, killed after a few seconds of (legal) work."""
     code = """
         import numpy as np, cygru, sys
         T, B, H = 2**25, 2, 64
@@ -1581,12 +1581,13 @@ def test_bug_batch_first_time_stride_int_overflow():
 
 @pytest.mark.skipif(os.environ.get("CYGRU_BIG_MEMORY_TESTS") != "1",
                     reason="needs ~6 GiB of RAM and ~1 min; set CYGRU_BIG_MEMORY_TESTS=1")
-def test_bug_backward_dgi_size_int_overflow():
-    """_cpu.gru_backward allocates ``np.zeros(T * B * D * 3 * H)`` with C-int operands.
-    With T*B*D*3H = 2**32 + 2048 (T=1,398,102, B=1, H=512, bidirectional; every BLAS
-    argument fits in int) the product wraps to 2048: a 8 KiB buffer that the kernel writes
-    T*B*D*3H elements into -> heap overflow, SIGSEGV. (With T*B*D*3H in [2**31, 2**32) it
-    wraps negative: 'ValueError: negative dimensions are not allowed'.)"""
+def test_regression_backward_dgi_size_int_overflow():
+    """The backward of a problem with T*B*D*3H = 2**32 + 2048 (T=1,398,102, B=1, H=512,
+    bidirectional; every BLAS argument fits in int) must work. (Found by this file:
+    _cpu.gru_backward allocated ``np.zeros(T * B * D * 3 * H)`` with C-int operands; the
+    product wrapped to 2048, an 8 KiB buffer the kernel overflowed: SIGSEGV. In
+    [2**31, 2**32) it wrapped negative: 'ValueError: negative dimensions are not
+    allowed'.)"""
     code = """
         import numpy as np, cygru
         T, B, H = 1_398_102, 1, 512
@@ -1603,10 +1604,10 @@ def test_bug_backward_dgi_size_int_overflow():
     assert rc == 0, f"rc={rc}: {out[-400:]}"
 
 
-def test_bug_failed_backward_does_not_consume_the_closure():
+def test_regression_failed_backward_does_not_consume_the_closure():
     """A backward call rejected by validation (wrong d_output shape) must leave the closure
-    usable: nothing was computed. Today the saved activations are dropped before the
-    arguments are checked, so the corrected call raises 'already called'."""
+    usable: nothing was computed. (Found by this file: the saved activations were dropped
+    before the arguments were checked, so the corrected call raised 'already called'.)"""
     m = cygru.GRU(3, 4, seed=0)
     (o, h), bw = m.vjp(np.ones((5, 2, 3)))
     with pytest.raises(ValueError):
@@ -1620,13 +1621,11 @@ def test_bug_failed_backward_does_not_consume_the_closure():
     assert cbw(np.ones(4))[0].shape == (3,)
 
 
-def test_bug_error_messages_describe_the_callers_arguments():
-    """Error messages must describe what the caller passed, not internal reshapes.
-    - GRUCell.vjp's backward with a wrong d_h1 reports the lifted internal shapes
-      ("expected d_output of the output's shape (1, 4), got (1, 5)") for a d_h1 of
-      shape (5,) where (4,) was expected.
-    - a 0-d x is reported as "got 1 dimensions, shape (1)" (np.ascontiguousarray
-      makes 0-d arrays 1-d before the ndim check)."""
+def test_regression_error_messages_describe_the_callers_arguments():
+    """Error messages must describe what the caller passed, not internal reshapes. (Found
+    by this file: GRUCell.vjp's backward with a d_h1 of shape (5,) where (4,) was expected
+    reported "expected d_output of the output's shape (1, 4), got (1, 5)"; a 0-d x was
+    reported as "got 1 dimensions, shape (1)".)"""
     problems = []
     c = cygru.GRUCell(3, 4, seed=0)
     for x, d in ((np.ones(3), np.ones(5)), (np.ones((2, 3)), np.ones((2, 5)))):
