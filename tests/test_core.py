@@ -23,6 +23,7 @@ from cygru import functional as F
 
 torch = pytest.importorskip("torch")
 from torch_helpers import to_numpy as _np, torch_dtype as _tdtype, torch_twin  # noqa: E402
+from numeric_helpers import rel_err, rng as _rng  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T, B, I, H = 7, 3, 5, 6
@@ -32,19 +33,6 @@ TOL = {np.float32: 1e-5, np.float64: 1e-10}
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-def _rng(seed=0):
-    return np.random.default_rng(seed)
-
-
-def rel_err(a, b):
-    """max |a - b| / max |b| (b is the oracle)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
-
-
-
 
 def ref_layers(m):
     return F.layer_weights(m.state_dict(), m.num_layers, m.num_directions, m.bias)

@@ -17,6 +17,7 @@ from cygru import functional as F
 
 torch = pytest.importorskip("torch")
 from torch_helpers import to_numpy as _np, torch_dtype as _tdtype, torch_twin  # noqa: E402
+from numeric_helpers import rel_err, rng as _rng  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 T, B, I, H = 7, 3, 5, 6
@@ -26,23 +27,6 @@ GTOL = {np.float32: 1e-4, np.float64: 1e-9}
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-def _rng(seed=0):
-    return np.random.default_rng(seed)
-
-
-def rel_err(a, b):
-    """max |a - b| / max |b| (b is the oracle); 0 when both are exactly zero."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    den = float(np.max(np.abs(b))) if b.size else 0.0
-    num = float(np.max(np.abs(a - b))) if b.size else 0.0
-    if den == 0.0:
-        return num
-    return num / den
-
-
-
 
 def make_x(m, rng, batched=True, T_=T, B_=B):
     if not batched:
