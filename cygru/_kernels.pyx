@@ -486,3 +486,16 @@ cdef void gru_cell_forward(
         for i in range(B):
             _gates_n_before(H, gi + i * G, H, b_ih, gh + i * G, b_hh, rh + i * H,
                             h + i * H, h_out + i * H, h_out + i * H, NULL, NULL, H)
+
+
+def _activations_f32(float[::1] a, bint tanh_):
+    """Apply the gate loops' float32 sigmoid (or tanh, if `tanh_`) to `a` in place.
+
+    A test hook: tests/test_fastmath.py checks their accuracy against float64 math."""
+    if a.shape[0] == 0:
+        return
+    with nogil:
+        if tanh_:
+            cygru_tanh_inplace_f(&a[0], a.shape[0])
+        else:
+            cygru_sigmoid_inplace_f(&a[0], a.shape[0])

@@ -8,7 +8,7 @@
  * Accuracy (tested in tests/test_fastmath.py against float64 math over the float
  * range): relative error below 1e-6 for sigmoid and tanh wherever the result is a
  * normal float. NaN propagates; +-inf saturate exactly like libm (sigmoid -> 0 or
- * 1, tanh -> -1 or 1).
+ * 1, tanh -> -1 or 1), and tanh keeps the sign of -0.0.
  *
  * exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n*ln2 in [-ln2/2, ln2/2], with
  * ln2 split in two parts so r is exact; p is a degree-6 polynomial fitted for
@@ -64,8 +64,9 @@ static inline float cygru_sigmoid_f(float x) {
 /* tanh(x) */
 static inline float cygru_tanh_f(float x) {
     float a = x < 0.0f ? -x : x;
-    /* large |x|: 1 - 2 / (exp(2|x|) + 1); exp(18) already makes this 1.0f */
-    float ac = a > 9.0f ? 9.0f : a;
+    /* large |x|: 1 - 2 / (exp(2|x|) + 1); from |x| = 10 on this rounds to exactly 1.0f,
+     * as tanhf does from about 9.01 (a clamp at 9 would saturate at 0.99999994) */
+    float ac = a > 10.0f ? 10.0f : a;
     float big = 1.0f - 2.0f / (cygru_exp_core_f(2.0f * ac) + 1.0f);
     big = x < 0.0f ? -big : big;
     /* small |x|: x + x^3 q(x^2) */
@@ -75,7 +76,7 @@ static inline float cygru_tanh_f(float x) {
     q = q * z - 0.05373532f;
     q = q * z + 0.13331381f;
     q = q * z - 0.33333279f;
-    float small = x + x * z * q;
+    float small = x * (1.0f + z * q);     /* a product keeps the sign of -0.0 */
     float t = a < 0.625f ? small : big;
     return x != x ? x : t;
 }
