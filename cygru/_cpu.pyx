@@ -94,10 +94,6 @@ def _schedule(lengths, int T, int B):
     return perm, (B - ended).astype(np.intc)
 
 
-def _zeros_if_none(a, shape, dtype):
-    return np.zeros(shape, dtype) if a is None else a
-
-
 cdef void _run_slice(int d, int r, int buf, int T, int B, int I, int H,
                      floating* x, floating** w_ih, floating** w_hh, floating** b_ih,
                      floating** b_hh, floating* out, Py_ssize_t ts, Py_ssize_t bs,
@@ -336,7 +332,6 @@ def _backward_layer(floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t
     cdef floating** drh = P + 40
     cdef floating** pack = P + 48
     cdef int d, k, tid, ok = 1
-    cdef floating* xp = &x[0]
     cdef floating* dgip = &dgi[0]
     cdef floating* d_outp = NULL if d_out is None else <floating*><Py_ssize_t>_addr(d_out)
     cdef Py_ssize_t* permp = &perm[0]

@@ -36,12 +36,6 @@ cdef extern from "cygru_gemm.h" nogil:
     void cygru_pack_t_f(int N, int K, const float* W, int ldw, int n0, float* P)
     void cygru_gemm_packed_f(int M, int K, const float* A, int lda, const float* P,
                              int p0, int p1, int N, float* C, int ldc, int accumulate)
-    const char* cygru_kernel_name()
-
-
-def packed_kernel_name():
-    """Which compiled variant of the packed recurrent kernel this CPU runs."""
-    return cygru_kernel_name().decode()
 
 
 # The row kernels below work in passes over contiguous rows (pre-activations, one
@@ -153,6 +147,13 @@ cdef void pack_gate_slice(int H, int K, int u0, int u1, const floating* w,
             cygru_pack_f(U, K, w + (<Py_ssize_t>g * H + u0) * K, K, packed + g * ps)
 
 
+cdef inline void _slice_gemm(int m, int K, const floating* a, int lda, const floating* packed,
+                             int U, floating* c, int ldc) noexcept nogil:
+    # c (m x U, row stride ldc) = a @ W_slice^T, W_slice packed (float32 only)
+    if floating is float:
+        cygru_gemm_packed_f(m, K, a, lda, packed, 0, (U + 15) // 16, U, c, ldc, 0)
+
+
 cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int u0, int u1,
                             int g0, int g1, const floating* w, const floating* packed,
                             floating* c, int ldc) noexcept nogil:
@@ -166,21 +167,9 @@ cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int
     if floating is float:
         if packed != NULL:
             for g in range(g0, g1):
-                cygru_gemm_packed_f(m, K, a, lda, packed + g * ps, 0, (U + 15) // 16, U,
-                                    c + (g - g0) * U, ldc, 0)
+                _slice_gemm(m, K, a, lda, packed + g * ps, U, c + (g - g0) * U, ldc)
             return
-    if m == 1 and lda == K:
-        gemm_or_gemv(1, (g1 - g0) * H, K, a, K, w + <Py_ssize_t>g0 * H * K, K, <floating>0, c, ldc)
-    else:
-        gemm(False, True, m, (g1 - g0) * H, K, <floating>1, a, lda, w + <Py_ssize_t>g0 * H * K,
-             K, <floating>0, c, ldc)
-
-
-cdef inline void _slice_gemm(int m, int K, const floating* a, int lda, const floating* packed,
-                             int U, floating* c, int ldc) noexcept nogil:
-    # c (m x U, row stride ldc) = a @ W_slice^T, W_slice packed (float32 only)
-    if floating is float:
-        cygru_gemm_packed_f(m, K, a, lda, packed, 0, (U + 15) // 16, U, c, ldc, 0)
+    gemm_or_gemv(m, (g1 - g0) * H, K, a, lda, w + <Py_ssize_t>g0 * H * K, K, <floating>0, c, ldc)
 
 
 cdef void gru_direction_forward(

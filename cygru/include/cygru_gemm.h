@@ -136,7 +136,6 @@ typedef void (*cygru_kernel_fn)(int, int, const float *, int, const float *, int
 
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#define CYGRU_X86 1
 CYGRU_DEFINE_KERNEL(cygru_kernel_avx512, __attribute__((target("avx512f,fma"))), 8)
 CYGRU_DEFINE_KERNEL(cygru_kernel_avx2, __attribute__((target("avx2,fma"))), 4)
 CYGRU_DEFINE_KERNEL(cygru_kernel_base, , 4)
@@ -172,15 +171,6 @@ static inline void cygru_gemm_packed_f(int M, int K, const float *A, int lda,
                                        const float *P, int p0, int p1, int N,
                                        float *C, int ldc, int accumulate) {
     cygru_kernel()(M, K, A, lda, P, p0, p1, N, C, ldc, accumulate);
-}
-
-static inline const char *cygru_kernel_name(void) {
-#ifdef CYGRU_X86
-    cygru_kernel_fn fn = cygru_kernel();
-    if (fn == cygru_kernel_avx512) return "avx512";
-    if (fn == cygru_kernel_avx2) return "avx2";
-#endif
-    return "baseline";
 }
 
 #endif
