@@ -417,6 +417,24 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True):
     return cell_call(x, h, w_ih, w_hh, biases[0], biases[1], reset_after, dtype, device, who)
 
 
+def cell_inputs(x, h, I, H, dtype, device, who):
+    """A cell step's x ((B, I) or (I,)) and h (matching (B, H) or (H,), or None),
+    validated and converted; shapes are kept as the caller gave them."""
+    def check_x(x):
+        if x.ndim not in (1, 2) or x.shape[-1] != I:
+            raise ValueError(f"{who}: expected x of shape (B, {I}) or ({I},) (input_size {I}), "
+                             f"got {_shape_str(x.shape)}")
+        check_blas_sizes(who, batch=x.shape[0] if x.ndim == 2 else 1)
+
+    x = as_float_array(x, dtype, "x", who, device, check=check_x)
+    if h is not None:
+        h = as_float_array(h, dtype, "h", who, device)
+        want = (H,) if x.ndim == 1 else (x.shape[0], H)
+        if h.shape != want:
+            raise ValueError(f"{who}: expected h of shape {_shape_str(want)}, got {_shape_str(h.shape)}")
+    return x, h
+
+
 def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device, who):
     """Validate a cell's x and h against already-validated weights and run one step."""
     I, H = w_ih.shape[1], w_hh.shape[1]
@@ -428,22 +446,12 @@ def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device, who):
         # straight to the kernel: per-step calls are dominated by this overhead
         return _cpu.cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after)
 
-    def check_x(x):
-        if x.ndim not in (1, 2) or x.shape[-1] != I:
-            raise ValueError(f"{who}: expected x of shape (B, {I}) or ({I},) (input_size {I}), "
-                             f"got {_shape_str(x.shape)}")
-        check_blas_sizes(who, batch=x.shape[0] if x.ndim == 2 else 1)
-
-    x = as_float_array(x, dtype, "x", who, device, check=check_x)
+    x, h = cell_inputs(x, h, I, H, dtype, device, who)
     unbatched = x.ndim == 1
     if unbatched:
         x = x[None, :]
     B = x.shape[0]
     if h is not None:
-        h = as_float_array(h, dtype, "h", who, device)
-        want = (H,) if unbatched else (B, H)
-        if h.shape != want:
-            raise ValueError(f"{who}: expected h of shape {_shape_str(want)}, got {_shape_str(h.shape)}")
         h = h.reshape(B, H)
     if B == 0:
         xp = np if device == "cpu" else _backend(device).xp()

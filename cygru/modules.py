@@ -481,18 +481,10 @@ class GRUCell(_Module):
     forward = __call__
 
     def _as_sequence_call(self, x, h):
-        def check_x(a):
-            if a.ndim not in (1, 2) or a.shape[-1] != self.input_size:
-                raise ValueError(f"{self._who}: expected x of shape (B, {self.input_size}) or "
-                                 f"({self.input_size},), got {tuple(a.shape)}")
-
-        x_arr = F.as_float_array(x, self.dtype, "x", self._who, self.device, check=check_x)
+        x_arr, h = F.cell_inputs(x, h, self.input_size, self.hidden_size, self.dtype,
+                                 self.device, self._who)
         if h is not None:
-            h_arr = F.as_float_array(h, self.dtype, "h", self._who, self.device)
-            want = (self.hidden_size,) if x_arr.ndim == 1 else (x_arr.shape[0], self.hidden_size)
-            if h_arr.shape != want:
-                raise ValueError(f"{self._who}: expected h of shape {want}, got {tuple(h_arr.shape)}")
-            h = h_arr[None]
+            h = h[None]
         # a cell step is a one-layer GRU over one time step
         return F.SequenceCall(x_arr[None], h, None, input_size=self.input_size,
                               hidden_size=self.hidden_size, num_layers=1, num_directions=1,
