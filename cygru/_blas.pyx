@@ -35,7 +35,7 @@ def _check_gemm(floating[:, ::1] a, floating[:, ::1] b, bint trans_a, bint trans
 
 
 def _check_gemm_or_gemv(floating[:, ::1] a, floating[:, ::1] w):
-    """A @ W.T through the per-step path (gemv when A has one row)."""
+    """A @ W.T through the per-step path (gemv for one row of a small product, else gemm)."""
     cdef int m = a.shape[0], k = a.shape[1], n = w.shape[0]
     dtype = np.float32 if floating is float else np.float64
     c = np.empty((m, n), dtype=dtype)
