@@ -32,8 +32,7 @@ cdef inline void _tanh_inplace(floating* a, Py_ssize_t n) noexcept nogil:
 
 cdef extern from "cygru_gemm.h" nogil:
     Py_ssize_t cygru_packed_size(Py_ssize_t N, Py_ssize_t K)
-    void cygru_pack_f(int N, int K, const float* W, int ldw, float* P)
-    void cygru_pack_t_f(int N, int K, const float* W, int ldw, int n0, float* P)
+    void cygru_pack_f(int N, int K, const float* W, Py_ssize_t sn, Py_ssize_t sk, float* P)
     void cygru_gemm_packed_f(int M, int K, const float* A, int lda, const float* P,
                              int p0, int p1, int N, float* C, int ldc, int accumulate)
 
@@ -144,7 +143,7 @@ cdef void pack_gate_slice(int H, int K, int u0, int u1, const floating* w,
     cdef Py_ssize_t ps = cygru_packed_size(U, K)
     if floating is float:
         for g in range(3):
-            cygru_pack_f(U, K, w + (<Py_ssize_t>g * H + u0) * K, K, packed + g * ps)
+            cygru_pack_f(U, K, w + (<Py_ssize_t>g * H + u0) * K, K, 1, packed + g * ps)
 
 
 cdef inline void _slice_gemm(int m, int K, const floating* a, int lda, const floating* packed,
@@ -292,11 +291,11 @@ cdef void pack_backward_slice(int H, int u0, int u1, bint reset_after, const flo
     cdef int U = u1 - u0
     if floating is float:
         if reset_after:
-            cygru_pack_t_f(U, 3 * H, w_hh, H, u0, packed)
+            cygru_pack_f(U, 3 * H, w_hh + u0, 1, H, packed)
         else:
             # W_hn's columns (for d(r*h) = dan @ W_hn), then W_h{r,z}'s
-            cygru_pack_t_f(U, H, w_hh + 2 * <Py_ssize_t>H * H, H, u0, packed)
-            cygru_pack_t_f(U, 2 * H, w_hh, H, u0, packed + cygru_packed_size(U, H))
+            cygru_pack_f(U, H, w_hh + 2 * <Py_ssize_t>H * H + u0, 1, H, packed)
+            cygru_pack_f(U, 2 * H, w_hh + u0, 1, H, packed + cygru_packed_size(U, H))
 
 
 cdef inline void _dh_product(int m, int K, const floating* a, int lda, const floating* w,

@@ -32,31 +32,18 @@ static inline ptrdiff_t cygru_packed_size(ptrdiff_t N, ptrdiff_t K) {
     return ((N + CYGRU_PANEL - 1) / CYGRU_PANEL) * CYGRU_PANEL * K;
 }
 
-/* Pack W (N x K, row stride ldw) into panels (layout above). */
-static inline void cygru_pack_f(int N, int K, const float *W, int ldw, float *P) {
+/* Pack an N x K operand into panels (layout above): element (n, k) is W[n*sn + k*sk].
+ * (sn, sk) = (ldw, 1) packs the rows of W, for x @ W^T; (1, ldw) packs its columns,
+ * for the backward's dh_{t-1} = dgh @ W_hh, whose right operand is W_hh itself. */
+static inline void cygru_pack_f(int N, int K, const float *W, ptrdiff_t sn, ptrdiff_t sk,
+                                float *P) {
     int panels = (N + CYGRU_PANEL - 1) / CYGRU_PANEL;
     for (int p = 0; p < panels; p++) {
         for (int k = 0; k < K; k++) {
             float *dst = P + ((ptrdiff_t)p * K + k) * CYGRU_PANEL;
             for (int c = 0; c < CYGRU_PANEL; c++) {
                 int n = p * CYGRU_PANEL + c;
-                dst[c] = n < N ? W[(ptrdiff_t)n * ldw + k] : 0.0f;
-            }
-        }
-    }
-}
-
-/* Pack the transpose: rows [n0, n0+N) of W^T, i.e. columns of W (K x ldw, row
- * major): P[(p*K + k)*16 + c] = W[k][n0 + p*16 + c]. For the backward's
- * dh_{t-1} = dgh @ W_hh, whose right operand is W_hh itself, not its transpose. */
-static inline void cygru_pack_t_f(int N, int K, const float *W, int ldw, int n0, float *P) {
-    int panels = (N + CYGRU_PANEL - 1) / CYGRU_PANEL;
-    for (int p = 0; p < panels; p++) {
-        for (int k = 0; k < K; k++) {
-            float *dst = P + ((ptrdiff_t)p * K + k) * CYGRU_PANEL;
-            for (int c = 0; c < CYGRU_PANEL; c++) {
-                int n = p * CYGRU_PANEL + c;
-                dst[c] = n < N ? W[(ptrdiff_t)k * ldw + n0 + n] : 0.0f;
+                dst[c] = n < N ? W[(ptrdiff_t)n * sn + (ptrdiff_t)k * sk] : 0.0f;
             }
         }
     }
@@ -165,8 +152,8 @@ static inline cygru_kernel_fn cygru_kernel(void) {
     return f;
 }
 
-/* C (M x N) (=|+=) A (M x K) @ W^T with W packed by cygru_pack_f (or its transpose
- * by cygru_pack_t_f); panels [p0, p1); accumulate: add into C instead of storing. */
+/* C (M x N) (=|+=) A (M x K) @ W^T with W (N x K) packed by cygru_pack_f;
+ * panels [p0, p1); accumulate: add into C instead of storing. */
 static inline void cygru_gemm_packed_f(int M, int K, const float *A, int lda,
                                        const float *P, int p0, int p1, int N,
                                        float *C, int ldc, int accumulate) {
