@@ -29,6 +29,12 @@ PROJECTION_CHUNK_BYTES = 2 << 20
 # Up to this many bytes, a layer's input projection (T*B rows x D*3H) is computed for
 # all steps before the time loop, one BLAS call per direction outside the threads.
 PROJECTION_FULL_BYTES = 16 << 20
+# A float32 input projection of at most this many multiply-adds (T*B*3H*I per
+# direction) runs in our packed kernel even on one thread: BLAS keeps a product this
+# small on the calling thread only in row blocks (_blas.pxd, SMALL_GEMM), repacking
+# W_ih for each block, which cost ~18% of a 50-step batch-1 forward in a profile.
+# Larger projections stay one BLAS call, which is faster than our kernel there.
+OWN_PROJECTION_WORK = 4000000
 
 
 
@@ -69,9 +75,11 @@ def set_num_threads(n):
 
 
 # A direction is split over threads only while each thread keeps at least this many
-# multiply-adds per step (~2-4 us of work): below it a barrier per step costs more than
-# the split saves, and a batch-1 step (small-latency: 49k in all) stays on one thread.
-MIN_WORK_PER_THREAD = 65536
+# multiply-adds per step (~0.4 us of work): below it a barrier per step costs more than
+# the split saves. Measured on 2 cores (T=50, B=1, I=64, float32): H=64 (12k in all)
+# ran 70 us on one thread, 75 on two; H=96 (28k) 127 vs 101; H=128 (49k) 204 vs 145.
+# A one-row step is bound by reading W_hh from L2, so two cores' caches halve it.
+MIN_WORK_PER_THREAD = 12288
 
 
 def _threads_for(int B, int H, int D, dtype):
@@ -167,9 +175,14 @@ def _thread_plan(int H, int D, int nthreads, bint packed):
     return n_per_dir, threaded, n_sets, _unit_bounds(H, n_per_dir)
 
 
-def _addr(a):
-    """Address of a C-contiguous array's data (the caller keeps `a` alive)."""
-    return a.ctypes.data
+cdef Py_ssize_t _addr(a) except -1:
+    """Address of a C-contiguous array's data (the caller keeps `a` alive).
+
+    Read straight from the array struct: ``a.ctypes.data`` builds a ctypes object per
+    call, which was about a third of a batch-1, one-step forward."""
+    if not isinstance(a, cnp.ndarray) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+        raise TypeError("cygru internal error: expected a C-contiguous ndarray")
+    return <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, Py_ssize_t bs,
@@ -218,12 +231,14 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     # project all steps at once when that scratch is small; long sequences project
     # chunks of steps inside the time loop (memory independent of T)
     cdef bint fits = <Py_ssize_t>T * B * D * 3 * H * sizeof(floating) <= PROJECTION_FULL_BYTES
-    # one thread: BLAS projects up front (when it fits). Threads: each projects its own
-    # columns inside the loop (all steps as one chunk when it fits), so no BLAS pool
-    # spins beside them
-    cdef bint gi_ready = fits and not threaded
+    # one thread: BLAS projects up front (when it fits), unless the product is small.
+    # Threads: each projects its own columns inside the loop (all steps as one chunk
+    # when it fits), so no BLAS pool spins beside them
+    cdef bint own_projection = threaded or (
+        packed and <Py_ssize_t>T * B * 3 * H * I <= OWN_PROJECTION_WORK)
+    cdef bint gi_ready = fits and not own_projection
     cdef int gi_ld = D * 3 * H if gi_ready else 3 * H
-    if threaded and fits:
+    if own_projection and fits:
         chunk = T
     cdef Py_ssize_t* permp = &perm[0]
     cdef int* activep = &active[0]
@@ -231,17 +246,17 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
     for d in range(D):
         wi, wh, bi, bh = weights[d]
         keep.extend((wi, wh, bi, bh))
-        w_ih[d] = <floating*><Py_ssize_t>_addr(wi.reshape(-1))
-        w_hh[d] = <floating*><Py_ssize_t>_addr(wh.reshape(-1))
+        w_ih[d] = <floating*><Py_ssize_t>_addr(wi)
+        w_hh[d] = <floating*><Py_ssize_t>_addr(wh)
         b_ih[d] = <floating*><Py_ssize_t>_addr(bi)
         b_hh[d] = <floating*><Py_ssize_t>_addr(bh)
-        state[d] = <floating*><Py_ssize_t>_addr(states[d].reshape(-1))
+        state[d] = <floating*><Py_ssize_t>_addr(states[d])
         state_alt[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
         rh[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
         cache[d] = hprev[d] = NULL
         if caches is not None:
-            cache[d] = <floating*><Py_ssize_t>_addr(caches[d].reshape(-1))
-            hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d].reshape(-1))
+            cache[d] = <floating*><Py_ssize_t>_addr(caches[d])
+            hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d])
         rev[d] = revs[d]
         cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
     if gi_ready:
@@ -262,7 +277,7 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
         pack_hh[k] = pack_ih[k] = NULL
         if packed:
             pack_hh[k] = <floating*><Py_ssize_t>new(part_pack_size(U, H))
-        if threaded:
+        if own_projection:
             pack_ih[k] = <floating*><Py_ssize_t>new(part_pack_size(U, I))
     if threaded:
         with nogil, parallel(num_threads=n_sets):

@@ -15,8 +15,9 @@ def get_num_threads():
     (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, a
     barrier costs more than it saves). Runs at a fixed thread count are bitwise
     reproducible, and every count above one gives bit-identical results; one thread
-    projects the input with BLAS instead of cygru's kernel, which changes the last
-    bits (about 1e-7 relative). float64 runs on one thread of cygru's own; SciPy's
+    projects a large input (above ``cygru._cpu.OWN_PROJECTION_WORK`` multiply-adds)
+    with BLAS instead of cygru's kernel, which changes the last bits (about 1e-7
+    relative). float64 runs on one thread of cygru's own; SciPy's
     BLAS may use its own threads for the large products (control those with
     threadpoolctl).
 
