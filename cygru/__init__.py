@@ -12,23 +12,34 @@ semantics, shapes and parameter names; exact gradients; an optional CuPy backend
 import os
 
 
-def _load_compiled():
-    """Import the compiled CPU backend with its OpenMP runtime told to idle politely.
+# Environment for the thread pools that load with cygru's extension, each read once
+# when its library loads:
+# - GOMP_SPINCOUNT (libgomp, cygru's OpenMP): by default an idle worker spins ~300,000
+#   times after every parallel region, stealing the core that BLAS and the caller need.
+# - OPENBLAS_THREAD_TIMEOUT (SciPy's OpenBLAS, loaded by the extension's BLAS import
+#   unless scipy.linalg was imported first): its idle pool spins 2^28 cycles (~0.1 s)
+#   after every threaded GEMM, i.e. through the whole time loop that follows on cygru's
+#   threads. 2^20 cycles (~0.3 ms) took the medium training step (forward + backward,
+#   2 threads) from 86 to 50-56 ms; 2^12-2^18 measured alike within noise.
+_POOL_ENVIRONMENT = {"GOMP_SPINCOUNT": "2000", "OPENBLAS_THREAD_TIMEOUT": "20"}
 
-    libgomp reads GOMP_SPINCOUNT once, when it is loaded; by default an idle worker
-    spins ~300,000 times after every parallel region, stealing the core that BLAS and
-    the caller need next. The variable is set only while cygru's extension (and with
-    it the system libgomp) loads, then restored, so libraries imported later (PyTorch
-    ships its own libgomp) see the environment unchanged. A value set by the user wins.
+
+def _load_compiled():
+    """Import the compiled CPU backend with its thread pools told to idle politely.
+
+    The variables of ``_POOL_ENVIRONMENT`` are set only while cygru's extension (and
+    with it libgomp and SciPy's BLAS) loads, then restored, so libraries imported later
+    (PyTorch ships its own libgomp) see the environment unchanged. A value set by the
+    user wins.
     """
-    saved = os.environ.get("GOMP_SPINCOUNT")
-    if saved is None:
-        os.environ["GOMP_SPINCOUNT"] = "2000"
+    added = [k for k in _POOL_ENVIRONMENT if k not in os.environ]
+    for k in added:
+        os.environ[k] = _POOL_ENVIRONMENT[k]
     try:
         from . import _cpu  # noqa: F401
     finally:
-        if saved is None:
-            os.environ.pop("GOMP_SPINCOUNT", None)
+        for k in added:
+            os.environ.pop(k, None)
 
 
 _load_compiled()
