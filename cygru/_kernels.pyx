@@ -3,12 +3,18 @@
 from libc.math cimport exp, tanh
 from libc.string cimport memset, memcpy
 from cython cimport floating
+import numpy as np
 from cygru._blas cimport gemm, gemm_or_gemv, gemm_rows_serial
+
+
+cdef extern from "cygru_cpu.h" nogil:
+    int cygru_cpu_level()
 
 
 cdef extern from "cygru_fastmath.h" nogil:
     void cygru_sigmoid_inplace_f(float* a, Py_ssize_t n)
     void cygru_tanh_inplace_f(float* a, Py_ssize_t n)
+    void cygru_activation_at_level(int level, int tanh_, float* a, Py_ssize_t n)
 
 
 cdef inline void _sigmoid_inplace(floating* a, Py_ssize_t n) noexcept nogil:
@@ -35,6 +41,10 @@ cdef extern from "cygru_gemm.h" nogil:
     void cygru_pack_f(int N, int K, const float* W, Py_ssize_t sn, Py_ssize_t sk, float* P)
     void cygru_gemm_packed_f(int M, int K, const float* A, int lda, const float* P,
                              int p0, int p1, int N, float* C, int ldc, int accumulate)
+    ctypedef void (*cygru_kernel_fn)(int M, int K, const float* A, int lda, const float* P,
+                                     int p0, int p1, int N, float* C, int ldc,
+                                     int accumulate) noexcept nogil
+    cygru_kernel_fn cygru_kernel_at_level(int level)
 
 
 # The row kernels below work in passes over contiguous rows (pre-activations, one
@@ -476,14 +486,59 @@ cdef void gru_cell_forward(
                             h + i * H, h_out + i * H, h_out + i * H, NULL, NULL, H)
 
 
-def _activations_f32(float[::1] a, bint tanh_):
-    """Apply the gate loops' float32 sigmoid (or tanh, if `tanh_`) to `a` in place.
+# ---------------------------------------------------------------------------------------
+# Test hooks: the compiled variants (AVX-512, AVX2+FMA, baseline) of the float32
+# activations and of the packed kernel, each callable directly, so that tests check every
+# variant this CPU can run, not only the one it picks.
+# ---------------------------------------------------------------------------------------
+
+VARIANT_NAMES = ("base", "avx2", "avx512")
+
+
+def cpu_variant_level():
+    """Index into VARIANT_NAMES of the best variant this CPU runs (the one cygru uses)."""
+    return cygru_cpu_level()
+
+
+cdef int _checked_level(int level) except -2:
+    cdef int best = cygru_cpu_level()
+    if level == -1:
+        return best
+    if level < 0 or level > best:
+        raise ValueError(f"variant level {level} is not one this CPU runs (0..{best})")
+    return level
+
+
+def _activations_f32(float[::1] a, bint tanh_, int level=-1):
+    """Apply the gate loops' float32 sigmoid (or tanh, if `tanh_`) to `a` in place, with
+    the variant `level` (-1: the one this CPU uses).
 
     A test hook: tests/test_fastmath.py checks their accuracy against float64 math."""
+    cdef int lv = _checked_level(level)
     if a.shape[0] == 0:
         return
     with nogil:
-        if tanh_:
-            cygru_tanh_inplace_f(&a[0], a.shape[0])
+        cygru_activation_at_level(lv, tanh_, &a[0], a.shape[0])
+
+
+def _packed_gemm_f32(const float[:, ::1] a, const float[:, ::1] w, float[:, ::1] c,
+                     bint accumulate=False, int level=-1, bint columns=False):
+    """c (=|+=) a @ w^T through cygru_pack_f and the packed kernel of variant `level`
+    (-1: the one this CPU uses). With `columns`, `w` is given transposed (K x N) and
+    packed by columns, as the backward packs W_hh. A test hook for tests/test_blas.py."""
+    cdef int lv = _checked_level(level)
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int N = w.shape[1] if columns else w.shape[0]
+    if (w.shape[0] if columns else w.shape[1]) != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("shapes do not match: a (M, K), w (N, K) or (K, N), c (M, N)")
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError("empty operands are not supported by this hook")
+    packed = np.empty(cygru_packed_size(N, K), np.float32)
+    cdef float[::1] p = packed
+    with nogil:
+        if columns:
+            cygru_pack_f(N, K, &w[0, 0], 1, N, &p[0])
         else:
-            cygru_sigmoid_inplace_f(&a[0], a.shape[0])
+            cygru_pack_f(N, K, &w[0, 0], K, 1, &p[0])
+        cygru_kernel_at_level(lv)(M, K, &a[0, 0], K, &p[0], 0, (N + 15) // 16, N, &c[0, 0],
+                                  N, 1 if accumulate else 0)

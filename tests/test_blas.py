@@ -38,3 +38,40 @@ def test_gemm_or_gemv(dtype, m, n, k):
 def test_blas_name():
     name = _blas.blas_name()
     assert isinstance(name, str) and name
+
+
+# ---------------------------------------------------------------------------------------
+# cygru's packed float32 kernel (cygru_gemm.h), every compiled variant this CPU runs
+# ---------------------------------------------------------------------------------------
+
+from cygru._kernels import VARIANT_NAMES, _packed_gemm_f32, cpu_variant_level  # noqa: E402
+
+
+@pytest.mark.parametrize("level", range(len(VARIANT_NAMES)), ids=VARIANT_NAMES)
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 5, 7), (3, 4, 16), (7, 13, 33),
+                                   (8, 36, 50), (9, 64, 384), (17, 130, 48), (100, 12, 20)])
+@pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
+def test_packed_kernel_variants_match_float64(level, M, K, N, columns, accumulate):
+    """Row and column packing (full 16-column panels, the 4x4-transposing fast path when
+    K % 4 == 0, and tail panels), the 8-row (AVX-512) and 4-row blocks with leftover rows,
+    storing and accumulating: against a float64 product."""
+    if level > cpu_variant_level():
+        pytest.skip(f"this CPU cannot run the {VARIANT_NAMES[level]} variant")
+    rng = np.random.default_rng(M * 1000 + K * 10 + N)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    c0 = rng.standard_normal((M, N)).astype(np.float32)
+    c = c0.copy()
+    _packed_gemm_f32(a, np.ascontiguousarray(w.T) if columns else w, c,
+                     accumulate=accumulate, level=level, columns=columns)
+    want = a.astype(np.float64) @ w.T.astype(np.float64)
+    if accumulate:
+        want += c0
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5 * np.sqrt(K))
+
+
+def test_packed_kernel_rejects_a_variant_this_cpu_cannot_run():
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="not one this CPU runs"):
+        _packed_gemm_f32(a, a, np.zeros((2, 2), np.float32), level=cpu_variant_level() + 1)

@@ -1,17 +1,36 @@
 """Accuracy of the float32 sigmoid and tanh of the gate loops (cygru_fastmath.h):
 relative error at most 1e-6 against float64 math wherever the result is a normal
-float, exact saturation at +-inf, NaN propagation."""
+float, exact saturation at +-inf, NaN propagation. Every compiled variant (AVX-512,
+AVX2+FMA, baseline) is checked, as far as this CPU can run it; the others skip."""
 import numpy as np
 import pytest
 
-from cygru._kernels import _activations_f32
+from cygru._kernels import VARIANT_NAMES, _activations_f32, cpu_variant_level
 
 TINY = np.finfo(np.float32).tiny
 
 
+@pytest.fixture(params=range(len(VARIANT_NAMES)), ids=VARIANT_NAMES, autouse=True)
+def level(request):
+    """Run each test with every variant of the activations this CPU runs."""
+    if request.param > cpu_variant_level():
+        pytest.skip(f"this CPU cannot run the {VARIANT_NAMES[request.param]} variant")
+    return request.param
+
+
+_level = {"value": -1}
+
+
+@pytest.fixture(autouse=True)
+def _use_level(level):
+    _level["value"] = level
+    yield
+    _level["value"] = -1
+
+
 def _apply(x, tanh_):
     a = np.array(x, dtype=np.float32)
-    _activations_f32(a, tanh_)
+    _activations_f32(a, tanh_, _level["value"])
     return a
 
 
@@ -62,3 +81,19 @@ def test_odd_and_bounded():
 
 def test_empty():
     _apply(np.zeros(0, np.float32), True)
+
+
+def test_default_is_the_best_variant():
+    x = _grid()[::97].copy()
+    best = x.copy()
+    _activations_f32(best, True, cpu_variant_level())
+    default = x.copy()
+    _activations_f32(default, True)
+    assert np.array_equal(best, default)
+
+
+def test_rejects_a_variant_this_cpu_cannot_run():
+    with pytest.raises(ValueError, match="not one this CPU runs"):
+        _activations_f32(np.zeros(4, np.float32), True, cpu_variant_level() + 1)
+    with pytest.raises(ValueError, match="not one this CPU runs"):
+        _activations_f32(np.zeros(4, np.float32), True, -2)

@@ -25,6 +25,8 @@
 #include <string.h>
 #include <stddef.h>
 
+#include "cygru_cpu.h"
+
 static inline float cygru_exp2i_f(int32_t n) {
     /* 2^n for n in [-126, 127], built from the exponent bits */
     int32_t bits = (n + 127) << 23;
@@ -97,47 +99,32 @@ ATTR static void cygru_tanh_array_##SUFFIX(float *a, ptrdiff_t n) {             
 
 typedef void (*cygru_activation_fn)(float *, ptrdiff_t);
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-CYGRU_DEFINE_ACTIVATIONS(avx512, __attribute__((target("avx512f,fma"))))
-CYGRU_DEFINE_ACTIVATIONS(avx2, __attribute__((target("avx2,fma"))))
+#if CYGRU_HAVE_X86_VARIANTS
+CYGRU_DEFINE_ACTIVATIONS(avx512, CYGRU_TARGET_AVX512)
+CYGRU_DEFINE_ACTIVATIONS(avx2, CYGRU_TARGET_AVX2)
 CYGRU_DEFINE_ACTIVATIONS(base, )
-
-static int cygru_activation_level(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
-        return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return 1;
-    return 0;
-}
 #define CYGRU_ACTIVATION_TABLE(NAME) \
     {cygru_##NAME##_array_base, cygru_##NAME##_array_avx2, cygru_##NAME##_array_avx512}
 #else
 CYGRU_DEFINE_ACTIVATIONS(base, )
-static int cygru_activation_level(void) { return 0; }
-#define CYGRU_ACTIVATION_TABLE(NAME) {cygru_##NAME##_array_base}
+#define CYGRU_ACTIVATION_TABLE(NAME) \
+    {cygru_##NAME##_array_base, cygru_##NAME##_array_base, cygru_##NAME##_array_base}
 #endif
 
-/* The variant level this CPU runs, decided on first use (threads that race there
- * all compute and store the same value). */
-static inline int cygru_activation_variant(void) {
-    static int level = -1;
-    int v = __atomic_load_n(&level, __ATOMIC_RELAXED);
-    if (v < 0) {
-        v = cygru_activation_level();
-        __atomic_store_n(&level, v, __ATOMIC_RELAXED);
-    }
-    return v;
+/* a[i] = sigmoid(a[i]) (tanh: tanh(a[i])) with the variant of `level`, which the
+ * caller checked this CPU runs (level <= cygru_cpu_level()). */
+static inline void cygru_activation_at_level(int level, int tanh_, float *a, ptrdiff_t n) {
+    static const cygru_activation_fn sigmoid_fns[] = CYGRU_ACTIVATION_TABLE(sigmoid);
+    static const cygru_activation_fn tanh_fns[] = CYGRU_ACTIVATION_TABLE(tanh);
+    (tanh_ ? tanh_fns : sigmoid_fns)[level](a, n);
 }
 
 static inline void cygru_sigmoid_inplace_f(float *a, ptrdiff_t n) {
-    static const cygru_activation_fn table[] = CYGRU_ACTIVATION_TABLE(sigmoid);
-    table[cygru_activation_variant()](a, n);
+    cygru_activation_at_level(cygru_cpu_level(), 0, a, n);
 }
 
 static inline void cygru_tanh_inplace_f(float *a, ptrdiff_t n) {
-    static const cygru_activation_fn table[] = CYGRU_ACTIVATION_TABLE(tanh);
-    table[cygru_activation_variant()](a, n);
+    cygru_activation_at_level(cygru_cpu_level(), 1, a, n);
 }
 
 #endif

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "cygru_cpu.h"
+
 #define CYGRU_PANEL 16
 
 typedef float cygru_v16 __attribute__((vector_size(64)));
@@ -171,34 +173,22 @@ typedef void (*cygru_kernel_fn)(int, int, const float *, int, const float *, int
                                 int, float *, int, int);
 
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-CYGRU_DEFINE_KERNEL(cygru_kernel_avx512, __attribute__((target("avx512f,fma"))), 8)
-CYGRU_DEFINE_KERNEL(cygru_kernel_avx2, __attribute__((target("avx2,fma"))), 4)
+#if CYGRU_HAVE_X86_VARIANTS
+CYGRU_DEFINE_KERNEL(cygru_kernel_avx512, CYGRU_TARGET_AVX512, 8)
+CYGRU_DEFINE_KERNEL(cygru_kernel_avx2, CYGRU_TARGET_AVX2, 4)
 CYGRU_DEFINE_KERNEL(cygru_kernel_base, , 4)
-
-static cygru_kernel_fn cygru_select_kernel(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
-        return cygru_kernel_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return cygru_kernel_avx2;
-    return cygru_kernel_base;
-}
+static const cygru_kernel_fn cygru_kernels[] = {
+    cygru_kernel_base, cygru_kernel_avx2, cygru_kernel_avx512};
 #else
 CYGRU_DEFINE_KERNEL(cygru_kernel_base, , 4)
-static cygru_kernel_fn cygru_select_kernel(void) { return cygru_kernel_base; }
+static const cygru_kernel_fn cygru_kernels[] = {
+    cygru_kernel_base, cygru_kernel_base, cygru_kernel_base};
 #endif
 
-/* The kernel this CPU runs, selected on first use (threads that race there all
- * compute and store the same pointer; the atomics make that well defined). */
-static inline cygru_kernel_fn cygru_kernel(void) {
-    static cygru_kernel_fn fn = 0;
-    cygru_kernel_fn f = __atomic_load_n(&fn, __ATOMIC_RELAXED);
-    if (!f) {
-        f = cygru_select_kernel();
-        __atomic_store_n(&fn, f, __ATOMIC_RELAXED);
-    }
-    return f;
+/* The kernel variant of `level` (CYGRU_LEVEL_*), which the caller checked this CPU
+ * runs (level <= cygru_cpu_level()). */
+static inline cygru_kernel_fn cygru_kernel_at_level(int level) {
+    return cygru_kernels[level];
 }
 
 /* C (M x N) (=|+=) A (M x K) @ W^T with W (N x K) packed by cygru_pack_f;
@@ -206,7 +196,7 @@ static inline cygru_kernel_fn cygru_kernel(void) {
 static inline void cygru_gemm_packed_f(int M, int K, const float *A, int lda,
                                        const float *P, int p0, int p1, int N,
                                        float *C, int ldc, int accumulate) {
-    cygru_kernel()(M, K, A, lda, P, p0, p1, N, C, ldc, accumulate);
+    cygru_kernel_at_level(cygru_cpu_level())(M, K, A, lda, P, p0, p1, N, C, ldc, accumulate);
 }
 
 #endif
