@@ -23,10 +23,9 @@ from cygru import functional as F
 
 torch = pytest.importorskip("torch")
 from torch_helpers import to_numpy as _np, torch_dtype as _tdtype, torch_twin  # noqa: E402
-from numeric_helpers import rel_err, rng as _rng  # noqa: E402
+from numeric_helpers import T, B, I, H, make_h0, make_x, rel_err, rng as _rng  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-T, B, I, H = 7, 3, 5, 6
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 
 
@@ -53,22 +52,6 @@ def ref_forward(m, x, h0=None, lengths=None, dropout_masks=None):
     if unbatched:
         out, h_n = out[:, 0], h_n[:, 0]
     return out, h_n
-
-
-def make_x(m, rng, batched=True, T_=T, B_=B):
-    if not batched:
-        shape = (T_, m.input_size)
-    elif getattr(m, "batch_first", False):
-        shape = (B_, T_, m.input_size)
-    else:
-        shape = (T_, B_, m.input_size)
-    return rng.standard_normal(shape).astype(m.dtype)
-
-
-def make_h0(m, rng, batched=True, B_=B):
-    LD = m.num_layers * m.num_directions
-    shape = (LD, B_, m.hidden_size) if batched else (LD, m.hidden_size)
-    return rng.standard_normal(shape).astype(m.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,32 +17,15 @@ from cygru import functional as F
 
 torch = pytest.importorskip("torch")
 from torch_helpers import to_numpy as _np, torch_dtype as _tdtype, torch_twin  # noqa: E402
-from numeric_helpers import rel_err, rng as _rng  # noqa: E402
+from numeric_helpers import T, B, I, H, make_h0, make_x, rel_err, rng as _rng  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
-T, B, I, H = 7, 3, 5, 6
 GTOL = {np.float32: 1e-4, np.float64: 1e-9}
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-def make_x(m, rng, batched=True, T_=T, B_=B):
-    if not batched:
-        shape = (T_, m.input_size)
-    elif m.batch_first:
-        shape = (B_, T_, m.input_size)
-    else:
-        shape = (T_, B_, m.input_size)
-    return rng.standard_normal(shape).astype(m.dtype)
-
-
-def make_h0(m, rng, batched=True, B_=B):
-    LD = m.num_layers * m.num_directions
-    shape = (LD, B_, m.hidden_size) if batched else (LD, m.hidden_size)
-    return rng.standard_normal(shape).astype(m.dtype)
-
 
 def cygru_grads(m, x, h0, d_out, d_hn, lengths=None):
     """Run vjp + backward on a module with zeroed grads; return everything."""
