@@ -39,9 +39,10 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
 # calling thread (OpenBLAS threads a GEMM above ~2.6e5 multiply-adds, and waking its
 # pool cost ~90% of a 50-step batch-1 forward in a profile), while the blocks stay
 # large enough for its kernels. Large products remain one call, which BLAS may thread.
-DEF SMALL_GEMM = 4000000
-DEF GEMV_SERIAL = 9216
-DEF SERIAL_BLOCK = 200000
+cdef enum:
+    SMALL_GEMM = 4000000
+    GEMV_SERIAL = 9216
+    SERIAL_BLOCK = 200000
 
 
 cdef inline void gemm_rows_serial(bint trans_b, int m, int n, int k, floating alpha,

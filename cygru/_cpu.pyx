@@ -12,7 +12,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport malloc, calloc, free
 from cython cimport floating
-from cygru._blas cimport gemm, gemm_rows_serial
+from cygru._blas cimport gemm, gemm_rows_serial, SMALL_GEMM
 from cygru._kernels cimport (gru_direction_forward, gru_direction_backward,
                              gru_direction_weight_grads, gru_cell_forward, cell_work_size,
                              part_pack_size, pack_gate_slice, backward_pack_size,
@@ -34,7 +34,7 @@ PROJECTION_FULL_BYTES = 16 << 20
 # small on the calling thread only in row blocks (_blas.pxd, SMALL_GEMM), repacking
 # W_ih for each block, which cost ~18% of a 50-step batch-1 forward in a profile.
 # Larger projections stay one BLAS call, which is faster than our kernel there.
-OWN_PROJECTION_WORK = 4000000
+OWN_PROJECTION_WORK = SMALL_GEMM
 
 
 
@@ -182,7 +182,7 @@ cdef Py_ssize_t _addr(a) except -1:
     call, which was about a third of a batch-1, one-step forward."""
     if not isinstance(a, cnp.ndarray) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
         raise TypeError("cygru internal error: expected a C-contiguous ndarray")
-    return <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a)
+    return <Py_ssize_t>_data(a)
 
 
 def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, Py_ssize_t bs,
