@@ -6,6 +6,7 @@ arguments arrive validated by functional.py: dtype float32 or float64 (all alike
 C-contiguous, shapes checked, sizes that fit BLAS's int. This layer allocates the
 outputs and scratch, releases the GIL and runs whole time loops in the kernels.
 """
+import operator
 import os
 
 import numpy as np
@@ -47,6 +48,31 @@ def _chunk_steps(int T, int B, int H, int itemsize):
 
 _num_threads = 0            # 0: not yet decided (see get_num_threads)
 
+# The most threads cygru accepts (set_num_threads, CYGRU_NUM_THREADS); the default,
+# the usable cores, is capped here too. Each thread gets its own scratch and all of a
+# direction's threads meet every step, so far more threads than cores only adds waits.
+MAX_THREADS = 1024
+
+
+def _parse_thread_count(value, source, from_env=False):
+    """`value` (an int-like, or with `from_env` the string of an environment variable)
+    as a thread count in [1, MAX_THREADS]; a ValueError naming `source` otherwise."""
+    if from_env:
+        try:
+            n = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{source} must be a positive integer, got {value!r}") from None
+    else:
+        if (isinstance(value, (bool, np.bool_, str, bytes))
+                or not hasattr(type(value), "__index__")):
+            raise ValueError(f"{source}: expected a positive integer, got "
+                             f"{type(value).__name__} {value!r}")
+        n = operator.index(value)
+    if n < 1 or n > MAX_THREADS:
+        raise ValueError(f"{source}: expected a positive integer of at most {MAX_THREADS}, "
+                         f"got {n}")
+    return n
+
 
 def get_num_threads():
     """See cygru.get_num_threads."""
@@ -54,24 +80,20 @@ def get_num_threads():
     if _num_threads == 0:
         env = os.environ.get("CYGRU_NUM_THREADS", "").strip()
         if env:
-            try:
-                _num_threads = max(1, int(env))
-            except ValueError:
-                raise ValueError(f"CYGRU_NUM_THREADS must be a positive integer, got {env!r}") from None
+            _num_threads = _parse_thread_count(env, "CYGRU_NUM_THREADS", from_env=True)
         else:
             try:
-                _num_threads = len(os.sched_getaffinity(0))
+                cores = len(os.sched_getaffinity(0))
             except AttributeError:
-                _num_threads = os.cpu_count() or 1
+                cores = os.cpu_count() or 1
+            _num_threads = max(1, min(cores, MAX_THREADS))
     return _num_threads
 
 
 def set_num_threads(n):
     """See cygru.set_num_threads."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"cygru.set_num_threads: expected a positive integer, got {n!r}")
-    _num_threads = n
+    _num_threads = _parse_thread_count(n, "cygru.set_num_threads")
 
 
 # A direction is split over threads only while each thread keeps at least this many
@@ -134,29 +156,35 @@ def _unit_bounds(int H, int parts):
     return np.asarray(cuts, dtype=np.intc)
 
 
-def _project(floating[::1] x, w_ih, floating[:, ::1] gi_all, int d, int rows, int I, int H,
+def _project(const floating[::1] x, w_ih, floating[:, ::1] gi_all, int d, int rows, int I, int H,
              int D):
     """gi_all[:, d*3H:(d+1)*3H] = x (rows x I) @ W_ih^T: one BLAS call."""
-    cdef floating[::1] w = w_ih.reshape(-1)
+    cdef const floating[::1] w = w_ih.reshape(-1)       # const: read-only weights work
     with nogil:
         gemm_rows_serial(True, rows, 3 * H, I, <floating>1, &x[0], I, &w[0], I, <floating>0,
                          &gi_all[0, 0] + d * 3 * H, D * 3 * H)
 
 
 cdef class _LayerTables:
-    """Pointer tables for one layer call: `n_tables` tables of 8 entries (per direction
-    or per thread's scratch set), the directions' time flags and their barriers.
-    Freed with the object, whatever happens in between."""
+    """Pointer tables for one layer call: `kinds` tables of `slots` entries each (one
+    entry per direction, or per thread's scratch set: slots = max(D, scratch sets)),
+    the directions' time flags and their barriers. Freed with the object, whatever
+    happens in between."""
     cdef void** P
+    cdef int slots
     cdef bint* rev
     cdef cygru_barrier* barriers
 
-    def __cinit__(self, int n_tables):
-        self.P = <void**>calloc(n_tables * 8, sizeof(void*))
+    def __cinit__(self, int kinds, int slots):
+        self.slots = slots
+        self.P = <void**>calloc(<size_t>kinds * slots, sizeof(void*))
         self.rev = <bint*>calloc(2, sizeof(bint))
         self.barriers = <cygru_barrier*>calloc(2, sizeof(cygru_barrier))
         if self.P == NULL or self.rev == NULL or self.barriers == NULL:
             raise MemoryError("cygru: could not allocate the layer's pointer tables")
+
+    cdef void** table(self, int kind) noexcept:
+        return self.P + <Py_ssize_t>kind * self.slots
 
     def __dealloc__(self):
         free(self.P)
@@ -168,8 +196,9 @@ def _thread_plan(int H, int D, int nthreads, bint packed):
     """(threads per direction, threaded?, scratch sets, unit bounds) for one layer.
 
     Only float32 (packed kernels) splits a direction over threads; directions of a
-    bidirectional layer get a group each when there are threads for both."""
-    n_per_dir = max(1, nthreads // D) if packed else 1
+    bidirectional layer get a group each when there are threads for both. A direction
+    never gets more threads than hidden units (every slice holds at least one unit)."""
+    n_per_dir = max(1, min(nthreads // D, H)) if packed else 1
     threaded = packed and nthreads > 1 and n_per_dir * D > 1
     n_sets = n_per_dir * D if threaded else 1
     return n_per_dir, threaded, n_sets, _unit_bounds(H, n_per_dir)
@@ -185,7 +214,7 @@ cdef Py_ssize_t _addr(a) except -1:
     return <Py_ssize_t>_data(a)
 
 
-def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, Py_ssize_t bs,
+def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, Py_ssize_t bs,
                    states, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I, int H,
                    revs, bint reset_after, int chunk, caches, hprevs, int nthreads):
     """Run every direction of one layer; float32 splits each direction's hidden units
@@ -205,28 +234,28 @@ def _forward_layer(floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, P
         keep.append(a)
         return _addr(a)
 
-    # tables of up to 8 entries: per direction (w_ih, w_hh, b_ih, b_hh, state,
-    # state_alt, rh, cache, hprev, gi) and per scratch set (gh, bias, pack_ih, pack_hh)
-    cdef _LayerTables tables = _LayerTables(14)
-    cdef floating** P = <floating**>tables.P
+    # one table per kind of pointer, with an entry per direction (w_ih, w_hh, b_ih,
+    # b_hh, state, state_alt, rh, cache, hprev, gi) or per scratch set (gh, bias,
+    # pack_hh, pack_ih): sized for this call's thread count, whatever it is
+    cdef _LayerTables tables = _LayerTables(14, max(D, n_sets))
+    cdef floating** w_ih = <floating**>tables.table(0)
+    cdef floating** w_hh = <floating**>tables.table(1)
+    cdef floating** b_ih = <floating**>tables.table(2)
+    cdef floating** b_hh = <floating**>tables.table(3)
+    cdef floating** state = <floating**>tables.table(4)
+    cdef floating** state_alt = <floating**>tables.table(5)
+    cdef floating** rh = <floating**>tables.table(6)
+    cdef floating** cache = <floating**>tables.table(7)
+    cdef floating** hprev = <floating**>tables.table(8)
+    cdef floating** gi = <floating**>tables.table(9)
+    cdef floating** gh = <floating**>tables.table(10)
+    cdef floating** bias = <floating**>tables.table(11)
+    cdef floating** pack_hh = <floating**>tables.table(12)
+    cdef floating** pack_ih = <floating**>tables.table(13)
     cdef bint* rev = tables.rev
     cdef cygru_barrier* barriers = tables.barriers
-    cdef floating** w_ih = P
-    cdef floating** w_hh = P + 8
-    cdef floating** b_ih = P + 16
-    cdef floating** b_hh = P + 24
-    cdef floating** state = P + 32
-    cdef floating** state_alt = P + 40
-    cdef floating** rh = P + 48
-    cdef floating** cache = P + 56
-    cdef floating** hprev = P + 64
-    cdef floating** gi = P + 72
-    cdef floating** gh = P + 80
-    cdef floating** bias = P + 88
-    cdef floating** pack_hh = P + 96
-    cdef floating** pack_ih = P + 104
     cdef int d, k, tid, ok = 1
-    cdef floating* xp = &x[0]
+    cdef floating* xp = <floating*>&x[0]      # only read (const in the kernel)
     cdef floating* outp = &out[0]
     # project all steps at once when that scratch is small; long sequences project
     # chunks of steps inside the time loop (memory independent of T)
@@ -319,7 +348,7 @@ cdef void _backward_slice(int d, int r, int buf, int T, int B, int H,
                            dgi + d * 3 * H, ldgi, dgh[d], drh[d], packed[buf], &barriers[d])
 
 
-def _backward_layer(floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
+def _backward_layer(const floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
                     dstates, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I,
                     int H, revs, bint reset_after, caches, hprevs, floating[::1] dgi,
                     grads, int nthreads):
@@ -335,17 +364,18 @@ def _backward_layer(floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t
     cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_per_dir))
     cdef int ldgi = D * 3 * H
     keep = [x, dgi, d_out]
-    cdef _LayerTables tables = _LayerTables(7)
-    cdef floating** P = <floating**>tables.P
+    # a table per kind: per direction (w_hh, dstate, cache, hprev, dgh, drh) or per
+    # scratch set (pack), sized for this call's thread count
+    cdef _LayerTables tables = _LayerTables(7, max(D, n_sets))
+    cdef floating** w_hh = <floating**>tables.table(0)
+    cdef floating** dstate = <floating**>tables.table(1)
+    cdef floating** cache = <floating**>tables.table(2)
+    cdef floating** hprev = <floating**>tables.table(3)
+    cdef floating** dgh = <floating**>tables.table(4)
+    cdef floating** drh = <floating**>tables.table(5)
+    cdef floating** pack = <floating**>tables.table(6)
     cdef bint* rev = tables.rev
     cdef cygru_barrier* barriers = tables.barriers
-    cdef floating** w_hh = P
-    cdef floating** dstate = P + 8
-    cdef floating** cache = P + 16
-    cdef floating** hprev = P + 24
-    cdef floating** dgh = P + 32
-    cdef floating** drh = P + 40
-    cdef floating** pack = P + 48
     cdef int d, k, tid, ok = 1
     cdef floating* dgip = &dgi[0]
     cdef floating* d_outp = NULL if d_out is None else <floating*><Py_ssize_t>_addr(d_out)
@@ -403,9 +433,9 @@ def _backward_layer(floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t
                         revs, reset_after, caches, hprevs, dgi, grads, 1)
 
 
-def _weight_grads(floating[::1] x, bint reset_after, floating[::1] cache, floating[::1] hprev,
-                  floating[::1] dgi, Py_ssize_t off, int ldgi, floating[::1] dgh,
-                  gw_ih, gw_hh, gb_ih, gb_hh, int T, int B, int I, int H):
+def _weight_grads(const floating[::1] x, bint reset_after, const floating[::1] cache,
+                  const floating[::1] hprev, const floating[::1] dgi, Py_ssize_t off,
+                  int ldgi, const floating[::1] dgh, gw_ih, gw_hh, gb_ih, gb_hh, int T, int B, int I, int H):
     cdef floating[::1] gwi = gw_ih.reshape(-1)
     cdef floating[::1] gwh = gw_hh.reshape(-1)
     cdef floating[::1] gbi_v, gbh_v
@@ -426,7 +456,7 @@ def _input_grad(floating[::1] dgi, int ldgi, weights, int rows, int H, int I):
     dtype = np.float32 if floating is float else np.float64
     dx = np.empty((rows, I), dtype)
     cdef floating[:, ::1] dx_v = dx
-    cdef floating[::1] w
+    cdef const floating[::1] w
     cdef int d
     for d, w_ih in enumerate(weights):
         w = w_ih.reshape(-1)

@@ -129,6 +129,13 @@ def as_float_array(a, dtype, name, who, device="cpu", check=None):
     return _cupy.ascontiguous(arr, dtype)
 
 
+def check_direction_flags(reverse, bidirectional, who):
+    """reverse (one direction run backwards in time) excludes bidirectional."""
+    if reverse and bidirectional:
+        raise ValueError(f"{who}: reverse=True needs a single direction; "
+                         "bidirectional=True already runs both")
+
+
 def _shape_str(shape):
     return str(tuple(int(s) for s in shape))
 
@@ -149,12 +156,12 @@ def check_lengths(lengths, T, B, who):
     return arr.astype(np.int64)
 
 
-def check_blas_sizes(who, **sizes):
+def check_blas_sizes(who, hint="split the batch or the sequence", **sizes):
     for name, value in sizes.items():
         if value > _INT_MAX:
             raise ValueError(
                 f"{who}: {name} = {value} does not fit BLAS's 32-bit int (max {_INT_MAX}); "
-                "split the batch or the sequence")
+                f"{hint}")
 
 
 # ---------------------------------------------------------------------------
@@ -319,6 +326,8 @@ def gru(x, params, h0=None, *, num_layers=1, bidirectional=False, batch_first=Fa
     True
     """
     who = "cygru.functional.gru"
+    num_layers = check_positive_int(num_layers, "num_layers", who)
+    check_direction_flags(reverse, bidirectional, who)
     w_ih, w_hh = _params_info(params, who)
     device = device_of(w_hh)
     dtype = getattr(w_hh, "dtype", None)

@@ -5,6 +5,9 @@ PyTorch's names, so weights trained in PyTorch load unchanged and give the same
 numbers. The math lives in the backends (see :mod:`cygru.functional`).
 """
 import math
+import numbers
+import operator
+import os
 import threading
 import warnings
 
@@ -15,24 +18,79 @@ from . import functional as F
 __all__ = ["GRU", "GRUCell"]
 
 
+_PICKLE_FORMAT = 1         # version of the state written by _Module.__getstate__
+
+
+def _check_seed(seed, who):
+    """None or a non-negative integer (NumPy's integer types included)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{who}: seed must be None or a non-negative integer, got "
+                        f"{type(seed).__name__} {seed!r}")
+    seed = operator.index(seed)
+    if seed < 0:
+        raise ValueError(f"{who}: seed must be None or a non-negative integer, got {seed}")
+    return seed
+
+
+def _physical_memory():
+    """Bytes of memory of this machine, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 class _Module:
-    """Shared machinery: named parameters, gradients, devices, pickling, locks."""
+    """Shared machinery: named parameters, gradients, devices, pickling, locks.
+
+    Two locks: ``_param_lock`` guards which arrays are the parameters (every call takes
+    its weights under it, and load_state_dict / attribute assignment / ``to`` replace
+    them under it, so a call sees the old or the new weights, whole); ``_lock`` guards
+    the gradients and the dropout stream.
+    """
 
     _who = "cygru module"
+    # the constructor's options, in its order (pickles hold exactly these)
+    _options = ()
 
-    def _init_params(self, shapes, seed):
-        # U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch.
+    def _init_params(self, shapes, seed, values=None):
+        """Create the parameters: U(-1/sqrt(H), 1/sqrt(H)) as PyTorch, or ``values``
+        (name -> array, already validated) when rebuilding an unpickled module."""
+        who = self._who
+        seed = _check_seed(seed, who)
         object.__setattr__(self, "_shapes", dict(shapes))
         object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_param_lock", threading.Lock())
         object.__setattr__(self, "device", "cpu")
-        rng = np.random.default_rng(seed)
-        k = 1.0 / math.sqrt(self.hidden_size)
-        for name, shape in shapes:
-            object.__setattr__(self, name, rng.uniform(-k, k, shape).astype(self.dtype))
+        if values is None:
+            self._check_memory(shapes)
+            rng = np.random.default_rng(seed)
+            k = 1.0 / math.sqrt(self.hidden_size)
+            for name, shape in shapes:
+                object.__setattr__(self, name, rng.uniform(-k, k, shape).astype(self.dtype))
+        else:
+            for name, _ in shapes:
+                object.__setattr__(self, name, values[name])
         object.__setattr__(self, "_grads", {n: np.zeros(s, self.dtype) for n, s in shapes})
         # dropout masks draw from their own stream of the same seed
         object.__setattr__(self, "_dropout_rng", np.random.default_rng(
             None if seed is None else [seed, 1]))
+
+    def _check_memory(self, shapes):
+        """Refuse at once parameters that cannot fit this machine's memory (numpy would
+        otherwise fill most of it, for many seconds, before failing)."""
+        total = sum(math.prod(s) for _, s in shapes)
+        largest = max(math.prod(s) for _, s in shapes)
+        # the parameters and their gradients, plus the float64 draw of the largest one
+        need = 2 * total * self.dtype.itemsize + 8 * largest
+        have = _physical_memory()
+        if have is not None and need > have:
+            raise MemoryError(
+                f"{self._who}: the parameters and their gradients need {need / 2**30:.1f} GiB "
+                f"({total} {self.dtype.name} parameters), more than this machine's "
+                f"{have / 2**30:.1f} GiB of memory; use a smaller hidden_size or input_size")
 
     # -- parameters ---------------------------------------------------------
     # Options the parameters' shapes (or the kernels' trust in them) depend on: fixed
@@ -44,6 +102,9 @@ class _Module:
         shapes = self.__dict__.get("_shapes", {})
         if name in shapes:
             value = self._checked_param(name, value)
+            with self._param_lock:
+                object.__setattr__(self, name, value)
+            return
         elif name in self._fixed and "_shapes" in self.__dict__:
             how = "use module.to(...)" if name == "device" else "build a new module"
             raise AttributeError(f"{self._who}: {name} is fixed when the module is built "
@@ -70,6 +131,13 @@ class _Module:
             arr = arr.copy()
         return arr
 
+    def _params(self):
+        """name -> the live parameter arrays, taken together under the parameter lock:
+        a consistent set even while another thread loads new weights."""
+        d = self.__dict__
+        with self._param_lock:
+            return {n: d[n] for n in self._shapes}
+
     def named_parameters(self):
         """List of ``(name, array)`` in PyTorch's order; the arrays are the live parameters.
 
@@ -79,7 +147,7 @@ class _Module:
         >>> [n for n, _ in cygru.GRUCell(3, 2).named_parameters()]
         ['weight_ih', 'weight_hh', 'bias_ih', 'bias_hh']
         """
-        return [(n, getattr(self, n)) for n in self._shapes]
+        return list(self._params().items())
 
     def state_dict(self):
         """A dict of copies of the parameters, with exactly PyTorch's keys, order and shapes.
@@ -90,7 +158,7 @@ class _Module:
         >>> list(cygru.GRU(3, 2, bidirectional=True).state_dict())[:5]
         ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0', 'weight_ih_l0_reverse']
         """
-        return {n: getattr(self, n).copy() for n in self._shapes}
+        return {n: a.copy() for n, a in self._params().items()}
 
     def load_state_dict(self, state_dict):
         """Load parameters from a mapping of PyTorch-named arrays (copied in).
@@ -99,7 +167,9 @@ class _Module:
         after ``.detach()``); real numbers are converted to the module's dtype.
         Raises ``ValueError`` naming the key for a missing or unexpected key or a
         wrong shape, and ``TypeError`` for non-numeric values. Nothing is changed
-        unless every value is valid.
+        unless every value is valid. The new weights replace the old ones at once:
+        a call running on another thread uses either the old or the new weights,
+        never a mix.
 
         Examples
         --------
@@ -109,21 +179,26 @@ class _Module:
         >>> bool((a.weight_hh_l0 == b.weight_hh_l0).all())
         True
         """
+        new = self._checked_params(state_dict, "load_state_dict")
+        with self._param_lock:
+            for k, v in new.items():
+                object.__setattr__(self, k, v)
+
+    def _checked_params(self, state_dict, what):
+        """Every parameter of a mapping, validated and converted (_checked_param)."""
         try:
             keys = list(state_dict.keys())
         except AttributeError:
-            raise TypeError(f"{self._who}: load_state_dict expects a mapping of names to "
+            raise TypeError(f"{self._who}: {what} expects a mapping of names to "
                             f"arrays, got {type(state_dict).__name__}") from None
         missing = [k for k in self._shapes if k not in state_dict]
         unexpected = [k for k in keys if k not in self._shapes]
         if missing:
-            raise ValueError(f"{self._who}: load_state_dict: missing key(s) {missing}")
+            raise ValueError(f"{self._who}: {what}: missing key(s) {missing}")
         if unexpected:
-            raise ValueError(f"{self._who}: load_state_dict: unexpected key(s) {unexpected}; "
+            raise ValueError(f"{self._who}: {what}: unexpected key(s) {unexpected}; "
                              f"expected {list(self._shapes)}")
-        new = {k: self._checked_param(k, state_dict[k]) for k in self._shapes}
-        for k, v in new.items():
-            object.__setattr__(self, k, v)
+        return {k: self._checked_param(k, state_dict[k]) for k in self._shapes}
 
     @property
     def grads(self):
@@ -190,7 +265,7 @@ class _Module:
             convert = lambda a: _cupy.to_device(a, dev_id)  # noqa: E731
         else:
             raise ValueError(f"{self._who}.to: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-        with self._lock:
+        with self._lock, self._param_lock:
             for n in self._shapes:
                 object.__setattr__(self, n, convert(getattr(self, n)))
             object.__setattr__(self, "_grads", {n: convert(g) for n, g in self._grads.items()})
@@ -198,14 +273,84 @@ class _Module:
         return self
 
     # -- pickling / copying ------------------------------------------------
+    # A pickle holds the constructor's options, the parameters and gradients (as NumPy
+    # arrays), the dropout stream's state and the device; never locks, caches or raw
+    # attributes. Unpickling rebuilds the module through the constructor's checks and
+    # validates every array as load_state_dict does, so a crafted pickle cannot pair
+    # weights with sizes they do not have.
+    _internal = ("_shapes", "_lock", "_param_lock", "_grads", "_dropout_rng", "device",
+                 "num_directions")
+
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_lock")
-        return state
+        params = {n: _to_host(a) for n, a in self._params().items()}
+        with self._lock:
+            grads = {n: _to_host(g).copy() for n, g in self._grads.items()}
+            rng_state = self._dropout_rng.bit_generator.state
+        reserved = set(self._options) | set(self._shapes) | set(self._internal)
+        extra = {k: v for k, v in self.__dict__.items() if k not in reserved}
+        return {"format": _PICKLE_FORMAT, "options": {o: getattr(self, o) for o in self._options},
+                "params": params,
+                # all-zero gradients (the usual case) are not stored
+                "grads": grads if any(g.any() for g in grads.values()) else None,
+                "dropout_rng": rng_state, "device": self.device, "extra": extra}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
-        object.__setattr__(self, "_lock", threading.Lock())
+        who = f"{self._who} (unpickling)"
+        if not isinstance(state, dict):
+            raise TypeError(f"{who}: expected the state dict that pickling a cygru module "
+                            f"writes, got {type(state).__name__}")
+        if "format" not in state and "_shapes" in state:
+            state = self._state_from_legacy(state)
+        if state.get("format") != _PICKLE_FORMAT:
+            raise ValueError(f"{who}: unknown state format {state.get('format')!r} "
+                             f"(this cygru reads format {_PICKLE_FORMAT})")
+        expected = {"format", "options", "params", "grads", "dropout_rng", "device", "extra"}
+        if set(state) != expected:
+            raise ValueError(f"{who}: state keys {sorted(state)}, expected {sorted(expected)}")
+        options = state["options"]
+        if not isinstance(options, dict) or set(options) != set(self._options):
+            got = sorted(options) if isinstance(options, dict) else type(options).__name__
+            raise ValueError(f"{who}: options {got}, expected {sorted(self._options)}")
+        # the constructor's own checks, then its parameter shapes; the lock exists
+        # before any array is validated (_checked_param needs the module's attributes)
+        shapes = self._configure(**options, warn=False)
+        object.__setattr__(self, "device", "cpu")
+        object.__setattr__(self, "_shapes", dict(shapes))
+        params = self._checked_params(state["params"], "unpickling: params")
+        grads = state["grads"]
+        grads = None if grads is None else self._checked_params(grads, "unpickling: grads")
+        self._init_params(shapes, None, values=params)
+        if grads is not None:
+            for n, g in grads.items():
+                self._grads[n][...] = g
+        try:
+            self._dropout_rng.bit_generator.state = state["dropout_rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{who}: invalid dropout stream state: {exc}") from None
+        extra = state["extra"]
+        reserved = set(self._options) | set(self._shapes) | set(self._internal)
+        if not isinstance(extra, dict) or reserved & set(extra):
+            raise ValueError(f"{who}: extra attributes may not name options, parameters "
+                             f"or internal state, got {sorted(extra) if isinstance(extra, dict) else extra!r}")
+        for k, v in extra.items():
+            setattr(self, k, v)
+        device = state["device"]
+        if device != "cpu":
+            self.to(device)
+
+    def _state_from_legacy(self, state):
+        """The state of a pickle written by cygru before format 1 (the instance dict),
+        in format 1: only the options and arrays are taken, all then validated."""
+        rng = state.get("_dropout_rng")
+        reserved = set(self._options) | set(self._internal) | {"_lock"}
+        names = [n for n in state.get("_shapes", {})] if isinstance(state.get("_shapes"), dict) else []
+        return {"format": _PICKLE_FORMAT,
+                "options": {o: state[o] for o in self._options if o in state},
+                "params": {n: state[n] for n in names if n in state},
+                "grads": state.get("_grads"),
+                "dropout_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng,
+                "device": state.get("device", "cpu"),
+                "extra": {k: v for k, v in state.items() if k not in reserved and k not in names}}
 
     def _new_grads(self):
         return {n: zeros_on(self.device, s, self.dtype) for n, s in self._shapes.items()}
@@ -285,22 +430,31 @@ class GRU(_Module):
     """
 
     _who = "cygru.GRU"
+    _options = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+                "bidirectional", "reset_after", "reverse", "dtype")
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, reset_after=True, reverse=False,
                  dtype=np.float32, seed=None):
+        shapes = self._configure(input_size, hidden_size, num_layers, bias, batch_first,
+                                 dropout, bidirectional, reset_after=reset_after,
+                                 reverse=reverse, dtype=dtype)
+        self._init_params(shapes, seed)
+
+    def _configure(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                   dropout=0.0, bidirectional=False, *, reset_after=True, reverse=False,
+                   dtype=np.float32, warn=True):
+        """Validate and set the options; returns the parameters' (name, shape) list."""
         who = self._who
         set_ = object.__setattr__
         set_(self, "input_size", F.check_positive_int(input_size, "input_size", who))
         set_(self, "hidden_size", F.check_positive_int(hidden_size, "hidden_size", who))
         set_(self, "num_layers", F.check_positive_int(num_layers, "num_layers", who))
         dropout = _check_dropout(dropout, who)
-        if dropout > 0 and num_layers == 1:
+        if warn and dropout > 0 and num_layers == 1:
             warnings.warn(f"{who}: dropout={dropout} has no effect with num_layers=1 (it acts "
-                          "between layers)", UserWarning, stacklevel=2)
-        if reverse and bidirectional:
-            raise ValueError(f"{who}: reverse=True needs a single direction; "
-                             "bidirectional=True already runs both")
+                          "between layers)", UserWarning, stacklevel=3)
+        F.check_direction_flags(reverse, bidirectional, who)
         set_(self, "bias", bool(bias))
         set_(self, "batch_first", bool(batch_first))
         set_(self, "dropout", dropout)
@@ -310,6 +464,9 @@ class GRU(_Module):
         set_(self, "dtype", F.check_dtype(dtype, who))
         set_(self, "num_directions", 2 if bidirectional else 1)
         H, D = self.hidden_size, self.num_directions
+        # what every call would check (functional.SequenceCall), refused here at once
+        F.check_blas_sizes(who, hint="use a smaller hidden_size",
+                           **{"4*hidden_size*directions": 4 * H * D})
         shapes = []
         for k in range(self.num_layers):
             in_size = self.input_size if k == 0 else D * H
@@ -318,7 +475,7 @@ class GRU(_Module):
                 shapes += [("weight_ih" + sfx, (3 * H, in_size)), ("weight_hh" + sfx, (3 * H, H))]
                 if self.bias:
                     shapes += [("bias_ih" + sfx, (3 * H,)), ("bias_hh" + sfx, (3 * H,))]
-        self._init_params(shapes, seed)
+        return shapes
 
     def __repr__(self):
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
@@ -333,7 +490,7 @@ class GRU(_Module):
         return f"GRU({', '.join(opts)})"
 
     def _layers(self, params=None):
-        p = params if params is not None else self.__dict__
+        p = params if params is not None else self._params()
         return F.layer_weights(p, self.num_layers, self.num_directions, self.bias)
 
     def _call(self, x, h0, lengths):
@@ -407,8 +564,9 @@ class GRU(_Module):
         ((5, 2, 3), (1, 2, 4))
         """
         call = self._call(x, h0, lengths)
+        _keep_for_backward(call)
         masks = self._dropout_masks(call)
-        layers = self._layers()
+        layers = self._layers(_copies(self._params()))
         out, h_n, cache = call.run(layers, dropout_masks=masks, need_cache=True)
         return (out, h_n), _make_backward(self, call, cache, layers)
 
@@ -446,9 +604,17 @@ class GRUCell(_Module):
     """
 
     _who = "cygru.GRUCell"
+    _options = ("input_size", "hidden_size", "bias", "reset_after", "dtype")
 
     def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True,
                  dtype=np.float32, seed=None):
+        shapes = self._configure(input_size, hidden_size, bias, reset_after=reset_after,
+                                 dtype=dtype)
+        self._init_params(shapes, seed)
+
+    def _configure(self, input_size, hidden_size, bias=True, *, reset_after=True,
+                   dtype=np.float32, warn=True):
+        """Validate and set the options; returns the parameters' (name, shape) list."""
         who = self._who
         set_ = object.__setattr__
         set_(self, "input_size", F.check_positive_int(input_size, "input_size", who))
@@ -457,10 +623,11 @@ class GRUCell(_Module):
         set_(self, "reset_after", bool(reset_after))
         set_(self, "dtype", F.check_dtype(dtype, who))
         H = self.hidden_size
+        F.check_blas_sizes(who, hint="use a smaller hidden_size", **{"4*hidden_size": 4 * H})
         shapes = [("weight_ih", (3 * H, self.input_size)), ("weight_hh", (3 * H, H))]
         if self.bias:
             shapes += [("bias_ih", (3 * H,)), ("bias_hh", (3 * H,))]
-        self._init_params(shapes, seed)
+        return shapes
 
     def __repr__(self):
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
@@ -474,9 +641,10 @@ class GRUCell(_Module):
     def __call__(self, x, h=None):
         """One step: x (B, I) or (I,), h (B, H) or (H,) or None (zeros) -> h1, a fresh array."""
         d = self.__dict__
-        return F.cell_call(x, h, d["weight_ih"], d["weight_hh"], d.get("bias_ih"),
-                           d.get("bias_hh"), self.reset_after, self.dtype, self.device,
-                           self._who)
+        with self._param_lock:        # the four weights of one state, never a mix
+            w_ih, w_hh, b_ih, b_hh = d["weight_ih"], d["weight_hh"], d.get("bias_ih"), d.get("bias_hh")
+        return F.cell_call(x, h, w_ih, w_hh, b_ih, b_hh, self.reset_after, self.dtype,
+                           self.device, self._who)
 
     forward = __call__
 
@@ -508,8 +676,9 @@ class GRUCell(_Module):
         ((3,), (2,))
         """
         call = self._as_sequence_call(x, h)
-        d = self.__dict__
-        layers = [[tuple(d.get(n) for n in F.GATE_NAMES)]]
+        _keep_for_backward(call)
+        p = _copies(self._params())
+        layers = [[tuple(p.get(n) for n in F.GATE_NAMES)]]
         out, _, cache = call.run(layers, need_cache=True)
         inner = _make_backward(self, call, cache, layers, cell=True)
 
@@ -526,6 +695,21 @@ class GRUCell(_Module):
 
         backward.__doc__ = "dx, dh = backward(d_h1): see GRUCell.vjp."
         return h1, backward
+
+
+def _keep_for_backward(call):
+    """Give a vjp call its own copy of x: backward reads x again, and the caller's array
+    (a data loader's reused buffer, say) may be refilled before backward runs. The
+    copy is T*B*I numbers, small beside the forward's T*B*3H*(I+H) multiply-adds."""
+    call.x = call.x.copy()
+
+
+def _copies(params):
+    """Private copies of the weights for a vjp: an in-place update of the module's
+    parameters (``gru.weight_hh_l0 -= lr * g``) between vjp and backward must not
+    change the gradient of the forward that ran. One copy of each weight, small beside
+    the forward's work over T*B rows."""
+    return {n: a.copy() for n, a in params.items()}
 
 
 def _make_backward(module, call, cache, layers, cell=False):

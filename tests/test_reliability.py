@@ -1643,3 +1643,315 @@ def test_regression_error_messages_describe_the_callers_arguments():
         if not ("0 dimensions" in str(e) or "shape ()" in str(e)):
             problems.append(f"GRU with 0-d x: {e}")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. hostile use (issue 13): crafted pickles, buffers reused before backward, weights loaded
+#    during calls, read-only inputs, arguments at and past their bounds
+# ---------------------------------------------------------------------------------------------
+
+class _Crafted:
+    """Pickles as a cygru module of class `cls` with an arbitrary state, naming only the
+    globals a genuine pickle does (what protocols 0 and 1 write: copyreg._reconstructor,
+    the class, numpy's)."""
+
+    def __init__(self, cls, state):
+        self.cls, self.state = cls, state
+
+    def __reduce__(self):
+        import copyreg
+        return copyreg._reconstructor, (self.cls, object, None), self.state
+
+
+def _crafted(module, **changes):
+    state = module.__getstate__()
+    for path, value in changes.items():
+        where = state
+        keys = path.split("__")
+        for k in keys[:-1]:
+            where = where[k]
+        where[keys[-1]] = value
+    return pickle.dumps(_Crafted(type(module), state))
+
+
+def test_regression_unpickling_validates_its_state():
+    """A pickle cannot pair weights with sizes they do not have. (Regression:
+    __setstate__ was __dict__.update(state): hidden_size=4000 beside 21x7 weights
+    segfaulted, float16 or too-small weights read out of bounds.)"""
+    g = cygru.GRU(7, 7, seed=0)
+    c = cygru.GRUCell(3, 4, seed=0)
+    small = np.zeros((6, 7), np.float32)
+    cases = [
+        (_crafted(g, options__hidden_size=4000), ValueError, "weight_ih_l0 must have shape"),
+        (_crafted(g, options__input_size=70000), ValueError, "weight_ih_l0 must have shape"),
+        (_crafted(g, params__weight_hh_l0=small), ValueError, "weight_hh_l0 must have shape"),
+        (_crafted(g, params__weight_hh_l0="x"), TypeError, "weight_hh_l0"),
+        (_crafted(g, options__num_layers=2), ValueError, "missing key"),
+        (_crafted(g, options__num_layers=-1), ValueError, "num_layers must be >= 1"),
+        (_crafted(g, options__dtype="float16"), TypeError, "float32 or float64"),
+        (_crafted(g, options__dropout=7.0), ValueError, "dropout"),
+        (_crafted(g, options__reverse=True, options__bidirectional=True), ValueError,
+         "single direction"),
+        (_crafted(g, grads={"weight_ih_l0": small}), ValueError, "missing key"),
+        (_crafted(g, dropout_rng={"bit_generator": "MT19937"}), ValueError, "dropout stream"),
+        (_crafted(g, extra={"_shapes": {}}), ValueError, "extra attributes"),
+        (_crafted(g, format=99), ValueError, "unknown state format"),
+        (_crafted(c, options__hidden_size=400), ValueError, "weight_ih must have shape"),
+        (_crafted(c, params__weight_hh=np.zeros(3, np.float32)), ValueError, "weight_hh"),
+    ]
+    for blob, exc, words in cases:
+        with pytest.raises(exc, match=words):
+            pickle.loads(blob)
+    # the legacy format (the instance dict of cygru before format 1) is validated alike
+    legacy = dict(g.__dict__)
+    legacy.pop("_lock"), legacy.pop("_param_lock")
+    legacy["hidden_size"] = 4000
+    with pytest.raises(ValueError, match="weight_ih_l0 must have shape"):
+        pickle.loads(pickle.dumps(_Crafted(cygru.GRU, legacy)))
+    legacy["hidden_size"] = 7
+    ok = pickle.loads(pickle.dumps(_Crafted(cygru.GRU, legacy)))
+    x = np.ones((3, 2, 7), np.float32)
+    assert same(ok(x)[0], g(x)[0])
+
+
+def test_unpickled_float16_weights_are_converted_like_load_state_dict():
+    g = cygru.GRU(3, 4, seed=0)
+    half = {k: v.astype(np.float16) for k, v in g.state_dict().items()}
+    u = pickle.loads(_crafted(g, params=half))
+    ref_ = cygru.GRU(3, 4, seed=1)
+    ref_.load_state_dict(half)
+    assert all(a.dtype == np.float32 for _, a in u.named_parameters())
+    x = np.ones((2, 1, 3), np.float32)
+    assert same(u(x)[0], ref_(x)[0])
+
+
+def test_pickle_holds_options_and_weights_only():
+    """No locks, caches or thread state in a pickle; untouched gradients are not stored,
+    so a pickle is the weights' bytes plus a small constant."""
+    g = cygru.GRU(64, 128, num_layers=2, bidirectional=True, seed=0)
+    weights = sum(a.nbytes for _, a in g.named_parameters())
+    blob = pickle.dumps(g, pickle.HIGHEST_PROTOCOL)
+    assert len(blob) < weights + 8192, (len(blob), weights)
+    state = g.__getstate__()
+    assert set(state) == {"format", "options", "params", "grads", "dropout_rng", "device",
+                          "extra"}
+    assert state["grads"] is None and state["extra"] == {}
+
+
+class Tagged(cygru.GRU):
+    """A user's subclass with attributes of its own."""
+
+
+def test_subclass_attributes_survive_pickling():
+    t = Tagged(3, 4, seed=0)
+    t.tag = "hello"
+    u = pickle.loads(pickle.dumps(t))
+    assert type(u) is Tagged and u.tag == "hello"
+
+
+_MODES = [("GRU", np.float32), ("GRU", np.float64), ("GRUCell", np.float32),
+          ("GRUCell", np.float64)]
+
+
+@pytest.mark.parametrize("kind,dtype", _MODES)
+def test_regression_backward_ignores_buffers_refilled_after_vjp(kind, dtype):
+    """Refilling the x buffer handed to vjp (as a data loader does), or updating the
+    weights in place, before calling backward leaves the gradients those of the forward
+    that ran. (Regression: vjp kept the caller's x and the live weights: the weight
+    gradients were off by up to 8.9 and dx by 0.9, silently.)"""
+    rng = np.random.default_rng(0)
+    if kind == "GRU":
+        m = cygru.GRU(5, 6, num_layers=2, bidirectional=True, dtype=dtype, seed=0)
+        x = rng.standard_normal((4, 3, 5)).astype(dtype)
+    else:
+        m = cygru.GRUCell(5, 6, dtype=dtype, seed=0)
+        x = rng.standard_normal((3, 5)).astype(dtype)
+
+    def run(mutate):
+        m2 = copy.deepcopy(m)
+        buf = x.copy()
+        out, bw = m2.vjp(buf)
+        out = out[0] if kind == "GRU" else out
+        if mutate:
+            buf[...] = rng.standard_normal(buf.shape)           # the loader's next batch
+            for _, p in m2.named_parameters():
+                p -= 0.5 * np.sign(p)                            # an optimiser step, in place
+        g = np.linspace(-1, 1, out.size).reshape(out.shape)
+        res = bw(g, None) if kind == "GRU" else bw(g)
+        return res, {k: v.copy() for k, v in m2.grads.items()}
+
+    (dx0, dh0), grads0 = run(False)
+    (dx1, dh1), grads1 = run(True)
+    assert same(dx0, dx1) and same(dh0, dh1)
+    for k in grads0:
+        assert same(grads0[k], grads1[k]), k
+
+
+@pytest.mark.parametrize("kind", ["GRU", "GRUCell"])
+def test_regression_load_state_dict_is_atomic_for_concurrent_calls(kind):
+    """Calls on 8 threads while the main thread swaps between two weight sets: every
+    output is exactly that of one set or the other. (Regression: 8 of 2400 outputs
+    matched neither: a call read some weights before a load and some after.)"""
+    if kind == "GRU":
+        make = lambda s: cygru.GRU(6, 16, num_layers=2, bidirectional=True, seed=s)  # noqa: E731
+        x = np.random.default_rng(0).standard_normal((3, 2, 6)).astype(np.float32)
+        call = lambda m: m(x)[0]  # noqa: E731
+    else:
+        make = lambda s: cygru.GRUCell(6, 16, seed=s)  # noqa: E731
+        x = np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)
+        call = lambda m: m(x)  # noqa: E731
+    a, b = make(1), make(2)
+    sd = [a.state_dict(), b.state_dict()]
+    expected = [call(a), call(b)]
+    m = make(1)
+    stop = threading.Event()
+    bad, counts = [], []
+
+    def worker():
+        n = 0
+        while not stop.is_set() and n < 3000:
+            out = call(m)
+            if not (same(out, expected[0]) or same(out, expected[1])):
+                bad.append(out)
+            sd_now = m.state_dict()
+            if not (all(same(sd_now[k], sd[0][k]) for k in sd_now)
+                    or all(same(sd_now[k], sd[1][k]) for k in sd_now)):
+                bad.append("state_dict mixed two loads")
+            n += 1
+        counts.append(n)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    t_end = time.time() + 3.0
+    i = 0
+    while time.time() < t_end:
+        m.load_state_dict(sd[i % 2])
+        i += 1
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not bad, f"{len(bad)} calls saw a mix of two weight sets"
+    assert sum(counts) > 100 and i > 100
+
+
+def test_regression_functional_gru_refuses_reverse_with_two_directions():
+    g = cygru.GRU(3, 4, bidirectional=True, seed=0)
+    x = np.ones((2, 1, 3), np.float32)
+    with pytest.raises(ValueError, match="reverse=True needs a single direction"):
+        cygru.functional.gru(x, g.state_dict(), bidirectional=True, reverse=True)
+
+
+@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), ("2", TypeError),
+                                     (1.0, TypeError), (True, TypeError)])
+def test_regression_functional_gru_num_layers_checked(bad, exc):
+    """(Regression: num_layers=0 raised UnboundLocalError.)"""
+    g = cygru.GRU(3, 4, seed=0)
+    with pytest.raises(exc, match="cygru.functional.gru: num_layers"):
+        cygru.functional.gru(np.ones((2, 1, 3), np.float32), g.state_dict(), num_layers=bad)
+
+
+@pytest.mark.parametrize("bad,exc", [(-1, ValueError), (1.5, TypeError), ("7", TypeError),
+                                     (True, TypeError), (np.int64(-2), ValueError)])
+@pytest.mark.parametrize("cls", [cygru.GRU, cygru.GRUCell])
+def test_regression_seed_errors_name_cygru_and_seed(cls, bad, exc):
+    with pytest.raises(exc, match=rf"{cls.__name__}: seed must be None or a non-negative integer"):
+        cls(5, 7, seed=bad)
+    # NumPy integers are seeds like Python's
+    a, b = cls(5, 7, seed=np.int64(3)), cls(5, 7, seed=3)
+    assert all(same(p, q) for (_, p), (_, q) in zip(a.named_parameters(), b.named_parameters()))
+
+
+def test_regression_huge_hidden_size_refused_at_construction():
+    """GRU(1, 2**29) ran 40 s and took 18 GB before MemoryError; now it is refused at
+    once (forward would refuse its 4*H > BLAS's int anyway), and sizes whose weights
+    cannot fit this machine's memory raise MemoryError before allocating anything."""
+    t0 = time.perf_counter()
+    for cls in (cygru.GRU, cygru.GRUCell):
+        with pytest.raises(ValueError, match=r"4\*hidden_size.*does not fit BLAS's 32-bit int"):
+            cls(1, 2**29)
+    with pytest.raises(ValueError, match=r"4\*hidden_size\*directions"):
+        cygru.GRU(1, 2**28, bidirectional=True)
+    with pytest.raises(MemoryError, match="more than this machine's"):
+        cygru.GRU(1, 2**27)
+    with pytest.raises(MemoryError, match="more than this machine's"):
+        cygru.GRUCell(2**31 - 1, 2**20)
+    assert time.perf_counter() - t0 < 30     # generous: it is instant, not tens of seconds
+
+
+def _read_only(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_regression_read_only_inputs_everywhere(tmp_path, dtype):
+    """Read-only arrays (np.frombuffer, np.load(mmap_mode='r'), views of JAX or ONNX
+    arrays) work at every entry point, with the same results as writable ones.
+    (Regression: GRU(), GRU.vjp, GRUCell.vjp and float64 functional.gru with read-only
+    weights raised Cython's 'buffer source array is read-only'.)"""
+    rng = np.random.default_rng(0)
+    T, B, I, H = 4, 3, 5, 6
+    g = cygru.GRU(I, H, num_layers=2, bidirectional=True, dtype=dtype, seed=0)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((4, B, H)).astype(dtype)
+    lengths = np.array([4, 1, 3])
+    x_ro = np.frombuffer(x.tobytes(), dtype).reshape(x.shape)
+    assert not x_ro.flags.writeable
+    np.save(tmp_path / "x.npy", x)
+    x_map = np.load(tmp_path / "x.npy", mmap_mode="r")
+    h0_ro, len_ro = _read_only(h0), _read_only(lengths)
+    want = g(x, h0, lengths)
+    for xr in (x_ro, x_map):
+        got = g(xr, h0_ro, len_ro)
+        assert same(got[0], want[0]) and same(got[1], want[1])
+    # vjp and backward with read-only output gradients
+    (o, hn), bw = g.vjp(x_ro, h0_ro, len_ro)
+    d_o, d_hn = _read_only(np.ones_like(o)), _read_only(np.ones_like(hn))
+    g.zero_grad()
+    r_ro = bw(d_o, d_hn)
+    grads_ro = {k: v.copy() for k, v in g.grads.items()}
+    (o2, hn2), bw2 = g.vjp(x, h0, lengths)
+    g.zero_grad()
+    r = bw2(np.ones_like(o), np.ones_like(hn))
+    assert same(o, o2) and same(r_ro[0], r[0]) and same(r_ro[1], r[1])
+    assert all(same(grads_ro[k], g.grads[k]) for k in grads_ro)
+    # batch_first, unbatched
+    gb = copy.deepcopy(g)
+    gb.batch_first = True
+    xb = _read_only(x.transpose(1, 0, 2))
+    assert same(gb(xb, h0_ro)[0], gb(np.ascontiguousarray(x.transpose(1, 0, 2)), h0)[0])
+    assert same(g(_read_only(x[:, 0]))[0], g(x[:, 0])[0])
+    # functional.gru with read-only weights (float64 ran on BLAS through a memoryview)
+    sd_ro = {k: _read_only(v) for k, v in g.state_dict().items()}
+    got = cygru.functional.gru(x_ro, sd_ro, h0_ro, num_layers=2, bidirectional=True,
+                               lengths=len_ro)
+    assert same(got[0], want[0]) and same(got[1], want[1])
+    # load_state_dict and parameter assignment from read-only arrays (copied in, writable)
+    g2 = cygru.GRU(I, H, num_layers=2, bidirectional=True, dtype=dtype, seed=5)
+    g2.load_state_dict(sd_ro)
+    assert all(p.flags.writeable for _, p in g2.named_parameters())
+    g2.weight_hh_l0 = sd_ro["weight_hh_l0"]
+    assert g2.weight_hh_l0.flags.writeable
+    # GRUCell: call, vjp, backward, functional.gru_cell
+    c = cygru.GRUCell(I, H, dtype=dtype, seed=0)
+    xc, hc = x[0], h0[0]
+    xc_ro, hc_ro = _read_only(xc), _read_only(hc)
+    assert same(c(xc_ro, hc_ro), c(xc, hc))
+    assert same(c(xc_ro[0], hc_ro[0]), c(xc[0], hc[0]))
+    h1, cbw = c.vjp(xc_ro, hc_ro)
+    c.zero_grad()
+    dxc_ro = cbw(_read_only(np.ones_like(h1)))
+    h1b, cbw2 = c.vjp(xc, hc)
+    assert same(h1, h1b) and same(dxc_ro[0], cbw2(np.ones_like(h1))[0])
+    w = {k: _read_only(v) for k, v in c.state_dict().items()}
+    got = cygru.functional.gru_cell(xc_ro, hc_ro, w["weight_ih"], w["weight_hh"], w["bias_ih"],
+                                    w["bias_hh"])
+    assert same(got, c(xc, hc))
+    # gradcheck on read-only input (float64 only: a finite-difference check)
+    if dtype == np.float64:
+        small = cygru.GRU(2, 3, dtype=dtype, seed=0)
+        assert cygru.gradcheck(small, _read_only(rng.standard_normal((3, 2, 2))))
+    # the caller's read-only arrays are still what they were
+    assert same(x_ro, x) and same(h0_ro, h0)

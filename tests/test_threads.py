@@ -159,3 +159,118 @@ def test_pool_environment_applies_while_loading_and_is_restored():
     mine = _pool_settings_after_import({"OPENBLAS_THREAD_TIMEOUT": "7"})
     assert mine["timeout"] == 7
     assert mine["env"]["OPENBLAS_THREAD_TIMEOUT"] == "7"
+
+
+# ---------------------------------------------------------------------------------------------
+# any thread count: more threads than the old fixed tables (8) and than cores
+# ---------------------------------------------------------------------------------------------
+
+MANY = (2, 9, 16, 64, 256)
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS[1], CONFIGS[3]],
+                         ids=["2-layer-bidirectional", "bidirectional-reset_before-batch_first"])
+@pytest.mark.parametrize("H", [5, 70])
+def test_many_threads_bit_identical(force_threads, cfg, H):
+    """9 to 256 threads (a direction gets up to H of them, one unit each at least) give
+    the same bits as 2 threads, forward and backward, with lengths. (Regression: the
+    pointer tables of a layer call had 8 slots per kind and were indexed by thread: 9+
+    threads corrupted the heap, crashed or deadlocked.)"""
+    rng = np.random.default_rng(H)
+    T, B, I = 6, 3, 4
+    m = cygru.GRU(I, H, seed=1, **cfg)
+    shape = (B, T, I) if m.batch_first else (T, B, I)
+    x = rng.standard_normal(shape).astype(np.float32)
+    lengths = np.array([6, 2, 5])
+    d_out = rng.standard_normal(shape[:2] + (2 * H,)).astype(np.float32)
+    results = {}
+    for n in MANY:
+        cygru.set_num_threads(n)
+        (out, h_n), backward = m.vjp(x, None, lengths)
+        m.zero_grad()
+        dx, dh0 = backward(d_out, None)
+        results[n] = (out, h_n, dx, dh0, *[g.copy() for g in m.grads.values()])
+    for n in MANY[1:]:
+        for a, b in zip(results[2], results[n]):
+            assert np.array_equal(a, b), f"{n} threads differ from 2 threads"
+
+
+@pytest.mark.parametrize("n", [9, 16, 64])
+def test_default_thread_count_above_eight_runs(n):
+    """The issue's reproduction, as a user runs it (the default thread plan, a fresh
+    process with CYGRU_NUM_THREADS=n): it used to abort with 'double free or
+    corruption', segfault or hang; now it matches one thread exactly."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np, cygru\n"
+            "x = np.random.default_rng(0).standard_normal((5, 4, 8)).astype(np.float32)\n"
+            "m = cygru.GRU(8, 256, bidirectional=True, seed=0)\n"
+            "(out, h), bw = m.vjp(x)\n"
+            "dx, _ = bw(np.ones_like(out), None)\n"
+            "assert cygru.get_num_threads() == %d\n"
+            "cygru.set_num_threads(1)\n"
+            "(out1, h1), bw1 = m.vjp(x)\n"
+            "dx1, _ = bw1(np.ones_like(out), None)\n"
+            "print(float(abs(out - out1).max()), float(abs(dx - dx1).max()))\n" % n)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, CYGRU_NUM_THREADS=str(n))
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, f"rc={r.returncode}: {r.stderr[-800:]}"
+    diff_out, diff_dx = map(float, r.stdout.split())
+    # one thread projects with BLAS above OWN_PROJECTION_WORK: equal up to the last bits
+    assert diff_out < 1e-5 and diff_dx < 1e-5
+
+
+def test_thread_plan_never_exceeds_hidden_units():
+    """A direction gets at most H threads, so every slice of hidden units is non-empty."""
+    for H in (1, 3, 16, 100):
+        for n in (1, 2, 9, 64, 256, 1024):
+            for D in (1, 2):
+                per_dir, threaded, sets, bounds = _cpu._thread_plan(H, D, n, True)
+                assert 1 <= per_dir <= H
+                assert len(bounds) == per_dir + 1 and bounds[0] == 0 and bounds[-1] == H
+                assert all(bounds[k] < bounds[k + 1] for k in range(per_dir))
+                assert sets == (per_dir * D if threaded else 1)
+
+
+@pytest.mark.parametrize("good", [1, 2, 9, 1024, np.int64(3), np.int32(4), np.uint8(5)])
+def test_set_num_threads_accepts_integers_up_to_the_bound(good):
+    before = cygru.get_num_threads()
+    try:
+        cygru.set_num_threads(good)
+        assert cygru.get_num_threads() == int(good)
+        assert type(cygru.get_num_threads()) is int
+    finally:
+        cygru.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad", [1025, 2**40, -(2**40), np.int64(0), np.bool_(True), b"2",
+                                 2.0, np.float64(2.0)])
+def test_set_num_threads_bounded_with_a_clear_error(bad):
+    before = cygru.get_num_threads()
+    with pytest.raises(ValueError, match=r"cygru.set_num_threads: expected a positive integer"):
+        cygru.set_num_threads(bad)
+    assert cygru.get_num_threads() == before
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "1025", "2.5", " "])
+def test_env_var_out_of_range_raises_naming_it(value):
+    """CYGRU_NUM_THREADS=0 or -3 used to mean 1 silently; now every value outside
+    [1, 1024] raises a ValueError naming the variable (a blank value means unset)."""
+    import os
+    import subprocess
+    import sys
+    code = "import numpy as np, cygru; print(cygru.get_num_threads())"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, CYGRU_NUM_THREADS=value)
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                       text=True, timeout=120)
+    if value.strip() == "":
+        assert r.returncode == 0 and int(r.stdout) >= 1, r.stderr
+    else:
+        assert r.returncode != 0
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("ValueError") and "CYGRU_NUM_THREADS" in last, last
+        assert value.strip() in last, last
