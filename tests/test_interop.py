@@ -438,13 +438,90 @@ def test_from_onnx_path_and_modelproto(tmp_path):
     model = _onnx_gru_model(W, R, Bias, lbr=1)
     path = tmp_path / "gru.onnx"
     onnx.save(model, str(path))
+    data = model.SerializeToString()
     a = from_onnx(model)
-    for src in (path, str(path)):
+    for src in (path, str(path), data, bytearray(data), memoryview(data)):
         b = from_onnx(src)
         for name, value in a.state_dict().items():
             np.testing.assert_array_equal(b.state_dict()[name], value)
-    with pytest.raises(TypeError, match="path or an onnx.ModelProto"):
-        from_onnx(12)
+    # the caller's ModelProto is only read
+    assert model.SerializeToString() == data
+    # numpy_helper.to_array gives read-only views of the initializers; converting them is fine
+    assert not onnx.numpy_helper.to_array(model.graph.initializer[0]).flags.writeable
+    assert a.weight_ih_l0.flags.writeable
+
+
+@pytest.mark.parametrize("bad", [12, {"W": 1}, None, 2.5, ["gru.onnx"]])
+def test_from_onnx_rejects_other_types(bad):
+    pytest.importorskip("onnx")
+    with pytest.raises(TypeError) as info:
+        from_onnx(bad)
+    message = str(info.value)
+    assert message.startswith("cygru.from_onnx: expected a path (str or os.PathLike), a "
+                              "serialized model (bytes")
+    assert "onnx.ModelProto" in message
+    assert message.endswith(f"got {type(bad).__qualname__}")
+
+
+def test_from_onnx_unreadable_files(tmp_path):
+    """Garbage, truncated and empty files: a ValueError naming the file, not protobuf's
+    DecodeError or 'the graph has no GRU node'. A missing file stays FileNotFoundError."""
+    pytest.importorskip("onnx")
+    import re
+
+    W, R, Bias = _onnx_weights(_rng(30), 1, 3, 2, True)
+    data = _onnx_gru_model(W, R, Bias).SerializeToString()
+    files = {
+        "garbage.onnx": b"this is not an ONNX model\n\xff\xfe\x00\x01" * 8,
+        "empty.onnx": b"",
+        "header_only.onnx": data[:2],  # decodes (ir_version only), but holds no graph
+    }
+    for k, cut in enumerate((len(data) // 4, len(data) // 2, 3 * len(data) // 4)):
+        files[f"truncated{k}.onnx"] = data[:cut]
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        for src in (path, str(path)):
+            with pytest.raises(ValueError, match="is not a readable ONNX model") as info:
+                from_onnx(src)
+            assert f"cygru.from_onnx: the file {str(path)!r} is not" in str(info.value), name
+    with pytest.raises(ValueError, match="it is empty"):
+        from_onnx(tmp_path / "empty.onnx")
+    with pytest.raises(ValueError, match="it holds no graph"):
+        from_onnx(tmp_path / "header_only.onnx")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        from_onnx(tmp_path / "truncated1.onnx")
+
+    # the same contents as bytes: named as bytes, with a hint for those who meant a path
+    with pytest.raises(ValueError, match=r"the bytes object given \(\d+ bytes\) is not a "
+                                         r"readable ONNX model.*pass a file's path"):
+        from_onnx(files["garbage.onnx"])
+    with pytest.raises(ValueError, match=r"bytearray object given \(0 bytes\).*it is empty"):
+        from_onnx(bytearray())
+    with pytest.raises(ValueError, match=r"memoryview object given .*not a readable"):
+        from_onnx(memoryview(files["truncated1.onnx"]))
+
+    missing = tmp_path / "missing.onnx"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        from_onnx(missing)
+
+
+def test_from_onnx_external_data(tmp_path):
+    """A path loads the model's external data from its directory; bytes cannot, and say so
+    rather than reading a file relative to the working directory."""
+    onnx = pytest.importorskip("onnx")
+    W, R, Bias = _onnx_weights(_rng(31), 1, 3, 2, True)
+    model = _onnx_gru_model(W, R, Bias, lbr=1)
+    expected = from_onnx(model)
+    path = tmp_path / "gru.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="gru.weights", size_threshold=0)
+    assert (tmp_path / "gru.weights").exists()
+    got = from_onnx(path)
+    for name, value in expected.state_dict().items():
+        np.testing.assert_array_equal(got.state_dict()[name], value)
+    with pytest.raises(ValueError, match="external file that was not loaded"):
+        from_onnx(path.read_bytes())
 
 
 def test_from_onnx_weights_in_constant_nodes():
@@ -465,6 +542,218 @@ def test_from_onnx_weights_in_constant_nodes():
     W_const = numpy_helper.to_array(consts[0].attribute[0].t)
     np.testing.assert_array_equal(gru.weight_ih_l0[:2], W_const[0, 2:4])  # r gate = ONNX block 1
     np.testing.assert_array_equal(W_const, W)
+
+
+# --- initial_h / sequence_lens stored in the model (run-time inputs a module cannot hold) ----
+
+def _store_inputs(model, arrays, how):
+    """Turn the graph inputs named in ``arrays`` into tensors stored in the model: "initializer"
+    (the graph input removed), "overridable" (an initializer that stays a graph input, i.e. a
+    default) or "constant" (a Constant node)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    for name, array in arrays.items():
+        tensor = numpy_helper.from_array(array, name)
+        if how != "overridable":
+            kept = [i for i in graph.input if i.name != name]
+            del graph.input[:]
+            graph.input.extend(kept)
+        if how == "constant":
+            graph.node.insert(0, helper.make_node("Constant", [], [name], value=tensor,
+                                                  name=f"const_{name}"))
+        else:
+            graph.initializer.append(tensor)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _without_stored_inputs(model, node_name="gru"):
+    """The documented way to proceed: read the stored arrays, then convert a copy of the model
+    whose GRU node omits them (''). Returns (module, h0 or None, lengths or None)."""
+    import copy
+
+    from onnx import numpy_helper
+
+    model = copy.deepcopy(model)
+    graph = model.graph
+    stored = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            stored[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    node = next(n for n in graph.node if n.name == node_name)
+    found = {}
+    for index, what in ((4, "lengths"), (5, "h0")):
+        if len(node.input) > index and node.input[index] in stored:
+            found[what] = stored[node.input[index]]
+            node.input[index] = ""
+    return from_onnx(model), found.get("h0"), found.get("lengths")
+
+
+@pytest.mark.parametrize("how", ["initializer", "overridable", "constant"])
+@pytest.mark.parametrize("which", ["initial_h", "seq_lens", "both"])
+def test_from_onnx_refuses_stored_initial_h_and_sequence_lens(which, how):
+    pytest.importorskip("onnx")
+    rng = _rng(32)
+    W, R, Bias = _onnx_weights(rng, 1, 3, 4, True)
+    model = _onnx_gru_model(W, R, Bias, with_lengths=True)
+    arrays = {}
+    if which in ("initial_h", "both"):
+        arrays["initial_h"] = rng.standard_normal((1, 2, 4)).astype(np.float32)
+    if which in ("seq_lens", "both"):
+        arrays["seq_lens"] = np.array([3, 1], dtype=np.int32)
+    _store_inputs(model, arrays, how)
+    before = model.SerializeToString()
+    with pytest.raises(ValueError) as info:
+        from_onnx(model)
+    message = str(info.value)
+    assert message.startswith("cygru.from_onnx: GRU node 'gru' takes its input ")
+    origin = {
+        "initializer": "the initializer '{}'",
+        "overridable": "the initializer '{}' (also a graph input: the stored array is its default)",
+        "constant": "the Constant node 'const_{}' (output '{}')",
+    }[how]
+    if "initial_h" in arrays:
+        assert (f"its input initial_h from {origin.format('initial_h', 'initial_h')} "
+                "(float32, shape (1, 2, 4))") in message
+        assert "input[5]" in message and "h0=" in message
+    if "seq_lens" in arrays:
+        assert f"its input sequence_lens from {origin.format('seq_lens', 'seq_lens')} " \
+               "(int32, shape (2,))" in message
+        assert "input[4]" in message and "lengths=" in message
+    assert "a cygru.GRU holds weights only, not run-time inputs" in message
+    assert "read the array" in message and "onnx.numpy_helper.to_array" in message
+    assert "to '' (ONNX's name for an omitted input) in a copy of the model" in message
+    assert "transpose" not in message  # layout=0: ONNX's initial_h is cygru's h0
+    assert model.SerializeToString() == before  # refused without touching the model
+
+
+def test_from_onnx_stored_initial_h_layout1_message():
+    pytest.importorskip("onnx")
+    rng = _rng(33)
+    W, R, Bias = _onnx_weights(rng, 2, 3, 4, True)
+    model = _onnx_gru_model(W, R, Bias, direction="bidirectional", layout=1)
+    _store_inputs(model, {"initial_h": rng.standard_normal((5, 2, 4)).astype(np.float32)},
+                  "initializer")
+    with pytest.raises(ValueError, match=r"layout=1, so first transpose initial_h from ONNX's "
+                                         r"\(batch, num_directions, hidden_size\) to cygru's "
+                                         r"\(num_directions, batch, hidden_size\): "
+                                         r"h0 = array.transpose\(1, 0, 2\)"):
+        from_onnx(model)
+
+
+def test_from_onnx_sequence_lens_in_value_ints_constant():
+    """A Constant node may hold its tensor in value_ints rather than value."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
+    W, R, Bias = _onnx_weights(_rng(34), 1, 3, 4, True)
+    model = _onnx_gru_model(W, R, Bias, with_lengths=True)
+    kept = [i for i in model.graph.input if i.name != "seq_lens"]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["seq_lens"], value_ints=[3, 1]))
+    onnx.checker.check_model(model)
+    with pytest.raises(ValueError, match=r"sequence_lens from a Constant node \(output "
+                                         r"'seq_lens'\) \(int64, shape \(2,\)\)"):
+        from_onnx(model)
+
+
+@pytest.mark.parametrize("how", ["initializer", "constant"])
+@pytest.mark.parametrize("lbr", [0, 1])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_from_onnx_stored_inputs_workaround_matches_onnxruntime(direction, lbr, how):
+    """The way the message describes reproduces ONNX Runtime on the model as it is."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    rng = _rng(35)
+    D = 2 if direction == "bidirectional" else 1
+    I, H, T = 3, 4, 6
+    W, R, Bias = _onnx_weights(rng, D, I, H, True)
+    lengths = np.array([6, 2, 4, 1], dtype=np.int32)
+    B = len(lengths)
+    h0 = rng.standard_normal((D, B, H)).astype(np.float32)
+    model = _onnx_gru_model(W, R, Bias, direction=direction, lbr=lbr, with_lengths=True)
+    _store_inputs(model, {"initial_h": h0, "seq_lens": lengths}, how)
+    before = model.SerializeToString()
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    Y, Y_h = _ort_run(model, {"X": x})  # ORT uses the stored initial_h and sequence_lens
+
+    gru, h0_read, lengths_read = _without_stored_inputs(model)
+    assert model.SerializeToString() == before
+    np.testing.assert_array_equal(h0_read, h0)
+    np.testing.assert_array_equal(lengths_read, lengths)
+    h0_read.flags.writeable = False  # as numpy_helper.to_array may give them
+    lengths_read.flags.writeable = False
+    out, hn = gru(x, h0_read, lengths=lengths_read)
+    np.testing.assert_allclose(out, _merge_y(Y, 0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(hn, Y_h, rtol=0, atol=1e-5)
+    # without them the module would be ~1 off: what from_onnx used to return silently
+    assert np.abs(gru(x)[0] - _merge_y(Y, 0)).max() > 0.1
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_from_onnx_stored_initial_h_workaround_layout1(direction):
+    """layout=1 stores initial_h as (B, D, H); cygru's h0 is its transpose. ORT rejects
+    layout=1, so the reference is ORT on the layout=0 model with the same stored state."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    rng = _rng(36)
+    D = 2 if direction == "bidirectional" else 1
+    I, H, T, B = 3, 4, 5, 2
+    W, R, Bias = _onnx_weights(rng, D, I, H, True)
+    h0 = rng.standard_normal((D, B, H)).astype(np.float32)
+    model1 = _store_inputs(_onnx_gru_model(W, R, Bias, direction=direction, layout=1),
+                           {"initial_h": np.ascontiguousarray(h0.transpose(1, 0, 2))},
+                           "initializer")
+    model0 = _store_inputs(_onnx_gru_model(W, R, Bias, direction=direction),
+                           {"initial_h": h0}, "initializer")
+    x_bf = rng.standard_normal((B, T, I)).astype(np.float32)
+    Y0, Y_h0 = _ort_run(model0, {"X": x_bf.transpose(1, 0, 2).copy()})
+
+    gru, initial_h, _ = _without_stored_inputs(model1)
+    assert gru.batch_first is True and initial_h.shape == (B, D, H)
+    out, hn = gru(x_bf, initial_h.transpose(1, 0, 2))
+    np.testing.assert_allclose(out, _merge_y(Y0, 0).transpose(1, 0, 2), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(hn, Y_h0, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["initializer", "constant"])
+def test_from_onnx_stored_zero_initial_h_is_the_default(how):
+    """A stored all-zero initial_h is what the module starts from anyway: accepted."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    rng = _rng(37)
+    W, R, Bias = _onnx_weights(rng, 2, 3, 4, True)
+    model = _store_inputs(_onnx_gru_model(W, R, Bias, direction="bidirectional", lbr=1),
+                          {"initial_h": np.zeros((2, 3, 4), np.float32)}, how)
+    gru = from_onnx(model)
+    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
+    Y, Y_h = _ort_run(model, {"X": x})
+    out, hn = gru(x)
+    np.testing.assert_allclose(out, _merge_y(Y, 0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(hn, Y_h, rtol=0, atol=1e-5)
+
+
+def test_from_onnx_omitted_and_runtime_inputs_accepted():
+    """'' omits an input (also in the middle or at the end); graph inputs and values computed
+    by other nodes are run-time inputs, supplied when calling the module."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
+    W, R, Bias = _onnx_weights(_rng(38), 1, 3, 4, True)
+    for names in (["X", "W", "R", "B", "", ""], ["X", "W", "R", "B", ""], ["X", "W", "R", "B"],
+                  ["X", "W", "R", "", "", "initial_h"]):
+        model = _onnx_gru_model(W, R, Bias)
+        model.graph.node[0].input[:] = names
+        assert from_onnx(model).bias is (names[3] == "B")
+    # initial_h computed by another node (an Identity of the graph input)
+    model = _onnx_gru_model(W, R, Bias, with_lengths=True)
+    model.graph.node.insert(0, helper.make_node("Identity", ["initial_h"], ["h_copy"]))
+    model.graph.node[1].input[5] = "h_copy"
+    onnx.checker.check_model(model)
+    assert from_onnx(model).hidden_size == 4
 
 
 @pytest.mark.parametrize(
