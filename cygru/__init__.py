@@ -57,11 +57,13 @@ __all__ = ["GRU", "GRUCell", "gradcheck", "GradcheckError", "from_torch", "from_
 
 
 def get_include():
-    """Directory to add to ``include_dirs`` when compiling an extension that
-    ``cimport``\\ s cygru, the way ``numpy.get_include()`` is used.
+    """Directory to give Cython as ``include_path`` when compiling an extension that
+    ``cimport``\\ s cygru: ``cythonize(..., include_path=[cygru.get_include()])``.
 
     It is the directory that contains the ``cygru`` package, so Cython finds
-    ``cygru/*.pxd`` there.
+    ``cygru/*.pxd`` there. (An Extension's ``include_dirs`` is the C compiler's search
+    path, which Cython does not search for ``.pxd`` files: with it alone, the build
+    fails after an editable install, ``pip install -e``.)
 
     Examples
     --------

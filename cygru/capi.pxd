@@ -2,8 +2,9 @@
 """cygru's C-level API: GRU steps and sequences on raw buffers, callable without the GIL.
 
 This file is the stable, documented interface for other Cython (and C) code
-(``from cygru cimport capi`` with ``cygru.get_include()`` in ``include_dirs``); the
-reference is ``docs/embedding.rst``. The kernels behind it (``cygru._kernels``) are
+(``from cygru cimport capi``, with ``cygru.get_include()`` in Cython's ``include_path``,
+e.g. ``cythonize(..., include_path=[cygru.get_include()])``); the reference is
+``docs/embedding.rst``. The kernels behind it (``cygru._kernels``) are
 internal and may change; this interface does not.
 
 Conventions of every function here:
@@ -16,21 +17,28 @@ Conventions of every function here:
   biases (3H,). A NULL bias means "no bias" (zeros).
 - ``reset_after`` (nonzero: PyTorch/cuDNN/Keras' variant, zero: Cho et al.'s).
 - Every function is ``noexcept nogil``: call it with or without the GIL. It validates
-  its scalar arguments and returns a status (``CYGRU_OK`` == 0, else one of the
-  ``CYGRU_ERR_*`` codes) *before* writing any output; it never allocates, never
-  raises and keeps no global state, so it is re-entrant: several threads may call
-  it at once as long as each passes its own workspace (weights and inputs may be
-  shared, they are only read).
+  its scalar arguments and the overlaps of its arrays and returns a status
+  (``CYGRU_OK`` == 0, else one of the ``CYGRU_ERR_*`` codes) *before* writing any
+  output or workspace byte; it never allocates, never raises and keeps no global
+  state, so it is re-entrant: several threads may call it at once as long as each
+  passes its own workspace (weights and inputs may be shared, they are only read).
 - The workspace is caller memory of at least ``*_workspace_size_*(...)`` bytes,
   aligned to ``CYGRU_WORK_ALIGN`` (8) bytes (anything ``malloc`` returns is). Its
   content on entry does not matter; it may be reused for any later call with the
-  same or smaller sizes. It must not overlap any argument array.
+  same or smaller sizes. The bytes a call uses, ``[work, work + *_workspace_size_*(...))``,
+  must not overlap any argument array (x, h/h0, lengths, the outputs, every weight and
+  bias, the table of directions): a call that finds such an overlap returns
+  ``CYGRU_ERR_WORKSPACE_ALIAS`` and writes nothing.
+- Outputs may not overlap an input either (``CYGRU_ERR_ALIAS``), except the two
+  in-place forms documented below (``h_out == h``, ``h_n == h0``). The checks compare
+  address ranges; they cannot tell whether a pointer points at enough memory.
 """
 from libc.stddef cimport size_t
 
 
 # ---------------------------------------------------------------------------
-# status codes (returned by every function that computes)
+# status codes (returned by every function that computes); new codes may be added,
+# existing values never change
 # ---------------------------------------------------------------------------
 cdef enum:
     CYGRU_OK = 0
@@ -38,10 +46,12 @@ cdef enum:
     CYGRU_ERR_NULL = 2          # a required pointer is NULL
     CYGRU_ERR_LENGTH = 3        # lengths[b] is outside [1, T]
     CYGRU_ERR_FLAGS = 4         # inconsistent flags (reverse with two directions)
-    CYGRU_ERR_ALIAS = 5         # an output overlaps an input it may not overlap
+    CYGRU_ERR_ALIAS = 5         # an output overlaps an input (x, h/h0, lengths, a weight or
+                                # bias, the table of directions) or another output
     CYGRU_ERR_WORKSPACE = 6     # workspace NULL or smaller than the required size
     CYGRU_ERR_ALIGN = 7         # workspace not aligned to CYGRU_WORK_ALIGN bytes
-    CYGRU_WORK_ALIGN = 8        # required alignment of a workspace, in bytes
+    CYGRU_ERR_WORKSPACE_ALIAS = 8   # the workspace overlaps an argument array
+    CYGRU_WORK_ALIGN = 8        # required alignment of a workspace, in bytes (not a status)
 
 
 # A static, human-readable description of a status code (never NULL).

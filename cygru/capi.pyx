@@ -36,8 +36,8 @@ from cygru._kernels cimport (gru_direction_forward, gru_cell_forward, cell_work_
 cnp.import_array()
 
 __all__ = ["export_weights", "ExportedWeights", "status_name", "OK", "ERR_SIZE", "ERR_NULL",
-           "ERR_LENGTH", "ERR_FLAGS", "ERR_ALIAS", "ERR_WORKSPACE", "ERR_ALIGN", "WORK_ALIGN",
-           "PROJECTION_CHUNK_BYTES"]
+           "ERR_LENGTH", "ERR_FLAGS", "ERR_ALIAS", "ERR_WORKSPACE", "ERR_ALIGN",
+           "ERR_WORKSPACE_ALIAS", "WORK_ALIGN", "PROJECTION_CHUNK_BYTES"]
 
 # Python names of the status codes of capi.pxd
 OK = CYGRU_OK
@@ -48,6 +48,7 @@ ERR_FLAGS = CYGRU_ERR_FLAGS
 ERR_ALIAS = CYGRU_ERR_ALIAS
 ERR_WORKSPACE = CYGRU_ERR_WORKSPACE
 ERR_ALIGN = CYGRU_ERR_ALIGN
+ERR_WORKSPACE_ALIAS = CYGRU_ERR_WORKSPACE_ALIAS
 WORK_ALIGN = CYGRU_WORK_ALIGN
 
 # The input projection of a direction is computed this many bytes (at least one time
@@ -71,11 +72,13 @@ cdef const char* status_message(int status) noexcept nogil:
     if status == CYGRU_ERR_FLAGS:
         return b"inconsistent flags: reverse needs a single direction"
     if status == CYGRU_ERR_ALIAS:
-        return b"an output array overlaps an input array"
+        return b"an output array overlaps an input array, a weight or another output"
     if status == CYGRU_ERR_WORKSPACE:
         return b"the workspace is NULL or smaller than the required size"
     if status == CYGRU_ERR_ALIGN:
         return b"the workspace is not aligned to CYGRU_WORK_ALIGN bytes"
+    if status == CYGRU_ERR_WORKSPACE_ALIAS:
+        return b"the workspace overlaps an input, output or weight array"
     return b"unknown cygru status"
 
 
@@ -229,6 +232,35 @@ cdef inline void _load_dir(const void* dirs, Py_ssize_t k,
         w_ih[0], w_hh[0], b_ih[0], b_hh[0] = d64.w_ih, d64.w_hh, d64.b_ih, d64.b_hh
 
 
+cdef bint _overlaps_weights(const void* p, size_t n, const void* dirs, int L, int D, int I,
+                            int H, floating dummy=0) noexcept nogil:
+    """Whether [p, p+n) overlaps the table `dirs` (L*D cygru_direction_*) or any weight
+    or bias it points at, each with its true size (w_ih of layer k is (3H, I_k))."""
+    cdef size_t itemsize = sizeof(floating)
+    cdef size_t gate_bytes = 3 * <size_t>H * itemsize
+    cdef size_t table_bytes
+    cdef Py_ssize_t k
+    cdef int in_size
+    cdef const floating* w_ih = NULL
+    cdef const floating* w_hh = NULL
+    cdef const floating* b_ih = NULL
+    cdef const floating* b_hh = NULL
+    if floating is float:
+        table_bytes = <size_t>L * D * sizeof(cygru_direction_f32)
+    else:
+        table_bytes = <size_t>L * D * sizeof(cygru_direction_f64)
+    if _overlap(p, n, dirs, table_bytes):
+        return True
+    for k in range(<Py_ssize_t>L * D):
+        _load_dir(dirs, k, &w_ih, &w_hh, &b_ih, &b_hh)
+        in_size = I if k < D else D * H          # I_0 = input_size, I_k = D*H
+        if (_overlap(p, n, w_ih, gate_bytes * <size_t>in_size)
+                or _overlap(p, n, w_hh, gate_bytes * <size_t>H)
+                or _overlap(p, n, b_ih, gate_bytes) or _overlap(p, n, b_hh, gate_bytes)):
+            return True
+    return False
+
+
 cdef int _schedule(int T, int B, const int* lengths, Py_ssize_t* perm, int* active,
                    int* counts) noexcept nogil:
     """The sorted-batch schedule of _kernels.pxd, without the GIL.
@@ -280,6 +312,9 @@ cdef int _cell_step(int B, int I, int H,
     cdef size_t need = _cell_workspace(B, H, sizeof(floating))
     cdef size_t xbytes = <size_t>B * I * sizeof(floating)
     cdef size_t hbytes = <size_t>B * H * sizeof(floating)
+    cdef size_t gate_bytes = 3 * <size_t>H * sizeof(floating)
+    cdef size_t wih_bytes = gate_bytes * <size_t>I
+    cdef size_t whh_bytes = gate_bytes * <size_t>H
     cdef char* p
     cdef floating* kwork
     cdef floating* hcopy
@@ -292,10 +327,23 @@ cdef int _cell_step(int B, int I, int H,
         return CYGRU_ERR_WORKSPACE
     if (<uintptr_t>work) % CYGRU_WORK_ALIGN:
         return CYGRU_ERR_ALIGN
-    # h_out may be h itself (the streaming case), but not overlap x or part of h
-    if _overlap(h_out, hbytes, x, xbytes) or (
-            <const void*>h_out != <const void*>h and _overlap(h_out, hbytes, h, hbytes)):
+    # h_out may be h itself (the streaming case), but not overlap x, part of h or a
+    # weight (the gate pass reads the biases while it writes h_out)
+    if (_overlap(h_out, hbytes, x, xbytes)
+            or (<const void*>h_out != <const void*>h and _overlap(h_out, hbytes, h, hbytes))
+            or _overlap(h_out, hbytes, w_ih, wih_bytes)
+            or _overlap(h_out, hbytes, w_hh, whh_bytes)
+            or _overlap(h_out, hbytes, b_ih, gate_bytes)
+            or _overlap(h_out, hbytes, b_hh, gate_bytes)):
         return CYGRU_ERR_ALIAS
+    # the workspace is written before the inputs are read (the copy of h, the products):
+    # the bytes it uses may overlap nothing
+    if (_overlap(work, need, x, xbytes) or _overlap(work, need, h, hbytes)
+            or _overlap(work, need, h_out, hbytes)
+            or _overlap(work, need, w_ih, wih_bytes) or _overlap(work, need, w_hh, whh_bytes)
+            or _overlap(work, need, b_ih, gate_bytes)
+            or _overlap(work, need, b_hh, gate_bytes)):
+        return CYGRU_ERR_WORKSPACE_ALIAS
     if B == 0:
         return CYGRU_OK
     p = <char*>work
@@ -329,7 +377,7 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
     """L layers of D directions over x (T, B, I); `dirs` holds L*D cygru_direction_*."""
     cdef size_t itemsize = sizeof(floating)
     cdef size_t BH = <size_t>B * H
-    cdef size_t need, out_bytes, hn_bytes, x_bytes
+    cdef size_t need, out_bytes, hn_bytes, x_bytes, len_bytes
     cdef int status, k, d, i, in_size
     cdef char* p
     cdef Py_ssize_t* perm
@@ -368,11 +416,25 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
     x_bytes = <size_t>T * B * I * itemsize
     out_bytes = <size_t>T * D * BH * itemsize
     hn_bytes = <size_t>L * D * BH * itemsize
-    # h_n may be h0 itself (each layer loads its h0 before writing its h_n), nothing else
+    len_bytes = <size_t>B * sizeof(int) if lengths != NULL else 0
+    # h_n may be h0 itself (each layer loads its h0 before writing its h_n), nothing else.
+    # An output on a weight (or on the table of their pointers, read at every layer)
+    # would change the weights of later steps; one on lengths, the caller's lengths.
     if (_overlap(output, out_bytes, x, x_bytes) or _overlap(output, out_bytes, h0, hn_bytes)
             or _overlap(h_n, hn_bytes, x, x_bytes) or _overlap(h_n, hn_bytes, output, out_bytes)
-            or (<const void*>h_n != <const void*>h0 and _overlap(h_n, hn_bytes, h0, hn_bytes))):
+            or (<const void*>h_n != <const void*>h0 and _overlap(h_n, hn_bytes, h0, hn_bytes))
+            or _overlap(output, out_bytes, lengths, len_bytes)
+            or _overlap(h_n, hn_bytes, lengths, len_bytes)
+            or _overlaps_weights(output, out_bytes, dirs, L, D, I, H, <floating>0)
+            or _overlaps_weights(h_n, hn_bytes, dirs, L, D, I, H, <floating>0)):
         return CYGRU_ERR_ALIAS
+    # the workspace is written first (the schedule, while lengths are read) and
+    # throughout: the bytes it uses may overlap nothing
+    if (_overlap(work, need, x, x_bytes) or _overlap(work, need, h0, hn_bytes)
+            or _overlap(work, need, lengths, len_bytes)
+            or _overlap(work, need, output, out_bytes) or _overlap(work, need, h_n, hn_bytes)
+            or _overlaps_weights(work, need, dirs, L, D, I, H, <floating>0)):
+        return CYGRU_ERR_WORKSPACE_ALIAS
 
     # -- carve the workspace (the order of _model_workspace) ----------------------
     p = <char*>work
@@ -637,7 +699,8 @@ cdef class ExportedWeights:
         Parameters
         ----------
         x : array_like
-            (T, B, I), converted to ``dtype``.
+            (T, B, I), converted to ``dtype`` (no copy when it is a C-contiguous
+            array of that dtype; read-only arrays are fine, they are only read).
         h0 : array_like, optional
             (L*D, B, H); zeros when omitted.
         lengths : array_like of int, optional
@@ -653,21 +716,29 @@ cdef class ExportedWeights:
         Raises
         ------
         ValueError
-            For wrong shapes, or with the C status's message (e.g. a length out of range).
+            For wrong shapes or sizes beyond BLAS's int (T*B rows), checked before any
+            argument is converted or copied, or with the C status's message (e.g. a
+            length out of range).
         """
         who = "cygru.capi.ExportedWeights.forward"
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ValueError(f"{who}: expected x of shape (T, B, {self.input_size}), "
-                             f"got {x.shape}")
-        T, B = x.shape[0], x.shape[1]
         LD, H = self.num_layers * self.num_directions, self.hidden_size
-        if T > _INT_MAX or B > _INT_MAX:
-            raise ValueError(f"{who}: T={T}, B={B} do not fit BLAS's int")
+        # Every shape and size is checked on the arrays as given, before any of them
+        # is converted: a contiguous copy of a zero-strided view (np.broadcast_to) can
+        # be far larger than the view. np.asarray copies nothing for an ndarray.
+        x_in = np.asarray(x)
+        if x_in.ndim != 3 or x_in.shape[2] != self.input_size:
+            raise ValueError(f"{who}: expected x of shape (T, B, {self.input_size}), "
+                             f"got {x_in.shape}")
+        T, B = x_in.shape[0], x_in.shape[1]
+        if T > _INT_MAX or B > _INT_MAX or T * B > _INT_MAX:
+            raise ValueError(f"{who}: T={T}, B={B}: T*B = {T * B} rows do not fit "
+                             "BLAS's int")
+        h0_in = None
         if h0 is not None:
-            h0 = np.ascontiguousarray(h0, dtype=self.dtype)
-            if h0.shape != (LD, B, H):
-                raise ValueError(f"{who}: expected h0 of shape {(LD, B, H)}, got {h0.shape}")
+            h0_in = np.asarray(h0)
+            if h0_in.shape != (LD, B, H):
+                raise ValueError(f"{who}: expected h0 of shape {(LD, B, H)}, "
+                                 f"got {h0_in.shape}")
         if lengths is not None:
             lengths_arr = np.asarray(lengths)
             if lengths_arr.dtype.kind not in "iu" or lengths_arr.shape != (B,):
@@ -675,6 +746,10 @@ cdef class ExportedWeights:
             if B and (lengths_arr.min() < -_INT_MAX or lengths_arr.max() > _INT_MAX):
                 raise ValueError(f"{who}: a sequence length is outside [1, T]")
             lengths = np.ascontiguousarray(lengths_arr, dtype=np.intc)
+        # the C call only reads x, h0 and lengths: read-only arrays are passed as they are
+        x = np.ascontiguousarray(x_in, dtype=self.dtype)
+        if h0_in is not None:
+            h0 = np.ascontiguousarray(h0_in, dtype=self.dtype)
         output = np.empty((T, B, self.num_directions * H), self.dtype)
         h_n = np.empty((LD, B, H), self.dtype)
         if self.dtype == np.float32:

@@ -3,9 +3,12 @@
 * A downstream project is built for real, once per session, in a temporary
   directory: the example of ``examples/embedding`` (its own ``setup.py``), plus a
   probe extension written here. Both ``cimport cygru.capi`` with
-  ``include_dirs=[cygru.get_include(), numpy.get_include()]`` and call the C API
+  ``cythonize(..., include_path=[cygru.get_include()])`` and call the C API
   inside ``with nogil:``; their results are checked against cygru.GRUCell / cygru.GRU.
-* The C API's status codes for bad scalar input (nothing written on error).
+* The documented recipe of the example after ``pip install -e`` and ``pip install`` of
+  cygru into fresh virtual environments, without PYTHONPATH.
+* The C API's status codes for bad scalar input and overlapping arrays (nothing
+  written on error).
 * Threads: every forward and backward releases the GIL; one module called from 8
   threads gives bitwise the serial results; vjp closures from several threads
   accumulate into ``grads`` correctly; the C API is re-entrant.
@@ -14,6 +17,7 @@ import importlib.util
 import os
 import pathlib
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -46,9 +50,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 setup(name="cygru-capi-probe", ext_modules=cythonize(
     [Extension("cygru_capi_probe", ["cygru_capi_probe.pyx"],
-               include_dirs=[cygru.get_include(), numpy.get_include()],
+               include_dirs=[numpy.get_include()],
                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])],
-    compiler_directives={"language_level": 3}))
+    include_path=[cygru.get_include()], compiler_directives={"language_level": 3}))
 """
 
 # A second downstream module: layer_forward, and every status code, called from C.
@@ -280,6 +284,139 @@ def model_status(capi.ExportedWeights w, str case, int T=4, int B=2, lengths=Non
                                     work, n)
     free(work)
     return status, bool((out == 7.0).all() and (h_n == 7.0).all())
+
+
+# -- every array of a call in one arena, the workspace or an output moved onto or beside
+#    another array (overlap_call); sizes T=3, B=2, I=3, H=4, and L=2, D=2 for "model"
+
+def overlap_layout(str fn, str dtype):
+    """[(name, bytes)] of the arrays of a cell_step_* ("cell"), layer_forward_* ("layer",
+    D=2) or model_forward_* ("model", L=2, D=2) call, the workspace last."""
+    cdef int T = 3, B = 2, I = 3, H = 4, L = 2 if fn == "model" else 1, D = 2, k, ik
+    cdef size_t item = sizeof(float) if dtype == "f32" else sizeof(double)
+    cdef size_t table = L * D * (sizeof(capi.cygru_direction_f32) if dtype == "f32"
+                                 else sizeof(capi.cygru_direction_f64))
+    if fn == "cell":
+        need = (capi.cell_workspace_size_f32(B, H) if dtype == "f32"
+                else capi.cell_workspace_size_f64(B, H))
+        return [("x", B * I * item), ("h", B * H * item), ("w_ih", 3 * H * I * item),
+                ("w_hh", 3 * H * H * item), ("b_ih", 3 * H * item), ("b_hh", 3 * H * item),
+                ("h_out", B * H * item), ("work", need)]
+    need = (capi.model_workspace_size_f32(T, B, I, H, L, D) if dtype == "f32"
+            else capi.model_workspace_size_f64(T, B, I, H, L, D))
+    regions = [("x", T * B * I * item), ("h0", L * D * B * H * item),
+               ("lengths", B * sizeof(int)), ("dirs", table)]
+    for k in range(L * D):
+        ik = I if k < D else D * H
+        regions += [(f"w_ih{k}", 3 * H * ik * item), (f"w_hh{k}", 3 * H * H * item),
+                    (f"b_ih{k}", 3 * H * item), (f"b_hh{k}", 3 * H * item)]
+    return regions + [("output", T * B * D * H * item), ("h_n", L * D * B * H * item),
+                      ("work", need)]
+
+
+cdef inline char* at(char* base, dict offsets, str name):
+    return base + <Py_ssize_t>offsets[name]
+
+
+def overlap_call(str fn, str dtype, str mover, str target, str place):
+    """One call with every array in one 64-byte-aligned arena, `mover` (``"work"`` or an
+    output) placed by `place` relative to `target`: ``"start"`` its first bytes on
+    target's last (at most 8), ``"end"`` its last bytes on target's first (at least
+    one), ``"before"`` / ``"after"`` right beside it (no overlap), ``"home"`` its own
+    slot; offsets are multiples of 8 bytes.
+    Arrays are a gap apart that any mover fits in, so a mover touches only its target.
+    Returns (status, arena before, arena after, {name: offset}, {name: bytes})."""
+    cdef int T = 3, B = 2, I = 3, H = 4, L = 2 if fn == "model" else 1, D = 2, k, status
+    regions = overlap_layout(fn, dtype)
+    sizes = dict(regions)
+    gap = (max(sizes.values()) + 63) // 64 * 64 + 64
+    offsets = {}
+    end = gap
+    for name, n in regions:
+        offsets[name] = end
+        end = (end + n + 63) // 64 * 64 + gap
+    raw = np.zeros(end + 64, np.uint8)
+    arena = raw[(-raw.ctypes.data) % 64:][:end]
+    ftype = np.float32 if dtype == "f32" else np.float64
+    rng = np.random.default_rng(0)
+    for name, n in regions:
+        part = arena[offsets[name]:offsets[name] + n]
+        if name == "lengths":
+            part.view(np.intc)[:] = [T, 1]
+        elif name == "work":
+            part[:] = 0x55
+        elif name in ("h_out", "output", "h_n"):
+            part.view(ftype)[:] = 7.0
+        elif name != "dirs":
+            part.view(ftype)[:] = rng.uniform(-0.5, 0.5, n // ftype().itemsize)
+    if place == "start":
+        offsets[mover] = (offsets[target] + sizes[target] - 1) // 8 * 8
+    elif place == "end":
+        offsets[mover] = (offsets[target] + 8 - sizes[mover]) // 8 * 8
+    elif place == "before":
+        offsets[mover] = (offsets[target] - sizes[mover]) // 8 * 8
+    elif place == "after":
+        offsets[mover] = (offsets[target] + sizes[target] + 7) // 8 * 8
+    cdef char* base = <char*>cnp.PyArray_DATA(arena)
+    cdef capi.cygru_direction_f32* t32 = NULL
+    cdef capi.cygru_direction_f64* t64 = NULL
+    cdef capi.cygru_model_f32 m32
+    cdef capi.cygru_model_f64 m64
+    cdef void* work = at(base, offsets, "work")
+    cdef size_t need = sizes["work"]
+    if fn != "cell":           # the table of directions, in the arena too
+        t32 = <capi.cygru_direction_f32*>at(base, offsets, "dirs")
+        t64 = <capi.cygru_direction_f64*>at(base, offsets, "dirs")
+        for k in range(L * D):
+            if dtype == "f32":
+                t32[k].w_ih = <const float*>at(base, offsets, f"w_ih{k}")
+                t32[k].w_hh = <const float*>at(base, offsets, f"w_hh{k}")
+                t32[k].b_ih = <const float*>at(base, offsets, f"b_ih{k}")
+                t32[k].b_hh = <const float*>at(base, offsets, f"b_hh{k}")
+            else:
+                t64[k].w_ih = <const double*>at(base, offsets, f"w_ih{k}")
+                t64[k].w_hh = <const double*>at(base, offsets, f"w_hh{k}")
+                t64[k].b_ih = <const double*>at(base, offsets, f"b_ih{k}")
+                t64[k].b_hh = <const double*>at(base, offsets, f"b_hh{k}")
+    before = arena.copy()
+    if fn == "cell" and dtype == "f32":
+        status = capi.cell_step_f32(
+            B, I, H, <const float*>at(base, offsets, "x"), <const float*>at(base, offsets, "h"),
+            <const float*>at(base, offsets, "w_ih"), <const float*>at(base, offsets, "w_hh"),
+            <const float*>at(base, offsets, "b_ih"), <const float*>at(base, offsets, "b_hh"),
+            1, <float*>at(base, offsets, "h_out"), work, need)
+    elif fn == "cell":
+        status = capi.cell_step_f64(
+            B, I, H, <const double*>at(base, offsets, "x"),
+            <const double*>at(base, offsets, "h"), <const double*>at(base, offsets, "w_ih"),
+            <const double*>at(base, offsets, "w_hh"), <const double*>at(base, offsets, "b_ih"),
+            <const double*>at(base, offsets, "b_hh"), 1, <double*>at(base, offsets, "h_out"),
+            work, need)
+    elif fn == "layer" and dtype == "f32":
+        status = capi.layer_forward_f32(
+            T, B, I, H, D, <const float*>at(base, offsets, "x"),
+            <const float*>at(base, offsets, "h0"), <const int*>at(base, offsets, "lengths"),
+            t32, 1, 0, <float*>at(base, offsets, "output"), <float*>at(base, offsets, "h_n"),
+            work, need)
+    elif fn == "layer":
+        status = capi.layer_forward_f64(
+            T, B, I, H, D, <const double*>at(base, offsets, "x"),
+            <const double*>at(base, offsets, "h0"), <const int*>at(base, offsets, "lengths"),
+            t64, 1, 0, <double*>at(base, offsets, "output"), <double*>at(base, offsets, "h_n"),
+            work, need)
+    elif dtype == "f32":
+        m32 = capi.cygru_model_f32(I, H, L, D, 1, 0, t32)
+        status = capi.model_forward_f32(
+            &m32, T, B, <const float*>at(base, offsets, "x"),
+            <const float*>at(base, offsets, "h0"), <const int*>at(base, offsets, "lengths"),
+            <float*>at(base, offsets, "output"), <float*>at(base, offsets, "h_n"), work, need)
+    else:
+        m64 = capi.cygru_model_f64(I, H, L, D, 1, 0, t64)
+        status = capi.model_forward_f64(
+            &m64, T, B, <const double*>at(base, offsets, "x"),
+            <const double*>at(base, offsets, "h0"), <const int*>at(base, offsets, "lengths"),
+            <double*>at(base, offsets, "output"), <double*>at(base, offsets, "h_n"), work, need)
+    return status, before, arena.copy(), offsets, sizes
 '''
 
 
@@ -310,7 +447,9 @@ def downstream(tmp_path_factory):
     (probe / "setup.py").write_text(PROBE_SETUP)
     (probe / "cygru_capi_probe.pyx").write_text(PROBE_PYX)
     env = dict(os.environ)
-    # the cygru being tested, whether installed or the in-place build of this checkout
+    # Build against the cygru being tested (the in-place build of this checkout, or the
+    # installed one), not another that the environment may hold. This PYTHONPATH selects
+    # the cygru to import; the recipe without it is test_embedding_recipe_after_install's.
     cygru_root = os.path.dirname(os.path.dirname(os.path.abspath(cygru.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([cygru_root] + [p for p in [env.get("PYTHONPATH")] if p])
     procs = [subprocess.Popen([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=d,
@@ -558,10 +697,66 @@ def test_model_forward_status(downstream, case, kwargs, expected):
         assert untouched
 
 
+# What each argument may not share memory with: the workspace nothing (its bytes are
+# written first), an output no input, weight or other output.
+OVERLAP_MOVERS = [("cell", "work"), ("cell", "h_out"), ("layer", "work"), ("layer", "output"),
+                  ("layer", "h_n"), ("model", "work"), ("model", "output"), ("model", "h_n")]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("fn, mover", OVERLAP_MOVERS)
+def test_overlapping_arguments_status(downstream, fn, mover, dtype):
+    """The workspace (or an output) on, or right beside, every other argument array of
+    cell_step_* / layer_forward_* / model_forward_* (x, h/h0, lengths, the table of
+    directions, every weight and bias of every layer and direction with its own size,
+    the outputs, the workspace): an overlap by a single byte at either end is
+    CYGRU_ERR_WORKSPACE_ALIAS (the workspace is involved) or CYGRU_ERR_ALIAS, with no
+    byte of the arena written; beside it, the call succeeds, gives the results of the
+    usual layout and writes nothing but its outputs and workspace."""
+    probe = downstream.probe
+    ftype = np.float32 if dtype == "f32" else np.float64
+    names = [name for name, _ in probe.overlap_layout(fn, dtype)]
+    outputs = {"cell": ["h_out"]}.get(fn, ["output", "h_n"])
+    status, _, home, home_at, sizes = probe.overlap_call(fn, dtype, mover, mover, "home")
+    assert status == capi.OK, probe.message(status)
+
+    def part(arena, offset, name):
+        return arena[offset:offset + sizes[name]].view(ftype)
+
+    failures = []
+    for target in names:
+        if target == mover:
+            continue
+        expected = capi.ERR_WORKSPACE_ALIAS if "work" in (mover, target) else capi.ERR_ALIAS
+        for place in ("start", "end", "before", "after"):
+            status, before, after, at, _ = probe.overlap_call(fn, dtype, mover, target, place)
+            case = f"{mover} {place} of {target}"
+            if place in ("start", "end"):
+                if status != expected:
+                    failures.append(f"{case}: status {status} ({probe.message(status)}), "
+                                    f"expected {expected}")
+                if not np.array_equal(before, after):
+                    failures.append(f"{case}: status {status} but bytes were written")
+                continue
+            if status != capi.OK:
+                failures.append(f"{case} (no overlap): status {status} ({probe.message(status)})")
+                continue
+            writable = np.zeros(len(before), bool)
+            for name in outputs + ["work"]:
+                writable[at[name]:at[name] + sizes[name]] = True
+            if not np.array_equal(before[~writable], after[~writable]):
+                failures.append(f"{case} (no overlap): wrote outside its outputs and workspace")
+            for name in outputs:
+                if not np.allclose(part(after, at[name], name), part(home, home_at[name], name),
+                                   rtol=1e-5, atol=1e-6):
+                    failures.append(f"{case} (no overlap): {name} differs from the usual layout")
+    assert not failures, "\n".join(failures)
+
+
 def test_status_messages(downstream):
     codes = [capi.OK, capi.ERR_SIZE, capi.ERR_NULL, capi.ERR_LENGTH, capi.ERR_FLAGS,
-             capi.ERR_ALIAS, capi.ERR_WORKSPACE, capi.ERR_ALIGN]
-    assert codes == list(range(8))
+             capi.ERR_ALIAS, capi.ERR_WORKSPACE, capi.ERR_ALIGN, capi.ERR_WORKSPACE_ALIAS]
+    assert codes == list(range(9))             # values are ABI: only ever added to
     messages = [downstream.probe.message(c) for c in codes]
     assert len(set(messages)) == len(messages)
     assert messages == [capi.status_name(c) for c in codes]
@@ -645,6 +840,62 @@ def test_exported_forward_errors():
         w.workspace_size(0, 2)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exported_forward_checks_sizes_before_converting(dtype):
+    """Zero-strided views (np.broadcast_to) of sizes forward refuses, or of wrong shapes,
+    raise ValueError at once: nothing is converted or copied first (a contiguous float32
+    copy of the first x would be 24 GiB)."""
+    import tracemalloc
+    w = capi.export_weights(cygru.GRU(3, 4, num_layers=2, seed=0))
+    big = 2 ** 31                                            # > INT_MAX
+    x = np.zeros((5, 2, 3), np.float32)
+    cases = [
+        (dict(x=np.broadcast_to(np.zeros(3, dtype), (2 ** 16, 2 ** 15, 3))), "T\\*B"),
+        (dict(x=np.broadcast_to(np.zeros(3, dtype), (big, 1, 3))), "BLAS's int"),
+        (dict(x=np.broadcast_to(np.zeros(3, dtype), (1, big, 3))), "BLAS's int"),
+        (dict(x=np.broadcast_to(np.zeros(4, dtype), (2 ** 20, 2 ** 20, 4))), "shape"),
+        (dict(x=x, h0=np.broadcast_to(np.zeros(4, dtype), (2, 2 ** 31, 4))), "h0"),
+        (dict(x=x, h0=np.broadcast_to(np.zeros(4, dtype), (2 ** 20, 2 ** 20, 4))), "h0"),
+        (dict(x=x, lengths=np.broadcast_to(np.int64(5), (2 ** 40,))), "lengths"),
+    ]
+    for kwargs, match in cases:
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        try:
+            with pytest.raises(ValueError, match=match):
+                w.forward(**kwargs)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert time.perf_counter() - t0 < 1.0, kwargs
+        assert peak < 1 << 20, f"{peak} bytes allocated before refusing {kwargs}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exported_forward_reads_read_only_inputs(dtype):
+    """x, h0 and lengths that are read-only (np.frombuffer of bytes, a read-only view)
+    are only read: accepted as they are, same results."""
+    rng = np.random.default_rng(11)
+    w = capi.export_weights(cygru.GRU(3, 5, num_layers=2, bidirectional=True, dtype=dtype,
+                                      seed=0))
+    x = rng.standard_normal((6, 4, 3)).astype(dtype)
+    h0 = rng.standard_normal((4, 4, 5)).astype(dtype)
+    lengths = np.array([6, 2, 5, 1], np.intc)
+    x_ro = np.frombuffer(x.tobytes(), dtype).reshape(x.shape)   # a read-only buffer
+    h0_ro = h0.copy()
+    h0_ro.flags.writeable = False
+    lengths_ro = np.frombuffer(lengths.tobytes(), np.intc)
+    lengths_i64 = lengths.astype(np.int64)
+    lengths_i64.flags.writeable = False                         # converted to C int
+    for args in [(x_ro, h0_ro, lengths_ro), (x_ro, h0_ro[...], lengths_i64),
+                 (x_ro[:, :2], h0_ro[:, :2], lengths_ro[:2])]:  # non-contiguous, read-only
+        assert not any(a.flags.writeable for a in args)
+        out, h_n = w.forward(*args)
+        ref_out, ref_h_n = w.forward(*[np.array(a) for a in args])   # writeable copies
+        np.testing.assert_array_equal(out, ref_out)
+        np.testing.assert_array_equal(h_n, ref_h_n)
+
+
 def test_capsule_keeps_weights_alive():
     import ctypes
     gru = cygru.GRU(3, 4, seed=0)
@@ -711,6 +962,136 @@ def test_pxd_is_shipped():
                  "layer_workspace_size_f64", "model_workspace_size_f32", "cygru_model_f32",
                  "ExportedWeights", "status_message"):
         assert name in text
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe of docs/embedding.rst after `pip install -e` and `pip install`, without PYTHONPATH
+# ---------------------------------------------------------------------------------------------
+
+# copies of this checkout for pip: sources and build/ (setuptools reuses what is up to date
+# there), not version control, caches, environments or in-place extensions
+_COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache",
+                                      ".hypothesis", "*.egg-info", "_build", "results")
+
+
+def _clean_env():
+    """The environment of a user's shell: no PYTHONPATH, no cygru build switches."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "CYGRU_DEBUG", "CYGRU_SANITIZE")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _site_packages_without_cygru(directory):
+    """`directory` filled with links to everything in this interpreter's site-packages
+    except cygru's own entries (its package, metadata and editable-install hooks): on a
+    venv's path it provides pip, setuptools, Cython, NumPy and SciPy without installing
+    or downloading them, and no cygru but the one installed into that venv. (Only a
+    site directory's .pth files run, so no import hook of this environment comes along.)"""
+    directory.mkdir()
+    user_site = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+    for site_dir in site.getsitepackages() + user_site:
+        if not os.path.isdir(site_dir):
+            continue
+        for name in os.listdir(site_dir):
+            if "cygru" not in name.lower() and not (directory / name).exists():
+                (directory / name).symlink_to(os.path.join(site_dir, name))
+    return directory
+
+
+def _venv(path, extra_site):
+    """A fresh virtual environment at `path` (no pip of its own) that also sees
+    `extra_site`; returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True,
+                   env=_clean_env())
+    python = path / ("Scripts" if os.name == "nt" else "bin") / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
+                              "print(sysconfig.get_paths()['purelib'])"], check=True,
+                             capture_output=True, text=True, env=_clean_env()).stdout.strip()
+    pathlib.Path(purelib, "_cygru_test_outer.pth").write_text(f"{extra_site}\n")
+    return python
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """cygru installed by pip into two fresh virtual environments, each from its own copy
+    of this checkout: ``pip install -e`` (setuptools' editable install: an import hook,
+    the checkout not on sys.path) and ``pip install`` (a wheel in site-packages). The
+    two run side by side; ``installed(kind)`` waits for one and returns (its python,
+    the directory its ``import cygru`` must come from)."""
+    pytest.importorskip("Cython")
+    base = tmp_path_factory.mktemp("installs")
+    extra_site = _site_packages_without_cygru(base / "outer-site-packages")
+    env = _clean_env()
+    # Only so that what must be compiled compiles at -O0 (five times faster; these tests
+    # check packaging, not speed). --no-build-isolation and --no-deps: use this
+    # environment's NumPy, SciPy, Cython and setuptools rather than downloading them.
+    env["CYGRU_DEBUG"] = "1"
+    jobs = {}
+    for kind in ("editable", "normal"):
+        source = base / f"cygru-{kind}"
+        shutil.copytree(ROOT, source, ignore=_COPY_IGNORE, symlinks=True)
+        for built in source.joinpath("cygru").iterdir():       # only pip's builds count
+            if built.suffix in (".so", ".pyd"):
+                built.unlink()
+        python = _venv(base / f"venv-{kind}", extra_site)
+        cmd = [str(python), "-m", "pip", "install", "--no-build-isolation", "--no-deps",
+               "--no-index"] + (["-e"] if kind == "editable" else []) + [str(source)]
+        log = open(base / f"pip-{kind}.log", "w")
+        jobs[kind] = (python, source, log, subprocess.Popen(
+            cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT))
+
+    def wait(kind):
+        python, source, log, proc = jobs[kind]
+        if proc.wait(timeout=900) != 0:
+            log.close()
+            pytest.fail(f"pip install ({kind}) failed:\n"
+                        f"{pathlib.Path(log.name).read_text()[-6000:]}")
+        if kind == "editable":
+            return python, source / "cygru"
+        platlib = subprocess.run([str(python), "-c", "import sysconfig; "
+                                  "print(sysconfig.get_paths()['platlib'])"], check=True,
+                                 capture_output=True, text=True, env=_clean_env()).stdout
+        return python, pathlib.Path(platlib.strip()) / "cygru"
+
+    yield wait
+    for _, _, log, proc in jobs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log.close()
+
+
+@pytest.mark.parametrize("kind", ["editable", "normal"])
+def test_embedding_recipe_after_install(installed, tmp_path, kind):
+    """The commands of docs/embedding.rst's example project, run as a user runs them
+    after installing cygru: in a copy of examples/embedding outside any checkout, with
+    the environment's python, no PYTHONPATH. (It failed after ``pip install -e`` with
+    "'cygru/capi.pxd' not found" while the pxd was looked for in ``include_dirs``.)"""
+    python, package_dir = installed(kind)
+    example = tmp_path / "embedding"
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("build", "*.so", "*.c"))
+
+    def run(*args):
+        proc = subprocess.run([str(python), *args], cwd=example, env=_clean_env(),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (f"python {' '.join(args)} failed ({kind} install):\n"
+                                      f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        return proc.stdout
+
+    where = run("-c", "import sys, cygru; print(cygru.__file__); print(sys.path)")
+    module_file, path = where.splitlines()
+    assert pathlib.Path(module_file).parent == package_dir
+    if kind == "editable":
+        # the case that failed: the package is found by setuptools' import hook, its
+        # parent directory is not on sys.path
+        assert str(package_dir.parent) not in path
+    run("setup.py", "build_ext", "--inplace")
+    out = run("run.py")
+    assert "stream 0, max |C - Python|: 0.0" in out, out
+    seq = [line for line in out.splitlines() if line.startswith("sequence:")]
+    assert seq and float(seq[0].rsplit(":", 1)[1]) < 1e-5, out
+    assert "a length of 30 > T: cygru C API: a sequence length is outside [1, T]" in out, out
 
 
 # ---------------------------------------------------------------------------------------------

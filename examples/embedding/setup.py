@@ -2,9 +2,14 @@
 
     python setup.py build_ext --inplace
 
-``cygru.get_include()`` is the directory that holds the ``cygru`` package, so
-``from cygru cimport capi`` finds ``cygru/capi.pxd``; nothing of cygru is linked:
-at import, ``stream`` imports ``cygru.capi`` and takes its function pointers.
+``from cygru cimport capi`` needs Cython to find ``cygru/capi.pxd``. Cython looks
+for ``.pxd`` files in ``cythonize``'s ``include_path`` and then in ``sys.path``,
+never in an Extension's ``include_dirs`` (those are the C compiler's). A normal
+install puts the package in site-packages, which is on ``sys.path``; an editable
+install (``pip install -e``) does not (an import hook finds the package), so the
+directory of the package, ``cygru.get_include()``, goes in ``include_path``: that
+works with both. Nothing of cygru is linked: at import, ``stream`` imports
+``cygru.capi`` and takes its function pointers.
 """
 import cygru
 import numpy
@@ -15,7 +20,7 @@ extensions = [
     Extension(
         "stream",
         ["stream.pyx"],
-        include_dirs=[cygru.get_include(), numpy.get_include()],
+        include_dirs=[numpy.get_include()],          # C headers: numpy's (cimport numpy)
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2"],
     )
@@ -23,5 +28,9 @@ extensions = [
 
 setup(
     name="cygru-embedding-example",
-    ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
+    ext_modules=cythonize(
+        extensions,
+        include_path=[cygru.get_include()],          # .pxd files: cygru/capi.pxd
+        compiler_directives={"language_level": 3},
+    ),
 )
