@@ -51,7 +51,7 @@ _num_threads = 0            # 0: not yet decided (see get_num_threads)
 # The most threads cygru accepts (set_num_threads, CYGRU_NUM_THREADS); the default,
 # the usable cores, is capped here too. Each thread gets its own scratch and all of a
 # direction's threads meet every step, so far more threads than cores only adds waits.
-MAX_THREADS = 1024
+MAX_THREADS = 256
 
 
 def _parse_thread_count(value, source, from_env=False):
@@ -67,7 +67,11 @@ def _parse_thread_count(value, source, from_env=False):
                 or not hasattr(type(value), "__index__")):
             raise ValueError(f"{source}: expected a positive integer, got "
                              f"{type(value).__name__} {value!r}")
-        n = operator.index(value)
+        try:
+            n = operator.index(value)
+        except TypeError:              # an array of several numbers, say
+            raise ValueError(f"{source}: expected a positive integer, got "
+                             f"{type(value).__name__} {value!r}") from None
     if n < 1 or n > MAX_THREADS:
         raise ValueError(f"{source}: expected a positive integer of at most {MAX_THREADS}, "
                          f"got {n}")
@@ -255,6 +259,9 @@ def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t
     cdef bint* rev = tables.rev
     cdef cygru_barrier* barriers = tables.barriers
     cdef int d, k, tid, ok = 1
+    # written inside the parallel block through a pointer: Cython makes a variable
+    # assigned there private to each thread, so `ok = 0` would never reach us
+    cdef int* ok_shared = &ok
     cdef floating* xp = <floating*>&x[0]      # only read (const in the kernel)
     cdef floating* outp = &out[0]
     # project all steps at once when that scratch is small; long sequences project
@@ -320,7 +327,7 @@ def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t
                            gi_ready, bias, pack_ih, pack_hh, cache, hprev, barriers,
                            boundsp)
             elif tid == 0:
-                ok = 0
+                ok_shared[0] = 0
     else:
         with nogil:
             for d in range(D):
@@ -377,6 +384,9 @@ def _backward_layer(const floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_s
     cdef bint* rev = tables.rev
     cdef cygru_barrier* barriers = tables.barriers
     cdef int d, k, tid, ok = 1
+    # written inside the parallel block through a pointer: Cython makes a variable
+    # assigned there private to each thread, so `ok = 0` would never reach us
+    cdef int* ok_shared = &ok
     cdef floating* dgip = &dgi[0]
     cdef floating* d_outp = NULL if d_out is None else <floating*><Py_ssize_t>_addr(d_out)
     cdef Py_ssize_t* permp = &perm[0]
@@ -411,7 +421,7 @@ def _backward_layer(const floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_s
                                 reset_after, cache, hprev, dgip, ldgi, dgh, drh, pack,
                                 barriers, boundsp)
             elif tid == 0:
-                ok = 0
+                ok_shared[0] = 0
     if not threaded:
         with nogil:
             for d in range(D):

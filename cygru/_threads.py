@@ -8,9 +8,9 @@ def get_num_threads():
     """The number of threads cygru's float32 forward and backward may use.
 
     It is the environment variable ``CYGRU_NUM_THREADS`` when set (read once, on
-    the first call that needs it; a value that is not an integer in [1, 1024]
+    the first call that needs it; a value that is not an integer in [1, 256]
     raises ``ValueError`` naming the variable), else the number of cores this
-    process may run on (at most 1024), until :func:`cygru.set_num_threads` changes
+    process may run on (at most 256), until :func:`cygru.set_num_threads` changes
     it. A direction's hidden units are split
     over its threads (one barrier per time step), and the two directions of a
     bidirectional layer run on separate threads. Small problems use fewer threads
@@ -35,9 +35,12 @@ def get_num_threads():
 def set_num_threads(n):
     """Set the number of threads cygru's float32 forward and backward may use.
 
-    ``n`` is an integer (Python's or NumPy's) from 1 to 1024; anything else raises
+    ``n`` is an integer (Python's or NumPy's) from 1 to 256; anything else raises
     ``ValueError``. Any count works on any machine (more threads than cores only
-    adds waiting), and every count above one gives bit-identical results.
+    adds waiting), and every count above one gives bit-identical results. Each
+    thread needs a stack (8 MiB of address space by default): under a tight
+    address-space limit (``ulimit -v``) OpenMP may fail to start hundreds of them,
+    and libgomp then ends the process.
     ``1`` means no threads of cygru's own. On a machine shared with other busy
     processes, fewer threads than cores is faster: the threads of one direction
     meet every time step, and a thread the OS has descheduled holds the others up.

@@ -129,6 +129,18 @@ def as_float_array(a, dtype, name, who, device="cpu", check=None):
     return _cupy.ascontiguous(arr, dtype)
 
 
+def check_flag(value, name, who):
+    """A boolean option: True/False (NumPy's bools, and the integers 0 and 1, too).
+
+    Anything else is refused rather than read by its truth value, so that
+    ``bias="no"`` is not silently True and an array is not an ambiguous truth value."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, np.ndarray) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{who}: {name} must be True or False, got {type(value).__name__} {value!r}")
+
+
 def check_direction_flags(reverse, bidirectional, who):
     """reverse (one direction run backwards in time) excludes bidirectional."""
     if reverse and bidirectional:
@@ -327,6 +339,10 @@ def gru(x, params, h0=None, *, num_layers=1, bidirectional=False, batch_first=Fa
     """
     who = "cygru.functional.gru"
     num_layers = check_positive_int(num_layers, "num_layers", who)
+    bidirectional = check_flag(bidirectional, "bidirectional", who)
+    batch_first = check_flag(batch_first, "batch_first", who)
+    reset_after = check_flag(reset_after, "reset_after", who)
+    reverse = check_flag(reverse, "reverse", who)
     check_direction_flags(reverse, bidirectional, who)
     w_ih, w_hh = _params_info(params, who)
     device = device_of(w_hh)

@@ -65,7 +65,6 @@ class _Module:
         object.__setattr__(self, "_param_lock", threading.Lock())
         object.__setattr__(self, "device", "cpu")
         if values is None:
-            self._check_memory(shapes)
             rng = np.random.default_rng(seed)
             k = 1.0 / math.sqrt(self.hidden_size)
             for name, shape in shapes:
@@ -78,19 +77,34 @@ class _Module:
         object.__setattr__(self, "_dropout_rng", np.random.default_rng(
             None if seed is None else [seed, 1]))
 
-    def _check_memory(self, shapes):
+    def _check_param_count(self, n, given):
+        """An unpickled state must hold exactly the parameters its options define;
+        checked from the counts alone, before the options build anything."""
+        if given is not None and given != n:
+            raise ValueError(f"{self._who} (unpickling): the options define {n} parameters, "
+                             f"the state holds {given}")
+
+    def __getattr__(self, name):
+        # only reached when normal lookup fails
+        if name.startswith("__") or "_shapes" in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(f"{self._who}: this module was never initialised (no {name!r}): "
+                             "build it with its constructor or unpickle a complete state")
+
+    def _check_memory(self, n_arrays, total, largest):
         """Refuse at once parameters that cannot fit this machine's memory (numpy would
-        otherwise fill most of it, for many seconds, before failing)."""
-        total = sum(math.prod(s) for _, s in shapes)
-        largest = max(math.prod(s) for _, s in shapes)
-        # the parameters and their gradients, plus the float64 draw of the largest one
-        need = 2 * total * self.dtype.itemsize + 8 * largest
+        otherwise fill most of it, for many seconds, before failing). Counted from the
+        sizes alone, before anything is built: `n_arrays` parameter arrays of `total`
+        numbers in all, the largest of `largest`."""
+        # the parameters and their gradients, the float64 draw of the largest one, and
+        # about 1 KiB of Python objects per array (array, gradient, names, dict entries)
+        need = 2 * total * self.dtype.itemsize + 8 * largest + 1024 * n_arrays
         have = _physical_memory()
         if have is not None and need > have:
             raise MemoryError(
                 f"{self._who}: the parameters and their gradients need {need / 2**30:.1f} GiB "
-                f"({total} {self.dtype.name} parameters), more than this machine's "
-                f"{have / 2**30:.1f} GiB of memory; use a smaller hidden_size or input_size")
+                f"({total} {self.dtype.name} numbers in {n_arrays} arrays), more than this "
+                f"machine's {have / 2**30:.1f} GiB of memory; use a smaller size or fewer layers")
 
     # -- parameters ---------------------------------------------------------
     # Options the parameters' shapes (or the kernels' trust in them) depend on: fixed
@@ -115,16 +129,19 @@ class _Module:
             value = _check_dropout(value, self._who)
         object.__setattr__(self, name, value)
 
-    def _checked_param(self, name, value):
+    def _checked_param(self, name, value, label=None):
+        """`value` validated and converted for parameter `name` (a copy, never the
+        caller's memory); messages call it `label` (default: the name)."""
+        label = label or name
         if value is None or isinstance(value, (str, bytes, dict)):
-            raise TypeError(f"{self._who}: {name} must be an array of numbers, "
+            raise TypeError(f"{self._who}: {label} must be an array of numbers, "
                             f"got {type(value).__name__}")
         if value is self.__dict__.get(name):
             return value          # `module.w -= step` hands back the module's own array
-        arr = F.as_float_array(value, self.dtype, name, self._who, self.device)
+        arr = F.as_float_array(value, self.dtype, label, self._who, self.device)
         want = self._shapes[name]
         if arr.shape != want:
-            raise ValueError(f"{self._who}: {name} must have shape {want}, got {tuple(arr.shape)}")
+            raise ValueError(f"{self._who}: {label} must have shape {want}, got {tuple(arr.shape)}")
         if arr is value or arr.base is not None:
             # the conversion did not copy (the caller's array, or a view of a torch
             # tensor's memory): copy, so the module never aliases caller memory
@@ -184,8 +201,9 @@ class _Module:
             for k, v in new.items():
                 object.__setattr__(self, k, v)
 
-    def _checked_params(self, state_dict, what):
-        """Every parameter of a mapping, validated and converted (_checked_param)."""
+    def _checked_params(self, state_dict, what, label="{}"):
+        """Every parameter of a mapping, validated and converted (_checked_param);
+        `label` formats a name for messages."""
         try:
             keys = list(state_dict.keys())
         except AttributeError:
@@ -198,7 +216,7 @@ class _Module:
         if unexpected:
             raise ValueError(f"{self._who}: {what}: unexpected key(s) {unexpected}; "
                              f"expected {list(self._shapes)}")
-        return {k: self._checked_param(k, state_dict[k]) for k in self._shapes}
+        return {k: self._checked_param(k, state_dict[k], label.format(k)) for k in self._shapes}
 
     @property
     def grads(self):
@@ -287,7 +305,8 @@ class _Module:
             grads = {n: _to_host(g).copy() for n, g in self._grads.items()}
             rng_state = self._dropout_rng.bit_generator.state
         reserved = set(self._options) | set(self._shapes) | set(self._internal)
-        extra = {k: v for k, v in self.__dict__.items() if k not in reserved}
+        attrs = dict(self.__dict__)        # one snapshot: other threads may add attributes
+        extra = {k: v for k, v in attrs.items() if k not in reserved}
         return {"format": _PICKLE_FORMAT, "options": {o: getattr(self, o) for o in self._options},
                 "params": params,
                 # all-zero gradients (the usual case) are not stored
@@ -311,29 +330,41 @@ class _Module:
         if not isinstance(options, dict) or set(options) != set(self._options):
             got = sorted(options) if isinstance(options, dict) else type(options).__name__
             raise ValueError(f"{who}: options {got}, expected {sorted(self._options)}")
-        # the constructor's own checks, then its parameter shapes; the lock exists
-        # before any array is validated (_checked_param needs the module's attributes)
-        shapes = self._configure(**options, warn=False)
+        params = state["params"]
+        if not isinstance(params, dict):
+            raise TypeError(f"{who}: params must be a dict of arrays, got {type(params).__name__}")
+        # the constructor's own checks (and the parameter count, before any list of
+        # shapes is built), then its parameter shapes
+        shapes = self._configure(**options, warn=False, expect_params=len(params))
         object.__setattr__(self, "device", "cpu")
         object.__setattr__(self, "_shapes", dict(shapes))
-        params = self._checked_params(state["params"], "unpickling: params")
+        params = self._checked_params(params, "unpickling: params", "{} (unpickling)")
         grads = state["grads"]
-        grads = None if grads is None else self._checked_params(grads, "unpickling: grads")
+        if grads is not None:
+            grads = self._checked_params(grads, "unpickling: grads",
+                                         "the gradient of {} (unpickling)")
         self._init_params(shapes, None, values=params)
         if grads is not None:
             for n, g in grads.items():
                 self._grads[n][...] = g
         try:
             self._dropout_rng.bit_generator.state = state["dropout_rng"]
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"{who}: invalid dropout stream state: {exc}") from None
+        except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+            raise ValueError(f"{who}: invalid dropout stream state: {exc!r}") from None
         extra = state["extra"]
+        if not isinstance(extra, dict):
+            raise TypeError(f"{who}: extra must be a dict of attributes, got "
+                            f"{type(extra).__name__}")
         reserved = set(self._options) | set(self._shapes) | set(self._internal)
-        if not isinstance(extra, dict) or reserved & set(extra):
-            raise ValueError(f"{who}: extra attributes may not name options, parameters "
-                             f"or internal state, got {sorted(extra) if isinstance(extra, dict) else extra!r}")
+        for k in extra:
+            # a subclass's own plain attributes only: never a name the class defines
+            # (methods, properties, __dict__, __class__) nor the module's own state
+            if (not isinstance(k, str) or k.startswith("__") or k in reserved
+                    or hasattr(type(self), k)):
+                raise ValueError(f"{who}: extra attributes may not name options, parameters, "
+                                 f"internal state or class attributes, got {k!r}")
         for k, v in extra.items():
-            setattr(self, k, v)
+            object.__setattr__(self, k, v)
         device = state["device"]
         if device != "cpu":
             self.to(device)
@@ -443,7 +474,7 @@ class GRU(_Module):
 
     def _configure(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                    dropout=0.0, bidirectional=False, *, reset_after=True, reverse=False,
-                   dtype=np.float32, warn=True):
+                   dtype=np.float32, warn=True, expect_params=None):
         """Validate and set the options; returns the parameters' (name, shape) list."""
         who = self._who
         set_ = object.__setattr__
@@ -454,19 +485,25 @@ class GRU(_Module):
         if warn and dropout > 0 and num_layers == 1:
             warnings.warn(f"{who}: dropout={dropout} has no effect with num_layers=1 (it acts "
                           "between layers)", UserWarning, stacklevel=3)
-        F.check_direction_flags(reverse, bidirectional, who)
-        set_(self, "bias", bool(bias))
-        set_(self, "batch_first", bool(batch_first))
+        set_(self, "bias", F.check_flag(bias, "bias", who))
+        set_(self, "batch_first", F.check_flag(batch_first, "batch_first", who))
         set_(self, "dropout", dropout)
-        set_(self, "bidirectional", bool(bidirectional))
-        set_(self, "reset_after", bool(reset_after))
-        set_(self, "reverse", bool(reverse))
+        set_(self, "bidirectional", F.check_flag(bidirectional, "bidirectional", who))
+        set_(self, "reset_after", F.check_flag(reset_after, "reset_after", who))
+        set_(self, "reverse", F.check_flag(reverse, "reverse", who))
+        F.check_direction_flags(self.reverse, self.bidirectional, who)
         set_(self, "dtype", F.check_dtype(dtype, who))
         set_(self, "num_directions", 2 if bidirectional else 1)
         H, D = self.hidden_size, self.num_directions
         # what every call would check (functional.SequenceCall), refused here at once
         F.check_blas_sizes(who, hint="use a smaller hidden_size",
                            **{"4*hidden_size*directions": 4 * H * D})
+        L, I, nb = self.num_layers, self.input_size, (6 * H if self.bias else 0)
+        self._check_param_count(L * D * (4 if self.bias else 2), expect_params)
+        self._check_memory(
+            L * D * (4 if self.bias else 2),
+            D * (3 * H * (I + H) + nb) + (L - 1) * D * (3 * H * (D * H + H) + nb),
+            max(3 * H * I, 3 * H * H, 3 * H * D * H if L > 1 else 0))
         shapes = []
         for k in range(self.num_layers):
             in_size = self.input_size if k == 0 else D * H
@@ -613,17 +650,21 @@ class GRUCell(_Module):
         self._init_params(shapes, seed)
 
     def _configure(self, input_size, hidden_size, bias=True, *, reset_after=True,
-                   dtype=np.float32, warn=True):
+                   dtype=np.float32, warn=True, expect_params=None):
         """Validate and set the options; returns the parameters' (name, shape) list."""
         who = self._who
         set_ = object.__setattr__
         set_(self, "input_size", F.check_positive_int(input_size, "input_size", who))
         set_(self, "hidden_size", F.check_positive_int(hidden_size, "hidden_size", who))
-        set_(self, "bias", bool(bias))
-        set_(self, "reset_after", bool(reset_after))
+        set_(self, "bias", F.check_flag(bias, "bias", who))
+        set_(self, "reset_after", F.check_flag(reset_after, "reset_after", who))
         set_(self, "dtype", F.check_dtype(dtype, who))
         H = self.hidden_size
         F.check_blas_sizes(who, hint="use a smaller hidden_size", **{"4*hidden_size": 4 * H})
+        I = self.input_size
+        self._check_param_count(4 if self.bias else 2, expect_params)
+        self._check_memory(4 if self.bias else 2, 3 * H * (I + H) + (6 * H if self.bias else 0),
+                           3 * H * max(I, H))
         shapes = [("weight_ih", (3 * H, self.input_size)), ("weight_hh", (3 * H, H))]
         if self.bias:
             shapes += [("bias_ih", (3 * H,)), ("bias_hh", (3 * H,))]

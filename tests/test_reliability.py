@@ -1682,21 +1682,45 @@ def test_regression_unpickling_validates_its_state():
     c = cygru.GRUCell(3, 4, seed=0)
     small = np.zeros((6, 7), np.float32)
     cases = [
-        (_crafted(g, options__hidden_size=4000), ValueError, "weight_ih_l0 must have shape"),
-        (_crafted(g, options__input_size=70000), ValueError, "weight_ih_l0 must have shape"),
-        (_crafted(g, params__weight_hh_l0=small), ValueError, "weight_hh_l0 must have shape"),
+        (_crafted(g, options__hidden_size=4000), ValueError,
+         r"weight_ih_l0 \(unpickling\) must have shape"),
+        (_crafted(g, options__input_size=70000), ValueError,
+         r"weight_ih_l0 \(unpickling\) must have shape"),
+        (_crafted(g, params__weight_hh_l0=small), ValueError,
+         r"weight_hh_l0 \(unpickling\) must have shape"),
         (_crafted(g, params__weight_hh_l0="x"), TypeError, "weight_hh_l0"),
-        (_crafted(g, options__num_layers=2), ValueError, "missing key"),
+        (_crafted(g, options__num_layers=2), ValueError,
+         "the options define 8 parameters, the state holds 4"),
+        # a huge layer count fails from the counts alone, before building anything
+        (_crafted(g, options__num_layers=10**7), ValueError, "the options define"),
+        (_crafted(g, params=[1, 2]), TypeError, "params must be a dict"),
         (_crafted(g, options__num_layers=-1), ValueError, "num_layers must be >= 1"),
         (_crafted(g, options__dtype="float16"), TypeError, "float32 or float64"),
         (_crafted(g, options__dropout=7.0), ValueError, "dropout"),
         (_crafted(g, options__reverse=True, options__bidirectional=True), ValueError,
          "single direction"),
         (_crafted(g, grads={"weight_ih_l0": small}), ValueError, "missing key"),
+        (_crafted(g, grads={k: np.zeros((1, 1)) for k in g.state_dict()}), ValueError,
+         r"the gradient of weight_ih_l0 \(unpickling\)"),
         (_crafted(g, dropout_rng={"bit_generator": "MT19937"}), ValueError, "dropout stream"),
+        (_crafted(g, dropout_rng__state__state=2**300), ValueError, "dropout stream"),
+        (_crafted(g, dropout_rng__state__state=-1), ValueError, "dropout stream"),
         (_crafted(g, extra={"_shapes": {}}), ValueError, "extra attributes"),
+        # attributes that would replace validated state or behaviour (found by a
+        # hostile review: "__dict__" swapped the whole validated instance dict)
+        (_crafted(g, extra={"__dict__": {"hidden_size": 4000}}), ValueError, "extra attributes"),
+        (_crafted(g, extra={"__class__": cygru.GRUCell}), ValueError, "extra attributes"),
+        (_crafted(g, extra={"_params": dict}), ValueError, "extra attributes"),
+        (_crafted(g, extra={"vjp": 1}), ValueError, "extra attributes"),
+        (_crafted(g, extra={"grads": 1}), ValueError, "extra attributes"),
+        (_crafted(g, extra={1: 2}), ValueError, "extra attributes"),
+        (_crafted(g, extra=[("tag", 1)]), TypeError, "extra must be a dict"),
+        (_crafted(g, options__bias="no"), TypeError, "bias must be True or False"),
+        (_crafted(g, options__bidirectional=np.array([1, 0])), TypeError,
+         "bidirectional must be True or False"),
         (_crafted(g, format=99), ValueError, "unknown state format"),
-        (_crafted(c, options__hidden_size=400), ValueError, "weight_ih must have shape"),
+        (_crafted(c, options__hidden_size=400), ValueError,
+         r"weight_ih \(unpickling\) must have shape"),
         (_crafted(c, params__weight_hh=np.zeros(3, np.float32)), ValueError, "weight_hh"),
     ]
     for blob, exc, words in cases:
@@ -1706,9 +1730,11 @@ def test_regression_unpickling_validates_its_state():
     legacy = dict(g.__dict__)
     legacy.pop("_lock"), legacy.pop("_param_lock")
     legacy["hidden_size"] = 4000
-    with pytest.raises(ValueError, match="weight_ih_l0 must have shape"):
+    with pytest.raises(ValueError, match=r"weight_ih_l0 \(unpickling\) must have shape"):
         pickle.loads(pickle.dumps(_Crafted(cygru.GRU, legacy)))
     legacy["hidden_size"] = 7
+    with pytest.raises(ValueError, match="extra attributes"):
+        pickle.loads(pickle.dumps(_Crafted(cygru.GRU, dict(legacy, __dict__={}))))
     ok = pickle.loads(pickle.dumps(_Crafted(cygru.GRU, legacy)))
     x = np.ones((3, 2, 7), np.float32)
     assert same(ok(x)[0], g(x)[0])
@@ -1955,3 +1981,40 @@ def test_regression_read_only_inputs_everywhere(tmp_path, dtype):
         assert cygru.gradcheck(small, _read_only(rng.standard_normal((3, 2, 2))))
     # the caller's read-only arrays are still what they were
     assert same(x_ro, x) and same(h0_ro, h0)
+
+
+def test_module_without_state_says_so():
+    """A crafted pickle without a state (no BUILD) gives an uninitialised object: using it
+    says so instead of failing on some internal name."""
+    u = cygru.GRU.__new__(cygru.GRU)
+    with pytest.raises(AttributeError, match="never initialised"):
+        u(np.ones((2, 1, 3), np.float32))
+    assert not hasattr(u, "__deepcopy__")
+
+
+@pytest.mark.parametrize("name", ["bias", "batch_first", "bidirectional", "reset_after",
+                                  "reverse"])
+@pytest.mark.parametrize("bad", ["no", "", np.array([1, 0]), 2, None, 0.5])
+def test_boolean_options_refuse_non_booleans(name, bad):
+    """``bias="no"`` used to mean True, an array raised NumPy's ambiguous-truth error."""
+    with pytest.raises(TypeError, match=f"cygru.GRU: {name} must be True or False"):
+        cygru.GRU(3, 4, **{name: bad})
+    if name != "bias":
+        g = cygru.GRU(3, 4, seed=0)
+        with pytest.raises(TypeError, match=f"cygru.functional.gru: {name} must be True or False"):
+            cygru.functional.gru(np.ones((2, 1, 3), np.float32), g.state_dict(), **{name: bad})
+
+
+@pytest.mark.parametrize("good", [True, False, 1, 0, np.bool_(True), np.int64(1)])
+def test_boolean_options_accept_booleans_and_0_1(good):
+    g = cygru.GRU(3, 4, bias=good, batch_first=good, seed=0)
+    assert g.bias is bool(good) and g.batch_first is bool(good)
+
+
+def test_huge_layer_count_refused_at_once():
+    """GRU(1, 1, num_layers=2**31-1) ran for minutes and ended in an empty MemoryError;
+    the memory check now counts from the sizes, before any list of shapes is built."""
+    t0 = time.perf_counter()
+    with pytest.raises(MemoryError, match="fewer layers"):
+        cygru.GRU(1, 1, num_layers=2**31 - 1)
+    assert time.perf_counter() - t0 < 5
