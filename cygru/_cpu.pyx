@@ -8,6 +8,7 @@ outputs and scratch, releases the GIL and runs whole time loops in the kernels.
 """
 import operator
 import os
+import threading
 
 import numpy as np
 cimport numpy as cnp
@@ -78,6 +79,13 @@ def _parse_thread_count(value, source, from_env=False):
     return n
 
 
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def get_num_threads():
     """See cygru.get_num_threads."""
     global _num_threads
@@ -85,13 +93,18 @@ def get_num_threads():
         env = os.environ.get("CYGRU_NUM_THREADS", "").strip()
         if env:
             _num_threads = _parse_thread_count(env, "CYGRU_NUM_THREADS", from_env=True)
-        else:
-            try:
-                cores = len(os.sched_getaffinity(0))
-            except AttributeError:
-                cores = os.cpu_count() or 1
-            _num_threads = max(1, min(cores, MAX_THREADS))
-    return _num_threads
+    if _num_threads:
+        return _num_threads
+    return _default_threads()
+
+
+def _default_threads():
+    """The default: the usable cores, limited by OpenMP's own setting for the calling
+    thread, which is where OMP_NUM_THREADS (Dask workers set it to 1) and
+    threadpoolctl's OpenMP limit (``threadpool_limits(1, user_api="openmp")``) arrive,
+    as scikit-learn's compiled code reads them. Read at every call, so a limit that
+    is set or lifted later takes effect."""
+    return max(1, min(_usable_cores(), openmp.omp_get_max_threads(), MAX_THREADS))
 
 
 def set_num_threads(n):
@@ -108,8 +121,32 @@ def set_num_threads(n):
 MIN_WORK_PER_THREAD = 12288
 
 
+# cygru calls running now in this process (Python threads), for the default thread
+# count: two calls at once each take half of the default, so that together they are
+# not slower than one after the other (each thread of a call meets its partners every
+# step; twice as many threads as cores would wait on each other).
+_active_calls = 0
+_active_lock = threading.Lock()
+
+
+class _ActiveCall:
+    """Counts a running call in _active_calls (a context manager)."""
+
+    def __enter__(self):
+        global _active_calls
+        with _active_lock:
+            _active_calls += 1
+
+    def __exit__(self, *exc):
+        global _active_calls
+        with _active_lock:
+            _active_calls -= 1
+
+
 def _threads_for(int B, int H, int D, dtype):
     n = get_num_threads()
+    if _num_threads == 0 and _active_calls > 1:
+        n = max(1, n // _active_calls)     # the default, shared by concurrent calls
     if dtype != np.float32 or n <= 1 or <Py_ssize_t>B * 3 * H * H < MIN_WORK_PER_THREAD:
         return 1          # too little work per step even for a thread per direction
     per_dir = max(1, n // D)
@@ -482,8 +519,20 @@ class _Cache:
                  "active", "layers", "inputs", "saved", "dropout_masks", "used")
 
 
-def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after,
-                lengths, batch_first, dropout_masks, need_cache):
+def gru_forward(x, h0, layers, **options):
+    """The backend contract's forward (see functional.SequenceCall.run)."""
+    with _ActiveCall():
+        return _gru_forward(x, h0, layers, **options)
+
+
+def gru_backward(cache, d_output, d_h_n, grads):
+    """The backend contract's backward (see functional.SequenceCall.backward)."""
+    with _ActiveCall():
+        return _gru_backward(cache, d_output, d_h_n, grads)
+
+
+def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after,
+                 lengths, batch_first, dropout_masks, need_cache):
     dtype = x.dtype
     # sizes as Py_ssize_t: products such as T*D*H (a batch_first stride) exceed C int
     cdef Py_ssize_t H = hidden_size, D = num_directions, L = len(layers)
@@ -540,7 +589,7 @@ def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_af
     return out, h_n, c
 
 
-def gru_backward(cache, d_output, d_h_n, grads):
+def _gru_backward(cache, d_output, d_h_n, grads):
     c = cache
     cdef Py_ssize_t T = c.T, B = c.B, H = c.H, D = c.D, L = len(c.layers)
     cdef Py_ssize_t k, d, I

@@ -7,11 +7,16 @@ __all__ = ["get_num_threads", "set_num_threads"]
 def get_num_threads():
     """The number of threads cygru's float32 forward and backward may use.
 
-    It is the environment variable ``CYGRU_NUM_THREADS`` when set (read once, on
-    the first call that needs it; a value that is not an integer in [1, 256]
-    raises ``ValueError`` naming the variable), else the number of cores this
-    process may run on (at most 256), until :func:`cygru.set_num_threads` changes
-    it. A direction's hidden units are split
+    It is the value given to :func:`cygru.set_num_threads`, else the environment
+    variable ``CYGRU_NUM_THREADS`` when set (read once, on the first call that
+    needs it; a value that is not an integer in [1, 256] raises ``ValueError``
+    naming the variable), else the default: the cores this process may run on,
+    limited by OpenMP's setting for the calling thread, i.e. by ``OMP_NUM_THREADS``
+    (Dask's workers set it to 1) and by threadpoolctl's OpenMP limit
+    (``threadpool_limits(1, user_api="openmp")``), as scikit-learn reads them; at
+    most 256. The default is read at every call, and calls running at the same time
+    on several Python threads of one process share it (two concurrent calls use
+    half each), so that together they are not slower than one after the other. A direction's hidden units are split
     over its threads (one barrier per time step), and the two directions of a
     bidirectional layer run on separate threads. Small problems use fewer threads
     (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, a

@@ -317,3 +317,72 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-1500:]
+
+
+# ---------------------------------------------------------------------------------------------
+# the default thread count: OpenMP's settings, and concurrent calls sharing it
+# ---------------------------------------------------------------------------------------------
+
+def _threads_in_child(env):
+    import os
+    import subprocess
+    import sys
+    code = "import cygru; print(cygru.get_num_threads())"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in dict(os.environ, **env).items() if v is not None}
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout)
+
+
+def test_default_honours_omp_num_threads():
+    """Dask's workers (and many job schedulers) set OMP_NUM_THREADS=1: cygru's default
+    follows it, as scikit-learn's does; CYGRU_NUM_THREADS still overrides."""
+    import os
+    cores = len(os.sched_getaffinity(0))
+    base = {"CYGRU_NUM_THREADS": None, "OMP_NUM_THREADS": None}
+    assert _threads_in_child(base) == min(cores, 256)
+    assert _threads_in_child(dict(base, OMP_NUM_THREADS="1")) == 1
+    assert _threads_in_child(dict(base, OMP_NUM_THREADS="64")) == min(cores, 64)
+    assert _threads_in_child(dict(base, OMP_NUM_THREADS="1", CYGRU_NUM_THREADS="3")) == 3
+
+
+def test_default_honours_threadpoolctl_openmp_limit(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not any(i["internal_api"] == "openmp" for i in threadpoolctl.threadpool_info()):
+        pytest.skip("threadpoolctl does not see cygru's OpenMP runtime")
+    monkeypatch.setattr(_cpu, "_num_threads", 0)          # the default, not a setting
+    outside = cygru.get_num_threads()
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert cygru.get_num_threads() == 1
+        m = cygru.GRU(8, 256, bidirectional=True, seed=0)
+        x = np.ones((3, 4, 8), np.float32)
+        assert _cpu._threads_for(4, 256, 2, np.float32) == 1
+        inside = m(x)[0]
+    assert cygru.get_num_threads() == outside
+    assert np.allclose(inside, m(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_concurrent_calls_share_the_default(monkeypatch):
+    """Two calls running at once on two Python threads each get half the default."""
+    monkeypatch.setattr(_cpu, "_num_threads", 0)
+    monkeypatch.setattr(_cpu, "_default_threads", lambda: 4)
+    big = (64, 512, 1, np.float32)
+    assert _cpu._threads_for(*big) == 4
+    monkeypatch.setattr(_cpu, "_active_calls", 2)
+    assert _cpu._threads_for(*big) == 2
+    monkeypatch.setattr(_cpu, "_active_calls", 8)
+    assert _cpu._threads_for(*big) == 1
+    # an explicit setting is the user's choice: not shared
+    monkeypatch.setattr(_cpu, "_num_threads", 4)
+    assert _cpu._threads_for(*big) == 4
+
+
+def test_active_call_count_returns_to_zero():
+    m = cygru.GRU(4, 8, seed=0)
+    (out, _), bw = m.vjp(np.ones((3, 2, 4), np.float32))
+    bw(np.ones_like(out), None)
+    with pytest.raises(ValueError):
+        m(np.ones((3, 2, 5), np.float32))
+    assert _cpu._active_calls == 0
