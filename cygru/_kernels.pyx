@@ -175,6 +175,12 @@ cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int
     cdef Py_ssize_t ps = cygru_packed_size(U, K)
     if floating is float:
         if packed != NULL:
+            if U % 16 == 0:
+                # the gates' panels are back to back, and so are their output columns:
+                # one call keeps more panels in flight (one row is latency-bound)
+                cygru_gemm_packed_f(m, K, a, lda, packed + g0 * ps, 0, (g1 - g0) * U // 16,
+                                    (g1 - g0) * U, c, ldc, 0)
+                return
             for g in range(g0, g1):
                 _slice_gemm(m, K, a, lda, packed + g * ps, U, c + (g - g0) * U, ldc)
             return

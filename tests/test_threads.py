@@ -386,3 +386,30 @@ def test_active_call_count_returns_to_zero():
     with pytest.raises(ValueError):
         m(np.ones((3, 2, 5), np.float32))
     assert _cpu._active_calls == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[2], dict(num_layers=2, bias=False)],
+                         ids=["plain", "reset_before", "two-layers-no-bias"])
+def test_stream_cut_into_calls_reproduces_one_call(threads, cfg):
+    """A float32 sequence fed in chunks of any length, chaining h_n into h0, gives the
+    outputs of one call bit for bit, whenever the input projection runs in cygru's own
+    kernel (with several threads, and with one for inputs up to
+    cygru._cpu.OWN_PROJECTION_WORK multiply-adds per direction)."""
+    before = cygru.get_num_threads()
+    try:
+        cygru.set_num_threads(threads)
+        rng = np.random.default_rng(threads)
+        m = cygru.GRU(24, 48, seed=0, **cfg)
+        x = rng.standard_normal((120, 3, 24)).astype(np.float32)
+        h0 = rng.standard_normal((m.num_layers, 3, 48)).astype(np.float32)
+        whole, h_whole = m(x, h0)
+        for cut in (1, 5, 7, 64, 119):
+            outs, h = [], h0
+            for s in range(0, 120, cut):
+                o, h = m(x[s:s + cut], h)
+                outs.append(o)
+            assert np.array_equal(np.concatenate(outs), whole), cut
+            assert np.array_equal(h, h_whole), cut
+    finally:
+        cygru.set_num_threads(before)

@@ -15,7 +15,8 @@
  * (4 x 2 ymm = 8 accumulators on AVX2).
  *
  * Rounding: products are summed over k in increasing order with FMA where the
- * CPU has it, so results can differ from BLAS in the last bits (not across runs).
+ * CPU has it, one chain per element whatever the row count, so results can differ
+ * from BLAS in the last bits (not across runs, calls, chunks or thread counts).
  */
 #ifndef CYGRU_GEMM_H
 #define CYGRU_GEMM_H
@@ -120,17 +121,44 @@ static inline void cygru_store_cols(float *dst, const cygru_v16 *v, int ncols, i
  * cache while every panel sweeps it (the input projection has thousands of rows;
  * the recurrent product has one block). */
 #define CYGRU_ROW_BLOCK 96
+/* Every element C[i, n] is one FMA chain over k = 0, 1, ..., K-1 in that order, in the
+ * row blocks and in the leftover rows alike, so its value does not depend on M, on the
+ * row's place in a block, or on which panels a call covers: a sequence projected in
+ * chunks of any size, or split over any number of threads, gives the same bits. The
+ * leftover rows (and B = 1) hide the FMA latency with up to four panels in flight
+ * instead of splitting the sum over k (which would round differently). */
+#define CYGRU_LEFTOVER_PANELS(NP)                                                   \
+    for (; p + NP <= p1; p += NP) {                                                 \
+        cygru_v16 acc[NP];                                                          \
+        const float *pp[NP];                                                        \
+        for (int q = 0; q < NP; q++) {                                              \
+            acc[q] = (cygru_v16){0};                                                \
+            pp[q] = P + (ptrdiff_t)(p + q) * K * CYGRU_PANEL;                       \
+        }                                                                           \
+        for (int k = 0; k < K; k++) {                                               \
+            for (int q = 0; q < NP; q++) {                                          \
+                cygru_v16 w;                                                        \
+                memcpy(&w, pp[q] + (ptrdiff_t)k * CYGRU_PANEL, sizeof w);           \
+                acc[q] += a[k] * w;                                                 \
+            }                                                                       \
+        }                                                                           \
+        for (int q = 0; q < NP; q++) {                                              \
+            int n0 = (p + q) * CYGRU_PANEL;                                         \
+            int ncols = N - n0 < CYGRU_PANEL ? N - n0 : CYGRU_PANEL;                \
+            cygru_store_cols(C + (ptrdiff_t)i * ldc + n0, &acc[q], ncols, accumulate); \
+        }                                                                           \
+    }
 #define CYGRU_DEFINE_KERNEL(NAME, ATTR, MR)                                        \
 ATTR static void NAME(int M, int K, const float *A, int lda, const float *P,      \
                       int p0, int p1, int N, float *C, int ldc, int accumulate) {  \
   for (int i0 = 0; i0 < M; i0 += CYGRU_ROW_BLOCK) {                                \
     int i1 = M - i0 < CYGRU_ROW_BLOCK ? M : i0 + CYGRU_ROW_BLOCK;                  \
+    int full_end = i0 + (i1 - i0) / MR * MR;                                       \
     for (int p = p0; p < p1; p++) {                                                \
         const float *pp = P + (ptrdiff_t)p * K * CYGRU_PANEL;                      \
         int n0 = p * CYGRU_PANEL;                                                  \
         int ncols = N - n0 < CYGRU_PANEL ? N - n0 : CYGRU_PANEL;                   \
-        int i = i0;                                                                \
-        for (; i + MR <= i1; i += MR) {                                            \
+        for (int i = i0; i < full_end; i += MR) {                                  \
             cygru_v16 acc[MR];                                                     \
             for (int r = 0; r < MR; r++) acc[r] = (cygru_v16){0};                  \
             const float *a = A + (ptrdiff_t)i * lda;                               \
@@ -143,28 +171,14 @@ ATTR static void NAME(int M, int K, const float *A, int lda, const float *P,    
             for (int r = 0; r < MR; r++)                                           \
                 cygru_store_cols(C + (ptrdiff_t)(i + r) * ldc + n0, &acc[r], ncols, accumulate); \
         }                                                                          \
-        for (; i < i1; i++) {                                                      \
-            /* leftover rows (and B=1): four accumulators over k hide latency */   \
-            cygru_v16 acc[4] = {{0}, {0}, {0}, {0}};                               \
-            const float *a = A + (ptrdiff_t)i * lda;                               \
-            int k = 0;                                                             \
-            for (; k + 4 <= K; k += 4) {                                           \
-                for (int u = 0; u < 4; u++) {                                      \
-                    cygru_v16 w;                                                   \
-                    memcpy(&w, pp + (ptrdiff_t)(k + u) * CYGRU_PANEL, sizeof w);   \
-                    acc[u] += a[k + u] * w;                                        \
-                }                                                                  \
-            }                                                                      \
-            for (; k < K; k++) {                                                   \
-                cygru_v16 w;                                                       \
-                memcpy(&w, pp + (ptrdiff_t)k * CYGRU_PANEL, sizeof w);             \
-                acc[0] += a[k] * w;                                                \
-            }                                                                      \
-            acc[0] += acc[1];                                                      \
-            acc[2] += acc[3];                                                      \
-            acc[0] += acc[2];                                                      \
-            cygru_store_cols(C + (ptrdiff_t)i * ldc + n0, &acc[0], ncols, accumulate); \
-        }                                                                          \
+    }                                                                              \
+    for (int i = full_end; i < i1; i++) {                                          \
+        /* leftover rows (and B = 1): panels four, two, one at a time */          \
+        const float *a = A + (ptrdiff_t)i * lda;                                   \
+        int p = p0;                                                                \
+        CYGRU_LEFTOVER_PANELS(4)                                                   \
+        CYGRU_LEFTOVER_PANELS(2)                                                   \
+        CYGRU_LEFTOVER_PANELS(1)                                                   \
     }                                                                              \
   }                                                                                \
 }
