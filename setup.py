@@ -28,21 +28,24 @@ if os.environ.get("CYGRU_SANITIZE"):
     compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]
 
 
-def ext(name, openmp=False):
+def ext(name, openmp=False, extra_compile_args=()):
     omp = ["-fopenmp"] if openmp else []
     return Extension(
         f"cygru.{name}",
         [f"cygru/{name}.pyx"],
         include_dirs=[np.get_include(), "cygru/include"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=compile_args + omp,
+        extra_compile_args=compile_args + omp + list(extra_compile_args),
         extra_link_args=omp + (["-fsanitize=address"] if os.environ.get("CYGRU_SANITIZE") else []),
     )
 
 
 setup(
     ext_modules=cythonize(
-        [ext("_blas"), ext("_kernels"), ext("_cpu", openmp=True), ext("capi")],
+        [ext("_blas"), ext("_kernels"), ext("_cpu", openmp=True),
+         # capi fills cygru.h's function table: a signature that differs from the
+         # header's must stop the build (GCC < 14 and Clang only warn by default)
+         ext("capi", extra_compile_args=["-Werror=incompatible-pointer-types"])],
         compiler_directives=directives,
         show_all_warnings=False,
     ),

@@ -56,19 +56,43 @@ __all__ = ["GRU", "GRUCell", "gradcheck", "GradcheckError", "from_torch", "from_
            "set_num_threads", "__version__"]
 
 
-def get_include():
-    """Directory to give Cython as ``include_path`` when compiling an extension that
-    ``cimport``\\ s cygru: ``cythonize(..., include_path=[cygru.get_include()])``.
+def get_include(*, c_headers=False):
+    """Directory of cygru's headers for building an extension against cygru.
 
-    It is the directory that contains the ``cygru`` package, so Cython finds
-    ``cygru/*.pxd`` there. (An Extension's ``include_dirs`` is the C compiler's search
-    path, which Cython does not search for ``.pxd`` files: with it alone, the build
-    fails after an editable install, ``pip install -e``.)
+    By default, the directory to give Cython as ``include_path`` when compiling an
+    extension that ``cimport``\\ s cygru:
+    ``cythonize(..., include_path=[cygru.get_include()])``. It is the directory that
+    contains the ``cygru`` package, so Cython finds ``cygru/*.pxd`` there. (An
+    Extension's ``include_dirs`` is the C compiler's search path, which Cython does not
+    search for ``.pxd`` files: with it alone, the build fails after an editable
+    install, ``pip install -e``.)
+
+    With ``c_headers=True``, the directory of the plain-C header ``cygru.h`` (the
+    package's ``include`` folder), for a C or C++ compiler's search path:
+    ``Extension(..., include_dirs=[cygru.get_include(c_headers=True)])``, then
+    ``#include "cygru.h"`` and ``import_cygru()`` in the module's init function (see
+    the Embedding page of the documentation).
+
+    Both work after a normal and an editable install.
+
+    Parameters
+    ----------
+    c_headers : bool, default False
+        Return the directory of ``cygru.h`` instead of the one for ``.pxd`` files.
+
+    Returns
+    -------
+    str
 
     Examples
     --------
     >>> import os, cygru
     >>> os.path.isfile(os.path.join(cygru.get_include(), "cygru", "_kernels.pxd"))
     True
+    >>> os.path.isfile(os.path.join(cygru.get_include(c_headers=True), "cygru.h"))
+    True
     """
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package = os.path.dirname(os.path.abspath(__file__))
+    if c_headers:
+        return os.path.join(package, "include")
+    return os.path.dirname(package)

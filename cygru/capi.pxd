@@ -5,7 +5,10 @@ This file is the stable, documented interface for other Cython (and C) code
 (``from cygru cimport capi``, with ``cygru.get_include()`` in Cython's ``include_path``,
 e.g. ``cythonize(..., include_path=[cygru.get_include()])``); the reference is
 ``docs/embedding.rst``. The kernels behind it (``cygru._kernels``) are
-internal and may change; this interface does not.
+internal and may change; this interface does not. Plain C and C++ code uses
+``cygru/include/cygru.h`` instead: the same functions with a ``cygru_`` prefix,
+called through the table ``cygru.capi._C_API``; its structs and status values are
+the ones declared here (``tests/test_c_header.py`` checks that they agree).
 
 Conventions of every function here:
 
@@ -38,7 +41,7 @@ from libc.stddef cimport size_t
 
 # ---------------------------------------------------------------------------
 # status codes (returned by every function that computes); new codes may be added,
-# existing values never change
+# existing values never change; cygru.h's enum cygru_status has the same values
 # ---------------------------------------------------------------------------
 cdef enum:
     CYGRU_OK = 0

@@ -7,8 +7,13 @@ fused implementations below, which call the internal kernels (``cygru._kernels``
 This file is the only place that knows the kernels' signatures: when they change,
 only this wrapper changes, never code built against ``capi.pxd``.
 
-See ``docs/embedding.rst`` for the reference and an example project
-(``examples/embedding``).
+It also publishes the same functions for plain C, C++ and ctypes callers: one
+static table, the ``struct cygru_api`` of ``cygru/include/cygru.h``, as the capsule
+``_C_API``, which the header's ``import_cygru()`` reads (its ABI version:
+``ABI_VERSION``).
+
+See ``docs/embedding.rst`` for the reference and the example projects
+(``examples/embedding``, ``examples/c_extension``).
 
 Examples
 --------
@@ -37,7 +42,7 @@ cnp.import_array()
 
 __all__ = ["export_weights", "ExportedWeights", "status_name", "OK", "ERR_SIZE", "ERR_NULL",
            "ERR_LENGTH", "ERR_FLAGS", "ERR_ALIAS", "ERR_WORKSPACE", "ERR_ALIGN",
-           "ERR_WORKSPACE_ALIAS", "WORK_ALIGN", "PROJECTION_CHUNK_BYTES"]
+           "ERR_WORKSPACE_ALIAS", "WORK_ALIGN", "PROJECTION_CHUNK_BYTES", "ABI_VERSION"]
 
 # Python names of the status codes of capi.pxd
 OK = CYGRU_OK
@@ -576,6 +581,137 @@ cdef int model_forward_f64(const cygru_model_f64* model, int T, int B,
     return _model_forward(T, B, model.input_size, model.hidden_size, model.num_layers,
                           model.num_directions, model.reset_after != 0, model.reverse != 0,
                           model.dirs, x, h0, lengths, output, h_n, work, work_size)
+
+
+# ---------------------------------------------------------------------------
+# the plain-C interface (cygru/include/cygru.h): one static table of the functions
+# above, published as the capsule cygru.capi._C_API, which import_cygru() reads
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    /* capi.c needs cygru.h's types and constants, not its importer and wrappers */
+    #define CYGRU_TYPES_ONLY
+    """
+
+# cygru.h is the one source of the ABI version, the capsule's name and the table's
+# layout. Its structs have C types of their own: capi.pxd's structs (a public Cython
+# API that must not depend on a C header) are the same layout under Cython's names;
+# tests/test_c_header.py compares the two (see _abi_layout).
+cdef extern from "cygru.h":
+    enum: CYGRU_ABI_VERSION
+    const char* CYGRU_CAPSULE_NAME
+    ctypedef struct _h_direction_f32 "cygru_direction_f32":
+        pass
+    ctypedef struct _h_direction_f64 "cygru_direction_f64":
+        pass
+    ctypedef struct _h_model_f32 "cygru_model_f32":
+        pass
+    ctypedef struct _h_model_f64 "cygru_model_f64":
+        pass
+
+# The four entries that take a struct, typed with cygru.h's structs: the functions
+# above take capi.pxd's (same layout, another C type), so they are cast to these.
+ctypedef int (*_layer_forward_f32_h)(int, int, int, int, int, const float*, const float*,
+                                     const int*, const _h_direction_f32*, int, int, float*,
+                                     float*, void*, size_t) noexcept nogil
+ctypedef int (*_layer_forward_f64_h)(int, int, int, int, int, const double*, const double*,
+                                     const int*, const _h_direction_f64*, int, int, double*,
+                                     double*, void*, size_t) noexcept nogil
+ctypedef int (*_model_forward_f32_h)(const _h_model_f32*, int, int, const float*,
+                                     const float*, const int*, float*, float*, void*,
+                                     size_t) noexcept nogil
+ctypedef int (*_model_forward_f64_h)(const _h_model_f64*, int, int, const double*,
+                                     const double*, const int*, double*, double*, void*,
+                                     size_t) noexcept nogil
+
+cdef extern from "cygru.h":
+    # every entry as in cygru.h; the C compiler checks each assignment of
+    # _fill_c_api_table against the header's declaration
+    ctypedef struct cygru_api:
+        int abi_version
+        size_t size
+        const char* (*status_message)(int) noexcept nogil
+        size_t (*cell_workspace_size_f32)(int, int) noexcept nogil
+        size_t (*cell_workspace_size_f64)(int, int) noexcept nogil
+        int (*cell_step_f32)(int, int, int, const float*, const float*, const float*,
+                             const float*, const float*, const float*, int, float*, void*,
+                             size_t) noexcept nogil
+        int (*cell_step_f64)(int, int, int, const double*, const double*, const double*,
+                             const double*, const double*, const double*, int, double*,
+                             void*, size_t) noexcept nogil
+        size_t (*layer_workspace_size_f32)(int, int, int, int, int) noexcept nogil
+        size_t (*layer_workspace_size_f64)(int, int, int, int, int) noexcept nogil
+        _layer_forward_f32_h layer_forward_f32
+        _layer_forward_f64_h layer_forward_f64
+        size_t (*model_workspace_size_f32)(int, int, int, int, int, int) noexcept nogil
+        size_t (*model_workspace_size_f64)(int, int, int, int, int, int) noexcept nogil
+        _model_forward_f32_h model_forward_f32
+        _model_forward_f64_h model_forward_f64
+
+# Static: the capsule hands out its address, valid for the life of the process
+# (CPython never unloads an extension module).
+cdef cygru_api _c_api_table
+
+
+cdef void _fill_c_api_table(cygru_api* t) noexcept:
+    memset(t, 0, sizeof(cygru_api))
+    t.abi_version = CYGRU_ABI_VERSION
+    t.size = sizeof(cygru_api)
+    t.status_message = status_message
+    t.cell_workspace_size_f32 = cell_workspace_size_f32
+    t.cell_workspace_size_f64 = cell_workspace_size_f64
+    t.cell_step_f32 = cell_step_f32
+    t.cell_step_f64 = cell_step_f64
+    t.layer_workspace_size_f32 = layer_workspace_size_f32
+    t.layer_workspace_size_f64 = layer_workspace_size_f64
+    t.layer_forward_f32 = <_layer_forward_f32_h>layer_forward_f32
+    t.layer_forward_f64 = <_layer_forward_f64_h>layer_forward_f64
+    t.model_workspace_size_f32 = model_workspace_size_f32
+    t.model_workspace_size_f64 = model_workspace_size_f64
+    t.model_forward_f32 = <_model_forward_f32_h>model_forward_f32
+    t.model_forward_f64 = <_model_forward_f64_h>model_forward_f64
+
+
+_fill_c_api_table(&_c_api_table)
+# the whole table is filled before it is published
+_C_API = PyCapsule_New(<void*>&_c_api_table, CYGRU_CAPSULE_NAME, NULL)
+ABI_VERSION = CYGRU_ABI_VERSION
+
+
+def _abi_layout():
+    """{struct name: (sizeof, {field: offset})} of capi.pxd's structs as compiled here,
+    and the table's size: what tests compare with cygru.h compiled by a C compiler."""
+    cdef cygru_direction_f32 d32
+    cdef cygru_direction_f64 d64
+    cdef cygru_model_f32 m32
+    cdef cygru_model_f64 m64
+    cdef char* b
+    layout = {}
+    b = <char*>&d32
+    layout["cygru_direction_f32"] = (sizeof(d32), {
+        "w_ih": <char*>&d32.w_ih - b, "w_hh": <char*>&d32.w_hh - b,
+        "b_ih": <char*>&d32.b_ih - b, "b_hh": <char*>&d32.b_hh - b})
+    b = <char*>&d64
+    layout["cygru_direction_f64"] = (sizeof(d64), {
+        "w_ih": <char*>&d64.w_ih - b, "w_hh": <char*>&d64.w_hh - b,
+        "b_ih": <char*>&d64.b_ih - b, "b_hh": <char*>&d64.b_hh - b})
+    b = <char*>&m32
+    layout["cygru_model_f32"] = (sizeof(m32), {
+        "input_size": <char*>&m32.input_size - b, "hidden_size": <char*>&m32.hidden_size - b,
+        "num_layers": <char*>&m32.num_layers - b,
+        "num_directions": <char*>&m32.num_directions - b,
+        "reset_after": <char*>&m32.reset_after - b, "reverse": <char*>&m32.reverse - b,
+        "dirs": <char*>&m32.dirs - b})
+    b = <char*>&m64
+    layout["cygru_model_f64"] = (sizeof(m64), {
+        "input_size": <char*>&m64.input_size - b, "hidden_size": <char*>&m64.hidden_size - b,
+        "num_layers": <char*>&m64.num_layers - b,
+        "num_directions": <char*>&m64.num_directions - b,
+        "reset_after": <char*>&m64.reset_after - b, "reverse": <char*>&m64.reverse - b,
+        "dirs": <char*>&m64.dirs - b})
+    layout["cygru_api"] = (_c_api_table.size, None)
+    return layout
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import importlib.util
 import os
 import pathlib
 import shutil
-import site
 import subprocess
 import sys
 import textwrap
@@ -30,6 +29,7 @@ import pytest
 
 import cygru
 import cygru.capi as capi
+from install_helpers import clean_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "embedding"
@@ -968,98 +968,7 @@ def test_pxd_is_shipped():
 # the recipe of docs/embedding.rst after `pip install -e` and `pip install`, without PYTHONPATH
 # ---------------------------------------------------------------------------------------------
 
-# copies of this checkout for pip: sources and build/ (setuptools reuses what is up to date
-# there), not version control, caches, environments or in-place extensions
-_COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache",
-                                      ".hypothesis", "*.egg-info", "_build", "results")
-
-
-def _clean_env():
-    """The environment of a user's shell: no PYTHONPATH, no cygru build switches."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "CYGRU_DEBUG", "CYGRU_SANITIZE")}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return env
-
-
-def _site_packages_without_cygru(directory):
-    """`directory` filled with links to everything in this interpreter's site-packages
-    except cygru's own entries (its package, metadata and editable-install hooks): on a
-    venv's path it provides pip, setuptools, Cython, NumPy and SciPy without installing
-    or downloading them, and no cygru but the one installed into that venv. (Only a
-    site directory's .pth files run, so no import hook of this environment comes along.)"""
-    directory.mkdir()
-    user_site = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
-    for site_dir in site.getsitepackages() + user_site:
-        if not os.path.isdir(site_dir):
-            continue
-        for name in os.listdir(site_dir):
-            if "cygru" not in name.lower() and not (directory / name).exists():
-                (directory / name).symlink_to(os.path.join(site_dir, name))
-    return directory
-
-
-def _venv(path, extra_site):
-    """A fresh virtual environment at `path` (no pip of its own) that also sees
-    `extra_site`; returns its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True,
-                   env=_clean_env())
-    python = path / ("Scripts" if os.name == "nt" else "bin") / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
-                              "print(sysconfig.get_paths()['purelib'])"], check=True,
-                             capture_output=True, text=True, env=_clean_env()).stdout.strip()
-    pathlib.Path(purelib, "_cygru_test_outer.pth").write_text(f"{extra_site}\n")
-    return python
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """cygru installed by pip into two fresh virtual environments, each from its own copy
-    of this checkout: ``pip install -e`` (setuptools' editable install: an import hook,
-    the checkout not on sys.path) and ``pip install`` (a wheel in site-packages). The
-    two run side by side; ``installed(kind)`` waits for one and returns (its python,
-    the directory its ``import cygru`` must come from)."""
-    pytest.importorskip("Cython")
-    base = tmp_path_factory.mktemp("installs")
-    extra_site = _site_packages_without_cygru(base / "outer-site-packages")
-    env = _clean_env()
-    # Only so that what must be compiled compiles at -O0 (five times faster; these tests
-    # check packaging, not speed). --no-build-isolation and --no-deps: use this
-    # environment's NumPy, SciPy, Cython and setuptools rather than downloading them.
-    env["CYGRU_DEBUG"] = "1"
-    jobs = {}
-    for kind in ("editable", "normal"):
-        source = base / f"cygru-{kind}"
-        shutil.copytree(ROOT, source, ignore=_COPY_IGNORE, symlinks=True)
-        for built in source.joinpath("cygru").iterdir():       # only pip's builds count
-            if built.suffix in (".so", ".pyd"):
-                built.unlink()
-        python = _venv(base / f"venv-{kind}", extra_site)
-        cmd = [str(python), "-m", "pip", "install", "--no-build-isolation", "--no-deps",
-               "--no-index"] + (["-e"] if kind == "editable" else []) + [str(source)]
-        log = open(base / f"pip-{kind}.log", "w")
-        jobs[kind] = (python, source, log, subprocess.Popen(
-            cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT))
-
-    def wait(kind):
-        python, source, log, proc = jobs[kind]
-        if proc.wait(timeout=900) != 0:
-            log.close()
-            pytest.fail(f"pip install ({kind}) failed:\n"
-                        f"{pathlib.Path(log.name).read_text()[-6000:]}")
-        if kind == "editable":
-            return python, source / "cygru"
-        platlib = subprocess.run([str(python), "-c", "import sysconfig; "
-                                  "print(sysconfig.get_paths()['platlib'])"], check=True,
-                                 capture_output=True, text=True, env=_clean_env()).stdout
-        return python, pathlib.Path(platlib.strip()) / "cygru"
-
-    yield wait
-    for _, _, log, proc in jobs.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        log.close()
+# (the fixture `installed`, shared with tests/test_c_header.py, is in conftest.py)
 
 
 @pytest.mark.parametrize("kind", ["editable", "normal"])
@@ -1073,7 +982,7 @@ def test_embedding_recipe_after_install(installed, tmp_path, kind):
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("build", "*.so", "*.c"))
 
     def run(*args):
-        proc = subprocess.run([str(python), *args], cwd=example, env=_clean_env(),
+        proc = subprocess.run([str(python), *args], cwd=example, env=clean_env(),
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (f"python {' '.join(args)} failed ({kind} install):\n"
                                       f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
