@@ -128,7 +128,9 @@ static inline void cygru_store_cols(float *dst, const cygru_v16 *v, int ncols, i
  * leftover rows (and B = 1) hide the FMA latency with up to four panels in flight
  * instead of splitting the sum over k (which would round differently). */
 #define CYGRU_LEFTOVER_PANELS(NP)                                                   \
-    for (; p + NP <= p1; p += NP) {                                                 \
+    for (; p + NP <= p1; p += NP)                                                   \
+    for (int i = full_end; i < i1; i++) {   /* the panels stay in L1 across rows */ \
+        const float *a = A + (ptrdiff_t)i * lda;                                    \
         cygru_v16 acc[NP];                                                          \
         const float *pp[NP];                                                        \
         for (int q = 0; q < NP; q++) {                                              \
@@ -172,9 +174,8 @@ ATTR static void NAME(int M, int K, const float *A, int lda, const float *P,    
                 cygru_store_cols(C + (ptrdiff_t)(i + r) * ldc + n0, &acc[r], ncols, accumulate); \
         }                                                                          \
     }                                                                              \
-    for (int i = full_end; i < i1; i++) {                                          \
+    if (full_end < i1) {                                                           \
         /* leftover rows (and B = 1): panels four, two, one at a time */          \
-        const float *a = A + (ptrdiff_t)i * lda;                                   \
         int p = p0;                                                                \
         CYGRU_LEFTOVER_PANELS(4)                                                   \
         CYGRU_LEFTOVER_PANELS(2)                                                   \
