@@ -92,6 +92,10 @@ def get_include(*, c_headers=False):
     >>> os.path.isfile(os.path.join(cygru.get_include(c_headers=True), "cygru.h"))
     True
     """
+    import numpy as np
+    if not isinstance(c_headers, (bool, np.bool_)):
+        raise TypeError(f"cygru.get_include: c_headers must be True or False, got "
+                        f"{type(c_headers).__name__} {c_headers!r}")
     package = os.path.dirname(os.path.abspath(__file__))
     if c_headers:
         return os.path.join(package, "include")

@@ -18,7 +18,10 @@ from cygru._blas cimport gemm, gemm_rows_serial, SMALL_GEMM
 from cygru._kernels cimport (gru_direction_forward, gru_direction_backward,
                              gru_direction_weight_grads, gru_cell_forward, cell_work_size,
                              part_pack_size, pack_gate_slice, backward_pack_size,
-                             pack_backward_slice, cygru_barrier, cygru_barrier_init)
+                             pack_backward_slice, cygru_barrier, cygru_barrier_init,
+                             cygru_pieces_f32, cygru_work, cygru_work_init,
+                             gru_direction_forward_pieces, cygru_bpieces_f32,
+                             gru_direction_backward_pieces)
 from cython.parallel cimport parallel, threadid
 cimport openmp
 
@@ -143,16 +146,28 @@ class _ActiveCall:
             _active_calls -= 1
 
 
-def _threads_for(int B, int H, int D, dtype):
-    n = get_num_threads()
-    if _num_threads == 0 and _active_calls > 1:
-        n = max(1, n // _active_calls)     # the default, shared by concurrent calls
+def _planned_threads(int n, int B, int H, int D, dtype):
+    """Threads a layer call would use out of n: float32 only, and only while every
+    thread keeps MIN_WORK_PER_THREAD multiply-adds per step."""
     if dtype != np.float32 or n <= 1 or <Py_ssize_t>B * 3 * H * H < MIN_WORK_PER_THREAD:
         return 1          # too little work per step even for a thread per direction
     per_dir = max(1, n // D)
     while per_dir > 1 and (<Py_ssize_t>B * 3 * H * H) // per_dir < MIN_WORK_PER_THREAD:
         per_dir -= 1
     return per_dir * D if D <= n else 1
+
+
+def _threads_for(int B, int H, int D, dtype):
+    """(threads to run, pieces?) for a layer call. The kernels (pieces, cygru's own input
+    projection) follow the plan for the configured count; calls running at once that
+    share the default get fewer threads each, which changes how fast, never the bits."""
+    n = get_num_threads()
+    planned = _planned_threads(n, B, H, D, dtype)
+    if planned <= 1:
+        return 1, False
+    if _num_threads == 0 and _active_calls > 1:
+        return max(1, min(planned, n // _active_calls)), True
+    return planned, True
 
 
 def _schedule(lengths, int T, int B):
@@ -233,18 +248,6 @@ cdef class _LayerTables:
         free(self.barriers)
 
 
-def _thread_plan(int H, int D, int nthreads, bint packed):
-    """(threads per direction, threaded?, scratch sets, unit bounds) for one layer.
-
-    Only float32 (packed kernels) splits a direction over threads; directions of a
-    bidirectional layer get a group each when there are threads for both. A direction
-    never gets more threads than hidden units (every slice holds at least one unit)."""
-    n_per_dir = max(1, min(nthreads // D, H)) if packed else 1
-    threaded = packed and nthreads > 1 and n_per_dir * D > 1
-    n_sets = n_per_dir * D if threaded else 1
-    return n_per_dir, threaded, n_sets, _unit_bounds(H, n_per_dir)
-
-
 cdef Py_ssize_t _addr(a) except -1:
     """Address of a C-contiguous array's data (the caller keeps `a` alive).
 
@@ -255,19 +258,131 @@ cdef Py_ssize_t _addr(a) except -1:
     return <Py_ssize_t>_data(a)
 
 
+# A threaded direction's hidden units are cut into this many pieces per thread, claimed
+# dynamically every step (gru_direction_forward_pieces): a thread that the OS has
+# descheduled leaves its share to the running ones instead of stalling the step.
+PIECES_PER_THREAD = 2
+
+
+cdef class _PieceTables:
+    """The per-direction structs (forward and backward) and work counters of a pieces
+    call, freed with it."""
+    cdef cygru_pieces_f32* s
+    cdef cygru_bpieces_f32* bs
+    cdef cygru_work* works
+
+    def __cinit__(self, int D):
+        self.s = <cygru_pieces_f32*>calloc(D, sizeof(cygru_pieces_f32))
+        self.bs = <cygru_bpieces_f32*>calloc(D, sizeof(cygru_bpieces_f32))
+        self.works = <cygru_work*>calloc(D, sizeof(cygru_work))
+        if self.s == NULL or self.bs == NULL or self.works == NULL:
+            raise MemoryError("cygru: could not allocate the layer's work tables")
+        for d in range(D):
+            cygru_work_init(&self.works[d])
+
+    def __dealloc__(self):
+        free(self.s)
+        free(self.bs)
+        free(self.works)
+
+
+def _piece_bounds(int H, int n_per_dir):
+    """Unit bounds of the pieces of a threaded direction (PIECES_PER_THREAD per thread,
+    at most one per unit)."""
+    return _unit_bounds(H, min(PIECES_PER_THREAD * n_per_dir, H))
+
+
+def _thread_groups(int n_threads, int D, int H):
+    """(threads per direction, threads to start) for a pieces call on n_threads."""
+    cdef int per_dir = max(1, min(n_threads // D, H))
+    return per_dir, (per_dir * D if n_threads >= D else n_threads)
+
+
+def _forward_pieces(const float[::1] x, weights, float[::1] out, Py_ssize_t ts, Py_ssize_t bs,
+                    states, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I, int H,
+                    revs, bint reset_after, int chunk, caches, hprevs, int n_threads):
+    """Every direction of one float32 layer on n_threads threads (a group per
+    direction), the work of a step claimed in pieces (see gru_direction_forward_pieces).
+    However many threads OpenMP grants, every direction is run whole: with fewer than
+    the directions, a thread runs several one after the other."""
+    cdef int D = len(weights)
+    n_per_dir, n_sets_ = _thread_groups(n_threads, D, H)
+    cdef int[::1] bounds = _piece_bounds(H, n_per_dir)
+    cdef int n_pieces = bounds.shape[0] - 1
+    cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_pieces))
+    cdef Py_ssize_t slot_ih = part_pack_size(U_max, I), slot_hh = part_pack_size(U_max, H)
+    cdef _PieceTables tables = _PieceTables(D)
+    cdef cygru_pieces_f32* sp
+    cdef cygru_pieces_f32* structs = tables.s
+    cdef int d, tid, g, n_sets = n_sets_
+    keep = []                      # owners of every buffer below, alive until return
+
+    def new(n):
+        a = np.empty(max(int(n), 1), np.float32)
+        keep.append(a)
+        return _addr(a)
+
+    # all steps projected as one chunk when that scratch is small (each piece projects
+    # its own gate columns); long sequences in chunks, so memory does not grow with T
+    if <Py_ssize_t>T * B * D * 3 * H * sizeof(float) <= PROJECTION_FULL_BYTES:
+        chunk = T
+    for d in range(D):
+        wi, wh, bi, bh = weights[d]
+        keep.extend((wi, wh, bi, bh, states[d]))
+        sp = &structs[d]
+        sp.T, sp.B, sp.In, sp.H, sp.chunk, sp.n_pieces = T, B, I, H, chunk, n_pieces
+        sp.reverse, sp.reset_after = revs[d], reset_after
+        sp.x = &x[0]
+        sp.w_ih = <const float*><Py_ssize_t>_addr(wi)
+        sp.w_hh = <const float*><Py_ssize_t>_addr(wh)
+        sp.b_ih = <const float*><Py_ssize_t>_addr(bi)
+        sp.b_hh = <const float*><Py_ssize_t>_addr(bh)
+        sp.bounds = &bounds[0]
+        sp.pack_ih_slot, sp.pack_hh_slot = slot_ih, slot_hh
+        sp.pack_ih = <float*><Py_ssize_t>new(n_pieces * slot_ih)
+        sp.pack_hh = <float*><Py_ssize_t>new(n_pieces * slot_hh)
+        sp.bias = <float*><Py_ssize_t>new(6 * <Py_ssize_t>H)
+        sp.gh = <float*><Py_ssize_t>new(3 * <Py_ssize_t>B * H)
+        sp.out = &out[0] + d * H
+        sp.out_ts, sp.out_bs = ts, bs
+        sp.state = <float*><Py_ssize_t>_addr(states[d])
+        sp.state_alt = <float*><Py_ssize_t>new(<Py_ssize_t>B * H)
+        sp.perm, sp.active = &perm[0], &active[0]
+        sp.gi_buf = <float*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
+        sp.rh_buf = <float*><Py_ssize_t>new(<Py_ssize_t>B * H)
+        sp.cache = sp.hprev = NULL
+        if caches is not None:
+            sp.cache = <float*><Py_ssize_t>_addr(caches[d])
+            sp.hprev = <float*><Py_ssize_t>_addr(hprevs[d])
+        sp.work = &tables.works[d]
+    with nogil, parallel(num_threads=n_sets):
+        tid = threadid()
+        g = openmp.omp_get_num_threads()
+        if g >= D:
+            # a group of threads per direction (OpenMP may have granted fewer than asked)
+            gru_direction_forward_pieces(&structs[tid * D // g])
+        else:
+            d = tid
+            while d < D:
+                gru_direction_forward_pieces(&structs[d])
+                d = d + g
+
+
 def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, Py_ssize_t bs,
                    states, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I, int H,
-                   revs, bint reset_after, int chunk, caches, hprevs, int nthreads):
-    """Run every direction of one layer; float32 splits each direction's hidden units
-    over threads (directions on separate thread groups), float64 runs on BLAS."""
+                   revs, bint reset_after, int chunk, caches, hprevs, plan):
+    """Run every direction of one layer: float32 on threads that claim the work of each
+    step in pieces (_forward_pieces) when the plan (_threads_for) says so, else the
+    directions one after the other on the calling thread (float64 on BLAS)."""
     dtype = np.float32 if floating is float else np.float64
     cdef int D = len(weights)
     cdef bint packed = floating is float
-    n_per_dir_, threaded_, n_sets_, bounds_ = _thread_plan(H, D, nthreads, packed)
-    cdef int n_per_dir = n_per_dir_, n_sets = n_sets_
-    cdef bint threaded = threaded_
-    cdef int[::1] bounds = bounds_
-    cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_per_dir))
+    n_threads, pieces = plan
+    if floating is float:
+        if pieces:
+            _forward_pieces(x, weights, out, ts, bs, states, perm, active, T, B, I, H, revs,
+                            reset_after, chunk, caches, hprevs, n_threads)
+            return
     keep = []                      # owners of every buffer below, alive until return
 
     def new(n):
@@ -275,10 +390,10 @@ def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t
         keep.append(a)
         return _addr(a)
 
-    # one table per kind of pointer, with an entry per direction (w_ih, w_hh, b_ih,
-    # b_hh, state, state_alt, rh, cache, hprev, gi) or per scratch set (gh, bias,
-    # pack_hh, pack_ih): sized for this call's thread count, whatever it is
-    cdef _LayerTables tables = _LayerTables(14, max(D, n_sets))
+    # one table per kind of pointer, an entry per direction (w_ih, w_hh, b_ih, b_hh,
+    # state, state_alt, rh, cache, hprev, gi, and the one scratch set: gh, bias,
+    # pack_hh, pack_ih in entry 0)
+    cdef _LayerTables tables = _LayerTables(14, D)
     cdef floating** w_ih = <floating**>tables.table(0)
     cdef floating** w_hh = <floating**>tables.table(1)
     cdef floating** b_ih = <floating**>tables.table(2)
@@ -295,20 +410,16 @@ def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t
     cdef floating** pack_ih = <floating**>tables.table(13)
     cdef bint* rev = tables.rev
     cdef cygru_barrier* barriers = tables.barriers
-    cdef int d, k, tid, ok = 1
-    # written inside the parallel block through a pointer: Cython makes a variable
-    # assigned there private to each thread, so `ok = 0` would never reach us
-    cdef int* ok_shared = &ok
+    cdef int d
+    cdef int[::1] bounds = _unit_bounds(H, 1)
     cdef floating* xp = <floating*>&x[0]      # only read (const in the kernel)
     cdef floating* outp = &out[0]
     # project all steps at once when that scratch is small; long sequences project
     # chunks of steps inside the time loop (memory independent of T)
     cdef bint fits = <Py_ssize_t>T * B * D * 3 * H * sizeof(floating) <= PROJECTION_FULL_BYTES
-    # one thread: BLAS projects up front (when it fits), unless the product is small.
-    # Threads: each projects its own columns inside the loop (all steps as one chunk
-    # when it fits), so no BLAS pool spins beside them
-    cdef bint own_projection = threaded or (
-        packed and <Py_ssize_t>T * B * 3 * H * I <= OWN_PROJECTION_WORK)
+    # BLAS projects up front (when it fits), unless the product is small enough for
+    # cygru's own kernel (float32), which BLAS would split into row blocks
+    cdef bint own_projection = packed and <Py_ssize_t>T * B * 3 * H * I <= OWN_PROJECTION_WORK
     cdef bint gi_ready = fits and not own_projection
     cdef int gi_ld = D * 3 * H if gi_ready else 3 * H
     if own_projection and fits:
@@ -331,10 +442,10 @@ def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t
             cache[d] = <floating*><Py_ssize_t>_addr(caches[d])
             hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d])
         rev[d] = revs[d]
-        cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
+        cygru_barrier_init(&barriers[d], 1)
     if gi_ready:
         # every step of every direction projected up front: one BLAS call per
-        # direction, before any thread of ours starts (BLAS may use every core)
+        # direction (BLAS may use every core)
         gi_all = np.empty((T * B, D * 3 * H), dtype)
         keep.append(gi_all)
         for d in range(D):
@@ -343,38 +454,19 @@ def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t
     else:
         for d in range(D):
             gi[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
-    U = U_max if threaded else H
-    for k in range(n_sets):
-        gh[k] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * U)
-        bias[k] = <floating*><Py_ssize_t>new(6 * U)
-        pack_hh[k] = pack_ih[k] = NULL
-        if packed:
-            pack_hh[k] = <floating*><Py_ssize_t>new(part_pack_size(U, H))
-        if own_projection:
-            pack_ih[k] = <floating*><Py_ssize_t>new(part_pack_size(U, I))
-    if threaded:
-        with nogil, parallel(num_threads=n_sets):
-            tid = threadid()
-            # the slices of a direction meet at a barrier every step: run only if
-            # OpenMP granted every thread asked for (else fall back below)
-            if openmp.omp_get_num_threads() == n_sets:
-                _run_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, I, H,
-                           xp, w_ih, w_hh, b_ih, b_hh, outp, ts, bs, state, state_alt,
-                           permp, activep, rev, reset_after, chunk, gi, gh, rh, gi_ld,
-                           gi_ready, bias, pack_ih, pack_hh, cache, hprev, barriers,
-                           boundsp)
-            elif tid == 0:
-                ok_shared[0] = 0
-    else:
-        with nogil:
-            for d in range(D):
-                _run_slice(d, 0, 0, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
-                           bs, state, state_alt, permp, activep, rev, reset_after, chunk,
-                           gi, gh, rh, gi_ld, gi_ready, bias, pack_ih, pack_hh, cache, hprev,
-                           barriers, boundsp)
-    if not ok:
-        _forward_layer(x, weights, out, ts, bs, states, perm, active, T, B, I, H, revs,
-                       reset_after, chunk, caches, hprevs, 1)
+    gh[0] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * H)
+    bias[0] = <floating*><Py_ssize_t>new(6 * H)
+    pack_hh[0] = pack_ih[0] = NULL
+    if packed:
+        pack_hh[0] = <floating*><Py_ssize_t>new(part_pack_size(H, H))
+    if own_projection:
+        pack_ih[0] = <floating*><Py_ssize_t>new(part_pack_size(H, I))
+    with nogil:
+        for d in range(D):
+            _run_slice(d, 0, 0, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
+                       bs, state, state_alt, permp, activep, rev, reset_after, chunk,
+                       gi, gh, rh, gi_ld, gi_ready, bias, pack_ih, pack_hh, cache, hprev,
+                       barriers, boundsp)
 
 
 cdef void _backward_slice(int d, int r, int buf, int T, int B, int H,
@@ -392,25 +484,94 @@ cdef void _backward_slice(int d, int r, int buf, int T, int B, int H,
                            dgi + d * 3 * H, ldgi, dgh[d], drh[d], packed[buf], &barriers[d])
 
 
+def _backward_pieces(weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates,
+                     Py_ssize_t[::1] perm, int[::1] active, int T, int B, int H, revs,
+                     bint reset_after, caches, hprevs, float[::1] dgi, dgh_arrays,
+                     int n_threads):
+    """The time loops of every direction of one float32 layer's backward on n_threads
+    threads, the work of a step claimed in pieces (as _forward_pieces)."""
+    cdef int D = len(weights)
+    n_per_dir, n_sets_ = _thread_groups(n_threads, D, H)
+    cdef int[::1] bounds = _piece_bounds(H, n_per_dir)
+    cdef int n_pieces = bounds.shape[0] - 1
+    cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_pieces))
+    cdef Py_ssize_t slot = backward_pack_size(U_max, H)
+    cdef _PieceTables tables = _PieceTables(D)
+    cdef cygru_bpieces_f32* sp
+    cdef cygru_bpieces_f32* structs = tables.bs
+    cdef int d, tid, g, n_sets = n_sets_
+    keep = [d_out]
+    for d in range(D):
+        keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d], dgh_arrays[d]))
+        sp = &structs[d]
+        sp.T, sp.B, sp.H, sp.n_pieces = T, B, H, n_pieces
+        sp.reverse, sp.reset_after = revs[d], reset_after
+        sp.w_hh = <const float*><Py_ssize_t>_addr(weights[d][1])
+        sp.bounds = &bounds[0]
+        pack_arr = np.empty(n_pieces * slot, np.float32)
+        keep.append(pack_arr)
+        sp.pack, sp.pack_slot = <float*><Py_ssize_t>_addr(pack_arr), slot
+        sp.d_out = NULL if d_out is None else <const float*><Py_ssize_t>(_addr(d_out) + d * H * 4)
+        sp.d_ts, sp.d_bs = d_ts, d_bs
+        sp.dstate = <float*><Py_ssize_t>_addr(dstates[d])
+        sp.perm, sp.active = &perm[0], &active[0]
+        sp.cache = <const float*><Py_ssize_t>_addr(caches[d])
+        sp.hprev = <const float*><Py_ssize_t>_addr(hprevs[d])
+        sp.dgi, sp.ldgi = &dgi[0] + d * 3 * H, D * 3 * H
+        sp.dgh = <float*><Py_ssize_t>_addr(dgh_arrays[d])
+        drh_arr = np.empty(<Py_ssize_t>B * H, np.float32)
+        keep.append(drh_arr)
+        sp.drh_buf = <float*><Py_ssize_t>_addr(drh_arr)
+        sp.work = &tables.works[d]
+    with nogil, parallel(num_threads=n_sets):
+        tid = threadid()
+        g = openmp.omp_get_num_threads()
+        if g >= D:
+            gru_direction_backward_pieces(&structs[tid * D // g])
+        else:
+            d = tid
+            while d < D:
+                gru_direction_backward_pieces(&structs[d])
+                d = d + g
+
+
 def _backward_layer(const floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
                     dstates, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I,
                     int H, revs, bint reset_after, caches, hprevs, floating[::1] dgi,
-                    grads, int nthreads):
+                    grads, plan):
     """Backpropagate every direction of one layer (threads as in _forward_layer), then
     add the weight gradients (single GEMMs over all T*B rows) into `grads`."""
     dtype = np.float32 if floating is float else np.float64
     cdef int D = len(weights)
-    cdef bint packed = floating is float
-    n_per_dir_, threaded_, n_sets_, bounds_ = _thread_plan(H, D, nthreads, packed)
-    cdef int n_per_dir = n_per_dir_, n_sets = n_sets_
-    cdef bint threaded = threaded_
-    cdef int[::1] bounds = bounds_
-    cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_per_dir))
     cdef int ldgi = D * 3 * H
-    keep = [x, dgi, d_out]
-    # a table per kind: per direction (w_hh, dstate, cache, hprev, dgh, drh) or per
-    # scratch set (pack), sized for this call's thread count
-    cdef _LayerTables tables = _LayerTables(7, max(D, n_sets))
+    n_threads, pieces = plan
+    pieces = pieces and floating is float
+    dgh_arrays = [np.zeros(<Py_ssize_t>T * B * 3 * H, dtype) for _ in range(D)]
+    if floating is float:
+        if pieces:
+            _backward_pieces(weights, d_out, d_ts, d_bs, dstates, perm, active, T, B, H, revs,
+                             reset_after, caches, hprevs, dgi, dgh_arrays, n_threads)
+    if not pieces:
+        _backward_serial(weights, d_out, d_ts, d_bs, dstates, perm, active, T, B, H, revs,
+                         reset_after, caches, hprevs, dgi, dgh_arrays)
+    for d in range(D):
+        gw_ih, gw_hh, gbi, gbh = grads[d]
+        _weight_grads(x, reset_after, caches[d], hprevs[d], dgi, d * 3 * H, ldgi,
+                      dgh_arrays[d], gw_ih, gw_hh, gbi, gbh, T, B, I, H)
+
+
+def _backward_serial(weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates,
+                     Py_ssize_t[::1] perm, int[::1] active, int T, int B, int H, revs,
+                     bint reset_after, caches, hprevs, floating[::1] dgi, dgh_arrays):
+    """The time loops of a layer's backward, direction after direction, on the calling
+    thread (float32 with W_hh's columns packed, float64 on BLAS)."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef int D = len(weights)
+    cdef int ldgi = D * 3 * H
+    keep = [dgi, d_out]
+    # a table per kind, an entry per direction (w_hh, dstate, cache, hprev, dgh, drh;
+    # the one pack in entry 0)
+    cdef _LayerTables tables = _LayerTables(7, D)
     cdef floating** w_hh = <floating**>tables.table(0)
     cdef floating** dstate = <floating**>tables.table(1)
     cdef floating** cache = <floating**>tables.table(2)
@@ -420,64 +581,35 @@ def _backward_layer(const floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_s
     cdef floating** pack = <floating**>tables.table(6)
     cdef bint* rev = tables.rev
     cdef cygru_barrier* barriers = tables.barriers
-    cdef int d, k, tid, ok = 1
-    # written inside the parallel block through a pointer: Cython makes a variable
-    # assigned there private to each thread, so `ok = 0` would never reach us
-    cdef int* ok_shared = &ok
+    cdef int d
+    cdef int[::1] bounds = _unit_bounds(H, 1)
     cdef floating* dgip = &dgi[0]
     cdef floating* d_outp = NULL if d_out is None else <floating*><Py_ssize_t>_addr(d_out)
     cdef Py_ssize_t* permp = &perm[0]
     cdef int* activep = &active[0]
     cdef int* boundsp = &bounds[0]
-    dgh_arrays = []
     for d in range(D):
-        keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d]))
+        keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d], dgh_arrays[d]))
         w_hh[d] = <floating*><Py_ssize_t>_addr(weights[d][1])
         dstate[d] = <floating*><Py_ssize_t>_addr(dstates[d])
         cache[d] = <floating*><Py_ssize_t>_addr(caches[d])
         hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d])
-        dgh_arrays.append(np.zeros(<Py_ssize_t>T * B * 3 * H, dtype))
         dgh[d] = <floating*><Py_ssize_t>_addr(dgh_arrays[d])
         drh_arr = np.empty(<Py_ssize_t>B * H, dtype)
         keep.append(drh_arr)
         drh[d] = <floating*><Py_ssize_t>_addr(drh_arr)
         rev[d] = revs[d]
-        cygru_barrier_init(&barriers[d], n_per_dir if threaded else 1)
-    for k in range(n_sets):
-        pack[k] = NULL
-        if packed:
-            pack_arr = np.empty(backward_pack_size(U_max if threaded else H, H), dtype)
-            keep.append(pack_arr)
-            pack[k] = <floating*><Py_ssize_t>_addr(pack_arr)
-    if threaded:
-        with nogil, parallel(num_threads=n_sets):
-            tid = threadid()
-            if openmp.omp_get_num_threads() == n_sets:
-                _backward_slice(tid // n_per_dir, tid % n_per_dir, tid, T, B, H, w_hh,
-                                d_outp, d_ts, d_bs, dstate, permp, activep, rev,
-                                reset_after, cache, hprev, dgip, ldgi, dgh, drh, pack,
-                                barriers, boundsp)
-            elif tid == 0:
-                ok_shared[0] = 0
-    if not threaded:
-        with nogil:
-            for d in range(D):
-                _backward_slice(d, 0, 0, T, B, H, w_hh, d_outp, d_ts, d_bs, dstate, permp,
-                                activep, rev, reset_after, cache, hprev, dgip, ldgi, dgh,
-                                drh, pack, barriers, boundsp)
-    if ok:
+        cygru_barrier_init(&barriers[d], 1)
+    pack[0] = NULL
+    if floating is float:
+        pack_arr = np.empty(backward_pack_size(H, H), dtype)
+        keep.append(pack_arr)
+        pack[0] = <floating*><Py_ssize_t>_addr(pack_arr)
+    with nogil:
         for d in range(D):
-            gw_ih, gw_hh, gbi, gbh = grads[d]
-            _weight_grads(x, reset_after, caches[d], hprevs[d], dgi, d * 3 * H, ldgi,
-                          dgh_arrays[d], gw_ih, gw_hh, gbi, gbh, T, B, I, H)
-    if not ok:
-        # OpenMP granted fewer threads than the slices need: start over on one thread
-        # from the pristine copies of dL/dh_n kept after the first D entries
-        dgi[...] = 0
-        for d in range(D):
-            dstates[d][...] = dstates[d + D]
-        _backward_layer(x, weights, d_out, d_ts, d_bs, dstates, perm, active, T, B, I, H,
-                        revs, reset_after, caches, hprevs, dgi, grads, 1)
+            _backward_slice(d, 0, 0, T, B, H, w_hh, d_outp, d_ts, d_bs, dstate, permp,
+                            activep, rev, reset_after, cache, hprev, dgip, ldgi, dgh,
+                            drh, pack, barriers, boundsp)
 
 
 def _weight_grads(const floating[::1] x, bint reset_after, const floating[::1] cache,
@@ -607,7 +739,6 @@ def _gru_backward(cache, d_output, d_h_n, grads):
         dgi = np.zeros(T * B * D * 3 * H, dtype)
         dstates = [d_h_n[k * D + d][c.perm] if d_h_n is not None else np.zeros((B, H), dtype)
                    for d in range(D)]
-        dstates += [s.copy() for s in dstates]      # pristine copies for a fallback restart
         _backward_layer(x_k.reshape(-1), c.layers[k], d_out, d_ts, d_bs, dstates, c.perm,
                         c.active, T, B, I, H, [bool(c.reverse or d == 1) for d in range(D)],
                         bool(c.reset_after), [c.saved[k][d][0].reshape(-1) for d in range(D)],

@@ -25,6 +25,12 @@ cdef extern from "cygru_barrier.h" nogil:
         pass
     void cygru_barrier_init(cygru_barrier* b, int n)
     void cygru_barrier_wait(cygru_barrier* b, int* local_sense)
+    ctypedef struct cygru_work:
+        pass
+    void cygru_work_init(cygru_work* w)
+    int cygru_work_claim(cygru_work* w, long start, long end)
+    void cygru_work_finish(cygru_work* w, long end)
+    void cygru_work_wait(cygru_work* w, long end)
 
 
 cdef void gru_direction_forward(
@@ -56,6 +62,73 @@ cdef void gru_direction_forward(
 # state_alt, rh_buf, out, cache, hprev and the barrier); one call with u0 = 0,
 # u1 = H runs it alone. Without packed weights (float64, or NULL) it calls BLAS and
 # needs the whole range. The per-step barrier makes h_t complete before step t+1.
+
+
+# One float32 direction run by any number of threads that claim its work in pieces
+# (slices of hidden units, more pieces than threads), phase after phase: pack the
+# weights, then per time step the gates (reset_after) or the r,z and then the n pass.
+# A descheduled thread never stalls a step unless it holds a claimed piece. Every thread
+# of the direction calls gru_direction_forward_pieces with the same struct; one thread
+# alone does all the work. The result does not depend on the number of threads or of
+# pieces (every element is computed by the same chain of operations).
+ctypedef struct cygru_pieces_f32:
+    int T, B, In, H                             # In: input size (`I` is complex.h's macro)
+    int chunk                                   # steps per input-projection chunk
+    int n_pieces
+    bint reverse, reset_after
+    const float* x                              # IN  (T*B, I) time-major
+    const float* w_ih                           # IN  (3H, I)
+    const float* w_hh                           # IN  (3H, H)
+    const float* b_ih                           # IN  (3H,)
+    const float* b_hh                           # IN  (3H,)
+    const int* bounds                           # IN  n_pieces + 1 unit bounds
+    float* pack_ih                              # WORK n_pieces slots of pack_ih_slot
+    float* pack_hh                              # WORK n_pieces slots of pack_hh_slot
+    Py_ssize_t pack_ih_slot, pack_hh_slot
+    float* bias                                 # WORK 6H (piece p at 6*bounds[p])
+    float* gh                                   # WORK B*3H (piece p at 3*B*bounds[p])
+    float* out                                  # OUT h_t rows: out + t*out_ts + b*out_bs
+    Py_ssize_t out_ts, out_bs
+    float* state                                # IN/OUT (B, H) sorted: h0 -> h_n
+    float* state_alt                            # WORK (B, H)
+    const Py_ssize_t* perm                      # IN  (B,)
+    const int* active                           # IN  (T,)
+    float* gi_buf                               # WORK (chunk*B, 3H)
+    float* rh_buf                               # WORK (B, H) (reset_after=False)
+    float* cache                                # OUT or NULL: (T, B, 4H) sorted
+    float* hprev                                # OUT or NULL: (T, B, H) sorted
+    cygru_work* work                            # shared by the direction's threads
+
+
+cdef void gru_direction_forward_pieces(cygru_pieces_f32* s) noexcept nogil
+
+
+# The backward of one float32 direction, its work claimed in pieces as the forward's:
+# per time step the gate gradients of the piece's units, then dL/dh_{t-1} for its units
+# (reset_after=False: first d(r*h), then the r, z part).
+ctypedef struct cygru_bpieces_f32:
+    int T, B, H
+    int n_pieces
+    bint reverse, reset_after
+    const float* w_hh                           # IN  (3H, H)
+    const int* bounds                           # IN  n_pieces + 1 unit bounds
+    float* pack                                 # WORK n_pieces slots of pack_slot
+    Py_ssize_t pack_slot
+    const float* d_out                          # IN or NULL: dL/dh_t rows
+    Py_ssize_t d_ts, d_bs
+    float* dstate                               # IN/OUT (B, H) sorted: dL/dh_n -> dL/dh0
+    const Py_ssize_t* perm                      # IN  (B,)
+    const int* active                           # IN  (T,)
+    const float* cache                          # IN  (T, B, 4H) from the forward
+    const float* hprev                          # IN  (T, B, H) from the forward
+    float* dgi                                  # OUT (T*B, 3H) row stride ldgi, zeroed
+    int ldgi
+    float* dgh                                  # OUT (T, B, 3H) sorted, zeroed
+    float* drh_buf                              # WORK (B, H) (reset_after=False)
+    cygru_work* work
+
+
+cdef void gru_direction_backward_pieces(cygru_bpieces_f32* s) noexcept nogil
 
 
 cdef Py_ssize_t part_pack_size(int U, int K) noexcept nogil

@@ -296,6 +296,145 @@ cdef void gru_direction_forward(
             memcpy(state + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(floating))
 
 
+# -- one direction's forward, its work claimed in pieces by any number of threads -----
+
+cdef enum:
+    _PHASE_PACK = 0      # pack the piece's rows of W_hh (and W_ih), gate-slice its biases
+    _PHASE_GATES = 1     # step st: all gates (reset_after), or r, z and r*h
+    _PHASE_N = 2         # step st, reset_after=False: the n gate and the new state
+    _PHASE_COPY = 3      # after an odd number of steps: h_n back into `state`
+
+
+cdef inline void _chunk_of(const cygru_pieces_f32* s, int st, int* lo, int* hi) noexcept nogil:
+    """The steps [lo, hi) of the input-projection chunk that processing step st is in
+    (chunks follow the processing order, `chunk` steps each)."""
+    cdef int c = st // s.chunk
+    if s.reverse:
+        hi[0] = s.T - c * s.chunk
+        lo[0] = hi[0] - s.chunk if hi[0] > s.chunk else 0
+    else:
+        lo[0] = c * s.chunk
+        hi[0] = lo[0] + s.chunk if lo[0] + s.chunk < s.T else s.T
+
+
+ctypedef void (*_piece_fn)(void* s, int phase, int st, int p) noexcept nogil
+
+
+cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
+    """Piece p (units [bounds[p], bounds[p+1])) of one phase of the forward."""
+    cdef cygru_pieces_f32* s = <cygru_pieces_f32*>s_
+    cdef int T = s.T, B = s.B, I = s.In, H = s.H
+    cdef int u0 = s.bounds[p], u1 = s.bounds[p + 1]
+    cdef int U = u1 - u0, G = 3 * U
+    cdef int t, nb, i, g, lo, hi
+    cdef Py_ssize_t b, j, row_c
+    cdef float* ph = s.pack_hh + p * s.pack_hh_slot
+    cdef float* pi = s.pack_ih + p * s.pack_ih_slot
+    cdef float* bi = s.bias + 6 * <Py_ssize_t>u0          # (r, z, n) of b_ih, then of b_hh
+    cdef float* bh = bi + G
+    cdef float* gh = s.gh + 3 * <Py_ssize_t>B * u0        # (B, 3U) for this piece
+    cdef float* cur
+    cdef float* nxt
+    cdef float* o
+    cdef float* c = NULL
+    cdef float* hp = NULL
+    cdef const float* gi
+    if phase == _PHASE_PACK:
+        pack_gate_slice(H, H, u0, u1, s.w_hh, ph)
+        pack_gate_slice(H, I, u0, u1, s.w_ih, pi)
+        for g in range(3):
+            for j in range(U):
+                bi[g * U + j] = s.b_ih[g * H + u0 + j]
+                bh[g * U + j] = s.b_hh[g * H + u0 + j]
+        return
+    if phase == _PHASE_COPY:
+        for i in range(B):
+            memcpy(s.state + <Py_ssize_t>i * H + u0, s.state_alt + <Py_ssize_t>i * H + u0,
+                   U * sizeof(float))
+        return
+    t = T - 1 - st if s.reverse else st
+    cur = s.state if st % 2 == 0 else s.state_alt
+    nxt = s.state_alt if st % 2 == 0 else s.state
+    nb = s.active[t]
+    _chunk_of(s, st, &lo, &hi)
+    if phase == _PHASE_GATES:
+        if st % s.chunk == 0:
+            # the first step of a chunk: project the chunk's input for this piece's gate
+            # columns, gi = x @ W_ih^T (the previous chunk is no longer read by anyone:
+            # its last phase is done)
+            for g in range(3):
+                _slice_gemm((hi - lo) * B, I, s.x + <Py_ssize_t>lo * B * I, I,
+                            pi + g * cygru_packed_size(U, I), U, s.gi_buf + g * H + u0, 3 * H)
+        if nb > 0:
+            # gh = h_{t-1} @ W_hh^T for the running rows (r, z only for reset_after=False)
+            _gate_gemm(nb, H, cur, H, H, u0, u1, 0, 3 if s.reset_after else 2, s.w_hh, ph,
+                       gh, G)
+        for i in range(nb):
+            b = s.perm[i]
+            gi = s.gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
+            if s.reset_after:
+                o = s.out + t * s.out_ts + b * s.out_bs + u0
+                if s.cache != NULL:
+                    row_c = <Py_ssize_t>t * B + i
+                    c = s.cache + row_c * 4 * H + u0
+                    hp = s.hprev + row_c * H + u0
+                _gates_reset_after(U, gi, H, bi, gh + <Py_ssize_t>i * G, bh,
+                                   cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
+                                   o, c, hp, H)
+            else:
+                _gates_rz(U, gi, H, bi, gh + <Py_ssize_t>i * G, bh,
+                          cur + <Py_ssize_t>i * H + u0, s.rh_buf + <Py_ssize_t>i * H + u0)
+        if not s.reset_after:
+            return
+    else:
+        # _PHASE_N: n = tanh(W_in x + b_in + W_hn (r*h) + b_hn), r*h complete for all units
+        if nb > 0:
+            _gate_gemm(nb, H, s.rh_buf, H, H, u0, u1, 2, 3, s.w_hh, ph, gh + 2 * U, G)
+        for i in range(nb):
+            b = s.perm[i]
+            gi = s.gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
+            o = s.out + t * s.out_ts + b * s.out_bs + u0
+            if s.cache != NULL:
+                row_c = <Py_ssize_t>t * B + i
+                c = s.cache + row_c * 4 * H + u0
+                hp = s.hprev + row_c * H + u0
+            _gates_n_before(U, gi, H, bi, gh + <Py_ssize_t>i * G, bh,
+                            s.rh_buf + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0,
+                            nxt + <Py_ssize_t>i * H + u0, o, c, hp, H)
+    for i in range(nb, B):
+        # sequences that have ended (or not started) keep their state and output 0
+        memcpy(nxt + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(float))
+        memset(s.out + t * s.out_ts + s.perm[i] * s.out_bs + u0, 0, U * sizeof(float))
+
+
+cdef inline void _run_phase(void* s, _piece_fn piece, cygru_work* work, int n_pieces,
+                            long* k, int phase, int st) noexcept nogil:
+    """Claim and do pieces of phase number k[0] until none is left, wait until all of
+    its pieces are done (by whichever thread), then count the phase."""
+    cdef long start = k[0] * n_pieces, end = start + n_pieces
+    cdef int p
+    while True:
+        p = cygru_work_claim(work, start, end)
+        if p < 0:
+            break
+        piece(s, phase, st, p)
+        cygru_work_finish(work, end)
+    cygru_work_wait(work, end)
+    k[0] += 1
+
+
+cdef void gru_direction_forward_pieces(cygru_pieces_f32* s) noexcept nogil:
+    cdef long k = 0
+    cdef int st, P = s.n_pieces
+    _run_phase(s, _forward_piece, s.work, P, &k, _PHASE_PACK, 0)
+    for st in range(s.T):
+        _run_phase(s, _forward_piece, s.work, P, &k, _PHASE_GATES, st)
+        if not s.reset_after:
+            _run_phase(s, _forward_piece, s.work, P, &k, _PHASE_N, st)
+    if s.T % 2 == 1:
+        _run_phase(s, _forward_piece, s.work, P, &k, _PHASE_COPY, 0)
+
+
 cdef Py_ssize_t backward_pack_size(int U, int H) noexcept nogil:
     """Elements of pack_backward_slice's buffer."""
     return cygru_packed_size(U, 3 * H)
@@ -423,6 +562,112 @@ cdef void gru_direction_backward(
             cygru_barrier_wait(barrier, &sense)
             # dh_{t-1}[:, slice] += [dar, daz] @ W_h{r,z}[:, slice]
             _dh_product(nb, 2 * H, dgh_t, G, w_hh, pack_rz, H, u0, u1, dstate, True)
+
+
+cdef enum:
+    _BPHASE_PACK = 0     # pack the piece's columns of W_hh
+    _BPHASE_GATES = 1    # step t: the gate gradients of the piece's units
+    _BPHASE_DH = 2       # dL/dh_{t-1}[:, piece] += dgh_t @ W_hh[:, piece] (reset_after)
+    _BPHASE_RH = 3       # reset_after=False: d(r*h), dr, and the direct r*h path
+    _BPHASE_DH_RZ = 4    # reset_after=False: dL/dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}
+
+
+cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
+    """Piece p (units [bounds[p], bounds[p+1])) of one phase of the backward (the
+    equations of gru_direction_backward)."""
+    cdef cygru_bpieces_f32* s = <cygru_bpieces_f32*>s_
+    cdef int B = s.B, H = s.H, G = 3 * H
+    cdef int u0 = s.bounds[p], u1 = s.bounds[p + 1], U = u1 - u0
+    cdef float* packed = s.pack + p * s.pack_slot
+    cdef int t, nb, i
+    cdef Py_ssize_t j, b, row_c
+    cdef const float* c
+    cdef const float* hp
+    cdef const float* do
+    cdef float* ds
+    cdef float* gi
+    cdef float* gh
+    cdef float* drh
+    cdef float* dgh_t
+    cdef float dh, r, z, n, dz, dn, dan, dr, dar
+    if phase == _BPHASE_PACK:
+        pack_backward_slice(H, u0, u1, s.reset_after, s.w_hh, packed)
+        return
+    t = st if s.reverse else s.T - 1 - st
+    nb = s.active[t]
+    dgh_t = s.dgh + <Py_ssize_t>t * B * G
+    if phase == _BPHASE_GATES:
+        for i in range(nb):
+            b = s.perm[i]
+            row_c = <Py_ssize_t>t * B + i
+            c = s.cache + row_c * 4 * H
+            hp = s.hprev + row_c * H
+            ds = s.dstate + <Py_ssize_t>i * H
+            gi = s.dgi + (<Py_ssize_t>t * B + b) * s.ldgi
+            gh = dgh_t + <Py_ssize_t>i * G
+            do = s.d_out + t * s.d_ts + b * s.d_bs if s.d_out != NULL else NULL
+            for j in range(u0, u1):
+                dh = ds[j] + do[j] if do != NULL else ds[j]
+                r = c[j]
+                z = c[H + j]
+                n = c[2 * H + j]
+                dz = dh * (hp[j] - n)          # h' = (1-z) n + z h
+                dn = dh * (1 - z)
+                ds[j] = dh * z                 # direct path to h_{t-1}
+                dan = dn * (1 - n * n)         # through tanh
+                gi[H + j] = dz * z * (1 - z)   # through σ
+                gh[H + j] = gi[H + j]
+                gi[2 * H + j] = dan
+                if s.reset_after:
+                    dar = dan * c[3 * H + j] * r * (1 - r)
+                    gi[j] = dar
+                    gh[j] = dar
+                    gh[2 * H + j] = dan * r
+                else:
+                    gh[2 * H + j] = dan
+    elif phase == _BPHASE_DH:
+        # dh_{t-1}[:, piece] += [dar, daz, dgh_n] @ W_hh[:, piece]
+        _dh_product(nb, G, dgh_t, G, s.w_hh, packed, H, u0, u1, s.dstate, True)
+    elif phase == _BPHASE_RH:
+        # d(r*h)[:, piece] = dan @ W_hn[:, piece]; dr = d(r*h) * h; dh_{t-1} += d(r*h) * r
+        _dh_product(nb, H, dgh_t + 2 * H, G, s.w_hh + 2 * <Py_ssize_t>H * H, packed, H, u0, u1,
+                    s.drh_buf, False)
+        for i in range(nb):
+            b = s.perm[i]
+            row_c = <Py_ssize_t>t * B + i
+            c = s.cache + row_c * 4 * H
+            hp = s.hprev + row_c * H
+            ds = s.dstate + <Py_ssize_t>i * H
+            gi = s.dgi + (<Py_ssize_t>t * B + b) * s.ldgi
+            gh = dgh_t + <Py_ssize_t>i * G
+            drh = s.drh_buf + <Py_ssize_t>i * H
+            for j in range(u0, u1):
+                r = c[j]
+                dr = drh[j] * hp[j]
+                ds[j] += drh[j] * r
+                dar = dr * r * (1 - r)
+                gi[j] = dar
+                gh[j] = dar
+    else:
+        # _BPHASE_DH_RZ: dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}[:, piece]
+        _dh_product(nb, 2 * H, dgh_t, G, s.w_hh, packed + cygru_packed_size(U, H), H, u0, u1,
+                    s.dstate, True)
+
+
+cdef void gru_direction_backward_pieces(cygru_bpieces_f32* s) noexcept nogil:
+    cdef long k = 0
+    cdef int st, t, P = s.n_pieces
+    _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_PACK, 0)
+    for st in range(s.T):
+        t = st if s.reverse else s.T - 1 - st
+        if s.active[t] == 0:
+            continue                     # (every thread skips the same steps)
+        _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_GATES, st)
+        if s.reset_after:
+            _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_DH, st)
+        else:
+            _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_RH, st)
+            _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_DH_RZ, st)
 
 
 cdef void gru_direction_weight_grads(

@@ -204,6 +204,11 @@ cdef size_t _model_workspace(int T, int B, int I, int H, int L, int D,
     cdef size_t n
     if _check_sizes(T, B, I, H, L, D) != CYGRU_OK:
         return 0
+    # a generous bound on the sum below, in floating point: sizes whose workspace would
+    # not fit in 2^62 bytes are invalid (0), never a size_t that wrapped around
+    if itemsize * (3.0 * T * D * B * H + 16.0 * B * H * D + 6.0 * H * H + 3.0 * H * I
+                   + 3.0 * H * D * H + 96.0 * H + 64.0 * T + 16.0 * B) + 8.0 * (2 << 20) > 4.6e18:
+        return 0
     n = _round(<size_t>B * sizeof(Py_ssize_t))                       # perm
     n += _round(<size_t>T * sizeof(int))                             # active
     n += _round((<size_t>T + 1) * sizeof(int))                       # counts (the sort)
@@ -217,6 +222,8 @@ cdef size_t _model_workspace(int T, int B, int I, int H, int L, int D,
 
 cdef size_t _cell_workspace(int B, int H, size_t itemsize) noexcept nogil:
     if B < 0 or H < 1 or 4 * <long long>H > _INT_MAX:
+        return 0
+    if itemsize * (9.0 * B * H + 3.0 * H) + 256.0 > 4.6e18:     # would wrap size_t: invalid
         return 0
     return (_round(<size_t>cell_work_size(B, H) * itemsize)          # the kernel's gi, gh, rh
             + _round(<size_t>B * H * itemsize)                        # copy of h (in-place steps)

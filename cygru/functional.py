@@ -361,6 +361,18 @@ def gru(x, params, h0=None, *, num_layers=1, bidirectional=False, batch_first=Fa
     H = int(w_hh.shape[1])
     D = 2 if bidirectional else 1
     bias = "bias_ih_l0" in params
+    # every key must be used: a forgotten num_layers=2 or bidirectional=True would
+    # otherwise drop the `_l1` or `_reverse` weights and run a different model silently
+    used = {n + f"_l{k}" + ("_reverse" if d == 1 else "")
+            for k in range(num_layers) for d in range(D) for n in GATE_NAMES
+            if bias or n.startswith("weight")}
+    keys = params.keys() if hasattr(params, "keys") else ()
+    unexpected = sorted(str(k) for k in keys if k not in used)
+    if unexpected:
+        raise ValueError(
+            f"{who}: params has key(s) {unexpected} that num_layers={num_layers}, "
+            f"bidirectional={bidirectional} and bias={bias} (from 'bias_ih_l0') do not use; "
+            "pass the options the weights were made with")
     layers = []
     for k in range(num_layers):
         per_dir = []

@@ -102,7 +102,8 @@ class _Module:
         have = _physical_memory()
         if have is not None and need > have:
             raise MemoryError(
-                f"{self._who}: the parameters and their gradients need {need / 2**30:.1f} GiB "
+                f"{self._who}: building the parameters and their gradients needs about "
+                f"{need / 2**30:.1f} GiB "
                 f"({total} {self.dtype.name} numbers in {n_arrays} arrays), more than this "
                 f"machine's {have / 2**30:.1f} GiB of memory; use a smaller size or fewer layers")
 

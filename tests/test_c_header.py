@@ -367,3 +367,31 @@ def test_abi_mismatch_is_an_import_error(installed, tmp_path):
                     "extension against the installed cygru") in err, err
         else:
             assert "upgrade cygru, or rebuild the extension" in err, err
+
+
+def test_workspace_sizes_too_large_are_zero_not_wrapped():
+    """Sizes whose workspace would not fit in 2^62 bytes are invalid (0), never a size_t
+    that wrapped around to a small number. (Found by a hostile review:
+    model_workspace_size_f64(2**31-1, 1, 1, 2**29-1, 3, 1) returned 51,539,607,744.)"""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ctypes_call", EXAMPLE / "ctypes_call.py")
+    mirror = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mirror)
+    api = mirror.load_api()
+    big = 2**31 - 1
+    assert api.model_workspace_size_f64(big, 1, 1, 2**29 - 1, 3, 1) == 0
+    assert api.model_workspace_size_f32(big, 1, 1, 2**29 - 1, 1, 1) == 0
+    assert api.layer_workspace_size_f64(big, 1, 1, 2**29 - 1, 1) == 0
+    assert api.cell_workspace_size_f64(big, 2**29 - 1) == 0
+    assert api.cell_workspace_size_f32(big, 2**29 - 1) == 0
+    # sizes that fit still get their (exact, positive) size
+    assert api.model_workspace_size_f32(100, 32, 256, 256, 2, 2) > 0
+    assert api.cell_workspace_size_f64(32, 256) > 0
+
+
+@pytest.mark.parametrize("bad", ["False", "no", 2, [0], None])
+def test_get_include_c_headers_must_be_a_boolean(bad):
+    """A string or a number is refused (c_headers="False" used to mean True)."""
+    import cygru
+    with pytest.raises(TypeError, match="c_headers must be True or False"):
+        cygru.get_include(c_headers=bad)

@@ -2018,3 +2018,19 @@ def test_huge_layer_count_refused_at_once():
     with pytest.raises(MemoryError, match="fewer layers"):
         cygru.GRU(1, 1, num_layers=2**31 - 1)
     assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("made,call", [
+    (dict(num_layers=2), dict()),
+    (dict(bidirectional=True), dict()),
+    (dict(num_layers=2, bidirectional=True), dict(num_layers=2)),
+])
+def test_regression_functional_gru_refuses_weights_it_would_not_use(made, call):
+    """functional.gru with a forgotten num_layers or bidirectional ran a smaller model
+    silently (outputs off by 0.6): unused keys are now an error naming them."""
+    g = cygru.GRU(4, 5, seed=0, **made)
+    x = np.ones((3, 2, 4), np.float32)
+    with pytest.raises(ValueError, match="do not use; pass the options the weights were made"):
+        cygru.functional.gru(x, g.state_dict(), **call)
+    out, _ = cygru.functional.gru(x, g.state_dict(), **made)
+    assert same(out, g(x)[0])

@@ -224,15 +224,17 @@ def test_default_thread_count_above_eight_runs(n):
 
 
 def test_thread_plan_never_exceeds_hidden_units():
-    """A direction gets at most H threads, so every slice of hidden units is non-empty."""
+    """A direction gets at most H threads and its pieces are non-empty unit slices."""
     for H in (1, 3, 16, 100):
         for n in (1, 2, 9, 64, 256):
             for D in (1, 2):
-                per_dir, threaded, sets, bounds = _cpu._thread_plan(H, D, n, True)
+                per_dir, started = _cpu._thread_groups(n, D, H)
                 assert 1 <= per_dir <= H
-                assert len(bounds) == per_dir + 1 and bounds[0] == 0 and bounds[-1] == H
-                assert all(bounds[k] < bounds[k + 1] for k in range(per_dir))
-                assert sets == (per_dir * D if threaded else 1)
+                assert started == (per_dir * D if n >= D else n)
+                pieces = _cpu._piece_bounds(H, per_dir)
+                assert pieces[0] == 0 and pieces[-1] == H
+                assert all(pieces[k] < pieces[k + 1] for k in range(len(pieces) - 1))
+                assert len(pieces) - 1 == min(_cpu.PIECES_PER_THREAD * per_dir, H)
 
 
 @pytest.mark.parametrize("good", [1, 2, 9, 256, np.int64(3), np.int32(4), np.uint8(5)])
@@ -358,25 +360,51 @@ def test_default_honours_threadpoolctl_openmp_limit(monkeypatch):
         assert cygru.get_num_threads() == 1
         m = cygru.GRU(8, 256, bidirectional=True, seed=0)
         x = np.ones((3, 4, 8), np.float32)
-        assert _cpu._threads_for(4, 256, 2, np.float32) == 1
+        assert _cpu._threads_for(4, 256, 2, np.float32) == (1, False)
         inside = m(x)[0]
     assert cygru.get_num_threads() == outside
     assert np.allclose(inside, m(x)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_concurrent_calls_share_the_default(monkeypatch):
-    """Two calls running at once on two Python threads each get half the default."""
+    """Two calls running at once on two Python threads each get half the default; the
+    kernels stay those of the unshared plan (pieces, cygru's own projection)."""
     monkeypatch.setattr(_cpu, "_num_threads", 0)
     monkeypatch.setattr(_cpu, "_default_threads", lambda: 4)
     big = (64, 512, 1, np.float32)
-    assert _cpu._threads_for(*big) == 4
+    assert _cpu._threads_for(*big) == (4, True)
     monkeypatch.setattr(_cpu, "_active_calls", 2)
-    assert _cpu._threads_for(*big) == 2
+    assert _cpu._threads_for(*big) == (2, True)
     monkeypatch.setattr(_cpu, "_active_calls", 8)
-    assert _cpu._threads_for(*big) == 1
+    assert _cpu._threads_for(*big) == (1, True)
     # an explicit setting is the user's choice: not shared
     monkeypatch.setattr(_cpu, "_num_threads", 4)
-    assert _cpu._threads_for(*big) == 4
+    assert _cpu._threads_for(*big) == (4, True)
+    # too small to split, or float64: one thread, the serial kernels
+    assert _cpu._threads_for(1, 8, 1, np.float32) == (1, False)
+    assert _cpu._threads_for(64, 512, 1, np.float64) == (1, False)
+
+
+def test_sharing_the_default_never_changes_the_bits(monkeypatch):
+    """A call that shares the default with another running call (so gets 1 thread here)
+    gives the same bits as the same call alone. (Found by a hostile review: with 1
+    thread the large input projection went to BLAS, which rounds differently.)"""
+    monkeypatch.setattr(_cpu, "_num_threads", 0)
+    monkeypatch.setattr(_cpu, "_default_threads", lambda: 2)
+    rng = np.random.default_rng(0)
+    m = cygru.GRU(513, 64, num_layers=2, bidirectional=True, seed=0)
+    x = rng.standard_normal((50, 32, 513)).astype(np.float32)
+    (alone, h_alone), bw = m.vjp(x)
+    m.zero_grad()
+    dx_alone = bw(np.ones_like(alone), None)[0]
+    g_alone = {k: v.copy() for k, v in m.grads.items()}
+    monkeypatch.setattr(_cpu, "_active_calls", 2)
+    (shared, h_shared), bw = m.vjp(x)
+    m.zero_grad()
+    dx_shared = bw(np.ones_like(alone), None)[0]
+    assert np.array_equal(alone, shared) and np.array_equal(h_alone, h_shared)
+    assert np.array_equal(dx_alone, dx_shared)
+    assert all(np.array_equal(g_alone[k], m.grads[k]) for k in g_alone)
 
 
 def test_active_call_count_returns_to_zero():

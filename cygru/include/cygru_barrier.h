@@ -100,4 +100,84 @@ static inline void cygru_barrier_wait(cygru_barrier *b, int *local_sense) {
     __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
 }
 
+
+/* ------------------------------------------------------------------------------------
+ * cygru_work: pieces of work claimed dynamically, phase after phase.
+ *
+ * A direction's time loop is a fixed sequence of phases (pack the weights, then one or
+ * two per time step), each split into the same number of pieces (slices of hidden
+ * units; more pieces than threads). Any thread claims the next unclaimed piece of the
+ * current phase, does it, and counts it done; a phase is over when all its pieces are
+ * done, whoever did them. So a thread the OS has descheduled holds the others up only
+ * while it holds a claimed piece, never because it has not arrived: the running threads
+ * take the pieces it has not claimed. Phase k's pieces are the claim numbers
+ * [k*P, (k+1)*P) of two counters that only grow, so no reset between phases is needed.
+ * A thread claims in phase k only after phase k-1 is done, so `claimed` is then in
+ * [k*P, (k+1)*P]. Waiting spins for CYGRU_BARRIER_SPIN_NS, then sleeps on the `seq`
+ * futex (the count of completed phases); the thread that completes a phase bumps it
+ * and wakes the sleepers (the lost-wake-up argument of the barrier above).
+ * ---------------------------------------------------------------------------------- */
+typedef struct {
+    long claimed;   /* pieces claimed so far, all phases */
+    long done;      /* pieces finished so far, all phases */
+    int seq;        /* phases completed, modulo 2^32: the futex word */
+    int sleepers;
+} cygru_work;
+
+static inline void cygru_work_init(cygru_work *w) {
+    w->claimed = 0;
+    w->done = 0;
+    w->seq = 0;
+    w->sleepers = 0;
+}
+
+/* The next unclaimed piece of the phase [start, end): its index from `start`, or -1. */
+static inline int cygru_work_claim(cygru_work *w, long start, long end) {
+    long c = __atomic_load_n(&w->claimed, __ATOMIC_RELAXED);
+    while (c < end) {
+        if (__atomic_compare_exchange_n(&w->claimed, &c, c + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
+            return (int)(c - start);
+    }
+    return -1;
+}
+
+/* A claimed piece is finished; the one that ends the phase [., end) wakes the sleepers. */
+static inline void cygru_work_finish(cygru_work *w, long end) {
+    if (__atomic_add_fetch(&w->done, 1, __ATOMIC_SEQ_CST) == end) {
+        __atomic_add_fetch(&w->seq, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&w->sleepers, __ATOMIC_SEQ_CST) > 0)
+            cygru_futex_wake_all(&w->seq);
+    }
+}
+
+/* Return once every piece before `end` is done (their writes are then visible). */
+static inline void cygru_work_wait(cygru_work *w, long end) {
+    if (__atomic_load_n(&w->done, __ATOMIC_ACQUIRE) >= end)
+        return;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned spins = 1;; spins++) {
+        cygru_cpu_relax();
+        if (__atomic_load_n(&w->done, __ATOMIC_ACQUIRE) >= end)
+            return;
+        if ((spins & 31u) == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec)
+                    > CYGRU_BARRIER_SPIN_NS)
+                break;
+        }
+    }
+    /* register, then read seq, then re-check done: a completion after the re-check
+     * changes seq, so FUTEX_WAIT refuses to sleep, or wakes us (we are registered) */
+    __atomic_add_fetch(&w->sleepers, 1, __ATOMIC_SEQ_CST);
+    for (;;) {
+        int seq = __atomic_load_n(&w->seq, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&w->done, __ATOMIC_SEQ_CST) >= end)
+            break;
+        cygru_futex_wait(&w->seq, seq);
+    }
+    __atomic_sub_fetch(&w->sleepers, 1, __ATOMIC_SEQ_CST);
+}
+
 #endif
