@@ -260,7 +260,10 @@ cdef Py_ssize_t _addr(a) except -1:
 
 # A threaded direction's hidden units are cut into this many pieces per thread, claimed
 # dynamically every step (gru_direction_forward_pieces): a thread that the OS has
-# descheduled leaves its share to the running ones instead of stalling the step.
+# descheduled leaves its share to the running ones instead of stalling the step. Two
+# per thread: with one, small-latency and medium under a busy process took 1.43x and
+# 1.95x their idle time, with two 1.30x and 1.86x, idle times alike within noise
+# (benchmarks/under_load.py, 2 vCPUs, one session).
 PIECES_PER_THREAD = 2
 
 
@@ -314,8 +317,9 @@ def _forward_pieces(const float[::1] x, weights, float[::1] out, Py_ssize_t ts, 
     cdef _PieceTables tables = _PieceTables(D)
     cdef cygru_pieces_f32* sp
     cdef cygru_pieces_f32* structs = tables.s
-    cdef int d, tid, g, n_sets = n_sets_
+    cdef int d, tid, g, first, size, n_sets = n_sets_
     keep = []                      # owners of every buffer below, alive until return
+    alts = []                      # the second state buffer of each direction
 
     def new(n):
         a = np.empty(max(int(n), 1), np.float32)
@@ -346,7 +350,9 @@ def _forward_pieces(const float[::1] x, weights, float[::1] out, Py_ssize_t ts, 
         sp.out = &out[0] + d * H
         sp.out_ts, sp.out_bs = ts, bs
         sp.state = <float*><Py_ssize_t>_addr(states[d])
-        sp.state_alt = <float*><Py_ssize_t>new(<Py_ssize_t>B * H)
+        alt = np.empty((B, H), np.float32)
+        alts.append(alt)
+        sp.state_alt = <float*><Py_ssize_t>_addr(alt)
         sp.perm, sp.active = &perm[0], &active[0]
         sp.gi_buf = <float*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
         sp.rh_buf = <float*><Py_ssize_t>new(<Py_ssize_t>B * H)
@@ -355,17 +361,26 @@ def _forward_pieces(const float[::1] x, weights, float[::1] out, Py_ssize_t ts, 
             sp.cache = <float*><Py_ssize_t>_addr(caches[d])
             sp.hprev = <float*><Py_ssize_t>_addr(hprevs[d])
         sp.work = &tables.works[d]
+        last = np.full(n_pieces, -1, np.intc)
+        keep.append(last)
+        sp.last = <int*><Py_ssize_t>_addr(last)
     with nogil, parallel(num_threads=n_sets):
         tid = threadid()
         g = openmp.omp_get_num_threads()
         if g >= D:
             # a group of threads per direction (OpenMP may have granted fewer than asked)
-            gru_direction_forward_pieces(&structs[tid * D // g])
+            d = tid * D // g
+            first = (d * g + D - 1) // D            # the group's first thread
+            size = ((d + 1) * g + D - 1) // D - first
+            gru_direction_forward_pieces(&structs[d], tid - first, size)
         else:
             d = tid
             while d < D:
-                gru_direction_forward_pieces(&structs[d])
+                gru_direction_forward_pieces(&structs[d], 0, 1)
                 d = d + g
+    if T % 2 == 1:
+        for d in range(D):             # h_n of an odd number of steps is in state_alt
+            states[d][...] = alts[d]
 
 
 def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, Py_ssize_t bs,
@@ -499,7 +514,7 @@ def _backward_pieces(weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates,
     cdef _PieceTables tables = _PieceTables(D)
     cdef cygru_bpieces_f32* sp
     cdef cygru_bpieces_f32* structs = tables.bs
-    cdef int d, tid, g, n_sets = n_sets_
+    cdef int d, tid, g, first, size, n_sets = n_sets_
     keep = [d_out]
     for d in range(D):
         keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d], dgh_arrays[d]))
@@ -522,16 +537,26 @@ def _backward_pieces(weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates,
         drh_arr = np.empty(<Py_ssize_t>B * H, np.float32)
         keep.append(drh_arr)
         sp.drh_buf = <float*><Py_ssize_t>_addr(drh_arr)
+        # the first processing step with running rows (some always has: B > 0)
+        sp.first_st = 0
+        while active[sp.first_st if revs[d] else T - 1 - sp.first_st] == 0:
+            sp.first_st += 1
         sp.work = &tables.works[d]
+        last = np.full(n_pieces, -1, np.intc)
+        keep.append(last)
+        sp.last = <int*><Py_ssize_t>_addr(last)
     with nogil, parallel(num_threads=n_sets):
         tid = threadid()
         g = openmp.omp_get_num_threads()
         if g >= D:
-            gru_direction_backward_pieces(&structs[tid * D // g])
+            d = tid * D // g
+            first = (d * g + D - 1) // D
+            size = ((d + 1) * g + D - 1) // D - first
+            gru_direction_backward_pieces(&structs[d], tid - first, size)
         else:
             d = tid
             while d < D:
-                gru_direction_backward_pieces(&structs[d])
+                gru_direction_backward_pieces(&structs[d], 0, 1)
                 d = d + g
 
 

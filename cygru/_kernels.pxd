@@ -28,7 +28,7 @@ cdef extern from "cygru_barrier.h" nogil:
     ctypedef struct cygru_work:
         pass
     void cygru_work_init(cygru_work* w)
-    int cygru_work_claim(cygru_work* w, long start, long end)
+    int cygru_piece_claim(int* last, int p, long k)
     void cygru_work_finish(cygru_work* w, long end)
     void cygru_work_wait(cygru_work* w, long end)
 
@@ -65,8 +65,9 @@ cdef void gru_direction_forward(
 
 
 # One float32 direction run by any number of threads that claim its work in pieces
-# (slices of hidden units, more pieces than threads), phase after phase: pack the
-# weights, then per time step the gates (reset_after) or the r,z and then the n pass.
+# (slices of hidden units, more pieces than threads), phase after phase: per time step
+# the gates (reset_after) or the r,z and then the n pass (a piece packs its weights the
+# first time it is done).
 # A descheduled thread never stalls a step unless it holds a claimed piece. Every thread
 # of the direction calls gru_direction_forward_pieces with the same struct; one thread
 # alone does all the work. The result does not depend on the number of threads or of
@@ -89,7 +90,8 @@ ctypedef struct cygru_pieces_f32:
     float* gh                                   # WORK B*3H (piece p at 3*B*bounds[p])
     float* out                                  # OUT h_t rows: out + t*out_ts + b*out_bs
     Py_ssize_t out_ts, out_bs
-    float* state                                # IN/OUT (B, H) sorted: h0 -> h_n
+    float* state                                # IN: h0 (B, H) sorted; OUT: h_n when T is
+                                                #   even, else h_n is in state_alt
     float* state_alt                            # WORK (B, H)
     const Py_ssize_t* perm                      # IN  (B,)
     const int* active                           # IN  (T,)
@@ -98,9 +100,12 @@ ctypedef struct cygru_pieces_f32:
     float* cache                                # OUT or NULL: (T, B, 4H) sorted
     float* hprev                                # OUT or NULL: (T, B, H) sorted
     cygru_work* work                            # shared by the direction's threads
+    int* last                                   # WORK n_pieces ints, all -1 on entry
 
 
-cdef void gru_direction_forward_pieces(cygru_pieces_f32* s) noexcept nogil
+# `rank` of `group` threads: a thread claims "its" pieces first (so their weights stay
+# in its core's cache from step to step), then any piece still unclaimed.
+cdef void gru_direction_forward_pieces(cygru_pieces_f32* s, int rank, int group) noexcept nogil
 
 
 # The backward of one float32 direction, its work claimed in pieces as the forward's:
@@ -125,10 +130,12 @@ ctypedef struct cygru_bpieces_f32:
     int ldgi
     float* dgh                                  # OUT (T, B, 3H) sorted, zeroed
     float* drh_buf                              # WORK (B, H) (reset_after=False)
+    int first_st                                # the first processing step with active rows
     cygru_work* work
+    int* last                                   # WORK n_pieces ints, all -1 on entry
 
 
-cdef void gru_direction_backward_pieces(cygru_bpieces_f32* s) noexcept nogil
+cdef void gru_direction_backward_pieces(cygru_bpieces_f32* s, int rank, int group) noexcept nogil
 
 
 cdef Py_ssize_t part_pack_size(int U, int K) noexcept nogil

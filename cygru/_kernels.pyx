@@ -299,10 +299,9 @@ cdef void gru_direction_forward(
 # -- one direction's forward, its work claimed in pieces by any number of threads -----
 
 cdef enum:
-    _PHASE_PACK = 0      # pack the piece's rows of W_hh (and W_ih), gate-slice its biases
-    _PHASE_GATES = 1     # step st: all gates (reset_after), or r, z and r*h
+    _PHASE_GATES = 1     # step st: all gates (reset_after), or r, z and r*h; at st = 0 the
+                         # piece first packs its rows of W_hh and W_ih and its biases
     _PHASE_N = 2         # step st, reset_after=False: the n gate and the new state
-    _PHASE_COPY = 3      # after an odd number of steps: h_n back into `state`
 
 
 cdef inline void _chunk_of(const cygru_pieces_f32* s, int st, int* lo, int* hi) noexcept nogil:
@@ -339,19 +338,15 @@ cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
     cdef float* c = NULL
     cdef float* hp = NULL
     cdef const float* gi
-    if phase == _PHASE_PACK:
+    if phase == _PHASE_GATES and st == 0:
+        # the piece's weights, packed by whoever does it first (no phase of their own:
+        # only this piece reads them, always after this phase is done)
         pack_gate_slice(H, H, u0, u1, s.w_hh, ph)
         pack_gate_slice(H, I, u0, u1, s.w_ih, pi)
         for g in range(3):
             for j in range(U):
                 bi[g * U + j] = s.b_ih[g * H + u0 + j]
                 bh[g * U + j] = s.b_hh[g * H + u0 + j]
-        return
-    if phase == _PHASE_COPY:
-        for i in range(B):
-            memcpy(s.state + <Py_ssize_t>i * H + u0, s.state_alt + <Py_ssize_t>i * H + u0,
-                   U * sizeof(float))
-        return
     t = T - 1 - st if s.reverse else st
     cur = s.state if st % 2 == 0 else s.state_alt
     nxt = s.state_alt if st % 2 == 0 else s.state
@@ -407,32 +402,33 @@ cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
         memset(s.out + t * s.out_ts + s.perm[i] * s.out_bs + u0, 0, U * sizeof(float))
 
 
-cdef inline void _run_phase(void* s, _piece_fn piece, cygru_work* work, int n_pieces,
-                            long* k, int phase, int st) noexcept nogil:
-    """Claim and do pieces of phase number k[0] until none is left, wait until all of
-    its pieces are done (by whichever thread), then count the phase."""
-    cdef long start = k[0] * n_pieces, end = start + n_pieces
-    cdef int p
-    while True:
-        p = cygru_work_claim(work, start, end)
-        if p < 0:
-            break
-        piece(s, phase, st, p)
-        cygru_work_finish(work, end)
+cdef inline void _run_phase(void* s, _piece_fn piece, cygru_work* work, int* last,
+                            int n_pieces, int first, long* k, int phase, int st) noexcept nogil:
+    """Claim and do pieces of phase number k[0], starting with piece `first` (this
+    thread's own) and going round, until none is left; wait until all of the phase's
+    pieces are done (by whichever thread), then count the phase."""
+    cdef long end = (k[0] + 1) * n_pieces
+    cdef int j, p
+    for j in range(n_pieces):
+        p = first + j
+        if p >= n_pieces:
+            p -= n_pieces
+        if cygru_piece_claim(last, p, k[0]):
+            piece(s, phase, st, p)
+            cygru_work_finish(work, end)
     cygru_work_wait(work, end)
     k[0] += 1
 
 
-cdef void gru_direction_forward_pieces(cygru_pieces_f32* s) noexcept nogil:
+cdef void gru_direction_forward_pieces(cygru_pieces_f32* s, int rank, int group) noexcept nogil:
     cdef long k = 0
     cdef int st, P = s.n_pieces
-    _run_phase(s, _forward_piece, s.work, P, &k, _PHASE_PACK, 0)
+    cdef int first = <int>((<long>rank * P) // group)
     for st in range(s.T):
-        _run_phase(s, _forward_piece, s.work, P, &k, _PHASE_GATES, st)
+        _run_phase(s, _forward_piece, s.work, s.last, P, first, &k, _PHASE_GATES, st)
         if not s.reset_after:
-            _run_phase(s, _forward_piece, s.work, P, &k, _PHASE_N, st)
-    if s.T % 2 == 1:
-        _run_phase(s, _forward_piece, s.work, P, &k, _PHASE_COPY, 0)
+            _run_phase(s, _forward_piece, s.work, s.last, P, first, &k, _PHASE_N, st)
+    # after an odd number of steps h_n is in state_alt: the caller copies it back
 
 
 cdef Py_ssize_t backward_pack_size(int U, int H) noexcept nogil:
@@ -565,8 +561,8 @@ cdef void gru_direction_backward(
 
 
 cdef enum:
-    _BPHASE_PACK = 0     # pack the piece's columns of W_hh
-    _BPHASE_GATES = 1    # step t: the gate gradients of the piece's units
+    _BPHASE_GATES = 1    # step t: the gate gradients of the piece's units (at the first
+                         # step that runs, the piece first packs its columns of W_hh)
     _BPHASE_DH = 2       # dL/dh_{t-1}[:, piece] += dgh_t @ W_hh[:, piece] (reset_after)
     _BPHASE_RH = 3       # reset_after=False: d(r*h), dr, and the direct r*h path
     _BPHASE_DH_RZ = 4    # reset_after=False: dL/dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}
@@ -590,9 +586,8 @@ cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
     cdef float* drh
     cdef float* dgh_t
     cdef float dh, r, z, n, dz, dn, dan, dr, dar
-    if phase == _BPHASE_PACK:
+    if phase == _BPHASE_GATES and st == s.first_st:
         pack_backward_slice(H, u0, u1, s.reset_after, s.w_hh, packed)
-        return
     t = st if s.reverse else s.T - 1 - st
     nb = s.active[t]
     dgh_t = s.dgh + <Py_ssize_t>t * B * G
@@ -654,20 +649,20 @@ cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
                     s.dstate, True)
 
 
-cdef void gru_direction_backward_pieces(cygru_bpieces_f32* s) noexcept nogil:
+cdef void gru_direction_backward_pieces(cygru_bpieces_f32* s, int rank, int group) noexcept nogil:
     cdef long k = 0
     cdef int st, t, P = s.n_pieces
-    _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_PACK, 0)
+    cdef int first = <int>((<long>rank * P) // group)
     for st in range(s.T):
         t = st if s.reverse else s.T - 1 - st
         if s.active[t] == 0:
             continue                     # (every thread skips the same steps)
-        _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_GATES, st)
+        _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_GATES, st)
         if s.reset_after:
-            _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_DH, st)
+            _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_DH, st)
         else:
-            _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_RH, st)
-            _run_phase(s, _backward_piece, s.work, P, &k, _BPHASE_DH_RZ, st)
+            _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_RH, st)
+            _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_DH_RZ, st)
 
 
 cdef void gru_direction_weight_grads(

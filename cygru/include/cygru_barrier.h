@@ -104,42 +104,41 @@ static inline void cygru_barrier_wait(cygru_barrier *b, int *local_sense) {
 /* ------------------------------------------------------------------------------------
  * cygru_work: pieces of work claimed dynamically, phase after phase.
  *
- * A direction's time loop is a fixed sequence of phases (pack the weights, then one or
- * two per time step), each split into the same number of pieces (slices of hidden
- * units; more pieces than threads). Any thread claims the next unclaimed piece of the
- * current phase, does it, and counts it done; a phase is over when all its pieces are
+ * A direction's time loop is a fixed sequence of phases (one or two per time step),
+ * each split into the same number P of pieces (slices of hidden units; a couple per
+ * thread). A thread first tries to claim its own pieces (those of its rank: their
+ * weights stay in its core's cache from step to step), then any other still unclaimed,
+ * does what it claimed, and counts it done; a phase is over when all its pieces are
  * done, whoever did them. So a thread the OS has descheduled holds the others up only
  * while it holds a claimed piece, never because it has not arrived: the running threads
- * take the pieces it has not claimed. Phase k's pieces are the claim numbers
- * [k*P, (k+1)*P) of two counters that only grow, so no reset between phases is needed.
- * A thread claims in phase k only after phase k-1 is done, so `claimed` is then in
- * [k*P, (k+1)*P]. Waiting spins for CYGRU_BARRIER_SPIN_NS, then sleeps on the `seq`
- * futex (the count of completed phases); the thread that completes a phase bumps it
- * and wakes the sleepers (the lost-wake-up argument of the barrier above).
+ * take the pieces it has not claimed. A piece is claimed for phase k by moving its
+ * `last` phase from k-1 to k (cygru_piece_claim); phase k ends when `done`, which only
+ * grows, reaches (k+1)*P, so nothing is reset between phases. Waiting spins for
+ * CYGRU_BARRIER_SPIN_NS, then sleeps on the `seq` futex (the count of completed
+ * phases); the thread that completes a phase bumps it and wakes the sleepers (the
+ * lost-wake-up argument of the barrier above).
  * ---------------------------------------------------------------------------------- */
 typedef struct {
-    long claimed;   /* pieces claimed so far, all phases */
     long done;      /* pieces finished so far, all phases */
     int seq;        /* phases completed, modulo 2^32: the futex word */
     int sleepers;
 } cygru_work;
 
 static inline void cygru_work_init(cygru_work *w) {
-    w->claimed = 0;
     w->done = 0;
     w->seq = 0;
     w->sleepers = 0;
 }
 
-/* The next unclaimed piece of the phase [start, end): its index from `start`, or -1. */
-static inline int cygru_work_claim(cygru_work *w, long start, long end) {
-    long c = __atomic_load_n(&w->claimed, __ATOMIC_RELAXED);
-    while (c < end) {
-        if (__atomic_compare_exchange_n(&w->claimed, &c, c + 1, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_RELAXED))
-            return (int)(c - start);
-    }
-    return -1;
+/* Claim piece p for phase k: each piece records the last phase it was claimed in
+ * (`last`, initially -1), so a thread can ask for a particular piece (its own of the
+ * previous step, whose weights are in its core's cache) before taking any other. */
+static inline int cygru_piece_claim(int *last, int p, long k) {
+    int expected = (int)(k - 1);       /* wraps with k: only equality matters */
+    if (__atomic_load_n(&last[p], __ATOMIC_RELAXED) != expected)
+        return 0;
+    return __atomic_compare_exchange_n(&last[p], &expected, (int)k, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_RELAXED);
 }
 
 /* A claimed piece is finished; the one that ends the phase [., end) wakes the sleepers. */
