@@ -16,11 +16,14 @@ def get_num_threads():
     (``threadpool_limits(1, user_api="openmp")``), as scikit-learn reads them; at
     most 256. The default is read at every call, and calls running at the same time
     on several Python threads of one process share it (two concurrent calls use
-    half each), so that together they are not slower than one after the other. A direction's hidden units are split
-    over its threads (one barrier per time step), and the two directions of a
+    half each, with the same kernels and so the same bits), so that together they are
+    not slower than one after the other. A direction's hidden units are cut into
+    pieces (``cygru._cpu.PIECES_PER_THREAD`` per thread) that its threads claim every
+    step, so a descheduled thread holds a step up only while it holds a claimed
+    piece; the two directions of a
     bidirectional layer run on separate threads. Small problems use fewer threads
-    (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, a
-    barrier costs more than it saves). Runs at a fixed thread count are bitwise
+    (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, the
+    step's synchronisation costs more than it saves). Runs at a fixed thread count are bitwise
     reproducible, and every count above one gives bit-identical results; one thread
     projects a large input (above ``cygru._cpu.OWN_PROJECTION_WORK`` multiply-adds)
     with BLAS instead of cygru's kernel, which changes the last bits (about 1e-7
