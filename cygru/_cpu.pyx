@@ -268,25 +268,47 @@ PIECES_PER_THREAD = 2
 
 
 cdef class _PieceTables:
-    """The per-direction structs (forward and backward) and work counters of a pieces
-    call, freed with it."""
+    """The per-direction structs (forward and backward), work counters and pieces' last
+    claimed phases (all -1) of a pieces call over D directions of n_pieces each, freed
+    with it."""
     cdef cygru_pieces_f32* s
     cdef cygru_bpieces_f32* bs
     cdef cygru_work* works
+    cdef int* last
+    cdef int n_pieces
 
-    def __cinit__(self, int D):
+    def __cinit__(self, int D, int n_pieces):
+        cdef Py_ssize_t i
+        self.n_pieces = n_pieces
         self.s = <cygru_pieces_f32*>calloc(D, sizeof(cygru_pieces_f32))
         self.bs = <cygru_bpieces_f32*>calloc(D, sizeof(cygru_bpieces_f32))
         self.works = <cygru_work*>calloc(D, sizeof(cygru_work))
-        if self.s == NULL or self.bs == NULL or self.works == NULL:
+        self.last = <int*>malloc(<size_t>D * n_pieces * sizeof(int))
+        if self.s == NULL or self.bs == NULL or self.works == NULL or self.last == NULL:
             raise MemoryError("cygru: could not allocate the layer's work tables")
-        for d in range(D):
-            cygru_work_init(&self.works[d])
+        for i in range(D):
+            cygru_work_init(&self.works[i])
+        for i in range(<Py_ssize_t>D * n_pieces):
+            self.last[i] = -1
+
+    cdef int* last_of(self, int d) noexcept:
+        return self.last + <Py_ssize_t>d * self.n_pieces
 
     def __dealloc__(self):
         free(self.s)
         free(self.bs)
         free(self.works)
+        free(self.last)
+
+
+cdef inline int _group_of(int tid, int g, int D, int* rank, int* size) noexcept nogil:
+    """The direction of thread tid when g >= D threads run D directions in contiguous
+    groups (tid * D // g), with tid's rank in its group and the group's size."""
+    cdef int d = tid * D // g
+    cdef int first = (d * g + D - 1) // D             # the group's first thread
+    rank[0] = tid - first
+    size[0] = ((d + 1) * g + D - 1) // D - first
+    return d
 
 
 def _piece_bounds(int H, int n_per_dir):
@@ -314,10 +336,10 @@ def _forward_pieces(const float[::1] x, weights, float[::1] out, Py_ssize_t ts, 
     cdef int n_pieces = bounds.shape[0] - 1
     cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_pieces))
     cdef Py_ssize_t slot_ih = part_pack_size(U_max, I), slot_hh = part_pack_size(U_max, H)
-    cdef _PieceTables tables = _PieceTables(D)
+    cdef _PieceTables tables = _PieceTables(D, n_pieces)
     cdef cygru_pieces_f32* sp
     cdef cygru_pieces_f32* structs = tables.s
-    cdef int d, tid, g, first, size, n_sets = n_sets_
+    cdef int d, tid, g, rank, size, n_sets = n_sets_
     keep = []                      # owners of every buffer below, alive until return
     alts = []                      # the second state buffer of each direction
 
@@ -361,18 +383,14 @@ def _forward_pieces(const float[::1] x, weights, float[::1] out, Py_ssize_t ts, 
             sp.cache = <float*><Py_ssize_t>_addr(caches[d])
             sp.hprev = <float*><Py_ssize_t>_addr(hprevs[d])
         sp.work = &tables.works[d]
-        last = np.full(n_pieces, -1, np.intc)
-        keep.append(last)
-        sp.last = <int*><Py_ssize_t>_addr(last)
+        sp.last = tables.last_of(d)
     with nogil, parallel(num_threads=n_sets):
         tid = threadid()
         g = openmp.omp_get_num_threads()
         if g >= D:
             # a group of threads per direction (OpenMP may have granted fewer than asked)
-            d = tid * D // g
-            first = (d * g + D - 1) // D            # the group's first thread
-            size = ((d + 1) * g + D - 1) // D - first
-            gru_direction_forward_pieces(&structs[d], tid - first, size)
+            d = _group_of(tid, g, D, &rank, &size)
+            gru_direction_forward_pieces(&structs[d], rank, size)
         else:
             d = tid
             while d < D:
@@ -511,10 +529,10 @@ def _backward_pieces(weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates,
     cdef int n_pieces = bounds.shape[0] - 1
     cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_pieces))
     cdef Py_ssize_t slot = backward_pack_size(U_max, H)
-    cdef _PieceTables tables = _PieceTables(D)
+    cdef _PieceTables tables = _PieceTables(D, n_pieces)
     cdef cygru_bpieces_f32* sp
     cdef cygru_bpieces_f32* structs = tables.bs
-    cdef int d, tid, g, first, size, n_sets = n_sets_
+    cdef int d, tid, g, rank, size, n_sets = n_sets_
     keep = [d_out]
     for d in range(D):
         keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d], dgh_arrays[d]))
@@ -542,17 +560,13 @@ def _backward_pieces(weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates,
         while active[sp.first_st if revs[d] else T - 1 - sp.first_st] == 0:
             sp.first_st += 1
         sp.work = &tables.works[d]
-        last = np.full(n_pieces, -1, np.intc)
-        keep.append(last)
-        sp.last = <int*><Py_ssize_t>_addr(last)
+        sp.last = tables.last_of(d)
     with nogil, parallel(num_threads=n_sets):
         tid = threadid()
         g = openmp.omp_get_num_threads()
         if g >= D:
-            d = tid * D // g
-            first = (d * g + D - 1) // D
-            size = ((d + 1) * g + D - 1) // D - first
-            gru_direction_backward_pieces(&structs[d], tid - first, size)
+            d = _group_of(tid, g, D, &rank, &size)
+            gru_direction_backward_pieces(&structs[d], rank, size)
         else:
             d = tid
             while d < D:

@@ -187,6 +187,102 @@ cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int
     gemm_or_gemv(m, (g1 - g0) * H, K, a, lda, w + <Py_ssize_t>g0 * H * K, K, <floating>0, c, ldc)
 
 
+cdef inline void _keep_ended_rows(int t, int nb, int B, int H, int u0, int U,
+                                  const Py_ssize_t* perm, const floating* cur, floating* nxt,
+                                  floating* out, Py_ssize_t out_ts,
+                                  Py_ssize_t out_bs) noexcept nogil:
+    """Units [u0, u0+U) of the sorted rows nb..B-1 at step t: sequences that have ended
+    (or not started) keep their state and output 0."""
+    cdef int i
+    for i in range(nb, B):
+        memcpy(nxt + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(floating))
+        memset(out + t * out_ts + perm[i] * out_bs + u0, 0, U * sizeof(floating))
+
+
+cdef inline void _gate_grad_rows(int t, int nb, int B, int H, int u0, int u1,
+                                 bint reset_after, const Py_ssize_t* perm,
+                                 const floating* cache, const floating* hprev,
+                                 const floating* d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
+                                 floating* dstate, floating* dgi, int ldgi,
+                                 floating* dgh_t) noexcept nogil:
+    """Step t's gate gradients for units [u0, u1) of the running rows (gru_direction_
+    backward's first pass): dgi and dgh_t of those units, and dstate := the direct path
+    dh * z to h_{t-1}."""
+    cdef int i, G = 3 * H
+    cdef Py_ssize_t j, b, row_c
+    cdef const floating* c
+    cdef const floating* hp
+    cdef const floating* do
+    cdef floating* ds
+    cdef floating* gi
+    cdef floating* gh
+    cdef floating dh, r, z, n, dz, dn, dan, dar
+    for i in range(nb):
+        b = perm[i]
+        row_c = <Py_ssize_t>t * B + i
+        c = cache + row_c * 4 * H
+        hp = hprev + row_c * H
+        ds = dstate + <Py_ssize_t>i * H
+        gi = dgi + (<Py_ssize_t>t * B + b) * ldgi
+        gh = dgh_t + <Py_ssize_t>i * G
+        do = d_out + t * d_ts + b * d_bs if d_out != NULL else NULL
+        for j in range(u0, u1):
+            # dh: gradient reaching h_t (from the output and from step t+1)
+            dh = ds[j] + do[j] if do != NULL else ds[j]
+            r = c[j]
+            z = c[H + j]
+            n = c[2 * H + j]
+            dz = dh * (hp[j] - n)          # h' = (1-z) n + z h
+            dn = dh * (1 - z)
+            ds[j] = dh * z                 # direct path to h_{t-1}
+            dan = dn * (1 - n * n)         # through tanh
+            gi[H + j] = dz * z * (1 - z)   # through σ
+            gh[H + j] = gi[H + j]
+            gi[2 * H + j] = dan
+            if reset_after:
+                # a_n = gi_n + r * ghn: dr = dan * ghn, dgh_n = dan * r
+                dar = dan * c[3 * H + j] * r * (1 - r)
+                gi[j] = dar
+                gh[j] = dar
+                gh[2 * H + j] = dan * r
+            else:
+                gh[2 * H + j] = dan        # a_n = gi_n + W_hn (r*h) + b_hn
+
+
+cdef inline void _rh_grad_rows(int t, int nb, int B, int H, int u0, int u1,
+                               const Py_ssize_t* perm, const floating* cache,
+                               const floating* hprev, const floating* drh_buf,
+                               floating* dstate, floating* dgi, int ldgi,
+                               floating* dgh_t) noexcept nogil:
+    """reset_after=False, units [u0, u1): from d(r*h) (drh_buf), dr = d(r*h) * h gives
+    the r gradients, and dh_{t-1} += d(r*h) * r."""
+    cdef int i, G = 3 * H
+    cdef Py_ssize_t j, b, row_c
+    cdef const floating* c
+    cdef const floating* hp
+    cdef const floating* drh
+    cdef floating* ds
+    cdef floating* gi
+    cdef floating* gh
+    cdef floating r, dr, dar
+    for i in range(nb):
+        b = perm[i]
+        row_c = <Py_ssize_t>t * B + i
+        c = cache + row_c * 4 * H
+        hp = hprev + row_c * H
+        ds = dstate + <Py_ssize_t>i * H
+        gi = dgi + (<Py_ssize_t>t * B + b) * ldgi
+        gh = dgh_t + <Py_ssize_t>i * G
+        drh = drh_buf + <Py_ssize_t>i * H
+        for j in range(u0, u1):
+            r = c[j]
+            dr = drh[j] * hp[j]
+            ds[j] += drh[j] * r
+            dar = dr * r * (1 - r)
+            gi[j] = dar
+            gh[j] = dar
+
+
 cdef void gru_direction_forward(
     int T, int B, int I, int H, int u0, int u1,
     const floating* x,
@@ -282,10 +378,7 @@ cdef void gru_direction_forward(
                                     gh_buf + <Py_ssize_t>i * G, bh, rh_buf + <Py_ssize_t>i * H + u0,
                                     cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
                                     o, c, hp, H)
-        for i in range(nb, B):
-            # sequences that have ended (or not started) keep their state and output 0
-            memcpy(nxt + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(floating))
-            memset(out + t * out_ts + perm[i] * out_bs + u0, 0, U * sizeof(floating))
+        _keep_ended_rows(t, nb, B, H, u0, U, perm, cur, nxt, out, out_ts, out_bs)
         tmp = cur
         cur = nxt
         nxt = tmp
@@ -396,10 +489,7 @@ cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
             _gates_n_before(U, gi, H, bi, gh + <Py_ssize_t>i * G, bh,
                             s.rh_buf + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0,
                             nxt + <Py_ssize_t>i * H + u0, o, c, hp, H)
-    for i in range(nb, B):
-        # sequences that have ended (or not started) keep their state and output 0
-        memcpy(nxt + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(float))
-        memset(s.out + t * s.out_ts + s.perm[i] * s.out_bs + u0, 0, U * sizeof(float))
+    _keep_ended_rows(t, nb, B, H, u0, U, s.perm, cur, nxt, s.out, s.out_ts, s.out_bs)
 
 
 cdef inline void _run_phase(void* s, _piece_fn piece, cygru_work* work, int* last,
@@ -478,18 +568,9 @@ cdef void gru_direction_backward(
     cygru_barrier* barrier,
 ) noexcept nogil:
     cdef int G = 3 * H
-    cdef int step, t, nb, i, sense = 0
-    cdef Py_ssize_t j, b, row_c
-    cdef const floating* c
-    cdef const floating* hp
-    cdef const floating* do
+    cdef int step, t, nb, sense = 0
     cdef const floating* pack_rz = NULL
-    cdef floating* ds
-    cdef floating* gi
-    cdef floating* gh
-    cdef floating* drh
     cdef floating* dgh_t
-    cdef floating dh, r, z, n, dz, dn, dan, dr, dar
     if packed != NULL and not reset_after:
         pack_rz = packed + cygru_packed_size(u1 - u0, H)
     for step in range(T):
@@ -499,36 +580,8 @@ cdef void gru_direction_backward(
         if nb == 0:
             continue
         dgh_t = dgh + <Py_ssize_t>t * B * G
-        for i in range(nb):
-            b = perm[i]
-            row_c = <Py_ssize_t>t * B + i
-            c = cache + row_c * 4 * H
-            hp = hprev + row_c * H
-            ds = dstate + <Py_ssize_t>i * H
-            gi = dgi + (<Py_ssize_t>t * B + b) * ldgi
-            gh = dgh_t + <Py_ssize_t>i * G
-            do = d_out + t * d_ts + b * d_bs if d_out != NULL else NULL
-            for j in range(u0, u1):
-                # dh: gradient reaching h_t (from the output and from step t+1)
-                dh = ds[j] + do[j] if do != NULL else ds[j]
-                r = c[j]
-                z = c[H + j]
-                n = c[2 * H + j]
-                dz = dh * (hp[j] - n)          # h' = (1-z) n + z h
-                dn = dh * (1 - z)
-                ds[j] = dh * z                 # direct path to h_{t-1}
-                dan = dn * (1 - n * n)         # through tanh
-                gi[H + j] = dz * z * (1 - z)   # through σ
-                gh[H + j] = gi[H + j]
-                gi[2 * H + j] = dan
-                if reset_after:
-                    # a_n = gi_n + r * ghn: dr = dan * ghn, dgh_n = dan * r
-                    dar = dan * c[3 * H + j] * r * (1 - r)
-                    gi[j] = dar
-                    gh[j] = dar
-                    gh[2 * H + j] = dan * r
-                else:
-                    gh[2 * H + j] = dan        # a_n = gi_n + W_hn (r*h) + b_hn
+        _gate_grad_rows(t, nb, B, H, u0, u1, reset_after, perm, cache, hprev, d_out, d_ts,
+                        d_bs, dstate, dgi, ldgi, dgh_t)
         # every slice's gate gradients of step t are in dgh_t before the products
         cygru_barrier_wait(barrier, &sense)
         if reset_after:
@@ -539,22 +592,8 @@ cdef void gru_direction_backward(
             # dh_{t-1} += d(r*h) * r for this slice's units
             _dh_product(nb, H, dgh_t + 2 * H, G, w_hh + 2 * <Py_ssize_t>H * H, packed,
                         H, u0, u1, drh_buf, False)
-            for i in range(nb):
-                b = perm[i]
-                row_c = <Py_ssize_t>t * B + i
-                c = cache + row_c * 4 * H
-                hp = hprev + row_c * H
-                ds = dstate + <Py_ssize_t>i * H
-                gi = dgi + (<Py_ssize_t>t * B + b) * ldgi
-                gh = dgh_t + <Py_ssize_t>i * G
-                drh = drh_buf + <Py_ssize_t>i * H
-                for j in range(u0, u1):
-                    r = c[j]
-                    dr = drh[j] * hp[j]
-                    ds[j] += drh[j] * r
-                    dar = dr * r * (1 - r)
-                    gi[j] = dar
-                    gh[j] = dar
+            _rh_grad_rows(t, nb, B, H, u0, u1, perm, cache, hprev, drh_buf, dstate, dgi, ldgi,
+                          dgh_t)
             cygru_barrier_wait(barrier, &sense)
             # dh_{t-1}[:, slice] += [dar, daz] @ W_h{r,z}[:, slice]
             _dh_product(nb, 2 * H, dgh_t, G, w_hh, pack_rz, H, u0, u1, dstate, True)
@@ -575,51 +614,16 @@ cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
     cdef int B = s.B, H = s.H, G = 3 * H
     cdef int u0 = s.bounds[p], u1 = s.bounds[p + 1], U = u1 - u0
     cdef float* packed = s.pack + p * s.pack_slot
-    cdef int t, nb, i
-    cdef Py_ssize_t j, b, row_c
-    cdef const float* c
-    cdef const float* hp
-    cdef const float* do
-    cdef float* ds
-    cdef float* gi
-    cdef float* gh
-    cdef float* drh
+    cdef int t, nb
     cdef float* dgh_t
-    cdef float dh, r, z, n, dz, dn, dan, dr, dar
     if phase == _BPHASE_GATES and st == s.first_st:
         pack_backward_slice(H, u0, u1, s.reset_after, s.w_hh, packed)
     t = st if s.reverse else s.T - 1 - st
     nb = s.active[t]
     dgh_t = s.dgh + <Py_ssize_t>t * B * G
     if phase == _BPHASE_GATES:
-        for i in range(nb):
-            b = s.perm[i]
-            row_c = <Py_ssize_t>t * B + i
-            c = s.cache + row_c * 4 * H
-            hp = s.hprev + row_c * H
-            ds = s.dstate + <Py_ssize_t>i * H
-            gi = s.dgi + (<Py_ssize_t>t * B + b) * s.ldgi
-            gh = dgh_t + <Py_ssize_t>i * G
-            do = s.d_out + t * s.d_ts + b * s.d_bs if s.d_out != NULL else NULL
-            for j in range(u0, u1):
-                dh = ds[j] + do[j] if do != NULL else ds[j]
-                r = c[j]
-                z = c[H + j]
-                n = c[2 * H + j]
-                dz = dh * (hp[j] - n)          # h' = (1-z) n + z h
-                dn = dh * (1 - z)
-                ds[j] = dh * z                 # direct path to h_{t-1}
-                dan = dn * (1 - n * n)         # through tanh
-                gi[H + j] = dz * z * (1 - z)   # through σ
-                gh[H + j] = gi[H + j]
-                gi[2 * H + j] = dan
-                if s.reset_after:
-                    dar = dan * c[3 * H + j] * r * (1 - r)
-                    gi[j] = dar
-                    gh[j] = dar
-                    gh[2 * H + j] = dan * r
-                else:
-                    gh[2 * H + j] = dan
+        _gate_grad_rows(t, nb, B, H, u0, u1, s.reset_after, s.perm, s.cache, s.hprev,
+                        s.d_out, s.d_ts, s.d_bs, s.dstate, s.dgi, s.ldgi, dgh_t)
     elif phase == _BPHASE_DH:
         # dh_{t-1}[:, piece] += [dar, daz, dgh_n] @ W_hh[:, piece]
         _dh_product(nb, G, dgh_t, G, s.w_hh, packed, H, u0, u1, s.dstate, True)
@@ -627,22 +631,8 @@ cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
         # d(r*h)[:, piece] = dan @ W_hn[:, piece]; dr = d(r*h) * h; dh_{t-1} += d(r*h) * r
         _dh_product(nb, H, dgh_t + 2 * H, G, s.w_hh + 2 * <Py_ssize_t>H * H, packed, H, u0, u1,
                     s.drh_buf, False)
-        for i in range(nb):
-            b = s.perm[i]
-            row_c = <Py_ssize_t>t * B + i
-            c = s.cache + row_c * 4 * H
-            hp = s.hprev + row_c * H
-            ds = s.dstate + <Py_ssize_t>i * H
-            gi = s.dgi + (<Py_ssize_t>t * B + b) * s.ldgi
-            gh = dgh_t + <Py_ssize_t>i * G
-            drh = s.drh_buf + <Py_ssize_t>i * H
-            for j in range(u0, u1):
-                r = c[j]
-                dr = drh[j] * hp[j]
-                ds[j] += drh[j] * r
-                dar = dr * r * (1 - r)
-                gi[j] = dar
-                gh[j] = dar
+        _rh_grad_rows(t, nb, B, H, u0, u1, s.perm, s.cache, s.hprev, s.drh_buf, s.dstate,
+                      s.dgi, s.ldgi, dgh_t)
     else:
         # _BPHASE_DH_RZ: dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}[:, piece]
         _dh_product(nb, 2 * H, dgh_t, G, s.w_hh, packed + cygru_packed_size(U, H), H, u0, u1,
