@@ -82,11 +82,17 @@ def _parse_thread_count(value, source, from_env=False):
     return n
 
 
+_cores = 0                  # the usable cores, read once (a system call, not per call)
+
+
 def _usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    global _cores
+    if _cores == 0:
+        try:
+            _cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            _cores = os.cpu_count() or 1
+    return _cores
 
 
 def get_num_threads():

@@ -14,7 +14,7 @@ def get_num_threads():
     limited by OpenMP's setting for the calling thread, i.e. by ``OMP_NUM_THREADS``
     (Dask's workers set it to 1) and by threadpoolctl's OpenMP limit
     (``threadpool_limits(1, user_api="openmp")``), as scikit-learn reads them; at
-    most 256. The default is read at every call, and calls running at the same time
+    most 256. OpenMP's setting is read at every call (the core count once), and calls running at the same time
     on several Python threads of one process share it (two concurrent calls use
     half each, with the same kernels and so the same bits), so that together they are
     not slower than one after the other. A direction's hidden units are cut into
