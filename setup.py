@@ -42,7 +42,7 @@ def ext(name, openmp=False, extra_compile_args=()):
 
 setup(
     ext_modules=cythonize(
-        [ext("_blas"), ext("_kernels"), ext("_cpu", openmp=True),
+        [ext("_blas"), ext("_kernels"), ext("_engine", openmp=True), ext("_cpu", openmp=True),
          # capi fills cygru.h's function table: a signature that differs from the
          # header's must stop the build (GCC < 14 and Clang only warn by default)
          ext("capi", extra_compile_args=["-Werror=incompatible-pointer-types"])],

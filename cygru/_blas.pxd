@@ -10,11 +10,17 @@ m <-> n, keep each operand's own transpose flag. That swap is written here, once
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
+# The integer type of SciPy's BLAS interface (scipy.linalg.cython_blas declares its
+# sizes as C int, also in SciPy builds over an ILP64 BLAS, which its wrappers convert).
+# Every size and leading dimension handed to BLAS has this type; cygru.functional
+# refuses problems whose sizes do not fit it before anything reaches a kernel.
+ctypedef int blas_int
 
-cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                      floating alpha, const floating* a, int lda,
-                      const floating* b, int ldb,
-                      floating beta, floating* c, int ldc) noexcept nogil:
+
+cdef inline void gemm(bint trans_a, bint trans_b, blas_int m, blas_int n, blas_int k,
+                      floating alpha, const floating* a, blas_int lda,
+                      const floating* b, blas_int ldb,
+                      floating beta, floating* c, blas_int ldc) noexcept nogil:
     """Row-major C (m x n) = alpha * op(A) (m x k) @ op(B) (k x n) + beta * C."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
@@ -34,45 +40,21 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
-# Products below SMALL_GEMM multiply-adds are issued as row blocks of at most
-# SERIAL_BLOCK multiply-adds each: small enough that BLAS computes each block on the
-# calling thread (OpenBLAS threads a GEMM above ~2.6e5 multiply-adds, and waking its
-# pool cost ~90% of a 50-step batch-1 forward in a profile), while the blocks stay
-# large enough for its kernels. Large products remain one call, which BLAS may thread.
+# OpenBLAS runs a matrix-vector product above GEMV_SERIAL multiply-adds on its thread
+# pool, whose wake-up costs more than a product this size (gemm_or_gemv).
 cdef enum:
-    SMALL_GEMM = 4000000
     GEMV_SERIAL = 9216
-    SERIAL_BLOCK = 200000
 
 
-cdef inline void gemm_rows_serial(bint trans_b, int m, int n, int k, floating alpha,
-                                  const floating* a, int lda, const floating* b, int ldb,
-                                  floating beta, floating* c, int ldc) noexcept nogil:
-    """Row-major C = alpha * A @ op(B) + beta * C (A not transposed), in row blocks
-    that BLAS runs on this thread when the product is small (see SMALL_GEMM)."""
-    cdef Py_ssize_t work = <Py_ssize_t>m * n * k
-    cdef int rows, i0
-    if work <= SMALL_GEMM and n > 0 and k > 0:
-        rows = <int>(SERIAL_BLOCK // (<Py_ssize_t>n * k))
-        if rows < 1:
-            rows = 1
-        i0 = 0
-        while i0 < m:
-            gemm(False, trans_b, rows if m - i0 > rows else m - i0, n, k, alpha,
-                 a + <Py_ssize_t>i0 * lda, lda, b, ldb, beta, c + <Py_ssize_t>i0 * ldc, ldc)
-            i0 += rows
-        return
-    gemm(False, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-
-cdef inline void gemv_rows(int n, int k, floating alpha, const floating* w, int ldw,
-                           const floating* x, floating beta, floating* y) noexcept nogil:
+cdef inline void gemv_rows(blas_int n, blas_int k, floating alpha, const floating* w,
+                           blas_int ldw, const floating* x, floating beta,
+                           floating* y) noexcept nogil:
     """y (n) = alpha * W (n x k, row-major) @ x (k) + beta * y.
 
     Row-major W is column-major W^T (k x n), so W @ x is gemv('T') on it.
     """
     cdef char t = b'T'
-    cdef int one = 1
+    cdef blas_int one = 1
     if n <= 0:
         return
     if k <= 0:
@@ -84,9 +66,9 @@ cdef inline void gemv_rows(int n, int k, floating alpha, const floating* w, int 
         dgemv(&t, &k, &n, &alpha, <double*>w, &ldw, <double*>x, &one, &beta, y, &one)
 
 
-cdef inline void gemm_or_gemv(int m, int n, int k, const floating* a, int lda,
-                              const floating* w, int ldw, floating beta,
-                              floating* c, int ldc) noexcept nogil:
+cdef inline void gemm_or_gemv(blas_int m, blas_int n, blas_int k, const floating* a,
+                              blas_int lda, const floating* w, blas_int ldw, floating beta,
+                              floating* c, blas_int ldc) noexcept nogil:
     """Row-major C (m x n) = A (m x k) @ W^T + beta * C, with W (n x k).
 
     At m == 1 and small n*k it is a matrix-vector product (gemv skips GEMM's packing

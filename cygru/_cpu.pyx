@@ -1,10 +1,11 @@
 # cython: language_level=3
-"""CPU backend: def entry points over the nogil kernels.
+"""CPU backend: the Python entry over the engine (cygru/_engine.pyx).
 
 Implements the backend contract (gru_forward / gru_backward / cell_forward). The
 arguments arrive validated by functional.py: dtype float32 or float64 (all alike),
-C-contiguous, shapes checked, sizes that fit BLAS's int. This layer allocates the
-outputs and scratch, releases the GIL and runs whole time loops in the kernels.
+C-contiguous, shapes checked, sizes that fit BLAS's int. This layer decides the thread
+count, allocates the outputs and one workspace per layer call (its size from the
+engine's query), fills the engine's structs and releases the GIL for whole time loops.
 """
 import operator
 import os
@@ -12,49 +13,28 @@ import threading
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdlib cimport malloc, calloc, free
-from cython cimport floating
-from cygru._blas cimport gemm, gemm_rows_serial, SMALL_GEMM
-from cygru._kernels cimport (gru_direction_forward, gru_direction_backward,
-                             gru_direction_weight_grads, gru_cell_forward, cell_work_size,
-                             part_pack_size, pack_gate_slice, backward_pack_size,
-                             pack_backward_slice, cygru_barrier, cygru_barrier_init,
-                             cygru_pieces_f32, cygru_work, cygru_work_init,
-                             gru_direction_forward_pieces, cygru_bpieces_f32,
-                             gru_direction_backward_pieces)
-from cython.parallel cimport parallel, threadid
+from libc.stdlib cimport malloc, free
+from cygru._kernels cimport gru_cell_forward, cell_work_size
+from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
+                            cygru_backward_io, cygru_dir_grads, forward_work_size,
+                            backward_work_size, layer_forward, layer_backward)
+from cygru._engine import PIECES, lengths_schedule as _schedule
 cimport openmp
 
 cnp.import_array()
 
-# Scratch for the input projection of one direction is at most this many bytes (or
-# one step, if a single step is larger): long sequences are projected in chunks of
-# steps, so memory beyond the output does not grow with T.
-PROJECTION_CHUNK_BYTES = 2 << 20
-# Up to this many bytes, a layer's input projection (T*B rows x D*3H) is computed for
-# all steps before the time loop, one BLAS call per direction outside the threads.
-PROJECTION_FULL_BYTES = 16 << 20
-# A float32 input projection of at most this many multiply-adds (T*B*3H*I per
-# direction) runs in our packed kernel even on one thread: BLAS keeps a product this
-# small on the calling thread only in row blocks (_blas.pxd, SMALL_GEMM), repacking
-# W_ih for each block, which cost ~18% of a 50-step batch-1 forward in a profile.
-# Larger projections stay one BLAS call, which is faster than our kernel there.
-OWN_PROJECTION_WORK = SMALL_GEMM
-
-
-
-def _chunk_steps(int T, int B, int H, int itemsize):
-    cdef Py_ssize_t per_step = <Py_ssize_t>B * 3 * H * itemsize
-    if per_step <= 0:
-        return T
-    return int(max(1, min(T, PROJECTION_CHUNK_BYTES // per_step)))
+# Steps per input-projection chunk, for tests: 0 is the engine's rule (chunk_steps).
+# Results never depend on it.
+_CHUNK_STEPS = 0
+# Pieces per thread of a threaded direction (the engine's PIECES_PER_THREAD).
+PIECES_PER_THREAD = PIECES
 
 
 _num_threads = 0            # 0: not yet decided (see get_num_threads)
 
 # The most threads cygru accepts (set_num_threads, CYGRU_NUM_THREADS); the default,
-# the usable cores, is capped here too. Each thread gets its own scratch and all of a
-# direction's threads meet every step, so far more threads than cores only adds waits.
+# the usable cores, is capped here too. Each thread claims pieces of every step's work
+# (two per thread), so far more threads than cores only adds claims.
 MAX_THREADS = 256
 
 
@@ -153,9 +133,9 @@ class _ActiveCall:
 
 
 def _planned_threads(int n, int B, int H, int D, dtype):
-    """Threads a layer call would use out of n: float32 only, and only while every
-    thread keeps MIN_WORK_PER_THREAD multiply-adds per step."""
-    if dtype != np.float32 or n <= 1 or <Py_ssize_t>B * 3 * H * H < MIN_WORK_PER_THREAD:
+    """Threads a layer call would use out of n: only while every thread keeps
+    MIN_WORK_PER_THREAD multiply-adds per step (the result is the same for any count)."""
+    if n <= 1 or <Py_ssize_t>B * 3 * H * H < MIN_WORK_PER_THREAD:
         return 1          # too little work per step even for a thread per direction
     per_dir = max(1, n // D)
     while per_dir > 1 and (<Py_ssize_t>B * 3 * H * H) // per_dir < MIN_WORK_PER_THREAD:
@@ -164,529 +144,92 @@ def _planned_threads(int n, int B, int H, int D, dtype):
 
 
 def _threads_for(int B, int H, int D, dtype):
-    """(threads to run, pieces?) for a layer call. The kernels (pieces, cygru's own input
-    projection) follow the plan for the configured count; calls running at once that
-    share the default get fewer threads each, which changes how fast, never the bits."""
+    """Threads for a layer call: the plan for the configured count; calls running at
+    once that share the default get fewer threads each, which changes how fast, never
+    the bits."""
     n = get_num_threads()
     planned = _planned_threads(n, B, H, D, dtype)
-    if planned <= 1:
-        return 1, False
-    if _num_threads == 0 and _active_calls > 1:
-        return max(1, min(planned, n // _active_calls)), True
-    return planned, True
+    if planned > 1 and _num_threads == 0 and _active_calls > 1:
+        return max(1, min(planned, n // _active_calls))
+    return planned
 
 
-def _schedule(lengths, int T, int B):
-    """Sorted-batch schedule: perm (sorted row -> batch row) and active rows per step."""
-    if lengths is None:
-        return np.arange(B, dtype=np.intp), np.full(T, B, dtype=np.intc)
-    perm = np.argsort(-lengths, kind="stable").astype(np.intp)
-    # active[t] = #{b : L_b > t} = B - #{b : L_b <= t}
-    ended = np.cumsum(np.bincount(lengths, minlength=T + 1))[:T]
-    return perm, (B - ended).astype(np.intc)
-
-
-cdef void _run_slice(int d, int r, int buf, int T, int B, int I, int H,
-                     floating* x, floating** w_ih, floating** w_hh, floating** b_ih,
-                     floating** b_hh, floating* out, Py_ssize_t ts, Py_ssize_t bs,
-                     floating** state, floating** state_alt, Py_ssize_t* perm, int* active,
-                     bint* rev, bint reset_after, int chunk, floating** gi, floating** gh,
-                     floating** rh, int gi_ld, bint gi_ready, floating** bias,
-                     floating** pack_ih, floating** pack_hh,
-                     floating** cache, floating** hprev, cygru_barrier* barriers,
-                     int* bounds) noexcept nogil:
-    """Slice r of direction d, on the scratch set `buf` (one set per thread)."""
-    cdef int u0 = bounds[r], u1 = bounds[r + 1]
-    if pack_hh[buf] != NULL:
-        # each thread packs its own rows of W_hh (and W_ih when threaded), once per call
-        pack_gate_slice(H, H, u0, u1, w_hh[d], pack_hh[buf])
-    if pack_ih[buf] != NULL:
-        pack_gate_slice(H, I, u0, u1, w_ih[d], pack_ih[buf])
-    gru_direction_forward(T, B, I, H, u0, u1, x, w_ih[d], w_hh[d], b_ih[d], b_hh[d],
-                          out + d * H, ts, bs, state[d], state_alt[d], perm, active,
-                          rev[d], reset_after, chunk, gi[d], gi_ld, gi_ready, gh[buf], rh[d],
-                          bias[buf], pack_ih[buf], pack_hh[buf], cache[d], hprev[d],
-                          &barriers[d])
-
-
-def _unit_bounds(int H, int parts):
-    """Split H hidden units into `parts` slices, at multiples of 16 when H allows."""
-    if H >= 32 * parts:
-        cuts = [((H * k // parts) // 16) * 16 for k in range(parts)] + [H]
-    else:
-        cuts = [H * k // parts for k in range(parts)] + [H]
-    return np.asarray(cuts, dtype=np.intc)
-
-
-def _project(const floating[::1] x, w_ih, floating[:, ::1] gi_all, int d, int rows, int I, int H,
-             int D):
-    """gi_all[:, d*3H:(d+1)*3H] = x (rows x I) @ W_ih^T: one BLAS call."""
-    cdef const floating[::1] w = w_ih.reshape(-1)       # const: read-only weights work
-    with nogil:
-        gemm_rows_serial(True, rows, 3 * H, I, <floating>1, &x[0], I, &w[0], I, <floating>0,
-                         &gi_all[0, 0] + d * 3 * H, D * 3 * H)
-
-
-cdef class _LayerTables:
-    """Pointer tables for one layer call: `kinds` tables of `slots` entries each (one
-    entry per direction, or per thread's scratch set: slots = max(D, scratch sets)),
-    the directions' time flags and their barriers. Freed with the object, whatever
-    happens in between."""
-    cdef void** P
-    cdef int slots
-    cdef bint* rev
-    cdef cygru_barrier* barriers
-
-    def __cinit__(self, int kinds, int slots):
-        self.slots = slots
-        self.P = <void**>calloc(<size_t>kinds * slots, sizeof(void*))
-        self.rev = <bint*>calloc(2, sizeof(bint))
-        self.barriers = <cygru_barrier*>calloc(2, sizeof(cygru_barrier))
-        if self.P == NULL or self.rev == NULL or self.barriers == NULL:
-            raise MemoryError("cygru: could not allocate the layer's pointer tables")
-
-    cdef void** table(self, int kind) noexcept:
-        return self.P + <Py_ssize_t>kind * self.slots
-
-    def __dealloc__(self):
-        free(self.P)
-        free(self.rev)
-        free(self.barriers)
-
-
-cdef Py_ssize_t _addr(a) except -1:
-    """Address of a C-contiguous array's data (the caller keeps `a` alive).
-
-    Read straight from the array struct: ``a.ctypes.data`` builds a ctypes object per
-    call, which was about a third of a batch-1, one-step forward."""
+cdef inline void* _ptr(a):
+    """Data address of a C-contiguous ndarray, or NULL for None (the caller keeps `a`
+    alive)."""
+    if a is None:
+        return NULL
     if not isinstance(a, cnp.ndarray) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
         raise TypeError("cygru internal error: expected a C-contiguous ndarray")
-    return <Py_ssize_t>_data(a)
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-# A threaded direction's hidden units are cut into this many pieces per thread, claimed
-# dynamically every step (gru_direction_forward_pieces): a thread that the OS has
-# descheduled leaves its share to the running ones instead of stalling the step. Two
-# per thread: with one, small-latency and medium under a busy process took 1.43x and
-# 1.95x their idle time, with two 1.30x and 1.86x, idle times alike within noise
-# (benchmarks/under_load.py, 2 vCPUs, one session).
-PIECES_PER_THREAD = 2
+cdef void _problem(cygru_problem* pb, int T, int B, int I, int H, int D, dtype,
+                   bint reset_after, bint reverse, perm, active) except *:
+    pb.T, pb.B, pb.In, pb.H, pb.D = T, B, I, H, D
+    pb.itemsize = dtype.itemsize
+    pb.reset_after, pb.reverse = reset_after, reverse
+    pb.perm = <const Py_ssize_t*>_ptr(perm)
+    pb.active = <const int*>_ptr(active)
+    pb.chunk = _CHUNK_STEPS
 
 
-cdef class _PieceTables:
-    """The per-direction structs (forward and backward), work counters and pieces' last
-    claimed phases (all -1) of a pieces call over D directions of n_pieces each, freed
-    with it."""
-    cdef cygru_pieces_f32* s
-    cdef cygru_bpieces_f32* bs
-    cdef cygru_work* works
-    cdef int* last
-    cdef int n_pieces
-
-    def __cinit__(self, int D, int n_pieces):
-        cdef Py_ssize_t i
-        self.n_pieces = n_pieces
-        self.s = <cygru_pieces_f32*>calloc(D, sizeof(cygru_pieces_f32))
-        self.bs = <cygru_bpieces_f32*>calloc(D, sizeof(cygru_bpieces_f32))
-        self.works = <cygru_work*>calloc(D, sizeof(cygru_work))
-        self.last = <int*>malloc(<size_t>D * n_pieces * sizeof(int))
-        if self.s == NULL or self.bs == NULL or self.works == NULL or self.last == NULL:
-            raise MemoryError("cygru: could not allocate the layer's work tables")
-        for i in range(D):
-            cygru_work_init(&self.works[i])
-        for i in range(<Py_ssize_t>D * n_pieces):
-            self.last[i] = -1
-
-    cdef int* last_of(self, int d) noexcept:
-        return self.last + <Py_ssize_t>d * self.n_pieces
-
-    def __dealloc__(self):
-        free(self.s)
-        free(self.bs)
-        free(self.works)
-        free(self.last)
-
-
-cdef inline int _group_of(int tid, int g, int D, int* rank, int* size) noexcept nogil:
-    """The direction of thread tid when g >= D threads run D directions in contiguous
-    groups (tid * D // g), with tid's rank in its group and the group's size."""
-    cdef int d = tid * D // g
-    cdef int first = (d * g + D - 1) // D             # the group's first thread
-    rank[0] = tid - first
-    size[0] = ((d + 1) * g + D - 1) // D - first
-    return d
-
-
-def _piece_bounds(int H, int n_per_dir):
-    """Unit bounds of the pieces of a threaded direction (PIECES_PER_THREAD per thread,
-    at most one per unit)."""
-    return _unit_bounds(H, min(PIECES_PER_THREAD * n_per_dir, H))
-
-
-def _thread_groups(int n_threads, int D, int H):
-    """(threads per direction, threads to start) for a pieces call on n_threads."""
-    cdef int per_dir = max(1, min(n_threads // D, H))
-    return per_dir, (per_dir * D if n_threads >= D else n_threads)
-
-
-def _forward_pieces(const float[::1] x, weights, float[::1] out, Py_ssize_t ts, Py_ssize_t bs,
-                    states, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I, int H,
-                    revs, bint reset_after, int chunk, caches, hprevs, int n_threads):
-    """Every direction of one float32 layer on n_threads threads (a group per
-    direction), the work of a step claimed in pieces (see gru_direction_forward_pieces).
-    However many threads OpenMP grants, every direction is run whole: with fewer than
-    the directions, a thread runs several one after the other."""
-    cdef int D = len(weights)
-    n_per_dir, n_sets_ = _thread_groups(n_threads, D, H)
-    cdef int[::1] bounds = _piece_bounds(H, n_per_dir)
-    cdef int n_pieces = bounds.shape[0] - 1
-    cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_pieces))
-    cdef Py_ssize_t slot_ih = part_pack_size(U_max, I), slot_hh = part_pack_size(U_max, H)
-    cdef _PieceTables tables = _PieceTables(D, n_pieces)
-    cdef cygru_pieces_f32* sp
-    cdef cygru_pieces_f32* structs = tables.s
-    cdef int d, tid, g, rank, size, n_sets = n_sets_
-    keep = []                      # owners of every buffer below, alive until return
-    alts = []                      # the second state buffer of each direction
-
-    def new(n):
-        a = np.empty(max(int(n), 1), np.float32)
-        keep.append(a)
-        return _addr(a)
-
-    # all steps projected as one chunk when that scratch is small (each piece projects
-    # its own gate columns); long sequences in chunks, so memory does not grow with T
-    if <Py_ssize_t>T * B * D * 3 * H * sizeof(float) <= PROJECTION_FULL_BYTES:
-        chunk = T
-    for d in range(D):
-        wi, wh, bi, bh = weights[d]
-        keep.extend((wi, wh, bi, bh, states[d]))
-        sp = &structs[d]
-        sp.T, sp.B, sp.In, sp.H, sp.chunk, sp.n_pieces = T, B, I, H, chunk, n_pieces
-        sp.reverse, sp.reset_after = revs[d], reset_after
-        sp.x = &x[0]
-        sp.w_ih = <const float*><Py_ssize_t>_addr(wi)
-        sp.w_hh = <const float*><Py_ssize_t>_addr(wh)
-        sp.b_ih = <const float*><Py_ssize_t>_addr(bi)
-        sp.b_hh = <const float*><Py_ssize_t>_addr(bh)
-        sp.bounds = &bounds[0]
-        sp.pack_ih_slot, sp.pack_hh_slot = slot_ih, slot_hh
-        sp.pack_ih = <float*><Py_ssize_t>new(n_pieces * slot_ih)
-        sp.pack_hh = <float*><Py_ssize_t>new(n_pieces * slot_hh)
-        sp.bias = <float*><Py_ssize_t>new(6 * <Py_ssize_t>H)
-        sp.gh = <float*><Py_ssize_t>new(3 * <Py_ssize_t>B * H)
-        sp.out = &out[0] + d * H
-        sp.out_ts, sp.out_bs = ts, bs
-        sp.state = <float*><Py_ssize_t>_addr(states[d])
-        alt = np.empty((B, H), np.float32)
-        alts.append(alt)
-        sp.state_alt = <float*><Py_ssize_t>_addr(alt)
-        sp.perm, sp.active = &perm[0], &active[0]
-        sp.gi_buf = <float*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
-        sp.rh_buf = <float*><Py_ssize_t>new(<Py_ssize_t>B * H)
-        sp.cache = sp.hprev = NULL
-        if caches is not None:
-            sp.cache = <float*><Py_ssize_t>_addr(caches[d])
-            sp.hprev = <float*><Py_ssize_t>_addr(hprevs[d])
-        sp.work = &tables.works[d]
-        sp.last = tables.last_of(d)
-    with nogil, parallel(num_threads=n_sets):
-        tid = threadid()
-        g = openmp.omp_get_num_threads()
-        if g >= D:
-            # a group of threads per direction (OpenMP may have granted fewer than asked)
-            d = _group_of(tid, g, D, &rank, &size)
-            gru_direction_forward_pieces(&structs[d], rank, size)
-        else:
-            d = tid
-            while d < D:
-                gru_direction_forward_pieces(&structs[d], 0, 1)
-                d = d + g
-    if T % 2 == 1:
-        for d in range(D):             # h_n of an odd number of steps is in state_alt
-            states[d][...] = alts[d]
-
-
-def _forward_layer(const floating[::1] x, weights, floating[::1] out, Py_ssize_t ts, Py_ssize_t bs,
-                   states, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I, int H,
-                   revs, bint reset_after, int chunk, caches, hprevs, plan):
-    """Run every direction of one layer: float32 on threads that claim the work of each
-    step in pieces (_forward_pieces) when the plan (_threads_for) says so, else the
-    directions one after the other on the calling thread (float64 on BLAS)."""
-    dtype = np.float32 if floating is float else np.float64
-    cdef int D = len(weights)
-    cdef bint packed = floating is float
-    n_threads, pieces = plan
-    if floating is float:
-        if pieces:
-            _forward_pieces(x, weights, out, ts, bs, states, perm, active, T, B, I, H, revs,
-                            reset_after, chunk, caches, hprevs, n_threads)
-            return
-    keep = []                      # owners of every buffer below, alive until return
-
-    def new(n):
-        a = np.empty(max(int(n), 1), dtype)
-        keep.append(a)
-        return _addr(a)
-
-    # one table per kind of pointer, an entry per direction (w_ih, w_hh, b_ih, b_hh,
-    # state, state_alt, rh, cache, hprev, gi, and the one scratch set: gh, bias,
-    # pack_hh, pack_ih in entry 0)
-    cdef _LayerTables tables = _LayerTables(14, D)
-    cdef floating** w_ih = <floating**>tables.table(0)
-    cdef floating** w_hh = <floating**>tables.table(1)
-    cdef floating** b_ih = <floating**>tables.table(2)
-    cdef floating** b_hh = <floating**>tables.table(3)
-    cdef floating** state = <floating**>tables.table(4)
-    cdef floating** state_alt = <floating**>tables.table(5)
-    cdef floating** rh = <floating**>tables.table(6)
-    cdef floating** cache = <floating**>tables.table(7)
-    cdef floating** hprev = <floating**>tables.table(8)
-    cdef floating** gi = <floating**>tables.table(9)
-    cdef floating** gh = <floating**>tables.table(10)
-    cdef floating** bias = <floating**>tables.table(11)
-    cdef floating** pack_hh = <floating**>tables.table(12)
-    cdef floating** pack_ih = <floating**>tables.table(13)
-    cdef bint* rev = tables.rev
-    cdef cygru_barrier* barriers = tables.barriers
+cdef void _weights(cygru_dir_weights* w, weights) except *:
     cdef int d
-    cdef int[::1] bounds = _unit_bounds(H, 1)
-    cdef floating* xp = <floating*>&x[0]      # only read (const in the kernel)
-    cdef floating* outp = &out[0]
-    # project all steps at once when that scratch is small; long sequences project
-    # chunks of steps inside the time loop (memory independent of T)
-    cdef bint fits = <Py_ssize_t>T * B * D * 3 * H * sizeof(floating) <= PROJECTION_FULL_BYTES
-    # BLAS projects up front (when it fits), unless the product is small enough for
-    # cygru's own kernel (float32), which BLAS would split into row blocks
-    cdef bint own_projection = packed and <Py_ssize_t>T * B * 3 * H * I <= OWN_PROJECTION_WORK
-    cdef bint gi_ready = fits and not own_projection
-    cdef int gi_ld = D * 3 * H if gi_ready else 3 * H
-    if own_projection and fits:
-        chunk = T
-    cdef Py_ssize_t* permp = &perm[0]
-    cdef int* activep = &active[0]
-    cdef int* boundsp = &bounds[0]
-    for d in range(D):
-        wi, wh, bi, bh = weights[d]
-        keep.extend((wi, wh, bi, bh))
-        w_ih[d] = <floating*><Py_ssize_t>_addr(wi)
-        w_hh[d] = <floating*><Py_ssize_t>_addr(wh)
-        b_ih[d] = <floating*><Py_ssize_t>_addr(bi)
-        b_hh[d] = <floating*><Py_ssize_t>_addr(bh)
-        state[d] = <floating*><Py_ssize_t>_addr(states[d])
-        state_alt[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
-        rh[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * H)
-        cache[d] = hprev[d] = NULL
-        if caches is not None:
-            cache[d] = <floating*><Py_ssize_t>_addr(caches[d])
-            hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d])
-        rev[d] = revs[d]
-        cygru_barrier_init(&barriers[d], 1)
-    if gi_ready:
-        # every step of every direction projected up front: one BLAS call per
-        # direction (BLAS may use every core)
-        gi_all = np.empty((T * B, D * 3 * H), dtype)
-        keep.append(gi_all)
-        for d in range(D):
-            _project(x, weights[d][0], gi_all, d, T * B, I, H, D)
-            gi[d] = <floating*><Py_ssize_t>(_addr(gi_all) + d * 3 * H * gi_all.itemsize)
-    else:
-        for d in range(D):
-            gi[d] = <floating*><Py_ssize_t>new(<Py_ssize_t>chunk * B * 3 * H)
-    gh[0] = <floating*><Py_ssize_t>new(<Py_ssize_t>B * 3 * H)
-    bias[0] = <floating*><Py_ssize_t>new(6 * H)
-    pack_hh[0] = pack_ih[0] = NULL
-    if packed:
-        pack_hh[0] = <floating*><Py_ssize_t>new(part_pack_size(H, H))
-    if own_projection:
-        pack_ih[0] = <floating*><Py_ssize_t>new(part_pack_size(H, I))
+    for d in range(len(weights)):
+        w[d].w_ih = _ptr(weights[d][0])
+        w[d].w_hh = _ptr(weights[d][1])
+        w[d].b_ih = _ptr(weights[d][2])
+        w[d].b_hh = _ptr(weights[d][3])
+
+
+def _forward_layer(x, weights, out, Py_ssize_t ts, Py_ssize_t bs, states, perm, active,
+                   int T, int B, int I, int H, bint reverse, bint reset_after, caches,
+                   hprevs, int n_threads):
+    """Every direction of one layer (weights: D tuples (w_ih, w_hh, b_ih, b_hh), biases
+    never None) on n_threads threads: states (D, B, H) sorted go h0 -> h_n; caches
+    (D, T, B, 4H) and hprevs (D, T, B, H), or None, are filled for the backward."""
+    cdef cygru_problem pb
+    cdef cygru_dir_weights w[2]
+    cdef cygru_forward_io io
+    _problem(&pb, T, B, I, H, len(weights), x.dtype, reset_after, reverse, perm, active)
+    _weights(w, weights)
+    io.x = _ptr(x)
+    io.out, io.out_ts, io.out_bs = _ptr(out), ts, bs
+    io.states = _ptr(states)
+    io.caches, io.hprevs = _ptr(caches), _ptr(hprevs)
+    work = np.empty(forward_work_size(&pb, n_threads), np.uint8)
+    cdef void* wp = _ptr(work)
     with nogil:
-        for d in range(D):
-            _run_slice(d, 0, 0, T, B, I, H, xp, w_ih, w_hh, b_ih, b_hh, outp, ts,
-                       bs, state, state_alt, permp, activep, rev, reset_after, chunk,
-                       gi, gh, rh, gi_ld, gi_ready, bias, pack_ih, pack_hh, cache, hprev,
-                       barriers, boundsp)
+        layer_forward(&pb, w, &io, wp, n_threads)
 
 
-cdef void _backward_slice(int d, int r, int buf, int T, int B, int H,
-                          floating** w_hh, floating* d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
-                          floating** dstate, Py_ssize_t* perm, int* active, bint* rev,
-                          bint reset_after, floating** cache, floating** hprev,
-                          floating* dgi, int ldgi, floating** dgh, floating** drh,
-                          floating** packed, cygru_barrier* barriers, int* bounds) noexcept nogil:
-    cdef int u0 = bounds[r], u1 = bounds[r + 1]
-    if packed[buf] != NULL:
-        pack_backward_slice(H, u0, u1, reset_after, w_hh[d], packed[buf])
-    gru_direction_backward(T, B, H, u0, u1, w_hh[d],
-                           d_out + d * H if d_out != NULL else NULL, d_ts, d_bs,
-                           dstate[d], perm, active, rev[d], reset_after, cache[d], hprev[d],
-                           dgi + d * 3 * H, ldgi, dgh[d], drh[d], packed[buf], &barriers[d])
-
-
-def _backward_pieces(weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates,
-                     Py_ssize_t[::1] perm, int[::1] active, int T, int B, int H, revs,
-                     bint reset_after, caches, hprevs, float[::1] dgi, dgh_arrays,
-                     int n_threads):
-    """The time loops of every direction of one float32 layer's backward on n_threads
-    threads, the work of a step claimed in pieces (as _forward_pieces)."""
-    cdef int D = len(weights)
-    n_per_dir, n_sets_ = _thread_groups(n_threads, D, H)
-    cdef int[::1] bounds = _piece_bounds(H, n_per_dir)
-    cdef int n_pieces = bounds.shape[0] - 1
-    cdef int U_max = max(bounds[k + 1] - bounds[k] for k in range(n_pieces))
-    cdef Py_ssize_t slot = backward_pack_size(U_max, H)
-    cdef _PieceTables tables = _PieceTables(D, n_pieces)
-    cdef cygru_bpieces_f32* sp
-    cdef cygru_bpieces_f32* structs = tables.bs
-    cdef int d, tid, g, rank, size, n_sets = n_sets_
-    keep = [d_out]
-    for d in range(D):
-        keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d], dgh_arrays[d]))
-        sp = &structs[d]
-        sp.T, sp.B, sp.H, sp.n_pieces = T, B, H, n_pieces
-        sp.reverse, sp.reset_after = revs[d], reset_after
-        sp.w_hh = <const float*><Py_ssize_t>_addr(weights[d][1])
-        sp.bounds = &bounds[0]
-        pack_arr = np.empty(n_pieces * slot, np.float32)
-        keep.append(pack_arr)
-        sp.pack, sp.pack_slot = <float*><Py_ssize_t>_addr(pack_arr), slot
-        sp.d_out = NULL if d_out is None else <const float*><Py_ssize_t>(_addr(d_out) + d * H * 4)
-        sp.d_ts, sp.d_bs = d_ts, d_bs
-        sp.dstate = <float*><Py_ssize_t>_addr(dstates[d])
-        sp.perm, sp.active = &perm[0], &active[0]
-        sp.cache = <const float*><Py_ssize_t>_addr(caches[d])
-        sp.hprev = <const float*><Py_ssize_t>_addr(hprevs[d])
-        sp.dgi, sp.ldgi = &dgi[0] + d * 3 * H, D * 3 * H
-        sp.dgh = <float*><Py_ssize_t>_addr(dgh_arrays[d])
-        drh_arr = np.empty(<Py_ssize_t>B * H, np.float32)
-        keep.append(drh_arr)
-        sp.drh_buf = <float*><Py_ssize_t>_addr(drh_arr)
-        # the first processing step with running rows (some always has: B > 0)
-        sp.first_st = 0
-        while active[sp.first_st if revs[d] else T - 1 - sp.first_st] == 0:
-            sp.first_st += 1
-        sp.work = &tables.works[d]
-        sp.last = tables.last_of(d)
-    with nogil, parallel(num_threads=n_sets):
-        tid = threadid()
-        g = openmp.omp_get_num_threads()
-        if g >= D:
-            d = _group_of(tid, g, D, &rank, &size)
-            gru_direction_backward_pieces(&structs[d], rank, size)
-        else:
-            d = tid
-            while d < D:
-                gru_direction_backward_pieces(&structs[d], 0, 1)
-                d = d + g
-
-
-def _backward_layer(const floating[::1] x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
-                    dstates, Py_ssize_t[::1] perm, int[::1] active, int T, int B, int I,
-                    int H, revs, bint reset_after, caches, hprevs, floating[::1] dgi,
-                    grads, plan):
-    """Backpropagate every direction of one layer (threads as in _forward_layer), then
-    add the weight gradients (single GEMMs over all T*B rows) into `grads`."""
-    dtype = np.float32 if floating is float else np.float64
-    cdef int D = len(weights)
-    cdef int ldgi = D * 3 * H
-    n_threads, pieces = plan
-    pieces = pieces and floating is float
-    dgh_arrays = [np.zeros(<Py_ssize_t>T * B * 3 * H, dtype) for _ in range(D)]
-    if floating is float:
-        if pieces:
-            _backward_pieces(weights, d_out, d_ts, d_bs, dstates, perm, active, T, B, H, revs,
-                             reset_after, caches, hprevs, dgi, dgh_arrays, n_threads)
-    if not pieces:
-        _backward_serial(weights, d_out, d_ts, d_bs, dstates, perm, active, T, B, H, revs,
-                         reset_after, caches, hprevs, dgi, dgh_arrays)
-    for d in range(D):
-        gw_ih, gw_hh, gbi, gbh = grads[d]
-        _weight_grads(x, reset_after, caches[d], hprevs[d], dgi, d * 3 * H, ldgi,
-                      dgh_arrays[d], gw_ih, gw_hh, gbi, gbh, T, B, I, H)
-
-
-def _backward_serial(weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates,
-                     Py_ssize_t[::1] perm, int[::1] active, int T, int B, int H, revs,
-                     bint reset_after, caches, hprevs, floating[::1] dgi, dgh_arrays):
-    """The time loops of a layer's backward, direction after direction, on the calling
-    thread (float32 with W_hh's columns packed, float64 on BLAS)."""
-    dtype = np.float32 if floating is float else np.float64
-    cdef int D = len(weights)
-    cdef int ldgi = D * 3 * H
-    keep = [dgi, d_out]
-    # a table per kind, an entry per direction (w_hh, dstate, cache, hprev, dgh, drh;
-    # the one pack in entry 0)
-    cdef _LayerTables tables = _LayerTables(7, D)
-    cdef floating** w_hh = <floating**>tables.table(0)
-    cdef floating** dstate = <floating**>tables.table(1)
-    cdef floating** cache = <floating**>tables.table(2)
-    cdef floating** hprev = <floating**>tables.table(3)
-    cdef floating** dgh = <floating**>tables.table(4)
-    cdef floating** drh = <floating**>tables.table(5)
-    cdef floating** pack = <floating**>tables.table(6)
-    cdef bint* rev = tables.rev
-    cdef cygru_barrier* barriers = tables.barriers
+def _backward_layer(x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates, perm,
+                    active, int T, int B, int I, int H, bint reverse, bint reset_after,
+                    caches, hprevs, grads, int n_threads):
+    """Backpropagate every direction of one layer (threads as in _forward_layer): dstates
+    (D, B, H) sorted go dL/dh_n -> dL/dh0, the weight gradients are added into `grads`
+    (D tuples (gw_ih, gw_hh, gb_ih or None, gb_hh or None)); returns dL/dx (T*B, I)."""
+    cdef cygru_problem pb
+    cdef cygru_dir_weights w[2]
+    cdef cygru_backward_io io
+    cdef cygru_dir_grads g[2]
     cdef int d
-    cdef int[::1] bounds = _unit_bounds(H, 1)
-    cdef floating* dgip = &dgi[0]
-    cdef floating* d_outp = NULL if d_out is None else <floating*><Py_ssize_t>_addr(d_out)
-    cdef Py_ssize_t* permp = &perm[0]
-    cdef int* activep = &active[0]
-    cdef int* boundsp = &bounds[0]
-    for d in range(D):
-        keep.extend((weights[d][1], dstates[d], caches[d], hprevs[d], dgh_arrays[d]))
-        w_hh[d] = <floating*><Py_ssize_t>_addr(weights[d][1])
-        dstate[d] = <floating*><Py_ssize_t>_addr(dstates[d])
-        cache[d] = <floating*><Py_ssize_t>_addr(caches[d])
-        hprev[d] = <floating*><Py_ssize_t>_addr(hprevs[d])
-        dgh[d] = <floating*><Py_ssize_t>_addr(dgh_arrays[d])
-        drh_arr = np.empty(<Py_ssize_t>B * H, dtype)
-        keep.append(drh_arr)
-        drh[d] = <floating*><Py_ssize_t>_addr(drh_arr)
-        rev[d] = revs[d]
-        cygru_barrier_init(&barriers[d], 1)
-    pack[0] = NULL
-    if floating is float:
-        pack_arr = np.empty(backward_pack_size(H, H), dtype)
-        keep.append(pack_arr)
-        pack[0] = <floating*><Py_ssize_t>_addr(pack_arr)
+    _problem(&pb, T, B, I, H, len(weights), x.dtype, reset_after, reverse, perm, active)
+    _weights(w, weights)
+    for d in range(len(grads)):
+        g[d].gw_ih, g[d].gw_hh = _ptr(grads[d][0]), _ptr(grads[d][1])
+        g[d].gb_ih, g[d].gb_hh = _ptr(grads[d][2]), _ptr(grads[d][3])
+    dx = np.empty((T * B, I), x.dtype)
+    io.x = _ptr(x)
+    io.d_out, io.d_ts, io.d_bs = _ptr(d_out), d_ts, d_bs
+    io.dstates = _ptr(dstates)
+    io.caches, io.hprevs = _ptr(caches), _ptr(hprevs)
+    io.dx = _ptr(dx)
+    work = np.empty(backward_work_size(&pb, n_threads), np.uint8)
+    cdef void* wp = _ptr(work)
     with nogil:
-        for d in range(D):
-            _backward_slice(d, 0, 0, T, B, H, w_hh, d_outp, d_ts, d_bs, dstate, permp,
-                            activep, rev, reset_after, cache, hprev, dgip, ldgi, dgh,
-                            drh, pack, barriers, boundsp)
-
-
-def _weight_grads(const floating[::1] x, bint reset_after, const floating[::1] cache,
-                  const floating[::1] hprev, const floating[::1] dgi, Py_ssize_t off,
-                  int ldgi, const floating[::1] dgh, gw_ih, gw_hh, gb_ih, gb_hh, int T, int B, int I, int H):
-    cdef floating[::1] gwi = gw_ih.reshape(-1)
-    cdef floating[::1] gwh = gw_hh.reshape(-1)
-    cdef floating[::1] gbi_v, gbh_v
-    cdef floating* gbi = NULL
-    cdef floating* gbh = NULL
-    if gb_ih is not None:
-        gbi_v = gb_ih
-        gbh_v = gb_hh
-        gbi = &gbi_v[0]
-        gbh = &gbh_v[0]
-    with nogil:
-        gru_direction_weight_grads(T, B, I, H, &x[0], reset_after, &cache[0], &hprev[0],
-                                   &dgi[0] + off, ldgi, &dgh[0], &gwi[0], &gwh[0], gbi, gbh)
-
-
-def _input_grad(floating[::1] dgi, int ldgi, weights, int rows, int H, int I):
-    """dX (rows x I) = Σ_d dgi[:, d*3H:(d+1)*3H] @ W_ih_d: the input gradient, one GEMM per direction."""
-    dtype = np.float32 if floating is float else np.float64
-    dx = np.empty((rows, I), dtype)
-    cdef floating[:, ::1] dx_v = dx
-    cdef const floating[::1] w
-    cdef int d
-    for d, w_ih in enumerate(weights):
-        w = w_ih.reshape(-1)
-        with nogil:
-            gemm(False, False, rows, I, 3 * H, <floating>1, &dgi[0] + d * 3 * H, ldgi,
-                 &w[0], I, <floating>(1 if d > 0 else 0), &dx_v[0, 0], I)
+        layer_backward(&pb, w, &io, g, wp, n_threads)
     return dx
 
 
@@ -721,7 +264,7 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
         T, B = x.shape[0], x.shape[1]
         x_tm = x
     perm, active = _schedule(lengths, T, B)
-    chunk = _chunk_steps(T, B, H, dtype.itemsize)
+    n_threads = _threads_for(B, H, D, dtype)
     h_n = np.empty((L * D, B, H), dtype)
     zero_bias = np.zeros(3 * H, dtype)
     layer_in = x_tm.reshape(T * B, -1)
@@ -734,24 +277,24 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
         else:
             out = np.empty((T, B, D * H), dtype)
             ts, bs = B * D * H, D * H
-        states, caches, hprevs, weights, revs = [], [], [], [], []
+        weights = []
         for d in range(D):
             w_ih, w_hh, b_ih, b_hh = layers[k][d]
             weights.append((w_ih, w_hh, zero_bias if b_ih is None else b_ih,
                             zero_bias if b_hh is None else b_hh))
-            states.append(h0[k * D + d][perm] if h0 is not None else np.zeros((B, H), dtype))
-            revs.append(bool(reverse or d == 1))
-            if need_cache:
-                caches.append(np.zeros((T, B, 4 * H), dtype))
-                hprevs.append(np.zeros((T, B, H), dtype))
-        _forward_layer(layer_in.reshape(-1), weights, out.reshape(-1), ts, bs, states, perm,
-                       active, T, B, I, H, revs, bool(reset_after), chunk,
-                       caches if need_cache else None, hprevs, _threads_for(B, H, D, dtype))
-        for d in range(D):
-            h_n[k * D + d, perm] = states[d]
-        per_dir = list(zip(caches, hprevs)) if need_cache else []
+        if h0 is not None:
+            states = np.ascontiguousarray(h0[k * D:(k + 1) * D][:, perm])
+        else:
+            states = np.zeros((D, B, H), dtype)
+        caches = hprevs = None
+        if need_cache:
+            caches = np.zeros((D, T, B, 4 * H), dtype)
+            hprevs = np.zeros((D, T, B, H), dtype)
+        _forward_layer(layer_in, weights, out, ts, bs, states, perm, active, T, B, I, H,
+                       bool(reverse), bool(reset_after), caches, hprevs, n_threads)
+        h_n[k * D:(k + 1) * D][:, perm] = states
         inputs.append(layer_in)
-        saved.append(per_dir)
+        saved.append((caches, hprevs) if need_cache else None)
         if k < L - 1:
             layer_in = out.reshape(T * B, D * H)
             if dropout_masks is not None:
@@ -771,9 +314,11 @@ def _gru_backward(cache, d_output, d_h_n, grads):
     cdef Py_ssize_t T = c.T, B = c.B, H = c.H, D = c.D, L = len(c.layers)
     cdef Py_ssize_t k, d, I
     dtype = c.inputs[0].dtype
+    n_threads = _threads_for(B, H, D, dtype)
     dh0 = np.empty((L * D, B, H), dtype)
+    zero_bias = np.zeros(3 * H, dtype)
     # the last layer's upstream gradient, in the caller's layout
-    d_out = None if d_output is None else d_output.reshape(-1)
+    d_out = d_output
     if c.batch_first:
         d_ts, d_bs = D * H, T * D * H
     else:
@@ -781,21 +326,20 @@ def _gru_backward(cache, d_output, d_h_n, grads):
     for k in range(L - 1, -1, -1):
         x_k = c.inputs[k]
         I = x_k.shape[1]
-        dgi = np.zeros(T * B * D * 3 * H, dtype)
-        dstates = [d_h_n[k * D + d][c.perm] if d_h_n is not None else np.zeros((B, H), dtype)
-                   for d in range(D)]
-        _backward_layer(x_k.reshape(-1), c.layers[k], d_out, d_ts, d_bs, dstates, c.perm,
-                        c.active, T, B, I, H, [bool(c.reverse or d == 1) for d in range(D)],
-                        bool(c.reset_after), [c.saved[k][d][0].reshape(-1) for d in range(D)],
-                        [c.saved[k][d][1].reshape(-1) for d in range(D)], dgi, grads[k],
-                        _threads_for(B, H, D, dtype))
-        for d in range(D):
-            dh0[k * D + d, c.perm] = dstates[d]
-        dx = _input_grad(dgi, D * 3 * H, [c.layers[k][d][0] for d in range(D)], T * B, H, I)
+        if d_h_n is not None:
+            dstates = np.ascontiguousarray(d_h_n[k * D:(k + 1) * D][:, c.perm])
+        else:
+            dstates = np.zeros((D, B, H), dtype)
+        weights = [(w_ih, w_hh, zero_bias, zero_bias) for w_ih, w_hh, _, _ in c.layers[k]]
+        caches, hprevs = c.saved[k]
+        dx = _backward_layer(x_k, weights, d_out, d_ts, d_bs, dstates, c.perm, c.active,
+                             T, B, I, H, bool(c.reverse), bool(c.reset_after), caches,
+                             hprevs, grads[k], n_threads)
+        dh0[k * D:(k + 1) * D][:, c.perm] = dstates
         if k > 0:
             if c.dropout_masks is not None:
                 dx *= c.dropout_masks[k - 1].reshape(T * B, D * H)
-            d_out = dx.reshape(-1)
+            d_out = dx
             d_ts, d_bs = B * D * H, D * H
     dx = dx.reshape(T, B, -1)
     if c.batch_first:

@@ -4,7 +4,7 @@ from libc.math cimport exp, tanh
 from libc.string cimport memset, memcpy
 from cython cimport floating
 import numpy as np
-from cygru._blas cimport gemm, gemm_or_gemv, gemm_rows_serial
+from cygru._blas cimport gemm, gemm_or_gemv
 
 
 cdef extern from "cygru_cpu.h" nogil:
@@ -39,12 +39,36 @@ cdef inline void _tanh_inplace(floating* a, Py_ssize_t n) noexcept nogil:
 cdef extern from "cygru_gemm.h" nogil:
     Py_ssize_t cygru_packed_size(Py_ssize_t N, Py_ssize_t K)
     void cygru_pack_f(int N, int K, const float* W, Py_ssize_t sn, Py_ssize_t sk, float* P)
+    void cygru_pack_d(int N, int K, const double* W, Py_ssize_t sn, Py_ssize_t sk, double* P)
     void cygru_gemm_packed_f(int M, int K, const float* A, int lda, const float* P,
                              int p0, int p1, int N, float* C, int ldc, int accumulate)
-    ctypedef void (*cygru_kernel_fn)(int M, int K, const float* A, int lda, const float* P,
-                                     int p0, int p1, int N, float* C, int ldc,
-                                     int accumulate) noexcept nogil
-    cygru_kernel_fn cygru_kernel_at_level(int level)
+    void cygru_gemm_packed_d(int M, int K, const double* A, int lda, const double* P,
+                             int p0, int p1, int N, double* C, int ldc, int accumulate)
+    ctypedef void (*cygru_kernel_fn_f)(int M, int K, const float* A, int lda, const float* P,
+                                       int p0, int p1, int N, float* C, int ldc,
+                                       int accumulate) noexcept nogil
+    ctypedef void (*cygru_kernel_fn_d)(int M, int K, const double* A, int lda,
+                                       const double* P, int p0, int p1, int N, double* C,
+                                       int ldc, int accumulate) noexcept nogil
+    cygru_kernel_fn_f cygru_kernel_at_level_f(int level)
+    cygru_kernel_fn_d cygru_kernel_at_level_d(int level)
+
+
+cdef inline void _pack(int N, int K, const floating* W, Py_ssize_t sn, Py_ssize_t sk,
+                       floating* P) noexcept nogil:
+    if floating is float:
+        cygru_pack_f(N, K, W, sn, sk, P)
+    else:
+        cygru_pack_d(N, K, W, sn, sk, P)
+
+
+cdef inline void _gemm_packed(int M, int K, const floating* A, int lda, const floating* P,
+                              int p0, int p1, int N, floating* C, int ldc,
+                              bint accumulate) noexcept nogil:
+    if floating is float:
+        cygru_gemm_packed_f(M, K, A, lda, P, p0, p1, N, C, ldc, 1 if accumulate else 0)
+    else:
+        cygru_gemm_packed_d(M, K, A, lda, P, p0, p1, N, C, ldc, 1 if accumulate else 0)
 
 
 # The row kernels below work in passes over contiguous rows (pre-activations, one
@@ -151,40 +175,25 @@ cdef void pack_gate_slice(int H, int K, int u0, int u1, const floating* w,
     # rows g*H + [u0, u1) of W (3H x K) for g = r, z, n, packed one gate after another
     cdef int g, U = u1 - u0
     cdef Py_ssize_t ps = cygru_packed_size(U, K)
-    if floating is float:
-        for g in range(3):
-            cygru_pack_f(U, K, w + (<Py_ssize_t>g * H + u0) * K, K, 1, packed + g * ps)
+    for g in range(3):
+        _pack(U, K, w + (<Py_ssize_t>g * H + u0) * K, K, 1, packed + g * ps)
 
 
-cdef inline void _slice_gemm(int m, int K, const floating* a, int lda, const floating* packed,
-                             int U, floating* c, int ldc) noexcept nogil:
-    # c (m x U, row stride ldc) = a @ W_slice^T, W_slice packed (float32 only)
-    if floating is float:
-        cygru_gemm_packed_f(m, K, a, lda, packed, 0, (U + 15) // 16, U, c, ldc, 0)
-
-
-cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int u0, int u1,
-                            int g0, int g1, const floating* w, const floating* packed,
-                            floating* c, int ldc) noexcept nogil:
-    """c[:, (g-g0)*U : (g-g0+1)*U] = a @ W[g*H + u0 : g*H + u1]^T for gates g0 <= g < g1.
-
-    Packed kernel when `packed` is given (float32); else one BLAS call, which
-    needs the whole hidden range (u0 == 0, u1 == H: the gate rows are contiguous).
-    """
-    cdef int g, U = u1 - u0
+cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int U, int g0, int g1,
+                            const floating* packed, floating* c, int ldc) noexcept nogil:
+    """c[:, (g-g0)*U : (g-g0+1)*U] = a @ W_g,slice^T for gates g0 <= g < g1 of a slice of
+    U units packed by pack_gate_slice."""
+    cdef int g
     cdef Py_ssize_t ps = cygru_packed_size(U, K)
-    if floating is float:
-        if packed != NULL:
-            if U % 16 == 0:
-                # the gates' panels are back to back, and so are their output columns:
-                # one call keeps more panels in flight (one row is latency-bound)
-                cygru_gemm_packed_f(m, K, a, lda, packed + g0 * ps, 0, (g1 - g0) * U // 16,
-                                    (g1 - g0) * U, c, ldc, 0)
-                return
-            for g in range(g0, g1):
-                _slice_gemm(m, K, a, lda, packed + g * ps, U, c + (g - g0) * U, ldc)
-            return
-    gemm_or_gemv(m, (g1 - g0) * H, K, a, lda, w + <Py_ssize_t>g0 * H * K, K, <floating>0, c, ldc)
+    if U % 16 == 0:
+        # the gates' panels are back to back, and so are their output columns: one
+        # call keeps more panels in flight (one row is latency-bound)
+        _gemm_packed(m, K, a, lda, packed + g0 * ps, 0, (g1 - g0) * U // 16, (g1 - g0) * U,
+                     c, ldc, False)
+        return
+    for g in range(g0, g1):
+        _gemm_packed(m, K, a, lda, packed + g * ps, 0, (U + 15) // 16, U, c + (g - g0) * U,
+                     ldc, False)
 
 
 cdef inline void _keep_ended_rows(int t, int nb, int B, int H, int u0, int U,
@@ -283,112 +292,6 @@ cdef inline void _rh_grad_rows(int t, int nb, int B, int H, int u0, int u1,
             gh[j] = dar
 
 
-cdef void gru_direction_forward(
-    int T, int B, int I, int H, int u0, int u1,
-    const floating* x,
-    const floating* w_ih, const floating* w_hh,
-    const floating* b_ih, const floating* b_hh,
-    floating* out, Py_ssize_t out_ts, Py_ssize_t out_bs,
-    floating* state, floating* state_alt,
-    const Py_ssize_t* perm, const int* active,
-    bint reverse, bint reset_after,
-    int chunk,
-    floating* gi_buf, int gi_ld, bint gi_ready,
-    floating* gh_buf, floating* rh_buf, floating* bias_buf,
-    const floating* pack_ih, const floating* pack_hh,
-    floating* cache, floating* hprev,
-    cygru_barrier* barrier,
-) noexcept nogil:
-    cdef int U = u1 - u0, G = 3 * U, G_all = 3 * H
-    cdef int step, t, nb, i, g, lo = 0, hi = 0      # steps [lo, hi) are projected in gi_buf
-    cdef int sense = 0
-    cdef Py_ssize_t b, row_c, j
-    cdef floating* cur = state
-    cdef floating* nxt = state_alt
-    cdef floating* tmp
-    cdef floating* o
-    cdef floating* c = NULL
-    cdef floating* hp = NULL
-    cdef floating* bi = bias_buf            # this slice's biases in (r, z, n) U-layout
-    cdef floating* bh = bias_buf + G
-    for g in range(3):
-        for j in range(U):
-            bi[g * U + j] = b_ih[g * H + u0 + j]
-            bh[g * U + j] = b_hh[g * H + u0 + j]
-    if gi_ready:
-        hi = T                              # the caller projected every step already
-    for step in range(T):
-        t = T - 1 - step if reverse else step
-        if t < lo or t >= hi:
-            # Project the next `chunk` steps of input at once (this slice's gate
-            # columns only): gi = x @ W_ih^T. Chunks follow the processing order,
-            # so scratch does not grow with T.
-            if reverse:
-                hi = t + 1
-                lo = hi - chunk if hi > chunk else 0
-            else:
-                lo = t
-                hi = t + chunk if t + chunk < T else T
-            # (every slice finished the previous chunk: the step barrier below).
-            if pack_ih != NULL:
-                # threaded: each slice projects its own gate columns with its packed
-                # W_ih rows; no BLAS call, whose idle pool would spin on our cores
-                for g in range(3):
-                    _slice_gemm((hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I,
-                                pack_ih + g * cygru_packed_size(U, I), U,
-                                gi_buf + g * H + u0, gi_ld)
-            else:
-                # one BLAS call for all gate columns, by the direction's first slice;
-                # the others wait at the barrier, then read their own columns
-                if u0 == 0:
-                    gemm_rows_serial(True, (hi - lo) * B, G_all, I, <floating>1,
-                                     x + <Py_ssize_t>lo * B * I, I, w_ih, I, <floating>0,
-                                     gi_buf, gi_ld)
-                cygru_barrier_wait(barrier, &sense)
-        nb = active[t]
-        if nb > 0:
-            if reset_after:
-                # gh = h_{t-1} @ W_hh^T for the running rows
-                _gate_gemm(nb, H, cur, H, H, u0, u1, 0, 3, w_hh, pack_hh, gh_buf, G)
-            else:
-                # r, z need W_h{r,z} h first; n needs W_hn (r*h) over ALL units after them
-                _gate_gemm(nb, H, cur, H, H, u0, u1, 0, 2, w_hh, pack_hh, gh_buf, G)
-                for i in range(nb):
-                    b = perm[i]
-                    _gates_rz(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * gi_ld + u0, H, bi,
-                              gh_buf + <Py_ssize_t>i * G, bh, cur + <Py_ssize_t>i * H + u0,
-                              rh_buf + <Py_ssize_t>i * H + u0)
-                cygru_barrier_wait(barrier, &sense)
-                _gate_gemm(nb, H, rh_buf, H, H, u0, u1, 2, 3, w_hh, pack_hh,
-                           gh_buf + 2 * U, G)
-            for i in range(nb):
-                b = perm[i]
-                o = out + t * out_ts + b * out_bs + u0
-                if cache != NULL:
-                    row_c = <Py_ssize_t>t * B + i
-                    c = cache + row_c * 4 * H + u0
-                    hp = hprev + row_c * H + u0
-                if reset_after:
-                    _gates_reset_after(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * gi_ld + u0, H, bi,
-                                       gh_buf + <Py_ssize_t>i * G, bh,
-                                       cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
-                                       o, c, hp, H)
-                else:
-                    _gates_n_before(U, gi_buf + ((t - lo) * <Py_ssize_t>B + b) * gi_ld + u0, H, bi,
-                                    gh_buf + <Py_ssize_t>i * G, bh, rh_buf + <Py_ssize_t>i * H + u0,
-                                    cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
-                                    o, c, hp, H)
-        _keep_ended_rows(t, nb, B, H, u0, U, perm, cur, nxt, out, out_ts, out_bs)
-        tmp = cur
-        cur = nxt
-        nxt = tmp
-        # h_t is complete (all slices) before any thread multiplies it by W_hh
-        cygru_barrier_wait(barrier, &sense)
-    if cur != state:
-        for i in range(B):
-            memcpy(state + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0, U * sizeof(floating))
-
-
 # -- one direction's forward, its work claimed in pieces by any number of threads -----
 
 cdef enum:
@@ -397,7 +300,7 @@ cdef enum:
     _PHASE_N = 2         # step st, reset_after=False: the n gate and the new state
 
 
-cdef inline void _chunk_of(const cygru_pieces_f32* s, int st, int* lo, int* hi) noexcept nogil:
+cdef inline void _chunk_of(const cygru_fwd_run* s, int st, int* lo, int* hi) noexcept nogil:
     """The steps [lo, hi) of the input-projection chunk that processing step st is in
     (chunks follow the processing order, `chunk` steps each)."""
     cdef int c = st // s.chunk
@@ -412,37 +315,44 @@ cdef inline void _chunk_of(const cygru_pieces_f32* s, int st, int* lo, int* hi) 
 ctypedef void (*_piece_fn)(void* s, int phase, int st, int p) noexcept nogil
 
 
-cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
-    """Piece p (units [bounds[p], bounds[p+1])) of one phase of the forward."""
-    cdef cygru_pieces_f32* s = <cygru_pieces_f32*>s_
+cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
+                                  floating* tag) noexcept nogil:
+    """Piece p (units [bounds[p], bounds[p+1])) of one phase of the forward, for the
+    element type of `tag` (NULL; it only selects the specialisation)."""
     cdef int T = s.T, B = s.B, I = s.In, H = s.H
     cdef int u0 = s.bounds[p], u1 = s.bounds[p + 1]
     cdef int U = u1 - u0, G = 3 * U
     cdef int t, nb, i, g, lo, hi
     cdef Py_ssize_t b, j, row_c
-    cdef float* ph = s.pack_hh + p * s.pack_hh_slot
-    cdef float* pi = s.pack_ih + p * s.pack_ih_slot
-    cdef float* bi = s.bias + 6 * <Py_ssize_t>u0          # (r, z, n) of b_ih, then of b_hh
-    cdef float* bh = bi + G
-    cdef float* gh = s.gh + 3 * <Py_ssize_t>B * u0        # (B, 3U) for this piece
-    cdef float* cur
-    cdef float* nxt
-    cdef float* o
-    cdef float* c = NULL
-    cdef float* hp = NULL
-    cdef const float* gi
+    cdef const floating* x = <const floating*>s.x
+    cdef const floating* b_ih = <const floating*>s.b_ih
+    cdef const floating* b_hh = <const floating*>s.b_hh
+    cdef floating* ph = <floating*>s.pack_hh + p * s.pack_hh_slot
+    cdef floating* pi = <floating*>s.pack_ih + p * s.pack_ih_slot
+    cdef floating* bi = <floating*>s.bias + 6 * <Py_ssize_t>u0   # (r, z, n) of b_ih, then of b_hh
+    cdef floating* bh = bi + G
+    cdef floating* gh = <floating*>s.gh + 3 * <Py_ssize_t>B * u0  # (B, 3U) for this piece
+    cdef floating* gi_buf = <floating*>s.gi_buf
+    cdef floating* rh_buf = <floating*>s.rh_buf
+    cdef floating* out = <floating*>s.out
+    cdef floating* cur
+    cdef floating* nxt
+    cdef floating* o
+    cdef floating* c = NULL
+    cdef floating* hp = NULL
+    cdef const floating* gi
     if phase == _PHASE_GATES and st == 0:
         # the piece's weights, packed by whoever does it first (no phase of their own:
         # only this piece reads them, always after this phase is done)
-        pack_gate_slice(H, H, u0, u1, s.w_hh, ph)
-        pack_gate_slice(H, I, u0, u1, s.w_ih, pi)
+        pack_gate_slice(H, H, u0, u1, <const floating*>s.w_hh, ph)
+        pack_gate_slice(H, I, u0, u1, <const floating*>s.w_ih, pi)
         for g in range(3):
             for j in range(U):
-                bi[g * U + j] = s.b_ih[g * H + u0 + j]
-                bh[g * U + j] = s.b_hh[g * H + u0 + j]
+                bi[g * U + j] = b_ih[g * H + u0 + j]
+                bh[g * U + j] = b_hh[g * H + u0 + j]
     t = T - 1 - st if s.reverse else st
-    cur = s.state if st % 2 == 0 else s.state_alt
-    nxt = s.state_alt if st % 2 == 0 else s.state
+    cur = <floating*>(s.state if st % 2 == 0 else s.state_alt)
+    nxt = <floating*>(s.state_alt if st % 2 == 0 else s.state)
     nb = s.active[t]
     _chunk_of(s, st, &lo, &hi)
     if phase == _PHASE_GATES:
@@ -451,45 +361,52 @@ cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
             # columns, gi = x @ W_ih^T (the previous chunk is no longer read by anyone:
             # its last phase is done)
             for g in range(3):
-                _slice_gemm((hi - lo) * B, I, s.x + <Py_ssize_t>lo * B * I, I,
-                            pi + g * cygru_packed_size(U, I), U, s.gi_buf + g * H + u0, 3 * H)
+                _gate_gemm((hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, U, g, g + 1, pi,
+                           gi_buf + g * H + u0, 3 * H)
         if nb > 0:
             # gh = h_{t-1} @ W_hh^T for the running rows (r, z only for reset_after=False)
-            _gate_gemm(nb, H, cur, H, H, u0, u1, 0, 3 if s.reset_after else 2, s.w_hh, ph,
-                       gh, G)
+            _gate_gemm(nb, H, cur, H, U, 0, 3 if s.reset_after else 2, ph, gh, G)
         for i in range(nb):
             b = s.perm[i]
-            gi = s.gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
+            gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
             if s.reset_after:
-                o = s.out + t * s.out_ts + b * s.out_bs + u0
+                o = out + t * s.out_ts + b * s.out_bs + u0
                 if s.cache != NULL:
                     row_c = <Py_ssize_t>t * B + i
-                    c = s.cache + row_c * 4 * H + u0
-                    hp = s.hprev + row_c * H + u0
+                    c = <floating*>s.cache + row_c * 4 * H + u0
+                    hp = <floating*>s.hprev + row_c * H + u0
                 _gates_reset_after(U, gi, H, bi, gh + <Py_ssize_t>i * G, bh,
                                    cur + <Py_ssize_t>i * H + u0, nxt + <Py_ssize_t>i * H + u0,
                                    o, c, hp, H)
             else:
                 _gates_rz(U, gi, H, bi, gh + <Py_ssize_t>i * G, bh,
-                          cur + <Py_ssize_t>i * H + u0, s.rh_buf + <Py_ssize_t>i * H + u0)
+                          cur + <Py_ssize_t>i * H + u0, rh_buf + <Py_ssize_t>i * H + u0)
         if not s.reset_after:
             return
     else:
         # _PHASE_N: n = tanh(W_in x + b_in + W_hn (r*h) + b_hn), r*h complete for all units
         if nb > 0:
-            _gate_gemm(nb, H, s.rh_buf, H, H, u0, u1, 2, 3, s.w_hh, ph, gh + 2 * U, G)
+            _gate_gemm(nb, H, rh_buf, H, U, 2, 3, ph, gh + 2 * U, G)
         for i in range(nb):
             b = s.perm[i]
-            gi = s.gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
-            o = s.out + t * s.out_ts + b * s.out_bs + u0
+            gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
+            o = out + t * s.out_ts + b * s.out_bs + u0
             if s.cache != NULL:
                 row_c = <Py_ssize_t>t * B + i
-                c = s.cache + row_c * 4 * H + u0
-                hp = s.hprev + row_c * H + u0
+                c = <floating*>s.cache + row_c * 4 * H + u0
+                hp = <floating*>s.hprev + row_c * H + u0
             _gates_n_before(U, gi, H, bi, gh + <Py_ssize_t>i * G, bh,
-                            s.rh_buf + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0,
+                            rh_buf + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0,
                             nxt + <Py_ssize_t>i * H + u0, o, c, hp, H)
-    _keep_ended_rows(t, nb, B, H, u0, U, s.perm, cur, nxt, s.out, s.out_ts, s.out_bs)
+    _keep_ended_rows(t, nb, B, H, u0, U, s.perm, cur, nxt, out, s.out_ts, s.out_bs)
+
+
+cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
+    cdef cygru_fwd_run* s = <cygru_fwd_run*>s_
+    if s.itemsize == sizeof(float):
+        _forward_piece_t(s, phase, st, p, <float*>NULL)
+    else:
+        _forward_piece_t(s, phase, st, p, <double*>NULL)
 
 
 cdef inline void _run_phase(void* s, _piece_fn piece, cygru_work* work, int* last,
@@ -510,7 +427,7 @@ cdef inline void _run_phase(void* s, _piece_fn piece, cygru_work* work, int* las
     k[0] += 1
 
 
-cdef void gru_direction_forward_pieces(cygru_pieces_f32* s, int rank, int group) noexcept nogil:
+cdef void gru_direction_forward(cygru_fwd_run* s, int rank, int group) noexcept nogil:
     cdef long k = 0
     cdef int st, P = s.n_pieces
     cdef int first = <int>((<long>rank * P) // group)
@@ -530,73 +447,20 @@ cdef void pack_backward_slice(int H, int u0, int u1, bint reset_after, const flo
                               floating* packed) noexcept nogil:
     # columns [u0, u1) of W_hh (3H x H): dh_{t-1}[:, u0:u1] = dgh @ W_hh[:, u0:u1]
     cdef int U = u1 - u0
-    if floating is float:
-        if reset_after:
-            cygru_pack_f(U, 3 * H, w_hh + u0, 1, H, packed)
-        else:
-            # W_hn's columns (for d(r*h) = dan @ W_hn), then W_h{r,z}'s
-            cygru_pack_f(U, H, w_hh + 2 * <Py_ssize_t>H * H + u0, 1, H, packed)
-            cygru_pack_f(U, 2 * H, w_hh + u0, 1, H, packed + cygru_packed_size(U, H))
+    if reset_after:
+        _pack(U, 3 * H, w_hh + u0, 1, H, packed)
+    else:
+        # W_hn's columns (for d(r*h) = dan @ W_hn), then W_h{r,z}'s
+        _pack(U, H, w_hh + 2 * <Py_ssize_t>H * H + u0, 1, H, packed)
+        _pack(U, 2 * H, w_hh + u0, 1, H, packed + cygru_packed_size(U, H))
 
 
-cdef inline void _dh_product(int m, int K, const floating* a, int lda, const floating* w,
-                             const floating* packed, int H, int u0, int u1, floating* c,
-                             bint accumulate) noexcept nogil:
-    """c[:, u0:u1] (+)= a (m x K, row stride lda) @ w[:, u0:u1], w (K x H) row-major."""
+cdef inline void _dh_product(int m, int K, const floating* a, int lda, const floating* packed,
+                             int H, int u0, int u1, floating* c, bint accumulate) noexcept nogil:
+    """c[:, u0:u1] (+)= a (m x K, row stride lda) @ w[:, u0:u1], w (K x H) packed by
+    columns (pack_backward_slice)."""
     cdef int U = u1 - u0
-    if floating is float:
-        if packed != NULL:
-            cygru_gemm_packed_f(m, K, a, lda, packed, 0, (U + 15) // 16, U, c + u0, H,
-                                1 if accumulate else 0)
-            return
-    gemm(False, False, m, H, K, <floating>1, a, lda, w, H,
-         <floating>(1 if accumulate else 0), c, H)
-
-
-cdef void gru_direction_backward(
-    int T, int B, int H, int u0, int u1,
-    const floating* w_hh,
-    const floating* d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
-    floating* dstate,
-    const Py_ssize_t* perm, const int* active,
-    bint reverse, bint reset_after,
-    const floating* cache, const floating* hprev,
-    floating* dgi, int ldgi,
-    floating* dgh,
-    floating* drh_buf,
-    const floating* packed,
-    cygru_barrier* barrier,
-) noexcept nogil:
-    cdef int G = 3 * H
-    cdef int step, t, nb, sense = 0
-    cdef const floating* pack_rz = NULL
-    cdef floating* dgh_t
-    if packed != NULL and not reset_after:
-        pack_rz = packed + cygru_packed_size(u1 - u0, H)
-    for step in range(T):
-        # the reverse of the forward's processing order
-        t = step if reverse else T - 1 - step
-        nb = active[t]
-        if nb == 0:
-            continue
-        dgh_t = dgh + <Py_ssize_t>t * B * G
-        _gate_grad_rows(t, nb, B, H, u0, u1, reset_after, perm, cache, hprev, d_out, d_ts,
-                        d_bs, dstate, dgi, ldgi, dgh_t)
-        # every slice's gate gradients of step t are in dgh_t before the products
-        cygru_barrier_wait(barrier, &sense)
-        if reset_after:
-            # dh_{t-1}[:, slice] += [dar, daz, dgh_n] @ W_hh[:, slice]
-            _dh_product(nb, G, dgh_t, G, w_hh, packed, H, u0, u1, dstate, True)
-        else:
-            # d(r*h)[:, slice] = dan @ W_hn[:, slice]; then dr = d(r*h) * h and
-            # dh_{t-1} += d(r*h) * r for this slice's units
-            _dh_product(nb, H, dgh_t + 2 * H, G, w_hh + 2 * <Py_ssize_t>H * H, packed,
-                        H, u0, u1, drh_buf, False)
-            _rh_grad_rows(t, nb, B, H, u0, u1, perm, cache, hprev, drh_buf, dstate, dgi, ldgi,
-                          dgh_t)
-            cygru_barrier_wait(barrier, &sense)
-            # dh_{t-1}[:, slice] += [dar, daz] @ W_h{r,z}[:, slice]
-            _dh_product(nb, 2 * H, dgh_t, G, w_hh, pack_rz, H, u0, u1, dstate, True)
+    _gemm_packed(m, K, a, lda, packed, 0, (U + 15) // 16, U, c + u0, H, accumulate)
 
 
 cdef enum:
@@ -607,39 +471,50 @@ cdef enum:
     _BPHASE_DH_RZ = 4    # reset_after=False: dL/dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}
 
 
-cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
-    """Piece p (units [bounds[p], bounds[p+1])) of one phase of the backward (the
-    equations of gru_direction_backward)."""
-    cdef cygru_bpieces_f32* s = <cygru_bpieces_f32*>s_
+cdef inline void _backward_piece_t(cygru_bwd_run* s, int phase, int st, int p,
+                                   floating* tag) noexcept nogil:
+    """Piece p (units [bounds[p], bounds[p+1])) of one phase of the backward."""
     cdef int B = s.B, H = s.H, G = 3 * H
     cdef int u0 = s.bounds[p], u1 = s.bounds[p + 1], U = u1 - u0
-    cdef float* packed = s.pack + p * s.pack_slot
+    cdef floating* packed = <floating*>s.pack + p * s.pack_slot
+    cdef floating* dstate = <floating*>s.dstate
+    cdef floating* dgi = <floating*>s.dgi
+    cdef floating* drh_buf = <floating*>s.drh_buf
+    cdef const floating* cache = <const floating*>s.cache
+    cdef const floating* hprev = <const floating*>s.hprev
     cdef int t, nb
-    cdef float* dgh_t
+    cdef floating* dgh_t
     if phase == _BPHASE_GATES and st == s.first_st:
-        pack_backward_slice(H, u0, u1, s.reset_after, s.w_hh, packed)
+        pack_backward_slice(H, u0, u1, s.reset_after, <const floating*>s.w_hh, packed)
     t = st if s.reverse else s.T - 1 - st
     nb = s.active[t]
-    dgh_t = s.dgh + <Py_ssize_t>t * B * G
+    dgh_t = <floating*>s.dgh + <Py_ssize_t>t * B * G
     if phase == _BPHASE_GATES:
-        _gate_grad_rows(t, nb, B, H, u0, u1, s.reset_after, s.perm, s.cache, s.hprev,
-                        s.d_out, s.d_ts, s.d_bs, s.dstate, s.dgi, s.ldgi, dgh_t)
+        _gate_grad_rows(t, nb, B, H, u0, u1, s.reset_after, s.perm, cache, hprev,
+                        <const floating*>s.d_out, s.d_ts, s.d_bs, dstate, dgi, s.ldgi, dgh_t)
     elif phase == _BPHASE_DH:
         # dh_{t-1}[:, piece] += [dar, daz, dgh_n] @ W_hh[:, piece]
-        _dh_product(nb, G, dgh_t, G, s.w_hh, packed, H, u0, u1, s.dstate, True)
+        _dh_product(nb, G, dgh_t, G, packed, H, u0, u1, dstate, True)
     elif phase == _BPHASE_RH:
         # d(r*h)[:, piece] = dan @ W_hn[:, piece]; dr = d(r*h) * h; dh_{t-1} += d(r*h) * r
-        _dh_product(nb, H, dgh_t + 2 * H, G, s.w_hh + 2 * <Py_ssize_t>H * H, packed, H, u0, u1,
-                    s.drh_buf, False)
-        _rh_grad_rows(t, nb, B, H, u0, u1, s.perm, s.cache, s.hprev, s.drh_buf, s.dstate,
-                      s.dgi, s.ldgi, dgh_t)
+        _dh_product(nb, H, dgh_t + 2 * H, G, packed, H, u0, u1, drh_buf, False)
+        _rh_grad_rows(t, nb, B, H, u0, u1, s.perm, cache, hprev, drh_buf, dstate, dgi,
+                      s.ldgi, dgh_t)
     else:
         # _BPHASE_DH_RZ: dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}[:, piece]
-        _dh_product(nb, 2 * H, dgh_t, G, s.w_hh, packed + cygru_packed_size(U, H), H, u0, u1,
-                    s.dstate, True)
+        _dh_product(nb, 2 * H, dgh_t, G, packed + cygru_packed_size(U, H), H, u0, u1,
+                    dstate, True)
 
 
-cdef void gru_direction_backward_pieces(cygru_bpieces_f32* s, int rank, int group) noexcept nogil:
+cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
+    cdef cygru_bwd_run* s = <cygru_bwd_run*>s_
+    if s.itemsize == sizeof(float):
+        _backward_piece_t(s, phase, st, p, <float*>NULL)
+    else:
+        _backward_piece_t(s, phase, st, p, <double*>NULL)
+
+
+cdef void gru_direction_backward(cygru_bwd_run* s, int rank, int group) noexcept nogil:
     cdef long k = 0
     cdef int st, t, P = s.n_pieces
     cdef int first = <int>((<long>rank * P) // group)
@@ -655,18 +530,17 @@ cdef void gru_direction_backward_pieces(cygru_bpieces_f32* s, int rank, int grou
             _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_DH_RZ, st)
 
 
-cdef void gru_direction_weight_grads(
-    int T, int B, int I, int H,
-    const floating* x, bint reset_after,
-    const floating* cache, const floating* hprev,
-    const floating* dgi, int ldgi, const floating* dgh,
-    floating* gw_ih, floating* gw_hh,
-    floating* gb_ih, floating* gb_hh,
-) noexcept nogil:
-    cdef int G = 3 * H
-    cdef int TB = T * B
+cdef inline void _weight_grads_t(const cygru_bwd_run* s, const floating* x, int I,
+                                 floating* gw_ih, floating* gw_hh, floating* gb_ih,
+                                 floating* gb_hh) noexcept nogil:
+    cdef int H = s.H, G = 3 * H
+    cdef int TB = s.T * s.B
+    cdef const floating* dgh = <const floating*>s.dgh
+    cdef const floating* dgi = <const floating*>s.dgi
+    cdef const floating* hprev = <const floating*>s.hprev
+    cdef const floating* cache = <const floating*>s.cache
     # Weight gradients, each one GEMM over all T*B rows (padded rows hold zeros):
-    if reset_after:
+    if s.reset_after:
         # dW_hh += dgh^T @ h_prev
         gemm(True, False, G, H, TB, <floating>1, dgh, G, hprev, H, <floating>1, gw_hh, H)
     else:
@@ -675,11 +549,22 @@ cdef void gru_direction_weight_grads(
         gemm(True, False, H, H, TB, <floating>1, dgh + 2 * H, G, cache + 3 * H, 4 * H,
              <floating>1, gw_hh + 2 * <Py_ssize_t>H * H, H)
     # dW_ih += dgi^T @ x
-    gemm(True, False, G, I, TB, <floating>1, dgi, ldgi, x, I, <floating>1, gw_ih, I)
+    gemm(True, False, G, I, TB, <floating>1, dgi, s.ldgi, x, I, <floating>1, gw_ih, I)
     if gb_ih != NULL:
-        column_sums(TB, G, dgi, ldgi, gb_ih)
+        column_sums(TB, G, dgi, s.ldgi, gb_ih)
     if gb_hh != NULL:
         column_sums(TB, G, dgh, G, gb_hh)
+
+
+cdef void gru_direction_weight_grads(const cygru_bwd_run* s, const void* x, int In,
+                                     void* gw_ih, void* gw_hh, void* gb_ih,
+                                     void* gb_hh) noexcept nogil:
+    if s.itemsize == sizeof(float):
+        _weight_grads_t(s, <const float*>x, In, <float*>gw_ih, <float*>gw_hh,
+                        <float*>gb_ih, <float*>gb_hh)
+    else:
+        _weight_grads_t(s, <const double*>x, In, <double*>gw_ih, <double*>gw_hh,
+                        <double*>gb_ih, <double*>gb_hh)
 
 
 cdef void column_sums(int rows, int cols, const floating* a, int lda,
@@ -757,11 +642,12 @@ def _activations_f32(float[::1] a, bint tanh_, int level=-1):
         cygru_activation_at_level(lv, tanh_, &a[0], a.shape[0])
 
 
-def _packed_gemm_f32(const float[:, ::1] a, const float[:, ::1] w, float[:, ::1] c,
-                     bint accumulate=False, int level=-1, bint columns=False):
-    """c (=|+=) a @ w^T through cygru_pack_f and the packed kernel of variant `level`
-    (-1: the one this CPU uses). With `columns`, `w` is given transposed (K x N) and
-    packed by columns, as the backward packs W_hh. A test hook for tests/test_blas.py."""
+def _packed_gemm(const floating[:, ::1] a, const floating[:, ::1] w, floating[:, ::1] c,
+                 bint accumulate=False, int level=-1, bint columns=False):
+    """c (=|+=) a @ w^T through cygru_pack_* and the packed kernel of variant `level`
+    (-1: the one this CPU uses), float32 or float64. With `columns`, `w` is given
+    transposed (K x N) and packed by columns, as the backward packs W_hh. A test hook
+    for tests/test_blas.py."""
     cdef int lv = _checked_level(level)
     cdef int M = a.shape[0], K = a.shape[1]
     cdef int N = w.shape[1] if columns else w.shape[0]
@@ -769,12 +655,16 @@ def _packed_gemm_f32(const float[:, ::1] a, const float[:, ::1] w, float[:, ::1]
         raise ValueError("shapes do not match: a (M, K), w (N, K) or (K, N), c (M, N)")
     if M == 0 or N == 0 or K == 0:
         raise ValueError("empty operands are not supported by this hook")
-    packed = np.empty(cygru_packed_size(N, K), np.float32)
-    cdef float[::1] p = packed
+    packed = np.empty(cygru_packed_size(N, K), np.float32 if floating is float else np.float64)
+    cdef floating[::1] p = packed
     with nogil:
         if columns:
-            cygru_pack_f(N, K, &w[0, 0], 1, N, &p[0])
+            _pack(N, K, &w[0, 0], 1, N, &p[0])
         else:
-            cygru_pack_f(N, K, &w[0, 0], K, 1, &p[0])
-        cygru_kernel_at_level(lv)(M, K, &a[0, 0], K, &p[0], 0, (N + 15) // 16, N, &c[0, 0],
-                                  N, 1 if accumulate else 0)
+            _pack(N, K, &w[0, 0], K, 1, &p[0])
+        if floating is float:
+            cygru_kernel_at_level_f(lv)(M, K, &a[0, 0], K, &p[0], 0, (N + 15) // 16, N,
+                                        &c[0, 0], N, 1 if accumulate else 0)
+        else:
+            cygru_kernel_at_level_d(lv)(M, K, &a[0, 0], K, &p[0], 0, (N + 15) // 16, N,
+                                        &c[0, 0], N, 1 if accumulate else 0)

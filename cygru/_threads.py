@@ -1,11 +1,11 @@
-"""Thread count of cygru's own (float32) parallelism."""
+"""Thread count of cygru's own parallelism."""
 from . import _cpu
 
 __all__ = ["get_num_threads", "set_num_threads"]
 
 
 def get_num_threads():
-    """The number of threads cygru's float32 forward and backward may use.
+    """The number of threads cygru's forward and backward may use (float32 and float64).
 
     It is the value given to :func:`cygru.set_num_threads`, else the environment
     variable ``CYGRU_NUM_THREADS`` when set (read once, on the first call that
@@ -18,18 +18,15 @@ def get_num_threads():
     on several Python threads of one process share it (two concurrent calls use
     half each, with the same kernels and so the same bits), so that together they are
     not slower than one after the other. A direction's hidden units are cut into
-    pieces (``cygru._cpu.PIECES_PER_THREAD`` per thread) that its threads claim every
-    step, so a descheduled thread holds a step up only while it holds a claimed
-    piece; the two directions of a
+    pieces (two per thread) that its threads claim every step, so a descheduled thread
+    holds a step up only while it holds a claimed piece; the two directions of a
     bidirectional layer run on separate threads. Small problems use fewer threads
     (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, the
-    step's synchronisation costs more than it saves). Runs at a fixed thread count are bitwise
-    reproducible, and every count above one gives bit-identical results; one thread
-    projects a large input (above ``cygru._cpu.OWN_PROJECTION_WORK`` multiply-adds)
-    with BLAS instead of cygru's kernel, which changes the last bits (about 1e-7
-    relative). float64 runs on one thread of cygru's own; SciPy's
-    BLAS may use its own threads for the large products (control those with
-    threadpoolctl).
+    step's synchronisation costs more than it saves). Every thread count, 1 included,
+    gives bit-identical results (see the Reproducibility section of the
+    documentation). The time loops compute every product in cygru's own kernels; the
+    backward's weight-gradient products (one per weight matrix, after the time loop) go
+    to SciPy's BLAS, which may use its own threads (control those with threadpoolctl).
 
     Examples
     --------
@@ -41,17 +38,18 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Set the number of threads cygru's float32 forward and backward may use.
+    """Set the number of threads cygru's forward and backward may use.
 
     ``n`` is an integer (Python's or NumPy's) from 1 to 256; anything else raises
     ``ValueError``. Any count works on any machine (more threads than cores only
-    adds waiting), and every count above one gives bit-identical results. Each
+    adds waiting), and every count gives bit-identical results. Each
     thread needs a stack (8 MiB of address space by default): under a tight
     address-space limit (``ulimit -v``) OpenMP may fail to start hundreds of them,
     and libgomp then ends the process.
     ``1`` means no threads of cygru's own. On a machine shared with other busy
-    processes, fewer threads than cores is faster: the threads of one direction
-    meet every time step, and a thread the OS has descheduled holds the others up.
+    processes, the default is already safe: the threads of a direction claim the
+    work of each step in pieces, so a thread the OS has descheduled leaves its share
+    to the running ones (docs: Performance, busy machines).
 
     Examples
     --------

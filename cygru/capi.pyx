@@ -2,10 +2,11 @@
 """cygru's C-level API (declared and documented in ``cygru/capi.pxd``), and
 :func:`export_weights`, which hands a Python module's weights to C callers.
 
-The public ``*_f32`` / ``*_f64`` functions are thin, validating wrappers over the
-fused implementations below, which call the internal kernels (``cygru._kernels``).
-This file is the only place that knows the kernels' signatures: when they change,
-only this wrapper changes, never code built against ``capi.pxd``.
+The public ``*_f32`` / ``*_f64`` functions are thin, validating wrappers: they check
+every argument and overlap, then hand the call to the engine (``cygru._engine``, the
+same nogil driver that runs cygru.GRU) on the calling thread. The engine's workspace
+query is the C API's workspace size. When the engine changes, only this wrapper
+changes, never code built against ``capi.pxd``.
 
 It also publishes the same functions for plain C, C++ and ctypes callers: one
 static table, the ``struct cygru_api`` of ``cygru/include/cygru.h``, as the capsule
@@ -34,9 +35,9 @@ from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cython cimport floating
-from cygru._kernels cimport (gru_direction_forward, gru_cell_forward, cell_work_size,
-                             part_pack_size, pack_gate_slice, cygru_barrier,
-                             cygru_barrier_init)
+from cygru._kernels cimport gru_cell_forward, cell_work_size
+from cygru._engine cimport cygru_dir_weights, model_work_size, model_forward, schedule
+from cygru._engine import PROJECTION_CHUNK
 
 cnp.import_array()
 
@@ -56,13 +57,13 @@ ERR_ALIGN = CYGRU_ERR_ALIGN
 ERR_WORKSPACE_ALIAS = CYGRU_ERR_WORKSPACE_ALIAS
 WORK_ALIGN = CYGRU_WORK_ALIGN
 
-# The input projection of a direction is computed this many bytes (at least one time
-# step) at a time, as in cygru._cpu, so the workspace does not grow with T.
 cdef enum:
-    _CHUNK_BYTES = 2 << 20
     _INT_MAX = 2147483647
-    _ALIGN = 64            # every region of a workspace starts at a multiple of this offset
-PROJECTION_CHUNK_BYTES = _CHUNK_BYTES
+    _ALIGN = 64            # every region of a cell workspace starts at a multiple of this
+# The input projection of a direction is computed this many bytes (at least one time
+# step) at a time once all steps would not fit in 16 MiB, so the workspace of a long
+# sequence does not grow with T (the engine's rule, cygru._engine.chunk_steps).
+PROJECTION_CHUNK_BYTES = PROJECTION_CHUNK
 
 
 cdef const char* status_message(int status) noexcept nogil:
@@ -115,18 +116,6 @@ cdef inline bint _overlap(const void* a, size_t na, const void* b, size_t nb) no
     return pa < pb + nb and pb < pa + na
 
 
-cdef inline int _chunk_steps(int T, int B, int H, size_t itemsize) noexcept nogil:
-    """Time steps per input-projection GEMM (the rule of cygru._cpu._chunk_steps)."""
-    cdef size_t per_step = <size_t>B * 3 * <size_t>H * itemsize
-    cdef size_t c
-    if per_step == 0:
-        return T
-    c = _CHUNK_BYTES // per_step
-    if c > <size_t>T:
-        c = T
-    return <int>c if c >= 1 else 1
-
-
 cdef int _check_sizes(int T, int B, int I, int H, int L, int D) noexcept nogil:
     """The scalar preconditions of a sequence call (those cygru.functional checks)."""
     if T < 1 or B < 0 or I < 1 or H < 1 or L < 1 or (D != 1 and D != 2):
@@ -139,85 +128,13 @@ cdef int _check_sizes(int T, int B, int I, int H, int L, int D) noexcept nogil:
     return CYGRU_OK
 
 
-# ---------------------------------------------------------------------------
-# kernel adapter: the only code here that knows the signature and the scratch needs of
-# the internal sequence kernel (_kernels.gru_direction_forward). When the kernel
-# changes, these two functions change; capi.pxd and its callers do not.
-# ---------------------------------------------------------------------------
-
-cdef size_t _direction_scratch(int T, int B, int I, int H, size_t itemsize) noexcept nogil:
-    """Bytes of scratch one direction's forward needs (reused by the next direction)."""
-    cdef size_t BH = <size_t>B * H
-    cdef size_t n = _round(<size_t>_chunk_steps(T, B, H, itemsize) * 3 * BH * itemsize)  # gi
-    n += _round(3 * BH * itemsize)                   # gh
-    n += _round(BH * itemsize)                       # rh (reset_after=False)
-    n += _round(BH * itemsize)                       # state_alt
-    n += _round(6 * <size_t>H * itemsize)            # the biases, gate-sliced
-    if itemsize == sizeof(float):                    # float32: packed W_hh
-        n += _round(<size_t>part_pack_size(H, H) * itemsize)
-    return n
-
-
-cdef void _direction_forward(int T, int B, int I, int H, const floating* x,
-                             const floating* w_ih, const floating* w_hh,
-                             const floating* b_ih, const floating* b_hh,
-                             floating* out, Py_ssize_t out_ts, Py_ssize_t out_bs,
-                             floating* state, const Py_ssize_t* perm, const int* active,
-                             bint reverse, bint reset_after, char* scratch) noexcept nogil:
-    """One direction over the sequence on the calling thread, its scratch carved from
-    `scratch` (_direction_scratch bytes): state (B, H, sorted) goes h0 -> h_n."""
-    cdef size_t itemsize = sizeof(floating)
-    cdef size_t BH = <size_t>B * H
-    cdef int chunk = _chunk_steps(T, B, H, itemsize)
-    cdef cygru_barrier barrier
-    cdef floating* gi_buf = <floating*>scratch
-    cdef floating* gh_buf
-    cdef floating* rh_buf
-    cdef floating* state_alt
-    cdef floating* bias_buf
-    cdef floating* pack_hh = NULL
-    scratch += _round(<size_t>chunk * 3 * BH * itemsize)
-    gh_buf = <floating*>scratch
-    scratch += _round(3 * BH * itemsize)
-    rh_buf = <floating*>scratch
-    scratch += _round(BH * itemsize)
-    state_alt = <floating*>scratch
-    scratch += _round(BH * itemsize)
-    bias_buf = <floating*>scratch
-    scratch += _round(6 * <size_t>H * itemsize)
-    if floating is float:
-        pack_hh = <floating*>scratch
-        pack_gate_slice(H, H, 0, H, w_hh, pack_hh)
-    cygru_barrier_init(&barrier, 1)        # one thread: the whole hidden range [0, H)
-    gru_direction_forward(T, B, I, H, 0, H, x, w_ih, w_hh, b_ih, b_hh, out, out_ts, out_bs,
-                          state, state_alt, perm, active, reverse, reset_after, chunk,
-                          gi_buf, 3 * H, False, gh_buf, rh_buf, bias_buf, NULL, pack_hh, NULL, NULL,
-                          &barrier)
-
-
 cdef size_t _model_workspace(int T, int B, int I, int H, int L, int D,
                              size_t itemsize) noexcept nogil:
-    """Bytes of a sequence call's workspace; the regions are carved by _model_forward
-    in this order: perm, active, counts, state, zero bias, direction scratch, and
-    0-2 buffers for the outputs of the layers below the last."""
-    cdef size_t BH = <size_t>B * H
-    cdef size_t n
+    """Bytes of a sequence call's workspace: the engine's query (0: invalid sizes, or a
+    size that would not fit in memory)."""
     if _check_sizes(T, B, I, H, L, D) != CYGRU_OK:
         return 0
-    # a generous bound on the sum below, in floating point: sizes whose workspace would
-    # not fit in 2^62 bytes are invalid (0), never a size_t that wrapped around
-    if itemsize * (3.0 * T * D * B * H + 16.0 * B * H * D + 6.0 * H * H + 3.0 * H * I
-                   + 3.0 * H * D * H + 96.0 * H + 64.0 * T + 16.0 * B) + 8.0 * (2 << 20) > 4.6e18:
-        return 0
-    n = _round(<size_t>B * sizeof(Py_ssize_t))                       # perm
-    n += _round(<size_t>T * sizeof(int))                             # active
-    n += _round((<size_t>T + 1) * sizeof(int))                       # counts (the sort)
-    n += _round(D * BH * itemsize)                                   # state, per direction
-    n += _round(3 * <size_t>H * itemsize)                            # zero bias
-    n += _direction_scratch(T, B, I if L == 1 or I > D * H else D * H, H, itemsize)
-    if L >= 2:                                                       # layer outputs, ping-pong
-        n += (2 if L >= 3 else 1) * _round(<size_t>T * D * BH * itemsize)
-    return n
+    return model_work_size(T, B, I, H, L, D, <int>itemsize)
 
 
 cdef size_t _cell_workspace(int B, int H, size_t itemsize) noexcept nogil:
@@ -271,44 +188,6 @@ cdef bint _overlaps_weights(const void* p, size_t n, const void* dirs, int L, in
                 or _overlap(p, n, b_ih, gate_bytes) or _overlap(p, n, b_hh, gate_bytes)):
             return True
     return False
-
-
-cdef int _schedule(int T, int B, const int* lengths, Py_ssize_t* perm, int* active,
-                   int* counts) noexcept nogil:
-    """The sorted-batch schedule of _kernels.pxd, without the GIL.
-
-    perm: batch rows sorted by length, longest first, stable (as
-    numpy.argsort(-lengths, kind="stable")); active[t] = #{b : lengths[b] > t}.
-    A counting sort, O(B + T), in `counts` (T + 1 ints). Validates every length
-    before writing perm.
-    """
-    cdef int b, t, l, acc
-    if lengths == NULL:
-        for b in range(B):
-            perm[b] = b
-        for t in range(T):
-            active[t] = B
-        return CYGRU_OK
-    memset(counts, 0, (<size_t>T + 1) * sizeof(int))
-    for b in range(B):
-        l = lengths[b]
-        if l < 1 or l > T:
-            return CYGRU_ERR_LENGTH
-        counts[l] += 1
-    # active[t] = #{b : L_b > t} = Σ_{l > t} counts[l]
-    acc = 0
-    for t in range(T - 1, -1, -1):
-        acc += counts[t + 1]
-        active[t] = acc
-    # rows of length l start after all longer rows: at #{b : L_b > l} = active[l] (0 for l = T)
-    counts[T] = 0
-    for l in range(1, T):
-        counts[l] = active[l]
-    for b in range(B):
-        l = lengths[b]
-        perm[counts[l]] = b
-        counts[l] += 1
-    return CYGRU_OK
 
 
 # ---------------------------------------------------------------------------
@@ -390,19 +269,7 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
     cdef size_t itemsize = sizeof(floating)
     cdef size_t BH = <size_t>B * H
     cdef size_t need, out_bytes, hn_bytes, x_bytes, len_bytes
-    cdef int status, k, d, i, in_size
-    cdef char* p
-    cdef Py_ssize_t* perm
-    cdef int* active
-    cdef int* counts
-    cdef floating* state
-    cdef floating* zero_bias
-    cdef char* scratch
-    cdef floating* bufs[2]
-    cdef floating* out
-    cdef floating* s
-    cdef const floating* layer_in
-    cdef const floating* src
+    cdef int status, k
     cdef const floating* w_ih = NULL
     cdef const floating* w_hh = NULL
     cdef const floating* b_ih = NULL
@@ -421,6 +288,8 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
         if w_ih == NULL or w_hh == NULL:
             return CYGRU_ERR_NULL
     need = _model_workspace(T, B, I, H, L, D, itemsize)
+    if need == 0:
+        return CYGRU_ERR_SIZE           # a workspace this large could not exist
     if work == NULL or work_size < need:
         return CYGRU_ERR_WORKSPACE
     if (<uintptr_t>work) % CYGRU_WORK_ALIGN:
@@ -448,61 +317,11 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
             or _overlaps_weights(work, need, dirs, L, D, I, H, <floating>0)):
         return CYGRU_ERR_WORKSPACE_ALIAS
 
-    # -- carve the workspace (the order of _model_workspace) ----------------------
-    p = <char*>work
-    perm = <Py_ssize_t*>p
-    p += _round(<size_t>B * sizeof(Py_ssize_t))
-    active = <int*>p
-    p += _round(<size_t>T * sizeof(int))
-    counts = <int*>p
-    p += _round((<size_t>T + 1) * sizeof(int))
-    state = <floating*>p
-    p += _round(D * BH * itemsize)
-    zero_bias = <floating*>p
-    p += _round(3 * <size_t>H * itemsize)
-    scratch = p
-    p += _direction_scratch(T, B, I if L == 1 or I > D * H else D * H, H, itemsize)
-    bufs[0] = <floating*>p
-    bufs[1] = <floating*>(p + _round(<size_t>T * D * BH * itemsize))
-
-    status = _schedule(T, B, lengths, perm, active, counts)   # validates the lengths
-    if status != CYGRU_OK:
-        return status
-    if B == 0:
-        return CYGRU_OK
-    memset(zero_bias, 0, 3 * <size_t>H * itemsize)
-
-    # -- the layers --------------------------------------------------------------
-    layer_in = x
-    in_size = I
-    for k in range(L):
-        out = output if k == L - 1 else bufs[k % 2]
-        # every direction's h0, gathered into sorted order before any h_n is written
-        for d in range(D):
-            s = state + d * BH
-            if h0 == NULL:
-                memset(s, 0, BH * itemsize)
-            else:
-                src = h0 + (<size_t>k * D + d) * BH
-                for i in range(B):
-                    memcpy(s + <size_t>i * H, src + <size_t>perm[i] * H, H * itemsize)
-        for d in range(D):
-            _load_dir(dirs, <Py_ssize_t>k * D + d, &w_ih, &w_hh, &b_ih, &b_hh)
-            # h_t of (t, b) goes to out[t, b, d*H:(d+1)*H]
-            _direction_forward(T, B, in_size, H, layer_in, w_ih, w_hh,
-                               b_ih if b_ih != NULL else zero_bias,
-                               b_hh if b_hh != NULL else zero_bias,
-                               out + <size_t>d * H, <Py_ssize_t>D * B * H, <Py_ssize_t>D * H,
-                               state + d * BH, perm, active, reverse or d == 1, reset_after,
-                               scratch)
-        if h_n != NULL:
-            for d in range(D):
-                s = state + d * BH
-                for i in range(B):
-                    memcpy(h_n + (<size_t>k * D + d) * BH + <size_t>perm[i] * H,
-                           s + <size_t>i * H, H * itemsize)
-        layer_in = out
-        in_size = D * H
+    # -- the engine, on this thread (it validates the lengths before any write) ----
+    if model_forward(T, B, I, H, L, D, <int>itemsize, reset_after, reverse,
+                     <const cygru_dir_weights*>dirs, x, h0, lengths, output, h_n,
+                     work) != 0:
+        return CYGRU_ERR_LENGTH
     return CYGRU_OK
 
 
@@ -1083,9 +902,9 @@ def _schedule_of(lengths, int T):
     cdef int[::1] cv = counts
     cdef int status
     with nogil:
-        status = _schedule(T, B, &lv[0] if B else NULL, &pv[0] if B else NULL, &av[0],
-                           &cv[0])
-    _raise_for_status(status, "cygru.capi._schedule_of")
+        status = schedule(T, B, &lv[0] if B else NULL, &pv[0] if B else NULL, &av[0],
+                          &cv[0])
+    _raise_for_status(CYGRU_ERR_LENGTH if status else CYGRU_OK, "cygru.capi._schedule_of")
     return perm, active
 
 

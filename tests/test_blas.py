@@ -41,10 +41,13 @@ def test_blas_name():
 
 
 # ---------------------------------------------------------------------------------------
-# cygru's packed float32 kernel (cygru_gemm.h), every compiled variant this CPU runs
+# cygru's packed float32 and float64 kernels (cygru_gemm.h), every compiled variant this
+# CPU runs
 # ---------------------------------------------------------------------------------------
 
-from cygru._kernels import VARIANT_NAMES, _packed_gemm_f32, cpu_variant_level  # noqa: E402
+from cygru._kernels import VARIANT_NAMES, _packed_gemm, cpu_variant_level  # noqa: E402
+
+DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64])
 
 
 @pytest.mark.parametrize("level", range(len(VARIANT_NAMES)), ids=VARIANT_NAMES)
@@ -52,34 +55,37 @@ from cygru._kernels import VARIANT_NAMES, _packed_gemm_f32, cpu_variant_level  #
                                    (8, 36, 50), (9, 64, 384), (17, 130, 48), (100, 12, 20)])
 @pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
 @pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
-def test_packed_kernel_variants_match_float64(level, M, K, N, columns, accumulate):
+@DTYPES
+def test_packed_kernel_variants_match_float64(level, M, K, N, columns, accumulate, dtype):
     """Row and column packing (full 16-column panels, the 4x4-transposing fast path when
     K % 4 == 0, and tail panels), the 8-row (AVX-512) and 4-row blocks with leftover rows,
     storing and accumulating: against a float64 product."""
     if level > cpu_variant_level():
         pytest.skip(f"this CPU cannot run the {VARIANT_NAMES[level]} variant")
     rng = np.random.default_rng(M * 1000 + K * 10 + N)
-    a = rng.standard_normal((M, K)).astype(np.float32)
-    w = rng.standard_normal((N, K)).astype(np.float32)
-    c0 = rng.standard_normal((M, N)).astype(np.float32)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((N, K)).astype(dtype)
+    c0 = rng.standard_normal((M, N)).astype(dtype)
     c = c0.copy()
-    _packed_gemm_f32(a, np.ascontiguousarray(w.T) if columns else w, c,
-                     accumulate=accumulate, level=level, columns=columns)
+    _packed_gemm(a, np.ascontiguousarray(w.T) if columns else w, c,
+                 accumulate=accumulate, level=level, columns=columns)
     want = a.astype(np.float64) @ w.T.astype(np.float64)
     if accumulate:
         want += c0
-    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5 * np.sqrt(K))
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol * np.sqrt(K))
 
 
 def test_packed_kernel_rejects_a_variant_this_cpu_cannot_run():
     a = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError, match="not one this CPU runs"):
-        _packed_gemm_f32(a, a, np.zeros((2, 2), np.float32), level=cpu_variant_level() + 1)
+        _packed_gemm(a, a, np.zeros((2, 2), np.float32), level=cpu_variant_level() + 1)
 
 
 @pytest.mark.parametrize("level", range(len(VARIANT_NAMES)), ids=VARIANT_NAMES)
 @pytest.mark.parametrize("K,N", [(1, 7), (13, 33), (64, 384), (130, 100)])
-def test_packed_kernel_rows_do_not_depend_on_the_row_count(level, K, N):
+@DTYPES
+def test_packed_kernel_rows_do_not_depend_on_the_row_count(level, K, N, dtype):
     """Each output element is one FMA chain over k in order, in the row blocks and in
     the leftover rows alike: any row computed alone, or in a product of any row count,
     or with a subset of the panels, gives the same bits. This is what makes a sequence
@@ -90,12 +96,12 @@ def test_packed_kernel_rows_do_not_depend_on_the_row_count(level, K, N):
         pytest.skip(f"this CPU cannot run the {VARIANT_NAMES[level]} variant")
     rng = np.random.default_rng(K * 7 + N)
     M = 203                                      # row blocks of 96, then 11 leftover rows
-    a = rng.standard_normal((M, K)).astype(np.float32)
-    w = rng.standard_normal((N, K)).astype(np.float32)
-    whole = np.zeros((M, N), np.float32)
-    _packed_gemm_f32(a, w, whole, level=level)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((N, K)).astype(dtype)
+    whole = np.zeros((M, N), dtype)
+    _packed_gemm(a, w, whole, level=level)
     for rows in (slice(0, 1), slice(5, 6), slice(0, 7), slice(3, 100), slice(190, 203),
                  slice(96, 203)):
-        part = np.zeros((rows.stop - rows.start, N), np.float32)
-        _packed_gemm_f32(np.ascontiguousarray(a[rows]), w, part, level=level)
+        part = np.zeros((rows.stop - rows.start, N), dtype)
+        _packed_gemm(np.ascontiguousarray(a[rows]), w, part, level=level)
         assert np.array_equal(part, whole[rows]), rows

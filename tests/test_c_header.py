@@ -370,7 +370,7 @@ def test_abi_mismatch_is_an_import_error(installed, tmp_path):
 
 
 def test_workspace_sizes_too_large_are_zero_not_wrapped():
-    """Sizes whose workspace would not fit in 2^62 bytes are invalid (0), never a size_t
+    """Sizes whose workspace would exceed 2^61 bytes are invalid (0), never a size_t
     that wrapped around to a small number. (Found by a hostile review:
     model_workspace_size_f64(2**31-1, 1, 1, 2**29-1, 3, 1) returned 51,539,607,744.)"""
     import importlib.util

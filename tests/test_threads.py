@@ -1,8 +1,7 @@
-"""The threaded float32 forward and backward (hidden units split over threads, one
-barrier per step; directions on separate thread groups): every multi-thread count
-gives bit-identical results, and so does one thread unless it projects a large input
-with BLAS (then equal up to the last bits), for every option; the thread-count API validates its
-input."""
+"""The threaded engine (a direction's hidden units claimed in pieces by any number of
+threads; directions on separate thread groups): every thread count, 1 included, gives
+bit-identical float32 and float64 results for every option and every size of the
+input-projection chunks; the thread-count API validates its input."""
 import numpy as np
 import pytest
 
@@ -10,20 +9,16 @@ import cygru
 from cygru import _cpu
 
 
-@pytest.fixture(params=["projected-up-front", "chunks-of-2-steps", "chunks-of-1-step"])
+@pytest.fixture(params=["one-chunk", "chunks-of-2-steps", "chunks-of-1-step"])
 def force_threads(monkeypatch, request):
     """Split even tiny problems over threads, and restore the thread count after.
 
-    Parametrised over the two ways the input projection runs: all steps before the
-    time loop, or chunks of steps inside it (long sequences; forced here by shrinking
-    the byte limits so that a chunk holds 2 steps, or 1)."""
+    Parametrised over the input projection's chunks: all steps at once (the default
+    for short sequences), or chunks of 2 or 1 steps inside the time loop (as long
+    sequences run)."""
     monkeypatch.setattr(_cpu, "MIN_WORK_PER_THREAD", 0)
-    if request.param != "projected-up-front":
-        monkeypatch.setattr(_cpu, "PROJECTION_FULL_BYTES", 0)
-        steps = 2 if request.param == "chunks-of-2-steps" else 1
-        monkeypatch.setattr(_cpu, "PROJECTION_CHUNK_BYTES", 1)   # -> at least one step
-        if steps == 2:
-            monkeypatch.setattr(_cpu, "_chunk_steps", lambda T, B, H, itemsize: min(T, 2))
+    steps = {"one-chunk": 0, "chunks-of-2-steps": 2, "chunks-of-1-step": 1}[request.param]
+    monkeypatch.setattr(_cpu, "_CHUNK_STEPS", steps)
     before = cygru.get_num_threads()
     yield
     cygru.set_num_threads(before)
@@ -41,18 +36,14 @@ CONFIGS = [
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 @pytest.mark.parametrize("H", [5, 40, 70])
 @pytest.mark.parametrize("with_lengths", [False, True])
-@pytest.mark.parametrize("one_thread_projects_with", ["cygru-kernel", "blas"])
-def test_thread_counts_agree(force_threads, monkeypatch, cfg, H, with_lengths,
-                             one_thread_projects_with):
-    if one_thread_projects_with == "blas":
-        # one thread hands inputs above OWN_PROJECTION_WORK multiply-adds to BLAS
-        monkeypatch.setattr(_cpu, "OWN_PROJECTION_WORK", 0)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thread_counts_agree(force_threads, cfg, H, with_lengths, dtype):
     rng = np.random.default_rng(H)
     T, B, I = 9, 4, 6
-    m = cygru.GRU(I, H, seed=1, **cfg)
+    m = cygru.GRU(I, H, seed=1, dtype=dtype, **cfg)
     shape = (B, T, I) if m.batch_first else (T, B, I)
-    x = rng.standard_normal(shape).astype(np.float32)
-    h0 = rng.standard_normal((m.num_layers * m.num_directions, B, H)).astype(np.float32)
+    x = rng.standard_normal(shape).astype(dtype)
+    h0 = rng.standard_normal((m.num_layers * m.num_directions, B, H)).astype(dtype)
     lengths = np.array([9, 3, 1, 6]) if with_lengths else None
     d_out = None
     results = {}
@@ -60,25 +51,18 @@ def test_thread_counts_agree(force_threads, monkeypatch, cfg, H, with_lengths,
         cygru.set_num_threads(n)
         (out, h_n), backward = m.vjp(x, h0, lengths)
         if d_out is None:
-            d_out = rng.standard_normal(out.shape).astype(np.float32)
-            d_hn = rng.standard_normal(h_n.shape).astype(np.float32)
+            d_out = rng.standard_normal(out.shape).astype(dtype)
+            d_hn = rng.standard_normal(h_n.shape).astype(dtype)
         m.zero_grad()
         dx, dh0 = backward(d_out, d_hn)
         plain = m(x, h0, lengths)
         results[n] = (out, h_n, dx, dh0, plain[0], plain[1],
                       *[g.copy() for g in m.grads.values()])
-    # Several threads: each projects its own gate columns with cygru's packed kernel,
-    # so every multi-thread count agrees bit for bit. One thread does the same for a
-    # small input (bit-identical too); when it projects with BLAS, the values agree up
-    # to rounding in the last bits.
-    for n in (3, 4):
-        for a, b in zip(results[2], results[n]):
-            assert np.array_equal(a, b), f"{n} threads differ from 2 threads"
-    for a, b in zip(results[1], results[2]):
-        if one_thread_projects_with == "blas":
-            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
-        else:
-            assert np.array_equal(a, b), "1 thread differs from 2 threads"
+    # every element is computed by the same chain of operations whichever thread or
+    # piece computes it: all counts agree bit for bit, one thread included
+    for n in (2, 3, 4):
+        for a, b in zip(results[1], results[n]):
+            assert np.array_equal(a, b), f"{n} threads differ from 1 thread"
 
 
 def test_threads_match_float64_reference(force_threads):
@@ -219,22 +203,24 @@ def test_default_thread_count_above_eight_runs(n):
                        text=True, timeout=300)
     assert r.returncode == 0, f"rc={r.returncode}: {r.stderr[-800:]}"
     diff_out, diff_dx = map(float, r.stdout.split())
-    # one thread projects with BLAS above OWN_PROJECTION_WORK: equal up to the last bits
-    assert diff_out < 1e-5 and diff_dx < 1e-5
+    assert diff_out == 0 and diff_dx == 0      # the same bits as one thread
 
 
 def test_thread_plan_never_exceeds_hidden_units():
     """A direction gets at most H threads and its pieces are non-empty unit slices."""
-    for H in (1, 3, 16, 100):
+    from cygru import _engine
+    for H in (1, 3, 16, 100, 1000):
         for n in (1, 2, 9, 64, 256):
             for D in (1, 2):
-                per_dir, started = _cpu._thread_groups(n, D, H)
+                per_dir, started, pieces = _engine._plan(n, D, H)
                 assert 1 <= per_dir <= H
                 assert started == (per_dir * D if n >= D else n)
-                pieces = _cpu._piece_bounds(H, per_dir)
                 assert pieces[0] == 0 and pieces[-1] == H
                 assert all(pieces[k] < pieces[k + 1] for k in range(len(pieces) - 1))
-                assert len(pieces) - 1 == min(_cpu.PIECES_PER_THREAD * per_dir, H)
+                expected = 1 if n == 1 else min(_cpu.PIECES_PER_THREAD * per_dir, H)
+                assert len(pieces) - 1 == expected
+                if H >= 32 * expected:       # whole panels of 16 units
+                    assert all(p % 16 == 0 for p in pieces[:-1])
 
 
 @pytest.mark.parametrize("good", [1, 2, 9, 256, np.int64(3), np.int32(4), np.uint8(5)])
@@ -360,29 +346,30 @@ def test_default_honours_threadpoolctl_openmp_limit(monkeypatch):
         assert cygru.get_num_threads() == 1
         m = cygru.GRU(8, 256, bidirectional=True, seed=0)
         x = np.ones((3, 4, 8), np.float32)
-        assert _cpu._threads_for(4, 256, 2, np.float32) == (1, False)
+        assert _cpu._threads_for(4, 256, 2, np.float32) == 1
         inside = m(x)[0]
     assert cygru.get_num_threads() == outside
-    assert np.allclose(inside, m(x)[0], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(inside, m(x)[0])      # any thread count: the same bits
 
 
 def test_concurrent_calls_share_the_default(monkeypatch):
-    """Two calls running at once on two Python threads each get half the default; the
-    kernels stay those of the unshared plan (pieces, cygru's own projection)."""
+    """Two calls running at once on two Python threads each get half the default (which
+    changes how fast, never the bits: see the next test)."""
     monkeypatch.setattr(_cpu, "_num_threads", 0)
     monkeypatch.setattr(_cpu, "_default_threads", lambda: 4)
-    big = (64, 512, 1, np.float32)
-    assert _cpu._threads_for(*big) == (4, True)
-    monkeypatch.setattr(_cpu, "_active_calls", 2)
-    assert _cpu._threads_for(*big) == (2, True)
-    monkeypatch.setattr(_cpu, "_active_calls", 8)
-    assert _cpu._threads_for(*big) == (1, True)
-    # an explicit setting is the user's choice: not shared
-    monkeypatch.setattr(_cpu, "_num_threads", 4)
-    assert _cpu._threads_for(*big) == (4, True)
-    # too small to split, or float64: one thread, the serial kernels
-    assert _cpu._threads_for(1, 8, 1, np.float32) == (1, False)
-    assert _cpu._threads_for(64, 512, 1, np.float64) == (1, False)
+    for big in ((64, 512, 1, np.float32), (64, 512, 1, np.float64)):
+        assert _cpu._threads_for(*big) == 4
+        monkeypatch.setattr(_cpu, "_active_calls", 2)
+        assert _cpu._threads_for(*big) == 2
+        monkeypatch.setattr(_cpu, "_active_calls", 8)
+        assert _cpu._threads_for(*big) == 1
+        # an explicit setting is the user's choice: not shared
+        monkeypatch.setattr(_cpu, "_num_threads", 4)
+        assert _cpu._threads_for(*big) == 4
+        monkeypatch.setattr(_cpu, "_num_threads", 0)
+        monkeypatch.setattr(_cpu, "_active_calls", 0)
+    # too small to split: one thread
+    assert _cpu._threads_for(1, 8, 1, np.float32) == 1
 
 
 def test_sharing_the_default_never_changes_the_bits(monkeypatch):
@@ -416,28 +403,102 @@ def test_active_call_count_returns_to_zero():
     assert _cpu._active_calls == 0
 
 
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def _stream_cases(draw):
+    """A model, a sequence, a thread count and a random way to cut the sequence."""
+    T = draw(st.integers(1, 40))
+    cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=6))) if T > 1 else []
+    return dict(
+        T=T, cuts=cuts,
+        B=draw(st.integers(1, 5)), I=draw(st.integers(1, 40)), H=draw(st.integers(1, 70)),
+        layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
+        reset_after=draw(st.booleans()), bias=draw(st.booleans()),
+        dtype=draw(st.sampled_from([np.float32, np.float64])),
+        threads=draw(st.integers(1, 8)), chunk=draw(st.sampled_from([0, 1, 3])),
+        seed=draw(st.integers(0, 2**16)))
+
+
+def _run_in_pieces(m, x, h0, cuts):
+    """m over x as calls on the pieces between `cuts`, chaining h_n into h0."""
+    outs, h = [], h0
+    for a, b in zip([0] + cuts, cuts + [x.shape[0]]):
+        o, h = m(x[a:b], h)
+        outs.append(o)
+    return np.concatenate(outs), h
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=_stream_cases())
+def test_property_bitwise_for_any_threads_and_any_cut(case):
+    """The guarantee (docs: Reproducibility): float32 and float64 results are identical
+    for every thread count (1 to 8 here) and every way of cutting a sequence into calls
+    that chain h0, and the C API's model_forward (the same engine, one thread) gives
+    the same bits, whole or cut. Unidirectional models only for the cuts (a backward
+    direction reads the sequence from its end: cutting it is a different model);
+    bidirectional ones check the thread counts."""
+    import cygru.capi
+    c = case
+    rng = np.random.default_rng(c["seed"])
+    m = cygru.GRU(c["I"], c["H"], num_layers=c["layers"], bidirectional=c["bidirectional"],
+                  reset_after=c["reset_after"], bias=c["bias"], dtype=c["dtype"],
+                  seed=c["seed"])
+    D = m.num_directions
+    x = rng.standard_normal((c["T"], c["B"], c["I"])).astype(c["dtype"])
+    h0 = rng.standard_normal((c["layers"] * D, c["B"], c["H"])).astype(c["dtype"])
+    before = cygru.get_num_threads()
+    saved = _cpu.MIN_WORK_PER_THREAD, _cpu._CHUNK_STEPS
+    try:
+        _cpu.MIN_WORK_PER_THREAD, _cpu._CHUNK_STEPS = 0, c["chunk"]
+        cygru.set_num_threads(1)
+        whole, h_whole = m(x, h0)
+        cygru.set_num_threads(c["threads"])
+        out, h = m(x, h0)
+        assert np.array_equal(out, whole) and np.array_equal(h, h_whole)
+        exported = cygru.capi.export_weights(m)
+        out_c, h_c = exported.forward(x, h0)
+        assert np.array_equal(out_c, whole) and np.array_equal(h_c, h_whole)
+        if D == 1:
+            out, h = _run_in_pieces(m, x, h0, c["cuts"])
+            assert np.array_equal(out, whole) and np.array_equal(h, h_whole)
+            out, h = _run_in_pieces(_Forward(exported), x, h0, c["cuts"])
+            assert np.array_equal(out, whole) and np.array_equal(h, h_whole)
+    finally:
+        cygru.set_num_threads(before)
+        _cpu.MIN_WORK_PER_THREAD, _cpu._CHUNK_STEPS = saved
+
+
+class _Forward:
+    """An exported model called like a module: (x, h0) -> (output, h_n)."""
+
+    def __init__(self, exported):
+        self.exported = exported
+
+    def __call__(self, x, h0):
+        return self.exported.forward(x, h0)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[2], dict(num_layers=2, bias=False)],
-                         ids=["plain", "reset_before", "two-layers-no-bias"])
-def test_stream_cut_into_calls_reproduces_one_call(threads, cfg):
-    """A float32 sequence fed in chunks of any length, chaining h_n into h0, gives the
-    outputs of one call bit for bit, whenever the input projection runs in cygru's own
-    kernel (with several threads, and with one for inputs up to
-    cygru._cpu.OWN_PROJECTION_WORK multiply-adds per direction)."""
+def test_long_stream_with_large_input_cut_into_calls(threads):
+    """A stream whose input projection is large (above the 4e6 multiply-adds where one
+    thread used to hand it to BLAS) and long enough to be projected in chunks: any cut
+    reproduces one call bit for bit, on any thread count, in float32 and float64."""
     before = cygru.get_num_threads()
     try:
-        cygru.set_num_threads(threads)
-        rng = np.random.default_rng(threads)
-        m = cygru.GRU(24, 48, seed=0, **cfg)
-        x = rng.standard_normal((120, 3, 24)).astype(np.float32)
-        h0 = rng.standard_normal((m.num_layers, 3, 48)).astype(np.float32)
-        whole, h_whole = m(x, h0)
-        for cut in (1, 5, 7, 64, 119):
-            outs, h = [], h0
-            for s in range(0, 120, cut):
-                o, h = m(x[s:s + cut], h)
-                outs.append(o)
-            assert np.array_equal(np.concatenate(outs), whole), cut
-            assert np.array_equal(h, h_whole), cut
+        for dtype in (np.float32, np.float64):
+            cygru.set_num_threads(threads)
+            rng = np.random.default_rng(threads)
+            m = cygru.GRU(200, 96, seed=0, dtype=dtype)
+            x = rng.standard_normal((300, 16, 200)).astype(dtype)
+            whole, h_whole = m(x)
+            cygru.set_num_threads(1)
+            assert np.array_equal(m(x)[0], whole)
+            cygru.set_num_threads(threads)
+            for cuts in ([1, 2, 3], [7, 100, 299], [150]):
+                out, h = _run_in_pieces(m, x, None, cuts)
+                assert np.array_equal(out, whole), cuts
+                assert np.array_equal(h, h_whole), cuts
     finally:
         cygru.set_num_threads(before)

@@ -1,4 +1,4 @@
-/* cygru_gemm.h: the float32 recurrent product with W packed once per sequence.
+/* cygru_gemm.h: the recurrent and input products with W packed once per call.
  *
  * Every time step multiplies the running state S (M x K, M = active batch rows,
  * K = hidden size) by the same W^T (W: N x K, N = 3H). BLAS repacks W on every
@@ -8,11 +8,14 @@
  * and a register-blocked kernel streams each panel from L1 while it sweeps
  * blocks of rows. The same packed layout serves every step of the sequence.
  *
- * The kernel is written with GCC vector extensions (16 floats per vector) and
+ * The kernel is written with GCC vector extensions (a panel of 16 floats or 16
+ * doubles is one vector value) for float32 and float64 alike (cygru_gemm_t.h,
+ * included once per type: cygru_pack_f / cygru_gemm_packed_f and the _d pair), and
  * compiled three times, for AVX-512, AVX2+FMA and the portable baseline; the best
- * one the CPU supports is picked at run time. Row blocks are 8 rows with
+ * one the CPU supports is picked at run time. float32 row blocks are 8 rows with
  * AVX-512 (8 independent accumulators hide the FMA latency) and 4 rows otherwise
- * (4 x 2 ymm = 8 accumulators on AVX2).
+ * (4 x 2 ymm = 8 accumulators on AVX2); float64 ones hold the same number of
+ * registers (4 rows x 2 zmm, 2 rows x 4 ymm).
  *
  * Rounding: products are summed over k in increasing order with FMA where the
  * CPU has it, one chain per element whatever the row count, so results can differ
@@ -29,8 +32,9 @@
 #define CYGRU_PANEL 16
 
 typedef float cygru_v16 __attribute__((vector_size(64)));
+typedef double cygru_v16d __attribute__((vector_size(128)));
 
-/* Elements of the packed buffer for an N x K matrix. */
+/* Elements of the packed buffer for an N x K matrix (either type). */
 static inline ptrdiff_t cygru_packed_size(ptrdiff_t N, ptrdiff_t K) {
     return ((N + CYGRU_PANEL - 1) / CYGRU_PANEL) * CYGRU_PANEL * K;
 }
@@ -72,146 +76,24 @@ static inline void cygru_pack_rows_panel(int K, const float *W, ptrdiff_t sn, fl
     }
 }
 
-/* Pack an N x K operand into panels (layout above): element (n, k) is W[n*sn + k*sk].
- * (sn, sk) = (ldw, 1) packs the rows of W, for x @ W^T; (1, ldw) packs its columns,
- * for the backward's dh_{t-1} = dgh @ W_hh, whose right operand is W_hh itself. */
-static inline void cygru_pack_f(int N, int K, const float *W, ptrdiff_t sn, ptrdiff_t sk,
-                                float *P) {
-    int panels = (N + CYGRU_PANEL - 1) / CYGRU_PANEL;
-    for (int p = 0; p < panels; p++) {
-        float *panel = P + (ptrdiff_t)p * K * CYGRU_PANEL;
-        const float *w = W + (ptrdiff_t)p * CYGRU_PANEL * sn;
-        int full = N - p * CYGRU_PANEL >= CYGRU_PANEL;
-        if (full && sk == 1 && K % 4 == 0) {
-            cygru_pack_rows_panel(K, w, sn, panel);
-        } else if (full && sn == 1) {
-            /* a panel's 16 columns at each k are contiguous: plain copies */
-            for (int k = 0; k < K; k++)
-                memcpy(panel + (ptrdiff_t)k * CYGRU_PANEL, w + (ptrdiff_t)k * sk,
-                       CYGRU_PANEL * sizeof(float));
-        } else {
-            for (int k = 0; k < K; k++) {
-                float *dst = panel + (ptrdiff_t)k * CYGRU_PANEL;
-                for (int c = 0; c < CYGRU_PANEL; c++) {
-                    int n = p * CYGRU_PANEL + c;
-                    dst[c] = n < N ? W[(ptrdiff_t)n * sn + (ptrdiff_t)k * sk] : 0.0f;
-                }
-            }
-        }
-    }
-}
-
-/* dst[0:ncols] = v (accumulate == 0) or dst[0:ncols] += v (accumulate != 0) */
-static inline void cygru_store_cols(float *dst, const cygru_v16 *v, int ncols, int accumulate) {
-    if (accumulate) {
-        cygru_v16 old = {0};
-        memcpy(&old, dst, (size_t)ncols * sizeof(float));
-        old += *v;
-        memcpy(dst, &old, (size_t)ncols * sizeof(float));
-    } else if (ncols == CYGRU_PANEL) {
-        memcpy(dst, v, sizeof(cygru_v16));
-    } else {
-        memcpy(dst, v, (size_t)ncols * sizeof(float));
-    }
-}
-
-/* C[i, n] = sum_k A[i, k] * W[n, k] for rows i < M and panels [p0, p1).
- * A: row stride lda; C: row stride ldc; N: total columns (for the tail panel).
- * Rows are taken in blocks of CYGRU_ROW_BLOCK so that the block of A stays in
- * cache while every panel sweeps it (the input projection has thousands of rows;
- * the recurrent product has one block). */
 #define CYGRU_ROW_BLOCK 96
-/* Every element C[i, n] is one FMA chain over k = 0, 1, ..., K-1 in that order, in the
- * row blocks and in the leftover rows alike, so its value does not depend on M, on the
- * row's place in a block, or on which panels a call covers: a sequence projected in
- * chunks of any size, or split over any number of threads, gives the same bits. The
- * leftover rows (and B = 1) hide the FMA latency with up to four panels in flight
- * instead of splitting the sum over k (which would round differently). */
-#define CYGRU_LEFTOVER_PANELS(NP)                                                   \
-    for (; p + NP <= p1; p += NP)                                                   \
-    for (int i = full_end; i < i1; i++) {   /* the panels stay in L1 across rows */ \
-        const float *a = A + (ptrdiff_t)i * lda;                                    \
-        cygru_v16 acc[NP];                                                          \
-        const float *pp[NP];                                                        \
-        for (int q = 0; q < NP; q++) {                                              \
-            acc[q] = (cygru_v16){0};                                                \
-            pp[q] = P + (ptrdiff_t)(p + q) * K * CYGRU_PANEL;                       \
-        }                                                                           \
-        for (int k = 0; k < K; k++) {                                               \
-            for (int q = 0; q < NP; q++) {                                          \
-                cygru_v16 w;                                                        \
-                memcpy(&w, pp[q] + (ptrdiff_t)k * CYGRU_PANEL, sizeof w);           \
-                acc[q] += a[k] * w;                                                 \
-            }                                                                       \
-        }                                                                           \
-        for (int q = 0; q < NP; q++) {                                              \
-            int n0 = (p + q) * CYGRU_PANEL;                                         \
-            int ncols = N - n0 < CYGRU_PANEL ? N - n0 : CYGRU_PANEL;                \
-            cygru_store_cols(C + (ptrdiff_t)i * ldc + n0, &acc[q], ncols, accumulate); \
-        }                                                                           \
-    }
-#define CYGRU_DEFINE_KERNEL(NAME, ATTR, MR)                                        \
-ATTR static void NAME(int M, int K, const float *A, int lda, const float *P,      \
-                      int p0, int p1, int N, float *C, int ldc, int accumulate) {  \
-  for (int i0 = 0; i0 < M; i0 += CYGRU_ROW_BLOCK) {                                \
-    int i1 = M - i0 < CYGRU_ROW_BLOCK ? M : i0 + CYGRU_ROW_BLOCK;                  \
-    int full_end = i0 + (i1 - i0) / MR * MR;                                       \
-    for (int p = p0; p < p1; p++) {                                                \
-        const float *pp = P + (ptrdiff_t)p * K * CYGRU_PANEL;                      \
-        int n0 = p * CYGRU_PANEL;                                                  \
-        int ncols = N - n0 < CYGRU_PANEL ? N - n0 : CYGRU_PANEL;                   \
-        for (int i = i0; i < full_end; i += MR) {                                  \
-            cygru_v16 acc[MR];                                                     \
-            for (int r = 0; r < MR; r++) acc[r] = (cygru_v16){0};                  \
-            const float *a = A + (ptrdiff_t)i * lda;                               \
-            for (int k = 0; k < K; k++) {                                          \
-                cygru_v16 w;                                                       \
-                memcpy(&w, pp + (ptrdiff_t)k * CYGRU_PANEL, sizeof w);             \
-                for (int r = 0; r < MR; r++)                                       \
-                    acc[r] += a[(ptrdiff_t)r * lda + k] * w;                       \
-            }                                                                      \
-            for (int r = 0; r < MR; r++)                                           \
-                cygru_store_cols(C + (ptrdiff_t)(i + r) * ldc + n0, &acc[r], ncols, accumulate); \
-        }                                                                          \
-    }                                                                              \
-    if (full_end < i1) {                                                           \
-        /* leftover rows (and B = 1): panels four, two, one at a time */          \
-        int p = p0;                                                                \
-        CYGRU_LEFTOVER_PANELS(4)                                                   \
-        CYGRU_LEFTOVER_PANELS(2)                                                   \
-        CYGRU_LEFTOVER_PANELS(1)                                                   \
-    }                                                                              \
-  }                                                                                \
-}
 
-typedef void (*cygru_kernel_fn)(int, int, const float *, int, const float *, int, int,
-                                int, float *, int, int);
+/* the float32 functions: cygru_pack_f, cygru_gemm_packed_f, ... */
+#define CG_T float
+#define CG_V cygru_v16
+#define CG_SUFFIX(name) name##_f
+#define CG_IS_FLOAT 1
+#define CG_MR_AVX512 8
+#define CG_MR_OTHER 4
+#include "cygru_gemm_t.h"
 
-
-#if CYGRU_HAVE_X86_VARIANTS
-CYGRU_DEFINE_KERNEL(cygru_kernel_avx512, CYGRU_TARGET_AVX512, 8)
-CYGRU_DEFINE_KERNEL(cygru_kernel_avx2, CYGRU_TARGET_AVX2, 4)
-CYGRU_DEFINE_KERNEL(cygru_kernel_base, , 4)
-static const cygru_kernel_fn cygru_kernels[] = {
-    cygru_kernel_base, cygru_kernel_avx2, cygru_kernel_avx512};
-#else
-CYGRU_DEFINE_KERNEL(cygru_kernel_base, , 4)
-static const cygru_kernel_fn cygru_kernels[] = {
-    cygru_kernel_base, cygru_kernel_base, cygru_kernel_base};
-#endif
-
-/* The kernel variant of `level` (CYGRU_LEVEL_*), which the caller checked this CPU
- * runs (level <= cygru_cpu_level()). */
-static inline cygru_kernel_fn cygru_kernel_at_level(int level) {
-    return cygru_kernels[level];
-}
-
-/* C (M x N) (=|+=) A (M x K) @ W^T with W (N x K) packed by cygru_pack_f;
- * panels [p0, p1); accumulate: add into C instead of storing. */
-static inline void cygru_gemm_packed_f(int M, int K, const float *A, int lda,
-                                       const float *P, int p0, int p1, int N,
-                                       float *C, int ldc, int accumulate) {
-    cygru_kernel_at_level(cygru_cpu_level())(M, K, A, lda, P, p0, p1, N, C, ldc, accumulate);
-}
+/* the float64 functions: cygru_pack_d, cygru_gemm_packed_d, ... */
+#define CG_T double
+#define CG_V cygru_v16d
+#define CG_SUFFIX(name) name##_d
+#define CG_IS_FLOAT 0
+#define CG_MR_AVX512 4
+#define CG_MR_OTHER 2
+#include "cygru_gemm_t.h"
 
 #endif

@@ -1,18 +1,14 @@
-/* cygru_barrier.h: a sense-reversing barrier for the threads of one time loop.
+/* cygru_work.h: the pieces of a time loop's phases, claimed by whichever thread runs.
  *
- * The threads that share a direction meet once per time step (h_t must be complete
- * before anyone multiplies it by W_hh). A step takes microseconds, so waiting
- * starts by spinning (with the CPU's pause hint) for up to 50 us. If the partner
- * does not arrive by then (an oversubscribed machine has descheduled it), the waiter
- * sleeps on a futex instead of burning the core the partner needs; the last thread
- * to arrive wakes the sleepers. Without futexes (not Linux) it yields instead.
- *
- * Lost wake-ups cannot happen: a waiter registers in `sleepers` (seq_cst) before
- * it re-reads `sense`, the releaser publishes `sense` (seq_cst) before it reads
- * `sleepers`, and FUTEX_WAIT itself refuses to sleep once `sense` has changed.
+ * The threads that share a direction finish a phase (part of a time step) before any
+ * of them starts the next (h_t must be complete before anyone multiplies it by W_hh).
+ * A phase takes microseconds, so waiting starts by spinning (with the CPU's pause
+ * hint) for up to 50 us; then the waiter sleeps on a futex instead of burning the core
+ * another thread needs, and the thread that completes a phase wakes the sleepers.
+ * Without futexes (not Linux) it yields instead.
  */
-#ifndef CYGRU_BARRIER_H
-#define CYGRU_BARRIER_H
+#ifndef CYGRU_WORK_H
+#define CYGRU_WORK_H
 
 #include <limits.h>
 #include <sched.h>
@@ -23,23 +19,9 @@
 #include <unistd.h>
 #endif
 
-typedef struct {
-    int count;      /* threads arrived in the current phase */
-    int n;          /* threads in the group */
-    int sense;      /* flips when a phase completes (the futex word) */
-    int sleepers;   /* threads asleep (or about to sleep) on `sense` */
-} cygru_barrier;
-
-/* A partner that is running arrives within a few microseconds of a balanced step;
+/* A running thread finishes its piece within a few microseconds of a balanced step;
  * sleeping costs a context switch each side (~5-20 us), so spin this long first. */
-#define CYGRU_BARRIER_SPIN_NS 50000L
-
-static inline void cygru_barrier_init(cygru_barrier *b, int n) {
-    b->count = 0;
-    b->n = n;
-    b->sense = 0;
-    b->sleepers = 0;
-}
+#define CYGRU_SPIN_NS 50000L
 
 static inline void cygru_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -66,41 +48,6 @@ static inline void cygru_futex_wake_all(int *word) {
 #endif
 }
 
-/* Every thread of the group calls this with its own `local_sense` (initially 0). */
-static inline void cygru_barrier_wait(cygru_barrier *b, int *local_sense) {
-    int s = 1 - *local_sense;
-    *local_sense = s;
-    if (b->n <= 1)
-        return;
-    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
-        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->sense, s, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST) > 0)
-            cygru_futex_wake_all(&b->sense);
-        return;
-    }
-    /* spin for up to CYGRU_BARRIER_SPIN_NS (the clock is read every 32 pauses; a pause
-     * costs 10-140 cycles depending on the CPU, so counting pauses alone would not do) */
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (unsigned spins = 1;; spins++) {
-        if (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) == s)
-            return;
-        cygru_cpu_relax();
-        if ((spins & 31u) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec)
-                    > CYGRU_BARRIER_SPIN_NS)
-                break;
-        }
-    }
-    __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&b->sense, __ATOMIC_SEQ_CST) != s)
-        cygru_futex_wait(&b->sense, 1 - s);
-    __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
-}
-
-
 /* ------------------------------------------------------------------------------------
  * cygru_work: pieces of work claimed dynamically, phase after phase.
  *
@@ -114,9 +61,11 @@ static inline void cygru_barrier_wait(cygru_barrier *b, int *local_sense) {
  * take the pieces it has not claimed. A piece is claimed for phase k by moving its
  * `last` phase from k-1 to k (cygru_piece_claim); phase k ends when `done`, which only
  * grows, reaches (k+1)*P, so nothing is reset between phases. Waiting spins for
- * CYGRU_BARRIER_SPIN_NS, then sleeps on the `seq` futex (the count of completed
+ * CYGRU_SPIN_NS, then sleeps on the `seq` futex (the count of completed
  * phases); the thread that completes a phase bumps it and wakes the sleepers (the
- * lost-wake-up argument of the barrier above).
+ * lost-wake-up argument: a waiter registers in `sleepers` (seq_cst) before it re-reads
+ * `done`, the completer publishes `seq` (seq_cst) before it reads `sleepers`, and
+ * FUTEX_WAIT itself refuses to sleep once `seq` has changed).
  * ---------------------------------------------------------------------------------- */
 typedef struct {
     long done;      /* pieces finished so far, all phases */
@@ -163,7 +112,7 @@ static inline void cygru_work_wait(cygru_work *w, long end) {
         if ((spins & 31u) == 0) {
             clock_gettime(CLOCK_MONOTONIC, &t1);
             if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec)
-                    > CYGRU_BARRIER_SPIN_NS)
+                    > CYGRU_SPIN_NS)
                 break;
         }
     }

@@ -1,0 +1,509 @@
+# cython: language_level=3
+"""Implementation of the engine declared (and documented) in _engine.pxd."""
+from libc.string cimport memset, memcpy
+from libc.stdint cimport uintptr_t
+from cython cimport floating
+from cython.parallel cimport parallel, threadid
+import numpy as np
+cimport openmp
+from cygru._blas cimport gemm
+from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, cygru_work, cygru_work_init,
+                             gru_direction_forward, gru_direction_backward,
+                             gru_direction_weight_grads, part_pack_size, backward_pack_size)
+
+# Scratch for the input projection of one direction is at most this many bytes (or one
+# step, if a single step is larger), unless all steps of all directions fit in
+# PROJECTION_FULL_BYTES: long sequences are projected in chunks of steps, so memory
+# beyond the output does not grow with T. (Results do not depend on the chunks.)
+cdef enum:
+    PROJECTION_CHUNK_BYTES = 2 << 20
+    PROJECTION_FULL_BYTES = 16 << 20
+    # A threaded direction's hidden units are cut into this many pieces per thread,
+    # claimed dynamically every phase: a thread that the OS has descheduled leaves its
+    # share to the running ones instead of stalling the step. Two per thread: with one,
+    # small-latency and medium under a busy process took 1.43x and 1.95x their idle
+    # time, with two 1.30x and 1.86x, idle times alike within noise
+    # (benchmarks/under_load.py, 2 vCPUs).
+    PIECES_PER_THREAD = 2
+    # buffers start on their own cache line (the work counters of two directions never
+    # share one; the vector kernels read whole lines)
+    _LINE = 64
+
+# for the tests and cygru._cpu (the same values)
+PROJECTION_CHUNK = PROJECTION_CHUNK_BYTES
+PROJECTION_FULL = PROJECTION_FULL_BYTES
+PIECES = PIECES_PER_THREAD
+
+
+# -- planning ----------------------------------------------------------------------------
+
+cdef void thread_plan(int n_threads, int D, int H, int* per_dir, int* n_sets,
+                      int* n_pieces) noexcept nogil:
+    # a group of threads per direction, at most one thread per hidden unit; with fewer
+    # threads than directions, a thread runs directions one after the other
+    cdef int per = n_threads // D
+    if per < 1:
+        per = 1
+    if per > H:
+        per = H
+    per_dir[0] = per
+    n_sets[0] = per * D if n_threads >= D else n_threads
+    if n_threads <= 1:
+        n_pieces[0] = 1                 # one thread: the whole hidden range, one claim
+    else:
+        n_pieces[0] = PIECES_PER_THREAD * per if PIECES_PER_THREAD * per < H else H
+
+
+cdef inline int _cut(int H, int parts, int k) noexcept nogil:
+    """Bound k of `parts` slices of H units, at multiples of 16 when H allows (whole
+    panels of the packed kernel)."""
+    if k >= parts:
+        return H
+    if H >= 32 * parts:
+        return ((<long>H * k // parts) // 16) * 16
+    return <int>(<long>H * k // parts)
+
+
+cdef int chunk_steps(int T, int B, int H, int D, int itemsize) noexcept nogil:
+    cdef size_t per_step = <size_t>B * 3 * <size_t>H * itemsize
+    cdef size_t c
+    if per_step == 0 or <double>T * per_step * D <= PROJECTION_FULL_BYTES:
+        return T
+    c = PROJECTION_CHUNK_BYTES // per_step
+    if c > <size_t>T:
+        c = T
+    return <int>c if c >= 1 else 1
+
+
+cdef int schedule(int T, int B, const int* lengths, Py_ssize_t* perm, int* active,
+                  int* counts) noexcept nogil:
+    cdef int b, t, l, acc
+    if lengths == NULL:
+        for b in range(B):
+            perm[b] = b
+        for t in range(T):
+            active[t] = B
+        return 0
+    memset(counts, 0, (<size_t>T + 1) * sizeof(int))
+    for b in range(B):
+        l = lengths[b]
+        if l < 1 or l > T:
+            return 1
+        counts[l] += 1
+    # active[t] = #{b : L_b > t} = Σ_{l > t} counts[l]
+    acc = 0
+    for t in range(T - 1, -1, -1):
+        acc += counts[t + 1]
+        active[t] = acc
+    # rows of length l start after all longer rows: at #{b : L_b > l} = active[l] (0 for l = T)
+    counts[T] = 0
+    for l in range(1, T):
+        counts[l] = active[l]
+    for b in range(B):
+        l = lengths[b]
+        perm[counts[l]] = b
+        counts[l] += 1
+    return 0
+
+
+# -- carving a workspace -------------------------------------------------------------------
+
+ctypedef struct _Arena:
+    char* base          # aligned start, or NULL: only count
+    size_t used
+    double total        # the same sum in floating point: sizes that would wrap size_t
+
+
+cdef inline void _arena_init(_Arena* a, void* work) noexcept nogil:
+    a.base = NULL
+    if work != NULL:
+        a.base = <char*>((<uintptr_t>work + _LINE - 1) // _LINE * _LINE)
+    a.used = 0
+    a.total = 0
+
+
+cdef inline void* _take(_Arena* a, size_t count, size_t size) noexcept nogil:
+    """The next `count` items of `size` bytes, on a cache line of their own (NULL when
+    only counting)."""
+    cdef size_t n = (count * size + _LINE - 1) // _LINE * _LINE
+    cdef void* p = NULL
+    a.total += <double>count * size + _LINE
+    if a.base != NULL:
+        p = a.base + a.used
+    a.used += n
+    return p
+
+
+cdef inline size_t _arena_size(const _Arena* a) noexcept nogil:
+    # + a line: the caller's pointer may need aligning; 0: beyond 2^61 bytes, more than
+    # any machine has (and far from wrapping size_t, which the float sum cannot do)
+    if a.total + 2 * _LINE > 2305843009213693952.0:
+        return 0
+    return a.used + _LINE
+
+
+cdef int _pieces_setup(_Arena* a, int n_threads, int D, int H, int* n_pieces_out,
+                       int** bounds_out) noexcept nogil:
+    """The thread plan's pieces: their count and unit bounds (taken from the arena);
+    returns the widest piece."""
+    cdef int per_dir, n_sets, n_pieces
+    thread_plan(n_threads, D, H, &per_dir, &n_sets, &n_pieces)
+    cdef int* bounds = <int*>_take(a, n_pieces + 1, sizeof(int))
+    cdef int k, U_max = 0
+    n_pieces_out[0] = n_pieces
+    bounds_out[0] = bounds
+    for k in range(n_pieces):
+        if _cut(H, n_pieces, k + 1) - _cut(H, n_pieces, k) > U_max:
+            U_max = _cut(H, n_pieces, k + 1) - _cut(H, n_pieces, k)
+        if bounds != NULL:
+            bounds[k] = _cut(H, n_pieces, k)
+    if bounds != NULL:
+        bounds[n_pieces] = H
+    return U_max
+
+
+cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
+                           const cygru_forward_io* io, int n_threads, void* work,
+                           cygru_fwd_run** runs_out) noexcept nogil:
+    """Carve the forward's workspace and fill its structs (work NULL: only count)."""
+    cdef _Arena a
+    cdef int T = pb.T, B = pb.B, I = pb.In, H = pb.H, D = pb.D, d, k
+    cdef size_t it = pb.itemsize, BH = <size_t>B * H
+    cdef int P, U_max
+    cdef int chunk = min(pb.chunk, T) if pb.chunk > 0 else chunk_steps(T, B, H, D, pb.itemsize)
+    cdef Py_ssize_t slot_ih, slot_hh
+    cdef cygru_fwd_run* runs
+    cdef cygru_fwd_run* s
+    cdef int* bounds
+    _arena_init(&a, work)
+    U_max = _pieces_setup(&a, n_threads, D, H, &P, &bounds)
+    slot_ih = part_pack_size(U_max, I)
+    slot_hh = part_pack_size(U_max, H)
+    runs = <cygru_fwd_run*>_take(&a, D, sizeof(cygru_fwd_run))
+    for d in range(D):
+        s = &runs[d] if runs != NULL else NULL
+        if s != NULL:
+            s.T, s.B, s.In, s.H, s.itemsize = T, B, I, H, pb.itemsize
+            s.chunk, s.n_pieces = chunk, P
+            s.reverse, s.reset_after = pb.reverse or d == 1, pb.reset_after
+            s.x = io.x
+            s.w_ih, s.w_hh, s.b_ih, s.b_hh = w[d].w_ih, w[d].w_hh, w[d].b_ih, w[d].b_hh
+            s.bounds = bounds
+            s.pack_ih_slot, s.pack_hh_slot = slot_ih, slot_hh
+            s.out = <char*>io.out + <size_t>d * H * it
+            s.out_ts, s.out_bs = io.out_ts, io.out_bs
+            s.state = <char*>io.states + d * BH * it
+            s.perm, s.active = pb.perm, pb.active
+            s.cache = s.hprev = NULL
+            if io.caches != NULL:
+                s.cache = <char*>io.caches + <size_t>d * T * 4 * BH * it
+                s.hprev = <char*>io.hprevs + <size_t>d * T * BH * it
+        work_d = <cygru_work*>_take(&a, 1, sizeof(cygru_work))
+        last = <int*>_take(&a, P, sizeof(int))
+        pack_ih = _take(&a, <size_t>P * slot_ih, it)
+        pack_hh = _take(&a, <size_t>P * slot_hh, it)
+        bias = _take(&a, 6 * <size_t>H, it)
+        gh = _take(&a, 3 * BH, it)
+        state_alt = _take(&a, BH, it)
+        gi_buf = _take(&a, <size_t>chunk * 3 * BH, it)
+        rh_buf = _take(&a, BH, it)
+        if s != NULL:
+            cygru_work_init(work_d)
+            for k in range(P):
+                last[k] = -1
+            s.work, s.last = work_d, last
+            s.pack_ih, s.pack_hh, s.bias, s.gh = pack_ih, pack_hh, bias, gh
+            s.state_alt, s.gi_buf, s.rh_buf = state_alt, gi_buf, rh_buf
+    if runs_out != NULL:
+        runs_out[0] = runs
+    return _arena_size(&a)
+
+
+cdef size_t forward_work_size(const cygru_problem* pb, int n_threads) noexcept nogil:
+    return _forward_setup(pb, NULL, NULL, n_threads, NULL, NULL)
+
+
+cdef inline int _group_of(int tid, int g, int D, int* rank, int* size) noexcept nogil:
+    """The direction of thread tid when g >= D threads run D directions in contiguous
+    groups (tid * D // g), with tid's rank in its group and the group's size."""
+    cdef int d = tid * D // g
+    cdef int first = (d * g + D - 1) // D             # the group's first thread
+    rank[0] = tid - first
+    size[0] = ((d + 1) * g + D - 1) // D - first
+    return d
+
+
+ctypedef void (*_direction_fn)(void* run, int rank, int group) noexcept nogil
+
+
+cdef void _forward_fn(void* run, int rank, int group) noexcept nogil:
+    gru_direction_forward(<cygru_fwd_run*>run, rank, group)
+
+
+cdef void _backward_fn(void* run, int rank, int group) noexcept nogil:
+    gru_direction_backward(<cygru_bwd_run*>run, rank, group)
+
+
+cdef void _run_directions(_direction_fn fn, char* runs, size_t stride, int D,
+                          int n_sets) noexcept nogil:
+    """Run D directions (their structs `stride` bytes apart) on n_sets threads: a group
+    of threads per direction; however many threads OpenMP grants, every direction is
+    run whole (with fewer than D, a thread runs directions one after the other)."""
+    cdef int d = 0, tid = 0, g = 1, rank = 0, size = 1   # (private in the parallel block)
+    if n_sets <= 1:
+        for d in range(D):
+            fn(runs + d * stride, 0, 1)
+        return
+    with parallel(num_threads=n_sets):
+        tid = threadid()
+        g = openmp.omp_get_num_threads()
+        if g >= D:
+            d = _group_of(tid, g, D, &rank, &size)
+            fn(runs + d * stride, rank, size)
+        else:
+            d = tid
+            while d < D:
+                fn(runs + d * stride, 0, 1)
+                d = d + g
+
+
+cdef void layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
+                        const cygru_forward_io* io, void* work, int n_threads) noexcept nogil:
+    cdef cygru_fwd_run* runs
+    cdef int per_dir, n_sets, P, d
+    cdef size_t BH = <size_t>pb.B * pb.H
+    _forward_setup(pb, w, io, n_threads, work, &runs)
+    thread_plan(n_threads, pb.D, pb.H, &per_dir, &n_sets, &P)
+    _run_directions(_forward_fn, <char*>runs, sizeof(cygru_fwd_run), pb.D, n_sets)
+    if pb.T % 2 == 1:
+        # after an odd number of steps h_n is in state_alt
+        for d in range(pb.D):
+            memcpy(runs[d].state, runs[d].state_alt, BH * pb.itemsize)
+
+
+cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
+                            const cygru_backward_io* io, int n_threads, void* work,
+                            cygru_bwd_run** runs_out, void** dgi_out) noexcept nogil:
+    """Carve the backward's workspace and fill its structs (work NULL: only count)."""
+    cdef _Arena a
+    cdef int T = pb.T, B = pb.B, H = pb.H, D = pb.D, d, k
+    cdef size_t it = pb.itemsize, BH = <size_t>B * H
+    cdef int P, U_max
+    cdef Py_ssize_t slot
+    cdef cygru_bwd_run* runs
+    cdef cygru_bwd_run* s
+    cdef int* bounds
+    _arena_init(&a, work)
+    U_max = _pieces_setup(&a, n_threads, D, H, &P, &bounds)
+    slot = backward_pack_size(U_max, H)
+    runs = <cygru_bwd_run*>_take(&a, D, sizeof(cygru_bwd_run))
+    dgi = _take(&a, <size_t>T * D * 3 * BH, it)     # (T*B, D*3H), zeroed
+    if dgi != NULL:
+        memset(dgi, 0, <size_t>T * D * 3 * BH * it)
+        dgi_out[0] = dgi
+    for d in range(D):
+        s = &runs[d] if runs != NULL else NULL
+        work_d = <cygru_work*>_take(&a, 1, sizeof(cygru_work))
+        last = <int*>_take(&a, P, sizeof(int))
+        pack = _take(&a, <size_t>P * slot, it)
+        drh = _take(&a, BH, it)
+        dgh = _take(&a, <size_t>T * 3 * BH, it)      # (T, B, 3H) sorted, zeroed
+        if s != NULL:
+            memset(dgh, 0, <size_t>T * 3 * BH * it)
+            cygru_work_init(work_d)
+            for k in range(P):
+                last[k] = -1
+            s.T, s.B, s.H, s.itemsize, s.n_pieces = T, B, H, pb.itemsize, P
+            s.reverse, s.reset_after = pb.reverse or d == 1, pb.reset_after
+            s.w_hh = w[d].w_hh
+            s.bounds = bounds
+            s.pack, s.pack_slot = pack, slot
+            s.d_out = NULL
+            if io.d_out != NULL:
+                s.d_out = <const char*>io.d_out + <size_t>d * H * it
+            s.d_ts, s.d_bs = io.d_ts, io.d_bs
+            s.dstate = <char*>io.dstates + d * BH * it
+            s.perm, s.active = pb.perm, pb.active
+            s.cache = <const char*>io.caches + <size_t>d * T * 4 * BH * it
+            s.hprev = <const char*>io.hprevs + <size_t>d * T * BH * it
+            s.dgi, s.ldgi = <char*>dgi + <size_t>d * 3 * H * it, D * 3 * H
+            s.dgh, s.drh_buf = dgh, drh
+            # the first processing step with running rows (some always has: B > 0)
+            s.first_st = 0
+            while s.first_st < T and pb.active[s.first_st if s.reverse else T - 1 - s.first_st] == 0:
+                s.first_st += 1
+            s.work, s.last = work_d, last
+    if runs_out != NULL:
+        runs_out[0] = runs
+    return _arena_size(&a)
+
+
+cdef size_t backward_work_size(const cygru_problem* pb, int n_threads) noexcept nogil:
+    return _backward_setup(pb, NULL, NULL, n_threads, NULL, NULL, NULL)
+
+
+cdef void _input_grad(const cygru_problem* pb, const cygru_dir_weights* w,
+                      const cygru_backward_io* io, const floating* dgi) noexcept nogil:
+    """dL/dx = Σ_d dgi[:, d] @ W_ih_d, one GEMM per direction."""
+    cdef int I = pb.In, H = pb.H, d
+    for d in range(pb.D):
+        gemm(False, False, pb.T * pb.B, I, 3 * H, <floating>1, dgi + d * 3 * H,
+             pb.D * 3 * H, <const floating*>w[d].w_ih, I, <floating>(1 if d > 0 else 0),
+             <floating*>io.dx, I)
+
+
+cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
+                         const cygru_backward_io* io, const cygru_dir_grads* grads,
+                         void* work, int n_threads) noexcept nogil:
+    cdef cygru_bwd_run* runs
+    cdef void* dgi
+    cdef int per_dir, n_sets, P, d
+    _backward_setup(pb, w, io, n_threads, work, &runs, &dgi)
+    thread_plan(n_threads, pb.D, pb.H, &per_dir, &n_sets, &P)
+    _run_directions(_backward_fn, <char*>runs, sizeof(cygru_bwd_run), pb.D, n_sets)
+    for d in range(pb.D):
+        gru_direction_weight_grads(&runs[d], io.x, pb.In, grads[d].gw_ih, grads[d].gw_hh,
+                                   grads[d].gb_ih, grads[d].gb_hh)
+    if pb.itemsize == sizeof(float):
+        _input_grad(pb, w, io, <const float*>dgi)
+    else:
+        _input_grad(pb, w, io, <const double*>dgi)
+
+
+# -- a whole model (the C API) -------------------------------------------------------------
+
+ctypedef struct _ModelWork:
+    Py_ssize_t* perm
+    int* active
+    int* counts
+    char* state
+    char* zero_bias
+    char* scratch
+    char* bufs[2]
+
+
+cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize,
+                         void* work, _ModelWork* m) noexcept nogil:
+    """Carve a model call's workspace (work NULL: only count): the schedule, the
+    sorted states, a zero bias, one layer's scratch and 0-2 buffers for the outputs
+    of the layers below the last."""
+    cdef _Arena a
+    cdef size_t it = itemsize, BH = <size_t>B * H, layer = 0, n
+    cdef cygru_problem pb
+    cdef int k
+    _arena_init(&a, work)
+    m.perm = <Py_ssize_t*>_take(&a, B, sizeof(Py_ssize_t))
+    m.active = <int*>_take(&a, T, sizeof(int))
+    m.counts = <int*>_take(&a, <size_t>T + 1, sizeof(int))
+    m.state = <char*>_take(&a, D * BH, it)
+    m.zero_bias = <char*>_take(&a, 3 * <size_t>H, it)
+    pb.T, pb.B, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, H, D, itemsize, 0
+    for k in range(2 if L > 1 else 1):
+        pb.In = In if k == 0 else D * H
+        n = forward_work_size(&pb, 1)
+        if n == 0:
+            return 0
+        if n > layer:
+            layer = n
+    m.scratch = <char*>_take(&a, layer, 1)
+    m.bufs[0] = m.bufs[1] = NULL
+    if L >= 2:
+        m.bufs[0] = <char*>_take(&a, <size_t>T * D * BH, it)
+    if L >= 3:
+        m.bufs[1] = <char*>_take(&a, <size_t>T * D * BH, it)
+    return _arena_size(&a)
+
+
+cdef size_t model_work_size(int T, int B, int In, int H, int L, int D,
+                            int itemsize) noexcept nogil:
+    cdef _ModelWork m
+    return _model_setup(T, B, In, H, L, D, itemsize, NULL, &m)
+
+
+cdef int model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
+                       bint reset_after, bint reverse, const cygru_dir_weights* dirs,
+                       const void* x, const void* h0, const int* lengths, void* output,
+                       void* h_n, void* work) noexcept nogil:
+    cdef _ModelWork m
+    cdef size_t it = itemsize, BH = <size_t>B * H, row = <size_t>H * itemsize
+    cdef cygru_problem pb
+    cdef cygru_forward_io io
+    cdef cygru_dir_weights w[2]
+    cdef int k, d, i
+    cdef char* s
+    cdef const char* src
+    _model_setup(T, B, In, H, L, D, itemsize, work, &m)
+    if schedule(T, B, lengths, m.perm, m.active, m.counts) != 0:
+        return 1
+    if B == 0:
+        return 0
+    memset(m.zero_bias, 0, 3 * <size_t>H * it)
+    pb.T, pb.B, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, H, D, itemsize, 0
+    pb.reset_after, pb.reverse, pb.perm, pb.active = reset_after, reverse, m.perm, m.active
+    io.x = x
+    io.caches = io.hprevs = NULL
+    io.states = m.state
+    for k in range(L):
+        pb.In = In if k == 0 else D * H
+        io.out = output if k == L - 1 else m.bufs[k % 2]
+        io.out_ts, io.out_bs = <Py_ssize_t>D * B * H, <Py_ssize_t>D * H
+        for d in range(D):
+            w[d] = dirs[<Py_ssize_t>k * D + d]
+            if w[d].b_ih == NULL:
+                w[d].b_ih = m.zero_bias
+            if w[d].b_hh == NULL:
+                w[d].b_hh = m.zero_bias
+            # h0 gathered into sorted order (before any h_n is written: h_n may be h0)
+            s = m.state + d * BH * it
+            if h0 == NULL:
+                memset(s, 0, BH * it)
+            else:
+                src = <const char*>h0 + (<size_t>k * D + d) * BH * it
+                for i in range(B):
+                    memcpy(s + <size_t>i * row, src + <size_t>m.perm[i] * row, row)
+        layer_forward(&pb, w, &io, m.scratch, 1)
+        if h_n != NULL:
+            for d in range(D):
+                s = m.state + d * BH * it
+                for i in range(B):
+                    memcpy(<char*>h_n + (<size_t>k * D + d) * BH * it + <size_t>m.perm[i] * row,
+                           s + <size_t>i * row, row)
+        io.x = io.out
+    return 0
+
+
+def lengths_schedule(lengths, int T, int B):
+    """The sorted-batch schedule of host `lengths` (validated: each in [1, T]; None: all
+    T) for Python callers (the CPU and GPU backends): perm (sorted row -> batch row,
+    intp) and active rows per step (intc), by schedule()'s counting sort."""
+    perm = np.empty(max(B, 1), np.intp)
+    active = np.empty(max(T, 1), np.intc)
+    cdef Py_ssize_t[::1] pv = perm
+    cdef int[::1] av = active
+    cdef int[::1] lv
+    cdef int[::1] cv = np.empty(T + 1, np.intc)
+    cdef const int* lp = NULL
+    cdef int status
+    if lengths is not None:
+        lv = np.ascontiguousarray(lengths, dtype=np.intc)
+        lp = &lv[0] if B > 0 else NULL
+    with nogil:
+        status = schedule(T, B, lp, &pv[0], &av[0], &cv[0])
+    if status != 0:
+        raise ValueError(f"cygru internal error: lengths outside [1, {T}]")
+    return perm[:B], active[:T]
+
+
+# -- test hooks ------------------------------------------------------------------------------
+
+def _plan(int n_threads, int D, int H):
+    """(threads per direction, threads started, the pieces' unit bounds) of a call on
+    n_threads threads: the thread plan and piece cuts of the engine, for tests."""
+    cdef int per_dir, n_sets, P
+    thread_plan(n_threads, D, H, &per_dir, &n_sets, &P)
+    return per_dir, n_sets, [_cut(H, P, k) for k in range(P + 1)]
+
+
+def _chunk(int T, int B, int H, int D, int itemsize):
+    """Steps per input-projection chunk (chunk_steps), for tests."""
+    return chunk_steps(T, B, H, D, itemsize)
