@@ -1,0 +1,637 @@
+"""Scale out on Dask: batch inference and data-parallel training across workers.
+
+Needs the optional extra ``pip install "cygru[dask]"`` (``dask[array]``, ``distributed``
+and ``threadpoolctl``). Import it explicitly: ``import cygru.dask``.
+
+* :func:`forward` runs a :class:`cygru.GRU` over a Dask array of sequences chunked along
+  the batch axis and returns Dask arrays ``output`` and ``h_n`` in PyTorch's layouts.
+* :func:`grad_step` computes the gradients of a loss over the whole batch, one shard
+  (batch chunk) per task, sums them by a tree reduction in a fixed order and adds them
+  into ``module.grads``; :class:`DataParallelTrainer` adds the optimiser step, and
+  :class:`SGD` is a small optimiser for it.
+
+Everything runs on Dask's current scheduler: the ``distributed.Client`` you created (it
+becomes the default when it starts), or Dask's local threaded scheduler without one.
+
+How the work is cut
+-------------------
+A GRU runs over the whole of a sequence, so every chunk of ``x`` must hold whole
+sequences: one chunk along the time and feature axes and any chunking along the batch
+axis. An ``x`` cut along time or features is rechunked (with a
+:class:`dask.array.PerformanceWarning` that says so) or, with ``rechunk=False``, refused
+with ``ValueError``. ``lengths``, ``h0`` and training targets must be cut along the
+batch like ``x`` (a NumPy array is cut to match).
+
+The module is sent once: its options and weights (the compact pickle of
+:class:`cygru.GRU`, a few hundred bytes beside the weights) become a single key of the
+task graph, which one worker computes and the others fetch once each; the per-chunk tasks
+only refer to that key. The weights are a snapshot taken when :func:`forward` or
+:func:`grad_step` is called: later changes to the module do not reach tasks already built.
+A key of the graph (unlike a scattered future) is recomputed like any other when the
+worker holding it dies, so a lost worker never loses the model.
+
+Threads
+-------
+cygru's threads times Dask's worker threads must not exceed the cores. The policy: each
+task uses **one cygru thread per Dask thread by default** on a distributed worker, because
+Dask's nanny starts worker processes with ``OMP_NUM_THREADS=1`` and cygru's default thread
+count honours OpenMP's setting (see :func:`cygru.get_num_threads`); Dask sizes its
+workers' threads to the cores, so the sum fits. On the local threaded scheduler (no
+``Client``) the tasks run in the caller's process, where concurrent cygru calls share the
+cores (two calls at once use half each). Give ``threads=k`` to run each task with ``k``
+cygru threads instead (for a worker with fewer Dask threads than cores, e.g.
+``threads_per_worker=1`` on a 4-core machine: ``threads=4``); it is applied per task as an
+OpenMP limit on the task's own thread (through threadpoolctl), so it never changes the
+process-wide setting. A thread count fixed in a worker process (``CYGRU_NUM_THREADS`` in
+its environment or :func:`cygru.set_num_threads` through ``client.run``) wins over both.
+
+Reproducibility
+---------------
+float32 results are bitwise identical to one call of the module over the whole batch in
+one process (cygru's float32 kernels compute a row the same way whatever the batch around
+it; every thread count above one gives the same bits, see :func:`cygru.get_num_threads`).
+float64 runs on SciPy's BLAS, whose ``dgemm`` may round differently for a different
+number of rows (batch chunks of a few sequences, or sequences ending at different steps
+under ``lengths``): float64 results are bitwise identical to the module run on the same
+chunks in one process, and agree with the whole-batch call to about 1e-15 relative.
+Gradients are summed over shards in a fixed tree (``split_every`` shards per node, left to
+right), never in completion order: two runs with the same chunks give the same bits, equal
+to summing the per-shard ``vjp`` gradients in that order in one process, and agree with one
+``vjp`` over the whole batch to float tolerance (the sums are associated differently).
+"""
+import inspect
+import math
+import numbers
+import threading
+import uuid
+import warnings
+
+try:
+    import dask
+    import dask.array as da
+except ImportError as exc:  # pragma: no cover - exercised only without dask
+    raise ImportError(
+        "cygru.dask needs Dask: install it with `pip install \"cygru[dask]\"` "
+        f"(dask[array], distributed and threadpoolctl); the import failed with: {exc}"
+    ) from exc
+
+import numpy as np
+
+from .modules import GRU
+
+__all__ = ["forward", "grad_step", "DataParallelTrainer", "SGD"]
+
+_WHO = "cygru.dask"
+
+
+# -- the module, sent once ------------------------------------------------------------------
+
+
+def _check_module(module, who):
+    if not isinstance(module, GRU):
+        raise TypeError(f"{who}: module must be a cygru.GRU, got {type(module).__name__}"
+                        + (" (a GRUCell has no time axis: run it step by step, or use a "
+                           "GRU with num_layers=1)" if type(module).__name__ == "GRUCell"
+                           else ""))
+    if module.device != "cpu":
+        raise ValueError(f"{who}: cygru.dask runs modules on the workers' CPUs; this module "
+                         f"is on {module.device!r}: move it with module.to('cpu')")
+
+
+def _snapshot(module):
+    """A copy of the module's options and current weights (no gradients), rebuilt
+    through the validated unpickling path: what every task will run."""
+    state = module.__getstate__()
+    state["grads"] = None
+    copy = type(module).__new__(type(module))
+    copy.__setstate__(state)
+    return copy
+
+
+def _module_key(module):
+    """The snapshot as one key of the task graph (computed on one worker, fetched once by
+    each other worker that needs it; recomputed if the worker holding it dies)."""
+    return dask.delayed(_snapshot(module), name=f"cygru-module-{uuid.uuid4().hex}")
+
+
+# -- threads --------------------------------------------------------------------------------
+
+_controller = None
+_controller_lock = threading.Lock()
+
+
+def _check_threads(threads, who):
+    if threads is None:
+        return None
+    if (isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral)
+            or not 1 <= threads <= 256):
+        raise ValueError(f"{who}: threads must be None or an integer from 1 to 256, got "
+                         f"{threads!r}")
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        raise ImportError(f"{who}: threads= needs threadpoolctl: "
+                          "`pip install \"cygru[dask]\"` or `pip install threadpoolctl`") from None
+    return int(threads)
+
+
+def _openmp_limit(threads):
+    """A context manager limiting OpenMP (so cygru's default thread count) to `threads`
+    for the calling thread only (libgomp keeps the setting per thread)."""
+    global _controller
+    from contextlib import nullcontext
+    if threads is None:
+        return nullcontext()
+    with _controller_lock:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+            _controller = ThreadpoolController().select(user_api="openmp")
+    return _controller.limit(limits=threads)
+
+
+def _task_threads(threads):
+    """cygru's thread count in a task run with `threads` (what the policy gives)."""
+    from . import get_num_threads
+    with _openmp_limit(threads):
+        return get_num_threads()
+
+
+# -- cutting the inputs along the batch -----------------------------------------------------
+
+
+def _one_chunk(arr, keep_axis, rechunk, name, who):
+    """`arr` (a Dask array) with every axis but `keep_axis` in one chunk."""
+    split = [ax for ax in range(arr.ndim) if ax != keep_axis and len(arr.chunks[ax]) > 1]
+    if not split:
+        return arr
+    what = ", ".join(f"axis {ax} in {len(arr.chunks[ax])} chunks" for ax in split)
+    msg = (f"{who}: {name} must be chunked along its batch axis (axis {keep_axis}) only, "
+           f"with whole sequences in each chunk (a GRU runs over a whole sequence); it is "
+           f"cut along {what}")
+    if not rechunk:
+        raise ValueError(msg + "; rechunk it, e.g. "
+                         f"{name}.rechunk({{{', '.join(f'{ax}: -1' for ax in split)}}}), "
+                         "or pass rechunk=True")
+    warnings.warn(msg + "; rechunking those axes into one chunk (pass rechunk=False to "
+                  "make this an error)", da.PerformanceWarning, stacklevel=4)
+    return arr.rechunk({ax: -1 for ax in split})
+
+
+def _known_chunks(arr, name, who):
+    if any(math.isnan(c) for cs in arr.chunks for c in cs):
+        raise ValueError(f"{who}: {name} has unknown chunk sizes; call "
+                         f"{name}.compute_chunk_sizes() first")
+
+
+def _blocks(arr, axis, batch_chunks, shape, name, who, rechunk):
+    """Per batch chunk, the piece of `arr` (batch axis `axis`): a list of Delayed for a
+    Dask array (whose batch chunks must match), of NumPy slices otherwise; None -> Nones."""
+    if arr is None:
+        return [None] * len(batch_chunks)
+    if isinstance(arr, da.Array):
+        if arr.ndim != len(shape):
+            raise ValueError(f"{who}: {name} must have {len(shape)} dimensions {shape}, "
+                             f"got shape {arr.shape}")
+        _known_chunks(arr, name, who)
+        if tuple(arr.shape) != shape:
+            raise ValueError(f"{who}: {name} must have shape {shape}, got {arr.shape}")
+        if tuple(arr.chunks[axis]) != tuple(batch_chunks):
+            raise ValueError(f"{who}: {name}'s chunks along its batch axis (axis {axis}) "
+                             f"{arr.chunks[axis]} must match x's batch chunks {batch_chunks}; "
+                             f"rechunk it with {name}.rechunk({{{axis}: x.chunks[...]}})")
+        arr = _one_chunk(arr, axis, rechunk, name, who)
+        return list(arr.to_delayed().reshape(-1))
+    if hasattr(arr, "__dask_graph__"):
+        raise TypeError(f"{who}: {name} must be a Dask array or a NumPy array, got "
+                        f"{type(arr).__name__}")
+    try:
+        arr = np.asarray(arr)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{who}: {name} must be an array, got {type(arr).__name__}: {exc}") from None
+    if arr.dtype == object or arr.shape != shape:
+        raise ValueError(f"{who}: {name} must have shape {shape}, got {arr.shape}"
+                         + (" of objects" if arr.dtype == object else ""))
+    edges = np.cumsum((0,) + tuple(batch_chunks))
+    index = [slice(None)] * arr.ndim
+    pieces = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        index[axis] = slice(int(a), int(b))
+        pieces.append(arr[tuple(index)].copy())    # the caller's array is never shared
+    return pieces
+
+
+def _check_numpy_lengths(lengths, T, who):
+    if lengths is None or isinstance(lengths, da.Array):
+        return
+    arr = np.asarray(lengths)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{who}: lengths must be integers, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 1 or arr.max() > T):
+        raise ValueError(f"{who}: lengths must be in [1, {T}] (the time axis), got values "
+                         f"from {arr.min()} to {arr.max()}")
+
+
+class _Plan:
+    """x validated and cut along its batch axis, and the per-chunk pieces of every input
+    aligned with it."""
+
+    def __init__(self, module, x, lengths, h0, rechunk, who):
+        _check_module(module, who)
+        if not isinstance(x, da.Array):
+            raise TypeError(f"{who}: x must be a dask.array.Array chunked along the batch "
+                            f"axis, got {type(x).__name__}; wrap a NumPy array with "
+                            "dask.array.from_array(x, chunks=...) or call the module directly")
+        if x.ndim != 3:
+            raise ValueError(f"{who}: x must be a batch of sequences, (T, B, I) or with "
+                             f"batch_first (B, T, I); got {x.ndim} dimensions {x.shape}")
+        _known_chunks(x, "x", who)
+        self.batch_axis = b_ax = 0 if module.batch_first else 1
+        t_ax = 1 - b_ax
+        if x.shape[2] != module.input_size:
+            raise ValueError(f"{who}: x has {x.shape[2]} features (axis 2), the module's "
+                             f"input_size is {module.input_size}")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise TypeError(f"{who}: x must hold real numbers, got dtype {x.dtype}")
+        x = _one_chunk(x, b_ax, rechunk, "x", who)
+        self.x, self.T, self.B = x, x.shape[t_ax], x.shape[b_ax]
+        self.chunks = tuple(int(c) for c in x.chunks[b_ax])
+        self.module = module
+        self.who = who
+        self.LD = module.num_layers * module.num_directions
+        self.H = module.hidden_size
+        self.DH = module.num_directions * module.hidden_size
+        self.rechunk = rechunk
+        self.x_blocks = list(x.to_delayed().reshape(-1))
+        _check_numpy_lengths(lengths, self.T, who)
+        self.lengths = _blocks(lengths, 0, self.chunks, (self.B,), "lengths", who, rechunk)
+        self.h0 = _blocks(h0, 1, self.chunks, (self.LD, self.B, self.H), "h0", who, rechunk)
+
+    def output_shape(self, b):
+        return (b, self.T, self.DH) if self.batch_axis == 0 else (self.T, b, self.DH)
+
+    def cut(self, arr, shape, axis, name):
+        return _blocks(arr, axis, self.chunks, shape, name, self.who, self.rechunk)
+
+
+# -- inference ------------------------------------------------------------------------------
+
+
+def _forward_block(module, x, lengths, h0, threads):
+    with _openmp_limit(threads):
+        return module(x, h0=h0, lengths=lengths)
+
+
+def forward(module, x, lengths=None, h0=None, *, threads=None, rechunk=True):
+    """Run a GRU over a Dask array of sequences, one task per batch chunk.
+
+    Parameters
+    ----------
+    module : cygru.GRU
+        On the CPU. Its options and current weights are sent once (one key of the task
+        graph); later changes to the module do not reach this computation.
+    x : dask.array.Array
+        (T, B, I), or (B, T, I) when ``module.batch_first``, chunked along the batch
+        axis only. Chunks along time or features are merged into one (with a
+        ``dask.array.PerformanceWarning``), or refused with ``rechunk=False``.
+    lengths : dask.array.Array or array_like of int, optional
+        (B,) per-sequence lengths (see :meth:`cygru.GRU.__call__`). A Dask array must be
+        chunked like x's batch axis; a NumPy array is cut to match.
+    h0 : dask.array.Array or array_like, optional
+        (L*D, B, H) initial states; the batch axis is axis 1, chunked like x's batch
+        axis if a Dask array. Zeros when omitted.
+    threads : int, optional
+        cygru threads per task (an OpenMP limit on the task's own thread). By default,
+        cygru's default in the worker: 1 under Dask's nanny (``OMP_NUM_THREADS=1``).
+    rechunk : bool, default True
+        Merge chunks along time/features (with a warning) instead of raising.
+
+    Returns
+    -------
+    output : dask.array.Array
+        (T, B, D*H), or (B, T, D*H) with ``batch_first``; chunked like x's batch axis.
+    h_n : dask.array.Array
+        (L*D, B, H), chunked along axis 1 like x's batch axis.
+
+    Raises
+    ------
+    TypeError
+        x is not a Dask array; module is not a :class:`cygru.GRU`.
+    ValueError
+        Wrong shapes, chunks of lengths/h0 not aligned with x's batch chunks, x cut along
+        time or features with ``rechunk=False``, lengths out of range. Errors in a chunk's
+        values (lengths in a Dask array) are raised by cygru when computed.
+
+    Examples
+    --------
+    >>> import numpy as np, dask, dask.array as da, cygru, cygru.dask
+    >>> gru = cygru.GRU(3, 4, bidirectional=True, seed=0)
+    >>> x = np.random.default_rng(0).standard_normal((5, 10, 3)).astype(np.float32)
+    >>> out, h_n = cygru.dask.forward(gru, da.from_array(x, chunks=(5, 4, 3)))
+    >>> out.chunks[1], h_n.chunks[1]
+    ((4, 4, 2), (4, 4, 2))
+    >>> with dask.config.set(scheduler="threads"):
+    ...     out_np, h_n_np = dask.compute(out, h_n)
+    >>> ref_out, ref_h_n = gru(x)
+    >>> bool(np.array_equal(out_np, ref_out) and np.array_equal(h_n_np, ref_h_n))
+    True
+    """
+    who = f"{_WHO}.forward"
+    threads = _check_threads(threads, who)
+    plan = _Plan(module, x, lengths, h0, rechunk, who)
+    mod = _module_key(module)
+    run = dask.delayed(_forward_block, nout=2, pure=True)
+    dtype = module.dtype
+    outs, hns = [], []
+    for b, xb, lb, hb in zip(plan.chunks, plan.x_blocks, plan.lengths, plan.h0):
+        o, h = run(mod, xb, lb, hb, threads)
+        outs.append(da.from_delayed(o, plan.output_shape(b), dtype=dtype,
+                                    meta=np.empty((0, 0, 0), dtype)))
+        hns.append(da.from_delayed(h, (plan.LD, b, plan.H), dtype=dtype,
+                                   meta=np.empty((0, 0, 0), dtype)))
+    return (da.concatenate(outs, axis=plan.batch_axis), da.concatenate(hns, axis=1))
+
+
+# -- data-parallel training -----------------------------------------------------------------
+
+
+def _valid_mask(lengths, T, batch_axis):
+    """(T, b, 1) or (b, T, 1) boolean: step t of sequence b is inside its length."""
+    valid = np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+    return (valid.T if batch_axis == 0 else valid)[..., None]
+
+
+def _shard_grads(module, x, lengths, h0, target, d_output, d_h_n, loss, on, threads):
+    """One shard: vjp + backward on a private copy of the module (tasks of one worker
+    share the module object, and backward adds into its grads). Returns
+    (loss sum or None, element count, gradients)."""
+    local = _snapshot(module)
+    with _openmp_limit(threads):
+        (out, h_n), backward = local.vjp(x, h0=h0, lengths=lengths)
+        value, count = None, 0
+        if callable(loss):
+            value, d_output, d_h_n = loss(out, h_n, target)
+            value = None if value is None else float(value)
+        elif target is not None:
+            batch_axis = 0 if module.batch_first else 1
+            y = out if on == "output" else h_n
+            diff = y - np.asarray(target, dtype=y.dtype)
+            if on == "output" and lengths is not None:
+                diff = diff * _valid_mask(lengths, out.shape[1 - batch_axis], batch_axis)
+                count = int(np.sum(lengths)) * out.shape[2]
+            else:
+                count = diff.size
+            value = float(np.sum(np.square(diff, dtype=np.float64)))
+            grad = 2 * diff            # of the summed loss; the mean is taken at the end
+            d_output, d_h_n = (grad, None) if on == "output" else (None, grad)
+        backward(d_output, d_h_n)
+    return value, count, local.grads
+
+
+def _sum_parts(*parts):
+    """Sum shard results left to right (a fixed order: bitwise reproducible)."""
+    value, count, grads = parts[0]
+    grads = {k: g.copy() for k, g in grads.items()}
+    for v, c, g in parts[1:]:
+        value = None if value is None or v is None else value + v
+        count += c
+        for k in grads:
+            grads[k] += g[k]
+    return value, count, grads
+
+
+def grad_step(module, x, targets=None, *, lengths=None, h0=None, loss="mse", on="output",
+              d_output=None, d_h_n=None, split_every=2, threads=None, rechunk=True):
+    """Gradients of a loss over the whole batch, one shard per task, added into
+    ``module.grads``.
+
+    Each batch chunk of x (a shard) runs ``vjp`` and ``backward`` on a worker; the
+    per-shard gradients are summed by a tree reduction (``split_every`` per node, in a
+    fixed order) and the sum is ADDED into ``module.grads``, as a ``backward`` closure
+    would (call :meth:`cygru.GRU.zero_grad` first). Computes now, on Dask's current
+    scheduler; the weights are not changed (see :class:`DataParallelTrainer`).
+
+    The loss is given in one of three ways:
+
+    * ``targets`` with ``loss="mse"``: the mean squared error between ``targets`` and
+      ``output`` (``on="output"``, the same layout as output) or ``h_n`` (``on="h_n"``,
+      (L*D, B, H)), averaged over the **whole batch**: with ``lengths``, over the steps
+      inside each sequence only (padded steps count neither in the sum nor in the count).
+      Each shard backpropagates the gradient of its sum of squares and the total is
+      divided once by the global count, so the result is the gradient of the mean over
+      the whole batch, not a mean of shard means.
+    * ``loss`` a callable ``loss(output, h_n, target) -> (value, d_output, d_h_n)``, run on
+      each shard (``target`` is that shard's piece of ``targets``, or None); d_output or
+      d_h_n may be None. Shard values and gradients are **summed**: for a mean over the
+      batch, divide by the global count inside the callable.
+    * ``d_output`` and/or ``d_h_n``: the loss gradients as arrays (Dask arrays chunked
+      like x's batch axis, or NumPy arrays); the loss value is then unknown (None).
+
+    Parameters
+    ----------
+    module : cygru.GRU
+        On the CPU, ``dropout == 0`` (each shard would draw the same masks).
+    x, lengths, h0, threads, rechunk
+        As in :func:`forward`.
+    targets : dask.array.Array or array_like, optional
+        Shaped like output (``on="output"``) or h_n (``on="h_n"``) over the whole
+        batch, cut along the batch like x (its batch axis: that of output, or 1).
+    loss : "mse" or callable
+    on : "output" or "h_n"
+        What ``targets`` are compared with (``loss="mse"``), and their layout (for a
+        callable too).
+    d_output, d_h_n : dask.array.Array or array_like, optional
+        Gradients of the loss with respect to output and h_n.
+    split_every : int, default 2
+        Shard results summed per node of the reduction tree.
+
+    Returns
+    -------
+    float or None
+        The loss over the whole batch (mean for ``"mse"``, the sum of shard values for a
+        callable), None for ``d_output``/``d_h_n``.
+
+    Examples
+    --------
+    >>> import numpy as np, dask, dask.array as da, cygru, cygru.dask
+    >>> gru = cygru.GRU(3, 4, dtype=np.float64, seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.standard_normal((5, 8, 3)), rng.standard_normal((5, 8, 4))
+    >>> with dask.config.set(scheduler="threads"):
+    ...     loss = cygru.dask.grad_step(gru, da.from_array(x, chunks=(5, 2, 3)), y)
+    >>> distributed = {k: g.copy() for k, g in gru.grads.items()}
+    >>> gru.zero_grad()
+    >>> (out, _), backward = gru.vjp(x)          # the same over the whole batch at once
+    >>> _ = backward(2 * (out - y) / out.size)
+    >>> bool(np.isclose(loss, np.mean((out - y) ** 2), rtol=1e-12))
+    True
+    >>> all(np.allclose(distributed[k], g, rtol=1e-12, atol=1e-14) for k, g in gru.grads.items())
+    True
+    """
+    who = f"{_WHO}.grad_step"
+    threads = _check_threads(threads, who)
+    if (isinstance(split_every, (bool, np.bool_)) or not isinstance(split_every, numbers.Integral)
+            or split_every < 2):
+        raise ValueError(f"{who}: split_every must be an integer >= 2, got {split_every!r}")
+    has_grads = d_output is not None or d_h_n is not None
+    if not callable(loss) and loss != "mse":
+        raise ValueError(f"{who}: loss must be 'mse' or a callable "
+                         f"loss(output, h_n, target) -> (value, d_output, d_h_n), got {loss!r}")
+    if on not in ("output", "h_n"):
+        raise ValueError(f"{who}: on must be 'output' or 'h_n', got {on!r}")
+    if has_grads and (targets is not None or callable(loss)):
+        raise ValueError(f"{who}: give either d_output/d_h_n, or targets and/or a loss "
+                         "callable, not both")
+    if not has_grads and targets is None and not callable(loss):
+        raise ValueError(f"{who}: nothing to differentiate: give targets (loss='mse'), a "
+                         "loss callable, or d_output/d_h_n")
+    if isinstance(module, GRU) and module.dropout > 0 and module.num_layers > 1:
+        raise ValueError(f"{who}: dropout > 0 is not supported in data-parallel training "
+                         "(every shard would draw the same masks); set module.dropout = 0")
+    plan = _Plan(module, x, lengths, h0, rechunk, who)
+    out_shape = plan.output_shape(plan.B)
+    hn_shape = (plan.LD, plan.B, plan.H)
+    t_shape, t_axis = (out_shape, plan.batch_axis) if on == "output" else (hn_shape, 1)
+    t_blocks = plan.cut(targets, t_shape, t_axis, "targets")
+    do_blocks = plan.cut(d_output, out_shape, plan.batch_axis, "d_output")
+    dh_blocks = plan.cut(d_h_n, hn_shape, 1, "d_h_n")
+    mod = _module_key(module)
+    shard = dask.delayed(_shard_grads, pure=True)
+    level = [shard(mod, xb, lb, hb, tb, ob, hnb, loss, on, threads)
+             for xb, lb, hb, tb, ob, hnb in zip(plan.x_blocks, plan.lengths, plan.h0,
+                                                t_blocks, do_blocks, dh_blocks)]
+    combine = dask.delayed(_sum_parts, pure=True)
+    while len(level) > 1:
+        level = [combine(*level[i:i + split_every]) if len(level[i:i + split_every]) > 1
+                 else level[i] for i in range(0, len(level), split_every)]
+    (value, count, grads), = dask.compute(level[0])
+    if not callable(loss) and not has_grads:
+        # the mean over the whole batch: the shards' sums, divided once
+        value = value / count
+        grads = {k: g / g.dtype.type(count) for k, g in grads.items()}
+    module._accumulate(grads)
+    return value
+
+
+# -- optimisers and the trainer -------------------------------------------------------------
+
+
+class SGD:
+    """Stochastic gradient descent with optional momentum, for :class:`DataParallelTrainer`.
+
+    ``step(module)`` updates the module's parameters in place from ``module.grads``:
+    ``v = momentum * v + g; p -= lr * v`` (plain ``p -= lr * g`` when ``momentum=0``).
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    momentum : float, default 0
+        In [0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np, cygru, cygru.dask
+    >>> gru = cygru.GRU(2, 3, dtype=np.float64, seed=0)
+    >>> before = gru.weight_hh_l0.copy()
+    >>> gru.grads["weight_hh_l0"][...] = 1.0
+    >>> cygru.dask.SGD(lr=0.5).step(gru)
+    >>> bool(np.allclose(gru.weight_hh_l0, before - 0.5))
+    True
+    """
+
+    def __init__(self, lr=0.01, momentum=0.0):
+        for name, value, ok in (("lr", lr, lambda v: v > 0),
+                                ("momentum", momentum, lambda v: 0 <= v < 1)):
+            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+                    or not math.isfinite(value) or not ok(value)):
+                raise ValueError(f"cygru.dask.SGD: {name} must be a finite number "
+                                 f"{'> 0' if name == 'lr' else 'in [0, 1)'}, got {value!r}")
+        self.lr, self.momentum = float(lr), float(momentum)
+        self._velocity = {}
+
+    def step(self, module):
+        """Update ``module``'s parameters in place from ``module.grads``."""
+        grads = module.grads
+        for name, p in module.named_parameters():
+            g = grads[name]
+            if self.momentum:
+                v = self._velocity.get(name)
+                v = g.copy() if v is None else self.momentum * v + g
+                self._velocity[name] = v
+                g = v
+            p -= (self.lr * g).astype(p.dtype, copy=False)
+
+
+def _optimizer_step(optimizer):
+    """A function module -> None from an object with ``.step(module)`` / ``.step()`` or
+    a callable ``update(module)``."""
+    step = getattr(optimizer, "step", None)
+    if callable(step):
+        try:
+            takes_module = len(inspect.signature(step).parameters) >= 1
+        except (TypeError, ValueError):
+            takes_module = True
+        return (lambda m: step(m)) if takes_module else (lambda m: step())
+    if callable(optimizer):
+        return optimizer
+    raise TypeError("cygru.dask.DataParallelTrainer: optimizer must have a .step(module) "
+                    "method (or .step() reading the module's grads) or be a callable "
+                    f"update(module), got {type(optimizer).__name__}")
+
+
+class DataParallelTrainer:
+    """Data-parallel training of a :class:`cygru.GRU` on Dask workers.
+
+    Every :meth:`step`: zero the module's gradients, compute the whole batch's gradients
+    with :func:`grad_step` (one shard per batch chunk, summed by a tree reduction), let
+    the optimiser update the weights on the driver; the next step sends the new weights
+    to the workers (once, as one key of its graph).
+
+    Parameters
+    ----------
+    module : cygru.GRU
+        Trained in place.
+    optimizer : object with ``step(module)`` (or ``step()``), or callable ``update(module)``
+        Reads ``module.grads`` and updates the parameters in place, e.g. :class:`SGD`.
+    loss, on, split_every, threads, rechunk
+        As in :func:`grad_step`.
+
+    Attributes
+    ----------
+    history : list of float
+        The loss of every step.
+
+    Examples
+    --------
+    >>> import numpy as np, dask, dask.array as da, cygru, cygru.dask
+    >>> gru = cygru.GRU(2, 4, dtype=np.float64, seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> x = da.from_array(rng.standard_normal((6, 8, 2)), chunks=(6, 4, 2))
+    >>> y = np.zeros((6, 8, 4))
+    >>> trainer = cygru.dask.DataParallelTrainer(gru, cygru.dask.SGD(lr=0.5))
+    >>> with dask.config.set(scheduler="threads"):
+    ...     losses = [trainer.step(x, y) for _ in range(5)]
+    >>> bool(losses[-1] < losses[0])
+    True
+    """
+
+    def __init__(self, module, optimizer, *, loss="mse", on="output", split_every=2,
+                 threads=None, rechunk=True):
+        _check_module(module, "cygru.dask.DataParallelTrainer")
+        self.module = module
+        self.optimizer = optimizer
+        self._update = _optimizer_step(optimizer)
+        self.loss, self.on, self.split_every = loss, on, split_every
+        self.threads, self.rechunk = threads, rechunk
+        self.history = []
+
+    def step(self, x, targets=None, *, lengths=None, h0=None):
+        """One training step over the batch ``x``; returns its loss (see
+        :func:`grad_step` for the arguments)."""
+        self.module.zero_grad()
+        value = grad_step(self.module, x, targets, lengths=lengths, h0=h0, loss=self.loss,
+                          on=self.on, split_every=self.split_every, threads=self.threads,
+                          rechunk=self.rechunk)
+        self._update(self.module)
+        self.history.append(value)
+        return value

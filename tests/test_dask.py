@@ -1,0 +1,496 @@
+"""cygru.dask on a real distributed.LocalCluster (2 worker processes, 1 thread each):
+inference and gradients against single-process cygru, a worker killed mid-computation,
+the thread policy, the local scheduler, and bad inputs."""
+
+import doctest
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("threadpoolctl")
+
+import cygru
+import cygru.dask as cdask
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real cluster of worker processes, closed when the module's tests end (whether
+    they pass or fail: the context managers close it)."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0", silence_logs=40) as cluster, \
+            distributed.Client(cluster) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c
+
+
+class one_thread:
+    """cygru's thread count set to 1 in this process (the workers' count), restored."""
+
+    def __enter__(self):
+        self.before = cygru._cpu._num_threads
+        cygru.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        cygru._cpu._num_threads = self.before    # back to the default if it was
+
+
+def _data(dtype, batch_first, B=23, T=9, I=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B)
+    return x, lengths
+
+
+def _dask_x(x, batch_first, chunk):
+    return da.from_array(x, chunks=(chunk, -1, -1) if batch_first else (-1, chunk, -1))
+
+
+def _split(a, axis, chunks):
+    edges = np.cumsum((0,) + tuple(chunks))
+    return [np.take(a, np.arange(s, e), axis=axis) for s, e in zip(edges[:-1], edges[1:])]
+
+
+# -- inference ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_forward_equals_single_process(client, dtype, bidirectional, batch_first, with_lengths):
+    gru = cygru.GRU(5, 7, num_layers=2, bidirectional=bidirectional, batch_first=batch_first,
+                    dtype=dtype, seed=1)
+    x, lengths = _data(dtype, batch_first)
+    lengths = lengths if with_lengths else None
+    chunks = (8, 8, 7)
+    xd = _dask_x(x, batch_first, 8)
+    ld = None if lengths is None else da.from_array(lengths, chunks=8)
+    h0 = np.random.default_rng(3).standard_normal((2 * gru.num_directions, 23, 7)).astype(dtype)
+    h0d = da.from_array(h0, chunks=(-1, 8, -1))
+    out, h_n = cdask.forward(gru, xd, lengths=ld, h0=h0d)
+    b_ax = 0 if batch_first else 1
+    assert out.chunks[b_ax] == chunks and h_n.chunks[1] == chunks
+    assert out.dtype == dtype and h_n.dtype == dtype
+    got_out, got_hn = client.compute([out, h_n], sync=True)
+    with one_thread():
+        ref_out, ref_hn = gru(x, h0=h0, lengths=lengths)
+        # the same chunks, one after the other in this process
+        pieces = [gru(xc, h0=hc, lengths=lc) for xc, hc, lc in zip(
+            _split(x, b_ax, chunks), _split(h0, 1, chunks),
+            [None] * 3 if lengths is None else _split(lengths, 0, chunks))]
+    assert got_out.shape == ref_out.shape and got_hn.shape == ref_hn.shape
+    assert np.array_equal(got_out, np.concatenate([p[0] for p in pieces], axis=b_ax))
+    assert np.array_equal(got_hn, np.concatenate([p[1] for p in pieces], axis=1))
+    if dtype == np.float32:
+        # cygru's float32 kernels: a row's bits do not depend on the batch around it
+        assert np.array_equal(got_out, ref_out) and np.array_equal(got_hn, ref_hn)
+    else:
+        # float64 runs on SciPy's dgemm, whose rounding may depend on the row count
+        np.testing.assert_allclose(got_out, ref_out, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(got_hn, ref_hn, rtol=1e-13, atol=1e-14)
+
+
+def test_forward_numpy_lengths_and_h0_read_only(client):
+    gru = cygru.GRU(5, 6, bidirectional=True, seed=2)
+    x, lengths = _data(np.float32, False, B=20)
+    h0 = np.random.default_rng(1).standard_normal((2, 20, 6)).astype(np.float32)
+    for a in (x, lengths, h0):
+        a.setflags(write=False)
+    keep = [a.copy() for a in (x, lengths, h0)]
+    out, h_n = cdask.forward(gru, _dask_x(x, False, 6), lengths=lengths, h0=h0)
+    got = client.compute([out, h_n], sync=True)
+    with one_thread():
+        ref = gru(x, h0=h0, lengths=lengths)
+    assert all(np.array_equal(g, r) for g, r in zip(got, ref))
+    assert all(np.array_equal(a, k) for a, k in zip((x, lengths, h0), keep))
+
+
+def test_forward_snapshots_the_weights(client):
+    gru = cygru.GRU(5, 6, seed=3)
+    x, _ = _data(np.float32, False, B=8)
+    with one_thread():
+        ref = gru(x)[0]
+    out, _ = cdask.forward(gru, _dask_x(x, False, 4))
+    gru.weight_hh_l0 += 1.0          # after the graph was built: not seen by it
+    assert np.array_equal(out.compute(), ref)
+
+
+def test_module_is_sent_once_per_worker(client):
+    """16 chunks: the module is unpickled at most once on each worker (a key of the graph
+    that one worker computes and the other fetches), never once per chunk."""
+    def install():
+        import cygru.modules as m
+        m._unpickled = 0
+        original = m.GRU.__setstate__
+
+        def counting(self, state):
+            m._unpickled += 1
+            return original(self, state)
+        m._original_setstate = original
+        m.GRU.__setstate__ = counting
+
+    def count_and_remove():
+        import cygru.modules as m
+        m.GRU.__setstate__ = m._original_setstate
+        return m._unpickled
+
+    gru = cygru.GRU(5, 6, seed=4)
+    x, _ = _data(np.float32, False, B=32)
+    out, h_n = cdask.forward(gru, _dask_x(x, False, 2))
+    assert out.numblocks[1] == 16
+    client.run(install)
+    try:
+        got = client.compute([out, h_n], sync=True)
+    finally:
+        counts = client.run(count_and_remove)
+    assert all(c <= 1 for c in counts.values()), counts
+    assert sum(counts.values()) >= 1, counts
+    with one_thread():
+        assert np.array_equal(got[0], gru(x)[0])
+
+
+def test_thread_policy_on_workers(client):
+    """Under Dask's nanny a task runs cygru on one thread (OMP_NUM_THREADS=1, which
+    cygru's default honours); threads=k gives a task k threads (at most the cores) on
+    its own thread only, and changes no bits (float32)."""
+    info = client.run(lambda: (cygru.get_num_threads(), os.environ.get("OMP_NUM_THREADS")))
+    assert all(v == (1, "1") for v in info.values()), info
+    assert client.submit(cdask._task_threads, None, pure=False).result() == 1
+    cores = len(os.sched_getaffinity(0))
+    assert client.submit(cdask._task_threads, 2, pure=False).result() == min(2, cores)
+    # the limit was the task's own: the worker's default is unchanged afterwards
+    assert all(v == 1 for v in client.run(cygru.get_num_threads).values())
+    gru = cygru.GRU(5, 64, bidirectional=True, seed=5)
+    x, lengths = _data(np.float32, False, B=16)
+    out, _ = cdask.forward(gru, _dask_x(x, False, 8), lengths=lengths, threads=2)
+    with one_thread():
+        assert np.array_equal(out.compute(), gru(x, lengths=lengths)[0])
+
+
+def test_local_scheduler_without_client(client):
+    gru = cygru.GRU(5, 6, bidirectional=True, batch_first=True, seed=6)
+    x, lengths = _data(np.float32, True)
+    with one_thread():
+        ref = gru(x, lengths=lengths)
+    for scheduler in ("threads", "sync"):
+        with dask.config.set(scheduler=scheduler):
+            got = dask.compute(*cdask.forward(gru, _dask_x(x, True, 5), lengths=lengths))
+        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+
+
+def test_worker_killed_mid_inference_loses_no_rows(client):
+    """Kill one worker process while the chunks are being computed: Dask recomputes what
+    was lost, and the result holds every row exactly once, equal to the reference."""
+    gru = cygru.GRU(32, 128, bidirectional=True, seed=7)
+    x = np.random.default_rng(8).standard_normal((200, 96, 32)).astype(np.float32)
+    x[:, :, 0] = np.arange(96)[None, :]            # every row distinguishable
+    out, h_n = cdask.forward(gru, da.from_array(x, chunks=(-1, 4, -1)))
+    persisted = client.persist([out, h_n])
+    futures = distributed.futures_of(persisted)
+    deadline = time.monotonic() + 60
+    killed = None
+    while time.monotonic() < deadline:
+        done = [f for f in futures if f.status == "finished"]
+        if done:
+            holders = client.who_has(done)
+            for workers in holders.values():
+                if workers:
+                    killed = workers[0]
+                    break
+            if killed:
+                break
+        time.sleep(0.005)
+    assert killed is not None, "no chunk finished within 60 s"
+    unfinished = sum(f.status != "finished" for f in futures)
+    pid = client.run(os.getpid, workers=[killed])[killed]
+    os.kill(pid, signal.SIGKILL)
+    got_out, got_hn = client.compute(persisted, sync=True)
+    assert unfinished > 0, "the computation ended before the worker was killed"
+    with one_thread():
+        ref_out, ref_hn = gru(x)
+    assert got_out.shape == ref_out.shape and got_hn.shape == ref_hn.shape
+    assert np.array_equal(got_out, ref_out) and np.array_equal(got_hn, ref_hn)
+    client.wait_for_workers(2, timeout=60)     # the nanny restarts it for the next tests
+
+
+# -- gradients ------------------------------------------------------------------------------
+
+
+def _mse_grads(gru, x, y, lengths, on):
+    """Single process, the whole batch at once: grads of the mean squared error."""
+    gru.zero_grad()
+    (out, h_n), backward = gru.vjp(x, lengths=lengths)
+    if on == "output":
+        diff = out - y
+        if lengths is not None:
+            diff = diff * cdask._valid_mask(lengths, out.shape[1 - (0 if gru.batch_first else 1)],
+                                            0 if gru.batch_first else 1)
+            count = int(lengths.sum()) * out.shape[2]
+        else:
+            count = diff.size
+        backward(2 * diff / count, None)
+    else:
+        diff = h_n - y
+        count = diff.size
+        backward(None, 2 * diff / count)
+    loss = float(np.sum(diff.astype(np.float64) ** 2) / count)
+    return loss, {k: g.copy() for k, g in gru.grads.items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("on", ["output", "h_n"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_gradients_equal_single_process(client, dtype, on, batch_first):
+    gru = cygru.GRU(5, 6, num_layers=2, bidirectional=True, batch_first=batch_first,
+                    dtype=dtype, seed=9)
+    x, lengths = _data(dtype, batch_first, B=19)
+    rng = np.random.default_rng(10)
+    if on == "output":
+        y = rng.standard_normal(gru(x)[0].shape).astype(dtype)
+        yd = da.from_array(y, chunks=(5, -1, -1) if batch_first else (-1, 5, -1))
+    else:
+        y = rng.standard_normal((4, 19, 6)).astype(dtype)
+        yd = da.from_array(y, chunks=(-1, 5, -1))
+    gru.zero_grad()
+    loss = cdask.grad_step(gru, _dask_x(x, batch_first, 5), yd, lengths=lengths, on=on)
+    got = {k: g.copy() for k, g in gru.grads.items()}
+    ref_loss, ref = _mse_grads(gru, x, y, lengths, on)
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 2e-6)
+    assert loss == pytest.approx(ref_loss, rel=rtol)
+    for k in ref:
+        assert got[k].dtype == dtype
+        np.testing.assert_allclose(got[k], ref[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def test_gradients_bitwise_reproducible_in_tree_order(client):
+    """The reduction order is fixed: the distributed sum equals, bit for bit, the shards'
+    vjp gradients summed in the same tree in one process, and a second run."""
+    gru = cygru.GRU(5, 6, bidirectional=True, seed=11)
+    x, lengths = _data(np.float32, False, B=22)
+    chunks = (4, 4, 4, 4, 4, 2)
+    d_out = np.random.default_rng(12).standard_normal((9, 22, 12)).astype(np.float32)
+    runs = []
+    for _ in range(2):
+        gru.zero_grad()
+        assert cdask.grad_step(gru, _dask_x(x, False, 4), lengths=lengths,
+                               d_output=da.from_array(d_out, chunks=(-1, 4, -1))) is None
+        runs.append({k: g.copy() for k, g in gru.grads.items()})
+    with one_thread():
+        shards = []
+        for xc, lc, dc in zip(_split(x, 1, chunks), _split(lengths, 0, chunks),
+                              _split(d_out, 1, chunks)):
+            gru.zero_grad()
+            (_, _), backward = gru.vjp(xc, lengths=lc)
+            backward(dc, None)
+            shards.append({k: g.copy() for k, g in gru.grads.items()})
+    level = shards
+    while len(level) > 1:          # split_every=2, left to right
+        nxt = []
+        for i in range(0, len(level), 2):
+            group = level[i:i + 2]
+            total = {k: g.copy() for k, g in group[0].items()}
+            for other in group[1:]:
+                for k in total:
+                    total[k] += other[k]
+            nxt.append(total)
+        level = nxt
+    for k in level[0]:
+        assert np.array_equal(runs[0][k], runs[1][k]), k
+        assert np.array_equal(runs[0][k], level[0][k]), k
+
+
+def test_loss_callable_and_d_output_agree_with_mse(client):
+    gru = cygru.GRU(5, 6, dtype=np.float64, seed=13)
+    x, _ = _data(np.float64, False, B=12)
+    y = np.random.default_rng(14).standard_normal((9, 12, 6))
+    xd = _dask_x(x, False, 5)
+    gru.zero_grad()
+    mse = cdask.grad_step(gru, xd, y)
+    want = {k: g.copy() for k, g in gru.grads.items()}
+    count = y.size
+
+    def loss(out, h_n, target):
+        diff = out - target
+        return np.sum(diff ** 2) / count, 2 * diff / count, None
+
+    gru.zero_grad()
+    value = cdask.grad_step(gru, xd, y, loss=loss, split_every=3)
+    assert value == pytest.approx(mse, rel=1e-12)
+    for k in want:
+        np.testing.assert_allclose(gru.grads[k], want[k], rtol=1e-12, atol=1e-14)
+    out = gru(x)[0]
+    gru.zero_grad()
+    assert cdask.grad_step(gru, xd, d_output=2 * (out - y) / count) is None
+    for k in want:
+        np.testing.assert_allclose(gru.grads[k], want[k], rtol=1e-12, atol=1e-14)
+    # grad_step adds, like a backward closure
+    cdask.grad_step(gru, xd, d_output=2 * (out - y) / count)
+    for k in want:
+        np.testing.assert_allclose(gru.grads[k], 2 * want[k], rtol=1e-12, atol=1e-14)
+
+
+def test_trainer_matches_single_process_training(client):
+    """Five SGD steps distributed and in one process (whole-batch vjp): the same losses
+    and weights to float64 tolerance; the loss falls."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((10, 16, 3))
+    y = np.cumsum(x[..., :1], axis=0).repeat(4, axis=2) * 0.1
+    a = cygru.GRU(3, 4, dtype=np.float64, seed=16)
+    b = cygru.GRU(3, 4, dtype=np.float64, seed=16)
+    trainer = cdask.DataParallelTrainer(a, cdask.SGD(lr=0.3, momentum=0.5))
+    single = cdask.SGD(lr=0.3, momentum=0.5)
+    xd = da.from_array(x, chunks=(-1, 4, -1))
+    losses = []
+    for _ in range(5):
+        trainer.step(xd, y)
+        loss, _ = _mse_grads(b, x, y, None, "output")
+        single.step(b)
+        losses.append(loss)
+    np.testing.assert_allclose(trainer.history, losses, rtol=1e-10)
+    assert losses[-1] < losses[0]
+    for k, w in a.state_dict().items():
+        np.testing.assert_allclose(w, b.state_dict()[k], rtol=1e-10, atol=1e-12)
+
+
+def test_trainer_accepts_pluggable_optimizers(client):
+    x = da.from_array(np.random.default_rng(17).standard_normal((4, 6, 2)), chunks=(-1, 3, -1))
+    y = np.zeros((4, 6, 3))
+    calls = []
+
+    class NoArgStep:                 # PyTorch style: step() reads the grads it was given
+        def __init__(self, module):
+            self.module = module
+
+        def step(self):
+            calls.append("step()")
+            for name, p in self.module.named_parameters():
+                p -= 0.1 * self.module.grads[name]
+
+    gru = cygru.GRU(2, 3, dtype=np.float64, seed=18)
+    before = gru.state_dict()
+    cdask.DataParallelTrainer(gru, NoArgStep(gru)).step(x, y)
+    cdask.DataParallelTrainer(gru, lambda m: calls.append("callable")).step(x, y)
+    assert calls == ["step()", "callable"]
+    assert not np.array_equal(before["weight_hh_l0"], gru.weight_hh_l0)
+    with pytest.raises(TypeError, match="optimizer"):
+        cdask.DataParallelTrainer(gru, 0.1)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors():
+    gru = cygru.GRU(5, 6, seed=19)
+    x, lengths = _data(np.float32, False, B=12)
+    xd = _dask_x(x, False, 4)
+    with pytest.raises(TypeError, match="dask.array.Array"):
+        cdask.forward(gru, x)
+    with pytest.raises(TypeError, match="cygru.GRU"):
+        cdask.forward(cygru.GRUCell(5, 6), xd)
+    with pytest.raises(ValueError, match="3 dimensions|batch of sequences"):
+        cdask.forward(gru, da.from_array(x[:, 0], chunks=3))
+    with pytest.raises(ValueError, match="input_size"):
+        cdask.forward(gru, da.from_array(x[..., :4], chunks=(-1, 4, -1)))
+    cut_in_time = da.from_array(x, chunks=(3, 4, -1))
+    with pytest.raises(ValueError, match=r"cut along axis 0 in 3 chunks"):
+        cdask.forward(gru, cut_in_time, rechunk=False)
+    with pytest.warns(da.PerformanceWarning, match="rechunking"):
+        out, _ = cdask.forward(gru, cut_in_time)
+    with one_thread():
+        assert np.array_equal(out.compute(scheduler="sync"), gru(x)[0])
+    with pytest.raises(ValueError, match="must match x's batch chunks"):
+        cdask.forward(gru, xd, lengths=da.from_array(lengths, chunks=5))
+    with pytest.raises(ValueError, match="must match x's batch chunks"):
+        cdask.forward(gru, xd, h0=da.zeros((1, 12, 6), chunks=(1, 6, 6)))
+    with pytest.raises(ValueError, match="shape"):
+        cdask.forward(gru, xd, lengths=lengths[:5])
+    with pytest.raises(ValueError, match=r"lengths must be in \[1, 9\]"):
+        cdask.forward(gru, xd, lengths=lengths + 9)
+    with pytest.raises(TypeError, match="integers"):
+        cdask.forward(gru, xd, lengths=lengths.astype(float))
+    with pytest.raises(ValueError, match="unknown chunk sizes"):
+        cdask.forward(gru, xd[:, xd[0, :, 0] > 0])
+    with pytest.raises(ValueError, match="threads"):
+        cdask.forward(gru, xd, threads=0)
+    with pytest.raises(ValueError, match="cuda|cpu"):
+        fake = cygru.GRU(5, 6)
+        object.__setattr__(fake, "device", "cuda:0")
+        cdask.forward(fake, xd)
+    # an invalid length inside a Dask array is cygru's own error, when computed
+    bad = lengths.copy()
+    bad[0] = 0
+    out, _ = cdask.forward(gru, xd, lengths=da.from_array(bad, chunks=4))
+    with pytest.raises(ValueError, match=r"every length must be in \[1, 9\]"):
+        out.compute(scheduler="sync")
+
+
+def test_grad_step_bad_arguments():
+    gru = cygru.GRU(5, 6, seed=20)
+    x, _ = _data(np.float32, False, B=8)
+    xd = _dask_x(x, False, 4)
+    y = np.zeros((9, 8, 6), np.float32)
+    with pytest.raises(ValueError, match="nothing to differentiate"):
+        cdask.grad_step(gru, xd)
+    with pytest.raises(ValueError, match="not both"):
+        cdask.grad_step(gru, xd, y, d_output=y)
+    with pytest.raises(ValueError, match="loss must be"):
+        cdask.grad_step(gru, xd, y, loss="mae")
+    with pytest.raises(ValueError, match="on must be"):
+        cdask.grad_step(gru, xd, y, on="h")
+    with pytest.raises(ValueError, match="split_every"):
+        cdask.grad_step(gru, xd, y, split_every=1)
+    with pytest.raises(ValueError, match="shape"):
+        cdask.grad_step(gru, xd, y[:, :4])
+    with pytest.raises(ValueError, match="must match x's batch chunks"):
+        cdask.grad_step(gru, xd, da.from_array(y, chunks=(-1, 3, -1)))
+    with pytest.raises(ValueError, match="dropout"):
+        cdask.grad_step(cygru.GRU(5, 6, num_layers=2, dropout=0.5), xd, y)
+    for lr, momentum in ((0, 0), (-1, 0), (float("nan"), 0), (0.1, 1.0), (True, 0)):
+        with pytest.raises(ValueError):
+            cdask.SGD(lr=lr, momentum=momentum)
+
+
+def test_import_error_names_the_extra():
+    code = ("import sys; sys.modules['dask'] = None\n"
+            "try:\n    import cygru.dask\nexcept ImportError as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert 'pip install "cygru[dask]"' in res.stdout
+
+
+def test_docstring_examples():
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    tests = [t for t in finder.find(cdask) if t.examples]
+    assert {t.name.split(".")[-1] for t in tests} >= {"forward", "grad_step",
+                                                      "DataParallelTrainer", "SGD"}
+    for t in tests:
+        runner.run(t)
+    assert runner.failures == 0
+
+
+def test_pickle_is_compact():
+    """Shipping a module costs its weights plus about 100 bytes per array and a few
+    hundred for the options."""
+    for gru in (cygru.GRU(16, 64, seed=0), cygru.GRU(64, 256, 2, bidirectional=True, seed=0)):
+        weights = sum(a.nbytes for a in gru.state_dict().values())
+        arrays = len(gru.state_dict())
+        assert weights < len(pickle.dumps(gru)) < weights + 100 * arrays + 1024
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clone = pickle.loads(pickle.dumps(cygru.GRU(3, 4, seed=1)))
+    assert repr(clone) == "GRU(3, 4, dtype=float32)"
