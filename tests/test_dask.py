@@ -3,6 +3,7 @@ inference and gradients against single-process cygru, a worker killed mid-comput
 the thread policy, the local scheduler, and bad inputs."""
 
 import doctest
+import json
 import os
 import pickle
 import signal
@@ -494,3 +495,21 @@ def test_pickle_is_compact():
         warnings.simplefilter("error")
         clone = pickle.loads(pickle.dumps(cygru.GRU(3, 4, seed=1)))
     assert repr(clone) == "GRU(3, 4, dtype=float32)"
+
+
+def test_scaling_benchmark_quick_runs(tmp_path):
+    """benchmarks/dask_scaling.py --quick runs, checks its distributed result against the
+    direct call, prints its table and closes its clusters (no timing is asserted)."""
+    out_json = tmp_path / "r.json"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "dask_scaling.py"),
+                          "--quick", "--json", str(out_json)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "| run | median ms | min-max ms | sequences/s |" in res.stdout
+    for name in ("direct, 1 thread(s)", "1 worker(s) x 1 thread, on workers",
+                 "2 worker(s) x 1 thread, round trip"):
+        assert f"| {name} |" in res.stdout
+    result = json.loads(out_json.read_text())
+    assert result["config"]["B"] == 64 and len(result["rows"]) == 8
+    assert all(r["seq_per_s"] > 0 for r in result["rows"])
