@@ -199,6 +199,11 @@ def _blocks(arr, axis, batch_chunks, shape, name, who, rechunk):
             raise ValueError(f"{who}: {name}'s chunks along its batch axis (axis {axis}) "
                              f"{arr.chunks[axis]} must match x's batch chunks {batch_chunks}; "
                              f"rechunk it with {name}.rechunk({{{axis}: x.chunks[...]}})")
+        integral = np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_
+        if name == "lengths" and not integral:
+            raise TypeError(f"{who}: lengths must be integers, got dtype {arr.dtype}")
+        if not (integral or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"{who}: {name} must hold real numbers, got dtype {arr.dtype}")
         arr = _one_chunk(arr, axis, rechunk, name, who)
         return list(arr.to_delayed().reshape(-1))
     if hasattr(arr, "__dask_graph__"):
@@ -488,6 +493,8 @@ def grad_step(module, x, targets=None, *, lengths=None, h0=None, loss="mse", on=
         raise ValueError(f"{who}: dropout > 0 is not supported in data-parallel training "
                          "(every shard would draw the same masks); set module.dropout = 0")
     plan = _Plan(module, x, lengths, h0, rechunk, who)
+    if plan.B == 0:
+        raise ValueError(f"{who}: x holds no sequences (its batch axis has length 0)")
     out_shape = plan.output_shape(plan.B)
     hn_shape = (plan.LD, plan.B, plan.H)
     t_shape, t_axis = (out_shape, plan.batch_axis) if on == "output" else (hn_shape, 1)

@@ -422,6 +422,12 @@ def test_bad_inputs_raise_clear_errors():
         cdask.forward(gru, xd, lengths=lengths + 9)
     with pytest.raises(TypeError, match="integers"):
         cdask.forward(gru, xd, lengths=lengths.astype(float))
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        cdask.forward(gru, xd, lengths=da.from_array(lengths.astype(float), chunks=4))
+    with pytest.raises(TypeError, match="real numbers"):
+        cdask.forward(gru, xd, h0=da.zeros((1, 12, 6), chunks=(1, 4, 6), dtype=complex))
+    with pytest.raises(TypeError, match="real numbers"):
+        cdask.forward(gru, xd.astype(complex))
     with pytest.raises(ValueError, match="unknown chunk sizes"):
         cdask.forward(gru, xd[:, xd[0, :, 0] > 0])
     with pytest.raises(ValueError, match="threads"):
@@ -451,6 +457,8 @@ def test_grad_step_bad_arguments():
         cdask.grad_step(gru, xd, y, loss="mae")
     with pytest.raises(ValueError, match="on must be"):
         cdask.grad_step(gru, xd, y, on="h")
+    with pytest.raises(ValueError, match="no sequences"):
+        cdask.grad_step(gru, xd[:, :0], y[:, :0])
     with pytest.raises(ValueError, match="split_every"):
         cdask.grad_step(gru, xd, y, split_every=1)
     with pytest.raises(ValueError, match="shape"):
