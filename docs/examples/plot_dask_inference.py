@@ -18,7 +18,7 @@ import distributed
 import cygru
 import cygru.dask
 
-SEQ_LEN, BATCH, FEATURES, HIDDEN, CHUNK = 100, 48_000, 32, 16, 2_000
+SEQ_LEN, BATCH, FEATURES, HIDDEN, CHUNK = 100, 36_000, 32, 16, 2_000
 MEMORY_LIMIT = 400 * 2**20                         # bytes, per worker process
 
 gru = cygru.GRU(FEATURES, HIDDEN, seed=0)          # float32
