@@ -24,8 +24,8 @@ batch like ``x`` (a NumPy array is cut to match).
 
 The module is sent once: its options and weights (the compact pickle of
 :class:`cygru.GRU`, a few hundred bytes beside the weights) become a single key of the
-task graph, which one worker computes and the others fetch once each; the per-chunk tasks
-only refer to that key. The weights are a snapshot taken when :func:`forward` or
+task graph, which one worker computes and the others fetch once each (twice, at most, if Dask's
+work stealing moves that task); the per-chunk tasks only refer to that key. The weights are a snapshot taken when :func:`forward` or
 :func:`grad_step` is called: later changes to the module do not reach tasks already built.
 A key of the graph (unlike a scattered future) is recomputed like any other when the
 worker holding it dies, so a lost worker never loses the model.

@@ -130,8 +130,11 @@ def test_forward_snapshots_the_weights(client):
 
 
 def test_module_is_sent_once_per_worker(client):
-    """16 chunks: the module is unpickled at most once on each worker (a key of the graph
-    that one worker computes and the other fetches), never once per chunk."""
+    """16 chunks: the module is unpickled about once on each worker (a key of the graph
+    that one worker computes and the other fetches), never once per chunk. (Twice on a
+    worker when Dask's work stealing moved the key's task away from a worker that had
+    already received it, and that worker then fetched the result: seen once in ~10 runs
+    on a loaded machine.)"""
     def install():
         import cygru.modules as m
         m._unpickled = 0
@@ -157,8 +160,8 @@ def test_module_is_sent_once_per_worker(client):
         got = client.compute([out, h_n], sync=True)
     finally:
         counts = client.run(count_and_remove)
-    assert all(c <= 1 for c in counts.values()), counts
-    assert sum(counts.values()) >= 1, counts
+    assert all(c <= 2 for c in counts.values()), counts
+    assert 1 <= sum(counts.values()) <= 3, counts
     with one_thread():
         assert np.array_equal(got[0], gru(x)[0])
 
@@ -179,6 +182,36 @@ def test_thread_policy_on_workers(client):
     out, _ = cdask.forward(gru, _dask_x(x, False, 8), lengths=lengths, threads=2)
     with one_thread():
         assert np.array_equal(out.compute(), gru(x, lengths=lengths)[0])
+
+
+def test_threads_limit_is_the_tasks_own():
+    """threads=k on the local threaded scheduler limits the task's thread only: this
+    thread's (the process's) default is untouched, during and after."""
+    import threading
+    default = cygru.get_num_threads()
+    seen, gate = {}, threading.Event()
+
+    def task():
+        with cdask._openmp_limit(1):
+            seen["inside"] = cygru.get_num_threads()
+            gate.wait(10)
+
+    t = threading.Thread(target=task)
+    t.start()
+    while "inside" not in seen and t.is_alive():
+        time.sleep(0.001)
+    seen["main during"] = cygru.get_num_threads()
+    gate.set()
+    t.join()
+    assert seen == {"inside": 1, "main during": default}
+    assert cygru.get_num_threads() == default
+    gru = cygru.GRU(5, 64, seed=21)
+    x, _ = _data(np.float32, False, B=12)
+    with dask.config.set(scheduler="threads"):
+        got = cdask.forward(gru, _dask_x(x, False, 4), threads=1)[0].compute()
+    with one_thread():
+        assert np.array_equal(got, gru(x)[0])
+    assert cygru.get_num_threads() == default
 
 
 def test_local_scheduler_without_client(client):
