@@ -23,7 +23,8 @@ with ``ValueError``. ``lengths``, ``h0`` and training targets must be cut along 
 batch like ``x`` (a NumPy array is cut to match).
 
 The module is sent once: its options and weights (the compact pickle of
-:class:`cygru.GRU`, a few hundred bytes beside the weights) become a single key of the
+:class:`cygru.GRU`: the weights' bytes plus about 100 bytes per parameter array and a few
+hundred for the options) become a single key of the
 task graph, which one worker computes and the others fetch once each (twice, at most, if Dask's
 work stealing moves that task); the per-chunk tasks only refer to that key. The weights are a snapshot taken when :func:`forward` or
 :func:`grad_step` is called: later changes to the module do not reach tasks already built.
@@ -48,7 +49,7 @@ its environment or :func:`cygru.set_num_threads` through ``client.run``) wins ov
 Reproducibility
 ---------------
 float32 results are bitwise identical to one call of the module over the whole batch in
-one process (cygru's float32 kernels compute a row the same way whatever the batch around
+one process at the same thread count (cygru's float32 kernels compute a row the same way whatever the batch around
 it; every thread count above one gives the same bits, see :func:`cygru.get_num_threads`).
 float64 runs on SciPy's BLAS, whose ``dgemm`` may round differently for a different
 number of rows (batch chunks of a few sequences, or sequences ending at different steps
