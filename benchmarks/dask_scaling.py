@@ -200,11 +200,11 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--quick", action="store_true",
-                   help="a small problem and 2 repeats: a smoke test, not a measurement")
+                   help="a small problem, 1 run each: a smoke test, not a measurement")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     if args.quick:
-        args.seq_len, args.batch, args.chunk, args.repeat = 10, 64, 16, 2
+        args.seq_len, args.batch, args.chunk, args.repeat = 10, 64, 16, 1
     for name in ("seq_len", "batch", "chunk", "input", "hidden", "repeat"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
