@@ -48,13 +48,10 @@ its environment or :func:`cygru.set_num_threads` through ``client.run``) wins ov
 
 Reproducibility
 ---------------
-float32 results are bitwise identical to one call of the module over the whole batch in
-one process at the same thread count (cygru's float32 kernels compute a row the same way whatever the batch around
-it; every thread count above one gives the same bits, see :func:`cygru.get_num_threads`).
-float64 runs on SciPy's BLAS, whose ``dgemm`` may round differently for a different
-number of rows (batch chunks of a few sequences, or sequences ending at different steps
-under ``lengths``): float64 results are bitwise identical to the module run on the same
-chunks in one process, and agree with the whole-batch call to about 1e-15 relative.
+Inference results are bitwise identical to one call of the module over the whole batch
+in one process, float32 and float64, whatever the chunking and the thread counts: cygru's
+engine computes a sequence the same way whatever the rows around it and the threads (see
+the Reproducibility section of the documentation).
 Gradients are summed over shards in a fixed tree (``split_every`` shards per node, left to
 right), never in completion order: two runs with the same chunks give the same bits, equal
 to summing the per-shard ``vjp`` gradients in that order in one process, and agree with one
