@@ -26,6 +26,12 @@ steps, in batch chunks of ``--chunk`` sequences. Every figure is the median of
     NumPy x in this process, NumPy output back (``da.from_array`` + ``compute``): the
     transfers included.
 
+Beside wall time, the CPU seconds of every process involved (``time.process_time`` of
+this process, which runs the client and, for a ``LocalCluster``, the scheduler, plus that
+of every worker process) per run: on a machine shared with busy processes, wall time grows
+with their load, CPU time much less, so sequences per CPU second measure Dask's cost more
+steadily than sequences per second.
+
 The overhead of Dask is the time of a 1-worker run over the direct 1-thread time on the
 same data (both use one core): against one call over the whole batch, and against the
 same chunks called one after the other (the same work as Dask's tasks). Scaling is 2 workers over 1. The load average of the
@@ -49,13 +55,17 @@ sys.path.insert(0, HERE)
 from run import _cpu_model  # noqa: E402  (benchmarks/run.py: the CPU's model name)
 
 
-def _median_time(fn, repeat):
-    times = []
+def _median_time(fn, repeat, cpu=time.process_time):
+    """(median, min, max) wall seconds of fn() over `repeat` runs, and the median CPU
+    seconds that `cpu()` (a clock of every process involved) counted per run."""
+    times, cpus = [], []
     for _ in range(repeat):
+        c0 = cpu()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), max(times)
+        cpus.append(cpu() - c0)
+    return statistics.median(times), min(times), max(times), statistics.median(cpus)
 
 
 class _threads:
@@ -94,10 +104,12 @@ def run(args):
     rows = []
 
     def record(name, timing, note=""):
-        med, lo, hi = timing
+        med, lo, hi, cpu = timing
         rows.append({"name": name, "median_s": med, "min_s": lo, "max_s": hi,
-                     "seq_per_s": B / med, "note": note})
-        print(f"  {name}: {med * 1e3:.1f} ms ({B / med:.0f} seq/s)", flush=True)
+                     "seq_per_s": B / med, "cpu_s": cpu, "seq_per_cpu_s": B / max(cpu, 1e-9),
+                     "note": note})
+        print(f"  {name}: {med * 1e3:.1f} ms ({B / med:.0f} seq/s), {cpu:.2f} CPU s",
+              flush=True)
 
     load_start = os.getloadavg()
     print(f"# cygru.dask scaling: T={T} B={B} I={I} H={H} float32, chunks of {chunk}; "
@@ -139,10 +151,13 @@ def run(args):
             def round_trip():
                 cygru.dask.forward(gru, da.from_array(x, chunks=(-1, chunk, -1)))[0].compute()
 
+            def cpu():   # this process (client and scheduler) and every worker
+                return time.process_time() + sum(client.run(time.process_time).values())
+
             record(f"{workers} worker(s) x 1 thread, on workers",
-                   _median_time(on_workers, args.repeat))
+                   _median_time(on_workers, args.repeat, cpu))
             record(f"{workers} worker(s) x 1 thread, round trip",
-                   _median_time(round_trip, args.repeat))
+                   _median_time(round_trip, args.repeat, cpu))
     load_end = os.getloadavg()
     by = {r["name"]: r for r in rows}
     one = by["1 worker(s) x 1 thread, on workers"]["median_s"]
@@ -156,11 +171,12 @@ def run(args):
                    by["1 worker(s) x 1 thread, round trip"]["median_s"] / direct1 - 1}
 
     print()
-    print("| run | median ms | min-max ms | sequences/s |")
-    print("|---|---:|---:|---:|")
+    print("| run | median ms | min-max ms | sequences/s | CPU s | sequences/CPU s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['median_s'] * 1e3:.1f} | {r['min_s'] * 1e3:.1f}-"
-              f"{r['max_s'] * 1e3:.1f} | {r['seq_per_s']:.0f} |")
+              f"{r['max_s'] * 1e3:.1f} | {r['seq_per_s']:.0f} | {r['cpu_s']:.2f} | "
+              f"{r['seq_per_cpu_s']:.0f} |")
     print()
     print(f"Dask overhead (1 worker vs direct, 1 thread, data on the worker): "
           f"{summary['overhead_1_worker_vs_direct_1_thread'] * 100:+.0f}% against the whole "
@@ -179,6 +195,15 @@ def run(args):
           f"1 worker / direct 1 thread "
           f"{summary['fastest_run_ratios']['1_worker_vs_direct_1_thread']:.2f}x the time, "
           f"2 workers vs 1 {summary['fastest_run_ratios']['2_vs_1_workers']:.2f}x")
+    cpu_direct = max(by["direct, 1 thread(s)"]["cpu_s"], 1e-9)
+    summary["cpu_overhead_1_worker_vs_direct_1_thread"] = (
+        by["1 worker(s) x 1 thread, on workers"]["cpu_s"] / cpu_direct - 1)
+    summary["cpu_overhead_2_workers_vs_direct_1_thread"] = (
+        by["2 worker(s) x 1 thread, on workers"]["cpu_s"] / cpu_direct - 1)
+    print("CPU time (all processes) against direct, 1 thread, data on the workers: "
+          f"1 worker {summary['cpu_overhead_1_worker_vs_direct_1_thread'] * 100:+.0f}%, "
+          f"2 workers {summary['cpu_overhead_2_workers_vs_direct_1_thread'] * 100:+.0f}% "
+          "(CPU time is less sensitive than wall time to other processes' load)")
     print(f"load average at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
     result = {"config": {"T": T, "B": B, "I": I, "H": H, "chunk": chunk,
                          "repeat": args.repeat, "dtype": "float32"},

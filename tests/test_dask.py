@@ -517,7 +517,7 @@ def test_scaling_benchmark_quick_runs(tmp_path):
                           "--quick", "--json", str(out_json)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "| run | median ms | min-max ms | sequences/s |" in res.stdout
+    assert "| run | median ms | min-max ms | sequences/s | CPU s | sequences/CPU s |" in res.stdout
     for name in ("direct, 1 thread(s)", "1 worker(s) x 1 thread, on workers",
                  "2 worker(s) x 1 thread, round trip"):
         assert f"| {name} |" in res.stdout
