@@ -14,13 +14,11 @@ import numpy as np
 from . import _arrays as A
 from . import _cpu
 from ._arrays import BadType, BadValue, device_of, shape_str
-from ._backend import GATE_NAMES, ForwardCache, layer_weights, param_shapes
+from ._backend import ForwardCache, layer_weights, param_shapes
+# re-exported: the parameter layout that callers build ``layers`` with
+from ._backend import GATE_NAMES as GATE_NAMES
 
 __all__ = ["gru", "gru_cell"]
-
-# Re-exported: the parameter layout the modules and tests build ``layers`` with.
-GATE_NAMES = GATE_NAMES
-layer_weights = layer_weights
 
 
 def _backend(device):

@@ -138,9 +138,10 @@ class _Module:
     def __setattr__(self, name, value):
         shapes = self.__dict__.get("_shapes", {})
         if name in shapes:
-            value = self._checked_param(name, value)
+            # converted under the lock: double()/to() on another thread cannot slip a
+            # parameter of the old dtype or device into the module
             with self._param_lock:
-                object.__setattr__(self, name, value)
+                object.__setattr__(self, name, self._checked_param(name, value))
             return
         elif name in self._fixed and "_shapes" in self.__dict__:
             how = "use module.to(...)" if name == "device" else "build a new module"
@@ -167,9 +168,15 @@ class _Module:
     def _params(self):
         """name -> the live parameter arrays, taken together under the parameter lock:
         a consistent set even while another thread loads new weights."""
+        return self._snapshot()[0]
+
+    def _snapshot(self):
+        """(params, dtype, device), taken together under the parameter lock: a call
+        converts its inputs to the dtype and device of the very weights it runs with,
+        even while another thread runs double(), float() or to()."""
         d = self.__dict__
         with self._param_lock:
-            return {n: d[n] for n in self._shapes}
+            return {n: d[n] for n in self._shapes}, d["dtype"], d["device"]
 
     @_boundary
     def named_parameters(self, prefix="", recurse=True):
@@ -257,9 +264,9 @@ class _Module:
         ['weight_ih_l0', 'bias_ih_l0', 'bias_hh_l0']
         """
         strict = A.check_flag(strict, "strict")
-        new, missing, unexpected = self._checked_params(state_dict, "load_state_dict",
-                                                        strict=strict)
         with self._param_lock:
+            new, missing, unexpected = self._checked_params(state_dict, "load_state_dict",
+                                                            strict=strict)
             for k, v in new.items():
                 object.__setattr__(self, k, v)
         return IncompatibleKeys(missing, unexpected)
@@ -303,9 +310,10 @@ class _Module:
         >>> bool((gru.weight_hh_l0 == cygru.GRU(3, 2, seed=0).weight_hh_l0).all())
         True
         """
-        values = self._initial_values(A.check_seed(seed))
-        values = {n: A.to_device(v, self.device) for n, v in values.items()}
+        seed = A.check_seed(seed)
         with self._param_lock:
+            values = {n: A.to_device(v, self.device)
+                      for n, v in self._initial_values(seed).items()}
             for k, v in values.items():
                 object.__setattr__(self, k, v)
 
@@ -549,8 +557,8 @@ class _Module:
                 "device": state.get("device", "cpu"),
                 "extra": {k: v for k, v in state.items() if k not in reserved and k not in names}}
 
-    def _new_grads(self):
-        return {n: A.zeros_on(self.device, s, self.dtype) for n, s in self._shapes.items()}
+    def _new_grads(self, dtype, device):
+        return {n: A.zeros_on(device, s, dtype) for n, s in self._shapes.items()}
 
 
 def _is_dtype_like(obj):
@@ -592,9 +600,22 @@ class GRU(_Module):
     reverse : bool, keyword-only
         With one direction, run it backwards in time (ONNX ``direction="reverse"``).
     dtype : float32 or float64, keyword-only
-        Parameter and computation dtype.
+        Parameter and computation dtype, spelt as NumPy does (``np.float32``,
+        ``"float64"``, ...) or as PyTorch does (``torch.float32``; read by name, torch
+        is not imported). :meth:`double`, :meth:`float` and :meth:`to` convert later.
     seed : int, optional, keyword-only
         Seeds the initialisation and the dropout masks.
+
+    Notes
+    -----
+    The methods of PyTorch's ``nn.Module`` that fit are here (``state_dict``,
+    ``load_state_dict(strict=...)``, ``parameters``, ``named_parameters``,
+    ``reset_parameters``, ``zero_grad``, ``to``, ``double``, ``float``). The differences:
+    gradients come from :meth:`vjp`'s closure and are read from :attr:`grads`; dropout
+    applies only inside :meth:`vjp`, so there is no ``train()``/``eval()`` switch;
+    ``zero_grad`` writes zeros by default (``set_to_none=False``); loading and
+    converting replace the parameter arrays rather than writing into them. See "Coming
+    from PyTorch" in the documentation's Concepts page.
 
     Examples
     --------
@@ -670,12 +691,13 @@ class GRU(_Module):
         p = params if params is not None else self._params()
         return layer_weights(p, self.num_layers, self.num_directions, self.bias)
 
-    def _call(self, x, h0, lengths):
+    def _call(self, x, h0, lengths, dtype=None, device=None):
         return F.SequenceCall.checked(
             x, h0, lengths, input_size=self.input_size, hidden_size=self.hidden_size,
             num_layers=self.num_layers, num_directions=self.num_directions,
             batch_first=self.batch_first, reverse=self.reverse, reset_after=self.reset_after,
-            dtype=self.dtype, device=self.device)
+            dtype=self.dtype if dtype is None else dtype,
+            device=self.device if device is None else device)
 
     @_boundary
     def __call__(self, x, h0=None, lengths=None):
@@ -701,19 +723,21 @@ class GRU(_Module):
             The last time step of every layer and direction: (L*D, B, H) (unbatched
             (L*D, H)), index ``layer*D + direction``.
         """
-        out, h_n, _ = self._call(x, h0, lengths).run(self._layers())
+        params, dtype, device = self._snapshot()
+        out, h_n, _ = self._call(x, h0, lengths, dtype, device).run(self._layers(params))
         return out, h_n
 
     forward = __call__
 
     def _dropout_masks(self, call):
+        """L-1 fresh masks for a vjp call, in its dtype and on its device (or None)."""
         if self.dropout == 0.0 or self.num_layers == 1:
             return None
         T, B, DH = call.T, call.B, self.num_directions * self.hidden_size
         p = self.dropout
         with self._lock:   # numpy Generators are not thread-safe
             keep = [self._dropout_rng.random((T, B, DH)) >= p for _ in range(self.num_layers - 1)]
-        return [A.to_device((k / (1.0 - p)).astype(self.dtype), self.device) for k in keep]
+        return [A.to_device((k / (1.0 - p)).astype(call.dtype), call.device) for k in keep]
 
     @_boundary
     def vjp(self, x, h0=None, lengths=None):
@@ -738,10 +762,11 @@ class GRU(_Module):
         >>> dx.shape, dh0.shape
         ((5, 2, 3), (1, 2, 4))
         """
-        call = self._call(x, h0, lengths)
+        params, dtype, device = self._snapshot()
+        call = self._call(x, h0, lengths, dtype, device)
         _keep_for_backward(call)
         masks = self._dropout_masks(call)
-        layers = self._layers(_copies(self._params()))
+        layers = self._layers(_copies(params))
         out, h_n, cache = call.run(layers, dropout_masks=masks, need_cache=True)
         return (out, h_n), _make_backward(self, call, cache, layers)
 
@@ -763,9 +788,16 @@ class GRUCell(_Module):
     reset_after : bool, keyword-only
         The GRU variant (see :class:`GRU`).
     dtype : float32 or float64, keyword-only
-        Parameter and computation dtype.
+        Parameter and computation dtype, spelt as NumPy does (``np.float32``,
+        ``"float64"``, ...) or as PyTorch does (``torch.float32``; read by name, torch
+        is not imported). :meth:`double`, :meth:`float` and :meth:`to` convert later.
     seed : int, optional, keyword-only
         Seeds the initialisation.
+
+    Notes
+    -----
+    As :class:`GRU` (PyTorch's module methods, and the differences) for one step;
+    ``GRUCell`` has no dropout.
 
     Examples
     --------
@@ -822,9 +854,9 @@ class GRUCell(_Module):
         d = self.__dict__
         with self._param_lock:        # the four weights of one state, never a mix
             w_ih, w_hh, b_ih, b_hh = d["weight_ih"], d["weight_hh"], d.get("bias_ih"), d.get("bias_hh")
+            dtype, device = d["dtype"], d["device"]
         try:    # the boundary, written out: the per-step path pays for no wrapper
-            return F.cell_call(x, h, w_ih, w_hh, b_ih, b_hh, self.reset_after, self.dtype,
-                               self.device)
+            return F.cell_call(x, h, w_ih, w_hh, b_ih, b_hh, self.reset_after, dtype, device)
         except A.ArgumentError as exc:
             raise exc.named(self._who) from None
 
@@ -847,13 +879,13 @@ class GRUCell(_Module):
         >>> dx.shape, dh.shape
         ((3,), (2,))
         """
-        x, h = F.cell_inputs(x, h, self.input_size, self.hidden_size, self.dtype, self.device)
+        params, dtype, device = self._snapshot()
+        x, h = F.cell_inputs(x, h, self.input_size, self.hidden_size, dtype, device)
         # a cell step is a one-layer GRU over one time step
         call = F.SequenceCall.of_cell(x, h, hidden_size=self.hidden_size,
-                                      reset_after=self.reset_after, dtype=self.dtype,
-                                      device=self.device)
+                                      reset_after=self.reset_after, dtype=dtype, device=device)
         _keep_for_backward(call)
-        p = _copies(self._params())
+        p = _copies(params)
         layers = [[tuple(p.get(n) for n in GATE_NAMES)]]
         out, _, cache = call.run(layers, need_cache=True)
         inner = _make_backward(self, call, cache, layers, cell=True)
@@ -863,7 +895,7 @@ class GRUCell(_Module):
         @A.boundary(self._who)
         def backward(d_h1=None):
             if d_h1 is not None:
-                d_h1 = A.as_shaped(d_h1, h1.shape, self.dtype, "d_h1", self.device,
+                d_h1 = A.as_shaped(d_h1, h1.shape, dtype, "d_h1", device,
                                    what=f"d_h1 of h1's shape {tuple(h1.shape)}")
                 d_h1 = d_h1[None]
             return inner(d_h1, None)
@@ -911,7 +943,7 @@ def _make_backward(module, call, cache, layers, cell=False):
 
     def _run(cache_, d_output, d_h_n):
         # backward adds into fresh arrays; they are summed into module.grads under the lock
-        local = module._new_grads()
+        local = module._new_grads(call.dtype, call.device)
         if cell:
             grads = [[tuple(local.get(n) for n in GATE_NAMES)]]
         else:
