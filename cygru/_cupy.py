@@ -1,4 +1,4 @@
-"""GPU backend: the backend contract for CuPy arrays.
+"""GPU backend: the backend contract (:mod:`cygru._backend`) for CuPy arrays.
 
 The GEMMs run in cuBLAS (``cupy.cublas.gemm``); everything element-wise runs in the fused
 kernels of ``_gru_kernels.cu``, compiled once per device by ``cupy.RawModule`` (NVRTC).
@@ -271,9 +271,10 @@ def _steps(T, backwards):
 
 def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after, lengths,
                 batch_first, dropout_masks, need_cache):
-    """Multi-layer, optionally bidirectional GRU over CuPy arrays (see the backend contract).
+    """Multi-layer, optionally bidirectional GRU over CuPy arrays (see :mod:`cygru._backend`).
 
-    Returns ``(output, h_n, cache)``; `cache` is None unless `need_cache`.
+    Returns ``(output, h_n, cache)``; `cache` (a ``ForwardCache``) is None unless
+    `need_cache`.
     """
     cp = _cp()
     with _device_ctx(x):
