@@ -561,6 +561,12 @@ class _Module:
         return {n: A.zeros_on(device, s, dtype) for n, s in self._shapes.items()}
 
 
+def _module_dtype(dtype):
+    """A module's dtype option: None is the default, float32 (as PyTorch's ``dtype=None``;
+    NumPy would read None as float64)."""
+    return A.check_dtype(np.float32 if dtype is None else dtype)
+
+
 def _is_dtype_like(obj):
     """True for what names a dtype rather than a device: a NumPy dtype, a scalar type
     (np.float64, float) or a torch.dtype."""
@@ -602,7 +608,8 @@ class GRU(_Module):
     dtype : float32 or float64, keyword-only
         Parameter and computation dtype, spelt as NumPy does (``np.float32``,
         ``"float64"``, ...) or as PyTorch does (``torch.float32``; read by name, torch
-        is not imported). :meth:`double`, :meth:`float` and :meth:`to` convert later.
+        is not imported); None is float32, the default. :meth:`double`, :meth:`float`
+        and :meth:`to` convert later.
     seed : int, optional, keyword-only
         Seeds the initialisation and the dropout masks.
 
@@ -661,7 +668,7 @@ class GRU(_Module):
         set_(self, "reset_after", A.check_flag(reset_after, "reset_after"))
         set_(self, "reverse", A.check_flag(reverse, "reverse"))
         A.check_direction_flags(self.reverse, self.bidirectional)
-        set_(self, "dtype", A.check_dtype(dtype))
+        set_(self, "dtype", _module_dtype(dtype))
         set_(self, "num_directions", 2 if bidirectional else 1)
         H, D = self.hidden_size, self.num_directions
         # what every call would check (functional.SequenceCall), refused here at once
@@ -790,7 +797,8 @@ class GRUCell(_Module):
     dtype : float32 or float64, keyword-only
         Parameter and computation dtype, spelt as NumPy does (``np.float32``,
         ``"float64"``, ...) or as PyTorch does (``torch.float32``; read by name, torch
-        is not imported). :meth:`double`, :meth:`float` and :meth:`to` convert later.
+        is not imported); None is float32, the default. :meth:`double`, :meth:`float`
+        and :meth:`to` convert later.
     seed : int, optional, keyword-only
         Seeds the initialisation.
 
@@ -828,7 +836,7 @@ class GRUCell(_Module):
         set_(self, "hidden_size", A.check_positive_int(hidden_size, "hidden_size"))
         set_(self, "bias", A.check_flag(bias, "bias"))
         set_(self, "reset_after", A.check_flag(reset_after, "reset_after"))
-        set_(self, "dtype", A.check_dtype(dtype))
+        set_(self, "dtype", _module_dtype(dtype))
         H = self.hidden_size
         A.check_blas_sizes(hint="use a smaller hidden_size", **{"4*hidden_size": 4 * H})
         I = self.input_size

@@ -125,6 +125,13 @@ def test_dtype_refused_names_what_was_given(bad):
         cygru.GRU(I, H, dtype=bad)
 
 
+def test_dtype_none_is_the_default_as_torch():
+    assert torch.nn.GRU(I, H, dtype=None).weight_hh_l0.dtype == torch.float32
+    for m in (cygru.GRU(I, H, dtype=None), cygru.GRUCell(I, H, dtype=None)):
+        assert m.dtype == np.float32 and next(m.parameters()).dtype == np.float32
+    assert pickle.loads(pickle.dumps(cygru.GRU(I, H, dtype=None))).dtype == np.float32
+
+
 def test_torch_dtype_is_read_without_importing_torch():
     code = ("import sys, cygru; "
             "m = cygru.GRU(3, 4, dtype='float64'); assert m.dtype == 'float64'; "
