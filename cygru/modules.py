@@ -158,7 +158,13 @@ class _Module:
         caller's memory); messages call it `label` (default: the name)."""
         if value is not None and value is self.__dict__.get(name):
             return value          # `module.w -= step` hands back the module's own array
-        arr = A.as_param(value, self._shapes[name], self.dtype, label or name, self.device)
+        device = self.device
+        if device != "cpu" and not A.is_cuda_object(value):
+            # host values for a GPU module are checked on the host, then copied to its
+            # device (as PyTorch's load_state_dict copies CPU tensors into CUDA ones)
+            arr = A.as_param(value, self._shapes[name], self.dtype, label or name)
+            return A.to_device(arr, device)
+        arr = A.as_param(value, self._shapes[name], self.dtype, label or name, device)
         if arr is value or arr.base is not None:
             # the conversion did not copy (the caller's array, or a view of a torch
             # tensor's memory): copy, so the module never aliases caller memory
@@ -235,7 +241,8 @@ class _Module:
         """Load parameters from a mapping of PyTorch-named arrays (copied in).
 
         Values may be anything :func:`numpy.asarray` accepts (a PyTorch CPU tensor
-        after ``.detach()``); real numbers are converted to the module's dtype.
+        after ``.detach()``), or CUDA arrays for a module on a GPU (host values are copied
+        to its device); real numbers are converted to the module's dtype.
         With ``strict=True`` (the default) the keys must be exactly those of
         :meth:`state_dict`: a missing or unexpected key raises ``ValueError`` naming
         it. With ``strict=False`` the parameters the mapping holds are loaded, the

@@ -640,11 +640,18 @@ def test_pytorch_habits_on_cuda():
     backward(cupy.ones_like(out), None)
     assert all(isinstance(g, cupy.ndarray) and g.dtype == np.float64 for g in m.grads.values())
     ref = cygru.GRU(3, 4, num_layers=2, seed=5)
-    # a GPU module loads CUDA arrays (host arrays are refused, as for its calls)
-    res = m.load_state_dict({"weight_hh_l1": cupy.asarray(ref.weight_hh_l1)}, strict=False)
+    # a GPU module loads CUDA arrays, and host arrays copied to its device (as torch)
+    res = m.load_state_dict({"weight_hh_l1": cupy.asarray(ref.weight_hh_l1),
+                             "bias_hh_l0": ref.bias_hh_l0}, strict=False)
     assert "weight_ih_l0" in res.missing_keys and res.unexpected_keys == []
-    assert isinstance(m.weight_hh_l1, cupy.ndarray) and m.weight_hh_l1.dtype == np.float64
-    np.testing.assert_array_equal(to_host(m.weight_hh_l1), ref.weight_hh_l1.astype(np.float64))
+    for name in ("weight_hh_l1", "bias_hh_l0"):
+        p = getattr(m, name)
+        assert isinstance(p, cupy.ndarray) and p.dtype == np.float64 and p.device.id == 0
+        np.testing.assert_array_equal(to_host(p), getattr(ref, name).astype(np.float64))
+    m.weight_ih_l0 = ref.weight_ih_l0.tolist()
+    assert isinstance(m.weight_ih_l0, cupy.ndarray)
+    with pytest.raises(ValueError, match=r"^cygru\.GRU: weight_ih_l0 must have shape"):
+        m.weight_ih_l0 = np.zeros((2, 2))
     m.reset_parameters(seed=5)
     np.testing.assert_array_equal(to_host(m.weight_hh_l1),
                                   cygru.GRU(3, 4, num_layers=2, dtype=np.float64,

@@ -414,3 +414,26 @@ def test_errors_name_the_public_entry_point():
             fn()
         # a plain ValueError/TypeError, not the internal unnamed one
         assert type(ei.value) is exc
+
+
+def test_gpu_module_copies_host_values_to_its_device(monkeypatch):
+    """On a GPU module a host value is validated on the host, then copied to the module's
+    device (tests/test_gpu.py runs this on a GPU; here the copy is recorded)."""
+    from cygru import _arrays
+    m = cygru.GRU(I, H, dtype=np.float64, seed=0)
+    moved = []
+
+    def fake_to_device(a, device):
+        moved.append((a.copy(), device))
+        return a
+    monkeypatch.setattr(_arrays, "to_device", fake_to_device)
+    object.__setattr__(m, "device", "cuda:0")      # as .to("cuda:0") leaves it
+    w = np.full((3 * H, I), 0.5, np.float32)
+    res = m.load_state_dict({"weight_ih_l0": w}, strict=False)
+    assert res.missing_keys == ["weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+    (a, device), = moved
+    assert device == "cuda:0" and a.dtype == np.float64 and a.shape == (3 * H, I)
+    np.testing.assert_array_equal(a, w)
+    with pytest.raises(ValueError, match=r"^cygru\.GRU: weight_hh_l0 must have shape"):
+        m.load_state_dict({"weight_hh_l0": np.zeros((2, 2))}, strict=False)
+    assert len(moved) == 1
