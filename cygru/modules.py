@@ -26,6 +26,18 @@ _PICKLE_FORMAT = 1         # version of the state written by _Module.__getstate_
 _boundary = A.boundary()
 
 
+# nn.Module methods a PyTorch user may reach for that cygru does not have, and why
+_NO_MODE = ("cygru has no training mode: dropout applies only inside vjp (training), "
+            "never in a plain call (inference); see 'Coming from PyTorch' in the docs")
+_TORCH_HINTS = {
+    "train": _NO_MODE, "eval": _NO_MODE, "training": _NO_MODE,
+    "half": "cygru computes in float32 or float64 only (module.float(), module.double())",
+    "bfloat16": "cygru computes in float32 or float64 only (module.float(), module.double())",
+    "requires_grad_": "every parameter gets a gradient in vjp's backward; to freeze one, "
+                      "leave it out of your update",
+}
+
+
 class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
     """What :meth:`GRU.load_state_dict` returns, as PyTorch's ``load_state_dict``:
     ``(missing_keys, unexpected_keys)``, two lists of names (both empty with
@@ -107,6 +119,9 @@ class _Module:
 
     def __getattr__(self, name):
         # only reached when normal lookup fails
+        if name in _TORCH_HINTS and "_shapes" in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}: "
+                                 f"{_TORCH_HINTS[name]}")
         if name.startswith("__") or "_shapes" in self.__dict__:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         raise AttributeError(f"{self._who}: this module was never initialised (no {name!r}): "
@@ -439,6 +454,40 @@ class _Module:
             raise ValueError(f"{self._who}.to: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         return self._convert_all(convert, device=device)
 
+    def cpu(self):
+        """``module.to("cpu")``, as PyTorch's ``module.cpu()``; returns self.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> cygru.GRU(3, 2).cpu().device
+        'cpu'
+        """
+        return self.to("cpu")
+
+    @_boundary
+    def cuda(self, device=None):
+        """``module.to("cuda")`` (``"cuda:N"`` for ``device=N``; a device string or
+        ``torch.device`` goes to :meth:`to` as is), as PyTorch's ``module.cuda()``;
+        returns self. Needs CuPy and a GPU.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> gru = cygru.GRU(3, 2)
+        >>> try:
+        ...     gru = gru.cuda()
+        ... except RuntimeError:       # no CuPy or no GPU here
+        ...     pass
+        >>> gru.device in ("cpu", "cuda:0")
+        True
+        """
+        if device is None:
+            return self.to("cuda")
+        if isinstance(device, (str, bool)) or type(device).__module__ == "torch":
+            return self.to(device)
+        return self.to(f"cuda:{A.check_positive_int(device, 'device', minimum=0)}")
+
     def _set_dtype(self, dtype):
         if dtype != self.dtype:
             self._convert_all(lambda a: a.astype(dtype), dtype=dtype)
@@ -624,7 +673,8 @@ class GRU(_Module):
     -----
     The methods of PyTorch's ``nn.Module`` that fit are here (``state_dict``,
     ``load_state_dict(strict=...)``, ``parameters``, ``named_parameters``,
-    ``reset_parameters``, ``zero_grad``, ``to``, ``double``, ``float``). The differences:
+    ``reset_parameters``, ``zero_grad``, ``to``, ``cpu``, ``cuda``, ``double``,
+    ``float``). The differences:
     gradients come from :meth:`vjp`'s closure and are read from :attr:`grads`; dropout
     applies only inside :meth:`vjp`, so there is no ``train()``/``eval()`` switch;
     ``zero_grad`` writes zeros by default (``set_to_none=False``); loading and

@@ -437,3 +437,27 @@ def test_gpu_module_copies_host_values_to_its_device(monkeypatch):
     with pytest.raises(ValueError, match=r"^cygru\.GRU: weight_hh_l0 must have shape"):
         m.load_state_dict({"weight_hh_l0": np.zeros((2, 2))}, strict=False)
     assert len(moved) == 1
+
+
+def test_cpu_cuda_and_hints_for_what_cygru_does_not_have():
+    m = cygru.GRU(I, H, seed=0)
+    assert m.cpu() is m and m.device == "cpu"
+    from cygru import _cupy
+    if not _cupy.is_available():
+        for call in (lambda: m.cuda(), lambda: m.cuda(1), lambda: m.cuda("cuda:0")):
+            with pytest.raises(RuntimeError, match=r"cygru.GRU.to\('cuda(:\d)?'\): the GPU "
+                                                   r"backend needs CuPy"):
+                call()
+        assert m.device == "cpu"
+    with pytest.raises(ValueError, match=r"^cygru\.GRU: device must be >= 0, got -1"):
+        m.cuda(-1)
+    with pytest.raises(TypeError, match=r"^cygru\.GRU: device must be an integer, got float"):
+        m.cuda(1.5)
+    for name, word in [("train", "dropout applies only inside vjp"), ("eval", "no training mode"),
+                       ("half", "float32 or float64 only"), ("requires_grad_", "freeze")]:
+        assert hasattr(torch.nn.GRU(I, H), name)
+        with pytest.raises(AttributeError, match=word):
+            getattr(m, name)
+        assert not hasattr(cygru.GRUCell(I, H), name)
+    with pytest.raises(AttributeError, match=r"has no attribute 'nothing'$"):
+        m.nothing
