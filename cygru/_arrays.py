@@ -285,12 +285,21 @@ def as_shaped(a, shape, dtype, name, device="cpu", what=None):
     return arr
 
 
+def detached(value):
+    """A PyTorch tensor through ``detach()`` (a Parameter that requires grad refuses
+    NumPy's and CUDA's array interfaces), anything else as it is."""
+    if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
+        return value.detach()
+    return value
+
+
 def as_param(value, shape, dtype, name, device="cpu"):
     """A parameter array: `value` converted to `dtype` on `device`, of exactly `shape`
-    (no copy when it already is one; the caller copies if it must own the memory)."""
+    (no copy when it already is one; the caller copies if it must own the memory). A
+    PyTorch tensor that requires grad (an ``nn.Parameter``) is read through ``detach()``."""
     if value is None or isinstance(value, (str, bytes, dict)):
         raise BadType(f"{name} must be an array of numbers, got {type(value).__name__}")
-    arr = as_float_array(value, dtype, name, device)
+    arr = as_float_array(detached(value), dtype, name, device)
     if arr.shape != tuple(shape):
         raise BadValue(f"{name} must have shape {tuple(shape)}, got {tuple(arr.shape)}")
     return arr

@@ -174,6 +174,7 @@ class _Module:
         if value is not None and value is self.__dict__.get(name):
             return value          # `module.w -= step` hands back the module's own array
         device = self.device
+        value = A.detached(value)
         if device != "cpu" and not A.is_cuda_object(value):
             # host values for a GPU module are checked on the host, then copied to its
             # device (as PyTorch's load_state_dict copies CPU tensors into CUDA ones)

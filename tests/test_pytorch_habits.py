@@ -54,6 +54,20 @@ def test_load_state_dict_non_strict_keys_as_torch(drop, extra):
         np.testing.assert_array_equal(v, net.state_dict()[k].numpy())
 
 
+def test_load_named_parameters_of_a_torch_module():
+    """torch's named_parameters() are Parameters (requires_grad): loaded by value, copied."""
+    net = torch.nn.GRU(I, H, num_layers=2, bidirectional=True)
+    m = cygru.GRU(I, H, num_layers=2, bidirectional=True)
+    m.load_state_dict(dict(net.named_parameters()))
+    for n, p in net.named_parameters():
+        np.testing.assert_array_equal(getattr(m, n), p.detach().numpy())
+    with torch.no_grad():
+        net.weight_hh_l0.zero_()
+    assert getattr(m, "weight_hh_l0").any()               # a copy, not a view
+    m.weight_ih_l1 = net.weight_ih_l1                      # attribute assignment too
+    np.testing.assert_array_equal(m.weight_ih_l1, net.weight_ih_l1.detach().numpy())
+
+
 def test_load_state_dict_strict_default_raises_and_changes_nothing():
     m = cygru.GRU(I, H, seed=0)
     before = m.state_dict()
