@@ -38,6 +38,7 @@ lengths, batch_first, dropout_masks, need_cache) -> (output, h_n, cache)``
     One step: ``x`` (B, I), ``h`` (B, H) or None (zeros); returns a fresh (B, H).
 """
 from dataclasses import dataclass
+from typing import Any, Optional
 
 __all__ = ["ForwardCache", "GATE_NAMES", "param_suffix", "param_shapes", "layer_weights"]
 
@@ -107,19 +108,19 @@ class ForwardCache:
         Set by a backend that frees the cache after one backward.
     """
 
-    T: int = None
-    B: int = None
-    H: int = None
-    D: int = None
-    batch_first: bool = None
-    reverse: bool = None
-    reset_after: bool = None
-    perm: object = None
-    active: object = None
-    layers: list = None
-    inputs: list = None
-    saved: list = None
-    dropout_masks: list = None
+    T: Optional[int] = None
+    B: Optional[int] = None
+    H: Optional[int] = None
+    D: Optional[int] = None
+    batch_first: Optional[bool] = None
+    reverse: Optional[bool] = None
+    reset_after: Optional[bool] = None
+    perm: Any = None
+    active: Any = None
+    layers: Optional[list] = None
+    inputs: Optional[list] = None
+    saved: Optional[list] = None
+    dropout_masks: Optional[list] = None
     used: bool = False
 
     @classmethod
