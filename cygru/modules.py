@@ -389,12 +389,13 @@ class _Module:
                     g[...] = 0
 
     def _accumulate(self, local):
-        """Add a backward's fresh gradient arrays into :attr:`grads` (a None gradient,
-        after ``zero_grad(set_to_none=True)``, becomes the fresh array itself)."""
+        """Add gradient arrays into :attr:`grads` (a None gradient, after
+        ``zero_grad(set_to_none=True)``, becomes a copy in the module's dtype: callers
+        may keep their arrays, and double()/float() may have run since the forward)."""
         with self._lock:
             for name, g in local.items():
                 if self._grads[name] is None:
-                    self._grads[name] = g
+                    self._grads[name] = g.astype(self.dtype)
                 else:
                     self._grads[name] += g
 
