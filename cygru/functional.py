@@ -4,6 +4,8 @@ Everything that reaches a compiled kernel passes through here first: dtypes are
 checked and converted, shapes and lengths are checked against each other, sizes are
 checked against BLAS's 32-bit int, and arrays are made C-contiguous (copies only
 when needed; the caller's arrays are never written). The kernels assume all of it.
+The checks themselves live in :mod:`cygru._arrays`; what a backend receives and
+returns is the contract of :mod:`cygru._backend`.
 
 The backend is picked by array type: NumPy arrays run on :mod:`cygru._cpu`, CuPy
 arrays (and objects exposing ``__cuda_array_interface__`` or CUDA DLPack) on
