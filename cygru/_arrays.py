@@ -171,7 +171,7 @@ def check_positive_int(value, name, minimum=1):
     if value < minimum:
         raise BadValue(f"{name} must be >= {minimum}, got {value}")
     if value > _INT_MAX:
-        raise BadValue(f"{name} = {value} does not fit BLAS's 32-bit int")
+        raise BadValue(f"{name} = {value} does not fit BLAS's 32-bit int (max {_INT_MAX})")
     return value
 
 
