@@ -1,4 +1,4 @@
-"""GPU backend: the backend contract for CuPy arrays.
+"""GPU backend: the backend contract (:mod:`cygru._backend`) for CuPy arrays.
 
 The GEMMs run in cuBLAS (``cupy.cublas.gemm``); everything element-wise runs in the fused
 kernels of ``_gru_kernels.cu``, compiled once per device by ``cupy.RawModule`` (NVRTC).
@@ -28,20 +28,20 @@ dW_ih and dx one GEMM each over all T*B rows, and the bias gradients are column 
 The module imports without CuPy: CuPy is imported inside the functions that need it.
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from ._arrays import BadType, dlpack_on_cuda, is_cupy_array
+from ._backend import ForwardCache
+
 __all__ = [
     "KERNEL_NAMES",
     "is_available",
-    "is_cupy_array",
     "xp",
     "as_cupy",
     "ascontiguous",
     "to_device",
-    "to_host",
     "gru_forward",
     "gru_backward",
     "cell_forward",
@@ -131,12 +131,6 @@ def is_available():
         return False
 
 
-def is_cupy_array(obj):
-    """True if `obj` is a ``cupy.ndarray`` (never imports CuPy: no CuPy, no CuPy arrays)."""
-    cupy = sys.modules.get("cupy")
-    return cupy is not None and isinstance(obj, cupy.ndarray)
-
-
 def to_device(array, device_id=0):
     """`array` as a CuPy array on CUDA device `device_id`.
 
@@ -151,7 +145,7 @@ def to_device(array, device_id=0):
         if hasattr(array, "__cuda_array_interface__"):
             array = cupy.asarray(array)
         elif hasattr(array, "__dlpack__") and not isinstance(array, np.ndarray) \
-                and _dlpack_on_cuda(array):
+                and dlpack_on_cuda(array):
             array = cupy.from_dlpack(array)
         else:
             with cupy.cuda.Device(device_id):
@@ -165,16 +159,6 @@ def to_device(array, device_id=0):
         if src.nbytes:
             out.data.copy_from_device(src.data, src.nbytes)
     return out
-
-
-def _dlpack_on_cuda(obj):
-    """True if a DLPack exporter says its data lives on a CUDA device (kDLCUDA = 2,
-    kDLCUDAManaged = 13)."""
-    try:
-        dev_type, _ = obj.__dlpack_device__()
-    except Exception:
-        return False
-    return int(dev_type) in (2, 13)
 
 
 def xp():
@@ -193,15 +177,15 @@ def as_cupy(a, device="cuda"):
     if not isinstance(a, cupy.ndarray):
         if hasattr(a, "__cuda_array_interface__"):
             a = cupy.asarray(a)
-        elif hasattr(a, "__dlpack__") and _dlpack_on_cuda(a):
+        elif hasattr(a, "__dlpack__") and dlpack_on_cuda(a):
             a = cupy.from_dlpack(a)
         else:
-            raise TypeError(f"expected a CUDA array (CuPy, __cuda_array_interface__ or CUDA "
+            raise BadType(f"expected a CUDA array (CuPy, __cuda_array_interface__ or CUDA "
                             f"DLPack), got {type(a).__name__}")
     if device != "cuda":
         want = int(str(device).split(":")[1])
         if a.device.id != want:
-            raise TypeError(
+            raise BadType(
                 f"array is on cuda:{a.device.id} but the module is on {device}; move it "
                 f"with cupy (with cupy.cuda.Device({want}): cupy.asarray(a)) or call "
                 f"module.to('cuda:{a.device.id}')")
@@ -216,19 +200,6 @@ def ascontiguous(a, dtype):
         return cupy.ascontiguousarray(a, dtype=dtype)
 
 
-def to_host(array):
-    """`array` as a NumPy array (a copy to host memory for device arrays)."""
-    if isinstance(array, np.ndarray):
-        return array
-    cupy = sys.modules.get("cupy")
-    if cupy is not None:
-        if isinstance(array, cupy.ndarray):
-            return cupy.asnumpy(array)
-        if hasattr(array, "__cuda_array_interface__"):
-            return cupy.asnumpy(cupy.asarray(array))
-    return np.asarray(array)
-
-
 # ---------------------------------------------------------------------------------------------
 # shared pieces
 # ---------------------------------------------------------------------------------------------
@@ -239,24 +210,26 @@ class _Plan:
     perm: device int64 (B,) with perm[s] = original index of sorted row s, or None when the
     order is the identity (no lengths, or lengths already non-increasing).
     bt: list of T Python ints, bt[t] = number of sequences with L_b > t (a sorted prefix).
+    They are the ``perm`` and ``active`` fields of the forward's ForwardCache.
     """
 
-    def __init__(self, cp, lengths, T, B):
+    def __init__(self, perm, bt):
+        self.perm, self.bt = perm, bt
+
+    @classmethod
+    def of_lengths(cls, cp, lengths, T, B):
         if lengths is None:
-            self.perm = None
-            self.bt = [B] * T
-            return
+            return cls(None, [B] * T)
         if is_cupy_array(lengths):
             lengths = cp.asnumpy(lengths)       # once, before any time loop
         lens = np.asarray(lengths, dtype=np.int64).reshape(B)
         order = np.argsort(-lens, kind="stable")
         ascending = np.sort(lens)
         # bt[t] = #(L_b > t) = B - #(L_b <= t)
-        self.bt = (B - np.searchsorted(ascending, np.arange(T), side="right")).tolist()
+        bt = (B - np.searchsorted(ascending, np.arange(T), side="right")).tolist()
         if np.array_equal(order, np.arange(B)):
-            self.perm = None
-        else:
-            self.perm = cp.asarray(order.astype(np.int64))
+            return cls(None, bt)
+        return cls(cp.asarray(order.astype(np.int64)), bt)
 
     def gather(self, cp, a):
         """Rows of (B, H) `a` in sorted order (always a fresh array)."""
@@ -292,22 +265,16 @@ def _steps(T, backwards):
     return range(T - 1, -1, -1) if backwards else range(T)
 
 
-class _Cache:
-    """What gru_backward needs from gru_forward (opaque to the callers)."""
-
-    __slots__ = ("layers", "H", "D", "T", "B", "dtype", "reverse", "reset_after",
-                 "batch_first", "masks", "plan", "inputs", "dirs")
-
-
 # ---------------------------------------------------------------------------------------------
 # forward
 # ---------------------------------------------------------------------------------------------
 
 def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after, lengths,
                 batch_first, dropout_masks, need_cache):
-    """Multi-layer, optionally bidirectional GRU over CuPy arrays (see the backend contract).
+    """Multi-layer, optionally bidirectional GRU over CuPy arrays (see :mod:`cygru._backend`).
 
-    Returns ``(output, h_n, cache)``; `cache` is None unless `need_cache`.
+    Returns ``(output, h_n, cache)``; `cache` (a ``ForwardCache``) is None unless
+    `need_cache`.
     """
     cp = _cp()
     with _device_ctx(x):
@@ -322,7 +289,7 @@ def _forward(cp, x, h0, layers, H, D, reverse, reset_after, lengths, batch_first
     L = len(layers)
     xt = cp.ascontiguousarray(x.transpose(1, 0, 2)) if batch_first else x   # (T, B, I)
     T, B = int(xt.shape[0]), int(xt.shape[1])
-    plan = _Plan(cp, lengths, T, B)
+    plan = _Plan.of_lengths(cp, lengths, T, B)
     grid, block = _launch_dims(B * H)
     B_, H_ = np.int64(B), np.int64(H)
     DH = D * H
@@ -402,17 +369,11 @@ def _forward(cp, x, h0, layers, H, D, reverse, reset_after, lengths, batch_first
 
     cache = None
     if need_cache:
-        cache = _Cache()
-        cache.layers = layers
-        cache.H, cache.D, cache.T, cache.B = H, D, T, B
-        cache.dtype = dtype
-        cache.reverse = reverse
-        cache.reset_after = reset_after
-        cache.batch_first = batch_first
-        cache.masks = dropout_masks
-        cache.plan = plan
-        cache.inputs = inputs
-        cache.dirs = dirs
+        # saved[k][d] = (r, z, n, ghn or r*h, h_prev), each (T, B, H) in sorted row order
+        cache = ForwardCache(T=T, B=B, H=H, D=D, batch_first=batch_first, reverse=reverse,
+                             reset_after=reset_after, perm=plan.perm, active=plan.bt,
+                             layers=layers, inputs=inputs, saved=dirs,
+                             dropout_masks=dropout_masks)
     return out, h_n, cache
 
 
@@ -435,7 +396,7 @@ def _backward(cp, cache, d_output, d_h_n, grads):
     H, D, T, B = cache.H, cache.D, cache.T, cache.B
     dtype = cache.dtype
     L = len(cache.layers)
-    plan = cache.plan
+    plan = _Plan(cache.perm, cache.active)
     kern = _get_kernels(dtype)
     grid, block = _launch_dims(B * H)
     B_, H_ = np.int64(B), np.int64(H)
@@ -460,7 +421,7 @@ def _backward(cp, cache, d_output, d_h_n, grads):
             w_ih, w_hh, _, _ = cache.layers[k][d]
             g_w_ih, g_w_hh, g_b_ih, g_b_hh = grads[k][d]
             backwards = d == 1 or cache.reverse
-            c_r, c_z, c_n, c_x, c_hp = cache.dirs[k][d]
+            c_r, c_z, c_n, c_x, c_hp = cache.saved[k][d]
             if d_h_n is None:
                 dh = cp.zeros((B, H), dtype=dtype)
             else:
@@ -518,7 +479,7 @@ def _backward(cp, cache, d_output, d_h_n, grads):
             plan.scatter(dh0[k * D + d], dh)
         d_inp = d_inp.reshape(T, B, I_k)
         if k > 0:
-            masks = cache.masks
+            masks = cache.dropout_masks
             d_above = d_inp * masks[k - 1] if masks else d_inp
             above_bf = False
         else:

@@ -4,53 +4,23 @@ Everything that reaches a compiled kernel passes through here first: dtypes are
 checked and converted, shapes and lengths are checked against each other, sizes are
 checked against BLAS's 32-bit int, and arrays are made C-contiguous (copies only
 when needed; the caller's arrays are never written). The kernels assume all of it.
+The checks themselves live in :mod:`cygru._arrays`; what a backend receives and
+returns is the contract of :mod:`cygru._backend`.
 
 The backend is picked by array type: NumPy arrays run on :mod:`cygru._cpu`, CuPy
 arrays (and objects exposing ``__cuda_array_interface__`` or CUDA DLPack) on
 :mod:`cygru._cupy`.
 """
-import numbers
-import operator
-
 import numpy as np
 
+from . import _arrays as A
 from . import _cpu
+from ._arrays import BadType, BadValue, device_of, shape_str
+from ._backend import ForwardCache, layer_weights, param_shapes
+# re-exported: the parameter layout that callers build ``layers`` with
+from ._backend import GATE_NAMES as GATE_NAMES
 
 __all__ = ["gru", "gru_cell"]
-
-_INT_MAX = 2**31 - 1
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-GATE_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-# ---------------------------------------------------------------------------
-# devices
-# ---------------------------------------------------------------------------
-
-def _is_cupy_array(a):
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
-def _is_cuda_object(a):
-    """True for CuPy arrays and foreign CUDA arrays (a PyTorch CUDA tensor, ...)."""
-    if _is_cupy_array(a) or hasattr(a, "__cuda_array_interface__"):
-        return True
-    dev = getattr(a, "__dlpack_device__", None)
-    if dev is not None and not isinstance(a, np.ndarray):
-        try:
-            return int(dev()[0]) in (2, 13)  # kDLCUDA, kDLCUDAManaged
-        except Exception:
-            return False
-    return False
-
-
-def device_of(a):
-    """'cpu' or 'cuda:N' for an array-like."""
-    if _is_cupy_array(a):
-        return f"cuda:{a.device.id}"
-    if _is_cuda_object(a):
-        return "cuda"
-    return "cpu"
 
 
 def _backend(device):
@@ -60,249 +30,149 @@ def _backend(device):
     return _cupy
 
 
-# ---------------------------------------------------------------------------
-# conversion and checks
-# ---------------------------------------------------------------------------
-
-def check_dtype(dtype, who):
-    """Normalise a module dtype: float32 or float64, else TypeError."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{who}: dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _FLOAT_DTYPES:
-        raise TypeError(f"{who}: dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def check_positive_int(value, name, who, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{who}: {name} must be an integer, got {type(value).__name__} {value!r}")
-    value = operator.index(value)
-    if value < minimum:
-        raise ValueError(f"{who}: {name} must be >= {minimum}, got {value}")
-    if value > _INT_MAX:
-        raise ValueError(f"{who}: {name} = {value} does not fit BLAS's 32-bit int")
-    return value
-
-
-def as_float_array(a, dtype, name, who, device="cpu", check=None):
-    """`a` as a C-contiguous array of `dtype` on `device` (copying only if needed).
-
-    Real numeric input (bool, integer, float of any width) is converted; complex,
-    object, string and other kinds raise TypeError. Arrays on the wrong device raise
-    TypeError saying how to move them. `check(array)` runs on the unconverted array
-    first, so shape and size errors are raised before any copy is made (a huge
-    zero-strided view must not be materialised to be rejected).
-    """
-    if type(a) is np.ndarray and device == "cpu" and a.dtype == dtype and a.flags.c_contiguous:
-        # already what the kernels take: the common case, kept cheap for per-step calls
-        if check is not None:
-            check(a)
-        return a
-    on_gpu = _is_cuda_object(a)
-    if device == "cpu":
-        if on_gpu:
-            raise TypeError(
-                f"{who}: {name} is a GPU array but the module is on the CPU; call "
-                f"module.to('cuda') or pass a NumPy array (e.g. cupy.asnumpy({name}))")
-        try:
-            arr = np.asarray(a)
-        except Exception as exc:
-            raise TypeError(f"{who}: {name} must be array-like, got {type(a).__name__}: {exc}") from None
-    else:
-        if not on_gpu:
-            raise TypeError(
-                f"{who}: {name} is a host (NumPy) array but the module is on {device}; "
-                f"pass cupy.asarray({name}) or call module.to('cpu')")
-        from . import _cupy
-        arr = _cupy.as_cupy(a, device)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{who}: {name} must hold real numbers (it is converted to {np.dtype(dtype)}), "
-            f"got dtype {arr.dtype}")
-    if check is not None:
-        check(arr)
-    if device == "cpu":
-        return np.ascontiguousarray(arr, dtype=dtype)
-    from . import _cupy
-    return _cupy.ascontiguous(arr, dtype)
-
-
-def check_flag(value, name, who):
-    """A boolean option: True/False (NumPy's bools, and the integers 0 and 1, too).
-
-    Anything else is refused rather than read by its truth value, so that
-    ``bias="no"`` is not silently True and an array is not an ambiguous truth value."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral) and not isinstance(value, np.ndarray) and value in (0, 1):
-        return bool(value)
-    raise TypeError(f"{who}: {name} must be True or False, got {type(value).__name__} {value!r}")
-
-
-def check_direction_flags(reverse, bidirectional, who):
-    """reverse (one direction run backwards in time) excludes bidirectional."""
-    if reverse and bidirectional:
-        raise ValueError(f"{who}: reverse=True needs a single direction; "
-                         "bidirectional=True already runs both")
-
-
-def _shape_str(shape):
-    return str(tuple(int(s) for s in shape))
-
-
-def check_lengths(lengths, T, B, who):
-    """Validate per-sequence lengths: integer array of shape (B,), 1 <= L_b <= T."""
-    try:
-        arr = np.asarray(lengths.get() if _is_cupy_array(lengths) else lengths)
-    except Exception as exc:
-        raise TypeError(f"{who}: lengths must be an integer array-like, got {type(lengths).__name__}: {exc}") from None
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{who}: lengths must hold integers, got dtype {arr.dtype}")
-    if arr.shape != (B,):
-        raise ValueError(f"{who}: lengths must have shape ({B},) (one per batch row), got {_shape_str(arr.shape)}")
-    if B and (arr.min() < 1 or arr.max() > T):
-        bad = int(arr.min()) if arr.min() < 1 else int(arr.max())
-        raise ValueError(f"{who}: every length must be in [1, {T}] (the sequence length), got {bad}")
-    return arr.astype(np.int64)
-
-
-def check_blas_sizes(who, hint="split the batch or the sequence", **sizes):
-    for name, value in sizes.items():
-        if value > _INT_MAX:
-            raise ValueError(
-                f"{who}: {name} = {value} does not fit BLAS's 32-bit int (max {_INT_MAX}); "
-                f"{hint}")
+def _xp(device):
+    return np if device == "cpu" else _backend(device).xp()
 
 
 # ---------------------------------------------------------------------------
 # the sequence call
 # ---------------------------------------------------------------------------
 
-def layer_weights(params, num_layers, num_directions, bias, suffix_reverse=True):
-    """Nested [layer][direction] -> (w_ih, w_hh, b_ih, b_hh) from PyTorch-named params."""
-    layers = []
-    for k in range(num_layers):
-        per_dir = []
-        for d in range(num_directions):
-            sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
-            w = tuple(params[n + sfx] if (bias or n.startswith("weight")) else None
-                      for n in GATE_NAMES)
-            per_dir.append(w)
-        layers.append(per_dir)
-    return layers
-
-
 class SequenceCall:
     """A validated call of a multi-layer GRU: what the backend needs, plus how to
-    shape the results for the caller (unbatched input gives unbatched outputs)."""
+    shape the results for the caller (unbatched input gives unbatched outputs).
+
+    Build it with :meth:`checked` (validates the caller's x, h0 and lengths) or
+    :meth:`of_cell` (a cell step's already-validated x and h as one time step)."""
 
     __slots__ = ("x", "h0", "lengths", "unbatched", "T", "B", "device", "dtype", "kwargs",
                  "out_shape", "hn_shape")
 
-    def __init__(self, x, h0, lengths, *, input_size, hidden_size, num_layers, num_directions,
-                 batch_first, reverse, reset_after, dtype, device, who):
+    def __init__(self, x, h0, lengths, *, unbatched, batch_first, num_layers, num_directions,
+                 hidden_size, reverse, reset_after, dtype, device):
+        """From validated arrays: x (T, B, I) (or (B, T, I) with batch_first), h0
+        (L*D, B, H) or None, lengths a host int64 (B,) array or None; `unbatched` says
+        to drop the batch axis of the results."""
         H, D, L = hidden_size, num_directions, num_layers
-
-        def check_x(x):
-            if x.ndim not in (2, 3):
-                layout = "(B, T, I)" if batch_first else "(T, B, I)"
-                raise ValueError(
-                    f"{who}: expected x with 3 dimensions {layout} or 2 (unbatched (T, I)), "
-                    f"got {x.ndim} dimensions, shape {_shape_str(x.shape)}")
-            if x.shape[-1] != input_size:
-                raise ValueError(
-                    f"{who}: expected x with {input_size} features (input_size) in its last "
-                    f"dimension, got shape {_shape_str(x.shape)}")
-            T = x.shape[0] if (x.ndim == 2 or not batch_first) else x.shape[1]
-            B = 1 if x.ndim == 2 else (x.shape[0] if batch_first else x.shape[1])
-            if T == 0:
-                raise ValueError(f"{who}: the sequence length is 0; expected at least one time "
-                                 f"step (x has shape {_shape_str(x.shape)})")
-            check_blas_sizes(who, **{"T*B (sequence length x batch)": T * B,
-                                     "4*hidden_size*directions": 4 * H * D,
-                                     "input_size": input_size})
-
-        x = as_float_array(x, dtype, "x", who, device, check=check_x)
-        self.unbatched = x.ndim == 2
-        if self.unbatched:
-            x = x[:, None, :]      # unbatched (T, I) is (T, 1, I), whatever batch_first
-            batch_first = False
         T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
-        want_h = (L * D, H) if self.unbatched else (L * D, B, H)
-        if h0 is not None:
-            h0 = as_float_array(h0, dtype, "h0", who, device)
-            if h0.shape != want_h:
-                raise ValueError(
-                    f"{who}: expected h0 of shape {_shape_str(want_h)} "
-                    f"(num_layers*num_directions, {'' if self.unbatched else 'batch, '}hidden_size), "
-                    f"got {_shape_str(h0.shape)}")
-            if self.unbatched:
-                h0 = h0[:, None, :]
-        if lengths is not None:
-            if self.unbatched:
-                raise ValueError(f"{who}: lengths needs batched input; x is unbatched "
-                                 f"(shape {_shape_str(x.shape[::2])}), so there is one sequence "
-                                 "and its length is x.shape[0]")
-            lengths = check_lengths(lengths, T, B, who)
-        self.x, self.h0, self.lengths = x, h0, lengths
+        self.x, self.h0, self.lengths, self.unbatched = x, h0, lengths, unbatched
         self.T, self.B, self.device, self.dtype = T, B, device, np.dtype(dtype)
         self.kwargs = dict(hidden_size=H, num_directions=D, reverse=reverse,
                            reset_after=reset_after, lengths=lengths, batch_first=batch_first)
-        if self.unbatched:
+        if unbatched:
             self.out_shape, self.hn_shape = (T, D * H), (L * D, H)
         else:
             self.out_shape = (B, T, D * H) if batch_first else (T, B, D * H)
             self.hn_shape = (L * D, B, H)
 
+    @classmethod
+    def checked(cls, x, h0, lengths, *, input_size, hidden_size, num_layers, num_directions,
+                batch_first, reverse, reset_after, dtype, device):
+        """Validate and convert a caller's x, h0 and lengths."""
+        H, D, L = hidden_size, num_directions, num_layers
+
+        def check_x(x):
+            if x.ndim not in (2, 3):
+                layout = "(B, T, I)" if batch_first else "(T, B, I)"
+                raise BadValue(
+                    f"expected x with 3 dimensions {layout} or 2 (unbatched (T, I)), "
+                    f"got {x.ndim} dimensions, shape {shape_str(x.shape)}")
+            if x.shape[-1] != input_size:
+                raise BadValue(
+                    f"expected x with {input_size} features (input_size) in its last "
+                    f"dimension, got shape {shape_str(x.shape)}")
+            T = x.shape[0] if (x.ndim == 2 or not batch_first) else x.shape[1]
+            B = 1 if x.ndim == 2 else (x.shape[0] if batch_first else x.shape[1])
+            if T == 0:
+                raise BadValue(f"the sequence length is 0; expected at least one time "
+                               f"step (x has shape {shape_str(x.shape)})")
+            A.check_blas_sizes(**{"T*B (sequence length x batch)": T * B,
+                                  "4*hidden_size*directions": 4 * H * D,
+                                  "input_size": input_size})
+
+        x = A.as_float_array(x, dtype, "x", device, check=check_x)
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[:, None, :]      # unbatched (T, I) is (T, 1, I), whatever batch_first
+            batch_first = False
+        T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+        if h0 is not None:
+            want_h = (L * D, H) if unbatched else (L * D, B, H)
+            h0 = A.as_shaped(h0, want_h, dtype, "h0", device, what=(
+                f"h0 of shape {shape_str(want_h)} (num_layers*num_directions, "
+                f"{'' if unbatched else 'batch, '}hidden_size)"))
+            if unbatched:
+                h0 = h0[:, None, :]
+        if lengths is not None:
+            if unbatched:
+                raise BadValue(f"lengths needs batched input; x is unbatched "
+                               f"(shape {shape_str(x.shape[::2])}), so there is one sequence "
+                               "and its length is x.shape[0]")
+            lengths = A.check_lengths(lengths, T, B)
+        return cls(x, h0, lengths, unbatched=unbatched, batch_first=batch_first,
+                   num_layers=L, num_directions=D, hidden_size=H, reverse=reverse,
+                   reset_after=reset_after, dtype=dtype, device=device)
+
+    @classmethod
+    def of_cell(cls, x, h, *, hidden_size, reset_after, dtype, device):
+        """A cell step as a one-layer GRU over one time step, from the step's validated
+        x ((B, I) or unbatched (I,)) and h (matching, or None)."""
+        unbatched = x.ndim == 1
+        x = x[None, None, :] if unbatched else x[None]
+        if h is not None:
+            h = h.reshape(1, x.shape[1], hidden_size)
+        return cls(x, h, None, unbatched=unbatched, batch_first=False, num_layers=1,
+                   num_directions=1, hidden_size=hidden_size, reverse=False,
+                   reset_after=reset_after, dtype=dtype, device=device)
+
     def run(self, layers, dropout_masks=None, need_cache=False):
+        """``(output, h_n, cache)`` in the caller's shapes; cache None unless need_cache."""
         if self.B == 0:                      # empty batch: nothing to compute
-            xp = np if self.device == "cpu" else _backend(self.device).xp()
-            out = xp.zeros(self.out_shape, self.dtype)
-            h_n = xp.zeros(self.hn_shape, self.dtype)
-            return out, h_n, ("empty", self)
+            xp = _xp(self.device)
+            k = self.kwargs
+            cache = ForwardCache.empty(
+                self.T, k["hidden_size"], k["num_directions"], batch_first=k["batch_first"],
+                reverse=k["reverse"], reset_after=k["reset_after"], layers=layers,
+                dropout_masks=dropout_masks) if need_cache else None
+            return xp.zeros(self.out_shape, self.dtype), xp.zeros(self.hn_shape, self.dtype), cache
         out, h_n, cache = _backend(self.device).gru_forward(
             self.x, self.h0, layers, dropout_masks=dropout_masks, need_cache=need_cache,
             **self.kwargs)
         return out.reshape(self.out_shape), h_n.reshape(self.hn_shape), cache
 
-    def backward(self, cache, d_output, d_h_n, grads, who):
-        out_shape, hn_shape = self.out_shape, self.hn_shape
+    def backward(self, cache, d_output, d_h_n, grads):
+        """``(dx, dh0)`` in the caller's shapes of x and h0; adds into `grads`."""
         if d_output is not None:
-            d_output = as_float_array(d_output, self.dtype, "d_output", who, self.device)
-            if d_output.shape != out_shape:
-                raise ValueError(f"{who}: expected d_output of the output's shape "
-                                 f"{_shape_str(out_shape)}, got {_shape_str(d_output.shape)}")
+            d_output = A.as_shaped(
+                d_output, self.out_shape, self.dtype, "d_output", self.device,
+                what=f"d_output of the output's shape {shape_str(self.out_shape)}")
         if d_h_n is not None:
-            d_h_n = as_float_array(d_h_n, self.dtype, "d_h_n", who, self.device)
-            if d_h_n.shape != hn_shape:
-                raise ValueError(f"{who}: expected d_h_n of h_n's shape "
-                                 f"{_shape_str(hn_shape)}, got {_shape_str(d_h_n.shape)}")
+            d_h_n = A.as_shaped(d_h_n, self.hn_shape, self.dtype, "d_h_n", self.device,
+                                what=f"d_h_n of h_n's shape {shape_str(self.hn_shape)}")
         x_shape = self.x.shape[::2] if self.unbatched else self.x.shape
-        h_shape = hn_shape
-        if isinstance(cache, tuple) and cache and cache[0] == "empty":
-            xp = np if self.device == "cpu" else _backend(self.device).xp()
-            return xp.zeros(x_shape, self.dtype), xp.zeros(h_shape, self.dtype)
+        if cache.B == 0:                     # the empty batch's cache: no backend ran
+            xp = _xp(self.device)
+            return xp.zeros(x_shape, self.dtype), xp.zeros(self.hn_shape, self.dtype)
         if self.unbatched:
             if d_output is not None:
                 d_output = d_output[:, None, :]
             if d_h_n is not None:
                 d_h_n = d_h_n[:, None, :]
         dx, dh0 = _backend(self.device).gru_backward(cache, d_output, d_h_n, grads)
-        return dx.reshape(x_shape), dh0.reshape(h_shape)
+        return dx.reshape(x_shape), dh0.reshape(self.hn_shape)
 
 
-def _params_info(params, who):
+def _params_info(params):
     try:
         w_hh = params["weight_hh_l0"]
         w_ih = params["weight_ih_l0"]
     except (KeyError, TypeError):
-        raise ValueError(f"{who}: params must map PyTorch parameter names "
-                         "('weight_ih_l0', 'weight_hh_l0', ...) to arrays") from None
+        raise BadValue("params must map PyTorch parameter names "
+                       "('weight_ih_l0', 'weight_hh_l0', ...) to arrays") from None
     return w_ih, w_hh
 
 
+@A.boundary("cygru.functional.gru")
 def gru(x, params, h0=None, *, num_layers=1, bidirectional=False, batch_first=False,
         reset_after=True, reverse=False, lengths=None):
     """Run a multi-layer GRU over a sequence with explicit weights (no module).
@@ -337,72 +207,53 @@ def gru(x, params, h0=None, *, num_layers=1, bidirectional=False, batch_first=Fa
     >>> np.array_equal(out, m(x)[0])
     True
     """
-    who = "cygru.functional.gru"
-    num_layers = check_positive_int(num_layers, "num_layers", who)
-    bidirectional = check_flag(bidirectional, "bidirectional", who)
-    batch_first = check_flag(batch_first, "batch_first", who)
-    reset_after = check_flag(reset_after, "reset_after", who)
-    reverse = check_flag(reverse, "reverse", who)
-    check_direction_flags(reverse, bidirectional, who)
-    w_ih, w_hh = _params_info(params, who)
+    num_layers = A.check_positive_int(num_layers, "num_layers")
+    bidirectional = A.check_flag(bidirectional, "bidirectional")
+    batch_first = A.check_flag(batch_first, "batch_first")
+    reset_after = A.check_flag(reset_after, "reset_after")
+    reverse = A.check_flag(reverse, "reverse")
+    A.check_direction_flags(reverse, bidirectional)
+    w_ih, w_hh = _params_info(params)
     device = device_of(w_hh)
     dtype = getattr(w_hh, "dtype", None)
     if dtype is None:
-        raise TypeError(f"{who}: weight_hh_l0 must be an array (its dtype, float32 or "
-                        f"float64, is the computation's dtype), got {type(w_hh).__name__}")
-    dtype = check_dtype(dtype, who)
+        raise BadType(f"weight_hh_l0 must be an array (its dtype, float32 or "
+                      f"float64, is the computation's dtype), got {type(w_hh).__name__}")
+    dtype = A.check_dtype(dtype)
     for name, w in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh)):
         if getattr(w, "ndim", None) != 2:
-            raise ValueError(f"{who}: expected {name} with 2 dimensions (3*hidden_size, "
-                             f"features), got shape {_shape_str(getattr(w, 'shape', ()))}")
+            raise BadValue(f"expected {name} with 2 dimensions (3*hidden_size, "
+                           f"features), got shape {shape_str(getattr(w, 'shape', ()))}")
     if w_hh.shape[0] != 3 * w_hh.shape[1]:
-        raise ValueError(f"{who}: expected weight_hh_l0 of shape (3*H, H), got "
-                         f"{_shape_str(w_hh.shape)}")
-    H = int(w_hh.shape[1])
+        raise BadValue(f"expected weight_hh_l0 of shape (3*H, H), got {shape_str(w_hh.shape)}")
+    H, I = int(w_hh.shape[1]), int(w_ih.shape[1])
     D = 2 if bidirectional else 1
     bias = "bias_ih_l0" in params
+    shapes = param_shapes(I, H, num_layers, D, bias)
     # every key must be used: a forgotten num_layers=2 or bidirectional=True would
     # otherwise drop the `_l1` or `_reverse` weights and run a different model silently
-    used = {n + f"_l{k}" + ("_reverse" if d == 1 else "")
-            for k in range(num_layers) for d in range(D) for n in GATE_NAMES
-            if bias or n.startswith("weight")}
+    used = {name for name, _ in shapes}
     keys = params.keys() if hasattr(params, "keys") else ()
     unexpected = sorted(str(k) for k in keys if k not in used)
     if unexpected:
-        raise ValueError(
-            f"{who}: params has key(s) {unexpected} that num_layers={num_layers}, "
+        raise BadValue(
+            f"params has key(s) {unexpected} that num_layers={num_layers}, "
             f"bidirectional={bidirectional} and bias={bias} (from 'bias_ih_l0') do not use; "
             "pass the options the weights were made with")
-    layers = []
-    for k in range(num_layers):
-        per_dir = []
-        for d in range(D):
-            sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
-            in_size = int(w_ih.shape[1]) if k == 0 else D * H
-            shapes = {"weight_ih": (3 * H, in_size), "weight_hh": (3 * H, H),
-                      "bias_ih": (3 * H,), "bias_hh": (3 * H,)}
-            ws = []
-            for n in GATE_NAMES:
-                if n.startswith("bias") and not bias:
-                    ws.append(None)
-                    continue
-                if n + sfx not in params:
-                    raise ValueError(f"{who}: params has no '{n + sfx}'")
-                a = as_float_array(params[n + sfx], dtype, n + sfx, who, device)
-                if a.shape != shapes[n]:
-                    raise ValueError(f"{who}: expected {n + sfx} of shape "
-                                     f"{_shape_str(shapes[n])}, got {_shape_str(a.shape)}")
-                ws.append(a)
-            per_dir.append(tuple(ws))
-        layers.append(per_dir)
-    call = SequenceCall(x, h0, lengths, input_size=int(w_ih.shape[1]), hidden_size=H,
-                        num_layers=num_layers, num_directions=D, batch_first=batch_first,
-                        reverse=reverse, reset_after=reset_after, dtype=dtype, device=device,
-                        who=who)
-    out, h_n, _ = call.run(layers)
+    checked = {}
+    for name, shape in shapes:
+        if name not in params:
+            raise BadValue(f"params has no '{name}'")
+        checked[name] = A.as_param(params[name], shape, dtype, name, device)
+    call = SequenceCall.checked(
+        x, h0, lengths, input_size=I, hidden_size=H, num_layers=num_layers, num_directions=D,
+        batch_first=batch_first, reverse=reverse, reset_after=reset_after, dtype=dtype,
+        device=device)
+    out, h_n, _ = call.run(layer_weights(checked, num_layers, D, bias))
     return out, h_n
 
 
+@A.boundary("cygru.functional.gru_cell")
 def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True):
     """One GRU step with explicit weights (no module).
 
@@ -434,56 +285,47 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True):
     >>> np.array_equal(h1, c(np.ones(3)))
     True
     """
-    who = "cygru.functional.gru_cell"
     device = device_of(w_hh)
-    dtype = check_dtype(getattr(w_hh, "dtype", None), who)
-    w_hh = as_float_array(w_hh, dtype, "w_hh", who, device)
+    dtype = A.check_dtype(getattr(w_hh, "dtype", None))
+    w_hh = A.as_float_array(w_hh, dtype, "w_hh", device)
     if w_hh.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1]:
-        raise ValueError(f"{who}: expected w_hh of shape (3H, H), got {_shape_str(w_hh.shape)}")
+        raise BadValue(f"expected w_hh of shape (3H, H), got {shape_str(w_hh.shape)}")
     H = w_hh.shape[1]
-    w_ih = as_float_array(w_ih, dtype, "w_ih", who, device)
+    w_ih = A.as_float_array(w_ih, dtype, "w_ih", device)
     if w_ih.ndim != 2 or w_ih.shape[0] != 3 * H:
-        raise ValueError(f"{who}: expected w_ih of shape ({3 * H}, I), got {_shape_str(w_ih.shape)}")
-    biases = []
-    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if b is not None:
-            b = as_float_array(b, dtype, name, who, device)
-            if b.shape != (3 * H,):
-                raise ValueError(f"{who}: expected {name} of shape ({3 * H},), got {_shape_str(b.shape)}")
-        biases.append(b)
-    return cell_call(x, h, w_ih, w_hh, biases[0], biases[1], reset_after, dtype, device, who)
+        raise BadValue(f"expected w_ih of shape ({3 * H}, I), got {shape_str(w_ih.shape)}")
+    b_ih, b_hh = (None if b is None else A.as_shaped(b, (3 * H,), dtype, name, device)
+                  for name, b in (("b_ih", b_ih), ("b_hh", b_hh)))
+    return cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device)
 
 
-def cell_inputs(x, h, I, H, dtype, device, who):
+def cell_inputs(x, h, I, H, dtype, device):
     """A cell step's x ((B, I) or (I,)) and h (matching (B, H) or (H,), or None),
     validated and converted; shapes are kept as the caller gave them."""
     def check_x(x):
         if x.ndim not in (1, 2) or x.shape[-1] != I:
-            raise ValueError(f"{who}: expected x of shape (B, {I}) or ({I},) (input_size {I}), "
-                             f"got {_shape_str(x.shape)}")
-        check_blas_sizes(who, batch=x.shape[0] if x.ndim == 2 else 1)
+            raise BadValue(f"expected x of shape (B, {I}) or ({I},) (input_size {I}), "
+                           f"got {shape_str(x.shape)}")
+        A.check_blas_sizes(batch=x.shape[0] if x.ndim == 2 else 1)
 
-    x = as_float_array(x, dtype, "x", who, device, check=check_x)
+    x = A.as_float_array(x, dtype, "x", device, check=check_x)
     if h is not None:
-        h = as_float_array(h, dtype, "h", who, device)
-        want = (H,) if x.ndim == 1 else (x.shape[0], H)
-        if h.shape != want:
-            raise ValueError(f"{who}: expected h of shape {_shape_str(want)}, got {_shape_str(h.shape)}")
+        h = A.as_shaped(h, (H,) if x.ndim == 1 else (x.shape[0], H), dtype, "h", device)
     return x, h
 
 
-def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device, who):
+def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device):
     """Validate a cell's x and h against already-validated weights and run one step."""
     I, H = w_ih.shape[1], w_hh.shape[1]
     if (device == "cpu" and type(x) is np.ndarray and x.ndim == 2 and x.dtype == dtype
-            and x.shape[1] == I and 0 < x.shape[0] <= _INT_MAX and x.flags.c_contiguous
+            and x.shape[1] == I and 0 < x.shape[0] <= A._INT_MAX and x.flags.c_contiguous
             and (h is None or (type(h) is np.ndarray and h.dtype == dtype
                                and h.shape == (x.shape[0], H) and h.flags.c_contiguous))):
         # the streaming case (a batch of C-contiguous rows of the right dtype) goes
         # straight to the kernel: per-step calls are dominated by this overhead
         return _cpu.cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after)
 
-    x, h = cell_inputs(x, h, I, H, dtype, device, who)
+    x, h = cell_inputs(x, h, I, H, dtype, device)
     unbatched = x.ndim == 1
     if unbatched:
         x = x[None, :]
@@ -491,7 +333,6 @@ def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device, who):
     if h is not None:
         h = h.reshape(B, H)
     if B == 0:
-        xp = np if device == "cpu" else _backend(device).xp()
-        return xp.zeros((0, H), dtype)
+        return _xp(device).zeros((0, H), dtype)
     out = _backend(device).cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after)
     return out[0] if unbatched else out

@@ -5,33 +5,62 @@ PyTorch's names, so weights trained in PyTorch load unchanged and give the same
 numbers. The math lives in the backends (see :mod:`cygru.functional`).
 """
 import math
-import numbers
-import operator
 import os
 import threading
 import warnings
+from collections import namedtuple
 
 import numpy as np
 
+from . import _arrays as A
 from . import functional as F
+from ._arrays import BadType, BadValue
+from ._backend import GATE_NAMES, layer_weights, param_shapes
 
-__all__ = ["GRU", "GRUCell"]
+__all__ = ["GRU", "GRUCell", "IncompatibleKeys"]
 
 
 _PICKLE_FORMAT = 1         # version of the state written by _Module.__getstate__
 
+# a public method of a module: argument errors found inside name the module ("cygru.GRU: ...")
+_boundary = A.boundary()
 
-def _check_seed(seed, who):
-    """None or a non-negative integer (NumPy's integer types included)."""
-    if seed is None:
-        return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"{who}: seed must be None or a non-negative integer, got "
-                        f"{type(seed).__name__} {seed!r}")
-    seed = operator.index(seed)
-    if seed < 0:
-        raise ValueError(f"{who}: seed must be None or a non-negative integer, got {seed}")
-    return seed
+
+# nn.Module methods a PyTorch user may reach for that cygru does not have, and why
+_NO_MODE = ("cygru has no training mode: dropout applies only inside vjp (training), "
+            "never in a plain call (inference); see 'Coming from PyTorch' in the docs")
+_TORCH_HINTS = {
+    "train": _NO_MODE, "eval": _NO_MODE, "training": _NO_MODE,
+    "half": "cygru computes in float32 or float64 only (module.float(), module.double())",
+    "bfloat16": "cygru computes in float32 or float64 only (module.float(), module.double())",
+    "requires_grad_": "every parameter gets a gradient in vjp's backward; to freeze one, "
+                      "leave it out of your update",
+}
+
+
+class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    """What :meth:`GRU.load_state_dict` returns, as PyTorch's ``load_state_dict``:
+    ``(missing_keys, unexpected_keys)``, two lists of names (both empty with
+    ``strict=True``, which raises instead).
+
+    Examples
+    --------
+    >>> import cygru
+    >>> gru = cygru.GRU(3, 2)
+    >>> sd = gru.state_dict()
+    >>> sd["extra"] = sd.pop("bias_hh_l0")
+    >>> gru.load_state_dict(sd, strict=False)
+    IncompatibleKeys(missing_keys=['bias_hh_l0'], unexpected_keys=['extra'])
+    >>> gru.load_state_dict(gru.state_dict())
+    <All keys matched successfully>
+    """
+
+    __slots__ = ()
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
 
 
 def _physical_memory():
@@ -58,24 +87,28 @@ class _Module:
     def _init_params(self, shapes, seed, values=None):
         """Create the parameters: U(-1/sqrt(H), 1/sqrt(H)) as PyTorch, or ``values``
         (name -> array, already validated) when rebuilding an unpickled module."""
-        who = self._who
-        seed = _check_seed(seed, who)
+        seed = A.check_seed(seed)
         object.__setattr__(self, "_shapes", dict(shapes))
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_param_lock", threading.Lock())
         object.__setattr__(self, "device", "cpu")
         if values is None:
-            rng = np.random.default_rng(seed)
-            k = 1.0 / math.sqrt(self.hidden_size)
-            for name, shape in shapes:
-                object.__setattr__(self, name, rng.uniform(-k, k, shape).astype(self.dtype))
-        else:
-            for name, _ in shapes:
-                object.__setattr__(self, name, values[name])
+            values = self._initial_values(seed)
+        for name, _ in shapes:
+            object.__setattr__(self, name, values[name])
         object.__setattr__(self, "_grads", {n: np.zeros(s, self.dtype) for n, s in shapes})
         # dropout masks draw from their own stream of the same seed
         object.__setattr__(self, "_dropout_rng", np.random.default_rng(
             None if seed is None else [seed, 1]))
+
+    def _initial_values(self, seed):
+        """name -> a fresh host array drawn from U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's
+        initialisation): one float64 draw per parameter, in PyTorch's order, from
+        ``numpy.random.default_rng(seed)``, cast to the module's dtype."""
+        rng = np.random.default_rng(seed)
+        k = 1.0 / math.sqrt(self.hidden_size)
+        return {name: rng.uniform(-k, k, shape).astype(self.dtype)
+                for name, shape in self._shapes.items()}
 
     def _check_param_count(self, n, given):
         """An unpickled state must hold exactly the parameters its options define;
@@ -86,6 +119,9 @@ class _Module:
 
     def __getattr__(self, name):
         # only reached when normal lookup fails
+        if name in _TORCH_HINTS and "_shapes" in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}: "
+                                 f"{_TORCH_HINTS[name]}")
         if name.startswith("__") or "_shapes" in self.__dict__:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         raise AttributeError(f"{self._who}: this module was never initialised (no {name!r}): "
@@ -113,12 +149,14 @@ class _Module:
     _fixed = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional",
               "num_directions", "reset_after", "reverse", "dtype", "device")
 
+    @_boundary
     def __setattr__(self, name, value):
         shapes = self.__dict__.get("_shapes", {})
         if name in shapes:
-            value = self._checked_param(name, value)
+            # converted under the lock: double()/to() on another thread cannot slip a
+            # parameter of the old dtype or device into the module
             with self._param_lock:
-                object.__setattr__(self, name, value)
+                object.__setattr__(self, name, self._checked_param(name, value))
             return
         elif name in self._fixed and "_shapes" in self.__dict__:
             how = "use module.to(...)" if name == "device" else "build a new module"
@@ -127,22 +165,22 @@ class _Module:
         elif name == "batch_first":
             value = bool(value)
         elif name == "dropout":
-            value = _check_dropout(value, self._who)
+            value = A.check_dropout(value)
         object.__setattr__(self, name, value)
 
     def _checked_param(self, name, value, label=None):
         """`value` validated and converted for parameter `name` (a copy, never the
         caller's memory); messages call it `label` (default: the name)."""
-        label = label or name
-        if value is None or isinstance(value, (str, bytes, dict)):
-            raise TypeError(f"{self._who}: {label} must be an array of numbers, "
-                            f"got {type(value).__name__}")
-        if value is self.__dict__.get(name):
+        if value is not None and value is self.__dict__.get(name):
             return value          # `module.w -= step` hands back the module's own array
-        arr = F.as_float_array(value, self.dtype, label, self._who, self.device)
-        want = self._shapes[name]
-        if arr.shape != want:
-            raise ValueError(f"{self._who}: {label} must have shape {want}, got {tuple(arr.shape)}")
+        device = self.device
+        value = A.detached(value)
+        if device != "cpu" and not A.is_cuda_object(value):
+            # host values for a GPU module are checked on the host, then copied to its
+            # device (as PyTorch's load_state_dict copies CPU tensors into CUDA ones)
+            arr = A.as_param(value, self._shapes[name], self.dtype, label or name)
+            return A.to_device(arr, device)
+        arr = A.as_param(value, self._shapes[name], self.dtype, label or name, device)
         if arr is value or arr.base is not None:
             # the conversion did not copy (the caller's array, or a view of a torch
             # tensor's memory): copy, so the module never aliases caller memory
@@ -152,12 +190,32 @@ class _Module:
     def _params(self):
         """name -> the live parameter arrays, taken together under the parameter lock:
         a consistent set even while another thread loads new weights."""
+        return self._snapshot()[0]
+
+    def _snapshot(self):
+        """(params, dtype, device), taken together under the parameter lock: a call
+        converts its inputs to the dtype and device of the very weights it runs with,
+        even while another thread runs double(), float() or to()."""
         d = self.__dict__
         with self._param_lock:
-            return {n: d[n] for n in self._shapes}
+            return {n: d[n] for n in self._shapes}, d["dtype"], d["device"]
 
-    def named_parameters(self):
-        """List of ``(name, array)`` in PyTorch's order; the arrays are the live parameters.
+    @_boundary
+    def named_parameters(self, prefix="", recurse=True):
+        """An iterator over ``(name, array)`` in PyTorch's order; the arrays are the live
+        parameters (a consistent set, taken when it is called).
+
+        As PyTorch's, but the values are NumPy (or CuPy) arrays, not tensors. A module
+        replaces its arrays (rather than writing into them) in :meth:`load_state_dict`,
+        :meth:`reset_parameters`, :meth:`to`, :meth:`double` and :meth:`float`: ask
+        again after those. In-place updates (``p -= lr * g``) act on the module.
+
+        Parameters
+        ----------
+        prefix : str
+            Prepended to every name, with a dot (``prefix + "." + name``).
+        recurse : bool
+            Accepted for PyTorch's signature (a cygru module has no submodules).
 
         Examples
         --------
@@ -165,7 +223,23 @@ class _Module:
         >>> [n for n, _ in cygru.GRUCell(3, 2).named_parameters()]
         ['weight_ih', 'weight_hh', 'bias_ih', 'bias_hh']
         """
-        return list(self._params().items())
+        if not isinstance(prefix, str):
+            raise BadType(f"named_parameters: prefix must be a str, got {type(prefix).__name__}")
+        A.check_flag(recurse, "recurse")
+        head = prefix + "." if prefix else ""
+        return iter([(head + n, a) for n, a in self._params().items()])
+
+    def parameters(self, recurse=True):
+        """An iterator over the live parameter arrays, in PyTorch's order (see
+        :meth:`named_parameters`).
+
+        Examples
+        --------
+        >>> import cygru
+        >>> sum(p.size for p in cygru.GRU(3, 2).parameters())   # 3H*(I+H) + 6H, as torch's numel()
+        42
+        """
+        return (a for _, a in self.named_parameters(recurse=recurse))
 
     def state_dict(self):
         """A dict of copies of the parameters, with exactly PyTorch's keys, order and shapes.
@@ -178,46 +252,93 @@ class _Module:
         """
         return {n: a.copy() for n, a in self._params().items()}
 
-    def load_state_dict(self, state_dict):
+    @_boundary
+    def load_state_dict(self, state_dict, strict=True):
         """Load parameters from a mapping of PyTorch-named arrays (copied in).
 
         Values may be anything :func:`numpy.asarray` accepts (a PyTorch CPU tensor
-        after ``.detach()``); real numbers are converted to the module's dtype.
-        Raises ``ValueError`` naming the key for a missing or unexpected key or a
-        wrong shape, and ``TypeError`` for non-numeric values. Nothing is changed
-        unless every value is valid. The new weights replace the old ones at once:
-        a call running on another thread uses either the old or the new weights,
-        never a mix.
+        after ``.detach()``), or CUDA arrays for a module on a GPU (host values are copied
+        to its device); real numbers are converted to the module's dtype.
+        With ``strict=True`` (the default) the keys must be exactly those of
+        :meth:`state_dict`: a missing or unexpected key raises ``ValueError`` naming
+        it. With ``strict=False`` the parameters the mapping holds are loaded, the
+        others keep their values, and other keys are ignored. Either way a wrong
+        shape raises ``ValueError`` and a non-numeric value ``TypeError`` (PyTorch
+        also refuses a size mismatch with ``strict=False``), and nothing is changed
+        unless every value loaded is valid. The new weights replace the old ones at
+        once: a call running on another thread uses either the old or the new
+        weights, never a mix.
+
+        Returns
+        -------
+        IncompatibleKeys
+            ``(missing_keys, unexpected_keys)``, as PyTorch's (both empty unless
+            ``strict=False``).
 
         Examples
         --------
         >>> import cygru
         >>> a, b = cygru.GRU(3, 2, seed=0), cygru.GRU(3, 2, seed=1)
         >>> b.load_state_dict(a.state_dict())
+        <All keys matched successfully>
         >>> bool((a.weight_hh_l0 == b.weight_hh_l0).all())
         True
+        >>> b.load_state_dict({"weight_hh_l0": a.weight_hh_l0}, strict=False).missing_keys
+        ['weight_ih_l0', 'bias_ih_l0', 'bias_hh_l0']
         """
-        new = self._checked_params(state_dict, "load_state_dict")
+        strict = A.check_flag(strict, "strict")
         with self._param_lock:
+            new, missing, unexpected = self._checked_params(state_dict, "load_state_dict",
+                                                            strict=strict)
             for k, v in new.items():
                 object.__setattr__(self, k, v)
+        return IncompatibleKeys(missing, unexpected)
 
-    def _checked_params(self, state_dict, what, label="{}"):
-        """Every parameter of a mapping, validated and converted (_checked_param);
-        `label` formats a name for messages."""
+    def _checked_params(self, state_dict, what, label="{}", strict=True):
+        """The parameters of a mapping, validated and converted (_checked_param), with
+        the missing and the unexpected keys (refused when `strict`); `label` formats a
+        name for messages."""
         try:
             keys = list(state_dict.keys())
         except AttributeError:
-            raise TypeError(f"{self._who}: {what} expects a mapping of names to "
-                            f"arrays, got {type(state_dict).__name__}") from None
+            raise BadType(f"{what} expects a mapping of names to "
+                          f"arrays, got {type(state_dict).__name__}") from None
         missing = [k for k in self._shapes if k not in state_dict]
         unexpected = [k for k in keys if k not in self._shapes]
-        if missing:
-            raise ValueError(f"{self._who}: {what}: missing key(s) {missing}")
-        if unexpected:
-            raise ValueError(f"{self._who}: {what}: unexpected key(s) {unexpected}; "
-                             f"expected {list(self._shapes)}")
-        return {k: self._checked_param(k, state_dict[k], label.format(k)) for k in self._shapes}
+        if strict and missing:
+            raise BadValue(f"{what}: missing key(s) {missing}")
+        if strict and unexpected:
+            raise BadValue(f"{what}: unexpected key(s) {unexpected}; "
+                           f"expected {list(self._shapes)}")
+        new = {k: self._checked_param(k, state_dict[k], label.format(k))
+               for k in self._shapes if k in state_dict}
+        return new, missing, unexpected
+
+    @_boundary
+    def reset_parameters(self, seed=None):
+        """Draw every parameter again from U(-1/sqrt(H), 1/sqrt(H)), PyTorch's
+        initialisation; returns None.
+
+        With a seed the values are exactly those of a module built with that seed
+        (``GRU(..., seed=seed)``); with None, fresh entropy. The gradients and the
+        dropout stream are left as they are. The new arrays replace the old ones at
+        once, as :meth:`load_state_dict` does.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> gru = cygru.GRU(3, 2, seed=0)
+        >>> gru.weight_hh_l0 *= 0
+        >>> gru.reset_parameters(seed=0)
+        >>> bool((gru.weight_hh_l0 == cygru.GRU(3, 2, seed=0).weight_hh_l0).all())
+        True
+        """
+        seed = A.check_seed(seed)
+        with self._param_lock:
+            values = {n: A.to_device(v, self.device)
+                      for n, v in self._initial_values(seed).items()}
+            for k, v in values.items():
+                object.__setattr__(self, k, v)
 
     @property
     def grads(self):
@@ -225,6 +346,8 @@ class _Module:
 
         Every ``backward`` closure returned by ``vjp`` ADDS into these arrays (under the
         module's lock, so concurrent backward calls from several threads sum correctly).
+        They are zeros until then; after ``zero_grad(set_to_none=True)`` a value is None
+        until the next backward writes it (PyTorch's ``param.grad is None``).
 
         Examples
         --------
@@ -237,8 +360,14 @@ class _Module:
         """
         return self._grads
 
-    def zero_grad(self):
-        """Set every accumulated gradient to zero (in place).
+    @_boundary
+    def zero_grad(self, set_to_none=False):
+        """Reset the accumulated gradients.
+
+        ``set_to_none=False`` (cygru's default) writes zeros into the gradient arrays,
+        in place. ``set_to_none=True`` drops them (PyTorch's default since 2.0): every
+        value of :attr:`grads` is None, and the memory is freed, until the next
+        backward stores its gradients there.
 
         Examples
         --------
@@ -247,32 +376,73 @@ class _Module:
         >>> c.zero_grad()
         >>> float(c.grads["weight_ih"].sum())
         0.0
+        >>> c.zero_grad(set_to_none=True)
+        >>> c.grads["weight_ih"] is None
+        True
         """
+        set_to_none = A.check_flag(set_to_none, "set_to_none")
         with self._lock:
-            for g in self._grads.values():
-                g[...] = 0
+            for name, g in self._grads.items():
+                if set_to_none:
+                    self._grads[name] = None
+                elif g is not None:
+                    g[...] = 0
 
     def _accumulate(self, local):
+        """Add gradient arrays into :attr:`grads` (a None gradient, after
+        ``zero_grad(set_to_none=True)``, becomes a copy in the module's dtype: callers
+        may keep their arrays, and double()/float() may have run since the forward)."""
         with self._lock:
             for name, g in local.items():
-                self._grads[name] += g
+                if self._grads[name] is None:
+                    self._grads[name] = g.astype(self.dtype)
+                else:
+                    self._grads[name] += g
 
-    # -- devices ------------------------------------------------------------
-    def to(self, device):
-        """Move parameters and gradients to ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; returns self.
+    def _convert_all(self, convert, **attrs):
+        """Replace every parameter and gradient by ``convert(array)`` and set `attrs`,
+        under both locks (a call sees the old or the new module, whole)."""
+        with self._lock, self._param_lock:
+            for n in self._shapes:
+                object.__setattr__(self, n, convert(getattr(self, n)))
+            object.__setattr__(self, "_grads", {n: None if g is None else convert(g)
+                                                for n, g in self._grads.items()})
+            for k, v in attrs.items():
+                object.__setattr__(self, k, v)
+        return self
 
-        Needs CuPy and a GPU for CUDA devices (``pip install cygru[gpu]``).
+    # -- devices and dtypes -------------------------------------------------
+    @_boundary
+    def to(self, device=None, dtype=None):
+        """Move parameters and gradients to a device and/or convert them to a dtype, in
+        place; returns self (as PyTorch's ``module.to``).
+
+        ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``torch.device``);
+        CUDA devices need CuPy and a GPU (``pip install "cygru[gpu]"``). ``dtype``:
+        float32 or float64, as the constructor takes it (``np.float64``,
+        ``"float64"``, ``torch.float64``); also accepted in the first position, as
+        ``module.to(torch.float64)``.
 
         Examples
         --------
-        >>> import cygru
+        >>> import numpy as np, cygru
         >>> cygru.GRU(3, 2).to("cpu").device
         'cpu'
+        >>> cygru.GRU(3, 2).to(np.float64).dtype
+        dtype('float64')
         """
+        if device is not None and not isinstance(device, str) and _is_dtype_like(device):
+            if dtype is not None:
+                raise BadType(f"to: got two dtypes, {device!r} and {dtype!r}")
+            device, dtype = None, device
+        if dtype is not None:
+            self._set_dtype(A.check_dtype(dtype))
+        if device is None:
+            return self
         if not isinstance(device, str):
             device = str(device)
         if device == "cpu":
-            convert = _to_host
+            convert = A.to_host
         elif device == "cuda" or device.startswith("cuda:"):
             from . import _cupy
             if not _cupy.is_available():
@@ -284,12 +454,70 @@ class _Module:
             convert = lambda a: _cupy.to_device(a, dev_id)  # noqa: E731
         else:
             raise ValueError(f"{self._who}.to: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-        with self._lock, self._param_lock:
-            for n in self._shapes:
-                object.__setattr__(self, n, convert(getattr(self, n)))
-            object.__setattr__(self, "_grads", {n: convert(g) for n, g in self._grads.items()})
-            object.__setattr__(self, "device", device)
+        return self._convert_all(convert, device=device)
+
+    def cpu(self):
+        """``module.to("cpu")``, as PyTorch's ``module.cpu()``; returns self.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> cygru.GRU(3, 2).cpu().device
+        'cpu'
+        """
+        return self.to("cpu")
+
+    @_boundary
+    def cuda(self, device=None):
+        """``module.to("cuda")`` (``"cuda:N"`` for ``device=N``; a device string or
+        ``torch.device`` goes to :meth:`to` as is), as PyTorch's ``module.cuda()``;
+        returns self. Needs CuPy and a GPU.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> gru = cygru.GRU(3, 2)
+        >>> try:
+        ...     gru = gru.cuda()
+        ... except RuntimeError:       # no CuPy or no GPU here
+        ...     pass
+        >>> gru.device in ("cpu", "cuda:0")
+        True
+        """
+        if device is None:
+            return self.to("cuda")
+        if isinstance(device, (str, bool)) or type(device).__module__ == "torch":
+            return self.to(device)
+        return self.to(f"cuda:{A.check_positive_int(device, 'device', minimum=0)}")
+
+    def _set_dtype(self, dtype):
+        if dtype != self.dtype:
+            self._convert_all(lambda a: a.astype(dtype), dtype=dtype)
         return self
+
+    def double(self):
+        """Convert the parameters and gradients to float64, in place; returns self (as
+        PyTorch's ``module.double()``). Later calls compute in float64.
+
+        Examples
+        --------
+        >>> import cygru
+        >>> cygru.GRU(3, 2).double().weight_hh_l0.dtype
+        dtype('float64')
+        """
+        return self._set_dtype(A.FLOAT_DTYPES[1])
+
+    def float(self):
+        """Convert the parameters and gradients to float32, in place; returns self (as
+        PyTorch's ``module.float()``).
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> cygru.GRU(3, 2, dtype=np.float64).float().dtype
+        dtype('float32')
+        """
+        return self._set_dtype(A.FLOAT_DTYPES[0])
 
     # -- pickling / copying ------------------------------------------------
     # A pickle holds the constructor's options, the parameters and gradients (as NumPy
@@ -301,9 +529,11 @@ class _Module:
                  "num_directions")
 
     def __getstate__(self):
-        params = {n: _to_host(a) for n, a in self._params().items()}
+        params = {n: A.to_host(a) for n, a in self._params().items()}
         with self._lock:
-            grads = {n: _to_host(g).copy() for n, g in self._grads.items()}
+            # a dropped gradient (zero_grad(set_to_none=True)) is stored as zeros
+            grads = {n: np.zeros(self._shapes[n], self.dtype) if g is None else A.to_host(g).copy()
+                     for n, g in self._grads.items()}
             rng_state = self._dropout_rng.bit_generator.state
         reserved = set(self._options) | set(self._shapes) | set(self._internal)
         attrs = dict(self.__dict__)        # one snapshot: other threads may add attributes
@@ -314,6 +544,7 @@ class _Module:
                 "grads": grads if any(g.any() for g in grads.values()) else None,
                 "dropout_rng": rng_state, "device": self.device, "extra": extra}
 
+    @_boundary
     def __setstate__(self, state):
         who = f"{self._who} (unpickling)"
         if not isinstance(state, dict):
@@ -339,11 +570,11 @@ class _Module:
         shapes = self._configure(**options, warn=False, expect_params=len(params))
         object.__setattr__(self, "device", "cpu")
         object.__setattr__(self, "_shapes", dict(shapes))
-        params = self._checked_params(params, "unpickling: params", "{} (unpickling)")
+        params, _, _ = self._checked_params(params, "unpickling: params", "{} (unpickling)")
         grads = state["grads"]
         if grads is not None:
-            grads = self._checked_params(grads, "unpickling: grads",
-                                         "the gradient of {} (unpickling)")
+            grads, _, _ = self._checked_params(grads, "unpickling: grads",
+                                               "the gradient of {} (unpickling)")
         self._init_params(shapes, None, values=params)
         if grads is not None:
             for n, g in grads.items():
@@ -384,33 +615,21 @@ class _Module:
                 "device": state.get("device", "cpu"),
                 "extra": {k: v for k, v in state.items() if k not in reserved and k not in names}}
 
-    def _new_grads(self):
-        return {n: zeros_on(self.device, s, self.dtype) for n, s in self._shapes.items()}
+    def _new_grads(self, dtype, device):
+        return {n: A.zeros_on(device, s, dtype) for n, s in self._shapes.items()}
 
 
-def _check_dropout(dropout, who):
-    if isinstance(dropout, bool):
-        raise TypeError(f"{who}: dropout must be a number in [0, 1), got {dropout!r}")
-    try:
-        dropout = float(dropout)
-    except (TypeError, ValueError):
-        raise TypeError(f"{who}: dropout must be a number in [0, 1), got {dropout!r}") from None
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{who}: dropout must be in [0, 1), got {dropout}")
-    return dropout
+def _module_dtype(dtype):
+    """A module's dtype option: None is the default, float32 (as PyTorch's ``dtype=None``;
+    NumPy would read None as float64)."""
+    return A.check_dtype(np.float32 if dtype is None else dtype)
 
 
-def zeros_on(device, shape, dtype):
-    """Zeros on `device` ('cpu' or 'cuda:N'; on the module's GPU, not the current one)."""
-    if device == "cpu":
-        return np.zeros(shape, dtype)
-    import cupy
-    with cupy.cuda.Device(int(device.split(":")[1])):
-        return cupy.zeros(shape, dtype)
-
-
-def _to_host(a):
-    return a.get() if F._is_cupy_array(a) else np.asarray(a)
+def _is_dtype_like(obj):
+    """True for what names a dtype rather than a device: a NumPy dtype, a scalar type
+    (np.float64, float) or a torch.dtype."""
+    return (isinstance(obj, (np.dtype, type))
+            or (type(obj).__module__ == "torch" and type(obj).__name__ == "dtype"))
 
 
 class GRU(_Module):
@@ -445,9 +664,24 @@ class GRU(_Module):
     reverse : bool, keyword-only
         With one direction, run it backwards in time (ONNX ``direction="reverse"``).
     dtype : float32 or float64, keyword-only
-        Parameter and computation dtype.
+        Parameter and computation dtype, spelt as NumPy does (``np.float32``,
+        ``"float64"``, ...) or as PyTorch does (``torch.float32``; read by name, torch
+        is not imported); None is float32, the default. :meth:`double`, :meth:`float`
+        and :meth:`to` convert later.
     seed : int, optional, keyword-only
         Seeds the initialisation and the dropout masks.
+
+    Notes
+    -----
+    The methods of PyTorch's ``nn.Module`` that fit are here (``state_dict``,
+    ``load_state_dict(strict=...)``, ``parameters``, ``named_parameters``,
+    ``reset_parameters``, ``zero_grad``, ``to``, ``cpu``, ``cuda``, ``double``,
+    ``float``). The differences:
+    gradients come from :meth:`vjp`'s closure and are read from :attr:`grads`; dropout
+    applies only inside :meth:`vjp`, so there is no ``train()``/``eval()`` switch;
+    ``zero_grad`` writes zeros by default (``set_to_none=False``); loading and
+    converting replace the parameter arrays rather than writing into them. See "Coming
+    from PyTorch" in the documentation's Concepts page.
 
     Examples
     --------
@@ -465,6 +699,7 @@ class GRU(_Module):
     _options = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                 "bidirectional", "reset_after", "reverse", "dtype")
 
+    @_boundary
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, reset_after=True, reverse=False,
                  dtype=np.float32, seed=None):
@@ -477,27 +712,26 @@ class GRU(_Module):
                    dropout=0.0, bidirectional=False, *, reset_after=True, reverse=False,
                    dtype=np.float32, warn=True, expect_params=None):
         """Validate and set the options; returns the parameters' (name, shape) list."""
-        who = self._who
         set_ = object.__setattr__
-        set_(self, "input_size", F.check_positive_int(input_size, "input_size", who))
-        set_(self, "hidden_size", F.check_positive_int(hidden_size, "hidden_size", who))
-        set_(self, "num_layers", F.check_positive_int(num_layers, "num_layers", who))
-        dropout = _check_dropout(dropout, who)
+        set_(self, "input_size", A.check_positive_int(input_size, "input_size"))
+        set_(self, "hidden_size", A.check_positive_int(hidden_size, "hidden_size"))
+        set_(self, "num_layers", A.check_positive_int(num_layers, "num_layers"))
+        dropout = A.check_dropout(dropout)
         if warn and dropout > 0 and num_layers == 1:
-            warnings.warn(f"{who}: dropout={dropout} has no effect with num_layers=1 (it acts "
-                          "between layers)", UserWarning, stacklevel=3)
-        set_(self, "bias", F.check_flag(bias, "bias", who))
-        set_(self, "batch_first", F.check_flag(batch_first, "batch_first", who))
+            warnings.warn(f"{self._who}: dropout={dropout} has no effect with num_layers=1 "
+                          "(it acts between layers)", UserWarning, stacklevel=4)
+        set_(self, "bias", A.check_flag(bias, "bias"))
+        set_(self, "batch_first", A.check_flag(batch_first, "batch_first"))
         set_(self, "dropout", dropout)
-        set_(self, "bidirectional", F.check_flag(bidirectional, "bidirectional", who))
-        set_(self, "reset_after", F.check_flag(reset_after, "reset_after", who))
-        set_(self, "reverse", F.check_flag(reverse, "reverse", who))
-        F.check_direction_flags(self.reverse, self.bidirectional, who)
-        set_(self, "dtype", F.check_dtype(dtype, who))
+        set_(self, "bidirectional", A.check_flag(bidirectional, "bidirectional"))
+        set_(self, "reset_after", A.check_flag(reset_after, "reset_after"))
+        set_(self, "reverse", A.check_flag(reverse, "reverse"))
+        A.check_direction_flags(self.reverse, self.bidirectional)
+        set_(self, "dtype", _module_dtype(dtype))
         set_(self, "num_directions", 2 if bidirectional else 1)
         H, D = self.hidden_size, self.num_directions
         # what every call would check (functional.SequenceCall), refused here at once
-        F.check_blas_sizes(who, hint="use a smaller hidden_size",
+        A.check_blas_sizes(hint="use a smaller hidden_size",
                            **{"4*hidden_size*directions": 4 * H * D})
         L, I, nb = self.num_layers, self.input_size, (6 * H if self.bias else 0)
         self._check_param_count(L * D * (4 if self.bias else 2), expect_params)
@@ -505,15 +739,7 @@ class GRU(_Module):
             L * D * (4 if self.bias else 2),
             D * (3 * H * (I + H) + nb) + (L - 1) * D * (3 * H * (D * H + H) + nb),
             max(3 * H * I, 3 * H * H, 3 * H * D * H if L > 1 else 0))
-        shapes = []
-        for k in range(self.num_layers):
-            in_size = self.input_size if k == 0 else D * H
-            for d in range(D):
-                sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
-                shapes += [("weight_ih" + sfx, (3 * H, in_size)), ("weight_hh" + sfx, (3 * H, H))]
-                if self.bias:
-                    shapes += [("bias_ih" + sfx, (3 * H,)), ("bias_hh" + sfx, (3 * H,))]
-        return shapes
+        return param_shapes(I, H, L, D, self.bias)
 
     def __repr__(self):
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
@@ -529,15 +755,17 @@ class GRU(_Module):
 
     def _layers(self, params=None):
         p = params if params is not None else self._params()
-        return F.layer_weights(p, self.num_layers, self.num_directions, self.bias)
+        return layer_weights(p, self.num_layers, self.num_directions, self.bias)
 
-    def _call(self, x, h0, lengths):
-        return F.SequenceCall(
+    def _call(self, x, h0, lengths, dtype=None, device=None):
+        return F.SequenceCall.checked(
             x, h0, lengths, input_size=self.input_size, hidden_size=self.hidden_size,
             num_layers=self.num_layers, num_directions=self.num_directions,
             batch_first=self.batch_first, reverse=self.reverse, reset_after=self.reset_after,
-            dtype=self.dtype, device=self.device, who=self._who)
+            dtype=self.dtype if dtype is None else dtype,
+            device=self.device if device is None else device)
 
+    @_boundary
     def __call__(self, x, h0=None, lengths=None):
         """Run the GRU: ``output, h_n = gru(x, h0=None, lengths=None)``.
 
@@ -561,24 +789,23 @@ class GRU(_Module):
             The last time step of every layer and direction: (L*D, B, H) (unbatched
             (L*D, H)), index ``layer*D + direction``.
         """
-        out, h_n, _ = self._call(x, h0, lengths).run(self._layers())
+        params, dtype, device = self._snapshot()
+        out, h_n, _ = self._call(x, h0, lengths, dtype, device).run(self._layers(params))
         return out, h_n
 
     forward = __call__
 
     def _dropout_masks(self, call):
+        """L-1 fresh masks for a vjp call, in its dtype and on its device (or None)."""
         if self.dropout == 0.0 or self.num_layers == 1:
             return None
         T, B, DH = call.T, call.B, self.num_directions * self.hidden_size
         p = self.dropout
         with self._lock:   # numpy Generators are not thread-safe
             keep = [self._dropout_rng.random((T, B, DH)) >= p for _ in range(self.num_layers - 1)]
-        masks = [(k / (1.0 - p)).astype(self.dtype) for k in keep]
-        if self.device != "cpu":
-            from . import _cupy
-            masks = [_cupy.to_device(m, int(self.device.split(":")[1])) for m in masks]
-        return masks
+        return [A.to_device((k / (1.0 - p)).astype(call.dtype), call.device) for k in keep]
 
+    @_boundary
     def vjp(self, x, h0=None, lengths=None):
         """Forward pass that keeps what backpropagation needs, and its backward closure.
 
@@ -601,10 +828,11 @@ class GRU(_Module):
         >>> dx.shape, dh0.shape
         ((5, 2, 3), (1, 2, 4))
         """
-        call = self._call(x, h0, lengths)
+        params, dtype, device = self._snapshot()
+        call = self._call(x, h0, lengths, dtype, device)
         _keep_for_backward(call)
         masks = self._dropout_masks(call)
-        layers = self._layers(_copies(self._params()))
+        layers = self._layers(_copies(params))
         out, h_n, cache = call.run(layers, dropout_masks=masks, need_cache=True)
         return (out, h_n), _make_backward(self, call, cache, layers)
 
@@ -626,9 +854,17 @@ class GRUCell(_Module):
     reset_after : bool, keyword-only
         The GRU variant (see :class:`GRU`).
     dtype : float32 or float64, keyword-only
-        Parameter and computation dtype.
+        Parameter and computation dtype, spelt as NumPy does (``np.float32``,
+        ``"float64"``, ...) or as PyTorch does (``torch.float32``; read by name, torch
+        is not imported); None is float32, the default. :meth:`double`, :meth:`float`
+        and :meth:`to` convert later.
     seed : int, optional, keyword-only
         Seeds the initialisation.
+
+    Notes
+    -----
+    As :class:`GRU` (PyTorch's module methods, and the differences) for one step;
+    ``GRUCell`` has no dropout.
 
     Examples
     --------
@@ -644,6 +880,7 @@ class GRUCell(_Module):
     _who = "cygru.GRUCell"
     _options = ("input_size", "hidden_size", "bias", "reset_after", "dtype")
 
+    @_boundary
     def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True,
                  dtype=np.float32, seed=None):
         shapes = self._configure(input_size, hidden_size, bias, reset_after=reset_after,
@@ -653,15 +890,14 @@ class GRUCell(_Module):
     def _configure(self, input_size, hidden_size, bias=True, *, reset_after=True,
                    dtype=np.float32, warn=True, expect_params=None):
         """Validate and set the options; returns the parameters' (name, shape) list."""
-        who = self._who
         set_ = object.__setattr__
-        set_(self, "input_size", F.check_positive_int(input_size, "input_size", who))
-        set_(self, "hidden_size", F.check_positive_int(hidden_size, "hidden_size", who))
-        set_(self, "bias", F.check_flag(bias, "bias", who))
-        set_(self, "reset_after", F.check_flag(reset_after, "reset_after", who))
-        set_(self, "dtype", F.check_dtype(dtype, who))
+        set_(self, "input_size", A.check_positive_int(input_size, "input_size"))
+        set_(self, "hidden_size", A.check_positive_int(hidden_size, "hidden_size"))
+        set_(self, "bias", A.check_flag(bias, "bias"))
+        set_(self, "reset_after", A.check_flag(reset_after, "reset_after"))
+        set_(self, "dtype", _module_dtype(dtype))
         H = self.hidden_size
-        F.check_blas_sizes(who, hint="use a smaller hidden_size", **{"4*hidden_size": 4 * H})
+        A.check_blas_sizes(hint="use a smaller hidden_size", **{"4*hidden_size": 4 * H})
         I = self.input_size
         self._check_param_count(4 if self.bias else 2, expect_params)
         self._check_memory(4 if self.bias else 2, 3 * H * (I + H) + (6 * H if self.bias else 0),
@@ -685,22 +921,15 @@ class GRUCell(_Module):
         d = self.__dict__
         with self._param_lock:        # the four weights of one state, never a mix
             w_ih, w_hh, b_ih, b_hh = d["weight_ih"], d["weight_hh"], d.get("bias_ih"), d.get("bias_hh")
-        return F.cell_call(x, h, w_ih, w_hh, b_ih, b_hh, self.reset_after, self.dtype,
-                           self.device, self._who)
+            dtype, device = d["dtype"], d["device"]
+        try:    # the boundary, written out: the per-step path pays for no wrapper
+            return F.cell_call(x, h, w_ih, w_hh, b_ih, b_hh, self.reset_after, dtype, device)
+        except A.ArgumentError as exc:
+            raise exc.named(self._who) from None
 
     forward = __call__
 
-    def _as_sequence_call(self, x, h):
-        x_arr, h = F.cell_inputs(x, h, self.input_size, self.hidden_size, self.dtype,
-                                 self.device, self._who)
-        if h is not None:
-            h = h[None]
-        # a cell step is a one-layer GRU over one time step
-        return F.SequenceCall(x_arr[None], h, None, input_size=self.input_size,
-                              hidden_size=self.hidden_size, num_layers=1, num_directions=1,
-                              batch_first=False, reverse=False, reset_after=self.reset_after,
-                              dtype=self.dtype, device=self.device, who=self._who)
-
+    @_boundary
     def vjp(self, x, h=None):
         """One step keeping what backpropagation needs: ``h1, backward = cell.vjp(x, h)``.
 
@@ -717,21 +946,24 @@ class GRUCell(_Module):
         >>> dx.shape, dh.shape
         ((3,), (2,))
         """
-        call = self._as_sequence_call(x, h)
+        params, dtype, device = self._snapshot()
+        x, h = F.cell_inputs(x, h, self.input_size, self.hidden_size, dtype, device)
+        # a cell step is a one-layer GRU over one time step
+        call = F.SequenceCall.of_cell(x, h, hidden_size=self.hidden_size,
+                                      reset_after=self.reset_after, dtype=dtype, device=device)
         _keep_for_backward(call)
-        p = _copies(self._params())
-        layers = [[tuple(p.get(n) for n in F.GATE_NAMES)]]
+        p = _copies(params)
+        layers = [[tuple(p.get(n) for n in GATE_NAMES)]]
         out, _, cache = call.run(layers, need_cache=True)
         inner = _make_backward(self, call, cache, layers, cell=True)
 
         h1 = out[0]
 
+        @A.boundary(self._who)
         def backward(d_h1=None):
             if d_h1 is not None:
-                d_h1 = F.as_float_array(d_h1, self.dtype, "d_h1", self._who, self.device)
-                if d_h1.shape != h1.shape:
-                    raise ValueError(f"{self._who}: expected d_h1 of h1's shape "
-                                     f"{tuple(h1.shape)}, got {tuple(d_h1.shape)}")
+                d_h1 = A.as_shaped(d_h1, h1.shape, dtype, "d_h1", device,
+                                   what=f"d_h1 of h1's shape {tuple(h1.shape)}")
                 d_h1 = d_h1[None]
             return inner(d_h1, None)
 
@@ -760,6 +992,7 @@ def _make_backward(module, call, cache, layers, cell=False):
     names = list(module._shapes)
     once = threading.Lock()
 
+    @A.boundary(module._who)
     def backward(d_output=None, d_h_n=None):
         with once:
             cache_ = state.pop("cache", None)
@@ -777,16 +1010,16 @@ def _make_backward(module, call, cache, layers, cell=False):
 
     def _run(cache_, d_output, d_h_n):
         # backward adds into fresh arrays; they are summed into module.grads under the lock
-        local = module._new_grads()
+        local = module._new_grads(call.dtype, call.device)
         if cell:
-            grads = [[tuple(local.get(n) for n in F.GATE_NAMES)]]
+            grads = [[tuple(local.get(n) for n in GATE_NAMES)]]
         else:
-            grads = F.layer_weights(local, module.num_layers, module.num_directions, module.bias)
-        dx, dh0 = call.backward(cache_, d_output, d_h_n, grads, module._who)
+            grads = layer_weights(local, module.num_layers, module.num_directions, module.bias)
+        dx, dh0 = call.backward(cache_, d_output, d_h_n, grads)
         module._accumulate({n: local[n] for n in names})
         if cell:
             return dx[0], dh0[0]
         return dx, dh0
 
-    backward.dropout_masks = getattr(cache, "dropout_masks", None)
+    backward.dropout_masks = cache.dropout_masks    # the backend contract's ForwardCache
     return backward

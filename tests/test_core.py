@@ -788,11 +788,16 @@ def test_lengths_with_unbatched_input():
 
 
 def test_check_blas_sizes_directly():
-    F.check_blas_sizes("who", a=2**31 - 1, b=0)          # fits
-    with pytest.raises(ValueError, match=r"who: n = 2147483648 does not fit BLAS's 32-bit int"):
-        F.check_blas_sizes("who", n=2**31)
+    from cygru import _arrays
+    _arrays.check_blas_sizes(a=2**31 - 1, b=0)          # fits
+    with pytest.raises(ValueError, match=r"^n = 2147483648 does not fit BLAS's 32-bit int"):
+        _arrays.check_blas_sizes(n=2**31)
     with pytest.raises(ValueError, match=r"T\*B .* does not fit BLAS"):
-        F.check_blas_sizes("cygru.GRU", **{"T*B (sequence length x batch)": 2**32})
+        _arrays.check_blas_sizes(**{"T*B (sequence length x batch)": 2**32})
+    # named by the public entry point it is raised through
+    named = _arrays.boundary("who")(lambda: _arrays.check_blas_sizes(n=2**31))
+    with pytest.raises(ValueError, match=r"^who: n = 2147483648 does not fit BLAS's 32-bit int"):
+        named()
 
 
 _HUGE_SCRIPT = textwrap.dedent("""
@@ -1087,7 +1092,8 @@ def test_functional_errors():
               num_layers=2)
     with pytest.raises(ValueError, match="PyTorch parameter names"):
         F.gru(np.zeros((T, B, I)), {"w": 1})
-    with pytest.raises(ValueError, match=r"weight_hh_l1 of shape"):
+    with pytest.raises(ValueError, match=rf"weight_hh_l1 must have shape \({3 * H}, {H}\), "
+                                         rf"got \({3 * H}, {H + 1}\)"):
         F.gru(np.zeros((T, B, I)), dict(sd, weight_hh_l1=np.zeros((3 * H, H + 1), np.float32)),
               num_layers=2)
 

@@ -13,8 +13,11 @@
   anything a kernel should have written shows up.  Races cannot show up here; the kernels
   are written so that every thread writes only its own (row, column) element.
 
-The backend and the reference are loaded from their files, so these tests need neither the
-compiled extensions nor CuPy.
+The backend and the reference are loaded from their files (the backend as a module of a
+stand-in package whose path is ``cygru/``, so its relative imports of the pure-Python
+``_arrays`` and ``_backend`` resolve without running ``cygru/__init__``), so these tests need
+neither the compiled extensions nor CuPy, except the one that runs a whole module on the
+emulated backend.
 """
 import contextlib
 import ctypes
@@ -34,8 +37,16 @@ PKG = Path(__file__).resolve().parents[1] / "cygru"
 CU = PKG / "_gru_kernels.cu"
 
 
+_STANDIN = "_cygru_test_pkg"
+
+
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_cygru_test_{name}", PKG / f"{name}.py")
+    """cygru/<name>.py as a fresh module of a stand-in package (no compiled extension)."""
+    if _STANDIN not in sys.modules:
+        pkg = types.ModuleType(_STANDIN)
+        pkg.__path__ = [str(PKG)]
+        sys.modules[_STANDIN] = pkg
+    spec = importlib.util.spec_from_file_location(f"{_STANDIN}.{name}", PKG / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -264,6 +275,12 @@ def _check_case(gc, ref, c):
     out2, h_n2, none = gc.gru_forward(x, h0, layers, need_cache=False, **kw)
     r_out, r_hn = ref.gru_forward(x, h0, layers, **kw)
     assert none is None
+    # the backend contract's cache type, with the fields the Python layer reads
+    assert type(cache).__name__ == "ForwardCache"
+    assert (cache.T, cache.B, cache.H, cache.D) == (T, B, H, D)
+    assert (cache.batch_first, cache.reverse, cache.reset_after) == (bf, c["reverse"],
+                                                                     c["reset_after"])
+    assert cache.dropout_masks is masks
     assert out.shape == r_out.shape and out.dtype == dtype and h_n.shape == r_hn.shape
     np.testing.assert_allclose(out, r_out, **tol)
     np.testing.assert_allclose(h_n, r_hn, **tol)
@@ -322,10 +339,65 @@ def test_emulated_cell_matches_reference(emulated, reference, reset_after, dtype
 
 
 def test_backend_imports_without_cupy():
-    code = ("import sys, importlib.util; sys.modules['cupy'] = None; "
-            f"spec = importlib.util.spec_from_file_location('m', {str(PKG / '_cupy.py')!r}); "
+    code = ("import sys, types, importlib.util; sys.modules['cupy'] = None; "
+            f"pkg = types.ModuleType('p'); pkg.__path__ = [{str(PKG)!r}]; sys.modules['p'] = pkg; "
+            f"spec = importlib.util.spec_from_file_location('p._cupy', {str(PKG / '_cupy.py')!r}); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
             "assert m.is_available() is False; assert m.is_cupy_array(1) is False; "
-            "import numpy as np; assert m.to_host(np.ones(2)).sum() == 2; print('ok')")
+            "a = sys.modules['p._arrays']; "
+            "import numpy as np; assert a.to_host(np.ones(2)).sum() == 2; "
+            "assert 'cygru' not in sys.modules; print('ok')")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
+
+
+def test_module_on_emulated_backend_masks_reach_backward(emulated, reference, monkeypatch):
+    """A whole GRU with dropout, its calls routed to the (emulated) GPU backend: the masks
+    the forward drew reach ``backward.dropout_masks`` and the backward (which the
+    reference, given those masks, reproduces), and gradcheck holds them fixed. (The GPU
+    backend's cache once called them ``masks``, so on a GPU ``backward.dropout_masks`` was
+    None and gradcheck differentiated without them.)"""
+    cygru = pytest.importorskip("cygru")
+    from cygru import functional
+    monkeypatch.setattr(functional, "_backend", lambda device: emulated)
+    rng = np.random.default_rng(3)
+    T, B, I, H, L = 5, 3, 4, 3, 3
+    gru = cygru.GRU(I, H, num_layers=L, bidirectional=True, dropout=0.4, dtype=np.float64,
+                    seed=1)
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([5, 2, 4])
+    (out, h_n), backward = gru.vjp(x, lengths=lengths)
+    masks = backward.dropout_masks
+    assert masks is not None and len(masks) == L - 1
+    assert all(m.shape == (T, B, 2 * H) for m in masks)
+    assert any((m == 0).any() for m in masks)           # something was dropped
+    d_out, d_hn = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
+    dx, dh0 = backward(d_out, d_hn)
+    layers = functional.layer_weights(gru.state_dict(), L, 2, True)
+    kw = dict(hidden_size=H, num_directions=2, reverse=False, reset_after=True,
+              lengths=lengths, batch_first=False, dropout_masks=masks)
+    r_out, _ = reference.gru_forward(x, None, layers, **kw)
+    r_dx, r_dh0, _ = reference.gru_backward(x, None, layers, d_out, d_hn, **kw)
+    np.testing.assert_allclose(out, r_out, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dx, r_dx, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dh0, r_dh0, rtol=1e-11, atol=1e-11)
+    # without the masks the backward would differ: they matter in this case
+    kw["dropout_masks"] = None
+    assert not np.allclose(dx, reference.gru_backward(x, None, layers, d_out, d_hn, **kw)[0])
+    assert cygru.gradcheck(gru, x, lengths=lengths)
+
+
+def test_empty_batch_cache_is_the_contract_type():
+    """An empty batch runs no backend: its forward cache is a ForwardCache with B = 0 (no
+    sentinel), and its backward gives zeros of x's and h0's shapes."""
+    cygru = pytest.importorskip("cygru")
+    from cygru._backend import ForwardCache
+    gru = cygru.GRU(3, 2, num_layers=2, dropout=0.5, dtype=np.float64, seed=0)
+    call = gru._call(np.zeros((4, 0, 3)), None, None)
+    out, h_n, cache = call.run(gru._layers(), need_cache=True)
+    assert isinstance(cache, ForwardCache) and cache.B == 0 and (cache.T, cache.H) == (4, 2)
+    assert out.shape == (4, 0, 2) and h_n.shape == (2, 0, 2)
+    (out, h_n), backward = gru.vjp(np.zeros((4, 0, 3)))
+    dx, dh0 = backward(np.ones(out.shape), None)
+    assert dx.shape == (4, 0, 3) and dh0.shape == (2, 0, 2)
+    assert not dx.any() and not dh0.any()

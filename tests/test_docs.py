@@ -220,7 +220,8 @@ def test_public_api_has_examples():
                  "cygru.get_num_threads": "cygru._threads.get_num_threads",
                  "cygru.set_num_threads": "cygru._threads.set_num_threads",
                  "cygru.GRU": "cygru.modules.GRU",
-                 "cygru.GRUCell": "cygru.modules.GRUCell"}
+                 "cygru.GRUCell": "cygru.modules.GRUCell",
+                 "cygru.IncompatibleKeys": "cygru.modules.IncompatibleKeys"}
     missing = [n for n in public
                if n != "cygru.GradcheckError" and qualified.get(n, n) not in names]
     assert not missing, f"public names without a docstring example: {missing}"

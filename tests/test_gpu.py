@@ -11,6 +11,7 @@ cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy (pip install 
 
 import cygru                                  # noqa: E402
 from cygru import _cupy as gpu                # noqa: E402
+from cygru._arrays import to_host             # noqa: E402
 from cygru import _reference as ref           # noqa: E402
 
 pytestmark = [
@@ -344,8 +345,8 @@ def test_to_device_to_host_round_trip():
     d = gpu.to_device(a, 0)
     assert isinstance(d, cupy.ndarray) and d.device.id == 0
     assert gpu.to_device(d, 0) is d
-    np.testing.assert_array_equal(gpu.to_host(d), a)
-    assert gpu.to_host(a) is a
+    np.testing.assert_array_equal(to_host(d), a)
+    assert to_host(a) is a
 
 
 @needs_two_gpus
@@ -353,7 +354,7 @@ def test_to_device_between_devices():
     a = gpu.to_device(np.arange(6.0).reshape(2, 3), 0)
     b = gpu.to_device(a, 1)
     assert b.device.id == 1
-    np.testing.assert_array_equal(gpu.to_host(b), np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(to_host(b), np.arange(6.0).reshape(2, 3))
     with pytest.raises(TypeError):
         gpu.as_cupy(a, "cuda:1")
 
@@ -364,7 +365,7 @@ def test_to_device_accepts_torch_cuda_tensor():
     t = torch.arange(6, dtype=torch.float64, device="cuda").reshape(2, 3)
     d = gpu.to_device(t, t.device.index or 0)
     assert isinstance(d, cupy.ndarray)
-    np.testing.assert_array_equal(gpu.to_host(d), np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(to_host(d), np.arange(6.0).reshape(2, 3))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,11 +549,11 @@ def test_module_accepts_torch_cuda_tensors():
     tx = torch.from_numpy(x).cuda()
     out_g, hn_g = gpu_m(tx)
     out_c, hn_c = cpu_m(x)
-    np.testing.assert_allclose(gpu.to_host(out_g), out_c, **TOL[np.float32])
-    np.testing.assert_allclose(gpu.to_host(hn_g), hn_c, **TOL[np.float32])
+    np.testing.assert_allclose(to_host(out_g), out_c, **TOL[np.float32])
+    np.testing.assert_allclose(to_host(hn_g), hn_c, **TOL[np.float32])
     # a non-contiguous tensor (a transposed view) is accepted too
     txt = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2))).cuda().transpose(0, 1)
-    np.testing.assert_allclose(gpu.to_host(gpu_m(txt)[0]), out_c, **TOL[np.float32])
+    np.testing.assert_allclose(to_host(gpu_m(txt)[0]), out_c, **TOL[np.float32])
 
 
 def test_mixing_devices_raises_type_error():
@@ -589,3 +590,74 @@ def test_gradcheck_on_cuda():
     assert cygru.gradcheck(m, x) is True
     m2 = cygru.GRU(3, 4, reset_after=False, dtype=np.float64, seed=0).to("cuda")
     assert cygru.gradcheck(m2, x, lengths=np.array([4, 2])) is True
+
+
+def test_dropout_masks_reach_backward_and_gradcheck_on_cuda():
+    """The GPU backend returns the contract's ForwardCache: backward.dropout_masks are the
+    masks the forward applied (they were None on a GPU when its cache called them
+    ``masks``), and gradcheck holds them fixed."""
+    from cygru._backend import ForwardCache
+    m = cygru.GRU(3, 4, num_layers=3, bidirectional=True, dropout=0.4, dtype=np.float64,
+                  seed=0).to("cuda")
+    x = cupy.asarray(np.random.default_rng(16).standard_normal((5, 2, 3)))
+    (out, h_n), backward = m.vjp(x)
+    masks = backward.dropout_masks
+    assert masks is not None and len(masks) == 2
+    assert all(isinstance(k, cupy.ndarray) and k.shape == (5, 2, 8) for k in masks)
+    call = m._call(x, None, None)
+    _, _, cache = call.run(m._layers(), dropout_masks=masks, need_cache=True)
+    assert isinstance(cache, ForwardCache) and cache.dropout_masks is masks
+    # the backward matches the CPU module's given the same masks
+    cpu = cygru.GRU(3, 4, num_layers=3, bidirectional=True, dtype=np.float64)
+    cpu.load_state_dict({k: to_host(v) for k, v in m.state_dict().items()})
+    d_out = np.random.default_rng(17).standard_normal(out.shape)
+    c_call = cpu._call(to_host(x), None, None)
+    host_masks = [to_host(k) for k in masks]
+    c_out, c_hn, c_cache = c_call.run(cpu._layers(), dropout_masks=host_masks, need_cache=True)
+    np.testing.assert_allclose(to_host(out), c_out, **TOL[np.float64])
+    grads = cygru.functional.layer_weights(cpu._new_grads(cpu.dtype, "cpu"), 3, 2, True)
+    c_dx, _ = c_call.backward(c_cache, d_out, None, grads)
+    dx, _ = backward(cupy.asarray(d_out), None)
+    np.testing.assert_allclose(to_host(dx), c_dx, **TOL[np.float64])
+    assert cygru.gradcheck(m, x) is True
+
+
+def test_pytorch_habits_on_cuda():
+    m = cygru.GRU(3, 4, num_layers=2, seed=0).to("cuda")
+    x = cupy.asarray(np.random.default_rng(18).standard_normal((5, 2, 3)), np.float32)
+    (out, _), backward = m.vjp(x)
+    backward(cupy.ones_like(out), None)
+    g32 = {n: to_host(g) for n, g in m.grads.items()}
+    assert m.double() is m and m.device == "cuda:0"
+    assert all(isinstance(p, cupy.ndarray) and p.dtype == np.float64 for p in m.parameters())
+    for n, g in m.grads.items():
+        assert isinstance(g, cupy.ndarray)
+        np.testing.assert_array_equal(to_host(g), g32[n].astype(np.float64))
+    assert m(x)[0].dtype == np.float64
+    m.zero_grad(set_to_none=True)
+    assert all(g is None for g in m.grads.values())
+    (out, _), backward = m.vjp(x)
+    backward(cupy.ones_like(out), None)
+    assert all(isinstance(g, cupy.ndarray) and g.dtype == np.float64 for g in m.grads.values())
+    ref = cygru.GRU(3, 4, num_layers=2, seed=5)
+    # a GPU module loads CUDA arrays, and host arrays copied to its device (as torch)
+    res = m.load_state_dict({"weight_hh_l1": cupy.asarray(ref.weight_hh_l1),
+                             "bias_hh_l0": ref.bias_hh_l0}, strict=False)
+    assert "weight_ih_l0" in res.missing_keys and res.unexpected_keys == []
+    for name in ("weight_hh_l1", "bias_hh_l0"):
+        p = getattr(m, name)
+        assert isinstance(p, cupy.ndarray) and p.dtype == np.float64 and p.device.id == 0
+        np.testing.assert_array_equal(to_host(p), getattr(ref, name).astype(np.float64))
+    m.weight_ih_l0 = ref.weight_ih_l0.tolist()
+    assert isinstance(m.weight_ih_l0, cupy.ndarray)
+    with pytest.raises(ValueError, match=r"^cygru\.GRU: weight_ih_l0 must have shape"):
+        m.weight_ih_l0 = np.zeros((2, 2))
+    m.reset_parameters(seed=5)
+    np.testing.assert_array_equal(to_host(m.weight_hh_l1),
+                                  cygru.GRU(3, 4, num_layers=2, dtype=np.float64,
+                                            seed=5).weight_hh_l1)
+    assert isinstance(m.weight_hh_l1, cupy.ndarray)
+    out, h_n = m(cupy.zeros((5, 0, 3)))                 # empty batch: no backend runs
+    assert isinstance(out, cupy.ndarray) and out.shape == (5, 0, 4)
+    with pytest.raises(TypeError, match=r"^cygru\.GRU: x is a host \(NumPy\) array"):
+        m(np.zeros((5, 2, 3)))

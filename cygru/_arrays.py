@@ -1,0 +1,324 @@
+"""Array handling in one place: conversion, validation, devices and host copies.
+
+Everything that reaches a backend passes through these checks first (the backends
+assume valid input, see :mod:`cygru._backend`). The checks raise :class:`BadValue` /
+:class:`BadType` (subclasses of ValueError / TypeError) whose message says what was
+expected and what was given, without the caller's name: the public entry point that
+called them is decorated with :func:`boundary`, which re-raises them as plain
+ValueError / TypeError prefixed with its own name (``cygru.GRU: ...``). So no check
+needs to be told who called it, and an error names the function the user called.
+
+Pure Python (NumPy only): CuPy is imported only for arrays that are already on a GPU,
+so this module imports on any machine.
+"""
+import functools
+import numbers
+import operator
+
+import numpy as np
+
+_INT_MAX = 2**31 - 1
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# errors, named at the boundary
+# ---------------------------------------------------------------------------
+
+class ArgumentError(Exception):
+    """An invalid argument, found by a check that does not know its caller."""
+
+    plain = Exception
+
+    def named(self, who):
+        """The plain ValueError/TypeError to raise from the public entry point `who`."""
+        return self.plain(f"{who}: {self}")
+
+
+class BadValue(ArgumentError, ValueError):
+    """A ValueError raised by a check; :func:`boundary` prefixes the caller's name."""
+
+    plain = ValueError
+
+
+class BadType(ArgumentError, TypeError):
+    """A TypeError raised by a check; :func:`boundary` prefixes the caller's name."""
+
+    plain = TypeError
+
+
+def boundary(who=None):
+    """Decorator for a public entry point: argument errors raised inside it leave it as
+    ``ValueError("<who>: <message>")`` (or TypeError). `who` is the public name, or None
+    for a method of a cygru module (its ``_who``, e.g. ``"cygru.GRU"``). Nested
+    boundaries: the innermost names the error."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def entry(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ArgumentError as exc:
+                raise exc.named(who if who is not None else args[0]._who) from None
+        return entry
+    return decorate
+
+
+def shape_str(shape):
+    return str(tuple(int(s) for s in shape))
+
+
+# ---------------------------------------------------------------------------
+# devices and host copies
+# ---------------------------------------------------------------------------
+
+def is_cupy_array(a):
+    """True for a CuPy array (read from its type's module: never imports CuPy)."""
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def dlpack_on_cuda(obj):
+    """True if a DLPack exporter says its data lives on a CUDA device (kDLCUDA = 2,
+    kDLCUDAManaged = 13)."""
+    try:
+        dev_type, _ = obj.__dlpack_device__()
+    except Exception:
+        return False
+    return int(dev_type) in (2, 13)
+
+
+def is_cuda_object(a):
+    """True for CuPy arrays and foreign CUDA arrays (a PyTorch CUDA tensor, ...)."""
+    if is_cupy_array(a) or hasattr(a, "__cuda_array_interface__"):
+        return True
+    return (hasattr(a, "__dlpack_device__") and not isinstance(a, np.ndarray)
+            and dlpack_on_cuda(a))
+
+
+def device_of(a):
+    """'cpu', 'cuda:N' for a CuPy array, or 'cuda' for another CUDA array-like."""
+    if is_cupy_array(a):
+        return f"cuda:{a.device.id}"
+    if is_cuda_object(a):
+        return "cuda"
+    return "cpu"
+
+
+def device_index(device):
+    """N of a normalised device string 'cuda:N'."""
+    return int(device.split(":")[1])
+
+
+def to_host(a):
+    """`a` as a NumPy array: NumPy arrays as they are (no copy), CuPy arrays and other
+    CUDA arrays copied to host memory, PyTorch tensors detached (and copied from their
+    device when needed), anything else through :func:`numpy.asarray`."""
+    if isinstance(a, np.ndarray):
+        return a
+    if is_cupy_array(a):
+        return a.get()
+    if type(a).__module__.split(".")[0] == "torch" and hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    if hasattr(a, "__cuda_array_interface__"):
+        import cupy
+        return cupy.asnumpy(cupy.asarray(a))
+    return np.asarray(a)
+
+
+def zeros_on(device, shape, dtype):
+    """Zeros on `device` ('cpu' or 'cuda:N'; on that GPU, not the current one)."""
+    if device == "cpu":
+        return np.zeros(shape, dtype)
+    import cupy
+    with cupy.cuda.Device(device_index(device)):
+        return cupy.zeros(shape, dtype)
+
+
+def to_device(a, device):
+    """`a` (a NumPy or CuPy array) on `device` ('cpu' or 'cuda:N')."""
+    if device == "cpu":
+        return to_host(a)
+    from . import _cupy
+    return _cupy.to_device(a, device_index(device))
+
+
+# ---------------------------------------------------------------------------
+# option checks
+# ---------------------------------------------------------------------------
+
+def check_dtype(dtype):
+    """A float dtype given as NumPy writes it (``np.float32``, ``np.dtype("f8")``,
+    ``"float64"``, ...) or as PyTorch does (``torch.float32``, read by name: torch is
+    never imported), normalised to ``np.dtype('float32')`` or ``np.dtype('float64')``."""
+    if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
+        name = str(dtype)                     # "torch.float32"
+        dt = {"torch.float32": FLOAT_DTYPES[0], "torch.float64": FLOAT_DTYPES[1]}.get(name)
+        if dt is None:
+            raise BadType(f"dtype must be float32 or float64, got {name}")
+        return dt
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise BadType(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise BadType(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise BadType(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = operator.index(value)
+    if value < minimum:
+        raise BadValue(f"{name} must be >= {minimum}, got {value}")
+    if value > _INT_MAX:
+        raise BadValue(f"{name} = {value} does not fit BLAS's 32-bit int (max {_INT_MAX})")
+    return value
+
+
+def check_flag(value, name):
+    """A boolean option: True/False (NumPy's bools, and the integers 0 and 1, too).
+
+    Anything else is refused rather than read by its truth value, so that
+    ``bias="no"`` is not silently True and an array is not an ambiguous truth value."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, np.ndarray) and value in (0, 1):
+        return bool(value)
+    raise BadType(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_seed(seed):
+    """None or a non-negative integer (NumPy's integer types included)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise BadType(f"seed must be None or a non-negative integer, got "
+                      f"{type(seed).__name__} {seed!r}")
+    seed = operator.index(seed)
+    if seed < 0:
+        raise BadValue(f"seed must be None or a non-negative integer, got {seed}")
+    return seed
+
+
+def check_dropout(dropout):
+    if isinstance(dropout, bool):
+        raise BadType(f"dropout must be a number in [0, 1), got {dropout!r}")
+    try:
+        dropout = float(dropout)
+    except (TypeError, ValueError):
+        raise BadType(f"dropout must be a number in [0, 1), got {dropout!r}") from None
+    if not 0.0 <= dropout < 1.0:
+        raise BadValue(f"dropout must be in [0, 1), got {dropout}")
+    return dropout
+
+
+def check_direction_flags(reverse, bidirectional):
+    """reverse (one direction run backwards in time) excludes bidirectional."""
+    if reverse and bidirectional:
+        raise BadValue("reverse=True needs a single direction; "
+                       "bidirectional=True already runs both")
+
+
+def check_blas_sizes(hint="split the batch or the sequence", **sizes):
+    """Every size fits BLAS's 32-bit int (the kernels index with int)."""
+    for name, value in sizes.items():
+        if value > _INT_MAX:
+            raise BadValue(f"{name} = {value} does not fit BLAS's 32-bit int (max {_INT_MAX}); "
+                           f"{hint}")
+
+
+# ---------------------------------------------------------------------------
+# array conversion and checks
+# ---------------------------------------------------------------------------
+
+def as_float_array(a, dtype, name, device="cpu", check=None):
+    """`a` as a C-contiguous array of `dtype` on `device` (copying only if needed).
+
+    Real numeric input (bool, integer, float of any width) is converted; complex,
+    object, string and other kinds raise TypeError. Arrays on the wrong device raise
+    TypeError saying how to move them. `check(array)` runs on the unconverted array
+    first, so shape and size errors are raised before any copy is made (a huge
+    zero-strided view must not be materialised to be rejected).
+    """
+    if type(a) is np.ndarray and device == "cpu" and a.dtype == dtype and a.flags.c_contiguous:
+        # already what the kernels take: the common case, kept cheap for per-step calls
+        if check is not None:
+            check(a)
+        return a
+    on_gpu = is_cuda_object(a)
+    if device == "cpu":
+        if on_gpu:
+            raise BadType(
+                f"{name} is a GPU array but the module is on the CPU; call "
+                f"module.to('cuda') or pass a NumPy array (e.g. cupy.asnumpy({name}))")
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:
+            raise BadType(f"{name} must be array-like, got {type(a).__name__}: {exc}") from None
+    else:
+        if not on_gpu:
+            raise BadType(
+                f"{name} is a host (NumPy) array but the module is on {device}; "
+                f"pass cupy.asarray({name}) or call module.to('cpu')")
+        from . import _cupy
+        arr = _cupy.as_cupy(a, device)
+    if arr.dtype.kind not in "biuf":
+        raise BadType(
+            f"{name} must hold real numbers (it is converted to {np.dtype(dtype)}), "
+            f"got dtype {arr.dtype}")
+    if check is not None:
+        check(arr)
+    if device == "cpu":
+        return np.ascontiguousarray(arr, dtype=dtype)
+    from . import _cupy
+    return _cupy.ascontiguous(arr, dtype)
+
+
+def as_shaped(a, shape, dtype, name, device="cpu", what=None):
+    """`a` converted as :func:`as_float_array` and checked to have exactly `shape`;
+    the message says ``expected <what>, got <its shape>``, `what` defaulting to
+    ``<name> of shape <shape>``."""
+    arr = as_float_array(a, dtype, name, device)
+    if arr.shape != tuple(shape):
+        what = what or f"{name} of shape {shape_str(shape)}"
+        raise BadValue(f"expected {what}, got {shape_str(arr.shape)}")
+    return arr
+
+
+def detached(value):
+    """A PyTorch tensor through ``detach()`` (a Parameter that requires grad refuses
+    NumPy's and CUDA's array interfaces), anything else as it is."""
+    if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
+        return value.detach()
+    return value
+
+
+def as_param(value, shape, dtype, name, device="cpu"):
+    """A parameter array: `value` converted to `dtype` on `device`, of exactly `shape`
+    (no copy when it already is one; the caller copies if it must own the memory). A
+    PyTorch tensor that requires grad (an ``nn.Parameter``) is read through ``detach()``."""
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise BadType(f"{name} must be an array of numbers, got {type(value).__name__}")
+    arr = as_float_array(detached(value), dtype, name, device)
+    if arr.shape != tuple(shape):
+        raise BadValue(f"{name} must have shape {tuple(shape)}, got {tuple(arr.shape)}")
+    return arr
+
+
+def check_lengths(lengths, T, B):
+    """Validate per-sequence lengths: integer array of shape (B,), 1 <= L_b <= T;
+    returned as a host int64 array."""
+    try:
+        arr = np.asarray(lengths.get() if is_cupy_array(lengths) else lengths)
+    except Exception as exc:
+        raise BadType(f"lengths must be an integer array-like, got "
+                      f"{type(lengths).__name__}: {exc}") from None
+    if arr.dtype.kind not in "iu":
+        raise BadType(f"lengths must hold integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise BadValue(f"lengths must have shape ({B},) (one per batch row), "
+                       f"got {shape_str(arr.shape)}")
+    if B and (arr.min() < 1 or arr.max() > T):
+        bad = int(arr.min()) if arr.min() < 1 else int(arr.max())
+        raise BadValue(f"every length must be in [1, {T}] (the sequence length), got {bad}")
+    return arr.astype(np.int64)
