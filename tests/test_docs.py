@@ -36,7 +36,8 @@ OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime")
 
 DOCSTRING_MODULES = ("cygru", "cygru.modules", "cygru.functional", "cygru._gradcheck",
                      "cygru._threads",
-                     "cygru.interop")
+                     "cygru.interop", "cygru.interop._torch", "cygru.interop._keras",
+                     "cygru.interop._onnx_import", "cygru.interop._onnx_export")
 
 PAGES = sorted(p for p in DOCS.glob("*.rst"))
 
@@ -212,10 +213,10 @@ def test_public_api_has_examples():
     names = {t.values[0].name for t in DOCSTRING_TESTS}
     public = [f"cygru.{n}" for n in cygru.__all__ if n not in ("functional", "__version__")]
     public += ["cygru.functional.gru", "cygru.functional.gru_cell"]
-    qualified = {"cygru.from_torch": "cygru.interop.from_torch",
-                 "cygru.from_keras": "cygru.interop.from_keras",
-                 "cygru.from_onnx": "cygru.interop.from_onnx",
-                 "cygru.to_onnx": "cygru.interop.to_onnx",
+    qualified = {"cygru.from_torch": "cygru.interop._torch.from_torch",
+                 "cygru.from_keras": "cygru.interop._keras.from_keras",
+                 "cygru.from_onnx": "cygru.interop._onnx_import.from_onnx",
+                 "cygru.to_onnx": "cygru.interop._onnx_export.to_onnx",
                  "cygru.gradcheck": "cygru._gradcheck.gradcheck",
                  "cygru.get_num_threads": "cygru._threads.get_num_threads",
                  "cygru.set_num_threads": "cygru._threads.set_num_threads",
