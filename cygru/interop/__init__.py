@@ -21,9 +21,10 @@ None of these functions imports torch or keras, and ``onnx`` is imported only in
 functions, so ``import cygru`` never needs any of them.
 """
 
-from ._keras import from_keras
+from ._keras import from_keras, lengths_from_mask, repeat_last_state
 from ._onnx_export import to_onnx
 from ._onnx_import import from_onnx
 from ._torch import from_torch
 
-__all__ = ["from_keras", "from_onnx", "from_torch", "to_onnx"]
+__all__ = ["from_keras", "from_onnx", "from_torch", "lengths_from_mask", "repeat_last_state",
+           "to_onnx"]
