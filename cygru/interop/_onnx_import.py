@@ -106,7 +106,144 @@ def _stored_array(value, what, label):
     return numpy_helper.to_array(tensor)
 
 
-def from_onnx(model, node_name=None):
+def _read_node(onnx, node, values, graph_inputs, weights, used):
+    """Check one GRU node and read its weights: a dict of what the module needs."""
+    label = f"GRU node {node.name!r}" if node.name else "the GRU node"
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    for unsupported in ("clip", "activation_alpha", "activation_beta"):
+        if unsupported in attrs:
+            raise ValueError(
+                f"cygru.from_onnx: {label} sets the attribute {unsupported!r}, which cygru does "
+                "not support"
+            )
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"cygru.from_onnx: {label} has an unknown direction {direction!r}")
+    num_directions = 2 if direction == "bidirectional" else 1
+    if "activations" in attrs:
+        acts = tuple(
+            (a.decode() if isinstance(a, bytes) else str(a)).lower() for a in attrs["activations"]
+        )
+        if acts != _DEFAULT_ACTIVATIONS * num_directions:
+            raise ValueError(
+                f"cygru.from_onnx: {label} has the attribute 'activations'={list(acts)}; cygru "
+                "supports only the default (Sigmoid, Tanh) per direction"
+            )
+    lbr = int(attrs.get("linear_before_reset", 0))
+    layout = int(attrs.get("layout", 0))
+    if lbr not in (0, 1):
+        raise ValueError(
+            f"cygru.from_onnx: {label} has linear_before_reset={lbr} (expected 0 or 1)"
+        )
+    if layout not in (0, 1):
+        raise ValueError(f"cygru.from_onnx: {label} has layout={layout} (expected 0 or 1)")
+
+    # ONNX GRU inputs: X, W, R, B, sequence_lens, initial_h; '' (or absent) omits one.
+    inputs = list(node.input) + [""] * (6 - len(node.input))
+
+    def fetch(index, what):
+        name = inputs[index]
+        if name in weights and name in graph_inputs:
+            used.add(name)
+            return weights[name]
+        if name in values:
+            return _stored_array(values[name], what, label)
+        if name in graph_inputs:
+            raise ValueError(
+                f"cygru.from_onnx: {label}'s input {what} ({name!r}) is a graph input, not an "
+                f"initializer; pass its array as weights={{{name!r}: ...}}"
+            )
+        raise ValueError(
+            f"cygru.from_onnx: {label}'s input {what} ({name!r}) is computed by another node; "
+            "cygru needs it stored in the model as an initializer"
+        )
+
+    W = fetch(1, "W")
+    R = fetch(2, "R")
+    B = fetch(3, "B") if inputs[3] else None
+    dtype = _float_dtype(W.dtype, f"{label}'s W")
+    if R.dtype != W.dtype or (B is not None and B.dtype != W.dtype):
+        raise TypeError(f"cygru.from_onnx: {label}'s W, R and B have different dtypes")
+
+    if R.ndim != 3 or R.shape[0] != num_directions or R.shape[1] != 3 * R.shape[2]:
+        raise ValueError(
+            f"cygru.from_onnx: {label}'s R must have shape (num_directions, 3*hidden_size, "
+            f"hidden_size) with num_directions={num_directions} (direction={direction!r}), "
+            f"got {R.shape}"
+        )
+    hidden_size = R.shape[2]
+    if "hidden_size" in attrs and int(attrs["hidden_size"]) != hidden_size:
+        raise ValueError(
+            f"cygru.from_onnx: {label} has hidden_size={int(attrs['hidden_size'])} but R has shape "
+            f"{R.shape} (hidden_size {hidden_size})"
+        )
+    if hidden_size < 1:
+        raise ValueError(f"cygru.from_onnx: {label} has hidden_size 0")
+    if W.ndim != 3 or W.shape[:2] != (num_directions, 3 * hidden_size) or W.shape[2] < 1:
+        raise ValueError(
+            f"cygru.from_onnx: {label}'s W must have shape ({num_directions}, {3 * hidden_size}, "
+            f"input_size), got {W.shape}"
+        )
+    if B is not None and B.shape != (num_directions, 6 * hidden_size):
+        raise ValueError(
+            f"cygru.from_onnx: {label}'s B must have shape ({num_directions}, {6 * hidden_size}), "
+            f"got {B.shape}"
+        )
+    input_size = W.shape[2]
+
+    # sequence_lens and initial_h are run-time inputs, which a module does not hold: stored in
+    # the model (an initializer, possibly also a graph input with a default, or a Constant
+    # node), they would be lost without a word. Only an all-zero initial_h is exactly what the
+    # module does anyway (h0=None means zeros), so it is accepted; anything else is refused
+    # with the way to proceed. Names that are graph inputs only, or computed by other nodes,
+    # are supplied at run time, and '' omits the input: nothing to check.
+    stored = []
+    for index, what, keyword in ((4, "sequence_lens", "lengths"), (5, "initial_h", "h0")):
+        name = inputs[index]
+        if not name or name not in values:
+            continue
+        array = _stored_array(values[name], what, label)
+        if what == "initial_h" and not np.any(array):
+            continue
+        origin = values[name][0]
+        if name in graph_inputs:
+            origin += " (also a graph input: the stored array is its default)"
+        stored.append((index, what, keyword, origin, array))
+    if stored:
+        several = len(stored) > 1
+        found = " and ".join(
+            f"its input {what} from {origin} ({array.dtype}, shape {array.shape})"
+            for _, what, _, origin, array in stored
+        )
+        slots = " and ".join(f"input[{index}]" for index, *_ in stored)
+        keywords = " and ".join(f"{keyword}=" for _, _, keyword, _, _ in stored)
+        transpose = ""
+        if layout == 1 and any(what == "initial_h" for _, what, *_ in stored):
+            transpose = (
+                "; the node has layout=1, so first transpose initial_h from ONNX's (batch, "
+                "num_directions, hidden_size) to cygru's (num_directions, batch, hidden_size): "
+                "h0 = array.transpose(1, 0, 2)"
+            )
+        raise ValueError(
+            f"cygru.from_onnx: {label} takes {found}, stored in the model; a cygru.GRU holds "
+            f"weights only, not run-time inputs, so it cannot keep {'them' if several else 'it'}. "
+            f"To proceed, read the array{'s' if several else ''} with "
+            f"onnx.numpy_helper.to_array, set the node's {slots} to '' (ONNX's name for an "
+            "omitted input) in a copy of the model (copy.deepcopy), convert that copy with "
+            f"from_onnx, and pass the array{'s' if several else ''} as {keywords} when calling "
+            f"the module{transpose}"
+        )
+
+    return {
+        "node": node, "label": label, "direction": direction, "D": num_directions,
+        "lbr": lbr, "layout": layout, "H": hidden_size, "I": input_size, "dtype": dtype,
+        "W": W, "R": R, "B": B, "seq_lens": inputs[4], "initial_h": inputs[5],
+    }
+
+
+def from_onnx(model, node_name=None, *, weights=None):
     """Build a cygru ``GRU`` equal to one ``GRU`` node of an ONNX model.
 
     The node's ``W``, ``R`` and (optional) ``B`` inputs must be stored in the model, as
@@ -202,165 +339,329 @@ def from_onnx(model, node_name=None):
     if not grus:
         raise ValueError("cygru.from_onnx: the graph has no GRU node")
     names = [n.name for n in grus]
-    if node_name is None:
-        if len(grus) > 1:
-            raise ValueError(
-                f"cygru.from_onnx: the graph has {len(grus)} GRU nodes; pick one with node_name= "
-                f"(names: {names})"
-            )
-        node = grus[0]
-    else:
+    weights = _check_weights(weights)
+    values = _constant_values(graph)
+    graph_inputs = {i.name for i in graph.input}
+    if node_name is not None:
         matches = [n for n in grus if n.name == node_name]
         if not matches:
             raise ValueError(f"cygru.from_onnx: no GRU node named {node_name!r} (names: {names})")
         if len(matches) > 1:
             raise ValueError(f"cygru.from_onnx: several GRU nodes are named {node_name!r}")
-        node = matches[0]
-    label = f"GRU node {node.name!r}" if node.name else "the GRU node"
-
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    for unsupported in ("clip", "activation_alpha", "activation_beta"):
-        if unsupported in attrs:
+        chain = matches
+    else:
+        chain = _gru_chain(graph, grus)
+    used = set()
+    layers = [_read_node(onnx, n, values, graph_inputs, weights, used) for n in chain]
+    unused = sorted(set(weights) - used)
+    if unused:
+        raise ValueError(
+            f"cygru.from_onnx: weights= names {unused}, which no converted GRU node takes as a "
+            "W, R or B graph input (run-time inputs -- sequence_lens, initial_h -- are passed "
+            "when calling the module)"
+        )
+    first = layers[0]
+    for layer in layers[1:]:
+        for key, what in (("direction", "direction"), ("lbr", "linear_before_reset"),
+                          ("layout", "layout"), ("H", "hidden_size"), ("dtype", "dtype"),
+                          ("seq_lens", "sequence_lens input")):
+            if layer[key] != first[key]:
+                raise ValueError(
+                    f"cygru.from_onnx: {layer['label']} has {what} {layer[key]!r} but "
+                    f"{first['label']} has {first[key]!r}; the layers of one cygru.GRU share it "
+                    "(convert the nodes one by one with node_name=)"
+                )
+        if (layer["B"] is None) != (first["B"] is None):
             raise ValueError(
-                f"cygru.from_onnx: {label} sets the attribute {unsupported!r}, which cygru does "
-                "not support"
+                f"cygru.from_onnx: {layer['label']} {'has no' if layer['B'] is None else 'has a'} "
+                f"bias B but {first['label']} {'has' if layer['B'] is None else 'has none'}; the "
+                "layers of one cygru.GRU all have biases or none"
             )
-    direction = attrs.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
-    if direction not in ("forward", "reverse", "bidirectional"):
-        raise ValueError(f"cygru.from_onnx: {label} has an unknown direction {direction!r}")
-    num_directions = 2 if direction == "bidirectional" else 1
-    if "activations" in attrs:
-        acts = tuple(
-            (a.decode() if isinstance(a, bytes) else str(a)).lower() for a in attrs["activations"]
-        )
-        if acts != _DEFAULT_ACTIVATIONS * num_directions:
+        if layer["I"] != first["D"] * first["H"]:
             raise ValueError(
-                f"cygru.from_onnx: {label} has the attribute 'activations'={list(acts)}; cygru "
-                "supports only the default (Sigmoid, Tanh) per direction"
+                f"cygru.from_onnx: {layer['label']} takes {layer['I']} input features, but a "
+                f"stacked layer reads the {first['D'] * first['H']} features of the one before"
             )
-    lbr = int(attrs.get("linear_before_reset", 0))
-    layout = int(attrs.get("layout", 0))
-    if lbr not in (0, 1):
-        raise ValueError(
-            f"cygru.from_onnx: {label} has linear_before_reset={lbr} (expected 0 or 1)"
-        )
-    if layout not in (0, 1):
-        raise ValueError(f"cygru.from_onnx: {label} has layout={layout} (expected 0 or 1)")
+    batch_first = bool(first["layout"])
+    if node_name is None:
+        batch_first = _check_layouts(model, layers)
 
-    values = _constant_values(graph)
-    graph_inputs = {i.name for i in graph.input}
-    # ONNX GRU inputs: X, W, R, B, sequence_lens, initial_h; '' (or absent) omits one.
-    inputs = list(node.input) + [""] * (6 - len(node.input))
-
-    def fetch(index, what):
-        name = inputs[index]
-        if name in values:
-            return _stored_array(values[name], what, label)
-        if name in graph_inputs:
-            raise ValueError(
-                f"cygru.from_onnx: {label}'s input {what} ({name!r}) is a graph input, not an "
-                "initializer; cygru needs the weights stored in the model"
-            )
-        raise ValueError(
-            f"cygru.from_onnx: {label}'s input {what} ({name!r}) is computed by another node; "
-            "cygru needs it stored in the model as an initializer"
-        )
-
-    W = fetch(1, "W")
-    R = fetch(2, "R")
-    B = fetch(3, "B") if inputs[3] else None
-    dtype = _float_dtype(W.dtype, f"{label}'s W")
-    if R.dtype != W.dtype or (B is not None and B.dtype != W.dtype):
-        raise TypeError(f"cygru.from_onnx: {label}'s W, R and B have different dtypes")
-
-    if R.ndim != 3 or R.shape[0] != num_directions or R.shape[1] != 3 * R.shape[2]:
-        raise ValueError(
-            f"cygru.from_onnx: {label}'s R must have shape (num_directions, 3*hidden_size, "
-            f"hidden_size) with num_directions={num_directions} (direction={direction!r}), "
-            f"got {R.shape}"
-        )
-    hidden_size = R.shape[2]
-    if "hidden_size" in attrs and int(attrs["hidden_size"]) != hidden_size:
-        raise ValueError(
-            f"cygru.from_onnx: {label} has hidden_size={int(attrs['hidden_size'])} but R has shape "
-            f"{R.shape} (hidden_size {hidden_size})"
-        )
-    if hidden_size < 1:
-        raise ValueError(f"cygru.from_onnx: {label} has hidden_size 0")
-    if W.ndim != 3 or W.shape[:2] != (num_directions, 3 * hidden_size) or W.shape[2] < 1:
-        raise ValueError(
-            f"cygru.from_onnx: {label}'s W must have shape ({num_directions}, {3 * hidden_size}, "
-            f"input_size), got {W.shape}"
-        )
-    if B is not None and B.shape != (num_directions, 6 * hidden_size):
-        raise ValueError(
-            f"cygru.from_onnx: {label}'s B must have shape ({num_directions}, {6 * hidden_size}), "
-            f"got {B.shape}"
-        )
-    input_size = W.shape[2]
-
-    # sequence_lens and initial_h are run-time inputs, which a module does not hold: stored in
-    # the model (an initializer, possibly also a graph input with a default, or a Constant
-    # node), they would be lost without a word. Only an all-zero initial_h is exactly what the
-    # module does anyway (h0=None means zeros), so it is accepted; anything else is refused
-    # with the way to proceed. Names that are graph inputs only, or computed by other nodes,
-    # are supplied at run time, and '' omits the input: nothing to check.
-    stored = []
-    for index, what, keyword in ((4, "sequence_lens", "lengths"), (5, "initial_h", "h0")):
-        name = inputs[index]
-        if not name or name not in values:
-            continue
-        array = _stored_array(values[name], what, label)
-        if what == "initial_h" and not np.any(array):
-            continue
-        origin = values[name][0]
-        if name in graph_inputs:
-            origin += " (also a graph input: the stored array is its default)"
-        stored.append((index, what, keyword, origin, array))
-    if stored:
-        several = len(stored) > 1
-        found = " and ".join(
-            f"its input {what} from {origin} ({array.dtype}, shape {array.shape})"
-            for _, what, _, origin, array in stored
-        )
-        slots = " and ".join(f"input[{index}]" for index, *_ in stored)
-        keywords = " and ".join(f"{keyword}=" for _, _, keyword, _, _ in stored)
-        transpose = ""
-        if layout == 1 and any(what == "initial_h" for _, what, *_ in stored):
-            transpose = (
-                "; the node has layout=1, so first transpose initial_h from ONNX's (batch, "
-                "num_directions, hidden_size) to cygru's (num_directions, batch, hidden_size): "
-                "h0 = array.transpose(1, 0, 2)"
-            )
-        raise ValueError(
-            f"cygru.from_onnx: {label} takes {found}, stored in the model; a cygru.GRU holds "
-            f"weights only, not run-time inputs, so it cannot keep {'them' if several else 'it'}. "
-            f"To proceed, read the array{'s' if several else ''} with "
-            f"onnx.numpy_helper.to_array, set the node's {slots} to '' (ONNX's name for an "
-            "omitted input) in a copy of the model (copy.deepcopy), convert that copy with "
-            f"from_onnx, and pass the array{'s' if several else ''} as {keywords} when calling "
-            f"the module{transpose}"
-        )
-
+    D, H, dtype = first["D"], first["H"], first["dtype"]
     gru = _modules().GRU(
-        input_size,
-        hidden_size,
-        bias=B is not None,
-        batch_first=bool(layout),
-        bidirectional=num_directions == 2,
-        reset_after=bool(lbr),
-        reverse=direction == "reverse",
+        first["I"],
+        H,
+        num_layers=len(layers),
+        bias=first["B"] is not None,
+        batch_first=batch_first,
+        bidirectional=D == 2,
+        reset_after=bool(first["lbr"]),
+        reverse=first["direction"] == "reverse",
         dtype=dtype,
     )
-    h = hidden_size
     state = {}
-    for d in range(num_directions):
-        sfx = _layer_suffix(0, d)
-        state[f"weight_ih{sfx}"] = _swap_rz(W[d], h).astype(dtype)
-        state[f"weight_hh{sfx}"] = _swap_rz(R[d], h).astype(dtype)
-        if B is not None:
-            state[f"bias_ih{sfx}"] = _swap_rz(B[d, : 3 * h], h).astype(dtype)
-            state[f"bias_hh{sfx}"] = _swap_rz(B[d, 3 * h :], h).astype(dtype)
+    for k, layer in enumerate(layers):
+        W, R, B = layer["W"], layer["R"], layer["B"]
+        for d in range(D):
+            sfx = _layer_suffix(k, d)
+            state[f"weight_ih{sfx}"] = _swap_rz(W[d], H).astype(dtype)
+            state[f"weight_hh{sfx}"] = _swap_rz(R[d], H).astype(dtype)
+            if B is not None:
+                state[f"bias_ih{sfx}"] = _swap_rz(B[d, : 3 * H], H).astype(dtype)
+                state[f"bias_hh{sfx}"] = _swap_rz(B[d, 3 * H :], H).astype(dtype)
     gru.load_state_dict(state)
     return gru
+
+
+def _check_weights(weights):
+    """``weights=`` as a dict of name -> ndarray (the module copies them when it loads them)."""
+    if weights is None:
+        return {}
+    if not hasattr(weights, "items"):
+        raise TypeError(
+            "cygru.from_onnx: weights must be a dict of graph-input name -> array, got "
+            f"{type(weights).__qualname__}"
+        )
+    out = {}
+    for name, array in weights.items():
+        if not isinstance(name, str):
+            raise TypeError(f"cygru.from_onnx: weights' keys are tensor names (str), got {name!r}")
+        out[name] = np.asarray(array)
+    return out
+
+
+# Nodes that only move, reshape, select or describe data, and the shape arithmetic around
+# them: what exporters write between the GRU nodes of a stack (and around it). Whether such
+# nodes really are a stack's layout is then checked by running them (see _run_piece).
+_LAYOUT_OPS = frozenset([
+    "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Identity", "Concat", "Slice",
+    "Split", "Gather", "Shape", "Size", "Constant", "ConstantOfShape", "Cast", "Expand",
+    "Add", "Sub", "Mul", "Div", "Range", "Equal", "Where", "Max", "Min",
+])
+
+
+def _node_label(node):
+    return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+
+
+def _producers(graph):
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def _upstream(graph, tensor, stop=()):
+    """The nodes that ``tensor`` is computed from, in graph order, not looking past the tensors
+    in ``stop``; and the graph inputs it reads (initializers count as constants)."""
+    producers = _producers(graph)
+    initializers = {t.name for t in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    seen, reads, todo = set(), set(), [tensor]
+    while todo:
+        name = todo.pop()
+        if not name or name in stop:
+            continue
+        node = producers.get(name)
+        if node is None:
+            if name in inputs and name not in initializers:
+                reads.add(name)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        todo.extend(node.input)
+        for attr in node.attribute:   # a subgraph (If, Loop) reads outer names too
+            if attr.HasField("g"):
+                todo.extend(i for inner in attr.g.node for i in inner.input)
+    return [n for n in graph.node if id(n) in seen], reads
+
+
+def _gru_chain(graph, grus):
+    """The graph's GRU nodes in stack order (each reads the one before), or a ValueError naming
+    the node that breaks the chain."""
+    names = [n.name for n in grus]
+    before = {}
+    for g in grus:
+        nodes, _ = _upstream(graph, g.input[0])
+        upstream = {id(n): n for n in nodes if n.op_type == "GRU"}
+        # the nearest GRU node upstream: the one no other upstream GRU node is computed from
+        nearest = dict(upstream)
+        for f in upstream.values():
+            for n in _upstream(graph, f.input[0])[0]:
+                nearest.pop(id(n), None)
+        if len(nearest) > 1:
+            raise ValueError(
+                f"cygru.from_onnx: the graph's GRU nodes {names} are not one stack: "
+                f"{_node_label(g)} reads the outputs of several GRU nodes "
+                f"({[n.name for n in nearest.values()]}); pick one with node_name="
+            )
+        before[id(g)] = next(iter(nearest.values()), None)
+    firsts = [g for g in grus if before[id(g)] is None]
+    if len(firsts) > 1:
+        raise ValueError(
+            f"cygru.from_onnx: the graph's GRU nodes {names} are not one stack: "
+            f"{_node_label(firsts[1])} does not read the output of another GRU node, nor does "
+            f"{_node_label(firsts[0])}; pick one with node_name="
+        )
+    chain = [firsts[0]]
+    while len(chain) < len(grus):
+        nxt = [g for g in grus if before[id(g)] is chain[-1]]
+        if len(nxt) != 1:
+            raise ValueError(
+                f"cygru.from_onnx: the graph's GRU nodes {names} are not one stack: "
+                f"{len(nxt)} GRU nodes read {_node_label(chain[-1])} "
+                f"({[n.name for n in nxt]}); pick one with node_name="
+            )
+        chain.append(nxt[0])
+    return chain
+
+
+def _tagged(shape, offset=0.0):
+    """Distinct values, so that any misplaced element shows."""
+    return np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape) + 1 + offset
+
+
+def _run_piece(model, nodes, feeds, target):
+    """Run ``nodes`` (a piece of ``model``'s graph) on ``feeds`` with onnx's reference
+    evaluator: ``target``'s value, or None where the piece does not run."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    needed = {i for n in nodes for i in n.input}
+    inits = [t for t in graph.initializer if t.name in needed and t.name not in feeds]
+    sub = helper.make_graph(
+        list(nodes), "piece",
+        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+         for name, a in feeds.items()],
+        [helper.make_tensor_value_info(target, 0, None)],
+        initializer=inits,
+    )
+    sub_model = helper.make_model(sub, opset_imports=list(model.opset_import))
+    sub_model.ir_version = model.ir_version
+    try:
+        return np.asarray(ReferenceEvaluator(sub_model).run(None, feeds)[0])
+    except Exception:  # noqa: BLE001 - whatever fails here is not a layout we can vouch for
+        return None
+
+
+def _same(got, expected):
+    return got is not None and got.shape == expected.shape and np.array_equal(got, expected)
+
+
+def _merge(Y, layout):
+    """What a stack feeds its next layer: Y (T, D, B, H) -> (T, B, D*H); layout 1:
+    (B, T, D, H) -> (B, T, D*H)."""
+    if layout == 0:
+        Y = Y.transpose(0, 2, 1, 3)
+    return Y.reshape(Y.shape[0], Y.shape[1], -1)
+
+
+def _static_dims(graph, name):
+    """The first two dims of a graph input, None where dynamic."""
+    for value in graph.input:
+        if value.name == name and value.type.tensor_type.HasField("shape"):
+            dims = [d.dim_value if d.dim_value > 0 else None
+                    for d in value.type.tensor_type.shape.dim]
+            if len(dims) == 3:
+                return dims[:2]
+    return [None, None]
+
+
+def _blame(nodes, fallback):
+    odd = [n for n in nodes if n.op_type not in _LAYOUT_OPS]
+    return _node_label(odd[0] if odd else fallback)
+
+
+def _check_layouts(model, layers):
+    """Check the nodes before, between and after the GRU nodes of a stack; ``batch_first``.
+
+    Before the first GRU node: if its input is computed from one graph input by layout nodes
+    only, that input must arrive unchanged (``batch_first`` is the node's layout) or with its
+    first two axes swapped (``batch_first`` the other way); otherwise the nodes before are
+    not part of the module and ``batch_first`` is the node's layout. Between two GRU nodes:
+    the nodes must feed the later one exactly the earlier one's Y with its directions merged
+    into the features. After the last: a graph output computed from its Y by layout nodes
+    that is the merged sequence must be batch first exactly when the input is.
+    """
+    graph = model.graph
+    producers = _producers(graph)
+    layout = layers[0]["layout"]
+    D, H, I = layers[0]["D"], layers[0]["H"], layers[0]["I"]
+    batch_first = bool(layout)
+    x_tensor = layers[0]["node"].input[0]
+    nodes, reads = _upstream(graph, x_tensor)
+    T, B = 3, 2                      # time and batch sizes to run the pieces with
+    x_name = x_value = None
+    if len(reads) == 1 and all(n.op_type in _LAYOUT_OPS for n in nodes):
+        (name,) = reads
+        d0, d1 = _static_dims(graph, name)
+        value = _tagged((d0 or 2, d1 or 3, I), 0.5)
+        got = value if not nodes else _run_piece(model, nodes, {name: value}, x_tensor)
+        if _same(got, value):
+            x_name, x_value = name, value
+        elif _same(got, value.transpose(1, 0, 2)):
+            x_name, x_value, batch_first = name, value, not batch_first
+        if x_value is not None:
+            b, t = x_value.shape[:2] if batch_first else x_value.shape[1::-1]
+            B, T = b, t
+    y_shape = (B, T, D, H) if layout else (T, D, B, H)
+
+    for prev, layer in zip(layers, layers[1:]):
+        y_name = prev["node"].output[0] if len(prev["node"].output) else ""
+        src = layer["node"].input[0]
+        nodes, reads = _upstream(graph, src, stop={y_name})
+        culprit = producers.get(src, layer["node"])
+        for name in reads - {x_name}:
+            reader = next(n for n in nodes if name in n.input)
+            raise ValueError(
+                f"cygru.from_onnx: the graph's GRU nodes are not a plain stack: between "
+                f"{prev['label']} and {layer['label']}, {_node_label(reader)} reads the graph "
+                f"input {name!r}; convert the nodes one by one with node_name="
+            )
+        y_value = _tagged(y_shape)
+        feeds = {y_name: y_value, **({x_name: x_value} if x_name in reads else {})}
+        expected = _merge(y_value, layout)
+        if src == y_name:
+            got = y_value
+        elif not y_name or any(n.op_type == "GRU" for n in nodes):
+            got = None
+        else:
+            got = _run_piece(model, nodes, feeds, src)
+        if not _same(got, expected):
+            raise ValueError(
+                f"cygru.from_onnx: the graph's GRU nodes are not a plain stack: between "
+                f"{prev['label']} and {layer['label']}, {_blame(nodes, culprit)} does not pass "
+                f"on the output Y with its directions merged into the features (what a stack "
+                f"feeds its next layer); convert the nodes one by one with node_name="
+            )
+
+    if x_value is None:
+        return batch_first
+    last = layers[-1]["node"]
+    y_name = last.output[0] if len(last.output) else ""
+    if not y_name:
+        return batch_first
+    y_value = _tagged(y_shape)
+    merged = _merge(y_value, layout)
+    time_major = merged if layout == 0 else merged.transpose(1, 0, 2)
+    for out in graph.output:
+        nodes, reads = _upstream(graph, out.name, stop={y_name})
+        if out.name == y_name or not any(y_name in n.input for n in nodes):
+            continue
+        if reads - {x_name} or any(n.op_type not in _LAYOUT_OPS for n in nodes):
+            continue        # computed by more than layout nodes: not the module's to match
+        feeds = {y_name: y_value, **({x_name: x_value} if x_name in reads else {})}
+        got = _run_piece(model, nodes, feeds, out.name)
+        if _same(got, time_major):
+            out_batch_first = False
+        elif _same(got, time_major.transpose(1, 0, 2)):
+            out_batch_first = True
+        else:
+            continue        # another use of the sequence (its last step, say)
+        if out_batch_first != batch_first:
+            raise ValueError(
+                f"cygru.from_onnx: the graph's input {x_name!r} reaches {layers[0]['label']} "
+                f"{'batch' if batch_first else 'time'} first but its output {out.name!r} "
+                f"(from {_node_label(producers[out.name])}) is "
+                f"{'batch' if out_batch_first else 'time'} first; a cygru.GRU has one "
+                "batch_first for both"
+            )
+    return batch_first
