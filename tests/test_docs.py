@@ -20,6 +20,7 @@ page examples through Sphinx).
 import doctest
 import importlib
 import importlib.util
+import os
 import pathlib
 import re
 import textwrap
@@ -31,8 +32,9 @@ DOCS = ROOT / "docs"
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # doctest group -> packages it needs (any other group needs nothing beyond cygru's own)
-GROUP_REQUIRES = {"torch": ("torch",), "onnx": ("onnx", "onnxruntime")}
-OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime")
+GROUP_REQUIRES = {"torch": ("torch",), "onnx": ("onnx", "onnxruntime"), "keras": ("keras", "jax"),
+                  "torch_onnx": ("torch", "onnx", "onnxruntime", "onnxscript")}
+OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime", "keras")
 
 DOCSTRING_MODULES = ("cygru", "cygru.modules", "cygru.functional", "cygru._gradcheck",
                      "cygru._threads",
@@ -99,6 +101,8 @@ def _page_groups():
 
 def _require(packages):
     for name in packages:
+        if name == "keras":   # the examples run Keras on JAX (the test extra installs it)
+            os.environ.setdefault("KERAS_BACKEND", "jax")
         pytest.importorskip(name)
 
 

@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from test_interop import _keras_gru
 
 import cygru
 from cygru.interop import from_keras, lengths_from_mask, repeat_last_state
-from test_interop import _keras_gru
 
 if "keras" not in sys.modules:   # before keras is imported; jax is in the test extra
     os.environ["KERAS_BACKEND"] = "jax"
@@ -123,7 +123,7 @@ def test_sequential_stack_with_head_and_masking():
     mask = np.asarray(model.layers[0].compute_mask(x))
     lengths = lengths_from_mask(mask)
     np.testing.assert_array_equal(lengths, [4, T, T])
-    out, h_n = gru(x, lengths=lengths)
+    _out, h_n = gru(x, lengths=lengths)
     recurrent = keras.Sequential([keras.Input((None, I))] + model.layers[:4])
     _check(h_n[-1], _keras_out(recurrent, x), "float32")
     head = _keras_out(model, x)             # the head is the user's: it runs on h_n[-1]
@@ -223,11 +223,11 @@ def test_lengths_from_mask_and_repeat_last_state_errors():
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    (dict(activation="relu"), "activation='relu'"),
-    (dict(recurrent_activation="hard_sigmoid"), "recurrent_activation='hard_sigmoid'"),
-    (dict(dropout=0.2), "dropout=0.2"),
-    (dict(recurrent_dropout=0.3), "recurrent_dropout=0.3"),
-    (dict(stateful=True), "stateful=True"),
+    ({"activation": "relu"}, "activation='relu'"),
+    ({"recurrent_activation": "hard_sigmoid"}, "recurrent_activation='hard_sigmoid'"),
+    ({"dropout": 0.2}, "dropout=0.2"),
+    ({"recurrent_dropout": 0.3}, "recurrent_dropout=0.3"),
+    ({"stateful": True}, "stateful=True"),
 ])
 def test_refused_gru_fields(kwargs, field):
     layer = keras.layers.GRU(H, **kwargs)

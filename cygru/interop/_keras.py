@@ -226,15 +226,15 @@ def _recurrent_run(model, ignore_dropout):
     stack = []
     for previous, layer in zip([None] + run[:-1], run):
         producer = _producer(layer)    # also refuses a layer called more than once
-        if previous is not None:
-            if producer is not None and (producer[0] is not previous or producer[1] != 0):
-                what = _label(producer[0])
-                if producer[0] is previous:
-                    what += f"'s output {producer[1]} (a state, not the sequence)"
-                raise ValueError(
-                    f"{_WHO}: {_label(layer)} reads {what}, not the sequence of "
-                    f"{_label(previous)}; cygru converts a plain stack"
-                )
+        if previous is not None and producer is not None and (
+                producer[0] is not previous or producer[1] != 0):
+            what = _label(producer[0])
+            if producer[0] is previous:
+                what += f"'s output {producer[1]} (a state, not the sequence)"
+            raise ValueError(
+                f"{_WHO}: {_label(layer)} reads {what}, not the sequence of "
+                f"{_label(previous)}; cygru converts a plain stack"
+            )
         if _kind(layer) == "Dropout":
             rate = float(layer.get_config().get("rate", 0.0) or 0.0)
             if rate > 0 and not ignore_dropout:

@@ -17,7 +17,7 @@ _MIN_OPSET = 13
 
 
 
-def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
+def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional", lengths="optional"):
     """Write a cygru ``GRU`` as an ONNX model that ONNX Runtime runs.
 
     The graph has one ONNX ``GRU`` node per layer (``linear_before_reset =
@@ -36,11 +36,19 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
       be overridden), so a session runs with ``x`` alone or with ``x`` and ``h0``;
       ``"required"`` makes it an ordinary second input; ``"none"`` leaves it out (zero
       initial state);
+    * ``sequence_lens`` -- int32 (B,), the per-sequence lengths of a padded batch, wired into
+      every GRU node's ``sequence_lens``, so that ONNX Runtime computes what
+      ``module(x, lengths=sequence_lens)`` does: sequence ``b`` runs over its first
+      ``sequence_lens[b]`` steps (the backward direction starts at its last one), its
+      ``output`` is zero past them and ``h_n`` holds its last step's state. How it appears
+      depends on the ``lengths`` argument: ``"optional"`` (default) makes it an input whose
+      default, an empty array, means "every sequence is T steps long", so a session runs
+      with or without it; ``"required"`` makes it an ordinary input; ``"none"`` leaves it
+      out (every sequence runs over all T steps);
     * ``output`` -- (T, B, D*H), or (B, T, D*H) for ``batch_first`` modules;
     * ``h_n`` -- (L*D, B, H).
 
-    The model is for inference: ``dropout`` is not applied and per-sequence ``lengths`` are not
-    exported. **float64 modules are exported as float32** (the weights are rounded; ONNX
+    The model is for inference: ``dropout`` is not applied. **float64 modules are exported as float32** (the weights are rounded; ONNX
     Runtime has no double-precision GRU kernel), so feed float32 arrays.
 
     Parameters
@@ -57,6 +65,10 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
         ``get_inputs()`` and logs a warning when it loads the model (an initializer that is
         also a graph input cannot be constant-folded; here nothing is lost by that). Choose
         ``"required"`` or ``"none"`` for runtimes that treat initializers as constants.
+    lengths : {"optional", "required", "none"} or bool, default "optional"
+        Whether the graph takes ``sequence_lens``, see above (True means ``"optional"``,
+        False ``"none"``). ``"optional"`` is an overridable initializer like ``h0``'s, with
+        the same warning from ONNX Runtime; each length must lie in 1..T, as for the module.
 
     Returns
     -------
@@ -68,7 +80,7 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
     TypeError
         If ``module`` is not a cygru ``GRU``.
     ValueError
-        If ``opset`` is out of range or ``h0`` is not one of the three choices.
+        If ``opset`` is out of range, or ``h0`` or ``lengths`` is not one of its choices.
     ImportError
         If the ``onnx`` package is missing (``pip install cygru[onnx]``).
 
@@ -97,6 +109,13 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
 
     if h0 not in ("optional", "required", "none"):
         raise ValueError(f"to_onnx: h0 must be 'optional', 'required' or 'none', got {h0!r}")
+    if lengths is True or lengths is False:
+        lengths = "optional" if lengths else "none"
+    if not isinstance(lengths, str) or lengths not in ("optional", "required", "none"):
+        raise ValueError(
+            "to_onnx: lengths must be 'optional', 'required', 'none', True or False, got "
+            f"{lengths!r}"
+        )
     opset = operator.index(opset)
     max_opset = onnx.defs.onnx_opset_version()
     if not _MIN_OPSET <= opset <= max_opset:
@@ -134,19 +153,38 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
     else:
         layer_in = "x"
 
+    if h0 != "none" or lengths == "optional":
+        node("Shape", ["x"], ["x_shape"], "x_shape")
+        const("batch_axis", np.array([0 if batch_first else 1], dtype=np.int64))
+        node("Gather", ["x_shape", "batch_axis"], ["batch_dim"], "batch_dim", axis=0)
+
     # h0 (input, or an overridable zero initializer) broadcast to (L*D, B, H), B from x's shape
     if h0 == "optional":
         const("h0", np.zeros((L * D, 1, H), dtype=f32))
     if h0 != "none":
-        node("Shape", ["x"], ["x_shape"], "x_shape")
-        const("batch_axis", np.array([0 if batch_first else 1], dtype=np.int64))
-        node("Gather", ["x_shape", "batch_axis"], ["batch_dim"], "batch_dim", axis=0)
         const("ld_dim", np.array([L * D], dtype=np.int64))
         const("h_dim", np.array([H], dtype=np.int64))
         node("Concat", ["ld_dim", "batch_dim", "h_dim"], ["h0_shape"], "h0_shape", axis=0)
         node("Expand", ["h0", "h0_shape"], ["h0_full"], "h0_expand")
         if L > 1:
             const("slice_axis0", np.array([0], dtype=np.int64))
+
+    # sequence_lens (input, or an overridable empty initializer meaning "all T steps"): the
+    # first B entries of [sequence_lens, T, T, ..., T] -- the given lengths, or T for each
+    if lengths == "none":
+        seq_lens = ""
+    elif lengths == "required":
+        seq_lens = "sequence_lens"
+    else:
+        const("sequence_lens", np.zeros((0,), dtype=np.int32))
+        const("time_axis", np.array([1 if batch_first else 0], dtype=np.int64))
+        node("Gather", ["x_shape", "time_axis"], ["time_dim"], "time_dim", axis=0)
+        node("Cast", ["time_dim"], ["time_dim_i32"], "time_dim_i32", to=TensorProto.INT32)
+        node("Expand", ["time_dim_i32", "batch_dim"], ["full_lens"], "full_lens")
+        node("Concat", ["sequence_lens", "full_lens"], ["lens_or_full"], "lens_or_full", axis=0)
+        const("lens_start", np.array([0], dtype=np.int64))
+        node("Slice", ["lens_or_full", "lens_start", "batch_dim"], ["seq_lens"], "seq_lens")
+        seq_lens = "seq_lens"
     const("feature_shape", np.array([0, 0, D * H], dtype=np.int64))
 
     y_h_names = []
@@ -183,7 +221,7 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
 
         y, y_h = f"Y_l{k}", f"Y_h_l{k}"
         # ONNX GRU inputs: X, W, R, B, sequence_lens, initial_h (empty name = absent)
-        gru_inputs = [layer_in, w_name, r_name, b_name, "", h_init]
+        gru_inputs = [layer_in, w_name, r_name, b_name, seq_lens, h_init]
         while not gru_inputs[-1]:
             gru_inputs.pop()
         node(
@@ -220,6 +258,13 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional"):
             []
             if h0 == "none"
             else [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [L * D, "h0_batch", H])]
+        )
+        + (
+            []
+            if lengths == "none"
+            else [helper.make_tensor_value_info(
+                "sequence_lens", TensorProto.INT32,
+                ["batch" if lengths == "required" else "batch_or_0"])]
         ),
         outputs=[
             helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims),

@@ -244,10 +244,30 @@ def _read_node(onnx, node, values, graph_inputs, weights, used):
 
 
 def from_onnx(model, node_name=None, *, weights=None):
-    """Build a cygru ``GRU`` equal to one ``GRU`` node of an ONNX model.
+    """Build the cygru ``GRU`` equal to the GRU stack of an ONNX model, or to one node of it.
 
-    The node's ``W``, ``R`` and (optional) ``B`` inputs must be stored in the model, as
-    initializers or ``Constant`` nodes; ONNX stores the gates in the order z, r, h, which is
+    **The whole stack** (``node_name=None``): exporters write one ``GRU`` node per layer
+    with layout nodes between them (``Transpose``, ``Squeeze``, ``Reshape``, ...: what
+    PyTorch's TorchScript and dynamo exporters and cygru's :func:`to_onnx` write). The GRU
+    nodes must form one chain, each reading the one before; the nodes between two of them
+    must be layout nodes that feed the later one exactly the earlier one's ``Y`` with its
+    directions merged into the features (checked by running them with onnx's reference
+    evaluator on probe values); and the layers must agree in ``hidden_size``, ``direction``,
+    ``linear_before_reset``, ``layout``, bias, dtype and ``sequence_lens`` input. They become
+    one module with ``num_layers`` = the number of nodes. ``batch_first``: where the first
+    node's input is a graph input reached through layout nodes only, a swap of its first two
+    axes on the way (a ``Transpose`` with ``perm=[1, 0, 2]``) flips the node's ``layout``, and
+    a graph output that is the last layer's merged sequence must come out the same way.
+    Nodes before the stack that do more than layout (an embedding), and a head after it, are
+    not part of the module. A graph that is not such a stack is refused with a message
+    naming the node that breaks the chain.
+
+    **One node** (``node_name`` given): that node alone, as a one-layer module with
+    ``batch_first`` from its ``layout``.
+
+    The nodes' ``W``, ``R`` and (optional) ``B`` inputs must be stored in the model, as
+    initializers or ``Constant`` nodes, or be graph inputs whose arrays are passed as
+    ``weights``; ONNX stores the gates in the order z, r, h, which is
     permuted to cygru's r, z, n. ``B`` of shape (D, 6H) holds ``[Wb, Rb]``; ``Wb`` becomes
     ``bias_ih`` and ``Rb`` ``bias_hh``, for both ``linear_before_reset`` values (ONNX adds
     ``Rbh`` inside the reset product when ``linear_before_reset=1`` and outside it when 0,
@@ -283,27 +303,34 @@ def from_onnx(model, node_name=None, *, weights=None):
         ``model.SerializeToString()`` or a file's contents); or a model, which is only read,
         never modified.
     node_name : str, optional
-        The name of the GRU node to convert; needed when the graph has several.
+        The name of one GRU node to convert alone.
+    weights : dict of str to array_like, optional
+        Arrays for ``W``, ``R`` and ``B`` inputs that are graph inputs rather than stored in
+        the model, keyed by the inputs' names (``{"W": ..., "R": ..., "B": ...}`` for ONNX's
+        own node tests). Each name must be a W, R or B input of a converted node that is a
+        graph input (a stored weight cannot be replaced); run-time inputs (``sequence_lens``,
+        ``initial_h``) are passed when calling the module instead.
 
     Returns
     -------
     cygru.GRU
-        A one-layer module in the dtype of ``W`` (float32 or float64).
+        A module in the dtype of ``W`` (float32 or float64), with one layer per GRU node.
 
     Raises
     ------
     ValueError
         If ``model`` is not a readable ONNX model (an empty, garbage or truncated file or
-        bytes; the message names the file); if the graph has no GRU node, several and no (or
-        an unknown) ``node_name``; if ``W``, ``R`` or ``B`` is not stored in the model (e.g.
-        it is a graph input); if shapes disagree; if the node's ``initial_h`` (other than
+        bytes; the message names the file); if the graph has no GRU node, or an unknown
+        ``node_name``; if the GRU nodes are not one plain stack (see above; the message names
+        the node that breaks it); if ``W``, ``R`` or ``B`` is neither stored in the model nor
+        given in ``weights``, or ``weights`` names something else; if shapes disagree; if the node's ``initial_h`` (other than
         zeros) or ``sequence_lens`` is stored in the model (see above; the message names the
         stored tensor and says how to proceed); or if the node uses an attribute cygru does
         not implement (``activations`` other than Sigmoid, Tanh; ``clip``;
         ``activation_alpha``; ``activation_beta``) -- the message names the attribute.
     TypeError
-        If ``model`` is none of the types above, or the weights are neither float32 nor
-        float64.
+        If ``model`` is none of the types above, ``weights`` is not a dict, or the weights
+        are neither float32 nor float64.
     FileNotFoundError
         If ``model`` is the path of a file that does not exist (other ``OSError`` s of
         reading the file are raised as they are).
@@ -331,6 +358,13 @@ def from_onnx(model, node_name=None, *, weights=None):
     (4, False, True)
     >>> bool(np.array_equal(gru.weight_hh_l0[H:2 * H], R[0, :H]))  # z gate
     True
+
+    A three-layer stack written by :func:`to_onnx` comes back whole:
+
+    >>> import io
+    >>> stack = cygru.GRU(3, 4, num_layers=3, batch_first=True, seed=0)
+    >>> cygru.from_onnx(stack.to_onnx(io.BytesIO()))
+    GRU(3, 4, num_layers=3, batch_first=True, dtype=float32)
     """
     onnx = _import_onnx()
     model = _load_model(model)
@@ -514,8 +548,9 @@ def _gru_chain(graph, grus):
 
 
 def _tagged(shape, offset=0.0):
-    """Distinct values, so that any misplaced element shows."""
-    return np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape) + 1 + offset
+    """Distinct values of both signs, so that any misplaced or altered element shows."""
+    n = int(np.prod(shape))
+    return (np.arange(n, dtype=np.float32) - n // 2 + 0.25 + offset).reshape(shape)
 
 
 def _run_piece(model, nodes, feeds, target):
@@ -621,7 +656,7 @@ def _check_layouts(model, layers):
         expected = _merge(y_value, layout)
         if src == y_name:
             got = y_value
-        elif not y_name or any(n.op_type == "GRU" for n in nodes):
+        elif not y_name or any(n.op_type not in _LAYOUT_OPS for n in nodes):
             got = None
         else:
             got = _run_piece(model, nodes, feeds, src)
