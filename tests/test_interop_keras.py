@@ -81,10 +81,14 @@ def test_gru_layer(reset_after, use_bias, go_backwards, dtype):
         np.testing.assert_allclose(out[:, ::-1] if go_backwards else out, ref_seq, rtol=0,
                                    atol=1e-10)
         np.testing.assert_allclose(h_n[0], ref_h, rtol=0, atol=1e-10)
-    # the three-array form gives the same module, also for use_bias=False
-    same = from_keras(*layer.get_weights(), reset_after=reset_after)
-    for name, value in gru.state_dict().items():
-        np.testing.assert_array_equal(same.state_dict()[name], value)
+    # the three-array form gives the same module, also for use_bias=False, and so do the
+    # layer's variables
+    cell = layer.cell
+    for same in (from_keras(*layer.get_weights(), reset_after=reset_after),
+                 from_keras(cell.kernel, cell.recurrent_kernel,
+                            cell.bias if use_bias else None, reset_after=reset_after)):
+        for name, value in gru.state_dict().items():
+            np.testing.assert_array_equal(same.state_dict()[name], value)
 
 
 @pytest.mark.parametrize("return_sequences", [True, False])

@@ -317,3 +317,32 @@ def test_refuses_parallel_gru_nodes():
     with pytest.raises(ValueError, match=r"not one stack: node 'gru_l1' \(GRU\) does not read "
                                          r"the output of another GRU node"):
         from_onnx(model)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_stack_after_other_layers_converts_alone(dynamo):
+    """A Linear before the GRU stack is not part of the module: the stack converts (its sizes
+    taken from the graph's shapes where the exporter wrote static ones) and, fed the Linear's
+    output, matches the model."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 5)
+            self.gru = torch.nn.GRU(5, 4, num_layers=2, bidirectional=True)
+
+        def forward(self, x):
+            return self.gru(self.proj(x))
+
+    net = Net()
+    x = np.random.default_rng(3).standard_normal((6, 2, 3)).astype(np.float32)
+    data = _torch_export(net, x, dynamo)
+    gru = from_onnx(data)
+    _same_weights(gru, from_torch(net.gru))
+    projected = net.proj(torch.from_numpy(x)).detach().numpy()
+    out, h_n = gru(projected)
+    ort_out, ort_h_n = _session(data).run(None, {"x": x})
+    np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
+    np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)

@@ -32,7 +32,8 @@ _BIDIRECTIONAL_FIELDS = frozenset(["name", "trainable", "dtype", "merge_mode", "
 
 
 def _is_keras_object(obj):
-    return any(c.__module__.split(".")[0] in ("keras", "tf_keras") for c in type(obj).__mro__)
+    """A Keras layer or model (a Keras Variable is an array here: it has no get_weights)."""
+    return hasattr(obj, "get_weights") and any(c.__module__.split(".")[0] in ("keras", "tf_keras") for c in type(obj).__mro__)
 
 
 def _kind(obj):

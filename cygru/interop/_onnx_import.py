@@ -528,6 +528,11 @@ def _gru_chain(graph, grus):
             )
         before[id(g)] = next(iter(nearest.values()), None)
     firsts = [g for g in grus if before[id(g)] is None]
+    if not firsts:
+        raise ValueError(
+            f"cygru.from_onnx: the graph's GRU nodes {names} read each other in a cycle "
+            "(not a valid ONNX graph); pick one with node_name="
+        )
     if len(firsts) > 1:
         raise ValueError(
             f"cygru.from_onnx: the graph's GRU nodes {names} are not one stack: "
@@ -600,6 +605,22 @@ def _static_dims(graph, name):
     return [None, None]
 
 
+def _static_y_shape(model, y_name):
+    """The static shape of a GRU node's Y by onnx's shape inference, or None."""
+    from onnx import shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - no shapes to go by: the probe uses its own sizes
+        return None
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        if value.name == y_name and value.type.tensor_type.HasField("shape"):
+            dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+            if len(dims) == 4 and all(d > 0 for d in dims):
+                return dims
+    return None
+
+
 def _blame(nodes, fallback):
     odd = [n for n in nodes if n.op_type not in _LAYOUT_OPS]
     return _node_label(odd[0] if odd else fallback)
@@ -637,6 +658,10 @@ def _check_layouts(model, layers):
         if x_value is not None:
             b, t = x_value.shape[:2] if batch_first else x_value.shape[1::-1]
             B, T = b, t
+    if x_value is None:     # the sizes the graph was exported for, where it says
+        inferred = _static_y_shape(model, layers[0]["node"].output[0])
+        if inferred is not None:
+            T, B = (inferred[1], inferred[0]) if layout else (inferred[0], inferred[2])
     y_shape = (B, T, D, H) if layout else (T, D, B, H)
 
     for prev, layer in zip(layers, layers[1:]):
