@@ -346,3 +346,14 @@ def test_stack_after_other_layers_converts_alone(dynamo):
     ort_out, ort_h_n = _session(data).run(None, {"x": x})
     np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
     np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)
+
+
+def test_huge_declared_sizes_are_not_allocated():
+    """A graph may declare any static input size; the layout probe does not use sizes beyond
+    its limit (it would allocate them), and still converts the stack."""
+    model = cygru.GRU(3, 4, num_layers=2, batch_first=True, seed=10).to_onnx(io.BytesIO())
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value = 10**9
+    dims[1].dim_value = 10**9
+    gru = from_onnx(model)
+    assert gru.num_layers == 2 and gru.batch_first is True
