@@ -20,6 +20,7 @@ page examples through Sphinx).
 import doctest
 import importlib
 import importlib.util
+import os
 import pathlib
 import re
 import textwrap
@@ -31,12 +32,14 @@ DOCS = ROOT / "docs"
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # doctest group -> packages it needs (any other group needs nothing beyond cygru's own)
-GROUP_REQUIRES = {"torch": ("torch",), "onnx": ("onnx", "onnxruntime")}
-OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime")
+GROUP_REQUIRES = {"torch": ("torch",), "onnx": ("onnx", "onnxruntime"), "keras": ("keras", "jax"),
+                  "torch_onnx": ("torch", "onnx", "onnxruntime", "onnxscript")}
+OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime", "keras")
 
 DOCSTRING_MODULES = ("cygru", "cygru.modules", "cygru.functional", "cygru._gradcheck",
                      "cygru._threads",
-                     "cygru.interop")
+                     "cygru.interop", "cygru.interop._torch", "cygru.interop._keras",
+                     "cygru.interop._onnx_import", "cygru.interop._onnx_export")
 
 PAGES = sorted(p for p in DOCS.glob("*.rst"))
 
@@ -98,6 +101,8 @@ def _page_groups():
 
 def _require(packages):
     for name in packages:
+        if name == "keras":   # the examples run Keras on JAX (the test extra installs it)
+            os.environ.setdefault("KERAS_BACKEND", "jax")
         pytest.importorskip(name)
 
 
@@ -212,10 +217,10 @@ def test_public_api_has_examples():
     names = {t.values[0].name for t in DOCSTRING_TESTS}
     public = [f"cygru.{n}" for n in cygru.__all__ if n not in ("functional", "__version__")]
     public += ["cygru.functional.gru", "cygru.functional.gru_cell"]
-    qualified = {"cygru.from_torch": "cygru.interop.from_torch",
-                 "cygru.from_keras": "cygru.interop.from_keras",
-                 "cygru.from_onnx": "cygru.interop.from_onnx",
-                 "cygru.to_onnx": "cygru.interop.to_onnx",
+    qualified = {"cygru.from_torch": "cygru.interop._torch.from_torch",
+                 "cygru.from_keras": "cygru.interop._keras.from_keras",
+                 "cygru.from_onnx": "cygru.interop._onnx_import.from_onnx",
+                 "cygru.to_onnx": "cygru.interop._onnx_export.to_onnx",
                  "cygru.gradcheck": "cygru._gradcheck.gradcheck",
                  "cygru.get_num_threads": "cygru._threads.get_num_threads",
                  "cygru.set_num_threads": "cygru._threads.set_num_threads",

@@ -865,7 +865,8 @@ def test_to_onnx_runs_in_onnxruntime(num_layers, mode, batch_first, bias, reset_
     assert buf.getvalue() == model.SerializeToString()
     expected_inputs = ["x", "h0"] if h0_mode == "required" else ["x"]
     assert [i.name for i in sess.get_inputs()] == expected_inputs
-    assert [i.name for i in model.graph.input] == (["x"] if h0_mode == "none" else ["x", "h0"])
+    assert [i.name for i in model.graph.input] == (
+        ["x"] + ([] if h0_mode == "none" else ["h0"]) + ["sequence_lens"])  # optional lengths
     assert [o.name for o in sess.get_outputs()] == ["output", "h_n"]
     grus = [n for n in model.graph.node if n.op_type == "GRU"]
     assert len(grus) == num_layers
@@ -884,8 +885,12 @@ def test_to_onnx_runs_in_onnxruntime(num_layers, mode, batch_first, bias, reset_
         if give_h0:
             h0 = rng.standard_normal((num_layers * D, B, H)).astype(np.float32)
             feeds["h0"] = h0
+        lengths = None
+        if T == 6:   # a padded batch too, with the initial state or without
+            lengths = np.array([6, 2, 5], dtype=np.int32)
+            feeds["sequence_lens"] = lengths
         out, hn = sess.run(["output", "h_n"], feeds)
-        ref_out, ref_hn = gru(x, h0)
+        ref_out, ref_hn = gru(x, h0, lengths=lengths)
         assert out.shape == ref_out.shape and hn.shape == ref_hn.shape
         np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-5)
         np.testing.assert_allclose(hn, ref_hn, rtol=0, atol=1e-5)

@@ -1,0 +1,301 @@
+"""cygru -> ONNX: :func:`to_onnx`."""
+
+from __future__ import annotations
+
+import operator
+import os
+
+import numpy as np
+
+from ._common import _as_host, _import_onnx, _layer_suffix, _modules, _swap_rz
+
+__all__ = ["to_onnx"]
+
+_DEFAULT_OPSET = 17
+_MIN_OPSET = 13
+
+
+
+
+def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional", lengths="optional"):
+    """Write a cygru ``GRU`` as an ONNX model that ONNX Runtime runs.
+
+    The graph has one ONNX ``GRU`` node per layer (``linear_before_reset =
+    int(module.reset_after)``; ``direction`` ``"forward"``, ``"reverse"`` for
+    ``reverse=True``, or ``"bidirectional"``), with the weights stored as initializers in
+    ONNX's gate order z, r, h. Between layers the node output ``Y`` (T, D, B, H) is transposed
+    and reshaped to (T, B, D*H). A ``batch_first`` module gets ``Transpose`` nodes on the input
+    and the output (the graph's GRU nodes use ``layout=0``; ONNX Runtime rejects ``layout=1``).
+
+    Graph inputs and outputs (``T`` and ``B`` are dynamic):
+
+    * ``x`` -- (T, B, I), or (B, T, I) for ``batch_first`` modules;
+    * ``h0`` -- the initial state, (L*D, B, H); a fed (L*D, 1, H) state is broadcast over the
+      batch. How it appears depends on the ``h0`` argument: ``"optional"`` (default) makes it
+      an input with a zero default (a zero initializer of the same name, which ONNX allows to
+      be overridden), so a session runs with ``x`` alone or with ``x`` and ``h0``;
+      ``"required"`` makes it an ordinary second input; ``"none"`` leaves it out (zero
+      initial state);
+    * ``sequence_lens`` -- int32 (B,), the per-sequence lengths of a padded batch, wired into
+      every GRU node's ``sequence_lens``, so that ONNX Runtime computes what
+      ``module(x, lengths=sequence_lens)`` does: sequence ``b`` runs over its first
+      ``sequence_lens[b]`` steps (the backward direction starts at its last one), its
+      ``output`` is zero past them and ``h_n`` holds its last step's state. How it appears
+      depends on the ``lengths`` argument: ``"optional"`` (default) makes it an input whose
+      default, an empty array, means "every sequence is T steps long", so a session runs
+      with or without it; ``"required"`` makes it an ordinary input; ``"none"`` leaves it
+      out (every sequence runs over all T steps);
+    * ``output`` -- (T, B, D*H), or (B, T, D*H) for ``batch_first`` modules;
+    * ``h_n`` -- (L*D, B, H).
+
+    The model is for inference: ``dropout`` is not applied. **float64 modules are exported as float32** (the weights are rounded; ONNX
+    Runtime has no double-precision GRU kernel), so feed float32 arrays.
+
+    Parameters
+    ----------
+    module : cygru.GRU
+        The module to export (a ``GRUCell`` is refused).
+    path_or_file : str, os.PathLike or binary file object
+        Where to write the serialized model.
+    opset : int, default 17
+        The ``ai.onnx`` opset to declare, at least 13.
+    h0 : {"optional", "required", "none"}, default "optional"
+        Whether the graph takes an initial state, see above. With ``"optional"`` ONNX Runtime
+        lists ``h0`` under ``session.get_overridable_initializers()`` rather than
+        ``get_inputs()`` and logs a warning when it loads the model (an initializer that is
+        also a graph input cannot be constant-folded; here nothing is lost by that). Choose
+        ``"required"`` or ``"none"`` for runtimes that treat initializers as constants.
+    lengths : {"optional", "required", "none"} or bool, default "optional"
+        Whether the graph takes ``sequence_lens``, see above (True means ``"optional"``,
+        False ``"none"``). ``"optional"`` is an overridable initializer like ``h0``'s, with
+        the same warning from ONNX Runtime; each length must lie in 1..T, as for the module.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model that was written.
+
+    Raises
+    ------
+    TypeError
+        If ``module`` is not a cygru ``GRU``.
+    ValueError
+        If ``opset`` is out of range, or ``h0`` or ``lengths`` is not one of its choices.
+    ImportError
+        If the ``onnx`` package is missing (``pip install cygru[onnx]``).
+
+    Examples
+    --------
+    >>> import io
+    >>> import numpy as np
+    >>> import onnxruntime as ort
+    >>> import cygru
+    >>> gru = cygru.GRU(3, 4, num_layers=2, batch_first=True, seed=0)
+    >>> buf = io.BytesIO()
+    >>> from cygru.interop import to_onnx
+    >>> _ = to_onnx(gru, buf)
+    >>> sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    >>> x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    >>> out, h_n = sess.run(["output", "h_n"], {"x": x})
+    >>> ref_out, ref_h_n = gru(x)
+    >>> bool(np.allclose(out, ref_out, atol=1e-5)), h_n.shape
+    (True, (2, 2, 4))
+    """
+    modules = _modules()
+    if not isinstance(module, modules.GRU):
+        raise TypeError(f"to_onnx exports a cygru.GRU, got {type(module).__qualname__}")
+    onnx = _import_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    if h0 not in ("optional", "required", "none"):
+        raise ValueError(f"to_onnx: h0 must be 'optional', 'required' or 'none', got {h0!r}")
+    if lengths is True or lengths is False:
+        lengths = "optional" if lengths else "none"
+    if not isinstance(lengths, str) or lengths not in ("optional", "required", "none"):
+        raise ValueError(
+            "to_onnx: lengths must be 'optional', 'required', 'none', True or False, got "
+            f"{lengths!r}"
+        )
+    opset = operator.index(opset)
+    max_opset = onnx.defs.onnx_opset_version()
+    if not _MIN_OPSET <= opset <= max_opset:
+        raise ValueError(
+            f"to_onnx: opset must be between {_MIN_OPSET} and {max_opset} "
+            f"(the installed onnx's newest), got {opset}"
+        )
+
+    I = int(module.input_size)
+    H = int(module.hidden_size)
+    L = int(module.num_layers)
+    D = 2 if module.bidirectional else 1
+    reverse = bool(getattr(module, "reverse", False))
+    reset_after = bool(getattr(module, "reset_after", True))
+    batch_first = bool(module.batch_first)
+    has_bias = bool(module.bias)
+    direction = "bidirectional" if D == 2 else ("reverse" if reverse else "forward")
+    f32 = np.float32
+
+    state = module.state_dict()
+    initializers = []
+    nodes = []
+
+    def const(name, array):
+        initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(op, inputs, outputs, name, **attrs):
+        nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
+
+    # x in time-major order
+    if batch_first:
+        node("Transpose", ["x"], ["x_tm"], "x_to_time_major", perm=[1, 0, 2])
+        layer_in = "x_tm"
+    else:
+        layer_in = "x"
+
+    if h0 != "none" or lengths == "optional":
+        node("Shape", ["x"], ["x_shape"], "x_shape")
+        const("batch_axis", np.array([0 if batch_first else 1], dtype=np.int64))
+        node("Gather", ["x_shape", "batch_axis"], ["batch_dim"], "batch_dim", axis=0)
+
+    # h0 (input, or an overridable zero initializer) broadcast to (L*D, B, H), B from x's shape
+    if h0 == "optional":
+        const("h0", np.zeros((L * D, 1, H), dtype=f32))
+    if h0 != "none":
+        const("ld_dim", np.array([L * D], dtype=np.int64))
+        const("h_dim", np.array([H], dtype=np.int64))
+        node("Concat", ["ld_dim", "batch_dim", "h_dim"], ["h0_shape"], "h0_shape", axis=0)
+        node("Expand", ["h0", "h0_shape"], ["h0_full"], "h0_expand")
+        if L > 1:
+            const("slice_axis0", np.array([0], dtype=np.int64))
+
+    # sequence_lens (input, or an overridable empty initializer meaning "all T steps"): the
+    # first B entries of [sequence_lens, T, T, ..., T] -- the given lengths, or T for each
+    if lengths == "none":
+        seq_lens = ""
+    elif lengths == "required":
+        seq_lens = "sequence_lens"
+    else:
+        const("sequence_lens", np.zeros((0,), dtype=np.int32))
+        const("time_axis", np.array([1 if batch_first else 0], dtype=np.int64))
+        node("Gather", ["x_shape", "time_axis"], ["time_dim"], "time_dim", axis=0)
+        node("Cast", ["time_dim"], ["time_dim_i32"], "time_dim_i32", to=TensorProto.INT32)
+        node("Expand", ["time_dim_i32", "batch_dim"], ["full_lens"], "full_lens")
+        node("Concat", ["sequence_lens", "full_lens"], ["lens_or_full"], "lens_or_full", axis=0)
+        const("lens_start", np.array([0], dtype=np.int64))
+        node("Slice", ["lens_or_full", "lens_start", "batch_dim"], ["seq_lens"], "seq_lens")
+        seq_lens = "seq_lens"
+    const("feature_shape", np.array([0, 0, D * H], dtype=np.int64))
+
+    y_h_names = []
+    for k in range(L):
+        in_size = I if k == 0 else D * H
+        W = np.empty((D, 3 * H, in_size), dtype=f32)
+        R = np.empty((D, 3 * H, H), dtype=f32)
+        Bv = np.zeros((D, 6 * H), dtype=f32)
+        for d in range(D):
+            sfx = _layer_suffix(k, d)
+            W[d] = _swap_rz(_as_host(state[f"weight_ih{sfx}"]), H)
+            R[d] = _swap_rz(_as_host(state[f"weight_hh{sfx}"]), H)
+            if has_bias:
+                Bv[d, : 3 * H] = _swap_rz(_as_host(state[f"bias_ih{sfx}"]), H)
+                Bv[d, 3 * H :] = _swap_rz(_as_host(state[f"bias_hh{sfx}"]), H)
+        w_name = const(f"W_l{k}", W)
+        r_name = const(f"R_l{k}", R)
+        b_name = const(f"B_l{k}", Bv) if has_bias else ""
+
+        if h0 == "none":
+            h_init = ""
+        elif L == 1:
+            h_init = "h0_full"
+        else:
+            const(f"h0_start_l{k}", np.array([k * D], dtype=np.int64))
+            const(f"h0_end_l{k}", np.array([(k + 1) * D], dtype=np.int64))
+            h_init = f"h0_l{k}"
+            node(
+                "Slice",
+                ["h0_full", f"h0_start_l{k}", f"h0_end_l{k}", "slice_axis0"],
+                [h_init],
+                f"h0_slice_l{k}",
+            )
+
+        y, y_h = f"Y_l{k}", f"Y_h_l{k}"
+        # ONNX GRU inputs: X, W, R, B, sequence_lens, initial_h (empty name = absent)
+        gru_inputs = [layer_in, w_name, r_name, b_name, seq_lens, h_init]
+        while not gru_inputs[-1]:
+            gru_inputs.pop()
+        node(
+            "GRU",
+            gru_inputs,
+            [y, y_h],
+            f"gru_l{k}",
+            hidden_size=H,
+            direction=direction,
+            linear_before_reset=int(reset_after),
+        )
+        y_h_names.append(y_h)
+        # Y (T, D, B, H) -> (T, B, D, H) -> (T, B, D*H)
+        node("Transpose", [y], [f"Y_tbdh_l{k}"], f"y_transpose_l{k}", perm=[0, 2, 1, 3])
+        last = k == L - 1
+        merged = "output_tm" if (last and batch_first) else ("output" if last else f"out_l{k}")
+        node("Reshape", [f"Y_tbdh_l{k}", "feature_shape"], [merged], f"y_merge_l{k}")
+        layer_in = merged
+
+    if batch_first:
+        node("Transpose", ["output_tm"], ["output"], "output_to_batch_first", perm=[1, 0, 2])
+    if L == 1:
+        node("Identity", [y_h_names[0]], ["h_n"], "h_n")
+    else:
+        node("Concat", y_h_names, ["h_n"], "h_n", axis=0)
+
+    x_dims = ["batch", "seq_len", I] if batch_first else ["seq_len", "batch", I]
+    out_dims = ["batch", "seq_len", D * H] if batch_first else ["seq_len", "batch", D * H]
+    graph = helper.make_graph(
+        nodes,
+        "cygru_GRU",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, x_dims)]
+        + (
+            []
+            if h0 == "none"
+            else [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [L * D, "h0_batch", H])]
+        )
+        + (
+            []
+            if lengths == "none"
+            else [helper.make_tensor_value_info(
+                "sequence_lens", TensorProto.INT32,
+                ["batch" if lengths == "required" else "batch_or_0"])]
+        ),
+        outputs=[
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims),
+            helper.make_tensor_value_info("h_n", TensorProto.FLOAT, [L * D, "batch", H]),
+        ],
+        initializer=initializers,
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="cygru",
+        doc_string=(
+            f"cygru.GRU(input_size={I}, hidden_size={H}, num_layers={L}, bias={has_bias}, "
+            f"batch_first={batch_first}, bidirectional={D == 2}, reset_after={reset_after}, "
+            f"reverse={reverse}); exported as float32"
+        ),
+    )
+    # The oldest IR version that carries this opset: keeps the file loadable by older runtimes.
+    model.ir_version = max(4, helper.find_min_ir_version_for(opsets))
+    onnx.checker.check_model(model)
+
+    data = model.SerializeToString()
+    if isinstance(path_or_file, (str, bytes, os.PathLike)):
+        with open(os.fspath(path_or_file), "wb") as fh:
+            fh.write(data)
+    elif hasattr(path_or_file, "write"):
+        path_or_file.write(data)
+    else:
+        raise TypeError(
+            "to_onnx: path_or_file must be a path or a binary file object, got "
+            f"{type(path_or_file).__qualname__}"
+        )
+    return model

@@ -1,0 +1,359 @@
+"""Whole ONNX models: from_onnx on the stacks that PyTorch's two exporters and cygru's own
+to_onnx write, on ONNX's own GRU node test cases (weights as graph inputs), the chains it
+refuses; and to_onnx's sequence_lens input, all against ONNX Runtime (or onnx's reference
+evaluator where ONNX Runtime has no kernel)."""
+
+import copy
+import functools
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+import cygru
+from cygru.interop import from_onnx, from_torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper
+
+F32 = 2e-6
+
+
+def _session(model):
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3   # the optional inputs' initializer warnings are expected
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for name in sa:
+        np.testing.assert_array_equal(sa[name], sb[name], err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch's exporters
+# --------------------------------------------------------------------------------------------
+
+def _torch_export(net, x, dynamo, h0=None):
+    torch = pytest.importorskip("torch")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    buf = io.BytesIO()
+    args = (torch.from_numpy(x),) + (() if h0 is None else (torch.from_numpy(h0),))
+    names = ["x"] + ([] if h0 is None else ["h0"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kwargs = {"verbose": False} if dynamo else {}
+        torch.onnx.export(net, args, buf, dynamo=dynamo, input_names=names,
+                          output_names=["output", "h_n"], **kwargs)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("dynamo, batch_first, bidirectional, num_layers", [
+    (False, False, False, 2),
+    (False, True, True, 3),
+    (False, False, True, 2),
+    (False, True, False, 1),
+    (True, False, True, 2),
+    (True, True, False, 2),
+])
+def test_pytorch_exports_convert_whole(dynamo, batch_first, bidirectional, num_layers):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.GRU(3, 4, num_layers=num_layers, batch_first=batch_first,
+                       bidirectional=bidirectional)
+    x = np.random.default_rng(1).standard_normal((2, 5, 3) if batch_first else (5, 2, 3))
+    x = x.astype(np.float32)
+    data = _torch_export(net, x, dynamo)
+    gru = from_onnx(data)
+    _same_weights(gru, from_torch(net))      # the very weights, in the same layout
+    assert gru.batch_first is batch_first
+    out, h_n = gru(x)
+    ort_out, ort_h_n = _session(data).run(None, {"x": x})
+    np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
+    np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)
+
+
+def test_pytorch_export_with_h0_input_and_no_bias():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    net = torch.nn.GRU(3, 4, num_layers=2, bias=False, bidirectional=True)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    h0 = rng.standard_normal((4, 2, 4)).astype(np.float32)
+    data = _torch_export(net, x, dynamo=False, h0=h0)   # initial_h: slices of the input h0
+    gru = from_onnx(data)
+    assert gru.bias is False
+    out, h_n = gru(x, h0)
+    ort_out, ort_h_n = _session(data).run(None, {"x": x, "h0": h0})
+    np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
+    np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)
+
+
+# --------------------------------------------------------------------------------------------
+# cygru's own to_onnx, with sequence_lens
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_to_onnx_sequence_lens_reproduce_lengths(num_layers, batch_first, mode):
+    gru = cygru.GRU(3, 4, num_layers=num_layers, batch_first=batch_first,
+                    bidirectional=mode == "bidirectional", reverse=mode == "reverse", seed=3)
+    rng = np.random.default_rng(4)
+    T, B = 6, 4
+    x = rng.standard_normal((B, T, 3) if batch_first else (T, B, 3)).astype(np.float32)
+    lengths = np.array([6, 1, 4, 3], dtype=np.int32)
+    model = gru.to_onnx(io.BytesIO())                     # lengths="optional" by default
+    session = _session(model)
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    ort_out, ort_h_n = session.run(None, {"x": x, "sequence_lens": lengths})
+    out, h_n = gru(x, lengths=lengths)
+    np.testing.assert_allclose(ort_out, out, rtol=0, atol=F32)
+    np.testing.assert_allclose(ort_h_n, h_n, rtol=0, atol=F32)
+    # without sequence_lens every sequence runs over all T steps
+    ort_out, ort_h_n = session.run(None, {"x": x})
+    out, h_n = gru(x)
+    np.testing.assert_allclose(ort_out, out, rtol=0, atol=F32)
+    np.testing.assert_allclose(ort_h_n, h_n, rtol=0, atol=F32)
+    # and the model converts back to the module, whole
+    back = from_onnx(model)
+    assert back.batch_first is batch_first and back.num_layers == num_layers
+    _same_weights(back, gru)
+
+
+def test_to_onnx_lengths_modes():
+    gru = cygru.GRU(2, 3, num_layers=2, bidirectional=True, seed=5)
+    x = np.random.default_rng(6).standard_normal((4, 2, 2)).astype(np.float32)
+    lengths = np.array([2, 4], dtype=np.int32)
+    required = _session(gru.to_onnx(io.BytesIO(), lengths="required", h0="none"))
+    assert [(i.name, i.type) for i in required.get_inputs()] == [
+        ("x", "tensor(float)"), ("sequence_lens", "tensor(int32)")]
+    np.testing.assert_allclose(required.run(None, {"x": x, "sequence_lens": lengths})[0],
+                               gru(x, lengths=lengths)[0], rtol=0, atol=F32)
+    for flag, expected in ((False, []), (True, [])):
+        model = gru.to_onnx(io.BytesIO(), lengths=flag, h0="none")
+        names = [i.name for i in model.graph.input]
+        assert ("sequence_lens" in names) is flag
+        assert [i.name for i in _session(model).get_inputs()][1:] == expected
+    none = gru.to_onnx(io.BytesIO(), lengths="none")
+    assert all(n.input[4:5] in ([], [""]) for n in none.graph.node if n.op_type == "GRU")
+    for bad in ("yes", None, 1):
+        with pytest.raises(ValueError, match="lengths must be"):
+            gru.to_onnx(io.BytesIO(), lengths=bad)
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX's own GRU node test cases: weights are graph inputs
+# --------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _node_cases():
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {c.name: c for c in collect_testcases("GRU") if c.name.startswith("test_gru")}
+
+
+def _case_names():
+    try:
+        return sorted(_node_cases())
+    except Exception:   # noqa: BLE001 - no onnx: the test skips on its importorskip
+        return ["test_gru_defaults"]
+
+
+@pytest.mark.parametrize("name", _case_names())
+def test_onnx_node_test_cases(name):
+    case = _node_cases()[name]
+    graph = case.model.graph
+    (inputs, outputs), = case.data_sets
+    feeds = {vi.name: np.asarray(a) for vi, a in zip(graph.input, inputs)}
+    expected = {vi.name: np.asarray(a) for vi, a in zip(graph.output, outputs)}
+    node = graph.node[0]
+    weights = {k: feeds[k] for k in ("W", "R", "B") if k in feeds}
+    with pytest.raises(ValueError, match="is a graph input.*weights="):
+        from_onnx(case.model)
+    gru = from_onnx(case.model, weights=weights)
+    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+    h0 = feeds.get("initial_h")
+    if h0 is not None and layout:
+        h0 = h0.transpose(1, 0, 2)
+    lengths = feeds.get("sequence_lens")
+    out, h_n = gru(feeds["X"], h0, lengths=lengths)
+    outputs_named = dict(zip(node.output, ("Y", "Y_h")))
+    for onnx_name, value in expected.items():
+        if outputs_named.get(onnx_name) == "Y":
+            Y = value.transpose(0, 2, 1, 3) if layout == 0 else value
+            np.testing.assert_allclose(out, Y.reshape(Y.shape[0], Y.shape[1], -1),
+                                       rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_allclose(h_n, value.transpose(1, 0, 2) if layout else value,
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_weights_argument_errors():
+    case = _node_cases()["test_gru_with_initial_bias"]
+    (inputs, _), = case.data_sets
+    W, R, B = (np.asarray(a) for a in inputs[1:4])
+    with pytest.raises(ValueError, match=r"\['Z'\].*no converted GRU node"):
+        from_onnx(case.model, weights={"W": W, "R": R, "B": B, "Z": B})
+    with pytest.raises(TypeError, match="dict"):
+        from_onnx(case.model, weights=[W, R, B])
+    with pytest.raises(ValueError, match="'B'.*weights="):
+        from_onnx(case.model, weights={"W": W, "R": R})
+    frozen = {k: v.copy() for k, v in (("W", W), ("R", R), ("B", B))}
+    for v in frozen.values():
+        v.flags.writeable = False
+    gru = from_onnx(case.model, weights=frozen)
+    np.testing.assert_array_equal(frozen["W"], W)       # read, not modified
+    assert gru.hidden_size == R.shape[2]
+    # a stored weight cannot be replaced through weights=
+    stored = cygru.GRU(3, 4, seed=0).to_onnx(io.BytesIO(), h0="none", lengths="none")
+    with pytest.raises(ValueError, match="no converted GRU node"):
+        from_onnx(stored, weights={"W_l0": np.zeros((1, 12, 3), np.float32)})
+
+
+# --------------------------------------------------------------------------------------------
+# float64 and layout=1 stacks (onnx's reference evaluator: ONNX Runtime has neither)
+# --------------------------------------------------------------------------------------------
+
+def test_layout1_float64_stack_matches_reference_evaluator():
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(7)
+    I, H, D = 3, 4, 2
+    arrays, nodes = [], []
+    src = "X"
+    for k in range(2):
+        in_size = I if k == 0 else D * H
+        W = rng.standard_normal((D, 3 * H, in_size)) * 0.5
+        R = rng.standard_normal((D, 3 * H, H)) * 0.5
+        Bv = rng.standard_normal((D, 6 * H)) * 0.5
+        arrays += [numpy_helper.from_array(W, f"W{k}"), numpy_helper.from_array(R, f"R{k}"),
+                   numpy_helper.from_array(Bv, f"B{k}")]
+        nodes.append(helper.make_node("GRU", [src, f"W{k}", f"R{k}", f"B{k}"],
+                                      [f"Y{k}", f"Y_h{k}"], name=f"gru{k}", hidden_size=H,
+                                      direction="bidirectional", layout=1,
+                                      linear_before_reset=1))
+        if k == 0:  # (B, T, D, H) -> (B, T, D*H)
+            arrays.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "merge"))
+            nodes.append(helper.make_node("Reshape", ["Y0", "merge"], ["X1"], name="merge0"))
+            src = "X1"
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["B", "T", I])],
+        [helper.make_tensor_value_info("Y1", TensorProto.DOUBLE, None),
+         helper.make_tensor_value_info("Y_h1", TensorProto.DOUBLE, None)],
+        initializer=arrays)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    gru = from_onnx(model)
+    assert gru.batch_first and gru.num_layers == 2 and gru.dtype == np.float64
+    x = rng.standard_normal((2, 5, I))
+    Y, Y_h = ReferenceEvaluator(model).run(None, {"X": x})
+    out, h_n = gru(x)
+    np.testing.assert_allclose(out, Y.reshape(2, 5, -1), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(h_n[2:], Y_h.transpose(1, 0, 2), rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# graphs that are not a plain stack
+# --------------------------------------------------------------------------------------------
+
+def _two_layer(**kwargs):
+    return cygru.GRU(3, 4, num_layers=2, seed=8, **kwargs).to_onnx(io.BytesIO(), h0="none")
+
+
+def _node(model, name):
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def test_refuses_a_node_between_layers():
+    model = _two_layer()
+    _node(model, "gru_l1").input[0] = "relu_out"
+    model.graph.node.append(helper.make_node("Relu", ["out_l0"], ["relu_out"], name="relu"))
+    with pytest.raises(ValueError, match=r"between GRU node 'gru_l0' and GRU node 'gru_l1', "
+                                         r"node 'relu' \(Relu\)"):
+        from_onnx(model)
+    assert from_onnx(model, node_name="gru_l1").input_size == 4   # one node still converts
+
+
+def test_refuses_a_wrong_merge():
+    model = _two_layer(bidirectional=True)
+    perm = next(a for a in _node(model, "y_transpose_l0").attribute if a.name == "perm")
+    perm.ints[:] = [0, 1, 2, 3]        # directions not moved next to the features
+    with pytest.raises(ValueError, match=r"node 'y_merge_l0' \(Reshape\) does not pass on"):
+        from_onnx(model)
+
+
+def test_refuses_mismatched_layers_and_batch_first():
+    model = _two_layer()
+    for attr in _node(model, "gru_l1").attribute:
+        if attr.name == "linear_before_reset":
+            attr.i = 0
+    with pytest.raises(ValueError, match="'gru_l1' has linear_before_reset 0 but"):
+        from_onnx(model)
+    model = cygru.GRU(3, 4, batch_first=True, seed=9).to_onnx(io.BytesIO())
+    changed = copy.deepcopy(model)
+    out = _node(changed, "output_to_batch_first")
+    changed.graph.node.remove(out)
+    _node(changed, "y_merge_l0").output[0] = "output"
+    with pytest.raises(ValueError, match="batch first but its output 'output'.* time first"):
+        from_onnx(changed)
+    # the model as written converts, batch first
+    assert from_onnx(model).batch_first is True
+
+
+def test_refuses_parallel_gru_nodes():
+    model = _two_layer()
+    _node(model, "gru_l1").input[0] = "x"
+    _node(model, "gru_l1").input[1] = "W_l0"
+    _node(model, "gru_l1").input[2] = "R_l0"
+    _node(model, "gru_l1").input[3] = "B_l0"
+    with pytest.raises(ValueError, match=r"not one stack: node 'gru_l1' \(GRU\) does not read "
+                                         r"the output of another GRU node"):
+        from_onnx(model)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_stack_after_other_layers_converts_alone(dynamo):
+    """A Linear before the GRU stack is not part of the module: the stack converts (its sizes
+    taken from the graph's shapes where the exporter wrote static ones) and, fed the Linear's
+    output, matches the model."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 5)
+            self.gru = torch.nn.GRU(5, 4, num_layers=2, bidirectional=True)
+
+        def forward(self, x):
+            return self.gru(self.proj(x))
+
+    net = Net()
+    x = np.random.default_rng(3).standard_normal((6, 2, 3)).astype(np.float32)
+    data = _torch_export(net, x, dynamo)
+    gru = from_onnx(data)
+    _same_weights(gru, from_torch(net.gru))
+    projected = net.proj(torch.from_numpy(x)).detach().numpy()
+    out, h_n = gru(projected)
+    ort_out, ort_h_n = _session(data).run(None, {"x": x})
+    np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
+    np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)
+
+
+def test_huge_declared_sizes_are_not_allocated():
+    """A graph may declare any static input size; the layout probe does not use sizes beyond
+    its limit (it would allocate them), and still converts the stack."""
+    model = cygru.GRU(3, 4, num_layers=2, batch_first=True, seed=10).to_onnx(io.BytesIO())
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value = 10**9
+    dims[1].dim_value = 10**9
+    gru = from_onnx(model)
+    assert gru.num_layers == 2 and gru.batch_first is True
