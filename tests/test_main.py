@@ -79,7 +79,7 @@ def test_quick_run_output():
     assert [r[:16].strip() for r in rows] == ["small-latency", "one step (cell)"]
     for row in rows:
         # every cell lies inside its column: the gaps between columns are blank
-        for (a, b), (c, _) in zip(spans, spans[1:]):
+        for (_, b), (c, _) in zip(spans, spans[1:]):
             assert row[b:c].strip() == "", (row, b, c)
         cells = {n: row[a:b].strip() for n, (a, b) in zip(names, spans)}
         assert re.fullmatch(r"[0-9.e+-]+ ±\d+%", cells["cygru ms"]), cells

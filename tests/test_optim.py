@@ -52,7 +52,7 @@ def test_matches_torch_over_many_steps(ours, theirs, kwargs, dtype):
     params = _torch_twin(list(gru.named_parameters()) + [("w_out", w_out)])
     opt = ours([gru, {"w_out": w_out}], **kwargs)
     t_opt = theirs(list(params.values()), **kwargs)
-    for step in range(STEPS):
+    for _ in range(STEPS):
         _loss_grads(gru, rng, dtype)
         g_out = rng.standard_normal(w_out.shape).astype(dtype)
         before = {n: g.copy() for n, g in gru.grads.items()}

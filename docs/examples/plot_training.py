@@ -64,7 +64,7 @@ def train(reset_after):
 
 
 runs = {ra: train(ra) for ra in (True, False)}
-for ra, (_, _, train_loss, test_loss) in runs.items():
+for ra, (_, _, _, test_loss) in runs.items():
     print(f"reset_after={ra!s:5}: test loss {test_loss[0, 1]:.3f} -> {test_loss[-1, 1]:.4f}")
     assert test_loss[-1, 1] < 0.05 * test_loss[0, 1]
 
