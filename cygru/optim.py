@@ -392,10 +392,9 @@ class Adam(Optimizer):
     """
 
     _who = "cygru.optim.Adam"
-    _decoupled_default = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=None):
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
         who = self._who
         try:
             beta1, beta2 = betas
@@ -407,9 +406,8 @@ class Adam(Optimizer):
         self.weight_decay = _number(weight_decay, "weight_decay", who)
         self.amsgrad = _flag(amsgrad, "amsgrad", who)
         self.maximize = _flag(maximize, "maximize", who)
-        self.decoupled_weight_decay = (self._decoupled_default if decoupled_weight_decay is None
-                                       else _flag(decoupled_weight_decay,
-                                                  "decoupled_weight_decay", who))
+        self.decoupled_weight_decay = _flag(decoupled_weight_decay, "decoupled_weight_decay",
+                                            who)
         super().__init__(params, lr)
 
     def _hyperparameters(self):
@@ -484,11 +482,11 @@ class AdamW(Adam):
     """
 
     _who = "cygru.optim.AdamW"
-    _decoupled_default = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)
 
     def _hyperparameters(self):
         h = super()._hyperparameters()
