@@ -37,9 +37,39 @@ def _load_compiled():
         os.environ[k] = _POOL_ENVIRONMENT[k]
     try:
         from . import _cpu  # noqa: F401
+    except ImportError as exc:
+        message, built = _compiled_import_error(exc)
+        # not built: the original error ("... most likely due to a circular import") only
+        # misleads; built but broken: its cause is the useful part
+        raise ImportError(message) from (exc if built else None)
     finally:
         for k in added:
             os.environ.pop(k, None)
+
+
+def _compiled_import_error(exc):
+    """(message, whether a compiled _cpu exists) for a failed import of the compiled
+    modules: the message says what is wrong and what to run.
+
+    Without this, an unbuilt checkout says "cannot import name '_cpu' from partially
+    initialized module 'cygru' (most likely due to a circular import)".
+    """
+    import importlib.machinery
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    built = [f for f in os.listdir(package) if f.startswith("_cpu.")
+             and any(f.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES)]
+    if not built:
+        return (f"cygru's compiled modules are not built: this cygru ({package}) is a source "
+                "checkout with no compiled _cpu module. Build them in place, from the "
+                "repository root: `pip install -e .` (or `python setup.py build_ext "
+                "--inplace`). If cygru is installed (`pip install .` or a wheel), run Python "
+                "from outside the source tree, so that the installed package is imported "
+                "instead of this directory."), False
+    return (f"cygru's compiled module {built[0]} in {package} failed to load ({exc}). It "
+            "may have been built for another Python or NumPy, or a library it needs is "
+            "missing: rebuild it from the repository root with `pip install -e .` (or "
+            "`python setup.py build_ext --inplace --force`), or reinstall cygru."), True
 
 
 _load_compiled()
@@ -49,6 +79,7 @@ from .modules import GRU, GRUCell, IncompatibleKeys  # noqa: E402
 from ._gradcheck import GradcheckError, gradcheck  # noqa: E402
 from .interop import from_keras, from_onnx, from_torch, to_onnx  # noqa: E402
 from . import functional  # noqa: E402
+from . import optim  # noqa: E402,F401  (cygru.optim; its docstrings: tests/test_optim.py)
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
 __all__ = ["GRU", "GRUCell", "IncompatibleKeys", "gradcheck", "GradcheckError", "from_torch", "from_keras",

@@ -35,7 +35,24 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "sphinx_copybutton",
+    "matplotlib.sphinxext.plot_directive",
 ]
+
+# -- sphinx-copybutton: copy code without prompts or outputs --------------------------------
+# ">>> " and "... " (doctest), "$ " (shell); lines without a prompt (outputs) are left out
+# of what is copied in blocks that have prompts, and copied whole in blocks that have none.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
+copybutton_remove_prompts = True
+
+# -- matplotlib's plot directive (the Performance page's chart, drawn from its JSON) ---------
+plot_include_source = False
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 110)]
+plot_rcparams = {"savefig.bbox": "tight"}
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.ipynb",
@@ -92,7 +109,13 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": []}
+# The primary (left) sidebar shows a section's sub-pages. cygru's pages are flat (one
+# level under the top bar), so it would be an empty "Section Navigation" box that only
+# narrows the text: no left sidebar, except where a section has sub-pages (the API
+# reference's entries, the gallery's examples). The right one keeps the page's contents.
+html_sidebars = {os.path.splitext(name)[0]: [] for name in os.listdir(HERE)
+                 if name.endswith(".rst") and name != "api.rst"}
 html_show_sourcelink = False
 html_copy_source = False
 html_static_path = ["_static"]
+html_css_files = ["cygru.css"]

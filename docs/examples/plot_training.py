@@ -4,8 +4,9 @@ Training a GRU on a toy task
 
 A GRU learns to output, at every step, the number it read two steps earlier — a task that
 needs memory, so a feed-forward network cannot solve it. The model is a :class:`cygru.GRU`
-with a linear read-out; the gradients come from ``vjp`` and the optimiser is Adam, written
-out in NumPy. Both GRU variants (``reset_after=True`` and ``False``) are trained with the
+with a linear read-out; the gradients come from ``vjp`` and the optimiser is
+:class:`cygru.optim.Adam`, which updates the GRU's parameters and the read-out's plain arrays
+in place. Both GRU variants (``reset_after=True`` and ``False``) are trained with the
 same data and the same initial weights, and their loss curves are plotted.
 """
 
@@ -26,46 +27,22 @@ def make_batch(rng, batch=BATCH):
 
 
 # %%
-# The optimiser
-# -------------
-# The GRU's parameters are the live arrays of ``named_parameters()``; the read-out's are
-# plain arrays. Adam keeps two moving averages per parameter and updates in place.
-
-
-class Adam:
-    def __init__(self, params, lr=0.01, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        self.m = {k: np.zeros_like(p) for k, p in params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in params.items()}
-        self.t = 0
-
-    def step(self, grads):
-        self.t += 1
-        b1, b2 = self.betas
-        for k, p in self.params.items():
-            g = grads[k]
-            self.m[k] = b1 * self.m[k] + (1 - b1) * g
-            self.v[k] = b2 * self.v[k] + (1 - b2) * g * g
-            m_hat = self.m[k] / (1 - b1 ** self.t)
-            v_hat = self.v[k] / (1 - b2 ** self.t)
-            p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
-
-
-# %%
 # One training run
 # ----------------
 # ``backward(d_output, None)`` gets the gradient of the mean squared error with respect to
 # the GRU's ``output`` (through the read-out) and adds the parameter gradients into
-# ``gru.grads``; ``zero_grad`` resets them before every step.
+# ``gru.grads``; ``opt.zero_grad()`` resets them before every step.
+#
+# The optimiser, :class:`cygru.optim.Adam`, takes the module (its live parameters,
+# updated from ``gru.grads``) and a dict of the read-out's plain arrays, whose gradients
+# are passed to ``step``. It computes what ``torch.optim.Adam`` computes, step for step.
 
 
 def train(reset_after):
     rng = np.random.default_rng(0)                 # same data for both variants
     gru = cygru.GRU(1, HIDDEN, reset_after=reset_after, dtype=np.float64, seed=0)
-    params = dict(gru.named_parameters())
-    params["w_out"] = rng.uniform(-0.25, 0.25, (HIDDEN, 1))
-    params["b_out"] = np.zeros(1)
-    opt = Adam(params)
+    params = {"w_out": rng.uniform(-0.25, 0.25, (HIDDEN, 1)), "b_out": np.zeros(1)}
+    opt = cygru.optim.Adam([gru, params], lr=0.01)
     x_test, y_test = make_batch(np.random.default_rng(1), batch=256)
 
     train_loss, test_loss = [], []
@@ -75,12 +52,10 @@ def train(reset_after):
         err = output @ params["w_out"] + params["b_out"] - y
         train_loss.append(float(np.mean(err ** 2)))
         d_pred = 2 * err / err.size
-        gru.zero_grad()
+        opt.zero_grad()                              # the GRU's accumulated grads
         backward(d_pred @ params["w_out"].T, None)
-        grads = dict(gru.grads)
-        grads["w_out"] = output.reshape(-1, HIDDEN).T @ d_pred.reshape(-1, 1)
-        grads["b_out"] = d_pred.sum(axis=(0, 1))
-        opt.step(grads)
+        opt.step({"w_out": output.reshape(-1, HIDDEN).T @ d_pred.reshape(-1, 1),
+                  "b_out": d_pred.sum(axis=(0, 1))})
         if step % 20 == 0 or step == STEPS - 1:
             out_test, _ = gru(x_test)                # a plain call: inference
             pred = out_test @ params["w_out"] + params["b_out"]
@@ -89,7 +64,7 @@ def train(reset_after):
 
 
 runs = {ra: train(ra) for ra in (True, False)}
-for ra, (_, _, train_loss, test_loss) in runs.items():
+for ra, (_, _, _, test_loss) in runs.items():
     print(f"reset_after={ra!s:5}: test loss {test_loss[0, 1]:.3f} -> {test_loss[-1, 1]:.4f}")
     assert test_loss[-1, 1] < 0.05 * test_loss[0, 1]
 
