@@ -19,6 +19,7 @@ from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
                             backward_work_size, layer_forward, layer_backward)
 from cygru._engine import PIECES, lengths_schedule as _schedule
+from cygru._backend import ForwardCache
 cimport openmp
 
 cnp.import_array()
@@ -233,12 +234,6 @@ def _backward_layer(x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates
     return dx
 
 
-class _Cache:
-    """What gru_backward needs from gru_forward (opaque to callers)."""
-    __slots__ = ("T", "B", "H", "D", "batch_first", "reverse", "reset_after", "perm",
-                 "active", "layers", "inputs", "saved", "dropout_masks", "used")
-
-
 def gru_forward(x, h0, layers, **options):
     """The backend contract's forward (see functional.SequenceCall.run)."""
     with _ActiveCall():
@@ -301,12 +296,11 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
                 layer_in = layer_in * dropout_masks[k].reshape(T * B, D * H)
     if not need_cache:
         return out, h_n, None
-    c = _Cache()
-    c.T, c.B, c.H, c.D = T, B, H, D
-    c.batch_first, c.reverse, c.reset_after = batch_first, reverse, reset_after
-    c.perm, c.active, c.layers = perm, active, layers
-    c.inputs, c.saved, c.dropout_masks, c.used = inputs, saved, dropout_masks, False
-    return out, h_n, c
+    # saved[k]: layer k's (caches (D, T, B, 4H), hprevs (D, T, B, H)) in sorted rows
+    return out, h_n, ForwardCache(T=T, B=B, H=H, D=D, batch_first=batch_first,
+                                  reverse=reverse, reset_after=reset_after, perm=perm,
+                                  active=active, layers=layers, inputs=inputs, saved=saved,
+                                  dropout_masks=dropout_masks, used=False)
 
 
 def _gru_backward(cache, d_output, d_h_n, grads):

@@ -34,6 +34,7 @@ import numpy as np
 
 from ._arrays import BadType, dlpack_on_cuda, is_cupy_array
 from ._backend import ForwardCache
+from ._engine import lengths_schedule
 
 __all__ = [
     "KERNEL_NAMES",
@@ -222,11 +223,9 @@ class _Plan:
             return cls(None, [B] * T)
         if is_cupy_array(lengths):
             lengths = cp.asnumpy(lengths)       # once, before any time loop
-        lens = np.asarray(lengths, dtype=np.int64).reshape(B)
-        order = np.argsort(-lens, kind="stable")
-        ascending = np.sort(lens)
-        # bt[t] = #(L_b > t) = B - #(L_b <= t)
-        bt = (B - np.searchsorted(ascending, np.arange(T), side="right")).tolist()
+        # the CPU engine's schedule (one counting sort for every backend and the C API)
+        order, active = lengths_schedule(np.asarray(lengths).reshape(B), T, B)
+        bt = active.tolist()
         if np.array_equal(order, np.arange(B)):
             return cls(None, bt)
         return cls(cp.asarray(order.astype(np.int64)), bt)

@@ -808,12 +808,13 @@ def export_weights(module):
     True
     """
     from .modules import GRU, GRUCell
+    from ._backend import GATE_NAMES, param_suffix
     if isinstance(module, GRUCell):
         kind, L, D, reverse = "GRUCell", 1, 1, False
-        names = [list(_GATE_NAMES)]
+        names = [list(GATE_NAMES)]
     elif isinstance(module, GRU):
         kind, L, D, reverse = "GRU", module.num_layers, module.num_directions, module.reverse
-        names = [[n + f"_l{k}" + ("_reverse" if d == 1 else "") for n in _GATE_NAMES]
+        names = [[n + param_suffix(k, d) for n in GATE_NAMES]
                  for k in range(L) for d in range(D)]
     else:
         raise TypeError(f"cygru.capi.export_weights: expected a cygru.GRU or cygru.GRUCell, "
@@ -883,9 +884,6 @@ def export_weights(module):
     else:
         w.model_f64 = cygru_model_f64(I, H, L, D, w.reset_after, reverse, w._dirs_f64)
     return w
-
-
-_GATE_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def _schedule_of(lengths, int T):
