@@ -89,7 +89,7 @@ def _status_ok_gpu(dry_run):
     try:
         import cupy
     except ImportError as exc:
-        return False, f"CuPy is not installed ({exc}); install cupy-cuda12x (or cygru[gpu])"
+        return False, f"CuPy is not installed ({exc}); install cupy-cuda12x (or \"cygru[gpu]\")"
     try:
         n = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as exc:

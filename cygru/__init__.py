@@ -79,11 +79,11 @@ from .modules import GRU, GRUCell, IncompatibleKeys  # noqa: E402
 from ._gradcheck import GradcheckError, gradcheck  # noqa: E402
 from .interop import from_keras, from_onnx, from_torch, to_onnx  # noqa: E402
 from . import functional  # noqa: E402
-from . import optim  # noqa: E402,F401  (cygru.optim; its docstrings: tests/test_optim.py)
+from . import optim  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
 __all__ = ["GRU", "GRUCell", "IncompatibleKeys", "gradcheck", "GradcheckError", "from_torch", "from_keras",
-           "from_onnx", "to_onnx", "functional", "get_include", "get_num_threads",
+           "from_onnx", "to_onnx", "functional", "optim", "get_include", "get_num_threads",
            "set_num_threads", "__version__"]
 
 

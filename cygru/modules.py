@@ -448,7 +448,7 @@ class _Module:
             if not _cupy.is_available():
                 raise RuntimeError(
                     f"{self._who}.to({device!r}): the GPU backend needs CuPy and an NVIDIA "
-                    "GPU; install it with `pip install cygru[gpu]` on a machine with a GPU")
+                    "GPU; install it with `pip install \"cygru[gpu]\"` on a machine with a GPU")
             dev_id = int(device.split(":")[1]) if ":" in device else 0
             device = f"cuda:{dev_id}"
             convert = lambda a: _cupy.to_device(a, dev_id)  # noqa: E731

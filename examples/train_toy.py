@@ -2,7 +2,7 @@
 
 The task: read a noisy sine wave (random frequency and phase per sequence) one value
 at a time and predict the next clean value. The model is a one-layer ``cygru.GRU``
-followed by a linear readout; the optimiser is Adam, written below in a few lines.
+followed by a linear readout; the optimiser is ``cygru.optim.Adam`` (PyTorch's Adam).
 Gradients come from ``GRU.vjp``: the readout's gradient is computed by hand and its
 gradient with respect to the GRU's output is passed to ``backward``, which adds the
 GRU's parameter gradients into ``gru.grads``.
@@ -31,27 +31,6 @@ def make_batch(rng, batch, steps, noise=0.05):
     return x[..., None].astype(np.float32), y[..., None].astype(np.float32)
 
 
-class Adam:
-    """Adam (Kingma & Ba, 2015) over a dict of arrays, updated in place."""
-
-    def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        self.m = {k: np.zeros_like(p) for k, p in params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in params.items()}
-        self.t = 0
-
-    def step(self, grads):
-        b1, b2 = self.betas
-        self.t += 1
-        for k, p in self.params.items():
-            g = grads[k]
-            self.m[k] = b1 * self.m[k] + (1 - b1) * g
-            self.v[k] = b2 * self.v[k] + (1 - b2) * g * g
-            m_hat = self.m[k] / (1 - b1 ** self.t)
-            v_hat = self.v[k] / (1 - b2 ** self.t)
-            p -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(p.dtype)
-
-
 def main(steps=300, seed=0, hidden_size=24, batch=32, seq_len=40, lr=1e-2, print_every=50,
          verbose=False):
     """Train and return the list of training losses (one per step)."""
@@ -60,10 +39,9 @@ def main(steps=300, seed=0, hidden_size=24, batch=32, seq_len=40, lr=1e-2, print
     k = 1.0 / np.sqrt(hidden_size)
     readout = {"W": rng.uniform(-k, k, (1, hidden_size)).astype(np.float32),
                "b": np.zeros(1, np.float32)}
-    # the GRU's live parameter arrays and the readout, all updated in place by Adam
-    params = dict(gru.named_parameters())
-    params.update({"readout." + n: a for n, a in readout.items()})
-    opt = Adam(params, lr=lr)
+    # the GRU's parameters (from gru.grads) and the readout's arrays (from the gradients
+    # given to step), all updated in place
+    opt = cygru.optim.Adam([gru, readout], lr=lr)
 
     history = []
     for step in range(steps):
@@ -76,12 +54,10 @@ def main(steps=300, seed=0, hidden_size=24, batch=32, seq_len=40, lr=1e-2, print
         history.append(loss)
         # backpropagate the mean squared error through the readout ...
         d_pred = (2.0 / err.size) * err                             # (T, B, 1)
-        grads = {"readout.W": np.einsum("tbo,tbh->oh", d_pred, out),
-                 "readout.b": d_pred.sum(axis=(0, 1))}
+        grads = {"W": np.einsum("tbo,tbh->oh", d_pred, out), "b": d_pred.sum(axis=(0, 1))}
         d_out = d_pred @ readout["W"]                               # (T, B, H)
         # ... and through the GRU (adds into gru.grads)
         backward(d_out, None)
-        grads.update(gru.grads)
         opt.step(grads)
         if verbose and (step % print_every == 0 or step == steps - 1):
             print(f"step {step:4d}  loss {loss:.5f}")

@@ -7,7 +7,7 @@ the backend's logic without a GPU.)
 import numpy as np
 import pytest
 
-cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy (pip install cygru[gpu])")
+cupy = pytest.importorskip("cupy", reason="the GPU tests need CuPy (pip install \"cygru[gpu]\")")
 
 import cygru                                  # noqa: E402
 from cygru import _cupy as gpu                # noqa: E402

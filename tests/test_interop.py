@@ -983,7 +983,7 @@ def test_to_onnx_opsets_and_method(opset):
 
 def test_missing_onnx_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
-    with pytest.raises(ImportError, match=r"pip install cygru\[onnx\]"):
+    with pytest.raises(ImportError, match=r"pip install \"cygru\[onnx\]\""):
         to_onnx(cygru.GRU(2, 3), io.BytesIO())
-    with pytest.raises(ImportError, match=r"pip install cygru\[onnx\]"):
+    with pytest.raises(ImportError, match=r"pip install \"cygru\[onnx\]\""):
         from_onnx("model.onnx")

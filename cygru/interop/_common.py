@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_ONNX_HINT = "pip install cygru[onnx]"
+_ONNX_HINT = 'pip install "cygru[onnx]"'
 
 
 def _modules():

@@ -82,7 +82,7 @@ def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional", length
     ValueError
         If ``opset`` is out of range, or ``h0`` or ``lengths`` is not one of its choices.
     ImportError
-        If the ``onnx`` package is missing (``pip install cygru[onnx]``).
+        If the ``onnx`` package is missing (``pip install "cygru[onnx]"``).
 
     Examples
     --------

@@ -335,7 +335,7 @@ def from_onnx(model, node_name=None, *, weights=None):
         If ``model`` is the path of a file that does not exist (other ``OSError`` s of
         reading the file are raised as they are).
     ImportError
-        If the ``onnx`` package is missing (``pip install cygru[onnx]``).
+        If the ``onnx`` package is missing (``pip install "cygru[onnx]"``).
 
     Examples
     --------
