@@ -34,7 +34,6 @@ import numpy as np
 
 from ._arrays import BadType, dlpack_on_cuda, is_cupy_array
 from ._backend import ForwardCache
-from ._engine import lengths_schedule
 
 __all__ = [
     "KERNEL_NAMES",
@@ -223,7 +222,9 @@ class _Plan:
             return cls(None, [B] * T)
         if is_cupy_array(lengths):
             lengths = cp.asnumpy(lengths)       # once, before any time loop
-        # the CPU engine's schedule (one counting sort for every backend and the C API)
+        # the CPU engine's schedule (one counting sort for every backend and the C API;
+        # imported here so that this module loads without the compiled extensions)
+        from ._engine import lengths_schedule
         order, active = lengths_schedule(np.asarray(lengths).reshape(B), T, B)
         bt = active.tolist()
         if np.array_equal(order, np.arange(B)):
