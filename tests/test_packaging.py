@@ -105,10 +105,11 @@ def test_installed_package_contents(installed):
     files = {p.relative_to(package_dir).as_posix() for p in package_dir.rglob("*")
              if p.is_file() and "__pycache__" not in p.parts}
     assert not [f for f in files if f.endswith((".c", ".cpp", ".html"))], sorted(files)
-    for needed in ("_kernels.pxd", "capi.pxd", "_blas.pxd", "include/cygru.h", "capi.pyx",
-                   "_gru_kernels.cu", "_version.py"):
+    for needed in ("_kernels.pxd", "_engine.pxd", "capi.pxd", "_blas.pxd", "include/cygru.h",
+                   "include/cygru_gemm_t.h", "capi.pyx", "_gru_kernels.cu", "_version.py"):
         assert needed in files, needed
-    assert len([f for f in files if f.endswith((".so", ".pyd"))]) == 4
+    compiled = sorted(f.split(".")[0] for f in files if f.endswith((".so", ".pyd")))
+    assert compiled == ["_blas", "_cpu", "_engine", "_kernels", "capi"], compiled
     dist_info = [p for p in package_dir.parent.glob("cygru-*.dist-info")]
     assert len(dist_info) == 1
     licenses = list(dist_info[0].rglob("LICENSE"))
