@@ -1,4 +1,6 @@
-"""Helpers shared by cygru's converters: gate permutation, parameter names, dtypes."""
+"""Helpers shared by cygru's converters: gate permutation, dtypes; the parameter names
+(cygru._backend's rule) and the host converter (cygru._arrays) are imported from the one
+place each lives."""
 
 from __future__ import annotations
 
@@ -25,14 +27,8 @@ def _import_onnx():
     return onnx
 
 
-def _as_host(array):
-    """A NumPy view of a parameter that may live on the GPU (CuPy arrays have ``.get()``)."""
-    if isinstance(array, np.ndarray):
-        return array
-    get = getattr(array, "get", None)
-    if callable(get) and type(array).__module__.split(".")[0] == "cupy":
-        return get()
-    return np.asarray(array)
+from .._arrays import to_host as _as_host  # noqa: E402,F401  (the one host converter)
+from .._backend import GATE_NAMES, param_suffix as _layer_suffix  # noqa: E402,F401
 
 
 def _float_dtype(dtype, what):
@@ -53,8 +49,3 @@ def _swap_rz(array, hidden_size, axis=0):
     out = np.concatenate([a[h : 2 * h], a[:h], a[2 * h : 3 * h]], axis=0)
     return np.moveaxis(out, 0, axis)
 
-
-def _layer_suffix(layer, direction):
-    """The suffix of cygru's (PyTorch's) parameter names: ``_l{layer}``, plus ``_reverse`` for
-    direction 1 (``weight_ih_l1_reverse``). The one place interop spells the rule."""
-    return f"_l{layer}" + ("_reverse" if direction == 1 else "")

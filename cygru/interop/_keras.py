@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import _float_dtype, _layer_suffix, _modules, _swap_rz
+from ._common import GATE_NAMES, _float_dtype, _layer_suffix, _modules, _swap_rz
 
 __all__ = ["from_keras", "lengths_from_mask", "repeat_last_state"]
 
@@ -271,7 +271,7 @@ def _load(gru, layer_arrays, reset_after, dtype):
     for k, directions in enumerate(layer_arrays):
         for d, (kernel, recurrent_kernel, bias) in enumerate(directions):
             arrays = _keras_to_cygru(kernel, recurrent_kernel, bias, reset_after, dtype)
-            for name, array in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), arrays):
+            for name, array in zip(GATE_NAMES, arrays):
                 if array is not None:
                     state[name + _layer_suffix(k, d)] = array
     gru.load_state_dict(state)
