@@ -145,7 +145,7 @@ def run(args):
             first = out.compute()
             assert np.array_equal(first, ref), "distributed result differs from direct"
 
-            def on_workers():
+            def on_workers(xw=xw):
                 distributed.wait(client.persist(cygru.dask.forward(gru, xw)[0]))
 
             def round_trip():

@@ -306,7 +306,7 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
 def _gru_backward(cache, d_output, d_h_n, grads):
     c = cache
     cdef Py_ssize_t T = c.T, B = c.B, H = c.H, D = c.D, L = len(c.layers)
-    cdef Py_ssize_t k, d, I
+    cdef Py_ssize_t k, I
     dtype = c.inputs[0].dtype
     n_threads = _threads_for(B, H, D, dtype)
     dh0 = np.empty((L * D, B, H), dtype)

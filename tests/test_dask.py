@@ -20,8 +20,8 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("threadpoolctl")
 
-import cygru
-import cygru.dask as cdask
+import cygru  # noqa: E402  (after the skips: dask and distributed are optional)
+import cygru.dask as cdask  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,7 +16,7 @@ from cygru.interop import from_onnx, from_torch
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402  (after the skips)
 
 F32 = 2e-6
 

@@ -63,7 +63,7 @@ def test_load_named_parameters_of_a_torch_module():
         np.testing.assert_array_equal(getattr(m, n), p.detach().numpy())
     with torch.no_grad():
         net.weight_hh_l0.zero_()
-    assert getattr(m, "weight_hh_l0").any()               # a copy, not a view
+    assert m.weight_hh_l0.any()               # a copy, not a view
     m.weight_ih_l1 = net.weight_ih_l1                      # attribute assignment too
     np.testing.assert_array_equal(m.weight_ih_l1, net.weight_ih_l1.detach().numpy())
 
@@ -201,7 +201,7 @@ def test_reset_parameters_as_constructor_seed(cls):
         p[...] = 7.0
     m.grads[next(iter(m.grads))][...] = 1.0
     assert m.reset_parameters(seed=3) is None
-    for (n, a), (_, b) in zip(m.named_parameters(), cls(I, H, dtype=np.float64,
+    for (_n, a), (_, b) in zip(m.named_parameters(), cls(I, H, dtype=np.float64,
                                                          seed=3).named_parameters()):
         np.testing.assert_array_equal(a, b)
     assert m.grads[next(iter(m.grads))].sum() > 0       # gradients untouched
@@ -248,7 +248,7 @@ def test_double_and_float_as_torch():
     assert all(g.dtype == np.float64 for g in m.grads.values())
     for n, g in m.grads.items():                     # grads converted, values kept
         np.testing.assert_array_equal(g, g32[n].astype(np.float64))
-    for (n, a), (_, t) in zip(m.named_parameters(), net.named_parameters()):
+    for (_n, a), (_, t) in zip(m.named_parameters(), net.named_parameters()):
         np.testing.assert_array_equal(a, t.detach().numpy())
     out64, hn64 = m(x)
     t_out, t_hn = net(torch.from_numpy(x))
@@ -474,4 +474,4 @@ def test_cpu_cuda_and_hints_for_what_cygru_does_not_have():
             getattr(m, name)
         assert not hasattr(cygru.GRUCell(I, H), name)
     with pytest.raises(AttributeError, match=r"has no attribute 'nothing'$"):
-        m.nothing
+        m.nothing  # noqa: B018  (the attribute access is what is tested)

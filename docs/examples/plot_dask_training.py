@@ -49,7 +49,7 @@ def train_on_two_workers():
               sorted(len(keys) for keys in client.has_what().values()))
         gru = cygru.GRU(1, 2, dtype=np.float64, seed=0)
         trainer = cygru.dask.DataParallelTrainer(gru, cygru.dask.SGD(lr=2.0, momentum=0.9))
-        for step in range(STEPS):
+        for _step in range(STEPS):
             trainer.step(xd, yd)
     return np.array(trainer.history)
 
@@ -68,7 +68,7 @@ def train_in_one_process():
     single = cygru.GRU(1, 2, dtype=np.float64, seed=0)
     opt = cygru.dask.SGD(lr=2.0, momentum=0.9)
     losses = []
-    for step in range(STEPS):
+    for _step in range(STEPS):
         single.zero_grad()
         (out, _), backward = single.vjp(x)
         err = out - y
