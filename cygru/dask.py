@@ -555,10 +555,14 @@ class SGD:
         self._velocity = {}
 
     def step(self, module):
-        """Update ``module``'s parameters in place from ``module.grads``."""
+        """Update ``module``'s parameters in place from ``module.grads`` (a parameter
+        whose gradient is None, after ``zero_grad(set_to_none=True)``, is skipped, as
+        torch.optim skips one)."""
         grads = module.grads
         for name, p in module.named_parameters():
             g = grads[name]
+            if g is None:
+                continue
             if self.momentum:
                 v = self._velocity.get(name)
                 v = g.copy() if v is None else self.momentum * v + g

@@ -162,6 +162,10 @@ class Optimizer:
                 module_grads = item.grads
                 for name, p in item.named_parameters():
                     _check_param_array(p, name, self._who)
+                    if module_grads[name] is None:
+                        # zero_grad(set_to_none=True) and no backward since: skipped, as
+                        # torch.optim skips a parameter whose .grad is None
+                        continue
                     g = _check_grad(module_grads[name], p, name, self._who)
                     entries.append((f"{i}.{name}", p, g, item))
             else:
@@ -178,7 +182,9 @@ class Optimizer:
         ----------
         grads : dict of str to array, optional
             The gradients of the plain arrays given in ``params`` (by their names);
-            modules' gradients are read from their ``grads``. Not modified.
+            modules' gradients are read from their ``grads`` (a parameter whose gradient
+            is None, after ``zero_grad(set_to_none=True)`` with no backward since, is
+            skipped, as ``torch.optim`` skips one whose ``.grad`` is None). Not modified.
 
         Raises
         ------

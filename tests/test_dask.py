@@ -524,3 +524,18 @@ def test_scaling_benchmark_quick_runs(tmp_path):
     result = json.loads(out_json.read_text())
     assert result["config"]["B"] == 64 and len(result["rows"]) == 8
     assert all(r["seq_per_s"] > 0 for r in result["rows"])
+
+
+def test_sgd_skips_parameters_with_none_gradients():
+    """cygru.dask.SGD after zero_grad(set_to_none=True) and no backward leaves the module
+    as it is (as torch.optim does), and updates after a backward."""
+    m = cygru.GRU(3, 4, seed=0)
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    opt = cdask.SGD(lr=0.1, momentum=0.9)
+    m.zero_grad(set_to_none=True)
+    opt.step(m)
+    assert all(np.array_equal(v, before[k]) for k, v in m.state_dict().items())
+    (out, _), backward = m.vjp(np.ones((4, 2, 3), np.float32))
+    backward(np.ones_like(out), None)
+    opt.step(m)
+    assert not np.array_equal(m.weight_ih_l0, before["weight_ih_l0"])

@@ -319,3 +319,29 @@ def test_docstring_examples():
     import doctest
     result = doctest.testmod(optim, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_parameters_with_none_gradients_are_skipped_as_torch_does():
+    """After zero_grad(set_to_none=True) and no backward, a step changes nothing (torch.optim
+    skips a parameter whose .grad is None); after a backward it updates again."""
+    import torch
+    m = cygru.GRU(3, 4, seed=0, dtype=np.float64)
+    net = torch.nn.GRU(3, 4).double()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(torch.as_tensor(m.state_dict()[name]))
+    opt = cygru.optim.Adam(m, lr=0.1)
+    t_opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    m.zero_grad(set_to_none=True)
+    t_opt.zero_grad(set_to_none=True)
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    opt.step()
+    t_opt.step()
+    for k, v in m.state_dict().items():
+        assert np.array_equal(v, before[k])
+        np.testing.assert_array_equal(v, dict(net.named_parameters())[k].detach().numpy())
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    (out, _), backward = m.vjp(x)
+    backward(np.ones_like(out), None)
+    opt.step()
+    assert not np.array_equal(m.weight_ih_l0, before["weight_ih_l0"])
