@@ -87,7 +87,7 @@ __all__ = ["GRU", "GRUCell", "IncompatibleKeys", "gradcheck", "GradcheckError", 
            "set_num_threads", "__version__"]
 
 
-def get_include(*, c_headers=False):
+def get_include(*, c_headers: bool = False) -> str:
     """Directory of cygru's headers for building an extension against cygru.
 
     By default, the directory to give Cython as ``include_path`` when compiling an

@@ -11,11 +11,16 @@ needs to be told who called it, and an error names the function the user called.
 Pure Python (NumPy only): CuPy is imported only for arrays that are already on a GPU,
 so this module imports on any machine.
 """
+from __future__ import annotations
+
 import functools
 import numbers
 import operator
+from typing import Any, Callable, TypeVar
 
 import numpy as np
+
+_F = TypeVar("_F", bound=Callable[..., Any])   # a decorated function keeps its signature
 
 _INT_MAX = 2**31 - 1
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -47,19 +52,19 @@ class BadType(ArgumentError, TypeError):
     plain = TypeError
 
 
-def boundary(who=None):
+def boundary(who: str | None = None) -> Callable[[_F], _F]:
     """Decorator for a public entry point: argument errors raised inside it leave it as
     ``ValueError("<who>: <message>")`` (or TypeError). `who` is the public name, or None
     for a method of a cygru module (its ``_who``, e.g. ``"cygru.GRU"``). Nested
     boundaries: the innermost names the error."""
-    def decorate(fn):
+    def decorate(fn: _F) -> _F:
         @functools.wraps(fn)
         def entry(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
             except ArgumentError as exc:
                 raise exc.named(who if who is not None else args[0]._who) from None
-        return entry
+        return entry  # type: ignore[return-value]
     return decorate
 
 

@@ -1,9 +1,17 @@
 """Finite-difference check of a module's vjp."""
+from __future__ import annotations
+
 import warnings
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from . import _arrays as A
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .modules import GRU, GRUCell
 
 __all__ = ["gradcheck", "GradcheckError"]
 
@@ -37,8 +45,10 @@ def _float64_twin(module):
 
 
 @A.boundary("cygru.gradcheck")
-def gradcheck(module, x, h0=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, lengths=None,
-              max_elements=64, n_projections=4, seed=0):
+def gradcheck(module: Union[GRU, GRUCell], x: ArrayLike, h0: ArrayLike | None = None, *,
+              eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              lengths: ArrayLike | None = None, max_elements: int = 64, n_projections: int = 4,
+              seed: int = 0) -> bool:
     """Compare ``module.vjp`` against central finite differences of ``module(...)``.
 
     The check runs on a float64 copy of the module (a float32 module is copied and

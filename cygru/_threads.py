@@ -1,10 +1,12 @@
 """Thread count of cygru's own parallelism."""
+from typing import SupportsIndex
+
 from . import _cpu
 
 __all__ = ["get_num_threads", "set_num_threads"]
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The number of threads cygru's forward and backward may use (float32 and float64).
 
     It is the value given to :func:`cygru.set_num_threads`, else the environment
@@ -37,7 +39,7 @@ def get_num_threads():
     return _cpu.get_num_threads()
 
 
-def set_num_threads(n):
+def set_num_threads(n: SupportsIndex) -> None:
     """Set the number of threads cygru's forward and backward may use.
 
     ``n`` is an integer (Python's or NumPy's) from 1 to 256; anything else raises

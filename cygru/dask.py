@@ -57,12 +57,15 @@ right), never in completion order: two runs with the same chunks give the same b
 to summing the per-shard ``vjp`` gradients in that order in one process, and agree with one
 ``vjp`` over the whole batch to float tolerance (the sums are associated differently).
 """
+from __future__ import annotations
+
 import inspect
 import math
 import numbers
 import threading
 import uuid
 import warnings
+from typing import TYPE_CHECKING, Any, Callable, List, Literal, Optional, Tuple, Union
 
 try:
     import dask
@@ -76,6 +79,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 import numpy as np
 
 from .modules import GRU
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    #: a Dask array, or an array_like held in memory
+    _DaskOrArray = Union[da.Array, ArrayLike]
+    #: ``"mse"``, or ``loss(output, h_n, target) -> (value, d_output, d_h_n)``
+    _Loss = Union[Literal["mse"], Callable[..., Tuple[Any, Any, Any]]]
 
 __all__ = ["forward", "grad_step", "DataParallelTrainer", "SGD"]
 
@@ -284,7 +295,9 @@ def _forward_block(module, x, lengths, h0, threads):
         return module(x, h0=h0, lengths=lengths)
 
 
-def forward(module, x, lengths=None, h0=None, *, threads=None, rechunk=True):
+def forward(module: GRU, x: da.Array, lengths: _DaskOrArray | None = None,
+            h0: ArrayLike | None = None, *, threads: int | None = None,
+            rechunk: bool = True) -> Tuple[da.Array, da.Array]:
     """Run a GRU over a Dask array of sequences, one task per batch chunk.
 
     Parameters
@@ -402,8 +415,12 @@ def _sum_parts(*parts):
     return value, count, grads
 
 
-def grad_step(module, x, targets=None, *, lengths=None, h0=None, loss="mse", on="output",
-              d_output=None, d_h_n=None, split_every=2, threads=None, rechunk=True):
+def grad_step(module: GRU, x: da.Array, targets: _DaskOrArray | None = None, *,
+              lengths: _DaskOrArray | None = None, h0: ArrayLike | None = None,
+              loss: _Loss = "mse", on: Literal["output", "h_n"] = "output",
+              d_output: _DaskOrArray | None = None, d_h_n: _DaskOrArray | None = None,
+              split_every: int = 2, threads: int | None = None,
+              rechunk: bool = True) -> Optional[float]:
     """Gradients of a loss over the whole batch, one shard per task, added into
     ``module.grads``.
 
@@ -544,7 +561,7 @@ class SGD:
     True
     """
 
-    def __init__(self, lr=0.01, momentum=0.0):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0) -> None:
         for name, value, ok in (("lr", lr, lambda v: v > 0),
                                 ("momentum", momentum, lambda v: 0 <= v < 1)):
             if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
@@ -554,7 +571,7 @@ class SGD:
         self.lr, self.momentum = float(lr), float(momentum)
         self._velocity = {}
 
-    def step(self, module):
+    def step(self, module: GRU) -> None:
         """Update ``module``'s parameters in place from ``module.grads`` (a parameter
         whose gradient is None, after ``zero_grad(set_to_none=True)``, is skipped, as
         torch.optim skips one)."""
@@ -624,8 +641,11 @@ class DataParallelTrainer:
     True
     """
 
-    def __init__(self, module, optimizer, *, loss="mse", on="output", split_every=2,
-                 threads=None, rechunk=True):
+    history: List[Optional[float]]
+
+    def __init__(self, module: GRU, optimizer: Any, *, loss: _Loss = "mse",
+                 on: Literal["output", "h_n"] = "output", split_every: int = 2,
+                 threads: int | None = None, rechunk: bool = True) -> None:
         _check_module(module, "cygru.dask.DataParallelTrainer")
         self.module = module
         self.optimizer = optimizer
@@ -634,7 +654,9 @@ class DataParallelTrainer:
         self.threads, self.rechunk = threads, rechunk
         self.history = []
 
-    def step(self, x, targets=None, *, lengths=None, h0=None):
+    def step(self, x: da.Array, targets: _DaskOrArray | None = None, *,
+             lengths: _DaskOrArray | None = None,
+             h0: ArrayLike | None = None) -> Optional[float]:
         """One training step over the batch ``x``; returns its loss (see
         :func:`grad_step` for the arguments)."""
         self.module.zero_grad()

@@ -11,6 +11,10 @@ The backend is picked by array type: NumPy arrays run on :mod:`cygru._cpu`, CuPy
 arrays (and objects exposing ``__cuda_array_interface__`` or CUDA DLPack) on
 :mod:`cygru._cupy`.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Tuple
+
 import numpy as np
 
 from . import _arrays as A
@@ -19,6 +23,11 @@ from ._arrays import BadType, BadValue, device_of, shape_str
 from ._backend import ForwardCache, layer_weights, param_shapes
 # re-exported: the parameter layout that callers build ``layers`` with
 from ._backend import GATE_NAMES as GATE_NAMES
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ._typing import Array
 
 __all__ = ["gru", "gru_cell"]
 
@@ -173,8 +182,10 @@ def _params_info(params):
 
 
 @A.boundary("cygru.functional.gru")
-def gru(x, params, h0=None, *, num_layers=1, bidirectional=False, batch_first=False,
-        reset_after=True, reverse=False, lengths=None):
+def gru(x: ArrayLike, params: Mapping[str, ArrayLike], h0: ArrayLike | None = None, *,
+        num_layers: int = 1, bidirectional: bool = False, batch_first: bool = False,
+        reset_after: bool = True, reverse: bool = False,
+        lengths: ArrayLike | None = None) -> Tuple[Array, Array]:
     """Run a multi-layer GRU over a sequence with explicit weights (no module).
 
     Parameters
@@ -254,7 +265,9 @@ def gru(x, params, h0=None, *, num_layers=1, bidirectional=False, batch_first=Fa
 
 
 @A.boundary("cygru.functional.gru_cell")
-def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, *, reset_after=True):
+def gru_cell(x: ArrayLike, h: ArrayLike | None, w_ih: ArrayLike, w_hh: ArrayLike,
+             b_ih: ArrayLike | None = None, b_hh: ArrayLike | None = None, *,
+             reset_after: bool = True) -> Array:
     """One GRU step with explicit weights (no module).
 
     Parameters

@@ -4,11 +4,15 @@ Both modules hold their parameters as arrays reachable as attributes with
 PyTorch's names, so weights trained in PyTorch load unchanged and give the same
 numbers. The math lives in the backends (see :mod:`cygru.functional`).
 """
+from __future__ import annotations
+
+import builtins
 import math
 import os
 import threading
 import warnings
 from collections import namedtuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Tuple, TypeVar
 
 import numpy as np
 
@@ -16,6 +20,15 @@ from . import _arrays as A
 from . import functional as F
 from ._arrays import BadType, BadValue
 from ._backend import GATE_NAMES, layer_weights, param_shapes
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike
+
+    from onnx import ModelProto
+
+    from ._typing import Array, GRUBackward, GRUCellBackward, OnnxTarget
+
+_M = TypeVar("_M", bound="_Module")
 
 __all__ = ["GRU", "GRUCell", "IncompatibleKeys"]
 
@@ -56,8 +69,10 @@ class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpect
     """
 
     __slots__ = ()
+    missing_keys: List[str]
+    unexpected_keys: List[str]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
         return super().__repr__()
@@ -117,7 +132,16 @@ class _Module:
             raise ValueError(f"{self._who} (unpickling): the options define {n} parameters, "
                              f"the state holds {given}")
 
-    def __getattr__(self, name):
+    # For type checkers: the options every module has; the parameters (weight_ih_l0, ...,
+    # set per instance) are the attributes __getattr__ stands for.
+    input_size: int
+    hidden_size: int
+    bias: bool
+    reset_after: bool
+    dtype: np.dtype[Any]
+    device: str
+
+    def __getattr__(self, name: str) -> Array:
         # only reached when normal lookup fails
         if name in _TORCH_HINTS and "_shapes" in self.__dict__:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}: "
@@ -150,7 +174,7 @@ class _Module:
               "num_directions", "reset_after", "reverse", "dtype", "device")
 
     @_boundary
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         shapes = self.__dict__.get("_shapes", {})
         if name in shapes:
             # converted under the lock: double()/to() on another thread cannot slip a
@@ -201,7 +225,8 @@ class _Module:
             return {n: d[n] for n in self._shapes}, d["dtype"], d["device"]
 
     @_boundary
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix: str = "",
+                         recurse: bool = True) -> Iterator[Tuple[str, Array]]:
         """An iterator over ``(name, array)`` in PyTorch's order; the arrays are the live
         parameters (a consistent set, taken when it is called).
 
@@ -229,7 +254,7 @@ class _Module:
         head = prefix + "." if prefix else ""
         return iter([(head + n, a) for n, a in self._params().items()])
 
-    def parameters(self, recurse=True):
+    def parameters(self, recurse: bool = True) -> Iterator[Array]:
         """An iterator over the live parameter arrays, in PyTorch's order (see
         :meth:`named_parameters`).
 
@@ -241,7 +266,7 @@ class _Module:
         """
         return (a for _, a in self.named_parameters(recurse=recurse))
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Array]:
         """A dict of copies of the parameters, with exactly PyTorch's keys, order and shapes.
 
         Examples
@@ -253,7 +278,8 @@ class _Module:
         return {n: a.copy() for n, a in self._params().items()}
 
     @_boundary
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike],
+                        strict: bool = True) -> IncompatibleKeys:
         """Load parameters from a mapping of PyTorch-named arrays (copied in).
 
         Values may be anything :func:`numpy.asarray` accepts (a PyTorch CPU tensor
@@ -315,7 +341,7 @@ class _Module:
         return new, missing, unexpected
 
     @_boundary
-    def reset_parameters(self, seed=None):
+    def reset_parameters(self, seed: int | None = None) -> None:
         """Draw every parameter again from U(-1/sqrt(H), 1/sqrt(H)), PyTorch's
         initialisation; returns None.
 
@@ -341,7 +367,7 @@ class _Module:
                 object.__setattr__(self, k, v)
 
     @property
-    def grads(self):
+    def grads(self) -> Dict[str, Array]:
         """Accumulated gradients: same keys, shapes and dtype as :meth:`state_dict`.
 
         Every ``backward`` closure returned by ``vjp`` ADDS into these arrays (under the
@@ -361,7 +387,7 @@ class _Module:
         return self._grads
 
     @_boundary
-    def zero_grad(self, set_to_none=False):
+    def zero_grad(self: _M, set_to_none: bool = False) -> _M:
         """Reset the accumulated gradients.
 
         ``set_to_none=False`` (cygru's default) writes zeros into the gradient arrays,
@@ -413,7 +439,7 @@ class _Module:
 
     # -- devices and dtypes -------------------------------------------------
     @_boundary
-    def to(self, device=None, dtype=None):
+    def to(self: _M, device: str | None = None, dtype: DTypeLike = None) -> _M:
         """Move parameters and gradients to a device and/or convert them to a dtype, in
         place; returns self (as PyTorch's ``module.to``).
 
@@ -456,7 +482,7 @@ class _Module:
             raise ValueError(f"{self._who}.to: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         return self._convert_all(convert, device=device)
 
-    def cpu(self):
+    def cpu(self: _M) -> _M:
         """``module.to("cpu")``, as PyTorch's ``module.cpu()``; returns self.
 
         Examples
@@ -468,7 +494,7 @@ class _Module:
         return self.to("cpu")
 
     @_boundary
-    def cuda(self, device=None):
+    def cuda(self: _M, device: int | str | None = None) -> _M:
         """``module.to("cuda")`` (``"cuda:N"`` for ``device=N``; a device string or
         ``torch.device`` goes to :meth:`to` as is), as PyTorch's ``module.cuda()``;
         returns self. Needs CuPy and a GPU.
@@ -495,7 +521,7 @@ class _Module:
             self._convert_all(lambda a: a.astype(dtype), dtype=dtype)
         return self
 
-    def double(self):
+    def double(self: _M) -> _M:
         """Convert the parameters and gradients to float64, in place; returns self (as
         PyTorch's ``module.double()``). Later calls compute in float64.
 
@@ -507,7 +533,7 @@ class _Module:
         """
         return self._set_dtype(A.FLOAT_DTYPES[1])
 
-    def float(self):
+    def float(self: _M) -> _M:
         """Convert the parameters and gradients to float32, in place; returns self (as
         PyTorch's ``module.float()``).
 
@@ -528,7 +554,7 @@ class _Module:
     _internal = ("_shapes", "_lock", "_param_lock", "_grads", "_dropout_rng", "device",
                  "num_directions")
 
-    def __getstate__(self):
+    def __getstate__(self) -> Dict[str, Any]:
         params = {n: A.to_host(a) for n, a in self._params().items()}
         with self._lock:
             # a dropped gradient (zero_grad(set_to_none=True)) is stored as zeros
@@ -545,7 +571,7 @@ class _Module:
                 "dropout_rng": rng_state, "device": self.device, "extra": extra}
 
     @_boundary
-    def __setstate__(self, state):
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         who = f"{self._who} (unpickling)"
         if not isinstance(state, dict):
             raise TypeError(f"{who}: expected the state dict that pickling a cygru module "
@@ -698,11 +724,18 @@ class GRU(_Module):
     _who = "cygru.GRU"
     _options = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                 "bidirectional", "reset_after", "reverse", "dtype")
+    num_layers: int
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    num_directions: int
+    reverse: bool
 
     @_boundary
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, reset_after=True, reverse=False,
-                 dtype=np.float32, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: builtins.float = 0.0,
+                 bidirectional: bool = False, *, reset_after: bool = True, reverse: bool = False,
+                 dtype: DTypeLike = np.float32, seed: int | None = None) -> None:
         shapes = self._configure(input_size, hidden_size, num_layers, bias, batch_first,
                                  dropout, bidirectional, reset_after=reset_after,
                                  reverse=reverse, dtype=dtype)
@@ -741,7 +774,7 @@ class GRU(_Module):
             max(3 * H * I, 3 * H * H, 3 * H * D * H if L > 1 else 0))
         return param_shapes(I, H, L, D, self.bias)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
                               ("dropout", 0.0), ("bidirectional", False),
@@ -766,7 +799,8 @@ class GRU(_Module):
             device=self.device if device is None else device)
 
     @_boundary
-    def __call__(self, x, h0=None, lengths=None):
+    def __call__(self, x: ArrayLike, h0: ArrayLike | None = None,
+                 lengths: ArrayLike | None = None) -> Tuple[Array, Array]:
         """Run the GRU: ``output, h_n = gru(x, h0=None, lengths=None)``.
 
         Parameters
@@ -806,7 +840,8 @@ class GRU(_Module):
         return [A.to_device((k / (1.0 - p)).astype(call.dtype), call.device) for k in keep]
 
     @_boundary
-    def vjp(self, x, h0=None, lengths=None):
+    def vjp(self, x: ArrayLike, h0: ArrayLike | None = None,
+            lengths: ArrayLike | None = None) -> Tuple[Tuple[Array, Array], GRUBackward]:
         """Forward pass that keeps what backpropagation needs, and its backward closure.
 
         ``(output, h_n), backward = gru.vjp(x, h0=None, lengths=None)``, then
@@ -836,7 +871,7 @@ class GRU(_Module):
         out, h_n, cache = call.run(layers, dropout_masks=masks, need_cache=True)
         return (out, h_n), _make_backward(self, call, cache, layers)
 
-    def to_onnx(self, path_or_file, **kwargs):
+    def to_onnx(self, path_or_file: OnnxTarget, **kwargs: Any) -> ModelProto:
         """Write this GRU as an ONNX model; see :func:`cygru.to_onnx`."""
         from .interop import to_onnx
         return to_onnx(self, path_or_file, **kwargs)
@@ -881,8 +916,9 @@ class GRUCell(_Module):
     _options = ("input_size", "hidden_size", "bias", "reset_after", "dtype")
 
     @_boundary
-    def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True,
-                 dtype=np.float32, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+                 reset_after: bool = True, dtype: DTypeLike = np.float32,
+                 seed: int | None = None) -> None:
         shapes = self._configure(input_size, hidden_size, bias, reset_after=reset_after,
                                  dtype=dtype)
         self._init_params(shapes, seed)
@@ -907,7 +943,7 @@ class GRUCell(_Module):
             shapes += [("bias_ih", (3 * H,)), ("bias_hh", (3 * H,))]
         return shapes
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
         if not self.bias:
             opts.append("bias=False")
@@ -916,7 +952,7 @@ class GRUCell(_Module):
         opts.append(f"dtype={self.dtype.name}")
         return f"GRUCell({', '.join(opts)})"
 
-    def __call__(self, x, h=None):
+    def __call__(self, x: ArrayLike, h: ArrayLike | None = None) -> Array:
         """One step: x (B, I) or (I,), h (B, H) or (H,) or None (zeros) -> h1, a fresh array."""
         d = self.__dict__
         with self._param_lock:        # the four weights of one state, never a mix
@@ -930,7 +966,7 @@ class GRUCell(_Module):
     forward = __call__
 
     @_boundary
-    def vjp(self, x, h=None):
+    def vjp(self, x: ArrayLike, h: ArrayLike | None = None) -> Tuple[Array, GRUCellBackward]:
         """One step keeping what backpropagation needs: ``h1, backward = cell.vjp(x, h)``.
 
         ``dx, dh = backward(d_h1)`` returns the gradients with respect to x and h

@@ -19,10 +19,16 @@ for modules moved to a GPU), not tensors; a module's gradients always exist (zer
 ``backward`` adds into them), so no parameter is skipped; there are no parameter groups
 (change the learning rate through the ``lr`` attribute).
 """
+from __future__ import annotations
+
 import math
 import threading
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._typing import Array, Params
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_"]
 
@@ -127,14 +133,16 @@ class Optimizer:
     """
 
     _who = "cygru.optim.Optimizer"
+    lr: float
+    state: Dict[str, Dict[str, Any]]
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Params, lr: float) -> None:
         object.__setattr__(self, "_lock", threading.Lock())
         self._params = _sources(params, self._who)
         self.lr = lr
         self.state = {}
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if name == "lr":          # may change between steps (a learning-rate schedule)
             value = _number(value, "lr", self._who)
         object.__setattr__(self, name, value)
@@ -175,7 +183,7 @@ class Optimizer:
                     entries.append((f"{i}.{name}", p, g, None))
         return entries
 
-    def step(self, grads=None):
+    def step(self, grads: Mapping[str, Array] | None = None) -> None:
         """Update every parameter in place from its gradient.
 
         Parameters
@@ -203,7 +211,7 @@ class Optimizer:
                 for lock in reversed(locks):
                     lock.release()
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set the accumulated gradients of every module in ``params`` to zero.
 
         Plain arrays' gradients are passed to :meth:`step` and not kept, so there is
@@ -215,7 +223,7 @@ class Optimizer:
                 if _is_module(item):
                     item.zero_grad()
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """The optimizer's state (copies): hyperparameters and per-parameter buffers.
 
         Keys of ``"state"`` are ``"<index in params>.<parameter name>"``.
@@ -225,7 +233,7 @@ class Optimizer:
                     "state": {k: {n: (v.copy() if hasattr(v, "copy") else v)
                                   for n, v in s.items()} for k, s in self.state.items()}}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (copied in; validated first).
 
         Raises ``ValueError`` for a state of another optimizer kind or of other
@@ -279,7 +287,7 @@ class Optimizer:
     def _update(self, p, g, state):
         raise NotImplementedError
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._hyperparameters().items())
         return f"{type(self).__name__}({args})"
 
@@ -323,8 +331,9 @@ class SGD(Optimizer):
 
     _who = "cygru.optim.SGD"
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False):
+    def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
+                 maximize: bool = False) -> None:
         who = self._who
         self.momentum = _number(momentum, "momentum", who)
         self.dampening = _number(dampening, "dampening", who)
@@ -399,8 +408,10 @@ class Adam(Optimizer):
 
     _who = "cygru.optim.Adam"
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+    def __init__(self, params: Params, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 decoupled_weight_decay: bool = False) -> None:
         who = self._who
         try:
             beta1, beta2 = betas
@@ -489,8 +500,10 @@ class AdamW(Adam):
 
     _who = "cygru.optim.AdamW"
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False):
+    def __init__(self, params: Params, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
                          decoupled_weight_decay=True)
 
@@ -507,7 +520,8 @@ def _flag(value, name, who):
     return bool(value)
 
 
-def clip_grad_norm_(grads_of, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(grads_of: Params, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False) -> float:
     """Scale gradients in place so that their global norm is at most ``max_norm``.
 
     ``torch.nn.utils.clip_grad_norm_``: the total norm is the ``norm_type``-norm of

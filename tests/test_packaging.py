@@ -99,14 +99,14 @@ def test_broken_compiled_module_names_it(tmp_path):
 
 def test_installed_package_contents(installed):
     """`pip install .` of a copy of this checkout (tests/install_helpers.py): the package
-    holds the compiled modules, .pxd and .h files and the .pyx sources, and no generated
-    C; its metadata holds the license and the version of cygru/_version.py."""
+    holds the compiled modules, .pxd and .h files, the .pyx sources and py.typed, and no
+    generated C; its metadata holds the license and the version of cygru/_version.py."""
     python, package_dir = installed("normal")
     files = {p.relative_to(package_dir).as_posix() for p in package_dir.rglob("*")
              if p.is_file() and "__pycache__" not in p.parts}
     assert not [f for f in files if f.endswith((".c", ".cpp", ".html"))], sorted(files)
     for needed in ("_kernels.pxd", "_engine.pxd", "capi.pxd", "_blas.pxd", "include/cygru.h",
-                   "include/cygru_gemm_t.h", "capi.pyx", "_gru_kernels.cu", "_version.py"):
+                   "include/cygru_gemm_t.h", "capi.pyx", "_gru_kernels.cu", "_version.py", "py.typed"):
         assert needed in files, needed
     compiled = sorted(f.split(".")[0] for f in files if f.endswith((".so", ".pyd")))
     assert compiled == ["_blas", "_cpu", "_engine", "_kernels", "capi"], compiled

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ._common import GATE_NAMES, _float_dtype, _layer_suffix, _modules, _swap_rz
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+    from ..modules import GRU
 
 __all__ = ["from_keras", "lengths_from_mask", "repeat_last_state"]
 
@@ -353,8 +360,15 @@ def _from_keras_object(obj, dtype, ignore_dropout):
     return _load(gru, arrays, first["reset_after"], dtype)
 
 
-def from_keras(layer_or_kernel, recurrent_kernel=None, bias=None, *, reset_after=None,
-               dtype=None, ignore_dropout=False):
+def from_keras(
+    layer_or_kernel: Any,
+    recurrent_kernel: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    reset_after: bool | None = None,
+    dtype: DTypeLike = None,
+    ignore_dropout: bool = False,
+) -> GRU:
     """Build the cygru ``GRU`` equal to a Keras GRU, a stack of them, or a GRU's weights.
 
     **A Keras object** (Keras 3; any backend): a ``keras.layers.GRU``, a
@@ -530,7 +544,7 @@ def _from_arrays(kernel, recurrent_kernel, bias, reset_after, dtype):
     return _load(gru, [[(kernel, recurrent_kernel, bias)]], reset_after, dtype)
 
 
-def lengths_from_mask(mask):
+def lengths_from_mask(mask: ArrayLike) -> NDArray[np.int64]:
     """cygru's ``lengths`` for a Keras mask that pads each sequence on the right.
 
     Keras' mask (``masking_layer.compute_mask(x)``, ``embedding.compute_mask(ids)``, or
@@ -596,7 +610,9 @@ def lengths_from_mask(mask):
     return lengths
 
 
-def repeat_last_state(output, lengths, *, batch_first=True):
+def repeat_last_state(
+    output: ArrayLike, lengths: ArrayLike, *, batch_first: bool = True
+) -> NDArray[Any]:
     """Keras' outputs past each length: a copy of ``output`` whose padded steps repeat the
     sequence's last state.
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import operator
 import os
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 
 from ._common import _as_host, _import_onnx, _layer_suffix, _modules, _swap_rz
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from .._typing import OnnxTarget
+    from ..modules import GRU
 
 __all__ = ["to_onnx"]
 
@@ -17,7 +24,14 @@ _MIN_OPSET = 13
 
 
 
-def to_onnx(module, path_or_file, *, opset=_DEFAULT_OPSET, h0="optional", lengths="optional"):
+def to_onnx(
+    module: GRU,
+    path_or_file: OnnxTarget,
+    *,
+    opset: int = _DEFAULT_OPSET,
+    h0: Literal["optional", "required", "none"] = "optional",
+    lengths: Union[Literal["optional", "required", "none"], bool] = "optional",
+) -> ModelProto:
     """Write a cygru ``GRU`` as an ONNX model that ONNX Runtime runs.
 
     The graph has one ONNX ``GRU`` node per layer (``linear_before_reset =

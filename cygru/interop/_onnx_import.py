@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Mapping, Union
 
 import numpy as np
 
 from ._common import _float_dtype, _import_onnx, _layer_suffix, _modules, _swap_rz
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from onnx import ModelProto
+
+    from ..modules import GRU
 
 __all__ = ["from_onnx"]
 
@@ -243,7 +250,12 @@ def _read_node(onnx, node, values, graph_inputs, weights, used):
     }
 
 
-def from_onnx(model, node_name=None, *, weights=None):
+def from_onnx(
+    model: Union[str, os.PathLike[str], bytes, bytearray, memoryview, ModelProto],
+    node_name: str | None = None,
+    *,
+    weights: Mapping[str, ArrayLike] | None = None,
+) -> GRU:
     """Build the cygru ``GRU`` equal to the GRU stack of an ONNX model, or to one node of it.
 
     **The whole stack** (``node_name=None``): exporters write one ``GRU`` node per layer

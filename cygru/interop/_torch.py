@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Union
+
 import numpy as np
 
 from ._common import _float_dtype, _layer_suffix, _modules
+
+if TYPE_CHECKING:
+    from ..modules import GRU, GRUCell
 
 __all__ = ["from_torch"]
 
 
 
-def from_torch(module):
+def from_torch(module: Any) -> Union[GRU, GRUCell]:
     """Build the cygru module equal to a ``torch.nn.GRU`` or ``torch.nn.GRUCell``.
 
     The conversion does not import torch: it reads the module's options and converts each
