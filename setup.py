@@ -5,6 +5,7 @@ bounds checking, wraparound and initialisation checks back on (and keep asserts 
 debug symbols), e.g. `CYGRU_DEBUG=1 pip install --no-build-isolation -e .`. A normal
 build is stripped of debug information (see compile_args below).
 """
+
 import os
 import sys
 
@@ -31,8 +32,9 @@ directives = {
 # CYGRU_SANITIZE=1 (tools/sanitize.sh) and when CFLAGS asks for it (CFLAGS="-g": an
 # optimised build for a profiler).
 SANITIZE = bool(os.environ.get("CYGRU_SANITIZE"))
-STRIP = not (DEBUG or SANITIZE or "-g" in os.environ.get("CFLAGS", "").split()
-             or sys.platform == "win32")
+STRIP = not (
+    DEBUG or SANITIZE or "-g" in os.environ.get("CFLAGS", "").split() or sys.platform == "win32"
+)
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
 compile_args += ["-g0"] if STRIP else []
 link_args = ["-Wl,-S"] if STRIP else []
@@ -55,10 +57,15 @@ def ext(name, openmp=False, extra_compile_args=()):
 
 setup(
     ext_modules=cythonize(
-        [ext("_blas"), ext("_kernels"), ext("_engine", openmp=True), ext("_cpu", openmp=True),
-         # capi fills cygru.h's function table: a signature that differs from the
-         # header's must stop the build (GCC < 14 and Clang only warn by default)
-         ext("capi", extra_compile_args=["-Werror=incompatible-pointer-types"])],
+        [
+            ext("_blas"),
+            ext("_kernels"),
+            ext("_engine", openmp=True),
+            ext("_cpu", openmp=True),
+            # capi fills cygru.h's function table: a signature that differs from the
+            # header's must stop the build (GCC < 14 and Clang only warn by default)
+            ext("capi", extra_compile_args=["-Werror=incompatible-pointer-types"]),
+        ],
         compiler_directives=directives,
         show_all_warnings=False,
     ),

@@ -6,6 +6,7 @@ installs an extra's dependencies into an environment that already has cygru (an 
 install, say) without reinstalling cygru itself: `pip install -e ".[docs]"` would rebuild
 and recompile the package. Needs Python >= 3.11 (tomllib).
 """
+
 import pathlib
 import sys
 import tomllib

@@ -20,6 +20,7 @@ TF32 is off by default on both sides (PyTorch's cuDNN RNN would otherwise use TF
 Ampere and later GPUs, which does not match float32 to 1e-4); ``--allow-tf32`` turns it on
 for both (PyTorch's cuDNN RNN flag and ``CUPY_TF32=1``) and relaxes the check to 1e-2.
 """
+
 import argparse
 import json
 import os
@@ -32,17 +33,28 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from run import (FORWARD_CASES, TimingConfig, _cpu_model, _fmt_ms, _git_head,  # noqa: E402
-                 _json_default, _maxdiff, gru_flops, measure)
+from run import (  # noqa: E402
+    FORWARD_CASES,
+    TimingConfig,
+    _cpu_model,
+    _fmt_ms,
+    _git_head,
+    _json_default,
+    _maxdiff,
+    gru_flops,
+    measure,
+)
 
 # (T, B, I, H, layers, directions)
 GPU_CASES = dict(FORWARD_CASES)
-GPU_CASES.update({
-    "large-batch": (200, 256, 1024, 1024, 1, 1),
-    "batch-1": (100, 1, 256, 256, 1, 1),
-    "batch-4": (100, 4, 256, 256, 1, 1),
-    "batch-8": (100, 8, 256, 256, 1, 1),
-})
+GPU_CASES.update(
+    {
+        "large-batch": (200, 256, 1024, 1024, 1, 1),
+        "batch-1": (100, 1, 256, 256, 1, 1),
+        "batch-4": (100, 4, 256, 256, 1, 1),
+        "batch-8": (100, 8, 256, 256, 1, 1),
+    }
+)
 ATOL = 1e-4
 ATOL_TF32 = 1e-2
 
@@ -57,6 +69,7 @@ class Backend:
         self.torch = torch
         if dry_run:
             import numpy
+
             self.xp = numpy
             self.tdev = "cpu"
             self.cy_device = "cpu"
@@ -64,6 +77,7 @@ class Backend:
             self.name = "dry run on the CPU (NumPy + CPU PyTorch standing in for the GPU)"
             return
         import cupy
+
         self.xp = cupy
         self.device = device
         cupy.cuda.Device(device).use()
@@ -89,7 +103,7 @@ def _status_ok_gpu(dry_run):
     try:
         import cupy
     except ImportError as exc:
-        return False, f"CuPy is not installed ({exc}); install cupy-cuda12x (or \"cygru[gpu]\")"
+        return False, f'CuPy is not installed ({exc}); install cupy-cuda12x (or "cygru[gpu]")'
     try:
         n = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as exc:
@@ -97,6 +111,7 @@ def _status_ok_gpu(dry_run):
     if n < 1:
         return False, "CuPy sees no CUDA device"
     from cygru import _cupy
+
     if not _cupy.is_available():
         return False, "cygru's GPU backend reports it is not available"
     return True, ""
@@ -117,15 +132,16 @@ def set_tf32(torch, allow):
     if torch is None:
         return
     rnn = getattr(getattr(torch.backends, "cudnn", None), "rnn", None)
-    if rnn is not None and hasattr(rnn, "fp32_precision"):      # PyTorch >= 2.9 API
+    if rnn is not None and hasattr(rnn, "fp32_precision"):  # PyTorch >= 2.9 API
         rnn.fp32_precision = "tf32" if allow else "ieee"
-    else:                                                        # legacy flag
+    else:  # legacy flag
         torch.backends.cudnn.allow_tf32 = bool(allow)
 
 
 def run_case(name, be, torch, cfg, tol, log):
     import numpy as np
     import cygru
+
     T, B, I, H, L, D = GPU_CASES[name]
     x = np.random.default_rng(0).standard_normal((T, B, I), dtype=np.float32)
     if torch is not None:
@@ -142,10 +158,13 @@ def run_case(name, be, torch, cfg, tol, log):
         gru.to(be.cy_device)
     xc = be.xp.asarray(x)
 
-    entry = {"shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
-             "flops": gru_flops(T, B, I, H, L, D), "peers": {}}
+    entry = {
+        "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
+        "flops": gru_flops(T, B, I, H, L, D),
+        "peers": {},
+    }
     t0 = time.perf_counter()
-    out_c, hn_c = gru(xc)                     # first call also compiles cygru's kernels
+    out_c, hn_c = gru(xc)  # first call also compiles cygru's kernels
     be.sync()
     entry["cygru_first_call_s"] = time.perf_counter() - t0
     out_c, hn_c = be.asnumpy(out_c), be.asnumpy(hn_c)
@@ -155,8 +174,10 @@ def run_case(name, be, torch, cfg, tol, log):
         with torch.no_grad():
             out_t, hn_t = net(xt)
         be.sync()
-        diffs = {"output": _maxdiff(out_t.cpu().numpy(), out_c),
-                 "h_n": _maxdiff(hn_t.cpu().numpy(), hn_c)}
+        diffs = {
+            "output": _maxdiff(out_t.cpu().numpy(), out_c),
+            "h_n": _maxdiff(hn_t.cpu().numpy(), hn_c),
+        }
         worst = max(diffs.values())
         if worst <= tol:
             entry["peers"]["torch"] = {"status": "ok", "max_abs_diff": diffs}
@@ -168,8 +189,11 @@ def run_case(name, be, torch, cfg, tol, log):
             fns["torch"] = torch_call
         else:
             bar = "!" * 78
-            print(f"\n{bar}\n!!! MISMATCH {name}: torch (cuDNN) differs from cygru by "
-                  f"{worst:.3g} (> {tol:g}); NOT timed\n{bar}\n", flush=True)
+            print(
+                f"\n{bar}\n!!! MISMATCH {name}: torch (cuDNN) differs from cygru by "
+                f"{worst:.3g} (> {tol:g}); NOT timed\n{bar}\n",
+                flush=True,
+            )
             entry["peers"]["torch"] = {"status": "mismatch", "max_abs_diff": diffs}
     else:
         entry["peers"]["torch"] = {"status": "unavailable"}
@@ -180,15 +204,24 @@ def run_case(name, be, torch, cfg, tol, log):
     c = timed["cygru"]["median_ms"]
     msg = f"{name}: cygru {c:.4g} ms"
     if "torch" in timed:
-        msg += f", torch {timed['torch']['median_ms']:.4g} ms " \
-               f"(torch/cygru {timed['torch']['median_ms'] / c:.2f}x)"
+        msg += (
+            f", torch {timed['torch']['median_ms']:.4g} ms "
+            f"(torch/cygru {timed['torch']['median_ms'] / c:.2f}x)"
+        )
     log(msg)
     return entry
 
 
 def table(results):
-    head = ["case (T,B,I,H,layers,dirs)", "cygru ms", "torch cuDNN ms", "torch/cygru",
-            "cygru GFLOP/s", "torch GFLOP/s", "notes"]
+    head = [
+        "case (T,B,I,H,layers,dirs)",
+        "cygru ms",
+        "torch cuDNN ms",
+        "torch/cygru",
+        "cygru GFLOP/s",
+        "torch GFLOP/s",
+        "notes",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
     for name, e in results.items():
         s = e["shape"]
@@ -196,14 +229,19 @@ def table(results):
         c = e["peers"]["cygru"].get("median_ms")
         t = e["peers"].get("torch", {})
         tms = t.get("median_ms")
-        cells = [label, _fmt_ms(c),
-                 _fmt_ms(tms) if tms else {"mismatch": "MISMATCH", "unavailable": "n/a"}.get(
-                     t.get("status"), "—"),
-                 f"{tms / c:.2f}x" if tms and c else "—",
-                 f"{e['cygru_gflops']:.0f}" if "cygru_gflops" in e else "—",
-                 f"{e['torch_gflops']:.0f}" if "torch_gflops" in e else "—",
-                 f"first cygru call {e['cygru_first_call_s']:.2f} s (compiles kernels)"
-                 if e.get("cygru_first_call_s", 0) > 1 else ""]
+        cells = [
+            label,
+            _fmt_ms(c),
+            _fmt_ms(tms)
+            if tms
+            else {"mismatch": "MISMATCH", "unavailable": "n/a"}.get(t.get("status"), "—"),
+            f"{tms / c:.2f}x" if tms and c else "—",
+            f"{e['cygru_gflops']:.0f}" if "cygru_gflops" in e else "—",
+            f"{e['torch_gflops']:.0f}" if "torch_gflops" in e else "—",
+            f"first cygru call {e['cygru_first_call_s']:.2f} s (compiles kernels)"
+            if e.get("cygru_first_call_s", 0) > 1
+            else "",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -211,10 +249,19 @@ def table(results):
 def environment(be, torch):
     import numpy
     import cygru
-    info = {"cpu_model": _cpu_model(), "platform": platform.platform(),
-            "python": sys.version.split()[0], "gpu": be.name, "git_head": _git_head(),
-            "versions": {"numpy": numpy.__version__, "cygru": cygru.__version__,
-                         "torch": torch.__version__ if torch is not None else None}}
+
+    info = {
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "gpu": be.name,
+        "git_head": _git_head(),
+        "versions": {
+            "numpy": numpy.__version__,
+            "cygru": cygru.__version__,
+            "torch": torch.__version__ if torch is not None else None,
+        },
+    }
     if not be.dry_run:
         cp = be.xp
         info["versions"]["cupy"] = cp.__version__
@@ -230,23 +277,38 @@ def environment(be, torch):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="cygru (CuPy) vs torch.nn.GRU (cuDNN) on an "
-                                             "NVIDIA GPU, float32 forward.")
-    ap.add_argument("--repeat", type=int, default=None,
-                    help="fixed number of timed samples per implementation and case")
+    ap = argparse.ArgumentParser(
+        description="cygru (CuPy) vs torch.nn.GRU (cuDNN) on an NVIDIA GPU, float32 forward."
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="fixed number of timed samples per implementation and case",
+    )
     ap.add_argument("--quick", action="store_true", help="5x shorter timing")
-    ap.add_argument("--json", default=os.path.join(HERE, "results", "gpu-latest.json"),
-                    help="where to write the results (default: benchmarks/results/"
-                         "gpu-latest.json); '' for none")
-    ap.add_argument("--cases", nargs="+", default=list(GPU_CASES), choices=list(GPU_CASES),
-                    metavar="CASE", help="cases (default: all): " + ", ".join(GPU_CASES))
+    ap.add_argument(
+        "--json",
+        default=os.path.join(HERE, "results", "gpu-latest.json"),
+        help="where to write the results (default: benchmarks/results/"
+        "gpu-latest.json); '' for none",
+    )
+    ap.add_argument(
+        "--cases",
+        nargs="+",
+        default=list(GPU_CASES),
+        choices=list(GPU_CASES),
+        metavar="CASE",
+        help="cases (default: all): " + ", ".join(GPU_CASES),
+    )
     ap.add_argument("--device", type=int, default=0, help="CUDA device id (default 0)")
-    ap.add_argument("--allow-tf32", action="store_true",
-                    help="let both use TF32 (checks relaxed to 1e-2)")
+    ap.add_argument(
+        "--allow-tf32", action="store_true", help="let both use TF32 (checks relaxed to 1e-2)"
+    )
     ap.add_argument("--dry-run-cpu", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.allow_tf32:
-        os.environ["CUPY_TF32"] = "1"          # read by CuPy when it is imported
+        os.environ["CUPY_TF32"] = "1"  # read by CuPy when it is imported
 
     ok, why = _status_ok_gpu(args.dry_run_cpu)
     if not ok:
@@ -269,8 +331,9 @@ def main(argv=None):
     for name in args.cases:
         try:
             results[name] = run_case(name, be, torch, cfg, tol, log)
-        except Exception as exc:   # e.g. out of memory: report and go on
+        except Exception as exc:  # e.g. out of memory: report and go on
             import traceback
+
             traceback.print_exc()
             failures[name] = f"{type(exc).__name__}: {exc}"
             log(f"{name}: FAILED: {failures[name]}")
@@ -283,12 +346,20 @@ def main(argv=None):
                 except Exception:
                     pass
     env = environment(be, torch)
-    text = [f"\n## GPU results (float32 forward, median ms; {env['gpu']}; "
-            f"TF32 {'allowed' if args.allow_tf32 else 'off'})", "",
-            ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v), "",
-            "torch/cygru > 1 means cygru is faster.", "", table(results), ""]
-    mism = [n for n, e in results.items() if e["peers"].get("torch", {}).get("status")
-            == "mismatch"]
+    text = [
+        f"\n## GPU results (float32 forward, median ms; {env['gpu']}; "
+        f"TF32 {'allowed' if args.allow_tf32 else 'off'})",
+        "",
+        ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
+        "",
+        "torch/cygru > 1 means cygru is faster.",
+        "",
+        table(results),
+        "",
+    ]
+    mism = [
+        n for n, e in results.items() if e["peers"].get("torch", {}).get("status") == "mismatch"
+    ]
     if mism:
         text.append("!!! MISMATCH (torch not timed): " + ", ".join(mism))
     if failures:
@@ -299,10 +370,20 @@ def main(argv=None):
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"machine": env, "args": vars(args), "cases": results,
-                       "failures": failures, "mismatches": mism,
-                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       "report_markdown": report}, f, indent=1, default=_json_default)
+            json.dump(
+                {
+                    "machine": env,
+                    "args": vars(args),
+                    "cases": results,
+                    "failures": failures,
+                    "mismatches": mism,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "report_markdown": report,
+                },
+                f,
+                indent=1,
+                default=_json_default,
+            )
         print(f"\nwrote {args.json}")
     return 1 if failures and not results else 0
 

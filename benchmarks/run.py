@@ -15,6 +15,7 @@ markdown tables and the targets, and writes the JSON and the PNG chart.
 
 See benchmarks/README.md for what each case measures and how to read the tables.
 """
+
 import argparse
 import gc
 import json
@@ -39,16 +40,16 @@ FORWARD_CASES = {
 }
 OTHER_CASES = ["training", "cell", "reset-after-false", "memory"]
 ALL_CASES = list(FORWARD_CASES) + OTHER_CASES
-CELL_SIZES = (1, 64, 128)            # B, I, H
-MEMORY_TS = (2000, 4000)             # long-seq shape with these T
+CELL_SIZES = (1, 64, 128)  # B, I, H
+MEMORY_TS = (2000, 4000)  # long-seq shape with these T
 SGEMM_N = 2048
 PEERS = ["cygru", "torch", "ort", "numpy"]
 PEER_LABEL = {"cygru": "cygru", "torch": "PyTorch", "ort": "ONNX Runtime", "numpy": "NumPy ref"}
 PEER_SHORT = {"cygru": "cygru", "torch": "torch", "ort": "ORT", "numpy": "NumPy"}
-ATOL = 1e-4                          # max abs diff allowed between a peer and cygru (float32)
+ATOL = 1e-4  # max abs diff allowed between a peer and cygru (float32)
 MEMORY_LIMIT_MIB = 8.0
 JUDGE_THREADS = 2
-NOISY_SPREAD = 1.5                   # flag a row when a peer's slowest sample > 1.5x its fastest
+NOISY_SPREAD = 1.5  # flag a row when a peer's slowest sample > 1.5x its fastest
 
 # target rows: (key, description, kind, case, peer, threshold)
 #   kind "speedup": peer_time / cygru_time >= threshold
@@ -64,8 +65,14 @@ TARGETS = [
     ("training vs torch", "training (fwd+bwd) medium", "speedup", "training", "torch", 1.5),
     ("GRUCell vs torch", "GRUCell step B=1 I=64 H=128", "speedup", "cell", "torch", 5.0),
     ("reset_after=False", "reset_after=False medium", "ratio", "reset-after-false", "cygru", 1.3),
-    ("memory", "long-seq forward peak beyond output", "memory", "memory", "cygru",
-     MEMORY_LIMIT_MIB),
+    (
+        "memory",
+        "long-seq forward peak beyond output",
+        "memory",
+        "memory",
+        "cygru",
+        MEMORY_LIMIT_MIB,
+    ),
 ]
 
 
@@ -73,17 +80,18 @@ TARGETS = [
 # timing
 # ============================================================================================
 
+
 class TimingConfig:
     """How long to time. Defaults: ~1.5 s of samples per peer and case; --quick 5x shorter."""
 
     def __init__(self, quick=False, repeat=None):
         self.quick = quick
-        self.repeat = repeat                      # fixed number of samples per peer
-        self.target_s = 0.3 if quick else 1.5     # total sampled time per peer and case
-        self.warm_s = 0.05 if quick else 0.2      # warm-up before the estimate
-        self.settle_s = 0.05 if quick else 0.15   # untimed calls at the start of every block
+        self.repeat = repeat  # fixed number of samples per peer
+        self.target_s = 0.3 if quick else 1.5  # total sampled time per peer and case
+        self.warm_s = 0.05 if quick else 0.2  # warm-up before the estimate
+        self.settle_s = 0.05 if quick else 0.15  # untimed calls at the start of every block
         self.min_rounds = 3 if quick else 5
-        self.min_rounds_slow = 3                  # when min_rounds calls would exceed 2x target
+        self.min_rounds_slow = 3  # when min_rounds calls would exceed 2x target
         self.max_rounds = 10 if quick else 30
         self.numpy_limit_s = 0.5 if quick else 2.0  # skip the NumPy reference above this
         self.sgemm_repeat = 3 if quick else 5
@@ -169,8 +177,13 @@ def measure(fns, cfg, hints=None, sync=None):
     out = {}
     for n in fns:
         s = samples[n]
-        out[n] = {"median_ms": 1e3 * statistics.median(s), "min_ms": 1e3 * min(s),
-                  "samples_ms": [1e3 * v for v in s], "inner": inner[n], "rounds": rounds}
+        out[n] = {
+            "median_ms": 1e3 * statistics.median(s),
+            "min_ms": 1e3 * min(s),
+            "samples_ms": [1e3 * v for v in s],
+            "inner": inner[n],
+            "rounds": rounds,
+        }
     return out
 
 
@@ -178,8 +191,10 @@ def measure(fns, cfg, hints=None, sync=None):
 # worker: everything that imports the peers runs here, one process per thread count
 # ============================================================================================
 
+
 def _maxdiff(a, b):
     import numpy as np
+
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -210,6 +225,7 @@ def _state_numpy(net):
 def _zrn(a):
     """PyTorch's gate blocks (r, z, n) -> ONNX's (z, r, h) along axis 0."""
     import numpy as np
+
     r, z, n = np.split(a, 3, axis=0)
     return np.concatenate([z, r, n], axis=0)
 
@@ -232,30 +248,52 @@ def build_ort_gru(ort, state, I, H, L, D, threads, linear_before_reset=1):
         sfx = [f"_l{k}"] + ([f"_l{k}_reverse"] if D == 2 else [])
         W = np.stack([_zrn(state["weight_ih" + s]) for s in sfx]).astype(np.float32)
         R = np.stack([_zrn(state["weight_hh" + s]) for s in sfx]).astype(np.float32)
-        Bb = np.stack([np.concatenate([_zrn(state["bias_ih" + s]), _zrn(state["bias_hh" + s])])
-                       for s in sfx]).astype(np.float32)
-        inits += [numpy_helper.from_array(W, f"W{k}"), numpy_helper.from_array(R, f"R{k}"),
-                  numpy_helper.from_array(Bb, f"B{k}")]
-        nodes.append(helper.make_node(
-            "GRU", [inp, f"W{k}", f"R{k}", f"B{k}"], [f"Y{k}", f"Yh{k}"], name=f"gru{k}",
-            hidden_size=H, direction="bidirectional" if D == 2 else "forward",
-            linear_before_reset=linear_before_reset))
+        Bb = np.stack(
+            [np.concatenate([_zrn(state["bias_ih" + s]), _zrn(state["bias_hh" + s])]) for s in sfx]
+        ).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(W, f"W{k}"),
+            numpy_helper.from_array(R, f"R{k}"),
+            numpy_helper.from_array(Bb, f"B{k}"),
+        ]
+        nodes.append(
+            helper.make_node(
+                "GRU",
+                [inp, f"W{k}", f"R{k}", f"B{k}"],
+                [f"Y{k}", f"Yh{k}"],
+                name=f"gru{k}",
+                hidden_size=H,
+                direction="bidirectional" if D == 2 else "forward",
+                linear_before_reset=linear_before_reset,
+            )
+        )
         if k < L - 1:
-            nodes.append(helper.make_node("Transpose", [f"Y{k}"], [f"Yt{k}"], perm=[0, 2, 1, 3],
-                                          name=f"transpose{k}"))
+            nodes.append(
+                helper.make_node(
+                    "Transpose", [f"Y{k}"], [f"Yt{k}"], perm=[0, 2, 1, 3], name=f"transpose{k}"
+                )
+            )
             inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), f"shape{k}"))
-            nodes.append(helper.make_node("Reshape", [f"Yt{k}", f"shape{k}"], [f"X{k + 1}"],
-                                          name=f"reshape{k}"))
+            nodes.append(
+                helper.make_node(
+                    "Reshape", [f"Yt{k}", f"shape{k}"], [f"X{k + 1}"], name=f"reshape{k}"
+                )
+            )
             inp = f"X{k + 1}"
     outputs = [helper.make_tensor_value_info(f"Y{L - 1}", TensorProto.FLOAT, ["T", D, "B", H])]
-    outputs += [helper.make_tensor_value_info(f"Yh{k}", TensorProto.FLOAT, [D, "B", H])
-                for k in range(L)]
+    outputs += [
+        helper.make_tensor_value_info(f"Yh{k}", TensorProto.FLOAT, [D, "B", H]) for k in range(L)
+    ]
     graph = helper.make_graph(
-        nodes, "cygru_bench_gru",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])], outputs,
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="cygru-benchmarks")
+        nodes,
+        "cygru_bench_gru",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
+        outputs,
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="cygru-benchmarks"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     so = ort.SessionOptions()
@@ -263,17 +301,19 @@ def build_ort_gru(ort, state, I, H, L, D, threads, linear_before_reset=1):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), sess_options=so,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in sess.get_outputs()]
     return sess, names
 
 
 def _ort_to_torch_layout(outs, T, B, H, D):
     import numpy as np
-    y = outs[0]                                   # (T, D, B, H)
+
+    y = outs[0]  # (T, D, B, H)
     out = np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(T, B, D * H)
-    h_n = np.concatenate(outs[1:], axis=0)        # (L*D, B, H)
+    h_n = np.concatenate(outs[1:], axis=0)  # (L*D, B, H)
     return out, h_n
 
 
@@ -285,10 +325,12 @@ class Worker:
         self.notes = []
         self.mismatches = []
         import numpy as np
+
         self.np = np
         sys.path.insert(0, ROOT)
         import cygru
         from cygru import _reference
+
         self.cygru = cygru
         self.ref = _reference
         # cygru's own threads (OpenMP over the hidden units / directions): the environment
@@ -298,6 +340,7 @@ class Worker:
         self.torch = self.ort = None
         try:
             import torch
+
             self.torch = torch
             try:
                 torch.set_num_interop_threads(1)
@@ -309,6 +352,7 @@ class Worker:
         try:
             import onnx
             import onnxruntime
+
             self.onnx_version = onnx.__version__
             self.ort = onnxruntime
             onnxruntime.set_default_logger_severity(3)
@@ -324,12 +368,15 @@ class Worker:
         print(f"note: {msg}", flush=True)
 
     def mismatch(self, case, peer, diff, what="output"):
-        msg = (f"{case}: {PEER_LABEL[peer]} {what} differs from cygru by {diff:.3g} "
-               f"(> {ATOL:g}); NOT timed")
+        msg = (
+            f"{case}: {PEER_LABEL[peer]} {what} differs from cygru by {diff:.3g} "
+            f"(> {ATOL:g}); NOT timed"
+        )
         bar = "!" * 78
         print(f"\n{bar}\n!!! MISMATCH ({self.n} threads) {msg}\n{bar}\n", flush=True)
-        self.mismatches.append({"threads": self.n, "case": case, "peer": peer, "what": what,
-                                "max_abs_diff": diff})
+        self.mismatches.append(
+            {"threads": self.n, "case": case, "peer": peer, "what": what, "max_abs_diff": diff}
+        )
 
     def _rng(self, seed=0):
         return self.np.random.default_rng(seed)
@@ -343,13 +390,21 @@ class Worker:
     def run(self):
         try:
             from threadpoolctl import threadpool_info, threadpool_limits
+
             limits = threadpool_limits(limits=self.n)
         except ImportError:
-            self.note("threadpoolctl not installed: BLAS threads limited only through "
-                      "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS")
+            self.note(
+                "threadpoolctl not installed: BLAS threads limited only through "
+                "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS"
+            )
             limits, threadpool_info = _nullcontext(), lambda: None
-        res = {"threads": self.n, "cases": {}, "memory": None, "sgemm": None,
-               "loadavg_start": _loadavg()}
+        res = {
+            "threads": self.n,
+            "cases": {},
+            "memory": None,
+            "sgemm": None,
+            "loadavg_start": _loadavg(),
+        }
         with limits:
             res["threadpools"] = threadpool_info()
             res["sgemm"] = self.sgemm_peak()
@@ -370,6 +425,7 @@ class Worker:
                         continue
                 except Exception as exc:  # keep going: one broken case must not lose the rest
                     import traceback
+
                     traceback.print_exc()
                     self.note(f"{case}: failed with {type(exc).__name__}: {exc}")
                     continue
@@ -386,24 +442,30 @@ class Worker:
     def sgemm_peak(self):
         np = self.np
         from scipy.linalg import blas
+
         n = SGEMM_N
         rng = self._rng(1)
         a = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
         b = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
         c = np.zeros((n, n), np.float32, order="F")
-        blas.sgemm(1.0, a, b, beta=0.0, c=c, overwrite_c=True)          # warm-up
+        blas.sgemm(1.0, a, b, beta=0.0, c=c, overwrite_c=True)  # warm-up
         times = []
         for _ in range(self.cfg.sgemm_repeat):
             t0 = _now()
             blas.sgemm(1.0, a, b, beta=0.0, c=c, overwrite_c=True)
             times.append(_now() - t0)
-        flops = 2.0 * n ** 3
+        flops = 2.0 * n**3
         peak = flops / min(times) / 1e9
-        self.log(f"scipy sgemm {n}^3: peak {peak:.1f} GFLOP/s "
-                 f"(median {flops / statistics.median(times) / 1e9:.1f})")
-        return {"n": n, "gflops_peak": peak,
-                "gflops_median": flops / statistics.median(times) / 1e9,
-                "times_ms": [1e3 * t for t in times]}
+        self.log(
+            f"scipy sgemm {n}^3: peak {peak:.1f} GFLOP/s "
+            f"(median {flops / statistics.median(times) / 1e9:.1f})"
+        )
+        return {
+            "n": n,
+            "gflops_peak": peak,
+            "gflops_median": flops / statistics.median(times) / 1e9,
+            "times_ms": [1e3 * t for t in times],
+        }
 
     def _check_and_time(self, case, ref_fn, peers, tol=ATOL):
         """peers: {name: (call_fn, to_arrays_fn)} with cygru's entry the reference.
@@ -425,8 +487,7 @@ class Worker:
                 self.note(f"{case}: {PEER_LABEL[name]} failed: {type(exc).__name__}: {exc}")
                 entries[name] = self._peer_entry("error", note=str(exc))
                 continue
-            diffs = {w: _maxdiff(got[w], ref_out[w]) if w in got else float("inf")
-                     for w in ref_out}
+            diffs = {w: _maxdiff(got[w], ref_out[w]) if w in got else float("inf") for w in ref_out}
             bad = {w: d for w, d in diffs.items() if not d <= tol}
             worst = max(diffs.values(), default=0.0)
             if bad:
@@ -461,20 +522,31 @@ class Worker:
         peers, skipped = {}, {}
         if torch is not None:
             xt = torch.from_numpy(x)
-            peers["torch"] = (lambda: net(xt),
-                              lambda o: {"output": o[0].numpy(), "h_n": o[1].numpy()})
+            peers["torch"] = (
+                lambda: net(xt),
+                lambda o: {"output": o[0].numpy(), "h_n": o[1].numpy()},
+            )
         else:
             skipped["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
         if self.ort is not None:
             sess, names = build_ort_gru(self.ort, state, I, H, L, D, self.n)
             feed = {"X": x}
-            peers["ort"] = (lambda: sess.run(names, feed),
-                            lambda o: as_dict(_ort_to_torch_layout(o, T, B, H, D)))
+            peers["ort"] = (
+                lambda: sess.run(names, feed),
+                lambda o: as_dict(_ort_to_torch_layout(o, T, B, H, D)),
+            )
         else:
             skipped["ort"] = self._peer_entry("unavailable", note="onnxruntime not installed")
-        layers = [[tuple(state[f"{w}_l{k}{'_reverse' if d else ''}"]
-                         for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                   for d in range(D)] for k in range(L)]
+        layers = [
+            [
+                tuple(
+                    state[f"{w}_l{k}{'_reverse' if d else ''}"]
+                    for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                )
+                for d in range(D)
+            ]
+            for k in range(L)
+        ]
 
         def ref_call(xx=x):
             return self.ref.gru_forward(xx, None, layers, hidden_size=H, num_directions=D)
@@ -490,8 +562,10 @@ class Worker:
             prefix.append(_now() - t0)
         est = min(prefix) * T / tp
         if est > self.cfg.numpy_limit_s:
-            msg = (f"NumPy reference skipped: about {est:.1f} s per call "
-                   f"(> {self.cfg.numpy_limit_s:g} s)")
+            msg = (
+                f"NumPy reference skipped: about {est:.1f} s per call "
+                f"(> {self.cfg.numpy_limit_s:g} s)"
+            )
             skipped["numpy"] = self._peer_entry("skipped", note=msg, est_s=est)
             self.log(f"{case}: {msg}")
         else:
@@ -501,9 +575,13 @@ class Worker:
             entries = self._check_and_time(case, (lambda: gru(x), as_dict), peers)
         entries.update(skipped)
         flops = gru_flops(T, B, I, H, L, D)
-        out = {"kind": "forward", "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
-               "flops": flops, "peers": entries,
-               "cygru_gflops": flops / (entries["cygru"]["median_ms"] * 1e-3) / 1e9}
+        out = {
+            "kind": "forward",
+            "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
+            "flops": flops,
+            "peers": entries,
+            "cygru_gflops": flops / (entries["cygru"]["median_ms"] * 1e-3) / 1e9,
+        }
         self._log_entries(case, entries, unit="ms")
         return out
 
@@ -585,16 +663,20 @@ class Worker:
                 self.mismatch("training", name, d, f"{w} (tol {tol[w]:.3g})")
                 entries[name] = self._peer_entry("mismatch", max_abs_diff=diffs)
                 continue
-            entries[name] = self._peer_entry("ok", max_abs_diff=diffs,
-                                             tolerance={w: tol[w] for w in ref})
+            entries[name] = self._peer_entry(
+                "ok", max_abs_diff=diffs, tolerance={w: tol[w] for w in ref}
+            )
             fns[name] = fn
         timed = measure(fns, self.cfg, hints)
         entries["cygru"] = self._peer_entry("ok")
         for name, t in timed.items():
             entries[name].update(t)
         self._log_entries("training", entries)
-        return {"kind": "training", "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
-                "peers": entries}
+        return {
+            "kind": "training",
+            "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
+            "peers": entries,
+        }
 
     # -- GRUCell step ---------------------------------------------------------------------------
     def cell_case(self):
@@ -614,11 +696,12 @@ class Worker:
         else:
             skipped["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
         w = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-        peers["numpy"] = (lambda: self.ref.cell_forward(x, h, *w), lambda o: {"h1": o[0]
-                          if isinstance(o, tuple) else o})
+        peers["numpy"] = (
+            lambda: self.ref.cell_forward(x, h, *w),
+            lambda o: {"h1": o[0] if isinstance(o, tuple) else o},
+        )
         with torch.no_grad() if torch is not None else _nullcontext():
-            entries = self._check_and_time("cell", (lambda: cell(x, h), lambda o: {"h1": o}),
-                                           peers)
+            entries = self._check_and_time("cell", (lambda: cell(x, h), lambda o: {"h1": o}), peers)
         entries.update(skipped)
         self._log_entries("cell", entries, unit="us")
         return {"kind": "cell", "shape": dict(B=B, I=I, H=H), "peers": entries}
@@ -631,45 +714,62 @@ class Worker:
         g_true = cygru.GRU(I, H, seed=0)
         g_false = cygru.GRU(I, H, reset_after=False)
         g_false.load_state_dict(g_true.state_dict())
-        layers = [[tuple(getattr(g_false, f"{w}_l0")
-                         for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))]]
+        layers = [
+            [
+                tuple(
+                    getattr(g_false, f"{w}_l0")
+                    for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                )
+            ]
+        ]
         # correctness of the variant against the NumPy reference on a prefix (20 steps)
         xp = x[:20]
         o, h = g_false(xp)
-        ro, rh = self.ref.gru_forward(xp, None, layers, hidden_size=H, num_directions=1,
-                                      reset_after=False)
+        ro, rh = self.ref.gru_forward(
+            xp, None, layers, hidden_size=H, num_directions=1, reset_after=False
+        )
         diff = max(_maxdiff(o, ro), _maxdiff(h, rh))
-        check = {"vs": "NumPy reference (reset_after=False), first 20 steps",
-                 "max_abs_diff": diff}
+        check = {"vs": "NumPy reference (reset_after=False), first 20 steps", "max_abs_diff": diff}
         if not diff <= ATOL:
-            self.mismatch("reset-after-false", "numpy", diff,
-                          "cygru reset_after=False vs reference")
+            self.mismatch(
+                "reset-after-false", "numpy", diff, "cygru reset_after=False vs reference"
+            )
             check["status"] = "mismatch"
         else:
             check["status"] = "ok"
-        timed = measure({"reset_after=False": lambda: g_false(x),
-                         "reset_after=True": lambda: g_true(x)}, self.cfg)
+        timed = measure(
+            {"reset_after=False": lambda: g_false(x), "reset_after=True": lambda: g_true(x)},
+            self.cfg,
+        )
         tf, tt = timed["reset_after=False"], timed["reset_after=True"]
         ratio = tf["median_ms"] / tt["median_ms"]
         flops = gru_flops(T, B, I, H, L, D)
-        self.log(f"reset-after-false: {tf['median_ms']:.4g} ms vs reset_after=True "
-                 f"{tt['median_ms']:.4g} ms: {ratio:.2f}x")
-        return {"kind": "variant", "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
-                "flops": flops, "check": check,
-                "peers": {"cygru": dict(status="ok", **tf)},
-                "reset_after_true": tt, "ratio_false_over_true": ratio,
-                "cygru_gflops": flops / (tf["median_ms"] * 1e-3) / 1e9}
+        self.log(
+            f"reset-after-false: {tf['median_ms']:.4g} ms vs reset_after=True "
+            f"{tt['median_ms']:.4g} ms: {ratio:.2f}x"
+        )
+        return {
+            "kind": "variant",
+            "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
+            "flops": flops,
+            "check": check,
+            "peers": {"cygru": dict(status="ok", **tf)},
+            "reset_after_true": tt,
+            "ratio_false_over_true": ratio,
+            "cygru_gflops": flops / (tf["median_ms"] * 1e-3) / 1e9,
+        }
 
     # -- memory ---------------------------------------------------------------------------------
     def memory_case(self):
         import tracemalloc
+
         np, cygru = self.np, self.cygru
         _, B, I, H, L, D = FORWARD_CASES["long-seq"]
         gru = cygru.GRU(I, H, L, bidirectional=(D == 2), seed=0)
         rows = []
         for T in MEMORY_TS:
             x = self._rng(4).standard_normal((T, B, I), dtype=np.float32)
-            gru(x)                                         # warm-up outside tracing
+            gru(x)  # warm-up outside tracing
             peaks = []
             for _ in range(2):
                 gc.collect()
@@ -682,15 +782,26 @@ class Worker:
                 peaks.append(peak - base - out.nbytes - h_n.nbytes)
                 del out, h_n
             beyond = max(peaks)
-            rows.append({"T": T, "B": B, "I": I, "H": H,
-                         "output_mib": T * B * D * H * 4 / 2 ** 20,
-                         "peak_beyond_output_mib": beyond / 2 ** 20})
-            self.log(f"memory: long-seq T={T}: peak beyond output {beyond / 2 ** 20:.3f} MiB "
-                     f"(output {rows[-1]['output_mib']:.1f} MiB)")
-        return {"rows": rows,
-                "method": "tracemalloc peak during one forward call minus the output arrays "
-                          "(NumPy reports its allocations to tracemalloc; plain C malloc and "
-                          "OpenBLAS's internal buffers are not seen)"}
+            rows.append(
+                {
+                    "T": T,
+                    "B": B,
+                    "I": I,
+                    "H": H,
+                    "output_mib": T * B * D * H * 4 / 2**20,
+                    "peak_beyond_output_mib": beyond / 2**20,
+                }
+            )
+            self.log(
+                f"memory: long-seq T={T}: peak beyond output {beyond / 2**20:.3f} MiB "
+                f"(output {rows[-1]['output_mib']:.1f} MiB)"
+            )
+        return {
+            "rows": rows,
+            "method": "tracemalloc peak during one forward call minus the output arrays "
+            "(NumPy reports its allocations to tracemalloc; plain C malloc and "
+            "OpenBLAS's internal buffers are not seen)",
+        }
 
 
 class _nullcontext:
@@ -714,6 +825,7 @@ def worker_main(args):
 def _json_default(o):
     try:
         import numpy as np
+
         if isinstance(o, np.generic):
             return o.item()
         if isinstance(o, np.ndarray):
@@ -759,33 +871,39 @@ def _git_head():
 def environment_info(w):
     import numpy
     import scipy
+
     info = {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else None,
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "versions": {"numpy": numpy.__version__, "scipy": scipy.__version__,
-                     "cygru": w.cygru.__version__,
-                     "torch": w.torch.__version__ if w.torch is not None else None,
-                     "onnxruntime": w.ort.__version__ if w.ort is not None else None},
+        "versions": {
+            "numpy": numpy.__version__,
+            "scipy": scipy.__version__,
+            "cygru": w.cygru.__version__,
+            "torch": w.torch.__version__ if w.torch is not None else None,
+            "onnxruntime": w.ort.__version__ if w.ort is not None else None,
+        },
         "git_head": _git_head(),
     }
     if hasattr(w.cygru, "get_num_threads"):
         info["cygru_num_threads"] = w.cygru.get_num_threads()
     try:
         import threadpoolctl
+
         info["versions"]["threadpoolctl"] = threadpoolctl.__version__
     except ImportError:
         pass
     try:
         import onnx
+
         info["versions"]["onnx"] = onnx.__version__
     except ImportError:
         pass
     try:
         from cygru import _blas
+
         info["blas"] = _blas.blas_name()
     except Exception as exc:  # the BLAS name is informational only
         info["blas"] = f"unknown ({exc})"
@@ -796,19 +914,31 @@ def environment_info(w):
 # parent: run the workers, report
 # ============================================================================================
 
+
 def run_workers(args):
     runs = {}
     for n in args.threads:
         env = dict(os.environ)
-        for var in ("CYGRU_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "MKL_NUM_THREADS"):
+        for var in (
+            "CYGRU_NUM_THREADS",
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+        ):
             env[var] = str(n)
-        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                    else "")
+        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         fd, out = tempfile.mkstemp(prefix=f"cygru-bench-{n}-", suffix=".json")
         os.close(fd)
-        cmd = [sys.executable, os.path.abspath(__file__), "--_worker", str(n), "--_out", out,
-               "--cases", *args.cases]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--_worker",
+            str(n),
+            "--_out",
+            out,
+            "--cases",
+            *args.cases,
+        ]
         if args.quick:
             cmd.append("--quick")
         if args.repeat:
@@ -854,8 +984,9 @@ def _peer_cell(entry, unit="ms"):
         return "—"
     if "median_ms" in entry:
         return _fmt_time(entry["median_ms"], unit)
-    return {"mismatch": "MISMATCH", "skipped": "skip", "unavailable": "n/a",
-            "error": "error"}.get(entry["status"], entry["status"])
+    return {"mismatch": "MISMATCH", "skipped": "skip", "unavailable": "n/a", "error": "error"}.get(
+        entry["status"], entry["status"]
+    )
 
 
 def case_label(case, info):
@@ -880,20 +1011,30 @@ def case_noise(case, info):
         timed.append(("reset_after=True", info["reset_after_true"]))
     noisy = []
     for label, e in timed:
-        if e and len(e.get("samples_ms", [])) > 1 and \
-                max(e["samples_ms"]) > NOISY_SPREAD * min(e["samples_ms"]):
-            noisy.append(f"{label} {_fmt_time(min(e['samples_ms']), unit)}–"
-                         f"{_fmt_time(max(e['samples_ms']), unit)}")
+        if (
+            e
+            and len(e.get("samples_ms", [])) > 1
+            and max(e["samples_ms"]) > NOISY_SPREAD * min(e["samples_ms"])
+        ):
+            noisy.append(
+                f"{label} {_fmt_time(min(e['samples_ms']), unit)}–"
+                f"{_fmt_time(max(e['samples_ms']), unit)}"
+            )
     return noisy
 
 
 def main_table(runs, cases):
     other = [p for p in PEERS if p != "cygru"]
-    head = (["case", "threads"] + [f"{PEER_SHORT[p]} ms" for p in PEERS]
-            + [f"{PEER_SHORT[p]}/cygru" for p in other]
-            + ["cygru GFLOP/s", "% sgemm peak", "notes"])
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join(["---", "---:"] + ["---:"] * (len(head) - 3) + ["---"]) + "|"]
+    head = (
+        ["case", "threads"]
+        + [f"{PEER_SHORT[p]} ms" for p in PEERS]
+        + [f"{PEER_SHORT[p]}/cygru" for p in other]
+        + ["cygru GFLOP/s", "% sgemm peak", "notes"]
+    )
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---", "---:"] + ["---:"] * (len(head) - 3) + ["---"]) + "|",
+    ]
     for case in cases:
         if case == "memory":
             continue
@@ -920,24 +1061,31 @@ def main_table(runs, cases):
             cells.append(f"{g:.1f}" if g else "—")
             cells.append(f"{100 * g / peak:.0f}%" if g and peak else "—")
             if case == "reset-after-false":
-                notes.insert(0, f"{info['ratio_false_over_true']:.2f}x the time of "
-                                f"reset_after=True ({_fmt_ms(info['reset_after_true']['median_ms'])}"
-                                " ms)")
+                notes.insert(
+                    0,
+                    f"{info['ratio_false_over_true']:.2f}x the time of "
+                    f"reset_after=True ({_fmt_ms(info['reset_after_true']['median_ms'])}"
+                    " ms)",
+                )
             if case == "cell":
                 notes.insert(0, "µs per call from Python")
             noisy = case_noise(case, info)
             if noisy:
                 la = info.get("loadavg_after")
-                notes.append(f"NOISY{f' (load avg {la:.1f})' if la is not None else ''}: "
-                             f"samples {', '.join(noisy)}")
+                notes.append(
+                    f"NOISY{f' (load avg {la:.1f})' if la is not None else ''}: "
+                    f"samples {', '.join(noisy)}"
+                )
             cells.append("; ".join(notes))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def memory_table(runs):
-    lines = ["| case | threads | T | output MiB | peak beyond output MiB |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| case | threads | T | output MiB | peak beyond output MiB |",
+        "|---|---:|---:|---:|---:|",
+    ]
     any_row = False
     for n, run in runs.items():
         mem = run.get("memory")
@@ -945,8 +1093,10 @@ def memory_table(runs):
             continue
         for r in mem["rows"]:
             any_row = True
-            lines.append(f"| long-seq forward (T,{r['B']},{r['I']},{r['H']},1,1) | {n} | {r['T']} "
-                         f"| {r['output_mib']:.1f} | {r['peak_beyond_output_mib']:.3f} |")
+            lines.append(
+                f"| long-seq forward (T,{r['B']},{r['I']},{r['H']},1,1) | {n} | {r['T']} "
+                f"| {r['output_mib']:.1f} | {r['peak_beyond_output_mib']:.3f} |"
+            )
     return "\n".join(lines) if any_row else None
 
 
@@ -995,19 +1145,28 @@ def evaluate_targets(runs, cases):
             e = info["peers"].get(peer, {})
             if c and "median_ms" in e:
                 ratio = e["median_ms"] / c
-                row.update(value=ratio, measured=f"{PEER_SHORT[peer]}/cygru {ratio:.2f}x",
-                           result="PASS" if ratio >= thr else "MISS")
+                row.update(
+                    value=ratio,
+                    measured=f"{PEER_SHORT[peer]}/cygru {ratio:.2f}x",
+                    result="PASS" if ratio >= thr else "MISS",
+                )
             else:
-                row.update(result="n/a", measured=f"{PEER_LABEL[peer]}: "
-                           f"{e.get('status', 'not run')}")
+                row.update(
+                    result="n/a", measured=f"{PEER_LABEL[peer]}: {e.get('status', 'not run')}"
+                )
         elif kind == "ratio":
             r = info["ratio_false_over_true"]
-            row.update(value=r, measured=f"{r:.2f}x the time of reset_after=True",
-                       result="PASS" if r <= thr else "MISS")
+            row.update(
+                value=r,
+                measured=f"{r:.2f}x the time of reset_after=True",
+                result="PASS" if r <= thr else "MISS",
+            )
         else:
             ok, measured, small, flat = memory_verdict(info)
-            row.update(measured=measured + ("" if flat else " (grows with T)"),
-                       result="PASS" if ok else "MISS")
+            row.update(
+                measured=measured + ("" if flat else " (grows with T)"),
+                result="PASS" if ok else "MISS",
+            )
         out.append(row)
     return judge, out
 
@@ -1025,14 +1184,18 @@ def targets_table(judge, rows):
 def make_png(runs, judge, path, title_extra):
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
         print(f"note: matplotlib not installed ({exc}): no chart written")
         return False
     run = runs[judge]
-    cases = [c for c in list(FORWARD_CASES) + ["training", "cell", "reset-after-false"]
-             if c in run["cases"]]
+    cases = [
+        c
+        for c in list(FORWARD_CASES) + ["training", "cell", "reset-after-false"]
+        if c in run["cases"]
+    ]
     if not cases:
         return False
     labels = [case_label(c, run["cases"][c]).replace(" (", "\n(") for c in cases]
@@ -1050,16 +1213,25 @@ def make_png(runs, judge, path, title_extra):
         if xs:
             bars = ax.bar(xs, ys, width, label=PEER_LABEL[p], color=colors[p])
             for b, y in zip(bars, ys):
-                ax.text(b.get_x() + b.get_width() / 2, y * 1.08, _fmt_ms(y), ha="center",
-                        va="bottom", fontsize=6, rotation=90)
+                ax.text(
+                    b.get_x() + b.get_width() / 2,
+                    y * 1.08,
+                    _fmt_ms(y),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                    rotation=90,
+                )
     ax.set_yscale("log")
     lo, hi = ax.get_ylim()
-    ax.set_ylim(lo, hi * 6)          # room for the value labels above the bars
+    ax.set_ylim(lo, hi * 6)  # room for the value labels above the bars
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("median ms per call (log scale, lower is better)")
-    ax.set_title(f"cygru vs peers, float32, {judge} thread{'s' if judge > 1 else ''}"
-                 f"{title_extra}", fontsize=9)
+    ax.set_title(
+        f"cygru vs peers, float32, {judge} thread{'s' if judge > 1 else ''}{title_extra}",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
@@ -1072,22 +1244,46 @@ def make_png(runs, judge, path, title_extra):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description="Benchmark cygru against PyTorch, ONNX Runtime and the NumPy reference "
-                    "(float32, CPU).")
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                    help="thread counts to run, each in its own process (default: 1 2)")
-    ap.add_argument("--repeat", type=int, default=None,
-                    help="fixed number of timed samples per peer and case (default: adaptive, "
-                         "~1.5 s of samples per peer)")
-    ap.add_argument("--quick", action="store_true",
-                    help="5x shorter timing (0.3 s of samples per peer and case); NumPy reference "
-                         "only where a call takes < 0.5 s")
-    ap.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"),
-                    help="where to write the results (default: benchmarks/results/latest.json)")
-    ap.add_argument("--png", default=os.path.join(HERE, "results", "latest.png"),
-                    help="where to write the chart (default: benchmarks/results/latest.png); "
-                         "'' for none")
-    ap.add_argument("--cases", nargs="+", default=ALL_CASES, choices=ALL_CASES, metavar="CASE",
-                    help="cases to run (default: all): " + ", ".join(ALL_CASES))
+        "(float32, CPU)."
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="thread counts to run, each in its own process (default: 1 2)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="fixed number of timed samples per peer and case (default: adaptive, "
+        "~1.5 s of samples per peer)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="5x shorter timing (0.3 s of samples per peer and case); NumPy reference "
+        "only where a call takes < 0.5 s",
+    )
+    ap.add_argument(
+        "--json",
+        default=os.path.join(HERE, "results", "latest.json"),
+        help="where to write the results (default: benchmarks/results/latest.json)",
+    )
+    ap.add_argument(
+        "--png",
+        default=os.path.join(HERE, "results", "latest.png"),
+        help="where to write the chart (default: benchmarks/results/latest.png); '' for none",
+    )
+    ap.add_argument(
+        "--cases",
+        nargs="+",
+        default=ALL_CASES,
+        choices=ALL_CASES,
+        metavar="CASE",
+        help="cases to run (default: all): " + ", ".join(ALL_CASES),
+    )
     ap.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1105,8 +1301,11 @@ def main(argv=None):
     if args._worker is not None:
         return worker_main(args)
     t_start = time.perf_counter()
-    print(f"cygru benchmarks: cases {', '.join(args.cases)}; threads "
-          f"{' '.join(map(str, args.threads))}{'; quick' if args.quick else ''}", flush=True)
+    print(
+        f"cygru benchmarks: cases {', '.join(args.cases)}; threads "
+        f"{' '.join(map(str, args.threads))}{'; quick' if args.quick else ''}",
+        flush=True,
+    )
     runs = run_workers(args)
     if not runs:
         print("no worker finished: nothing to report", file=sys.stderr)
@@ -1114,40 +1313,60 @@ def main(argv=None):
     env = next(iter(runs.values()))["environment"]
     judge, targets = evaluate_targets(runs, args.cases)
     v = env["versions"]
-    header = (f"CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs); "
-              f"BLAS: {env.get('blas')}; Python {env['python']}; "
-              + ", ".join(f"{k} {val}" for k, val in v.items() if val))
-    loads = ", ".join(f"{n} threads {r['loadavg_start']:.1f}" for n, r in runs.items()
-                      if r.get("loadavg_start") is not None)
+    header = (
+        f"CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs); "
+        f"BLAS: {env.get('blas')}; Python {env['python']}; "
+        + ", ".join(f"{k} {val}" for k, val in v.items() if val)
+    )
+    loads = ", ".join(
+        f"{n} threads {r['loadavg_start']:.1f}"
+        for n, r in runs.items()
+        if r.get("loadavg_start") is not None
+    )
     if loads:
         header += f"\n\n1-min load average when each worker started: {loads}"
         busy = [r["loadavg_start"] for r in runs.values() if r.get("loadavg_start") is not None]
         if busy and max(busy) > 0.5 * (env.get("cpu_count") or 1):
-            header += (" — **the machine was busy: timings are noisy; rows marked NOISY had "
-                       f"samples spreading > {NOISY_SPREAD}x; re-run when it is idle**")
-    report = ["", "## Results (float32, median over repeated runs)", "", header, "",
-              "Ratios are peer time / cygru time: > 1 means cygru is faster. "
-              "`skip`: not run (see notes); `n/a`: peer not installed; "
-              "`MISMATCH`: output differs from cygru, not timed.", "",
-              main_table(runs, args.cases), ""]
+            header += (
+                " — **the machine was busy: timings are noisy; rows marked NOISY had "
+                f"samples spreading > {NOISY_SPREAD}x; re-run when it is idle**"
+            )
+    report = [
+        "",
+        "## Results (float32, median over repeated runs)",
+        "",
+        header,
+        "",
+        "Ratios are peer time / cygru time: > 1 means cygru is faster. "
+        "`skip`: not run (see notes); `n/a`: peer not installed; "
+        "`MISMATCH`: output differs from cygru, not timed.",
+        "",
+        main_table(runs, args.cases),
+        "",
+    ]
     mt = memory_table(runs)
     if mt:
         report += ["### Memory (tracemalloc)", "", mt, ""]
     report += ["### SciPy sgemm peak (same run)", "", sgemm_table(runs), ""]
     if targets:
-        note = "" if judge == JUDGE_THREADS else \
-            f" (2 threads not run: judged at {judge} threads)"
+        note = "" if judge == JUDGE_THREADS else f" (2 threads not run: judged at {judge} threads)"
         report += [f"### Targets{note}", "", targets_table(judge, targets), ""]
     mismatches = [m for r in runs.values() for m in r.get("mismatches", [])]
     notes = list(dict.fromkeys(n for r in runs.values() for n in r.get("notes", [])))
     if mismatches:
         report += ["### !!! Correctness MISMATCHES (these peers were not timed) !!!", ""]
-        report += [f"- {m['threads']} threads, {m['case']}: {PEER_LABEL[m['peer']]} "
-                   f"{m['what']}: max abs diff {m['max_abs_diff']:.3g}" for m in mismatches]
+        report += [
+            f"- {m['threads']} threads, {m['case']}: {PEER_LABEL[m['peer']]} "
+            f"{m['what']}: max abs diff {m['max_abs_diff']:.3g}"
+            for m in mismatches
+        ]
         report.append("")
     else:
-        report += ["All peers matched cygru before timing (max abs diff <= 1e-4; gradients "
-                   "relative to their scale).", ""]
+        report += [
+            "All peers matched cygru before timing (max abs diff <= 1e-4; gradients "
+            "relative to their scale).",
+            "",
+        ]
     if notes:
         report += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     total = time.perf_counter() - t_start
@@ -1155,12 +1374,18 @@ def main(argv=None):
     text = "\n".join(report)
     print(text, flush=True)
 
-    result = {"machine": env, "args": {k: v for k, v in vars(args).items()
-                                       if not k.startswith("_")},
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "runs": {str(n): r for n, r in runs.items()},
-              "judged_at_threads": judge, "targets": targets, "mismatches": mismatches,
-              "notes": notes, "total_wall_s": total, "report_markdown": text}
+    result = {
+        "machine": env,
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "runs": {str(n): r for n, r in runs.items()},
+        "judged_at_threads": judge,
+        "targets": targets,
+        "mismatches": mismatches,
+        "notes": notes,
+        "total_wall_s": total,
+        "report_markdown": text,
+    }
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

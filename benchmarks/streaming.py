@@ -32,6 +32,7 @@ The C API's cost beyond the math is "C API" minus "raw kernel"; Python's is
 "GRUCell" minus "raw kernel". These machines are noisy: read the medians, and the
 spread (min-max over the samples) printed beside them.
 """
+
 import argparse
 import json
 import os
@@ -57,6 +58,7 @@ def build_example(build_dir):
     import importlib.util
 
     import cygru
+
     os.makedirs(build_dir, exist_ok=True)
     for name in ("setup.py", "stream.pyx"):
         src, dst = os.path.join(EXAMPLE, name), os.path.join(build_dir, name)
@@ -65,8 +67,13 @@ def build_example(build_dir):
     env = dict(os.environ)
     cygru_root = os.path.dirname(os.path.dirname(os.path.abspath(cygru.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([cygru_root] + [p for p in [env.get("PYTHONPATH")] if p])
-    proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build_dir,
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=build_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         sys.exit(f"building {EXAMPLE} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     so = [f for f in os.listdir(build_dir) if f.startswith("stream") and f.endswith(".so")]
@@ -84,8 +91,12 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=20000, help="steps per nogil-loop sample")
     ap.add_argument("--calls", type=int, default=2000, help="Python calls per sample")
     ap.add_argument("--repeat", type=int, default=21, help="samples per way (median)")
-    ap.add_argument("--blas-threads", type=int, default=1,
-                    help="limit BLAS to this many threads (0: leave as is)")
+    ap.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="limit BLAS to this many threads (0: leave as is)",
+    )
     ap.add_argument("--build-dir", default=None, help="where to build the example (kept)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -107,6 +118,7 @@ def main(argv=None):
     if args.blas_threads > 0:
         try:
             from threadpoolctl import threadpool_limits
+
             threadpool_limits(args.blas_threads)
             blas_note = f"BLAS limited to {args.blas_threads} thread(s)"
         except ImportError:
@@ -114,7 +126,7 @@ def main(argv=None):
 
     B, I, H = args.batch, args.input, args.hidden
     rng = np.random.default_rng(0)
-    cell = cygru.GRUCell(I, H, seed=0)                      # float32
+    cell = cygru.GRUCell(I, H, seed=0)  # float32
     weights = capi.export_weights(cell)
     x = (0.1 * rng.standard_normal((B, I))).astype(np.float32)
     xs = np.ascontiguousarray(np.broadcast_to(x, (args.frames, B, I)))
@@ -146,6 +158,7 @@ def main(argv=None):
         return (time.perf_counter() - t) / args.frames
 
     if B == 1:
+
         def c_in_module():
             return capi._time_steps(weights, args.frames) / args.frames
 
@@ -154,23 +167,31 @@ def main(argv=None):
     else:
         c_in_module = raw_kernel = None
 
-    ways = [("GRUCell (Python)", python_cell), ("CellStream.push (Python)", python_push),
-            ("C API, downstream nogil loop", c_downstream),
-            ("C API, in-module nogil loop", c_in_module), ("raw kernel (the math)", raw_kernel)]
+    ways = [
+        ("GRUCell (Python)", python_cell),
+        ("CellStream.push (Python)", python_push),
+        ("C API, downstream nogil loop", c_downstream),
+        ("C API, in-module nogil loop", c_in_module),
+        ("raw kernel (the math)", raw_kernel),
+    ]
     ways = [(n, f) for n, f in ways if f is not None]
     samples = {n: [] for n, _ in ways}
-    for _, f in ways:                                        # warm up
+    for _, f in ways:  # warm up
         f()
     for _ in range(args.repeat):
         for n, f in ways:
             samples[n].append(f())
     med = {n: statistics.median(v) for n, v in samples.items()}
 
-    print(f"cygru {cygru.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; {blas_note}; example built in {build_s:.1f} s")
-    print(f"GRUCell float32 step, B={B}, I={I}, H={H}; medians of {args.repeat} samples "
-          f"({args.calls} Python calls / {args.frames} C steps each); "
-          f"C vs Python states max |diff| {max_diff:.1e}")
+    print(
+        f"cygru {cygru.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; {blas_note}; example built in {build_s:.1f} s"
+    )
+    print(
+        f"GRUCell float32 step, B={B}, I={I}, H={H}; medians of {args.repeat} samples "
+        f"({args.calls} Python calls / {args.frames} C steps each); "
+        f"C vs Python states max |diff| {max_diff:.1e}"
+    )
     print()
     print(f"| {'way':<30} | {'per step':>12} | {'spread (min-max)':>22} |")
     print(f"|{'-' * 32}|{'-' * 14}:|{'-' * 24}:|")
@@ -190,19 +211,34 @@ def main(argv=None):
         for n in samples:
             if n != "raw kernel (the math)":
                 paired[n] = statistics.median(a - b for a, b in zip(samples[n], raw))
-        print(f"C API beyond the math (median paired difference): downstream "
-              f"{paired['C API, downstream nogil loop'] * 1e9:+.0f} ns, in-module "
-              f"{paired['C API, in-module nogil loop'] * 1e9:+.0f} ns per step")
-        print(f"Python beyond the math: GRUCell {paired['GRUCell (Python)'] * 1e6:.2f} us, "
-              f"CellStream.push {paired['CellStream.push (Python)'] * 1e6:.2f} us per call")
-    print(f"GRUCell from Python / C API loop: "
-          f"{med['GRUCell (Python)'] / med['C API, downstream nogil loop']:.1f}x")
+        print(
+            f"C API beyond the math (median paired difference): downstream "
+            f"{paired['C API, downstream nogil loop'] * 1e9:+.0f} ns, in-module "
+            f"{paired['C API, in-module nogil loop'] * 1e9:+.0f} ns per step"
+        )
+        print(
+            f"Python beyond the math: GRUCell {paired['GRUCell (Python)'] * 1e6:.2f} us, "
+            f"CellStream.push {paired['CellStream.push (Python)'] * 1e6:.2f} us per call"
+        )
+    print(
+        f"GRUCell from Python / C API loop: "
+        f"{med['GRUCell (Python)'] / med['C API, downstream nogil loop']:.1f}x"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"sizes": {"B": B, "I": I, "H": H}, "median_s": med,
-                       "beyond_math_s": paired, "samples_s": samples,
-                       "max_abs_diff": max_diff, "machine": platform.machine(),
-                       "cpus": os.cpu_count()}, f, indent=1)
+            json.dump(
+                {
+                    "sizes": {"B": B, "I": I, "H": H},
+                    "median_s": med,
+                    "beyond_math_s": paired,
+                    "samples_s": samples,
+                    "max_abs_diff": max_diff,
+                    "machine": platform.machine(),
+                    "cpus": os.cpu_count(),
+                },
+                f,
+                indent=1,
+            )
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
 

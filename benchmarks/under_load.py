@@ -33,6 +33,7 @@ the tables show the median sample and the interquartile range.
 
 See benchmarks/README.md ("Busy machines") for how to read the output.
 """
+
 import argparse
 import json
 import os
@@ -68,15 +69,22 @@ PEERS = ["cygru", "ort"]
 PEER_LABEL = {"cygru": "cygru", "ort": "ONNX Runtime"}
 PEER_SHORT = {"cygru": "cygru", "ort": "ORT"}
 ATOL = _run.ATOL
-MAX_SLOWDOWN = 2.0            # target: under load within 2x of the idle time
-MAX_RATIO = 1.0               # target: cygru / ORT under the same load <= 1
-KERNEL_MAP_BYTES = 4 << 20    # the kernel loop maps, touches and unmaps this much per round
-SAMPLE_CAP = 4.0              # a sample stops after SAMPLE_CAP * sample_s (>= 1 call)
-READY_TIMEOUT_S = 120.0       # for a child to start (imports, model load, first call)
-REPLY_TIMEOUT_S = 600.0       # for one request to a measurement worker
+MAX_SLOWDOWN = 2.0  # target: under load within 2x of the idle time
+MAX_RATIO = 1.0  # target: cygru / ORT under the same load <= 1
+KERNEL_MAP_BYTES = 4 << 20  # the kernel loop maps, touches and unmaps this much per round
+SAMPLE_CAP = 4.0  # a sample stops after SAMPLE_CAP * sample_s (>= 1 call)
+READY_TIMEOUT_S = 120.0  # for a child to start (imports, model load, first call)
+REPLY_TIMEOUT_S = 600.0  # for one request to a measurement worker
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-THREAD_ENV = ("CYGRU_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-              "MKL_NUM_THREADS", "OMP_THREAD_LIMIT", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+THREAD_ENV = (
+    "CYGRU_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OMP_THREAD_LIMIT",
+    "GOMP_SPINCOUNT",
+    "OMP_WAIT_POLICY",
+)
 
 
 def _now():
@@ -87,23 +95,27 @@ def _now():
 # children: measurement workers, load processes, twins
 # ============================================================================================
 
+
 def _die_with_parent(parent_pid):
     """Ask Linux to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG)."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         pass
-    if parent_pid and os.getppid() != parent_pid:      # the parent died before prctl
+    if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl
         os._exit(0)
 
 
 def _case_files(workdir, case):
-    return {"npz": os.path.join(workdir, f"{case}.npz"),
-            "onnx": os.path.join(workdir, f"{case}.onnx"),
-            "x": os.path.join(workdir, f"{case}-x.npy")}
+    return {
+        "npz": os.path.join(workdir, f"{case}.npz"),
+        "onnx": os.path.join(workdir, f"{case}.onnx"),
+        "x": os.path.join(workdir, f"{case}-x.npy"),
+    }
 
 
 class _Model:
@@ -111,12 +123,14 @@ class _Model:
 
     def __init__(self, lib, case, workdir):
         import numpy as np
+
         T, B, I, H, L, D = CASES[case]
         files = _case_files(workdir, case)
         self.x = np.load(files["x"])
         self.info = {}
         if lib == "cygru":
             import cygru
+
             gru = cygru.GRU(I, H, L, bidirectional=(D == 2))
             with np.load(files["npz"]) as z:
                 gru.load_state_dict({k: z[k] for k in z.files})
@@ -126,13 +140,15 @@ class _Model:
             self.info["cygru_num_threads"] = cygru.get_num_threads()
         else:
             import onnxruntime as ort
+
             ort.set_default_logger_severity(3)
             before = _task_count()
-            so = ort.SessionOptions()          # defaults: no thread counts set
+            so = ort.SessionOptions()  # defaults: no thread counts set
             self.info["ort_intra_op_num_threads_setting"] = so.intra_op_num_threads
             self.info["ort_inter_op_num_threads_setting"] = so.inter_op_num_threads
-            sess = ort.InferenceSession(files["onnx"], sess_options=so,
-                                        providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                files["onnx"], sess_options=so, providers=["CPUExecutionProvider"]
+            )
             after = _task_count()
             if before is not None and after is not None:
                 # ORT's intra-op pool has (intra-op threads - 1) threads; the caller is the last
@@ -153,6 +169,7 @@ def _task_count():
 def _sample(fn, inner, warm_s, cap_s):
     """Untimed calls for warm_s (>= 1), then up to `inner` timed calls (stop past cap_s)."""
     import resource
+
     end = _now() + warm_s
     fn()
     while _now() < end:
@@ -170,16 +187,21 @@ def _sample(fn, inner, warm_s, cap_s):
     wall = _now() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    return {"mean_ms": 1e3 * sum(times) / len(times), "calls": len(times),
-            "median_call_ms": 1e3 * statistics.median(times), "max_call_ms": 1e3 * max(times),
-            "cpu_cores": cpu / wall if wall > 0 else None, "wall_s": wall}
+    return {
+        "mean_ms": 1e3 * sum(times) / len(times),
+        "calls": len(times),
+        "median_call_ms": 1e3 * statistics.median(times),
+        "max_call_ms": 1e3 * max(times),
+        "cpu_cores": cpu / wall if wall > 0 else None,
+        "wall_s": wall,
+    }
 
 
 def measure_main(args):
     """A measurement worker: JSON requests on stdin, JSON replies on the saved stdout."""
     _die_with_parent(args._parent)
     proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)                    # anything a library prints goes to stderr, not the protocol
+    os.dup2(2, 1)  # anything a library prints goes to stderr, not the protocol
     models = {}
     while True:
         line = sys.stdin.readline()
@@ -192,6 +214,7 @@ def measure_main(args):
                 break
             if cmd == "setup":
                 import numpy as np
+
                 m = _Model(args._lib, req["case"], req["workdir"])
                 models[req["case"]] = m
                 t0 = _now()
@@ -205,12 +228,16 @@ def measure_main(args):
                     a = _now()
                     m.call()
                     times.append(_now() - a)
-                reply = {"ok": True, "out": path, "first_call_ms": 1e3 * first,
-                         "estimate_ms": 1e3 * statistics.median(times[1:]), "info": m.info}
+                reply = {
+                    "ok": True,
+                    "out": path,
+                    "first_call_ms": 1e3 * first,
+                    "estimate_ms": 1e3 * statistics.median(times[1:]),
+                    "info": m.info,
+                }
             elif cmd == "sample":
                 m = models[req["case"]]
-                reply = {"ok": True, **_sample(m.call, req["inner"], req["warm_s"],
-                                               req["cap_s"])}
+                reply = {"ok": True, **_sample(m.call, req["inner"], req["warm_s"], req["cap_s"])}
             elif cmd == "drop":
                 models.pop(req["case"], None)
                 reply = {"ok": True}
@@ -218,6 +245,7 @@ def measure_main(args):
                 reply = {"ok": False, "error": f"unknown command {cmd!r}"}
         except Exception as exc:  # report it to the parent, which decides
             import traceback
+
             traceback.print_exc()
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         proto.write(json.dumps(reply) + "\n")
@@ -237,13 +265,14 @@ def load_main(args):
     elif args._kind == "spin":
         print("ready", flush=True)
         n = 0
-        while True:                 # user space only: no system calls, no allocation
+        while True:  # user space only: no system calls, no allocation
             n += 1
     elif args._kind == "kernel":
         import mmap
+
         size, page = KERNEL_MAP_BYTES, mmap.PAGESIZE
         first = True
-        while True:                 # mmap, one write per page (a page fault each), munmap
+        while True:  # mmap, one write per page (a page fault each), munmap
             m = mmap.mmap(-1, size)
             for off in range(0, size, page):
                 m[off] = 1
@@ -257,6 +286,7 @@ def load_main(args):
 # ============================================================================================
 # parent: the child processes
 # ============================================================================================
+
 
 class ChildDied(RuntimeError):
     pass
@@ -279,7 +309,7 @@ def proc_cpu(pid):
             s = f.read()
     except OSError:
         return None
-    fields = s[s.rindex(")") + 2:].split()      # fields from 3 (state) on; comm may have spaces
+    fields = s[s.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may have spaces
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
@@ -289,16 +319,30 @@ class Child:
     def __init__(self, registry, role, argv, label, stdin=False):
         self.role, self.label = role, label
         self.buf = b""
-        cmd = [sys.executable, os.path.abspath(__file__), "--_role", role,
-               "--_parent", str(os.getpid()), "--_run-id", registry.run_id] + argv
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--_role",
+            role,
+            "--_parent",
+            str(os.getpid()),
+            "--_run-id",
+            registry.run_id,
+        ] + argv
         # no Ctrl-C / SIGTERM between starting the process and registering it (the child
         # unblocks them again in _die_with_parent)
         old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=None, env=registry.env, cwd=ROOT,
-                start_new_session=True, bufsize=0)
+                cmd,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=None,
+                env=registry.env,
+                cwd=ROOT,
+                start_new_session=True,
+                bufsize=0,
+            )
             self.pid = self.proc.pid
             registry.add(self)
         finally:
@@ -312,14 +356,16 @@ class Child:
         while b"\n" not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"{self.label} (pid {self.pid}) did not answer in "
-                                   f"{timeout:.0f} s")
+                raise TimeoutError(
+                    f"{self.label} (pid {self.pid}) did not answer in {timeout:.0f} s"
+                )
             r, _, _ = select.select([fd], [], [], left)
             if r:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
-                    raise ChildDied(f"{self.label} (pid {self.pid}) exited "
-                                    f"(status {self.proc.wait()})")
+                    raise ChildDied(
+                        f"{self.label} (pid {self.pid}) exited (status {self.proc.wait()})"
+                    )
                 self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return line.decode()
@@ -355,7 +401,7 @@ class Child:
         if self.proc.poll() is None and self.cpu_at_kill is None:
             self.cpu_at_kill = self.cpu()
         try:
-            os.killpg(self.pid, signal.SIGKILL)    # its own group: pgid == pid
+            os.killpg(self.pid, signal.SIGKILL)  # its own group: pgid == pid
         except (ProcessLookupError, PermissionError):
             pass
         try:
@@ -377,8 +423,9 @@ class Registry:
         self.run_id = run_id
         self.children = []
         self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = ROOT + (os.pathsep + self.env["PYTHONPATH"]
-                                         if self.env.get("PYTHONPATH") else "")
+        self.env["PYTHONPATH"] = ROOT + (
+            os.pathsep + self.env["PYTHONPATH"] if self.env.get("PYTHONPATH") else ""
+        )
 
     def add(self, child):
         self.children.append(child)
@@ -409,12 +456,13 @@ def ready_and_pause(children):
     for c in children:
         c.wait_ready()
         c.pause()
-        c.cpu_at_ready = c.cpu()     # the loop's CPU time is counted from here
+        c.cpu_at_ready = c.cpu()  # the loop's CPU time is counted from here
 
 
 # ============================================================================================
 # parent: one case
 # ============================================================================================
+
 
 def _quantiles(v):
     """(p25, median, p75) by linear interpolation (statistics.quantiles, 'inclusive')."""
@@ -426,6 +474,7 @@ def _quantiles(v):
 
 def _maxdiff(a, b):
     import numpy as np
+
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         return float("inf")
@@ -437,6 +486,7 @@ def write_case_files(case, workdir, have_onnx):
     import numpy as np
 
     import cygru
+
     T, B, I, H, L, D = CASES[case]
     files = _case_files(workdir, case)
     gru = cygru.GRU(I, H, L, bidirectional=(D == 2), seed=0)
@@ -449,16 +499,21 @@ def write_case_files(case, workdir, have_onnx):
 def run_case(case, args, reg, workers, loads, workdir, peers, log):
     """Check, estimate, then the interleaved repetitions. Returns the case's result dict."""
     import numpy as np
+
     T, B, I, H, L, D = CASES[case]
     res = {"shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D), "peers": {}, "check": {}}
     write_case_files(case, workdir, "ort" in peers)
     setups = {}
     for p in peers:
-        setups[p] = workers[p].request({"cmd": "setup", "case": case, "workdir": workdir,
-                                        "estimate_s": args.estimate_s})
-        res["peers"][p] = {"status": "ok", "first_call_ms": setups[p]["first_call_ms"],
-                           "idle_estimate_ms": setups[p]["estimate_ms"],
-                           "info": setups[p]["info"]}
+        setups[p] = workers[p].request(
+            {"cmd": "setup", "case": case, "workdir": workdir, "estimate_s": args.estimate_s}
+        )
+        res["peers"][p] = {
+            "status": "ok",
+            "first_call_ms": setups[p]["first_call_ms"],
+            "idle_estimate_ms": setups[p]["estimate_ms"],
+            "info": setups[p]["info"],
+        }
     timed = ["cygru"]
     if "ort" in peers:
         with np.load(setups["cygru"]["out"]) as a, np.load(setups["ort"]["out"]) as b:
@@ -470,32 +525,45 @@ def run_case(case, args, reg, workers, loads, workdir, peers, log):
             log(f"{case}: outputs agree (max abs diff {worst:.2g} <= {ATOL:g})")
         else:
             bar = "!" * 78
-            log(f"\n{bar}\n!!! MISMATCH {case}: ONNX Runtime differs from cygru by {worst:.3g} "
-                f"(> {ATOL:g}); ORT NOT timed\n{bar}\n")
+            log(
+                f"\n{bar}\n!!! MISMATCH {case}: ONNX Runtime differs from cygru by {worst:.3g} "
+                f"(> {ATOL:g}); ORT NOT timed\n{bar}\n"
+            )
             res["peers"]["ort"]["status"] = "mismatch"
             res["check"]["status"] = "mismatch"
-    inner = {p: max(1, int(round(args.sample_s / max(setups[p]["estimate_ms"] * 1e-3, 1e-9))))
-             for p in timed}
+    inner = {
+        p: max(1, int(round(args.sample_s / max(setups[p]["estimate_ms"] * 1e-3, 1e-9))))
+        for p in timed
+    }
     for p in timed:
         res["peers"][p]["inner"] = inner[p]
 
-    twins = {p: [start_load(reg, "twin", i, lib=p, case=case, workdir=workdir)
-                 for i in range(args.load_procs)] for p in timed}
+    twins = {
+        p: [
+            start_load(reg, "twin", i, lib=p, case=case, workdir=workdir)
+            for i in range(args.load_procs)
+        ]
+        for p in timed
+    }
     samples = {c: {p: [] for p in timed} for c in CONDITIONS}
     t_case = _now()
     try:
         for p in timed:
             ready_and_pause(twins[p])
-        log(f"{case}: {args.repeat} repetitions x {len(CONDITIONS)} conditions x "
+        log(
+            f"{case}: {args.repeat} repetitions x {len(CONDITIONS)} conditions x "
             f"{len(timed)} libraries; calls per sample "
-            + ", ".join(f"{PEER_SHORT[p]} {inner[p]} (idle ~{setups[p]['estimate_ms']:.3g} ms "
-                        f"per call)" for p in timed))
+            + ", ".join(
+                f"{PEER_SHORT[p]} {inner[p]} (idle ~{setups[p]['estimate_ms']:.3g} ms per call)"
+                for p in timed
+            )
+        )
         cap_s = SAMPLE_CAP * args.sample_s
         for rep in range(args.repeat):
             k = rep % len(CONDITIONS)
             order = CONDITIONS[k:] + CONDITIONS[:k]
             for cond in order:
-                for p in (timed if rep % 2 == 0 else timed[::-1]):
+                for p in timed if rep % 2 == 0 else timed[::-1]:
                     active = twins[p] if cond == "twin" else loads.get(cond, [])
                     for c in active:
                         c.resume()
@@ -503,9 +571,15 @@ def run_case(case, args, reg, workers, loads, workdir, peers, log):
                         time.sleep(args.settle_s)
                         cpu0 = [c.cpu() for c in active]
                         w0 = _now()
-                        s = workers[p].request({"cmd": "sample", "case": case,
-                                                "inner": inner[p], "warm_s": args.warm_s,
-                                                "cap_s": cap_s})
+                        s = workers[p].request(
+                            {
+                                "cmd": "sample",
+                                "case": case,
+                                "inner": inner[p],
+                                "warm_s": args.warm_s,
+                                "cap_s": cap_s,
+                            }
+                        )
                         wall = _now() - w0
                         cpu1 = [c.cpu() for c in active]
                     finally:
@@ -516,13 +590,13 @@ def run_case(case, args, reg, workers, loads, workdir, peers, log):
                     s["rep"] = rep
                     samples[cond][p].append(s)
             if args.progress:
-                log(f"{case}: repetition {rep + 1}/{args.repeat} done "
-                    f"({_now() - t_case:.0f} s)")
+                log(f"{case}: repetition {rep + 1}/{args.repeat} done ({_now() - t_case:.0f} s)")
     finally:
         for p in timed:
             reg.kill(twins[p])
-    res["twin_cpu"] = [{"lib": c.lib, "pid": c.pid, "cpu": c.loop_cpu()}
-                       for p in timed for c in twins[p]]
+    res["twin_cpu"] = [
+        {"lib": c.lib, "pid": c.pid, "cpu": c.loop_cpu()} for p in timed for c in twins[p]
+    ]
     for p in timed:
         workers[p].request({"cmd": "drop", "case": case})
     res["wall_s"] = _now() - t_case
@@ -538,21 +612,28 @@ def summarize(samples, timed):
             ss = samples[cond][p]
             v = [s["mean_ms"] for s in ss]
             q1, med, q3 = _quantiles(v)
-            row[p] = {"median_ms": med, "p25_ms": q1, "p75_ms": q3, "min_ms": min(v),
-                      "max_ms": max(v), "samples_ms": v,
-                      "calls": [s["calls"] for s in ss],
-                      "max_call_ms": [s["max_call_ms"] for s in ss],
-                      "cpu_cores": [s["cpu_cores"] for s in ss],
-                      "load_cores": [s["load_cores"] for s in ss],
-                      "mean_load_cores": statistics.mean(s["load_cores"] for s in ss)}
+            row[p] = {
+                "median_ms": med,
+                "p25_ms": q1,
+                "p75_ms": q3,
+                "min_ms": min(v),
+                "max_ms": max(v),
+                "samples_ms": v,
+                "calls": [s["calls"] for s in ss],
+                "max_call_ms": [s["max_call_ms"] for s in ss],
+                "cpu_cores": [s["cpu_cores"] for s in ss],
+                "load_cores": [s["load_cores"] for s in ss],
+                "mean_load_cores": statistics.mean(s["load_cores"] for s in ss),
+            }
         out[cond] = row
     for cond in CONDITIONS:
         for p in timed:
             idle = out["idle"][p]["median_ms"]
             out[cond][p]["slowdown"] = out[cond][p]["median_ms"] / idle
         if "cygru" in timed and "ort" in timed:
-            out[cond]["cygru_over_ort"] = (out[cond]["cygru"]["median_ms"]
-                                           / out[cond]["ort"]["median_ms"])
+            out[cond]["cygru_over_ort"] = (
+                out[cond]["cygru"]["median_ms"] / out[cond]["ort"]["median_ms"]
+            )
     return out
 
 
@@ -569,10 +650,19 @@ def _case_label(case):
 
 
 def results_table(cases_res):
-    head = ["case", "load", "cygru ms", "ORT ms", "cygru slowdown", "ORT slowdown",
-            "cygru/ORT", "cygru IQR ms", "ORT IQR ms", "load cores"]
-    lines = ["| " + " | ".join(head) + " |",
-             "|---|---|" + "---:|" * (len(head) - 3) + "---|"]
+    head = [
+        "case",
+        "load",
+        "cygru ms",
+        "ORT ms",
+        "cygru slowdown",
+        "ORT slowdown",
+        "cygru/ORT",
+        "cygru IQR ms",
+        "ORT IQR ms",
+        "load cores",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 3) + "---|"]
     for case, res in cases_res.items():
         conds = res.get("conditions")
         if not conds:
@@ -581,20 +671,21 @@ def results_table(cases_res):
             row = conds[cond]
             cells = [_case_label(case), COND_LABEL[cond]]
             for p in PEERS:
-                cells.append(_fmt_ms(row[p]["median_ms"]) if p in row else
-                             _status_cell(res, p))
+                cells.append(_fmt_ms(row[p]["median_ms"]) if p in row else _status_cell(res, p))
             for p in PEERS:
                 cells.append(f"{row[p]['slowdown']:.2f}x" if p in row else "—")
             r = row.get("cygru_over_ort")
             cells.append(f"{r:.2f}" if r is not None else "—")
             for p in PEERS:
-                cells.append(f"{_fmt_ms(row[p]['p25_ms'])}–{_fmt_ms(row[p]['p75_ms'])}"
-                             if p in row else "—")
+                cells.append(
+                    f"{_fmt_ms(row[p]['p25_ms'])}–{_fmt_ms(row[p]['p75_ms'])}" if p in row else "—"
+                )
             if cond == "idle":
                 cells.append("—")
             else:
-                cells.append("/".join(f"{row[p]['mean_load_cores']:.2f}" for p in PEERS
-                                      if p in row))
+                cells.append(
+                    "/".join(f"{row[p]['mean_load_cores']:.2f}" for p in PEERS if p in row)
+                )
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -613,28 +704,36 @@ def evaluate_targets(cases_res):
         for cond in LOADS:
             row = conds[cond]
             s = row["cygru"]["slowdown"]
-            t = {"case": case, "load": cond, "cygru_slowdown": s,
-                 "slowdown_result": "PASS" if s <= MAX_SLOWDOWN else "MISS"}
+            t = {
+                "case": case,
+                "load": cond,
+                "cygru_slowdown": s,
+                "slowdown_result": "PASS" if s <= MAX_SLOWDOWN else "MISS",
+            }
             r = row.get("cygru_over_ort")
             t["cygru_over_ort"] = r
-            t["ratio_result"] = ("n/a" if r is None else
-                                 "PASS" if r <= MAX_RATIO else "MISS")
+            t["ratio_result"] = "n/a" if r is None else "PASS" if r <= MAX_RATIO else "MISS"
             rows.append(t)
     return rows
 
 
 def targets_table(rows):
-    lines = [f"| case | load | cygru slowdown (<= {MAX_SLOWDOWN:g}x idle) | result "
-             f"| cygru/ORT (<= {MAX_RATIO:g}) | result |", "|---|---|---:|---|---:|---|"]
+    lines = [
+        f"| case | load | cygru slowdown (<= {MAX_SLOWDOWN:g}x idle) | result "
+        f"| cygru/ORT (<= {MAX_RATIO:g}) | result |",
+        "|---|---|---:|---|---:|---|",
+    ]
 
     def b(res):
         return f"**{res}**" if res == "MISS" else res
 
     for t in rows:
         r = t["cygru_over_ort"]
-        lines.append(f"| {_case_label(t['case'])} | {COND_LABEL[t['load']]} "
-                     f"| {t['cygru_slowdown']:.2f}x | {b(t['slowdown_result'])} "
-                     f"| {'—' if r is None else f'{r:.2f}'} | {b(t['ratio_result'])} |")
+        lines.append(
+            f"| {_case_label(t['case'])} | {COND_LABEL[t['load']]} "
+            f"| {t['cygru_slowdown']:.2f}x | {b(t['slowdown_result'])} "
+            f"| {'—' if r is None else f'{r:.2f}'} | {b(t['ratio_result'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -657,14 +756,17 @@ def load_cpu_lines(load_info, cases_res):
             out.append(f"- {kind}: no CPU time recorded")
             continue
         ratio = f"{s / u:.1f}" if u > 0 else "inf"
-        out.append(f"- {kind}: user {u:.1f} s, system {s:.1f} s ({100 * s / tot:.0f}% in the "
-                   f"kernel; stime/utime = {ratio})")
+        out.append(
+            f"- {kind}: user {u:.1f} s, system {s:.1f} s ({100 * s / tot:.0f}% in the "
+            f"kernel; stime/utime = {ratio})"
+        )
     return out
 
 
 # ============================================================================================
 # main
 # ============================================================================================
+
 
 def _git_head():
     """The checkout's commit, read from .git, also in a `git worktree` (.git is a file)."""
@@ -700,15 +802,20 @@ def _git_head():
 def machine_info():
     import numpy
     import scipy
-    info = {"cpu_model": _run._cpu_model(), "cpu_count": os.cpu_count(),
-            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else None,
-            "platform": platform.platform(), "python": sys.version.split()[0],
-            "versions": {"numpy": numpy.__version__, "scipy": scipy.__version__},
-            "git_head": _git_head(),
-            "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
+
+    info = {
+        "cpu_model": _run._cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "versions": {"numpy": numpy.__version__, "scipy": scipy.__version__},
+        "git_head": _git_head(),
+        "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+    }
     try:
         import cygru
+
         info["versions"]["cygru"] = cygru.__version__
     except ImportError:
         pass
@@ -723,25 +830,51 @@ def machine_info():
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description="cygru and ONNX Runtime at their default threads, idle and with busy "
-                    "processes (user-space spin, kernel-heavy page faults, a twin of the "
-                    "same library), interleaved in one run.")
-    ap.add_argument("--quick", action="store_true",
-                    help="small-latency and single-step only, 5 repetitions of 0.1 s samples")
-    ap.add_argument("--cases", nargs="+", choices=list(CASES), metavar="CASE", default=None,
-                    help="cases (default: " + " ".join(DEFAULT_CASES) + "; --quick: "
-                         + " ".join(QUICK_CASES) + "); also: large deep-bi")
-    ap.add_argument("--repeat", type=int, default=None,
-                    help="repetitions (samples per library and condition; default 12, "
-                         "--quick 5)")
-    ap.add_argument("--sample-s", type=float, default=None,
-                    help="length of one sample on an idle machine in seconds (default 0.25, "
-                         "--quick 0.1)")
-    ap.add_argument("--load-procs", type=int, default=1,
-                    help="busy processes per load kind (default 1)")
-    ap.add_argument("--json", default=os.path.join(HERE, "results", "under-load.json"),
-                    help="results file (default benchmarks/results/under-load.json; '' none)")
-    ap.add_argument("--markdown", default=os.path.join(HERE, "results", "under-load.md"),
-                    help="markdown report (default benchmarks/results/under-load.md; '' none)")
+        "processes (user-space spin, kernel-heavy page faults, a twin of the "
+        "same library), interleaved in one run."
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small-latency and single-step only, 5 repetitions of 0.1 s samples",
+    )
+    ap.add_argument(
+        "--cases",
+        nargs="+",
+        choices=list(CASES),
+        metavar="CASE",
+        default=None,
+        help="cases (default: "
+        + " ".join(DEFAULT_CASES)
+        + "; --quick: "
+        + " ".join(QUICK_CASES)
+        + "); also: large deep-bi",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="repetitions (samples per library and condition; default 12, --quick 5)",
+    )
+    ap.add_argument(
+        "--sample-s",
+        type=float,
+        default=None,
+        help="length of one sample on an idle machine in seconds (default 0.25, --quick 0.1)",
+    )
+    ap.add_argument(
+        "--load-procs", type=int, default=1, help="busy processes per load kind (default 1)"
+    )
+    ap.add_argument(
+        "--json",
+        default=os.path.join(HERE, "results", "under-load.json"),
+        help="results file (default benchmarks/results/under-load.json; '' none)",
+    )
+    ap.add_argument(
+        "--markdown",
+        default=os.path.join(HERE, "results", "under-load.md"),
+        help="markdown report (default benchmarks/results/under-load.md; '' none)",
+    )
     ap.add_argument("--no-ort", action="store_true", help="time cygru alone")
     ap.add_argument("--_role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_lib", default=None, help=argparse.SUPPRESS)
@@ -759,8 +892,8 @@ def parse_args(argv=None):
         args.sample_s = 0.1 if args.quick else 0.25
     if args.repeat < 1 or args.load_procs < 1 or args.sample_s <= 0:
         ap.error("--repeat and --load-procs must be >= 1, --sample-s > 0")
-    args.settle_s = min(0.05, args.sample_s)      # loads ramp up, the last library goes quiet
-    args.warm_s = min(0.02, args.sample_s / 4)    # untimed calls before each sample
+    args.settle_s = min(0.05, args.sample_s)  # loads ramp up, the last library goes quiet
+    args.warm_s = min(0.02, args.sample_s / 4)  # untimed calls before each sample
     args.estimate_s = min(0.2, 2 * args.sample_s)
     args.progress = not args.quick
     return args
@@ -795,20 +928,27 @@ def main(argv=None):
         peers.append("ort")
     else:
         notes.append("onnxruntime or onnx not installed: ONNX Runtime skipped")
-    header = [f"CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs"
-              + (f", {env['cpu_affinity']} usable" if env["cpu_affinity"] != env["cpu_count"]
-                 else "") + ")",
-              f"load average at start (1, 5, 15 min): "
-              + ", ".join(f"{v:.2f}" for v in load0)]
+    header = [
+        f"CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs"
+        + (f", {env['cpu_affinity']} usable" if env["cpu_affinity"] != env["cpu_count"] else "")
+        + ")",
+        f"load average at start (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in load0),
+    ]
     busy = load0[0] > 0.5
     if busy:
-        header.append(f"WARNING: the machine is not quiet (1-min load average {load0[0]:.2f} "
-                      "> 0.5): other work shares these cores; timings are noisy")
+        header.append(
+            f"WARNING: the machine is not quiet (1-min load average {load0[0]:.2f} "
+            "> 0.5): other work shares these cores; timings are noisy"
+        )
     if env["thread_env"]:
-        header.append("thread variables set in the environment (children inherit them): "
-                      + ", ".join(f"{k}={v}" for k, v in env["thread_env"].items()))
-    log(f"cygru under load: cases {', '.join(args.cases)}; {args.repeat} repetitions; "
-        f"{args.load_procs} process(es) per load kind; run id {run_id}")
+        header.append(
+            "thread variables set in the environment (children inherit them): "
+            + ", ".join(f"{k}={v}" for k, v in env["thread_env"].items())
+        )
+    log(
+        f"cygru under load: cases {', '.join(args.cases)}; {args.repeat} repetitions; "
+        f"{args.load_procs} process(es) per load kind; run id {run_id}"
+    )
     for h in header:
         log(h)
 
@@ -817,10 +957,13 @@ def main(argv=None):
     interrupted = None
     workdir = tempfile.mkdtemp(prefix="cygru-under-load-")
     try:
-        workers = {p: Child(reg, "measure", ["--_lib", p], f"{PEER_SHORT[p]} worker", stdin=True)
-                   for p in peers}
-        loads = {k: [start_load(reg, k, i) for i in range(args.load_procs)]
-                 for k in ("spin", "kernel")}
+        workers = {
+            p: Child(reg, "measure", ["--_lib", p], f"{PEER_SHORT[p]} worker", stdin=True)
+            for p in peers
+        }
+        loads = {
+            k: [start_load(reg, k, i) for i in range(args.load_procs)] for k in ("spin", "kernel")
+        }
         for k in loads:
             ready_and_pause(loads[k])
         for case in args.cases:
@@ -830,8 +973,9 @@ def main(argv=None):
                 notes.append(f"{case}: failed: {exc}")
                 log(f"{case}: FAILED: {exc}")
                 cases_res[case] = {"error": str(exc)}
-                if isinstance(exc, ChildDied) and any(w.proc.poll() is not None
-                                                      for w in workers.values()):
+                if isinstance(exc, ChildDied) and any(
+                    w.proc.poll() is not None for w in workers.values()
+                ):
                     break
                 continue
             for p in peers:
@@ -861,73 +1005,121 @@ def main(argv=None):
             os.unlink(os.path.join(workdir, f))
         os.rmdir(workdir)
         if interrupted:
-            print(f"\n{interrupted}: all {len(reg.children)} child processes stopped",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\n{interrupted}: all {len(reg.children)} child processes stopped",
+                file=sys.stderr,
+                flush=True,
+            )
     if interrupted:
         return 130
 
     # ---- report ------------------------------------------------------------------------------
     cy = threads.get("cygru", {})
     ot = threads.get("ort", {})
-    how = ", ".join(f"{k}={val}" for k, val in env["thread_env"].items()
-                    if k in ("CYGRU_NUM_THREADS", "OMP_NUM_THREADS", "OMP_THREAD_LIMIT"))
-    thread_lines = [f"- cygru: `cygru.get_num_threads()` = {cy.get('cygru_num_threads', '?')} "
-                    + (f"(its default under {how} from the environment)" if how else
-                       "(its default; nothing set)")]
+    how = ", ".join(
+        f"{k}={val}"
+        for k, val in env["thread_env"].items()
+        if k in ("CYGRU_NUM_THREADS", "OMP_NUM_THREADS", "OMP_THREAD_LIMIT")
+    )
+    thread_lines = [
+        f"- cygru: `cygru.get_num_threads()` = {cy.get('cygru_num_threads', '?')} "
+        + (
+            f"(its default under {how} from the environment)"
+            if how
+            else "(its default; nothing set)"
+        )
+    ]
     if "ort" in peers:
         pool = ot.get("ort_pool_threads_started")
-        intra = (f"{pool + 1} (the session started {pool} pool thread"
-                 f"{'' if pool == 1 else 's'}; the calling thread is the last)"
-                 if pool is not None else "unknown")
-        thread_lines.append(f"- ONNX Runtime: `intra_op_num_threads` = "
-                            f"{ot.get('ort_intra_op_num_threads_setting', '?')} (default) -> "
-                            f"intra-op threads {intra}")
+        intra = (
+            f"{pool + 1} (the session started {pool} pool thread"
+            f"{'' if pool == 1 else 's'}; the calling thread is the last)"
+            if pool is not None
+            else "unknown"
+        )
+        thread_lines.append(
+            f"- ONNX Runtime: `intra_op_num_threads` = "
+            f"{ot.get('ort_intra_op_num_threads_setting', '?')} (default) -> "
+            f"intra-op threads {intra}"
+        )
     targets = evaluate_targets(cases_res)
-    n_pass = sum((t["slowdown_result"] == "PASS") + (t["ratio_result"] == "PASS")
-                 for t in targets)
+    n_pass = sum((t["slowdown_result"] == "PASS") + (t["ratio_result"] == "PASS") for t in targets)
     n_judged = sum(1 + (t["ratio_result"] != "n/a") for t in targets)
     v = env["versions"]
-    report = ["", "## cygru and ONNX Runtime under load (float32 forward, default threads)", "",
-              *[h if not h.startswith("WARNING") else f"**{h}**" for h in header],
-              "Versions: Python " + env["python"] + ", "
-              + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-              + (f"; commit {env['git_head'][:10]}" if env.get("git_head") else ""), "",
-              "Threads each library used:", "", *thread_lines, "",
-              f"Median ms per call over {args.repeat} interleaved repetitions; slowdown = "
-              "median under the load / median idle (same library); cygru/ORT < 1 means cygru "
-              "is faster under that load; IQR = 25th-75th percentile of the samples; load "
-              f"cores = CPU the load processes used while cygru/ORT were timed "
-              f"({args.load_procs} process(es) per kind).", "",
-              results_table(cases_res), ""]
+    report = [
+        "",
+        "## cygru and ONNX Runtime under load (float32 forward, default threads)",
+        "",
+        *[h if not h.startswith("WARNING") else f"**{h}**" for h in header],
+        "Versions: Python "
+        + env["python"]
+        + ", "
+        + ", ".join(f"{k} {val}" for k, val in v.items() if val)
+        + (f"; commit {env['git_head'][:10]}" if env.get("git_head") else ""),
+        "",
+        "Threads each library used:",
+        "",
+        *thread_lines,
+        "",
+        f"Median ms per call over {args.repeat} interleaved repetitions; slowdown = "
+        "median under the load / median idle (same library); cygru/ORT < 1 means cygru "
+        "is faster under that load; IQR = 25th-75th percentile of the samples; load "
+        f"cores = CPU the load processes used while cygru/ORT were timed "
+        f"({args.load_procs} process(es) per kind).",
+        "",
+        results_table(cases_res),
+        "",
+    ]
     if targets:
         report += [f"### Targets: {n_pass} of {n_judged} PASS", "", targets_table(targets), ""]
     lc = load_cpu_lines(load_info, cases_res)
     if lc:
-        report += ["CPU time of the load processes in their loops (user vs kernel, from "
-                   "/proc/<pid>/stat):",
-                   "", *lc, ""]
+        report += [
+            "CPU time of the load processes in their loops (user vs kernel, from "
+            "/proc/<pid>/stat):",
+            "",
+            *lc,
+            "",
+        ]
     mism = [c for c, r in cases_res.items() if r.get("check", {}).get("status") == "mismatch"]
     if mism:
-        report += ["### !!! MISMATCH: ONNX Runtime's output differed from cygru's (not timed): "
-                   + ", ".join(mism), ""]
+        report += [
+            "### !!! MISMATCH: ONNX Runtime's output differed from cygru's (not timed): "
+            + ", ".join(mism),
+            "",
+        ]
     elif "ort" in peers:
-        report += [f"ONNX Runtime's output and h_n matched cygru's before timing (max abs diff "
-                   f"<= {ATOL:g}) in every case.", ""]
+        report += [
+            f"ONNX Runtime's output and h_n matched cygru's before timing (max abs diff "
+            f"<= {ATOL:g}) in every case.",
+            "",
+        ]
     if notes:
         report += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     total = _now() - t_start
     report.append(f"Total wall time: {total:.0f} s")
     text = "\n".join(report)
     log(text)
-    result = {"machine": env, "loadavg_start": list(load0), "busy_at_start": busy,
-              "args": {k: val for k, val in vars(args).items() if not k.startswith("_")},
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run_id": run_id,
-              "threads": threads, "cases": cases_res, "load_processes": load_info,
-              "child_pids": reg.pids(), "targets": targets, "notes": notes,
-              "total_wall_s": total, "report_markdown": text}
-    for path, content in ((args.json, lambda f: json.dump(result, f, indent=1,
-                                                          default=_run._json_default)),
-                          (args.markdown, lambda f: f.write(text + "\n"))):
+    result = {
+        "machine": env,
+        "loadavg_start": list(load0),
+        "busy_at_start": busy,
+        "args": {k: val for k, val in vars(args).items() if not k.startswith("_")},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_id": run_id,
+        "threads": threads,
+        "cases": cases_res,
+        "load_processes": load_info,
+        "child_pids": reg.pids(),
+        "targets": targets,
+        "notes": notes,
+        "total_wall_s": total,
+        "report_markdown": text,
+    }
+    for path, content in (
+        (args.json, lambda f: json.dump(result, f, indent=1, default=_run._json_default)),
+        (args.markdown, lambda f: f.write(text + "\n")),
+    ):
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             with open(path, "w") as f:

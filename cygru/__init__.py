@@ -9,6 +9,7 @@ semantics, shapes and parameter names; exact gradients; an optional CuPy backend
 >>> output.shape, h_n.shape
 ((6, 2, 8), (1, 2, 8))
 """
+
 import os
 
 
@@ -57,19 +58,27 @@ def _compiled_import_error(exc):
     import importlib.machinery
 
     package = os.path.dirname(os.path.abspath(__file__))
-    built = [f for f in os.listdir(package) if f.startswith("_cpu.")
-             and any(f.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES)]
+    built = [
+        f
+        for f in os.listdir(package)
+        if f.startswith("_cpu.")
+        and any(f.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES)
+    ]
     if not built:
-        return (f"cygru's compiled modules are not built: this cygru ({package}) is a source "
-                "checkout with no compiled _cpu module. Build them in place, from the "
-                "repository root: `pip install -e .` (or `python setup.py build_ext "
-                "--inplace`). If cygru is installed (`pip install .` or a wheel), run Python "
-                "from outside the source tree, so that the installed package is imported "
-                "instead of this directory."), False
-    return (f"cygru's compiled module {built[0]} in {package} failed to load ({exc}). It "
-            "may have been built for another Python or NumPy, or a library it needs is "
-            "missing: rebuild it from the repository root with `pip install -e .` (or "
-            "`python setup.py build_ext --inplace --force`), or reinstall cygru."), True
+        return (
+            f"cygru's compiled modules are not built: this cygru ({package}) is a source "
+            "checkout with no compiled _cpu module. Build them in place, from the "
+            "repository root: `pip install -e .` (or `python setup.py build_ext "
+            "--inplace`). If cygru is installed (`pip install .` or a wheel), run Python "
+            "from outside the source tree, so that the installed package is imported "
+            "instead of this directory."
+        ), False
+    return (
+        f"cygru's compiled module {built[0]} in {package} failed to load ({exc}). It "
+        "may have been built for another Python or NumPy, or a library it needs is "
+        "missing: rebuild it from the repository root with `pip install -e .` (or "
+        "`python setup.py build_ext --inplace --force`), or reinstall cygru."
+    ), True
 
 
 _load_compiled()
@@ -82,9 +91,23 @@ from . import functional  # noqa: E402
 from . import optim  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
-__all__ = ["GRU", "GRUCell", "IncompatibleKeys", "gradcheck", "GradcheckError", "from_torch", "from_keras",
-           "from_onnx", "to_onnx", "functional", "optim", "get_include", "get_num_threads",
-           "set_num_threads", "__version__"]
+__all__ = [
+    "GRU",
+    "GRUCell",
+    "IncompatibleKeys",
+    "gradcheck",
+    "GradcheckError",
+    "from_torch",
+    "from_keras",
+    "from_onnx",
+    "to_onnx",
+    "functional",
+    "optim",
+    "get_include",
+    "get_num_threads",
+    "set_num_threads",
+    "__version__",
+]
 
 
 def get_include(*, c_headers: bool = False) -> str:
@@ -124,9 +147,12 @@ def get_include(*, c_headers: bool = False) -> str:
     True
     """
     import numpy as np
+
     if not isinstance(c_headers, (bool, np.bool_)):
-        raise TypeError(f"cygru.get_include: c_headers must be True or False, got "
-                        f"{type(c_headers).__name__} {c_headers!r}")
+        raise TypeError(
+            f"cygru.get_include: c_headers must be True or False, got "
+            f"{type(c_headers).__name__} {c_headers!r}"
+        )
     package = os.path.dirname(os.path.abspath(__file__))
     if c_headers:
         return os.path.join(package, "include")

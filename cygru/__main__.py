@@ -4,6 +4,7 @@ are installed). Exits 1 if the self-check fails, 2 for bad arguments.
 
 Run ``python -m cygru --help`` for the options.
 """
+
 import argparse
 import importlib.util
 import io
@@ -36,15 +37,21 @@ cores are often faster (try --threads 1). The full benchmark (more sizes, traini
 """
 
 # (name, T, B, I, H), float32; T=None: one GRUCell step (ONNX Runtime: a GRU with T=1)
-_CASES = [("small-latency", 50, 1, 64, 128), ("medium", 100, 32, 256, 256),
-          ("one step (cell)", None, 1, 64, 128)]
+_CASES = [
+    ("small-latency", 50, 1, 64, 128),
+    ("medium", 100, 32, 256, 256),
+    ("one step (cell)", None, 1, 64, 128),
+]
 _QUICK_CASES = [("small-latency", 50, 1, 64, 128), ("one step (cell)", None, 1, 64, 128)]
 
 
 def _gpu_status():
     from . import _cupy
+
     try:
-        return "available" if _cupy.is_available() else "not available (needs CuPy and an NVIDIA GPU)"
+        return (
+            "available" if _cupy.is_available() else "not available (needs CuPy and an NVIDIA GPU)"
+        )
     except Exception as exc:  # pragma: no cover - defensive: never fail the banner
         return f"not available ({exc})"
 
@@ -71,16 +78,25 @@ def self_check():
             x = rng.standard_normal(shape).astype(dtype)
             h0 = rng.standard_normal((m.num_layers * m.num_directions, B, 7)).astype(dtype)
             lengths = np.array([6, 2, 4])
-            kw = dict(hidden_size=7, num_directions=m.num_directions, reset_after=m.reset_after,
-                      batch_first=m.batch_first, lengths=lengths)
+            kw = dict(
+                hidden_size=7,
+                num_directions=m.num_directions,
+                reset_after=m.reset_after,
+                batch_first=m.batch_first,
+                lengths=lengths,
+            )
             (out, h_n), backward = m.vjp(x, h0, lengths)
             ref_out, ref_hn = _reference.gru_forward(x, h0, _layers_of(m), **kw)
             d_out = rng.standard_normal(out.shape).astype(dtype)
             d_hn = rng.standard_normal(h_n.shape).astype(dtype)
             dx, dh0 = backward(d_out, d_hn)
             rdx, rdh0, _ = _reference.gru_backward(x, h0, _layers_of(m), d_out, d_hn, **kw)
-            for name, a, b in (("output", out, ref_out), ("h_n", h_n, ref_hn),
-                               ("dx", dx, rdx), ("dh0", dh0, rdh0)):
+            for name, a, b in (
+                ("output", out, ref_out),
+                ("h_n", h_n, ref_hn),
+                ("dx", dx, rdx),
+                ("dh0", dh0, rdh0),
+            ):
                 err = float(np.max(np.abs(a - b)) / (1 + np.max(np.abs(b))))
                 if not err <= tol:
                     failures.append(f"{np.dtype(dtype).name} {cfg}: {name} differs by {err:.2e}")
@@ -88,6 +104,7 @@ def self_check():
 
 
 # -- peers -------------------------------------------------------------------------------------
+
 
 def _installed(name):
     try:
@@ -101,6 +118,7 @@ def _torch_engine(threads, T, B, I, H, weights):
     if not _installed("torch"):
         return None, "not installed"
     import torch
+
     torch.set_num_threads(threads)
     if T is None:
         net = torch.nn.GRUCell(I, H)
@@ -117,6 +135,7 @@ def _torch_engine(threads, T, B, I, H, weights):
     def run():
         with torch.no_grad():
             return net(x, h) if T is None else net(x)
+
     return run, f"PyTorch {torch.__version__.split('+')[0]}"
 
 
@@ -128,6 +147,7 @@ def _ort_engine(threads, T, B, I, H, weights):
     import onnxruntime as ort
 
     from .interop import to_onnx
+
     gru = GRU(I, H)
     gru.load_state_dict({f"{k}_l0": v for k, v in weights.items()})
     buf = io.BytesIO()
@@ -136,8 +156,7 @@ def _ort_engine(threads, T, B, I, H, weights):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    sess = ort.InferenceSession(buf.getvalue(), sess_options=so,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(buf.getvalue(), sess_options=so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal((T or 1, B, I)).astype(np.float32)
     return (lambda: sess.run(None, {"x": x})), f"ONNX Runtime {ort.__version__}"
 
@@ -156,6 +175,7 @@ def _cygru_engine(T, B, I, H, weights):
 
 
 # -- measuring ---------------------------------------------------------------------------------
+
 
 class _Progress:
     """One line on stderr, rewritten in place on a terminal (plain lines otherwise)."""
@@ -181,8 +201,9 @@ class _Progress:
             self.stream.flush()
 
 
-def measure(engines, budget_s, min_rounds=5, max_rounds=200, tolerance=0.02,
-            progress=None, label=""):
+def measure(
+    engines, budget_s, min_rounds=5, max_rounds=200, tolerance=0.02, progress=None, label=""
+):
     """Median seconds per call of each engine (name -> callable), measured in interleaved
     rounds until every median is stable.
 
@@ -195,7 +216,7 @@ def measure(engines, budget_s, min_rounds=5, max_rounds=200, tolerance=0.02,
     """
     names = list(engines)
     inner = {}
-    for name in names:                       # warm up, and size a batch to ~10 ms
+    for name in names:  # warm up, and size a batch to ~10 ms
         fn = engines[name]
         fn()
         t0 = time.perf_counter()
@@ -208,7 +229,7 @@ def measure(engines, budget_s, min_rounds=5, max_rounds=200, tolerance=0.02,
     stable = False
     rounds = 0
     while rounds < max_rounds:
-        order = names[rounds % len(names):] + names[:rounds % len(names)]
+        order = names[rounds % len(names) :] + names[: rounds % len(names)]
         for name in order:
             fn, n = engines[name], inner[name]
             t0 = time.perf_counter()
@@ -219,11 +240,19 @@ def measure(engines, budget_s, min_rounds=5, max_rounds=200, tolerance=0.02,
         medians = {n: float(np.median(samples[n])) for n in names}
         history.append(medians)
         if progress is not None:
-            progress.show(f"measuring {label}: round {rounds}, " + ", ".join(
-                f"{n} {1e3 * m:.4g} ms" for n, m in medians.items()))
-        if rounds >= min_rounds and len(history) >= 3 and all(
+            progress.show(
+                f"measuring {label}: round {rounds}, "
+                + ", ".join(f"{n} {1e3 * m:.4g} ms" for n, m in medians.items())
+            )
+        if (
+            rounds >= min_rounds
+            and len(history) >= 3
+            and all(
                 abs(h[n] - medians[n]) <= tolerance * medians[n]
-                for h in history[-3:-1] for n in names):
+                for h in history[-3:-1]
+                for n in names
+            )
+        ):
             stable = True
             break
         if time.perf_counter() - start > budget_s:
@@ -243,14 +272,20 @@ def timing_table(threads, quick=False, progress=None):
     rows, peers = [], {}
     for i, (name, T, B, I, H) in enumerate(cases):
         k = 1.0 / np.sqrt(H)
-        weights = {n: rng.uniform(-k, k, s).astype(np.float32) for n, s in (
-            ("weight_ih", (3 * H, I)), ("weight_hh", (3 * H, H)),
-            ("bias_ih", (3 * H,)), ("bias_hh", (3 * H,)))}
+        weights = {
+            n: rng.uniform(-k, k, s).astype(np.float32)
+            for n, s in (
+                ("weight_ih", (3 * H, I)),
+                ("weight_hh", (3 * H, H)),
+                ("bias_ih", (3 * H,)),
+                ("bias_hh", (3 * H,)),
+            )
+        }
         engines = {"cygru": _cygru_engine(T, B, I, H, weights)}
         for key, make in (("PyTorch", _torch_engine), ("ONNX Runtime", _ort_engine)):
             try:
                 fn, what = make(threads, T, B, I, H, weights)
-            except Exception as exc:         # a broken peer never stops the check
+            except Exception as exc:  # a broken peer never stops the check
                 fn, what = None, f"failed to set up ({type(exc).__name__}: {exc})"
             if fn is None:
                 peers.setdefault(key, what)
@@ -260,8 +295,9 @@ def timing_table(threads, quick=False, progress=None):
         if progress is not None:
             progress.show(f"measuring {name} ({i + 1}/{len(cases)}) ...", force=True)
         sizes = f"B={B} I={I} H={H}" if T is None else f"T={T} B={B} I={I} H={H}"
-        results, rounds, stable = measure(engines, budget, progress=progress,
-                                          label=f"{name} ({i + 1}/{len(cases)})")
+        results, rounds, stable = measure(
+            engines, budget, progress=progress, label=f"{name} ({i + 1}/{len(cases)})"
+        )
         rows.append((name, sizes, results, rounds, stable))
     if progress is not None:
         progress.done()
@@ -270,8 +306,12 @@ def timing_table(threads, quick=False, progress=None):
 
 def format_table(rows, engine_names):
     """An aligned plain-text table: median ms ± spread per engine, and cygru's speed-up."""
-    header = ["case", "sizes"] + [f"{n} ms" for n in engine_names] + [
-        f"vs {n}" for n in engine_names if n != "cygru"] + ["rounds"]
+    header = (
+        ["case", "sizes"]
+        + [f"{n} ms" for n in engine_names]
+        + [f"vs {n}" for n in engine_names if n != "cygru"]
+        + ["rounds"]
+    )
     lines = [header]
     for name, sizes, results, rounds, stable in rows:
         cells = [name, sizes]
@@ -283,16 +323,19 @@ def format_table(rows, engine_names):
                 cells.append("-")
         for n in engine_names:
             if n != "cygru":
-                cells.append(f"{results[n][0] / results['cygru'][0]:.2f}x"
-                             if n in results else "-")
+                cells.append(f"{results[n][0] / results['cygru'][0]:.2f}x" if n in results else "-")
         cells.append(f"{rounds}{'' if stable else '*'}")
         lines.append(cells)
     widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
     out = []
     for r, row in enumerate(lines):
         # text columns left-aligned, numbers right-aligned
-        out.append("  ".join(cell.ljust(w) if c < 2 else cell.rjust(w)
-                             for c, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        out.append(
+            "  ".join(
+                cell.ljust(w) if c < 2 else cell.rjust(w)
+                for c, (cell, w) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
         if r == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -310,16 +353,25 @@ def _threads_arg(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m cygru", description=_DESCRIPTION, epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=_threads_arg, metavar="N",
-                        help="threads for cygru and for the peers it is timed beside "
-                             "(default: cygru's default, the usable cores; see "
-                             "cygru.set_num_threads)")
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer sizes and shorter measurements (a few seconds)")
-    parser.add_argument("--no-timing", action="store_true",
-                        help="only the self-check and the demo, no timing table")
+        prog="python -m cygru",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--threads",
+        type=_threads_arg,
+        metavar="N",
+        help="threads for cygru and for the peers it is timed beside "
+        "(default: cygru's default, the usable cores; see "
+        "cygru.set_num_threads)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer sizes and shorter measurements (a few seconds)"
+    )
+    parser.add_argument(
+        "--no-timing", action="store_true", help="only the self-check and the demo, no timing table"
+    )
     parser.add_argument("--version", action="version", version=f"cygru {__version__}")
     return parser
 
@@ -332,10 +384,16 @@ def main(argv=None):
     print(f"cygru {__version__}")
     print(f"BLAS: {_blas.blas_name()}")
     print(f"GPU backend: {_gpu_status()}")
-    print(f"threads: {threads} ({'--threads' if args.threads is not None else 'default'}; "
-          "the peers are timed with the same count)")
-    print("self-check against the NumPy reference (forward, backward, lengths, both variants,"
-          " float32/float64) ...", end=" ", flush=True)
+    print(
+        f"threads: {threads} ({'--threads' if args.threads is not None else 'default'}; "
+        "the peers are timed with the same count)"
+    )
+    print(
+        "self-check against the NumPy reference (forward, backward, lengths, both variants,"
+        " float32/float64) ...",
+        end=" ",
+        flush=True,
+    )
     failures = self_check()
     if failures:
         print("FAILED")
@@ -346,15 +404,19 @@ def main(argv=None):
     gru = GRU(3, 4, num_layers=2, bidirectional=True, seed=0)
     x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
     out, h_n = gru(x)
-    print(f"demo: {gru}: x {x.shape} -> output {out.shape}, h_n {h_n.shape}; "
-          f"output[-1,:,:4] == h_n[-2]: {bool((out[-1, :, :4] == h_n[-2]).all())}")
+    print(
+        f"demo: {gru}: x {x.shape} -> output {out.shape}, h_n {h_n.shape}; "
+        f"output[-1,:,:4] == h_n[-2]: {bool((out[-1, :, :4] == h_n[-2]).all())}"
+    )
     if args.no_timing:
         return 0
     rows, peers = timing_table(threads, quick=args.quick, progress=_Progress())
     engines = ["cygru"] + [n for n in ("PyTorch", "ONNX Runtime") if any(n in r[2] for r in rows)]
-    print(f"\nfloat32 forward, {threads} thread{'s' if threads != 1 else ''}: median ms per "
-          "call (± half the interquartile range of the rounds); vs X: X's time / cygru's, "
-          "above 1 when cygru is faster")
+    print(
+        f"\nfloat32 forward, {threads} thread{'s' if threads != 1 else ''}: median ms per "
+        "call (± half the interquartile range of the rounds); vs X: X's time / cygru's, "
+        "above 1 when cygru is faster"
+    )
     print(format_table(rows, engines))
     timed = [peers[n] for n in engines if n in peers]
     if timed:

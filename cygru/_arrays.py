@@ -11,6 +11,7 @@ needs to be told who called it, and an error names the function the user called.
 Pure Python (NumPy only): CuPy is imported only for arrays that are already on a GPU,
 so this module imports on any machine.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-_F = TypeVar("_F", bound=Callable[..., Any])   # a decorated function keeps its signature
+_F = TypeVar("_F", bound=Callable[..., Any])  # a decorated function keeps its signature
 
 _INT_MAX = 2**31 - 1
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -29,6 +30,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # ---------------------------------------------------------------------------
 # errors, named at the boundary
 # ---------------------------------------------------------------------------
+
 
 class ArgumentError(Exception):
     """An invalid argument, found by a check that does not know its caller."""
@@ -57,6 +59,7 @@ def boundary(who: str | None = None) -> Callable[[_F], _F]:
     ``ValueError("<who>: <message>")`` (or TypeError). `who` is the public name, or None
     for a method of a cygru module (its ``_who``, e.g. ``"cygru.GRU"``). Nested
     boundaries: the innermost names the error."""
+
     def decorate(fn: _F) -> _F:
         @functools.wraps(fn)
         def entry(*args, **kwargs):
@@ -64,7 +67,9 @@ def boundary(who: str | None = None) -> Callable[[_F], _F]:
                 return fn(*args, **kwargs)
             except ArgumentError as exc:
                 raise exc.named(who if who is not None else args[0]._who) from None
+
         return entry  # type: ignore[return-value]
+
     return decorate
 
 
@@ -75,6 +80,7 @@ def shape_str(shape):
 # ---------------------------------------------------------------------------
 # devices and host copies
 # ---------------------------------------------------------------------------
+
 
 def is_cupy_array(a):
     """True for a CuPy array (read from its type's module: never imports CuPy)."""
@@ -95,8 +101,7 @@ def is_cuda_object(a):
     """True for CuPy arrays and foreign CUDA arrays (a PyTorch CUDA tensor, ...)."""
     if is_cupy_array(a) or hasattr(a, "__cuda_array_interface__"):
         return True
-    return (hasattr(a, "__dlpack_device__") and not isinstance(a, np.ndarray)
-            and dlpack_on_cuda(a))
+    return hasattr(a, "__dlpack_device__") and not isinstance(a, np.ndarray) and dlpack_on_cuda(a)
 
 
 def device_of(a):
@@ -125,6 +130,7 @@ def to_host(a):
         return a.detach().cpu().numpy()
     if hasattr(a, "__cuda_array_interface__"):
         import cupy
+
         return cupy.asnumpy(cupy.asarray(a))
     return np.asarray(a)
 
@@ -134,6 +140,7 @@ def zeros_on(device, shape, dtype):
     if device == "cpu":
         return np.zeros(shape, dtype)
     import cupy
+
     with cupy.cuda.Device(device_index(device)):
         return cupy.zeros(shape, dtype)
 
@@ -143,6 +150,7 @@ def to_device(a, device):
     if device == "cpu":
         return to_host(a)
     from . import _cupy
+
     return _cupy.to_device(a, device_index(device))
 
 
@@ -150,12 +158,13 @@ def to_device(a, device):
 # option checks
 # ---------------------------------------------------------------------------
 
+
 def check_dtype(dtype):
     """A float dtype given as NumPy writes it (``np.float32``, ``np.dtype("f8")``,
     ``"float64"``, ...) or as PyTorch does (``torch.float32``, read by name: torch is
     never imported), normalised to ``np.dtype('float32')`` or ``np.dtype('float64')``."""
     if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
-        name = str(dtype)                     # "torch.float32"
+        name = str(dtype)  # "torch.float32"
         dt = {"torch.float32": FLOAT_DTYPES[0], "torch.float64": FLOAT_DTYPES[1]}.get(name)
         if dt is None:
             raise BadType(f"dtype must be float32 or float64, got {name}")
@@ -187,7 +196,11 @@ def check_flag(value, name):
     ``bias="no"`` is not silently True and an array is not an ambiguous truth value."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, numbers.Integral) and not isinstance(value, np.ndarray) and value in (0, 1):
+    if (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, np.ndarray)
+        and value in (0, 1)
+    ):
         return bool(value)
     raise BadType(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
@@ -197,8 +210,9 @@ def check_seed(seed):
     if seed is None:
         return None
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise BadType(f"seed must be None or a non-negative integer, got "
-                      f"{type(seed).__name__} {seed!r}")
+        raise BadType(
+            f"seed must be None or a non-negative integer, got {type(seed).__name__} {seed!r}"
+        )
     seed = operator.index(seed)
     if seed < 0:
         raise BadValue(f"seed must be None or a non-negative integer, got {seed}")
@@ -220,21 +234,24 @@ def check_dropout(dropout):
 def check_direction_flags(reverse, bidirectional):
     """reverse (one direction run backwards in time) excludes bidirectional."""
     if reverse and bidirectional:
-        raise BadValue("reverse=True needs a single direction; "
-                       "bidirectional=True already runs both")
+        raise BadValue(
+            "reverse=True needs a single direction; bidirectional=True already runs both"
+        )
 
 
 def check_blas_sizes(hint="split the batch or the sequence", **sizes):
     """Every size fits BLAS's 32-bit int (the kernels index with int)."""
     for name, value in sizes.items():
         if value > _INT_MAX:
-            raise BadValue(f"{name} = {value} does not fit BLAS's 32-bit int (max {_INT_MAX}); "
-                           f"{hint}")
+            raise BadValue(
+                f"{name} = {value} does not fit BLAS's 32-bit int (max {_INT_MAX}); {hint}"
+            )
 
 
 # ---------------------------------------------------------------------------
 # array conversion and checks
 # ---------------------------------------------------------------------------
+
 
 def as_float_array(a, dtype, name, device="cpu", check=None):
     """`a` as a C-contiguous array of `dtype` on `device` (copying only if needed).
@@ -255,7 +272,8 @@ def as_float_array(a, dtype, name, device="cpu", check=None):
         if on_gpu:
             raise BadType(
                 f"{name} is a GPU array but the module is on the CPU; call "
-                f"module.to('cuda') or pass a NumPy array (e.g. cupy.asnumpy({name}))")
+                f"module.to('cuda') or pass a NumPy array (e.g. cupy.asnumpy({name}))"
+            )
         try:
             arr = np.asarray(a)
         except Exception as exc:
@@ -264,18 +282,22 @@ def as_float_array(a, dtype, name, device="cpu", check=None):
         if not on_gpu:
             raise BadType(
                 f"{name} is a host (NumPy) array but the module is on {device}; "
-                f"pass cupy.asarray({name}) or call module.to('cpu')")
+                f"pass cupy.asarray({name}) or call module.to('cpu')"
+            )
         from . import _cupy
+
         arr = _cupy.as_cupy(a, device)
     if arr.dtype.kind not in "biuf":
         raise BadType(
             f"{name} must hold real numbers (it is converted to {np.dtype(dtype)}), "
-            f"got dtype {arr.dtype}")
+            f"got dtype {arr.dtype}"
+        )
     if check is not None:
         check(arr)
     if device == "cpu":
         return np.ascontiguousarray(arr, dtype=dtype)
     from . import _cupy
+
     return _cupy.ascontiguous(arr, dtype)
 
 
@@ -316,13 +338,15 @@ def check_lengths(lengths, T, B):
     try:
         arr = np.asarray(lengths.get() if is_cupy_array(lengths) else lengths)
     except Exception as exc:
-        raise BadType(f"lengths must be an integer array-like, got "
-                      f"{type(lengths).__name__}: {exc}") from None
+        raise BadType(
+            f"lengths must be an integer array-like, got {type(lengths).__name__}: {exc}"
+        ) from None
     if arr.dtype.kind not in "iu":
         raise BadType(f"lengths must hold integers, got dtype {arr.dtype}")
     if arr.shape != (B,):
-        raise BadValue(f"lengths must have shape ({B},) (one per batch row), "
-                       f"got {shape_str(arr.shape)}")
+        raise BadValue(
+            f"lengths must have shape ({B},) (one per batch row), got {shape_str(arr.shape)}"
+        )
     if B and (arr.min() < 1 or arr.max() > T):
         bad = int(arr.min()) if arr.min() < 1 else int(arr.max())
         raise BadValue(f"every length must be in [1, {T}] (the sequence length), got {bad}")

@@ -37,6 +37,7 @@ lengths, batch_first, dropout_masks, need_cache) -> (output, h_n, cache)``
 ``cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after) -> h1``
     One step: ``x`` (B, I), ``h`` (B, H) or None (zeros); returns a fresh (B, H).
 """
+
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -69,10 +70,16 @@ def param_shapes(input_size, hidden_size, num_layers, num_directions, bias):
 def layer_weights(params, num_layers, num_directions, bias):
     """Nested ``[layer][direction] -> (w_ih, w_hh, b_ih, b_hh)`` from PyTorch-named
     ``params`` (the biases None when ``bias`` is false)."""
-    return [[tuple(params[n + param_suffix(k, d)] if (bias or n.startswith("weight")) else None
-                   for n in GATE_NAMES)
-             for d in range(num_directions)]
-            for k in range(num_layers)]
+    return [
+        [
+            tuple(
+                params[n + param_suffix(k, d)] if (bias or n.startswith("weight")) else None
+                for n in GATE_NAMES
+            )
+            for d in range(num_directions)
+        ]
+        for k in range(num_layers)
+    ]
 
 
 @dataclass(slots=True, eq=False)
@@ -127,8 +134,17 @@ class ForwardCache:
     def empty(cls, T, H, D, *, batch_first, reverse, reset_after, layers, dropout_masks):
         """The cache of a forward over an empty batch (B = 0): no backend ran, and the
         backward of it is zeros of the input's and h0's shapes."""
-        return cls(T=T, B=0, H=H, D=D, batch_first=batch_first, reverse=reverse,
-                   reset_after=reset_after, layers=layers, dropout_masks=dropout_masks)
+        return cls(
+            T=T,
+            B=0,
+            H=H,
+            D=D,
+            batch_first=batch_first,
+            reverse=reverse,
+            reset_after=reset_after,
+            layers=layers,
+            dropout_masks=dropout_masks,
+        )
 
     @property
     def dtype(self):

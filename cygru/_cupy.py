@@ -56,15 +56,17 @@ KERNEL_NAMES = tuple(f"gru_{base}_{sfx}" for sfx in ("f32", "f64") for base in _
 _NVRTC_OPTIONS = ("--std=c++17",)
 
 _BLOCK = 256
-_MAX_GRID = 4096       # grid-stride loops cover larger element counts
+_MAX_GRID = 4096  # grid-stride loops cover larger element counts
 
 
 # ---------------------------------------------------------------------------------------------
 # CuPy access (the only places that touch CuPy directly besides array methods)
 # ---------------------------------------------------------------------------------------------
 
+
 def _cp():
     import cupy
+
     return cupy
 
 
@@ -81,6 +83,7 @@ def _gemm(transa, transb, a, b, out, beta=0.0):
     global _cublas
     if _cublas is None:
         from cupy import cublas
+
         _cublas = cublas
     _cublas.gemm(transa, transb, a, b, out=out, alpha=1.0, beta=beta)
 
@@ -90,7 +93,7 @@ def _device_ctx(array):
     return _cp().cuda.Device(array.device.id)
 
 
-_modules = {}      # device id -> RawModule
+_modules = {}  # device id -> RawModule
 _kernel_sets = {}  # (device id, dtype) -> _Kernels
 
 
@@ -122,10 +125,12 @@ def _get_kernels(dtype):
 # public helpers
 # ---------------------------------------------------------------------------------------------
 
+
 def is_available():
     """True if CuPy imports and sees at least one CUDA device.  Never raises."""
     try:
         import cupy
+
         return int(cupy.cuda.runtime.getDeviceCount()) > 0
     except Exception:
         return False
@@ -144,8 +149,11 @@ def to_device(array, device_id=0):
     if not isinstance(array, cupy.ndarray):
         if hasattr(array, "__cuda_array_interface__"):
             array = cupy.asarray(array)
-        elif hasattr(array, "__dlpack__") and not isinstance(array, np.ndarray) \
-                and dlpack_on_cuda(array):
+        elif (
+            hasattr(array, "__dlpack__")
+            and not isinstance(array, np.ndarray)
+            and dlpack_on_cuda(array)
+        ):
             array = cupy.from_dlpack(array)
         else:
             with cupy.cuda.Device(device_id):
@@ -180,15 +188,18 @@ def as_cupy(a, device="cuda"):
         elif hasattr(a, "__dlpack__") and dlpack_on_cuda(a):
             a = cupy.from_dlpack(a)
         else:
-            raise BadType(f"expected a CUDA array (CuPy, __cuda_array_interface__ or CUDA "
-                            f"DLPack), got {type(a).__name__}")
+            raise BadType(
+                f"expected a CUDA array (CuPy, __cuda_array_interface__ or CUDA "
+                f"DLPack), got {type(a).__name__}"
+            )
     if device != "cuda":
         want = int(str(device).split(":")[1])
         if a.device.id != want:
             raise BadType(
                 f"array is on cuda:{a.device.id} but the module is on {device}; move it "
                 f"with cupy (with cupy.cuda.Device({want}): cupy.asarray(a)) or call "
-                f"module.to('cuda:{a.device.id}')")
+                f"module.to('cuda:{a.device.id}')"
+            )
     return a
 
 
@@ -203,6 +214,7 @@ def ascontiguous(a, dtype):
 # ---------------------------------------------------------------------------------------------
 # shared pieces
 # ---------------------------------------------------------------------------------------------
+
 
 class _Plan:
     """Batch order and per-step active counts, computed once on the host.
@@ -221,10 +233,11 @@ class _Plan:
         if lengths is None:
             return cls(None, [B] * T)
         if is_cupy_array(lengths):
-            lengths = cp.asnumpy(lengths)       # once, before any time loop
+            lengths = cp.asnumpy(lengths)  # once, before any time loop
         # the CPU engine's schedule (one counting sort for every backend and the C API;
         # imported here so that this module loads without the compiled extensions)
         from ._engine import lengths_schedule
+
         order, active = lengths_schedule(np.asarray(lengths).reshape(B), T, B)
         bt = active.tolist()
         if np.array_equal(order, np.arange(B)):
@@ -256,8 +269,8 @@ def _folded_bias(cp, b_ih, b_hh, H, dtype):
         b_ih = cp.zeros(3 * H, dtype=dtype)
     if b_hh is None:
         b_hh = cp.zeros(3 * H, dtype=dtype)
-    bias = cp.concatenate([b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:]])
-    return bias, cp.ascontiguousarray(b_hh[2 * H:])
+    bias = cp.concatenate([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H :]])
+    return bias, cp.ascontiguousarray(b_hh[2 * H :])
 
 
 def _steps(T, backwards):
@@ -269,8 +282,21 @@ def _steps(T, backwards):
 # forward
 # ---------------------------------------------------------------------------------------------
 
-def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after, lengths,
-                batch_first, dropout_masks, need_cache):
+
+def gru_forward(
+    x,
+    h0,
+    layers,
+    *,
+    hidden_size,
+    num_directions,
+    reverse,
+    reset_after,
+    lengths,
+    batch_first,
+    dropout_masks,
+    need_cache,
+):
     """Multi-layer, optionally bidirectional GRU over CuPy arrays (see :mod:`cygru._backend`).
 
     Returns ``(output, h_n, cache)``; `cache` (a ``ForwardCache``) is None unless
@@ -278,16 +304,29 @@ def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_af
     """
     cp = _cp()
     with _device_ctx(x):
-        return _forward(cp, x, h0, layers, hidden_size, num_directions, reverse, reset_after,
-                        lengths, batch_first, dropout_masks, need_cache)
+        return _forward(
+            cp,
+            x,
+            h0,
+            layers,
+            hidden_size,
+            num_directions,
+            reverse,
+            reset_after,
+            lengths,
+            batch_first,
+            dropout_masks,
+            need_cache,
+        )
 
 
-def _forward(cp, x, h0, layers, H, D, reverse, reset_after, lengths, batch_first,
-             dropout_masks, need_cache):
+def _forward(
+    cp, x, h0, layers, H, D, reverse, reset_after, lengths, batch_first, dropout_masks, need_cache
+):
     dtype = x.dtype
     kern = _get_kernels(dtype)
     L = len(layers)
-    xt = cp.ascontiguousarray(x.transpose(1, 0, 2)) if batch_first else x   # (T, B, I)
+    xt = cp.ascontiguousarray(x.transpose(1, 0, 2)) if batch_first else x  # (T, B, I)
     T, B = int(xt.shape[0]), int(xt.shape[1])
     plan = _Plan.of_lengths(cp, lengths, T, B)
     grid, block = _launch_dims(B * H)
@@ -314,7 +353,7 @@ def _forward(cp, x, h0, layers, H, D, reverse, reset_after, lengths, batch_first
             w_ih, w_hh, b_ih, b_hh = layers[k][d]
             backwards = d == 1 or reverse
             gi = cp.empty((T, B, 3 * H), dtype=dtype)
-            _gemm("N", "T", inp2d, w_ih, gi.reshape(T * B, 3 * H))       # x @ W_ih^T
+            _gemm("N", "T", inp2d, w_ih, gi.reshape(T * B, 3 * H))  # x @ W_ih^T
             bias, bhn = _folded_bias(cp, b_ih, b_hh, H, dtype)
             if h0 is None:
                 h = cp.zeros((B, H), dtype=dtype)
@@ -327,21 +366,37 @@ def _forward(cp, x, h0, layers, H, D, reverse, reset_after, lengths, batch_first
                 c = None
 
             def out_at(t, d=d):
-                return out[:, t, d * H:] if bf_out else out[t, :, d * H:]
+                return out[:, t, d * H :] if bf_out else out[t, :, d * H :]
 
             if reset_after:
                 gh = cp.empty((B, 3 * H), dtype=dtype)
                 for t in _steps(T, backwards):
                     bt = plan.bt[t]
                     if bt:
-                        _gemm("N", "T", h[:bt], w_hh, gh[:bt])           # h @ W_hh^T
-                    cache_t = (None,) * 5 if c is None else (
-                        c[0][t], c[1][t], c[2][t], c[3][t], c[4][t])
-                    kern.fwd_ra(grid, block, (
-                        B_, H_, np.int64(bt), gi[t], gh, bias, bhn, h, out_at(t), out_stride,
-                        plan.perm) + cache_t)
+                        _gemm("N", "T", h[:bt], w_hh, gh[:bt])  # h @ W_hh^T
+                    cache_t = (
+                        (None,) * 5 if c is None else (c[0][t], c[1][t], c[2][t], c[3][t], c[4][t])
+                    )
+                    kern.fwd_ra(
+                        grid,
+                        block,
+                        (
+                            B_,
+                            H_,
+                            np.int64(bt),
+                            gi[t],
+                            gh,
+                            bias,
+                            bhn,
+                            h,
+                            out_at(t),
+                            out_stride,
+                            plan.perm,
+                        )
+                        + cache_t,
+                    )
             else:
-                w_rz, w_hn = w_hh[:2 * H], w_hh[2 * H:]
+                w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
                 ghrz = cp.empty((B, 2 * H), dtype=dtype)
                 ghn = cp.empty((B, H), dtype=dtype)
                 rh_scratch = cp.empty((B, H), dtype=dtype) if c is None else None
@@ -349,17 +404,47 @@ def _forward(cp, x, h0, layers, H, D, reverse, reset_after, lengths, batch_first
                     bt = plan.bt[t]
                     bt_ = np.int64(bt)
                     if bt:
-                        _gemm("N", "T", h[:bt], w_rz, ghrz[:bt])         # h @ W_hh[:2H]^T
+                        _gemm("N", "T", h[:bt], w_rz, ghrz[:bt])  # h @ W_hh[:2H]^T
                     rh = rh_scratch if c is None else c[3][t]
-                    kern.fwd_nr1(grid, block, (
-                        B_, H_, bt_, gi[t], ghrz, bias, h, rh, plan.perm,
-                        None if c is None else c[0][t], None if c is None else c[1][t]))
+                    kern.fwd_nr1(
+                        grid,
+                        block,
+                        (
+                            B_,
+                            H_,
+                            bt_,
+                            gi[t],
+                            ghrz,
+                            bias,
+                            h,
+                            rh,
+                            plan.perm,
+                            None if c is None else c[0][t],
+                            None if c is None else c[1][t],
+                        ),
+                    )
                     if bt:
-                        _gemm("N", "T", rh[:bt], w_hn, ghn[:bt])         # (r*h) @ W_hn^T
-                    kern.fwd_nr2(grid, block, (
-                        B_, H_, bt_, gi[t], ghn, ghrz, bias, bhn, h, out_at(t), out_stride,
-                        plan.perm,
-                        None if c is None else c[2][t], None if c is None else c[4][t]))
+                        _gemm("N", "T", rh[:bt], w_hn, ghn[:bt])  # (r*h) @ W_hn^T
+                    kern.fwd_nr2(
+                        grid,
+                        block,
+                        (
+                            B_,
+                            H_,
+                            bt_,
+                            gi[t],
+                            ghn,
+                            ghrz,
+                            bias,
+                            bhn,
+                            h,
+                            out_at(t),
+                            out_stride,
+                            plan.perm,
+                            None if c is None else c[2][t],
+                            None if c is None else c[4][t],
+                        ),
+                    )
             plan.scatter(h_n[k * D + d], h)
             layer_dirs.append(c)
         inputs.append(inp)
@@ -370,16 +455,28 @@ def _forward(cp, x, h0, layers, H, D, reverse, reset_after, lengths, batch_first
     cache = None
     if need_cache:
         # saved[k][d] = (r, z, n, ghn or r*h, h_prev), each (T, B, H) in sorted row order
-        cache = ForwardCache(T=T, B=B, H=H, D=D, batch_first=batch_first, reverse=reverse,
-                             reset_after=reset_after, perm=plan.perm, active=plan.bt,
-                             layers=layers, inputs=inputs, saved=dirs,
-                             dropout_masks=dropout_masks)
+        cache = ForwardCache(
+            T=T,
+            B=B,
+            H=H,
+            D=D,
+            batch_first=batch_first,
+            reverse=reverse,
+            reset_after=reset_after,
+            perm=plan.perm,
+            active=plan.bt,
+            layers=layers,
+            inputs=inputs,
+            saved=dirs,
+            dropout_masks=dropout_masks,
+        )
     return out, h_n, cache
 
 
 # ---------------------------------------------------------------------------------------------
 # backward
 # ---------------------------------------------------------------------------------------------
+
 
 def gru_backward(cache, d_output, d_h_n, grads):
     """Backpropagation through time for a forward run with ``need_cache=True``.
@@ -403,8 +500,8 @@ def _backward(cp, cache, d_output, d_h_n, grads):
     DH = D * H
 
     dh0 = cp.empty((L * D, B, H), dtype=dtype)
-    d_above = d_output                     # gradient reaching this layer's output, or None
-    above_bf = cache.batch_first           # its layout (the last layer's may be batch-first)
+    d_above = d_output  # gradient reaching this layer's output, or None
+    above_bf = cache.batch_first  # its layout (the last layer's may be batch-first)
     dx = None
     for k in range(L - 1, -1, -1):
         inp = cache.inputs[k]
@@ -430,7 +527,7 @@ def _backward(cp, cache, d_output, d_h_n, grads):
             def dout_at(t, d=d, d_above=d_above, above_bf=above_bf):
                 if d_above is None:
                     return None
-                return d_above[:, t, d * H:] if above_bf else d_above[t, :, d * H:]
+                return d_above[:, t, d * H :] if above_bf else d_above[t, :, d * H :]
 
             # the reverse of the processing order
             rev = _steps(T, not backwards)
@@ -438,9 +535,26 @@ def _backward(cp, cache, d_output, d_h_n, grads):
                 dgh = cp.empty((T, B, 3 * H), dtype=dtype)
                 for t in rev:
                     bt = plan.bt[t]
-                    kern.bwd_ra(grid, block, (
-                        B_, H_, np.int64(bt), dout_at(t), dout_stride, plan.perm,
-                        c_r[t], c_z[t], c_n[t], c_x[t], c_hp[t], dh, dgi[t], dgh[t]))
+                    kern.bwd_ra(
+                        grid,
+                        block,
+                        (
+                            B_,
+                            H_,
+                            np.int64(bt),
+                            dout_at(t),
+                            dout_stride,
+                            plan.perm,
+                            c_r[t],
+                            c_z[t],
+                            c_n[t],
+                            c_x[t],
+                            c_hp[t],
+                            dh,
+                            dgi[t],
+                            dgh[t],
+                        ),
+                    )
                     if bt:
                         _gemm("N", "N", dgh[t][:bt], w_hh, dh[:bt], beta=1.0)  # += dgh @ W_hh
                 dgh2d = dgh.reshape(T * B, 3 * H)
@@ -448,31 +562,49 @@ def _backward(cp, cache, d_output, d_h_n, grads):
                 if g_b_hh is not None:
                     g_b_hh += dgh2d.sum(axis=0)
             else:
-                w_rz, w_hn = w_hh[:2 * H], w_hh[2 * H:]
+                w_rz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]
                 dgh_rz = cp.empty((T, B, 2 * H), dtype=dtype)
                 dghn = cp.empty((T, B, H), dtype=dtype)
                 drh = cp.empty((B, H), dtype=dtype)
                 for t in rev:
                     bt = plan.bt[t]
                     bt_ = np.int64(bt)
-                    kern.bwd_nr1(grid, block, (
-                        B_, H_, bt_, dout_at(t), dout_stride, plan.perm,
-                        c_z[t], c_n[t], c_hp[t], dh, dgi[t], dgh_rz[t], dghn[t]))
+                    kern.bwd_nr1(
+                        grid,
+                        block,
+                        (
+                            B_,
+                            H_,
+                            bt_,
+                            dout_at(t),
+                            dout_stride,
+                            plan.perm,
+                            c_z[t],
+                            c_n[t],
+                            c_hp[t],
+                            dh,
+                            dgi[t],
+                            dgh_rz[t],
+                            dghn[t],
+                        ),
+                    )
                     if bt:
-                        _gemm("N", "N", dghn[t][:bt], w_hn, drh[:bt])        # d(r*h)
-                        kern.bwd_nr2(grid, block, (
-                            B_, H_, bt_, drh, plan.perm, c_r[t], c_hp[t], dh, dgi[t],
-                            dgh_rz[t]))
+                        _gemm("N", "N", dghn[t][:bt], w_hn, drh[:bt])  # d(r*h)
+                        kern.bwd_nr2(
+                            grid,
+                            block,
+                            (B_, H_, bt_, drh, plan.perm, c_r[t], c_hp[t], dh, dgi[t], dgh_rz[t]),
+                        )
                         _gemm("N", "N", dgh_rz[t][:bt], w_rz, dh[:bt], beta=1.0)
                 dgh_rz2d = dgh_rz.reshape(T * B, 2 * H)
                 dghn2d = dghn.reshape(T * B, H)
-                _gemm("T", "N", dgh_rz2d, c_hp.reshape(T * B, H), g_w_hh[:2 * H], beta=1.0)
-                _gemm("T", "N", dghn2d, c_x.reshape(T * B, H), g_w_hh[2 * H:], beta=1.0)
+                _gemm("T", "N", dgh_rz2d, c_hp.reshape(T * B, H), g_w_hh[: 2 * H], beta=1.0)
+                _gemm("T", "N", dghn2d, c_x.reshape(T * B, H), g_w_hh[2 * H :], beta=1.0)
                 if g_b_hh is not None:
-                    g_b_hh[:2 * H] += dgh_rz2d.sum(axis=0)
-                    g_b_hh[2 * H:] += dghn2d.sum(axis=0)
+                    g_b_hh[: 2 * H] += dgh_rz2d.sum(axis=0)
+                    g_b_hh[2 * H :] += dghn2d.sum(axis=0)
             # input side, over all T*B rows at once
-            _gemm("T", "N", dgi2d, inp2d, g_w_ih, beta=1.0)                # dW_ih += dgi^T x
+            _gemm("T", "N", dgi2d, inp2d, g_w_ih, beta=1.0)  # dW_ih += dgi^T x
             if g_b_ih is not None:
                 g_b_ih += dgi2d.sum(axis=0)
             _gemm("N", "N", dgi2d, w_ih, d_inp, beta=0.0 if d == 0 else 1.0)  # dx (+)= dgi W_ih
@@ -490,6 +622,7 @@ def _backward(cp, cache, d_output, d_h_n, grads):
 # ---------------------------------------------------------------------------------------------
 # one step (GRUCell)
 # ---------------------------------------------------------------------------------------------
+
 
 def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     """One GRU step on CuPy arrays: x (B, I), h (B, H) or None; returns a fresh (B, H)."""
@@ -511,18 +644,22 @@ def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
             else:
                 gh = cp.empty((B, 3 * H), dtype=dtype)
                 _gemm("N", "T", state, w_hh, gh)
-            kern.fwd_ra(grid, block, (B_, H_, B_, gi, gh, bias, bhn, state, out, H_, None)
-                        + (None,) * 5)
+            kern.fwd_ra(
+                grid, block, (B_, H_, B_, gi, gh, bias, bhn, state, out, H_, None) + (None,) * 5
+            )
         else:
             ghrz = cp.empty((B, 2 * H), dtype=dtype)
             if h is None:
                 ghrz.fill(0)
             else:
-                _gemm("N", "T", state, w_hh[:2 * H], ghrz)
+                _gemm("N", "T", state, w_hh[: 2 * H], ghrz)
             rh = cp.empty((B, H), dtype=dtype)
             kern.fwd_nr1(grid, block, (B_, H_, B_, gi, ghrz, bias, state, rh, None, None, None))
             ghn = cp.empty((B, H), dtype=dtype)
-            _gemm("N", "T", rh, w_hh[2 * H:], ghn)
-            kern.fwd_nr2(grid, block, (B_, H_, B_, gi, ghn, ghrz, bias, bhn, state, out, H_,
-                                       None, None, None))
+            _gemm("N", "T", rh, w_hh[2 * H :], ghn)
+            kern.fwd_nr2(
+                grid,
+                block,
+                (B_, H_, B_, gi, ghn, ghrz, bias, bhn, state, out, H_, None, None, None),
+            )
         return out

@@ -1,4 +1,5 @@
 """Finite-difference check of a module's vjp."""
+
 from __future__ import annotations
 
 import warnings
@@ -23,19 +24,35 @@ class GradcheckError(AssertionError):
 def _float64_twin(module):
     """A float64 copy of `module` on the same device (gradients in float32 are too noisy)."""
     from .modules import GRU, GRUCell
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if isinstance(module, GRU):
-            twin = GRU(module.input_size, module.hidden_size, module.num_layers, module.bias,
-                       module.batch_first, module.dropout, module.bidirectional,
-                       reset_after=module.reset_after, reverse=module.reverse,
-                       dtype=np.float64)
+            twin = GRU(
+                module.input_size,
+                module.hidden_size,
+                module.num_layers,
+                module.bias,
+                module.batch_first,
+                module.dropout,
+                module.bidirectional,
+                reset_after=module.reset_after,
+                reverse=module.reverse,
+                dtype=np.float64,
+            )
         elif isinstance(module, GRUCell):
-            twin = GRUCell(module.input_size, module.hidden_size, module.bias,
-                           reset_after=module.reset_after, dtype=np.float64)
+            twin = GRUCell(
+                module.input_size,
+                module.hidden_size,
+                module.bias,
+                reset_after=module.reset_after,
+                dtype=np.float64,
+            )
         else:
-            raise TypeError(f"cygru.gradcheck: expected a cygru.GRU or cygru.GRUCell, "
-                            f"got {type(module).__name__}")
+            raise TypeError(
+                f"cygru.gradcheck: expected a cygru.GRU or cygru.GRUCell, "
+                f"got {type(module).__name__}"
+            )
     twin.load_state_dict({n: A.to_host(a) for n, a in module.named_parameters()})
     if module.device != "cpu":
         twin.to(module.device)
@@ -45,10 +62,19 @@ def _float64_twin(module):
 
 
 @A.boundary("cygru.gradcheck")
-def gradcheck(module: Union[GRU, GRUCell], x: ArrayLike, h0: ArrayLike | None = None, *,
-              eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
-              lengths: ArrayLike | None = None, max_elements: int = 64, n_projections: int = 4,
-              seed: int = 0) -> bool:
+def gradcheck(
+    module: Union[GRU, GRUCell],
+    x: ArrayLike,
+    h0: ArrayLike | None = None,
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    lengths: ArrayLike | None = None,
+    max_elements: int = 64,
+    n_projections: int = 4,
+    seed: int = 0,
+) -> bool:
     """Compare ``module.vjp`` against central finite differences of ``module(...)``.
 
     The check runs on a float64 copy of the module (a float32 module is copied and
@@ -91,14 +117,15 @@ def gradcheck(module: Union[GRU, GRUCell], x: ArrayLike, h0: ArrayLike | None = 
     if m.device == "cpu":
         return _check(m, np, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, seed)
     import cupy
+
     # every array of the check lives on the module's GPU, not on the current one
     with cupy.cuda.Device(int(m.device.split(":")[1])):
-        return _check(m, cupy, x, h0, eps, atol, rtol, lengths, max_elements, n_projections,
-                      seed)
+        return _check(m, cupy, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, seed)
 
 
 def _check(m, xp, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, seed):
     from .modules import GRUCell
+
     cell = isinstance(m, GRUCell)
     x = A.as_float_array(x, np.float64, "x", m.device)
     if cell:
@@ -132,7 +159,7 @@ def _check(m, xp, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, 
     tensors = {"x": x, "h0": h0}
     tensors.update(dict(m.named_parameters()))
     for name, t in tensors.items():
-        flat = t.reshape(-1)                 # a view: t is C-contiguous
+        flat = t.reshape(-1)  # a view: t is C-contiguous
         a = analytic[name].reshape(-1)
         if flat.size == 0:
             continue
@@ -167,10 +194,14 @@ def _check(m, xp, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, 
                 worst = (err, kind, i, ana, num)
         if worst[0] > 0:
             _, kind, i, ana, num = worst
-            where = (f"element {tuple(int(k) for k in np.unravel_index(i, t.shape))}" if kind == "element"
-                     else f"random direction #{i}")
+            where = (
+                f"element {tuple(int(k) for k in np.unravel_index(i, t.shape))}"
+                if kind == "element"
+                else f"random direction #{i}"
+            )
             raise GradcheckError(
                 f"cygru.gradcheck: gradient of {name} (shape {tuple(t.shape)}) disagrees at "
                 f"{where}: analytic {ana!r}, numeric {num!r} "
-                f"(|diff| {abs(ana - num):.3g} > atol {atol} + rtol {rtol} * |numeric|)")
+                f"(|diff| {abs(ana - num):.3g} > atol {atol} + rtol {rtol} * |numeric|)"
+            )
     return True

@@ -53,6 +53,7 @@ def sigmoid(x):
 # one time step
 # ----------------------------------------------------------------------------------------------
 
+
 def _bias(b, size, dtype):
     """``b``, or zeros when the layer has no bias."""
     return np.zeros(size, dtype=dtype) if b is None else b
@@ -69,15 +70,15 @@ def _step(x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     if reset_after:
         gh = h @ w_hh.T + b_hh
         r = sigmoid(gi[:, :H] + gh[:, :H])
-        z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-        aux = gh[:, 2 * H:]                                  # gh_n
-        n = np.tanh(gi[:, 2 * H:] + r * aux)
+        z = sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        aux = gh[:, 2 * H :]  # gh_n
+        n = np.tanh(gi[:, 2 * H :] + r * aux)
     else:
-        gh_rz = h @ w_hh[:2 * H].T + b_hh[:2 * H]
+        gh_rz = h @ w_hh[: 2 * H].T + b_hh[: 2 * H]
         r = sigmoid(gi[:, :H] + gh_rz[:, :H])
-        z = sigmoid(gi[:, H:2 * H] + gh_rz[:, H:])
-        aux = r * h                                          # the reset state r * h
-        n = np.tanh(gi[:, 2 * H:] + aux @ w_hh[2 * H:].T + b_hh[2 * H:])
+        z = sigmoid(gi[:, H : 2 * H] + gh_rz[:, H:])
+        aux = r * h  # the reset state r * h
+        n = np.tanh(gi[:, 2 * H :] + aux @ w_hh[2 * H :].T + b_hh[2 * H :])
     h_new = (1 - z) * n + z * h
     return h_new, (r, z, n, aux)
 
@@ -110,12 +111,12 @@ def _step_backward(dh, x, h, r, z, n, aux, w_ih, w_hh, g, reset_after):
         dr = dan * gh_n
     else:
         rh = aux
-        w_hn = w_hh[2 * H:]
+        w_hn = w_hh[2 * H :]
         d_rh = dan @ w_hn
         dr = d_rh * h
         dh_prev += d_rh * r
-        g_w_hh[2 * H:] += dan.T @ rh
-        g_b_hh[2 * H:] += dan.sum(axis=0)
+        g_w_hh[2 * H :] += dan.T @ rh
+        g_b_hh[2 * H :] += dan.sum(axis=0)
     dar = dr * r * (1 - r)
     daz = dz * z * (1 - z)
     dgi = np.concatenate([dar, daz, dan], axis=1)
@@ -126,9 +127,9 @@ def _step_backward(dh, x, h, r, z, n, aux, w_ih, w_hh, g, reset_after):
         g_b_hh += dgh.sum(axis=0)
     else:
         dgh_rz = np.concatenate([dar, daz], axis=1)
-        dh_prev += dgh_rz @ w_hh[:2 * H]
-        g_w_hh[:2 * H] += dgh_rz.T @ h
-        g_b_hh[:2 * H] += dgh_rz.sum(axis=0)
+        dh_prev += dgh_rz @ w_hh[: 2 * H]
+        g_w_hh[: 2 * H] += dgh_rz.T @ h
+        g_b_hh[: 2 * H] += dgh_rz.sum(axis=0)
     dx = dgi @ w_ih
     g_w_ih += dgi.T @ x
     g_b_ih += dgi.sum(axis=0)
@@ -179,14 +180,16 @@ def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=True):
     H = w_hh.shape[1]
     if h is None:
         h = np.zeros((x.shape[0], H), dtype=dtype)
-    h_new, _ = _step(x, h, w_ih, w_hh, _bias(b_ih, 3 * H, dtype), _bias(b_hh, 3 * H, dtype),
-                     reset_after)
+    h_new, _ = _step(
+        x, h, w_ih, w_hh, _bias(b_ih, 3 * H, dtype), _bias(b_hh, 3 * H, dtype), reset_after
+    )
     return h_new
 
 
 # ----------------------------------------------------------------------------------------------
 # one direction of one layer, over time
 # ----------------------------------------------------------------------------------------------
+
 
 def _time_order(T, backwards):
     """Steps in processing order: 0..T-1, or T-1..0 for a backwards-in-time direction."""
@@ -207,10 +210,15 @@ def _direction_forward(x, h0, w_ih, w_hh, b_ih, b_hh, backwards, reset_after, le
     saved = {k: np.zeros((T, B, H), dtype=x.dtype) for k in ("h", "r", "z", "n", "aux")}
     h = h0
     for t in _time_order(T, backwards):
-        active = t < lengths                                 # (B,) bool
+        active = t < lengths  # (B,) bool
         h_new, (r, z, n, aux) = _step(x[t], h, w_ih, w_hh, b_ih, b_hh, reset_after)
         saved["h"][t], saved["r"][t], saved["z"][t], saved["n"][t], saved["aux"][t] = (
-            h, r, z, n, aux)
+            h,
+            r,
+            z,
+            n,
+            aux,
+        )
         h = np.where(active[:, None], h_new, h)
         out[t, active] = h[active]
     return out, h, saved
@@ -227,16 +235,30 @@ def _direction_backward(x, saved, w_ih, w_hh, backwards, reset_after, lengths, d
     Returns ``dx`` (T, B, I), ``dh0`` (B, H) and ``[g_w_ih, g_w_hh, g_b_ih, g_b_hh]``.
     """
     T = x.shape[0]
-    g = [np.zeros_like(w_ih), np.zeros_like(w_hh),
-         np.zeros(w_ih.shape[0], dtype=x.dtype), np.zeros(w_hh.shape[0], dtype=x.dtype)]
+    g = [
+        np.zeros_like(w_ih),
+        np.zeros_like(w_hh),
+        np.zeros(w_ih.shape[0], dtype=x.dtype),
+        np.zeros(w_hh.shape[0], dtype=x.dtype),
+    ]
     dx = np.zeros_like(x)
     dh = d_hn.copy()
     for t in reversed(_time_order(T, backwards)):
-        active = (t < lengths)[:, None]                      # (B, 1) bool
-        dh_step = np.where(active, dh + d_out[t], 0)         # total gradient reaching h_t
+        active = (t < lengths)[:, None]  # (B, 1) bool
+        dh_step = np.where(active, dh + d_out[t], 0)  # total gradient reaching h_t
         dx_t, dh_prev = _step_backward(
-            dh_step, x[t], saved["h"][t], saved["r"][t], saved["z"][t], saved["n"][t],
-            saved["aux"][t], w_ih, w_hh, g, reset_after)
+            dh_step,
+            x[t],
+            saved["h"][t],
+            saved["r"][t],
+            saved["z"][t],
+            saved["n"][t],
+            saved["aux"][t],
+            w_ih,
+            w_hh,
+            g,
+            reset_after,
+        )
         dx[t] = np.where(active, dx_t, 0)
         dh = np.where(active, dh_prev, dh)
     return dx, dh, g
@@ -246,14 +268,25 @@ def _direction_backward(x, saved, w_ih, w_hh, backwards, reset_after, lengths, d
 # the stacked, possibly bidirectional GRU
 # ----------------------------------------------------------------------------------------------
 
-def _forward(x, h0, layers, hidden_size, num_directions, reverse, reset_after, lengths,
-             batch_first, dropout_masks):
+
+def _forward(
+    x,
+    h0,
+    layers,
+    hidden_size,
+    num_directions,
+    reverse,
+    reset_after,
+    lengths,
+    batch_first,
+    dropout_masks,
+):
     """Shared forward: returns time-major output, h_n and the cache for the backward."""
     H, D, L = hidden_size, num_directions, len(layers)
     if reverse and D != 1:
         raise ValueError("reverse=True needs num_directions == 1")
     dtype = x.dtype
-    x_tm = np.swapaxes(x, 0, 1) if batch_first else x       # view, time-major (T, B, I)
+    x_tm = np.swapaxes(x, 0, 1) if batch_first else x  # view, time-major (T, B, I)
     T, B, _ = x_tm.shape
     if h0 is None:
         h0 = np.zeros((L * D, B, H), dtype=dtype)
@@ -265,7 +298,7 @@ def _forward(x, h0, layers, hidden_size, num_directions, reverse, reset_after, l
             raise ValueError("lengths must have shape (B,) with 1 <= lengths[b] <= T")
 
     h_n = np.zeros((L * D, B, H), dtype=dtype)
-    cache = []                                               # per layer: (input, [saved per dir])
+    cache = []  # per layer: (input, [saved per dir])
     inp = x_tm
     out = None
     for k, layer in enumerate(layers):
@@ -274,9 +307,17 @@ def _forward(x, h0, layers, hidden_size, num_directions, reverse, reset_after, l
         for d, (w_ih, w_hh, b_ih, b_hh) in enumerate(layer):
             backwards = (d == 1) or reverse
             out_d, h_last, saved = _direction_forward(
-                inp, h0[k * D + d], w_ih, w_hh, _bias(b_ih, 3 * H, dtype),
-                _bias(b_hh, 3 * H, dtype), backwards, reset_after, lengths)
-            out[:, :, d * H:(d + 1) * H] = out_d
+                inp,
+                h0[k * D + d],
+                w_ih,
+                w_hh,
+                _bias(b_ih, 3 * H, dtype),
+                _bias(b_hh, 3 * H, dtype),
+                backwards,
+                reset_after,
+                lengths,
+            )
+            out[:, :, d * H : (d + 1) * H] = out_d
             h_n[k * D + d] = h_last
             saved_dirs.append(saved)
         cache.append((inp, saved_dirs))
@@ -286,8 +327,19 @@ def _forward(x, h0, layers, hidden_size, num_directions, reverse, reset_after, l
     return out, h_n, (cache, lengths, T, B)
 
 
-def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse=False, reset_after=True,
-                lengths=None, batch_first=False, dropout_masks=None):
+def gru_forward(
+    x,
+    h0,
+    layers,
+    *,
+    hidden_size,
+    num_directions,
+    reverse=False,
+    reset_after=True,
+    lengths=None,
+    batch_first=False,
+    dropout_masks=None,
+):
     """Multi-layer, optionally bidirectional GRU over a whole sequence.
 
     Every layer k and direction d runs :func:`cell_forward` over time; direction 1 (and the only
@@ -339,15 +391,38 @@ def gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse=False, re
     >>> out.shape, h_n.shape, bool((out[-1] == h_n[-1]).all())
     ((5, 2, 4), (1, 2, 4), True)
     """
-    out, h_n, _ = _forward(x, h0, layers, hidden_size, num_directions, reverse, reset_after,
-                           lengths, batch_first, dropout_masks)
+    out, h_n, _ = _forward(
+        x,
+        h0,
+        layers,
+        hidden_size,
+        num_directions,
+        reverse,
+        reset_after,
+        lengths,
+        batch_first,
+        dropout_masks,
+    )
     if batch_first:
         out = np.ascontiguousarray(np.swapaxes(out, 0, 1))
     return out, h_n
 
 
-def gru_backward(x, h0, layers, d_output, d_h_n, *, hidden_size, num_directions, reverse=False,
-                 reset_after=True, lengths=None, batch_first=False, dropout_masks=None):
+def gru_backward(
+    x,
+    h0,
+    layers,
+    d_output,
+    d_h_n,
+    *,
+    hidden_size,
+    num_directions,
+    reverse=False,
+    reset_after=True,
+    lengths=None,
+    batch_first=False,
+    dropout_masks=None,
+):
     """Gradients of a scalar loss through :func:`gru_forward` (backpropagation through time).
 
     The forward pass is recomputed, keeping every step's gates; then each layer, from the last
@@ -390,8 +465,18 @@ dropout_masks
     """
     H, D, L = hidden_size, num_directions, len(layers)
     dtype = x.dtype
-    _, _, (cache, lengths, T, B) = _forward(x, h0, layers, hidden_size, num_directions, reverse,
-                                            reset_after, lengths, batch_first, dropout_masks)
+    _, _, (cache, lengths, T, B) = _forward(
+        x,
+        h0,
+        layers,
+        hidden_size,
+        num_directions,
+        reverse,
+        reset_after,
+        lengths,
+        batch_first,
+        dropout_masks,
+    )
     if d_output is None:
         d_out = np.zeros((T, B, D * H), dtype=dtype)
     else:
@@ -409,14 +494,27 @@ dropout_masks
         for d, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers[k]):
             backwards = (d == 1) or reverse
             dx_d, dh0[k * D + d], g = _direction_backward(
-                inp, saved_dirs[d], w_ih, w_hh, backwards, reset_after, lengths,
-                d_out[:, :, d * H:(d + 1) * H], d_h_n[k * D + d].astype(dtype, copy=False))
+                inp,
+                saved_dirs[d],
+                w_ih,
+                w_hh,
+                backwards,
+                reset_after,
+                lengths,
+                d_out[:, :, d * H : (d + 1) * H],
+                d_h_n[k * D + d].astype(dtype, copy=False),
+            )
             d_inp += dx_d
-            grads[k][d] = (g[0], g[1], None if b_ih is None else g[2],
-                           None if b_hh is None else g[3])
+            grads[k][d] = (
+                g[0],
+                g[1],
+                None if b_ih is None else g[2],
+                None if b_hh is None else g[3],
+            )
         if k > 0:
             # gradient reaching layer k-1's output (through the dropout mask it was fed with)
-            d_out = d_inp * dropout_masks[k - 1].astype(dtype, copy=False) if dropout_masks \
-                else d_inp
+            d_out = (
+                d_inp * dropout_masks[k - 1].astype(dtype, copy=False) if dropout_masks else d_inp
+            )
     dx = np.ascontiguousarray(np.swapaxes(d_inp, 0, 1)) if batch_first else d_inp
     return dx, dh0, grads

@@ -1,4 +1,5 @@
 """Thread count of cygru's own parallelism."""
+
 from typing import SupportsIndex
 
 from . import _cpu

@@ -3,6 +3,7 @@
 ``Array`` is what cygru returns: a NumPy array for a module on the CPU (a CuPy array,
 which type checkers see as the same, for one on a GPU). Inputs are ``ArrayLike``.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ class GRUBackward(Protocol):
     #: the dropout masks of the forward it belongs to (None without dropout)
     dropout_masks: list[Array] | None
 
-    def __call__(self, d_output: ArrayLike | None = None,
-                 d_h_n: ArrayLike | None = None) -> tuple[Array, Array]: ...
+    def __call__(
+        self, d_output: ArrayLike | None = None, d_h_n: ArrayLike | None = None
+    ) -> tuple[Array, Array]: ...
 
 
 class GRUCellBackward(Protocol):

@@ -57,6 +57,7 @@ right), never in completion order: two runs with the same chunks give the same b
 to summing the per-shard ``vjp`` gradients in that order in one process, and agree with one
 ``vjp`` over the whole batch to float tolerance (the sums are associated differently).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -72,7 +73,7 @@ try:
     import dask.array as da
 except ImportError as exc:  # pragma: no cover - exercised only without dask
     raise ImportError(
-        "cygru.dask needs Dask: install it with `pip install \"cygru[dask]\"` "
+        'cygru.dask needs Dask: install it with `pip install "cygru[dask]"` '
         f"(dask[array], distributed and threadpoolctl); the import failed with: {exc}"
     ) from exc
 
@@ -98,13 +99,19 @@ _WHO = "cygru.dask"
 
 def _check_module(module, who):
     if not isinstance(module, GRU):
-        raise TypeError(f"{who}: module must be a cygru.GRU, got {type(module).__name__}"
-                        + (" (a GRUCell has no time axis: run it step by step, or use a "
-                           "GRU with num_layers=1)" if type(module).__name__ == "GRUCell"
-                           else ""))
+        raise TypeError(
+            f"{who}: module must be a cygru.GRU, got {type(module).__name__}"
+            + (
+                " (a GRUCell has no time axis: run it step by step, or use a GRU with num_layers=1)"
+                if type(module).__name__ == "GRUCell"
+                else ""
+            )
+        )
     if module.device != "cpu":
-        raise ValueError(f"{who}: cygru.dask runs modules on the workers' CPUs; this module "
-                         f"is on {module.device!r}: move it with module.to('cpu')")
+        raise ValueError(
+            f"{who}: cygru.dask runs modules on the workers' CPUs; this module "
+            f"is on {module.device!r}: move it with module.to('cpu')"
+        )
 
 
 def _snapshot(module):
@@ -132,15 +139,21 @@ _controller_lock = threading.Lock()
 def _check_threads(threads, who):
     if threads is None:
         return None
-    if (isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral)
-            or not 1 <= threads <= 256):
-        raise ValueError(f"{who}: threads must be None or an integer from 1 to 256, got "
-                         f"{threads!r}")
+    if (
+        isinstance(threads, (bool, np.bool_))
+        or not isinstance(threads, numbers.Integral)
+        or not 1 <= threads <= 256
+    ):
+        raise ValueError(
+            f"{who}: threads must be None or an integer from 1 to 256, got {threads!r}"
+        )
     try:
         import threadpoolctl  # noqa: F401
     except ImportError:
-        raise ImportError(f"{who}: threads= needs threadpoolctl: "
-                          "`pip install \"cygru[dask]\"` or `pip install threadpoolctl`") from None
+        raise ImportError(
+            f"{who}: threads= needs threadpoolctl: "
+            '`pip install "cygru[dask]"` or `pip install threadpoolctl`'
+        ) from None
     return int(threads)
 
 
@@ -149,11 +162,13 @@ def _openmp_limit(threads):
     for the calling thread only (libgomp keeps the setting per thread)."""
     global _controller
     from contextlib import nullcontext
+
     if threads is None:
         return nullcontext()
     with _controller_lock:
         if _controller is None:
             from threadpoolctl import ThreadpoolController
+
             _controller = ThreadpoolController().select(user_api="openmp")
     return _controller.limit(limits=threads)
 
@@ -161,6 +176,7 @@ def _openmp_limit(threads):
 def _task_threads(threads):
     """cygru's thread count in a task run with `threads` (what the policy gives)."""
     from . import get_num_threads
+
     with _openmp_limit(threads):
         return get_num_threads()
 
@@ -174,22 +190,30 @@ def _one_chunk(arr, keep_axis, rechunk, name, who):
     if not split:
         return arr
     what = ", ".join(f"axis {ax} in {len(arr.chunks[ax])} chunks" for ax in split)
-    msg = (f"{who}: {name} must be chunked along its batch axis (axis {keep_axis}) only, "
-           f"with whole sequences in each chunk (a GRU runs over a whole sequence); it is "
-           f"cut along {what}")
+    msg = (
+        f"{who}: {name} must be chunked along its batch axis (axis {keep_axis}) only, "
+        f"with whole sequences in each chunk (a GRU runs over a whole sequence); it is "
+        f"cut along {what}"
+    )
     if not rechunk:
-        raise ValueError(msg + "; rechunk it, e.g. "
-                         f"{name}.rechunk({{{', '.join(f'{ax}: -1' for ax in split)}}}), "
-                         "or pass rechunk=True")
-    warnings.warn(msg + "; rechunking those axes into one chunk (pass rechunk=False to "
-                  "make this an error)", da.PerformanceWarning, stacklevel=4)
+        raise ValueError(
+            msg + "; rechunk it, e.g. "
+            f"{name}.rechunk({{{', '.join(f'{ax}: -1' for ax in split)}}}), "
+            "or pass rechunk=True"
+        )
+    warnings.warn(
+        msg + "; rechunking those axes into one chunk (pass rechunk=False to make this an error)",
+        da.PerformanceWarning,
+        stacklevel=4,
+    )
     return arr.rechunk({ax: -1 for ax in split})
 
 
 def _known_chunks(arr, name, who):
     if any(math.isnan(c) for cs in arr.chunks for c in cs):
-        raise ValueError(f"{who}: {name} has unknown chunk sizes; call "
-                         f"{name}.compute_chunk_sizes() first")
+        raise ValueError(
+            f"{who}: {name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"
+        )
 
 
 def _blocks(arr, axis, batch_chunks, shape, name, who, rechunk):
@@ -199,15 +223,18 @@ def _blocks(arr, axis, batch_chunks, shape, name, who, rechunk):
         return [None] * len(batch_chunks)
     if isinstance(arr, da.Array):
         if arr.ndim != len(shape):
-            raise ValueError(f"{who}: {name} must have {len(shape)} dimensions {shape}, "
-                             f"got shape {arr.shape}")
+            raise ValueError(
+                f"{who}: {name} must have {len(shape)} dimensions {shape}, got shape {arr.shape}"
+            )
         _known_chunks(arr, name, who)
         if tuple(arr.shape) != shape:
             raise ValueError(f"{who}: {name} must have shape {shape}, got {arr.shape}")
         if tuple(arr.chunks[axis]) != tuple(batch_chunks):
-            raise ValueError(f"{who}: {name}'s chunks along its batch axis (axis {axis}) "
-                             f"{arr.chunks[axis]} must match x's batch chunks {batch_chunks}; "
-                             f"rechunk it with {name}.rechunk({{{axis}: x.chunks[...]}})")
+            raise ValueError(
+                f"{who}: {name}'s chunks along its batch axis (axis {axis}) "
+                f"{arr.chunks[axis]} must match x's batch chunks {batch_chunks}; "
+                f"rechunk it with {name}.rechunk({{{axis}: x.chunks[...]}})"
+            )
         integral = np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_
         if name == "lengths" and not integral:
             raise TypeError(f"{who}: lengths must be integers, got dtype {arr.dtype}")
@@ -216,21 +243,26 @@ def _blocks(arr, axis, batch_chunks, shape, name, who, rechunk):
         arr = _one_chunk(arr, axis, rechunk, name, who)
         return list(arr.to_delayed().reshape(-1))
     if hasattr(arr, "__dask_graph__"):
-        raise TypeError(f"{who}: {name} must be a Dask array or a NumPy array, got "
-                        f"{type(arr).__name__}")
+        raise TypeError(
+            f"{who}: {name} must be a Dask array or a NumPy array, got {type(arr).__name__}"
+        )
     try:
         arr = np.asarray(arr)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{who}: {name} must be an array, got {type(arr).__name__}: {exc}") from None
+        raise TypeError(
+            f"{who}: {name} must be an array, got {type(arr).__name__}: {exc}"
+        ) from None
     if arr.dtype == object or arr.shape != shape:
-        raise ValueError(f"{who}: {name} must have shape {shape}, got {arr.shape}"
-                         + (" of objects" if arr.dtype == object else ""))
+        raise ValueError(
+            f"{who}: {name} must have shape {shape}, got {arr.shape}"
+            + (" of objects" if arr.dtype == object else "")
+        )
     edges = np.cumsum((0,) + tuple(batch_chunks))
     index = [slice(None)] * arr.ndim
     pieces = []
     for a, b in zip(edges[:-1], edges[1:]):
         index[axis] = slice(int(a), int(b))
-        pieces.append(arr[tuple(index)].copy())    # the caller's array is never shared
+        pieces.append(arr[tuple(index)].copy())  # the caller's array is never shared
     return pieces
 
 
@@ -241,8 +273,10 @@ def _check_numpy_lengths(lengths, T, who):
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{who}: lengths must be integers, got dtype {arr.dtype}")
     if arr.size and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"{who}: lengths must be in [1, {T}] (the time axis), got values "
-                         f"from {arr.min()} to {arr.max()}")
+        raise ValueError(
+            f"{who}: lengths must be in [1, {T}] (the time axis), got values "
+            f"from {arr.min()} to {arr.max()}"
+        )
 
 
 class _Plan:
@@ -252,18 +286,24 @@ class _Plan:
     def __init__(self, module, x, lengths, h0, rechunk, who):
         _check_module(module, who)
         if not isinstance(x, da.Array):
-            raise TypeError(f"{who}: x must be a dask.array.Array chunked along the batch "
-                            f"axis, got {type(x).__name__}; wrap a NumPy array with "
-                            "dask.array.from_array(x, chunks=...) or call the module directly")
+            raise TypeError(
+                f"{who}: x must be a dask.array.Array chunked along the batch "
+                f"axis, got {type(x).__name__}; wrap a NumPy array with "
+                "dask.array.from_array(x, chunks=...) or call the module directly"
+            )
         if x.ndim != 3:
-            raise ValueError(f"{who}: x must be a batch of sequences, (T, B, I) or with "
-                             f"batch_first (B, T, I); got {x.ndim} dimensions {x.shape}")
+            raise ValueError(
+                f"{who}: x must be a batch of sequences, (T, B, I) or with "
+                f"batch_first (B, T, I); got {x.ndim} dimensions {x.shape}"
+            )
         _known_chunks(x, "x", who)
         self.batch_axis = b_ax = 0 if module.batch_first else 1
         t_ax = 1 - b_ax
         if x.shape[2] != module.input_size:
-            raise ValueError(f"{who}: x has {x.shape[2]} features (axis 2), the module's "
-                             f"input_size is {module.input_size}")
+            raise ValueError(
+                f"{who}: x has {x.shape[2]} features (axis 2), the module's "
+                f"input_size is {module.input_size}"
+            )
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise TypeError(f"{who}: x must hold real numbers, got dtype {x.dtype}")
         x = _one_chunk(x, b_ax, rechunk, "x", who)
@@ -295,9 +335,15 @@ def _forward_block(module, x, lengths, h0, threads):
         return module(x, h0=h0, lengths=lengths)
 
 
-def forward(module: GRU, x: da.Array, lengths: _DaskOrArray | None = None,
-            h0: ArrayLike | None = None, *, threads: int | None = None,
-            rechunk: bool = True) -> Tuple[da.Array, da.Array]:
+def forward(
+    module: GRU,
+    x: da.Array,
+    lengths: _DaskOrArray | None = None,
+    h0: ArrayLike | None = None,
+    *,
+    threads: int | None = None,
+    rechunk: bool = True,
+) -> Tuple[da.Array, da.Array]:
     """Run a GRU over a Dask array of sequences, one task per batch chunk.
 
     Parameters
@@ -360,10 +406,12 @@ def forward(module: GRU, x: da.Array, lengths: _DaskOrArray | None = None,
     outs, hns = [], []
     for b, xb, lb, hb in zip(plan.chunks, plan.x_blocks, plan.lengths, plan.h0):
         o, h = run(mod, xb, lb, hb, threads)
-        outs.append(da.from_delayed(o, plan.output_shape(b), dtype=dtype,
-                                    meta=np.empty((0, 0, 0), dtype)))
-        hns.append(da.from_delayed(h, (plan.LD, b, plan.H), dtype=dtype,
-                                   meta=np.empty((0, 0, 0), dtype)))
+        outs.append(
+            da.from_delayed(o, plan.output_shape(b), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
+        )
+        hns.append(
+            da.from_delayed(h, (plan.LD, b, plan.H), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
+        )
     return (da.concatenate(outs, axis=plan.batch_axis), da.concatenate(hns, axis=1))
 
 
@@ -397,7 +445,7 @@ def _shard_grads(module, x, lengths, h0, target, d_output, d_h_n, loss, on, thre
             else:
                 count = diff.size
             value = float(np.sum(np.square(diff, dtype=np.float64)))
-            grad = 2 * diff            # of the summed loss; the mean is taken at the end
+            grad = 2 * diff  # of the summed loss; the mean is taken at the end
             d_output, d_h_n = (grad, None) if on == "output" else (None, grad)
         backward(d_output, d_h_n)
     return value, count, local.grads
@@ -415,12 +463,21 @@ def _sum_parts(*parts):
     return value, count, grads
 
 
-def grad_step(module: GRU, x: da.Array, targets: _DaskOrArray | None = None, *,
-              lengths: _DaskOrArray | None = None, h0: ArrayLike | None = None,
-              loss: _Loss = "mse", on: Literal["output", "h_n"] = "output",
-              d_output: _DaskOrArray | None = None, d_h_n: _DaskOrArray | None = None,
-              split_every: int = 2, threads: int | None = None,
-              rechunk: bool = True) -> Optional[float]:
+def grad_step(
+    module: GRU,
+    x: da.Array,
+    targets: _DaskOrArray | None = None,
+    *,
+    lengths: _DaskOrArray | None = None,
+    h0: ArrayLike | None = None,
+    loss: _Loss = "mse",
+    on: Literal["output", "h_n"] = "output",
+    d_output: _DaskOrArray | None = None,
+    d_h_n: _DaskOrArray | None = None,
+    split_every: int = 2,
+    threads: int | None = None,
+    rechunk: bool = True,
+) -> Optional[float]:
     """Gradients of a loss over the whole batch, one shard per task, added into
     ``module.grads``.
 
@@ -489,24 +546,34 @@ def grad_step(module: GRU, x: da.Array, targets: _DaskOrArray | None = None, *,
     """
     who = f"{_WHO}.grad_step"
     threads = _check_threads(threads, who)
-    if (isinstance(split_every, (bool, np.bool_)) or not isinstance(split_every, numbers.Integral)
-            or split_every < 2):
+    if (
+        isinstance(split_every, (bool, np.bool_))
+        or not isinstance(split_every, numbers.Integral)
+        or split_every < 2
+    ):
         raise ValueError(f"{who}: split_every must be an integer >= 2, got {split_every!r}")
     has_grads = d_output is not None or d_h_n is not None
     if not callable(loss) and loss != "mse":
-        raise ValueError(f"{who}: loss must be 'mse' or a callable "
-                         f"loss(output, h_n, target) -> (value, d_output, d_h_n), got {loss!r}")
+        raise ValueError(
+            f"{who}: loss must be 'mse' or a callable "
+            f"loss(output, h_n, target) -> (value, d_output, d_h_n), got {loss!r}"
+        )
     if on not in ("output", "h_n"):
         raise ValueError(f"{who}: on must be 'output' or 'h_n', got {on!r}")
     if has_grads and (targets is not None or callable(loss)):
-        raise ValueError(f"{who}: give either d_output/d_h_n, or targets and/or a loss "
-                         "callable, not both")
+        raise ValueError(
+            f"{who}: give either d_output/d_h_n, or targets and/or a loss callable, not both"
+        )
     if not has_grads and targets is None and not callable(loss):
-        raise ValueError(f"{who}: nothing to differentiate: give targets (loss='mse'), a "
-                         "loss callable, or d_output/d_h_n")
+        raise ValueError(
+            f"{who}: nothing to differentiate: give targets (loss='mse'), a "
+            "loss callable, or d_output/d_h_n"
+        )
     if isinstance(module, GRU) and module.dropout > 0 and module.num_layers > 1:
-        raise ValueError(f"{who}: dropout > 0 is not supported in data-parallel training "
-                         "(every shard would draw the same masks); set module.dropout = 0")
+        raise ValueError(
+            f"{who}: dropout > 0 is not supported in data-parallel training "
+            "(every shard would draw the same masks); set module.dropout = 0"
+        )
     plan = _Plan(module, x, lengths, h0, rechunk, who)
     if plan.B == 0:
         raise ValueError(f"{who}: x holds no sequences (its batch axis has length 0)")
@@ -518,14 +585,21 @@ def grad_step(module: GRU, x: da.Array, targets: _DaskOrArray | None = None, *,
     dh_blocks = plan.cut(d_h_n, hn_shape, 1, "d_h_n")
     mod = _module_key(module)
     shard = dask.delayed(_shard_grads, pure=True)
-    level = [shard(mod, xb, lb, hb, tb, ob, hnb, loss, on, threads)
-             for xb, lb, hb, tb, ob, hnb in zip(plan.x_blocks, plan.lengths, plan.h0,
-                                                t_blocks, do_blocks, dh_blocks)]
+    level = [
+        shard(mod, xb, lb, hb, tb, ob, hnb, loss, on, threads)
+        for xb, lb, hb, tb, ob, hnb in zip(
+            plan.x_blocks, plan.lengths, plan.h0, t_blocks, do_blocks, dh_blocks
+        )
+    ]
     combine = dask.delayed(_sum_parts, pure=True)
     while len(level) > 1:
-        level = [combine(*level[i:i + split_every]) if len(level[i:i + split_every]) > 1
-                 else level[i] for i in range(0, len(level), split_every)]
-    (value, count, grads), = dask.compute(level[0])
+        level = [
+            combine(*level[i : i + split_every])
+            if len(level[i : i + split_every]) > 1
+            else level[i]
+            for i in range(0, len(level), split_every)
+        ]
+    ((value, count, grads),) = dask.compute(level[0])
     if not callable(loss) and not has_grads:
         # the mean over the whole batch: the shards' sums, divided once
         value = value / count
@@ -562,12 +636,20 @@ class SGD:
     """
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0) -> None:
-        for name, value, ok in (("lr", lr, lambda v: v > 0),
-                                ("momentum", momentum, lambda v: 0 <= v < 1)):
-            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
-                    or not math.isfinite(value) or not ok(value)):
-                raise ValueError(f"cygru.dask.SGD: {name} must be a finite number "
-                                 f"{'> 0' if name == 'lr' else 'in [0, 1)'}, got {value!r}")
+        for name, value, ok in (
+            ("lr", lr, lambda v: v > 0),
+            ("momentum", momentum, lambda v: 0 <= v < 1),
+        ):
+            if (
+                isinstance(value, (bool, np.bool_))
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+                or not ok(value)
+            ):
+                raise ValueError(
+                    f"cygru.dask.SGD: {name} must be a finite number "
+                    f"{'> 0' if name == 'lr' else 'in [0, 1)'}, got {value!r}"
+                )
         self.lr, self.momentum = float(lr), float(momentum)
         self._velocity = {}
 
@@ -600,9 +682,11 @@ def _optimizer_step(optimizer):
         return (lambda m: step(m)) if takes_module else (lambda m: step())
     if callable(optimizer):
         return optimizer
-    raise TypeError("cygru.dask.DataParallelTrainer: optimizer must have a .step(module) "
-                    "method (or .step() reading the module's grads) or be a callable "
-                    f"update(module), got {type(optimizer).__name__}")
+    raise TypeError(
+        "cygru.dask.DataParallelTrainer: optimizer must have a .step(module) "
+        "method (or .step() reading the module's grads) or be a callable "
+        f"update(module), got {type(optimizer).__name__}"
+    )
 
 
 class DataParallelTrainer:
@@ -643,9 +727,17 @@ class DataParallelTrainer:
 
     history: List[Optional[float]]
 
-    def __init__(self, module: GRU, optimizer: Any, *, loss: _Loss = "mse",
-                 on: Literal["output", "h_n"] = "output", split_every: int = 2,
-                 threads: int | None = None, rechunk: bool = True) -> None:
+    def __init__(
+        self,
+        module: GRU,
+        optimizer: Any,
+        *,
+        loss: _Loss = "mse",
+        on: Literal["output", "h_n"] = "output",
+        split_every: int = 2,
+        threads: int | None = None,
+        rechunk: bool = True,
+    ) -> None:
         _check_module(module, "cygru.dask.DataParallelTrainer")
         self.module = module
         self.optimizer = optimizer
@@ -654,15 +746,29 @@ class DataParallelTrainer:
         self.threads, self.rechunk = threads, rechunk
         self.history = []
 
-    def step(self, x: da.Array, targets: _DaskOrArray | None = None, *,
-             lengths: _DaskOrArray | None = None,
-             h0: ArrayLike | None = None) -> Optional[float]:
+    def step(
+        self,
+        x: da.Array,
+        targets: _DaskOrArray | None = None,
+        *,
+        lengths: _DaskOrArray | None = None,
+        h0: ArrayLike | None = None,
+    ) -> Optional[float]:
         """One training step over the batch ``x``; returns its loss (see
         :func:`grad_step` for the arguments)."""
         self.module.zero_grad()
-        value = grad_step(self.module, x, targets, lengths=lengths, h0=h0, loss=self.loss,
-                          on=self.on, split_every=self.split_every, threads=self.threads,
-                          rechunk=self.rechunk)
+        value = grad_step(
+            self.module,
+            x,
+            targets,
+            lengths=lengths,
+            h0=h0,
+            loss=self.loss,
+            on=self.on,
+            split_every=self.split_every,
+            threads=self.threads,
+            rechunk=self.rechunk,
+        )
         self._update(self.module)
         self.history.append(value)
         return value

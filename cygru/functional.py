@@ -11,6 +11,7 @@ The backend is picked by array type: NumPy arrays run on :mod:`cygru._cpu`, CuPy
 arrays (and objects exposing ``__cuda_array_interface__`` or CUDA DLPack) on
 :mod:`cygru._cupy`.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping, Tuple
@@ -21,6 +22,7 @@ from . import _arrays as A
 from . import _cpu
 from ._arrays import BadType, BadValue, device_of, shape_str
 from ._backend import ForwardCache, layer_weights, param_shapes
+
 # re-exported: the parameter layout that callers build ``layers`` with
 from ._backend import GATE_NAMES as GATE_NAMES
 
@@ -36,6 +38,7 @@ def _backend(device):
     if device == "cpu":
         return _cpu
     from . import _cupy
+
     return _cupy
 
 
@@ -47,6 +50,7 @@ def _xp(device):
 # the sequence call
 # ---------------------------------------------------------------------------
 
+
 class SequenceCall:
     """A validated call of a multi-layer GRU: what the backend needs, plus how to
     shape the results for the caller (unbatched input gives unbatched outputs).
@@ -54,11 +58,36 @@ class SequenceCall:
     Build it with :meth:`checked` (validates the caller's x, h0 and lengths) or
     :meth:`of_cell` (a cell step's already-validated x and h as one time step)."""
 
-    __slots__ = ("x", "h0", "lengths", "unbatched", "T", "B", "device", "dtype", "kwargs",
-                 "out_shape", "hn_shape")
+    __slots__ = (
+        "x",
+        "h0",
+        "lengths",
+        "unbatched",
+        "T",
+        "B",
+        "device",
+        "dtype",
+        "kwargs",
+        "out_shape",
+        "hn_shape",
+    )
 
-    def __init__(self, x, h0, lengths, *, unbatched, batch_first, num_layers, num_directions,
-                 hidden_size, reverse, reset_after, dtype, device):
+    def __init__(
+        self,
+        x,
+        h0,
+        lengths,
+        *,
+        unbatched,
+        batch_first,
+        num_layers,
+        num_directions,
+        hidden_size,
+        reverse,
+        reset_after,
+        dtype,
+        device,
+    ):
         """From validated arrays: x (T, B, I) (or (B, T, I) with batch_first), h0
         (L*D, B, H) or None, lengths a host int64 (B,) array or None; `unbatched` says
         to drop the batch axis of the results."""
@@ -66,8 +95,14 @@ class SequenceCall:
         T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
         self.x, self.h0, self.lengths, self.unbatched = x, h0, lengths, unbatched
         self.T, self.B, self.device, self.dtype = T, B, device, np.dtype(dtype)
-        self.kwargs = dict(hidden_size=H, num_directions=D, reverse=reverse,
-                           reset_after=reset_after, lengths=lengths, batch_first=batch_first)
+        self.kwargs = dict(
+            hidden_size=H,
+            num_directions=D,
+            reverse=reverse,
+            reset_after=reset_after,
+            lengths=lengths,
+            batch_first=batch_first,
+        )
         if unbatched:
             self.out_shape, self.hn_shape = (T, D * H), (L * D, H)
         else:
@@ -75,8 +110,22 @@ class SequenceCall:
             self.hn_shape = (L * D, B, H)
 
     @classmethod
-    def checked(cls, x, h0, lengths, *, input_size, hidden_size, num_layers, num_directions,
-                batch_first, reverse, reset_after, dtype, device):
+    def checked(
+        cls,
+        x,
+        h0,
+        lengths,
+        *,
+        input_size,
+        hidden_size,
+        num_layers,
+        num_directions,
+        batch_first,
+        reverse,
+        reset_after,
+        dtype,
+        device,
+    ):
         """Validate and convert a caller's x, h0 and lengths."""
         H, D, L = hidden_size, num_directions, num_layers
 
@@ -85,42 +134,71 @@ class SequenceCall:
                 layout = "(B, T, I)" if batch_first else "(T, B, I)"
                 raise BadValue(
                     f"expected x with 3 dimensions {layout} or 2 (unbatched (T, I)), "
-                    f"got {x.ndim} dimensions, shape {shape_str(x.shape)}")
+                    f"got {x.ndim} dimensions, shape {shape_str(x.shape)}"
+                )
             if x.shape[-1] != input_size:
                 raise BadValue(
                     f"expected x with {input_size} features (input_size) in its last "
-                    f"dimension, got shape {shape_str(x.shape)}")
+                    f"dimension, got shape {shape_str(x.shape)}"
+                )
             T = x.shape[0] if (x.ndim == 2 or not batch_first) else x.shape[1]
             B = 1 if x.ndim == 2 else (x.shape[0] if batch_first else x.shape[1])
             if T == 0:
-                raise BadValue(f"the sequence length is 0; expected at least one time "
-                               f"step (x has shape {shape_str(x.shape)})")
-            A.check_blas_sizes(**{"T*B (sequence length x batch)": T * B,
-                                  "4*hidden_size*directions": 4 * H * D,
-                                  "input_size": input_size})
+                raise BadValue(
+                    f"the sequence length is 0; expected at least one time "
+                    f"step (x has shape {shape_str(x.shape)})"
+                )
+            A.check_blas_sizes(
+                **{
+                    "T*B (sequence length x batch)": T * B,
+                    "4*hidden_size*directions": 4 * H * D,
+                    "input_size": input_size,
+                }
+            )
 
         x = A.as_float_array(x, dtype, "x", device, check=check_x)
         unbatched = x.ndim == 2
         if unbatched:
-            x = x[:, None, :]      # unbatched (T, I) is (T, 1, I), whatever batch_first
+            x = x[:, None, :]  # unbatched (T, I) is (T, 1, I), whatever batch_first
             batch_first = False
         T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
         if h0 is not None:
             want_h = (L * D, H) if unbatched else (L * D, B, H)
-            h0 = A.as_shaped(h0, want_h, dtype, "h0", device, what=(
-                f"h0 of shape {shape_str(want_h)} (num_layers*num_directions, "
-                f"{'' if unbatched else 'batch, '}hidden_size)"))
+            h0 = A.as_shaped(
+                h0,
+                want_h,
+                dtype,
+                "h0",
+                device,
+                what=(
+                    f"h0 of shape {shape_str(want_h)} (num_layers*num_directions, "
+                    f"{'' if unbatched else 'batch, '}hidden_size)"
+                ),
+            )
             if unbatched:
                 h0 = h0[:, None, :]
         if lengths is not None:
             if unbatched:
-                raise BadValue(f"lengths needs batched input; x is unbatched "
-                               f"(shape {shape_str(x.shape[::2])}), so there is one sequence "
-                               "and its length is x.shape[0]")
+                raise BadValue(
+                    f"lengths needs batched input; x is unbatched "
+                    f"(shape {shape_str(x.shape[::2])}), so there is one sequence "
+                    "and its length is x.shape[0]"
+                )
             lengths = A.check_lengths(lengths, T, B)
-        return cls(x, h0, lengths, unbatched=unbatched, batch_first=batch_first,
-                   num_layers=L, num_directions=D, hidden_size=H, reverse=reverse,
-                   reset_after=reset_after, dtype=dtype, device=device)
+        return cls(
+            x,
+            h0,
+            lengths,
+            unbatched=unbatched,
+            batch_first=batch_first,
+            num_layers=L,
+            num_directions=D,
+            hidden_size=H,
+            reverse=reverse,
+            reset_after=reset_after,
+            dtype=dtype,
+            device=device,
+        )
 
     @classmethod
     def of_cell(cls, x, h, *, hidden_size, reset_after, dtype, device):
@@ -130,36 +208,73 @@ class SequenceCall:
         x = x[None, None, :] if unbatched else x[None]
         if h is not None:
             h = h.reshape(1, x.shape[1], hidden_size)
-        return cls(x, h, None, unbatched=unbatched, batch_first=False, num_layers=1,
-                   num_directions=1, hidden_size=hidden_size, reverse=False,
-                   reset_after=reset_after, dtype=dtype, device=device)
+        return cls(
+            x,
+            h,
+            None,
+            unbatched=unbatched,
+            batch_first=False,
+            num_layers=1,
+            num_directions=1,
+            hidden_size=hidden_size,
+            reverse=False,
+            reset_after=reset_after,
+            dtype=dtype,
+            device=device,
+        )
 
     def run(self, layers, dropout_masks=None, need_cache=False):
         """``(output, h_n, cache)`` in the caller's shapes; cache None unless need_cache."""
-        if self.B == 0:                      # empty batch: nothing to compute
+        if self.B == 0:  # empty batch: nothing to compute
             xp = _xp(self.device)
             k = self.kwargs
-            cache = ForwardCache.empty(
-                self.T, k["hidden_size"], k["num_directions"], batch_first=k["batch_first"],
-                reverse=k["reverse"], reset_after=k["reset_after"], layers=layers,
-                dropout_masks=dropout_masks) if need_cache else None
+            cache = (
+                ForwardCache.empty(
+                    self.T,
+                    k["hidden_size"],
+                    k["num_directions"],
+                    batch_first=k["batch_first"],
+                    reverse=k["reverse"],
+                    reset_after=k["reset_after"],
+                    layers=layers,
+                    dropout_masks=dropout_masks,
+                )
+                if need_cache
+                else None
+            )
             return xp.zeros(self.out_shape, self.dtype), xp.zeros(self.hn_shape, self.dtype), cache
         out, h_n, cache = _backend(self.device).gru_forward(
-            self.x, self.h0, layers, dropout_masks=dropout_masks, need_cache=need_cache,
-            **self.kwargs)
+            self.x,
+            self.h0,
+            layers,
+            dropout_masks=dropout_masks,
+            need_cache=need_cache,
+            **self.kwargs,
+        )
         return out.reshape(self.out_shape), h_n.reshape(self.hn_shape), cache
 
     def backward(self, cache, d_output, d_h_n, grads):
         """``(dx, dh0)`` in the caller's shapes of x and h0; adds into `grads`."""
         if d_output is not None:
             d_output = A.as_shaped(
-                d_output, self.out_shape, self.dtype, "d_output", self.device,
-                what=f"d_output of the output's shape {shape_str(self.out_shape)}")
+                d_output,
+                self.out_shape,
+                self.dtype,
+                "d_output",
+                self.device,
+                what=f"d_output of the output's shape {shape_str(self.out_shape)}",
+            )
         if d_h_n is not None:
-            d_h_n = A.as_shaped(d_h_n, self.hn_shape, self.dtype, "d_h_n", self.device,
-                                what=f"d_h_n of h_n's shape {shape_str(self.hn_shape)}")
+            d_h_n = A.as_shaped(
+                d_h_n,
+                self.hn_shape,
+                self.dtype,
+                "d_h_n",
+                self.device,
+                what=f"d_h_n of h_n's shape {shape_str(self.hn_shape)}",
+            )
         x_shape = self.x.shape[::2] if self.unbatched else self.x.shape
-        if cache.B == 0:                     # the empty batch's cache: no backend ran
+        if cache.B == 0:  # the empty batch's cache: no backend ran
             xp = _xp(self.device)
             return xp.zeros(x_shape, self.dtype), xp.zeros(self.hn_shape, self.dtype)
         if self.unbatched:
@@ -176,16 +291,26 @@ def _params_info(params):
         w_hh = params["weight_hh_l0"]
         w_ih = params["weight_ih_l0"]
     except (KeyError, TypeError):
-        raise BadValue("params must map PyTorch parameter names "
-                       "('weight_ih_l0', 'weight_hh_l0', ...) to arrays") from None
+        raise BadValue(
+            "params must map PyTorch parameter names "
+            "('weight_ih_l0', 'weight_hh_l0', ...) to arrays"
+        ) from None
     return w_ih, w_hh
 
 
 @A.boundary("cygru.functional.gru")
-def gru(x: ArrayLike, params: Mapping[str, ArrayLike], h0: ArrayLike | None = None, *,
-        num_layers: int = 1, bidirectional: bool = False, batch_first: bool = False,
-        reset_after: bool = True, reverse: bool = False,
-        lengths: ArrayLike | None = None) -> Tuple[Array, Array]:
+def gru(
+    x: ArrayLike,
+    params: Mapping[str, ArrayLike],
+    h0: ArrayLike | None = None,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    batch_first: bool = False,
+    reset_after: bool = True,
+    reverse: bool = False,
+    lengths: ArrayLike | None = None,
+) -> Tuple[Array, Array]:
     """Run a multi-layer GRU over a sequence with explicit weights (no module).
 
     Parameters
@@ -228,13 +353,17 @@ def gru(x: ArrayLike, params: Mapping[str, ArrayLike], h0: ArrayLike | None = No
     device = device_of(w_hh)
     dtype = getattr(w_hh, "dtype", None)
     if dtype is None:
-        raise BadType(f"weight_hh_l0 must be an array (its dtype, float32 or "
-                      f"float64, is the computation's dtype), got {type(w_hh).__name__}")
+        raise BadType(
+            f"weight_hh_l0 must be an array (its dtype, float32 or "
+            f"float64, is the computation's dtype), got {type(w_hh).__name__}"
+        )
     dtype = A.check_dtype(dtype)
     for name, w in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh)):
         if getattr(w, "ndim", None) != 2:
-            raise BadValue(f"expected {name} with 2 dimensions (3*hidden_size, "
-                           f"features), got shape {shape_str(getattr(w, 'shape', ()))}")
+            raise BadValue(
+                f"expected {name} with 2 dimensions (3*hidden_size, "
+                f"features), got shape {shape_str(getattr(w, 'shape', ()))}"
+            )
     if w_hh.shape[0] != 3 * w_hh.shape[1]:
         raise BadValue(f"expected weight_hh_l0 of shape (3*H, H), got {shape_str(w_hh.shape)}")
     H, I = int(w_hh.shape[1]), int(w_ih.shape[1])
@@ -250,24 +379,42 @@ def gru(x: ArrayLike, params: Mapping[str, ArrayLike], h0: ArrayLike | None = No
         raise BadValue(
             f"params has key(s) {unexpected} that num_layers={num_layers}, "
             f"bidirectional={bidirectional} and bias={bias} (from 'bias_ih_l0') do not use; "
-            "pass the options the weights were made with")
+            "pass the options the weights were made with"
+        )
     checked = {}
     for name, shape in shapes:
         if name not in params:
             raise BadValue(f"params has no '{name}'")
         checked[name] = A.as_param(params[name], shape, dtype, name, device)
     call = SequenceCall.checked(
-        x, h0, lengths, input_size=I, hidden_size=H, num_layers=num_layers, num_directions=D,
-        batch_first=batch_first, reverse=reverse, reset_after=reset_after, dtype=dtype,
-        device=device)
+        x,
+        h0,
+        lengths,
+        input_size=I,
+        hidden_size=H,
+        num_layers=num_layers,
+        num_directions=D,
+        batch_first=batch_first,
+        reverse=reverse,
+        reset_after=reset_after,
+        dtype=dtype,
+        device=device,
+    )
     out, h_n, _ = call.run(layer_weights(checked, num_layers, D, bias))
     return out, h_n
 
 
 @A.boundary("cygru.functional.gru_cell")
-def gru_cell(x: ArrayLike, h: ArrayLike | None, w_ih: ArrayLike, w_hh: ArrayLike,
-             b_ih: ArrayLike | None = None, b_hh: ArrayLike | None = None, *,
-             reset_after: bool = True) -> Array:
+def gru_cell(
+    x: ArrayLike,
+    h: ArrayLike | None,
+    w_ih: ArrayLike,
+    w_hh: ArrayLike,
+    b_ih: ArrayLike | None = None,
+    b_hh: ArrayLike | None = None,
+    *,
+    reset_after: bool = True,
+) -> Array:
     """One GRU step with explicit weights (no module).
 
     Parameters
@@ -307,18 +454,22 @@ def gru_cell(x: ArrayLike, h: ArrayLike | None, w_ih: ArrayLike, w_hh: ArrayLike
     w_ih = A.as_float_array(w_ih, dtype, "w_ih", device)
     if w_ih.ndim != 2 or w_ih.shape[0] != 3 * H:
         raise BadValue(f"expected w_ih of shape ({3 * H}, I), got {shape_str(w_ih.shape)}")
-    b_ih, b_hh = (None if b is None else A.as_shaped(b, (3 * H,), dtype, name, device)
-                  for name, b in (("b_ih", b_ih), ("b_hh", b_hh)))
+    b_ih, b_hh = (
+        None if b is None else A.as_shaped(b, (3 * H,), dtype, name, device)
+        for name, b in (("b_ih", b_ih), ("b_hh", b_hh))
+    )
     return cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device)
 
 
 def cell_inputs(x, h, I, H, dtype, device):
     """A cell step's x ((B, I) or (I,)) and h (matching (B, H) or (H,), or None),
     validated and converted; shapes are kept as the caller gave them."""
+
     def check_x(x):
         if x.ndim not in (1, 2) or x.shape[-1] != I:
-            raise BadValue(f"expected x of shape (B, {I}) or ({I},) (input_size {I}), "
-                           f"got {shape_str(x.shape)}")
+            raise BadValue(
+                f"expected x of shape (B, {I}) or ({I},) (input_size {I}), got {shape_str(x.shape)}"
+            )
         A.check_blas_sizes(batch=x.shape[0] if x.ndim == 2 else 1)
 
     x = A.as_float_array(x, dtype, "x", device, check=check_x)
@@ -330,10 +481,24 @@ def cell_inputs(x, h, I, H, dtype, device):
 def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device):
     """Validate a cell's x and h against already-validated weights and run one step."""
     I, H = w_ih.shape[1], w_hh.shape[1]
-    if (device == "cpu" and type(x) is np.ndarray and x.ndim == 2 and x.dtype == dtype
-            and x.shape[1] == I and 0 < x.shape[0] <= A._INT_MAX and x.flags.c_contiguous
-            and (h is None or (type(h) is np.ndarray and h.dtype == dtype
-                               and h.shape == (x.shape[0], H) and h.flags.c_contiguous))):
+    if (
+        device == "cpu"
+        and type(x) is np.ndarray
+        and x.ndim == 2
+        and x.dtype == dtype
+        and x.shape[1] == I
+        and 0 < x.shape[0] <= A._INT_MAX
+        and x.flags.c_contiguous
+        and (
+            h is None
+            or (
+                type(h) is np.ndarray
+                and h.dtype == dtype
+                and h.shape == (x.shape[0], H)
+                and h.flags.c_contiguous
+            )
+        )
+    ):
         # the streaming case (a batch of C-contiguous rows of the right dtype) goes
         # straight to the kernel: per-step calls are dominated by this overhead
         return _cpu.cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after)

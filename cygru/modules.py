@@ -4,6 +4,7 @@ Both modules hold their parameters as arrays reachable as attributes with
 PyTorch's names, so weights trained in PyTorch load unchanged and give the same
 numbers. The math lives in the backends (see :mod:`cygru.functional`).
 """
+
 from __future__ import annotations
 
 import builtins
@@ -33,21 +34,25 @@ _M = TypeVar("_M", bound="_Module")
 __all__ = ["GRU", "GRUCell", "IncompatibleKeys"]
 
 
-_PICKLE_FORMAT = 1         # version of the state written by _Module.__getstate__
+_PICKLE_FORMAT = 1  # version of the state written by _Module.__getstate__
 
 # a public method of a module: argument errors found inside name the module ("cygru.GRU: ...")
 _boundary = A.boundary()
 
 
 # nn.Module methods a PyTorch user may reach for that cygru does not have, and why
-_NO_MODE = ("cygru has no training mode: dropout applies only inside vjp (training), "
-            "never in a plain call (inference); see 'Coming from PyTorch' in the docs")
+_NO_MODE = (
+    "cygru has no training mode: dropout applies only inside vjp (training), "
+    "never in a plain call (inference); see 'Coming from PyTorch' in the docs"
+)
 _TORCH_HINTS = {
-    "train": _NO_MODE, "eval": _NO_MODE, "training": _NO_MODE,
+    "train": _NO_MODE,
+    "eval": _NO_MODE,
+    "training": _NO_MODE,
     "half": "cygru computes in float32 or float64 only (module.float(), module.double())",
     "bfloat16": "cygru computes in float32 or float64 only (module.float(), module.double())",
     "requires_grad_": "every parameter gets a gradient in vjp's backward; to freeze one, "
-                      "leave it out of your update",
+    "leave it out of your update",
 }
 
 
@@ -113,8 +118,9 @@ class _Module:
             object.__setattr__(self, name, values[name])
         object.__setattr__(self, "_grads", {n: np.zeros(s, self.dtype) for n, s in shapes})
         # dropout masks draw from their own stream of the same seed
-        object.__setattr__(self, "_dropout_rng", np.random.default_rng(
-            None if seed is None else [seed, 1]))
+        object.__setattr__(
+            self, "_dropout_rng", np.random.default_rng(None if seed is None else [seed, 1])
+        )
 
     def _initial_values(self, seed):
         """name -> a fresh host array drawn from U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's
@@ -122,15 +128,19 @@ class _Module:
         ``numpy.random.default_rng(seed)``, cast to the module's dtype."""
         rng = np.random.default_rng(seed)
         k = 1.0 / math.sqrt(self.hidden_size)
-        return {name: rng.uniform(-k, k, shape).astype(self.dtype)
-                for name, shape in self._shapes.items()}
+        return {
+            name: rng.uniform(-k, k, shape).astype(self.dtype)
+            for name, shape in self._shapes.items()
+        }
 
     def _check_param_count(self, n, given):
         """An unpickled state must hold exactly the parameters its options define;
         checked from the counts alone, before the options build anything."""
         if given is not None and given != n:
-            raise ValueError(f"{self._who} (unpickling): the options define {n} parameters, "
-                             f"the state holds {given}")
+            raise ValueError(
+                f"{self._who} (unpickling): the options define {n} parameters, "
+                f"the state holds {given}"
+            )
 
     # For type checkers: the options every module has; the parameters (weight_ih_l0, ...,
     # set per instance) are the attributes __getattr__ stands for.
@@ -144,12 +154,15 @@ class _Module:
     def __getattr__(self, name: str) -> Array:
         # only reached when normal lookup fails
         if name in _TORCH_HINTS and "_shapes" in self.__dict__:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}: "
-                                 f"{_TORCH_HINTS[name]}")
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}: {_TORCH_HINTS[name]}"
+            )
         if name.startswith("__") or "_shapes" in self.__dict__:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        raise AttributeError(f"{self._who}: this module was never initialised (no {name!r}): "
-                             "build it with its constructor or unpickle a complete state")
+        raise AttributeError(
+            f"{self._who}: this module was never initialised (no {name!r}): "
+            "build it with its constructor or unpickle a complete state"
+        )
 
     def _check_memory(self, n_arrays, total, largest):
         """Refuse at once parameters that cannot fit this machine's memory (numpy would
@@ -165,13 +178,24 @@ class _Module:
                 f"{self._who}: building the parameters and their gradients needs about "
                 f"{need / 2**30:.1f} GiB "
                 f"({total} {self.dtype.name} numbers in {n_arrays} arrays), more than this "
-                f"machine's {have / 2**30:.1f} GiB of memory; use a smaller size or fewer layers")
+                f"machine's {have / 2**30:.1f} GiB of memory; use a smaller size or fewer layers"
+            )
 
     # -- parameters ---------------------------------------------------------
     # Options the parameters' shapes (or the kernels' trust in them) depend on: fixed
     # once the module is built. batch_first and dropout may change (validated).
-    _fixed = ("input_size", "hidden_size", "num_layers", "bias", "bidirectional",
-              "num_directions", "reset_after", "reverse", "dtype", "device")
+    _fixed = (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "bidirectional",
+        "num_directions",
+        "reset_after",
+        "reverse",
+        "dtype",
+        "device",
+    )
 
     @_boundary
     def __setattr__(self, name: str, value: Any) -> None:
@@ -184,8 +208,10 @@ class _Module:
             return
         elif name in self._fixed and "_shapes" in self.__dict__:
             how = "use module.to(...)" if name == "device" else "build a new module"
-            raise AttributeError(f"{self._who}: {name} is fixed when the module is built "
-                                 f"(the parameters depend on it); {how}")
+            raise AttributeError(
+                f"{self._who}: {name} is fixed when the module is built "
+                f"(the parameters depend on it); {how}"
+            )
         elif name == "batch_first":
             value = bool(value)
         elif name == "dropout":
@@ -196,7 +222,7 @@ class _Module:
         """`value` validated and converted for parameter `name` (a copy, never the
         caller's memory); messages call it `label` (default: the name)."""
         if value is not None and value is self.__dict__.get(name):
-            return value          # `module.w -= step` hands back the module's own array
+            return value  # `module.w -= step` hands back the module's own array
         device = self.device
         value = A.detached(value)
         if device != "cpu" and not A.is_cuda_object(value):
@@ -225,8 +251,9 @@ class _Module:
             return {n: d[n] for n in self._shapes}, d["dtype"], d["device"]
 
     @_boundary
-    def named_parameters(self, prefix: str = "",
-                         recurse: bool = True) -> Iterator[Tuple[str, Array]]:
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[Tuple[str, Array]]:
         """An iterator over ``(name, array)`` in PyTorch's order; the arrays are the live
         parameters (a consistent set, taken when it is called).
 
@@ -278,8 +305,9 @@ class _Module:
         return {n: a.copy() for n, a in self._params().items()}
 
     @_boundary
-    def load_state_dict(self, state_dict: Mapping[str, ArrayLike],
-                        strict: bool = True) -> IncompatibleKeys:
+    def load_state_dict(
+        self, state_dict: Mapping[str, ArrayLike], strict: bool = True
+    ) -> IncompatibleKeys:
         """Load parameters from a mapping of PyTorch-named arrays (copied in).
 
         Values may be anything :func:`numpy.asarray` accepts (a PyTorch CPU tensor
@@ -314,8 +342,9 @@ class _Module:
         """
         strict = A.check_flag(strict, "strict")
         with self._param_lock:
-            new, missing, unexpected = self._checked_params(state_dict, "load_state_dict",
-                                                            strict=strict)
+            new, missing, unexpected = self._checked_params(
+                state_dict, "load_state_dict", strict=strict
+            )
             for k, v in new.items():
                 object.__setattr__(self, k, v)
         return IncompatibleKeys(missing, unexpected)
@@ -327,17 +356,20 @@ class _Module:
         try:
             keys = list(state_dict.keys())
         except AttributeError:
-            raise BadType(f"{what} expects a mapping of names to "
-                          f"arrays, got {type(state_dict).__name__}") from None
+            raise BadType(
+                f"{what} expects a mapping of names to arrays, got {type(state_dict).__name__}"
+            ) from None
         missing = [k for k in self._shapes if k not in state_dict]
         unexpected = [k for k in keys if k not in self._shapes]
         if strict and missing:
             raise BadValue(f"{what}: missing key(s) {missing}")
         if strict and unexpected:
-            raise BadValue(f"{what}: unexpected key(s) {unexpected}; "
-                           f"expected {list(self._shapes)}")
-        new = {k: self._checked_param(k, state_dict[k], label.format(k))
-               for k in self._shapes if k in state_dict}
+            raise BadValue(f"{what}: unexpected key(s) {unexpected}; expected {list(self._shapes)}")
+        new = {
+            k: self._checked_param(k, state_dict[k], label.format(k))
+            for k in self._shapes
+            if k in state_dict
+        }
         return new, missing, unexpected
 
     @_boundary
@@ -361,8 +393,7 @@ class _Module:
         """
         seed = A.check_seed(seed)
         with self._param_lock:
-            values = {n: A.to_device(v, self.device)
-                      for n, v in self._initial_values(seed).items()}
+            values = {n: A.to_device(v, self.device) for n, v in self._initial_values(seed).items()}
             for k, v in values.items():
                 object.__setattr__(self, k, v)
 
@@ -431,8 +462,11 @@ class _Module:
         with self._lock, self._param_lock:
             for n in self._shapes:
                 object.__setattr__(self, n, convert(getattr(self, n)))
-            object.__setattr__(self, "_grads", {n: None if g is None else convert(g)
-                                                for n, g in self._grads.items()})
+            object.__setattr__(
+                self,
+                "_grads",
+                {n: None if g is None else convert(g) for n, g in self._grads.items()},
+            )
             for k, v in attrs.items():
                 object.__setattr__(self, k, v)
         return self
@@ -471,15 +505,19 @@ class _Module:
             convert = A.to_host
         elif device == "cuda" or device.startswith("cuda:"):
             from . import _cupy
+
             if not _cupy.is_available():
                 raise RuntimeError(
                     f"{self._who}.to({device!r}): the GPU backend needs CuPy and an NVIDIA "
-                    "GPU; install it with `pip install \"cygru[gpu]\"` on a machine with a GPU")
+                    'GPU; install it with `pip install "cygru[gpu]"` on a machine with a GPU'
+                )
             dev_id = int(device.split(":")[1]) if ":" in device else 0
             device = f"cuda:{dev_id}"
             convert = lambda a: _cupy.to_device(a, dev_id)  # noqa: E731
         else:
-            raise ValueError(f"{self._who}.to: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+            raise ValueError(
+                f"{self._who}.to: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+            )
         return self._convert_all(convert, device=device)
 
     def cpu(self: _M) -> _M:
@@ -551,36 +589,54 @@ class _Module:
     # attributes. Unpickling rebuilds the module through the constructor's checks and
     # validates every array as load_state_dict does, so a crafted pickle cannot pair
     # weights with sizes they do not have.
-    _internal = ("_shapes", "_lock", "_param_lock", "_grads", "_dropout_rng", "device",
-                 "num_directions")
+    _internal = (
+        "_shapes",
+        "_lock",
+        "_param_lock",
+        "_grads",
+        "_dropout_rng",
+        "device",
+        "num_directions",
+    )
 
     def __getstate__(self) -> Dict[str, Any]:
         params = {n: A.to_host(a) for n, a in self._params().items()}
         with self._lock:
             # a dropped gradient (zero_grad(set_to_none=True)) is stored as zeros
-            grads = {n: np.zeros(self._shapes[n], self.dtype) if g is None else A.to_host(g).copy()
-                     for n, g in self._grads.items()}
+            grads = {
+                n: np.zeros(self._shapes[n], self.dtype) if g is None else A.to_host(g).copy()
+                for n, g in self._grads.items()
+            }
             rng_state = self._dropout_rng.bit_generator.state
         reserved = set(self._options) | set(self._shapes) | set(self._internal)
-        attrs = dict(self.__dict__)        # one snapshot: other threads may add attributes
+        attrs = dict(self.__dict__)  # one snapshot: other threads may add attributes
         extra = {k: v for k, v in attrs.items() if k not in reserved}
-        return {"format": _PICKLE_FORMAT, "options": {o: getattr(self, o) for o in self._options},
-                "params": params,
-                # all-zero gradients (the usual case) are not stored
-                "grads": grads if any(g.any() for g in grads.values()) else None,
-                "dropout_rng": rng_state, "device": self.device, "extra": extra}
+        return {
+            "format": _PICKLE_FORMAT,
+            "options": {o: getattr(self, o) for o in self._options},
+            "params": params,
+            # all-zero gradients (the usual case) are not stored
+            "grads": grads if any(g.any() for g in grads.values()) else None,
+            "dropout_rng": rng_state,
+            "device": self.device,
+            "extra": extra,
+        }
 
     @_boundary
     def __setstate__(self, state: Dict[str, Any]) -> None:
         who = f"{self._who} (unpickling)"
         if not isinstance(state, dict):
-            raise TypeError(f"{who}: expected the state dict that pickling a cygru module "
-                            f"writes, got {type(state).__name__}")
+            raise TypeError(
+                f"{who}: expected the state dict that pickling a cygru module "
+                f"writes, got {type(state).__name__}"
+            )
         if "format" not in state and "_shapes" in state:
             state = self._state_from_legacy(state)
         if state.get("format") != _PICKLE_FORMAT:
-            raise ValueError(f"{who}: unknown state format {state.get('format')!r} "
-                             f"(this cygru reads format {_PICKLE_FORMAT})")
+            raise ValueError(
+                f"{who}: unknown state format {state.get('format')!r} "
+                f"(this cygru reads format {_PICKLE_FORMAT})"
+            )
         expected = {"format", "options", "params", "grads", "dropout_rng", "device", "extra"}
         if set(state) != expected:
             raise ValueError(f"{who}: state keys {sorted(state)}, expected {sorted(expected)}")
@@ -599,8 +655,9 @@ class _Module:
         params, _, _ = self._checked_params(params, "unpickling: params", "{} (unpickling)")
         grads = state["grads"]
         if grads is not None:
-            grads, _, _ = self._checked_params(grads, "unpickling: grads",
-                                               "the gradient of {} (unpickling)")
+            grads, _, _ = self._checked_params(
+                grads, "unpickling: grads", "the gradient of {} (unpickling)"
+            )
         self._init_params(shapes, None, values=params)
         if grads is not None:
             for n, g in grads.items():
@@ -611,16 +668,23 @@ class _Module:
             raise ValueError(f"{who}: invalid dropout stream state: {exc!r}") from None
         extra = state["extra"]
         if not isinstance(extra, dict):
-            raise TypeError(f"{who}: extra must be a dict of attributes, got "
-                            f"{type(extra).__name__}")
+            raise TypeError(
+                f"{who}: extra must be a dict of attributes, got {type(extra).__name__}"
+            )
         reserved = set(self._options) | set(self._shapes) | set(self._internal)
         for k in extra:
             # a subclass's own plain attributes only: never a name the class defines
             # (methods, properties, __dict__, __class__) nor the module's own state
-            if (not isinstance(k, str) or k.startswith("__") or k in reserved
-                    or hasattr(type(self), k)):
-                raise ValueError(f"{who}: extra attributes may not name options, parameters, "
-                                 f"internal state or class attributes, got {k!r}")
+            if (
+                not isinstance(k, str)
+                or k.startswith("__")
+                or k in reserved
+                or hasattr(type(self), k)
+            ):
+                raise ValueError(
+                    f"{who}: extra attributes may not name options, parameters, "
+                    f"internal state or class attributes, got {k!r}"
+                )
         for k, v in extra.items():
             object.__setattr__(self, k, v)
         device = state["device"]
@@ -632,14 +696,18 @@ class _Module:
         in format 1: only the options and arrays are taken, all then validated."""
         rng = state.get("_dropout_rng")
         reserved = set(self._options) | set(self._internal) | {"_lock"}
-        names = [n for n in state.get("_shapes", {})] if isinstance(state.get("_shapes"), dict) else []
-        return {"format": _PICKLE_FORMAT,
-                "options": {o: state[o] for o in self._options if o in state},
-                "params": {n: state[n] for n in names if n in state},
-                "grads": state.get("_grads"),
-                "dropout_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng,
-                "device": state.get("device", "cpu"),
-                "extra": {k: v for k, v in state.items() if k not in reserved and k not in names}}
+        names = (
+            [n for n in state.get("_shapes", {})] if isinstance(state.get("_shapes"), dict) else []
+        )
+        return {
+            "format": _PICKLE_FORMAT,
+            "options": {o: state[o] for o in self._options if o in state},
+            "params": {n: state[n] for n in names if n in state},
+            "grads": state.get("_grads"),
+            "dropout_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng,
+            "device": state.get("device", "cpu"),
+            "extra": {k: v for k, v in state.items() if k not in reserved and k not in names},
+        }
 
     def _new_grads(self, dtype, device):
         return {n: A.zeros_on(device, s, dtype) for n, s in self._shapes.items()}
@@ -654,8 +722,9 @@ def _module_dtype(dtype):
 def _is_dtype_like(obj):
     """True for what names a dtype rather than a device: a NumPy dtype, a scalar type
     (np.float64, float) or a torch.dtype."""
-    return (isinstance(obj, (np.dtype, type))
-            or (type(obj).__module__ == "torch" and type(obj).__name__ == "dtype"))
+    return isinstance(obj, (np.dtype, type)) or (
+        type(obj).__module__ == "torch" and type(obj).__name__ == "dtype"
+    )
 
 
 class GRU(_Module):
@@ -722,8 +791,18 @@ class GRU(_Module):
     """
 
     _who = "cygru.GRU"
-    _options = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-                "bidirectional", "reset_after", "reverse", "dtype")
+    _options = (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "reset_after",
+        "reverse",
+        "dtype",
+    )
     num_layers: int
     batch_first: bool
     dropout: float
@@ -732,18 +811,51 @@ class GRU(_Module):
     reverse: bool
 
     @_boundary
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: builtins.float = 0.0,
-                 bidirectional: bool = False, *, reset_after: bool = True, reverse: bool = False,
-                 dtype: DTypeLike = np.float32, seed: int | None = None) -> None:
-        shapes = self._configure(input_size, hidden_size, num_layers, bias, batch_first,
-                                 dropout, bidirectional, reset_after=reset_after,
-                                 reverse=reverse, dtype=dtype)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: builtins.float = 0.0,
+        bidirectional: bool = False,
+        *,
+        reset_after: bool = True,
+        reverse: bool = False,
+        dtype: DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        shapes = self._configure(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            reset_after=reset_after,
+            reverse=reverse,
+            dtype=dtype,
+        )
         self._init_params(shapes, seed)
 
-    def _configure(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                   dropout=0.0, bidirectional=False, *, reset_after=True, reverse=False,
-                   dtype=np.float32, warn=True, expect_params=None):
+    def _configure(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        *,
+        reset_after=True,
+        reverse=False,
+        dtype=np.float32,
+        warn=True,
+        expect_params=None,
+    ):
         """Validate and set the options; returns the parameters' (name, shape) list."""
         set_ = object.__setattr__
         set_(self, "input_size", A.check_positive_int(input_size, "input_size"))
@@ -751,8 +863,12 @@ class GRU(_Module):
         set_(self, "num_layers", A.check_positive_int(num_layers, "num_layers"))
         dropout = A.check_dropout(dropout)
         if warn and dropout > 0 and num_layers == 1:
-            warnings.warn(f"{self._who}: dropout={dropout} has no effect with num_layers=1 "
-                          "(it acts between layers)", UserWarning, stacklevel=4)
+            warnings.warn(
+                f"{self._who}: dropout={dropout} has no effect with num_layers=1 "
+                "(it acts between layers)",
+                UserWarning,
+                stacklevel=4,
+            )
         set_(self, "bias", A.check_flag(bias, "bias"))
         set_(self, "batch_first", A.check_flag(batch_first, "batch_first"))
         set_(self, "dropout", dropout)
@@ -764,21 +880,29 @@ class GRU(_Module):
         set_(self, "num_directions", 2 if bidirectional else 1)
         H, D = self.hidden_size, self.num_directions
         # what every call would check (functional.SequenceCall), refused here at once
-        A.check_blas_sizes(hint="use a smaller hidden_size",
-                           **{"4*hidden_size*directions": 4 * H * D})
+        A.check_blas_sizes(
+            hint="use a smaller hidden_size", **{"4*hidden_size*directions": 4 * H * D}
+        )
         L, I, nb = self.num_layers, self.input_size, (6 * H if self.bias else 0)
         self._check_param_count(L * D * (4 if self.bias else 2), expect_params)
         self._check_memory(
             L * D * (4 if self.bias else 2),
             D * (3 * H * (I + H) + nb) + (L - 1) * D * (3 * H * (D * H + H) + nb),
-            max(3 * H * I, 3 * H * H, 3 * H * D * H if L > 1 else 0))
+            max(3 * H * I, 3 * H * H, 3 * H * D * H if L > 1 else 0),
+        )
         return param_shapes(I, H, L, D, self.bias)
 
     def __repr__(self) -> str:
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
-        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
-                              ("dropout", 0.0), ("bidirectional", False),
-                              ("reset_after", True), ("reverse", False)):
+        for name, default in (
+            ("num_layers", 1),
+            ("bias", True),
+            ("batch_first", False),
+            ("dropout", 0.0),
+            ("bidirectional", False),
+            ("reset_after", True),
+            ("reverse", False),
+        ):
             if getattr(self, name) != default:
                 opts.append(f"{name}={getattr(self, name)!r}")
         opts.append(f"dtype={self.dtype.name}")
@@ -792,15 +916,24 @@ class GRU(_Module):
 
     def _call(self, x, h0, lengths, dtype=None, device=None):
         return F.SequenceCall.checked(
-            x, h0, lengths, input_size=self.input_size, hidden_size=self.hidden_size,
-            num_layers=self.num_layers, num_directions=self.num_directions,
-            batch_first=self.batch_first, reverse=self.reverse, reset_after=self.reset_after,
+            x,
+            h0,
+            lengths,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_directions=self.num_directions,
+            batch_first=self.batch_first,
+            reverse=self.reverse,
+            reset_after=self.reset_after,
             dtype=self.dtype if dtype is None else dtype,
-            device=self.device if device is None else device)
+            device=self.device if device is None else device,
+        )
 
     @_boundary
-    def __call__(self, x: ArrayLike, h0: ArrayLike | None = None,
-                 lengths: ArrayLike | None = None) -> Tuple[Array, Array]:
+    def __call__(
+        self, x: ArrayLike, h0: ArrayLike | None = None, lengths: ArrayLike | None = None
+    ) -> Tuple[Array, Array]:
         """Run the GRU: ``output, h_n = gru(x, h0=None, lengths=None)``.
 
         Parameters
@@ -835,13 +968,14 @@ class GRU(_Module):
             return None
         T, B, DH = call.T, call.B, self.num_directions * self.hidden_size
         p = self.dropout
-        with self._lock:   # numpy Generators are not thread-safe
+        with self._lock:  # numpy Generators are not thread-safe
             keep = [self._dropout_rng.random((T, B, DH)) >= p for _ in range(self.num_layers - 1)]
         return [A.to_device((k / (1.0 - p)).astype(call.dtype), call.device) for k in keep]
 
     @_boundary
-    def vjp(self, x: ArrayLike, h0: ArrayLike | None = None,
-            lengths: ArrayLike | None = None) -> Tuple[Tuple[Array, Array], GRUBackward]:
+    def vjp(
+        self, x: ArrayLike, h0: ArrayLike | None = None, lengths: ArrayLike | None = None
+    ) -> Tuple[Tuple[Array, Array], GRUBackward]:
         """Forward pass that keeps what backpropagation needs, and its backward closure.
 
         ``(output, h_n), backward = gru.vjp(x, h0=None, lengths=None)``, then
@@ -874,6 +1008,7 @@ class GRU(_Module):
     def to_onnx(self, path_or_file: OnnxTarget, **kwargs: Any) -> ModelProto:
         """Write this GRU as an ONNX model; see :func:`cygru.to_onnx`."""
         from .interop import to_onnx
+
         return to_onnx(self, path_or_file, **kwargs)
 
 
@@ -916,15 +1051,32 @@ class GRUCell(_Module):
     _options = ("input_size", "hidden_size", "bias", "reset_after", "dtype")
 
     @_boundary
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
-                 reset_after: bool = True, dtype: DTypeLike = np.float32,
-                 seed: int | None = None) -> None:
-        shapes = self._configure(input_size, hidden_size, bias, reset_after=reset_after,
-                                 dtype=dtype)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        reset_after: bool = True,
+        dtype: DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        shapes = self._configure(
+            input_size, hidden_size, bias, reset_after=reset_after, dtype=dtype
+        )
         self._init_params(shapes, seed)
 
-    def _configure(self, input_size, hidden_size, bias=True, *, reset_after=True,
-                   dtype=np.float32, warn=True, expect_params=None):
+    def _configure(
+        self,
+        input_size,
+        hidden_size,
+        bias=True,
+        *,
+        reset_after=True,
+        dtype=np.float32,
+        warn=True,
+        expect_params=None,
+    ):
         """Validate and set the options; returns the parameters' (name, shape) list."""
         set_ = object.__setattr__
         set_(self, "input_size", A.check_positive_int(input_size, "input_size"))
@@ -936,8 +1088,9 @@ class GRUCell(_Module):
         A.check_blas_sizes(hint="use a smaller hidden_size", **{"4*hidden_size": 4 * H})
         I = self.input_size
         self._check_param_count(4 if self.bias else 2, expect_params)
-        self._check_memory(4 if self.bias else 2, 3 * H * (I + H) + (6 * H if self.bias else 0),
-                           3 * H * max(I, H))
+        self._check_memory(
+            4 if self.bias else 2, 3 * H * (I + H) + (6 * H if self.bias else 0), 3 * H * max(I, H)
+        )
         shapes = [("weight_ih", (3 * H, self.input_size)), ("weight_hh", (3 * H, H))]
         if self.bias:
             shapes += [("bias_ih", (3 * H,)), ("bias_hh", (3 * H,))]
@@ -955,10 +1108,15 @@ class GRUCell(_Module):
     def __call__(self, x: ArrayLike, h: ArrayLike | None = None) -> Array:
         """One step: x (B, I) or (I,), h (B, H) or (H,) or None (zeros) -> h1, a fresh array."""
         d = self.__dict__
-        with self._param_lock:        # the four weights of one state, never a mix
-            w_ih, w_hh, b_ih, b_hh = d["weight_ih"], d["weight_hh"], d.get("bias_ih"), d.get("bias_hh")
+        with self._param_lock:  # the four weights of one state, never a mix
+            w_ih, w_hh, b_ih, b_hh = (
+                d["weight_ih"],
+                d["weight_hh"],
+                d.get("bias_ih"),
+                d.get("bias_hh"),
+            )
             dtype, device = d["dtype"], d["device"]
-        try:    # the boundary, written out: the per-step path pays for no wrapper
+        try:  # the boundary, written out: the per-step path pays for no wrapper
             return F.cell_call(x, h, w_ih, w_hh, b_ih, b_hh, self.reset_after, dtype, device)
         except A.ArgumentError as exc:
             raise exc.named(self._who) from None
@@ -985,8 +1143,14 @@ class GRUCell(_Module):
         params, dtype, device = self._snapshot()
         x, h = F.cell_inputs(x, h, self.input_size, self.hidden_size, dtype, device)
         # a cell step is a one-layer GRU over one time step
-        call = F.SequenceCall.of_cell(x, h, hidden_size=self.hidden_size,
-                                      reset_after=self.reset_after, dtype=dtype, device=device)
+        call = F.SequenceCall.of_cell(
+            x,
+            h,
+            hidden_size=self.hidden_size,
+            reset_after=self.reset_after,
+            dtype=dtype,
+            device=device,
+        )
         _keep_for_backward(call)
         p = _copies(params)
         layers = [[tuple(p.get(n) for n in GATE_NAMES)]]
@@ -998,8 +1162,14 @@ class GRUCell(_Module):
         @A.boundary(self._who)
         def backward(d_h1=None):
             if d_h1 is not None:
-                d_h1 = A.as_shaped(d_h1, h1.shape, dtype, "d_h1", device,
-                                   what=f"d_h1 of h1's shape {tuple(h1.shape)}")
+                d_h1 = A.as_shaped(
+                    d_h1,
+                    h1.shape,
+                    dtype,
+                    "d_h1",
+                    device,
+                    what=f"d_h1 of h1's shape {tuple(h1.shape)}",
+                )
                 d_h1 = d_h1[None]
             return inner(d_h1, None)
 
@@ -1033,8 +1203,10 @@ def _make_backward(module, call, cache, layers, cell=False):
         with once:
             cache_ = state.pop("cache", None)
         if cache_ is None:
-            raise RuntimeError(f"{module._who}: this backward closure was already called "
-                               "(its saved activations are freed); call vjp again")
+            raise RuntimeError(
+                f"{module._who}: this backward closure was already called "
+                "(its saved activations are freed); call vjp again"
+            )
         try:
             return _run(cache_, d_output, d_h_n)
         except BaseException:
@@ -1057,5 +1229,5 @@ def _make_backward(module, call, cache, layers, cell=False):
             return dx[0], dh0[0]
         return dx, dh0
 
-    backward.dropout_masks = cache.dropout_masks    # the backend contract's ForwardCache
+    backward.dropout_masks = cache.dropout_masks  # the backend contract's ForwardCache
     return backward

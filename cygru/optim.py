@@ -19,6 +19,7 @@ for modules moved to a GPU), not tensors; a module's gradients always exist (zer
 ``backward`` adds into them), so no parameter is skipped; there are no parameter groups
 (change the learning rate through the ``lr`` attribute).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,16 +35,16 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_"]
 
 
 def _is_module(obj):
-    return hasattr(obj, "named_parameters") and hasattr(obj, "grads") \
-        and hasattr(obj, "zero_grad")
+    return hasattr(obj, "named_parameters") and hasattr(obj, "grads") and hasattr(obj, "zero_grad")
 
 
 def _sources(params, who, what="params"):
     """params -> a list of modules and dicts of arrays (each checked)."""
     items = list(params) if isinstance(params, (list, tuple)) else [params]
     if not items:
-        raise ValueError(f"{who}: {what} is empty; give a cygru module, a dict of arrays, "
-                         "or a list of those")
+        raise ValueError(
+            f"{who}: {what} is empty; give a cygru module, a dict of arrays, or a list of those"
+        )
     names = set()
     for i, item in enumerate(items):
         if _is_module(item):
@@ -51,14 +52,18 @@ def _sources(params, who, what="params"):
                 raise ValueError(f"{who}: the same module appears twice in {what}")
             continue
         if not isinstance(item, dict):
-            raise TypeError(f"{who}: {what} must be a cygru module, a dict of arrays, or a "
-                            f"list of those; got {type(item).__name__}")
+            raise TypeError(
+                f"{who}: {what} must be a cygru module, a dict of arrays, or a "
+                f"list of those; got {type(item).__name__}"
+            )
         if not item:
             raise ValueError(f"{who}: a dict in {what} is empty")
         for name, arr in item.items():
             if not isinstance(name, str):
-                raise TypeError(f"{who}: the names of plain arrays must be strings, got "
-                                f"{type(name).__name__} {name!r}")
+                raise TypeError(
+                    f"{who}: the names of plain arrays must be strings, got "
+                    f"{type(name).__name__} {name!r}"
+                )
             if name in names:
                 raise ValueError(f"{who}: the name {name!r} appears in two dicts of {what}")
             names.add(name)
@@ -77,15 +82,20 @@ def _module_locks(items):
 
 def _check_param_array(arr, name, who):
     if not hasattr(arr, "dtype") or not hasattr(arr, "shape") or isinstance(arr, np.generic):
-        raise TypeError(f"{who}: parameter {name!r} must be an array (updated in place), "
-                        f"got {type(arr).__name__}")
+        raise TypeError(
+            f"{who}: parameter {name!r} must be an array (updated in place), "
+            f"got {type(arr).__name__}"
+        )
     if arr.dtype.kind != "f":
-        raise TypeError(f"{who}: parameter {name!r} must be a floating-point array, got "
-                        f"dtype {arr.dtype}")
+        raise TypeError(
+            f"{who}: parameter {name!r} must be a floating-point array, got dtype {arr.dtype}"
+        )
     flags = getattr(arr, "flags", None)
     if flags is not None and not flags.writeable:
-        raise ValueError(f"{who}: parameter {name!r} is read-only; an optimizer updates "
-                         "its parameters in place, so they must be writeable arrays")
+        raise ValueError(
+            f"{who}: parameter {name!r} is read-only; an optimizer updates "
+            "its parameters in place, so they must be writeable arrays"
+        )
 
 
 def _check_grad(grad, param, name, who):
@@ -94,24 +104,33 @@ def _check_grad(grad, param, name, who):
     if not hasattr(grad, "dtype"):
         grad = np.asarray(grad)
     if grad.dtype.kind not in "fiu":
-        raise TypeError(f"{who}: the gradient of {name!r} must hold real numbers, got dtype "
-                        f"{grad.dtype}")
+        raise TypeError(
+            f"{who}: the gradient of {name!r} must hold real numbers, got dtype {grad.dtype}"
+        )
     if tuple(grad.shape) != tuple(param.shape):
-        raise ValueError(f"{who}: the gradient of {name!r} must have the parameter's shape "
-                         f"{tuple(param.shape)}, got {tuple(grad.shape)}")
+        raise ValueError(
+            f"{who}: the gradient of {name!r} must have the parameter's shape "
+            f"{tuple(param.shape)}, got {tuple(grad.shape)}"
+        )
     if type(grad) is not type(param):
-        raise TypeError(f"{who}: the gradient of {name!r} is a {type(grad).__name__}, its "
-                        f"parameter a {type(param).__name__}; put both on the same device")
+        raise TypeError(
+            f"{who}: the gradient of {name!r} is a {type(grad).__name__}, its "
+            f"parameter a {type(param).__name__}; put both on the same device"
+        )
     return grad
 
 
 def _number(value, name, who, low=0.0, high=None, high_open=False):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{who}: {name} must be a real number, got "
-                        f"{type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}"
+        )
     value = float(value)
-    if not math.isfinite(value) or value < low or (
-            high is not None and (value >= high if high_open else value > high)):
+    if (
+        not math.isfinite(value)
+        or value < low
+        or (high is not None and (value >= high if high_open else value > high))
+    ):
         bound = "" if high is None else f" and {'<' if high_open else '<='} {high}"
         raise ValueError(f"{who}: {name} must be >= {low}{bound}, got {value!r}")
     return value
@@ -143,7 +162,7 @@ class Optimizer:
         self.state = {}
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "lr":          # may change between steps (a learning-rate schedule)
+        if name == "lr":  # may change between steps (a learning-rate schedule)
             value = _number(value, "lr", self._who)
         object.__setattr__(self, name, value)
 
@@ -153,17 +172,23 @@ class Optimizer:
         if grads is None:
             grads = {}
         elif not hasattr(grads, "keys"):
-            raise TypeError(f"{self._who}.step: grads must be a dict of the plain arrays' "
-                            f"gradients, got {type(grads).__name__}")
+            raise TypeError(
+                f"{self._who}.step: grads must be a dict of the plain arrays' "
+                f"gradients, got {type(grads).__name__}"
+            )
         missing = [k for k in plain if k not in grads]
         unexpected = [k for k in grads if k not in plain]
         if missing:
-            raise ValueError(f"{self._who}.step: no gradient for the plain array(s) {missing}: "
-                             "pass step({name: gradient, ...})")
+            raise ValueError(
+                f"{self._who}.step: no gradient for the plain array(s) {missing}: "
+                "pass step({name: gradient, ...})"
+            )
         if unexpected:
-            raise ValueError(f"{self._who}.step: gradients given for {unexpected}, which are "
-                             f"not plain arrays of this optimizer (those are {list(plain)}); "
-                             "a module's gradients are read from its grads")
+            raise ValueError(
+                f"{self._who}.step: gradients given for {unexpected}, which are "
+                f"not plain arrays of this optimizer (those are {list(plain)}); "
+                "a module's gradients are read from its grads"
+            )
         entries = []
         for i, item in enumerate(self._params):
             if _is_module(item):
@@ -229,9 +254,13 @@ class Optimizer:
         Keys of ``"state"`` are ``"<index in params>.<parameter name>"``.
         """
         with self._lock:
-            return {"hyperparameters": self._hyperparameters(),
-                    "state": {k: {n: (v.copy() if hasattr(v, "copy") else v)
-                                  for n, v in s.items()} for k, s in self.state.items()}}
+            return {
+                "hyperparameters": self._hyperparameters(),
+                "state": {
+                    k: {n: (v.copy() if hasattr(v, "copy") else v) for n, v in s.items()}
+                    for k, s in self.state.items()
+                },
+            }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (copied in; validated first).
@@ -243,12 +272,16 @@ class Optimizer:
             try:
                 hyper, state = state_dict["hyperparameters"], state_dict["state"]
             except (TypeError, KeyError):
-                raise ValueError(f"{self._who}.load_state_dict: expected a dict with keys "
-                                 "'hyperparameters' and 'state' (from state_dict())") from None
+                raise ValueError(
+                    f"{self._who}.load_state_dict: expected a dict with keys "
+                    "'hyperparameters' and 'state' (from state_dict())"
+                ) from None
             if set(hyper) != set(self._hyperparameters()):
-                raise ValueError(f"{self._who}.load_state_dict: the hyperparameters "
-                                 f"{sorted(hyper)} are not this optimizer's "
-                                 f"{sorted(self._hyperparameters())}")
+                raise ValueError(
+                    f"{self._who}.load_state_dict: the hyperparameters "
+                    f"{sorted(hyper)} are not this optimizer's "
+                    f"{sorted(self._hyperparameters())}"
+                )
             shapes = {}
             for i, item in enumerate(self._params):
                 pairs = item.named_parameters() if _is_module(item) else item.items()
@@ -257,8 +290,10 @@ class Optimizer:
             new_state = {}
             for key, buffers in state.items():
                 if key not in shapes:
-                    raise ValueError(f"{self._who}.load_state_dict: state for {key!r}, which "
-                                     f"is not a parameter of this optimizer ({list(shapes)})")
+                    raise ValueError(
+                        f"{self._who}.load_state_dict: state for {key!r}, which "
+                        f"is not a parameter of this optimizer ({list(shapes)})"
+                    )
                 shape, p = shapes[key]
                 new = {}
                 for n, v in buffers.items():
@@ -269,8 +304,10 @@ class Optimizer:
                         new[n] = None
                         continue
                     if tuple(np.shape(v)) != shape:
-                        raise ValueError(f"{self._who}.load_state_dict: {key!r} {n} has shape "
-                                         f"{tuple(np.shape(v))}, the parameter {shape}")
+                        raise ValueError(
+                            f"{self._who}.load_state_dict: {key!r} {n} has shape "
+                            f"{tuple(np.shape(v))}, the parameter {shape}"
+                        )
                     buf = np.zeros_like(p)
                     buf[...] = v
                     new[n] = buf
@@ -331,9 +368,17 @@ class SGD(Optimizer):
 
     _who = "cygru.optim.SGD"
 
-    def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 maximize: bool = False) -> None:
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
         who = self._who
         self.momentum = _number(momentum, "momentum", who)
         self.dampening = _number(dampening, "dampening", who)
@@ -341,14 +386,21 @@ class SGD(Optimizer):
         self.nesterov = _flag(nesterov, "nesterov", who)
         self.maximize = _flag(maximize, "maximize", who)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError(f"{who}: Nesterov momentum needs momentum > 0 and dampening 0, "
-                             f"got momentum={momentum!r}, dampening={dampening!r}")
+            raise ValueError(
+                f"{who}: Nesterov momentum needs momentum > 0 and dampening 0, "
+                f"got momentum={momentum!r}, dampening={dampening!r}"
+            )
         super().__init__(params, lr)
 
     def _hyperparameters(self):
-        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
-                "weight_decay": self.weight_decay, "nesterov": self.nesterov,
-                "maximize": self.maximize}
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "dampening": self.dampening,
+            "weight_decay": self.weight_decay,
+            "nesterov": self.nesterov,
+            "maximize": self.maximize,
+        }
 
     def _update(self, p, g, state):
         if self.maximize:
@@ -408,30 +460,44 @@ class Adam(Optimizer):
 
     _who = "cygru.optim.Adam"
 
-    def __init__(self, params: Params, lr: float = 1e-3,
-                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 decoupled_weight_decay: bool = False) -> None:
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
         who = self._who
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
             raise TypeError(f"{who}: betas must be a pair of numbers, got {betas!r}") from None
-        self.betas = (_number(beta1, "betas[0]", who, high=1.0, high_open=True),
-                      _number(beta2, "betas[1]", who, high=1.0, high_open=True))
+        self.betas = (
+            _number(beta1, "betas[0]", who, high=1.0, high_open=True),
+            _number(beta2, "betas[1]", who, high=1.0, high_open=True),
+        )
         self.eps = _number(eps, "eps", who)
         self.weight_decay = _number(weight_decay, "weight_decay", who)
         self.amsgrad = _flag(amsgrad, "amsgrad", who)
         self.maximize = _flag(maximize, "maximize", who)
-        self.decoupled_weight_decay = _flag(decoupled_weight_decay, "decoupled_weight_decay",
-                                            who)
+        self.decoupled_weight_decay = _flag(decoupled_weight_decay, "decoupled_weight_decay", who)
         super().__init__(params, lr)
 
     def _hyperparameters(self):
-        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
-                "weight_decay": self.weight_decay, "amsgrad": self.amsgrad,
-                "maximize": self.maximize,
-                "decoupled_weight_decay": self.decoupled_weight_decay}
+        return {
+            "lr": self.lr,
+            "betas": self.betas,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "amsgrad": self.amsgrad,
+            "maximize": self.maximize,
+            "decoupled_weight_decay": self.decoupled_weight_decay,
+        }
 
     def _update(self, p, g, state):
         beta1, beta2 = self.betas
@@ -460,8 +526,8 @@ class Adam(Optimizer):
             m[...] = g - (g - m) * (1 - w)
         v *= beta2
         v += (1 - beta2) * g * g
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         if self.amsgrad:
             v_max = state.setdefault("max_exp_avg_sq", np.zeros_like(p))
             np.maximum(v_max, v, out=v_max)
@@ -500,12 +566,27 @@ class AdamW(Adam):
 
     _who = "cygru.optim.AdamW"
 
-    def __init__(self, params: Params, lr: float = 1e-3,
-                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=True,
+        )
 
     def _hyperparameters(self):
         h = super()._hyperparameters()
@@ -515,13 +596,15 @@ class AdamW(Adam):
 
 def _flag(value, name, who):
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{who}: {name} must be True or False, got "
-                        f"{type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{who}: {name} must be True or False, got {type(value).__name__} {value!r}"
+        )
     return bool(value)
 
 
-def clip_grad_norm_(grads_of: Params, max_norm: float, norm_type: float = 2.0,
-                    error_if_nonfinite: bool = False) -> float:
+def clip_grad_norm_(
+    grads_of: Params, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+) -> float:
     """Scale gradients in place so that their global norm is at most ``max_norm``.
 
     ``torch.nn.utils.clip_grad_norm_``: the total norm is the ``norm_type``-norm of
@@ -557,13 +640,17 @@ def clip_grad_norm_(grads_of: Params, max_norm: float, norm_type: float = 2.0,
     """
     who = "cygru.optim.clip_grad_norm_"
     max_norm = _number(max_norm, "max_norm", who)
-    if isinstance(norm_type, (bool, np.bool_)) or not isinstance(
-            norm_type, (int, float, np.number)) or not (float(norm_type) > 0):
+    if (
+        isinstance(norm_type, (bool, np.bool_))
+        or not isinstance(norm_type, (int, float, np.number))
+        or not (float(norm_type) > 0)
+    ):
         raise ValueError(f"{who}: norm_type must be a positive number or inf, got {norm_type!r}")
     norm_type = float(norm_type)
     items = _sources(grads_of, who, "grads_of")
-    arrays = [g for item in items
-              for g in (item.grads.values() if _is_module(item) else item.values())]
+    arrays = [
+        g for item in items for g in (item.grads.values() if _is_module(item) else item.values())
+    ]
     locks = _module_locks(items)
     try:
         if not arrays:
@@ -571,16 +658,20 @@ def clip_grad_norm_(grads_of: Params, max_norm: float, norm_type: float = 2.0,
         if math.isinf(norm_type):
             total = max(float(abs(g).max()) if g.size else 0.0 for g in arrays)
         else:
-            norms = [float(np.linalg.norm(g.ravel().astype(np.float64), norm_type))
-                     if g.size else 0.0 for g in arrays]
+            norms = [
+                float(np.linalg.norm(g.ravel().astype(np.float64), norm_type)) if g.size else 0.0
+                for g in arrays
+            ]
             total = float(np.linalg.norm(np.array(norms), norm_type))
         if error_if_nonfinite and not math.isfinite(total):
-            raise RuntimeError(f"{who}: the total norm of order {norm_type} of the gradients "
-                               f"is {total}; they cannot be clipped. Set "
-                               "error_if_nonfinite=False to scale them anyway")
+            raise RuntimeError(
+                f"{who}: the total norm of order {norm_type} of the gradients "
+                f"is {total}; they cannot be clipped. Set "
+                "error_if_nonfinite=False to scale them anyway"
+            )
         coef = min(max_norm / (total + 1e-6), 1.0) if total == total else float("nan")
         if coef != 1.0:
-            with np.errstate(invalid="ignore"):      # inf * 0 is nan, as in PyTorch
+            with np.errstate(invalid="ignore"):  # inf * 0 is nan, as in PyTorch
                 for g in arrays:
                     g *= coef
         return total

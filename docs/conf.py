@@ -8,6 +8,7 @@ Every example on the pages is a ``.. doctest::`` block; ``tests/test_docs.py`` e
 (and every docstring example of the API), and so does ``python -m sphinx -b doctest docs
 <dir>``.
 """
+
 import os
 import sys
 
@@ -55,8 +56,13 @@ plot_formats = [("png", 110)]
 plot_rcparams = {"savefig.bbox": "tight"}
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.ipynb",
-                    "auto_examples/*.py", "auto_examples/*.zip"]
+exclude_patterns = [
+    "_build",
+    "**.ipynb_checkpoints",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "auto_examples/*.zip",
+]
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
 default_role = "py:obj"
@@ -67,7 +73,7 @@ autosummary_imported_members = False
 autodoc_typehints = "none"
 autodoc_preserve_defaults = True
 autodoc_member_order = "bysource"
-numpydoc_show_class_members = False     # the class template lists members itself
+numpydoc_show_class_members = False  # the class template lists members itself
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_use_plots = False
@@ -113,8 +119,11 @@ html_theme_options = {
 # level under the top bar), so it would be an empty "Section Navigation" box that only
 # narrows the text: no left sidebar, except where a section has sub-pages (the API
 # reference's entries, the gallery's examples). The right one keeps the page's contents.
-html_sidebars = {os.path.splitext(name)[0]: [] for name in os.listdir(HERE)
-                 if name.endswith(".rst") and name != "api.rst"}
+html_sidebars = {
+    os.path.splitext(name)[0]: []
+    for name in os.listdir(HERE)
+    if name.endswith(".rst") and name != "api.rst"
+}
 html_show_sourcelink = False
 html_copy_source = False
 html_static_path = ["_static"]

@@ -13,6 +13,7 @@ Run it::
 
 It prints the loss every 50 steps and the ratio of the first loss to the final one.
 """
+
 import time
 
 import numpy as np
@@ -25,20 +26,23 @@ def make_batch(rng, batch, steps, noise=0.05):
     freq = rng.uniform(0.15, 0.45, size=batch)
     phase = rng.uniform(0.0, 2 * np.pi, size=batch)
     t = np.arange(steps + 1)[:, None]
-    clean = np.sin(freq * t + phase)                                # (T+1, B)
+    clean = np.sin(freq * t + phase)  # (T+1, B)
     x = clean[:-1] + noise * rng.standard_normal((steps, batch))
     y = clean[1:]
     return x[..., None].astype(np.float32), y[..., None].astype(np.float32)
 
 
-def main(steps=300, seed=0, hidden_size=24, batch=32, seq_len=40, lr=1e-2, print_every=50,
-         verbose=False):
+def main(
+    steps=300, seed=0, hidden_size=24, batch=32, seq_len=40, lr=1e-2, print_every=50, verbose=False
+):
     """Train and return the list of training losses (one per step)."""
     rng = np.random.default_rng(seed)
-    gru = cygru.GRU(1, hidden_size, seed=seed)                     # float32
+    gru = cygru.GRU(1, hidden_size, seed=seed)  # float32
     k = 1.0 / np.sqrt(hidden_size)
-    readout = {"W": rng.uniform(-k, k, (1, hidden_size)).astype(np.float32),
-               "b": np.zeros(1, np.float32)}
+    readout = {
+        "W": rng.uniform(-k, k, (1, hidden_size)).astype(np.float32),
+        "b": np.zeros(1, np.float32),
+    }
     # the GRU's parameters (from gru.grads) and the readout's arrays (from the gradients
     # given to step), all updated in place
     opt = cygru.optim.Adam([gru, readout], lr=lr)
@@ -47,15 +51,15 @@ def main(steps=300, seed=0, hidden_size=24, batch=32, seq_len=40, lr=1e-2, print
     for step in range(steps):
         x, y = make_batch(rng, batch, seq_len)
         gru.zero_grad()
-        (out, _), backward = gru.vjp(x)                             # out: (T, B, H)
-        pred = out @ readout["W"].T + readout["b"]                  # (T, B, 1)
+        (out, _), backward = gru.vjp(x)  # out: (T, B, H)
+        pred = out @ readout["W"].T + readout["b"]  # (T, B, 1)
         err = pred - y
-        loss = float(np.mean(err ** 2))
+        loss = float(np.mean(err**2))
         history.append(loss)
         # backpropagate the mean squared error through the readout ...
-        d_pred = (2.0 / err.size) * err                             # (T, B, 1)
+        d_pred = (2.0 / err.size) * err  # (T, B, 1)
         grads = {"W": np.einsum("tbo,tbh->oh", d_pred, out), "b": d_pred.sum(axis=(0, 1))}
-        d_out = d_pred @ readout["W"]                               # (T, B, H)
+        d_out = d_pred @ readout["W"]  # (T, B, H)
         # ... and through the GRU (adds into gru.grads)
         backward(d_out, None)
         opt.step(grads)
@@ -68,5 +72,7 @@ if __name__ == "__main__":
     t0 = time.perf_counter()
     losses = main(verbose=True)
     final = float(np.mean(losses[-10:]))
-    print(f"first loss {losses[0]:.4f}, final loss (mean of the last 10) {final:.5f}: "
-          f"fell {losses[0] / final:.1f}x in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"first loss {losses[0]:.4f}, final loss (mean of the last 10) {final:.5f}: "
+        f"fell {losses[0] / final:.1f}x in {time.perf_counter() - t0:.1f} s"
+    )

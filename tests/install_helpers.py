@@ -5,6 +5,7 @@ code against an installed cygru as a user would (no PYTHONPATH): the embedding r
 ``conftest.py`` turns :class:`Installs` into the session fixture ``installed``, so one
 pair of installs serves every test module of a run.
 """
+
 import os
 import pathlib
 import shutil
@@ -16,14 +17,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # copies of this checkout for pip: sources and build/ (setuptools reuses what is up to date
 # there), not version control, caches, environments or in-place extensions
-COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache",
-                                     ".hypothesis", "*.egg-info", "_build", "results")
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv*",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "*.egg-info",
+    "_build",
+    "results",
+)
 
 
 def clean_env():
     """The environment of a user's shell: no PYTHONPATH, no cygru build switches."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "CYGRU_DEBUG", "CYGRU_SANITIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "CYGRU_DEBUG", "CYGRU_SANITIZE")
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
 
@@ -48,12 +60,17 @@ def site_packages_without_cygru(directory):
 def venv(path, extra_site):
     """A fresh virtual environment at `path` (no pip of its own) that also sees
     `extra_site`; returns its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True,
-                   env=clean_env())
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, env=clean_env()
+    )
     python = path / ("Scripts" if os.name == "nt" else "bin") / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
-                              "print(sysconfig.get_paths()['purelib'])"], check=True,
-                             capture_output=True, text=True, env=clean_env()).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    ).stdout.strip()
     pathlib.Path(purelib, "_cygru_test_outer.pth").write_text(f"{extra_site}\n")
     return python
 
@@ -83,15 +100,30 @@ class Installs:
         for kind in self.KINDS:
             source = base / f"cygru-{kind}"
             shutil.copytree(ROOT, source, ignore=COPY_IGNORE, symlinks=True)
-            for built in source.joinpath("cygru").iterdir():       # only pip's builds count
+            for built in source.joinpath("cygru").iterdir():  # only pip's builds count
                 if built.suffix in (".so", ".pyd"):
                     built.unlink()
             python = venv(base / f"venv-{kind}", extra_site)
-            cmd = [str(python), "-m", "pip", "install", "--no-build-isolation", "--no-deps",
-                   "--no-index"] + (["-e"] if kind == "editable" else []) + [str(source)]
+            cmd = (
+                [
+                    str(python),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-build-isolation",
+                    "--no-deps",
+                    "--no-index",
+                ]
+                + (["-e"] if kind == "editable" else [])
+                + [str(source)]
+            )
             log = open(base / f"pip-{kind}.log", "w")
-            self._jobs[kind] = (python, source, log, subprocess.Popen(
-                cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT))
+            self._jobs[kind] = (
+                python,
+                source,
+                log,
+                subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT),
+            )
 
     def wait(self, kind):
         """(the venv's python, the directory its ``import cygru`` must come from), once
@@ -101,14 +133,19 @@ class Installs:
         python, source, log, proc = self._jobs[kind]
         if proc.wait(timeout=900) != 0:
             log.close()
-            raise InstallFailed(f"pip install ({kind}) failed:\n"
-                                f"{pathlib.Path(log.name).read_text()[-6000:]}")
+            raise InstallFailed(
+                f"pip install ({kind}) failed:\n{pathlib.Path(log.name).read_text()[-6000:]}"
+            )
         if kind == "editable":
             package_dir = source / "cygru"
         else:
-            platlib = subprocess.run([str(python), "-c", "import sysconfig; "
-                                      "print(sysconfig.get_paths()['platlib'])"], check=True,
-                                     capture_output=True, text=True, env=clean_env()).stdout
+            platlib = subprocess.run(
+                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=clean_env(),
+            ).stdout
             package_dir = pathlib.Path(platlib.strip()) / "cygru"
         self._done[kind] = (python, package_dir)
         return self._done[kind]

@@ -1,4 +1,5 @@
 """Numeric helpers shared by the test files."""
+
 import numpy as np
 
 # The small problem size that test_core.py and test_training.py share.

@@ -2,6 +2,7 @@
 
 No timing is asserted: these machines are shared and noisy.
 """
+
 import json
 import os
 import signal
@@ -15,8 +16,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNDER_LOAD = os.path.join(ROOT, "benchmarks", "under_load.py")
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc") or not sys.platform.startswith("linux"),
-                                reason="the load benchmark reads /proc (Linux only)")
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc") or not sys.platform.startswith("linux"),
+    reason="the load benchmark reads /proc (Linux only)",
+)
 
 
 def _env():
@@ -55,10 +58,22 @@ def test_under_load_quick_prints_tables_and_leaves_no_process(tmp_path):
     run_id = f"test-under-load-{uuid.uuid4().hex}"
     out_json = tmp_path / "r.json"
     out_md = tmp_path / "r.md"
-    cmd = [sys.executable, UNDER_LOAD, "--quick", "--repeat", "1", "--sample-s", "0.01",
-           "--json", str(out_json), "--markdown", str(out_md), "--_run-id", run_id]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=180)
+    cmd = [
+        sys.executable,
+        UNDER_LOAD,
+        "--quick",
+        "--repeat",
+        "1",
+        "--sample-s",
+        "0.01",
+        "--json",
+        str(out_json),
+        "--markdown",
+        str(out_md),
+        "--_run-id",
+        run_id,
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "| case | load | cygru ms | ORT ms | cygru slowdown | ORT slowdown | cygru/ORT" in out
@@ -75,8 +90,10 @@ def test_under_load_quick_prints_tables_and_leaves_no_process(tmp_path):
     # measurement workers (2 or 1), spin, kernel, and per case one twin per library
     assert len(result["child_pids"]) >= 4
     for pid in result["child_pids"]:
-        assert not os.path.exists(f"/proc/{pid}") or run_id.encode() not in \
-            open(f"/proc/{pid}/cmdline", "rb").read()
+        assert (
+            not os.path.exists(f"/proc/{pid}")
+            or run_id.encode() not in open(f"/proc/{pid}/cmdline", "rb").read()
+        )
     assert set(result["cases"]) == {"small-latency", "single-step"}
     assert "| case | load |" in out_md.read_text()
 
@@ -84,10 +101,26 @@ def test_under_load_quick_prints_tables_and_leaves_no_process(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_under_load_interrupted_stops_every_load_process(sig):
     run_id = f"test-under-load-{uuid.uuid4().hex}"
-    cmd = [sys.executable, UNDER_LOAD, "--quick", "--cases", "small-latency", "--repeat", "1000",
-           "--sample-s", "0.01", "--json", "", "--markdown", "", "--_run-id", run_id]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        UNDER_LOAD,
+        "--quick",
+        "--cases",
+        "small-latency",
+        "--repeat",
+        "1000",
+        "--sample-s",
+        "0.01",
+        "--json",
+        "",
+        "--markdown",
+        "",
+        "--_run-id",
+        run_id,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         # wait until timing under load has started: the twins are up, loads are cycling
         deadline = time.monotonic() + 120
@@ -101,7 +134,7 @@ def test_under_load_interrupted_stops_every_load_process(sig):
                 break
         assert any("repetitions x" in s for s in seen), "".join(seen)
         time.sleep(0.5)
-        assert len(_processes_with(run_id)) >= 5          # workers, spin, kernel, twins
+        assert len(_processes_with(run_id)) >= 5  # workers, spin, kernel, twins
         proc.send_signal(sig)
         rc = proc.wait(timeout=30)
     finally:

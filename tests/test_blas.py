@@ -1,6 +1,7 @@
 """The BLAS wrapper (cygru/_blas.pxd), the only place cygru calls BLAS: the
 row-major to column-major operand swap for every transpose combination, and the
 per-step product's choice between gemv and gemm, against NumPy."""
+
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ TOL = {np.float32: 1e-5, np.float64: 1e-12}
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_gemm_operand_swap(dtype, trans_a, trans_b):
     rng = np.random.default_rng(0)
-    m, k, n = 5, 7, 3                      # all different, so a swapped size cannot pass
+    m, k, n = 5, 7, 3  # all different, so a swapped size cannot pass
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     got = _blas._check_gemm(a, b, trans_a, trans_b)
@@ -24,9 +25,14 @@ def test_gemm_operand_swap(dtype, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m, n, k", [(1, 24, 8),        # one row, small: gemv
-                                     (1, 384, 128),     # one row above gemv's serial size: gemm
-                                     (5, 24, 8)])       # several rows: gemm
+@pytest.mark.parametrize(
+    "m, n, k",
+    [
+        (1, 24, 8),  # one row, small: gemv
+        (1, 384, 128),  # one row above gemv's serial size: gemm
+        (5, 24, 8),
+    ],
+)  # several rows: gemm
 def test_gemm_or_gemv(dtype, m, n, k):
     rng = np.random.default_rng(1)
     a = rng.standard_normal((m, k)).astype(dtype)
@@ -51,8 +57,19 @@ DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64])
 
 
 @pytest.mark.parametrize("level", range(len(VARIANT_NAMES)), ids=VARIANT_NAMES)
-@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 5, 7), (3, 4, 16), (7, 13, 33),
-                                   (8, 36, 50), (9, 64, 384), (17, 130, 48), (100, 12, 20)])
+@pytest.mark.parametrize(
+    "M,K,N",
+    [
+        (1, 1, 1),
+        (1, 5, 7),
+        (3, 4, 16),
+        (7, 13, 33),
+        (8, 36, 50),
+        (9, 64, 384),
+        (17, 130, 48),
+        (100, 12, 20),
+    ],
+)
 @pytest.mark.parametrize("columns", [False, True], ids=["rows", "columns"])
 @pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
 @DTYPES
@@ -67,8 +84,14 @@ def test_packed_kernel_variants_match_float64(level, M, K, N, columns, accumulat
     w = rng.standard_normal((N, K)).astype(dtype)
     c0 = rng.standard_normal((M, N)).astype(dtype)
     c = c0.copy()
-    _packed_gemm(a, np.ascontiguousarray(w.T) if columns else w, c,
-                 accumulate=accumulate, level=level, columns=columns)
+    _packed_gemm(
+        a,
+        np.ascontiguousarray(w.T) if columns else w,
+        c,
+        accumulate=accumulate,
+        level=level,
+        columns=columns,
+    )
     want = a.astype(np.float64) @ w.T.astype(np.float64)
     if accumulate:
         want += c0
@@ -95,13 +118,19 @@ def test_packed_kernel_rows_do_not_depend_on_the_row_count(level, K, N, dtype):
     if level > cpu_variant_level():
         pytest.skip(f"this CPU cannot run the {VARIANT_NAMES[level]} variant")
     rng = np.random.default_rng(K * 7 + N)
-    M = 203                                      # row blocks of 96, then 11 leftover rows
+    M = 203  # row blocks of 96, then 11 leftover rows
     a = rng.standard_normal((M, K)).astype(dtype)
     w = rng.standard_normal((N, K)).astype(dtype)
     whole = np.zeros((M, N), dtype)
     _packed_gemm(a, w, whole, level=level)
-    for rows in (slice(0, 1), slice(5, 6), slice(0, 7), slice(3, 100), slice(190, 203),
-                 slice(96, 203)):
+    for rows in (
+        slice(0, 1),
+        slice(5, 6),
+        slice(0, 7),
+        slice(3, 100),
+        slice(190, 203),
+        slice(96, 203),
+    ):
         part = np.zeros((rows.stop - rows.start, N), dtype)
         _packed_gemm(np.ascontiguousarray(a[rows]), w, part, level=level)
         assert np.array_equal(part, whole[rows]), rows

@@ -16,6 +16,7 @@
   - gru_c.c compiled against a header of another ABI version (or a larger table)
     fails to import with the message of import_cygru(), not a crash.
 """
+
 import ctypes
 import importlib.util
 import json
@@ -43,11 +44,19 @@ needs_cc = pytest.mark.skipif(CC is None, reason="needs a C compiler")
 
 def _run(cmd, cwd=None, timeout=300):
     """Run a command in a user's environment (no PYTHONPATH); it must succeed."""
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=clean_env(),
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (f"{' '.join(map(str, cmd))} failed "
-                                  f"(rc={proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                                  f"{proc.stderr[-4000:]}")
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, cmd))} failed "
+        f"(rc={proc.returncode}):\n{proc.stdout[-4000:]}\n"
+        f"{proc.stderr[-4000:]}"
+    )
     return proc
 
 
@@ -55,9 +64,17 @@ def _parallel(commands, cwd):
     """Run commands side by side (in `cwd`, or each in its own of a list of them);
     [(command, returncode, stdout, stderr)]."""
     cwds = cwd if isinstance(cwd, list) else [cwd] * len(commands)
-    procs = [subprocess.Popen([str(c) for c in cmd], cwd=d, env=clean_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for cmd, d in zip(commands, cwds)]
+    procs = [
+        subprocess.Popen(
+            [str(c) for c in cmd],
+            cwd=d,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cmd, d in zip(commands, cwds)
+    ]
     results = []
     for cmd, p in zip(commands, procs):
         out, err = p.communicate(timeout=300)
@@ -68,15 +85,17 @@ def _parallel(commands, cwd):
 def _python_config(python):
     """Compiler facts of the interpreter `python`: its include directory, extension
     suffix, library directory, whether libpython is shared, and its pythonX.Y-config."""
-    code = ("import json, sysconfig as s, os, cygru; b = s.get_config_var('BINDIR'); "
-            "v = s.get_config_var('VERSION'); "
-            "print(json.dumps(dict(include=s.get_paths()['include'], "
-            "ext_suffix=s.get_config_var('EXT_SUFFIX'), libdir=s.get_config_var('LIBDIR'), "
-            "shared=bool(s.get_config_var('Py_ENABLE_SHARED')), "
-            "linkforshared=s.get_config_var('LINKFORSHARED') or '', "
-            "config=[p for p in (os.path.join(b, f'python{v}-config'), "
-            "os.path.join(b, 'python3-config')) if os.path.isfile(p)], "
-            "c_include=cygru.get_include(c_headers=True))))")
+    code = (
+        "import json, sysconfig as s, os, cygru; b = s.get_config_var('BINDIR'); "
+        "v = s.get_config_var('VERSION'); "
+        "print(json.dumps(dict(include=s.get_paths()['include'], "
+        "ext_suffix=s.get_config_var('EXT_SUFFIX'), libdir=s.get_config_var('LIBDIR'), "
+        "shared=bool(s.get_config_var('Py_ENABLE_SHARED')), "
+        "linkforshared=s.get_config_var('LINKFORSHARED') or '', "
+        "config=[p for p in (os.path.join(b, f'python{v}-config'), "
+        "os.path.join(b, 'python3-config')) if os.path.isfile(p)], "
+        "c_include=cygru.get_include(c_headers=True))))"
+    )
     # run outside any checkout: `python -c` imports from its working directory first
     return json.loads(_run([python, "-c", code], cwd=pathlib.Path(python).parent).stdout)
 
@@ -90,6 +109,7 @@ def _copy_example(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the header itself, against capi.pxd and cygru.capi (this checkout's build)
 # ---------------------------------------------------------------------------------------------
+
 
 def _pxd_functions():
     """The functions of capi.pxd, in their order."""
@@ -108,12 +128,12 @@ def test_header_declares_every_function_in_order():
     text = HEADER.read_text()
     names = _pxd_functions()
     assert len(names) == 13 and names[0] == "status_message", names
-    table = text[text.index("typedef struct cygru_api {"):text.index("} cygru_api;")]
+    table = text[text.index("typedef struct cygru_api {") : text.index("} cygru_api;")]
     entries = re.findall(r"\(\*(\w+)\)\(", table)
     assert entries == names
     for name in names:
         assert re.search(rf"static inline [\w\s\*]+\bcygru_{name}\(", text), name
-    enum = text[text.index("typedef enum cygru_status {"):text.index("} cygru_status;")]
+    enum = text[text.index("typedef enum cygru_status {") : text.index("} cygru_status;")]
     statuses = {k: int(v) for k, v in re.findall(r"(CYGRU_\w+) = (\d+)", enum)}
     expected = {k: v for k, v in _pxd_constants().items() if k != "CYGRU_WORK_ALIGN"}
     assert statuses == expected
@@ -163,16 +183,18 @@ def test_header_compiles_strictly_and_matches_capi(tmp_path):
     -Wextra -Werror; the layouts, values and table offsets the C compiler sees are those
     of cygru.capi (Cython's structs), and of the ctypes mirror in the example."""
     import sysconfig
+
     layout = capi._abi_layout()
     api_fields = ["abi_version", "size"] + _pxd_functions()
     body = ["VALUE(CYGRU_ABI_VERSION);", "VALUE(CYGRU_WORK_ALIGN);"]
     body += [f"VALUE({name});" for name in _pxd_constants() if name != "CYGRU_WORK_ALIGN"]
     for struct, (_, fields) in layout.items():
         body.append(f"SIZE({struct});")
-        for f in (fields or api_fields):
+        for f in fields or api_fields:
             body.append(f"FIELD({struct}, {f});")
-    (tmp_path / "probe.c").write_text(_PROBE.replace("%(body)s", "\n".join(
-        "    " + line for line in body)))
+    (tmp_path / "probe.c").write_text(
+        _PROBE.replace("%(body)s", "\n".join("    " + line for line in body))
+    )
     (tmp_path / "full.c").write_text(_FULL_TU)
     (tmp_path / "a.c").write_text(_SHARED_A)
     (tmp_path / "b.c").write_text(_SHARED_B)
@@ -185,10 +207,34 @@ def test_header_compiles_strictly_and_matches_capi(tmp_path):
         [CC, *strict, *inc, "-fPIC", "-c", "b.c", "-o", "b.o"],
     ]
     if CXX:
-        commands += [[CXX, "-x", "c++", "-Wall", "-Wextra", "-Werror", *inc, "-c", "full.c",
-                      "-o", "full_cpp.o"],
-                     [CXX, "-x", "c++", "-Wall", "-Wextra", "-Werror", "-I", HEADER_DIR,
-                      "probe.c", "-o", "probe_cpp"]]
+        commands += [
+            [
+                CXX,
+                "-x",
+                "c++",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                *inc,
+                "-c",
+                "full.c",
+                "-o",
+                "full_cpp.o",
+            ],
+            [
+                CXX,
+                "-x",
+                "c++",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-I",
+                HEADER_DIR,
+                "probe.c",
+                "-o",
+                "probe_cpp",
+            ],
+        ]
     for cmd, rc, out, err in _parallel(commands, tmp_path):
         assert rc == 0, f"{' '.join(map(str, cmd))}:\n{out}\n{err}"
     # several files, one table: links, and the table is one symbol
@@ -212,8 +258,7 @@ def test_header_compiles_strictly_and_matches_capi(tmp_path):
                 seen.setdefault(a, {})[b] = int(c)
         assert values.pop("CYGRU_ABI_VERSION") == capi.ABI_VERSION
         assert values.pop("CYGRU_WORK_ALIGN") == capi.WORK_ALIGN
-        assert values == {k: v for k, v in _pxd_constants().items()
-                          if k != "CYGRU_WORK_ALIGN"}
+        assert values == {k: v for k, v in _pxd_constants().items() if k != "CYGRU_WORK_ALIGN"}
         assert values["CYGRU_ERR_WORKSPACE_ALIAS"] == capi.ERR_WORKSPACE_ALIAS
         for struct, (size, fields) in layout.items():
             c_fields = dict(seen[struct])
@@ -225,8 +270,9 @@ def test_header_compiles_strictly_and_matches_capi(tmp_path):
         assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
 
     # the ctypes mirror of the example has the header's layout
-    spec = importlib.util.spec_from_file_location("cygru_ctypes_example",
-                                                  EXAMPLE / "ctypes_call.py")
+    spec = importlib.util.spec_from_file_location(
+        "cygru_ctypes_example", EXAMPLE / "ctypes_call.py"
+    )
     mirror = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mirror)
     assert mirror.ABI_VERSION == capi.ABI_VERSION
@@ -253,6 +299,7 @@ def test_capsule_and_get_include():
 # against an installed cygru, without PYTHONPATH
 # ---------------------------------------------------------------------------------------------
 
+
 def _max_diffs(out):
     return [float(m) for m in re.findall(r"max \|C - Python\|: (\S+)", out)]
 
@@ -272,8 +319,7 @@ def test_c_extension_example(installed, tmp_path, kind):
     out = _run([python, "run.py"], cwd=example).stdout
     diffs = _max_diffs(out)
     assert len(diffs) == 2 and max(diffs) <= 1e-6, out
-    assert ("a length of 10 > T: cygru: a sequence length is outside [1, T] (status 3)"
-            in out), out
+    assert "a length of 10 > T: cygru: a sequence length is outside [1, T] (status 3)" in out, out
 
 
 @needs_cc
@@ -290,11 +336,25 @@ def test_c_program_runs_a_model_from_two_threads(installed, tmp_path):
     ldflags = _run([py_config, "--ldflags", "--embed"]).stdout.split()
     # a shared libpython: find it at run time; a static one: export its symbols to the
     # extension modules the program loads (cygru's, NumPy's)
-    rpath = ([f"-Wl,-rpath,{config['libdir']}"] if config["shared"]
-             else config["linkforshared"].split())
+    rpath = (
+        [f"-Wl,-rpath,{config['libdir']}"] if config["shared"] else config["linkforshared"].split()
+    )
     example = _copy_example(tmp_path)
-    _run([CC, *cflags, "-I", config["c_include"], "threads.c", "-o", "threads", *ldflags,
-          *rpath, "-lpthread"], cwd=example)
+    _run(
+        [
+            CC,
+            *cflags,
+            "-I",
+            config["c_include"],
+            "threads.c",
+            "-o",
+            "threads",
+            *ldflags,
+            *rpath,
+            "-lpthread",
+        ],
+        cwd=example,
+    )
     out = _run([example / "threads", python], cwd=tmp_path, timeout=120).stdout
     assert f"cygru: {package_dir / '__init__.py'}" in out, out
 
@@ -303,14 +363,16 @@ def test_c_program_runs_a_model_from_two_threads(installed, tmp_path):
     lengths = [[T, 3, 5], [2, T, 4]]
     for k in range(2):
         assert f"thread {k}: status 0 (ok), 200 of 200 runs identical" in out, out
-        got = {name: np.array(re.search(rf"^{name} {k}: (.*)$", out, re.M).group(1).split(),
-                              np.float32) for name in ("output", "h_n")}
+        got = {
+            name: np.array(
+                re.search(rf"^{name} {k}: (.*)$", out, re.M).group(1).split(), np.float32
+            )
+            for name in ("output", "h_n")
+        }
         x = (((37 * np.arange(T * B * I) + 11 * k) % 101 - 50) / 64).astype(np.float32)
         ref_out, ref_hn = gru(x.reshape(T, B, I), lengths=lengths[k])
-        np.testing.assert_allclose(got["output"].reshape(ref_out.shape), ref_out, rtol=0,
-                                   atol=1e-6)
-        np.testing.assert_allclose(got["h_n"].reshape(ref_hn.shape), ref_hn, rtol=0,
-                                   atol=1e-6)
+        np.testing.assert_allclose(got["output"].reshape(ref_out.shape), ref_out, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got["h_n"].reshape(ref_hn.shape), ref_hn, rtol=0, atol=1e-6)
 
 
 def test_ctypes_caller(installed, tmp_path):
@@ -318,14 +380,23 @@ def test_ctypes_caller(installed, tmp_path):
     NumPy buffers, and a workspace overlapping x refused with CYGRU_ERR_WORKSPACE_ALIAS."""
     python, package_dir = installed("normal")
     example = _copy_example(tmp_path)
-    out = _run([python, "-c", "import runpy, cygru; print('cygru:', cygru.__file__); "
-                "runpy.run_path('ctypes_call.py', run_name='__main__')"], cwd=example).stdout
+    out = _run(
+        [
+            python,
+            "-c",
+            "import runpy, cygru; print('cygru:', cygru.__file__); "
+            "runpy.run_path('ctypes_call.py', run_name='__main__')",
+        ],
+        cwd=example,
+    ).stdout
     assert f"cygru: {package_dir / '__init__.py'}" in out, out
     assert "status 0 ok" in out, out
     diffs = _max_diffs(out)
     assert len(diffs) == 2 and max(diffs) <= 1e-6, out
-    assert (f"overlapping workspace: status {capi.ERR_WORKSPACE_ALIAS} "
-            f"{capi.status_name(capi.ERR_WORKSPACE_ALIAS)} | output untouched: True") in out
+    assert (
+        f"overlapping workspace: status {capi.ERR_WORKSPACE_ALIAS} "
+        f"{capi.status_name(capi.ERR_WORKSPACE_ALIAS)} | output untouched: True"
+    ) in out
 
 
 @needs_cc
@@ -339,8 +410,9 @@ def test_abi_mismatch_is_an_import_error(installed, tmp_path):
     version = capi.ABI_VERSION
     headers = {
         "same": text,
-        "version": text.replace(f"#define CYGRU_ABI_VERSION {version}\n",
-                                f"#define CYGRU_ABI_VERSION {version + 98}\n"),
+        "version": text.replace(
+            f"#define CYGRU_ABI_VERSION {version}\n", f"#define CYGRU_ABI_VERSION {version + 98}\n"
+        ),
         "larger": text.replace("} cygru_api;", "    void (*added_later)(void);\n} cygru_api;"),
     }
     assert headers["version"] != text and headers["larger"] != text
@@ -348,23 +420,38 @@ def test_abi_mismatch_is_an_import_error(installed, tmp_path):
     for case, header in headers.items():
         (tmp_path / case / "include").mkdir(parents=True)
         (tmp_path / case / "include" / "cygru.h").write_text(header)
-        commands.append([CC, "-shared", "-fPIC", "-I", tmp_path / case / "include",
-                         "-I", config["include"], EXAMPLE / "gru_c.c",
-                         "-o", tmp_path / case / f"gru_c{config['ext_suffix']}"])
+        commands.append(
+            [
+                CC,
+                "-shared",
+                "-fPIC",
+                "-I",
+                tmp_path / case / "include",
+                "-I",
+                config["include"],
+                EXAMPLE / "gru_c.c",
+                "-o",
+                tmp_path / case / f"gru_c{config['ext_suffix']}",
+            ]
+        )
     for cmd, rc, out, err in _parallel(commands, tmp_path):
         assert rc == 0, f"{' '.join(map(str, cmd))}:\n{out}\n{err}"
-    imports = _parallel([[python, "-c", "import gru_c; print('imported')"]] * len(headers),
-                        [tmp_path / case for case in headers])
+    imports = _parallel(
+        [[python, "-c", "import gru_c; print('imported')"]] * len(headers),
+        [tmp_path / case for case in headers],
+    )
     for case, (_, rc, out, err) in zip(headers, imports):
         if case == "same":
             assert rc == 0 and "imported" in out, err
             continue
-        assert rc == 1, (case, rc, err)          # an exception, not a signal
+        assert rc == 1, (case, rc, err)  # an exception, not a signal
         assert "ImportError: cygru C API: " in err, err
         if case == "version":
-            assert (f"compiled against cygru.h with ABI version {version + 98}, but the "
-                    f"installed cygru provides ABI version {version}; rebuild the "
-                    "extension against the installed cygru") in err, err
+            assert (
+                f"compiled against cygru.h with ABI version {version + 98}, but the "
+                f"installed cygru provides ABI version {version}; rebuild the "
+                "extension against the installed cygru"
+            ) in err, err
         else:
             assert "upgrade cygru, or rebuild the extension" in err, err
 
@@ -374,6 +461,7 @@ def test_workspace_sizes_too_large_are_zero_not_wrapped():
     that wrapped around to a small number. (Found by a hostile review:
     model_workspace_size_f64(2**31-1, 1, 1, 2**29-1, 3, 1) returned 51,539,607,744.)"""
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("ctypes_call", EXAMPLE / "ctypes_call.py")
     mirror = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mirror)
@@ -393,5 +481,6 @@ def test_workspace_sizes_too_large_are_zero_not_wrapped():
 def test_get_include_c_headers_must_be_a_boolean(bad):
     """A string or a number is refused (c_headers="False" used to mean True)."""
     import cygru
+
     with pytest.raises(TypeError, match="c_headers must be True or False"):
         cygru.get_include(c_headers=bad)

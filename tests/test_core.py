@@ -33,6 +33,7 @@ TOL = {np.float32: 1e-5, np.float64: 1e-10}
 # helpers
 # ---------------------------------------------------------------------------------------------
 
+
 def ref_layers(m):
     return F.layer_weights(m.state_dict(), m.num_layers, m.num_directions, m.bias)
 
@@ -43,12 +44,18 @@ def ref_forward(m, x, h0=None, lengths=None, dropout_masks=None):
     if unbatched:
         x = x[:, None, :]
         h0 = None if h0 is None else h0[:, None, :]
-    out, h_n = ref.gru_forward(np.asarray(x, m.dtype), None if h0 is None else np.asarray(h0, m.dtype),
-                               ref_layers(m), hidden_size=m.hidden_size,
-                               num_directions=m.num_directions, reverse=m.reverse,
-                               reset_after=m.reset_after, lengths=lengths,
-                               batch_first=m.batch_first and not unbatched,
-                               dropout_masks=dropout_masks)
+    out, h_n = ref.gru_forward(
+        np.asarray(x, m.dtype),
+        None if h0 is None else np.asarray(h0, m.dtype),
+        ref_layers(m),
+        hidden_size=m.hidden_size,
+        num_directions=m.num_directions,
+        reverse=m.reverse,
+        reset_after=m.reset_after,
+        lengths=lengths,
+        batch_first=m.batch_first and not unbatched,
+        dropout_masks=dropout_masks,
+    )
     if unbatched:
         out, h_n = out[:, 0], h_n[:, 0]
     return out, h_n
@@ -58,6 +65,7 @@ def ref_forward(m, x, h0=None, lengths=None, dropout_masks=None):
 # forward numerics: GRU vs torch.nn.GRU and vs the reference
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("with_h0", [True, False])
@@ -65,12 +73,14 @@ def ref_forward(m, x, h0=None, lengths=None, dropout_masks=None):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_gru_forward_vs_torch_and_reference(num_layers, bidirectional, batch_first, bias,
-                                            with_h0, batched, dtype):
+def test_gru_forward_vs_torch_and_reference(
+    num_layers, bidirectional, batch_first, bias, with_h0, batched, dtype
+):
     seed = num_layers * 64 + bidirectional * 32 + batch_first * 16 + bias * 8 + with_h0 * 4
     rng = _rng(seed + batched)
-    m = cygru.GRU(I, H, num_layers, bias, batch_first, bidirectional=bidirectional,
-                  dtype=dtype, seed=seed)
+    m = cygru.GRU(
+        I, H, num_layers, bias, batch_first, bidirectional=bidirectional, dtype=dtype, seed=seed
+    )
     x = make_x(m, rng, batched)
     h0 = make_h0(m, rng, batched) if with_h0 else None
     out, h_n = m(x, h0)
@@ -112,21 +122,31 @@ def test_gru_cell_vs_torch_and_reference(bias, with_h, batched, dtype):
     tol = TOL[dtype]
     assert rel_err(h1, _np(t_h1)) <= tol
     sd = cell.state_dict()
-    r_h1 = ref.cell_forward(np.atleast_2d(x), None if h is None else np.atleast_2d(h),
-                            sd["weight_ih"], sd["weight_hh"], sd.get("bias_ih"),
-                            sd.get("bias_hh"), reset_after=True)
+    r_h1 = ref.cell_forward(
+        np.atleast_2d(x),
+        None if h is None else np.atleast_2d(h),
+        sd["weight_ih"],
+        sd["weight_hh"],
+        sd.get("bias_ih"),
+        sd.get("bias_hh"),
+        reset_after=True,
+    )
     assert rel_err(h1, r_h1.reshape(h1.shape)) <= tol
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batched", [True, False])
-@pytest.mark.parametrize("cfg", [
-    dict(num_layers=1),
-    dict(num_layers=2, bidirectional=True),
-    dict(num_layers=3, bias=False, batch_first=True),
-    dict(num_layers=2, bidirectional=True, batch_first=True),
-    dict(num_layers=2, reverse=True),
-], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(num_layers=1),
+        dict(num_layers=2, bidirectional=True),
+        dict(num_layers=3, bias=False, batch_first=True),
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        dict(num_layers=2, reverse=True),
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
 def test_gru_reset_before_vs_reference(cfg, batched, dtype):
     rng = _rng(11)
     m = cygru.GRU(I, H, reset_after=False, dtype=dtype, seed=5, **cfg)
@@ -153,21 +173,37 @@ def test_gru_cell_reset_before_vs_reference(bias, batched, dtype):
     sd = cell.state_dict()
     for hh in (h, None):
         h1 = cell(x, hh)
-        r_h1 = ref.cell_forward(np.atleast_2d(x), None if hh is None else np.atleast_2d(hh),
-                                sd["weight_ih"], sd["weight_hh"], sd.get("bias_ih"),
-                                sd.get("bias_hh"), reset_after=False)
+        r_h1 = ref.cell_forward(
+            np.atleast_2d(x),
+            None if hh is None else np.atleast_2d(hh),
+            sd["weight_ih"],
+            sd["weight_hh"],
+            sd.get("bias_ih"),
+            sd.get("bias_hh"),
+            reset_after=False,
+        )
         assert rel_err(h1, r_h1.reshape(h1.shape)) <= TOL[dtype]
     assert not np.allclose(cell(x, h), cygru.GRUCell(I, H, bias, dtype=dtype, seed=2)(x, h))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reset_after", [True, False])
-@pytest.mark.parametrize("num_layers,batch_first,batched", [
-    (1, False, True), (2, True, True), (3, False, True), (2, False, False)])
+@pytest.mark.parametrize(
+    "num_layers,batch_first,batched",
+    [(1, False, True), (2, True, True), (3, False, True), (2, False, False)],
+)
 def test_reverse_vs_reference(num_layers, batch_first, batched, reset_after, dtype):
     rng = _rng(17)
-    m = cygru.GRU(I, H, num_layers, batch_first=batch_first, reverse=True,
-                  reset_after=reset_after, dtype=dtype, seed=9)
+    m = cygru.GRU(
+        I,
+        H,
+        num_layers,
+        batch_first=batch_first,
+        reverse=True,
+        reset_after=reset_after,
+        dtype=dtype,
+        seed=9,
+    )
     x = make_x(m, rng, batched)
     h0 = make_h0(m, rng, batched)
     out, h_n = m(x, h0)
@@ -191,23 +227,31 @@ def test_reverse_vs_reference(num_layers, batch_first, batched, reset_after, dty
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", [
-    # long enough that the input projection is done in chunks of steps
-    dict(T=60, B=64, H=128, L=2, bi=True, bf=False, lengths=False),
-    dict(T=60, B=64, H=128, L=2, bi=True, bf=True, lengths=True),
-    dict(T=45, B=64, H=96, L=1, bi=False, bf=False, lengths=True),
-    # B = 1 (matrix-vector products)
-    dict(T=9, B=1, H=H, L=2, bi=True, bf=True, lengths=False),
-    dict(T=9, B=1, H=H, L=2, bi=True, bf=False, lengths=True),
-    dict(T=300, B=2, H=H, L=1, bi=True, bf=False, lengths=True),
-], ids=lambda c: f"T{c['T']}-B{c['B']}-H{c['H']}-L{c['L']}-bi{int(c['bi'])}-bf{int(c['bf'])}"
-                 f"-len{int(c['lengths'])}")
+@pytest.mark.parametrize(
+    "case",
+    [
+        # long enough that the input projection is done in chunks of steps
+        dict(T=60, B=64, H=128, L=2, bi=True, bf=False, lengths=False),
+        dict(T=60, B=64, H=128, L=2, bi=True, bf=True, lengths=True),
+        dict(T=45, B=64, H=96, L=1, bi=False, bf=False, lengths=True),
+        # B = 1 (matrix-vector products)
+        dict(T=9, B=1, H=H, L=2, bi=True, bf=True, lengths=False),
+        dict(T=9, B=1, H=H, L=2, bi=True, bf=False, lengths=True),
+        dict(T=300, B=2, H=H, L=1, bi=True, bf=False, lengths=True),
+    ],
+    ids=lambda c: (
+        f"T{c['T']}-B{c['B']}-H{c['H']}-L{c['L']}-bi{int(c['bi'])}-bf{int(c['bf'])}"
+        f"-len{int(c['lengths'])}"
+    ),
+)
 def test_chunked_and_single_row_forward_vs_torch(case, dtype):
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
     rng = _rng(21)
     Tc, Bc, Hc = case["T"], case["B"], case["H"]
-    m = cygru.GRU(16, Hc, case["L"], batch_first=case["bf"], bidirectional=case["bi"],
-                  dtype=dtype, seed=0)
+    m = cygru.GRU(
+        16, Hc, case["L"], batch_first=case["bf"], bidirectional=case["bi"], dtype=dtype, seed=0
+    )
     x = rng.standard_normal((Bc, Tc, 16) if case["bf"] else (Tc, Bc, 16)).astype(dtype)
     h0 = rng.standard_normal((case["L"] * m.num_directions, Bc, Hc)).astype(dtype)
     lengths = None
@@ -222,8 +266,9 @@ def test_chunked_and_single_row_forward_vs_torch(case, dtype):
         if lengths is None:
             t_out, t_hn = net(xt, torch.from_numpy(h0))
         else:
-            packed = pack_padded_sequence(xt, torch.as_tensor(lengths), batch_first=case["bf"],
-                                          enforce_sorted=False)
+            packed = pack_padded_sequence(
+                xt, torch.as_tensor(lengths), batch_first=case["bf"], enforce_sorted=False
+            )
             t_out, t_hn = net(packed, torch.from_numpy(h0))
             t_out, _ = pad_packed_sequence(t_out, batch_first=case["bf"], total_length=Tc)
     assert rel_err(out, _np(t_out)) <= TOL[dtype]
@@ -317,7 +362,10 @@ def test_cell_state_dict_round_trips():
     net = torch.nn.GRUCell(I, H)
     cell = cygru.GRUCell(I, H, seed=1)
     cell.load_state_dict({k: v.detach() for k, v in net.state_dict().items()})
-    x, h = rng.standard_normal((B, I)).astype(np.float32), rng.standard_normal((B, H)).astype(np.float32)
+    x, h = (
+        rng.standard_normal((B, I)).astype(np.float32),
+        rng.standard_normal((B, H)).astype(np.float32),
+    )
     with torch.no_grad():
         want = _np(net(torch.from_numpy(x), torch.from_numpy(h)))
     assert rel_err(cell(x, h), want) <= 1e-5
@@ -338,8 +386,9 @@ def test_parameters_never_alias_caller_memory():
     sources = {
         "torch": {k: v.detach() for k, v in net.state_dict().items()},
         "numpy": {k: v.detach().numpy() for k, v in net.state_dict().items()},
-        "subclass": {k: v.detach().numpy().copy().view(_SubArray)
-                     for k, v in net.state_dict().items()},
+        "subclass": {
+            k: v.detach().numpy().copy().view(_SubArray) for k, v in net.state_dict().items()
+        },
     }
     for kind, sd in sources.items():
         m = cygru.GRU(I, H, num_layers=2, seed=0)
@@ -395,8 +444,13 @@ def test_load_state_dict_errors():
     with pytest.raises(ValueError, match=r"bias_ih_l0.*shape"):
         m.load_state_dict(bad)
 
-    for value in ("abc", None, np.array(["a"] * (3 * H)), np.zeros(3 * H, complex),
-                  np.array([object()] * (3 * H))):
+    for value in (
+        "abc",
+        None,
+        np.array(["a"] * (3 * H)),
+        np.zeros(3 * H, complex),
+        np.array([object()] * (3 * H)),
+    ):
         bad = dict(good, bias_hh_l0=value)
         with pytest.raises(TypeError, match="bias_hh_l0"):
             m.load_state_dict(bad)
@@ -444,8 +498,9 @@ def test_seeded_init_reproducible_and_uniform(dtype):
     b = cygru.GRU(I, Hbig, num_layers=2, bidirectional=True, dtype=dtype, seed=42)
     c = cygru.GRU(I, Hbig, num_layers=2, bidirectional=True, dtype=dtype, seed=43)
     k = 1.0 / np.sqrt(Hbig)
-    for (n, va), (_, vb), (_, vc) in zip(a.named_parameters(), b.named_parameters(),
-                                         c.named_parameters()):
+    for (n, va), (_, vb), (_, vc) in zip(
+        a.named_parameters(), b.named_parameters(), c.named_parameters()
+    ):
         assert va.dtype == np.dtype(dtype)
         assert np.array_equal(va, vb), n
         assert not np.array_equal(va, vc), n
@@ -467,8 +522,10 @@ def test_seeded_init_reproducible_and_uniform(dtype):
 # dtype handling
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("in_dtype", [np.int8, np.int32, np.int64, np.uint8, np.float16,
-                                      np.float64, np.bool_])
+
+@pytest.mark.parametrize(
+    "in_dtype", [np.int8, np.int32, np.int64, np.uint8, np.float16, np.float64, np.bool_]
+)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_input_dtype_converted(in_dtype, bidirectional):
     rng = _rng(5)
@@ -485,7 +542,9 @@ def test_input_dtype_converted(in_dtype, bidirectional):
     assert np.array_equal(out, e_out) and np.array_equal(h_n, e_hn)
     # GRUCell too
     cell = cygru.GRUCell(I, H, seed=0)
-    assert np.array_equal(cell(x[0], h0[0]), cell(x[0].astype(np.float32), h0[0].astype(np.float32)))
+    assert np.array_equal(
+        cell(x[0], h0[0]), cell(x[0].astype(np.float32), h0[0].astype(np.float32))
+    )
 
 
 def test_python_lists_accepted():
@@ -494,13 +553,17 @@ def test_python_lists_accepted():
     assert np.array_equal(m(x.tolist())[0], m(x)[0])
 
 
-@pytest.mark.parametrize("bad", [
-    np.ones((T, B, I), np.complex64),
-    np.ones((T, B, I), np.complex128),
-    np.ones((T, B, I), dtype=object),
-    np.full((T, B, I), "a"),
-    np.full((T, B, I), b"a"),
-], ids=["complex64", "complex128", "object", "str", "bytes"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.ones((T, B, I), np.complex64),
+        np.ones((T, B, I), np.complex128),
+        np.ones((T, B, I), dtype=object),
+        np.full((T, B, I), "a"),
+        np.full((T, B, I), b"a"),
+    ],
+    ids=["complex64", "complex128", "object", "str", "bytes"],
+)
 def test_non_real_input_raises_type_error(bad):
     m = cygru.GRU(I, H, seed=0)
     with pytest.raises(TypeError, match="real numbers"):
@@ -522,6 +585,7 @@ def test_non_real_input_raises_type_error(bad):
 # memory layouts, no modification of caller arrays, fresh outputs
 # ---------------------------------------------------------------------------------------------
 
+
 def _layouts(a):
     """The same values in several memory layouts (not C-contiguous)."""
     big = np.zeros((a.shape[0] * 2,) + a.shape[1:], a.dtype)
@@ -538,8 +602,9 @@ def _layouts(a):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_noncontiguous_inputs_same_results(bidirectional, batch_first):
     rng = _rng(6)
-    m = cygru.GRU(I, H, 2, batch_first=batch_first, bidirectional=bidirectional,
-                  dtype=np.float64, seed=0)
+    m = cygru.GRU(
+        I, H, 2, batch_first=batch_first, bidirectional=bidirectional, dtype=np.float64, seed=0
+    )
     x = make_x(m, rng)
     h0 = make_h0(m, rng)
     out, h_n = m(x, h0)
@@ -560,8 +625,9 @@ def test_noncontiguous_inputs_same_results(bidirectional, batch_first):
     (_, _), backward = m.vjp(x, h0)
     dx, dh0 = backward(d_out, d_hn)
     g = {k: v.copy() for k, v in m.grads.items()}
-    for (_, xv), (_, hv), (_, dov), (_, dhv) in zip(_layouts(x), _layouts(h0), _layouts(d_out),
-                                                    _layouts(d_hn)):
+    for (_, xv), (_, hv), (_, dov), (_, dhv) in zip(
+        _layouts(x), _layouts(h0), _layouts(d_out), _layouts(d_hn)
+    ):
         m.zero_grad()
         (_, _), backward = m.vjp(xv, hv)
         dx2, dh02 = backward(dov, dhv)
@@ -673,20 +739,28 @@ def test_outputs_are_fresh_arrays():
 # the identities of DESIGN section 1, bit for bit
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_output_h_n_identities_bitwise(num_layers, bidirectional, batch_first, reset_after,
-                                       dtype):
+def test_output_h_n_identities_bitwise(num_layers, bidirectional, batch_first, reset_after, dtype):
     rng = _rng(10)
-    m = cygru.GRU(I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional,
-                  reset_after=reset_after, dtype=dtype, seed=1)
+    m = cygru.GRU(
+        I,
+        H,
+        num_layers,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+        reset_after=reset_after,
+        dtype=dtype,
+        seed=1,
+    )
     x = make_x(m, rng)
     for h0 in (None, make_h0(m, rng)):
         for out, h_n in (m(x, h0), m.vjp(x, h0)[0]):
-            tm = np.swapaxes(out, 0, 1) if batch_first else out     # time-major view
+            tm = np.swapaxes(out, 0, 1) if batch_first else out  # time-major view
             if bidirectional:
                 assert np.array_equal(tm[-1, :, :H], h_n[-2])
                 assert np.array_equal(tm[0, :, H:], h_n[-1])
@@ -698,8 +772,10 @@ def test_output_h_n_identities_bitwise(num_layers, bidirectional, batch_first, r
                 if batch_first:
                     assert np.array_equal(out[:, -1], h_n[-1])
             # h_n.reshape(L, D, B, H) separates layers and directions
-            assert h_n.reshape(num_layers, m.num_directions, B, H)[-1, 0].tobytes() == \
-                tm[-1, :, :H].tobytes()
+            assert (
+                h_n.reshape(num_layers, m.num_directions, B, H)[-1, 0].tobytes()
+                == tm[-1, :, :H].tobytes()
+            )
         # unbatched
         xu = x[:, 0] if batch_first else x[:, 0]
         hu = None if h0 is None else h0[:, 0]
@@ -725,6 +801,7 @@ def test_gru_cell_equals_one_step_gru():
 # ---------------------------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------------------------
+
 
 def test_wrong_x_ndim():
     m = cygru.GRU(I, H)
@@ -789,7 +866,8 @@ def test_lengths_with_unbatched_input():
 
 def test_check_blas_sizes_directly():
     from cygru import _arrays
-    _arrays.check_blas_sizes(a=2**31 - 1, b=0)          # fits
+
+    _arrays.check_blas_sizes(a=2**31 - 1, b=0)  # fits
     with pytest.raises(ValueError, match=r"^n = 2147483648 does not fit BLAS's 32-bit int"):
         _arrays.check_blas_sizes(n=2**31)
     with pytest.raises(ValueError, match=r"T\*B .* does not fit BLAS"):
@@ -835,10 +913,20 @@ def test_huge_sizes_raise_before_allocating():
     """T*B beyond BLAS's int must raise ValueError at the boundary, before the input is
     copied: the input here is a zero-strided view (a few bytes of real memory) whose
     contiguous copy would need 80 GiB. Run in a subprocess with an address-space limit."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-c", _HUGE_SCRIPT], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ,
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", _HUGE_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 5, res.stdout
@@ -1009,6 +1097,7 @@ def test_large_finite_inputs_saturate_like_torch():
 # empty batch, python -m cygru, functional API, repr
 # ---------------------------------------------------------------------------------------------
 
+
 def test_empty_batch():
     m = cygru.GRU(I, H, 2, bidirectional=True)
     out, h_n = m(np.zeros((T, 0, I), np.float32))
@@ -1022,8 +1111,14 @@ def test_empty_batch():
 
 def test_python_dash_m_cygru():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-m", "cygru"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "cygru"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     outp = res.stdout
     assert cygru.__version__ in outp
@@ -1033,13 +1128,17 @@ def test_python_dash_m_cygru():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cfg", [
-    dict(num_layers=1),
-    dict(num_layers=2, bidirectional=True, batch_first=True),
-    dict(num_layers=3, bias=False),
-    dict(num_layers=2, reset_after=False, bidirectional=True),
-    dict(num_layers=1, reverse=True),
-], ids=_cfg_id)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(num_layers=1),
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        dict(num_layers=3, bias=False),
+        dict(num_layers=2, reset_after=False, bidirectional=True),
+        dict(num_layers=1, reverse=True),
+    ],
+    ids=_cfg_id,
+)
 def test_functional_gru_equals_module(cfg, dtype):
     rng = _rng(16)
     m = cygru.GRU(I, H, dtype=dtype, seed=3, **cfg)
@@ -1068,8 +1167,15 @@ def test_functional_gru_cell_equals_module(bias, reset_after, dtype):
     x = rng.standard_normal((B, I)).astype(dtype)
     h = rng.standard_normal((B, H)).astype(dtype)
     for xx, hh in [(x, h), (x, None), (x[0], h[0]), (x[0], None)]:
-        got = F.gru_cell(xx, hh, sd["weight_ih"], sd["weight_hh"], sd.get("bias_ih"),
-                         sd.get("bias_hh"), reset_after=reset_after)
+        got = F.gru_cell(
+            xx,
+            hh,
+            sd["weight_ih"],
+            sd["weight_hh"],
+            sd.get("bias_ih"),
+            sd.get("bias_hh"),
+            reset_after=reset_after,
+        )
         assert np.array_equal(got, cell(xx, hh))
 
 
@@ -1081,21 +1187,29 @@ def test_functional_errors():
     with pytest.raises(ValueError, match=rf"w_ih of shape \({3 * H}, I\)"):
         F.gru_cell(np.zeros(I), None, sd["weight_ih"][:-1], sd["weight_hh"])
     with pytest.raises(ValueError, match=rf"b_ih of shape \({3 * H},\)"):
-        F.gru_cell(np.zeros(I), None, sd["weight_ih"], sd["weight_hh"], sd["bias_ih"][:-1],
-                   sd["bias_hh"])
+        F.gru_cell(
+            np.zeros(I), None, sd["weight_ih"], sd["weight_hh"], sd["bias_ih"][:-1], sd["bias_hh"]
+        )
     with pytest.raises(TypeError, match="float32 or float64"):
         F.gru_cell(np.zeros(I), None, sd["weight_ih"], sd["weight_hh"].astype(np.int64))
     m = cygru.GRU(I, H, 2)
     sd = m.state_dict()
     with pytest.raises(ValueError, match="params has no 'weight_ih_l1'"):
-        F.gru(np.zeros((T, B, I)), {k: v for k, v in sd.items() if k != "weight_ih_l1"},
-              num_layers=2)
+        F.gru(
+            np.zeros((T, B, I)), {k: v for k, v in sd.items() if k != "weight_ih_l1"}, num_layers=2
+        )
     with pytest.raises(ValueError, match="PyTorch parameter names"):
         F.gru(np.zeros((T, B, I)), {"w": 1})
-    with pytest.raises(ValueError, match=rf"weight_hh_l1 must have shape \({3 * H}, {H}\), "
-                                         rf"got \({3 * H}, {H + 1}\)"):
-        F.gru(np.zeros((T, B, I)), dict(sd, weight_hh_l1=np.zeros((3 * H, H + 1), np.float32)),
-              num_layers=2)
+    with pytest.raises(
+        ValueError,
+        match=rf"weight_hh_l1 must have shape \({3 * H}, {H}\), "
+        rf"got \({3 * H}, {H + 1}\)",
+    ):
+        F.gru(
+            np.zeros((T, B, I)),
+            dict(sd, weight_hh_l1=np.zeros((3 * H, H + 1), np.float32)),
+            num_layers=2,
+        )
 
 
 def test_repr():
@@ -1108,10 +1222,11 @@ def test_repr():
 def test_pickle_and_deepcopy_round_trip():
     import copy
     import pickle
+
     m = cygru.GRU(I, H, 2, bidirectional=True, seed=0)
     x = make_x(m, _rng(19))
     out = m(x)[0]
     for m2 in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
         assert np.array_equal(m2(x)[0], out)
-        (o, hn), backward = m2.vjp(x)          # the lock was recreated
+        (o, hn), backward = m2.vjp(x)  # the lock was recreated
         backward(np.ones_like(o), None)

@@ -19,6 +19,7 @@ stand-in package whose path is ``cygru/``, so its relative imports of the pure-P
 neither the compiled extensions nor CuPy, except the one that runs a whole module on the
 emulated backend.
 """
+
 import contextlib
 import ctypes
 import importlib.util
@@ -72,8 +73,11 @@ needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 @needs_nvcc
 def test_nvcc_ptx_defines_every_kernel(tmp_path, backend):
     ptx = tmp_path / "k.ptx"
-    res = subprocess.run([NVCC, "-arch=sm_90", "--ptx", "-Werror", "all-warnings",
-                          "-o", str(ptx), str(CU)], capture_output=True, text=True)
+    res = subprocess.run(
+        [NVCC, "-arch=sm_90", "--ptx", "-Werror", "all-warnings", "-o", str(ptx), str(CU)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     names = _entries(ptx.read_text())
     assert names == set(backend.KERNEL_NAMES)
@@ -84,8 +88,11 @@ def test_nvcc_ptx_defines_every_kernel(tmp_path, backend):
 def test_nvcc_cubin_float_and_double(tmp_path):
     # -cubin also runs ptxas (register allocation, machine code) for every instantiation
     out = tmp_path / "k.cubin"
-    res = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-Werror", "all-warnings",
-                          "-o", str(out), str(CU)], capture_output=True, text=True)
+    res = subprocess.run(
+        [NVCC, "-arch=sm_90", "-cubin", "-Werror", "all-warnings", "-o", str(out), str(CU)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert out.stat().st_size > 0
 
@@ -94,16 +101,21 @@ def test_nvcc_cubin_float_and_double(tmp_path):
 # NVRTC, as cupy.RawModule runs it
 # ---------------------------------------------------------------------------------------------
 
+
 def test_nvrtc_compiles_with_rawmodule_options(backend):
     try:
         from cupy.cuda import compiler
+
         compiler._get_nvrtc_version()
         program = compiler._NVRTCProgram
-    except Exception as exc:       # no CuPy, no NVRTC library, or a CuPy without these
+    except Exception as exc:  # no CuPy, no NVRTC library, or a CuPy without these
         pytest.skip(f"CuPy's NVRTC is not usable here: {exc}")
     # what RawModule adds: -ftz=true, -arch=compute_XX, --device-as-default-execution-space
     opts = tuple(backend._NVRTC_OPTIONS) + (
-        "-ftz=true", "-arch=compute_90", "--device-as-default-execution-space")
+        "-ftz=true",
+        "-arch=compute_90",
+        "--device-as-default-execution-space",
+    )
     prog = program(CU.read_text(), "kern.cu", (), (), name_expressions=None, method="ptx")
     ptx, _ = prog.compile(opts)
     ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
@@ -170,7 +182,7 @@ def _host_gemm(transa, transb, a, b, out, beta=0.0):
     assert A.shape[1] == Bm.shape[0] and out.shape == (A.shape[0], Bm.shape[1])
     assert A.shape[0] > 0
     p = A @ Bm
-    out[...] = p if beta == 0.0 else p + beta * out     # beta = 0: C is not read (cuBLAS)
+    out[...] = p if beta == 0.0 else p + beta * out  # beta = 0: C is not read (cuBLAS)
 
 
 def _nan_empty(shape, dtype=np.float64):
@@ -187,9 +199,26 @@ def emulated(tmp_path_factory):
     d = tmp_path_factory.mktemp("emu")
     (d / "prelude.h").write_text(_PRELUDE)
     lib_path = d / "libgru_emu.so"
-    res = subprocess.run([CXX, "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-                          "-include", str(d / "prelude.h"), "-x", "c++", str(CU),
-                          "-o", str(lib_path)], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            CXX,
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-shared",
+            "-fPIC",
+            "-include",
+            str(d / "prelude.h"),
+            "-x",
+            "c++",
+            str(CU),
+            "-o",
+            str(lib_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     lib = ctypes.CDLL(str(lib_path))
     mod = _load("_cupy")
@@ -201,9 +230,15 @@ def emulated(tmp_path_factory):
                 setattr(self, base, _HostKernel(lib, base, sfx, dtype))
 
     fake = types.SimpleNamespace(
-        empty=_nan_empty, zeros=np.zeros, take=np.take, concatenate=np.concatenate,
-        ascontiguousarray=np.ascontiguousarray, asarray=np.asarray, asnumpy=np.asarray,
-        ndarray=np.ndarray)
+        empty=_nan_empty,
+        zeros=np.zeros,
+        take=np.take,
+        concatenate=np.concatenate,
+        ascontiguousarray=np.ascontiguousarray,
+        asarray=np.asarray,
+        asnumpy=np.asarray,
+        ndarray=np.ndarray,
+    )
     mod._cp = lambda: fake
     mod._gemm = _host_gemm
     mod._device_ctx = lambda a: contextlib.nullcontext()
@@ -218,10 +253,19 @@ def reference():
 
 def _layers(rng, I, H, L, D, dtype, bias):
     s = 1 / np.sqrt(H)
-    u = lambda *shape: rng.uniform(-s, s, shape).astype(dtype)   # noqa: E731
-    return [[(u(3 * H, I if k == 0 else D * H), u(3 * H, H),
-              u(3 * H) if bias else None, u(3 * H) if bias else None)
-             for _ in range(D)] for k in range(L)]
+    u = lambda *shape: rng.uniform(-s, s, shape).astype(dtype)  # noqa: E731
+    return [
+        [
+            (
+                u(3 * H, I if k == 0 else D * H),
+                u(3 * H, H),
+                u(3 * H) if bias else None,
+                u(3 * H) if bias else None,
+            )
+            for _ in range(D)
+        ]
+        for k in range(L)
+    ]
 
 
 def _lengths(rng, mode, T, B):
@@ -229,7 +273,7 @@ def _lengths(rng, mode, T, B):
         return None
     if mode == "random":
         return rng.integers(1, T + 1, B).astype(np.int64)
-    if mode == "sorted":           # already non-increasing: the identity permutation
+    if mode == "sorted":  # already non-increasing: the identity permutation
         return np.sort(rng.integers(1, T + 1, B))[::-1].astype(np.int64)
     # "short": every sequence shorter than T, so trailing steps have no active row
     return rng.integers(1, max(2, (T + 1) // 2), B).astype(np.int64)
@@ -238,21 +282,70 @@ def _lengths(rng, mode, T, B):
 def _cases():
     n = 0
     for ra, D, L, lmode, bf, dtype in itertools.product(
-            [True, False], [1, 2], [1, 2, 3], ["none", "random", "sorted", "short"],
-            [False, True], [np.float32, np.float64]):
-        for reverse in ([False, True] if D == 1 else [False]):
+        [True, False],
+        [1, 2],
+        [1, 2, 3],
+        ["none", "random", "sorted", "short"],
+        [False, True],
+        [np.float32, np.float64],
+    ):
+        for reverse in [False, True] if D == 1 else [False]:
             n += 1
-            yield dict(T=1 + n % 6, B=1 + (n * 7) % 5, I=1 + n % 4, H=1 + (n * 3) % 5, L=L, D=D,
-                       reverse=reverse, reset_after=ra, lengths=lmode, batch_first=bf,
-                       dtype=dtype, bias=n % 3 != 0, masks=n % 2 == 0, h0=n % 4 != 1,
-                       grads=["out", "hn", "both", "none"][n % 4], seed=n)
+            yield dict(
+                T=1 + n % 6,
+                B=1 + (n * 7) % 5,
+                I=1 + n % 4,
+                H=1 + (n * 3) % 5,
+                L=L,
+                D=D,
+                reverse=reverse,
+                reset_after=ra,
+                lengths=lmode,
+                batch_first=bf,
+                dtype=dtype,
+                bias=n % 3 != 0,
+                masks=n % 2 == 0,
+                h0=n % 4 != 1,
+                grads=["out", "hn", "both", "none"][n % 4],
+                seed=n,
+            )
     for ra, dtype in itertools.product([True, False], [np.float32, np.float64]):
-        yield dict(T=9, B=7, I=5, H=6, L=2, D=2, reverse=False, reset_after=ra, lengths="random",
-                   batch_first=True, dtype=dtype, bias=True, masks=True, h0=True, grads="both",
-                   seed=100)
-        yield dict(T=12, B=5, I=3, H=8, L=3, D=1, reverse=True, reset_after=ra,
-                   lengths="random", batch_first=False, dtype=dtype, bias=True, masks=True,
-                   h0=True, grads="both", seed=101)
+        yield dict(
+            T=9,
+            B=7,
+            I=5,
+            H=6,
+            L=2,
+            D=2,
+            reverse=False,
+            reset_after=ra,
+            lengths="random",
+            batch_first=True,
+            dtype=dtype,
+            bias=True,
+            masks=True,
+            h0=True,
+            grads="both",
+            seed=100,
+        )
+        yield dict(
+            T=12,
+            B=5,
+            I=3,
+            H=8,
+            L=3,
+            D=1,
+            reverse=True,
+            reset_after=ra,
+            lengths="random",
+            batch_first=False,
+            dtype=dtype,
+            bias=True,
+            masks=True,
+            h0=True,
+            grads="both",
+            seed=101,
+        )
 
 
 def _check_case(gc, ref, c):
@@ -266,9 +359,16 @@ def _check_case(gc, ref, c):
     masks = None
     if c["masks"] and L > 1:
         masks = [((rng.random((T, B, D * H)) > 0.3) / 0.7).astype(dtype) for _ in range(L - 1)]
-    kw = dict(hidden_size=H, num_directions=D, reverse=c["reverse"],
-              reset_after=c["reset_after"], lengths=lengths, batch_first=bf, dropout_masks=masks)
-    tol = (dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11))
+    kw = dict(
+        hidden_size=H,
+        num_directions=D,
+        reverse=c["reverse"],
+        reset_after=c["reset_after"],
+        lengths=lengths,
+        batch_first=bf,
+        dropout_masks=masks,
+    )
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     x_before = x.copy()
 
     out, h_n, cache = gc.gru_forward(x, h0, layers, need_cache=True, **kw)
@@ -278,19 +378,27 @@ def _check_case(gc, ref, c):
     # the backend contract's cache type, with the fields the Python layer reads
     assert type(cache).__name__ == "ForwardCache"
     assert (cache.T, cache.B, cache.H, cache.D) == (T, B, H, D)
-    assert (cache.batch_first, cache.reverse, cache.reset_after) == (bf, c["reverse"],
-                                                                     c["reset_after"])
+    assert (cache.batch_first, cache.reverse, cache.reset_after) == (
+        bf,
+        c["reverse"],
+        c["reset_after"],
+    )
     assert cache.dropout_masks is masks
     assert out.shape == r_out.shape and out.dtype == dtype and h_n.shape == r_hn.shape
     np.testing.assert_allclose(out, r_out, **tol)
     np.testing.assert_allclose(h_n, r_hn, **tol)
-    np.testing.assert_array_equal(out, out2)      # the cache does not change the numbers
+    np.testing.assert_array_equal(out, out2)  # the cache does not change the numbers
     np.testing.assert_array_equal(h_n, h_n2)
 
     d_out = rng.standard_normal(out.shape).astype(dtype) if c["grads"] in ("out", "both") else None
     d_hn = rng.standard_normal(h_n.shape).astype(dtype) if c["grads"] in ("hn", "both") else None
-    start = [[tuple(None if w is None else rng.standard_normal(w.shape).astype(dtype) for w in t)
-              for t in layer] for layer in layers]
+    start = [
+        [
+            tuple(None if w is None else rng.standard_normal(w.shape).astype(dtype) for w in t)
+            for t in layer
+        ]
+        for layer in layers
+    ]
     grads = [[tuple(None if g is None else g.copy() for g in t) for t in layer] for layer in start]
     dx, dh0 = gc.gru_backward(cache, d_out, d_hn, grads)
     r_dx, r_dh0, r_grads = ref.gru_backward(x, h0, layers, d_out, d_hn, **kw)
@@ -303,17 +411,20 @@ def _check_case(gc, ref, c):
             for g, s, r in zip(tg, ts, tr):
                 assert (g is None) == (r is None)
                 if g is not None:
-                    np.testing.assert_allclose(g - s, r, **tol)   # added into, not overwritten
+                    np.testing.assert_allclose(g - s, r, **tol)  # added into, not overwritten
     if lengths is not None:
         out_tm = out.transpose(1, 0, 2) if bf else out
         dx_tm = dx.transpose(1, 0, 2) if bf else dx
         for b in range(B):
-            assert not out_tm[lengths[b]:, b].any()
-            assert not dx_tm[lengths[b]:, b].any()
+            assert not out_tm[lengths[b] :, b].any()
+            assert not dx_tm[lengths[b] :, b].any()
 
 
-@pytest.mark.parametrize("case", list(_cases()), ids=lambda c: "-".join(
-    f"{k}={getattr(v, '__name__', v)}" for k, v in c.items() if k != "seed"))
+@pytest.mark.parametrize(
+    "case",
+    list(_cases()),
+    ids=lambda c: "-".join(f"{k}={getattr(v, '__name__', v)}" for k, v in c.items() if k != "seed"),
+)
 def test_emulated_backend_matches_reference(emulated, reference, case):
     _check_case(emulated, reference, case)
 
@@ -325,7 +436,7 @@ def test_emulated_backend_matches_reference(emulated, reference, case):
 def test_emulated_cell_matches_reference(emulated, reference, reset_after, dtype, with_h, bias):
     rng = np.random.default_rng(7)
     B, I, H = 4, 3, 5
-    (w_ih, w_hh, b_ih, b_hh), = _layers(rng, I, H, 1, 1, dtype, bias)[0]
+    ((w_ih, w_hh, b_ih, b_hh),) = _layers(rng, I, H, 1, 1, dtype, bias)[0]
     x = rng.standard_normal((B, I)).astype(dtype)
     h = rng.standard_normal((B, H)).astype(dtype) if with_h else None
     h_before = None if h is None else h.copy()
@@ -339,14 +450,16 @@ def test_emulated_cell_matches_reference(emulated, reference, reset_after, dtype
 
 
 def test_backend_imports_without_cupy():
-    code = ("import sys, types, importlib.util; sys.modules['cupy'] = None; "
-            f"pkg = types.ModuleType('p'); pkg.__path__ = [{str(PKG)!r}]; sys.modules['p'] = pkg; "
-            f"spec = importlib.util.spec_from_file_location('p._cupy', {str(PKG / '_cupy.py')!r}); "
-            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-            "assert m.is_available() is False; assert m.is_cupy_array(1) is False; "
-            "a = sys.modules['p._arrays']; "
-            "import numpy as np; assert a.to_host(np.ones(2)).sum() == 2; "
-            "assert 'cygru' not in sys.modules; print('ok')")
+    code = (
+        "import sys, types, importlib.util; sys.modules['cupy'] = None; "
+        f"pkg = types.ModuleType('p'); pkg.__path__ = [{str(PKG)!r}]; sys.modules['p'] = pkg; "
+        f"spec = importlib.util.spec_from_file_location('p._cupy', {str(PKG / '_cupy.py')!r}); "
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+        "assert m.is_available() is False; assert m.is_cupy_array(1) is False; "
+        "a = sys.modules['p._arrays']; "
+        "import numpy as np; assert a.to_host(np.ones(2)).sum() == 2; "
+        "assert 'cygru' not in sys.modules; print('ok')"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
 
@@ -359,23 +472,30 @@ def test_module_on_emulated_backend_masks_reach_backward(emulated, reference, mo
     None and gradcheck differentiated without them.)"""
     cygru = pytest.importorskip("cygru")
     from cygru import functional
+
     monkeypatch.setattr(functional, "_backend", lambda device: emulated)
     rng = np.random.default_rng(3)
     T, B, I, H, L = 5, 3, 4, 3, 3
-    gru = cygru.GRU(I, H, num_layers=L, bidirectional=True, dropout=0.4, dtype=np.float64,
-                    seed=1)
+    gru = cygru.GRU(I, H, num_layers=L, bidirectional=True, dropout=0.4, dtype=np.float64, seed=1)
     x = rng.standard_normal((T, B, I))
     lengths = np.array([5, 2, 4])
     (out, h_n), backward = gru.vjp(x, lengths=lengths)
     masks = backward.dropout_masks
     assert masks is not None and len(masks) == L - 1
     assert all(m.shape == (T, B, 2 * H) for m in masks)
-    assert any((m == 0).any() for m in masks)           # something was dropped
+    assert any((m == 0).any() for m in masks)  # something was dropped
     d_out, d_hn = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
     dx, dh0 = backward(d_out, d_hn)
     layers = functional.layer_weights(gru.state_dict(), L, 2, True)
-    kw = dict(hidden_size=H, num_directions=2, reverse=False, reset_after=True,
-              lengths=lengths, batch_first=False, dropout_masks=masks)
+    kw = dict(
+        hidden_size=H,
+        num_directions=2,
+        reverse=False,
+        reset_after=True,
+        lengths=lengths,
+        batch_first=False,
+        dropout_masks=masks,
+    )
     r_out, _ = reference.gru_forward(x, None, layers, **kw)
     r_dx, r_dh0, _ = reference.gru_backward(x, None, layers, d_out, d_hn, **kw)
     np.testing.assert_allclose(out, r_out, rtol=1e-11, atol=1e-11)
@@ -392,6 +512,7 @@ def test_empty_batch_cache_is_the_contract_type():
     sentinel), and its backward gives zeros of x's and h0's shapes."""
     cygru = pytest.importorskip("cygru")
     from cygru._backend import ForwardCache
+
     gru = cygru.GRU(3, 2, num_layers=2, dropout=0.5, dtype=np.float64, seed=0)
     call = gru._call(np.zeros((4, 0, 3)), None, None)
     out, h_n, cache = call.run(gru._layers(), need_cache=True)

@@ -30,9 +30,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def client():
     """A real cluster of worker processes, closed when the module's tests end (whether
     they pass or fail: the context managers close it)."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0", silence_logs=40) as cluster, \
-            distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=40,
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         c.wait_for_workers(2, timeout=60)
         yield c
 
@@ -61,8 +68,15 @@ def _split(a, axis, chunks):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_forward_equals_single_process(client, dtype, bidirectional, batch_first, with_lengths):
-    gru = cygru.GRU(5, 7, num_layers=2, bidirectional=bidirectional, batch_first=batch_first,
-                    dtype=dtype, seed=1)
+    gru = cygru.GRU(
+        5,
+        7,
+        num_layers=2,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        dtype=dtype,
+        seed=1,
+    )
     x, lengths = _data(dtype, batch_first)
     lengths = lengths if with_lengths else None
     chunks = (8, 8, 7)
@@ -102,7 +116,7 @@ def test_forward_snapshots_the_weights(client):
     x, _ = _data(np.float32, False, B=8)
     ref = gru(x)[0]
     out, _ = cdask.forward(gru, _dask_x(x, False, 4))
-    gru.weight_hh_l0 += 1.0          # after the graph was built: not seen by it
+    gru.weight_hh_l0 += 1.0  # after the graph was built: not seen by it
     assert np.array_equal(out.compute(), ref)
 
 
@@ -112,19 +126,23 @@ def test_module_is_sent_once_per_worker(client):
     worker when Dask's work stealing moved the key's task away from a worker that had
     already received it, and that worker then fetched the result: seen once in ~10 runs
     on a loaded machine.)"""
+
     def install():
         import cygru.modules as m
+
         m._unpickled = 0
         original = m.GRU.__setstate__
 
         def counting(self, state):
             m._unpickled += 1
             return original(self, state)
+
         m._original_setstate = original
         m.GRU.__setstate__ = counting
 
     def count_and_remove():
         import cygru.modules as m
+
         m.GRU.__setstate__ = m._original_setstate
         return m._unpickled
 
@@ -163,6 +181,7 @@ def test_threads_limit_is_the_tasks_own():
     """threads=k on the local threaded scheduler limits the task's thread only: this
     thread's (the process's) default is untouched, during and after."""
     import threading
+
     default = cygru.get_num_threads()
     seen, gate = {}, threading.Event()
 
@@ -203,7 +222,7 @@ def test_worker_killed_mid_inference_loses_no_rows(client):
     was lost, and the result holds every row exactly once, equal to the reference."""
     gru = cygru.GRU(32, 128, bidirectional=True, seed=7)
     x = np.random.default_rng(8).standard_normal((200, 96, 32)).astype(np.float32)
-    x[:, :, 0] = np.arange(96)[None, :]            # every row distinguishable
+    x[:, :, 0] = np.arange(96)[None, :]  # every row distinguishable
     out, h_n = cdask.forward(gru, da.from_array(x, chunks=(-1, 4, -1)))
     persisted = client.persist([out, h_n])
     futures = distributed.futures_of(persisted)
@@ -229,7 +248,7 @@ def test_worker_killed_mid_inference_loses_no_rows(client):
     ref_out, ref_hn = gru(x)
     assert got_out.shape == ref_out.shape and got_hn.shape == ref_hn.shape
     assert np.array_equal(got_out, ref_out) and np.array_equal(got_hn, ref_hn)
-    client.wait_for_workers(2, timeout=60)     # the nanny restarts it for the next tests
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
 
 
 # -- gradients ------------------------------------------------------------------------------
@@ -242,8 +261,9 @@ def _mse_grads(gru, x, y, lengths, on):
     if on == "output":
         diff = out - y
         if lengths is not None:
-            diff = diff * cdask._valid_mask(lengths, out.shape[1 - (0 if gru.batch_first else 1)],
-                                            0 if gru.batch_first else 1)
+            diff = diff * cdask._valid_mask(
+                lengths, out.shape[1 - (0 if gru.batch_first else 1)], 0 if gru.batch_first else 1
+            )
             count = int(lengths.sum()) * out.shape[2]
         else:
             count = diff.size
@@ -260,8 +280,9 @@ def _mse_grads(gru, x, y, lengths, on):
 @pytest.mark.parametrize("on", ["output", "h_n"])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_gradients_equal_single_process(client, dtype, on, batch_first):
-    gru = cygru.GRU(5, 6, num_layers=2, bidirectional=True, batch_first=batch_first,
-                    dtype=dtype, seed=9)
+    gru = cygru.GRU(
+        5, 6, num_layers=2, bidirectional=True, batch_first=batch_first, dtype=dtype, seed=9
+    )
     x, lengths = _data(dtype, batch_first, B=19)
     rng = np.random.default_rng(10)
     if on == "output":
@@ -291,21 +312,29 @@ def test_gradients_bitwise_reproducible_in_tree_order(client):
     runs = []
     for _ in range(2):
         gru.zero_grad()
-        assert cdask.grad_step(gru, _dask_x(x, False, 4), lengths=lengths,
-                               d_output=da.from_array(d_out, chunks=(-1, 4, -1))) is None
+        assert (
+            cdask.grad_step(
+                gru,
+                _dask_x(x, False, 4),
+                lengths=lengths,
+                d_output=da.from_array(d_out, chunks=(-1, 4, -1)),
+            )
+            is None
+        )
         runs.append({k: g.copy() for k, g in gru.grads.items()})
     shards = []
-    for xc, lc, dc in zip(_split(x, 1, chunks), _split(lengths, 0, chunks),
-                          _split(d_out, 1, chunks)):
+    for xc, lc, dc in zip(
+        _split(x, 1, chunks), _split(lengths, 0, chunks), _split(d_out, 1, chunks)
+    ):
         gru.zero_grad()
         (_, _), backward = gru.vjp(xc, lengths=lc)
         backward(dc, None)
         shards.append({k: g.copy() for k, g in gru.grads.items()})
     level = shards
-    while len(level) > 1:          # split_every=2, left to right
+    while len(level) > 1:  # split_every=2, left to right
         nxt = []
         for i in range(0, len(level), 2):
-            group = level[i:i + 2]
+            group = level[i : i + 2]
             total = {k: g.copy() for k, g in group[0].items()}
             for other in group[1:]:
                 for k in total:
@@ -329,7 +358,7 @@ def test_loss_callable_and_d_output_agree_with_mse(client):
 
     def loss(out, h_n, target):
         diff = out - target
-        return np.sum(diff ** 2) / count, 2 * diff / count, None
+        return np.sum(diff**2) / count, 2 * diff / count, None
 
     gru.zero_grad()
     value = cdask.grad_step(gru, xd, y, loss=loss, split_every=3)
@@ -375,7 +404,7 @@ def test_trainer_accepts_pluggable_optimizers(client):
     y = np.zeros((4, 6, 3))
     calls = []
 
-    class NoArgStep:                 # PyTorch style: step() reads the grads it was given
+    class NoArgStep:  # PyTorch style: step() reads the grads it was given
         def __init__(self, module):
             self.module = module
 
@@ -476,10 +505,18 @@ def test_grad_step_bad_arguments():
 
 
 def test_import_error_names_the_extra():
-    code = ("import sys; sys.modules['dask'] = None\n"
-            "try:\n    import cygru.dask\nexcept ImportError as e:\n    print(e)\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=False)
+    code = (
+        "import sys; sys.modules['dask'] = None\n"
+        "try:\n    import cygru.dask\nexcept ImportError as e:\n    print(e)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert 'pip install "cygru[dask]"' in res.stdout
 
@@ -488,8 +525,12 @@ def test_docstring_examples():
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     tests = [t for t in finder.find(cdask) if t.examples]
-    assert {t.name.split(".")[-1] for t in tests} >= {"forward", "grad_step",
-                                                      "DataParallelTrainer", "SGD"}
+    assert {t.name.split(".")[-1] for t in tests} >= {
+        "forward",
+        "grad_step",
+        "DataParallelTrainer",
+        "SGD",
+    }
     for t in tests:
         runner.run(t)
     assert runner.failures == 0
@@ -513,13 +554,28 @@ def test_scaling_benchmark_quick_runs(tmp_path):
     direct call, prints its table and closes its clusters (no timing is asserted)."""
     out_json = tmp_path / "r.json"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "dask_scaling.py"),
-                          "--quick", "--json", str(out_json)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300, check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "dask_scaling.py"),
+            "--quick",
+            "--json",
+            str(out_json),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "| run | median ms | min-max ms | sequences/s | CPU s | sequences/CPU s |" in res.stdout
-    for name in ("direct, 1 thread(s)", "1 worker(s) x 1 thread, on workers",
-                 "2 worker(s) x 1 thread, round trip"):
+    for name in (
+        "direct, 1 thread(s)",
+        "1 worker(s) x 1 thread, on workers",
+        "2 worker(s) x 1 thread, round trip",
+    ):
         assert f"| {name} |" in res.stdout
     result = json.loads(out_json.read_text())
     assert result["config"]["B"] == 64 and len(result["rows"]) == 8

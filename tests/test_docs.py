@@ -32,14 +32,27 @@ DOCS = ROOT / "docs"
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # doctest group -> packages it needs (any other group needs nothing beyond cygru's own)
-GROUP_REQUIRES = {"torch": ("torch",), "onnx": ("onnx", "onnxruntime"), "keras": ("keras", "jax"),
-                  "torch_onnx": ("torch", "onnx", "onnxruntime", "onnxscript")}
+GROUP_REQUIRES = {
+    "torch": ("torch",),
+    "onnx": ("onnx", "onnxruntime"),
+    "keras": ("keras", "jax"),
+    "torch_onnx": ("torch", "onnx", "onnxruntime", "onnxscript"),
+}
 OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime", "keras")
 
-DOCSTRING_MODULES = ("cygru", "cygru.modules", "cygru.functional", "cygru._gradcheck",
-                     "cygru._threads", "cygru.optim",
-                     "cygru.interop", "cygru.interop._torch", "cygru.interop._keras",
-                     "cygru.interop._onnx_import", "cygru.interop._onnx_export")
+DOCSTRING_MODULES = (
+    "cygru",
+    "cygru.modules",
+    "cygru.functional",
+    "cygru._gradcheck",
+    "cygru._threads",
+    "cygru.optim",
+    "cygru.interop",
+    "cygru.interop._torch",
+    "cygru.interop._keras",
+    "cygru.interop._onnx_import",
+    "cygru.interop._onnx_export",
+)
 
 PAGES = sorted(p for p in DOCS.glob("*.rst"))
 
@@ -81,8 +94,9 @@ def doctest_blocks(text):
         body = lines[body_start:i]
         while body and not body[-1].strip():
             body.pop()
-        blocks.append((groups, body_start + 1, textwrap.dedent("\n".join(body)),
-                       range(start + 1, i + 1)))
+        blocks.append(
+            (groups, body_start + 1, textwrap.dedent("\n".join(body)), range(start + 1, i + 1))
+        )
     return blocks
 
 
@@ -101,7 +115,7 @@ def _page_groups():
 
 def _require(packages):
     for name in packages:
-        if name == "keras":   # the examples run Keras on JAX (the test extra installs it)
+        if name == "keras":  # the examples run Keras on JAX (the test extra installs it)
             os.environ.setdefault("KERAS_BACKEND", "jax")
         pytest.importorskip(name)
 
@@ -126,11 +140,12 @@ def test_page_examples(page, group):
         if group not in groups:
             continue
         for ex in parser.get_examples(source, f"{page.name}:{lineno}"):
-            ex.lineno += lineno - 1     # report the page's own line numbers
+            ex.lineno += lineno - 1  # report the page's own line numbers
             examples.append(ex)
     assert examples, f"{page.name}: group {group!r} has no examples"
-    test = doctest.DocTest(examples, {"__name__": "__main__"}, f"{page.name}[{group}]",
-                           str(page), 0, text)
+    test = doctest.DocTest(
+        examples, {"__name__": "__main__"}, f"{page.name}[{group}]", str(page), 0, text
+    )
     result = _run(test)
     assert result.attempted == len(examples)
 
@@ -142,15 +157,23 @@ def test_no_example_outside_doctest_blocks(page):
     covered = set()
     for *_, lines in doctest_blocks(text):
         covered.update(lines)
-    stray = [n for n, line in enumerate(text.splitlines(), 1)
-             if line.lstrip().startswith(">>>") and n not in covered]
+    stray = [
+        n
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.lstrip().startswith(">>>") and n not in covered
+    ]
     assert not stray, f"{page.name}: '>>>' outside a '.. doctest::' block at lines {stray}"
 
 
 def test_pages_have_examples():
     """The pages that explain the library all carry executed examples."""
-    for name in ("index.rst", "getting_started.rst", "concepts.rst", "gradients.rst",
-                 "interop.rst"):
+    for name in (
+        "index.rst",
+        "getting_started.rst",
+        "concepts.rst",
+        "gradients.rst",
+        "interop.rst",
+    ):
         page = DOCS / name
         assert page.is_file(), name
         assert doctest_blocks(page.read_text(encoding="utf-8")), f"{name} has no examples"
@@ -183,6 +206,7 @@ def test_block_parser():
 # the API's docstrings
 # ---------------------------------------------------------------------------------------------
 
+
 def _docstring_tests():
     finder = doctest.DocTestFinder(exclude_empty=True)
     params = []
@@ -196,9 +220,12 @@ def _docstring_tests():
 
 def _needed_optional(test):
     source = "\n".join(ex.source for ex in test.examples)
-    return [p for p in OPTIONAL_PACKAGES
-            if re.search(rf"^\s*(import|from)\s+{p}\b", source, re.M)
-            or re.search(rf"^\s*import\s+.*\b{p}\b", source, re.M)]
+    return [
+        p
+        for p in OPTIONAL_PACKAGES
+        if re.search(rf"^\s*(import|from)\s+{p}\b", source, re.M)
+        or re.search(rf"^\s*import\s+.*\b{p}\b", source, re.M)
+    ]
 
 
 DOCSTRING_TESTS = _docstring_tests()
@@ -214,27 +241,33 @@ def test_public_api_has_examples():
     """Every public function and class of cygru shows a runnable example."""
     import cygru
     import cygru.functional
+
     names = {t.values[0].name for t in DOCSTRING_TESTS}
-    public = [f"cygru.{n}" for n in cygru.__all__
-              if n not in ("functional", "optim", "__version__")]
+    public = [
+        f"cygru.{n}" for n in cygru.__all__ if n not in ("functional", "optim", "__version__")
+    ]
     public += ["cygru.functional.gru", "cygru.functional.gru_cell"]
-    qualified = {"cygru.from_torch": "cygru.interop._torch.from_torch",
-                 "cygru.from_keras": "cygru.interop._keras.from_keras",
-                 "cygru.from_onnx": "cygru.interop._onnx_import.from_onnx",
-                 "cygru.to_onnx": "cygru.interop._onnx_export.to_onnx",
-                 "cygru.gradcheck": "cygru._gradcheck.gradcheck",
-                 "cygru.get_num_threads": "cygru._threads.get_num_threads",
-                 "cygru.set_num_threads": "cygru._threads.set_num_threads",
-                 "cygru.GRU": "cygru.modules.GRU",
-                 "cygru.GRUCell": "cygru.modules.GRUCell",
-                 "cygru.IncompatibleKeys": "cygru.modules.IncompatibleKeys"}
-    missing = [n for n in public
-               if n != "cygru.GradcheckError" and qualified.get(n, n) not in names]
+    qualified = {
+        "cygru.from_torch": "cygru.interop._torch.from_torch",
+        "cygru.from_keras": "cygru.interop._keras.from_keras",
+        "cygru.from_onnx": "cygru.interop._onnx_import.from_onnx",
+        "cygru.to_onnx": "cygru.interop._onnx_export.to_onnx",
+        "cygru.gradcheck": "cygru._gradcheck.gradcheck",
+        "cygru.get_num_threads": "cygru._threads.get_num_threads",
+        "cygru.set_num_threads": "cygru._threads.set_num_threads",
+        "cygru.GRU": "cygru.modules.GRU",
+        "cygru.GRUCell": "cygru.modules.GRUCell",
+        "cygru.IncompatibleKeys": "cygru.modules.IncompatibleKeys",
+    }
+    missing = [
+        n for n in public if n != "cygru.GradcheckError" and qualified.get(n, n) not in names
+    ]
     assert not missing, f"public names without a docstring example: {missing}"
 
 
 def test_api_page_lists_every_public_name():
     import cygru
+
     text = (DOCS / "api.rst").read_text(encoding="utf-8")
     entries = set(re.findall(r"^\s+~?([\w.]+)\s*$", text, re.M))
     for name in cygru.__all__:

@@ -13,6 +13,7 @@
   threads gives bitwise the serial results; vjp closures from several threads
   accumulate into ``grads`` correctly; the C API is re-entrant.
 """
+
 import importlib.util
 import os
 import pathlib
@@ -428,8 +429,9 @@ def _load(path, name):
 
 
 def _built_file(directory, name):
-    found = sorted(pathlib.Path(directory).glob(f"{name}*.so")) + \
-        sorted(pathlib.Path(directory).glob(f"{name}*.pyd"))
+    found = sorted(pathlib.Path(directory).glob(f"{name}*.so")) + sorted(
+        pathlib.Path(directory).glob(f"{name}*.pyd")
+    )
     assert found, f"no built {name} extension in {directory}"
     return found[0]
 
@@ -452,22 +454,31 @@ def downstream(tmp_path_factory):
     # the cygru to import; the recipe without it is test_embedding_recipe_after_install's.
     cygru_root = os.path.dirname(os.path.dirname(os.path.abspath(cygru.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([cygru_root] + [p for p in [env.get("PYTHONPATH")] if p])
-    procs = [subprocess.Popen([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=d,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-             for d in (example, probe)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "setup.py", "build_ext", "--inplace"],
+            cwd=d,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for d in (example, probe)
+    ]
     logs = [p.communicate(timeout=900)[0] for p in procs]
     for d, p, log in zip((example, probe), procs, logs):
         if p.returncode != 0:
             pytest.fail(f"building the downstream extension in {d} failed:\n{log[-6000:]}")
     return types.SimpleNamespace(
         stream=_load(_built_file(example, "stream"), "stream"),
-        probe=_load(_built_file(probe, "cygru_capi_probe"), "cygru_capi_probe"))
+        probe=_load(_built_file(probe, "cygru_capi_probe"), "cygru_capi_probe"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # the downstream extension against the Python API
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reset_after, bias", [(True, True), (False, True), (True, False)])
@@ -508,23 +519,36 @@ def test_streaming_gru_frames_equal_whole_sequence(downstream, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layers, bidirectional, reset_after, bias, reverse", [
-    (1, False, True, True, False),
-    (2, True, True, True, False),
-    (3, True, False, True, False),
-    (3, False, True, False, False),
-    (1, False, False, True, True),
-])
-def test_sequence_forward_matches_gru(downstream, dtype, layers, bidirectional, reset_after,
-                                      bias, reverse):
+@pytest.mark.parametrize(
+    "layers, bidirectional, reset_after, bias, reverse",
+    [
+        (1, False, True, True, False),
+        (2, True, True, True, False),
+        (3, True, False, True, False),
+        (3, False, True, False, False),
+        (1, False, False, True, True),
+    ],
+)
+def test_sequence_forward_matches_gru(
+    downstream, dtype, layers, bidirectional, reset_after, bias, reverse
+):
     """run_sequence: one model_forward_* (sort in C, nogil) == GRU(x, h0, lengths)."""
     rng = np.random.default_rng(2)
-    gru = cygru.GRU(5, 8, layers, bias=bias, bidirectional=bidirectional,
-                    reset_after=reset_after, reverse=reverse, dtype=dtype, seed=3)
+    gru = cygru.GRU(
+        5,
+        8,
+        layers,
+        bias=bias,
+        bidirectional=bidirectional,
+        reset_after=reset_after,
+        reverse=reverse,
+        dtype=dtype,
+        seed=3,
+    )
     T, B, D = 9, 6, gru.num_directions
     x = rng.standard_normal((T, B, 5)).astype(dtype)
     h0 = rng.standard_normal((layers * D, B, 8)).astype(dtype)
-    lengths = np.array([3, 9, 1, 9, 5, 3])             # ties, unsorted, 1 and T
+    lengths = np.array([3, 9, 1, 9, 5, 3])  # ties, unsorted, 1 and T
     w = capi.export_weights(gru)
     for args in [(x, None, None), (x, h0, None), (x, h0, lengths), (x, None, lengths)]:
         out, h_n = downstream.stream.run_sequence(w, *args)
@@ -566,14 +590,14 @@ def test_cell_step_null_h_and_in_place(downstream, dtype):
     w = capi.export_weights(cell)
     x = rng.standard_normal((4, 3)).astype(dtype)
     h = rng.standard_normal((4, 5)).astype(dtype)
-    status, h1 = downstream.probe.cell(w, x, None)            # NULL h: zeros
+    status, h1 = downstream.probe.cell(w, x, None)  # NULL h: zeros
     assert status == capi.OK
     np.testing.assert_allclose(h1, cell(x), **_tol(dtype))
     status, h2 = downstream.probe.cell(w, x, h)
     h_inplace = h.copy()
     status_ip, _ = downstream.probe.cell(w, x, h_inplace, inplace=True)
     assert status == status_ip == capi.OK
-    np.testing.assert_array_equal(h_inplace, h2)             # in place == out of place
+    np.testing.assert_array_equal(h_inplace, h2)  # in place == out of place
     np.testing.assert_allclose(h2, cell(x, h), **_tol(dtype))
 
 
@@ -609,21 +633,40 @@ def test_c_api_from_threads_is_reentrant(downstream):
 # status codes
 # ---------------------------------------------------------------------------------------------
 
+
 def test_workspace_sizes(downstream):
     s = downstream.probe.sizes()
     assert s["cell_ok"] > 0 and s["cell_ok64"] > s["cell_ok"] and s["cell_B0"] > 0
     assert s["layer_ok"] > 0 and s["model_ok"] > 0
-    for bad in ("cell_Bneg", "cell_H0", "layer_T0", "layer_D3", "layer_I0", "layer_big",
-                "model_L0", "model_Hbig"):
+    for bad in (
+        "cell_Bneg",
+        "cell_H0",
+        "layer_T0",
+        "layer_D3",
+        "layer_I0",
+        "layer_big",
+        "model_L0",
+        "model_Hbig",
+    ):
         assert s[bad] == 0, bad
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("ok", capi.OK), ("null_h", capi.OK), ("inplace", capi.OK),
-    ("null_x", capi.ERR_NULL), ("null_w", capi.ERR_NULL), ("null_out", capi.ERR_NULL),
-    ("null_work", capi.ERR_WORKSPACE), ("small_work", capi.ERR_WORKSPACE),
-    ("misaligned", capi.ERR_ALIGN), ("alias_x", capi.ERR_ALIAS), ("alias_h", capi.ERR_ALIAS),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("ok", capi.OK),
+        ("null_h", capi.OK),
+        ("inplace", capi.OK),
+        ("null_x", capi.ERR_NULL),
+        ("null_w", capi.ERR_NULL),
+        ("null_out", capi.ERR_NULL),
+        ("null_work", capi.ERR_WORKSPACE),
+        ("small_work", capi.ERR_WORKSPACE),
+        ("misaligned", capi.ERR_ALIGN),
+        ("alias_x", capi.ERR_ALIAS),
+        ("alias_h", capi.ERR_ALIAS),
+    ],
+)
 def test_cell_step_status(downstream, case, expected):
     status, untouched = downstream.probe.cell_status(case)
     assert status == expected, downstream.probe.message(status)
@@ -631,8 +674,7 @@ def test_cell_step_status(downstream, case, expected):
         assert untouched
 
 
-@pytest.mark.parametrize("B, I, H", [(-1, 3, 4), (2, 0, 4), (2, 3, 0), (2, 3, -5),
-                                     (2, 3, 1 << 29)])
+@pytest.mark.parametrize("B, I, H", [(-1, 3, 4), (2, 0, 4), (2, 3, 0), (2, 3, -5), (2, 3, 1 << 29)])
 def test_cell_step_bad_sizes(downstream, B, I, H):
     status, untouched = downstream.probe.cell_status("ok", B, I, H)
     assert status == capi.ERR_SIZE and untouched
@@ -642,31 +684,34 @@ def test_cell_step_empty_batch(downstream):
     assert downstream.probe.cell_status("ok", 0, 3, 4) == (capi.OK, True)
 
 
-@pytest.mark.parametrize("case, kwargs, expected", [
-    ("ok", {}, capi.OK),
-    ("ok", dict(D=2, lengths=[4, 1, 3]), capi.OK),
-    ("hn_is_h0", dict(D=2), capi.OK),
-    ("ok", dict(B=0), capi.OK),
-    ("ok", dict(T=0), capi.ERR_SIZE),
-    ("ok", dict(B=-1), capi.ERR_SIZE),
-    ("ok", dict(I=0), capi.ERR_SIZE),
-    ("ok", dict(H=0), capi.ERR_SIZE),
-    ("ok", dict(D=0), capi.ERR_SIZE),
-    ("ok", dict(D=3), capi.ERR_SIZE),
-    ("ok", dict(T=1 << 16, B=1 << 16), capi.ERR_SIZE),      # T*B overflows BLAS's int
-    ("ok", dict(D=2, reverse=1), capi.ERR_FLAGS),
-    ("ok", dict(lengths=[4, 0, 2]), capi.ERR_LENGTH),
-    ("ok", dict(lengths=[4, 5, 2]), capi.ERR_LENGTH),
-    ("ok", dict(lengths=[-3, 1, 2]), capi.ERR_LENGTH),
-    ("null_x", {}, capi.ERR_NULL),
-    ("null_out", {}, capi.ERR_NULL),
-    ("null_weights", {}, capi.ERR_NULL),
-    ("small_work", {}, capi.ERR_WORKSPACE),
-    ("misaligned", {}, capi.ERR_ALIGN),
-    ("alias_out_x", {}, capi.ERR_ALIAS),
-    ("alias_hn_out", {}, capi.ERR_ALIAS),
-    ("hn_overlaps_h0", {}, capi.ERR_ALIAS),
-])
+@pytest.mark.parametrize(
+    "case, kwargs, expected",
+    [
+        ("ok", {}, capi.OK),
+        ("ok", dict(D=2, lengths=[4, 1, 3]), capi.OK),
+        ("hn_is_h0", dict(D=2), capi.OK),
+        ("ok", dict(B=0), capi.OK),
+        ("ok", dict(T=0), capi.ERR_SIZE),
+        ("ok", dict(B=-1), capi.ERR_SIZE),
+        ("ok", dict(I=0), capi.ERR_SIZE),
+        ("ok", dict(H=0), capi.ERR_SIZE),
+        ("ok", dict(D=0), capi.ERR_SIZE),
+        ("ok", dict(D=3), capi.ERR_SIZE),
+        ("ok", dict(T=1 << 16, B=1 << 16), capi.ERR_SIZE),  # T*B overflows BLAS's int
+        ("ok", dict(D=2, reverse=1), capi.ERR_FLAGS),
+        ("ok", dict(lengths=[4, 0, 2]), capi.ERR_LENGTH),
+        ("ok", dict(lengths=[4, 5, 2]), capi.ERR_LENGTH),
+        ("ok", dict(lengths=[-3, 1, 2]), capi.ERR_LENGTH),
+        ("null_x", {}, capi.ERR_NULL),
+        ("null_out", {}, capi.ERR_NULL),
+        ("null_weights", {}, capi.ERR_NULL),
+        ("small_work", {}, capi.ERR_WORKSPACE),
+        ("misaligned", {}, capi.ERR_ALIGN),
+        ("alias_out_x", {}, capi.ERR_ALIAS),
+        ("alias_hn_out", {}, capi.ERR_ALIAS),
+        ("hn_overlaps_h0", {}, capi.ERR_ALIAS),
+    ],
+)
 def test_layer_forward_status(downstream, case, kwargs, expected):
     status, untouched = downstream.probe.layer_status(case, **kwargs)
     assert status == expected, downstream.probe.message(status)
@@ -674,21 +719,24 @@ def test_layer_forward_status(downstream, case, kwargs, expected):
         assert untouched, "an invalid call wrote its outputs"
 
 
-@pytest.mark.parametrize("case, kwargs, expected", [
-    ("ok", {}, capi.OK),
-    ("ok", dict(lengths=[4, 2]), capi.OK),
-    ("null_model", {}, capi.ERR_NULL),
-    ("null_dirs", {}, capi.ERR_NULL),
-    ("null_layer_weight", {}, capi.ERR_NULL),
-    ("L0", {}, capi.ERR_SIZE),
-    ("D3", {}, capi.ERR_SIZE),
-    ("H0", {}, capi.ERR_SIZE),
-    ("I0", {}, capi.ERR_SIZE),
-    ("reverse_bi", {}, capi.ERR_FLAGS),
-    ("ok", dict(T=0), capi.ERR_SIZE),
-    ("ok", dict(B=-2), capi.ERR_SIZE),
-    ("ok", dict(lengths=[4, 5]), capi.ERR_LENGTH),
-])
+@pytest.mark.parametrize(
+    "case, kwargs, expected",
+    [
+        ("ok", {}, capi.OK),
+        ("ok", dict(lengths=[4, 2]), capi.OK),
+        ("null_model", {}, capi.ERR_NULL),
+        ("null_dirs", {}, capi.ERR_NULL),
+        ("null_layer_weight", {}, capi.ERR_NULL),
+        ("L0", {}, capi.ERR_SIZE),
+        ("D3", {}, capi.ERR_SIZE),
+        ("H0", {}, capi.ERR_SIZE),
+        ("I0", {}, capi.ERR_SIZE),
+        ("reverse_bi", {}, capi.ERR_FLAGS),
+        ("ok", dict(T=0), capi.ERR_SIZE),
+        ("ok", dict(B=-2), capi.ERR_SIZE),
+        ("ok", dict(lengths=[4, 5]), capi.ERR_LENGTH),
+    ],
+)
 def test_model_forward_status(downstream, case, kwargs, expected):
     w = capi.export_weights(cygru.GRU(3, 4, 2, bidirectional=True, seed=0))
     status, untouched = downstream.probe.model_status(w, case, **kwargs)
@@ -699,8 +747,16 @@ def test_model_forward_status(downstream, case, kwargs, expected):
 
 # What each argument may not share memory with: the workspace nothing (its bytes are
 # written first), an output no input, weight or other output.
-OVERLAP_MOVERS = [("cell", "work"), ("cell", "h_out"), ("layer", "work"), ("layer", "output"),
-                  ("layer", "h_n"), ("model", "work"), ("model", "output"), ("model", "h_n")]
+OVERLAP_MOVERS = [
+    ("cell", "work"),
+    ("cell", "h_out"),
+    ("layer", "work"),
+    ("layer", "output"),
+    ("layer", "h_n"),
+    ("model", "work"),
+    ("model", "output"),
+    ("model", "h_n"),
+]
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
@@ -721,7 +777,7 @@ def test_overlapping_arguments_status(downstream, fn, mover, dtype):
     assert status == capi.OK, probe.message(status)
 
     def part(arena, offset, name):
-        return arena[offset:offset + sizes[name]].view(ftype)
+        return arena[offset : offset + sizes[name]].view(ftype)
 
     failures = []
     for target in names:
@@ -733,8 +789,9 @@ def test_overlapping_arguments_status(downstream, fn, mover, dtype):
             case = f"{mover} {place} of {target}"
             if place in ("start", "end"):
                 if status != expected:
-                    failures.append(f"{case}: status {status} ({probe.message(status)}), "
-                                    f"expected {expected}")
+                    failures.append(
+                        f"{case}: status {status} ({probe.message(status)}), expected {expected}"
+                    )
                 if not np.array_equal(before, after):
                     failures.append(f"{case}: status {status} but bytes were written")
                 continue
@@ -743,20 +800,33 @@ def test_overlapping_arguments_status(downstream, fn, mover, dtype):
                 continue
             writable = np.zeros(len(before), bool)
             for name in outputs + ["work"]:
-                writable[at[name]:at[name] + sizes[name]] = True
+                writable[at[name] : at[name] + sizes[name]] = True
             if not np.array_equal(before[~writable], after[~writable]):
                 failures.append(f"{case} (no overlap): wrote outside its outputs and workspace")
             for name in outputs:
-                if not np.allclose(part(after, at[name], name), part(home, home_at[name], name),
-                                   rtol=1e-5, atol=1e-6):
+                if not np.allclose(
+                    part(after, at[name], name),
+                    part(home, home_at[name], name),
+                    rtol=1e-5,
+                    atol=1e-6,
+                ):
                     failures.append(f"{case} (no overlap): {name} differs from the usual layout")
     assert not failures, "\n".join(failures)
 
 
 def test_status_messages(downstream):
-    codes = [capi.OK, capi.ERR_SIZE, capi.ERR_NULL, capi.ERR_LENGTH, capi.ERR_FLAGS,
-             capi.ERR_ALIAS, capi.ERR_WORKSPACE, capi.ERR_ALIGN, capi.ERR_WORKSPACE_ALIAS]
-    assert codes == list(range(9))             # values are ABI: only ever added to
+    codes = [
+        capi.OK,
+        capi.ERR_SIZE,
+        capi.ERR_NULL,
+        capi.ERR_LENGTH,
+        capi.ERR_FLAGS,
+        capi.ERR_ALIAS,
+        capi.ERR_WORKSPACE,
+        capi.ERR_ALIGN,
+        capi.ERR_WORKSPACE_ALIAS,
+    ]
+    assert codes == list(range(9))  # values are ABI: only ever added to
     messages = [downstream.probe.message(c) for c in codes]
     assert len(set(messages)) == len(messages)
     assert messages == [capi.status_name(c) for c in codes]
@@ -767,14 +837,20 @@ def test_status_messages(downstream):
 # export_weights and the Python side of cygru.capi (no build needed)
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_export_layout(dtype):
     gru = cygru.GRU(3, 4, 2, bidirectional=True, dtype=dtype, seed=0)
     w = capi.export_weights(gru)
-    assert (w.kind, w.input_size, w.hidden_size, w.num_layers, w.num_directions) == \
-        ("GRU", 3, 4, 2, 2)
+    assert (w.kind, w.input_size, w.hidden_size, w.num_layers, w.num_directions) == (
+        "GRU",
+        3,
+        4,
+        2,
+        2,
+    )
     assert w.dtype == dtype and w.flat.dtype == dtype and w.bias and w.reset_after
-    assert list(w.params) == list(gru.state_dict())            # PyTorch's order
+    assert list(w.params) == list(gru.state_dict())  # PyTorch's order
     assert w.flat.ctypes.data % 64 == 0
     previous_end = 0
     for name, value in gru.state_dict().items():
@@ -784,7 +860,7 @@ def test_export_layout(dtype):
         off = w.offsets[name]
         assert off >= previous_end and (off * w.dtype.itemsize) % 64 == 0
         assert view.ctypes.data == w.flat.ctypes.data + off * w.dtype.itemsize
-        np.testing.assert_array_equal(w.flat[off:off + value.size], value.ravel())
+        np.testing.assert_array_equal(w.flat[off : off + value.size], value.ravel())
         previous_end = off + value.size
     assert not w.flat.flags.writeable
     # a snapshot: later changes to the module are not seen
@@ -811,8 +887,12 @@ def test_exported_forward_matches_gru(dtype):
     large enough for the Python path to use several threads, and B = 0."""
     rng = np.random.default_rng(6)
     # the last case projects the input in several chunks (2 MiB each) per direction
-    for I, H, L, bi, T, B in [(4, 8, 3, True, 5, 3), (32, 96, 1, True, 20, 16),
-                              (16, 64, 2, False, 30, 1), (16, 128, 2, True, 600, 8)]:
+    for I, H, L, bi, T, B in [
+        (4, 8, 3, True, 5, 3),
+        (32, 96, 1, True, 20, 16),
+        (16, 64, 2, False, 30, 1),
+        (16, 128, 2, True, 600, 8),
+    ]:
         gru = cygru.GRU(I, H, L, bidirectional=bi, dtype=dtype, seed=7)
         x = rng.standard_normal((T, B, I)).astype(dtype)
         lengths = rng.integers(1, T + 1, B)
@@ -846,17 +926,18 @@ def test_exported_forward_checks_sizes_before_converting(dtype):
     raise ValueError at once: nothing is converted or copied first (a contiguous float32
     copy of the first x would be 24 GiB)."""
     import tracemalloc
+
     w = capi.export_weights(cygru.GRU(3, 4, num_layers=2, seed=0))
-    big = 2 ** 31                                            # > INT_MAX
+    big = 2**31  # > INT_MAX
     x = np.zeros((5, 2, 3), np.float32)
     cases = [
-        (dict(x=np.broadcast_to(np.zeros(3, dtype), (2 ** 16, 2 ** 15, 3))), "T\\*B"),
+        (dict(x=np.broadcast_to(np.zeros(3, dtype), (2**16, 2**15, 3))), "T\\*B"),
         (dict(x=np.broadcast_to(np.zeros(3, dtype), (big, 1, 3))), "BLAS's int"),
         (dict(x=np.broadcast_to(np.zeros(3, dtype), (1, big, 3))), "BLAS's int"),
-        (dict(x=np.broadcast_to(np.zeros(4, dtype), (2 ** 20, 2 ** 20, 4))), "shape"),
-        (dict(x=x, h0=np.broadcast_to(np.zeros(4, dtype), (2, 2 ** 31, 4))), "h0"),
-        (dict(x=x, h0=np.broadcast_to(np.zeros(4, dtype), (2 ** 20, 2 ** 20, 4))), "h0"),
-        (dict(x=x, lengths=np.broadcast_to(np.int64(5), (2 ** 40,))), "lengths"),
+        (dict(x=np.broadcast_to(np.zeros(4, dtype), (2**20, 2**20, 4))), "shape"),
+        (dict(x=x, h0=np.broadcast_to(np.zeros(4, dtype), (2, 2**31, 4))), "h0"),
+        (dict(x=x, h0=np.broadcast_to(np.zeros(4, dtype), (2**20, 2**20, 4))), "h0"),
+        (dict(x=x, lengths=np.broadcast_to(np.int64(5), (2**40,))), "lengths"),
     ]
     for kwargs, match in cases:
         tracemalloc.start()
@@ -876,28 +957,31 @@ def test_exported_forward_reads_read_only_inputs(dtype):
     """x, h0 and lengths that are read-only (np.frombuffer of bytes, a read-only view)
     are only read: accepted as they are, same results."""
     rng = np.random.default_rng(11)
-    w = capi.export_weights(cygru.GRU(3, 5, num_layers=2, bidirectional=True, dtype=dtype,
-                                      seed=0))
+    w = capi.export_weights(cygru.GRU(3, 5, num_layers=2, bidirectional=True, dtype=dtype, seed=0))
     x = rng.standard_normal((6, 4, 3)).astype(dtype)
     h0 = rng.standard_normal((4, 4, 5)).astype(dtype)
     lengths = np.array([6, 2, 5, 1], np.intc)
-    x_ro = np.frombuffer(x.tobytes(), dtype).reshape(x.shape)   # a read-only buffer
+    x_ro = np.frombuffer(x.tobytes(), dtype).reshape(x.shape)  # a read-only buffer
     h0_ro = h0.copy()
     h0_ro.flags.writeable = False
     lengths_ro = np.frombuffer(lengths.tobytes(), np.intc)
     lengths_i64 = lengths.astype(np.int64)
-    lengths_i64.flags.writeable = False                         # converted to C int
-    for args in [(x_ro, h0_ro, lengths_ro), (x_ro, h0_ro[...], lengths_i64),
-                 (x_ro[:, :2], h0_ro[:, :2], lengths_ro[:2])]:  # non-contiguous, read-only
+    lengths_i64.flags.writeable = False  # converted to C int
+    for args in [
+        (x_ro, h0_ro, lengths_ro),
+        (x_ro, h0_ro[...], lengths_i64),
+        (x_ro[:, :2], h0_ro[:, :2], lengths_ro[:2]),
+    ]:  # non-contiguous, read-only
         assert not any(a.flags.writeable for a in args)
         out, h_n = w.forward(*args)
-        ref_out, ref_h_n = w.forward(*[np.array(a) for a in args])   # writeable copies
+        ref_out, ref_h_n = w.forward(*[np.array(a) for a in args])  # writeable copies
         np.testing.assert_array_equal(out, ref_out)
         np.testing.assert_array_equal(h_n, ref_h_n)
 
 
 def test_capsule_keeps_weights_alive():
     import ctypes
+
     gru = cygru.GRU(3, 4, seed=0)
     w = capi.export_weights(gru)
     cap = w.capsule()
@@ -908,13 +992,19 @@ def test_capsule_keeps_weights_alive():
     address, flat = w.address, w.flat.copy()
     del w
     import gc
+
     gc.collect()
 
     class Model(ctypes.Structure):
-        _fields_ = [("input_size", ctypes.c_int), ("hidden_size", ctypes.c_int),
-                    ("num_layers", ctypes.c_int), ("num_directions", ctypes.c_int),
-                    ("reset_after", ctypes.c_int), ("reverse", ctypes.c_int),
-                    ("dirs", ctypes.POINTER(ctypes.c_void_p * 4))]
+        _fields_ = [
+            ("input_size", ctypes.c_int),
+            ("hidden_size", ctypes.c_int),
+            ("num_layers", ctypes.c_int),
+            ("num_directions", ctypes.c_int),
+            ("reset_after", ctypes.c_int),
+            ("reverse", ctypes.c_int),
+            ("dirs", ctypes.POINTER(ctypes.c_void_p * 4)),
+        ]
 
     m = Model.from_address(get_pointer(cap, b"cygru.capi.model_f32"))
     assert (m.input_size, m.hidden_size, m.num_layers, m.num_directions) == (3, 4, 1, 1)
@@ -926,12 +1016,13 @@ def test_capsule_keeps_weights_alive():
 
 def test_c_sort_matches_python_schedule():
     from cygru import _cpu
+
     rng = np.random.default_rng(7)
     for T, B in [(1, 1), (5, 6), (9, 40), (3, 100)]:
         lengths = rng.integers(1, T + 1, B)
         perm, active = capi._schedule_of(lengths, T)
         ref_perm, ref_active = _cpu._schedule(lengths.astype(np.int64), T, B)
-        np.testing.assert_array_equal(perm, ref_perm)       # stable, longest first
+        np.testing.assert_array_equal(perm, ref_perm)  # stable, longest first
         np.testing.assert_array_equal(active, ref_active)
     with pytest.raises(ValueError):
         capi._schedule_of([1, 4], 3)
@@ -939,12 +1030,16 @@ def test_c_sort_matches_python_schedule():
 
 def test_capi_docstring_examples():
     import doctest
+
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     report = []
     tests = [t for t in finder.find(capi, "cygru.capi") if t.examples]
-    assert {t.name for t in tests} >= {"cygru.capi", "cygru.capi.export_weights",
-                                       "cygru.capi.status_name"}
+    assert {t.name for t in tests} >= {
+        "cygru.capi",
+        "cygru.capi.export_weights",
+        "cygru.capi.status_name",
+    }
     for t in tests:
         runner.run(t, out=report.append)
     assert runner.failures == 0, "".join(report)
@@ -957,10 +1052,20 @@ def test_pxd_is_shipped():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"*.pxd"' in pyproject
     text = (ROOT / "cygru" / "capi.pxd").read_text()
-    for name in ("cell_step_f32", "cell_step_f64", "layer_forward_f32", "layer_forward_f64",
-                 "model_forward_f32", "model_forward_f64", "cell_workspace_size_f32",
-                 "layer_workspace_size_f64", "model_workspace_size_f32", "cygru_model_f32",
-                 "ExportedWeights", "status_message"):
+    for name in (
+        "cell_step_f32",
+        "cell_step_f64",
+        "layer_forward_f32",
+        "layer_forward_f64",
+        "model_forward_f32",
+        "model_forward_f64",
+        "cell_workspace_size_f32",
+        "layer_workspace_size_f64",
+        "model_workspace_size_f32",
+        "cygru_model_f32",
+        "ExportedWeights",
+        "status_message",
+    ):
         assert name in text
 
 
@@ -982,10 +1087,18 @@ def test_embedding_recipe_after_install(installed, tmp_path, kind):
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("build", "*.so", "*.c"))
 
     def run(*args):
-        proc = subprocess.run([str(python), *args], cwd=example, env=clean_env(),
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, (f"python {' '.join(args)} failed ({kind} install):\n"
-                                      f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        proc = subprocess.run(
+            [str(python), *args],
+            cwd=example,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, (
+            f"python {' '.join(args)} failed ({kind} install):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
         return proc.stdout
 
     where = run("-c", "import sys, cygru; print(cygru.__file__); print(sys.path)")
@@ -1006,6 +1119,7 @@ def test_embedding_recipe_after_install(installed, tmp_path, kind):
 # ---------------------------------------------------------------------------------------------
 # threads: the Python API
 # ---------------------------------------------------------------------------------------------
+
 
 def _max_tick_gap_while(make_fn, attempts=3):
     """Run make_fn() in a thread while this thread ticks in pure Python; return
@@ -1037,19 +1151,27 @@ def _max_tick_gap_while(make_fn, attempts=3):
     return best
 
 
-@pytest.mark.parametrize("what", ["forward", "forward_f64", "forward_reset_before",
-                                  "vjp_forward", "backward", "cell"])
+@pytest.mark.parametrize(
+    "what", ["forward", "forward_f64", "forward_reset_before", "vjp_forward", "backward", "cell"]
+)
 def test_gil_is_released(what):
     rng = np.random.default_rng(8)
     dtype = np.float64 if what == "forward_f64" else np.float32
-    gru = cygru.GRU(64, 128, bidirectional=True, reset_after=(what != "forward_reset_before"),
-                    dtype=dtype, seed=0)
+    gru = cygru.GRU(
+        64,
+        128,
+        bidirectional=True,
+        reset_after=(what != "forward_reset_before"),
+        dtype=dtype,
+        seed=0,
+    )
     x = rng.standard_normal((1500, 4, 64)).astype(dtype)
     if what.startswith("forward"):
         make_fn = lambda: lambda: gru(x)  # noqa: E731
     elif what == "vjp_forward":
         make_fn = lambda: lambda: gru.vjp(x)  # noqa: E731
     elif what == "backward":
+
         def make_fn():
             (out, _), backward = gru.vjp(x)
             d_out = np.ones_like(out)
@@ -1062,7 +1184,9 @@ def test_gil_is_released(what):
     print(f"{what}: longest stall {gap * 1e3:.2f} ms in a {duration * 1e3:.1f} ms call")
     assert duration > 0.02, "the call is too short to tell"
     # with the GIL held through the kernels the gap would be about the whole call
-    assert gap < 0.5 * duration, f"main thread stalled {gap * 1e3:.1f} ms of {duration * 1e3:.1f} ms"
+    assert gap < 0.5 * duration, (
+        f"main thread stalled {gap * 1e3:.1f} ms of {duration * 1e3:.1f} ms"
+    )
 
 
 @pytest.mark.parametrize("module", ["GRU", "GRUCell"])
@@ -1114,15 +1238,18 @@ def test_vjp_from_threads_accumulates(module):
     if module == "GRU":
         make = lambda: cygru.GRU(5, 24, 2, bidirectional=True, dtype=np.float64, seed=2)  # noqa
         xs = [rng.standard_normal((20, 3, 5)) for _ in range(n_threads * per_thread)]
+
         def step(m, x):  # noqa: E306
             (out, h_n), backward = m.vjp(x)
             backward(np.ones_like(out), np.ones_like(h_n))
     else:
         make = lambda: cygru.GRUCell(5, 24, dtype=np.float64, seed=2)  # noqa
         xs = [rng.standard_normal((3, 5)) for _ in range(n_threads * per_thread)]
+
         def step(m, x):  # noqa: E306
             h1, backward = m.vjp(x)
             backward(np.ones_like(h1))
+
     # the expected total: each call's gradient on its own, summed
     ref = make()
     expected = {n: np.zeros_like(g) for n, g in ref.grads.items()}

@@ -36,10 +36,18 @@ def test_train_toy_is_reproducible():
 
 def test_train_toy_script_runs():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    code = ("import runpy, sys; sys.argv = ['train_toy.py']; "
-            "import numpy; m = runpy.run_path(sys.argv[0], run_name='not_main'); "
-            "h = m['main'](steps=3, verbose=True, print_every=1)")
-    res = subprocess.run([sys.executable, "-c", code], cwd=EXAMPLES, env=env,
-                         capture_output=True, text=True, timeout=120)
+    code = (
+        "import runpy, sys; sys.argv = ['train_toy.py']; "
+        "import numpy; m = runpy.run_path(sys.argv[0], run_name='not_main'); "
+        "h = m['main'](steps=3, verbose=True, print_every=1)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("loss") == 3

@@ -2,6 +2,7 @@
 relative error at most 1e-6 against float64 math wherever the result is a normal
 float, exact saturation at +-inf, NaN propagation. Every compiled variant (AVX-512,
 AVX2+FMA, baseline) is checked, as far as this CPU can run it; the others skip."""
+
 import numpy as np
 import pytest
 

@@ -43,7 +43,11 @@ def test_from_torch_gru_matches_torch(num_layers, bidirectional, batch_first, bi
     I, H, T, B = 5, 7, 6, 3
     D = 2 if bidirectional else 1
     tgru = torch.nn.GRU(
-        I, H, num_layers=num_layers, bias=bias, batch_first=batch_first,
+        I,
+        H,
+        num_layers=num_layers,
+        bias=bias,
+        batch_first=batch_first,
         bidirectional=bidirectional,
     ).to(_torch_dtype(torch, dtype))
     gru = from_torch(tgru)
@@ -220,8 +224,9 @@ def test_from_keras_dtype():
         from_keras(k.astype(np.float16), u, b)
     # reordering check on a float32 layer against the Keras math
     x = rng.standard_normal((2, 5, 2)).astype(np.float32)
-    seq, _ = _keras_gru(x.astype(np.float64), k.astype(np.float64), u.astype(np.float64),
-                        b.astype(np.float64), True)
+    seq, _ = _keras_gru(
+        x.astype(np.float64), k.astype(np.float64), u.astype(np.float64), b.astype(np.float64), True
+    )
     np.testing.assert_allclose(from_keras(k, u, b)(x)[0], seq, rtol=0, atol=1e-5)
 
 
@@ -246,8 +251,20 @@ def test_from_keras_shape_errors():
 GRU_OPSET = 14  # GRU-14 introduced `layout`
 
 
-def _onnx_gru_model(W, R, B=None, *, direction="forward", lbr=0, layout=0, weights_as_inputs=False,
-                    extra_attrs=None, name="gru", opset=GRU_OPSET, with_lengths=False):
+def _onnx_gru_model(
+    W,
+    R,
+    B=None,
+    *,
+    direction="forward",
+    lbr=0,
+    layout=0,
+    weights_as_inputs=False,
+    extra_attrs=None,
+    name="gru",
+    opset=GRU_OPSET,
+    with_lengths=False,
+):
     """A one-node ONNX model: inputs X, initial_h (and sequence_lens), outputs Y, Y_h."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -263,10 +280,17 @@ def _onnx_gru_model(W, R, B=None, *, direction="forward", lbr=0, layout=0, weigh
     attrs.update(extra_attrs or {})
     node = helper.make_node(
         "GRU",
-        ["X", "W", "R", "B" if B is not None else "", "seq_lens" if with_lengths else "",
-         "initial_h"],
+        [
+            "X",
+            "W",
+            "R",
+            "B" if B is not None else "",
+            "seq_lens" if with_lengths else "",
+            "initial_h",
+        ],
         ["Y", "Y_h"],
-        name=name, **attrs,
+        name=name,
+        **attrs,
     )
     weights = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R")]
     if B is not None:
@@ -281,9 +305,15 @@ def _onnx_gru_model(W, R, B=None, *, direction="forward", lbr=0, layout=0, weigh
         inputs += [helper.make_tensor_value_info(w.name, elem, list(w.dims)) for w in weights]
         weights = []
     graph = helper.make_graph(
-        [node], "g", inputs,
-        [helper.make_tensor_value_info("Y", elem, ["B", "T", D, H] if layout else ["T", D, "B", H]),
-         helper.make_tensor_value_info("Y_h", elem, h_dims)],
+        [node],
+        "g",
+        inputs,
+        [
+            helper.make_tensor_value_info(
+                "Y", elem, ["B", "T", D, H] if layout else ["T", D, "B", H]
+            ),
+            helper.make_tensor_value_info("Y_h", elem, h_dims),
+        ],
         initializer=weights,
     )
     opsets = [helper.make_opsetid("", opset)]
@@ -416,8 +446,14 @@ def test_from_onnx_float64_matches_reference_evaluator(direction):
 def test_from_onnx_matches_cygru_parameters():
     """from_onnx(to_onnx(gru)) recovers a one-layer module's parameters exactly."""
     pytest.importorskip("onnx")
-    for kwargs in ({}, {"bidirectional": True}, {"reverse": True}, {"reset_after": False},
-                   {"bias": False}, {"batch_first": True}):
+    for kwargs in (
+        {},
+        {"bidirectional": True},
+        {"reverse": True},
+        {"reset_after": False},
+        {"bias": False},
+        {"batch_first": True},
+    ):
         gru = cygru.GRU(3, 4, seed=1, **kwargs)
         buf = io.BytesIO()
         model = to_onnx(gru, buf)
@@ -457,8 +493,9 @@ def test_from_onnx_rejects_other_types(bad):
     with pytest.raises(TypeError) as info:
         from_onnx(bad)
     message = str(info.value)
-    assert message.startswith("cygru.from_onnx: expected a path (str or os.PathLike), a "
-                              "serialized model (bytes")
+    assert message.startswith(
+        "cygru.from_onnx: expected a path (str or os.PathLike), a serialized model (bytes"
+    )
     assert "onnx.ModelProto" in message
     assert message.endswith(f"got {type(bad).__qualname__}")
 
@@ -493,8 +530,11 @@ def test_from_onnx_unreadable_files(tmp_path):
         from_onnx(tmp_path / "truncated1.onnx")
 
     # the same contents as bytes: named as bytes, with a hint for those who meant a path
-    with pytest.raises(ValueError, match=r"the bytes object given \(\d+ bytes\) is not a "
-                                         r"readable ONNX model.*pass a file's path"):
+    with pytest.raises(
+        ValueError,
+        match=r"the bytes object given \(\d+ bytes\) is not a "
+        r"readable ONNX model.*pass a file's path",
+    ):
         from_onnx(files["garbage.onnx"])
     with pytest.raises(ValueError, match=r"bytearray object given \(0 bytes\).*it is empty"):
         from_onnx(bytearray())
@@ -514,8 +554,14 @@ def test_from_onnx_external_data(tmp_path):
     model = _onnx_gru_model(W, R, Bias, lbr=1)
     expected = from_onnx(model)
     path = tmp_path / "gru.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="gru.weights", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="gru.weights",
+        size_threshold=0,
+    )
     assert (tmp_path / "gru.weights").exists()
     got = from_onnx(path)
     for name, value in expected.state_dict().items():
@@ -546,6 +592,7 @@ def test_from_onnx_weights_in_constant_nodes():
 
 # --- initial_h / sequence_lens stored in the model (run-time inputs a module cannot hold) ----
 
+
 def _store_inputs(model, arrays, how):
     """Turn the graph inputs named in ``arrays`` into tensors stored in the model: "initializer"
     (the graph input removed), "overridable" (an initializer that stays a graph input, i.e. a
@@ -561,8 +608,9 @@ def _store_inputs(model, arrays, how):
             del graph.input[:]
             graph.input.extend(kept)
         if how == "constant":
-            graph.node.insert(0, helper.make_node("Constant", [], [name], value=tensor,
-                                                  name=f"const_{name}"))
+            graph.node.insert(
+                0, helper.make_node("Constant", [], [name], value=tensor, name=f"const_{name}")
+            )
         else:
             graph.initializer.append(tensor)
     onnx.checker.check_model(model)
@@ -615,12 +663,16 @@ def test_from_onnx_refuses_stored_initial_h_and_sequence_lens(which, how):
         "constant": "the Constant node 'const_{}' (output '{}')",
     }[how]
     if "initial_h" in arrays:
-        assert (f"its input initial_h from {origin.format('initial_h', 'initial_h')} "
-                "(float32, shape (1, 2, 4))") in message
+        assert (
+            f"its input initial_h from {origin.format('initial_h', 'initial_h')} "
+            "(float32, shape (1, 2, 4))"
+        ) in message
         assert "input[5]" in message and "h0=" in message
     if "seq_lens" in arrays:
-        assert f"its input sequence_lens from {origin.format('seq_lens', 'seq_lens')} " \
-               "(int32, shape (2,))" in message
+        assert (
+            f"its input sequence_lens from {origin.format('seq_lens', 'seq_lens')} "
+            "(int32, shape (2,))" in message
+        )
         assert "input[4]" in message and "lengths=" in message
     assert "a cygru.GRU holds weights only, not run-time inputs" in message
     assert "read the array" in message and "onnx.numpy_helper.to_array" in message
@@ -634,12 +686,16 @@ def test_from_onnx_stored_initial_h_layout1_message():
     rng = _rng(33)
     W, R, Bias = _onnx_weights(rng, 2, 3, 4, True)
     model = _onnx_gru_model(W, R, Bias, direction="bidirectional", layout=1)
-    _store_inputs(model, {"initial_h": rng.standard_normal((5, 2, 4)).astype(np.float32)},
-                  "initializer")
-    with pytest.raises(ValueError, match=r"layout=1, so first transpose initial_h from ONNX's "
-                                         r"\(batch, num_directions, hidden_size\) to cygru's "
-                                         r"\(num_directions, batch, hidden_size\): "
-                                         r"h0 = array.transpose\(1, 0, 2\)"):
+    _store_inputs(
+        model, {"initial_h": rng.standard_normal((5, 2, 4)).astype(np.float32)}, "initializer"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"layout=1, so first transpose initial_h from ONNX's "
+        r"\(batch, num_directions, hidden_size\) to cygru's "
+        r"\(num_directions, batch, hidden_size\): "
+        r"h0 = array.transpose\(1, 0, 2\)",
+    ):
         from_onnx(model)
 
 
@@ -655,8 +711,11 @@ def test_from_onnx_sequence_lens_in_value_ints_constant():
     model.graph.input.extend(kept)
     model.graph.node.insert(0, helper.make_node("Constant", [], ["seq_lens"], value_ints=[3, 1]))
     onnx.checker.check_model(model)
-    with pytest.raises(ValueError, match=r"sequence_lens from a Constant node \(output "
-                                         r"'seq_lens'\) \(int64, shape \(2,\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"sequence_lens from a Constant node \(output "
+        r"'seq_lens'\) \(int64, shape \(2,\)\)",
+    ):
         from_onnx(model)
 
 
@@ -704,11 +763,14 @@ def test_from_onnx_stored_initial_h_workaround_layout1(direction):
     I, H, T, B = 3, 4, 5, 2
     W, R, Bias = _onnx_weights(rng, D, I, H, True)
     h0 = rng.standard_normal((D, B, H)).astype(np.float32)
-    model1 = _store_inputs(_onnx_gru_model(W, R, Bias, direction=direction, layout=1),
-                           {"initial_h": np.ascontiguousarray(h0.transpose(1, 0, 2))},
-                           "initializer")
-    model0 = _store_inputs(_onnx_gru_model(W, R, Bias, direction=direction),
-                           {"initial_h": h0}, "initializer")
+    model1 = _store_inputs(
+        _onnx_gru_model(W, R, Bias, direction=direction, layout=1),
+        {"initial_h": np.ascontiguousarray(h0.transpose(1, 0, 2))},
+        "initializer",
+    )
+    model0 = _store_inputs(
+        _onnx_gru_model(W, R, Bias, direction=direction), {"initial_h": h0}, "initializer"
+    )
     x_bf = rng.standard_normal((B, T, I)).astype(np.float32)
     Y0, Y_h0 = _ort_run(model0, {"X": x_bf.transpose(1, 0, 2).copy()})
 
@@ -726,8 +788,11 @@ def test_from_onnx_stored_zero_initial_h_is_the_default(how):
     pytest.importorskip("onnxruntime")
     rng = _rng(37)
     W, R, Bias = _onnx_weights(rng, 2, 3, 4, True)
-    model = _store_inputs(_onnx_gru_model(W, R, Bias, direction="bidirectional", lbr=1),
-                          {"initial_h": np.zeros((2, 3, 4), np.float32)}, how)
+    model = _store_inputs(
+        _onnx_gru_model(W, R, Bias, direction="bidirectional", lbr=1),
+        {"initial_h": np.zeros((2, 3, 4), np.float32)},
+        how,
+    )
     gru = from_onnx(model)
     x = rng.standard_normal((5, 3, 3)).astype(np.float32)
     Y, Y_h = _ort_run(model, {"X": x})
@@ -743,8 +808,12 @@ def test_from_onnx_omitted_and_runtime_inputs_accepted():
     from onnx import helper
 
     W, R, Bias = _onnx_weights(_rng(38), 1, 3, 4, True)
-    for names in (["X", "W", "R", "B", "", ""], ["X", "W", "R", "B", ""], ["X", "W", "R", "B"],
-                  ["X", "W", "R", "", "", "initial_h"]):
+    for names in (
+        ["X", "W", "R", "B", "", ""],
+        ["X", "W", "R", "B", ""],
+        ["X", "W", "R", "B"],
+        ["X", "W", "R", "", "", "initial_h"],
+    ):
         model = _onnx_gru_model(W, R, Bias)
         model.graph.node[0].input[:] = names
         assert from_onnx(model).bias is (names[3] == "B")
@@ -776,8 +845,13 @@ def test_from_onnx_unsupported_attributes(attrs, name):
 def test_from_onnx_default_activations_accepted():
     pytest.importorskip("onnx")
     W, R, Bias = _onnx_weights(_rng(17), 2, 3, 2, True)
-    model = _onnx_gru_model(W, R, Bias, direction="bidirectional",
-                            extra_attrs={"activations": ["Sigmoid", "Tanh", "Sigmoid", "Tanh"]})
+    model = _onnx_gru_model(
+        W,
+        R,
+        Bias,
+        direction="bidirectional",
+        extra_attrs={"activations": ["Sigmoid", "Tanh", "Sigmoid", "Tanh"]},
+    )
     assert from_onnx(model).bidirectional is True
 
 
@@ -834,9 +908,7 @@ def _session(model):
     ort = pytest.importorskip("onnxruntime")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # the "optional h0" initializer-as-input warning is expected
-    return ort.InferenceSession(
-        model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize(
@@ -848,15 +920,22 @@ def _session(model):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("mode", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_to_onnx_runs_in_onnxruntime(num_layers, mode, batch_first, bias, reset_after, h0_mode,
-                                     give_h0):
+def test_to_onnx_runs_in_onnxruntime(
+    num_layers, mode, batch_first, bias, reset_after, h0_mode, give_h0
+):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     I, H = 4, 5
     gru = cygru.GRU(
-        I, H, num_layers=num_layers, bias=bias, batch_first=batch_first,
-        bidirectional=mode == "bidirectional", reset_after=reset_after,
-        reverse=mode == "reverse", seed=num_layers,
+        I,
+        H,
+        num_layers=num_layers,
+        bias=bias,
+        batch_first=batch_first,
+        bidirectional=mode == "bidirectional",
+        reset_after=reset_after,
+        reverse=mode == "reverse",
+        seed=num_layers,
     )
     D = gru.num_directions
     buf = io.BytesIO()
@@ -866,7 +945,8 @@ def test_to_onnx_runs_in_onnxruntime(num_layers, mode, batch_first, bias, reset_
     expected_inputs = ["x", "h0"] if h0_mode == "required" else ["x"]
     assert [i.name for i in sess.get_inputs()] == expected_inputs
     assert [i.name for i in model.graph.input] == (
-        ["x"] + ([] if h0_mode == "none" else ["h0"]) + ["sequence_lens"])  # optional lengths
+        ["x"] + ([] if h0_mode == "none" else ["h0"]) + ["sequence_lens"]
+    )  # optional lengths
     assert [o.name for o in sess.get_outputs()] == ["output", "h_n"]
     grus = [n for n in model.graph.node if n.op_type == "GRU"]
     assert len(grus) == num_layers
@@ -886,7 +966,7 @@ def test_to_onnx_runs_in_onnxruntime(num_layers, mode, batch_first, bias, reset_
             h0 = rng.standard_normal((num_layers * D, B, H)).astype(np.float32)
             feeds["h0"] = h0
         lengths = None
-        if T == 6:   # a padded batch too, with the initial state or without
+        if T == 6:  # a padded batch too, with the initial state or without
             lengths = np.array([6, 2, 5], dtype=np.int32)
             feeds["sequence_lens"] = lengths
         out, hn = sess.run(["output", "h_n"], feeds)

@@ -11,7 +11,7 @@ from test_interop import _keras_gru
 import cygru
 from cygru.interop import from_keras, lengths_from_mask, repeat_last_state
 
-if "keras" not in sys.modules:   # before keras is imported; jax is in the test extra
+if "keras" not in sys.modules:  # before keras is imported; jax is in the test extra
     os.environ["KERAS_BACKEND"] = "jax"
 keras = pytest.importorskip("keras")
 
@@ -25,11 +25,13 @@ def x64(request):
         yield
         return
     import jax
+
     jax.config.update("jax_enable_x64", True)
     try:
         yield
     finally:
         jax.config.update("jax_enable_x64", False)
+
 
 # Keras' float64 on JAX is not float64 throughout: XLA's CPU tanh is an approximation good to
 # ~3e-8, so float64 is compared with Keras to 1e-6 and with the NumPy reference (Keras' math
@@ -63,8 +65,15 @@ def _check(a, b, dtype):
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gru_layer(reset_after, use_bias, go_backwards, dtype):
-    layer = keras.layers.GRU(H, return_sequences=True, return_state=True, reset_after=reset_after,
-                             use_bias=use_bias, go_backwards=go_backwards, dtype=dtype)
+    layer = keras.layers.GRU(
+        H,
+        return_sequences=True,
+        return_state=True,
+        reset_after=reset_after,
+        use_bias=use_bias,
+        go_backwards=go_backwards,
+        dtype=dtype,
+    )
     x = _x(dtype)
     seq, state = _keras_out(layer, x)
     gru = from_keras(layer)
@@ -76,17 +85,29 @@ def test_gru_layer(reset_after, use_bias, go_backwards, dtype):
     _check(h_n[0], state, dtype)
     if dtype == "float64":
         weights = layer.get_weights()
-        ref_seq, ref_h = _keras_gru(x[:, ::-1] if go_backwards else x, weights[0], weights[1],
-                                    weights[2] if use_bias else None, reset_after)
-        np.testing.assert_allclose(out[:, ::-1] if go_backwards else out, ref_seq, rtol=0,
-                                   atol=1e-10)
+        ref_seq, ref_h = _keras_gru(
+            x[:, ::-1] if go_backwards else x,
+            weights[0],
+            weights[1],
+            weights[2] if use_bias else None,
+            reset_after,
+        )
+        np.testing.assert_allclose(
+            out[:, ::-1] if go_backwards else out, ref_seq, rtol=0, atol=1e-10
+        )
         np.testing.assert_allclose(h_n[0], ref_h, rtol=0, atol=1e-10)
     # the three-array form gives the same module, also for use_bias=False, and so do the
     # layer's variables
     cell = layer.cell
-    for same in (from_keras(*layer.get_weights(), reset_after=reset_after),
-                 from_keras(cell.kernel, cell.recurrent_kernel,
-                            cell.bias if use_bias else None, reset_after=reset_after)):
+    for same in (
+        from_keras(*layer.get_weights(), reset_after=reset_after),
+        from_keras(
+            cell.kernel,
+            cell.recurrent_kernel,
+            cell.bias if use_bias else None,
+            reset_after=reset_after,
+        ),
+    ):
         for name, value in gru.state_dict().items():
             np.testing.assert_array_equal(same.state_dict()[name], value)
 
@@ -94,9 +115,15 @@ def test_gru_layer(reset_after, use_bias, go_backwards, dtype):
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("use_bias, reset_after", [(True, True), (False, False)])
 def test_bidirectional_float64(use_bias, reset_after, return_sequences):
-    layer = keras.layers.Bidirectional(keras.layers.GRU(
-        H, return_sequences=return_sequences, use_bias=use_bias, reset_after=reset_after,
-        dtype="float64"))
+    layer = keras.layers.Bidirectional(
+        keras.layers.GRU(
+            H,
+            return_sequences=return_sequences,
+            use_bias=use_bias,
+            reset_after=reset_after,
+            dtype="float64",
+        )
+    )
     x = _x("float64", 1)
     expected = _keras_out(layer, x)
     gru = from_keras(layer)
@@ -104,7 +131,7 @@ def test_bidirectional_float64(use_bias, reset_after, return_sequences):
     out, h_n = gru(x)
     if return_sequences:
         _check(out, expected, "float64")
-    else:   # Keras concatenates the two final states
+    else:  # Keras concatenates the two final states
         _check(np.concatenate([h_n[0], h_n[1]], axis=-1), expected, "float64")
 
 
@@ -123,25 +150,30 @@ def test_sequential_stack_with_head_and_masking():
     gru = from_keras(model)
     assert gru.num_layers == 3 and not gru.bidirectional
     x = _x()
-    x[0, 4:] = 0.0                          # sequence 0 is padded: 4 steps
+    x[0, 4:] = 0.0  # sequence 0 is padded: 4 steps
     mask = np.asarray(model.layers[0].compute_mask(x))
     lengths = lengths_from_mask(mask)
     np.testing.assert_array_equal(lengths, [4, T, T])
     _out, h_n = gru(x, lengths=lengths)
     recurrent = keras.Sequential([keras.Input((None, I))] + model.layers[:4])
     _check(h_n[-1], _keras_out(recurrent, x), "float32")
-    head = _keras_out(model, x)             # the head is the user's: it runs on h_n[-1]
-    _check(h_n[-1] @ np.asarray(model.layers[-1].kernel) + np.asarray(model.layers[-1].bias),
-           head, "float32")
+    head = _keras_out(model, x)  # the head is the user's: it runs on h_n[-1]
+    _check(
+        h_n[-1] @ np.asarray(model.layers[-1].kernel) + np.asarray(model.layers[-1].bias),
+        head,
+        "float32",
+    )
 
 
 def test_bidirectional_stack_functional_model_with_dropout_float64():
     inp = keras.Input((None, I), dtype="float64")
-    y = keras.layers.Bidirectional(keras.layers.GRU(H, return_sequences=True, dtype="float64",
-                                                    dropout=0.1, recurrent_dropout=0.2))(inp)
+    y = keras.layers.Bidirectional(
+        keras.layers.GRU(
+            H, return_sequences=True, dtype="float64", dropout=0.1, recurrent_dropout=0.2
+        )
+    )(inp)
     y = keras.layers.Dropout(0.5)(y)
-    y = keras.layers.Bidirectional(keras.layers.GRU(H, return_sequences=True,
-                                                    dtype="float64"))(y)
+    y = keras.layers.Bidirectional(keras.layers.GRU(H, return_sequences=True, dtype="float64"))(y)
     model = keras.Model(inp, y)
     with pytest.raises(ValueError, match="Dropout layer .*rate=0.5.*ignore_dropout=True"):
         from_keras(model)
@@ -198,8 +230,9 @@ def test_mask_outputs_past_each_length():
     bi = _built(keras.layers.Bidirectional(keras.layers.GRU(H, return_sequences=True)))
     _check(from_keras(bi)(x, lengths=lengths)[0], _keras_out(bi, x, mask=mask), "float32")
     back = _built(keras.layers.GRU(H, return_sequences=True, go_backwards=True))
-    _check(from_keras(back)(x, lengths=lengths)[0][:, ::-1], _keras_out(back, x, mask=mask),
-           "float32")
+    _check(
+        from_keras(back)(x, lengths=lengths)[0][:, ::-1], _keras_out(back, x, mask=mask), "float32"
+    )
 
 
 def test_lengths_from_mask_and_repeat_last_state_errors():
@@ -226,13 +259,16 @@ def test_lengths_from_mask_and_repeat_last_state_errors():
         repeat_last_state(out, [1.0, 2.0])
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"activation": "relu"}, "activation='relu'"),
-    ({"recurrent_activation": "hard_sigmoid"}, "recurrent_activation='hard_sigmoid'"),
-    ({"dropout": 0.2}, "dropout=0.2"),
-    ({"recurrent_dropout": 0.3}, "recurrent_dropout=0.3"),
-    ({"stateful": True}, "stateful=True"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"activation": "relu"}, "activation='relu'"),
+        ({"recurrent_activation": "hard_sigmoid"}, "recurrent_activation='hard_sigmoid'"),
+        ({"dropout": 0.2}, "dropout=0.2"),
+        ({"recurrent_dropout": 0.3}, "recurrent_dropout=0.3"),
+        ({"stateful": True}, "stateful=True"),
+    ],
+)
 def test_refused_gru_fields(kwargs, field):
     layer = keras.layers.GRU(H, **kwargs)
     layer.build((B, T, I))
@@ -255,7 +291,7 @@ def test_refused_stacks_and_objects():
     second = gru(H)
     second.build((B, T, H))
     with pytest.raises(ValueError, match="return_sequences=False but feeds"):
-        from_keras(keras.Sequential([last_only, second]))   # layers built, the model not
+        from_keras(keras.Sequential([last_only, second]))  # layers built, the model not
     with pytest.raises(ValueError, match="Dense layer .* stands between"):
         from_keras(_sequential(gru(H, return_sequences=True), keras.layers.Dense(H), gru(H)))
     with pytest.raises(ValueError, match="units=3 but .* units=5"):
@@ -269,13 +305,23 @@ def test_refused_stacks_and_objects():
     with pytest.raises(ValueError, match="not built"):
         from_keras(gru(H))
     with pytest.raises(ValueError, match="forward_layer has go_backwards=True"):
-        from_keras(_built(keras.layers.Bidirectional(
-            gru(H, return_sequences=True, go_backwards=True),
-            backward_layer=gru(H, return_sequences=True))))
+        from_keras(
+            _built(
+                keras.layers.Bidirectional(
+                    gru(H, return_sequences=True, go_backwards=True),
+                    backward_layer=gru(H, return_sequences=True),
+                )
+            )
+        )
     with pytest.raises(ValueError, match="differ in units"):
-        from_keras(_built(keras.layers.Bidirectional(
-            gru(H, return_sequences=True),
-            backward_layer=gru(3, return_sequences=True, go_backwards=True))))
+        from_keras(
+            _built(
+                keras.layers.Bidirectional(
+                    gru(H, return_sequences=True),
+                    backward_layer=gru(3, return_sequences=True, go_backwards=True),
+                )
+            )
+        )
     with pytest.raises(ValueError, match="mixed_float16.*dtype=np.float32"):
         from_keras(_built(gru(H, dtype="mixed_float16")))
     mixed = from_keras(_built(gru(H, dtype="mixed_float16")), dtype=np.float32)

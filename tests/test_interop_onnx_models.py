@@ -23,7 +23,7 @@ F32 = 2e-6
 
 def _session(model):
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3   # the optional inputs' initializer warnings are expected
+    opts.log_severity_level = 3  # the optional inputs' initializer warnings are expected
     data = model if isinstance(model, bytes) else model.SerializeToString()
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
@@ -39,6 +39,7 @@ def _same_weights(a, b):
 # PyTorch's exporters
 # --------------------------------------------------------------------------------------------
 
+
 def _torch_export(net, x, dynamo, h0=None):
     torch = pytest.importorskip("torch")
     if dynamo:
@@ -49,29 +50,40 @@ def _torch_export(net, x, dynamo, h0=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         kwargs = {"verbose": False} if dynamo else {}
-        torch.onnx.export(net, args, buf, dynamo=dynamo, input_names=names,
-                          output_names=["output", "h_n"], **kwargs)
+        torch.onnx.export(
+            net,
+            args,
+            buf,
+            dynamo=dynamo,
+            input_names=names,
+            output_names=["output", "h_n"],
+            **kwargs,
+        )
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("dynamo, batch_first, bidirectional, num_layers", [
-    (False, False, False, 2),
-    (False, True, True, 3),
-    (False, False, True, 2),
-    (False, True, False, 1),
-    (True, False, True, 2),
-    (True, True, False, 2),
-])
+@pytest.mark.parametrize(
+    "dynamo, batch_first, bidirectional, num_layers",
+    [
+        (False, False, False, 2),
+        (False, True, True, 3),
+        (False, False, True, 2),
+        (False, True, False, 1),
+        (True, False, True, 2),
+        (True, True, False, 2),
+    ],
+)
 def test_pytorch_exports_convert_whole(dynamo, batch_first, bidirectional, num_layers):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    net = torch.nn.GRU(3, 4, num_layers=num_layers, batch_first=batch_first,
-                       bidirectional=bidirectional)
+    net = torch.nn.GRU(
+        3, 4, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional
+    )
     x = np.random.default_rng(1).standard_normal((2, 5, 3) if batch_first else (5, 2, 3))
     x = x.astype(np.float32)
     data = _torch_export(net, x, dynamo)
     gru = from_onnx(data)
-    _same_weights(gru, from_torch(net))      # the very weights, in the same layout
+    _same_weights(gru, from_torch(net))  # the very weights, in the same layout
     assert gru.batch_first is batch_first
     out, h_n = gru(x)
     ort_out, ort_h_n = _session(data).run(None, {"x": x})
@@ -86,7 +98,7 @@ def test_pytorch_export_with_h0_input_and_no_bias():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((5, 2, 3)).astype(np.float32)
     h0 = rng.standard_normal((4, 2, 4)).astype(np.float32)
-    data = _torch_export(net, x, dynamo=False, h0=h0)   # initial_h: slices of the input h0
+    data = _torch_export(net, x, dynamo=False, h0=h0)  # initial_h: slices of the input h0
     gru = from_onnx(data)
     assert gru.bias is False
     out, h_n = gru(x, h0)
@@ -99,17 +111,25 @@ def test_pytorch_export_with_h0_input_and_no_bias():
 # cygru's own to_onnx, with sequence_lens
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 3])
 def test_to_onnx_sequence_lens_reproduce_lengths(num_layers, batch_first, mode):
-    gru = cygru.GRU(3, 4, num_layers=num_layers, batch_first=batch_first,
-                    bidirectional=mode == "bidirectional", reverse=mode == "reverse", seed=3)
+    gru = cygru.GRU(
+        3,
+        4,
+        num_layers=num_layers,
+        batch_first=batch_first,
+        bidirectional=mode == "bidirectional",
+        reverse=mode == "reverse",
+        seed=3,
+    )
     rng = np.random.default_rng(4)
     T, B = 6, 4
     x = rng.standard_normal((B, T, 3) if batch_first else (T, B, 3)).astype(np.float32)
     lengths = np.array([6, 1, 4, 3], dtype=np.int32)
-    model = gru.to_onnx(io.BytesIO())                     # lengths="optional" by default
+    model = gru.to_onnx(io.BytesIO())  # lengths="optional" by default
     session = _session(model)
     assert [i.name for i in session.get_inputs()] == ["x"]
     ort_out, ort_h_n = session.run(None, {"x": x, "sequence_lens": lengths})
@@ -133,9 +153,15 @@ def test_to_onnx_lengths_modes():
     lengths = np.array([2, 4], dtype=np.int32)
     required = _session(gru.to_onnx(io.BytesIO(), lengths="required", h0="none"))
     assert [(i.name, i.type) for i in required.get_inputs()] == [
-        ("x", "tensor(float)"), ("sequence_lens", "tensor(int32)")]
-    np.testing.assert_allclose(required.run(None, {"x": x, "sequence_lens": lengths})[0],
-                               gru(x, lengths=lengths)[0], rtol=0, atol=F32)
+        ("x", "tensor(float)"),
+        ("sequence_lens", "tensor(int32)"),
+    ]
+    np.testing.assert_allclose(
+        required.run(None, {"x": x, "sequence_lens": lengths})[0],
+        gru(x, lengths=lengths)[0],
+        rtol=0,
+        atol=F32,
+    )
     for flag, expected in ((False, []), (True, [])):
         model = gru.to_onnx(io.BytesIO(), lengths=flag, h0="none")
         names = [i.name for i in model.graph.input]
@@ -152,6 +178,7 @@ def test_to_onnx_lengths_modes():
 # ONNX's own GRU node test cases: weights are graph inputs
 # --------------------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=1)
 def _node_cases():
     from onnx.backend.test.case.node import collect_testcases
@@ -164,7 +191,7 @@ def _node_cases():
 def _case_names():
     try:
         return sorted(_node_cases())
-    except Exception:   # noqa: BLE001 - no onnx: the test skips on its importorskip
+    except Exception:  # noqa: BLE001 - no onnx: the test skips on its importorskip
         return ["test_gru_defaults"]
 
 
@@ -172,7 +199,7 @@ def _case_names():
 def test_onnx_node_test_cases(name):
     case = _node_cases()[name]
     graph = case.model.graph
-    (inputs, outputs), = case.data_sets
+    ((inputs, outputs),) = case.data_sets
     feeds = {vi.name: np.asarray(a) for vi, a in zip(graph.input, inputs)}
     expected = {vi.name: np.asarray(a) for vi, a in zip(graph.output, outputs)}
     node = graph.node[0]
@@ -190,16 +217,18 @@ def test_onnx_node_test_cases(name):
     for onnx_name, value in expected.items():
         if outputs_named.get(onnx_name) == "Y":
             Y = value.transpose(0, 2, 1, 3) if layout == 0 else value
-            np.testing.assert_allclose(out, Y.reshape(Y.shape[0], Y.shape[1], -1),
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                out, Y.reshape(Y.shape[0], Y.shape[1], -1), rtol=1e-5, atol=1e-6
+            )
         else:
-            np.testing.assert_allclose(h_n, value.transpose(1, 0, 2) if layout else value,
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                h_n, value.transpose(1, 0, 2) if layout else value, rtol=1e-5, atol=1e-6
+            )
 
 
 def test_weights_argument_errors():
     case = _node_cases()["test_gru_with_initial_bias"]
-    (inputs, _), = case.data_sets
+    ((inputs, _),) = case.data_sets
     W, R, B = (np.asarray(a) for a in inputs[1:4])
     with pytest.raises(ValueError, match=r"\['Z'\].*no converted GRU node"):
         from_onnx(case.model, weights={"W": W, "R": R, "B": B, "Z": B})
@@ -211,7 +240,7 @@ def test_weights_argument_errors():
     for v in frozen.values():
         v.flags.writeable = False
     gru = from_onnx(case.model, weights=frozen)
-    np.testing.assert_array_equal(frozen["W"], W)       # read, not modified
+    np.testing.assert_array_equal(frozen["W"], W)  # read, not modified
     assert gru.hidden_size == R.shape[2]
     # a stored weight cannot be replaced through weights=
     stored = cygru.GRU(3, 4, seed=0).to_onnx(io.BytesIO(), h0="none", lengths="none")
@@ -222,6 +251,7 @@ def test_weights_argument_errors():
 # --------------------------------------------------------------------------------------------
 # float64 and layout=1 stacks (onnx's reference evaluator: ONNX Runtime has neither)
 # --------------------------------------------------------------------------------------------
+
 
 def test_layout1_float64_stack_matches_reference_evaluator():
     from onnx.reference import ReferenceEvaluator
@@ -235,21 +265,37 @@ def test_layout1_float64_stack_matches_reference_evaluator():
         W = rng.standard_normal((D, 3 * H, in_size)) * 0.5
         R = rng.standard_normal((D, 3 * H, H)) * 0.5
         Bv = rng.standard_normal((D, 6 * H)) * 0.5
-        arrays += [numpy_helper.from_array(W, f"W{k}"), numpy_helper.from_array(R, f"R{k}"),
-                   numpy_helper.from_array(Bv, f"B{k}")]
-        nodes.append(helper.make_node("GRU", [src, f"W{k}", f"R{k}", f"B{k}"],
-                                      [f"Y{k}", f"Y_h{k}"], name=f"gru{k}", hidden_size=H,
-                                      direction="bidirectional", layout=1,
-                                      linear_before_reset=1))
+        arrays += [
+            numpy_helper.from_array(W, f"W{k}"),
+            numpy_helper.from_array(R, f"R{k}"),
+            numpy_helper.from_array(Bv, f"B{k}"),
+        ]
+        nodes.append(
+            helper.make_node(
+                "GRU",
+                [src, f"W{k}", f"R{k}", f"B{k}"],
+                [f"Y{k}", f"Y_h{k}"],
+                name=f"gru{k}",
+                hidden_size=H,
+                direction="bidirectional",
+                layout=1,
+                linear_before_reset=1,
+            )
+        )
         if k == 0:  # (B, T, D, H) -> (B, T, D*H)
             arrays.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "merge"))
             nodes.append(helper.make_node("Reshape", ["Y0", "merge"], ["X1"], name="merge0"))
             src = "X1"
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["B", "T", I])],
-        [helper.make_tensor_value_info("Y1", TensorProto.DOUBLE, None),
-         helper.make_tensor_value_info("Y_h1", TensorProto.DOUBLE, None)],
-        initializer=arrays)
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["B", "T", I])],
+        [
+            helper.make_tensor_value_info("Y1", TensorProto.DOUBLE, None),
+            helper.make_tensor_value_info("Y_h1", TensorProto.DOUBLE, None),
+        ],
+        initializer=arrays,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     gru = from_onnx(model)
     assert gru.batch_first and gru.num_layers == 2 and gru.dtype == np.float64
@@ -264,6 +310,7 @@ def test_layout1_float64_stack_matches_reference_evaluator():
 # graphs that are not a plain stack
 # --------------------------------------------------------------------------------------------
 
+
 def _two_layer(**kwargs):
     return cygru.GRU(3, 4, num_layers=2, seed=8, **kwargs).to_onnx(io.BytesIO(), h0="none")
 
@@ -276,16 +323,19 @@ def test_refuses_a_node_between_layers():
     model = _two_layer()
     _node(model, "gru_l1").input[0] = "relu_out"
     model.graph.node.append(helper.make_node("Relu", ["out_l0"], ["relu_out"], name="relu"))
-    with pytest.raises(ValueError, match=r"between GRU node 'gru_l0' and GRU node 'gru_l1', "
-                                         r"node 'relu' \(Relu\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"between GRU node 'gru_l0' and GRU node 'gru_l1', "
+        r"node 'relu' \(Relu\)",
+    ):
         from_onnx(model)
-    assert from_onnx(model, node_name="gru_l1").input_size == 4   # one node still converts
+    assert from_onnx(model, node_name="gru_l1").input_size == 4  # one node still converts
 
 
 def test_refuses_a_wrong_merge():
     model = _two_layer(bidirectional=True)
     perm = next(a for a in _node(model, "y_transpose_l0").attribute if a.name == "perm")
-    perm.ints[:] = [0, 1, 2, 3]        # directions not moved next to the features
+    perm.ints[:] = [0, 1, 2, 3]  # directions not moved next to the features
     with pytest.raises(ValueError, match=r"node 'y_merge_l0' \(Reshape\) does not pass on"):
         from_onnx(model)
 
@@ -314,8 +364,11 @@ def test_refuses_parallel_gru_nodes():
     _node(model, "gru_l1").input[1] = "W_l0"
     _node(model, "gru_l1").input[2] = "R_l0"
     _node(model, "gru_l1").input[3] = "B_l0"
-    with pytest.raises(ValueError, match=r"not one stack: node 'gru_l1' \(GRU\) does not read "
-                                         r"the output of another GRU node"):
+    with pytest.raises(
+        ValueError,
+        match=r"not one stack: node 'gru_l1' \(GRU\) does not read "
+        r"the output of another GRU node",
+    ):
         from_onnx(model)
 
 

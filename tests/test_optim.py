@@ -1,5 +1,6 @@
 """cygru.optim against torch.optim: the same gradients, step after step, give the same
 parameters; clip_grad_norm_ against torch.nn.utils.clip_grad_norm_; errors and threads."""
+
 import threading
 
 import numpy as np
@@ -19,7 +20,7 @@ def _loss_grads(gru, rng, dtype):
     x = rng.standard_normal((5, 3, gru.input_size)).astype(dtype)
     (output, h_n), backward = gru.vjp(x)
     gru.zero_grad()
-    backward(output - 0.5, h_n)       # d/d(output) of 0.5*||output - 0.5||^2, and of h_n
+    backward(output - 0.5, h_n)  # d/d(output) of 0.5*||output - 0.5||^2, and of h_n
 
 
 def _torch_twin(named_arrays):
@@ -43,12 +44,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("ours, theirs, kwargs", CASES,
-                         ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "ours, theirs, kwargs", CASES, ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)]
+)
 def test_matches_torch_over_many_steps(ours, theirs, kwargs, dtype):
     rng = np.random.default_rng(0)
     gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, dtype=dtype, seed=1)
-    w_out = rng.standard_normal((8, 2)).astype(dtype)        # a plain array beside the module
+    w_out = rng.standard_normal((8, 2)).astype(dtype)  # a plain array beside the module
     params = _torch_twin(list(gru.named_parameters()) + [("w_out", w_out)])
     opt = ours([gru, {"w_out": w_out}], **kwargs)
     t_opt = theirs(list(params.values()), **kwargs)
@@ -60,7 +62,7 @@ def test_matches_torch_over_many_steps(ours, theirs, kwargs, dtype):
             p.grad = torch.from_numpy((g_out if n == "w_out" else gru.grads[n]).copy())
         opt.step({"w_out": g_out})
         t_opt.step()
-        for n, g in gru.grads.items():          # the gradients are read, never modified
+        for n, g in gru.grads.items():  # the gradients are read, never modified
             np.testing.assert_array_equal(g, before[n])
     assert opt.state["0.weight_ih_l0"].get("step", STEPS) == STEPS
     for n, p in params.items():
@@ -68,8 +70,10 @@ def test_matches_torch_over_many_steps(ours, theirs, kwargs, dtype):
         assert ours_p.dtype == dtype
         np.testing.assert_allclose(ours_p, p.detach().numpy(), **TOL[dtype], err_msg=n)
     # and the parameters did move
-    assert not np.allclose(gru.weight_hh_l0, cygru.GRU(3, 4, num_layers=2, bidirectional=True,
-                                                       dtype=dtype, seed=1).weight_hh_l0)
+    assert not np.allclose(
+        gru.weight_hh_l0,
+        cygru.GRU(3, 4, num_layers=2, bidirectional=True, dtype=dtype, seed=1).weight_hh_l0,
+    )
 
 
 def test_learning_rate_schedule_matches_torch():
@@ -84,7 +88,7 @@ def test_learning_rate_schedule_matches_torch():
         backward(h)
         for n, p in params.items():
             p.grad = torch.from_numpy(cell.grads[n].copy())
-        opt.lr = t_opt.param_groups[0]["lr"] = 0.05 * 0.9 ** step
+        opt.lr = t_opt.param_groups[0]["lr"] = 0.05 * 0.9**step
         opt.step()
         t_opt.step()
     for n, p in params.items():
@@ -107,6 +111,7 @@ def test_state_dict_round_trip_continues_the_same_run():
             _loss_grads(gru, rng, np.float64)
             opt.step()
         return gru.state_dict()
+
     whole, resumed = run(None), run(8)
     for n in whole:
         np.testing.assert_array_equal(whole[n], resumed[n])
@@ -177,9 +182,10 @@ def test_clip_grad_norm_matches_torch(norm_type, max_norm):
     assert total == pytest.approx(float(t_total), rel=1e-12)
     for p, g in zip(t_params, ours):
         np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-12, atol=1e-15)
-    if max_norm < total:      # clipped: the new global norm is max_norm
+    if max_norm < total:  # clipped: the new global norm is max_norm
         assert optim.clip_grad_norm_([gru, cell, extra], 1e9, norm_type) == pytest.approx(
-            max_norm, rel=1e-5)
+            max_norm, rel=1e-5
+        )
 
 
 def test_clip_grad_norm_float32_and_nonfinite():
@@ -196,7 +202,7 @@ def test_clip_grad_norm_float32_and_nonfinite():
     g = {"g": np.array([1.0, np.inf])}
     with pytest.raises(RuntimeError, match="inf"):
         optim.clip_grad_norm_(g, 1.0, error_if_nonfinite=True)
-    assert g["g"][0] == 1.0                      # nothing scaled when it raises
+    assert g["g"][0] == 1.0  # nothing scaled when it raises
     assert optim.clip_grad_norm_(g, 1.0) == float("inf")
     np.testing.assert_array_equal(g["g"][0], 0.0)
 
@@ -204,7 +210,7 @@ def test_clip_grad_norm_float32_and_nonfinite():
 def test_plain_arrays_and_their_errors():
     w = np.ones(3)
     opt = optim.SGD({"w": w}, lr=0.5)
-    opt.step({"w": [1, 2, 3]})                     # integers and lists are gradients too
+    opt.step({"w": [1, 2, 3]})  # integers and lists are gradients too
     np.testing.assert_array_equal(w, [0.5, 0.0, -0.5])
     with pytest.raises(ValueError, match=r"no gradient for the plain array\(s\) \['w'\]"):
         opt.step()
@@ -214,7 +220,7 @@ def test_plain_arrays_and_their_errors():
         opt.step({"w": np.ones(2)})
     with pytest.raises(TypeError, match="real numbers"):
         opt.step({"w": np.ones(3, complex)})
-    np.testing.assert_array_equal(w, [0.5, 0.0, -0.5])   # failed steps changed nothing
+    np.testing.assert_array_equal(w, [0.5, 0.0, -0.5])  # failed steps changed nothing
     ro = np.ones(3)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
@@ -241,18 +247,21 @@ def test_read_only_module_parameter_is_refused_before_any_update():
         np.testing.assert_array_equal(a, before[n])
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda p: optim.SGD(p, lr=-1), "lr must be >= 0"),
-    (lambda p: optim.SGD(p, lr=True), "lr must be a real number"),
-    (lambda p: optim.SGD(p, lr=float("nan")), "lr must be"),
-    (lambda p: optim.SGD(p, nesterov=True), "Nesterov momentum needs momentum > 0"),
-    (lambda p: optim.SGD(p, momentum=0.9, dampening=0.1, nesterov=True), "dampening 0"),
-    (lambda p: optim.SGD(p, nesterov=1), "nesterov must be True or False"),
-    (lambda p: optim.Adam(p, betas=(0.9, 1.0)), r"betas\[1\] must be >= 0.0 and < 1.0"),
-    (lambda p: optim.Adam(p, betas=0.9), "betas must be a pair"),
-    (lambda p: optim.Adam(p, eps=-1e-8), "eps must be >= 0"),
-    (lambda p: optim.AdamW(p, weight_decay=-0.1), "weight_decay must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: optim.SGD(p, lr=-1), "lr must be >= 0"),
+        (lambda p: optim.SGD(p, lr=True), "lr must be a real number"),
+        (lambda p: optim.SGD(p, lr=float("nan")), "lr must be"),
+        (lambda p: optim.SGD(p, nesterov=True), "Nesterov momentum needs momentum > 0"),
+        (lambda p: optim.SGD(p, momentum=0.9, dampening=0.1, nesterov=True), "dampening 0"),
+        (lambda p: optim.SGD(p, nesterov=1), "nesterov must be True or False"),
+        (lambda p: optim.Adam(p, betas=(0.9, 1.0)), r"betas\[1\] must be >= 0.0 and < 1.0"),
+        (lambda p: optim.Adam(p, betas=0.9), "betas must be a pair"),
+        (lambda p: optim.Adam(p, eps=-1e-8), "eps must be >= 0"),
+        (lambda p: optim.AdamW(p, weight_decay=-0.1), "weight_decay must be >= 0"),
+    ],
+)
 def test_hyperparameter_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make(cygru.GRUCell(2, 2))
@@ -273,8 +282,7 @@ def test_concurrent_steps_are_serialised():
     w = np.zeros(10000)
     opt = optim.SGD({"w": w}, lr=1.0)
     g = {"w": np.full(10000, -1.0)}
-    threads = [threading.Thread(target=lambda: [opt.step(g) for _ in range(50)])
-               for _ in range(4)]
+    threads = [threading.Thread(target=lambda: [opt.step(g) for _ in range(50)]) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -287,7 +295,7 @@ def test_step_beside_concurrent_backward_calls():
     step reads them under it: the gradient each step sees is a whole number of backward
     contributions (here each adds exactly 1 to every bias gradient entry)."""
     cell = cygru.GRUCell(2, 3, bias=True, dtype=np.float64, seed=0)
-    opt = optim.SGD(cell, lr=0.0)          # lr 0: the weights stay, only grads are read
+    opt = optim.SGD(cell, lr=0.0)  # lr 0: the weights stay, only grads are read
     seen = []
     orig_update = opt._update
 
@@ -295,6 +303,7 @@ def test_step_beside_concurrent_backward_calls():
         if p is cell.bias_hh:
             seen.append(g.copy())
         orig_update(p, g, state)
+
     opt._update = spy
     stop = threading.Event()
 
@@ -304,6 +313,7 @@ def test_step_beside_concurrent_backward_calls():
             local = {n: np.zeros_like(a) for n, a in cell.named_parameters()}
             local["bias_hh"][...] = 1.0
             cell._accumulate(local)
+
     threads = [threading.Thread(target=backward_loop) for _ in range(2)]
     for t in threads:
         t.start()
@@ -317,6 +327,7 @@ def test_step_beside_concurrent_backward_calls():
 
 def test_docstring_examples():
     import doctest
+
     result = doctest.testmod(optim, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 4 and result.failed == 0
 
@@ -325,6 +336,7 @@ def test_parameters_with_none_gradients_are_skipped_as_torch_does():
     """After zero_grad(set_to_none=True) and no backward, a step changes nothing (torch.optim
     skips a parameter whose .grad is None); after a backward it updates again."""
     import torch
+
     m = cygru.GRU(3, 4, seed=0, dtype=np.float64)
     net = torch.nn.GRU(3, 4).double()
     with torch.no_grad():

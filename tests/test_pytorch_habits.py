@@ -2,6 +2,7 @@
 strict=False and its return value, dtype given as torch or as a string, parameters() and
 named_parameters(), reset_parameters(), double()/float()/to(dtype), zero_grad(set_to_none),
 and the errors naming the public entry point."""
+
 import pickle
 import subprocess
 import sys
@@ -19,10 +20,17 @@ I, H = 3, 4
 
 def torch_twin(m):
     """torch.nn.GRU with m's options and weights, float64."""
-    net = torch.nn.GRU(m.input_size, m.hidden_size, m.num_layers, bias=m.bias,
-                       batch_first=m.batch_first, bidirectional=m.bidirectional).double()
-    net.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in
-                         m.state_dict().items()})
+    net = torch.nn.GRU(
+        m.input_size,
+        m.hidden_size,
+        m.num_layers,
+        bias=m.bias,
+        batch_first=m.batch_first,
+        bidirectional=m.bidirectional,
+    ).double()
+    net.load_state_dict(
+        {k: torch.from_numpy(v.astype(np.float64)) for k, v in m.state_dict().items()}
+    )
     return net
 
 
@@ -30,8 +38,16 @@ def torch_twin(m):
 # load_state_dict(strict=...)
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("drop,extra", [([], []), (["bias_hh_l1"], []), ([], ["foo"]),
-                                         (["weight_ih_l0", "bias_ih_l1_reverse"], ["a", "b"])])
+
+@pytest.mark.parametrize(
+    "drop,extra",
+    [
+        ([], []),
+        (["bias_hh_l1"], []),
+        ([], ["foo"]),
+        (["weight_ih_l0", "bias_ih_l1_reverse"], ["a", "b"]),
+    ],
+)
 def test_load_state_dict_non_strict_keys_as_torch(drop, extra):
     src = cygru.GRU(I, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=1)
     dst = cygru.GRU(I, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=2)
@@ -44,7 +60,7 @@ def test_load_state_dict_non_strict_keys_as_torch(drop, extra):
     assert isinstance(got, cygru.IncompatibleKeys) and isinstance(got, tuple)
     assert got.missing_keys == want.missing_keys
     assert got.unexpected_keys == want.unexpected_keys
-    missing, unexpected = got                       # a named tuple, as torch's
+    missing, unexpected = got  # a named tuple, as torch's
     assert (missing, unexpected) == (want.missing_keys, want.unexpected_keys)
     assert (repr(got) == "<All keys matched successfully>") == (not drop and not extra)
     assert repr(got) == repr(want).replace("_IncompatibleKeys", "IncompatibleKeys")
@@ -63,8 +79,8 @@ def test_load_named_parameters_of_a_torch_module():
         np.testing.assert_array_equal(getattr(m, n), p.detach().numpy())
     with torch.no_grad():
         net.weight_hh_l0.zero_()
-    assert m.weight_hh_l0.any()               # a copy, not a view
-    m.weight_ih_l1 = net.weight_ih_l1                      # attribute assignment too
+    assert m.weight_hh_l0.any()  # a copy, not a view
+    m.weight_ih_l1 = net.weight_ih_l1  # attribute assignment too
     np.testing.assert_array_equal(m.weight_ih_l1, net.weight_ih_l1.detach().numpy())
 
 
@@ -73,8 +89,11 @@ def test_load_state_dict_strict_default_raises_and_changes_nothing():
     before = m.state_dict()
     sd = cygru.GRU(I, H, seed=1).state_dict()
     sd.pop("bias_hh_l0")
-    with pytest.raises(ValueError, match=r"cygru.GRU: load_state_dict: missing key\(s\) "
-                                         r"\['bias_hh_l0'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"cygru.GRU: load_state_dict: missing key\(s\) "
+        r"\['bias_hh_l0'\]",
+    ):
         m.load_state_dict(sd)
     with pytest.raises(ValueError, match=r"missing key"):
         m.load_state_dict(sd, strict=True)
@@ -90,14 +109,17 @@ def test_load_state_dict_non_strict_still_checks_values_like_torch():
     net = torch_twin(m)
     before = m.state_dict()
     bad = {"weight_hh_l0": np.zeros((3 * H, H + 1)), "bias_ih_l0": np.ones(3 * H)}
-    with pytest.raises(RuntimeError, match="size mismatch"):     # torch refuses too
+    with pytest.raises(RuntimeError, match="size mismatch"):  # torch refuses too
         net.load_state_dict({k: torch.from_numpy(v) for k, v in bad.items()}, strict=False)
-    with pytest.raises(ValueError, match=rf"cygru.GRU: weight_hh_l0 must have shape "
-                                         rf"\({3 * H}, {H}\), got \({3 * H}, {H + 1}\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"cygru.GRU: weight_hh_l0 must have shape "
+        rf"\({3 * H}, {H}\), got \({3 * H}, {H + 1}\)",
+    ):
         m.load_state_dict(bad, strict=False)
     with pytest.raises(TypeError, match="weight_hh_l0 must hold real numbers"):
         m.load_state_dict({"weight_hh_l0": np.full((3 * H, H), "a")}, strict=False)
-    for k, v in m.state_dict().items():           # nothing loaded, not even bias_ih_l0
+    for k, v in m.state_dict().items():  # nothing loaded, not even bias_ih_l0
         np.testing.assert_array_equal(v, before[k])
     with pytest.raises(TypeError, match="strict must be True or False, got str"):
         m.load_state_dict(before, strict="no")
@@ -118,11 +140,22 @@ def test_cell_load_state_dict_non_strict():
 # dtype
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("given,want", [
-    (np.float32, np.float32), (np.float64, np.float64), ("float32", np.float32),
-    ("float64", np.float64), ("f8", np.float64), (np.dtype("float32"), np.float32),
-    (float, np.float64), ("torch.float32", np.float32), ("torch.float64", np.float64),
-    ("torch.double", np.float64)])
+
+@pytest.mark.parametrize(
+    "given,want",
+    [
+        (np.float32, np.float32),
+        (np.float64, np.float64),
+        ("float32", np.float32),
+        ("float64", np.float64),
+        ("f8", np.float64),
+        (np.dtype("float32"), np.float32),
+        (float, np.float64),
+        ("torch.float32", np.float32),
+        ("torch.float64", np.float64),
+        ("torch.double", np.float64),
+    ],
+)
 def test_dtype_spellings(given, want):
     if isinstance(given, str) and given.startswith("torch."):
         given = getattr(torch, given[6:])
@@ -132,8 +165,10 @@ def test_dtype_spellings(given, want):
         assert all(g.dtype == want for g in m.grads.values())
 
 
-@pytest.mark.parametrize("bad", ["float16", np.int32, "cat", torch.float16, torch.bfloat16,
-                                 torch.int64, None.__class__, 3])
+@pytest.mark.parametrize(
+    "bad",
+    ["float16", np.int32, "cat", torch.float16, torch.bfloat16, torch.int64, None.__class__, 3],
+)
 def test_dtype_refused_names_what_was_given(bad):
     with pytest.raises(TypeError, match=r"cygru.GRU: dtype must be float32 or float64, got"):
         cygru.GRU(I, H, dtype=bad)
@@ -147,9 +182,11 @@ def test_dtype_none_is_the_default_as_torch():
 
 
 def test_torch_dtype_is_read_without_importing_torch():
-    code = ("import sys, cygru; "
-            "m = cygru.GRU(3, 4, dtype='float64'); assert m.dtype == 'float64'; "
-            "assert 'torch' not in sys.modules; print('ok')")
+    code = (
+        "import sys, cygru; "
+        "m = cygru.GRU(3, 4, dtype='float64'); assert m.dtype == 'float64'; "
+        "assert 'torch' not in sys.modules; print('ok')"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
 
@@ -158,18 +195,22 @@ def test_torch_dtype_is_read_without_importing_torch():
 # parameters(), named_parameters()
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("num_layers,bidirectional,bias", [(1, False, True), (2, True, True),
-                                                           (3, True, False)])
+
+@pytest.mark.parametrize(
+    "num_layers,bidirectional,bias", [(1, False, True), (2, True, True), (3, True, False)]
+)
 def test_parameters_as_torch(num_layers, bidirectional, bias):
     m = cygru.GRU(I, H, num_layers, bias=bias, bidirectional=bidirectional)
     net = torch.nn.GRU(I, H, num_layers, bias=bias, bidirectional=bidirectional)
-    assert [(n, p.shape) for n, p in m.named_parameters()] == \
-        [(n, tuple(p.shape)) for n, p in net.named_parameters()]
+    assert [(n, p.shape) for n, p in m.named_parameters()] == [
+        (n, tuple(p.shape)) for n, p in net.named_parameters()
+    ]
     assert [p.shape for p in m.parameters()] == [tuple(p.shape) for p in net.parameters()]
     assert sum(p.size for p in m.parameters()) == sum(p.numel() for p in net.parameters())
-    assert next(m.parameters()) is m.weight_ih_l0                # live, an iterator
-    assert [n for n, _ in m.named_parameters(prefix="rnn")] == \
-        [n for n, _ in net.named_parameters(prefix="rnn")]
+    assert next(m.parameters()) is m.weight_ih_l0  # live, an iterator
+    assert [n for n, _ in m.named_parameters(prefix="rnn")] == [
+        n for n, _ in net.named_parameters(prefix="rnn")
+    ]
     assert list(m.parameters(recurse=False)) != []
     c, tc = cygru.GRUCell(I, H, bias=bias), torch.nn.GRUCell(I, H, bias=bias)
     assert [n for n, _ in c.named_parameters()] == [n for n, _ in tc.named_parameters()]
@@ -183,8 +224,9 @@ def test_parameters_update_in_place_reaches_the_module():
         p *= 0.5
     after = m(x)[0]
     net = torch_twin(m)
-    np.testing.assert_allclose(after, net(torch.from_numpy(x))[0].detach().numpy(),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        after, net(torch.from_numpy(x))[0].detach().numpy(), rtol=1e-12, atol=1e-12
+    )
     assert not np.allclose(before, after)
     with pytest.raises(TypeError, match="cygru.GRU: named_parameters: prefix must be a str"):
         m.named_parameters(prefix=1)
@@ -194,6 +236,7 @@ def test_parameters_update_in_place_reaches_the_module():
 # reset_parameters()
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cls", [cygru.GRU, cygru.GRUCell])
 def test_reset_parameters_as_constructor_seed(cls):
     m = cls(I, H, dtype=np.float64, seed=3)
@@ -201,11 +244,12 @@ def test_reset_parameters_as_constructor_seed(cls):
         p[...] = 7.0
     m.grads[next(iter(m.grads))][...] = 1.0
     assert m.reset_parameters(seed=3) is None
-    for (_n, a), (_, b) in zip(m.named_parameters(), cls(I, H, dtype=np.float64,
-                                                         seed=3).named_parameters()):
+    for (_n, a), (_, b) in zip(
+        m.named_parameters(), cls(I, H, dtype=np.float64, seed=3).named_parameters()
+    ):
         np.testing.assert_array_equal(a, b)
-    assert m.grads[next(iter(m.grads))].sum() > 0       # gradients untouched
-    m.reset_parameters()                                 # fresh entropy
+    assert m.grads[next(iter(m.grads))].sum() > 0  # gradients untouched
+    m.reset_parameters()  # fresh entropy
     seeded = cls(I, H, dtype=np.float64, seed=3)
     assert not np.array_equal(next(m.parameters()), next(seeded.parameters()))
 
@@ -234,6 +278,7 @@ def test_reset_parameters_range_as_torch():
 # double(), float(), to(dtype)
 # ---------------------------------------------------------------------------
 
+
 def test_double_and_float_as_torch():
     rng = np.random.default_rng(0)
     m = cygru.GRU(I, H, num_layers=2, bidirectional=True, seed=0)
@@ -246,7 +291,7 @@ def test_double_and_float_as_torch():
     assert m.double() is m and net.double() is net
     assert m.dtype == np.float64 and all(p.dtype == np.float64 for p in m.parameters())
     assert all(g.dtype == np.float64 for g in m.grads.values())
-    for n, g in m.grads.items():                     # grads converted, values kept
+    for n, g in m.grads.items():  # grads converted, values kept
         np.testing.assert_array_equal(g, g32[n].astype(np.float64))
     for (_n, a), (_, t) in zip(m.named_parameters(), net.named_parameters()):
         np.testing.assert_array_equal(a, t.detach().numpy())
@@ -267,17 +312,26 @@ def test_double_and_float_as_torch():
 @pytest.mark.parametrize("spelling", ["np", "str", "torch", "keyword", "both"])
 def test_to_dtype(spelling):
     c = cygru.GRUCell(I, H, seed=0)
-    arg = {"np": (np.float64,), "str": (), "torch": (torch.float64,), "keyword": (),
-           "both": ("cpu",)}[spelling]
-    kw = {"str": {"dtype": "float64"}, "keyword": {"dtype": np.float64},
-          "both": {"dtype": torch.float64}}.get(spelling, {})
+    arg = {
+        "np": (np.float64,),
+        "str": (),
+        "torch": (torch.float64,),
+        "keyword": (),
+        "both": ("cpu",),
+    }[spelling]
+    kw = {
+        "str": {"dtype": "float64"},
+        "keyword": {"dtype": np.float64},
+        "both": {"dtype": torch.float64},
+    }.get(spelling, {})
     assert c.to(*arg, **kw) is c
     assert c.dtype == np.float64 and c.weight_ih.dtype == np.float64 and c.device == "cpu"
     t = torch.nn.GRUCell(I, H).double()
     t.load_state_dict({k: torch.from_numpy(v) for k, v in c.state_dict().items()})
     x = np.random.default_rng(1).standard_normal((2, I))
-    np.testing.assert_allclose(c(x), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        c(x), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_to_device_object_and_errors():
@@ -310,7 +364,7 @@ def test_double_while_other_threads_call():
                 (o, _), backward = m.vjp(x)
                 backward(np.ones(o.shape), None)
                 m.weight_hh_l0 = m.weight_hh_l0 * 1.0
-        except BaseException as e:       # noqa: BLE001 - reported below
+        except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
     threads = [threading.Thread(target=caller) for _ in range(2)]
@@ -329,6 +383,7 @@ def test_double_while_other_threads_call():
 # ---------------------------------------------------------------------------
 # zero_grad(set_to_none=...)
 # ---------------------------------------------------------------------------
+
 
 def test_zero_grad_set_to_none_as_torch():
     rng = np.random.default_rng(0)
@@ -349,7 +404,7 @@ def test_zero_grad_set_to_none_as_torch():
     assert all(g is None for g in m.grads.values())
     assert all(p.grad is None for p in net.parameters())
     step()
-    step()                               # accumulates, as torch
+    step()  # accumulates, as torch
     for n, p in net.named_parameters():
         np.testing.assert_allclose(m.grads[n], p.grad.numpy(), rtol=1e-10, atol=1e-12)
     # default: zeros written in place, the same arrays
@@ -365,7 +420,7 @@ def test_zero_grad_set_to_none_as_torch():
 def test_grads_none_survive_pickle_convert_and_threads():
     m = cygru.GRU(I, H, seed=0)
     m.zero_grad(set_to_none=True)
-    m2 = pickle.loads(pickle.dumps(m))              # stored as zeros
+    m2 = pickle.loads(pickle.dumps(m))  # stored as zeros
     assert all(g is not None and not g.any() for g in m2.grads.values())
     m.double()
     assert all(g is None for g in m.grads.values())
@@ -389,39 +444,68 @@ def test_grads_none_survive_pickle_convert_and_threads():
         np.testing.assert_allclose(g, 4 * want[n], rtol=1e-12, atol=1e-12)
     c = cygru.GRUCell(I, H)
     c.zero_grad(set_to_none=True)
-    assert cygru.gradcheck(c, np.ones(I))          # gradcheck works on its own twin
+    assert cygru.gradcheck(c, np.ones(I))  # gradcheck works on its own twin
 
 
 # ---------------------------------------------------------------------------
 # errors name the entry point the user called
 # ---------------------------------------------------------------------------
 
+
 def test_errors_name_the_public_entry_point():
     m = cygru.GRU(I, H)
     c = cygru.GRUCell(I, H)
     cases = [
         (lambda: m(np.zeros((2, 1, I + 1))), ValueError, r"^cygru\.GRU: expected x with"),
-        (lambda: m.vjp(np.zeros((2, 1, I)))[1](np.zeros(3)), ValueError,
-         r"^cygru\.GRU: expected d_output of the output's shape \(2, 1, 4\), got \(3,\)"),
+        (
+            lambda: m.vjp(np.zeros((2, 1, I)))[1](np.zeros(3)),
+            ValueError,
+            r"^cygru\.GRU: expected d_output of the output's shape \(2, 1, 4\), got \(3,\)",
+        ),
         (lambda: c(np.zeros(I + 1)), ValueError, r"^cygru\.GRUCell: expected x of shape"),
-        (lambda: c.vjp(np.zeros(I))[1](np.zeros(H + 1)), ValueError,
-         r"^cygru\.GRUCell: expected d_h1 of h1's shape \(4,\), got \(5,\)"),
+        (
+            lambda: c.vjp(np.zeros(I))[1](np.zeros(H + 1)),
+            ValueError,
+            r"^cygru\.GRUCell: expected d_h1 of h1's shape \(4,\), got \(5,\)",
+        ),
         (lambda: cygru.GRU(0, H), ValueError, r"^cygru\.GRU: input_size must be >= 1, got 0"),
-        (lambda: cygru.GRUCell(I, H, bias="no"), TypeError,
-         r"^cygru\.GRUCell: bias must be True or False, got str 'no'"),
-        (lambda: setattr(m, "dropout", 2), ValueError,
-         r"^cygru\.GRU: dropout must be in \[0, 1\), got 2"),
-        (lambda: setattr(m, "weight_hh_l0", None), TypeError,
-         r"^cygru\.GRU: weight_hh_l0 must be an array of numbers, got NoneType"),
-        (lambda: cygru.functional.gru(np.zeros((2, 1, I)), m.state_dict(), lengths=[3]),
-         ValueError, r"^cygru\.functional\.gru: every length must be in \[1, 2\]"),
-        (lambda: cygru.functional.gru_cell(np.zeros(I), None, c.weight_ih, c.weight_hh,
-                                           np.zeros(2)), ValueError,
-         r"^cygru\.functional\.gru_cell: expected b_ih of shape \(12,\), got \(2,\)"),
-        (lambda: cygru.gradcheck(m, np.zeros((2, 1, I)), h0=np.zeros(3)), ValueError,
-         r"^cygru\.GRU: expected h0 of shape \(1, 1, 4\)"),
-        (lambda: cygru.gradcheck(m, "abc"), TypeError,
-         r"^cygru\.gradcheck: x must hold real numbers"),
+        (
+            lambda: cygru.GRUCell(I, H, bias="no"),
+            TypeError,
+            r"^cygru\.GRUCell: bias must be True or False, got str 'no'",
+        ),
+        (
+            lambda: setattr(m, "dropout", 2),
+            ValueError,
+            r"^cygru\.GRU: dropout must be in \[0, 1\), got 2",
+        ),
+        (
+            lambda: setattr(m, "weight_hh_l0", None),
+            TypeError,
+            r"^cygru\.GRU: weight_hh_l0 must be an array of numbers, got NoneType",
+        ),
+        (
+            lambda: cygru.functional.gru(np.zeros((2, 1, I)), m.state_dict(), lengths=[3]),
+            ValueError,
+            r"^cygru\.functional\.gru: every length must be in \[1, 2\]",
+        ),
+        (
+            lambda: cygru.functional.gru_cell(
+                np.zeros(I), None, c.weight_ih, c.weight_hh, np.zeros(2)
+            ),
+            ValueError,
+            r"^cygru\.functional\.gru_cell: expected b_ih of shape \(12,\), got \(2,\)",
+        ),
+        (
+            lambda: cygru.gradcheck(m, np.zeros((2, 1, I)), h0=np.zeros(3)),
+            ValueError,
+            r"^cygru\.GRU: expected h0 of shape \(1, 1, 4\)",
+        ),
+        (
+            lambda: cygru.gradcheck(m, "abc"),
+            TypeError,
+            r"^cygru\.gradcheck: x must hold real numbers",
+        ),
     ]
     for fn, exc, pattern in cases:
         with pytest.raises(exc, match=pattern) as ei:
@@ -434,18 +518,20 @@ def test_gpu_module_copies_host_values_to_its_device(monkeypatch):
     """On a GPU module a host value is validated on the host, then copied to the module's
     device (tests/test_gpu.py runs this on a GPU; here the copy is recorded)."""
     from cygru import _arrays
+
     m = cygru.GRU(I, H, dtype=np.float64, seed=0)
     moved = []
 
     def fake_to_device(a, device):
         moved.append((a.copy(), device))
         return a
+
     monkeypatch.setattr(_arrays, "to_device", fake_to_device)
-    object.__setattr__(m, "device", "cuda:0")      # as .to("cuda:0") leaves it
+    object.__setattr__(m, "device", "cuda:0")  # as .to("cuda:0") leaves it
     w = np.full((3 * H, I), 0.5, np.float32)
     res = m.load_state_dict({"weight_ih_l0": w}, strict=False)
     assert res.missing_keys == ["weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
-    (a, device), = moved
+    ((a, device),) = moved
     assert device == "cuda:0" and a.dtype == np.float64 and a.shape == (3 * H, I)
     np.testing.assert_array_equal(a, w)
     with pytest.raises(ValueError, match=r"^cygru\.GRU: weight_hh_l0 must have shape"):
@@ -457,18 +543,26 @@ def test_cpu_cuda_and_hints_for_what_cygru_does_not_have():
     m = cygru.GRU(I, H, seed=0)
     assert m.cpu() is m and m.device == "cpu"
     from cygru import _cupy
+
     if not _cupy.is_available():
         for call in (lambda: m.cuda(), lambda: m.cuda(1), lambda: m.cuda("cuda:0")):
-            with pytest.raises(RuntimeError, match=r"cygru.GRU.to\('cuda(:\d)?'\): the GPU "
-                                                   r"backend needs CuPy"):
+            with pytest.raises(
+                RuntimeError,
+                match=r"cygru.GRU.to\('cuda(:\d)?'\): the GPU "
+                r"backend needs CuPy",
+            ):
                 call()
         assert m.device == "cpu"
     with pytest.raises(ValueError, match=r"^cygru\.GRU: device must be >= 0, got -1"):
         m.cuda(-1)
     with pytest.raises(TypeError, match=r"^cygru\.GRU: device must be an integer, got float"):
         m.cuda(1.5)
-    for name, word in [("train", "dropout applies only inside vjp"), ("eval", "no training mode"),
-                       ("half", "float32 or float64 only"), ("requires_grad_", "freeze")]:
+    for name, word in [
+        ("train", "dropout applies only inside vjp"),
+        ("eval", "no training mode"),
+        ("half", "float32 or float64 only"),
+        ("requires_grad_", "freeze"),
+    ]:
         assert hasattr(torch.nn.GRU(I, H), name)
         with pytest.raises(AttributeError, match=word):
             getattr(m, name)

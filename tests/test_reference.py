@@ -33,6 +33,7 @@ BWD_ATOL = 1e-9
 # helpers
 # ----------------------------------------------------------------------------------------------
 
+
 def _np(t):
     return t.detach().numpy().copy()
 
@@ -48,9 +49,14 @@ def layers_from_torch(mod, L, D, bias):
         layer = []
         for d in range(D):
             s = _suffix(k, d)
-            layer.append((_np(getattr(mod, "weight_ih_" + s)), _np(getattr(mod, "weight_hh_" + s)),
-                          _np(getattr(mod, "bias_ih_" + s)) if bias else None,
-                          _np(getattr(mod, "bias_hh_" + s)) if bias else None))
+            layer.append(
+                (
+                    _np(getattr(mod, "weight_ih_" + s)),
+                    _np(getattr(mod, "weight_hh_" + s)),
+                    _np(getattr(mod, "bias_ih_" + s)) if bias else None,
+                    _np(getattr(mod, "bias_hh_" + s)) if bias else None,
+                )
+            )
         layers.append(layer)
     return layers
 
@@ -63,10 +69,12 @@ def assert_grads_match_torch(grads, mod, L, D, bias, atol=BWD_ATOL):
             np.testing.assert_allclose(g_w_ih, _np(getattr(mod, "weight_ih_" + s).grad), atol=atol)
             np.testing.assert_allclose(g_w_hh, _np(getattr(mod, "weight_hh_" + s).grad), atol=atol)
             if bias:
-                np.testing.assert_allclose(g_b_ih, _np(getattr(mod, "bias_ih_" + s).grad),
-                                           atol=atol)
-                np.testing.assert_allclose(g_b_hh, _np(getattr(mod, "bias_hh_" + s).grad),
-                                           atol=atol)
+                np.testing.assert_allclose(
+                    g_b_ih, _np(getattr(mod, "bias_ih_" + s).grad), atol=atol
+                )
+                np.testing.assert_allclose(
+                    g_b_hh, _np(getattr(mod, "bias_hh_" + s).grad), atol=atol
+                )
             else:
                 assert g_b_ih is None and g_b_hh is None
 
@@ -75,12 +83,17 @@ def random_layers(rng, L, D, in_size, hidden, bias=True, dtype=np.float64, scale
     layers = []
     for k in range(L):
         i_k = in_size if k == 0 else D * hidden
-        layers.append([
-            (scale * rng.standard_normal((3 * hidden, i_k)).astype(dtype),
-             scale * rng.standard_normal((3 * hidden, hidden)).astype(dtype),
-             scale * rng.standard_normal(3 * hidden).astype(dtype) if bias else None,
-             scale * rng.standard_normal(3 * hidden).astype(dtype) if bias else None)
-            for _ in range(D)])
+        layers.append(
+            [
+                (
+                    scale * rng.standard_normal((3 * hidden, i_k)).astype(dtype),
+                    scale * rng.standard_normal((3 * hidden, hidden)).astype(dtype),
+                    scale * rng.standard_normal(3 * hidden).astype(dtype) if bias else None,
+                    scale * rng.standard_normal(3 * hidden).astype(dtype) if bias else None,
+                )
+                for _ in range(D)
+            ]
+        )
     return layers
 
 
@@ -90,8 +103,9 @@ def torch_loop_gru(x, h0, layers, D, reverse, reset_after, lengths, masks):
     Independent of the reference; its reset_after=True path is checked against nn.GRU below.
     """
     steps_total = x.shape[0]
-    lens = torch.as_tensor(lengths) if lengths is not None else torch.full((x.shape[1],),
-                                                                           steps_total)
+    lens = (
+        torch.as_tensor(lengths) if lengths is not None else torch.full((x.shape[1],), steps_total)
+    )
     inp, h_last = x, []
     for k, layer in enumerate(layers):
         outs = []
@@ -125,8 +139,13 @@ def torch_loop_gru(x, h0, layers, D, reverse, reset_after, lengths, masks):
 
 
 def torch_leaves(layers):
-    return [[tuple(None if a is None else torch.tensor(a, requires_grad=True) for a in p)
-             for p in layer] for layer in layers]
+    return [
+        [
+            tuple(None if a is None else torch.tensor(a, requires_grad=True) for a in p)
+            for p in layer
+        ]
+        for layer in layers
+    ]
 
 
 def loss_np(out, h_n, d_out, d_hn):
@@ -160,6 +179,7 @@ def flat_grads(grads):
 # sigmoid and the cell
 # ----------------------------------------------------------------------------------------------
 
+
 def test_sigmoid():
     x = np.linspace(-30, 30, 121)
     np.testing.assert_allclose(ref.sigmoid(x), 1 / (1 + np.exp(-x)), rtol=1e-15, atol=0)
@@ -177,10 +197,14 @@ def test_cell_forward_vs_torch(bias, with_h):
     x = torch.randn(B, I, dtype=torch.float64)
     h = torch.randn(B, H, dtype=torch.float64) if with_h else None
     expected = _np(cell(x, h))
-    got = ref.cell_forward(x.numpy(), None if h is None else h.numpy(),
-                           _np(cell.weight_ih), _np(cell.weight_hh),
-                           _np(cell.bias_ih) if bias else None,
-                           _np(cell.bias_hh) if bias else None)
+    got = ref.cell_forward(
+        x.numpy(),
+        None if h is None else h.numpy(),
+        _np(cell.weight_ih),
+        _np(cell.weight_hh),
+        _np(cell.bias_ih) if bias else None,
+        _np(cell.bias_hh) if bias else None,
+    )
     assert got.shape == (B, H) and got.dtype == np.float64
     np.testing.assert_allclose(got, expected, atol=FWD_ATOL, rtol=0)
 
@@ -189,16 +213,16 @@ def test_cell_reset_before_formula():
     """reset_after=False against the equations written out gate by gate."""
     rng = np.random.default_rng(1)
     x, h = rng.standard_normal((B, I)), rng.standard_normal((B, H))
-    (w_ih, w_hh, b_ih, b_hh), = random_layers(rng, 1, 1, I, H)[0]
-    W_ir, W_iz, W_in = w_ih[:H], w_ih[H:2 * H], w_ih[2 * H:]
-    W_hr, W_hz, W_hn = w_hh[:H], w_hh[H:2 * H], w_hh[2 * H:]
+    ((w_ih, w_hh, b_ih, b_hh),) = random_layers(rng, 1, 1, I, H)[0]
+    W_ir, W_iz, W_in = w_ih[:H], w_ih[H : 2 * H], w_ih[2 * H :]
+    W_hr, W_hz, W_hn = w_hh[:H], w_hh[H : 2 * H], w_hh[2 * H :]
 
     def sig(a):
         return 1 / (1 + np.exp(-a))
 
     r = sig(x @ W_ir.T + b_ih[:H] + h @ W_hr.T + b_hh[:H])
-    z = sig(x @ W_iz.T + b_ih[H:2 * H] + h @ W_hz.T + b_hh[H:2 * H])
-    n = np.tanh(x @ W_in.T + b_ih[2 * H:] + (r * h) @ W_hn.T + b_hh[2 * H:])
+    z = sig(x @ W_iz.T + b_ih[H : 2 * H] + h @ W_hz.T + b_hh[H : 2 * H])
+    n = np.tanh(x @ W_in.T + b_ih[2 * H :] + (r * h) @ W_hn.T + b_hh[2 * H :])
     expected = (1 - z) * n + z * h
     got = ref.cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=False)
     np.testing.assert_allclose(got, expected, atol=FWD_ATOL, rtol=0)
@@ -210,17 +234,22 @@ def test_cell_reset_before_formula():
 # full GRU against nn.GRU: forward and autograd
 # ----------------------------------------------------------------------------------------------
 
-GRID = list(itertools.product([1, 2, 3], [False, True], [False, True], [True, False],
-                              [True, False]))
-GRID_IDS = [f"L{L}-{'bi' if bi else 'uni'}-{'bf' if bf else 'tm'}-{'bias' if b else 'nobias'}-"
-            f"{'h0' if h else 'noh0'}" for L, bi, bf, b, h in GRID]
+GRID = list(
+    itertools.product([1, 2, 3], [False, True], [False, True], [True, False], [True, False])
+)
+GRID_IDS = [
+    f"L{L}-{'bi' if bi else 'uni'}-{'bf' if bf else 'tm'}-{'bias' if b else 'nobias'}-"
+    f"{'h0' if h else 'noh0'}"
+    for L, bi, bf, b, h in GRID
+]
 
 
 def _torch_case(L, bi, bf, bias, seed):
     torch.manual_seed(seed)
     D = 2 if bi else 1
-    mod = torch.nn.GRU(I, H, num_layers=L, bias=bias, batch_first=bf, bidirectional=bi,
-                       dtype=torch.float64)
+    mod = torch.nn.GRU(
+        I, H, num_layers=L, bias=bias, batch_first=bf, bidirectional=bi, dtype=torch.float64
+    )
     x = torch.randn((B, T, I) if bf else (T, B, I), dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(L * D, B, H, dtype=torch.float64, requires_grad=True)
     return mod, D, x, h0
@@ -231,9 +260,14 @@ def test_forward_vs_torch(L, bi, bf, bias, with_h0):
     mod, D, x, h0 = _torch_case(L, bi, bf, bias, seed=L)
     with torch.no_grad():
         out_t, hn_t = mod(x, h0 if with_h0 else None)
-    out, h_n = ref.gru_forward(_np(x), _np(h0) if with_h0 else None,
-                               layers_from_torch(mod, L, D, bias), hidden_size=H,
-                               num_directions=D, batch_first=bf)
+    out, h_n = ref.gru_forward(
+        _np(x),
+        _np(h0) if with_h0 else None,
+        layers_from_torch(mod, L, D, bias),
+        hidden_size=H,
+        num_directions=D,
+        batch_first=bf,
+    )
     assert out.shape == tuple(out_t.shape) and h_n.shape == (L * D, B, H)
     np.testing.assert_allclose(out, out_t.numpy(), atol=FWD_ATOL, rtol=0)
     np.testing.assert_allclose(h_n, hn_t.numpy(), atol=FWD_ATOL, rtol=0)
@@ -251,10 +285,16 @@ def test_backward_vs_torch(L, bi, bf, bias, with_h0):
     d_hn = torch.randn(hn_t.shape, dtype=torch.float64, generator=g)
     ((out_t * d_out).sum() + (hn_t * d_hn).sum()).backward()
 
-    dx, dh0, grads = ref.gru_backward(_np(x), _np(h0) if with_h0 else None,
-                                      layers_from_torch(mod, L, D, bias), d_out.numpy(),
-                                      d_hn.numpy(), hidden_size=H, num_directions=D,
-                                      batch_first=bf)
+    dx, dh0, grads = ref.gru_backward(
+        _np(x),
+        _np(h0) if with_h0 else None,
+        layers_from_torch(mod, L, D, bias),
+        d_out.numpy(),
+        d_hn.numpy(),
+        hidden_size=H,
+        num_directions=D,
+        batch_first=bf,
+    )
     assert dx.shape == tuple(x.shape) and dh0.shape == (L * D, B, H)
     np.testing.assert_allclose(dx, _np(x.grad), atol=BWD_ATOL, rtol=0)
     np.testing.assert_allclose(dh0, _np(h0.grad), atol=BWD_ATOL, rtol=0)
@@ -289,8 +329,9 @@ def test_none_gradients_are_zeros():
 LENGTHS = np.array([3, T, 1, 4], dtype=np.int64)  # unsorted, includes 1 and T
 
 
-PACKED_CASES = ([(L, bi, bf, False) for L in (1, 2) for bi in (False, True) for bf in (False, True)]
-                + [(1, False, bf, True) for bf in (False, True)])
+PACKED_CASES = [
+    (L, bi, bf, False) for L in (1, 2) for bi in (False, True) for bf in (False, True)
+] + [(1, False, bf, True) for bf in (False, True)]
 
 
 @pytest.mark.parametrize("L,bi,bf,reverse", PACKED_CASES)
@@ -300,12 +341,12 @@ def test_lengths_vs_packed(L, bi, bf, reverse):
     torch.manual_seed(20 + L)
     bi_t = bi or reverse  # reverse=True is checked against the reverse half of a bi module
     Dt = 2 if bi_t else 1
-    mod = torch.nn.GRU(I, H, num_layers=L, batch_first=bf, bidirectional=bi_t,
-                       dtype=torch.float64)
+    mod = torch.nn.GRU(I, H, num_layers=L, batch_first=bf, bidirectional=bi_t, dtype=torch.float64)
     x = torch.randn((nb, T, I) if bf else (T, nb, I), dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(L * Dt, nb, H, dtype=torch.float64, requires_grad=True)
-    packed = pack_padded_sequence(x, torch.from_numpy(LENGTHS), batch_first=bf,
-                                  enforce_sorted=False)
+    packed = pack_padded_sequence(
+        x, torch.from_numpy(LENGTHS), batch_first=bf, enforce_sorted=False
+    )
     out_p, hn_t = mod(packed, h0)
     out_t, lens_back = pad_packed_sequence(out_p, batch_first=bf, total_length=T)
     assert lens_back.tolist() == LENGTHS.tolist()  # returned in the original batch order
@@ -339,8 +380,12 @@ def test_lengths_vs_packed(L, bi, bf, reverse):
         assert (dx_tm[n:, b] == 0).all()
     if reverse:
         np.testing.assert_allclose(dh0, _np(h0.grad)[1:], atol=BWD_ATOL, rtol=0)
-        g_t = (mod.weight_ih_l0_reverse.grad, mod.weight_hh_l0_reverse.grad,
-               mod.bias_ih_l0_reverse.grad, mod.bias_hh_l0_reverse.grad)
+        g_t = (
+            mod.weight_ih_l0_reverse.grad,
+            mod.weight_hh_l0_reverse.grad,
+            mod.bias_ih_l0_reverse.grad,
+            mod.bias_hh_l0_reverse.grad,
+        )
         for a, e in zip(grads[0][0], g_t):
             np.testing.assert_allclose(a, _np(e), atol=BWD_ATOL, rtol=0)
     else:
@@ -363,6 +408,7 @@ def test_lengths_all_full_equals_no_lengths():
 # the per-step torch loop: checked against nn.GRU, then used where nn.GRU cannot go
 # ----------------------------------------------------------------------------------------------
 
+
 def test_torch_loop_helper_matches_nn_gru():
     torch.manual_seed(30)
     L, D = 2, 2
@@ -371,8 +417,9 @@ def test_torch_loop_helper_matches_nn_gru():
     x = torch.randn(T, nb, I, dtype=torch.float64)
     h0 = torch.randn(L * D, nb, H, dtype=torch.float64)
     with torch.no_grad():
-        out_p, hn_t = mod(pack_padded_sequence(x, torch.from_numpy(LENGTHS),
-                                               enforce_sorted=False), h0)
+        out_p, hn_t = mod(
+            pack_padded_sequence(x, torch.from_numpy(LENGTHS), enforce_sorted=False), h0
+        )
         out_t, _ = pad_packed_sequence(out_p, total_length=T)
         layers = torch_leaves(layers_from_torch(mod, L, D, True))
         out_l, hn_l = torch_loop_gru(x, h0, layers, D, False, True, LENGTHS, None)
@@ -399,19 +446,32 @@ def test_vs_torch_loop(L, D, reverse, reset_after, use_len, use_masks):
     layers = random_layers(rng, L, D, I, H)
     x = rng.standard_normal((T, nb, I))
     h0 = rng.standard_normal((L * D, nb, H))
-    masks = ([(rng.random((T, nb, D * H)) > 0.3) / 0.7 for _ in range(L - 1)]
-             if use_masks else None)
+    masks = [(rng.random((T, nb, D * H)) > 0.3) / 0.7 for _ in range(L - 1)] if use_masks else None
     d_out = rng.standard_normal((T, nb, D * H))
     d_hn = rng.standard_normal((L * D, nb, H))
 
     xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
     lt = torch_leaves(layers)
-    out_t, hn_t = torch_loop_gru(xt, h0t, lt, D, reverse, reset_after, lengths,
-                                 None if masks is None else [torch.tensor(m) for m in masks])
+    out_t, hn_t = torch_loop_gru(
+        xt,
+        h0t,
+        lt,
+        D,
+        reverse,
+        reset_after,
+        lengths,
+        None if masks is None else [torch.tensor(m) for m in masks],
+    )
     ((out_t * torch.tensor(d_out)).sum() + (hn_t * torch.tensor(d_hn)).sum()).backward()
 
-    kw = dict(hidden_size=H, num_directions=D, reverse=reverse, reset_after=reset_after,
-              lengths=lengths, dropout_masks=masks)
+    kw = dict(
+        hidden_size=H,
+        num_directions=D,
+        reverse=reverse,
+        reset_after=reset_after,
+        lengths=lengths,
+        dropout_masks=masks,
+    )
     out, h_n = ref.gru_forward(x, h0, layers, **kw)
     np.testing.assert_allclose(out, _np(out_t), atol=FWD_ATOL, rtol=0)
     np.testing.assert_allclose(h_n, _np(hn_t), atol=FWD_ATOL, rtol=0)
@@ -444,19 +504,26 @@ def test_backward_finite_differences(L, D, reverse, reset_after, use_len, use_ma
     layers = random_layers(rng, L, D, i_, h_, scale=0.8)
     x = rng.standard_normal((nb, t_, i_) if bf else (t_, nb, i_))
     h0 = rng.standard_normal((L * D, nb, h_))
-    masks = ([(rng.random((t_, nb, D * h_)) > 0.4) / 0.6 for _ in range(L - 1)]
-             if use_masks else None)
+    masks = (
+        [(rng.random((t_, nb, D * h_)) > 0.4) / 0.6 for _ in range(L - 1)] if use_masks else None
+    )
     d_out = rng.standard_normal((nb, t_, D * h_) if bf else (t_, nb, D * h_))
     d_hn = rng.standard_normal((L * D, nb, h_))
-    kw = dict(hidden_size=h_, num_directions=D, reverse=reverse, reset_after=reset_after,
-              lengths=lengths, batch_first=bf, dropout_masks=masks)
+    kw = dict(
+        hidden_size=h_,
+        num_directions=D,
+        reverse=reverse,
+        reset_after=reset_after,
+        lengths=lengths,
+        batch_first=bf,
+        dropout_masks=masks,
+    )
 
     def loss():
         return loss_np(*ref.gru_forward(x, h0, layers, **kw), d_out, d_hn)
 
     dx, dh0, grads = ref.gru_backward(x, h0, layers, d_out, d_hn, **kw)
-    finite_difference_check(loss, [x, h0] + flat_params(layers),
-                            [dx, dh0] + flat_grads(grads))
+    finite_difference_check(loss, [x, h0] + flat_params(layers), [dx, dh0] + flat_grads(grads))
     if use_len:
         dx_tm = np.swapaxes(dx, 0, 1) if bf else dx
         for b, n in enumerate(lengths):
@@ -466,6 +533,7 @@ def test_backward_finite_differences(L, D, reverse, reset_after, use_len, use_ma
 # ----------------------------------------------------------------------------------------------
 # reverse, layout identities, dtype, purity
 # ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_reverse_equals_time_flip(reset_after):
@@ -494,19 +562,37 @@ def test_reverse_equals_time_flip(reset_after):
 def test_reverse_requires_one_direction():
     rng = np.random.default_rng(61)
     with pytest.raises(ValueError):
-        ref.gru_forward(rng.standard_normal((T, B, I)), None, random_layers(rng, 1, 2, I, H),
-                        hidden_size=H, num_directions=2, reverse=True)
+        ref.gru_forward(
+            rng.standard_normal((T, B, I)),
+            None,
+            random_layers(rng, 1, 2, I, H),
+            hidden_size=H,
+            num_directions=2,
+            reverse=True,
+        )
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_output_h_n_identities_bitwise(reset_after):
     rng = np.random.default_rng(70)
     x = rng.standard_normal((T, B, I))
-    out1, hn1 = ref.gru_forward(x, None, random_layers(rng, 2, 1, I, H), hidden_size=H,
-                                num_directions=1, reset_after=reset_after)
+    out1, hn1 = ref.gru_forward(
+        x,
+        None,
+        random_layers(rng, 2, 1, I, H),
+        hidden_size=H,
+        num_directions=1,
+        reset_after=reset_after,
+    )
     np.testing.assert_array_equal(out1[-1], hn1[-1])
-    out2, hn2 = ref.gru_forward(x, None, random_layers(rng, 2, 2, I, H), hidden_size=H,
-                                num_directions=2, reset_after=reset_after)
+    out2, hn2 = ref.gru_forward(
+        x,
+        None,
+        random_layers(rng, 2, 2, I, H),
+        hidden_size=H,
+        num_directions=2,
+        reset_after=reset_after,
+    )
     np.testing.assert_array_equal(out2[-1, :, :H], hn2[-2])
     np.testing.assert_array_equal(out2[0, :, H:], hn2[-1])
 
@@ -518,15 +604,22 @@ def test_batch_first_is_a_transpose():
     d_out = rng.standard_normal((T, B, 2 * H))
     kw = dict(hidden_size=H, num_directions=2, lengths=np.array([2, 5, 1]))
     out, hn = ref.gru_forward(x, None, layers, **kw)
-    out_b, hn_b = ref.gru_forward(np.ascontiguousarray(x.transpose(1, 0, 2)), None, layers,
-                                  batch_first=True, **kw)
+    out_b, hn_b = ref.gru_forward(
+        np.ascontiguousarray(x.transpose(1, 0, 2)), None, layers, batch_first=True, **kw
+    )
     assert out_b.flags.c_contiguous
     np.testing.assert_array_equal(out_b, out.transpose(1, 0, 2))
     np.testing.assert_array_equal(hn_b, hn)
     dx = ref.gru_backward(x, None, layers, d_out, None, **kw)[0]
-    dx_b = ref.gru_backward(np.ascontiguousarray(x.transpose(1, 0, 2)), None, layers,
-                            np.ascontiguousarray(d_out.transpose(1, 0, 2)), None,
-                            batch_first=True, **kw)[0]
+    dx_b = ref.gru_backward(
+        np.ascontiguousarray(x.transpose(1, 0, 2)),
+        None,
+        layers,
+        np.ascontiguousarray(d_out.transpose(1, 0, 2)),
+        None,
+        batch_first=True,
+        **kw,
+    )[0]
     assert dx_b.shape == (B, T, I) and dx_b.flags.c_contiguous
     np.testing.assert_array_equal(dx_b, dx.transpose(1, 0, 2))
 
@@ -551,10 +644,12 @@ def test_float32_stays_float32(reset_after):
     out64, hn64 = ref.gru_forward(x64, h064, layers64, dropout_masks=masks64, **kw)
     assert out.dtype == hn.dtype == np.float32
     np.testing.assert_allclose(out, out64, atol=1e-5)
-    dx, dh0, grads = ref.gru_backward(c(x64), c(h064), f32, c(d_out64), c(d_hn64),
-                                      dropout_masks=[c(masks64[0])], **kw)
-    dx64, dh064, grads64 = ref.gru_backward(x64, h064, layers64, d_out64, d_hn64,
-                                            dropout_masks=masks64, **kw)
+    dx, dh0, grads = ref.gru_backward(
+        c(x64), c(h064), f32, c(d_out64), c(d_hn64), dropout_masks=[c(masks64[0])], **kw
+    )
+    dx64, dh064, grads64 = ref.gru_backward(
+        x64, h064, layers64, d_out64, d_hn64, dropout_masks=masks64, **kw
+    )
     assert dx.dtype == dh0.dtype == np.float32
     assert all(gr.dtype == np.float32 for gr in flat_grads(grads))
     np.testing.assert_allclose(dx, dx64, atol=1e-4)
@@ -577,8 +672,14 @@ def test_inputs_are_not_modified():
     everything = [x, h0, d_out, d_hn, masks[0], lengths] + flat_params(layers)
     before = [a.copy() for a in everything]
     for reset_after in (True, False):
-        kw = dict(hidden_size=H, num_directions=D, reset_after=reset_after, lengths=lengths,
-                  batch_first=True, dropout_masks=masks)
+        kw = dict(
+            hidden_size=H,
+            num_directions=D,
+            reset_after=reset_after,
+            lengths=lengths,
+            batch_first=True,
+            dropout_masks=masks,
+        )
         out, hn = ref.gru_forward(x, h0, layers, **kw)
         dx, dh0, grads = ref.gru_backward(x, h0, layers, d_out, d_hn, **kw)
         results = [out, hn, dx, dh0] + flat_grads(grads)

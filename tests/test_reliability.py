@@ -21,6 +21,7 @@ See docs/reliability.rst.
 Tests named ``test_regression_*`` reproduce library bugs found by this file, all fixed
 since (crashes run in a subprocess, so that a regression cannot take pytest down).
 """
+
 import copy
 import gc
 import os
@@ -48,12 +49,18 @@ GATES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 # hypothesis profiles
 # ---------------------------------------------------------------------------------------------
 
-_COMMON = dict(deadline=None, print_blob=True,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                      HealthCheck.filter_too_much])
+_COMMON = dict(
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 settings.register_profile("ci", max_examples=100, **_COMMON)
 settings.register_profile("long", max_examples=50_000, **_COMMON)
-settings.register_profile("smoke", max_examples=20, **_COMMON)   # under valgrind
+settings.register_profile("smoke", max_examples=20, **_COMMON)  # under valgrind
 PROFILE = os.environ.get("CYGRU_HYPOTHESIS_PROFILE", "ci")
 if PROFILE not in ("ci", "long", "smoke"):
     raise ValueError(f"CYGRU_HYPOTHESIS_PROFILE must be 'ci', 'long' or 'smoke', got {PROFILE!r}")
@@ -65,8 +72,11 @@ def profile(ci_examples):
     "smoke" (tools/sanitize.sh valgrind). Applied per test, so loading this file does not
     change the hypothesis defaults of other test files."""
     parent = settings.get_profile(PROFILE)
-    n = {"ci": ci_examples, "long": parent.max_examples,
-         "smoke": max(parent.max_examples, ci_examples // 20)}[PROFILE]
+    n = {
+        "ci": ci_examples,
+        "long": parent.max_examples,
+        "smoke": max(parent.max_examples, ci_examples // 20),
+    }[PROFILE]
     return settings(parent, max_examples=n)
 
 
@@ -93,7 +103,7 @@ def values(rng, shape, dtype):
     if dt.kind == "c":
         return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dt)
     if dt.kind == "O":
-        return rng.standard_normal(shape).astype(object)   # Python floats
+        return rng.standard_normal(shape).astype(object)  # Python floats
     return rng.standard_normal(shape).astype(str)  # strings of numbers
 
 
@@ -103,7 +113,7 @@ def lay_out(a, layout):
         return np.ascontiguousarray(a)
     if layout == "F":
         return np.asfortranarray(a)
-    if layout == "strided":   # every other element of a bigger, garbage-filled buffer
+    if layout == "strided":  # every other element of a bigger, garbage-filled buffer
         big = np.empty(tuple(2 * s + 1 for s in a.shape), a.dtype)
         if a.dtype.kind in "fc":
             big[...] = np.nan
@@ -135,10 +145,14 @@ def unchanged(original, saved):
     return original is None or same(original, saved)
 
 
-TOL = {np.dtype(np.float32): dict(rtol=2e-4, atol=2e-5),
-       np.dtype(np.float64): dict(rtol=1e-9, atol=1e-10)}
-GRAD_TOL = {np.dtype(np.float32): dict(rtol=1e-3, atol=2e-4),
-            np.dtype(np.float64): dict(rtol=1e-8, atol=1e-9)}
+TOL = {
+    np.dtype(np.float32): dict(rtol=2e-4, atol=2e-5),
+    np.dtype(np.float64): dict(rtol=1e-9, atol=1e-10),
+}
+GRAD_TOL = {
+    np.dtype(np.float32): dict(rtol=1e-3, atol=2e-4),
+    np.dtype(np.float64): dict(rtol=1e-8, atol=1e-9),
+}
 
 
 def close(got, want, tol, what):
@@ -153,8 +167,9 @@ def ref_layers(m):
         per_dir = []
         for d in range(m.num_directions):
             sfx = f"_l{k}" + ("_reverse" if d else "")
-            per_dir.append(tuple(sd[n + sfx].astype(np.float64) if n + sfx in sd else None
-                                 for n in GATES))
+            per_dir.append(
+                tuple(sd[n + sfx].astype(np.float64) if n + sfx in sd else None for n in GATES)
+            )
         layers.append(per_dir)
     return layers
 
@@ -194,7 +209,7 @@ BACKWARD_FAULTS = {
 
 @st.composite
 def gru_cases(draw, vjp=False):
-    medium = draw(st.integers(0, 9)) == 0           # sometimes big enough for SIMD tails
+    medium = draw(st.integers(0, 9)) == 0  # sometimes big enough for SIMD tails
     c = dict(
         I=draw(st.integers(1, 9 if medium else 4)),
         H=draw(st.integers(1, 21 if medium else 5)),
@@ -235,11 +250,16 @@ def build_gru_call(c, rng, m):
     LD = c["L"] * (2 if c["bidirectional"] else 1)
     fault = c["fault"]
     unbatched = c["unbatched"]
-    if fault in ("lengths_shape", "lengths_float", "lengths_zero", "lengths_negative",
-                 "lengths_too_long"):
+    if fault in (
+        "lengths_shape",
+        "lengths_float",
+        "lengths_zero",
+        "lengths_negative",
+        "lengths_too_long",
+    ):
         unbatched = False
         if fault in ("lengths_zero", "lengths_negative", "lengths_too_long") and B == 0:
-            B = 1                                   # an empty lengths array has no bad value
+            B = 1  # an empty lengths array has no bad value
     if fault == "lengths_unbatched":
         unbatched = True
     if fault == "x_T0":
@@ -276,8 +296,9 @@ def build_gru_call(c, rng, m):
         if fault == "lengths_unbatched":
             lengths = np.array([T])
         if fault == "lengths_shape":
-            lengths = [np.ones(B + 1, np.int64), np.ones((1, B), np.int64),
-                       np.int64(T)][rng.integers(3)]
+            lengths = [np.ones(B + 1, np.int64), np.ones((1, B), np.int64), np.int64(T)][
+                rng.integers(3)
+            ]
         if fault == "lengths_zero":
             lengths[rng.integers(B)] = 0
         if fault == "lengths_negative":
@@ -305,10 +326,18 @@ def reference_gru(c, m, x, h0, lengths, unbatched, masks=None):
         hr = None if hr is None else hr[:, None, :]
     lr = None if lengths is None else np.asarray(lengths, np.int64)
     mk = None if masks is None else [np.asarray(k, np.float64) for k in masks]
-    out, h_n = ref.gru_forward(xr, hr, ref_layers(m), hidden_size=m.hidden_size,
-                               num_directions=m.num_directions, reverse=m.reverse,
-                               reset_after=m.reset_after, lengths=lr, batch_first=bf,
-                               dropout_masks=mk)
+    out, h_n = ref.gru_forward(
+        xr,
+        hr,
+        ref_layers(m),
+        hidden_size=m.hidden_size,
+        num_directions=m.num_directions,
+        reverse=m.reverse,
+        reset_after=m.reset_after,
+        lengths=lr,
+        batch_first=bf,
+        dropout_masks=mk,
+    )
     if unbatched:
         out, h_n = out[:, 0, :], h_n[:, 0, :]
     return out, h_n
@@ -323,8 +352,11 @@ def expected_shapes(c, m, T, B, unbatched):
 
 def check_identities(m, out, h_n, unbatched, batch_first, lengths):
     """output/h_n identities (bit for bit) when every sequence runs to the end."""
-    if lengths is not None and np.asarray(lengths).size and \
-            np.min(lengths) < (out.shape[0] if (unbatched or not batch_first) else out.shape[1]):
+    if (
+        lengths is not None
+        and np.asarray(lengths).size
+        and np.min(lengths) < (out.shape[0] if (unbatched or not batch_first) else out.shape[1])
+    ):
         return
     o = out[:, None, :] if unbatched else (np.swapaxes(out, 0, 1) if batch_first else out)
     hn = h_n[:, None, :] if unbatched else h_n
@@ -337,9 +369,17 @@ def check_identities(m, out, h_n, unbatched, batch_first, lengths):
 
 
 def make_gru(c, **extra):
-    kw = dict(num_layers=c["L"], bias=c["bias"], batch_first=c["batch_first"],
-              bidirectional=c["bidirectional"], reset_after=c["reset_after"],
-              reverse=c["reverse"], dtype=c["dtype"], seed=c["seed"] % 1000, **extra)
+    kw = dict(
+        num_layers=c["L"],
+        bias=c["bias"],
+        batch_first=c["batch_first"],
+        bidirectional=c["bidirectional"],
+        reset_after=c["reset_after"],
+        reverse=c["reverse"],
+        dtype=c["dtype"],
+        seed=c["seed"] % 1000,
+        **extra,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return cygru.GRU(c["I"], c["H"], **kw), kw
@@ -410,9 +450,9 @@ def test_gru_vjp_property(c):
     masks = backward.dropout_masks
     if m.dropout == 0 or m.num_layers == 1:
         assert masks is None
-        p_out, p_hn = m(x, h0, lengths)      # vjp's forward is the plain forward, bit for bit
+        p_out, p_hn = m(x, h0, lengths)  # vjp's forward is the plain forward, bit for bit
         assert same(p_out, out) and same(p_hn, h_n)
-    elif masks is not None or B > 0:       # (an empty batch may report no masks)
+    elif masks is not None or B > 0:  # (an empty batch may report no masks)
         assert len(masks) == m.num_layers - 1
         for k in masks:
             assert k.shape == (T, 1 if unbatched else B, m.num_directions * m.hidden_size)
@@ -471,9 +511,19 @@ def test_gru_vjp_property(c):
     lr = None if lengths is None else np.asarray(lengths, np.int64)
     mk = None if masks is None else [np.asarray(k, np.float64) for k in masks]
     r_dx, r_dh0, r_grads = ref.gru_backward(
-        xr, hr, ref_layers(m), dor, dhr, hidden_size=m.hidden_size,
-        num_directions=m.num_directions, reverse=m.reverse, reset_after=m.reset_after,
-        lengths=lr, batch_first=c["batch_first"] and not unbatched, dropout_masks=mk)
+        xr,
+        hr,
+        ref_layers(m),
+        dor,
+        dhr,
+        hidden_size=m.hidden_size,
+        num_directions=m.num_directions,
+        reverse=m.reverse,
+        reset_after=m.reset_after,
+        lengths=lr,
+        batch_first=c["batch_first"] and not unbatched,
+        dropout_masks=mk,
+    )
     if unbatched:
         r_dx, r_dh0 = r_dx[:, 0, :], r_dh0[:, 0, :]
     close(dx, r_dx, GRAD_TOL[dt], "dx")
@@ -530,8 +580,9 @@ def test_gru_cell_property(c):
     note(repr(c))
     rng = np.random.default_rng(c["seed"])
     I, H, B = c["I"], c["H"], c["B"]
-    m = cygru.GRUCell(I, H, bias=c["bias"], reset_after=c["reset_after"], dtype=c["dtype"],
-                      seed=c["seed"] % 1000)
+    m = cygru.GRUCell(
+        I, H, bias=c["bias"], reset_after=c["reset_after"], dtype=c["dtype"], seed=c["seed"] % 1000
+    )
     fault = c["fault"]
     xshape = (I,) if c["unbatched"] else (B, I)
     x_dtype = c["x_dtype"]
@@ -568,7 +619,7 @@ def test_gru_cell_property(c):
     dt = m.dtype
     xr = np.atleast_2d(np.asarray(x).astype(dt).astype(np.float64))
     hr = None if h is None else np.atleast_2d(np.asarray(h).astype(dt).astype(np.float64))
-    (w_ih, w_hh, b_ih, b_hh), = ref_layers(_CellAsGRU(m))[0]
+    ((w_ih, w_hh, b_ih, b_hh),) = ref_layers(_CellAsGRU(m))[0]
     if xr.shape[0]:
         r = ref.cell_forward(xr, hr, w_ih, w_hh, b_ih, b_hh, reset_after=m.reset_after)
         close(h1, r[0] if c["unbatched"] else r, TOL[dt], "cell h1")
@@ -577,8 +628,12 @@ def test_gru_cell_property(c):
     # GRUCell() runs the cell kernel, GRUCell.vjp() the one-step sequence kernel: they may
     # differ by a few ulps (BLAS gemv versus gemm, or the packed float32 recurrent kernel,
     # which sums in another order with FMA); not bit for bit
-    close(h1v, h1.astype(np.float64), dict(rtol=0, atol=4e-6 if dt == np.float32 else 1e-14),
-          "GRUCell.vjp vs GRUCell()")
+    close(
+        h1v,
+        h1.astype(np.float64),
+        dict(rtol=0, atol=4e-6 if dt == np.float32 else 1e-14),
+        "GRUCell.vjp vs GRUCell()",
+    )
     d = None if c["d"] == "none" else lay_out(values(rng, want, "float64"), c["x_layout"])
     saved.append(snapshot(d))
     m.zero_grad()
@@ -590,11 +645,16 @@ def test_gru_cell_property(c):
     if xr.shape[0] == 0:
         return
     dr = None if d is None else np.atleast_2d(np.asarray(d).astype(dt).astype(np.float64))
-    r_dx, r_dh, r_g = ref.gru_backward(xr[None], None if hr is None else hr[None],
-                                       [[(w_ih, w_hh, b_ih, b_hh)]],
-                                       None if dr is None else dr[None], None,
-                                       hidden_size=H, num_directions=1,
-                                       reset_after=m.reset_after)
+    r_dx, r_dh, r_g = ref.gru_backward(
+        xr[None],
+        None if hr is None else hr[None],
+        [[(w_ih, w_hh, b_ih, b_hh)]],
+        None if dr is None else dr[None],
+        None,
+        hidden_size=H,
+        num_directions=1,
+        reset_after=m.reset_after,
+    )
     close(dx, r_dx[0][0] if c["unbatched"] else r_dx[0], GRAD_TOL[dt], "cell dx")
     close(dh, r_dh[0][0] if c["unbatched"] else r_dh[0], GRAD_TOL[dt], "cell dh")
     for name, g in zip(GATES, r_g[0][0]):
@@ -617,15 +677,57 @@ class _CellAsGRU:
 # 3. constructors: valid and invalid options
 # ---------------------------------------------------------------------------------------------
 
-_SIZE_VALUES = st.one_of(st.integers(1, 6), st.sampled_from(
-    [0, -1, -(2**40), 2**31, 2**63, 2.0, 3.5, float("nan"), "3", None, True, False,
-     np.int64(3), np.uint8(2), np.float32(2), [3], 1j]))
+_SIZE_VALUES = st.one_of(
+    st.integers(1, 6),
+    st.sampled_from(
+        [
+            0,
+            -1,
+            -(2**40),
+            2**31,
+            2**63,
+            2.0,
+            3.5,
+            float("nan"),
+            "3",
+            None,
+            True,
+            False,
+            np.int64(3),
+            np.uint8(2),
+            np.float32(2),
+            [3],
+            1j,
+        ]
+    ),
+)
 _DTYPE_VALUES = st.sampled_from(
-    [np.float32, np.float64, "float32", "float64", "f4", np.dtype("f8"),
-     np.float16, np.int32, int, float, complex, "complex64", "abc", object, str, 1.5,
-     np.bool_])
-_DROPOUT_VALUES = st.one_of(st.floats(-1, 2), st.sampled_from(
-    [0, 0.5, float("nan"), float("inf"), "0.1", "x", None, [0.1], 1j, np.float32(0.25)]))
+    [
+        np.float32,
+        np.float64,
+        "float32",
+        "float64",
+        "f4",
+        np.dtype("f8"),
+        np.float16,
+        np.int32,
+        int,
+        float,
+        complex,
+        "complex64",
+        "abc",
+        object,
+        str,
+        1.5,
+        np.bool_,
+    ]
+)
+_DROPOUT_VALUES = st.one_of(
+    st.floats(-1, 2),
+    st.sampled_from(
+        [0, 0.5, float("nan"), float("inf"), "0.1", "x", None, [0.1], 1j, np.float32(0.25)]
+    ),
+)
 
 
 def _size_ok(v):
@@ -654,20 +756,37 @@ def _dropout_ok(v):
 
 
 @profile(800)
-@given(I=_SIZE_VALUES, H=_SIZE_VALUES, L=_SIZE_VALUES, dropout=_DROPOUT_VALUES,
-       dtype=_DTYPE_VALUES, bidirectional=st.booleans(), reverse=st.booleans(),
-       cell=st.booleans())
+@given(
+    I=_SIZE_VALUES,
+    H=_SIZE_VALUES,
+    L=_SIZE_VALUES,
+    dropout=_DROPOUT_VALUES,
+    dtype=_DTYPE_VALUES,
+    bidirectional=st.booleans(),
+    reverse=st.booleans(),
+    cell=st.booleans(),
+)
 def test_constructor_property(I, H, L, dropout, dtype, bidirectional, reverse, cell):
     if cell:
         errors = [e for e in (_size_ok(I), _size_ok(H), _dtype_ok(dtype)) if e]
         make = lambda: cygru.GRUCell(I, H, dtype=dtype)  # noqa: E731
     else:
-        errors = [e for e in (_size_ok(I), _size_ok(H), _size_ok(L), _dropout_ok(dropout),
-                              _dtype_ok(dtype)) if e]
+        errors = [
+            e
+            for e in (_size_ok(I), _size_ok(H), _size_ok(L), _dropout_ok(dropout), _dtype_ok(dtype))
+            if e
+        ]
         if bidirectional and reverse:
             errors.append(ValueError)
-        make = lambda: cygru.GRU(I, H, L, dropout=dropout, dtype=dtype,  # noqa: E731
-                                 bidirectional=bidirectional, reverse=reverse)
+        make = lambda: cygru.GRU(  # noqa: E731
+            I,
+            H,
+            L,
+            dropout=dropout,
+            dtype=dtype,
+            bidirectional=bidirectional,
+            reverse=reverse,
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if errors:
@@ -693,6 +812,7 @@ def test_zero_sizes_raise_at_construction():
 # 4. functional API
 # ---------------------------------------------------------------------------------------------
 
+
 @profile(300)
 @given(gru_cases())
 def test_functional_gru_property(c):
@@ -702,9 +822,16 @@ def test_functional_gru_property(c):
     x, h0, lengths, unbatched, T, B = build_gru_call(c, rng, m)
     out, h_n = m(x, h0, lengths)
     f_out, f_hn = cygru.functional.gru(
-        x, m.state_dict(), h0, num_layers=m.num_layers, bidirectional=m.bidirectional,
-        batch_first=m.batch_first, reset_after=m.reset_after, reverse=m.reverse,
-        lengths=lengths)
+        x,
+        m.state_dict(),
+        h0,
+        num_layers=m.num_layers,
+        bidirectional=m.bidirectional,
+        batch_first=m.batch_first,
+        reset_after=m.reset_after,
+        reverse=m.reverse,
+        lengths=lengths,
+    )
     assert same(out, f_out) and same(h_n, f_hn)
 
 
@@ -714,17 +841,19 @@ def test_regression_functional_gru_malformed_weights_raise_clear_errors():
     read from ``w_hh.shape[1]`` before w_hh was validated or converted.)"""
     x = np.zeros((5, 2, 3), np.float32)
     w_ih = np.zeros((12, 3), np.float32)
-    bad = {"1-D weight_hh": np.zeros(12, np.float32),
-           "list weight_hh": np.zeros((12, 4)).tolist(),
-           "0-d weight_hh": np.float32(1.0),
-           "None weight_hh": None}
+    bad = {
+        "1-D weight_hh": np.zeros(12, np.float32),
+        "list weight_hh": np.zeros((12, 4)).tolist(),
+        "0-d weight_hh": np.float32(1.0),
+        "None weight_hh": None,
+    }
     problems = []
     for name, w_hh in bad.items():
         try:
             cygru.functional.gru(x, {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh})
         except (ValueError, TypeError) as e:
             assert str(e).strip()
-        except Exception as e:   # noqa: BLE001 - anything else is the bug
+        except Exception as e:  # noqa: BLE001 - anything else is the bug
             problems.append(f"{name}: {type(e).__name__}: {e}")
         else:
             problems.append(f"{name}: accepted")
@@ -736,20 +865,42 @@ def test_regression_functional_gru_malformed_weights_raise_clear_errors():
 # ---------------------------------------------------------------------------------------------
 
 LOAD_KINDS = {
-    "float16": None, "int64": None, "int8": None, "bool": None, "float64": None,
-    "float32": None, "list": None, "nan": None, "inf": None, "fortran": None, "strided": None,
-    "complex": TypeError, "str": TypeError, "object": TypeError, "None": TypeError,
-    "abc": TypeError, "dict": TypeError, "bytes": TypeError,
-    "wrong_shape": ValueError, "transposed": ValueError, "missing": ValueError,
+    "float16": None,
+    "int64": None,
+    "int8": None,
+    "bool": None,
+    "float64": None,
+    "float32": None,
+    "list": None,
+    "nan": None,
+    "inf": None,
+    "fortran": None,
+    "strided": None,
+    "complex": TypeError,
+    "str": TypeError,
+    "object": TypeError,
+    "None": TypeError,
+    "abc": TypeError,
+    "dict": TypeError,
+    "bytes": TypeError,
+    "wrong_shape": ValueError,
+    "transposed": ValueError,
+    "missing": ValueError,
     "unexpected": ValueError,
 }
 
 
 @profile(500)
-@given(kind=st.sampled_from(sorted(LOAD_KINDS)), cell=st.booleans(),
-       bidirectional=st.booleans(), L=st.integers(1, 2), bias=st.booleans(),
-       dtype=st.sampled_from(["float32", "float64"]), which=st.integers(0, 100),
-       seed=st.integers(0, 10**6))
+@given(
+    kind=st.sampled_from(sorted(LOAD_KINDS)),
+    cell=st.booleans(),
+    bidirectional=st.booleans(),
+    L=st.integers(1, 2),
+    bias=st.booleans(),
+    dtype=st.sampled_from(["float32", "float64"]),
+    which=st.integers(0, 100),
+    seed=st.integers(0, 10**6),
+)
 def test_load_state_dict_property(kind, cell, bidirectional, L, bias, dtype, which, seed):
     rng = np.random.default_rng(seed)
     if cell:
@@ -763,20 +914,32 @@ def test_load_state_dict_property(kind, cell, bidirectional, L, bias, dtype, whi
     sd = src.state_dict()
     key = sorted(sd)[which % len(sd)]
     v = sd[key]
-    new = {"float16": lambda: v.astype(np.float16), "int64": lambda: np.round(v * 4).astype(np.int64),
-           "int8": lambda: np.round(v * 4).astype(np.int8), "bool": lambda: v > 0,
-           "float64": lambda: v.astype(np.float64), "float32": lambda: v.astype(np.float32),
-           "list": lambda: v.tolist(), "fortran": lambda: np.asfortranarray(v),
-           "strided": lambda: lay_out(v, "strided"),
-           "nan": lambda: np.where(rng.random(v.shape) < 0.3, np.nan, v),
-           "inf": lambda: np.where(rng.random(v.shape) < 0.3, -np.inf, v),
-           "complex": lambda: v.astype(np.complex128), "str": lambda: v.astype(str),
-           "object": lambda: v.astype(object), "None": lambda: None, "abc": lambda: "abc",
-           "dict": lambda: {"a": 1}, "bytes": lambda: b"\x00" * 16,
-           "wrong_shape": lambda: np.zeros(v.shape[:-1] + (v.shape[-1] + 1,)),
-           "transposed": lambda: v.T if v.ndim == 2 and v.shape[0] != v.shape[1]
-           else np.zeros((1,) + v.shape),
-           "missing": lambda: None, "unexpected": lambda: v}[kind]()
+    new = {
+        "float16": lambda: v.astype(np.float16),
+        "int64": lambda: np.round(v * 4).astype(np.int64),
+        "int8": lambda: np.round(v * 4).astype(np.int8),
+        "bool": lambda: v > 0,
+        "float64": lambda: v.astype(np.float64),
+        "float32": lambda: v.astype(np.float32),
+        "list": lambda: v.tolist(),
+        "fortran": lambda: np.asfortranarray(v),
+        "strided": lambda: lay_out(v, "strided"),
+        "nan": lambda: np.where(rng.random(v.shape) < 0.3, np.nan, v),
+        "inf": lambda: np.where(rng.random(v.shape) < 0.3, -np.inf, v),
+        "complex": lambda: v.astype(np.complex128),
+        "str": lambda: v.astype(str),
+        "object": lambda: v.astype(object),
+        "None": lambda: None,
+        "abc": lambda: "abc",
+        "dict": lambda: {"a": 1},
+        "bytes": lambda: b"\x00" * 16,
+        "wrong_shape": lambda: np.zeros(v.shape[:-1] + (v.shape[-1] + 1,)),
+        "transposed": lambda: (
+            v.T if v.ndim == 2 and v.shape[0] != v.shape[1] else np.zeros((1,) + v.shape)
+        ),
+        "missing": lambda: None,
+        "unexpected": lambda: v,
+    }[kind]()
     if kind == "missing":
         del sd[key]
     elif kind == "unexpected":
@@ -816,22 +979,33 @@ def test_load_state_dict_property(kind, cell, bidirectional, L, bias, dtype, whi
 def _load_outputs(m, x, cell):
     if cell:
         got = m(x)
-        (w_ih, w_hh, b_ih, b_hh), = ref_layers(_CellAsGRU(m))[0]
-        want = ref.cell_forward(x.astype(m.dtype).astype(np.float64), None, w_ih, w_hh,
-                                b_ih, b_hh, reset_after=True)
+        ((w_ih, w_hh, b_ih, b_hh),) = ref_layers(_CellAsGRU(m))[0]
+        want = ref.cell_forward(
+            x.astype(m.dtype).astype(np.float64), None, w_ih, w_hh, b_ih, b_hh, reset_after=True
+        )
     else:
         got = m(x)[0]
-        want = ref.gru_forward(x.astype(m.dtype).astype(np.float64), None, ref_layers(m),
-                               hidden_size=4, num_directions=m.num_directions)[0]
+        want = ref.gru_forward(
+            x.astype(m.dtype).astype(np.float64),
+            None,
+            ref_layers(m),
+            hidden_size=4,
+            num_directions=m.num_directions,
+        )[0]
     return got, want
 
 
 def test_parameter_assignment_checked_and_copied():
     m = cygru.GRU(3, 4, seed=0)
     before = m.weight_hh_l0.copy()
-    for bad, exc in ((None, TypeError), ("abc", TypeError), ({"a": 1}, TypeError),
-                     (np.zeros((12, 4), complex), TypeError), (np.zeros((4, 12)), ValueError),
-                     (np.zeros((12, 4), object), TypeError)):
+    for bad, exc in (
+        (None, TypeError),
+        ("abc", TypeError),
+        ({"a": 1}, TypeError),
+        (np.zeros((12, 4), complex), TypeError),
+        (np.zeros((4, 12)), ValueError),
+        (np.zeros((12, 4), object), TypeError),
+    ):
         with pytest.raises(exc):
             m.weight_hh_l0 = bad
         assert same(m.weight_hh_l0, before)
@@ -863,7 +1037,7 @@ def test_load_state_dict_never_aliases_foreign_arrays():
         m.load_state_dict(sd)
         before = m.state_dict()
         for v in sd.values():
-            np.asarray(v)[...] = 7          # the caller reuses its buffers
+            np.asarray(v)[...] = 7  # the caller reuses its buffers
         if not all(same(before[k], getattr(m, k)) for k in before):
             problems.append(f"load_state_dict from {name}: the module aliases the source")
         m = cygru.GRU(3, 4, seed=1)
@@ -884,22 +1058,34 @@ class _Sub(np.ndarray):
 # 6. pickle / deepcopy
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ["pickle", "pickle-highest", "deepcopy"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pickle_deepcopy_round_trip_exact(how, dtype):
     rng = np.random.default_rng(0)
-    m = cygru.GRU(3, 5, 2, bidirectional=True, batch_first=True, dropout=0.3,
-                  reset_after=False, dtype=dtype, seed=7)
+    m = cygru.GRU(
+        3,
+        5,
+        2,
+        bidirectional=True,
+        batch_first=True,
+        dropout=0.3,
+        reset_after=False,
+        dtype=dtype,
+        seed=7,
+    )
     x = rng.standard_normal((2, 4, 3))
-    (out, h_n), bw = m.vjp(x)                         # advance the dropout stream, make grads
+    (out, h_n), bw = m.vjp(x)  # advance the dropout stream, make grads
     bw(np.ones_like(out), None)
-    m.weight_ih_l0[0, 0] = np.nan                     # NaN weights survive too
+    m.weight_ih_l0[0, 0] = np.nan  # NaN weights survive too
     cell = cygru.GRUCell(3, 5, bias=False, dtype=dtype, seed=3)
     h, cbw = cell.vjp(rng.standard_normal((2, 3)))
     cbw(np.ones_like(h))
-    clone = {"pickle": lambda o: pickle.loads(pickle.dumps(o)),
-             "pickle-highest": lambda o: pickle.loads(pickle.dumps(o, pickle.HIGHEST_PROTOCOL)),
-             "deepcopy": copy.deepcopy}[how]
+    clone = {
+        "pickle": lambda o: pickle.loads(pickle.dumps(o)),
+        "pickle-highest": lambda o: pickle.loads(pickle.dumps(o, pickle.HIGHEST_PROTOCOL)),
+        "deepcopy": copy.deepcopy,
+    }[how]
     for orig in (m, cell):
         c = clone(orig)
         assert type(c) is type(orig) and repr(c) == repr(orig)
@@ -941,6 +1127,7 @@ def test_pickle_deepcopy_round_trip_exact(how, dtype):
 # 7. BLAS-int overflow, impossible allocations
 # ---------------------------------------------------------------------------------------------
 
+
 def _sparse_memmap(tmp_path, shape, dtype=np.float32):
     """A C-contiguous array of `shape` backed by a sparse file: no memory, no disk."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -953,14 +1140,17 @@ def _sparse_memmap(tmp_path, shape, dtype=np.float32):
 def test_blas_int_overflow_raises_value_error(tmp_path):
     """T*B > INT_MAX on a genuinely C-contiguous float32 input (a sparse memory map, so
     nothing is copied and nothing is allocated): ValueError naming BLAS's int, at once."""
-    x = _sparse_memmap(tmp_path, (2**16, 2**15, 1))        # T*B = 2**31
+    x = _sparse_memmap(tmp_path, (2**16, 2**15, 1))  # T*B = 2**31
     m = cygru.GRU(1, 2)
     t0 = time.perf_counter()
-    for call in (lambda: m(x), lambda: m.vjp(x),
-                 lambda: cygru.GRU(1, 2, batch_first=True)(x),
-                 lambda: cygru.GRU(1, 2, bidirectional=True, num_layers=2)(x),
-                 lambda: m(x.reshape(2**31, 1)),            # unbatched, T = 2**31
-                 lambda: cygru.functional.gru(x, m.state_dict())):
+    for call in (
+        lambda: m(x),
+        lambda: m.vjp(x),
+        lambda: cygru.GRU(1, 2, batch_first=True)(x),
+        lambda: cygru.GRU(1, 2, bidirectional=True, num_layers=2)(x),
+        lambda: m(x.reshape(2**31, 1)),  # unbatched, T = 2**31
+        lambda: cygru.functional.gru(x, m.state_dict()),
+    ):
         with pytest.raises(ValueError, match="BLAS"):
             call()
     xc = x.reshape(2**31, 1)
@@ -992,11 +1182,13 @@ def test_impossible_sizes_raise_before_any_kernel():
         "x vjp": lambda: m.vjp(huge_x),
         "x f64": lambda: m(zs(np.zeros(1), shape=(2**40, 1, 4), strides=(0, 0, 0))),
         "h0": lambda: m(np.zeros((2, 2, 4)), zs(base, shape=(1, 2**45, 3), strides=(0, 0, 0))),
-        "lengths": lambda: m(np.zeros((2, 2, 4)),
-                             lengths=zs(np.ones(1, np.int64), shape=(2**45,), strides=(0,))),
+        "lengths": lambda: m(
+            np.zeros((2, 2, 4)), lengths=zs(np.ones(1, np.int64), shape=(2**45,), strides=(0,))
+        ),
         "cell x": lambda: cygru.GRUCell(4, 3)(zs(base, shape=(2**45, 4), strides=(0, 0))),
-        "cell h": lambda: cygru.GRUCell(4, 3)(np.zeros((2, 4)),
-                                             zs(base, shape=(2**45, 3), strides=(0, 0))),
+        "cell h": lambda: cygru.GRUCell(4, 3)(
+            np.zeros((2, 4)), zs(base, shape=(2**45, 3), strides=(0, 0))
+        ),
         "GRU(huge sizes)": lambda: cygru.GRU(INT_MAX, 2**30),
         "GRUCell(huge sizes)": lambda: cygru.GRUCell(2**30, INT_MAX),
     }
@@ -1014,27 +1206,51 @@ def test_impossible_sizes_raise_before_any_kernel():
 # 8. NaN / inf like torch; empty batches like torch
 # ---------------------------------------------------------------------------------------------
 
+
 def _torch_twin(m, torch):
-    net = torch.nn.GRU(m.input_size, m.hidden_size, m.num_layers, bias=m.bias,
-                       batch_first=m.batch_first, bidirectional=m.bidirectional,
-                       dtype=torch.float64 if m.dtype == np.float64 else torch.float32)
+    net = torch.nn.GRU(
+        m.input_size,
+        m.hidden_size,
+        m.num_layers,
+        bias=m.bias,
+        batch_first=m.batch_first,
+        bidirectional=m.bidirectional,
+        dtype=torch.float64 if m.dtype == np.float64 else torch.float32,
+    )
     net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in m.state_dict().items()})
     return net
 
 
 @profile(400)
-@given(L=st.integers(1, 2), bidirectional=st.booleans(), batch_first=st.booleans(),
-       bias=st.booleans(), dtype=st.sampled_from(["float32", "float64"]),
-       T=st.integers(1, 4), B=st.integers(1, 9), H=st.integers(1, 18), I=st.integers(1, 5),
-       n_bad=st.integers(1, 4), where=st.lists(st.sampled_from(["x", "h0", "w"]), min_size=1,
-                                                max_size=3),
-       seed=st.integers(0, 2**32 - 1))
-def test_nan_inf_like_torch_property(L, bidirectional, batch_first, bias, dtype, T, B, H, I,
-                                      n_bad, where, seed):
+@given(
+    L=st.integers(1, 2),
+    bidirectional=st.booleans(),
+    batch_first=st.booleans(),
+    bias=st.booleans(),
+    dtype=st.sampled_from(["float32", "float64"]),
+    T=st.integers(1, 4),
+    B=st.integers(1, 9),
+    H=st.integers(1, 18),
+    I=st.integers(1, 5),
+    n_bad=st.integers(1, 4),
+    where=st.lists(st.sampled_from(["x", "h0", "w"]), min_size=1, max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_nan_inf_like_torch_property(
+    L, bidirectional, batch_first, bias, dtype, T, B, H, I, n_bad, where, seed
+):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(seed)
-    m = cygru.GRU(I, H, L, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
-                  dtype=dtype, seed=seed % 1000)
+    m = cygru.GRU(
+        I,
+        H,
+        L,
+        bias=bias,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+        dtype=dtype,
+        seed=seed % 1000,
+    )
     D = m.num_directions
     x = rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(dtype)
     h0 = (0.5 * rng.standard_normal((L * D, B, H))).astype(dtype)
@@ -1051,11 +1267,11 @@ def test_nan_inf_like_torch_property(L, bidirectional, batch_first, bias, dtype,
         poison(h0)
     if "w" in where:
         names = [n for n, _ in m.named_parameters()]
-        poison(getattr(m, names[rng.integers(len(names))]))   # live parameter, in place
+        poison(getattr(m, names[rng.integers(len(names))]))  # live parameter, in place
     out, h_n = m(x, h0)
     net = _torch_twin(m, torch)
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)      # torch's note about oneDNN TF32
+        warnings.simplefilter("ignore", UserWarning)  # torch's note about oneDNN TF32
         with torch.backends.mkldnn.flags(enabled=False):
             t_out, t_hn = net(torch.from_numpy(x), torch.from_numpy(h0))
     t_out, t_hn = t_out.numpy(), t_hn.numpy()
@@ -1082,9 +1298,12 @@ def test_nan_inf_cell_like_torch():
             x[0, 0], x[1, 1], x[2, 2] = np.nan, np.inf, -np.inf
             h[3, 0], h[4, 5] = np.inf, np.nan
             cell.weight_hh[1, 1] = np.nan
-            tc = torch.nn.GRUCell(4, 6, bias=bias,
-                                  dtype=torch.float64 if dtype == np.float64 else torch.float32)
-            tc.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in cell.state_dict().items()})
+            tc = torch.nn.GRUCell(
+                4, 6, bias=bias, dtype=torch.float64 if dtype == np.float64 else torch.float32
+            )
+            tc.load_state_dict(
+                {k: torch.from_numpy(v.copy()) for k, v in cell.state_dict().items()}
+            )
             with torch.no_grad():
                 want = tc(torch.from_numpy(x), torch.from_numpy(h)).numpy()
             got = cell(x, h)
@@ -1131,6 +1350,7 @@ def test_empty_batch_like_torch(batch_first, bidirectional):
 # 9. leaks
 # ---------------------------------------------------------------------------------------------
 
+
 def _rss_mib():
     try:
         with open("/proc/self/status") as f:
@@ -1145,11 +1365,11 @@ def _rss_mib():
 LEAK_TOLERANCE_MIB = 20
 _no_sanitizer = pytest.mark.skipif(
     os.environ.get("CYGRU_SANITIZER", "") in ("asan", "valgrind"),
-    reason="RSS is no leak measure under a sanitizer (ASan's quarantine keeps freed memory)")
+    reason="RSS is no leak measure under a sanitizer (ASan's quarantine keeps freed memory)",
+)
 
 
 @_no_sanitizer
-
 def test_no_leaks_forward_and_vjp():
     rng = np.random.default_rng(0)
     gru = cygru.GRU(8, 16, 2, bidirectional=True, seed=0)
@@ -1171,7 +1391,7 @@ def test_no_leaks_forward_and_vjp():
         elif k == 3:
             cell(xc)
         else:
-            try:                                     # error paths must not leak either
+            try:  # error paths must not leak either
                 gru(x, lengths=[0, 1, 2, 3])
             except ValueError:
                 pass
@@ -1184,7 +1404,7 @@ def test_no_leaks_forward_and_vjp():
             h, bw = cell.vjp(xc)
             bw(h)
 
-    for i in range(500):                              # warm-up: allocator pools, caches
+    for i in range(500):  # warm-up: allocator pools, caches
         forward_round(i)
         vjp_round(i)
     gc.collect()
@@ -1198,9 +1418,11 @@ def test_no_leaks_forward_and_vjp():
         vjp_round(i)
     gc.collect()
     r2 = _rss_mib()
-    print(f"\nRSS MiB: after warm-up {r0:.1f}, after 10,000 forward {r1:.1f} "
-          f"(+{r1 - r0:.2f}), after 1,000 vjp+backward {r2:.1f} (+{r2 - r1:.2f}); "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"\nRSS MiB: after warm-up {r0:.1f}, after 10,000 forward {r1:.1f} "
+        f"(+{r1 - r0:.2f}), after 1,000 vjp+backward {r2:.1f} (+{r2 - r1:.2f}); "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     assert r1 - r0 < LEAK_TOLERANCE_MIB, f"forward: RSS grew {r1 - r0:.1f} MiB"
     assert r2 - r1 < LEAK_TOLERANCE_MIB, f"vjp+backward: RSS grew {r2 - r1:.1f} MiB"
 
@@ -1214,7 +1436,7 @@ def test_no_leak_of_unused_backward_closures():
         gru.vjp(x)
     gc.collect()
     r0 = _rss_mib()
-    for _ in range(300):         # each holds ~0.8 MiB of activations
+    for _ in range(300):  # each holds ~0.8 MiB of activations
         gru.vjp(x)
     gc.collect()
     assert _rss_mib() - r0 < LEAK_TOLERANCE_MIB
@@ -1223,6 +1445,7 @@ def test_no_leak_of_unused_backward_closures():
 # ---------------------------------------------------------------------------------------------
 # 10. determinism at a fixed BLAS thread count
 # ---------------------------------------------------------------------------------------------
+
 
 def _det_problem(dtype):
     rng = np.random.default_rng(1)
@@ -1267,8 +1490,9 @@ def test_deterministic_at_fixed_thread_count(threads, dtype):
         first = _det_run(*problem)
         for _ in range(19):
             again = _det_run(*problem)
-            assert all(same(a, b) for a, b in zip(first, again)), \
+            assert all(same(a, b) for a, b in zip(first, again)), (
                 f"results differ between identical calls at {threads} BLAS thread(s)"
+            )
         cell = cygru.GRUCell(32, 48, dtype=dtype, seed=0)
         xc = problem[1][0]
         c0 = cell(xc)
@@ -1371,7 +1595,7 @@ def _in_threads(fn, n=N_THREADS):
         try:
             barrier.wait()
             fn(i)
-        except BaseException as e:   # noqa: BLE001 - reported below
+        except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 
     ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
@@ -1432,7 +1656,10 @@ def test_threads_backward_accumulate_like_serial():
         a, b = serial.grads[k], shared.grads[k]
         assert np.abs(a - b).max() <= 1e-12 * max(1.0, np.abs(a).max()), k
     # a GRUCell too
-    cs, cp = cygru.GRUCell(4, 5, dtype=np.float64, seed=0), cygru.GRUCell(4, 5, dtype=np.float64, seed=0)
+    cs, cp = (
+        cygru.GRUCell(4, 5, dtype=np.float64, seed=0),
+        cygru.GRUCell(4, 5, dtype=np.float64, seed=0),
+    )
     for tid in range(N_THREADS):
         for _ in range(per_thread):
             h, bw = cs.vjp(xs[tid][0])
@@ -1445,7 +1672,9 @@ def test_threads_backward_accumulate_like_serial():
 
     _in_threads(cwork)
     for k in cs.grads:
-        assert np.abs(cs.grads[k] - cp.grads[k]).max() <= 1e-12 * max(1.0, np.abs(cs.grads[k]).max())
+        assert np.abs(cs.grads[k] - cp.grads[k]).max() <= 1e-12 * max(
+            1.0, np.abs(cs.grads[k]).max()
+        )
 
 
 def test_threads_dropout_streams_are_safe():
@@ -1471,6 +1700,7 @@ def test_threads_dropout_streams_are_safe():
 # 12. crashes found by this file (subprocesses), and clarity of error messages
 # ---------------------------------------------------------------------------------------------
 
+
 def _rss_of(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -1491,10 +1721,20 @@ def _child(code, timeout, watchdog=None, rss_growth=1536 << 20):
     and a huge allocation costs ~2 GiB of shadow memory first: more room there.)"""
     if os.environ.get("CYGRU_SANITIZER") == "asan":
         rss_growth += 4 << 30
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if watchdog is None:
         out, _ = p.communicate(timeout=timeout)
         return p.returncode, out
@@ -1520,7 +1760,6 @@ def _child(code, timeout, watchdog=None, rss_growth=1536 << 20):
 
 def _died(rc):
     return isinstance(rc, int) and rc < 0 or rc in (134, 136, 139)
-
 
 
 def test_regression_changing_options_after_construction_cannot_corrupt_memory():
@@ -1575,12 +1814,15 @@ def test_regression_batch_first_time_stride_int_overflow():
             print("raised", type(e).__name__, e)
     """
     rc, out = _child(code, timeout=120, watchdog=30)
-    assert rc in (0, "running"), \
+    assert rc in (0, "running"), (
         f"the process {'crashed' if _died(rc) else 'failed'} (rc={rc}): {out[-600:]}"
+    )
 
 
-@pytest.mark.skipif(os.environ.get("CYGRU_BIG_MEMORY_TESTS") != "1",
-                    reason="needs ~6 GiB of RAM and ~1 min; set CYGRU_BIG_MEMORY_TESTS=1")
+@pytest.mark.skipif(
+    os.environ.get("CYGRU_BIG_MEMORY_TESTS") != "1",
+    reason="needs ~6 GiB of RAM and ~1 min; set CYGRU_BIG_MEMORY_TESTS=1",
+)
 def test_regression_backward_dgi_size_int_overflow():
     """The backward of a problem with T*B*D*3H = 2**32 + 2048 (T=1,398,102, B=1, H=512,
     bidirectional; every BLAS argument fits in int) must work. (Found by this file:
@@ -1650,6 +1892,7 @@ def test_regression_error_messages_describe_the_callers_arguments():
 #    during calls, read-only inputs, arguments at and past their bounds
 # ---------------------------------------------------------------------------------------------
 
+
 class _Crafted:
     """Pickles as a cygru module of class `cls` with an arbitrary state, naming only the
     globals a genuine pickle does (what protocols 0 and 1 write: copyreg._reconstructor,
@@ -1660,6 +1903,7 @@ class _Crafted:
 
     def __reduce__(self):
         import copyreg
+
         return copyreg._reconstructor, (self.cls, object, None), self.state
 
 
@@ -1682,26 +1926,44 @@ def test_regression_unpickling_validates_its_state():
     c = cygru.GRUCell(3, 4, seed=0)
     small = np.zeros((6, 7), np.float32)
     cases = [
-        (_crafted(g, options__hidden_size=4000), ValueError,
-         r"weight_ih_l0 \(unpickling\) must have shape"),
-        (_crafted(g, options__input_size=70000), ValueError,
-         r"weight_ih_l0 \(unpickling\) must have shape"),
-        (_crafted(g, params__weight_hh_l0=small), ValueError,
-         r"weight_hh_l0 \(unpickling\) must have shape"),
+        (
+            _crafted(g, options__hidden_size=4000),
+            ValueError,
+            r"weight_ih_l0 \(unpickling\) must have shape",
+        ),
+        (
+            _crafted(g, options__input_size=70000),
+            ValueError,
+            r"weight_ih_l0 \(unpickling\) must have shape",
+        ),
+        (
+            _crafted(g, params__weight_hh_l0=small),
+            ValueError,
+            r"weight_hh_l0 \(unpickling\) must have shape",
+        ),
         (_crafted(g, params__weight_hh_l0="x"), TypeError, "weight_hh_l0"),
-        (_crafted(g, options__num_layers=2), ValueError,
-         "the options define 8 parameters, the state holds 4"),
+        (
+            _crafted(g, options__num_layers=2),
+            ValueError,
+            "the options define 8 parameters, the state holds 4",
+        ),
         # a huge layer count fails from the counts alone, before building anything
         (_crafted(g, options__num_layers=10**7), ValueError, "the options define"),
         (_crafted(g, params=[1, 2]), TypeError, "params must be a dict"),
         (_crafted(g, options__num_layers=-1), ValueError, "num_layers must be >= 1"),
         (_crafted(g, options__dtype="float16"), TypeError, "float32 or float64"),
         (_crafted(g, options__dropout=7.0), ValueError, "dropout"),
-        (_crafted(g, options__reverse=True, options__bidirectional=True), ValueError,
-         "single direction"),
+        (
+            _crafted(g, options__reverse=True, options__bidirectional=True),
+            ValueError,
+            "single direction",
+        ),
         (_crafted(g, grads={"weight_ih_l0": small}), ValueError, "missing key"),
-        (_crafted(g, grads={k: np.zeros((1, 1)) for k in g.state_dict()}), ValueError,
-         r"the gradient of weight_ih_l0 \(unpickling\)"),
+        (
+            _crafted(g, grads={k: np.zeros((1, 1)) for k in g.state_dict()}),
+            ValueError,
+            r"the gradient of weight_ih_l0 \(unpickling\)",
+        ),
         (_crafted(g, dropout_rng={"bit_generator": "MT19937"}), ValueError, "dropout stream"),
         (_crafted(g, dropout_rng__state__state=2**300), ValueError, "dropout stream"),
         (_crafted(g, dropout_rng__state__state=-1), ValueError, "dropout stream"),
@@ -1716,11 +1978,17 @@ def test_regression_unpickling_validates_its_state():
         (_crafted(g, extra={1: 2}), ValueError, "extra attributes"),
         (_crafted(g, extra=[("tag", 1)]), TypeError, "extra must be a dict"),
         (_crafted(g, options__bias="no"), TypeError, "bias must be True or False"),
-        (_crafted(g, options__bidirectional=np.array([1, 0])), TypeError,
-         "bidirectional must be True or False"),
+        (
+            _crafted(g, options__bidirectional=np.array([1, 0])),
+            TypeError,
+            "bidirectional must be True or False",
+        ),
         (_crafted(g, format=99), ValueError, "unknown state format"),
-        (_crafted(c, options__hidden_size=400), ValueError,
-         r"weight_ih \(unpickling\) must have shape"),
+        (
+            _crafted(c, options__hidden_size=400),
+            ValueError,
+            r"weight_ih \(unpickling\) must have shape",
+        ),
         (_crafted(c, params__weight_hh=np.zeros(3, np.float32)), ValueError, "weight_hh"),
     ]
     for blob, exc, words in cases:
@@ -1759,8 +2027,7 @@ def test_pickle_holds_options_and_weights_only():
     blob = pickle.dumps(g, pickle.HIGHEST_PROTOCOL)
     assert len(blob) < weights + 8192, (len(blob), weights)
     state = g.__getstate__()
-    assert set(state) == {"format", "options", "params", "grads", "dropout_rng", "device",
-                          "extra"}
+    assert set(state) == {"format", "options", "params", "grads", "dropout_rng", "device", "extra"}
     assert state["grads"] is None and state["extra"] == {}
 
 
@@ -1775,8 +2042,12 @@ def test_subclass_attributes_survive_pickling():
     assert type(u) is Tagged and u.tag == "hello"
 
 
-_MODES = [("GRU", np.float32), ("GRU", np.float64), ("GRUCell", np.float32),
-          ("GRUCell", np.float64)]
+_MODES = [
+    ("GRU", np.float32),
+    ("GRU", np.float64),
+    ("GRUCell", np.float32),
+    ("GRUCell", np.float64),
+]
 
 
 @pytest.mark.parametrize("kind,dtype", _MODES)
@@ -1799,9 +2070,9 @@ def test_regression_backward_ignores_buffers_refilled_after_vjp(kind, dtype):
         out, bw = m2.vjp(buf)
         out = out[0] if kind == "GRU" else out
         if mutate:
-            buf[...] = rng.standard_normal(buf.shape)           # the loader's next batch
+            buf[...] = rng.standard_normal(buf.shape)  # the loader's next batch
             for _, p in m2.named_parameters():
-                p -= 0.5 * np.sign(p)                            # an optimiser step, in place
+                p -= 0.5 * np.sign(p)  # an optimiser step, in place
         g = np.linspace(-1, 1, out.size).reshape(out.shape)
         res = bw(g, None) if kind == "GRU" else bw(g)
         return res, {k: v.copy() for k, v in m2.grads.items()}
@@ -1840,8 +2111,10 @@ def test_regression_load_state_dict_is_atomic_for_concurrent_calls(kind):
             if not (same(out, expected[0]) or same(out, expected[1])):
                 bad.append(out)
             sd_now = m.state_dict()
-            if not (all(same(sd_now[k], sd[0][k]) for k in sd_now)
-                    or all(same(sd_now[k], sd[1][k]) for k in sd_now)):
+            if not (
+                all(same(sd_now[k], sd[0][k]) for k in sd_now)
+                or all(same(sd_now[k], sd[1][k]) for k in sd_now)
+            ):
                 bad.append("state_dict mixed two loads")
             n += 1
         counts.append(n)
@@ -1868,8 +2141,10 @@ def test_regression_functional_gru_refuses_reverse_with_two_directions():
         cygru.functional.gru(x, g.state_dict(), bidirectional=True, reverse=True)
 
 
-@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), ("2", TypeError),
-                                     (1.0, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [(0, ValueError), (-1, ValueError), ("2", TypeError), (1.0, TypeError), (True, TypeError)],
+)
 def test_regression_functional_gru_num_layers_checked(bad, exc):
     """(Regression: num_layers=0 raised UnboundLocalError.)"""
     g = cygru.GRU(3, 4, seed=0)
@@ -1877,8 +2152,16 @@ def test_regression_functional_gru_num_layers_checked(bad, exc):
         cygru.functional.gru(np.ones((2, 1, 3), np.float32), g.state_dict(), num_layers=bad)
 
 
-@pytest.mark.parametrize("bad,exc", [(-1, ValueError), (1.5, TypeError), ("7", TypeError),
-                                     (True, TypeError), (np.int64(-2), ValueError)])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        (-1, ValueError),
+        (1.5, TypeError),
+        ("7", TypeError),
+        (True, TypeError),
+        (np.int64(-2), ValueError),
+    ],
+)
 @pytest.mark.parametrize("cls", [cygru.GRU, cygru.GRUCell])
 def test_regression_seed_errors_name_cygru_and_seed(cls, bad, exc):
     with pytest.raises(exc, match=rf"{cls.__name__}: seed must be None or a non-negative integer"):
@@ -1902,7 +2185,7 @@ def test_regression_huge_hidden_size_refused_at_construction():
         cygru.GRU(1, 2**27)
     with pytest.raises(MemoryError, match="more than this machine's"):
         cygru.GRUCell(2**31 - 1, 2**20)
-    assert time.perf_counter() - t0 < 30     # generous: it is instant, not tens of seconds
+    assert time.perf_counter() - t0 < 30  # generous: it is instant, not tens of seconds
 
 
 def _read_only(a):
@@ -1951,8 +2234,7 @@ def test_regression_read_only_inputs_everywhere(tmp_path, dtype):
     assert same(g(_read_only(x[:, 0]))[0], g(x[:, 0])[0])
     # functional.gru with read-only weights (float64 ran on BLAS through a memoryview)
     sd_ro = {k: _read_only(v) for k, v in g.state_dict().items()}
-    got = cygru.functional.gru(x_ro, sd_ro, h0_ro, num_layers=2, bidirectional=True,
-                               lengths=len_ro)
+    got = cygru.functional.gru(x_ro, sd_ro, h0_ro, num_layers=2, bidirectional=True, lengths=len_ro)
     assert same(got[0], want[0]) and same(got[1], want[1])
     # load_state_dict and parameter assignment from read-only arrays (copied in, writable)
     g2 = cygru.GRU(I, H, num_layers=2, bidirectional=True, dtype=dtype, seed=5)
@@ -1972,8 +2254,9 @@ def test_regression_read_only_inputs_everywhere(tmp_path, dtype):
     h1b, cbw2 = c.vjp(xc, hc)
     assert same(h1, h1b) and same(dxc_ro[0], cbw2(np.ones_like(h1))[0])
     w = {k: _read_only(v) for k, v in c.state_dict().items()}
-    got = cygru.functional.gru_cell(xc_ro, hc_ro, w["weight_ih"], w["weight_hh"], w["bias_ih"],
-                                    w["bias_hh"])
+    got = cygru.functional.gru_cell(
+        xc_ro, hc_ro, w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"]
+    )
     assert same(got, c(xc, hc))
     # gradcheck on read-only input (float64 only: a finite-difference check)
     if dtype == np.float64:
@@ -1992,8 +2275,7 @@ def test_module_without_state_says_so():
     assert not hasattr(u, "__deepcopy__")
 
 
-@pytest.mark.parametrize("name", ["bias", "batch_first", "bidirectional", "reset_after",
-                                  "reverse"])
+@pytest.mark.parametrize("name", ["bias", "batch_first", "bidirectional", "reset_after", "reverse"])
 @pytest.mark.parametrize("bad", ["no", "", np.array([1, 0]), 2, None, 0.5])
 def test_boolean_options_refuse_non_booleans(name, bad):
     """``bias="no"`` used to mean True, an array raised NumPy's ambiguous-truth error."""
@@ -2020,11 +2302,14 @@ def test_huge_layer_count_refused_at_once():
     assert time.perf_counter() - t0 < 5
 
 
-@pytest.mark.parametrize("made,call", [
-    (dict(num_layers=2), dict()),
-    (dict(bidirectional=True), dict()),
-    (dict(num_layers=2, bidirectional=True), dict(num_layers=2)),
-])
+@pytest.mark.parametrize(
+    "made,call",
+    [
+        (dict(num_layers=2), dict()),
+        (dict(bidirectional=True), dict()),
+        (dict(num_layers=2, bidirectional=True), dict(num_layers=2)),
+    ],
+)
 def test_regression_functional_gru_refuses_weights_it_would_not_use(made, call):
     """functional.gru with a forgotten num_layers or bidirectional ran a smaller model
     silently (outputs off by 0.6): unused keys are now an error naming them."""

@@ -2,6 +2,7 @@
 threads; directions on separate thread groups): every thread count, 1 included, gives
 bit-identical float32 and float64 results for every option and every size of the
 input-projection chunks; the thread-count API validates its input."""
+
 import numpy as np
 import pytest
 
@@ -56,8 +57,7 @@ def test_thread_counts_agree(force_threads, cfg, H, with_lengths, dtype):
         m.zero_grad()
         dx, dh0 = backward(d_out, d_hn)
         plain = m(x, h0, lengths)
-        results[n] = (out, h_n, dx, dh0, plain[0], plain[1],
-                      *[g.copy() for g in m.grads.values()])
+        results[n] = (out, h_n, dx, dh0, plain[0], plain[1], *[g.copy() for g in m.grads.values()])
     # every element is computed by the same chain of operations whichever thread or
     # piece computes it: all counts agree bit for bit, one thread included
     for n in (2, 3, 4):
@@ -68,15 +68,23 @@ def test_thread_counts_agree(force_threads, cfg, H, with_lengths, dtype):
 def test_threads_match_float64_reference(force_threads):
     """Threaded float32 (both projection modes) against the float64 reference."""
     from cygru import _reference
+
     rng = np.random.default_rng(0)
     cygru.set_num_threads(2)
     m = cygru.GRU(7, 48, num_layers=2, bidirectional=True, seed=0)
     x = rng.standard_normal((11, 3, 7)).astype(np.float32)
     out, h_n = m(x, lengths=[11, 4, 8])
-    ref = _reference.gru_forward(x.astype(np.float64), None,
-                                 [[tuple(None if a is None else a.astype(np.float64) for a in t)
-                                   for t in layer] for layer in m._layers()],
-                                 hidden_size=48, num_directions=2, lengths=np.array([11, 4, 8]))
+    ref = _reference.gru_forward(
+        x.astype(np.float64),
+        None,
+        [
+            [tuple(None if a is None else a.astype(np.float64) for a in t) for t in layer]
+            for layer in m._layers()
+        ],
+        hidden_size=48,
+        num_directions=2,
+        lengths=np.array([11, 4, 8]),
+    )
     np.testing.assert_allclose(out, ref[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h_n, ref[1], rtol=1e-5, atol=1e-6)
 
@@ -90,14 +98,25 @@ def test_set_num_threads_rejects_bad_values(bad):
 def test_env_var_sets_default(monkeypatch):
     import subprocess
     import sys
+
     code = "import cygru; print(cygru.get_num_threads())"
     env = dict(__import__("os").environ, CYGRU_NUM_THREADS="3")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=__import__("os").path.dirname(__import__("os").path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=__import__("os").path.dirname(__import__("os").path.dirname(__file__)),
+    )
     assert out.stdout.strip() == "3", out.stderr
     env["CYGRU_NUM_THREADS"] = "many"
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=__import__("os").path.dirname(__import__("os").path.dirname(__file__)))
+    bad = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=__import__("os").path.dirname(__import__("os").path.dirname(__file__)),
+    )
     assert bad.returncode != 0 and "CYGRU_NUM_THREADS" in bad.stderr
 
 
@@ -109,6 +128,7 @@ def _pool_settings_after_import(env_extra):
     import os
     import subprocess
     import sys
+
     code = (
         "import ctypes, json, os, cygru\n"
         "maps = open('/proc/self/maps').read().split()\n"
@@ -120,18 +140,28 @@ def _pool_settings_after_import(env_extra):
         "        timeout = lib.openblas_thread_timeout()\n"
         "print(json.dumps({'timeout': timeout,\n"
         "                  'env': {k: os.environ.get(k) for k in\n"
-        "                          ('GOMP_SPINCOUNT', 'OPENBLAS_THREAD_TIMEOUT')}}))\n")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")}
+        "                          ('GOMP_SPINCOUNT', 'OPENBLAS_THREAD_TIMEOUT')}}))\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
+    }
     env.update(env_extra)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
-                    reason="reads /proc/self/maps")
+@pytest.mark.skipif(
+    not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/maps"
+)
 def test_pool_environment_applies_while_loading_and_is_restored():
     got = _pool_settings_after_import({})
     # set only while the extension loads: the caller's environment is unchanged after
@@ -149,11 +179,14 @@ def test_pool_environment_applies_while_loading_and_is_restored():
 # any thread count: more threads than the old fixed tables (8) and than cores
 # ---------------------------------------------------------------------------------------------
 
-MANY = (2, 9, 16, 64, 256)         # 256: cygru._cpu.MAX_THREADS
+MANY = (2, 9, 16, 64, 256)  # 256: cygru._cpu.MAX_THREADS
 
 
-@pytest.mark.parametrize("cfg", [CONFIGS[1], CONFIGS[3]],
-                         ids=["2-layer-bidirectional", "bidirectional-reset_before-batch_first"])
+@pytest.mark.parametrize(
+    "cfg",
+    [CONFIGS[1], CONFIGS[3]],
+    ids=["2-layer-bidirectional", "bidirectional-reset_before-batch_first"],
+)
 @pytest.mark.parametrize("H", [5, 70])
 def test_many_threads_bit_identical(force_threads, cfg, H):
     """9 to 256 threads (a direction gets up to H of them, one unit each at least) give
@@ -187,28 +220,33 @@ def test_default_thread_count_above_eight_runs(n):
     import os
     import subprocess
     import sys
-    code = ("import numpy as np, cygru\n"
-            "x = np.random.default_rng(0).standard_normal((5, 4, 8)).astype(np.float32)\n"
-            "m = cygru.GRU(8, 256, bidirectional=True, seed=0)\n"
-            "(out, h), bw = m.vjp(x)\n"
-            "dx, _ = bw(np.ones_like(out), None)\n"
-            "assert cygru.get_num_threads() == %d\n"
-            "cygru.set_num_threads(1)\n"
-            "(out1, h1), bw1 = m.vjp(x)\n"
-            "dx1, _ = bw1(np.ones_like(out), None)\n"
-            "print(float(abs(out - out1).max()), float(abs(dx - dx1).max()))\n" % n)
+
+    code = (
+        "import numpy as np, cygru\n"
+        "x = np.random.default_rng(0).standard_normal((5, 4, 8)).astype(np.float32)\n"
+        "m = cygru.GRU(8, 256, bidirectional=True, seed=0)\n"
+        "(out, h), bw = m.vjp(x)\n"
+        "dx, _ = bw(np.ones_like(out), None)\n"
+        "assert cygru.get_num_threads() == %d\n"
+        "cygru.set_num_threads(1)\n"
+        "(out1, h1), bw1 = m.vjp(x)\n"
+        "dx1, _ = bw1(np.ones_like(out), None)\n"
+        "print(float(abs(out - out1).max()), float(abs(dx - dx1).max()))\n" % n
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, CYGRU_NUM_THREADS=str(n))
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, f"rc={r.returncode}: {r.stderr[-800:]}"
     diff_out, diff_dx = map(float, r.stdout.split())
-    assert diff_out == 0 and diff_dx == 0      # the same bits as one thread
+    assert diff_out == 0 and diff_dx == 0  # the same bits as one thread
 
 
 def test_thread_plan_never_exceeds_hidden_units():
     """A direction gets at most H threads and its pieces are non-empty unit slices."""
     from cygru import _engine
+
     for H in (1, 3, 16, 100, 1000):
         for n in (1, 2, 9, 64, 256):
             for D in (1, 2):
@@ -219,7 +257,7 @@ def test_thread_plan_never_exceeds_hidden_units():
                 assert all(pieces[k] < pieces[k + 1] for k in range(len(pieces) - 1))
                 expected = 1 if n == 1 else min(_cpu.PIECES_PER_THREAD * per_dir, H)
                 assert len(pieces) - 1 == expected
-                if H >= 32 * expected:       # whole panels of 16 units
+                if H >= 32 * expected:  # whole panels of 16 units
                     assert all(p % 16 == 0 for p in pieces[:-1])
 
 
@@ -234,8 +272,21 @@ def test_set_num_threads_accepts_integers_up_to_the_bound(good):
         cygru.set_num_threads(before)
 
 
-@pytest.mark.parametrize("bad", [257, 2**40, -(2**40), np.int64(0), np.bool_(True), b"2",
-                                 2.0, np.float64(2.0), np.array([3]), None])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        257,
+        2**40,
+        -(2**40),
+        np.int64(0),
+        np.bool_(True),
+        b"2",
+        2.0,
+        np.float64(2.0),
+        np.array([3]),
+        None,
+    ],
+)
 def test_set_num_threads_bounded_with_a_clear_error(bad):
     before = cygru.get_num_threads()
     with pytest.raises(ValueError, match=r"cygru.set_num_threads: expected a positive integer"):
@@ -250,11 +301,13 @@ def test_env_var_out_of_range_raises_naming_it(value):
     import os
     import subprocess
     import sys
+
     code = "import numpy as np, cygru; print(cygru.get_num_threads())"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, CYGRU_NUM_THREADS=value)
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120
+    )
     if value.strip() == "":
         assert r.returncode == 0 and int(r.stdout) >= 1, r.stderr
     else:
@@ -264,9 +317,16 @@ def test_env_var_out_of_range_raises_naming_it(value):
         assert value.strip() in last, last
 
 
-@pytest.mark.parametrize("omp_env", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_THREAD_LIMIT": "3"},
-                                     {"OMP_DYNAMIC": "true"}, {"OMP_MAX_ACTIVE_LEVELS": "0"}],
-                         ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()))
+@pytest.mark.parametrize(
+    "omp_env",
+    [
+        {"OMP_THREAD_LIMIT": "1"},
+        {"OMP_THREAD_LIMIT": "3"},
+        {"OMP_DYNAMIC": "true"},
+        {"OMP_MAX_ACTIVE_LEVELS": "0"},
+    ],
+    ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()),
+)
 def test_fewer_openmp_threads_than_asked_falls_back_correctly(omp_env):
     """When OpenMP grants a parallel region fewer threads than cygru asks for (a thread
     limit, dynamic adjustment, nesting disabled), the layer reruns on one thread. (Found
@@ -277,6 +337,7 @@ def test_fewer_openmp_threads_than_asked_falls_back_correctly(omp_env):
     import os
     import subprocess
     import sys
+
     code = """
 import numpy as np, cygru
 from cygru import _reference as ref
@@ -302,8 +363,9 @@ print("ok")
 """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, **omp_env)
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-1500:]
 
 
@@ -311,15 +373,18 @@ print("ok")
 # the default thread count: OpenMP's settings, and concurrent calls sharing it
 # ---------------------------------------------------------------------------------------------
 
+
 def _threads_in_child(env):
     import os
     import subprocess
     import sys
+
     code = "import cygru; print(cygru.get_num_threads())"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in dict(os.environ, **env).items() if v is not None}
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     return int(r.stdout)
 
@@ -328,6 +393,7 @@ def test_default_honours_omp_num_threads():
     """Dask's workers (and many job schedulers) set OMP_NUM_THREADS=1: cygru's default
     follows it, as scikit-learn's does; CYGRU_NUM_THREADS still overrides."""
     import os
+
     cores = len(os.sched_getaffinity(0))
     base = {"CYGRU_NUM_THREADS": None, "OMP_NUM_THREADS": None}
     assert _threads_in_child(base) == min(cores, 256)
@@ -340,7 +406,7 @@ def test_default_honours_threadpoolctl_openmp_limit(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     if not any(i["internal_api"] == "openmp" for i in threadpoolctl.threadpool_info()):
         pytest.skip("threadpoolctl does not see cygru's OpenMP runtime")
-    monkeypatch.setattr(_cpu, "_num_threads", 0)          # the default, not a setting
+    monkeypatch.setattr(_cpu, "_num_threads", 0)  # the default, not a setting
     outside = cygru.get_num_threads()
     with threadpoolctl.threadpool_limits(1, user_api="openmp"):
         assert cygru.get_num_threads() == 1
@@ -349,7 +415,7 @@ def test_default_honours_threadpoolctl_openmp_limit(monkeypatch):
         assert _cpu._threads_for(4, 256, 2, np.float32) == 1
         inside = m(x)[0]
     assert cygru.get_num_threads() == outside
-    assert np.array_equal(inside, m(x)[0])      # any thread count: the same bits
+    assert np.array_equal(inside, m(x)[0])  # any thread count: the same bits
 
 
 def test_concurrent_calls_share_the_default(monkeypatch):
@@ -412,13 +478,20 @@ def _stream_cases(draw):
     T = draw(st.integers(1, 40))
     cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=6))) if T > 1 else []
     return dict(
-        T=T, cuts=cuts,
-        B=draw(st.integers(1, 5)), I=draw(st.integers(1, 40)), H=draw(st.integers(1, 70)),
-        layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
-        reset_after=draw(st.booleans()), bias=draw(st.booleans()),
+        T=T,
+        cuts=cuts,
+        B=draw(st.integers(1, 5)),
+        I=draw(st.integers(1, 40)),
+        H=draw(st.integers(1, 70)),
+        layers=draw(st.integers(1, 2)),
+        bidirectional=draw(st.booleans()),
+        reset_after=draw(st.booleans()),
+        bias=draw(st.booleans()),
         dtype=draw(st.sampled_from([np.float32, np.float64])),
-        threads=draw(st.integers(1, 8)), chunk=draw(st.sampled_from([0, 1, 3])),
-        seed=draw(st.integers(0, 2**16)))
+        threads=draw(st.integers(1, 8)),
+        chunk=draw(st.sampled_from([0, 1, 3])),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 def _run_in_pieces(m, x, h0, cuts):
@@ -440,11 +513,19 @@ def test_property_bitwise_for_any_threads_and_any_cut(case):
     direction reads the sequence from its end: cutting it is a different model);
     bidirectional ones check the thread counts."""
     import cygru.capi
+
     c = case
     rng = np.random.default_rng(c["seed"])
-    m = cygru.GRU(c["I"], c["H"], num_layers=c["layers"], bidirectional=c["bidirectional"],
-                  reset_after=c["reset_after"], bias=c["bias"], dtype=c["dtype"],
-                  seed=c["seed"])
+    m = cygru.GRU(
+        c["I"],
+        c["H"],
+        num_layers=c["layers"],
+        bidirectional=c["bidirectional"],
+        reset_after=c["reset_after"],
+        bias=c["bias"],
+        dtype=c["dtype"],
+        seed=c["seed"],
+    )
     D = m.num_directions
     x = rng.standard_normal((c["T"], c["B"], c["I"])).astype(c["dtype"])
     h0 = rng.standard_normal((c["layers"] * D, c["B"], c["H"])).astype(c["dtype"])

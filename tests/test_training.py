@@ -27,6 +27,7 @@ GTOL = {np.float32: 1e-4, np.float64: 1e-9}
 # helpers
 # ---------------------------------------------------------------------------------------------
 
+
 def cygru_grads(m, x, h0, d_out, d_hn, lengths=None):
     """Run vjp + backward on a module with zeroed grads; return everything."""
     m.zero_grad()
@@ -41,24 +42,36 @@ def torch_grads(m, x, h0, d_out, d_hn, lengths=None):
     xt = torch.tensor(x, requires_grad=True)
     if h0 is None:
         LD = m.num_layers * m.num_directions
-        h0 = np.zeros((LD, m.hidden_size) if x.ndim == 2 else (LD, x.shape[0 if m.batch_first else 1], m.hidden_size), m.dtype)
+        h0 = np.zeros(
+            (LD, m.hidden_size)
+            if x.ndim == 2
+            else (LD, x.shape[0 if m.batch_first else 1], m.hidden_size),
+            m.dtype,
+        )
     h0t = torch.tensor(h0, requires_grad=True)
     if lengths is None:
         out, h_n = net(xt, h0t)
     else:
-        packed = pack_padded_sequence(xt, torch.as_tensor(lengths, dtype=torch.int64),
-                                      batch_first=m.batch_first, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            xt,
+            torch.as_tensor(lengths, dtype=torch.int64),
+            batch_first=m.batch_first,
+            enforce_sorted=False,
+        )
         out_p, h_n = net(packed, h0t)
-        out, _ = pad_packed_sequence(out_p, batch_first=m.batch_first,
-                                     total_length=x.shape[1 if m.batch_first else 0])
+        out, _ = pad_packed_sequence(
+            out_p, batch_first=m.batch_first, total_length=x.shape[1 if m.batch_first else 0]
+        )
     loss = 0 * out.sum()
     if d_out is not None:
         loss = loss + (out * torch.from_numpy(d_out)).sum()
     if d_hn is not None:
         loss = loss + (h_n * torch.from_numpy(d_hn)).sum()
     loss.backward()
-    grads = {n: (np.zeros(tuple(p.shape), m.dtype) if p.grad is None else _np(p.grad))
-             for n, p in net.named_parameters()}
+    grads = {
+        n: (np.zeros(tuple(p.shape), m.dtype) if p.grad is None else _np(p.grad))
+        for n, p in net.named_parameters()
+    }
     return _np(out), _np(h_n), _np(xt.grad), _np(h0t.grad), grads
 
 
@@ -71,9 +84,15 @@ def ref_call(m, x, h0, d_out, d_hn, lengths=None, dropout_masks=None):
         d_out = None if d_out is None else d_out[:, None]
         d_hn = None if d_hn is None else d_hn[:, None]
     layers = F.layer_weights(m.state_dict(), m.num_layers, m.num_directions, m.bias)
-    kw = dict(hidden_size=m.hidden_size, num_directions=m.num_directions, reverse=m.reverse,
-              reset_after=m.reset_after, lengths=lengths,
-              batch_first=m.batch_first and not unbatched, dropout_masks=dropout_masks)
+    kw = dict(
+        hidden_size=m.hidden_size,
+        num_directions=m.num_directions,
+        reverse=m.reverse,
+        reset_after=m.reset_after,
+        lengths=lengths,
+        batch_first=m.batch_first and not unbatched,
+        dropout_masks=dropout_masks,
+    )
     out, h_n = ref.gru_forward(x, h0, layers, **kw)
     dx, dh0, g = ref.gru_backward(x, h0, layers, d_out, d_hn, **kw)
     grads = {}
@@ -112,6 +131,7 @@ def random_lengths(rng, T_, B_):
 # gradients vs torch autograd
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("with_h0", [True, False])
@@ -119,12 +139,12 @@ def random_lengths(rng, T_, B_):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_gru_grads_vs_torch(num_layers, bidirectional, batch_first, bias, with_h0, batched,
-                            dtype):
+def test_gru_grads_vs_torch(num_layers, bidirectional, batch_first, bias, with_h0, batched, dtype):
     seed = num_layers * 64 + bidirectional * 32 + batch_first * 16 + bias * 8 + with_h0 * 4
     rng = _rng(seed + 2 * batched)
-    m = cygru.GRU(I, H, num_layers, bias, batch_first, bidirectional=bidirectional,
-                  dtype=dtype, seed=seed)
+    m = cygru.GRU(
+        I, H, num_layers, bias, batch_first, bidirectional=bidirectional, dtype=dtype, seed=seed
+    )
     x = make_x(m, rng, batched)
     h0 = make_h0(m, rng, batched) if with_h0 else None
     out, h_n = m(x, h0)
@@ -139,23 +159,34 @@ def test_gru_grads_vs_torch(num_layers, bidirectional, batch_first, bias, with_h
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("which_none", ["d_output", "d_h_n", "both"])
-@pytest.mark.parametrize("cfg", [
-    dict(num_layers=1),
-    dict(num_layers=2, bidirectional=True, batch_first=True),
-    dict(num_layers=3, bias=False),
-], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(num_layers=1),
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        dict(num_layers=3, bias=False),
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
 def test_gru_grads_with_none_upstream(cfg, which_none, dtype):
     rng = _rng(3)
     m = cygru.GRU(I, H, dtype=dtype, seed=1, **cfg)
     x = make_x(m, rng)
     h0 = make_h0(m, rng)
     out, h_n = m(x, h0)
-    d_out = None if which_none in ("d_output", "both") else rng.standard_normal(out.shape).astype(dtype)
+    d_out = (
+        None if which_none in ("d_output", "both") else rng.standard_normal(out.shape).astype(dtype)
+    )
     d_hn = None if which_none in ("d_h_n", "both") else rng.standard_normal(h_n.shape).astype(dtype)
     got = cygru_grads(m, x, h0, d_out, d_hn)
     # None means zeros
-    zeros = cygru_grads(m, x, h0, np.zeros(out.shape) if d_out is None else d_out,
-                        np.zeros(h_n.shape) if d_hn is None else d_hn)
+    zeros = cygru_grads(
+        m,
+        x,
+        h0,
+        np.zeros(out.shape) if d_out is None else d_out,
+        np.zeros(h_n.shape) if d_hn is None else d_hn,
+    )
     for a, b in zip(got[:4], zeros[:4]):
         assert np.array_equal(a, b)
     for k in got[4]:
@@ -213,6 +244,7 @@ def test_gru_cell_grads_vs_torch(bias, with_h, batched, dtype):
 # lengths
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -220,15 +252,16 @@ def test_gru_cell_grads_vs_torch(bias, with_h, batched, dtype):
 def test_lengths_vs_torch_packed(num_layers, bidirectional, batch_first, dtype):
     rng = _rng(num_layers * 4 + bidirectional * 2 + batch_first)
     Bl = 5
-    m = cygru.GRU(I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional,
-                  dtype=dtype, seed=3)
+    m = cygru.GRU(
+        I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional, dtype=dtype, seed=3
+    )
     x = make_x(m, rng, B_=Bl)
     h0 = make_h0(m, rng, B_=Bl)
     lengths = random_lengths(rng, T, Bl)
-    assert not np.all(np.diff(lengths) <= 0)          # unsorted
+    assert not np.all(np.diff(lengths) <= 0)  # unsorted
     D = m.num_directions
     out_shape = (Bl, T, D * H) if batch_first else (T, Bl, D * H)
-    d_out = rng.standard_normal(out_shape).astype(dtype)   # nonzero at padded steps too
+    d_out = rng.standard_normal(out_shape).astype(dtype)  # nonzero at padded steps too
     d_hn = rng.standard_normal((num_layers * D, Bl, H)).astype(dtype)
     got = cygru_grads(m, x, h0, d_out, d_hn, lengths)
     want = torch_grads(m, x, h0, d_out, d_hn, lengths)
@@ -239,7 +272,7 @@ def test_lengths_vs_torch_packed(num_layers, bidirectional, batch_first, dtype):
     tm_out = np.swapaxes(out, 0, 1) if batch_first else out
     tm_dx = np.swapaxes(dx, 0, 1) if batch_first else dx
     t_idx = np.arange(T)[:, None]
-    padded = t_idx >= lengths[None, :]                     # (T, B)
+    padded = t_idx >= lengths[None, :]  # (T, B)
     assert padded.any()
     assert np.all(tm_out[padded] == 0)
     assert np.all(tm_dx[padded] == 0)
@@ -253,14 +286,18 @@ def test_lengths_vs_torch_packed(num_layers, bidirectional, batch_first, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reset_after", [True, False])
-@pytest.mark.parametrize("cfg", [
-    dict(num_layers=1),
-    dict(num_layers=1, reverse=True),
-    dict(num_layers=2, bidirectional=True),
-    dict(num_layers=2, bidirectional=True, batch_first=True),
-    dict(num_layers=3, batch_first=True, bias=False),
-    dict(num_layers=3, bidirectional=True),
-], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(num_layers=1),
+        dict(num_layers=1, reverse=True),
+        dict(num_layers=2, bidirectional=True),
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        dict(num_layers=3, batch_first=True, bias=False),
+        dict(num_layers=3, bidirectional=True),
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
 def test_lengths_vs_reference_both_variants(cfg, reset_after, dtype):
     rng = _rng(5)
     Bl = 6
@@ -281,12 +318,16 @@ def test_lengths_vs_reference_both_variants(cfg, reset_after, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cfg", [
-    dict(num_layers=1),
-    dict(num_layers=2, bidirectional=True, batch_first=True),
-    dict(num_layers=3, reset_after=False, bidirectional=True),
-    dict(num_layers=1, reverse=True),
-], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(num_layers=1),
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        dict(num_layers=3, reset_after=False, bidirectional=True),
+        dict(num_layers=1, reverse=True),
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
 def test_full_lengths_identical_to_none(cfg, dtype):
     rng = _rng(6)
     m = cygru.GRU(I, H, dtype=dtype, seed=5, **cfg)
@@ -309,7 +350,11 @@ def test_bad_lengths():
     m = cygru.GRU(I, H, dtype=np.float64)
     x = np.zeros((T, B, I))
     cases = [
-        (np.full(B + 1, 2), ValueError, rf"lengths must have shape \({B},\?\)|lengths must have shape"),
+        (
+            np.full(B + 1, 2),
+            ValueError,
+            rf"lengths must have shape \({B},\?\)|lengths must have shape",
+        ),
         (np.full((B, 1), 2), ValueError, "lengths must have shape"),
         (np.array(3), ValueError, "lengths must have shape"),
         (np.array([T, 0, 2]), ValueError, rf"every length must be in \[1, {T}\].*got 0"),
@@ -336,22 +381,25 @@ def test_chunked_projection_grads_vs_torch(batch_first, use_lengths, dtype):
     """Sizes where the forward projects the input in chunks of steps, and B = 1."""
     rng = _rng(30)
     for Tc, Bc, Hc in ((50, 48, 96), (12, 1, H)):
-        m = cygru.GRU(8, Hc, 2, batch_first=batch_first, bidirectional=True, dtype=dtype,
-                      seed=1)
+        m = cygru.GRU(8, Hc, 2, batch_first=batch_first, bidirectional=True, dtype=dtype, seed=1)
         x = make_x(m, rng, T_=Tc, B_=Bc)
         h0 = make_h0(m, rng, B_=Bc)
         lengths = random_lengths(rng, Tc, Bc) if (use_lengths and Bc > 1) else None
         out, h_n = m(x, h0, lengths)
         d_out = rng.standard_normal(out.shape).astype(dtype)
         d_hn = rng.standard_normal(h_n.shape).astype(dtype)
-        assert_all_close(cygru_grads(m, x, h0, d_out, d_hn, lengths),
-                         torch_grads(m, x, h0, d_out, d_hn, lengths), GTOL[dtype],
-                         what=f"T={Tc} B={Bc}")
+        assert_all_close(
+            cygru_grads(m, x, h0, d_out, d_hn, lengths),
+            torch_grads(m, x, h0, d_out, d_hn, lengths),
+            GTOL[dtype],
+            what=f"T={Tc} B={Bc}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # reset_after=False (and reverse) gradients vs the reference
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batched", [True, False])
@@ -359,18 +407,29 @@ def test_chunked_projection_grads_vs_torch(batch_first, use_lengths, dtype):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_reset_before_grads_vs_reference(num_layers, bidirectional, batch_first, bias, batched,
-                                         dtype):
+def test_reset_before_grads_vs_reference(
+    num_layers, bidirectional, batch_first, bias, batched, dtype
+):
     rng = _rng(num_layers * 8 + bidirectional * 4 + batch_first * 2 + bias)
-    m = cygru.GRU(I, H, num_layers, bias, batch_first, bidirectional=bidirectional,
-                  reset_after=False, dtype=dtype, seed=6)
+    m = cygru.GRU(
+        I,
+        H,
+        num_layers,
+        bias,
+        batch_first,
+        bidirectional=bidirectional,
+        reset_after=False,
+        dtype=dtype,
+        seed=6,
+    )
     x = make_x(m, rng, batched)
     h0 = make_h0(m, rng, batched)
     out, h_n = m(x, h0)
     d_out = rng.standard_normal(out.shape).astype(dtype)
     d_hn = rng.standard_normal(h_n.shape).astype(dtype)
-    assert_all_close(cygru_grads(m, x, h0, d_out, d_hn),
-                     ref_call(m, x, h0, d_out, d_hn), GTOL[dtype])
+    assert_all_close(
+        cygru_grads(m, x, h0, d_out, d_hn), ref_call(m, x, h0, d_out, d_hn), GTOL[dtype]
+    )
     # h0=None: dh0 still returned
     got = cygru_grads(m, x, None, d_out, d_hn)
     want = ref_call(m, x, None, d_out, d_hn)
@@ -382,15 +441,24 @@ def test_reset_before_grads_vs_reference(num_layers, bidirectional, batch_first,
 @pytest.mark.parametrize("num_layers,batch_first", [(1, False), (2, True), (3, False)])
 def test_reverse_grads_vs_reference(num_layers, batch_first, reset_after, dtype):
     rng = _rng(7)
-    m = cygru.GRU(I, H, num_layers, batch_first=batch_first, reverse=True,
-                  reset_after=reset_after, dtype=dtype, seed=7)
+    m = cygru.GRU(
+        I,
+        H,
+        num_layers,
+        batch_first=batch_first,
+        reverse=True,
+        reset_after=reset_after,
+        dtype=dtype,
+        seed=7,
+    )
     x = make_x(m, rng)
     h0 = make_h0(m, rng)
     out, h_n = m(x, h0)
     d_out = rng.standard_normal(out.shape).astype(dtype)
     d_hn = rng.standard_normal(h_n.shape).astype(dtype)
-    assert_all_close(cygru_grads(m, x, h0, d_out, d_hn), ref_call(m, x, h0, d_out, d_hn),
-                     GTOL[dtype])
+    assert_all_close(
+        cygru_grads(m, x, h0, d_out, d_hn), ref_call(m, x, h0, d_out, d_hn), GTOL[dtype]
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -404,8 +472,9 @@ def test_cell_reset_before_grads_vs_reference(bias, batched, dtype):
     d = rng.standard_normal((B, H)).astype(dtype)
     sd = cell.state_dict()
     layers = [[tuple(sd.get(n) for n in F.GATE_NAMES)]]
-    rdx, rdh, g = ref.gru_backward(x[None], h[None], layers, d[None], None, hidden_size=H,
-                                   num_directions=1, reset_after=False)
+    rdx, rdh, g = ref.gru_backward(
+        x[None], h[None], layers, d[None], None, hidden_size=H, num_directions=1, reset_after=False
+    )
     if not batched:
         x, h, d, rdx, rdh = x[0], h[0], d[0], rdx[:, :1], rdh[:, :1]
     cell.zero_grad()
@@ -439,8 +508,9 @@ GRADCHECK_CASES = [
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
-@pytest.mark.parametrize("name,cfg,xshape,lengths", GRADCHECK_CASES,
-                         ids=[c[0] for c in GRADCHECK_CASES])
+@pytest.mark.parametrize(
+    "name,cfg,xshape,lengths", GRADCHECK_CASES, ids=[c[0] for c in GRADCHECK_CASES]
+)
 def test_gradcheck_passes_gru(name, cfg, xshape, lengths, reset_after):
     rng = _rng(9)
     I_ = xshape[-1]
@@ -471,7 +541,7 @@ def test_gradcheck_large_tensors_use_projections():
 
 def test_gradcheck_float32_module_untouched():
     rng = _rng(12)
-    m = cygru.GRU(3, 4, num_layers=2, bidirectional=True, seed=4)     # float32
+    m = cygru.GRU(3, 4, num_layers=2, bidirectional=True, seed=4)  # float32
     x = rng.standard_normal((4, 2, 3)).astype(np.float32)
     (out, h_n), backward = m.vjp(x)
     backward(np.ones_like(out), np.ones_like(h_n))
@@ -586,6 +656,7 @@ def test_gradcheck_rejects_non_modules():
 # accumulation
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gradients_accumulate_and_zero_grad(dtype):
     rng = _rng(14)
@@ -595,7 +666,7 @@ def test_gradients_accumulate_and_zero_grad(dtype):
     (out, h_n), backward = m.vjp(x, h0)
     d_out = rng.standard_normal(out.shape)
     d_hn = rng.standard_normal(h_n.shape)
-    assert not any(np.any(g) for g in m.grads.values())       # fresh module: zeros
+    assert not any(np.any(g) for g in m.grads.values())  # fresh module: zeros
     dx1, dh01 = backward(d_out, d_hn)
     one = {k: v.copy() for k, v in m.grads.items()}
     assert all(np.any(g) for g in one.values())
@@ -609,12 +680,12 @@ def test_gradients_accumulate_and_zero_grad(dtype):
         backward(d_out, d_hn)
     with pytest.raises(RuntimeError, match="already called"):
         backward2()
-    for k, g in m.grads.items():                   # the failed call added nothing
+    for k, g in m.grads.items():  # the failed call added nothing
         assert np.array_equal(g, 2 * one[k]), k
     grad_arrays = dict(m.grads)
     m.zero_grad()
     for k, g in m.grads.items():
-        assert g is grad_arrays[k]                # zeroed in place
+        assert g is grad_arrays[k]  # zeroed in place
         assert not np.any(g)
     # different inputs add up: grads(x1) + grads(x2)
     x2 = make_x(m, rng)
@@ -661,8 +732,17 @@ _did = lambda c: "-".join(f"{k}={v}" for k, v in c.items())  # noqa: E731
 
 
 def _twin_without_dropout(m):
-    n = cygru.GRU(m.input_size, m.hidden_size, m.num_layers, m.bias, m.batch_first, 0.0,
-                  m.bidirectional, reset_after=m.reset_after, dtype=m.dtype)
+    n = cygru.GRU(
+        m.input_size,
+        m.hidden_size,
+        m.num_layers,
+        m.bias,
+        m.batch_first,
+        0.0,
+        m.bidirectional,
+        reset_after=m.reset_after,
+        dtype=m.dtype,
+    )
     n.load_state_dict(m.state_dict())
     return n
 
@@ -700,7 +780,7 @@ def test_dropout_masks_seeded_and_fresh(cfg):
             assert a.shape == (T, B, D * H) and a.dtype == np.float64
             assert np.array_equal(a, b)
         assert np.array_equal(o1, o2) and np.array_equal(h1, h2)
-        if prev is not None:                            # a fresh mask per call
+        if prev is not None:  # a fresh mask per call
             assert not np.array_equal(prev[0], masks[0])
         prev = masks
         # values: 0 or 1/(1-p)
@@ -724,7 +804,7 @@ def test_dropout_mask_statistics(dtype):
     assert masks.shape == (2, 50, 20, 32) and masks.dtype == np.dtype(dtype)
     scale = np.asarray(1.0 / (1.0 - p), dtype)
     assert np.all((masks == 0) | (masks == scale))
-    assert abs(masks.mean() - 1.0) < 0.03                    # inverted dropout keeps the mean
+    assert abs(masks.mean() - 1.0) < 0.03  # inverted dropout keeps the mean
     assert abs((masks == 0).mean() - p) < 0.02
     # the two inter-layer masks are independent draws
     assert not np.array_equal(masks[0], masks[1])
@@ -774,12 +854,18 @@ def test_dropout_last_layer_output_not_dropped():
     o1, hn1 = l1(o0 * mask)
     assert rel_err(out, o1) <= 1e-12
     assert rel_err(h_n, np.concatenate([hn0, hn1])) <= 1e-12
-    assert np.all(out != 0)               # half of the entries would be 0 if it were dropped
+    assert np.all(out != 0)  # half of the entries would be 0 if it were dropped
 
 
-@pytest.mark.parametrize("cfg", [dict(num_layers=2), dict(num_layers=3, bidirectional=True),
-                                 dict(num_layers=2, reset_after=False, batch_first=True)],
-                         ids=_did)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(num_layers=2),
+        dict(num_layers=3, bidirectional=True),
+        dict(num_layers=2, reset_after=False, batch_first=True),
+    ],
+    ids=_did,
+)
 def test_gradcheck_with_dropout(cfg):
     m = cygru.GRU(3, 4, dropout=0.5, dtype=np.float64, seed=10, **cfg)
     shape = (2, 4, 3) if m.batch_first else (4, 2, 3)
@@ -807,13 +893,20 @@ def test_dropout_with_lengths_vs_reference():
 # threads
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["gru", "cell"])
 def test_threads_accumulate_like_serial(kind):
     rng = _rng(24)
     n_threads, reps = 4, 5
     if kind == "gru":
-        make = lambda: cygru.GRU(8, 16, num_layers=2, bidirectional=True,  # noqa: E731
-                                 dtype=np.float64, seed=13)
+        make = lambda: cygru.GRU(  # noqa: E731
+            8,
+            16,
+            num_layers=2,
+            bidirectional=True,
+            dtype=np.float64,
+            seed=13,
+        )
         xs = [rng.standard_normal((30, 4, 8)) for _ in range(n_threads)]
         h0s = [rng.standard_normal((4, 4, 16)) for _ in range(n_threads)]
     else:
@@ -851,6 +944,7 @@ def test_threads_accumulate_like_serial(kind):
         for (dx_p, dh_p), (dx_s, dh_s) in zip(results[i], serial[i]):
             assert rel_err(dx_p, dx_s) <= 1e-12 and rel_err(dh_p, dh_s) <= 1e-12
     for k in m_ser.grads:
-        np.testing.assert_allclose(m_par.grads[k], m_ser.grads[k], rtol=1e-12, atol=1e-12,
-                                   err_msg=k)
+        np.testing.assert_allclose(
+            m_par.grads[k], m_ser.grads[k], rtol=1e-12, atol=1e-12, err_msg=k
+        )
         assert np.any(m_ser.grads[k])

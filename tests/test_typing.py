@@ -1,5 +1,6 @@
 """cygru's type hints (PEP 484, shipped with py.typed): ``mypy --strict`` passes on a user's
 script over the public API (tests/typing/user_script.py) and catches a misuse of it."""
+
 import os
 import pathlib
 import subprocess
@@ -17,15 +18,30 @@ def _mypy(tmp_path, *args):
     """`python -m mypy --strict ARGS` from the repository root, with its configuration
     (pyproject.toml's [tool.mypy]) and a cache of its own."""
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--config-file", str(ROOT / "pyproject.toml"),
-         "--cache-dir", str(tmp_path / "mypy_cache"), "--no-color-output", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "MYPY_FORCE_COLOR": "0"})
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / "mypy_cache"),
+            "--no-color-output",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MYPY_FORCE_COLOR": "0"},
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_package_is_marked_typed():
     import cygru
+
     assert os.path.isfile(os.path.join(os.path.dirname(cygru.__file__), "py.typed"))
 
 
@@ -48,16 +64,20 @@ def test_mypy_sees_cygru_types(tmp_path):
         "(y, h), backward = gru.vjp(np.zeros((5, 2, 3)))\n"
         "reveal_type(backward)\n"
         "cygru.set_num_threads('two')\n"
-        "n: str = cygru.gradcheck(gru, np.zeros((5, 2, 3)))\n")
+        "n: str = cygru.gradcheck(gru, np.zeros((5, 2, 3)))\n"
+    )
     rc, out = _mypy(tmp_path, str(misuse))
     assert rc == 1, out
-    assert 'misuse.py:3: error: Argument 1 to "GRU" has incompatible type "str"; ' \
-           'expected "int"' in out, out
+    assert (
+        'misuse.py:3: error: Argument 1 to "GRU" has incompatible type "str"; expected "int"' in out
+    ), out
     assert 'misuse.py:5: note: Revealed type is "numpy.ndarray[' in out, out
     assert 'misuse.py:7: note: Revealed type is "cygru._typing.GRUBackward"' in out, out
     assert 'misuse.py:8: error: Argument 1 to "set_num_threads" has incompatible type' in out, out
-    assert 'misuse.py:9: error: Incompatible types in assignment (expression has type ' \
-           '"bool", variable has type "str")' in out, out
+    assert (
+        "misuse.py:9: error: Incompatible types in assignment (expression has type "
+        '"bool", variable has type "str")' in out
+    ), out
     assert "Found 3 errors in 1 file" in out, out
 
 
@@ -67,11 +87,10 @@ def _public_callables():
     import importlib
     import inspect
 
-    for mod_name in ("cygru", "cygru.functional", "cygru.optim", "cygru.interop",
-                     "cygru.dask"):
+    for mod_name in ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask"):
         try:
             mod = importlib.import_module(mod_name)
-        except ImportError:          # cygru.dask without dask
+        except ImportError:  # cygru.dask without dask
             continue
         for name in mod.__all__:
             obj = getattr(mod, name)
@@ -86,13 +105,14 @@ def _public_callables():
                         value = value.fget
                     if inspect.isfunction(value):
                         yield f"{where}.{attr}", value
-                for base in obj.__mro__[1:]:     # inherited public methods (_Module's)
+                for base in obj.__mro__[1:]:  # inherited public methods (_Module's)
                     if base.__module__.startswith("cygru"):
                         for attr, value in vars(base).items():
                             if isinstance(value, property):
                                 value = value.fget
-                            if (not attr.startswith("_") or attr == "__init__") \
-                                    and inspect.isfunction(value):
+                            if (
+                                not attr.startswith("_") or attr == "__init__"
+                            ) and inspect.isfunction(value):
                                 yield f"{where}.{attr} (from {base.__name__})", value
 
 
@@ -103,7 +123,7 @@ def test_every_public_function_is_annotated():
     for where, fn in _public_callables():
         sig = inspect.signature(fn)
         seen += 1
-        for p in list(sig.parameters.values())[1 if "." in fn.__qualname__ else 0:]:
+        for p in list(sig.parameters.values())[1 if "." in fn.__qualname__ else 0 :]:
             if p.annotation is inspect.Parameter.empty:
                 missing.append(f"{where}: parameter {p.name}")
         if sig.return_annotation is inspect.Signature.empty:

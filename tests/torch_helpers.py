@@ -1,5 +1,6 @@
 """Shared by the tests that use PyTorch as an oracle (import only after
 pytest.importorskip("torch"))."""
+
 import numpy as np
 import torch
 
@@ -17,11 +18,16 @@ def to_numpy(t):
 def torch_twin(m):
     """An nn.GRU / nn.GRUCell with the options and parameters of a cygru module."""
     if isinstance(m, cygru.GRU):
-        net = torch.nn.GRU(m.input_size, m.hidden_size, num_layers=m.num_layers, bias=m.bias,
-                           batch_first=m.batch_first, bidirectional=m.bidirectional,
-                           dtype=torch_dtype(m.dtype))
+        net = torch.nn.GRU(
+            m.input_size,
+            m.hidden_size,
+            num_layers=m.num_layers,
+            bias=m.bias,
+            batch_first=m.batch_first,
+            bidirectional=m.bidirectional,
+            dtype=torch_dtype(m.dtype),
+        )
     else:
-        net = torch.nn.GRUCell(m.input_size, m.hidden_size, bias=m.bias,
-                               dtype=torch_dtype(m.dtype))
+        net = torch.nn.GRUCell(m.input_size, m.hidden_size, bias=m.bias, dtype=torch_dtype(m.dtype))
     net.load_state_dict({k: torch.from_numpy(v) for k, v in m.state_dict().items()})
     return net

@@ -34,5 +34,11 @@ from ._onnx_export import to_onnx
 from ._onnx_import import from_onnx
 from ._torch import from_torch
 
-__all__ = ["from_keras", "from_onnx", "from_torch", "lengths_from_mask", "repeat_last_state",
-           "to_onnx"]
+__all__ = [
+    "from_keras",
+    "from_onnx",
+    "from_torch",
+    "lengths_from_mask",
+    "repeat_last_state",
+    "to_onnx",
+]

@@ -48,4 +48,3 @@ def _swap_rz(array, hidden_size, axis=0):
     a = np.moveaxis(np.asarray(array), axis, 0)
     out = np.concatenate([a[h : 2 * h], a[:h], a[2 * h : 3 * h]], axis=0)
     return np.moveaxis(out, 0, axis)
-

@@ -23,24 +23,52 @@ _WHO = "cygru.from_keras"
 # kernel: both give the same numbers), or for what the call returns (``return_state``: cygru
 # always returns both the sequence and the state). None changes a forward pass's values.
 _GRU_IGNORED = frozenset(
-    ["name", "trainable", "return_state", "unroll", "use_cudnn", "seed",
-     "kernel_initializer", "recurrent_initializer", "bias_initializer",
-     "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
-     "kernel_constraint", "recurrent_constraint", "bias_constraint"]
+    [
+        "name",
+        "trainable",
+        "return_state",
+        "unroll",
+        "use_cudnn",
+        "seed",
+        "kernel_initializer",
+        "recurrent_initializer",
+        "bias_initializer",
+        "kernel_regularizer",
+        "recurrent_regularizer",
+        "bias_regularizer",
+        "activity_regularizer",
+        "kernel_constraint",
+        "recurrent_constraint",
+        "bias_constraint",
+    ]
 )
 # Fields that from_keras reads and maps (or checks).
 _GRU_READ = frozenset(
-    ["dtype", "units", "activation", "recurrent_activation", "use_bias", "reset_after",
-     "return_sequences", "go_backwards", "stateful", "dropout", "recurrent_dropout",
-     "zero_output_for_mask"]
+    [
+        "dtype",
+        "units",
+        "activation",
+        "recurrent_activation",
+        "use_bias",
+        "reset_after",
+        "return_sequences",
+        "go_backwards",
+        "stateful",
+        "dropout",
+        "recurrent_dropout",
+        "zero_output_for_mask",
+    ]
 )
-_BIDIRECTIONAL_FIELDS = frozenset(["name", "trainable", "dtype", "merge_mode", "layer",
-                                   "backward_layer"])
+_BIDIRECTIONAL_FIELDS = frozenset(
+    ["name", "trainable", "dtype", "merge_mode", "layer", "backward_layer"]
+)
 
 
 def _is_keras_object(obj):
     """A Keras layer or model (a Keras Variable is an array here: it has no get_weights)."""
-    return hasattr(obj, "get_weights") and any(c.__module__.split(".")[0] in ("keras", "tf_keras") for c in type(obj).__mro__)
+    return hasattr(obj, "get_weights") and any(
+        c.__module__.split(".")[0] in ("keras", "tf_keras") for c in type(obj).__mro__
+    )
 
 
 def _kind(obj):
@@ -185,8 +213,9 @@ def _producer(layer):
     arguments = getattr(nodes[0], "arguments", None)
     if arguments is None:
         return None
-    extra = sorted(k for k, v in arguments.kwargs.items()
-                   if v is not None and k not in ("mask", "training"))
+    extra = sorted(
+        k for k, v in arguments.kwargs.items() if v is not None and k not in ("mask", "training")
+    )
     if len(arguments.args) != 1 or extra:
         raise ValueError(
             f"{_WHO}: {_label(layer)} is called in the model with "
@@ -233,9 +262,12 @@ def _recurrent_run(model, ignore_dropout):
         )
     stack = []
     for previous, layer in zip([None] + run[:-1], run):
-        producer = _producer(layer)    # also refuses a layer called more than once
-        if previous is not None and producer is not None and (
-                producer[0] is not previous or producer[1] != 0):
+        producer = _producer(layer)  # also refuses a layer called more than once
+        if (
+            previous is not None
+            and producer is not None
+            and (producer[0] is not previous or producer[1] != 0)
+        ):
             what = _label(producer[0])
             if producer[0] is previous:
                 what += f"'s output {producer[1]} (a state, not the sequence)"
@@ -268,8 +300,12 @@ def _keras_to_cygru(kernel, recurrent_kernel, bias, reset_after, dtype):
         b_ih, b_hh = bias[0], bias[1]
     else:  # Keras' single bias is the input bias; cygru adds b_hn outside r * (...) here
         b_ih, b_hh = bias, np.zeros(3 * hidden_size, dtype=dtype)
-    return w_ih, w_hh, _swap_rz(b_ih, hidden_size).astype(dtype), \
-        _swap_rz(b_hh, hidden_size).astype(dtype)
+    return (
+        w_ih,
+        w_hh,
+        _swap_rz(b_ih, hidden_size).astype(dtype),
+        _swap_rz(b_hh, hidden_size).astype(dtype),
+    )
 
 
 def _load(gru, layer_arrays, reset_after, dtype):
@@ -299,7 +335,8 @@ def _from_keras_object(obj, dtype, ignore_dropout):
             "something else)"
         )
     items = [
-        _read_bidirectional(x, dtype, ignore_dropout) if _kind(x) == "Bidirectional"
+        _read_bidirectional(x, dtype, ignore_dropout)
+        if _kind(x) == "Bidirectional"
         else _read_gru(x, dtype, ignore_dropout)
         for x in layers
     ]
@@ -353,9 +390,15 @@ def _from_keras_object(obj, dtype, ignore_dropout):
             per_layer.append((kernel, recurrent_kernel, bias))
         arrays.append(per_layer)
     gru = _modules().GRU(
-        arrays[0][0][0].shape[0], H, num_layers=len(items), bias=first["use_bias"],
-        batch_first=True, bidirectional=bidirectional, reset_after=first["reset_after"],
-        reverse=first["go_backwards"], dtype=dtype,
+        arrays[0][0][0].shape[0],
+        H,
+        num_layers=len(items),
+        bias=first["use_bias"],
+        batch_first=True,
+        bidirectional=bidirectional,
+        reset_after=first["reset_after"],
+        reverse=first["go_backwards"],
+        dtype=dtype,
     )
     return _load(gru, arrays, first["reset_after"], dtype)
 
@@ -487,8 +530,15 @@ def from_keras(
     ((2, 5, 4), (1, 2, 4))
     """
     if _is_keras_object(layer_or_kernel):
-        given = [name for name, value in (("recurrent_kernel", recurrent_kernel), ("bias", bias),
-                                          ("reset_after", reset_after)) if value is not None]
+        given = [
+            name
+            for name, value in (
+                ("recurrent_kernel", recurrent_kernel),
+                ("bias", bias),
+                ("reset_after", reset_after),
+            )
+            if value is not None
+        ]
         if given:
             raise TypeError(
                 f"{_WHO}: {given} cannot be given with a Keras {type(layer_or_kernel).__name__}; "
@@ -501,8 +551,13 @@ def from_keras(
             f"recurrent_kernel[, bias]; got a {type(layer_or_kernel).__qualname__} and no "
             "recurrent_kernel"
         )
-    return _from_arrays(layer_or_kernel, recurrent_kernel, bias,
-                        True if reset_after is None else bool(reset_after), dtype)
+    return _from_arrays(
+        layer_or_kernel,
+        recurrent_kernel,
+        bias,
+        True if reset_after is None else bool(reset_after),
+        dtype,
+    )
 
 
 def _from_arrays(kernel, recurrent_kernel, bias, reset_after, dtype):
@@ -539,8 +594,14 @@ def _from_arrays(kernel, recurrent_kernel, bias, reset_after, dtype):
                 f"from_keras: with reset_after={reset_after} bias must have shape {expected} "
                 f"for units={hidden_size}, got {bias.shape}{hint}"
             )
-    gru = _modules().GRU(input_size, hidden_size, bias=bias is not None, batch_first=True,
-                         reset_after=reset_after, dtype=dtype)
+    gru = _modules().GRU(
+        input_size,
+        hidden_size,
+        bias=bias is not None,
+        batch_first=True,
+        reset_after=reset_after,
+        dtype=dtype,
+    )
     return _load(gru, [[(kernel, recurrent_kernel, bias)]], reset_after, dtype)
 
 

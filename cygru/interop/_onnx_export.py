@@ -22,8 +22,6 @@ _DEFAULT_OPSET = 17
 _MIN_OPSET = 13
 
 
-
-
 def to_onnx(
     module: GRU,
     path_or_file: OnnxTarget,
@@ -276,9 +274,13 @@ def to_onnx(
         + (
             []
             if lengths == "none"
-            else [helper.make_tensor_value_info(
-                "sequence_lens", TensorProto.INT32,
-                ["batch" if lengths == "required" else "batch_or_0"])]
+            else [
+                helper.make_tensor_value_info(
+                    "sequence_lens",
+                    TensorProto.INT32,
+                    ["batch" if lengths == "required" else "batch_or_0"],
+                )
+            ]
         ),
         outputs=[
             helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims),

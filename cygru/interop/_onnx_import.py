@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["from_onnx"]
 
 
-
 _DEFAULT_ACTIVATIONS = ("sigmoid", "tanh")
 
 
@@ -244,9 +243,20 @@ def _read_node(onnx, node, values, graph_inputs, weights, used):
         )
 
     return {
-        "node": node, "label": label, "direction": direction, "D": num_directions,
-        "lbr": lbr, "layout": layout, "H": hidden_size, "I": input_size, "dtype": dtype,
-        "W": W, "R": R, "B": B, "seq_lens": inputs[4], "initial_h": inputs[5],
+        "node": node,
+        "label": label,
+        "direction": direction,
+        "D": num_directions,
+        "lbr": lbr,
+        "layout": layout,
+        "H": hidden_size,
+        "I": input_size,
+        "dtype": dtype,
+        "W": W,
+        "R": R,
+        "B": B,
+        "seq_lens": inputs[4],
+        "initial_h": inputs[5],
     }
 
 
@@ -408,9 +418,14 @@ def from_onnx(
         )
     first = layers[0]
     for layer in layers[1:]:
-        for key, what in (("direction", "direction"), ("lbr", "linear_before_reset"),
-                          ("layout", "layout"), ("H", "hidden_size"), ("dtype", "dtype"),
-                          ("seq_lens", "sequence_lens input")):
+        for key, what in (
+            ("direction", "direction"),
+            ("lbr", "linear_before_reset"),
+            ("layout", "layout"),
+            ("H", "hidden_size"),
+            ("dtype", "dtype"),
+            ("seq_lens", "sequence_lens input"),
+        ):
             if layer[key] != first[key]:
                 raise ValueError(
                     f"cygru.from_onnx: {layer['label']} has {what} {layer[key]!r} but "
@@ -481,11 +496,32 @@ def _check_weights(weights):
 # Ops that create data of a size read from a tensor (Expand, ConstantOfShape, Range, Tile,
 # Pad) are left out: the probe never runs a node that a hostile model could make allocate
 # without bound.
-_LAYOUT_OPS = frozenset([
-    "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Identity", "Concat", "Slice",
-    "Split", "Gather", "Shape", "Size", "Constant", "Cast", "Add", "Sub", "Mul", "Div",
-    "Equal", "Where", "Max", "Min",
-])
+_LAYOUT_OPS = frozenset(
+    [
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Reshape",
+        "Flatten",
+        "Identity",
+        "Concat",
+        "Slice",
+        "Split",
+        "Gather",
+        "Shape",
+        "Size",
+        "Constant",
+        "Cast",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Equal",
+        "Where",
+        "Max",
+        "Min",
+    ]
+)
 # The most elements a probe tensor may have: sizes a graph declares beyond it are not used.
 _PROBE_LIMIT = 1 << 20
 
@@ -518,7 +554,7 @@ def _upstream(graph, tensor, stop=()):
             continue
         seen.add(id(node))
         todo.extend(node.input)
-        for attr in node.attribute:   # a subgraph (If, Loop) reads outer names too
+        for attr in node.attribute:  # a subgraph (If, Loop) reads outer names too
             if attr.HasField("g"):
                 todo.extend(i for inner in attr.g.node for i in inner.input)
     return [n for n in graph.node if id(n) in seen], reads
@@ -585,9 +621,12 @@ def _run_piece(model, nodes, feeds, target):
     needed = {i for n in nodes for i in n.input}
     inits = [t for t in graph.initializer if t.name in needed and t.name not in feeds]
     sub = helper.make_graph(
-        list(nodes), "piece",
-        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-         for name, a in feeds.items()],
+        list(nodes),
+        "piece",
+        [
+            helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for name, a in feeds.items()
+        ],
         [helper.make_tensor_value_info(target, 0, None)],
         initializer=inits,
     )
@@ -615,8 +654,9 @@ def _static_dims(graph, name):
     """The first two dims of a graph input, None where dynamic."""
     for value in graph.input:
         if value.name == name and value.type.tensor_type.HasField("shape"):
-            dims = [d.dim_value if d.dim_value > 0 else None
-                    for d in value.type.tensor_type.shape.dim]
+            dims = [
+                d.dim_value if d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim
+            ]
             if len(dims) == 3:
                 return dims[:2]
     return [None, None]
@@ -633,8 +673,11 @@ def _static_y_shape(model, y_name):
     for value in list(inferred.graph.value_info) + list(inferred.graph.output):
         if value.name == y_name and value.type.tensor_type.HasField("shape"):
             dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
-            if len(dims) == 4 and all(d > 0 for d in dims) and \
-                    int(np.prod(dims, dtype=np.float64)) <= _PROBE_LIMIT:
+            if (
+                len(dims) == 4
+                and all(d > 0 for d in dims)
+                and int(np.prod(dims, dtype=np.float64)) <= _PROBE_LIMIT
+            ):
                 return dims
     return None
 
@@ -662,7 +705,7 @@ def _check_layouts(model, layers):
     batch_first = bool(layout)
     x_tensor = layers[0]["node"].input[0]
     nodes, reads = _upstream(graph, x_tensor)
-    T, B = 3, 2                      # time and batch sizes to run the pieces with
+    T, B = 3, 2  # time and batch sizes to run the pieces with
     x_name = x_value = None
     if len(reads) == 1 and all(n.op_type in _LAYOUT_OPS for n in nodes):
         (name,) = reads
@@ -679,7 +722,7 @@ def _check_layouts(model, layers):
         if x_value is not None:
             b, t = x_value.shape[:2] if batch_first else x_value.shape[1::-1]
             B, T = b, t
-    if x_value is None:     # the sizes the graph was exported for, where it says
+    if x_value is None:  # the sizes the graph was exported for, where it says
         inferred = _static_y_shape(model, layers[0]["node"].output[0])
         if inferred is not None:
             T, B = (inferred[1], inferred[0]) if layout else (inferred[0], inferred[2])
@@ -728,7 +771,7 @@ def _check_layouts(model, layers):
         if out.name == y_name or not any(y_name in n.input for n in nodes):
             continue
         if reads - {x_name} or any(n.op_type not in _LAYOUT_OPS for n in nodes):
-            continue        # computed by more than layout nodes: not the module's to match
+            continue  # computed by more than layout nodes: not the module's to match
         feeds = {y_name: y_value, **({x_name: x_value} if x_name in reads else {})}
         got = _run_piece(model, nodes, feeds, out.name)
         if _same(got, time_major):
@@ -736,7 +779,7 @@ def _check_layouts(model, layers):
         elif _same(got, time_major.transpose(1, 0, 2)):
             out_batch_first = True
         else:
-            continue        # another use of the sequence (its last step, say)
+            continue  # another use of the sequence (its last step, say)
         if out_batch_first != batch_first:
             raise ValueError(
                 f"cygru.from_onnx: the graph's input {x_name!r} reaches {layers[0]['label']} "

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 __all__ = ["from_torch"]
 
 
-
 def from_torch(module: Any) -> Union[GRU, GRUCell]:
     """Build the cygru module equal to a ``torch.nn.GRU`` or ``torch.nn.GRUCell``.
 

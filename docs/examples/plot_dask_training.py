@@ -27,8 +27,8 @@ SEQ_LEN, BATCH, STEPS = 30, 512, 60
 rng = np.random.default_rng(0)
 x = rng.uniform(-0.8, 0.8, (SEQ_LEN, BATCH, 1))
 y = np.zeros((SEQ_LEN, BATCH, 2))
-y[1:, :, 0] = x[:-1, :, 0]                                   # the previous input
-for t in range(SEQ_LEN):                                     # a running average
+y[1:, :, 0] = x[:-1, :, 0]  # the previous input
+for t in range(SEQ_LEN):  # a running average
     y[t, :, 1] = 0.7 * (y[t - 1, :, 1] if t else 0.0) + 0.3 * x[t, :, 0]
 
 # %%
@@ -38,15 +38,25 @@ for t in range(SEQ_LEN):                                     # a running average
 # the targets follow the same cut. ``trainer.step`` sends the current weights (one key of
 # the task graph), gets back the summed gradient and applies the optimiser here.
 
+
 def train_on_two_workers():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0", silence_logs=40) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=40,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         xd = client.persist(da.from_array(x, chunks=(-1, BATCH // 2, -1)))
         yd = client.persist(da.from_array(y, chunks=(-1, BATCH // 2, -1)))
         distributed.wait([xd, yd])
-        print("chunks of x and y held by each worker:",
-              sorted(len(keys) for keys in client.has_what().values()))
+        print(
+            "chunks of x and y held by each worker:",
+            sorted(len(keys) for keys in client.has_what().values()),
+        )
         gru = cygru.GRU(1, 2, dtype=np.float64, seed=0)
         trainer = cygru.dask.DataParallelTrainer(gru, cygru.dask.SGD(lr=2.0, momentum=0.9))
         for _step in range(STEPS):
@@ -64,6 +74,7 @@ if __name__ == "__main__":
 # -----------------------
 # The gradient of the mean squared error over the whole batch, from one ``vjp``.
 
+
 def train_in_one_process():
     single = cygru.GRU(1, 2, dtype=np.float64, seed=0)
     opt = cygru.dask.SGD(lr=2.0, momentum=0.9)
@@ -72,7 +83,7 @@ def train_in_one_process():
         single.zero_grad()
         (out, _), backward = single.vjp(x)
         err = out - y
-        losses.append(float(np.mean(err ** 2)))
+        losses.append(float(np.mean(err**2)))
         backward(2 * err / err.size, None)
         opt.step(single)
     return np.array(losses)

@@ -46,7 +46,7 @@ def make_batch(batch=32, seq_len=SEQ_LEN):
 # (see :doc:`plot_training` for the same loop explained).
 
 gru = cygru.GRU(2, HIDDEN, dtype=np.float64, seed=0)
-params = dict(gru.named_parameters())           # live arrays: updated in place
+params = dict(gru.named_parameters())  # live arrays: updated in place
 params["w_out"] = rng.uniform(-0.3, 0.3, (HIDDEN, 1))
 params["b_out"] = np.zeros(1)
 m = {k: np.zeros_like(p) for k, p in params.items()}
@@ -62,10 +62,10 @@ for step in range(1, 1001):
     grads = dict(gru.grads)
     grads["w_out"] = output.reshape(-1, HIDDEN).T @ d_pred.reshape(-1, 1)
     grads["b_out"] = d_pred.sum(axis=(0, 1))
-    for k, p in params.items():                  # Adam
+    for k, p in params.items():  # Adam
         m[k] = 0.9 * m[k] + 0.1 * grads[k]
         v[k] = 0.999 * v[k] + 0.001 * grads[k] ** 2
-        p -= 0.01 * (m[k] / (1 - 0.9 ** step)) / (np.sqrt(v[k] / (1 - 0.999 ** step)) + 1e-8)
+        p -= 0.01 * (m[k] / (1 - 0.9**step)) / (np.sqrt(v[k] / (1 - 0.999**step)) + 1e-8)
 
 x_test, y_test = make_batch(batch=256)
 out_test, _ = gru(x_test)
@@ -84,18 +84,18 @@ output, h_n = gru(x)
 H = HIDDEN
 W_ih, W_hh = gru.weight_ih_l0, gru.weight_hh_l0
 b_ih, b_hh = gru.bias_ih_l0, gru.bias_hh_l0
-h_prev = np.concatenate([np.zeros((1, 1, H)), output[:-1]])   # state before each step
+h_prev = np.concatenate([np.zeros((1, 1, H)), output[:-1]])  # state before each step
 
 
 def sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
-gi = x @ W_ih.T + b_ih                  # (T, 1, 3H): the input's contribution, all steps
-gh = h_prev @ W_hh.T + b_hh             # (T, 1, 3H): the previous state's contribution
+gi = x @ W_ih.T + b_ih  # (T, 1, 3H): the input's contribution, all steps
+gh = h_prev @ W_hh.T + b_hh  # (T, 1, 3H): the previous state's contribution
 r = sigmoid(gi[..., :H] + gh[..., :H])
-z = sigmoid(gi[..., H:2 * H] + gh[..., H:2 * H])
-n = np.tanh(gi[..., 2 * H:] + r * gh[..., 2 * H:])
+z = sigmoid(gi[..., H : 2 * H] + gh[..., H : 2 * H])
+n = np.tanh(gi[..., 2 * H :] + r * gh[..., 2 * H :])
 h = (1 - z) * n + z * h_prev
 
 err = np.abs(h - output).max()
@@ -114,8 +114,14 @@ pred = output @ params["w_out"] + params["b_out"]
 spike_times = np.flatnonzero(x[:, 0, 0])
 t = np.arange(SEQ_LEN)
 
-fig, axes = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True, layout="constrained",
-                         gridspec_kw={"height_ratios": [1.2, 1, 1]})
+fig, axes = plt.subplots(
+    3,
+    1,
+    figsize=(8, 7.5),
+    sharex=True,
+    layout="constrained",
+    gridspec_kw={"height_ratios": [1.2, 1, 1]},
+)
 ax = axes[0]
 ax.vlines(spike_times, 0, x[spike_times, 0, 1], color="0.6", lw=1.5)
 ax.plot(spike_times, x[spike_times, 0, 1], "o", color="0.4", ms=5, label="input spikes")
@@ -126,8 +132,15 @@ ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fra
 ax.set_ylabel("value")
 
 for ax, gate, name in ((axes[1], z, "update gate z"), (axes[2], r, "reset gate r")):
-    im = ax.imshow(gate[:, 0].T, aspect="auto", cmap="viridis", vmin=0, vmax=1,
-                   extent=(-0.5, SEQ_LEN - 0.5, H - 0.5, -0.5), interpolation="nearest")
+    im = ax.imshow(
+        gate[:, 0].T,
+        aspect="auto",
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+        extent=(-0.5, SEQ_LEN - 0.5, H - 0.5, -0.5),
+        interpolation="nearest",
+    )
     for s in spike_times:
         ax.axvline(s, color="w", lw=0.6, ls=":")
     ax.set_ylabel(f"{name}\nunit")

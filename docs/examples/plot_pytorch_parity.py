@@ -33,8 +33,9 @@ def compare(num_layers, bidirectional, batch_first, dtype, with_lengths, seed=0)
     torch.manual_seed(seed)
     T, B, I, H = 12, 4, 5, 8
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
-    net = torch.nn.GRU(I, H, num_layers=num_layers, bidirectional=bidirectional,
-                       batch_first=batch_first).to(tdtype)
+    net = torch.nn.GRU(
+        I, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first
+    ).to(tdtype)
     gru = cygru.from_torch(net)
     rng = np.random.default_rng(seed)
     shape = (B, T, I) if batch_first else (T, B, I)
@@ -48,10 +49,12 @@ def compare(num_layers, bidirectional, batch_first, dtype, with_lengths, seed=0)
     x_t = torch.from_numpy(x).requires_grad_()
     if with_lengths:
         packed = torch.nn.utils.rnn.pack_padded_sequence(
-            x_t, torch.from_numpy(lengths), batch_first=batch_first, enforce_sorted=False)
+            x_t, torch.from_numpy(lengths), batch_first=batch_first, enforce_sorted=False
+        )
         out_p, t_h_n = net(packed)
         t_output, _ = torch.nn.utils.rnn.pad_packed_sequence(
-            out_p, batch_first=batch_first, total_length=T)
+            out_p, batch_first=batch_first, total_length=T
+        )
     else:
         t_output, t_h_n = net(x_t)
     (t_output * torch.from_numpy(R)).sum().backward()
@@ -107,12 +110,19 @@ if torch is not None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=False)
     names = [label(c) for c in configs]
     pos = np.arange(len(names))
-    for ax, dt, eps in ((axes[0], "float32", np.finfo(np.float32).eps),
-                        (axes[1], "float64", np.finfo(np.float64).eps)):
+    for ax, dt, eps in (
+        (axes[0], "float32", np.finfo(np.float32).eps),
+        (axes[1], "float64", np.finfo(np.float64).eps),
+    ):
         for k, (what, color) in enumerate((("output", "C0"), ("h_n", "C1"), ("dx", "C2"))):
             vals = np.array([results[(dt, n)][k] for n in names])
-            ax.bar(pos + (k - 1) * 0.27, np.maximum(vals, eps / 100), width=0.27,
-                   color=color, label=what)
+            ax.bar(
+                pos + (k - 1) * 0.27,
+                np.maximum(vals, eps / 100),
+                width=0.27,
+                color=color,
+                label=what,
+            )
         ax.axhline(eps, color="k", ls=":", lw=1, label="machine epsilon")
         ax.set_yscale("log")
         ax.set_ylim(eps / 100, eps * 100)

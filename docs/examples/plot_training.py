@@ -39,7 +39,7 @@ def make_batch(rng, batch=BATCH):
 
 
 def train(reset_after):
-    rng = np.random.default_rng(0)                 # same data for both variants
+    rng = np.random.default_rng(0)  # same data for both variants
     gru = cygru.GRU(1, HIDDEN, reset_after=reset_after, dtype=np.float64, seed=0)
     params = {"w_out": rng.uniform(-0.25, 0.25, (HIDDEN, 1)), "b_out": np.zeros(1)}
     opt = cygru.optim.Adam([gru, params], lr=0.01)
@@ -50,14 +50,18 @@ def train(reset_after):
         x, y = make_batch(rng)
         (output, _), backward = gru.vjp(x)
         err = output @ params["w_out"] + params["b_out"] - y
-        train_loss.append(float(np.mean(err ** 2)))
+        train_loss.append(float(np.mean(err**2)))
         d_pred = 2 * err / err.size
-        opt.zero_grad()                              # the GRU's accumulated grads
+        opt.zero_grad()  # the GRU's accumulated grads
         backward(d_pred @ params["w_out"].T, None)
-        opt.step({"w_out": output.reshape(-1, HIDDEN).T @ d_pred.reshape(-1, 1),
-                  "b_out": d_pred.sum(axis=(0, 1))})
+        opt.step(
+            {
+                "w_out": output.reshape(-1, HIDDEN).T @ d_pred.reshape(-1, 1),
+                "b_out": d_pred.sum(axis=(0, 1)),
+            }
+        )
         if step % 20 == 0 or step == STEPS - 1:
-            out_test, _ = gru(x_test)                # a plain call: inference
+            out_test, _ = gru(x_test)  # a plain call: inference
             pred = out_test @ params["w_out"] + params["b_out"]
             test_loss.append((step, float(np.mean((pred - y_test) ** 2))))
     return gru, params, np.array(train_loss), np.array(test_loss)
@@ -75,8 +79,7 @@ for ra, (_, _, _, test_loss) in runs.items():
 fig, ax = plt.subplots(figsize=(7, 4))
 for (ra, (_, _, train_loss, test_loss)), color in zip(runs.items(), ("C0", "C1")):
     ax.plot(train_loss, color=color, alpha=0.3, lw=0.8)
-    ax.plot(test_loss[:, 0], test_loss[:, 1], color=color, lw=2,
-            label=f"reset_after={ra} (test)")
+    ax.plot(test_loss[:, 0], test_loss[:, 1], color=color, lw=2, label=f"reset_after={ra} (test)")
 ax.set_yscale("log")
 ax.set_xlabel("training step")
 ax.set_ylabel("mean squared error")

@@ -8,6 +8,7 @@ or an editable install). Nothing of cygru is linked: at import, ``gru_c`` calls
 ``import_cygru()``, which imports ``cygru.capi`` and takes its function table.
 Neither Cython nor NumPy's headers are needed.
 """
+
 import cygru
 from setuptools import Extension, setup
 
@@ -17,7 +18,7 @@ setup(
         Extension(
             "gru_c",
             ["gru_c.c"],
-            include_dirs=[cygru.get_include(c_headers=True)],     # cygru.h
+            include_dirs=[cygru.get_include(c_headers=True)],  # cygru.h
         )
     ],
 )

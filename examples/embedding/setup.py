@@ -11,6 +11,7 @@ directory of the package, ``cygru.get_include()``, goes in ``include_path``: tha
 works with both. Nothing of cygru is linked: at import, ``stream`` imports
 ``cygru.capi`` and takes its function pointers.
 """
+
 import cygru
 import numpy
 from Cython.Build import cythonize
@@ -20,7 +21,7 @@ extensions = [
     Extension(
         "stream",
         ["stream.pyx"],
-        include_dirs=[numpy.get_include()],          # C headers: numpy's (cimport numpy)
+        include_dirs=[numpy.get_include()],  # C headers: numpy's (cimport numpy)
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2"],
     )
@@ -30,7 +31,7 @@ setup(
     name="cygru-embedding-example",
     ext_modules=cythonize(
         extensions,
-        include_path=[cygru.get_include()],          # .pxd files: cygru/capi.pxd
+        include_path=[cygru.get_include()],  # .pxd files: cygru/capi.pxd
         compiler_directives={"language_level": 3},
     ),
 )

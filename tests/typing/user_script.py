@@ -2,6 +2,7 @@
 
 It is also a plain script that runs: ``python tests/typing/user_script.py``.
 """
+
 from __future__ import annotations
 
 import io
@@ -16,11 +17,12 @@ import cygru.optim
 from cygru.interop import lengths_from_mask, repeat_last_state
 
 
-def train_step(gru: cygru.GRU, opt: cygru.optim.Optimizer, x: NDArray[np.float64],
-               lengths: List[int]) -> float:
+def train_step(
+    gru: cygru.GRU, opt: cygru.optim.Optimizer, x: NDArray[np.float64], lengths: List[int]
+) -> float:
     gru.zero_grad()
     (output, h_n), backward = gru.vjp(x, lengths=lengths)
-    loss = float((output ** 2).sum())
+    loss = float((output**2).sum())
     dx, dh0 = backward(2 * output, None)
     assert dx.shape == x.shape and dh0.shape == h_n.shape
     opt.step()
@@ -51,7 +53,7 @@ def main() -> None:
     missing: List[str] = keys.missing_keys
     print(len(named), total, missing, keys.unexpected_keys)
     grads = gru.grads
-    weight = gru.weight_ih_l0                # a parameter by its PyTorch name
+    weight = gru.weight_ih_l0  # a parameter by its PyTorch name
     print(sorted(grads), weight.shape)
     same: cygru.GRU = gru.to(dtype=np.float64).cpu().double()
     print(same is gru)
@@ -63,7 +65,9 @@ def main() -> None:
     dx1, dh1 = cell_backward(np.ones_like(h2))
     sgd = cygru.optim.SGD([cell, {"w": np.zeros(3)}], lr=0.1, momentum=0.9)
     sgd.step({"w": np.ones(3)})
-    print(ok, dx1.shape, dh1.shape, sgd.state_dict()["hyperparameters"], cygru.gradcheck(cell, x[0]))
+    print(
+        ok, dx1.shape, dh1.shape, sgd.state_dict()["hyperparameters"], cygru.gradcheck(cell, x[0])
+    )
 
     y = cygru.functional.gru(x, gru.state_dict(), num_layers=2, bidirectional=True)[0]
     y1 = cygru.functional.gru_cell(x[0], None, cell.weight_ih, cell.weight_hh)
