@@ -82,7 +82,7 @@ def layer_weights(params, num_layers, num_directions, bias):
     ]
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(eq=False)
 class ForwardCache:
     """What ``gru_backward`` needs from ``gru_forward``: the one cache type of both backends.
 
@@ -129,6 +129,13 @@ class ForwardCache:
     saved: Optional[list] = None
     dropout_masks: Optional[list] = None
     used: bool = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # only the contract's fields (what slots=True gives, which needs Python 3.10; cygru
+        # supports 3.9): a misspelt field raises instead of creating a new attribute
+        if name not in self.__dataclass_fields__:
+            raise AttributeError(f"ForwardCache has no field {name!r}")
+        object.__setattr__(self, name, value)
 
     @classmethod
     def empty(cls, T, H, D, *, batch_first, reverse, reset_after, layers, dropout_masks):
