@@ -29,9 +29,8 @@ cdef enum:
     # share one; the vector kernels read whole lines)
     _LINE = 64
 
-# for the tests and cygru._cpu (the same values)
+# for cygru.capi (its PROJECTION_CHUNK_BYTES) and cygru._cpu (the same values)
 PROJECTION_CHUNK = PROJECTION_CHUNK_BYTES
-PROJECTION_FULL = PROJECTION_FULL_BYTES
 PIECES = PIECES_PER_THREAD
 
 
@@ -502,8 +501,3 @@ def _plan(int n_threads, int D, int H):
     cdef int per_dir, n_sets, P
     thread_plan(n_threads, D, H, &per_dir, &n_sets, &P)
     return per_dir, n_sets, [_cut(H, P, k) for k in range(P + 1)]
-
-
-def _chunk(int T, int B, int H, int D, int itemsize):
-    """Steps per input-projection chunk (chunk_steps), for tests."""
-    return chunk_steps(T, B, H, D, itemsize)

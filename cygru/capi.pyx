@@ -36,7 +36,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cython cimport floating
 from cygru._kernels cimport gru_cell_forward, cell_work_size
-from cygru._engine cimport cygru_dir_weights, model_work_size, model_forward, schedule
+from cygru._engine cimport cygru_dir_weights, model_work_size, model_forward
 from cygru._engine import PROJECTION_CHUNK
 
 cnp.import_array()
@@ -884,26 +884,6 @@ def export_weights(module):
     else:
         w.model_f64 = cygru_model_f64(I, H, L, D, w.reset_after, reverse, w._dirs_f64)
     return w
-
-
-def _schedule_of(lengths, int T):
-    """(perm, active) of the C counting sort, for tests against cygru._cpu._schedule."""
-    cdef int[::1] lv = np.ascontiguousarray(lengths, dtype=np.intc)
-    cdef int B = lv.shape[0]
-    if T < 1:
-        raise ValueError("T must be >= 1")
-    perm = np.empty(B, np.intp)
-    active = np.empty(T, np.intc)
-    counts = np.empty(T + 1, np.intc)
-    cdef Py_ssize_t[::1] pv = perm
-    cdef int[::1] av = active
-    cdef int[::1] cv = counts
-    cdef int status
-    with nogil:
-        status = schedule(T, B, &lv[0] if B else NULL, &pv[0] if B else NULL, &av[0],
-                          &cv[0])
-    _raise_for_status(CYGRU_ERR_LENGTH if status else CYGRU_OK, "cygru.capi._schedule_of")
-    return perm, active
 
 
 def _time_steps(ExportedWeights w, Py_ssize_t n, bint raw_kernel=False):

@@ -1014,18 +1014,19 @@ def test_capsule_keeps_weights_alive():
     del cap, flat
 
 
-def test_c_sort_matches_python_schedule():
-    from cygru import _cpu
+def test_c_sort_matches_numpy_schedule():
+    """The engine's counting sort (the one schedule of cygru.GRU, the C API and the GPU
+    backend) against NumPy: a stable argsort, longest first, and the running rows."""
+    from cygru._engine import lengths_schedule
 
     rng = np.random.default_rng(7)
     for T, B in [(1, 1), (5, 6), (9, 40), (3, 100)]:
         lengths = rng.integers(1, T + 1, B)
-        perm, active = capi._schedule_of(lengths, T)
-        ref_perm, ref_active = _cpu._schedule(lengths.astype(np.int64), T, B)
-        np.testing.assert_array_equal(perm, ref_perm)  # stable, longest first
-        np.testing.assert_array_equal(active, ref_active)
+        perm, active = lengths_schedule(lengths, T, B)
+        np.testing.assert_array_equal(perm, np.argsort(-lengths, kind="stable"))
+        np.testing.assert_array_equal(active, [(lengths > t).sum() for t in range(T)])
     with pytest.raises(ValueError):
-        capi._schedule_of([1, 4], 3)
+        lengths_schedule(np.array([1, 4]), 3, 2)
 
 
 def test_capi_docstring_examples():
