@@ -1296,9 +1296,7 @@ def _make_backward(module, call, cache, layers, cell=False):
         else:
             grads = layer_weights(local, module.num_layers, module.num_directions, module.bias)
         dx, dh0 = call.backward(cache_, d_output, d_h_n, grads)
-        module._accumulate(
-            {n: local[n] for n in names}, on_commit=lambda: committed.append(True)
-        )
+        module._accumulate({n: local[n] for n in names}, on_commit=lambda: committed.append(True))
         if cell:
             return dx[0], dh0[0]
         return dx, dh0

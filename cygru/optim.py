@@ -96,7 +96,7 @@ def _named_arrays(items, who, what="params", kind="parameter"):
             _check_array(arr, name, who, kind)
             out.append((i, name, arr, None))
     labels = {}
-    for i, name, arr, _ in out:
+    for i, name, _, _ in out:
         labels[(i, name)] = f"{what}[{i}][{name!r}]" if len(items) > 1 else repr(name)
     pair = A.shared_memory([((i, name), arr) for i, name, arr, _ in out])
     if pair is not None:
@@ -124,8 +124,7 @@ def _check_array(arr, name, who, kind="parameter"):
     array of floating-point numbers."""
     if not hasattr(arr, "dtype") or not hasattr(arr, "shape") or isinstance(arr, np.generic):
         raise TypeError(
-            f"{who}: {kind} {name!r} must be an array (updated in place), "
-            f"got {type(arr).__name__}"
+            f"{who}: {kind} {name!r} must be an array (updated in place), got {type(arr).__name__}"
         )
     if getattr(arr.dtype, "kind", None) != "f":
         raise TypeError(
@@ -212,9 +211,7 @@ def _step_count(value, where):
             raise ValueError(f"{where} must be an integer >= 0, got {value!r}")
         count = int(value)
     else:
-        raise TypeError(
-            f"{where} must be an integer >= 0, got {type(value).__name__} {value!r}"
-        )
+        raise TypeError(f"{where} must be an integer >= 0, got {type(value).__name__} {value!r}")
     if count < 0:
         raise ValueError(f"{where} must be an integer >= 0, got {count}")
     return count
@@ -469,9 +466,7 @@ class Optimizer:
                 fresh = type(self)(self._params, **hyper)
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"{who}: hyperparameters: {exc}") from None
-            params = {
-                f"{i}.{name}": p for i, name, p, _ in _named_arrays(self._params, who)
-            }
+            params = {f"{i}.{name}": p for i, name, p, _ in _named_arrays(self._params, who)}
             new_state = {}
             for key, buffers in state.items():
                 if key not in params:
