@@ -15,9 +15,18 @@ What an optimizer updates (its ``params``):
 - a list or tuple of those.
 
 The differences from ``torch.optim``: parameters and gradients are arrays (NumPy, or CuPy
-for modules moved to a GPU), not tensors; a module's gradients always exist (zeros until a
-``backward`` adds into them), so no parameter is skipped; there are no parameter groups
-(change the learning rate through the ``lr`` attribute).
+for modules moved to a GPU), not tensors; a module's gradients are zeros until a
+``backward`` adds into them (None after ``zero_grad(set_to_none=True)``: such a parameter
+is skipped, as in PyTorch); there are no parameter groups (change the learning rate
+through the ``lr`` attribute).
+
+Checked before anything changes (a call that raises has changed nothing): parameters are
+writeable floating-point arrays, no two sharing memory (the same array under two names, a
+view of another, or a module's parameter also given as a plain array would be updated
+twice: ValueError, as ``torch.optim`` refuses a parameter in two groups); gradients hold
+real numbers and are converted to their parameter's dtype before any arithmetic (an
+integer gradient acts as the same numbers in floating point; bool and complex ones are
+refused); a loaded state fits the parameters and the algorithm.
 """
 
 from __future__ import annotations
