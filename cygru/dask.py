@@ -656,12 +656,30 @@ class SGD:
     def step(self, module: GRU) -> None:
         """Update ``module``'s parameters in place from ``module.grads`` (a parameter
         whose gradient is None, after ``zero_grad(set_to_none=True)``, is skipped, as
-        torch.optim skips one)."""
+        torch.optim skips one). Every parameter and gradient is checked before any is
+        updated: a writeable parameter, a gradient of real numbers of its shape (an
+        integer one is converted to the parameter's dtype first)."""
+        who = "cygru.dask.SGD.step"
         grads = module.grads
+        todo = []
         for name, p in module.named_parameters():
-            g = grads[name]
+            g = grads.get(name)
             if g is None:
                 continue
+            if not getattr(getattr(p, "flags", None), "writeable", True):
+                raise ValueError(f"{who}: parameter {name!r} is read-only; nothing was updated")
+            if getattr(getattr(g, "dtype", None), "kind", None) not in ("f", "i", "u"):
+                raise TypeError(
+                    f"{who}: the gradient of {name!r} must be an array of real numbers, got "
+                    f"{getattr(g, 'dtype', type(g).__name__)}; nothing was updated"
+                )
+            if tuple(g.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"{who}: the gradient of {name!r} has shape {tuple(g.shape)}, the "
+                    f"parameter {tuple(p.shape)}; nothing was updated"
+                )
+            todo.append((name, p, g.astype(p.dtype, copy=False)))
+        for name, p, g in todo:
             if self.momentum:
                 v = self._velocity.get(name)
                 v = g.copy() if v is None else self.momentum * v + g
