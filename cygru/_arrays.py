@@ -362,6 +362,11 @@ def memory_span(a):
     """``(low, high)``: the byte addresses that `a`'s elements occupy (``[low, high)``),
     read from its NumPy or CUDA array interface; None for an array without elements or
     an object that exposes neither interface."""
+    if isinstance(a, np.ndarray) and a.flags.c_contiguous:  # the common case, quickly
+        if a.size == 0:
+            return None
+        low = a.__array_interface__["data"][0]
+        return low, low + a.nbytes
     iface = getattr(a, "__array_interface__", None)
     if not isinstance(iface, dict):
         iface = getattr(a, "__cuda_array_interface__", None)

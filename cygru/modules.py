@@ -466,8 +466,8 @@ class _Module:
                 if dest is _MISSING:
                     raise ValueError(
                         f"{who}: cannot add the gradients into grads: it has no entry "
-                        f"{name!r} (it was removed); nothing was added. Call "
-                        "zero_grad() to restore every entry, then backward again"
+                        f"{name!r} (it was removed); nothing was added. Restore it "
+                        f"(grads[{name!r}] = None), then backward again"
                     )
                 if A.device_of(g) != device:  # the module moved since the forward
                     g = A.to_device(g, device)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Dict, Tuple
 
@@ -75,12 +76,16 @@ def _sources(params, who, what="params", kind="parameter", check=True):
     return items
 
 
-def _named_arrays(items, who, what="params", kind="parameter"):
+def _named_arrays(items, who, what="params", kind="parameter", seen=None):
     """[(index in items, name, array, module or None)] of every parameter of `items`
     (``kind="gradient"``: every gradient; a module's None gradients are left out), each
     checked to be a writeable floating-point array, the plain arrays' names unique, and
     no two arrays sharing memory (the same array under two names, a view of another, or
-    a module's parameter also given as a plain array: it would be updated twice)."""
+    a module's parameter also given as a plain array: it would be updated twice).
+
+    `seen`, a list kept by the caller, remembers (by weak reference) the arrays last
+    found disjoint: when the same array objects come again, the memory check is skipped
+    (an array's memory does not move; a new array, or a freed one, is checked again)."""
     out = []
     names = set()
     for i, item in enumerate(items):
@@ -104,18 +109,23 @@ def _named_arrays(items, who, what="params", kind="parameter"):
             names.add(name)
             _check_array(arr, name, who, kind)
             out.append((i, name, arr, None))
-    labels = {}
-    for i, name, _, _ in out:
-        labels[(i, name)] = f"{what}[{i}][{name!r}]" if len(items) > 1 else repr(name)
+    if seen is not None and len(seen) == len(out):
+        if all(ref() is arr for ref, (_, _, arr, _) in zip(seen, out)):
+            return out
     pair = A.shared_memory([((i, name), arr) for i, name, arr, _ in out])
     if pair is not None:
-        a, b = (labels[k] for k in pair)
+        a, b = (f"{what}[{i}][{n!r}]" if len(items) > 1 else repr(n) for i, n in pair)
         twice = "updated twice per step" if kind == "parameter" else "scaled twice"
         raise ValueError(
             f"{who}: the {kind}s {a} and {b} share memory (the same array, or views of "
             f"one): it would be {twice}, as torch.optim refuses a parameter given in "
             "more than one group. Give every array once"
         )
+    if seen is not None:
+        try:
+            seen[:] = [weakref.ref(arr) for _, _, arr, _ in out]
+        except TypeError:  # an array type without weak references: checked every time
+            seen[:] = []
     return out
 
 
@@ -131,6 +141,8 @@ def _module_locks(items):
 def _check_array(arr, name, who, kind="parameter"):
     """A parameter (or, for clip_grad_norm_, a gradient) updated in place: a writeable
     array of floating-point numbers."""
+    if type(arr) is np.ndarray and arr.dtype.kind == "f" and arr.flags.writeable:
+        return  # the common case, quickly
     if not hasattr(arr, "dtype") or not hasattr(arr, "shape") or isinstance(arr, np.generic):
         raise TypeError(
             f"{who}: {kind} {name!r} must be an array (updated in place), got {type(arr).__name__}"
@@ -151,22 +163,28 @@ def _check_grad(grad, param, name, who):
     """The gradient of `param` as an array of `param`'s dtype, type and shape: integer
     gradients converted (to the parameter's floating-point dtype, before any arithmetic),
     other floating-point dtypes too; bool, complex and non-numeric ones refused."""
+    if (
+        type(grad) is np.ndarray
+        and type(param) is np.ndarray
+        and grad.dtype == param.dtype
+        and grad.shape == param.shape
+    ):  # the common case, quickly
+        return grad.copy() if np.may_share_memory(grad, param) else grad
     if grad is None:
         raise TypeError(f"{who}: the gradient of {name!r} is None")
-    if isinstance(param, np.ndarray):
+    if isinstance(param, np.ndarray) and not isinstance(grad, np.ndarray):
         if A.is_cuda_object(grad):
             raise TypeError(
                 f"{who}: the gradient of {name!r} is on a GPU, its parameter in host "
                 "memory; put both on the same device"
             )
-        if not isinstance(grad, np.ndarray):
-            try:
-                grad = np.asarray(grad)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"{who}: the gradient of {name!r} must be an array of real numbers, "
-                    f"got {type(grad).__name__} ({exc})"
-                ) from None
+        try:
+            grad = np.asarray(grad)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{who}: the gradient of {name!r} must be an array of real numbers, "
+                f"got {type(grad).__name__} ({exc})"
+            ) from None
     elif type(grad) is not type(param):
         raise TypeError(
             f"{who}: the gradient of {name!r} is a {type(grad).__name__}, its "
@@ -251,6 +269,7 @@ class Optimizer:
 
     def __init__(self, params: Params, lr: float) -> None:
         object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_disjoint", [])  # arrays last found not to share memory
         self._params = _sources(params, self._who)
         self.lr = lr
         self.state = {}
@@ -267,7 +286,7 @@ class Optimizer:
         state of each parameter (buffers converted to the parameter's dtype and device,
         when the module was converted since)."""
         who = f"{self._who}.step"
-        named = _named_arrays(self._params, who)
+        named = _named_arrays(self._params, who, seen=self._disjoint)
         plain = {name for _, name, _, module in named if module is None}
         if grads is None:
             grads = {}
@@ -291,15 +310,15 @@ class Optimizer:
             )
         entries = []
         module_grads = {}
-        hyper = self._hyperparameters()
+        layout = self._state_layout()
         for i, name, p, module in named:
             if module is not None:
                 if i not in module_grads:
                     module_grads[i] = module.grads
                 if name not in module_grads[i]:
                     raise ValueError(
-                        f"{who}: the module's grads has no entry {name!r}; call "
-                        "zero_grad() to restore its gradients"
+                        f"{who}: the module's grads has no entry {name!r} (it was "
+                        f"removed); restore it, e.g. grads[{name!r}] = None"
                     )
                 g = module_grads[i][name]
                 if g is None:
@@ -310,11 +329,15 @@ class Optimizer:
                 g = grads[name]
             g = _check_grad(g, p, name, who)
             key = f"{i}.{name}"
-            fixes = self._checked_state(key, self.state.get(key, {}), p, who, False, hyper)
+            buffers = self.state.get(key, {})
+            if _state_fits(buffers, p, layout):
+                fixes = {}
+            else:  # raises, or converts buffers to p's dtype or device
+                fixes = self._checked_state(key, buffers, p, who, False)
             entries.append((key, p, g, fixes))
         return entries
 
-    def _checked_state(self, key, buffers, p, who, deep, hyper=None):
+    def _checked_state(self, key, buffers, p, who, deep):
         """The state of parameter `key` checked against the parameter `p` and this kind
         of optimizer: known buffer names only, each required one present once the state
         is non-empty, buffers of p's shape holding real numbers, a step count an integer
@@ -326,8 +349,7 @@ class Optimizer:
             raise TypeError(
                 f"{who}: the state of {key!r} must be a dict, got {type(buffers).__name__}"
             )
-        specs = self._buffer_specs(self._hyperparameters() if hyper is None else hyper)
-        known = set(specs) | ({"step"} if self._counts_steps else set())
+        specs, known, required = self._state_layout()
         unknown = sorted(str(n) for n in buffers if n not in known)
         if unknown:
             raise ValueError(
@@ -335,8 +357,6 @@ class Optimizer:
                 f"{type(self).__name__} keeps {sorted(known)}"
             )
         if buffers:
-            required = [n for n, spec in specs.items() if spec[0]]
-            required += ["step"] if self._counts_steps else []
             absent = [n for n in required if n not in buffers]
             if absent:
                 raise ValueError(
@@ -483,9 +503,7 @@ class Optimizer:
                         f"{who}: state for {key!r}, which "
                         f"is not a parameter of this optimizer ({list(params)})"
                     )
-                new_state[key] = self._checked_state(
-                    key, buffers, params[key], who, deep=True, hyper=fresh._hyperparameters()
-                )
+                new_state[key] = self._checked_state(key, buffers, params[key], who, deep=True)
             for k in hyper:
                 object.__setattr__(self, k, getattr(fresh, k))
             self.state = new_state
@@ -493,8 +511,12 @@ class Optimizer:
     def _hyperparameters(self):
         raise NotImplementedError
 
-    def _buffer_specs(self, hyper):
-        return dict(self._buffers)
+    @classmethod
+    def _state_layout(cls):
+        """(buffer specs, every known name, the names a started state must hold)."""
+        known = set(cls._buffers) | ({"step"} if cls._counts_steps else set())
+        required = [n for n, spec in cls._buffers.items() if spec[0]]
+        return cls._buffers, known, required + (["step"] if cls._counts_steps else [])
 
     def _update(self, p, g, state):
         raise NotImplementedError
@@ -502,6 +524,34 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._hyperparameters().items())
         return f"{type(self).__name__}({args})"
+
+
+def _state_fits(buffers, p, layout):
+    """The quick check made at every step: True when the state `buffers` of `p` is as
+    the optimizer itself leaves it (known names, every required one, a step count an
+    int >= 0, buffers of p's type, dtype and shape); False sends it to the full check."""
+    if type(buffers) is not dict:
+        return False
+    specs, known, required = layout
+    if buffers:
+        for n in required:
+            if n not in buffers:
+                return False
+    for n, v in buffers.items():
+        if n == "step":
+            if n in known and type(v) is int and v >= 0:
+                continue
+            return False
+        spec = specs.get(n)
+        if spec is None:
+            return False
+        if v is None:
+            if spec[2]:
+                continue
+            return False
+        if type(v) is not type(p) or v.dtype != p.dtype or v.shape != p.shape:
+            return False
+    return True
 
 
 def _checked_buffer(v, p, where, deep, nonnegative):
