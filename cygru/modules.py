@@ -406,6 +406,12 @@ class _Module:
         They are zeros until then; after ``zero_grad(set_to_none=True)`` a value is None
         until the next backward writes it (PyTorch's ``param.grad is None``).
 
+        A backward adds all or nothing: it checks every entry first (an array of the
+        module's dtype and the parameter's shape, writeable, none sharing memory with
+        another) and, if one cannot take the addition, raises with the gradients
+        unchanged; the closure may then be called again once the entry is fixed, and
+        counts its gradients once.
+
         Examples
         --------
         >>> import numpy as np, cygru
