@@ -327,6 +327,10 @@ class Optimizer:
                     continue
             else:
                 g = grads[name]
+                if isinstance(g, np.ndarray) and any(
+                    q is not p and np.may_share_memory(g, q) for _, _, q, _ in named
+                ):
+                    g = g.copy()  # another parameter's memory: read it before any update
             g = _check_grad(g, p, name, who)
             key = f"{i}.{name}"
             buffers = self.state.get(key, {})

@@ -502,6 +502,17 @@ def test_a_gradient_that_is_its_parameter_is_read_before_the_update():
     np.testing.assert_array_equal(w, ref)
 
 
+def test_a_gradient_in_another_parameters_memory_is_read_before_any_update():
+    """step({"a": ..., "b": a}): b's gradient is a's memory, and a is updated first."""
+    a, b = np.ones(3), np.zeros(3)
+    ra, rb = np.ones(3), np.zeros(3)
+    optim.SGD({"a": a, "b": b}, lr=0.5).step({"a": np.ones(3), "b": a})
+    optim.SGD({"a": ra, "b": rb}, lr=0.5).step({"a": np.ones(3), "b": ra.copy()})
+    np.testing.assert_array_equal(a, ra)
+    np.testing.assert_array_equal(b, rb)
+    np.testing.assert_array_equal(b, -0.5)
+
+
 ALIASES = {
     "same array, two names": lambda w: [{"a": w, "b": w}],
     "same array, two dicts": lambda w: [{"a": w}, {"b": w}],
