@@ -663,7 +663,12 @@ class SGD:
         grads = module.grads
         todo = []
         for name, p in module.named_parameters():
-            g = grads.get(name)
+            if name not in grads:
+                raise ValueError(
+                    f"{who}: the module's grads has no entry {name!r} (it was removed); "
+                    "nothing was updated"
+                )
+            g = grads[name]
             if g is None:
                 continue
             if not getattr(getattr(p, "flags", None), "writeable", True):
