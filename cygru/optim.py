@@ -266,18 +266,29 @@ class Optimizer:
     # values must be >= 0, may be None)}, and whether the state holds a step count
     _buffers: Dict[str, Tuple[bool, bool, bool]] = {}
     _counts_steps = False
+    _hyper_names: Tuple[str, ...] = ("lr",)
 
-    def __init__(self, params: Params, lr: float) -> None:
+    def __init__(self, params: Params, hyper: Dict[str, Any]) -> None:
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_disjoint", [])  # arrays last found not to share memory
+        for k, v in self._checked(self._who, hyper).items():
+            object.__setattr__(self, k, v)
         self._params = _sources(params, self._who)
-        self.lr = lr
         self.state = {}
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "lr":  # may change between steps (a learning-rate schedule)
-            value = _number(value, "lr", self._who)
+        if name in self._hyper_names:
+            # a hyperparameter assigned between steps (a learning-rate schedule, say)
+            # passes the constructor's checks, with the others as they are
+            hyper = self._hyperparameters()
+            hyper[name] = value
+            value = self._checked(self._who, hyper)[name]
         object.__setattr__(self, name, value)
+
+    @classmethod
+    def _checked(cls, who, hyper):
+        """The hyperparameters `hyper` (a complete dict) checked and normalised."""
+        return {"lr": _number(hyper["lr"], "lr", who)}
 
     def _entries(self, grads):
         """[(state key, parameter, gradient, state updates)], everything validated
@@ -494,11 +505,8 @@ class Optimizer:
                     f"{sorted(map(str, hyper))} are not this optimizer's "
                     f"{sorted(self._hyperparameters())}"
                 )
-            # the hyperparameters pass the constructor's checks (on a throwaway optimizer)
-            try:
-                fresh = type(self)(self._params, **hyper)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"{who}: hyperparameters: {exc}") from None
+            # the hyperparameters pass the constructor's checks
+            checked = self._checked(f"{who}: hyperparameters", dict(hyper))
             params = {f"{i}.{name}": p for i, name, p, _ in _named_arrays(self._params, who)}
             new_state = {}
             for key, buffers in state.items():
@@ -508,8 +516,8 @@ class Optimizer:
                         f"is not a parameter of this optimizer ({list(params)})"
                     )
                 new_state[key] = self._checked_state(key, buffers, params[key], who, deep=True)
-            for k in hyper:
-                object.__setattr__(self, k, getattr(fresh, k))
+            for k, v in checked.items():
+                object.__setattr__(self, k, v)
             self.state = new_state
 
     def _hyperparameters(self):
@@ -631,6 +639,7 @@ class SGD(Optimizer):
     """
 
     _who = "cygru.optim.SGD"
+    _hyper_names = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     _buffers = {"momentum_buffer": (False, False, True)}
 
     def __init__(
@@ -644,18 +653,32 @@ class SGD(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        who = self._who
-        self.momentum = _number(momentum, "momentum", who)
-        self.dampening = _number(dampening, "dampening", who)
-        self.weight_decay = _number(weight_decay, "weight_decay", who)
-        self.nesterov = _flag(nesterov, "nesterov", who)
-        self.maximize = _flag(maximize, "maximize", who)
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+        hyper = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
+        super().__init__(params, hyper)
+
+    @classmethod
+    def _checked(cls, who, hyper):
+        out = {
+            "lr": _number(hyper["lr"], "lr", who),
+            "momentum": _number(hyper["momentum"], "momentum", who),
+            "dampening": _number(hyper["dampening"], "dampening", who),
+            "weight_decay": _number(hyper["weight_decay"], "weight_decay", who),
+            "nesterov": _flag(hyper["nesterov"], "nesterov", who),
+            "maximize": _flag(hyper["maximize"], "maximize", who),
+        }
+        if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError(
                 f"{who}: Nesterov momentum needs momentum > 0 and dampening 0, "
-                f"got momentum={momentum!r}, dampening={dampening!r}"
+                f"got momentum={hyper['momentum']!r}, dampening={hyper['dampening']!r}"
             )
-        super().__init__(params, lr)
+        return out
 
     def _hyperparameters(self):
         return {
@@ -724,6 +747,15 @@ class Adam(Optimizer):
     """
 
     _who = "cygru.optim.Adam"
+    _hyper_names = (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "amsgrad",
+        "maximize",
+        "decoupled_weight_decay",
+    )
     _buffers = {
         "exp_avg": (True, False, False),
         "exp_avg_sq": (True, True, False),
@@ -743,21 +775,40 @@ class Adam(Optimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        who = self._who
+        hyper = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, hyper)
+
+    @classmethod
+    def _checked(cls, who, hyper):
+        betas = hyper["betas"]
+        if isinstance(betas, (str, bytes)):
+            betas = None
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
             raise TypeError(f"{who}: betas must be a pair of numbers, got {betas!r}") from None
-        self.betas = (
-            _number(beta1, "betas[0]", who, high=1.0, high_open=True),
-            _number(beta2, "betas[1]", who, high=1.0, high_open=True),
-        )
-        self.eps = _number(eps, "eps", who)
-        self.weight_decay = _number(weight_decay, "weight_decay", who)
-        self.amsgrad = _flag(amsgrad, "amsgrad", who)
-        self.maximize = _flag(maximize, "maximize", who)
-        self.decoupled_weight_decay = _flag(decoupled_weight_decay, "decoupled_weight_decay", who)
-        super().__init__(params, lr)
+        return {
+            "lr": _number(hyper["lr"], "lr", who),
+            "betas": (
+                _number(beta1, "betas[0]", who, high=1.0, high_open=True),
+                _number(beta2, "betas[1]", who, high=1.0, high_open=True),
+            ),
+            "eps": _number(hyper["eps"], "eps", who),
+            "weight_decay": _number(hyper["weight_decay"], "weight_decay", who),
+            "amsgrad": _flag(hyper["amsgrad"], "amsgrad", who),
+            "maximize": _flag(hyper["maximize"], "maximize", who),
+            "decoupled_weight_decay": _flag(
+                hyper.get("decoupled_weight_decay", True), "decoupled_weight_decay", who
+            ),
+        }
 
     def _hyperparameters(self):
         return {
@@ -836,6 +887,7 @@ class AdamW(Adam):
     """
 
     _who = "cygru.optim.AdamW"
+    _hyper_names = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
 
     def __init__(
         self,
@@ -863,6 +915,20 @@ class AdamW(Adam):
         h = super()._hyperparameters()
         del h["decoupled_weight_decay"]
         return h
+
+    @classmethod
+    def _checked(cls, who, hyper):
+        out = super()._checked(who, {**hyper, "decoupled_weight_decay": True})
+        out["decoupled_weight_decay"] = True  # always: AdamW is Adam with it
+        return out
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "decoupled_weight_decay":
+            raise AttributeError(
+                f"{self._who}: decoupled_weight_decay is always True for AdamW; use "
+                "cygru.optim.Adam(decoupled_weight_decay=...) for the other form"
+            )
+        super().__setattr__(name, value)
 
 
 def _flag(value, name, who):

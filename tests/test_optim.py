@@ -911,3 +911,47 @@ def test_dask_sgd_checks_everything_before_updating():
             np.testing.assert_array_equal(a, before[k])
         gru.bias_hh_l0.flags.writeable = True
         gru.grads["bias_hh_l0"] = np.ones(9)
+
+
+def test_hyperparameters_assigned_after_construction_are_checked():
+    """Every hyperparameter attribute passes the constructor's checks when assigned (a
+    failed assignment keeps the old value), as lr always did."""
+    cell = cygru.GRUCell(2, 2)
+    sgd = optim.SGD(cell, lr=0.1, momentum=0.9, nesterov=True)
+    for name, value, exc, match in [
+        ("momentum", -1.0, ValueError, "momentum must be >= 0"),
+        ("momentum", 0.0, ValueError, "Nesterov momentum needs momentum > 0"),
+        ("dampening", 0.5, ValueError, "Nesterov .* dampening 0"),
+        ("weight_decay", float("inf"), ValueError, "weight_decay must be"),
+        ("nesterov", "yes", TypeError, "nesterov must be True or False"),
+        ("maximize", 1, TypeError, "maximize must be True or False"),
+    ]:
+        before = getattr(sgd, name)
+        with pytest.raises(exc, match=f"cygru.optim.SGD: {match}"):
+            setattr(sgd, name, value)
+        assert getattr(sgd, name) == before
+    sgd.nesterov = False
+    sgd.momentum = 0
+    assert sgd.momentum == 0.0 and type(sgd.momentum) is float
+    adam = optim.Adam(cell)
+    for name, value, exc, match in [
+        ("betas", (0.9, 1.0), ValueError, r"betas\[1\] must be"),
+        ("betas", 0.9, TypeError, "betas must be a pair"),
+        ("betas", "ab", TypeError, "betas must be a pair"),
+        ("eps", -1e-8, ValueError, "eps must be >= 0"),
+        ("amsgrad", None, TypeError, "amsgrad must be True or False"),
+        ("decoupled_weight_decay", 0, TypeError, "decoupled_weight_decay must be"),
+    ]:
+        with pytest.raises(exc, match=f"cygru.optim.Adam: {match}"):
+            setattr(adam, name, value)
+    adam.betas = [0.5, 0.6]
+    assert adam.betas == (0.5, 0.6)
+    adamw = optim.AdamW(cell)
+    with pytest.raises(AttributeError, match="always True for AdamW"):
+        adamw.decoupled_weight_decay = False
+    adamw.weight_decay = 0.2
+    assert adamw.state_dict()["hyperparameters"]["weight_decay"] == 0.2
+    bad = adamw.state_dict()
+    bad["hyperparameters"]["lr"] = -1
+    with pytest.raises(ValueError, match="AdamW.load_state_dict: hyperparameters: lr must be"):
+        adamw.load_state_dict(bad)
