@@ -224,23 +224,29 @@ def _number(value, name, who, low=0.0, high=None, high_open=False):
     return value
 
 
+_MAX_STEP = 2**62  # beta ** step needs a step that converts to a float
+
+
 def _step_count(value, where):
-    """A step count: an integer >= 0 (Python or NumPy; an integral float such as
+    """A step count: an integer in [0, 2**62] (Python or NumPy; an integral float such as
     PyTorch's ``3.0`` is read as 3); raises ValueError/TypeError naming `where`."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{where} must be an integer >= 0, got {value!r}")
+        raise TypeError(f"{where} must be an integer in [0, 2**62], got {value!r}")
     if isinstance(value, (int, np.integer)):
         count = int(value)
     elif isinstance(value, (float, np.floating)):
         if not (math.isfinite(value) and float(value).is_integer()):
-            raise ValueError(f"{where} must be an integer >= 0, got {value!r}")
+            raise ValueError(f"{where} must be an integer in [0, 2**62], got {value!r}")
         count = int(value)
     else:
-        raise TypeError(f"{where} must be an integer >= 0, got {type(value).__name__} {value!r}")
-    if count < 0:
-        raise ValueError(f"{where} must be an integer >= 0, got {count}")
+        raise TypeError(
+            f"{where} must be an integer in [0, 2**62], got {type(value).__name__} {value!r}"
+        )
+    if not 0 <= count <= _MAX_STEP:
+        shown = count if count < _MAX_STEP**2 else f"an integer of {len(str(count))} digits"
+        raise ValueError(f"{where} must be an integer in [0, 2**62], got {shown}")
     return count
 
 
@@ -475,7 +481,7 @@ class Optimizer:
         it starts from zeros, as at the first AMSGrad step); each buffer an array of
         real, finite numbers of the parameter's shape (``exp_avg_sq`` and
         ``max_exp_avg_sq`` also >= 0), converted to the parameter's dtype; ``step`` an
-        integer >= 0.
+        integer in [0, 2**62].
 
         Raises
         ------
@@ -551,7 +557,7 @@ def _state_fits(buffers, p, layout):
                 return False
     for n, v in buffers.items():
         if n == "step":
-            if n in known and type(v) is int and v >= 0:
+            if n in known and type(v) is int and 0 <= v <= _MAX_STEP:
                 continue
             return False
         spec = specs.get(n)

@@ -670,6 +670,7 @@ def _state_corruptions(cls, kwargs):
             ("step 1.5", lambda s: s["state"][key].update(step=1.5), ValueError),
             ("step nan", lambda s: s["state"][key].update(step=float("nan")), ValueError),
             ("step inf", lambda s: s["state"][key].update(step=float("inf")), ValueError),
+            ("step 10**400", lambda s: s["state"][key].update(step=10**400), ValueError),
             ("step a string", lambda s: s["state"][key].update(step="3"), TypeError),
             ("step None", lambda s: s["state"][key].update(step=None), TypeError),
             ("step True", lambda s: s["state"][key].update(step=True), TypeError),
@@ -793,7 +794,8 @@ def test_state_changed_directly_is_checked_before_a_step(cls, kwargs):
     ]
     if adam:
         corruptions += [
-            (lambda st: st["1.w"].update(step=-1), ValueError, "integer >= 0"),
+            (lambda st: st["1.w"].update(step=-1), ValueError, r"integer in \[0, 2\*\*62\]"),
+            (lambda st: st["1.w"].update(step=10**400), ValueError, "integer in"),
             (lambda st: st["1.w"].pop("exp_avg_sq"), ValueError, r"lacks \['exp_avg_sq'\]"),
         ]
     for corrupt, exc, match in corruptions:
@@ -830,7 +832,8 @@ _VALUES = {
     "step -1": lambda shape: -1,
     "step 2.0": lambda shape: 2.0,
     "step 2.5": lambda shape: 2.5,
-    "step big": lambda shape: 10**30,
+    "step big": lambda shape: 10**18,
+    "step huge": lambda shape: 10**400,
     "(removed)": None,
 }
 _KEYS = ["step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "junk"]
