@@ -407,8 +407,9 @@ class _Module:
         until the next backward writes it (PyTorch's ``param.grad is None``).
 
         A backward adds all or nothing: it checks every entry first (an array of the
-        module's dtype and the parameter's shape, writeable, none sharing memory with
-        another) and, if one cannot take the addition, raises with the gradients
+        module's dtype and the parameter's shape, writeable, sharing memory with no
+        other entry and no parameter) and, if one cannot take the addition, raises with
+        the gradients
         unchanged; the closure may then be called again once the entry is fixed, and
         counts its gradients once.
 
@@ -456,7 +457,8 @@ class _Module:
 
         Every destination is checked first, under the lock: an entry for each name, an
         array of the module's kind (NumPy, or CuPy on a GPU) with the parameter's shape
-        and the module's dtype, writeable, no two sharing memory. Only then is anything
+        and the module's dtype, writeable, sharing memory with no other entry and no
+        parameter. Only then is anything
         added (``on_commit()``, if given, is called just before the first write): a
         failed check raises with ``grads`` untouched, so a retry after the cause is
         fixed counts the gradients exactly once. A None gradient (after
@@ -490,12 +492,17 @@ class _Module:
                 if g.dtype != dest.dtype:
                     g = g.astype(dest.dtype)
                 plan.append((name, dest, g))
-            pair = A.shared_memory([(n, d) for n, d, _ in plan if d is not None])
+            # no entry may share memory with another, or with a parameter
+            arrays = [(("grads", n), d) for n, d, _ in plan if d is not None]
+            arrays += [(("parameter", n), self.__dict__[n]) for n in self._shapes]
+            pair = A.shared_memory(arrays)
             if pair is not None:
+                (_, a), (kind_b, b) = sorted(pair)  # the grads entry first
+                other = f"grads[{b!r}]" if kind_b == "grads" else f"the parameter {b!r}"
                 raise ValueError(
-                    f"{who}: cannot add the gradients into grads: grads[{pair[0]!r}] and "
-                    f"grads[{pair[1]!r}] share memory (one would receive both "
-                    "gradients); nothing was added. Give each its own array (or call "
+                    f"{who}: cannot add the gradients into grads: grads[{a!r}] and "
+                    f"{other} share memory (it would receive another array's "
+                    "gradient); nothing was added. Give each its own array (or call "
                     "zero_grad(set_to_none=True)), then backward again"
                 )
             # the commit: in-place additions of checked arrays of one shape and dtype

@@ -67,7 +67,7 @@ def _read_only(m, name):
 def _replace(value_of):
     def corrupt(m, name):
         saved = m.grads[name]
-        m.grads[name] = value_of(saved, m)
+        m.grads[name] = value_of(saved, m, name)
 
         def fix():
             m.grads[name] = saved
@@ -100,11 +100,16 @@ def _alias(m, name):
 
 CORRUPTIONS = {
     "read-only": (_read_only, ValueError, "is read-only"),
-    "wrong shape": (_replace(lambda g, m: np.zeros(g.shape[:-1] + (7,))), ValueError, "shape"),
-    "wrong dtype": (_replace(lambda g, m: g.astype(np.float32)), TypeError, "dtype float32"),
-    "not an array": (_replace(lambda g, m: g.tolist()), TypeError, "not an array"),
+    "wrong shape": (_replace(lambda g, m, n: np.zeros(g.shape[:-1] + (7,))), ValueError, "shape"),
+    "wrong dtype": (_replace(lambda g, m, n: g.astype(np.float32)), TypeError, "dtype float32"),
+    "not an array": (_replace(lambda g, m, n: g.tolist()), TypeError, "not an array"),
     "removed": (_remove, ValueError, "no entry"),
     "a view of another": (_alias, ValueError, "share memory"),
+    "the parameter itself": (
+        _replace(lambda g, m, name: getattr(m, name)),  # the live parameter array
+        ValueError,
+        "and the parameter .* share memory",
+    ),
 }
 
 
@@ -128,9 +133,12 @@ def test_failed_accumulation_adds_nothing_and_a_retry_counts_once(kind, corrupti
     names = list(m.grads)
     name = names[0] if which == "first" else names[-1]
     before = _copies(m.grads)
+    weights = m.state_dict()
     fix = corrupt(m, name)
     with pytest.raises(exc, match=match) as info:
         backward(*args)
+    for k, v in m.state_dict().items():  # no parameter received a gradient either
+        assert np.array_equal(v, weights[k])
     message = str(info.value)
     assert message.startswith(f"cygru.{kind}: ") and "nothing was added" in message
     fix()
