@@ -408,7 +408,18 @@ def shared_memory(named):
     whose arrays share memory: the same array twice, or two views of one buffer
     (``w`` and ``w[0]``, ``w`` and ``w.T``); None when all are disjoint. The identity
     of the memory is what counts, not ``is``. A sweep over the sorted memory spans, so
-    disjoint arrays cost one span each."""
+    disjoint arrays cost one span each; distinct NumPy arrays that each own their memory
+    (``flags.owndata``, as a module's parameters and gradients do) are disjoint at once."""
+    named = list(named)
+    owners = {}
+    for name, a in named:
+        if type(a) is not np.ndarray or not a.flags.owndata:
+            break
+        if id(a) in owners:
+            return owners[id(a)], name
+        owners[id(a)] = name
+    else:
+        return None
     spans = []
     for name, a in named:
         span = memory_span(a)

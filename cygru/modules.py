@@ -477,8 +477,8 @@ class _Module:
                         f"{name!r} (it was removed); nothing was added. Restore it "
                         f"(grads[{name!r}] = None), then backward again"
                     )
-                if A.device_of(g) != device:  # the module moved since the forward
-                    g = A.to_device(g, device)
+                if (type(g) is not np.ndarray or device != "cpu") and A.device_of(g) != device:
+                    g = A.to_device(g, device)  # the module moved since the forward
                 if dest is None:
                     plan.append((name, None, g.astype(self.dtype)))  # a new array
                     continue
@@ -1241,6 +1241,14 @@ _MISSING = object()
 def _grad_destination_problem(dest, shape, dtype, device):
     """Why a gradient cannot be added in place into `dest` (an entry of a module's
     grads): ``(is_type_error, text)``, or None when it can."""
+    if (
+        type(dest) is np.ndarray
+        and device == "cpu"
+        and dest.shape == tuple(shape)
+        and dest.dtype == dtype
+        and dest.flags.writeable
+    ):
+        return None  # the common case, quickly
     if not (isinstance(dest, np.ndarray) or A.is_cupy_array(dest)):
         return True, f"is a {type(dest).__name__}, not an array"
     if A.device_of(dest) != device:

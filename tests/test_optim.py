@@ -958,3 +958,33 @@ def test_hyperparameters_assigned_after_construction_are_checked():
     bad["hyperparameters"]["lr"] = -1
     with pytest.raises(ValueError, match="AdamW.load_state_dict: hyperparameters: lr must be"):
         adamw.load_state_dict(bad)
+
+
+@hypothesis.settings(max_examples=300, deadline=None, derandomize=True)
+@hypothesis.given(
+    slices=st.lists(
+        st.tuples(st.integers(-30, 30), st.integers(-30, 30), st.integers(-4, 4).filter(bool)),
+        min_size=2,
+        max_size=4,
+    ),
+    owner=st.booleans(),
+    transpose=st.booleans(),
+)
+def test_memory_overlap_rule_agrees_with_numpy(slices, owner, transpose):
+    """The rule behind the aliasing errors (cygru._arrays.shared_memory) says two arrays
+    share memory exactly when numpy.shares_memory does, for views of one buffer (strided,
+    reversed, 2-D, transposed) and the buffer itself."""
+    from cygru import _arrays as A
+
+    buf = np.arange(48.0)
+    arrays = [buf[slice(*s)] for s in slices]
+    if transpose:
+        arrays.append(buf.reshape(6, 8)[::2, 1::3].T)
+    if owner:
+        arrays.append(buf)
+    named = list(enumerate(arrays))
+    expected = any(np.shares_memory(a, b) for i, a in named for j, b in named if i < j)
+    pair = A.shared_memory(named)
+    assert (pair is not None) == expected
+    if pair is not None:
+        assert np.shares_memory(arrays[pair[0]], arrays[pair[1]])
