@@ -274,7 +274,9 @@ class Optimizer:
     _counts_steps = False
     _hyper_names: Tuple[str, ...] = ("lr",)
 
-    def __init__(self, params: Params, hyper: Dict[str, Any]) -> None:
+    def __init__(self, params: Params, lr: float | Dict[str, Any]) -> None:
+        # lr: the learning rate, or a subclass's hyperparameters (a dict, with "lr")
+        hyper = dict(lr) if isinstance(lr, dict) else {"lr": lr}
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_disjoint", [])  # arrays last found not to share memory
         for k, v in self._checked(self._who, hyper).items():
