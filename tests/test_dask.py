@@ -15,10 +15,12 @@ import warnings
 import numpy as np
 import pytest
 
-dask = pytest.importorskip("dask")
-da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
-pytest.importorskip("threadpoolctl")
+from optional_deps import import_optional
+
+dask = import_optional("dask")
+da = import_optional("dask.array")
+distributed = import_optional("distributed")
+import_optional("threadpoolctl")
 
 import cygru  # noqa: E402  (after the skips: dask and distributed are optional)
 import cygru.dask as cdask  # noqa: E402

@@ -6,6 +6,8 @@ input-projection chunks; the thread-count API validates its input."""
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 from cygru import _cpu
 
@@ -403,7 +405,7 @@ def test_default_honours_omp_num_threads():
 
 
 def test_default_honours_threadpoolctl_openmp_limit(monkeypatch):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = import_optional("threadpoolctl")
     if not any(i["internal_api"] == "openmp" for i in threadpoolctl.threadpool_info()):
         pytest.skip("threadpoolctl does not see cygru's OpenMP runtime")
     monkeypatch.setattr(_cpu, "_num_threads", 0)  # the default, not a setting

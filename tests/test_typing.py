@@ -6,9 +6,9 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
+from optional_deps import import_optional
 
-pytest.importorskip("mypy")
+import_optional("mypy")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "typing" / "user_script.py"
