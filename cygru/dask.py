@@ -1,7 +1,7 @@
 """Scale out on Dask: batch inference and data-parallel training across workers.
 
-Needs the optional extra ``pip install "cygru[dask]"`` (``dask[array]``, ``distributed``
-and ``threadpoolctl``). Import it explicitly: ``import cygru.dask``.
+Needs the optional extra ``pip install "cygru[dask]"`` (``dask[array]`` and ``distributed``
+of the same release). Import it explicitly: ``import cygru.dask``.
 
 * :func:`forward` runs a :class:`cygru.GRU` over a Dask array of sequences chunked along
   the batch axis and returns Dask arrays ``output`` and ``h_n`` in PyTorch's layouts.
@@ -41,10 +41,13 @@ workers' threads to the cores, so the sum fits. On the local threaded scheduler 
 ``Client``) the tasks run in the caller's process, where concurrent cygru calls share the
 cores (two calls at once use half each). Give ``threads=k`` to run each task with ``k``
 cygru threads instead (for a worker with fewer Dask threads than cores, e.g.
-``threads_per_worker=1`` on a 4-core machine: ``threads=4``); it is applied per task as an
-OpenMP limit on the task's own thread (through threadpoolctl), so it never changes the
-process-wide setting. A thread count fixed in a worker process (``CYGRU_NUM_THREADS`` in
-its environment or :func:`cygru.set_num_threads` through ``client.run``) wins over both.
+``threads_per_worker=1`` on a 4-core machine: ``threads=4``): ``k`` exactly, as
+``cygru.set_num_threads(k)`` gives, whatever the worker's core count (more threads than
+cores only adds waiting; you size ``k``) and not shared with the tasks running beside it;
+small problems use fewer, as with any count (see :func:`cygru.get_num_threads`). It is
+the task's own thread's setting, so it never changes the process-wide one. A thread count
+fixed in a worker process (``CYGRU_NUM_THREADS`` in its environment or
+:func:`cygru.set_num_threads` through ``client.run``) wins over both.
 
 Reproducibility
 ---------------
@@ -63,7 +66,6 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-import threading
 import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, List, Literal, Optional, Protocol, Tuple, Union
@@ -74,7 +76,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without dask
     raise ImportError(
         'cygru.dask needs Dask: install it with `pip install "cygru[dask]"` '
-        f"(dask[array], distributed and threadpoolctl); the import failed with: {exc}"
+        f"(dask[array] and distributed); the import failed with: {exc}"
     ) from exc
 
 import numpy as np
@@ -161,9 +163,6 @@ def _module_key(module):
 
 # -- threads --------------------------------------------------------------------------------
 
-_controller = None
-_controller_lock = threading.Lock()
-
 
 def _check_threads(threads, who):
     if threads is None:
@@ -176,37 +175,25 @@ def _check_threads(threads, who):
         raise ValueError(
             f"{who}: threads must be None or an integer from 1 to 256, got {threads!r}"
         )
-    try:
-        import threadpoolctl  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            f"{who}: threads= needs threadpoolctl: "
-            '`pip install "cygru[dask]"` or `pip install threadpoolctl`'
-        ) from None
     return int(threads)
 
 
-def _openmp_limit(threads):
-    """A context manager limiting OpenMP (so cygru's default thread count) to `threads`
-    for the calling thread only (libgomp keeps the setting per thread)."""
-    global _controller
+def _task_thread_count(threads):
+    """A context manager: within it, cygru calls on the calling (task's) thread use
+    `threads` threads, as cygru.set_num_threads(threads) would, however many cores the
+    worker has; the process-wide setting is untouched. None: cygru's default."""
     from contextlib import nullcontext
 
-    if threads is None:
-        return nullcontext()
-    with _controller_lock:
-        if _controller is None:
-            from threadpoolctl import ThreadpoolController
+    from . import _cpu
 
-            _controller = ThreadpoolController().select(user_api="openmp")
-    return _controller.limit(limits=threads)
+    return nullcontext() if threads is None else _cpu._thread_count(threads)
 
 
 def _task_threads(threads):
     """cygru's thread count in a task run with `threads` (what the policy gives)."""
     from . import get_num_threads
 
-    with _openmp_limit(threads):
+    with _task_thread_count(threads):
         return get_num_threads()
 
 
@@ -360,7 +347,7 @@ class _Plan:
 
 
 def _forward_block(module, x, lengths, h0, threads):
-    with _openmp_limit(threads):
+    with _task_thread_count(threads):
         return module(x, h0=h0, lengths=lengths)
 
 
@@ -391,8 +378,12 @@ def forward(
         (L*D, B, H) initial states; the batch axis is axis 1, chunked like x's batch
         axis if a Dask array. Zeros when omitted.
     threads : int, optional
-        cygru threads per task (an OpenMP limit on the task's own thread). By default,
-        cygru's default in the worker: 1 under Dask's nanny (``OMP_NUM_THREADS=1``).
+        cygru threads per task, 1 to 256: exactly ``threads``, as
+        ``cygru.set_num_threads(threads)`` gives, whatever the worker's core count, set
+        for the task's own thread only (small problems use fewer, as with any count). By
+        default, cygru's default in the worker: 1 under Dask's nanny
+        (``OMP_NUM_THREADS=1``). A count fixed in the worker process
+        (``CYGRU_NUM_THREADS``, :func:`cygru.set_num_threads`) wins.
     rechunk : bool, default True
         Merge chunks along time/features (with a warning) instead of raising.
 
@@ -458,7 +449,7 @@ def _shard_grads(module, x, lengths, h0, target, d_output, d_h_n, loss, on, thre
     share the module object, and backward adds into its grads). Returns
     (loss sum or None, element count, gradients)."""
     local = _snapshot(module)
-    with _openmp_limit(threads):
+    with _task_thread_count(threads):
         (out, h_n), backward = local.vjp(x, h0=h0, lengths=lengths)
         value, count = None, 0
         if callable(loss):

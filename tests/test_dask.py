@@ -20,7 +20,6 @@ from optional_deps import import_optional
 dask = import_optional("dask")
 da = import_optional("dask.array")
 distributed = import_optional("distributed")
-import_optional("threadpoolctl")
 
 import cygru  # noqa: E402  (after the skips: dask and distributed are optional)
 import cygru.dask as cdask  # noqa: E402
@@ -162,33 +161,78 @@ def test_module_is_sent_once_per_worker(client):
     assert np.array_equal(got[0], gru(x)[0])
 
 
+def _threads_in_task(threads):
+    """In a task run with `threads`: cygru's count, and the threads a big layer call
+    would get (a layer with work for 256 threads: the planned count is the count)."""
+    from cygru import _cpu
+
+    with cdask._task_thread_count(threads):
+        return cygru.get_num_threads(), _cpu._threads_for(64, 2048, 1, np.float32)
+
+
 def test_thread_policy_on_workers(client):
     """Under Dask's nanny a task runs cygru on one thread (OMP_NUM_THREADS=1, which
-    cygru's default honours); threads=k gives a task k threads (at most the cores) on
-    its own thread only, and changes no bits (float32)."""
+    cygru's default honours); threads=k gives a task exactly k threads, on any machine
+    (this one may have fewer cores: 2), on its own thread only, and changes no bits
+    (float32)."""
     info = client.run(lambda: (cygru.get_num_threads(), os.environ.get("OMP_NUM_THREADS")))
     assert all(v == (1, "1") for v in info.values()), info
     assert client.submit(cdask._task_threads, None, pure=False).result() == 1
-    cores = len(os.sched_getaffinity(0))
-    assert client.submit(cdask._task_threads, 2, pure=False).result() == min(2, cores)
-    # the limit was the task's own: the worker's default is unchanged afterwards
+    for k in (2, 4, 2 * len(os.sched_getaffinity(0)) + 1):
+        assert client.submit(cdask._task_threads, k, pure=False).result() == k
+        assert client.submit(_threads_in_task, k, pure=False).result() == (k, k)
+    # the count was the task's own: the worker's default is unchanged afterwards
     assert all(v == 1 for v in client.run(cygru.get_num_threads).values())
     gru = cygru.GRU(5, 64, bidirectional=True, seed=5)
     x, lengths = _data(np.float32, False, B=16)
-    out, _ = cdask.forward(gru, _dask_x(x, False, 8), lengths=lengths, threads=2)
-    assert np.array_equal(out.compute(), gru(x, lengths=lengths)[0])
+    for k in (2, 4):
+        out, _ = cdask.forward(gru, _dask_x(x, False, 8), lengths=lengths, threads=k)
+        assert np.array_equal(out.compute(), gru(x, lengths=lengths)[0])
+
+
+def test_threads_k_reaches_the_engine_on_the_local_scheduler(monkeypatch):
+    """forward(threads=4) and grad_step(threads=4): every layer call of every task plans
+    4 threads (not capped at this machine's cores, not shared with the tasks running
+    beside it), unless a count is fixed process-wide, which wins (as documented)."""
+    from cygru import _cpu
+
+    real = _cpu._threads_for
+    seen = []
+
+    def spy(B, H, D, dtype):
+        n = real(B, H, D, dtype)
+        seen.append((cygru.get_num_threads(), n))
+        return n
+
+    monkeypatch.setattr(_cpu, "_threads_for", spy)
+    monkeypatch.setattr(_cpu, "_num_threads", 0)  # cygru's default, not a setting
+    gru = cygru.GRU(5, 512, seed=3)  # work for 4 threads per step at B=4
+    x, _ = _data(np.float32, False, B=16, T=3)
+    y = np.zeros((3, 16, 512), np.float32)
+    with dask.config.set(scheduler="threads", num_workers=4):
+        cdask.forward(gru, _dask_x(x, False, 4), threads=4)[0].compute()
+        assert len(seen) == 4 and set(seen) == {(4, 4)}, seen
+        seen.clear()
+        cdask.grad_step(gru, _dask_x(x, False, 4), y, threads=4)
+        assert len(seen) == 8 and set(seen) == {(4, 4)}, seen  # forward and backward
+        seen.clear()
+        monkeypatch.setattr(_cpu, "_num_threads", 3)  # set_num_threads(3) wins
+        cdask.forward(gru, _dask_x(x, False, 4), threads=4)[0].compute()
+        assert set(seen) == {(3, 3)}, seen
 
 
 def test_threads_limit_is_the_tasks_own():
-    """threads=k on the local threaded scheduler limits the task's thread only: this
-    thread's (the process's) default is untouched, during and after."""
+    """threads=k on the local threaded scheduler sets the task's thread's count only (k,
+    more than the cores here): this thread's (the process's) default is untouched, during
+    and after."""
     import threading
 
     default = cygru.get_num_threads()
+    k = len(os.sched_getaffinity(0)) + 3
     seen, gate = {}, threading.Event()
 
     def task():
-        with cdask._openmp_limit(1):
+        with cdask._task_thread_count(k):
             seen["inside"] = cygru.get_num_threads()
             gate.wait(10)
 
@@ -199,7 +243,7 @@ def test_threads_limit_is_the_tasks_own():
     seen["main during"] = cygru.get_num_threads()
     gate.set()
     t.join()
-    assert seen == {"inside": 1, "main during": default}
+    assert seen == {"inside": k, "main during": default}
     assert cygru.get_num_threads() == default
     gru = cygru.GRU(5, 64, seed=21)
     x, _ = _data(np.float32, False, B=12)
