@@ -28,6 +28,8 @@ import types
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 import cygru.capi as capi
 from install_helpers import clean_env
@@ -440,7 +442,7 @@ def _built_file(directory, name):
 def downstream(tmp_path_factory):
     """The example project of examples/embedding and the probe, built once per session
     with setuptools + Cython against this cygru (subprocesses, run side by side)."""
-    pytest.importorskip("Cython")
+    import_optional("Cython")
     base = tmp_path_factory.mktemp("downstream")
     example = base / "example"
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("build", "*.so", "*.c"))

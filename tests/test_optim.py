@@ -6,10 +6,12 @@ import threading
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 from cygru import optim
 
-torch = pytest.importorskip("torch")
+torch = import_optional("torch")
 
 STEPS = 60
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=2e-5, atol=2e-6)}

@@ -11,9 +11,11 @@ import threading
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 
-torch = pytest.importorskip("torch")
+torch = import_optional("torch")
 
 I, H = 3, 4
 

@@ -6,9 +6,9 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
+from optional_deps import import_optional
 
-pytest.importorskip("mypy")
+import_optional("mypy")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "typing" / "user_script.py"
@@ -130,3 +130,32 @@ def test_every_public_function_is_annotated():
             missing.append(f"{where}: return")
     assert seen > 40, seen
     assert not missing, missing
+
+
+def test_dask_trainer_takes_cygru_optimizers(tmp_path):
+    """DataParallelTrainer's optimizer hint admits cygru.optim's optimizers, an object with
+    step() or step(module), and a callable; not a number."""
+    import_optional("dask")
+    script = tmp_path / "trainer.py"
+    script.write_text(
+        "from typing import List, Optional\n"
+        "import numpy as np\n"
+        "import cygru\n"
+        "import cygru.dask\n"
+        "import cygru.optim\n"
+        "gru = cygru.GRU(2, 3, dtype=np.float64, seed=0)\n"
+        "a = cygru.dask.DataParallelTrainer(gru, cygru.optim.Adam(gru, lr=0.05))\n"
+        "b = cygru.dask.DataParallelTrainer(gru, cygru.optim.AdamW(gru))\n"
+        "c = cygru.dask.DataParallelTrainer(gru, cygru.optim.SGD(gru, lr=0.1))\n"
+        "class Mine:\n"
+        "    def step(self, module: cygru.GRU) -> None: ...\n"
+        "d = cygru.dask.DataParallelTrainer(gru, Mine())\n"
+        "def update(module: cygru.GRU) -> None: ...\n"
+        "e = cygru.dask.DataParallelTrainer(gru, update)\n"
+        "history: List[Optional[float]] = a.history\n"
+        "f = cygru.dask.DataParallelTrainer(gru, 0.1)\n"
+    )
+    rc, out = _mypy(tmp_path, str(script))
+    assert rc == 1, out
+    assert 'trainer.py:16: error: Argument 2 to "DataParallelTrainer" has incompatible type' in out
+    assert "Found 1 error in 1 file" in out, out
