@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 import numpy as np
 
 from . import _arrays as A
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-
-    from .modules import GRU, GRUCell
+# at run time too, for typing.get_type_hints
+from ._typing import ArrayLike
+from .modules import GRU, GRUCell
 
 __all__ = ["gradcheck", "GradcheckError"]
 

@@ -66,7 +66,7 @@ import numbers
 import threading
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, List, Literal, Optional, Tuple, Union
 
 try:
     import dask
@@ -79,15 +79,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 import numpy as np
 
+from ._typing import ArrayLike
 from .modules import GRU
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-
-    #: a Dask array, or an array_like held in memory
-    _DaskOrArray = Union[da.Array, ArrayLike]
-    #: ``"mse"``, or ``loss(output, h_n, target) -> (value, d_output, d_h_n)``
-    _Loss = Union[Literal["mse"], Callable[..., Tuple[Any, Any, Any]]]
+# defined at run time too, for typing.get_type_hints
+#: a Dask array, or an array_like held in memory
+_DaskOrArray = Union[da.Array, ArrayLike]
+#: ``"mse"``, or ``loss(output, h_n, target) -> (value, d_output, d_h_n)``
+_Loss = Union[Literal["mse"], Callable[..., Tuple[Any, Any, Any]]]
 
 __all__ = ["forward", "grad_step", "DataParallelTrainer", "SGD"]
 

@@ -14,7 +14,7 @@ arrays (and objects exposing ``__cuda_array_interface__`` or CUDA DLPack) on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Tuple
+from typing import Mapping, Tuple
 
 import numpy as np
 
@@ -26,10 +26,8 @@ from ._backend import ForwardCache, layer_weights, param_shapes
 # re-exported: the parameter layout that callers build ``layers`` with
 from ._backend import GATE_NAMES as GATE_NAMES
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-
-    from ._typing import Array
+# at run time too, for typing.get_type_hints
+from ._typing import Array, ArrayLike
 
 __all__ = ["gru", "gru_cell"]
 

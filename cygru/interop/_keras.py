@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+# at run time too, for typing.get_type_hints
+from .._typing import ArrayLike, DTypeLike
+from ..modules import GRU
 from ._common import GATE_NAMES, _float_dtype, _layer_suffix, _modules, _swap_rz
-
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike, DTypeLike, NDArray
-
-    from ..modules import GRU
 
 __all__ = ["from_keras", "lengths_from_mask", "repeat_last_state"]
 

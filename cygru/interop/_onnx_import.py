@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Mapping, Union
+from typing import Mapping, Union
 
 import numpy as np
 
+# at run time too, for typing.get_type_hints
+from .._typing import ArrayLike, ModelProto
+from ..modules import GRU
 from ._common import _float_dtype, _import_onnx, _layer_suffix, _modules, _swap_rz
-
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-    from onnx import ModelProto
-
-    from ..modules import GRU
 
 __all__ = ["from_onnx"]
 
