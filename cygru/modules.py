@@ -88,6 +88,30 @@ class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpect
         return super().__repr__()
 
 
+def _prefix_hint(names, unexpected):
+    """A hint for keys that are this module's parameter `names` behind a parent module's
+    prefix ("gru.weight_ih_l0", as ``model.state_dict()`` names a submodule's parameters),
+    or "" when no unexpected key looks so. The keys are never stripped silently: the
+    hint shows the user how."""
+    prefixes: Dict[str, int] = {}
+    for k in unexpected:
+        if isinstance(k, str):
+            head, dot, tail = k.rpartition(".")
+            if dot and tail in names:
+                prefixes[head + dot] = prefixes.get(head + dot, 0) + 1
+    if not prefixes:
+        return ""
+    prefix = max(prefixes, key=prefixes.get)  # the first of the most common
+    others = [p for p in prefixes if p != prefix]
+    also = f" (and {', '.join(map(repr, others))})" if others else ""
+    return (
+        f"the keys look prefixed with {prefix!r}{also}, as a parent model's state_dict() "
+        "names its submodules' parameters: pass the module's own keys, e.g. "
+        f"load_state_dict({{k.removeprefix({prefix!r}): v for k, v in sd.items() "
+        f"if k.startswith({prefix!r})}})"
+    )
+
+
 def _physical_memory():
     """Bytes of memory of this machine, or None where it cannot be read."""
     try:
@@ -377,6 +401,16 @@ class _Module:
             )
             for k, v in new.items():
                 object.__setattr__(self, k, v)
+        hint = _prefix_hint(self._shapes, unexpected) if missing else ""
+        if hint:
+            # strict=False: a parent model's keys load nothing; say so rather than
+            # leave it to a glance at the returned unexpected keys
+            warnings.warn(
+                f"{self._who}: load_state_dict(strict=False) left {len(missing)} of "
+                f"{len(self._shapes)} parameters unloaded: {hint}",
+                UserWarning,
+                stacklevel=3,
+            )
         return IncompatibleKeys(missing, unexpected)
 
     def _checked_params(self, state_dict, what, label="{}", strict=True):
@@ -391,10 +425,14 @@ class _Module:
             ) from None
         missing = [k for k in self._shapes if k not in state_dict]
         unexpected = [k for k in keys if k not in self._shapes]
-        if strict and missing:
-            raise BadValue(f"{what}: missing key(s) {missing}")
-        if strict and unexpected:
-            raise BadValue(f"{what}: unexpected key(s) {unexpected}; expected {list(self._shapes)}")
+        if strict and (missing or unexpected):
+            hint = _prefix_hint(self._shapes, unexpected)
+            hint = f"; {hint}" if hint else ""
+            if missing:
+                raise BadValue(f"{what}: missing key(s) {missing}{hint}")
+            raise BadValue(
+                f"{what}: unexpected key(s) {unexpected}; expected {list(self._shapes)}{hint}"
+            )
         new = {
             k: self._checked_param(k, state_dict[k], label.format(k))
             for k in self._shapes
