@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -64,12 +64,12 @@ def _float64_twin(module):
 def gradcheck(
     module: Union[GRU, GRUCell],
     x: ArrayLike,
-    h0: ArrayLike | None = None,
+    h0: Optional[ArrayLike] = None,
     *,
     eps: float = 1e-6,
     atol: float = 1e-5,
     rtol: float = 1e-3,
-    lengths: ArrayLike | None = None,
+    lengths: Optional[ArrayLike] = None,
     max_elements: int = 64,
     n_projections: int = 4,
     seed: int = 0,

@@ -13,7 +13,7 @@ cygru's classes live beside those classes' users (``cygru.optim.Params``).
 from __future__ import annotations
 
 import os
-from typing import IO, TYPE_CHECKING, Any, Protocol, Union
+from typing import IO, TYPE_CHECKING, Any, Optional, Protocol, Union
 
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
@@ -37,14 +37,14 @@ class GRUBackward(Protocol):
     """The closure :meth:`cygru.GRU.vjp` returns: ``dx, dh0 = backward(d_output, d_h_n)``."""
 
     #: the dropout masks of the forward it belongs to (None without dropout)
-    dropout_masks: list[Array] | None
+    dropout_masks: Optional[list[Array]]
 
     def __call__(
-        self, d_output: ArrayLike | None = None, d_h_n: ArrayLike | None = None
+        self, d_output: Optional[ArrayLike] = None, d_h_n: Optional[ArrayLike] = None
     ) -> tuple[Array, Array]: ...
 
 
 class GRUCellBackward(Protocol):
     """The closure :meth:`cygru.GRUCell.vjp` returns: ``dx, dh = backward(d_h1)``."""
 
-    def __call__(self, d_h1: ArrayLike | None = None) -> tuple[Array, Array]: ...
+    def __call__(self, d_h1: Optional[ArrayLike] = None) -> tuple[Array, Array]: ...

@@ -337,10 +337,10 @@ def _forward_block(module, x, lengths, h0, threads):
 def forward(
     module: GRU,
     x: da.Array,
-    lengths: _DaskOrArray | None = None,
-    h0: ArrayLike | None = None,
+    lengths: Optional[_DaskOrArray] = None,
+    h0: Optional[ArrayLike] = None,
     *,
-    threads: int | None = None,
+    threads: Optional[int] = None,
     rechunk: bool = True,
 ) -> Tuple[da.Array, da.Array]:
     """Run a GRU over a Dask array of sequences, one task per batch chunk.
@@ -465,16 +465,16 @@ def _sum_parts(*parts):
 def grad_step(
     module: GRU,
     x: da.Array,
-    targets: _DaskOrArray | None = None,
+    targets: Optional[_DaskOrArray] = None,
     *,
-    lengths: _DaskOrArray | None = None,
-    h0: ArrayLike | None = None,
+    lengths: Optional[_DaskOrArray] = None,
+    h0: Optional[ArrayLike] = None,
     loss: _Loss = "mse",
     on: Literal["output", "h_n"] = "output",
-    d_output: _DaskOrArray | None = None,
-    d_h_n: _DaskOrArray | None = None,
+    d_output: Optional[_DaskOrArray] = None,
+    d_h_n: Optional[_DaskOrArray] = None,
     split_every: int = 2,
-    threads: int | None = None,
+    threads: Optional[int] = None,
     rechunk: bool = True,
 ) -> Optional[float]:
     """Gradients of a loss over the whole batch, one shard per task, added into
@@ -734,7 +734,7 @@ class DataParallelTrainer:
         loss: _Loss = "mse",
         on: Literal["output", "h_n"] = "output",
         split_every: int = 2,
-        threads: int | None = None,
+        threads: Optional[int] = None,
         rechunk: bool = True,
     ) -> None:
         _check_module(module, "cygru.dask.DataParallelTrainer")
@@ -748,10 +748,10 @@ class DataParallelTrainer:
     def step(
         self,
         x: da.Array,
-        targets: _DaskOrArray | None = None,
+        targets: Optional[_DaskOrArray] = None,
         *,
-        lengths: _DaskOrArray | None = None,
-        h0: ArrayLike | None = None,
+        lengths: Optional[_DaskOrArray] = None,
+        h0: Optional[ArrayLike] = None,
     ) -> Optional[float]:
         """One training step over the batch ``x``; returns its loss (see
         :func:`grad_step` for the arguments)."""

@@ -14,7 +14,7 @@ arrays (and objects exposing ``__cuda_array_interface__`` or CUDA DLPack) on
 
 from __future__ import annotations
 
-from typing import Mapping, Tuple
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -300,14 +300,14 @@ def _params_info(params):
 def gru(
     x: ArrayLike,
     params: Mapping[str, ArrayLike],
-    h0: ArrayLike | None = None,
+    h0: Optional[ArrayLike] = None,
     *,
     num_layers: int = 1,
     bidirectional: bool = False,
     batch_first: bool = False,
     reset_after: bool = True,
     reverse: bool = False,
-    lengths: ArrayLike | None = None,
+    lengths: Optional[ArrayLike] = None,
 ) -> Tuple[Array, Array]:
     """Run a multi-layer GRU over a sequence with explicit weights (no module).
 
@@ -405,11 +405,11 @@ def gru(
 @A.boundary("cygru.functional.gru_cell")
 def gru_cell(
     x: ArrayLike,
-    h: ArrayLike | None,
+    h: Optional[ArrayLike],
     w_ih: ArrayLike,
     w_hh: ArrayLike,
-    b_ih: ArrayLike | None = None,
-    b_hh: ArrayLike | None = None,
+    b_ih: Optional[ArrayLike] = None,
+    b_hh: Optional[ArrayLike] = None,
     *,
     reset_after: bool = True,
 ) -> Array:

@@ -441,7 +441,7 @@ class _Module:
         return new, missing, unexpected
 
     @_boundary
-    def reset_parameters(self, seed: int | None = None) -> None:
+    def reset_parameters(self, seed: Optional[int] = None) -> None:
         """Draw every parameter again from U(-1/sqrt(H), 1/sqrt(H)), PyTorch's
         initialisation; returns None.
 
@@ -541,7 +541,7 @@ class _Module:
 
     # -- devices and dtypes -------------------------------------------------
     @_boundary
-    def to(self: _M, device: str | None = None, dtype: DTypeLike = None) -> _M:
+    def to(self: _M, device: Optional[str] = None, dtype: DTypeLike = None) -> _M:
         """Move parameters and gradients to a device and/or convert them to a dtype, in
         place; returns self (as PyTorch's ``module.to``).
 
@@ -600,7 +600,7 @@ class _Module:
         return self.to("cpu")
 
     @_boundary
-    def cuda(self: _M, device: int | str | None = None) -> _M:
+    def cuda(self: _M, device: Optional[Union[int, str]] = None) -> _M:
         """``module.to("cuda")`` (``"cuda:N"`` for ``device=N``; a device string or
         ``torch.device`` goes to :meth:`to` as is), as PyTorch's ``module.cuda()``;
         returns self. Needs CuPy and a GPU.
@@ -892,7 +892,7 @@ class GRU(_Module):
         reset_after: bool = True,
         reverse: bool = False,
         dtype: DTypeLike = np.float32,
-        seed: int | None = None,
+        seed: Optional[int] = None,
     ) -> None:
         shapes = self._configure(
             input_size,
@@ -1002,10 +1002,10 @@ class GRU(_Module):
     def __call__(
         self,
         x: ArrayLike,
-        h0: ArrayLike | None = None,
-        lengths: ArrayLike | None = None,
+        h0: Optional[ArrayLike] = None,
+        lengths: Optional[ArrayLike] = None,
         *,
-        hx: ArrayLike | None = None,
+        hx: Optional[ArrayLike] = None,
     ) -> Tuple[Array, Array]:
         """Run the GRU: ``output, h_n = gru(x, h0=None, lengths=None)``.
 
@@ -1062,10 +1062,10 @@ class GRU(_Module):
     def vjp(
         self,
         x: ArrayLike,
-        h0: ArrayLike | None = None,
-        lengths: ArrayLike | None = None,
+        h0: Optional[ArrayLike] = None,
+        lengths: Optional[ArrayLike] = None,
         *,
-        hx: ArrayLike | None = None,
+        hx: Optional[ArrayLike] = None,
     ) -> Tuple[Tuple[Array, Array], GRUBackward]:
         """Forward pass that keeps what backpropagation needs, and its backward closure.
 
@@ -1173,7 +1173,7 @@ class GRUCell(_Module):
         *,
         reset_after: bool = True,
         dtype: DTypeLike = np.float32,
-        seed: int | None = None,
+        seed: Optional[int] = None,
     ) -> None:
         shapes = self._configure(
             input_size, hidden_size, bias, reset_after=reset_after, dtype=dtype
@@ -1220,7 +1220,7 @@ class GRUCell(_Module):
         return f"GRUCell({', '.join(opts)})"
 
     def __call__(
-        self, x: ArrayLike, h: ArrayLike | None = None, *, hx: ArrayLike | None = None
+        self, x: ArrayLike, h: Optional[ArrayLike] = None, *, hx: Optional[ArrayLike] = None
     ) -> Array:
         """One step: x (B, I) or (I,), h (B, H) or (H,) or None (zeros) -> h1, a fresh array.
 
@@ -1255,7 +1255,7 @@ class GRUCell(_Module):
 
     @_boundary
     def vjp(
-        self, x: ArrayLike, h: ArrayLike | None = None, *, hx: ArrayLike | None = None
+        self, x: ArrayLike, h: Optional[ArrayLike] = None, *, hx: Optional[ArrayLike] = None
     ) -> Tuple[Array, GRUCellBackward]:
         """One step keeping what backpropagation needs: ``h1, backward = cell.vjp(x, h)``.
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Dict, Mapping, MutableMapping, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -214,7 +214,7 @@ class Optimizer:
                     entries.append((f"{i}.{name}", p, g, None))
         return entries
 
-    def step(self, grads: Mapping[str, Array] | None = None) -> None:
+    def step(self, grads: Optional[Mapping[str, Array]] = None) -> None:
         """Update every parameter in place from its gradient.
 
         Parameters

@@ -332,3 +332,32 @@ def test_user_mypy_sees_cygru_after_editable_install(installed, tmp_path):
         'misuse.py:5: error: Incompatible types in assignment (expression has type "GRUCell", '
         'variable has type "GRU")' in out
     ), out
+
+
+def test_annotations_evaluate_on_the_oldest_supported_python():
+    """cygru supports Python 3.9, where ``typing.get_type_hints`` cannot evaluate PEP 604
+    unions (``int | None``: "unsupported operand type(s) for |"), which ``from __future__
+    import annotations`` lets a module write. Every annotation in cygru spells unions with
+    ``Optional``/``Union`` (checked in the source, so on any Python running the suite)."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "cygru").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            annotations = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+                    if arg is not None and arg.annotation is not None:
+                        annotations.append(arg.annotation)
+                if node.returns is not None:
+                    annotations.append(node.returns)
+            elif isinstance(node, ast.AnnAssign):
+                annotations.append(node.annotation)
+            for ann in annotations:
+                if any(
+                    isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr) for n in ast.walk(ann)
+                ):
+                    found.append(f"{path.relative_to(ROOT)}:{ann.lineno}: {ast.unparse(ann)}")
+    assert not found, found

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from numpy.typing import NDArray
@@ -404,10 +404,10 @@ def _from_keras_object(obj, dtype, ignore_dropout):
 
 def from_keras(
     layer_or_kernel: Any,
-    recurrent_kernel: ArrayLike | None = None,
-    bias: ArrayLike | None = None,
+    recurrent_kernel: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
     *,
-    reset_after: bool | None = None,
+    reset_after: Optional[bool] = None,
     dtype: DTypeLike = None,
     ignore_dropout: bool = False,
 ) -> GRU:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import numpy as np
 
@@ -259,9 +259,9 @@ def _read_node(onnx, node, values, graph_inputs, weights, used):
 
 def from_onnx(
     model: Union[str, os.PathLike[str], bytes, bytearray, memoryview, ModelProto],
-    node_name: str | None = None,
+    node_name: Optional[str] = None,
     *,
-    weights: Mapping[str, ArrayLike] | None = None,
+    weights: Optional[Mapping[str, ArrayLike]] = None,
 ) -> GRU:
     """Build the cygru ``GRU`` equal to the GRU stack of an ONNX model, or to one node of it.
 
