@@ -258,6 +258,8 @@ class _Module:
                 f"{self._who}: {name} is read-only once the module is built "
                 f"({self._how_to_change[name]})"
             )
+        if name == "training":  # would be stored and mean nothing
+            raise AttributeError(f"{self._who}: cannot set 'training': {_NO_MODE}")
         if name == "batch_first":
             value = A.check_flag(value, "batch_first")
         elif name == "dropout":
@@ -271,6 +273,20 @@ class _Module:
                     stacklevel=3,
                 )
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        # an option, a parameter or the module's own state deleted would leave a module
+        # that fails on its next call; a user's own attributes may go
+        if (
+            name in self._options
+            or name in self._internal
+            or name in self.__dict__.get("_shapes", {})
+        ):
+            raise AttributeError(
+                f"{self._who}: {name} cannot be deleted (the module needs it; build a new "
+                "module for other options, or load other weights with load_state_dict)"
+            )
+        object.__delattr__(self, name)
 
     def _checked_param(self, name, value, label=None):
         """`value` validated and converted for parameter `name` (a copy, never the

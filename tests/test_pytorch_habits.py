@@ -883,3 +883,28 @@ def test_changed_options_survive_pickle_and_copy():
         assert c2.note == "cell"
         with pytest.raises(AttributeError, match="read-only"):
             c2.bias = False
+
+
+@pytest.mark.parametrize("cls", [cygru.GRU, cygru.GRUCell])
+def test_options_parameters_and_state_cannot_be_deleted(cls):
+    m = cls(I, H, seed=0)
+    x = np.ones((2, I), np.float32) if cls is cygru.GRUCell else np.ones((2, 1, I), np.float32)
+    want = m(x)
+    names = [*m._options, "device", "_lock", "_shapes", *m.state_dict()]
+    for name in names:
+        with pytest.raises(
+            AttributeError, match=rf"^{m._who}: {name} cannot be deleted \(the module needs it"
+        ):
+            delattr(m, name)
+    np.testing.assert_array_equal(m(x)[0], want[0])
+    m.note = 1  # a user's own attribute may go
+    del m.note
+    assert not hasattr(m, "note")
+
+
+def test_setting_training_says_there_is_no_mode():
+    """``model.training = False`` (a PyTorch habit) would be stored and mean nothing."""
+    for m in (cygru.GRU(I, H), cygru.GRUCell(I, H)):
+        with pytest.raises(AttributeError, match=r"cannot set 'training': cygru has no training"):
+            m.training = False
+        assert "training" not in vars(m)
