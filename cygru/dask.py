@@ -82,15 +82,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 import numpy as np
 
 from . import optim as _optim
+from ._typing import ArrayLike
 from .modules import GRU
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-
-    #: a Dask array, or an array_like held in memory
-    _DaskOrArray = Union[da.Array, ArrayLike]
-    #: ``"mse"``, or ``loss(output, h_n, target) -> (value, d_output, d_h_n)``
-    _Loss = Union[Literal["mse"], Callable[..., Tuple[Any, Any, Any]]]
+# defined at run time too, for typing.get_type_hints
+#: a Dask array, or an array_like held in memory
+_DaskOrArray = Union[da.Array, ArrayLike]
+#: ``"mse"``, or ``loss(output, h_n, target) -> (value, d_output, d_h_n)``
+_Loss = Union[Literal["mse"], Callable[..., Tuple[Any, Any, Any]]]
 
 __all__ = ["forward", "grad_step", "DataParallelTrainer"]
 
@@ -354,10 +353,10 @@ def _forward_block(module, x, lengths, h0, threads):
 def forward(
     module: GRU,
     x: da.Array,
-    lengths: _DaskOrArray | None = None,
-    h0: ArrayLike | None = None,
+    lengths: Optional[_DaskOrArray] = None,
+    h0: Optional[ArrayLike] = None,
     *,
-    threads: int | None = None,
+    threads: Optional[int] = None,
     rechunk: bool = True,
 ) -> Tuple[da.Array, da.Array]:
     """Run a GRU over a Dask array of sequences, one task per batch chunk.
@@ -486,16 +485,16 @@ def _sum_parts(*parts):
 def grad_step(
     module: GRU,
     x: da.Array,
-    targets: _DaskOrArray | None = None,
+    targets: Optional[_DaskOrArray] = None,
     *,
-    lengths: _DaskOrArray | None = None,
-    h0: ArrayLike | None = None,
+    lengths: Optional[_DaskOrArray] = None,
+    h0: Optional[ArrayLike] = None,
     loss: _Loss = "mse",
     on: Literal["output", "h_n"] = "output",
-    d_output: _DaskOrArray | None = None,
-    d_h_n: _DaskOrArray | None = None,
+    d_output: Optional[_DaskOrArray] = None,
+    d_h_n: Optional[_DaskOrArray] = None,
     split_every: int = 2,
-    threads: int | None = None,
+    threads: Optional[int] = None,
     rechunk: bool = True,
 ) -> Optional[float]:
     """Gradients of a loss over the whole batch, one shard per task, added into
@@ -741,7 +740,7 @@ class DataParallelTrainer:
         loss: _Loss = "mse",
         on: Literal["output", "h_n"] = "output",
         split_every: int = 2,
-        threads: int | None = None,
+        threads: Optional[int] = None,
         rechunk: bool = True,
     ) -> None:
         _check_module(module, "cygru.dask.DataParallelTrainer")
@@ -755,10 +754,10 @@ class DataParallelTrainer:
     def step(
         self,
         x: da.Array,
-        targets: _DaskOrArray | None = None,
+        targets: Optional[_DaskOrArray] = None,
         *,
-        lengths: _DaskOrArray | None = None,
-        h0: ArrayLike | None = None,
+        lengths: Optional[_DaskOrArray] = None,
+        h0: Optional[ArrayLike] = None,
     ) -> Optional[float]:
         """One training step over the batch ``x``; returns its loss (see
         :func:`grad_step` for the arguments)."""

@@ -24,12 +24,18 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._typing import Array, Params
+from ._typing import Array
+from .modules import GRU, GRUCell
+
+#: what an optimizer updates (and :func:`clip_grad_norm_` scales): a cygru module, a dict
+#: of plain arrays, or a list or tuple of those (defined here, beside its users, so that
+#: typing.get_type_hints resolves it: cygru._typing imports no cygru module)
+ParamSource = Union[GRU, GRUCell, MutableMapping[str, Array]]
+Params = Union[ParamSource, Sequence[ParamSource]]
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_"]
 
@@ -208,7 +214,7 @@ class Optimizer:
                     entries.append((f"{i}.{name}", p, g, None))
         return entries
 
-    def step(self, grads: Mapping[str, Array] | None = None) -> None:
+    def step(self, grads: Optional[Mapping[str, Array]] = None) -> None:
         """Update every parameter in place from its gradient.
 
         Parameters
