@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import numbers
 import operator
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class BadType(ArgumentError, TypeError):
     plain = TypeError
 
 
-def boundary(who: str | None = None) -> Callable[[_F], _F]:
+def boundary(who: Optional[str] = None) -> Callable[[_F], _F]:
     """Decorator for a public entry point: argument errors raised inside it leave it as
     ``ValueError("<who>: <message>")`` (or TypeError). `who` is the public name, or None
     for a method of a cygru module (its ``_who``, e.g. ``"cygru.GRU"``). Nested

@@ -34,15 +34,20 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Dict, Tuple
+from collections import abc
+from typing import Any, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _arrays as A
+from ._typing import Array
+from .modules import GRU, GRUCell
 
-if TYPE_CHECKING:
-    from ._typing import Array, Params
+#: what an optimizer updates (and :func:`clip_grad_norm_` scales): a cygru module, a dict
+#: of plain arrays, or a list or tuple of those (defined here, beside its users, so that
+#: typing.get_type_hints resolves it: cygru._typing imports no cygru module)
+ParamSource = Union[GRU, GRUCell, MutableMapping[str, Array]]
+Params = Union[ParamSource, Sequence[ParamSource]]
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_"]
 
@@ -274,7 +279,7 @@ class Optimizer:
     _counts_steps = False
     _hyper_names: Tuple[str, ...] = ("lr",)
 
-    def __init__(self, params: Params, lr: float | Dict[str, Any]) -> None:
+    def __init__(self, params: Params, lr: Union[float, Dict[str, Any]]) -> None:
         # lr: the learning rate, or a subclass's hyperparameters (a dict, with "lr")
         hyper = dict(lr) if isinstance(lr, dict) else {"lr": lr}
         object.__setattr__(self, "_lock", threading.Lock())
@@ -368,7 +373,7 @@ class Optimizer:
         algorithm takes a square root), and returns the whole state, converted to new
         arrays of p's dtype and device. Otherwise returns the buffers that need a
         conversion to p's dtype or device (after module.double() or to()), converted."""
-        if not isinstance(buffers, Mapping):
+        if not isinstance(buffers, abc.Mapping):
             raise TypeError(
                 f"{who}: the state of {key!r} must be a dict, got {type(buffers).__name__}"
             )
@@ -407,7 +412,7 @@ class Optimizer:
                 out[n] = out_v
         return out
 
-    def step(self, grads: Mapping[str, Array] | None = None) -> None:
+    def step(self, grads: Optional[Mapping[str, Array]] = None) -> None:
         """Update every parameter in place from its gradient.
 
         Parameters
@@ -502,7 +507,7 @@ class Optimizer:
                     f"{who}: expected a dict with keys "
                     "'hyperparameters' and 'state' (from state_dict())"
                 ) from None
-            if not isinstance(hyper, Mapping) or not isinstance(state, Mapping):
+            if not isinstance(hyper, abc.Mapping) or not isinstance(state, abc.Mapping):
                 raise TypeError(
                     f"{who}: 'hyperparameters' and 'state' must be dicts, got "
                     f"{type(hyper).__name__} and {type(state).__name__}"

@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from optional_deps import import_optional
 from test_interop import _keras_gru
 
 import cygru
@@ -13,7 +15,7 @@ from cygru.interop import from_keras, lengths_from_mask, repeat_last_state
 
 if "keras" not in sys.modules:  # before keras is imported; jax is in the test extra
     os.environ["KERAS_BACKEND"] = "jax"
-keras = pytest.importorskip("keras")
+keras = import_optional("keras")
 
 
 @pytest.fixture(autouse=True)

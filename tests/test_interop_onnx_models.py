@@ -11,11 +11,13 @@ import warnings
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 from cygru.interop import from_onnx, from_torch
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+onnx = import_optional("onnx")
+ort = import_optional("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402  (after the skips)
 
 F32 = 2e-6
@@ -41,9 +43,9 @@ def _same_weights(a, b):
 
 
 def _torch_export(net, x, dynamo, h0=None):
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     if dynamo:
-        pytest.importorskip("onnxscript")
+        import_optional("onnxscript")
     buf = io.BytesIO()
     args = (torch.from_numpy(x),) + (() if h0 is None else (torch.from_numpy(h0),))
     names = ["x"] + ([] if h0 is None else ["h0"])
@@ -74,7 +76,7 @@ def _torch_export(net, x, dynamo, h0=None):
     ],
 )
 def test_pytorch_exports_convert_whole(dynamo, batch_first, bidirectional, num_layers):
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     torch.manual_seed(0)
     net = torch.nn.GRU(
         3, 4, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional
@@ -92,7 +94,7 @@ def test_pytorch_exports_convert_whole(dynamo, batch_first, bidirectional, num_l
 
 
 def test_pytorch_export_with_h0_input_and_no_bias():
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     torch.manual_seed(1)
     net = torch.nn.GRU(3, 4, num_layers=2, bias=False, bidirectional=True)
     rng = np.random.default_rng(2)
@@ -191,7 +193,7 @@ def _node_cases():
 def _case_names():
     try:
         return sorted(_node_cases())
-    except Exception:  # noqa: BLE001 - no onnx: the test skips on its importorskip
+    except Exception:  # noqa: BLE001 - no onnx: the test skips on its import_optional
         return ["test_gru_defaults"]
 
 
@@ -377,7 +379,7 @@ def test_stack_after_other_layers_converts_alone(dynamo):
     """A Linear before the GRU stack is not part of the module: the stack converts (its sizes
     taken from the graph's shapes where the exporter wrote static ones) and, fed the Linear's
     output, matches the model."""
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     torch.manual_seed(2)
 
     class Net(torch.nn.Module):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional
 
 import numpy as np
+from numpy.typing import NDArray
 
+# at run time too, for typing.get_type_hints
+from .._typing import ArrayLike, DTypeLike
+from ..modules import GRU
 from ._common import GATE_NAMES, _float_dtype, _layer_suffix, _modules, _swap_rz
-
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike, DTypeLike, NDArray
-
-    from ..modules import GRU
 
 __all__ = ["from_keras", "lengths_from_mask", "repeat_last_state"]
 
@@ -405,10 +404,10 @@ def _from_keras_object(obj, dtype, ignore_dropout):
 
 def from_keras(
     layer_or_kernel: Any,
-    recurrent_kernel: ArrayLike | None = None,
-    bias: ArrayLike | None = None,
+    recurrent_kernel: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
     *,
-    reset_after: bool | None = None,
+    reset_after: Optional[bool] = None,
     dtype: DTypeLike = None,
     ignore_dropout: bool = False,
 ) -> GRU:

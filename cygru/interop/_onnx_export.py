@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import operator
 import os
-from typing import TYPE_CHECKING, Literal, Union
+from typing import Literal, Union
 
 import numpy as np
 
+# at run time too, for typing.get_type_hints
+from .._typing import ModelProto, OnnxTarget
+from ..modules import GRU
 from ._common import _as_host, _import_onnx, _layer_suffix, _modules, _swap_rz
-
-if TYPE_CHECKING:
-    from onnx import ModelProto
-
-    from .._typing import OnnxTarget
-    from ..modules import GRU
 
 __all__ = ["to_onnx"]
 
