@@ -909,7 +909,7 @@ def test_from_onnx_errors():
 def _session(model):
     ort = import_optional("onnxruntime")
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # the "optional h0" initializer-as-input warning is expected
+    opts.log_severity_level = 3  # opset 13/14 exports warn of their overridable initializers
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -944,7 +944,7 @@ def test_to_onnx_runs_in_onnxruntime(
     model = to_onnx(gru, buf, h0=h0_mode)
     sess = _session(model)
     assert buf.getvalue() == model.SerializeToString()
-    expected_inputs = ["x", "h0"] if h0_mode == "required" else ["x"]
+    expected_inputs = ["x"] + ([] if h0_mode == "none" else ["h0"]) + ["sequence_lens"]
     assert [i.name for i in sess.get_inputs()] == expected_inputs
     assert [i.name for i in model.graph.input] == (
         ["x"] + ([] if h0_mode == "none" else ["h0"]) + ["sequence_lens"]
@@ -1061,6 +1061,121 @@ def test_to_onnx_opsets_and_method(opset):
     ref_out, ref_hn = gru(x)
     np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-5)
     np.testing.assert_allclose(hn, ref_hn, rtol=0, atol=1e-5)
+
+
+# ONNX Runtime logs from C++ to the process's stderr, which pytest's capsys does not see: the
+# sessions are made in a child process at the default log level (warnings included), and its
+# stderr is read. The script prints the opsets it loaded so the test knows it ran.
+_ORT_WARNINGS_SCRIPT = r"""
+import io, sys
+import onnxruntime as ort
+import cygru
+
+opsets = [int(a) for a in sys.argv[1:]]
+modules = [
+    cygru.GRU(3, 4, seed=0),
+    cygru.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True, seed=1),
+    cygru.GRU(3, 4, num_layers=3, reverse=True, bias=False, reset_after=False, seed=2),
+]
+for opset in opsets:
+    for gru in modules:
+        models = [gru.to_onnx(io.BytesIO(), opset=opset)]  # the default export
+        models += [
+            gru.to_onnx(io.BytesIO(), opset=opset, h0=h0, lengths=lengths)
+            for h0 in ("optional", "required", "none")
+            for lengths in ("optional", "required", "none")
+        ]
+        for model in models:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+print("loaded", *opsets)
+"""
+
+
+def _ort_session_stderr(*opsets):
+    import_optional("onnx")
+    import_optional("onnxruntime")
+    result = subprocess.run(
+        [sys.executable, "-c", _ORT_WARNINGS_SCRIPT, *map(str, opsets)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["loaded", *map(str, opsets)]
+    return result.stderr
+
+
+def test_to_onnx_sessions_log_no_warnings():
+    """Issue 22.5: a session of a default export (and of every h0/lengths option, at every
+    opset with ONNX's optional type) logs nothing at ONNX Runtime's default level."""
+    stderr = _ort_session_stderr(15, 17, 21)
+    assert stderr.strip() == "", stderr[-3000:]
+
+
+def test_to_onnx_opset_13_warns_as_documented():
+    """Before opset 15 an optional input is an overridable initializer, of which ONNX Runtime
+    warns as to_onnx's docstring says (this also shows the capture above sees warnings)."""
+    stderr = _ort_session_stderr(13)
+    warnings = [line for line in stderr.splitlines() if "[W:onnxruntime" in line]
+    assert warnings and all("appears in graph inputs" in line for line in warnings)
+    assert {line.split("Initializer ")[1].split()[0] for line in warnings} == {
+        "h0",
+        "sequence_lens",
+    }
+
+
+@pytest.mark.parametrize("opset", [13, 15, 17, 21])
+@pytest.mark.parametrize("lengths_mode", ["optional", "required", "none"])
+@pytest.mark.parametrize("h0_mode", ["optional", "required", "none"])
+def test_to_onnx_every_option_equals_cygru(h0_mode, lengths_mode, opset):
+    """Every combination of h0= and lengths=, fed every way the graph allows (an optional
+    input fed, fed None, or left out; an optional sequence_lens also fed empty), computes
+    what the module does."""
+    import_optional("onnxruntime")
+    gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, batch_first=True, seed=9)
+    model = to_onnx(gru, io.BytesIO(), opset=opset, h0=h0_mode, lengths=lengths_mode)
+    sess = _session(model)
+    optional_type = opset >= 15
+    listed = [i.name for i in sess.get_inputs()]
+    overridable = [i.name for i in sess.get_overridable_initializers()]
+    for name, mode in (("h0", h0_mode), ("sequence_lens", lengths_mode)):
+        assert (name in listed) is (mode == "required" or (mode == "optional" and optional_type))
+        assert (name in overridable) is (mode == "optional" and not optional_type)
+    rng = _rng(26)
+    x = rng.standard_normal((3, 6, 3)).astype(np.float32)
+    h0 = rng.standard_normal((4, 3, 4)).astype(np.float32)
+    lengths = np.array([6, 2, 4], dtype=np.int32)
+    h0_ways = {"optional": ["fed", "left out"], "required": ["fed"], "none": ["left out"]}
+    if h0_mode == "optional" and optional_type:
+        h0_ways["optional"].append("None")
+    lens_ways = {"optional": ["fed", "left out", "empty"], "required": ["fed"]}
+    lens_ways["none"] = ["left out"]
+    if lengths_mode == "optional" and optional_type:
+        lens_ways["optional"].append("None")
+    for h0_way in h0_ways[h0_mode]:
+        for lens_way in lens_ways[lengths_mode]:
+            feeds = {"x": x}
+            if h0_way != "left out":
+                feeds["h0"] = h0 if h0_way == "fed" else None
+            if lens_way != "left out":
+                feeds["sequence_lens"] = {
+                    "fed": lengths,
+                    "None": None,
+                    "empty": np.zeros(0, np.int32),
+                }[lens_way]
+            out, hn = sess.run(["output", "h_n"], feeds)
+            ref_out, ref_hn = gru(
+                x,
+                h0 if h0_way == "fed" else None,
+                lengths=lengths if lens_way == "fed" else None,
+            )
+            np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-5, err_msg=str(feeds))
+            np.testing.assert_allclose(hn, ref_hn, rtol=0, atol=1e-5, err_msg=str(feeds))
+    # and the model converts back to the same module
+    back = from_onnx(model)
+    assert back.batch_first and back.bidirectional and back.num_layers == 2
+    for name, value in gru.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[name], value)
 
 
 def test_missing_onnx_gives_install_hint(monkeypatch):
