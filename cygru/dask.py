@@ -623,7 +623,7 @@ def grad_step(
         # the mean over the whole batch: the shards' sums, divided once
         value = value / count
         grads = {k: g / g.dtype.type(count) for k, g in grads.items()}
-    module._accumulate(grads)
+    module._accumulate(grads, who=who)  # all or nothing: a failed call adds nothing
     return value
 
 

@@ -490,6 +490,13 @@ class _Module:
         They are zeros until then; after ``zero_grad(set_to_none=True)`` a value is None
         until the next backward writes it (PyTorch's ``param.grad is None``).
 
+        A backward adds all or nothing: it checks every entry first (an array of the
+        module's dtype and the parameter's shape, writeable, sharing memory with no
+        other entry and no parameter) and, if one cannot take the addition, raises with
+        the gradients
+        unchanged; the closure may then be called again once the entry is fixed, and
+        counts its gradients once.
+
         Examples
         --------
         >>> import numpy as np, cygru
@@ -529,16 +536,67 @@ class _Module:
                 elif g is not None:
                     g[...] = 0
 
-    def _accumulate(self, local):
-        """Add gradient arrays into :attr:`grads` (a None gradient, after
-        ``zero_grad(set_to_none=True)``, becomes a copy in the module's dtype: callers
-        may keep their arrays, and double()/float() may have run since the forward)."""
+    def _accumulate(self, local, who=None, on_commit=None):
+        """Add gradient arrays into :attr:`grads`, all or nothing.
+
+        Every destination is checked first, under the lock: an entry for each name, an
+        array of the module's kind (NumPy, or CuPy on a GPU) with the parameter's shape
+        and the module's dtype, writeable, sharing memory with no other entry and no
+        parameter. Only then is anything
+        added (``on_commit()``, if given, is called just before the first write): a
+        failed check raises with ``grads`` untouched, so a retry after the cause is
+        fixed counts the gradients exactly once. A None gradient (after
+        ``zero_grad(set_to_none=True)``) becomes a copy in the module's dtype: callers
+        may keep their arrays, and double()/float() or to() may have run since the
+        forward. `who` names the caller in errors (default: the module's name)."""
+        who = self._who if who is None else who
         with self._lock:
+            device = self.device
+            plan = []
             for name, g in local.items():
-                if self._grads[name] is None:
-                    self._grads[name] = g.astype(self.dtype)
+                dest = self._grads.get(name, _MISSING)
+                if dest is _MISSING:
+                    raise ValueError(
+                        f"{who}: cannot add the gradients into grads: it has no entry "
+                        f"{name!r} (it was removed); nothing was added. Restore it "
+                        f"(grads[{name!r}] = None), then backward again"
+                    )
+                if (type(g) is not np.ndarray or device != "cpu") and A.device_of(g) != device:
+                    g = A.to_device(g, device)  # the module moved since the forward
+                if dest is None:
+                    plan.append((name, None, g.astype(self.dtype)))  # a new array
+                    continue
+                problem = _grad_destination_problem(dest, self._shapes[name], self.dtype, device)
+                if problem:
+                    raise (TypeError if problem[0] else ValueError)(
+                        f"{who}: cannot add the gradients into grads: grads[{name!r}] "
+                        f"{problem[1]}; nothing was added. Fix it (or call "
+                        "zero_grad(set_to_none=True)), then backward again"
+                    )
+                if g.dtype != dest.dtype:
+                    g = g.astype(dest.dtype)
+                plan.append((name, dest, g))
+            # no entry may share memory with another, or with a parameter
+            arrays = [(("grads", n), d) for n, d, _ in plan if d is not None]
+            arrays += [(("parameter", n), self.__dict__[n]) for n in self._shapes]
+            pair = A.shared_memory(arrays)
+            if pair is not None:
+                (_, a), (kind_b, b) = sorted(pair)  # the grads entry first
+                other = f"grads[{b!r}]" if kind_b == "grads" else f"the parameter {b!r}"
+                raise ValueError(
+                    f"{who}: cannot add the gradients into grads: grads[{a!r}] and "
+                    f"{other} share memory (it would receive another array's "
+                    "gradient); nothing was added. Give each its own array (or call "
+                    "zero_grad(set_to_none=True)), then backward again"
+                )
+            # the commit: in-place additions of checked arrays of one shape and dtype
+            if on_commit is not None:
+                on_commit()
+            for name, dest, g in plan:
+                if dest is None:
+                    self._grads[name] = g
                 else:
-                    self._grads[name] += g
+                    dest += g
 
     def _convert_all(self, convert, **attrs):
         """Replace every parameter and gradient by ``convert(array)`` and set `attrs`,
@@ -1327,6 +1385,34 @@ class GRUCell(_Module):
         return h1, backward
 
 
+_MISSING = object()
+
+
+def _grad_destination_problem(dest, shape, dtype, device):
+    """Why a gradient cannot be added in place into `dest` (an entry of a module's
+    grads): ``(is_type_error, text)``, or None when it can."""
+    if (
+        type(dest) is np.ndarray
+        and device == "cpu"
+        and dest.shape == tuple(shape)
+        and dest.dtype == dtype
+        and dest.flags.writeable
+    ):
+        return None  # the common case, quickly
+    if not (isinstance(dest, np.ndarray) or A.is_cupy_array(dest)):
+        return True, f"is a {type(dest).__name__}, not an array"
+    if A.device_of(dest) != device:
+        return True, f"is on {A.device_of(dest)}, the module on {device}"
+    if tuple(dest.shape) != tuple(shape):
+        return False, f"has shape {tuple(dest.shape)}, the parameter {tuple(shape)}"
+    if dest.dtype != dtype:
+        return True, f"has dtype {dest.dtype}, the module {np.dtype(dtype)}"
+    flags = getattr(dest, "flags", None)
+    if flags is not None and not getattr(flags, "writeable", True):
+        return False, "is read-only"
+    return None
+
+
 def _initial_state(h, hx, name, who=None):
     """The initial state given as `name` (cygru's h0 / h) or as ``hx`` (PyTorch's
     keyword), at most one of them; TypeError if both are given (named `who`, or by the
@@ -1374,24 +1460,31 @@ def _make_backward(module, call, cache, layers, cell=False):
                 f"{module._who}: this backward closure was already called "
                 "(its saved activations are freed); call vjp again"
             )
+        committed = []
         try:
-            return _run(cache_, d_output, d_h_n)
+            return _run(cache_, d_output, d_h_n, committed)
         except BaseException:
-            # nothing was accumulated (that is the last step): the closure stays usable,
-            # e.g. after a d_output of the wrong shape was rejected
-            with once:
-                state["cache"] = cache_
+            # Nothing was added into module.grads unless the additions had begun (all
+            # of them are checked first, see _accumulate): the closure stays usable, e.g.
+            # after a d_output of the wrong shape or a read-only grads entry was
+            # rejected, and a retry counts the gradients once. An interrupt landing
+            # during the additions themselves leaves the closure spent, so a retry
+            # raises instead of adding a second time.
+            if not committed:
+                with once:
+                    state["cache"] = cache_
             raise
 
-    def _run(cache_, d_output, d_h_n):
-        # backward adds into fresh arrays; they are summed into module.grads under the lock
+    def _run(cache_, d_output, d_h_n, committed):
+        # backward adds into fresh arrays; they are summed into module.grads under the
+        # lock, all or nothing
         local = module._new_grads(call.dtype, call.device)
         if cell:
             grads = [[tuple(local.get(n) for n in GATE_NAMES)]]
         else:
             grads = layer_weights(local, module.num_layers, module.num_directions, module.bias)
         dx, dh0 = call.backward(cache_, d_output, d_h_n, grads)
-        module._accumulate({n: local[n] for n in names})
+        module._accumulate({n: local[n] for n in names}, on_commit=lambda: committed.append(True))
         if cell:
             return dx[0], dh0[0]
         return dx, dh0
