@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Mapping, Union
 
 import numpy as np
 
-from ._common import _float_dtype, _import_onnx, _layer_suffix, _modules, _swap_rz
+from ._common import _import_onnx, _layer_suffix, _modules, _swap_rz
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -109,46 +109,178 @@ def _stored_array(value, what, label):
             f"cygru.from_onnx: {label}'s input {what} ({origin}) keeps its data in an external "
             "file that was not loaded; pass the model's path, or a ModelProto from onnx.load(path)"
         )
-    return numpy_helper.to_array(tensor)
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as exc:  # noqa: BLE001 - onnx's errors for malformed tensors vary
+        raise ValueError(
+            f"cygru.from_onnx: {label}'s input {what} ({origin}) is not a readable tensor "
+            f"(data type {tensor.data_type}, dims {list(tensor.dims)}): {exc}"
+        ) from None
+
+
+def _dtype_name(dtype):
+    return np.dtype(dtype).name  # byte order aside: '>f4' and '<f4' are both float32
+
+
+def _weight_dtype(dtype, label):
+    """The module's dtype for weights of ``dtype``: float32 and float64 as they are (either
+    byte order), float16 and bfloat16 as float32 (every value of theirs is a float32 value:
+    the conversion is exact)."""
+    name = _dtype_name(dtype)
+    if name in ("float32", "float64"):
+        return np.dtype(name)
+    if name in ("float16", "bfloat16"):
+        return np.dtype(np.float32)
+    raise TypeError(
+        f"cygru.from_onnx: {label}'s W has dtype {name}; cygru converts float32 and float64 "
+        "weights, and float16 and bfloat16 ones to float32 (exactly)"
+    )
 
 
 def _gru_label(node):
     return f"GRU node {node.name!r}" if node.name else "the GRU node"
 
 
+# ONNX's GRU attributes (every opset: ``output_sequence`` is opset 1's) and their types.
+_GRU_ATTRIBUTES = {
+    "activation_alpha": "FLOATS",
+    "activation_beta": "FLOATS",
+    "activations": "STRINGS",
+    "clip": "FLOAT",
+    "direction": "STRING",
+    "hidden_size": "INT",
+    "layout": "INT",
+    "linear_before_reset": "INT",
+    "output_sequence": "INT",
+}
+# The AttributeProto field that holds a value of each type.
+_VALUE_FIELDS = {
+    "FLOAT": "f",
+    "INT": "i",
+    "STRING": "s",
+    "FLOATS": "floats",
+    "INTS": "ints",
+    "STRINGS": "strings",
+}
+_NOT_VALUES = frozenset(["name", "type", "doc_string", "ref_attr_name"])
+
+
+def _shown(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_value(attr, field):
+    """An attribute field's value for a message (floats as float32, which they are)."""
+    value = getattr(attr, field)
+    if field == "f":
+        return str(np.float32(value))
+    if field == "floats":
+        return _shown([float(str(np.float32(v))) for v in value])
+    return _shown(value if field in ("i", "s") else list(value))
+
+
+def _text(raw, label, name):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"cygru.from_onnx: {label}'s attribute {name!r} is not UTF-8 text: {_shown(raw)}"
+        ) from None
+
+
+def _read_attributes(node, label):
+    """The GRU node's attributes as Python values, each checked to be one ONNX's GRU
+    defines, of the type the operator's schema gives it, set once, and holding exactly
+    that type's value (a FLOAT 0.7 is not read as the INT 0)."""
+    from onnx import AttributeProto
+
+    attrs = {}
+    for attr in node.attribute:
+        name = attr.name
+        expected = _GRU_ATTRIBUTES.get(name)
+        if expected is None:
+            raise ValueError(
+                f"cygru.from_onnx: {label} has the attribute {name!r}, which ONNX's GRU does "
+                f"not define (it defines {sorted(_GRU_ATTRIBUTES)})"
+            )
+        if name in attrs:
+            raise ValueError(f"cygru.from_onnx: {label} sets the attribute {name!r} twice")
+        if attr.ref_attr_name:
+            raise ValueError(
+                f"cygru.from_onnx: {label}'s attribute {name!r} refers to the attribute "
+                f"{attr.ref_attr_name!r} of an enclosing function, which a graph node cannot do"
+            )
+        try:
+            got = AttributeProto.AttributeType.Name(attr.type)
+        except ValueError:
+            got = f"an unknown type ({attr.type})"
+        fields = [f.name for f, _ in attr.ListFields() if f.name not in _NOT_VALUES]
+        field = _VALUE_FIELDS[expected]
+        given = ", ".join(f"{f}={_field_value(attr, f)}" for f in fields) or "no value"
+        if got != expected:
+            raise ValueError(
+                f"cygru.from_onnx: {label}'s attribute {name!r} must be of ONNX type "
+                f"{expected} (ONNX's GRU schema), got type {got} with {given}"
+            )
+        if any(f != field for f in fields):
+            raise ValueError(
+                f"cygru.from_onnx: {label}'s attribute {name!r} is of type {expected} but holds "
+                f"{given}; an attribute holds one value, in its type's field ({field!r})"
+            )
+        if expected in ("INT", "FLOAT", "STRING") and not attr.HasField(field):
+            raise ValueError(
+                f"cygru.from_onnx: {label}'s attribute {name!r} ({expected}) holds no value"
+            )
+        value = getattr(attr, field)
+        if expected == "STRING":
+            value = _text(value, label, name)
+        elif expected == "STRINGS":
+            value = [_text(v, label, name) for v in value]
+        elif expected in ("INTS", "FLOATS"):
+            value = list(value)
+        attrs[name] = value
+    return attrs
+
+
 def _read_node(onnx, node, values, graph_inputs, weights, used):
     """Check one GRU node and read its weights: a dict of what the module needs."""
     label = _gru_label(node)
 
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = _read_attributes(node, label)
     for unsupported in ("clip", "activation_alpha", "activation_beta"):
         if unsupported in attrs:
             raise ValueError(
-                f"cygru.from_onnx: {label} sets the attribute {unsupported!r}, which cygru does "
-                "not support"
+                f"cygru.from_onnx: {label} sets the attribute {unsupported!r} "
+                f"(= {_shown(attrs[unsupported])}), which cygru does not support"
             )
-    direction = attrs.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+    direction = attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
-        raise ValueError(f"cygru.from_onnx: {label} has an unknown direction {direction!r}")
+        raise ValueError(
+            f"cygru.from_onnx: {label}'s attribute 'direction' must be 'forward', 'reverse' "
+            f"or 'bidirectional', got {direction!r}"
+        )
     num_directions = 2 if direction == "bidirectional" else 1
     if "activations" in attrs:
-        acts = tuple(
-            (a.decode() if isinstance(a, bytes) else str(a)).lower() for a in attrs["activations"]
-        )
+        acts = tuple(a.lower() for a in attrs["activations"])
         if acts != _DEFAULT_ACTIVATIONS * num_directions:
             raise ValueError(
-                f"cygru.from_onnx: {label} has the attribute 'activations'={list(acts)}; cygru "
-                "supports only the default (Sigmoid, Tanh) per direction"
+                f"cygru.from_onnx: {label} has the attribute 'activations'="
+                f"{attrs['activations']}; cygru supports only the default (Sigmoid, Tanh) per "
+                f"direction ({num_directions * 2} names for direction={direction!r})"
             )
-    lbr = int(attrs.get("linear_before_reset", 0))
-    layout = int(attrs.get("layout", 0))
-    if lbr not in (0, 1):
+    for name in ("linear_before_reset", "layout", "output_sequence"):
+        if attrs.get(name, 0) not in (0, 1):
+            raise ValueError(
+                f"cygru.from_onnx: {label}'s attribute {name!r} must be 0 or 1, got {attrs[name]}"
+            )
+    lbr = attrs.get("linear_before_reset", 0)
+    layout = attrs.get("layout", 0)
+    if "hidden_size" in attrs and attrs["hidden_size"] < 1:
         raise ValueError(
-            f"cygru.from_onnx: {label} has linear_before_reset={lbr} (expected 0 or 1)"
+            f"cygru.from_onnx: {label}'s attribute 'hidden_size' must be >= 1, got "
+            f"{attrs['hidden_size']}"
         )
-    if layout not in (0, 1):
-        raise ValueError(f"cygru.from_onnx: {label} has layout={layout} (expected 0 or 1)")
 
     # ONNX GRU inputs: X, W, R, B, sequence_lens, initial_h; '' (or absent) omits one.
     inputs = list(node.input) + [""] * (6 - len(node.input))
@@ -173,9 +305,14 @@ def _read_node(onnx, node, values, graph_inputs, weights, used):
     W = fetch(1, "W")
     R = fetch(2, "R")
     B = fetch(3, "B") if inputs[3] else None
-    dtype = _float_dtype(W.dtype, f"{label}'s W")
-    if R.dtype != W.dtype or (B is not None and B.dtype != W.dtype):
-        raise TypeError(f"cygru.from_onnx: {label}'s W, R and B have different dtypes")
+    dtype = _weight_dtype(W.dtype, label)
+    for what, array in (("R", R), ("B", B)):
+        if array is not None and _dtype_name(array.dtype) != _dtype_name(W.dtype):
+            raise TypeError(
+                f"cygru.from_onnx: {label}'s W, R and B must have one dtype (ONNX's GRU takes "
+                f"one type T for all three), got W {_dtype_name(W.dtype)} and {what} "
+                f"{_dtype_name(array.dtype)}"
+            )
 
     if R.ndim != 3 or R.shape[0] != num_directions or R.shape[1] != 3 * R.shape[2]:
         raise ValueError(
