@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import TYPE_CHECKING, Mapping, Union
 
@@ -994,8 +995,25 @@ class _Probe:
         self.model, self.index, self.budget = model, index, budget
         self.values = dict(feeds)
         self.initializers = {t.name: t for t in model.graph.initializer}
+        self.digests = {}
+        counted = set()  # every GRU's Y is fed the same array: it is allocated once
         for name, value in feeds.items():
-            budget.spend(value.nbytes, f"the probe value for {name!r}")
+            if id(value) not in counted:
+                counted.add(id(value))
+                budget.spend(value.nbytes, f"the probe value for {name!r}")
+
+    def digest(self, name):
+        """A key for ``name``'s value: equal for equal values (under any name)."""
+        found = self.digests.get(name)
+        if found is None:
+            value = self.value(name)
+            if value is None or value.dtype.kind not in "biuf":
+                found = ("tensor", name)
+            else:
+                data = hashlib.sha256(np.ascontiguousarray(value).tobytes()).digest()
+                found = ("value", value.dtype.str, value.shape, data)
+            self.digests[name] = found
+        return found
 
     def _leaf(self, name):
         from onnx import TensorProto, numpy_helper
@@ -1055,6 +1073,35 @@ class _Probe:
         for k, out in enumerate(node.output):
             if out:
                 self.values[out] = outputs[k] if outputs and k < len(outputs) else None
+
+
+def _piece_key(index, probe, tensor, y_name):
+    """What the nodes computing ``tensor`` from ``y_name`` are, without their names: each
+    node's op, attributes and wiring, in order, with the values (digests) of the inputs that
+    do not depend on ``y_name``. Exporters write the same nodes between every two layers, so
+    a deep stack runs one piece, not one per layer (the probe's budget is for the whole call).
+    Only the nodes that depend on ``y_name`` are visited: those of no other piece."""
+    local = {y_name: "Y"}
+    parts = []
+    stack = [tensor]
+    while stack:
+        name = stack[-1]
+        if name in local:
+            stack.pop()
+            continue
+        node = index.producers[name]
+        pending = [i for i in node.input if i and i not in local and index.cone(i).outs]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        refs = tuple(local[i] if i in local else probe.digest(i) if i else "" for i in node.input)
+        attrs = tuple(a.SerializeToString() for a in node.attribute)
+        parts.append((node.op_type, node.domain, attrs, refs, len(node.output)))
+        for k, out in enumerate(node.output):
+            if out:
+                local[out] = (len(parts) - 1, k)
+    return tuple(parts), local[tensor]
 
 
 def _same(got, expected):
@@ -1159,6 +1206,7 @@ def _check_layouts(model, layers, index):
     probe = _Probe(model, index, feeds, budget)
 
     expected = _merge(y_value, layout)
+    verified = set()  # _piece_key of the pieces between two layers found to be layout
     for prev, layer in zip(layers, layers[1:]):
         y_name = prev["node"].output[0] if len(prev["node"].output) else ""
         src = layer["node"].input[0]
@@ -1176,7 +1224,13 @@ def _check_layouts(model, layers, index):
                 )
         got = None
         if y_name and cone.outs == (y_name,) and cone.odd is None:
+            key = _piece_key(index, probe, src, y_name)
+            if key in verified:  # the same nodes on the same values: the same result
+                continue
             got = probe.value(src)
+            if _same(got, expected):
+                verified.add(key)
+                continue
         if not _same(got, expected):
             raise ValueError(
                 f"cygru.from_onnx: the graph's GRU nodes are not a plain stack: between "
