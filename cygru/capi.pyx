@@ -552,6 +552,15 @@ def _raise_for_status(int status, who):
     raise exc(f"{who}: {status_name(status)} (status {status})")
 
 
+def _size_args(who, **sizes):
+    """Sizes as ints in [0, INT_MAX] (a bool or a float is not a size), named errors; 0 is
+    left to the C query, which answers it with its status."""
+    try:
+        return [A.check_positive_int(v, name, minimum=0) for name, v in sizes.items()]
+    except A.ArgumentError as exc:
+        raise exc.named(who) from None
+
+
 cdef void _release_capsule(object capsule) noexcept:
     """Capsule destructor: drop the reference to the ExportedWeights it points into."""
     cdef void* owner = PyCapsule_GetContext(capsule)
@@ -631,10 +640,11 @@ cdef class ExportedWeights:
         PyCapsule_SetContext(cap, <void*>self)
         return cap
 
-    def workspace_size(self, int T, int B):
+    def workspace_size(self, T, B):
         """Bytes of workspace ``model_forward_*`` needs for this model at (T, B)."""
         cdef int L = self.num_layers, D = self.num_directions
         cdef size_t n
+        T, B = _size_args("cygru.capi.ExportedWeights.workspace_size", T=T, B=B)
         if self.dtype == np.float32:
             n = model_workspace_size_f32(T, B, self.input_size, self.hidden_size, L, D)
         else:
@@ -643,9 +653,10 @@ cdef class ExportedWeights:
             raise ValueError(f"cygru.capi: invalid sizes T={T}, B={B}")
         return n
 
-    def cell_workspace_size(self, int B):
+    def cell_workspace_size(self, B):
         """Bytes of workspace ``cell_step_*`` needs for B rows of this model's size."""
         cdef size_t n
+        (B,) = _size_args("cygru.capi.ExportedWeights.cell_workspace_size", B=B)
         if self.dtype == np.float32:
             n = cell_workspace_size_f32(B, self.hidden_size)
         else:

@@ -531,6 +531,11 @@ def from_onnx(
     GRU(3, 4, num_layers=3, batch_first=True, dtype=float32)
     """
     onnx = _import_onnx()
+    if node_name is not None and not isinstance(node_name, str):
+        raise TypeError(
+            f"cygru.from_onnx: node_name must be None or a GRU node's name (str), got "
+            f"{type(node_name).__name__} {_shown(node_name)}"
+        )
     model = _load_model(model)
     graph = model.graph
     grus = [n for n in graph.node if _is_gru(n)]
