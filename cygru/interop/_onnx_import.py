@@ -478,7 +478,8 @@ def from_onnx(
     Returns
     -------
     cygru.GRU
-        A module in the dtype of ``W`` (float32 or float64), with one layer per GRU node.
+        A module in the dtype of ``W`` (float32 or float64; float16 and bfloat16 weights
+        give float32, exactly), with one layer per GRU node.
 
     Raises
     ------
@@ -491,10 +492,16 @@ def from_onnx(
         zeros) or ``sequence_lens`` is stored in the model (see above; the message names the
         stored tensor and says how to proceed); or if the node uses an attribute cygru does
         not implement (``activations`` other than Sigmoid, Tanh; ``clip``;
-        ``activation_alpha``; ``activation_beta``) -- the message names the attribute.
+        ``activation_alpha``; ``activation_beta``) -- the message names the attribute; if a
+        GRU node lacks ``X``, ``W`` or ``R``, or an attribute is not of the type ONNX's GRU
+        schema gives it (a FLOAT ``linear_before_reset`` is refused, not truncated), out of
+        range, unknown or set twice; if the graph has a cycle; or if checking the layout
+        nodes would allocate more than 64 MiB in all (a hostile file: see the Reliability
+        page). Every message starts with ``cygru.from_onnx:`` and names the node.
     TypeError
-        If ``model`` is none of the types above, ``weights`` is not a dict, or the weights
-        are neither float32 nor float64.
+        If ``model`` is none of the types above, ``node_name`` is not a str, ``weights`` is
+        not a dict, or the weights are not float32, float64, float16 or bfloat16 (or W, R
+        and B differ in dtype).
     FileNotFoundError
         If ``model`` is the path of a file that does not exist (other ``OSError`` s of
         reading the file are raised as they are).
