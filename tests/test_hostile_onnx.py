@@ -217,6 +217,32 @@ def test_distinct_pieces_between_layers_share_one_budget():
     _check_refused(_stack(n, piece, dims=(T, 1000), extra_inits=inits), peak_limit=96 * MiB)
 
 
+def test_more_distinct_layout_nodes_than_the_probe_runs_are_refused(monkeypatch):
+    """Small pieces, each different (its own constant added), none repeated: the probe runs
+    at most _PROBE_NODES nodes in a call, then refuses."""
+
+    def piece(k, y):
+        nodes = [
+            helper.make_node("Squeeze", [y, "axis1"], [f"s{k}"], name=f"squeeze{k}"),
+            helper.make_node("Sub", [f"s{k}", f"c{k}"], [f"m{k}"], name=f"minus{k}"),
+            helper.make_node("Add", [f"m{k}", f"c{k}"], [f"a{k}"], name=f"plus{k}"),
+        ]
+        return nodes, f"a{k}"
+
+    n = 40
+    inits = [_init(f"c{k}", np.array(k, np.float32)) for k in range(1, n)]
+    made, runs = _count_work(monkeypatch)
+    monkeypatch.setattr(_onnx_import, "_PROBE_NODES", 30)  # 3 nodes a piece: 10 pieces
+    with pytest.raises(ValueError) as info:
+        cygru.from_onnx(_stack(n, piece, extra_inits=inits))
+    message = str(info.value)
+    assert message.startswith("cygru.from_onnx: checking the layout nodes around the GRU nodes ")
+    assert "would run more than 30 nodes" in message and "node_name=" in message
+    assert len(runs) == 30
+    monkeypatch.setattr(_onnx_import, "_PROBE_NODES", 2000)  # the default: converted
+    assert cygru.from_onnx(_stack(n, piece, extra_inits=inits)).num_layers == n
+
+
 def _count_work(monkeypatch):
     """Record every _GraphIndex made and every node the probe runs."""
     made, runs = [], []

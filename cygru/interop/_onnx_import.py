@@ -688,6 +688,10 @@ _PROBE_LIMIT = 1 << 20
 # The most bytes the layout probe may allocate in one from_onnx call: its probe values and
 # every output of every node it runs (predicted before the node runs), all added up.
 _PROBE_BUDGET = 64 << 20
+# The most nodes the probe may run in one call (each run builds a one-node model and an
+# evaluator, about half a millisecond): exporters write a handful of layout nodes around a
+# stack, and the pieces repeated between layers run once.
+_PROBE_NODES = 2000
 _ONNX_DOMAINS = ("", "ai.onnx")
 
 
@@ -906,9 +910,22 @@ def _tagged(shape, offset=0.0):
 class _Budget:
     """The bytes the layout probe may still allocate in this from_onnx call."""
 
-    def __init__(self, limit=None):
+    def __init__(self, limit=None, nodes=None):
         self.limit = _PROBE_BUDGET if limit is None else limit
+        self.nodes = _PROBE_NODES if nodes is None else nodes
         self.spent = 0
+        self.runs = 0
+
+    def run(self, node):
+        """Count one node run against the limit on runs."""
+        if self.runs >= self.nodes:
+            raise ValueError(
+                f"cygru.from_onnx: checking the layout nodes around the GRU nodes would run "
+                f"more than {self.nodes} nodes ({_node_label(node)} is one too many); a stack's "
+                "layout is a handful of nodes, the same between every two layers (a hostile "
+                "or broken model?); convert the GRU nodes one by one with node_name="
+            )
+        self.runs += 1
 
     def spend(self, nbytes, what):
         if self.spent + nbytes > self.limit:
@@ -1075,6 +1092,7 @@ class _Probe:
         outputs = None
         if all(v is not None for i, v in zip(node.input, inputs) if i):
             predicted = _predicted_bytes(node, inputs)
+            self.budget.run(node)
             self.budget.spend(predicted, _node_label(node))
             feeds = {i: v for i, v in zip(node.input, inputs) if i}
             outputs = _run_node(self.model, node, feeds)
