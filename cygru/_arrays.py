@@ -159,10 +159,18 @@ def to_device(a, device):
 # ---------------------------------------------------------------------------
 
 
+def native(dtype):
+    """`dtype` in the machine's byte order (``>f4`` -> ``float32`` on a little-endian
+    machine): arrays of another byte order are accepted everywhere and converted to it."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
 def check_dtype(dtype):
     """A float dtype given as NumPy writes it (``np.float32``, ``np.dtype("f8")``,
-    ``"float64"``, ...) or as PyTorch does (``torch.float32``, read by name: torch is
-    never imported), normalised to ``np.dtype('float32')`` or ``np.dtype('float64')``."""
+    ``"float64"``, ``">f4"`` (any byte order), ...) or as PyTorch does (``torch.float32``,
+    read by name: torch is never imported), normalised to ``np.dtype('float32')`` or
+    ``np.dtype('float64')``."""
     if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
         name = str(dtype)  # "torch.float32"
         dt = {"torch.float32": FLOAT_DTYPES[0], "torch.float64": FLOAT_DTYPES[1]}.get(name)
@@ -170,7 +178,7 @@ def check_dtype(dtype):
             raise BadType(f"dtype must be float32 or float64, got {name}")
         return dt
     try:
-        dt = np.dtype(dtype)
+        dt = native(dtype)
     except TypeError:
         raise BadType(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in FLOAT_DTYPES:
@@ -186,6 +194,18 @@ def check_positive_int(value, name, minimum=1):
         raise BadValue(f"{name} must be >= {minimum}, got {value}")
     if value > _INT_MAX:
         raise BadValue(f"{name} = {value} does not fit BLAS's 32-bit int (max {_INT_MAX})")
+    return value
+
+
+def check_real(value, name, *, positive=False):
+    """A finite real number >= 0 (> 0 with `positive`), as a float: not a bool, a
+    string, a complex number or an array, not NaN or infinite."""
+    want = "a finite number > 0" if positive else "a finite number >= 0"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise BadType(f"{name} must be {want}, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        raise BadValue(f"{name} must be {want}, got {value!r}")
     return value
 
 

@@ -95,6 +95,12 @@ def gradcheck(
         Pass when ``|analytic - numeric| <= atol + rtol * |numeric|``.
     lengths : array_like, optional
         Per-sequence lengths (GRU only).
+    max_elements : int
+        Tensors with at most this many elements (>= 0) are checked element by element.
+    n_projections : int
+        The number (>= 1) of random directions checked in a larger tensor.
+    seed : int or None
+        Seeds the random R and directions (a non-negative integer; None: fresh entropy).
 
     Returns
     -------
@@ -104,6 +110,14 @@ def gradcheck(
     ------
     GradcheckError
         Naming the tensor, the worst element (or direction) and both values.
+    TypeError
+        ``module`` is not a cygru.GRU or GRUCell; ``eps``, ``atol`` or ``rtol`` is not a
+        real number (a bool is not one); ``max_elements``, ``n_projections`` or ``seed``
+        is not an integer (nor is a bool); ``x`` or ``h0`` does not hold real numbers.
+    ValueError
+        ``eps`` is not finite and > 0; ``atol`` or ``rtol`` not finite and >= 0;
+        ``max_elements`` < 0, ``n_projections`` < 1, ``seed`` < 0; shapes the module
+        refuses. Every message starts with ``cygru.gradcheck:``.
 
     Examples
     --------
@@ -112,6 +126,12 @@ def gradcheck(
     >>> cygru.gradcheck(gru, np.random.default_rng(0).standard_normal((5, 2, 3)))
     True
     """
+    eps = A.check_real(eps, "eps", positive=True)
+    atol = A.check_real(atol, "atol")
+    rtol = A.check_real(rtol, "rtol")
+    max_elements = A.check_positive_int(max_elements, "max_elements", minimum=0)
+    n_projections = A.check_positive_int(n_projections, "n_projections")
+    seed = A.check_seed(seed)
     m = _float64_twin(module)
     if m.device == "cpu":
         return _check(m, np, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, seed)

@@ -38,6 +38,7 @@ from cython cimport floating
 from cygru._kernels cimport gru_cell_forward, cell_work_size
 from cygru._engine cimport cygru_dir_weights, model_work_size, model_forward
 from cygru._engine import PROJECTION_CHUNK
+from cygru import _arrays as A
 
 cnp.import_array()
 
@@ -551,6 +552,15 @@ def _raise_for_status(int status, who):
     raise exc(f"{who}: {status_name(status)} (status {status})")
 
 
+def _size_args(who, **sizes):
+    """Sizes as ints in [0, INT_MAX] (a bool or a float is not a size), named errors; 0 is
+    left to the C query, which answers it with its status."""
+    try:
+        return [A.check_positive_int(v, name, minimum=0) for name, v in sizes.items()]
+    except A.ArgumentError as exc:
+        raise exc.named(who) from None
+
+
 cdef void _release_capsule(object capsule) noexcept:
     """Capsule destructor: drop the reference to the ExportedWeights it points into."""
     cdef void* owner = PyCapsule_GetContext(capsule)
@@ -630,10 +640,11 @@ cdef class ExportedWeights:
         PyCapsule_SetContext(cap, <void*>self)
         return cap
 
-    def workspace_size(self, int T, int B):
+    def workspace_size(self, T, B):
         """Bytes of workspace ``model_forward_*`` needs for this model at (T, B)."""
         cdef int L = self.num_layers, D = self.num_directions
         cdef size_t n
+        T, B = _size_args("cygru.capi.ExportedWeights.workspace_size", T=T, B=B)
         if self.dtype == np.float32:
             n = model_workspace_size_f32(T, B, self.input_size, self.hidden_size, L, D)
         else:
@@ -642,9 +653,10 @@ cdef class ExportedWeights:
             raise ValueError(f"cygru.capi: invalid sizes T={T}, B={B}")
         return n
 
-    def cell_workspace_size(self, int B):
+    def cell_workspace_size(self, B):
         """Bytes of workspace ``cell_step_*`` needs for B rows of this model's size."""
         cdef size_t n
+        (B,) = _size_args("cygru.capi.ExportedWeights.cell_workspace_size", B=B)
         if self.dtype == np.float32:
             n = cell_workspace_size_f32(B, self.hidden_size)
         else:
@@ -661,8 +673,9 @@ cdef class ExportedWeights:
         Parameters
         ----------
         x : array_like
-            (T, B, I), converted to ``dtype`` (no copy when it is a C-contiguous
-            array of that dtype; read-only arrays are fine, they are only read).
+            (T, B, I) of real numbers, converted to ``dtype`` (no copy when it is a
+            C-contiguous array of that dtype in native byte order; read-only arrays are
+            fine, they are only read), validated as :class:`cygru.GRU` validates it.
         h0 : array_like, optional
             (L*D, B, H); zeros when omitted.
         lengths : array_like of int, optional
@@ -681,26 +694,40 @@ cdef class ExportedWeights:
             For wrong shapes or sizes beyond BLAS's int (T*B rows), checked before any
             argument is converted or copied, or with the C status's message (e.g. a
             length out of range).
+        TypeError
+            For ``x`` or ``h0`` that do not hold real numbers (complex, strings, objects),
+            as :class:`cygru.GRU` refuses them; real numbers of any dtype and byte order
+            are converted to ``dtype``.
         """
         who = "cygru.capi.ExportedWeights.forward"
-        LD, H = self.num_layers * self.num_directions, self.hidden_size
-        # Every shape and size is checked on the arrays as given, before any of them
-        # is converted: a contiguous copy of a zero-strided view (np.broadcast_to) can
-        # be far larger than the view. np.asarray copies nothing for an ndarray.
-        x_in = np.asarray(x)
-        if x_in.ndim != 3 or x_in.shape[2] != self.input_size:
-            raise ValueError(f"{who}: expected x of shape (T, B, {self.input_size}), "
-                             f"got {x_in.shape}")
-        T, B = x_in.shape[0], x_in.shape[1]
-        if T > _INT_MAX or B > _INT_MAX or T * B > _INT_MAX:
-            raise ValueError(f"{who}: T={T}, B={B}: T*B = {T * B} rows do not fit "
-                             "BLAS's int")
-        h0_in = None
-        if h0 is not None:
-            h0_in = np.asarray(h0)
-            if h0_in.shape != (LD, B, H):
-                raise ValueError(f"{who}: expected h0 of shape {(LD, B, H)}, "
-                                 f"got {h0_in.shape}")
+        LD, H, I = self.num_layers * self.num_directions, self.hidden_size, self.input_size
+        # Validated and converted as cygru.GRU does it (cygru._arrays, the one place): real
+        # numbers only (complex, strings, objects refused), any byte order (converted to the
+        # native one), no copy for a C-contiguous array of the dtype (read-only arrays are
+        # fine, they are only read). Every shape and size is checked on the arrays as given,
+        # before any of them is converted: a contiguous copy of a zero-strided view
+        # (np.broadcast_to) can be far larger than the view.
+        sizes = []
+
+        def check_x(a):
+            if a.ndim != 3 or a.shape[2] != I:
+                raise A.BadValue(f"expected x of shape (T, B, {I}), got {tuple(a.shape)}")
+            T, B = a.shape[0], a.shape[1]
+            if T > _INT_MAX or B > _INT_MAX or T * B > _INT_MAX:
+                raise A.BadValue(f"T={T}, B={B}: T*B = {T * B} rows do not fit BLAS's int")
+            sizes[:] = [T, B]
+
+        def check_h0(a):
+            if a.shape != (LD, sizes[1], H):
+                raise A.BadValue(f"expected h0 of shape {(LD, sizes[1], H)}, got {tuple(a.shape)}")
+
+        try:
+            x = A.as_float_array(x, self.dtype, "x", check=check_x)
+            if h0 is not None:
+                h0 = A.as_float_array(h0, self.dtype, "h0", check=check_h0)
+        except A.ArgumentError as exc:
+            raise exc.named(who) from None
+        T, B = sizes
         if lengths is not None:
             lengths_arr = np.asarray(lengths)
             if lengths_arr.dtype.kind not in "iu" or lengths_arr.shape != (B,):
@@ -708,10 +735,6 @@ cdef class ExportedWeights:
             if B and (lengths_arr.min() < -_INT_MAX or lengths_arr.max() > _INT_MAX):
                 raise ValueError(f"{who}: a sequence length is outside [1, T]")
             lengths = np.ascontiguousarray(lengths_arr, dtype=np.intc)
-        # the C call only reads x, h0 and lengths: read-only arrays are passed as they are
-        x = np.ascontiguousarray(x_in, dtype=self.dtype)
-        if h0_in is not None:
-            h0 = np.ascontiguousarray(h0_in, dtype=self.dtype)
         output = np.empty((T, B, self.num_directions * H), self.dtype)
         h_n = np.empty((LD, B, H), self.dtype)
         if self.dtype == np.float32:

@@ -285,6 +285,11 @@ class SequenceCall:
 
 
 def _params_info(params):
+    if not hasattr(params, "keys") or not hasattr(params, "__getitem__"):
+        raise BadType(
+            "params must map PyTorch parameter names ('weight_ih_l0', 'weight_hh_l0', ...) to "
+            f"arrays (a dict, e.g. module.state_dict()), got {type(params).__name__}"
+        )
     try:
         w_hh = params["weight_hh_l0"]
         w_ih = params["weight_ih_l0"]
@@ -443,6 +448,7 @@ def gru_cell(
     >>> np.array_equal(h1, c(np.ones(3)))
     True
     """
+    reset_after = A.check_flag(reset_after, "reset_after")
     device = device_of(w_hh)
     dtype = A.check_dtype(getattr(w_hh, "dtype", None))
     w_hh = A.as_float_array(w_hh, dtype, "w_hh", device)

@@ -8,6 +8,7 @@ cause is fixed gives exactly the result of one clean backward (never a double co
 
 import numpy as np
 import pytest
+from optional_deps import import_optional
 
 import cygru
 
@@ -221,8 +222,8 @@ def test_gradients_land_on_the_module_dtype_after_double():
 
 
 def test_dask_grad_step_is_all_or_nothing():
-    dask = pytest.importorskip("dask")
-    da = pytest.importorskip("dask.array")
+    dask = import_optional("dask")
+    da = import_optional("dask.array")
     import cygru.dask as cd
 
     rng = np.random.default_rng(0)

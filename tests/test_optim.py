@@ -811,7 +811,7 @@ def test_state_changed_directly_is_checked_before_a_step(cls, kwargs):
         np.testing.assert_array_equal(w, before[2])
 
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = import_optional("hypothesis")
 st = hypothesis.strategies
 
 _VALUES = {

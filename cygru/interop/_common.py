@@ -27,12 +27,13 @@ def _import_onnx():
     return onnx
 
 
+from .._arrays import native as _native  # noqa: E402  (the one byte-order rule)
 from .._arrays import to_host as _as_host  # noqa: E402,F401  (the one host converter)
 from .._backend import GATE_NAMES, param_suffix as _layer_suffix  # noqa: E402,F401
 
 
 def _float_dtype(dtype, what):
-    dtype = np.dtype(dtype)
+    dtype = _native(dtype)  # either byte order: the module converts the arrays
     if dtype == np.float32:
         return np.dtype(np.float32)
     if dtype == np.float64:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 import os
 from typing import Literal, Union
@@ -127,7 +128,7 @@ def to_onnx(
     onnx = _import_onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    if h0 not in ("optional", "required", "none"):
+    if not isinstance(h0, str) or h0 not in ("optional", "required", "none"):
         raise ValueError(f"to_onnx: h0 must be 'optional', 'required' or 'none', got {h0!r}")
     if lengths is True or lengths is False:
         lengths = "optional" if lengths else "none"
@@ -136,6 +137,8 @@ def to_onnx(
             "to_onnx: lengths must be 'optional', 'required', 'none', True or False, got "
             f"{lengths!r}"
         )
+    if isinstance(opset, (bool, np.bool_)) or not isinstance(opset, numbers.Integral):
+        raise TypeError(f"to_onnx: opset must be an integer, got {type(opset).__name__} {opset!r}")
     opset = operator.index(opset)
     max_opset = onnx.defs.onnx_opset_version()
     if not _MIN_OPSET <= opset <= max_opset:
