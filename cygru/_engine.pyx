@@ -222,14 +222,57 @@ cdef size_t forward_work_size(const cygru_problem* pb, int n_threads) noexcept n
     return _forward_setup(pb, NULL, NULL, n_threads, NULL, NULL)
 
 
-cdef inline int _group_of(int tid, int g, int D, int* rank, int* size) noexcept nogil:
+ctypedef struct _Group:
+    int d           # the direction a thread runs
+    int rank        # its rank among the threads of that direction
+    int size        # how many threads run that direction
+
+
+cdef inline _Group _group_of(int tid, int g, int D) noexcept nogil:
     """The direction of thread tid when g >= D threads run D directions in contiguous
-    groups (tid * D // g), with tid's rank in its group and the group's size."""
-    cdef int d = tid * D // g
-    cdef int first = (d * g + D - 1) // D             # the group's first thread
-    rank[0] = tid - first
-    size[0] = ((d + 1) * g + D - 1) // D - first
-    return d
+    groups (tid * D // g), with tid's rank in its group and the group's size. Returned
+    by value: a variable assigned in a parallel block is private to each thread, one
+    written through a pointer would be shared."""
+    cdef _Group grp
+    cdef int first
+    grp.d = tid * D // g
+    first = (grp.d * g + D - 1) // D                  # the group's first thread
+    grp.rank = tid - first
+    grp.size = ((grp.d + 1) * g + D - 1) // D - first
+    return grp
+
+
+# Set in a process made by fork() (pthread_atfork's child handler, so os.fork,
+# multiprocessing's "fork" start method and a fork from C alike): GNU OpenMP's thread
+# pool does not survive a fork (the child has only the forking thread, libgomp still
+# counts the parent's), and the child's first parallel region would wait forever for
+# threads that do not exist. After a fork every call runs on its calling thread, which
+# gives the same bits (results never depend on the thread count).
+cdef int _forked = 0
+
+
+cdef void _after_fork_in_child() noexcept nogil:
+    global _forked
+    _forked = 1
+
+
+cdef extern from "pthread.h" nogil:
+    int pthread_atfork(void (*prepare)() noexcept nogil, void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
+
+
+if pthread_atfork(NULL, NULL, _after_fork_in_child) != 0:
+    raise ImportError("cygru._engine: pthread_atfork failed (out of memory)")
+
+
+cdef bint in_forked_child() noexcept nogil:
+    return _forked != 0
+
+
+def forked_child():
+    """Whether this process was made by fork() (from a process that had cygru loaded):
+    then cygru runs every call on its calling thread (see in_forked_child)."""
+    return _forked != 0
 
 
 ctypedef void (*_direction_fn)(void* run, int rank, int group) noexcept nogil
@@ -247,9 +290,13 @@ cdef void _run_directions(_direction_fn fn, char* runs, size_t stride, int D,
                           int n_sets) noexcept nogil:
     """Run D directions (their structs `stride` bytes apart) on n_sets threads: a group
     of threads per direction; however many threads OpenMP grants, every direction is
-    run whole (with fewer than D, a thread runs directions one after the other)."""
-    cdef int d = 0, tid = 0, g = 1, rank = 0, size = 1   # (private in the parallel block)
-    if n_sets <= 1:
+    run whole (with fewer than D, a thread runs directions one after the other). In a
+    forked child, on the calling thread only (no OpenMP region: see _forked)."""
+    # (every variable assigned in the parallel block is private to each thread: Cython
+    # lists them in the pragma's private/firstprivate clauses; see tests/test_threads.py)
+    cdef int d = 0, tid = 0, g = 1
+    cdef _Group grp
+    if n_sets <= 1 or _forked:
         for d in range(D):
             fn(runs + d * stride, 0, 1)
         return
@@ -257,8 +304,8 @@ cdef void _run_directions(_direction_fn fn, char* runs, size_t stride, int D,
         tid = threadid()
         g = openmp.omp_get_num_threads()
         if g >= D:
-            d = _group_of(tid, g, D, &rank, &size)
-            fn(runs + d * stride, rank, size)
+            grp = _group_of(tid, g, D)
+            fn(runs + grp.d * stride, grp.rank, grp.size)
         else:
             d = tid
             while d < D:
