@@ -85,7 +85,8 @@ def get_num_threads():
             _num_threads = _parse_thread_count(env, "CYGRU_NUM_THREADS", from_env=True)
     if in_forked_child():
         # fork() keeps only the forking thread and GNU OpenMP cannot start a team
-        # after it: a forked child runs every call on its calling thread (same bits)
+        # after it once it had one: a child forked after cygru's threads started runs
+        # every call on its calling thread (same bits)
         return 1
     if _num_threads:
         return _num_threads

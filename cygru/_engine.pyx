@@ -242,18 +242,29 @@ cdef inline _Group _group_of(int tid, int g, int D) noexcept nogil:
     return grp
 
 
-# Set in a process made by fork() (pthread_atfork's child handler, so os.fork,
-# multiprocessing's "fork" start method and a fork from C alike): GNU OpenMP's thread
-# pool does not survive a fork (the child has only the forking thread, libgomp still
-# counts the parent's), and the child's first parallel region would wait forever for
-# threads that do not exist. After a fork every call runs on its calling thread, which
-# gives the same bits (results never depend on the thread count).
-cdef int _forked = 0
-
-
-cdef void _after_fork_in_child() noexcept nogil:
-    global _forked
-    _forked = 1
+# fork(): GNU OpenMP's thread pool does not survive it (the child has only the forking
+# thread, libgomp still counts the parent's pool), and a child's first parallel region
+# would wait forever for threads that do not exist. So once cygru has started a parallel
+# region in a process, a child that process forks (pthread_atfork's child handler: os.fork,
+# multiprocessing's "fork" start method, a fork from C alike) runs every call on its
+# calling thread, which gives the same bits (results never depend on the thread count).
+# A child forked before any parallel region ran (a forkserver, a pool made early) keeps
+# its threads: libgomp has no pool to lose yet.
+cdef extern from *:
+    """
+    static int cygru_omp_started = 0;   /* a cygru parallel region ran in this process */
+    static int cygru_forked = 0;        /* ... in the process this one was forked from */
+    static void cygru_after_fork_in_child(void) {
+        cygru_forked = __atomic_load_n(&cygru_omp_started, __ATOMIC_RELAXED);
+    }
+    static inline void cygru_note_omp_start(void) {
+        if (!__atomic_load_n(&cygru_omp_started, __ATOMIC_RELAXED))
+            __atomic_store_n(&cygru_omp_started, 1, __ATOMIC_RELAXED);
+    }
+    """
+    int cygru_forked
+    void cygru_after_fork_in_child() noexcept nogil
+    void cygru_note_omp_start() noexcept nogil
 
 
 cdef extern from "pthread.h" nogil:
@@ -261,18 +272,18 @@ cdef extern from "pthread.h" nogil:
                        void (*child)() noexcept nogil)
 
 
-if pthread_atfork(NULL, NULL, _after_fork_in_child) != 0:
+if pthread_atfork(NULL, NULL, cygru_after_fork_in_child) != 0:
     raise ImportError("cygru._engine: pthread_atfork failed (out of memory)")
 
 
 cdef bint in_forked_child() noexcept nogil:
-    return _forked != 0
+    return cygru_forked != 0
 
 
 def forked_child():
-    """Whether this process was made by fork() (from a process that had cygru loaded):
+    """Whether this process was forked from one where cygru had started OpenMP threads:
     then cygru runs every call on its calling thread (see in_forked_child)."""
-    return _forked != 0
+    return cygru_forked != 0
 
 
 ctypedef void (*_direction_fn)(void* run, int rank, int group) noexcept nogil
@@ -291,15 +302,16 @@ cdef void _run_directions(_direction_fn fn, char* runs, size_t stride, int D,
     """Run D directions (their structs `stride` bytes apart) on n_sets threads: a group
     of threads per direction; however many threads OpenMP grants, every direction is
     run whole (with fewer than D, a thread runs directions one after the other). In a
-    forked child, on the calling thread only (no OpenMP region: see _forked)."""
+    forked child, on the calling thread only (no OpenMP region: see cygru_forked)."""
     # (every variable assigned in the parallel block is private to each thread: Cython
     # lists them in the pragma's private/firstprivate clauses; see tests/test_threads.py)
     cdef int d = 0, tid = 0, g = 1
     cdef _Group grp
-    if n_sets <= 1 or _forked:
+    if n_sets <= 1 or cygru_forked:
         for d in range(D):
             fn(runs + d * stride, 0, 1)
         return
+    cygru_note_omp_start()
     with parallel(num_threads=n_sets):
         tid = threadid()
         g = openmp.omp_get_num_threads()

@@ -642,6 +642,8 @@ def fork_and_save(tag):
     wait(pid, tag)
 
 
+if SCENARIO == "fork-first":
+    fork_and_save("child")                     # before any threaded call: keeps threads
 save("parent")                                 # a threaded call: OpenMP's pool exists
 if SCENARIO == "os.fork":
     fork_and_save("child")
@@ -723,21 +725,28 @@ def _assert_same_bits(a, b):
 
 
 @pytest.mark.parametrize("threads", [2, 4])
-@pytest.mark.parametrize("scenario", ["os.fork", "mp-fork", "pool", "fork-again", "busy-thread"])
+@pytest.mark.parametrize(
+    "scenario", ["os.fork", "mp-fork", "pool", "fork-again", "busy-thread", "fork-first"]
+)
 def test_forked_child_runs_and_gives_the_parents_bits(tmp_path, threads, scenario):
     """A child forked after a threaded call (os.fork, multiprocessing's "fork" Process and
     Pool, a child that forks again, a fork while another thread is inside cygru) finishes
-    its forward and backward, on one thread, with the parent's results bit for bit."""
+    its forward and backward, on one thread, with the parent's results bit for bit; a
+    child forked before any threaded call (as a forkserver's are) keeps its threads."""
     results = _fork_results(tmp_path, threads, scenario)
     parents = [r for r in results if r["tag"] == "parent"]
     children = [r for r in results if r["tag"] != "parent"]
     expected = {"os.fork": 1, "mp-fork": 1, "pool": 4, "fork-again": 2, "busy-thread": 6}
+    expected["fork-first"] = 1
     assert len(parents) == 1 and len(children) == expected[scenario], [r["tag"] for r in results]
     parent = parents[0]
     assert parent["threads"] == threads and not parent["forked"]
     for child in children:
         assert child["pid"] != parent["pid"]
-        assert child["forked"] and child["threads"] == 1, child["tag"]
+        if scenario == "fork-first":  # forked before OpenMP's pool existed: threads as usual
+            assert not child["forked"] and child["threads"] == threads
+        else:
+            assert child["forked"] and child["threads"] == 1, child["tag"]
         _assert_same_bits(child, parent)
     if scenario == "fork-again":
         assert {c["tag"] for c in children} == {"child", "grandchild"}
