@@ -63,7 +63,8 @@ TSAN_TESTS=(tests/test_threads.py
   tests/test_embedding.py::test_threads_give_bitwise_serial_results
   tests/test_embedding.py::test_vjp_from_threads_accumulates
   tests/test_embedding.py::test_workspace_in_use_is_busy
-  tests/test_embedding.py::test_shared_workspace_from_threads_never_hangs)
+  tests/test_embedding.py::test_shared_workspace_from_threads_never_hangs
+  tests/test_embedding.py::test_fork_during_c_calls_frees_the_childs_workspaces)
 
 count_valgrind_errors() {  # $1: memcheck log, $2: the build directory. Prints the number of
   # error records with a frame in the build's own files ($2/cygru/..., full paths: the run
