@@ -10,8 +10,9 @@ semantics, shapes and parameter names; exact gradients; an optional CuPy backend
 ((6, 2, 8), (1, 2, 8))
 """
 
-import os
-
+# Module-level names are the public API (__all__), cygru's own submodules and private
+# names with a leading underscore: nothing else (tests/test_pytorch_habits.py).
+import os as _os
 
 # Environment for the thread pools that load with cygru's extension, each read once
 # when its library loads:
@@ -33,9 +34,9 @@ def _load_compiled():
     (PyTorch ships its own libgomp) see the environment unchanged. A value set by the
     user wins.
     """
-    added = [k for k in _POOL_ENVIRONMENT if k not in os.environ]
+    added = [k for k in _POOL_ENVIRONMENT if k not in _os.environ]
     for k in added:
-        os.environ[k] = _POOL_ENVIRONMENT[k]
+        _os.environ[k] = _POOL_ENVIRONMENT[k]
     try:
         from . import _cpu  # noqa: F401
     except ImportError as exc:
@@ -45,7 +46,7 @@ def _load_compiled():
         raise ImportError(message) from (exc if built else None)
     finally:
         for k in added:
-            os.environ.pop(k, None)
+            _os.environ.pop(k, None)
 
 
 def _compiled_import_error(exc):
@@ -57,10 +58,10 @@ def _compiled_import_error(exc):
     """
     import importlib.machinery
 
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = _os.path.dirname(_os.path.abspath(__file__))
     built = [
         f
-        for f in os.listdir(package)
+        for f in _os.listdir(package)
         if f.startswith("_cpu.")
         and any(f.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES)
     ]
@@ -141,9 +142,9 @@ def get_include(*, c_headers: bool = False) -> str:
     Examples
     --------
     >>> import os, cygru
-    >>> os.path.isfile(os.path.join(cygru.get_include(), "cygru", "_kernels.pxd"))
+    >>> _os.path.isfile(_os.path.join(cygru.get_include(), "cygru", "_kernels.pxd"))
     True
-    >>> os.path.isfile(os.path.join(cygru.get_include(c_headers=True), "cygru.h"))
+    >>> _os.path.isfile(_os.path.join(cygru.get_include(c_headers=True), "cygru.h"))
     True
     """
     import numpy as np
@@ -153,7 +154,7 @@ def get_include(*, c_headers: bool = False) -> str:
             f"cygru.get_include: c_headers must be True or False, got "
             f"{type(c_headers).__name__} {c_headers!r}"
         )
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = _os.path.dirname(_os.path.abspath(__file__))
     if c_headers:
-        return os.path.join(package, "include")
-    return os.path.dirname(package)
+        return _os.path.join(package, "include")
+    return _os.path.dirname(package)

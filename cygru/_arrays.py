@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import numbers
 import operator
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class BadType(ArgumentError, TypeError):
     plain = TypeError
 
 
-def boundary(who: str | None = None) -> Callable[[_F], _F]:
+def boundary(who: Optional[str] = None) -> Callable[[_F], _F]:
     """Decorator for a public entry point: argument errors raised inside it leave it as
     ``ValueError("<who>: <message>")`` (or TypeError). `who` is the public name, or None
     for a method of a cygru module (its ``_who``, e.g. ``"cygru.GRU"``). Nested
@@ -351,3 +351,86 @@ def check_lengths(lengths, T, B):
         bad = int(arr.min()) if arr.min() < 1 else int(arr.max())
         raise BadValue(f"every length must be in [1, {T}] (the sequence length), got {bad}")
     return arr.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------
+# memory identity: arrays that would be updated twice
+# ---------------------------------------------------------------------------
+
+
+def memory_span(a):
+    """``(low, high)``: the byte addresses that `a`'s elements occupy (``[low, high)``),
+    read from its NumPy or CUDA array interface; None for an array without elements or
+    an object that exposes neither interface."""
+    if isinstance(a, np.ndarray) and a.flags.c_contiguous:  # the common case, quickly
+        if a.size == 0:
+            return None
+        low = a.__array_interface__["data"][0]
+        return low, low + a.nbytes
+    iface = getattr(a, "__array_interface__", None)
+    if not isinstance(iface, dict):
+        iface = getattr(a, "__cuda_array_interface__", None)
+    if not isinstance(iface, dict):
+        return None
+    shape = tuple(int(n) for n in iface["shape"])
+    if 0 in shape:
+        return None
+    itemsize = np.dtype(iface["typestr"]).itemsize
+    strides = iface.get("strides")
+    if strides is None:  # C-contiguous
+        strides, step = [], itemsize
+        for n in reversed(shape):
+            strides.insert(0, step)
+            step *= n
+    low = high = int(iface["data"][0])
+    for n, s in zip(shape, strides):
+        if s < 0:
+            low += s * (n - 1)
+        else:
+            high += s * (n - 1)
+    return low, high + itemsize
+
+
+def _may_alias(a, b):
+    """Whether two arrays whose memory spans overlap share an element: exact for NumPy
+    arrays (within a bounded effort: too hard to tell counts as shared), the overlap of
+    the spans for others."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        try:
+            return bool(np.shares_memory(a, b, max_work=100_000))
+        except RuntimeError:  # numpy's TooHardError
+            return True
+    return True
+
+
+def shared_memory(named):
+    """The first pair ``(name_a, name_b)`` of `named` (an iterable of ``(name, array)``)
+    whose arrays share memory: the same array twice, or two views of one buffer
+    (``w`` and ``w[0]``, ``w`` and ``w.T``); None when all are disjoint. The identity
+    of the memory is what counts, not ``is``. A sweep over the sorted memory spans, so
+    disjoint arrays cost one span each; distinct NumPy arrays that each own their memory
+    (``flags.owndata``, as a module's parameters and gradients do) are disjoint at once."""
+    named = list(named)
+    owners = {}
+    for name, a in named:
+        if type(a) is not np.ndarray or not a.flags.owndata:
+            break
+        if id(a) in owners:
+            return owners[id(a)], name
+        owners[id(a)] = name
+    else:
+        return None
+    spans = []
+    for name, a in named:
+        span = memory_span(a)
+        if span is not None:
+            spans.append((span[0], span[1], name, a))
+    spans.sort(key=lambda s: (s[0], s[1]))
+    active = []
+    for low, high, name, a in spans:
+        active = [s for s in active if s[1] > low]
+        for _, _, other, b in active:
+            if _may_alias(a, b):
+                return other, name
+        active.append((low, high, name, a))
+    return None

@@ -7,6 +7,7 @@ C-contiguous, shapes checked, sizes that fit BLAS's int. This layer decides the 
 count, allocates the outputs and one workspace per layer call (its size from the
 engine's query), fills the engine's structs and releases the GIL for whole time loops.
 """
+import contextlib
 import operator
 import os
 import threading
@@ -90,7 +91,8 @@ def get_num_threads():
         return 1
     if _num_threads:
         return _num_threads
-    return _default_threads()
+    n = getattr(_local, "n", 0)
+    return n if n else _default_threads()
 
 
 def _default_threads():
@@ -106,6 +108,25 @@ def set_num_threads(n):
     """See cygru.set_num_threads."""
     global _num_threads
     _num_threads = _parse_thread_count(n, "cygru.set_num_threads")
+
+
+# A count of the calling Python thread's own (cygru.dask's threads=k, around each task);
+# 0: none. A count fixed process-wide (set_num_threads, CYGRU_NUM_THREADS) still wins.
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def _thread_count(n):
+    """Within the block, calls made on this Python thread use `n` threads, as
+    set_num_threads(n) would (whatever the cores, and not shared with concurrent calls),
+    unless a count is fixed process-wide; the previous count returns on exit."""
+    n = _parse_thread_count(n, "cygru threads")
+    saved = getattr(_local, "n", 0)
+    _local.n = n
+    try:
+        yield
+    finally:
+        _local.n = saved
 
 
 # A direction is split over threads only while each thread keeps at least this many
@@ -166,7 +187,7 @@ def _threads_for(int B, int H, int D, dtype):
     the bits."""
     n = get_num_threads()
     planned = _planned_threads(n, B, H, D, dtype)
-    if planned > 1 and _num_threads == 0 and _active_calls > 1:
+    if planned > 1 and _num_threads == 0 and not getattr(_local, "n", 0) and _active_calls > 1:
         return max(1, min(planned, n // _active_calls))
     return planned
 

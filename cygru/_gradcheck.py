@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Union
+from typing import Optional, Union
 
 import numpy as np
 
 from . import _arrays as A
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-
-    from .modules import GRU, GRUCell
+# at run time too, for typing.get_type_hints
+from ._typing import ArrayLike
+from .modules import GRU, GRUCell
 
 __all__ = ["gradcheck", "GradcheckError"]
 
@@ -65,12 +64,12 @@ def _float64_twin(module):
 def gradcheck(
     module: Union[GRU, GRUCell],
     x: ArrayLike,
-    h0: ArrayLike | None = None,
+    h0: Optional[ArrayLike] = None,
     *,
     eps: float = 1e-6,
     atol: float = 1e-5,
     rtol: float = 1e-3,
-    lengths: ArrayLike | None = None,
+    lengths: Optional[ArrayLike] = None,
     max_elements: int = 64,
     n_projections: int = 4,
     seed: int = 0,

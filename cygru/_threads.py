@@ -13,8 +13,9 @@ def get_num_threads() -> int:
     It is the value given to :func:`cygru.set_num_threads`, else the environment
     variable ``CYGRU_NUM_THREADS`` when set (read once, on the first call that
     needs it; a value that is not an integer in [1, 256] raises ``ValueError``
-    naming the variable), else the default: the cores this process may run on,
-    limited by OpenMP's setting for the calling thread, i.e. by ``OMP_NUM_THREADS``
+    naming the variable), else, inside a :mod:`cygru.dask` task run with ``threads=k``,
+    ``k`` (that task's thread's own count, not capped at the cores), else the default:
+    the cores this process may run on, limited by OpenMP's setting for the calling thread, i.e. by ``OMP_NUM_THREADS``
     (Dask's workers set it to 1) and by threadpoolctl's OpenMP limit
     (``threadpool_limits(1, user_api="openmp")``), as scikit-learn reads them; at
     most 256. OpenMP's setting is read at every call (the core count once), and calls running at the same time

@@ -1,14 +1,14 @@
 """Scale out on Dask: batch inference and data-parallel training across workers.
 
-Needs the optional extra ``pip install "cygru[dask]"`` (``dask[array]``, ``distributed``
-and ``threadpoolctl``). Import it explicitly: ``import cygru.dask``.
+Needs the optional extra ``pip install "cygru[dask]"`` (``dask[array]`` and ``distributed``
+of the same release). Import it explicitly: ``import cygru.dask``.
 
 * :func:`forward` runs a :class:`cygru.GRU` over a Dask array of sequences chunked along
   the batch axis and returns Dask arrays ``output`` and ``h_n`` in PyTorch's layouts.
 * :func:`grad_step` computes the gradients of a loss over the whole batch, one shard
   (batch chunk) per task, sums them by a tree reduction in a fixed order and adds them
-  into ``module.grads``; :class:`DataParallelTrainer` adds the optimiser step, and
-  :class:`SGD` is a small optimiser for it.
+  into ``module.grads``; :class:`DataParallelTrainer` adds the optimiser step (any of
+  :mod:`cygru.optim`'s optimizers: ``cygru.optim.SGD``, ``Adam``, ``AdamW``).
 
 Everything runs on Dask's current scheduler: the ``distributed.Client`` you created (it
 becomes the default when it starts), or Dask's local threaded scheduler without one.
@@ -41,10 +41,13 @@ workers' threads to the cores, so the sum fits. On the local threaded scheduler 
 ``Client``) the tasks run in the caller's process, where concurrent cygru calls share the
 cores (two calls at once use half each). Give ``threads=k`` to run each task with ``k``
 cygru threads instead (for a worker with fewer Dask threads than cores, e.g.
-``threads_per_worker=1`` on a 4-core machine: ``threads=4``); it is applied per task as an
-OpenMP limit on the task's own thread (through threadpoolctl), so it never changes the
-process-wide setting. A thread count fixed in a worker process (``CYGRU_NUM_THREADS`` in
-its environment or :func:`cygru.set_num_threads` through ``client.run``) wins over both.
+``threads_per_worker=1`` on a 4-core machine: ``threads=4``): ``k`` exactly, as
+``cygru.set_num_threads(k)`` gives, whatever the worker's core count (more threads than
+cores only adds waiting; you size ``k``) and not shared with the tasks running beside it;
+small problems use fewer, as with any count (see :func:`cygru.get_num_threads`). It is
+the task's own thread's setting, so it never changes the process-wide one. A thread count
+fixed in a worker process (``CYGRU_NUM_THREADS`` in its environment or
+:func:`cygru.set_num_threads` through ``client.run``) wins over both.
 
 Reproducibility
 ---------------
@@ -63,10 +66,9 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-import threading
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, List, Literal, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Literal, Optional, Protocol, Tuple, Union
 
 try:
     import dask
@@ -74,22 +76,50 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without dask
     raise ImportError(
         'cygru.dask needs Dask: install it with `pip install "cygru[dask]"` '
-        f"(dask[array], distributed and threadpoolctl); the import failed with: {exc}"
+        f"(dask[array] and distributed); the import failed with: {exc}"
     ) from exc
 
 import numpy as np
 
+from . import optim as _optim
+from ._typing import ArrayLike
 from .modules import GRU
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
+# defined at run time too, for typing.get_type_hints
+#: a Dask array, or an array_like held in memory
+_DaskOrArray = Union[da.Array, ArrayLike]
+#: ``"mse"``, or ``loss(output, h_n, target) -> (value, d_output, d_h_n)``
+_Loss = Union[Literal["mse"], Callable[..., Tuple[Any, Any, Any]]]
 
-    #: a Dask array, or an array_like held in memory
-    _DaskOrArray = Union[da.Array, ArrayLike]
-    #: ``"mse"``, or ``loss(output, h_n, target) -> (value, d_output, d_h_n)``
-    _Loss = Union[Literal["mse"], Callable[..., Tuple[Any, Any, Any]]]
+__all__ = ["forward", "grad_step", "DataParallelTrainer"]
 
-__all__ = ["forward", "grad_step", "DataParallelTrainer", "SGD"]
+
+class _StepsModule(Protocol):
+    """An optimiser whose ``step(module)`` updates the module from ``module.grads``."""
+
+    def step(self, module: GRU, /) -> object: ...
+
+
+class _StepsItself(Protocol):
+    """An optimiser whose ``step()`` reads the gradients of the module it holds."""
+
+    def step(self) -> object: ...
+
+
+#: what :class:`DataParallelTrainer` accepts as its optimizer
+_OptimizerLike = Union[_optim.Optimizer, _StepsModule, _StepsItself, Callable[[GRU], object]]
+
+if not TYPE_CHECKING:  # (a module __getattr__ would make every name Any to type checkers)
+
+    def __getattr__(name):
+        if name == "SGD":
+            raise AttributeError(
+                "cygru.dask.SGD was removed: use cygru.optim.SGD(module, lr=..., "
+                "momentum=...), which DataParallelTrainer takes, as it takes cygru.optim.Adam "
+                "and AdamW"
+            )
+        raise AttributeError(f"module 'cygru.dask' has no attribute {name!r}")
+
 
 _WHO = "cygru.dask"
 
@@ -132,9 +162,6 @@ def _module_key(module):
 
 # -- threads --------------------------------------------------------------------------------
 
-_controller = None
-_controller_lock = threading.Lock()
-
 
 def _check_threads(threads, who):
     if threads is None:
@@ -147,37 +174,25 @@ def _check_threads(threads, who):
         raise ValueError(
             f"{who}: threads must be None or an integer from 1 to 256, got {threads!r}"
         )
-    try:
-        import threadpoolctl  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            f"{who}: threads= needs threadpoolctl: "
-            '`pip install "cygru[dask]"` or `pip install threadpoolctl`'
-        ) from None
     return int(threads)
 
 
-def _openmp_limit(threads):
-    """A context manager limiting OpenMP (so cygru's default thread count) to `threads`
-    for the calling thread only (libgomp keeps the setting per thread)."""
-    global _controller
+def _task_thread_count(threads):
+    """A context manager: within it, cygru calls on the calling (task's) thread use
+    `threads` threads, as cygru.set_num_threads(threads) would, however many cores the
+    worker has; the process-wide setting is untouched. None: cygru's default."""
     from contextlib import nullcontext
 
-    if threads is None:
-        return nullcontext()
-    with _controller_lock:
-        if _controller is None:
-            from threadpoolctl import ThreadpoolController
+    from . import _cpu
 
-            _controller = ThreadpoolController().select(user_api="openmp")
-    return _controller.limit(limits=threads)
+    return nullcontext() if threads is None else _cpu._thread_count(threads)
 
 
 def _task_threads(threads):
     """cygru's thread count in a task run with `threads` (what the policy gives)."""
     from . import get_num_threads
 
-    with _openmp_limit(threads):
+    with _task_thread_count(threads):
         return get_num_threads()
 
 
@@ -331,17 +346,17 @@ class _Plan:
 
 
 def _forward_block(module, x, lengths, h0, threads):
-    with _openmp_limit(threads):
+    with _task_thread_count(threads):
         return module(x, h0=h0, lengths=lengths)
 
 
 def forward(
     module: GRU,
     x: da.Array,
-    lengths: _DaskOrArray | None = None,
-    h0: ArrayLike | None = None,
+    lengths: Optional[_DaskOrArray] = None,
+    h0: Optional[ArrayLike] = None,
     *,
-    threads: int | None = None,
+    threads: Optional[int] = None,
     rechunk: bool = True,
 ) -> Tuple[da.Array, da.Array]:
     """Run a GRU over a Dask array of sequences, one task per batch chunk.
@@ -362,8 +377,12 @@ def forward(
         (L*D, B, H) initial states; the batch axis is axis 1, chunked like x's batch
         axis if a Dask array. Zeros when omitted.
     threads : int, optional
-        cygru threads per task (an OpenMP limit on the task's own thread). By default,
-        cygru's default in the worker: 1 under Dask's nanny (``OMP_NUM_THREADS=1``).
+        cygru threads per task, 1 to 256: exactly ``threads``, as
+        ``cygru.set_num_threads(threads)`` gives, whatever the worker's core count, set
+        for the task's own thread only (small problems use fewer, as with any count). By
+        default, cygru's default in the worker: 1 under Dask's nanny
+        (``OMP_NUM_THREADS=1``). A count fixed in the worker process
+        (``CYGRU_NUM_THREADS``, :func:`cygru.set_num_threads`) wins.
     rechunk : bool, default True
         Merge chunks along time/features (with a warning) instead of raising.
 
@@ -429,7 +448,7 @@ def _shard_grads(module, x, lengths, h0, target, d_output, d_h_n, loss, on, thre
     share the module object, and backward adds into its grads). Returns
     (loss sum or None, element count, gradients)."""
     local = _snapshot(module)
-    with _openmp_limit(threads):
+    with _task_thread_count(threads):
         (out, h_n), backward = local.vjp(x, h0=h0, lengths=lengths)
         value, count = None, 0
         if callable(loss):
@@ -466,16 +485,16 @@ def _sum_parts(*parts):
 def grad_step(
     module: GRU,
     x: da.Array,
-    targets: _DaskOrArray | None = None,
+    targets: Optional[_DaskOrArray] = None,
     *,
-    lengths: _DaskOrArray | None = None,
-    h0: ArrayLike | None = None,
+    lengths: Optional[_DaskOrArray] = None,
+    h0: Optional[ArrayLike] = None,
     loss: _Loss = "mse",
     on: Literal["output", "h_n"] = "output",
-    d_output: _DaskOrArray | None = None,
-    d_h_n: _DaskOrArray | None = None,
+    d_output: Optional[_DaskOrArray] = None,
+    d_h_n: Optional[_DaskOrArray] = None,
     split_every: int = 2,
-    threads: int | None = None,
+    threads: Optional[int] = None,
     rechunk: bool = True,
 ) -> Optional[float]:
     """Gradients of a loss over the whole batch, one shard per task, added into
@@ -604,88 +623,60 @@ def grad_step(
         # the mean over the whole batch: the shards' sums, divided once
         value = value / count
         grads = {k: g / g.dtype.type(count) for k, g in grads.items()}
-    module._accumulate(grads)
+    module._accumulate(grads, who=who)  # all or nothing: a failed call adds nothing
     return value
 
 
 # -- optimisers and the trainer -------------------------------------------------------------
 
 
-class SGD:
-    """Stochastic gradient descent with optional momentum, for :class:`DataParallelTrainer`.
-
-    ``step(module)`` updates the module's parameters in place from ``module.grads``:
-    ``v = momentum * v + g; p -= lr * v`` (plain ``p -= lr * g`` when ``momentum=0``).
-
-    Parameters
-    ----------
-    lr : float
-        Learning rate, > 0.
-    momentum : float, default 0
-        In [0, 1).
-
-    Examples
-    --------
-    >>> import numpy as np, cygru, cygru.dask
-    >>> gru = cygru.GRU(2, 3, dtype=np.float64, seed=0)
-    >>> before = gru.weight_hh_l0.copy()
-    >>> gru.grads["weight_hh_l0"][...] = 1.0
-    >>> cygru.dask.SGD(lr=0.5).step(gru)
-    >>> bool(np.allclose(gru.weight_hh_l0, before - 0.5))
-    True
-    """
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0) -> None:
-        for name, value, ok in (
-            ("lr", lr, lambda v: v > 0),
-            ("momentum", momentum, lambda v: 0 <= v < 1),
-        ):
-            if (
-                isinstance(value, (bool, np.bool_))
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-                or not ok(value)
-            ):
-                raise ValueError(
-                    f"cygru.dask.SGD: {name} must be a finite number "
-                    f"{'> 0' if name == 'lr' else 'in [0, 1)'}, got {value!r}"
-                )
-        self.lr, self.momentum = float(lr), float(momentum)
-        self._velocity = {}
-
-    def step(self, module: GRU) -> None:
-        """Update ``module``'s parameters in place from ``module.grads`` (a parameter
-        whose gradient is None, after ``zero_grad(set_to_none=True)``, is skipped, as
-        torch.optim skips one)."""
-        grads = module.grads
-        for name, p in module.named_parameters():
-            g = grads[name]
-            if g is None:
-                continue
-            if self.momentum:
-                v = self._velocity.get(name)
-                v = g.copy() if v is None else self.momentum * v + g
-                self._velocity[name] = v
-                g = v
-            p -= (self.lr * g).astype(p.dtype, copy=False)
-
-
-def _optimizer_step(optimizer):
-    """A function module -> None from an object with ``.step(module)`` / ``.step()`` or
-    a callable ``update(module)``."""
+def _optimizer_step(optimizer, module):
+    """A function module -> None that steps `optimizer` after the trainer's gradients are in
+    ``module.grads``: a :class:`cygru.optim.Optimizer` over the module (its ``step()``
+    reads them), an object with ``.step(module)`` or ``.step()``, or a callable
+    ``update(module)``."""
+    who = "cygru.dask.DataParallelTrainer"
+    if isinstance(optimizer, _optim.Optimizer):
+        items = optimizer._params
+        if not any(item is module for item in items):
+            raise ValueError(
+                f"{who}: the optimizer ({optimizer!r}) does not update the trainer's module: "
+                "build it over that module, e.g. cygru.optim.Adam(module, lr=1e-3)"
+            )
+        others = [item for item in items if item is not module]
+        if others:
+            what = ", ".join(
+                type(o).__name__ if _optim._is_module(o) else f"plain arrays {list(o)}"
+                for o in others
+            )
+            raise ValueError(
+                f"{who}: the optimizer also updates {what}, for which the trainer "
+                "computes no gradients; give it an optimizer over the trainer's module "
+                "alone (step the others with an optimizer of their own)"
+            )
+        return lambda m: optimizer.step()
     step = getattr(optimizer, "step", None)
     if callable(step):
         try:
-            takes_module = len(inspect.signature(step).parameters) >= 1
+            params = list(inspect.signature(step).parameters.values())
         except (TypeError, ValueError):
-            takes_module = True
+            params = None
+        # step(module) when its first parameter is required; step() when it takes none or
+        # its first has a default (PyTorch's step(closure=None): it reads the grads itself)
+        takes_module = params is None or (
+            bool(params)
+            and params[0].default is inspect.Parameter.empty
+            and params[0].kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        )
         return (lambda m: step(m)) if takes_module else (lambda m: step())
     if callable(optimizer):
         return optimizer
     raise TypeError(
-        "cygru.dask.DataParallelTrainer: optimizer must have a .step(module) "
-        "method (or .step() reading the module's grads) or be a callable "
-        f"update(module), got {type(optimizer).__name__}"
+        f"{who}: optimizer must be a cygru.optim optimizer over the module (e.g. "
+        "cygru.optim.Adam(module, lr=1e-3)), an object with a .step(module) method (or "
+        ".step() reading the module's grads) or a callable update(module), got "
+        f"{type(optimizer).__name__}"
     )
 
 
@@ -701,10 +692,24 @@ class DataParallelTrainer:
     ----------
     module : cygru.GRU
         Trained in place.
-    optimizer : object with ``step(module)`` (or ``step()``), or callable ``update(module)``
-        Reads ``module.grads`` and updates the parameters in place, e.g. :class:`SGD`.
+    optimizer : cygru.optim.Optimizer, object with ``step(module)`` or ``step()``, or callable
+        Reads ``module.grads`` and updates the parameters in place: one of
+        :mod:`cygru.optim`'s optimizers built over ``module`` (``cygru.optim.SGD``,
+        ``Adam``, ``AdamW``; its state, e.g. Adam's moments, lives on the driver and
+        carries over from step to step), an object whose ``step(module)`` (or ``step()``)
+        does that, or a callable ``update(module)``.
     loss, on, split_every, threads, rechunk
         As in :func:`grad_step`.
+
+    Raises
+    ------
+    TypeError
+        ``module`` is not a :class:`cygru.GRU`, or ``optimizer`` has no ``step`` and is
+        not callable.
+    ValueError
+        A :mod:`cygru.optim` optimizer that does not update ``module``, or that also
+        updates plain arrays or other modules (the trainer computes no gradients for
+        them).
 
     Attributes
     ----------
@@ -718,7 +723,7 @@ class DataParallelTrainer:
     >>> rng = np.random.default_rng(0)
     >>> x = da.from_array(rng.standard_normal((6, 8, 2)), chunks=(6, 4, 2))
     >>> y = np.zeros((6, 8, 4))
-    >>> trainer = cygru.dask.DataParallelTrainer(gru, cygru.dask.SGD(lr=0.5))
+    >>> trainer = cygru.dask.DataParallelTrainer(gru, cygru.optim.Adam(gru, lr=0.05))
     >>> with dask.config.set(scheduler="threads"):
     ...     losses = [trainer.step(x, y) for _ in range(5)]
     >>> bool(losses[-1] < losses[0])
@@ -730,18 +735,18 @@ class DataParallelTrainer:
     def __init__(
         self,
         module: GRU,
-        optimizer: Any,
+        optimizer: _OptimizerLike,
         *,
         loss: _Loss = "mse",
         on: Literal["output", "h_n"] = "output",
         split_every: int = 2,
-        threads: int | None = None,
+        threads: Optional[int] = None,
         rechunk: bool = True,
     ) -> None:
         _check_module(module, "cygru.dask.DataParallelTrainer")
         self.module = module
         self.optimizer = optimizer
-        self._update = _optimizer_step(optimizer)
+        self._update = _optimizer_step(optimizer, module)
         self.loss, self.on, self.split_every = loss, on, split_every
         self.threads, self.rechunk = threads, rechunk
         self.history = []
@@ -749,10 +754,10 @@ class DataParallelTrainer:
     def step(
         self,
         x: da.Array,
-        targets: _DaskOrArray | None = None,
+        targets: Optional[_DaskOrArray] = None,
         *,
-        lengths: _DaskOrArray | None = None,
-        h0: ArrayLike | None = None,
+        lengths: Optional[_DaskOrArray] = None,
+        h0: Optional[ArrayLike] = None,
     ) -> Optional[float]:
         """One training step over the batch ``x``; returns its loss (see
         :func:`grad_step` for the arguments)."""

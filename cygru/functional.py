@@ -14,7 +14,7 @@ arrays (and objects exposing ``__cuda_array_interface__`` or CUDA DLPack) on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Tuple
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -26,10 +26,8 @@ from ._backend import ForwardCache, layer_weights, param_shapes
 # re-exported: the parameter layout that callers build ``layers`` with
 from ._backend import GATE_NAMES as GATE_NAMES
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-
-    from ._typing import Array
+# at run time too, for typing.get_type_hints
+from ._typing import Array, ArrayLike
 
 __all__ = ["gru", "gru_cell"]
 
@@ -302,14 +300,14 @@ def _params_info(params):
 def gru(
     x: ArrayLike,
     params: Mapping[str, ArrayLike],
-    h0: ArrayLike | None = None,
+    h0: Optional[ArrayLike] = None,
     *,
     num_layers: int = 1,
     bidirectional: bool = False,
     batch_first: bool = False,
     reset_after: bool = True,
     reverse: bool = False,
-    lengths: ArrayLike | None = None,
+    lengths: Optional[ArrayLike] = None,
 ) -> Tuple[Array, Array]:
     """Run a multi-layer GRU over a sequence with explicit weights (no module).
 
@@ -407,11 +405,11 @@ def gru(
 @A.boundary("cygru.functional.gru_cell")
 def gru_cell(
     x: ArrayLike,
-    h: ArrayLike | None,
+    h: Optional[ArrayLike],
     w_ih: ArrayLike,
     w_hh: ArrayLike,
-    b_ih: ArrayLike | None = None,
-    b_hh: ArrayLike | None = None,
+    b_ih: Optional[ArrayLike] = None,
+    b_hh: Optional[ArrayLike] = None,
     *,
     reset_after: bool = True,
 ) -> Array:

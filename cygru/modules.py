@@ -13,7 +13,7 @@ import os
 import threading
 import warnings
 from collections import namedtuple
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Tuple, TypeVar
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -22,12 +22,17 @@ from . import functional as F
 from ._arrays import BadType, BadValue
 from ._backend import GATE_NAMES, layer_weights, param_shapes
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike, DTypeLike
-
-    from onnx import ModelProto
-
-    from ._typing import Array, GRUBackward, GRUCellBackward, OnnxTarget
+# imported at run time, not only for type checkers: typing.get_type_hints resolves the
+# annotations from this module's names
+from ._typing import (
+    Array,
+    ArrayLike,
+    DTypeLike,
+    GRUBackward,
+    GRUCellBackward,
+    ModelProto,
+    OnnxTarget,
+)
 
 _M = TypeVar("_M", bound="_Module")
 
@@ -81,6 +86,30 @@ class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpect
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
         return super().__repr__()
+
+
+def _prefix_hint(names, unexpected):
+    """A hint for keys that are this module's parameter `names` behind a parent module's
+    prefix ("gru.weight_ih_l0", as ``model.state_dict()`` names a submodule's parameters),
+    or "" when no unexpected key looks so. The keys are never stripped silently: the
+    hint shows the user how."""
+    prefixes: Dict[str, int] = {}
+    for k in unexpected:
+        if isinstance(k, str):
+            head, dot, tail = k.rpartition(".")
+            if dot and tail in names:
+                prefixes[head + dot] = prefixes.get(head + dot, 0) + 1
+    if not prefixes:
+        return ""
+    prefix = max(prefixes, key=prefixes.get)  # the first of the most common
+    others = [p for p in prefixes if p != prefix]
+    also = f" (and {', '.join(map(repr, others))})" if others else ""
+    return (
+        f"the keys look prefixed with {prefix!r}{also}, as a parent model's state_dict() "
+        "names its submodules' parameters: pass the module's own keys, e.g. "
+        f"load_state_dict({{k.removeprefix({prefix!r}): v for k, v in sd.items() "
+        f"if k.startswith({prefix!r})}})"
+    )
 
 
 def _physical_memory():
@@ -182,41 +211,82 @@ class _Module:
             )
 
     # -- parameters ---------------------------------------------------------
-    # Options the parameters' shapes (or the kernels' trust in them) depend on: fixed
-    # once the module is built. batch_first and dropout may change (validated).
-    _fixed = (
-        "input_size",
-        "hidden_size",
-        "num_layers",
-        "bias",
-        "bidirectional",
-        "num_directions",
-        "reset_after",
-        "reverse",
-        "dtype",
-        "device",
-    )
+    # Options assigned after construction. batch_first and dropout (GRU) may change, as
+    # in PyTorch, validated exactly as the constructor validates them. The others are
+    # read-only (AttributeError saying what to do instead): the parameters' shapes depend
+    # on the sizes, bias and directions; the trained weights mean something else under
+    # another reset_after or reverse; dtype and device change through double()/float()/
+    # to(), which convert the parameters with them.
+    _how_to_change = {
+        "input_size": "the parameters' shapes depend on it; build a new module",
+        "hidden_size": "the parameters' shapes depend on it; build a new module",
+        "num_layers": "the parameters depend on it; build a new module",
+        "bias": "the parameters depend on it; build a new module",
+        "bidirectional": "the parameters depend on it; build a new module",
+        "num_directions": "it follows from bidirectional; build a new module",
+        "reset_after": (
+            "the weights mean something else under the other variant; build a new module "
+            "with reset_after=... and load the weights (new.load_state_dict(old.state_dict()))"
+        ),
+        "reverse": (
+            "build a new module with reverse=... and load the weights "
+            "(new.load_state_dict(old.state_dict()))"
+        ),
+        "dtype": "use module.double(), module.float() or module.to(dtype)",
+        "device": "use module.to(device), module.cpu() or module.cuda()",
+    }
+    # GRU options a GRUCell does not have: assigning one would silently do nothing
+    _gru_only = ("num_layers", "batch_first", "dropout", "bidirectional", "reverse")
 
     @_boundary
     def __setattr__(self, name: str, value: Any) -> None:
-        shapes = self.__dict__.get("_shapes", {})
+        d = self.__dict__
+        shapes = d.get("_shapes", {})
         if name in shapes:
             # converted under the lock: double()/to() on another thread cannot slip a
             # parameter of the old dtype or device into the module
             with self._param_lock:
                 object.__setattr__(self, name, self._checked_param(name, value))
             return
-        elif name in self._fixed and "_shapes" in self.__dict__:
-            how = "use module.to(...)" if name == "device" else "build a new module"
+        if name in self._gru_only and name not in self._options:
             raise AttributeError(
-                f"{self._who}: {name} is fixed when the module is built "
-                f"(the parameters depend on it); {how}"
+                f"{self._who}: a {type(self).__name__} has no option {name!r} (it is an "
+                "option of cygru.GRU; a cell runs one step)"
             )
-        elif name == "batch_first":
-            value = bool(value)
+        if name in self._how_to_change and "_shapes" in d:
+            raise AttributeError(
+                f"{self._who}: {name} is read-only once the module is built "
+                f"({self._how_to_change[name]})"
+            )
+        if name == "training":  # would be stored and mean nothing
+            raise AttributeError(f"{self._who}: cannot set 'training': {_NO_MODE}")
+        if name == "batch_first":
+            value = A.check_flag(value, "batch_first")
         elif name == "dropout":
             value = A.check_dropout(value)
+            layers = d.get("num_layers")
+            if value > 0 and layers == 1:
+                warnings.warn(
+                    f"{self._who}: dropout={value} has no effect with num_layers=1 "
+                    "(it acts between layers)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        # an option, a parameter or the module's own state deleted would leave a module
+        # that fails on its next call; a user's own attributes may go
+        if (
+            name in self._options
+            or name in self._internal
+            or name in self.__dict__.get("_shapes", {})
+        ):
+            raise AttributeError(
+                f"{self._who}: {name} cannot be deleted (the module needs it; build a new "
+                "module for other options, or load other weights with load_state_dict)"
+            )
+        object.__delattr__(self, name)
 
     def _checked_param(self, name, value, label=None):
         """`value` validated and converted for parameter `name` (a copy, never the
@@ -347,6 +417,16 @@ class _Module:
             )
             for k, v in new.items():
                 object.__setattr__(self, k, v)
+        hint = _prefix_hint(self._shapes, unexpected) if missing else ""
+        if hint:
+            # strict=False: a parent model's keys load nothing; say so rather than
+            # leave it to a glance at the returned unexpected keys
+            warnings.warn(
+                f"{self._who}: load_state_dict(strict=False) left {len(missing)} of "
+                f"{len(self._shapes)} parameters unloaded: {hint}",
+                UserWarning,
+                stacklevel=3,
+            )
         return IncompatibleKeys(missing, unexpected)
 
     def _checked_params(self, state_dict, what, label="{}", strict=True):
@@ -361,10 +441,14 @@ class _Module:
             ) from None
         missing = [k for k in self._shapes if k not in state_dict]
         unexpected = [k for k in keys if k not in self._shapes]
-        if strict and missing:
-            raise BadValue(f"{what}: missing key(s) {missing}")
-        if strict and unexpected:
-            raise BadValue(f"{what}: unexpected key(s) {unexpected}; expected {list(self._shapes)}")
+        if strict and (missing or unexpected):
+            hint = _prefix_hint(self._shapes, unexpected)
+            hint = f"; {hint}" if hint else ""
+            if missing:
+                raise BadValue(f"{what}: missing key(s) {missing}{hint}")
+            raise BadValue(
+                f"{what}: unexpected key(s) {unexpected}; expected {list(self._shapes)}{hint}"
+            )
         new = {
             k: self._checked_param(k, state_dict[k], label.format(k))
             for k in self._shapes
@@ -373,7 +457,7 @@ class _Module:
         return new, missing, unexpected
 
     @_boundary
-    def reset_parameters(self, seed: int | None = None) -> None:
+    def reset_parameters(self, seed: Optional[int] = None) -> None:
         """Draw every parameter again from U(-1/sqrt(H), 1/sqrt(H)), PyTorch's
         initialisation; returns None.
 
@@ -405,6 +489,13 @@ class _Module:
         module's lock, so concurrent backward calls from several threads sum correctly).
         They are zeros until then; after ``zero_grad(set_to_none=True)`` a value is None
         until the next backward writes it (PyTorch's ``param.grad is None``).
+
+        A backward adds all or nothing: it checks every entry first (an array of the
+        module's dtype and the parameter's shape, writeable, sharing memory with no
+        other entry and no parameter) and, if one cannot take the addition, raises with
+        the gradients
+        unchanged; the closure may then be called again once the entry is fixed, and
+        counts its gradients once.
 
         Examples
         --------
@@ -445,16 +536,67 @@ class _Module:
                 elif g is not None:
                     g[...] = 0
 
-    def _accumulate(self, local):
-        """Add gradient arrays into :attr:`grads` (a None gradient, after
-        ``zero_grad(set_to_none=True)``, becomes a copy in the module's dtype: callers
-        may keep their arrays, and double()/float() may have run since the forward)."""
+    def _accumulate(self, local, who=None, on_commit=None):
+        """Add gradient arrays into :attr:`grads`, all or nothing.
+
+        Every destination is checked first, under the lock: an entry for each name, an
+        array of the module's kind (NumPy, or CuPy on a GPU) with the parameter's shape
+        and the module's dtype, writeable, sharing memory with no other entry and no
+        parameter. Only then is anything
+        added (``on_commit()``, if given, is called just before the first write): a
+        failed check raises with ``grads`` untouched, so a retry after the cause is
+        fixed counts the gradients exactly once. A None gradient (after
+        ``zero_grad(set_to_none=True)``) becomes a copy in the module's dtype: callers
+        may keep their arrays, and double()/float() or to() may have run since the
+        forward. `who` names the caller in errors (default: the module's name)."""
+        who = self._who if who is None else who
         with self._lock:
+            device = self.device
+            plan = []
             for name, g in local.items():
-                if self._grads[name] is None:
-                    self._grads[name] = g.astype(self.dtype)
+                dest = self._grads.get(name, _MISSING)
+                if dest is _MISSING:
+                    raise ValueError(
+                        f"{who}: cannot add the gradients into grads: it has no entry "
+                        f"{name!r} (it was removed); nothing was added. Restore it "
+                        f"(grads[{name!r}] = None), then backward again"
+                    )
+                if (type(g) is not np.ndarray or device != "cpu") and A.device_of(g) != device:
+                    g = A.to_device(g, device)  # the module moved since the forward
+                if dest is None:
+                    plan.append((name, None, g.astype(self.dtype)))  # a new array
+                    continue
+                problem = _grad_destination_problem(dest, self._shapes[name], self.dtype, device)
+                if problem:
+                    raise (TypeError if problem[0] else ValueError)(
+                        f"{who}: cannot add the gradients into grads: grads[{name!r}] "
+                        f"{problem[1]}; nothing was added. Fix it (or call "
+                        "zero_grad(set_to_none=True)), then backward again"
+                    )
+                if g.dtype != dest.dtype:
+                    g = g.astype(dest.dtype)
+                plan.append((name, dest, g))
+            # no entry may share memory with another, or with a parameter
+            arrays = [(("grads", n), d) for n, d, _ in plan if d is not None]
+            arrays += [(("parameter", n), self.__dict__[n]) for n in self._shapes]
+            pair = A.shared_memory(arrays)
+            if pair is not None:
+                (_, a), (kind_b, b) = sorted(pair)  # the grads entry first
+                other = f"grads[{b!r}]" if kind_b == "grads" else f"the parameter {b!r}"
+                raise ValueError(
+                    f"{who}: cannot add the gradients into grads: grads[{a!r}] and "
+                    f"{other} share memory (it would receive another array's "
+                    "gradient); nothing was added. Give each its own array (or call "
+                    "zero_grad(set_to_none=True)), then backward again"
+                )
+            # the commit: in-place additions of checked arrays of one shape and dtype
+            if on_commit is not None:
+                on_commit()
+            for name, dest, g in plan:
+                if dest is None:
+                    self._grads[name] = g
                 else:
-                    self._grads[name] += g
+                    dest += g
 
     def _convert_all(self, convert, **attrs):
         """Replace every parameter and gradient by ``convert(array)`` and set `attrs`,
@@ -473,7 +615,7 @@ class _Module:
 
     # -- devices and dtypes -------------------------------------------------
     @_boundary
-    def to(self: _M, device: str | None = None, dtype: DTypeLike = None) -> _M:
+    def to(self: _M, device: Optional[str] = None, dtype: DTypeLike = None) -> _M:
         """Move parameters and gradients to a device and/or convert them to a dtype, in
         place; returns self (as PyTorch's ``module.to``).
 
@@ -532,7 +674,7 @@ class _Module:
         return self.to("cpu")
 
     @_boundary
-    def cuda(self: _M, device: int | str | None = None) -> _M:
+    def cuda(self: _M, device: Optional[Union[int, str]] = None) -> _M:
         """``module.to("cuda")`` (``"cuda:N"`` for ``device=N``; a device string or
         ``torch.device`` goes to :meth:`to` as is), as PyTorch's ``module.cuda()``;
         returns self. Needs CuPy and a GPU.
@@ -824,7 +966,7 @@ class GRU(_Module):
         reset_after: bool = True,
         reverse: bool = False,
         dtype: DTypeLike = np.float32,
-        seed: int | None = None,
+        seed: Optional[int] = None,
     ) -> None:
         shapes = self._configure(
             input_size,
@@ -932,7 +1074,12 @@ class GRU(_Module):
 
     @_boundary
     def __call__(
-        self, x: ArrayLike, h0: ArrayLike | None = None, lengths: ArrayLike | None = None
+        self,
+        x: ArrayLike,
+        h0: Optional[ArrayLike] = None,
+        lengths: Optional[ArrayLike] = None,
+        *,
+        hx: Optional[ArrayLike] = None,
     ) -> Tuple[Array, Array]:
         """Run the GRU: ``output, h_n = gru(x, h0=None, lengths=None)``.
 
@@ -946,6 +1093,9 @@ class GRU(_Module):
             (B,) per-sequence lengths, 1 <= L_b <= T, any order. Sequence b runs steps
             0..L_b-1 only: its outputs at t >= L_b are 0 and its h_n is its state at
             its own last step (PyTorch's packed-sequence semantics).
+        hx : array_like, optional, keyword-only
+            PyTorch's name for ``h0`` (``gru(x, hx=h)``, as ``nn.GRU.forward(input,
+            hx)``); give one of the two, not both.
 
         Returns
         -------
@@ -955,7 +1105,17 @@ class GRU(_Module):
         h_n : ndarray
             The last time step of every layer and direction: (L*D, B, H) (unbatched
             (L*D, H)), index ``layer*D + direction``.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> gru = cygru.GRU(3, 4, seed=0)
+        >>> x, h = np.ones((5, 2, 3)), np.zeros((1, 2, 4))
+        >>> out, h_n = gru(x, hx=h)   # PyTorch's keyword; the same as gru(x, h)
+        >>> bool((out == gru(x, h)[0]).all())
+        True
         """
+        h0 = _initial_state(h0, hx, "h0")
         params, dtype, device = self._snapshot()
         out, h_n, _ = self._call(x, h0, lengths, dtype, device).run(self._layers(params))
         return out, h_n
@@ -974,7 +1134,12 @@ class GRU(_Module):
 
     @_boundary
     def vjp(
-        self, x: ArrayLike, h0: ArrayLike | None = None, lengths: ArrayLike | None = None
+        self,
+        x: ArrayLike,
+        h0: Optional[ArrayLike] = None,
+        lengths: Optional[ArrayLike] = None,
+        *,
+        hx: Optional[ArrayLike] = None,
     ) -> Tuple[Tuple[Array, Array], GRUBackward]:
         """Forward pass that keeps what backpropagation needs, and its backward closure.
 
@@ -985,7 +1150,8 @@ class GRU(_Module):
         :attr:`grads`. Each closure may be called once (a second call raises
         ``RuntimeError``: call ``vjp`` again). With ``dropout > 0`` a fresh mask is
         drawn per call from the module's seeded stream and ``backward`` reuses it; it
-        is available as ``backward.dropout_masks``.
+        is available as ``backward.dropout_masks``. ``hx`` is PyTorch's name for ``h0``,
+        as in a call.
 
         Examples
         --------
@@ -997,6 +1163,7 @@ class GRU(_Module):
         >>> dx.shape, dh0.shape
         ((5, 2, 3), (1, 2, 4))
         """
+        h0 = _initial_state(h0, hx, "h0")
         params, dtype, device = self._snapshot()
         call = self._call(x, h0, lengths, dtype, device)
         _keep_for_backward(call)
@@ -1005,11 +1172,32 @@ class GRU(_Module):
         out, h_n, cache = call.run(layers, dropout_masks=masks, need_cache=True)
         return (out, h_n), _make_backward(self, call, cache, layers)
 
-    def to_onnx(self, path_or_file: OnnxTarget, **kwargs: Any) -> ModelProto:
-        """Write this GRU as an ONNX model; see :func:`cygru.to_onnx`."""
+    def to_onnx(
+        self,
+        path_or_file: OnnxTarget,
+        *,
+        opset: Optional[int] = None,
+        h0: Literal["optional", "required", "none"] = "optional",
+        lengths: Union[Literal["optional", "required", "none"], bool] = "optional",
+    ) -> ModelProto:
+        """Write this GRU as an ONNX model: ``cygru.to_onnx(self, path_or_file, ...)``.
+
+        The keyword arguments are :func:`cygru.to_onnx`'s (see there); ``opset=None`` is
+        its default opset.
+
+        Examples
+        --------
+        >>> import io, cygru
+        >>> model = cygru.GRU(3, 4).to_onnx(io.BytesIO(), h0="none", lengths="none")
+        >>> [i.name for i in model.graph.input]
+        ['x']
+        """
         from .interop import to_onnx
 
-        return to_onnx(self, path_or_file, **kwargs)
+        options: Dict[str, Any] = {"h0": h0, "lengths": lengths}
+        if opset is not None:
+            options["opset"] = opset
+        return to_onnx(self, path_or_file, **options)
 
 
 class GRUCell(_Module):
@@ -1059,7 +1247,7 @@ class GRUCell(_Module):
         *,
         reset_after: bool = True,
         dtype: DTypeLike = np.float32,
-        seed: int | None = None,
+        seed: Optional[int] = None,
     ) -> None:
         shapes = self._configure(
             input_size, hidden_size, bias, reset_after=reset_after, dtype=dtype
@@ -1105,8 +1293,24 @@ class GRUCell(_Module):
         opts.append(f"dtype={self.dtype.name}")
         return f"GRUCell({', '.join(opts)})"
 
-    def __call__(self, x: ArrayLike, h: ArrayLike | None = None) -> Array:
-        """One step: x (B, I) or (I,), h (B, H) or (H,) or None (zeros) -> h1, a fresh array."""
+    def __call__(
+        self, x: ArrayLike, h: Optional[ArrayLike] = None, *, hx: Optional[ArrayLike] = None
+    ) -> Array:
+        """One step: x (B, I) or (I,), h (B, H) or (H,) or None (zeros) -> h1, a fresh array.
+
+        ``hx`` (keyword-only) is PyTorch's name for ``h`` (``nn.GRUCell.forward(input,
+        hx)``): ``cell(x, hx=h)``; give one of the two, not both.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> cell = cygru.GRUCell(3, 2, seed=0)
+        >>> h = cell(np.ones(3))
+        >>> bool((cell(np.ones(3), hx=h) == cell(np.ones(3), h)).all())
+        True
+        """
+        if hx is not None:
+            h = _initial_state(h, hx, "h", self._who)
         d = self.__dict__
         with self._param_lock:  # the four weights of one state, never a mix
             w_ih, w_hh, b_ih, b_hh = (
@@ -1124,12 +1328,15 @@ class GRUCell(_Module):
     forward = __call__
 
     @_boundary
-    def vjp(self, x: ArrayLike, h: ArrayLike | None = None) -> Tuple[Array, GRUCellBackward]:
+    def vjp(
+        self, x: ArrayLike, h: Optional[ArrayLike] = None, *, hx: Optional[ArrayLike] = None
+    ) -> Tuple[Array, GRUCellBackward]:
         """One step keeping what backpropagation needs: ``h1, backward = cell.vjp(x, h)``.
 
         ``dx, dh = backward(d_h1)`` returns the gradients with respect to x and h
         (dh even when h was None) and ADDS the parameter gradients into
-        :attr:`grads`. Each closure may be called once.
+        :attr:`grads`. Each closure may be called once. ``hx`` is PyTorch's name for
+        ``h``, as in a call.
 
         Examples
         --------
@@ -1140,6 +1347,7 @@ class GRUCell(_Module):
         >>> dx.shape, dh.shape
         ((3,), (2,))
         """
+        h = _initial_state(h, hx, "h")
         params, dtype, device = self._snapshot()
         x, h = F.cell_inputs(x, h, self.input_size, self.hidden_size, dtype, device)
         # a cell step is a one-layer GRU over one time step
@@ -1177,6 +1385,51 @@ class GRUCell(_Module):
         return h1, backward
 
 
+_MISSING = object()
+
+
+def _grad_destination_problem(dest, shape, dtype, device):
+    """Why a gradient cannot be added in place into `dest` (an entry of a module's
+    grads): ``(is_type_error, text)``, or None when it can."""
+    if (
+        type(dest) is np.ndarray
+        and device == "cpu"
+        and dest.shape == tuple(shape)
+        and dest.dtype == dtype
+        and dest.flags.writeable
+    ):
+        return None  # the common case, quickly
+    if not (isinstance(dest, np.ndarray) or A.is_cupy_array(dest)):
+        return True, f"is a {type(dest).__name__}, not an array"
+    if A.device_of(dest) != device:
+        return True, f"is on {A.device_of(dest)}, the module on {device}"
+    if tuple(dest.shape) != tuple(shape):
+        return False, f"has shape {tuple(dest.shape)}, the parameter {tuple(shape)}"
+    if dest.dtype != dtype:
+        return True, f"has dtype {dest.dtype}, the module {np.dtype(dtype)}"
+    flags = getattr(dest, "flags", None)
+    if flags is not None and not getattr(flags, "writeable", True):
+        return False, "is read-only"
+    return None
+
+
+def _initial_state(h, hx, name, who=None):
+    """The initial state given as `name` (cygru's h0 / h) or as ``hx`` (PyTorch's
+    keyword), at most one of them; TypeError if both are given (named `who`, or by the
+    boundary)."""
+    if hx is None:
+        return h
+    if h is not None:
+        message = (
+            f"the initial state was given twice, as {name} and as hx (PyTorch's name for "
+            f"{name}); give one of them"
+        )
+        if who is not None:
+            raise TypeError(f"{who}: {message}")
+        raise BadType(message)
+    return hx
+
+
 def _keep_for_backward(call):
     """Give a vjp call its own copy of x: backward reads x again, and the caller's array
     (a data loader's reused buffer, say) may be refilled before backward runs. The
@@ -1207,24 +1460,31 @@ def _make_backward(module, call, cache, layers, cell=False):
                 f"{module._who}: this backward closure was already called "
                 "(its saved activations are freed); call vjp again"
             )
+        committed = []
         try:
-            return _run(cache_, d_output, d_h_n)
+            return _run(cache_, d_output, d_h_n, committed)
         except BaseException:
-            # nothing was accumulated (that is the last step): the closure stays usable,
-            # e.g. after a d_output of the wrong shape was rejected
-            with once:
-                state["cache"] = cache_
+            # Nothing was added into module.grads unless the additions had begun (all
+            # of them are checked first, see _accumulate): the closure stays usable, e.g.
+            # after a d_output of the wrong shape or a read-only grads entry was
+            # rejected, and a retry counts the gradients once. An interrupt landing
+            # during the additions themselves leaves the closure spent, so a retry
+            # raises instead of adding a second time.
+            if not committed:
+                with once:
+                    state["cache"] = cache_
             raise
 
-    def _run(cache_, d_output, d_h_n):
-        # backward adds into fresh arrays; they are summed into module.grads under the lock
+    def _run(cache_, d_output, d_h_n, committed):
+        # backward adds into fresh arrays; they are summed into module.grads under the
+        # lock, all or nothing
         local = module._new_grads(call.dtype, call.device)
         if cell:
             grads = [[tuple(local.get(n) for n in GATE_NAMES)]]
         else:
             grads = layer_weights(local, module.num_layers, module.num_directions, module.bias)
         dx, dh0 = call.backward(cache_, d_output, d_h_n, grads)
-        module._accumulate({n: local[n] for n in names})
+        module._accumulate({n: local[n] for n in names}, on_commit=lambda: committed.append(True))
         if cell:
             return dx[0], dh0[0]
         return dx, dh0

@@ -15,21 +15,39 @@ What an optimizer updates (its ``params``):
 - a list or tuple of those.
 
 The differences from ``torch.optim``: parameters and gradients are arrays (NumPy, or CuPy
-for modules moved to a GPU), not tensors; a module's gradients always exist (zeros until a
-``backward`` adds into them), so no parameter is skipped; there are no parameter groups
-(change the learning rate through the ``lr`` attribute).
+for modules moved to a GPU), not tensors; a module's gradients are zeros until a
+``backward`` adds into them (None after ``zero_grad(set_to_none=True)``: such a parameter
+is skipped, as in PyTorch); there are no parameter groups (change the learning rate
+through the ``lr`` attribute).
+
+Checked before anything changes (a call that raises has changed nothing): parameters are
+writeable floating-point arrays, no two sharing memory (the same array under two names, a
+view of another, or a module's parameter also given as a plain array would be updated
+twice: ValueError, as ``torch.optim`` refuses a parameter in two groups); gradients hold
+real numbers and are converted to their parameter's dtype before any arithmetic (an
+integer gradient acts as the same numbers in floating point; bool and complex ones are
+refused); a loaded state fits the parameters and the algorithm.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Tuple
+import weakref
+from collections import abc
+from typing import Any, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._typing import Array, Params
+from . import _arrays as A
+from ._typing import Array
+from .modules import GRU, GRUCell
+
+#: what an optimizer updates (and :func:`clip_grad_norm_` scales): a cygru module, a dict
+#: of plain arrays, or a list or tuple of those (defined here, beside its users, so that
+#: typing.get_type_hints resolves it: cygru._typing imports no cygru module)
+ParamSource = Union[GRU, GRUCell, MutableMapping[str, Array]]
+Params = Union[ParamSource, Sequence[ParamSource]]
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_"]
 
@@ -38,14 +56,14 @@ def _is_module(obj):
     return hasattr(obj, "named_parameters") and hasattr(obj, "grads") and hasattr(obj, "zero_grad")
 
 
-def _sources(params, who, what="params"):
-    """params -> a list of modules and dicts of arrays (each checked)."""
+def _sources(params, who, what="params", kind="parameter", check=True):
+    """params -> a list of modules and dicts of arrays; with `check`, every array
+    checked (:func:`_named_arrays`: no two may share memory)."""
     items = list(params) if isinstance(params, (list, tuple)) else [params]
     if not items:
         raise ValueError(
             f"{who}: {what} is empty; give a cygru module, a dict of arrays, or a list of those"
         )
-    names = set()
     for i, item in enumerate(items):
         if _is_module(item):
             if any(item is other for other in items[:i]):
@@ -58,6 +76,33 @@ def _sources(params, who, what="params"):
             )
         if not item:
             raise ValueError(f"{who}: a dict in {what} is empty")
+    if check:
+        _named_arrays(items, who, what, kind)
+    return items
+
+
+def _named_arrays(items, who, what="params", kind="parameter", seen=None):
+    """[(index in items, name, array, module or None)] of every parameter of `items`
+    (``kind="gradient"``: every gradient; a module's None gradients are left out), each
+    checked to be a writeable floating-point array, the plain arrays' names unique, and
+    no two arrays sharing memory (the same array under two names, a view of another, or
+    a module's parameter also given as a plain array: it would be updated twice).
+
+    `seen`, a list kept by the caller, remembers (by weak reference) the arrays last
+    found disjoint: when the same array objects come again, the memory check is skipped
+    (an array's memory does not move; a new array, or a freed one, is checked again)."""
+    out = []
+    names = set()
+    for i, item in enumerate(items):
+        if _is_module(item):
+            if kind == "parameter":
+                pairs = item.named_parameters()
+            else:
+                pairs = [(n, g) for n, g in item.grads.items() if g is not None]
+            for name, arr in pairs:
+                _check_array(arr, name, who, kind)
+                out.append((i, name, arr, item))
+            continue
         for name, arr in item.items():
             if not isinstance(name, str):
                 raise TypeError(
@@ -67,8 +112,26 @@ def _sources(params, who, what="params"):
             if name in names:
                 raise ValueError(f"{who}: the name {name!r} appears in two dicts of {what}")
             names.add(name)
-            _check_param_array(arr, name, who)
-    return items
+            _check_array(arr, name, who, kind)
+            out.append((i, name, arr, None))
+    if seen is not None and len(seen) == len(out):
+        if all(ref() is arr for ref, (_, _, arr, _) in zip(seen, out)):
+            return out
+    pair = A.shared_memory([((i, name), arr) for i, name, arr, _ in out])
+    if pair is not None:
+        a, b = (f"{what}[{i}][{n!r}]" if len(items) > 1 else repr(n) for i, n in pair)
+        twice = "updated twice per step" if kind == "parameter" else "scaled twice"
+        raise ValueError(
+            f"{who}: the {kind}s {a} and {b} share memory (the same array, or views of "
+            f"one): it would be {twice}, as torch.optim refuses a parameter given in "
+            "more than one group. Give every array once"
+        )
+    if seen is not None:
+        try:
+            seen[:] = [weakref.ref(arr) for _, _, arr, _ in out]
+        except TypeError:  # an array type without weak references: checked every time
+            seen[:] = []
+    return out
 
 
 def _module_locks(items):
@@ -80,43 +143,73 @@ def _module_locks(items):
     return locks
 
 
-def _check_param_array(arr, name, who):
+def _check_array(arr, name, who, kind="parameter"):
+    """A parameter (or, for clip_grad_norm_, a gradient) updated in place: a writeable
+    array of floating-point numbers."""
+    if type(arr) is np.ndarray and arr.dtype.kind == "f" and arr.flags.writeable:
+        return  # the common case, quickly
     if not hasattr(arr, "dtype") or not hasattr(arr, "shape") or isinstance(arr, np.generic):
         raise TypeError(
-            f"{who}: parameter {name!r} must be an array (updated in place), "
-            f"got {type(arr).__name__}"
+            f"{who}: {kind} {name!r} must be an array (updated in place), got {type(arr).__name__}"
         )
-    if arr.dtype.kind != "f":
+    if getattr(arr.dtype, "kind", None) != "f":
         raise TypeError(
-            f"{who}: parameter {name!r} must be a floating-point array, got dtype {arr.dtype}"
+            f"{who}: {kind} {name!r} must be a floating-point array, got dtype {arr.dtype}"
         )
     flags = getattr(arr, "flags", None)
-    if flags is not None and not flags.writeable:
+    if flags is not None and not getattr(flags, "writeable", True):
         raise ValueError(
-            f"{who}: parameter {name!r} is read-only; an optimizer updates "
-            "its parameters in place, so they must be writeable arrays"
+            f"{who}: {kind} {name!r} is read-only; it is updated in place, so it must "
+            "be a writeable array"
         )
 
 
 def _check_grad(grad, param, name, who):
+    """The gradient of `param` as an array of `param`'s dtype, type and shape: integer
+    gradients converted (to the parameter's floating-point dtype, before any arithmetic),
+    other floating-point dtypes too; bool, complex and non-numeric ones refused."""
+    if (
+        type(grad) is np.ndarray
+        and type(param) is np.ndarray
+        and grad.dtype == param.dtype
+        and grad.shape == param.shape
+    ):  # the common case, quickly
+        return grad.copy() if np.may_share_memory(grad, param) else grad
     if grad is None:
         raise TypeError(f"{who}: the gradient of {name!r} is None")
-    if not hasattr(grad, "dtype"):
-        grad = np.asarray(grad)
-    if grad.dtype.kind not in "fiu":
+    if isinstance(param, np.ndarray) and not isinstance(grad, np.ndarray):
+        if A.is_cuda_object(grad):
+            raise TypeError(
+                f"{who}: the gradient of {name!r} is on a GPU, its parameter in host "
+                "memory; put both on the same device"
+            )
+        try:
+            grad = np.asarray(grad)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{who}: the gradient of {name!r} must be an array of real numbers, "
+                f"got {type(grad).__name__} ({exc})"
+            ) from None
+    elif type(grad) is not type(param):
         raise TypeError(
-            f"{who}: the gradient of {name!r} must hold real numbers, got dtype {grad.dtype}"
+            f"{who}: the gradient of {name!r} is a {type(grad).__name__}, its "
+            f"parameter a {type(param).__name__}; put both on the same device"
+        )
+    if getattr(grad.dtype, "kind", None) not in ("f", "i", "u"):
+        raise TypeError(
+            f"{who}: the gradient of {name!r} must hold real numbers (floating-point or "
+            f"integer), got dtype {grad.dtype}"
         )
     if tuple(grad.shape) != tuple(param.shape):
         raise ValueError(
             f"{who}: the gradient of {name!r} must have the parameter's shape "
             f"{tuple(param.shape)}, got {tuple(grad.shape)}"
         )
-    if type(grad) is not type(param):
-        raise TypeError(
-            f"{who}: the gradient of {name!r} is a {type(grad).__name__}, its "
-            f"parameter a {type(param).__name__}; put both on the same device"
-        )
+    if grad.dtype != param.dtype:
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf
+            grad = grad.astype(param.dtype)
+    elif isinstance(grad, np.ndarray) and np.may_share_memory(grad, param):
+        grad = grad.copy()  # the gradient is read after the parameter starts changing
     return grad
 
 
@@ -134,6 +227,32 @@ def _number(value, name, who, low=0.0, high=None, high_open=False):
         bound = "" if high is None else f" and {'<' if high_open else '<='} {high}"
         raise ValueError(f"{who}: {name} must be >= {low}{bound}, got {value!r}")
     return value
+
+
+_MAX_STEP = 2**62  # beta ** step needs a step that converts to a float
+
+
+def _step_count(value, where):
+    """A step count: an integer in [0, 2**62] (Python or NumPy; an integral float such as
+    PyTorch's ``3.0`` is read as 3); raises ValueError/TypeError naming `where`."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where} must be an integer in [0, 2**62], got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        count = int(value)
+    elif isinstance(value, (float, np.floating)):
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise ValueError(f"{where} must be an integer in [0, 2**62], got {value!r}")
+        count = int(value)
+    else:
+        raise TypeError(
+            f"{where} must be an integer in [0, 2**62], got {type(value).__name__} {value!r}"
+        )
+    if not 0 <= count <= _MAX_STEP:
+        shown = count if count < _MAX_STEP**2 else f"an integer of {len(str(count))} digits"
+        raise ValueError(f"{where} must be an integer in [0, 2**62], got {shown}")
+    return count
 
 
 class Optimizer:
@@ -154,61 +273,146 @@ class Optimizer:
     _who = "cygru.optim.Optimizer"
     lr: float
     state: Dict[str, Dict[str, Any]]
+    # the per-parameter state: {buffer name: (required once the state is non-empty,
+    # values must be >= 0, may be None)}, and whether the state holds a step count
+    _buffers: Dict[str, Tuple[bool, bool, bool]] = {}
+    _counts_steps = False
+    _hyper_names: Tuple[str, ...] = ("lr",)
 
-    def __init__(self, params: Params, lr: float) -> None:
+    def __init__(self, params: Params, lr: Union[float, Dict[str, Any]]) -> None:
+        # lr: the learning rate, or a subclass's hyperparameters (a dict, with "lr")
+        hyper = dict(lr) if isinstance(lr, dict) else {"lr": lr}
         object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_disjoint", [])  # arrays last found not to share memory
+        for k, v in self._checked(self._who, hyper).items():
+            object.__setattr__(self, k, v)
         self._params = _sources(params, self._who)
-        self.lr = lr
         self.state = {}
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "lr":  # may change between steps (a learning-rate schedule)
-            value = _number(value, "lr", self._who)
+        if name in self._hyper_names:
+            # a hyperparameter assigned between steps (a learning-rate schedule, say)
+            # passes the constructor's checks, with the others as they are
+            hyper = self._hyperparameters()
+            hyper[name] = value
+            value = self._checked(self._who, hyper)[name]
         object.__setattr__(self, name, value)
 
+    @classmethod
+    def _checked(cls, who, hyper):
+        """The hyperparameters `hyper` (a complete dict) checked and normalised."""
+        return {"lr": _number(hyper["lr"], "lr", who)}
+
     def _entries(self, grads):
-        """[(state key, parameter, gradient, module or None)], everything validated."""
-        plain = {k: a for item in self._params if not _is_module(item) for k, a in item.items()}
+        """[(state key, parameter, gradient, state updates)], everything validated
+        before anything changes: the parameters (writeable floating-point arrays, no two
+        sharing memory), the gradients (converted to their parameter's dtype) and the
+        state of each parameter (buffers converted to the parameter's dtype and device,
+        when the module was converted since)."""
+        who = f"{self._who}.step"
+        named = _named_arrays(self._params, who, seen=self._disjoint)
+        plain = {name for _, name, _, module in named if module is None}
         if grads is None:
             grads = {}
         elif not hasattr(grads, "keys"):
             raise TypeError(
-                f"{self._who}.step: grads must be a dict of the plain arrays' "
+                f"{who}: grads must be a dict of the plain arrays' "
                 f"gradients, got {type(grads).__name__}"
             )
         missing = [k for k in plain if k not in grads]
         unexpected = [k for k in grads if k not in plain]
         if missing:
             raise ValueError(
-                f"{self._who}.step: no gradient for the plain array(s) {missing}: "
+                f"{who}: no gradient for the plain array(s) {missing}: "
                 "pass step({name: gradient, ...})"
             )
         if unexpected:
             raise ValueError(
-                f"{self._who}.step: gradients given for {unexpected}, which are "
-                f"not plain arrays of this optimizer (those are {list(plain)}); "
+                f"{who}: gradients given for {unexpected}, which are "
+                f"not plain arrays of this optimizer (those are {sorted(plain)}); "
                 "a module's gradients are read from its grads"
             )
         entries = []
-        for i, item in enumerate(self._params):
-            if _is_module(item):
-                module_grads = item.grads
-                for name, p in item.named_parameters():
-                    _check_param_array(p, name, self._who)
-                    if module_grads[name] is None:
-                        # zero_grad(set_to_none=True) and no backward since: skipped, as
-                        # torch.optim skips a parameter whose .grad is None
-                        continue
-                    g = _check_grad(module_grads[name], p, name, self._who)
-                    entries.append((f"{i}.{name}", p, g, item))
+        module_grads = {}
+        layout = self._state_layout()
+        for i, name, p, module in named:
+            if module is not None:
+                if i not in module_grads:
+                    module_grads[i] = module.grads
+                if name not in module_grads[i]:
+                    raise ValueError(
+                        f"{who}: the module's grads has no entry {name!r} (it was "
+                        f"removed); restore it, e.g. grads[{name!r}] = None"
+                    )
+                g = module_grads[i][name]
+                if g is None:
+                    # zero_grad(set_to_none=True) and no backward since: skipped, as
+                    # torch.optim skips a parameter whose .grad is None
+                    continue
             else:
-                for name, p in item.items():
-                    _check_param_array(p, name, self._who)
-                    g = _check_grad(grads[name], p, name, self._who)
-                    entries.append((f"{i}.{name}", p, g, None))
+                g = grads[name]
+                if isinstance(g, np.ndarray) and any(
+                    q is not p and np.may_share_memory(g, q) for _, _, q, _ in named
+                ):
+                    g = g.copy()  # another parameter's memory: read it before any update
+            g = _check_grad(g, p, name, who)
+            key = f"{i}.{name}"
+            buffers = self.state.get(key, {})
+            if _state_fits(buffers, p, layout):
+                fixes = {}
+            else:  # raises, or converts buffers to p's dtype or device
+                fixes = self._checked_state(key, buffers, p, who, False)
+            entries.append((key, p, g, fixes))
         return entries
 
-    def step(self, grads: Mapping[str, Array] | None = None) -> None:
+    def _checked_state(self, key, buffers, p, who, deep):
+        """The state of parameter `key` checked against the parameter `p` and this kind
+        of optimizer: known buffer names only, each required one present once the state
+        is non-empty, buffers of p's shape holding real numbers, a step count an integer
+        >= 0. ``deep`` (load_state_dict): also finite values (and >= 0 where the
+        algorithm takes a square root), and returns the whole state, converted to new
+        arrays of p's dtype and device. Otherwise returns the buffers that need a
+        conversion to p's dtype or device (after module.double() or to()), converted."""
+        if not isinstance(buffers, abc.Mapping):
+            raise TypeError(
+                f"{who}: the state of {key!r} must be a dict, got {type(buffers).__name__}"
+            )
+        specs, known, required = self._state_layout()
+        unknown = sorted(str(n) for n in buffers if n not in known)
+        if unknown:
+            raise ValueError(
+                f"{who}: the state of {key!r} has the unknown entries {unknown}; "
+                f"{type(self).__name__} keeps {sorted(known)}"
+            )
+        if buffers:
+            absent = [n for n in required if n not in buffers]
+            if absent:
+                raise ValueError(
+                    f"{who}: the state of {key!r} lacks {absent} (a started "
+                    f"{type(self).__name__} state holds {sorted(required)})"
+                )
+        out = {}
+        for n, v in buffers.items():
+            where = f"{who}: the state of {key!r}: {n}"
+            if n == "step":
+                count = _step_count(v, where)
+                if deep:
+                    out[n] = count
+                elif type(v) is not int:
+                    out[n] = count
+                continue
+            if v is None:
+                if specs[n][2]:  # a buffer that may be None (not yet created)
+                    if deep:
+                        out[n] = None
+                    continue
+                raise TypeError(f"{where} is None; it must be an array")
+            out_v = _checked_buffer(v, p, where, deep, nonnegative=specs[n][1])
+            if out_v is not v:
+                out[n] = out_v
+        return out
+
+    def step(self, grads: Optional[Mapping[str, Array]] = None) -> None:
         """Update every parameter in place from its gradient.
 
         Parameters
@@ -218,35 +422,45 @@ class Optimizer:
             modules' gradients are read from their ``grads`` (a parameter whose gradient
             is None, after ``zero_grad(set_to_none=True)`` with no backward since, is
             skipped, as ``torch.optim`` skips one whose ``.grad`` is None). Not modified.
+            Integer gradients are converted to the parameter's floating-point dtype
+            before any arithmetic (so is a floating-point gradient of another dtype).
 
         Raises
         ------
         ValueError
-            A gradient missing, unexpected or of the wrong shape, or a read-only
-            parameter (nothing is updated then).
+            A gradient missing, unexpected or of the wrong shape, a read-only
+            parameter, two parameters sharing memory, or a per-parameter state that
+            does not fit its parameter (nothing is updated then).
         TypeError
-            A gradient that is not an array of real numbers.
+            A gradient that is not an array of real numbers (bool and complex
+            gradients are refused), or a parameter that is not a floating-point array.
         """
         with self._lock:
             locks = _module_locks(self._params)
             try:
-                for key, p, g, _ in self._entries(grads):
-                    self._update(p, g, self.state.setdefault(key, {}))
+                entries = self._entries(grads)
+                for key, p, g, fixes in entries:
+                    state = self.state.setdefault(key, {})
+                    state.update(fixes)
+                    self._update(p, g, state)
             finally:
                 for lock in reversed(locks):
                     lock.release()
 
-    def zero_grad(self) -> None:
-        """Set the accumulated gradients of every module in ``params`` to zero.
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Reset the accumulated gradients of every module in ``params``.
 
-        Plain arrays' gradients are passed to :meth:`step` and not kept, so there is
-        nothing to reset for them. (``torch.optim``'s ``set_to_none`` has no equivalent:
-        a cygru module's gradients always exist.)
+        Calls each module's :meth:`~cygru.GRU.zero_grad`: zeros written in place
+        (``set_to_none=False``, cygru's default), or every gradient set to None
+        (``set_to_none=True``, PyTorch's default; a step then skips those parameters until
+        a backward stores gradients again). Plain arrays' gradients are passed to
+        :meth:`step` and not kept, so there is nothing to reset for them.
         """
+        set_to_none = _flag(set_to_none, "set_to_none", f"{self._who}.zero_grad")
         with self._lock:
             for item in self._params:
                 if _is_module(item):
-                    item.zero_grad()
+                    item.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> Dict[str, Any]:
         """The optimizer's state (copies): hyperparameters and per-parameter buffers.
@@ -265,61 +479,69 @@ class Optimizer:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (copied in; validated first).
 
-        Raises ``ValueError`` for a state of another optimizer kind or of other
-        parameters (keys or shapes that differ).
+        The whole state is checked before anything changes; on an error the optimizer
+        is left as it was. Checked: the hyperparameters (this optimizer's names, each
+        passing the constructor's checks); every state key a parameter of this
+        optimizer; every buffer this kind keeps (SGD: ``momentum_buffer``; Adam and
+        AdamW: ``step``, ``exp_avg`` and ``exp_avg_sq``) present in a started state and no
+        unknown one (Adam's ``max_exp_avg_sq``, AMSGrad's running maximum, may be absent:
+        it starts from zeros, as at the first AMSGrad step); each buffer an array of
+        real, finite numbers of the parameter's shape (``exp_avg_sq`` and
+        ``max_exp_avg_sq`` also >= 0), converted to the parameter's dtype; ``step`` an
+        integer in [0, 2**62].
+
+        Raises
+        ------
+        ValueError
+            A state of another optimizer kind or of other parameters (keys or shapes
+            that differ), a missing or unknown buffer, a non-finite or negative value.
+        TypeError
+            A state that is not made of dicts, arrays of real numbers and integers.
         """
+        who = f"{self._who}.load_state_dict"
         with self._lock:
             try:
                 hyper, state = state_dict["hyperparameters"], state_dict["state"]
-            except (TypeError, KeyError):
+            except (TypeError, KeyError, IndexError):
                 raise ValueError(
-                    f"{self._who}.load_state_dict: expected a dict with keys "
+                    f"{who}: expected a dict with keys "
                     "'hyperparameters' and 'state' (from state_dict())"
                 ) from None
+            if not isinstance(hyper, abc.Mapping) or not isinstance(state, abc.Mapping):
+                raise TypeError(
+                    f"{who}: 'hyperparameters' and 'state' must be dicts, got "
+                    f"{type(hyper).__name__} and {type(state).__name__}"
+                )
             if set(hyper) != set(self._hyperparameters()):
                 raise ValueError(
-                    f"{self._who}.load_state_dict: the hyperparameters "
-                    f"{sorted(hyper)} are not this optimizer's "
+                    f"{who}: the hyperparameters "
+                    f"{sorted(map(str, hyper))} are not this optimizer's "
                     f"{sorted(self._hyperparameters())}"
                 )
-            shapes = {}
-            for i, item in enumerate(self._params):
-                pairs = item.named_parameters() if _is_module(item) else item.items()
-                for name, p in pairs:
-                    shapes[f"{i}.{name}"] = (tuple(p.shape), p)
+            # the hyperparameters pass the constructor's checks
+            checked = self._checked(f"{who}: hyperparameters", dict(hyper))
+            params = {f"{i}.{name}": p for i, name, p, _ in _named_arrays(self._params, who)}
             new_state = {}
             for key, buffers in state.items():
-                if key not in shapes:
+                if key not in params:
                     raise ValueError(
-                        f"{self._who}.load_state_dict: state for {key!r}, which "
-                        f"is not a parameter of this optimizer ({list(shapes)})"
+                        f"{who}: state for {key!r}, which "
+                        f"is not a parameter of this optimizer ({list(params)})"
                     )
-                shape, p = shapes[key]
-                new = {}
-                for n, v in buffers.items():
-                    if n == "step":
-                        new[n] = int(v)
-                        continue
-                    if v is None:
-                        new[n] = None
-                        continue
-                    if tuple(np.shape(v)) != shape:
-                        raise ValueError(
-                            f"{self._who}.load_state_dict: {key!r} {n} has shape "
-                            f"{tuple(np.shape(v))}, the parameter {shape}"
-                        )
-                    buf = np.zeros_like(p)
-                    buf[...] = v
-                    new[n] = buf
-                new_state[key] = new
-            # the hyperparameters pass the constructor's checks (on a throwaway optimizer)
-            fresh = type(self)(self._params, **hyper)
-            for k in hyper:
-                object.__setattr__(self, k, getattr(fresh, k))
+                new_state[key] = self._checked_state(key, buffers, params[key], who, deep=True)
+            for k, v in checked.items():
+                object.__setattr__(self, k, v)
             self.state = new_state
 
     def _hyperparameters(self):
         raise NotImplementedError
+
+    @classmethod
+    def _state_layout(cls):
+        """(buffer specs, every known name, the names a started state must hold)."""
+        known = set(cls._buffers) | ({"step"} if cls._counts_steps else set())
+        required = [n for n, spec in cls._buffers.items() if spec[0]]
+        return cls._buffers, known, required + (["step"] if cls._counts_steps else [])
 
     def _update(self, p, g, state):
         raise NotImplementedError
@@ -327,6 +549,69 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._hyperparameters().items())
         return f"{type(self).__name__}({args})"
+
+
+def _state_fits(buffers, p, layout):
+    """The quick check made at every step: True when the state `buffers` of `p` is as
+    the optimizer itself leaves it (known names, every required one, a step count an
+    int >= 0, buffers of p's type, dtype and shape); False sends it to the full check."""
+    if type(buffers) is not dict:
+        return False
+    specs, known, required = layout
+    if buffers:
+        for n in required:
+            if n not in buffers:
+                return False
+    for n, v in buffers.items():
+        if n == "step":
+            if n in known and type(v) is int and 0 <= v <= _MAX_STEP:
+                continue
+            return False
+        spec = specs.get(n)
+        if spec is None:
+            return False
+        if v is None:
+            if spec[2]:
+                continue
+            return False
+        if type(v) is not type(p) or v.dtype != p.dtype or v.shape != p.shape:
+            return False
+    return True
+
+
+def _checked_buffer(v, p, where, deep, nonnegative):
+    """A state buffer `v` of parameter `p`. ``deep``: checked on the host (real numbers,
+    p's shape, finite, >= 0 if `nonnegative`) and returned as a new array of p's dtype
+    on p's device. Otherwise (at every step, cheap): an array of p's shape is required,
+    and returned as it is, or converted when its dtype or device is not p's."""
+    if not deep:
+        if not hasattr(v, "dtype") or tuple(getattr(v, "shape", ())) != tuple(p.shape):
+            raise ValueError(
+                f"{where} must be an array of the parameter's shape {tuple(p.shape)}, got "
+                f"{tuple(np.shape(v)) if hasattr(v, 'shape') else type(v).__name__}"
+            )
+        if type(v) is type(p) and v.dtype == p.dtype:
+            return v
+        if getattr(v.dtype, "kind", None) not in ("f", "i", "u"):
+            raise TypeError(f"{where} must hold real numbers, got dtype {v.dtype}")
+        return A.to_device(A.to_host(v).astype(p.dtype), A.device_of(p))
+    try:
+        host = A.to_host(v)
+    except Exception as exc:
+        raise TypeError(
+            f"{where} must be an array of real numbers, got {type(v).__name__} ({exc})"
+        ) from None
+    if host.dtype.kind not in ("f", "i", "u"):
+        raise TypeError(f"{where} must hold real numbers, got dtype {host.dtype}")
+    if tuple(host.shape) != tuple(p.shape):
+        raise ValueError(f"{where} has shape {tuple(host.shape)}, the parameter {tuple(p.shape)}")
+    with np.errstate(over="ignore"):
+        buf = np.array(host, dtype=p.dtype, copy=True, order="C")
+    if not np.isfinite(buf).all():
+        raise ValueError(f"{where} holds non-finite values (nan or inf) in the parameter's dtype")
+    if nonnegative and (buf < 0).any():
+        raise ValueError(f"{where} holds negative values; it is a mean of squares, >= 0")
+    return buf if isinstance(p, np.ndarray) else A.to_device(buf, A.device_of(p))
 
 
 class SGD(Optimizer):
@@ -367,6 +652,8 @@ class SGD(Optimizer):
     """
 
     _who = "cygru.optim.SGD"
+    _hyper_names = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    _buffers = {"momentum_buffer": (False, False, True)}
 
     def __init__(
         self,
@@ -379,18 +666,32 @@ class SGD(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        who = self._who
-        self.momentum = _number(momentum, "momentum", who)
-        self.dampening = _number(dampening, "dampening", who)
-        self.weight_decay = _number(weight_decay, "weight_decay", who)
-        self.nesterov = _flag(nesterov, "nesterov", who)
-        self.maximize = _flag(maximize, "maximize", who)
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+        hyper = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
+        super().__init__(params, hyper)
+
+    @classmethod
+    def _checked(cls, who, hyper):
+        out = {
+            "lr": _number(hyper["lr"], "lr", who),
+            "momentum": _number(hyper["momentum"], "momentum", who),
+            "dampening": _number(hyper["dampening"], "dampening", who),
+            "weight_decay": _number(hyper["weight_decay"], "weight_decay", who),
+            "nesterov": _flag(hyper["nesterov"], "nesterov", who),
+            "maximize": _flag(hyper["maximize"], "maximize", who),
+        }
+        if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError(
                 f"{who}: Nesterov momentum needs momentum > 0 and dampening 0, "
-                f"got momentum={momentum!r}, dampening={dampening!r}"
+                f"got momentum={hyper['momentum']!r}, dampening={hyper['dampening']!r}"
             )
-        super().__init__(params, lr)
+        return out
 
     def _hyperparameters(self):
         return {
@@ -459,6 +760,21 @@ class Adam(Optimizer):
     """
 
     _who = "cygru.optim.Adam"
+    _hyper_names = (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "amsgrad",
+        "maximize",
+        "decoupled_weight_decay",
+    )
+    _buffers = {
+        "exp_avg": (True, False, False),
+        "exp_avg_sq": (True, True, False),
+        "max_exp_avg_sq": (False, True, False),  # created at the first AMSGrad step
+    }
+    _counts_steps = True
 
     def __init__(
         self,
@@ -472,21 +788,40 @@ class Adam(Optimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        who = self._who
+        hyper = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, hyper)
+
+    @classmethod
+    def _checked(cls, who, hyper):
+        betas = hyper["betas"]
+        if isinstance(betas, (str, bytes)):
+            betas = None
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
             raise TypeError(f"{who}: betas must be a pair of numbers, got {betas!r}") from None
-        self.betas = (
-            _number(beta1, "betas[0]", who, high=1.0, high_open=True),
-            _number(beta2, "betas[1]", who, high=1.0, high_open=True),
-        )
-        self.eps = _number(eps, "eps", who)
-        self.weight_decay = _number(weight_decay, "weight_decay", who)
-        self.amsgrad = _flag(amsgrad, "amsgrad", who)
-        self.maximize = _flag(maximize, "maximize", who)
-        self.decoupled_weight_decay = _flag(decoupled_weight_decay, "decoupled_weight_decay", who)
-        super().__init__(params, lr)
+        return {
+            "lr": _number(hyper["lr"], "lr", who),
+            "betas": (
+                _number(beta1, "betas[0]", who, high=1.0, high_open=True),
+                _number(beta2, "betas[1]", who, high=1.0, high_open=True),
+            ),
+            "eps": _number(hyper["eps"], "eps", who),
+            "weight_decay": _number(hyper["weight_decay"], "weight_decay", who),
+            "amsgrad": _flag(hyper["amsgrad"], "amsgrad", who),
+            "maximize": _flag(hyper["maximize"], "maximize", who),
+            "decoupled_weight_decay": _flag(
+                hyper.get("decoupled_weight_decay", True), "decoupled_weight_decay", who
+            ),
+        }
 
     def _hyperparameters(self):
         return {
@@ -565,6 +900,7 @@ class AdamW(Adam):
     """
 
     _who = "cygru.optim.AdamW"
+    _hyper_names = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
 
     def __init__(
         self,
@@ -593,6 +929,20 @@ class AdamW(Adam):
         del h["decoupled_weight_decay"]
         return h
 
+    @classmethod
+    def _checked(cls, who, hyper):
+        out = super()._checked(who, {**hyper, "decoupled_weight_decay": True})
+        out["decoupled_weight_decay"] = True  # always: AdamW is Adam with it
+        return out
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "decoupled_weight_decay":
+            raise AttributeError(
+                f"{self._who}: decoupled_weight_decay is always True for AdamW; use "
+                "cygru.optim.Adam(decoupled_weight_decay=...) for the other form"
+            )
+        super().__setattr__(name, value)
+
 
 def _flag(value, name, who):
     if not isinstance(value, (bool, np.bool_)):
@@ -614,9 +964,12 @@ def clip_grad_norm_(
     Parameters
     ----------
     grads_of : cygru module, dict of str to array, or list of those
-        A module's accumulated ``grads`` are scaled; a dict's arrays are gradients
-        themselves (of plain arrays, as passed to an optimizer's ``step``), scaled in
-        place.
+        A module's accumulated ``grads`` are scaled (a None gradient, after
+        ``zero_grad(set_to_none=True)``, is skipped, as PyTorch skips a parameter whose
+        ``.grad`` is None); a dict's arrays are gradients themselves (of plain arrays, as
+        passed to an optimizer's ``step``), scaled in place. Every gradient must be a
+        writeable floating-point array, and no two may share memory (one would be scaled
+        twice): all are checked before any is scaled.
     max_norm : float
     norm_type : float, default 2.0
         ``p`` of the p-norm; ``float("inf")`` for the largest absolute value.
@@ -627,7 +980,16 @@ def clip_grad_norm_(
     Returns
     -------
     float
-        The total norm of the gradients before clipping.
+        The total norm of the gradients before clipping (0.0 when every gradient is
+        None, as PyTorch's).
+
+    Raises
+    ------
+    TypeError
+        A gradient that is not a floating-point array (an integer one cannot be scaled
+        in place).
+    ValueError
+        A read-only gradient, or two sharing memory (nothing is scaled then).
 
     Examples
     --------
@@ -647,12 +1009,14 @@ def clip_grad_norm_(
     ):
         raise ValueError(f"{who}: norm_type must be a positive number or inf, got {norm_type!r}")
     norm_type = float(norm_type)
-    items = _sources(grads_of, who, "grads_of")
-    arrays = [
-        g for item in items for g in (item.grads.values() if _is_module(item) else item.values())
-    ]
+    error_if_nonfinite = _flag(error_if_nonfinite, "error_if_nonfinite", who)
+    items = _sources(grads_of, who, "grads_of", check=False)  # checked under the locks
     locks = _module_locks(items)
     try:
+        # every gradient checked (writeable floating-point arrays, none twice) before
+        # any is scaled; a module's None gradients (zero_grad(set_to_none=True)) are
+        # skipped, as torch skips parameters whose .grad is None
+        arrays = [g for _, _, g, _ in _named_arrays(items, who, "grads_of", kind="gradient")]
         if not arrays:
             return 0.0
         if math.isinf(norm_type):

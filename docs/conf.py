@@ -10,6 +10,7 @@ Every example on the pages is a ``.. doctest::`` block; ``tests/test_docs.py`` e
 """
 
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +53,8 @@ copybutton_remove_prompts = True
 plot_include_source = False
 plot_html_show_source_link = False
 plot_html_show_formats = False
-plot_formats = [("png", 110)]
+# SVG: the chart scales to the width of the text column (a phone's too) and stays sharp
+plot_formats = [("svg", 110)]
 plot_rcparams = {"savefig.bbox": "tight"}
 
 templates_path = ["_templates"]
@@ -110,6 +112,10 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"cygru {release}"
 html_theme_options = {
     "navbar_align": "left",
+    # index.rst's toctree puts the pages a reader looks for first (API reference and
+    # Performance among them) ahead of the rest: these are in the top bar itself, the rest
+    # under its "More" menu. tools/check_docs_html.py checks the built navbar.
+    "header_links_before_dropdown": 6,
     "show_prev_next": True,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
@@ -128,3 +134,23 @@ html_show_sourcelink = False
 html_copy_source = False
 html_static_path = ["_static"]
 html_css_files = ["cygru.css"]
+
+
+# -- tables: cells that hold a number (0.205 ms, 3.3x, 1.05-1.8x) never wrap --------------------
+# (cygru.css: td.cygru-num { white-space: nowrap }); tools/check_docs_html.py checks the HTML.
+_NUMBER_CELL = re.compile(
+    r"[~≈<>±+\-−]?\d[\d.,]*(?:\s*[-–]\s*\d[\d.,]*)?\s*"
+    r"(?:x|×|%|ms|µs|us|ns|s|GFLOP/s|GB/s|[KMG]i?B)?\*?|—"
+)
+
+
+def _mark_number_cells(app, doctree, docname):
+    from docutils import nodes
+
+    for entry in doctree.findall(nodes.entry):
+        if _NUMBER_CELL.fullmatch(entry.astext().strip()):
+            entry["classes"].append("cygru-num")
+
+
+def setup(app):
+    app.connect("doctree-resolved", _mark_number_cells)

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 from install_helpers import InstallFailed, Installs
 
 
@@ -15,7 +17,7 @@ def installed(tmp_path_factory):
     (``pip install -e`` and ``pip install`` of copies of this checkout, side by side; see
     install_helpers.Installs). ``installed(kind)``, kind "editable" or "normal", waits
     for one and returns (its python, the directory its ``import cygru`` must come from)."""
-    pytest.importorskip("Cython")
+    import_optional("Cython")
     installs = Installs(tmp_path_factory.mktemp("installs"))
 
     def wait(kind):

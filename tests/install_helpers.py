@@ -81,8 +81,8 @@ class InstallFailed(Exception):
 
 class Installs:
     """cygru installed by pip into two fresh virtual environments, each from its own copy
-    of this checkout: ``pip install -e`` (setuptools' editable install: an import hook,
-    the checkout not on sys.path) and ``pip install`` (a wheel in site-packages). The
+    of this checkout: ``pip install -e`` (setuptools' editable install: a path entry,
+    the checkout on sys.path, as pyproject.toml's package-dir asks) and ``pip install`` (a wheel in site-packages). The
     two start at once and run side by side; :meth:`wait` waits for one."""
 
     KINDS = ("editable", "normal")

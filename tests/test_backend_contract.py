@@ -8,6 +8,8 @@ import inspect
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 from cygru import _backend, _cpu, _cupy
 from cygru import _reference as ref
@@ -105,7 +107,7 @@ def test_cpu_cache_has_the_contract_fields(batch_first, reverse):
 
 @pytest.mark.parametrize("L,D,bias", [(1, 1, True), (2, 2, True), (3, 2, False)])
 def test_parameter_layout_is_torch_s(L, D, bias):
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     I, H = 5, 3
     net = torch.nn.GRU(I, H, L, bias=bias, bidirectional=D == 2)
     assert _backend.param_shapes(I, H, L, D, bias) == [

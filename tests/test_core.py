@@ -17,11 +17,13 @@ import warnings
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 from cygru import _reference as ref
 from cygru import functional as F
 
-torch = pytest.importorskip("torch")
+torch = import_optional("torch")
 from torch_helpers import to_numpy as _np, torch_dtype as _tdtype, torch_twin  # noqa: E402
 from numeric_helpers import T, B, I, H, make_h0, make_x, rel_err, rng as _rng  # noqa: E402
 

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 PKG = Path(__file__).resolve().parents[1] / "cygru"
 CU = PKG / "_gru_kernels.cu"
 
@@ -470,7 +472,7 @@ def test_module_on_emulated_backend_masks_reach_backward(emulated, reference, mo
     reference, given those masks, reproduces), and gradcheck holds them fixed. (The GPU
     backend's cache once called them ``masks``, so on a GPU ``backward.dropout_masks`` was
     None and gradcheck differentiated without them.)"""
-    cygru = pytest.importorskip("cygru")
+    cygru = import_optional("cygru")
     from cygru import functional
 
     monkeypatch.setattr(functional, "_backend", lambda device: emulated)
@@ -510,7 +512,7 @@ def test_module_on_emulated_backend_masks_reach_backward(emulated, reference, mo
 def test_empty_batch_cache_is_the_contract_type():
     """An empty batch runs no backend: its forward cache is a ForwardCache with B = 0 (no
     sentinel), and its backward gives zeros of x's and h0's shapes."""
-    cygru = pytest.importorskip("cygru")
+    cygru = import_optional("cygru")
     from cygru._backend import ForwardCache
 
     gru = cygru.GRU(3, 2, num_layers=2, dropout=0.5, dtype=np.float64, seed=0)

@@ -27,6 +27,8 @@ import textwrap
 
 import pytest
 
+from optional_deps import import_optional
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
@@ -117,7 +119,7 @@ def _require(packages):
     for name in packages:
         if name == "keras":  # the examples run Keras on JAX (the test extra installs it)
             os.environ.setdefault("KERAS_BACKEND", "jax")
-        pytest.importorskip(name)
+        import_optional(name)
 
 
 def _run(test):

@@ -28,6 +28,8 @@ import types
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 import cygru.capi as capi
 from install_helpers import clean_env
@@ -440,7 +442,7 @@ def _built_file(directory, name):
 def downstream(tmp_path_factory):
     """The example project of examples/embedding and the probe, built once per session
     with setuptools + Cython against this cygru (subprocesses, run side by side)."""
-    pytest.importorskip("Cython")
+    import_optional("Cython")
     base = tmp_path_factory.mktemp("downstream")
     example = base / "example"
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("build", "*.so", "*.c"))
@@ -1328,9 +1330,11 @@ def test_embedding_recipe_after_install(installed, tmp_path, kind):
     module_file, path = where.splitlines()
     assert pathlib.Path(module_file).parent == package_dir
     if kind == "editable":
-        # the case that failed: the package is found by setuptools' import hook, its
-        # parent directory is not on sys.path
-        assert str(package_dir.parent) not in path
+        # an editable install is a path entry now (pyproject.toml's package-dir, for type
+        # checkers): the checkout is on sys.path. The recipe failed when it was not (an
+        # import hook found cygru), and passes include_path=[cygru.get_include()] so
+        # that it never depends on sys.path
+        assert str(package_dir.parent) in path
     run("setup.py", "build_ext", "--inplace")
     out = run("run.py")
     assert "stream 0, max |C - Python|: 0.0" in out, out

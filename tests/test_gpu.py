@@ -8,7 +8,9 @@ the backend's logic without a GPU.)
 import numpy as np
 import pytest
 
-cupy = pytest.importorskip("cupy", reason='the GPU tests need CuPy (pip install "cygru[gpu]")')
+from optional_deps import import_optional
+
+cupy = import_optional("cupy", reason='the GPU tests need CuPy (pip install "cygru[gpu]")')
 
 import cygru  # noqa: E402
 from cygru import _cupy as gpu  # noqa: E402

@@ -2,10 +2,14 @@
 masks, and every config field it refuses."""
 
 import os
+import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
+
+from optional_deps import import_optional
 from test_interop import _keras_gru
 
 import cygru
@@ -13,7 +17,7 @@ from cygru.interop import from_keras, lengths_from_mask, repeat_last_state
 
 if "keras" not in sys.modules:  # before keras is imported; jax is in the test extra
     os.environ["KERAS_BACKEND"] = "jax"
-keras = pytest.importorskip("keras")
+keras = import_optional("keras")
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +88,7 @@ def test_gru_layer(reset_after, use_bias, go_backwards, dtype):
     _check(out[:, ::-1] if go_backwards else out, seq, dtype)
     _check(h_n[0], state, dtype)
     if dtype == "float64":
-        weights = layer.get_weights()
+        weights = [np.asarray(v) for v in layer.weights]
         ref_seq, ref_h = _keras_gru(
             x[:, ::-1] if go_backwards else x,
             weights[0],
@@ -99,8 +103,11 @@ def test_gru_layer(reset_after, use_bias, go_backwards, dtype):
     # the three-array form gives the same module, also for use_bias=False, and so do the
     # layer's variables
     cell = layer.cell
+    with warnings.catch_warnings():  # NumPy 2 warns in Keras' get_weights (np.array(Variable))
+        warnings.simplefilter("ignore", DeprecationWarning)
+        weights = layer.get_weights()
     for same in (
-        from_keras(*layer.get_weights(), reset_after=reset_after),
+        from_keras(*weights, reset_after=reset_after),
         from_keras(
             cell.kernel,
             cell.recurrent_kernel,
@@ -359,3 +366,77 @@ def test_keras_weights_are_copied_not_shared_float64():
     layer.cell.kernel.assign(np.zeros((I, 3 * H)))
     for name, value in gru.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
+
+
+def _warning_free_models(reset_after):
+    """A GRU, a Bidirectional(GRU), a stacked Sequential and a stacked functional
+    Bidirectional model, all built."""
+    gru = _built(keras.layers.GRU(H, reset_after=reset_after))
+    bi = _built(keras.layers.Bidirectional(keras.layers.GRU(H, reset_after=reset_after)))
+    stack = keras.Sequential(
+        [
+            keras.Input((T, I)),
+            keras.layers.GRU(H, return_sequences=True, reset_after=reset_after),
+            keras.layers.GRU(H, return_sequences=True, reset_after=reset_after),
+            keras.layers.GRU(H, reset_after=reset_after),
+        ]
+    )
+    inputs = keras.Input((T, I))
+    y = keras.layers.Bidirectional(
+        keras.layers.GRU(H, return_sequences=True, reset_after=reset_after)
+    )(inputs)
+    y = keras.layers.Bidirectional(keras.layers.GRU(H, reset_after=reset_after))(y)
+    return [gru, bi, stack, keras.Model(inputs, y)]
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_from_keras_issues_no_warnings(reset_after):
+    """Reading the weights warns nothing (Keras' get_weights() makes NumPy issue a
+    DeprecationWarning per array: Variable.__array__ has no `copy` keyword)."""
+    x = _x()
+    for obj in _warning_free_models(reset_after):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            gru = from_keras(obj)
+        out, h_n = gru(x)
+        expected = _keras_out(obj, x)
+        D = 2 if gru.bidirectional else 1
+        _check(np.concatenate(list(h_n[-D:]), axis=-1), expected, "float32")
+        # the same arrays as Keras' own reader gives
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = from_keras(obj)
+        for name, value in reference.state_dict().items():
+            np.testing.assert_array_equal(gru.state_dict()[name], value)
+
+
+_TORCH_BACKEND_SCRIPT = """
+import os, warnings
+os.environ["KERAS_BACKEND"] = "torch"
+import keras, numpy as np
+from cygru.interop import from_keras
+x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype("float32")
+for reset_after in (True, False):
+    for layer in (keras.layers.GRU(4, reset_after=reset_after),
+                  keras.layers.Bidirectional(keras.layers.GRU(4, reset_after=reset_after))):
+        expected = keras.ops.convert_to_numpy(layer(x).detach())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            gru = from_keras(layer)
+        D = 2 if gru.bidirectional else 1
+        out, h_n = gru(x)
+        np.testing.assert_allclose(np.concatenate(list(h_n[-D:]), -1), expected, atol=2e-6)
+print("ok")
+"""
+
+
+def test_from_keras_issues_no_warnings_on_torch_backend():
+    """The torch backend's variables hold torch tensors, whose __array__ lacks `copy` too."""
+    import_optional("torch")
+    result = subprocess.run(
+        [sys.executable, "-c", _TORCH_BACKEND_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

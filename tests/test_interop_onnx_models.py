@@ -11,11 +11,13 @@ import warnings
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 from cygru.interop import from_onnx, from_torch
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+onnx = import_optional("onnx")
+ort = import_optional("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402  (after the skips)
 
 F32 = 2e-6
@@ -23,7 +25,7 @@ F32 = 2e-6
 
 def _session(model):
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # the optional inputs' initializer warnings are expected
+    opts.log_severity_level = 3  # other exporters' models (and opset 13/14 exports) may warn
     data = model if isinstance(model, bytes) else model.SerializeToString()
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
@@ -41,9 +43,9 @@ def _same_weights(a, b):
 
 
 def _torch_export(net, x, dynamo, h0=None):
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     if dynamo:
-        pytest.importorskip("onnxscript")
+        import_optional("onnxscript")
     buf = io.BytesIO()
     args = (torch.from_numpy(x),) + (() if h0 is None else (torch.from_numpy(h0),))
     names = ["x"] + ([] if h0 is None else ["h0"])
@@ -74,7 +76,7 @@ def _torch_export(net, x, dynamo, h0=None):
     ],
 )
 def test_pytorch_exports_convert_whole(dynamo, batch_first, bidirectional, num_layers):
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     torch.manual_seed(0)
     net = torch.nn.GRU(
         3, 4, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional
@@ -92,7 +94,7 @@ def test_pytorch_exports_convert_whole(dynamo, batch_first, bidirectional, num_l
 
 
 def test_pytorch_export_with_h0_input_and_no_bias():
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     torch.manual_seed(1)
     net = torch.nn.GRU(3, 4, num_layers=2, bias=False, bidirectional=True)
     rng = np.random.default_rng(2)
@@ -131,7 +133,11 @@ def test_to_onnx_sequence_lens_reproduce_lengths(num_layers, batch_first, mode):
     lengths = np.array([6, 1, 4, 3], dtype=np.int32)
     model = gru.to_onnx(io.BytesIO())  # lengths="optional" by default
     session = _session(model)
-    assert [i.name for i in session.get_inputs()] == ["x"]
+    assert [(i.name, i.type) for i in session.get_inputs()] == [
+        ("x", "tensor(float)"),
+        ("h0", "optional(tensor(float))"),
+        ("sequence_lens", "optional(tensor(int32))"),
+    ]
     ort_out, ort_h_n = session.run(None, {"x": x, "sequence_lens": lengths})
     out, h_n = gru(x, lengths=lengths)
     np.testing.assert_allclose(ort_out, out, rtol=0, atol=F32)
@@ -162,7 +168,7 @@ def test_to_onnx_lengths_modes():
         rtol=0,
         atol=F32,
     )
-    for flag, expected in ((False, []), (True, [])):
+    for flag, expected in ((False, []), (True, ["sequence_lens"])):
         model = gru.to_onnx(io.BytesIO(), lengths=flag, h0="none")
         names = [i.name for i in model.graph.input]
         assert ("sequence_lens" in names) is flag
@@ -191,7 +197,7 @@ def _node_cases():
 def _case_names():
     try:
         return sorted(_node_cases())
-    except Exception:  # noqa: BLE001 - no onnx: the test skips on its importorskip
+    except Exception:  # noqa: BLE001 - no onnx: the test skips on its import_optional
         return ["test_gru_defaults"]
 
 
@@ -377,7 +383,7 @@ def test_stack_after_other_layers_converts_alone(dynamo):
     """A Linear before the GRU stack is not part of the module: the stack converts (its sizes
     taken from the graph's shapes where the exporter wrote static ones) and, fed the Linear's
     output, matches the model."""
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     torch.manual_seed(2)
 
     class Net(torch.nn.Module):

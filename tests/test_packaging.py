@@ -7,15 +7,15 @@ import re
 import shutil
 import subprocess
 import sys
-
-import pytest
+import textwrap
 
 import cygru
 
 from install_helpers import clean_env
+from optional_deps import import_optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+tomllib = import_optional("tomllib")  # Python >= 3.11
 
 
 def pyproject():
@@ -74,6 +74,222 @@ def test_extra_requirements_script_prints_an_extra():
         text=True,
     )
     assert bad.returncode == 1 and "no extra 'nope'" in bad.stderr
+
+
+def _requirement(text):
+    from packaging.requirements import Requirement  # pytest's own dependency
+
+    return Requirement(text)
+
+
+def test_dask_extras_resolve_to_a_matching_pair():
+    """Every extra with Dask asks for dask[distributed] (whose own extra pins the distributed
+    of the same release) with lower bounds on both, and CI pins the same release of both.
+    (Unbounded "dask[array]" + "distributed" once resolved to dask 2026.11.0 with
+    distributed 2021.4.1, which cannot be imported beside it.)"""
+    from packaging.version import Version
+
+    extras = pyproject()["project"]["optional-dependencies"]
+    with_dask = {name: reqs for name, reqs in extras.items() if any("dask" in r for r in reqs)}
+    assert {"test", "dask", "docs"} <= set(with_dask)
+    for name, reqs in with_dask.items():
+        parsed = {r.name: r for r in map(_requirement, reqs)}
+        dask, distributed = parsed["dask"], parsed["distributed"]
+        assert {"array", "distributed"} <= dask.extras, (name, str(dask))
+        for req in (dask, distributed):
+            lows = [s for s in req.specifier if s.operator == ">="]
+            assert lows and Version(lows[0].version) >= Version("2026.8.0"), (name, str(req))
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert pins["dask"] == pins["distributed"] == "2026.8.0"
+    for reqs in with_dask.values():  # the pins satisfy the extras' bounds
+        for req in map(_requirement, reqs):
+            if req.name in ("dask", "distributed"):
+                assert pins[req.name] in req.specifier, str(req)
+
+
+def _check_imports_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "check_imports", ROOT / ".ci" / "check_imports.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_imports_knows_every_requirement_of_every_extra():
+    """.ci/check_imports.py has an import check for each package an extra installs (a new
+    dependency without one makes it fail), dask[distributed] included."""
+    check_imports = _check_imports_module()
+    extras = pyproject()["project"]["optional-dependencies"]
+    for extra in [*extras, "lint"]:
+        names = check_imports.requirement_names(extra, extras)
+        assert names and set(names) <= set(check_imports.IMPORTS), (extra, names)
+    assert "distributed:Client" in check_imports.IMPORTS["distributed"]
+    assert "dask.array" in check_imports.IMPORTS["dask"]
+
+
+def _write_broken_distributed(where):
+    """A package named distributed that is installed but fails on import as distributed
+    2021.4.1 does beside dask 2026.11.0."""
+    pkg = where / "distributed"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(
+        "raise ImportError(\"cannot import name 'collections_to_dsk' from 'dask.base'\")\n"
+    )
+
+
+def test_check_imports_fails_on_a_broken_install_that_pip_check_passes(tmp_path):
+    import_optional("dask")
+    script = str(ROOT / ".ci" / "check_imports.py")
+    env = clean_env()
+    ok = subprocess.run(
+        [sys.executable, script, "dask"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    if ok.returncode != 0:
+        import_optional("distributed")  # not installed here: skip; installed: the failure
+        import_optional("threadpoolctl")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "ok    distributed: distributed:Client" in ok.stdout
+    _write_broken_distributed(tmp_path / "shadow")
+    env["PYTHONPATH"] = str(tmp_path / "shadow")
+    bad = subprocess.run(
+        [sys.executable, script, "dask"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAIL  distributed: distributed: ImportError: cannot import name" in bad.stdout
+    assert "1 import(s) of the dask dependencies failed" in bad.stderr
+    assert "collections_to_dsk" in bad.stderr
+    nope = subprocess.run([sys.executable, script, "nope"], capture_output=True, text=True)
+    assert nope.returncode == 1 and "no extra 'nope'" in nope.stderr
+
+
+def test_ci_checks_after_every_install():
+    """.ci/run follows every pip install with check_install (pip check, then the import
+    check of what it installed), the README's commands included (their install part runs
+    first, then the checks, then the rest)."""
+    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()]
+    code = [l for l in lines if l and not l.startswith("#")]
+    installs = [
+        i
+        for i, l in enumerate(code)
+        if ("pip install" in l and not l.startswith(("echo", "if", "#")) and "!=" not in l)
+        or l == 'bash -euo pipefail -c "$install"'
+    ]
+    assert len(installs) >= 5, installs
+    for i in installs:
+        assert code[i + 1].startswith("check_install "), (code[i], code[i + 1])
+    assert 'run_readme_command "$main_cmd"' in code
+    assert 'run_readme_command "$test_cmd" test' in code
+    assert any(l.startswith("check_install python test docs") for l in code)
+    assert '"$py" -m pip check || {' in " ".join(code)
+
+
+def test_a_broken_optional_dependency_skips_the_tests_that_need_it(tmp_path):
+    """A test module that needs an optional package which is installed but raises
+    ImportError (not ModuleNotFoundError) is skipped with the error as the reason; pytest
+    collects and runs the rest. (pytest.importorskip raised there and stopped the whole
+    collection.)"""
+    _write_broken_distributed(tmp_path / "site")
+    shutil.copy(ROOT / "tests" / "optional_deps.py", tmp_path / "optional_deps.py")
+    (tmp_path / "test_needs_it.py").write_text(
+        textwrap.dedent(
+            """\
+            from optional_deps import import_optional
+
+            distributed = import_optional("distributed")
+
+
+            def test_uses_it():
+                raise AssertionError("never runs")
+            """
+        )
+    )
+    (tmp_path / "test_inside.py").write_text(
+        textwrap.dedent(
+            """\
+            from optional_deps import import_optional
+
+
+            def test_needs_it_inside():
+                import_optional("distributed.client")
+                raise AssertionError("never runs")
+
+
+            def test_needs_a_missing_one():
+                import_optional("cygru_no_such_package", reason="needs the nothing extra")
+                raise AssertionError("never runs")
+
+
+            def test_other():
+                assert True
+            """
+        )
+    )
+    env = clean_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), str(tmp_path)])
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            os.devnull,
+            f"--junitxml={tmp_path / 'report.xml'}",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert "error" not in out.lower().replace("importerror", ""), out
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(tmp_path / "report.xml").getroot().find("testsuite")
+    assert suite.get("errors") == "0" and suite.get("failures") == "0", out
+    assert int(suite.get("skipped")) == 3 and int(suite.get("tests")) == 4, out
+    skips = {
+        c.get("classname").rpartition(".")[2] + "::" + c.get("name"): c.find("skipped").get(
+            "message"
+        )
+        for c in suite.iter("testcase")
+        if c.find("skipped") is not None
+    }
+    # the module-level skip: pytest's -rs summary gives its reason
+    assert "::test_needs_it" in skips
+    broken = "distributed is installed but cannot be imported (ImportError: cannot import name"
+    summary = [l for l in run.stdout.splitlines() if l.startswith("SKIPPED")]
+    assert any(broken in l and "collections_to_dsk" in l for l in summary), out
+    inside = skips["test_inside::test_needs_it_inside"]
+    assert "distributed.client is installed but cannot be imported" in inside, inside
+    assert "collections_to_dsk" in inside
+    missing = skips["test_inside::test_needs_a_missing_one"]
+    assert missing == "needs the nothing extra (cygru_no_such_package is not installed)", missing
+
+
+def test_no_test_calls_pytest_importorskip():
+    """Tests import their optional dependencies with optional_deps.import_optional, which
+    also skips an installed package that fails to import (see its docstring)."""
+    offenders = [
+        f"{p.name}:{i}"
+        for p in sorted((ROOT / "tests").glob("**/*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if "pytest.importorskip(" in line and p.name != "test_packaging.py"
+    ]
+    assert not offenders, offenders
 
 
 def test_unbuilt_checkout_says_what_to_run(tmp_path):

@@ -7,13 +7,16 @@ import pickle
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 
-torch = pytest.importorskip("torch")
+torch = import_optional("torch")
 
 I, H = 3, 4
 
@@ -344,7 +347,7 @@ def test_to_device_object_and_errors():
         m.to(np.float64, dtype=np.float32)
     with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
         m.to("gpu")
-    with pytest.raises(AttributeError, match="dtype is fixed"):
+    with pytest.raises(AttributeError, match="dtype is read-only"):
         m.dtype = np.float64
 
 
@@ -569,3 +572,341 @@ def test_cpu_cuda_and_hints_for_what_cygru_does_not_have():
         assert not hasattr(cygru.GRUCell(I, H), name)
     with pytest.raises(AttributeError, match=r"has no attribute 'nothing'$"):
         m.nothing  # noqa: B018  (the attribute access is what is tested)
+
+
+# ---------------------------------------------------------------------------
+# hx: PyTorch's name for the initial state
+# ---------------------------------------------------------------------------
+
+
+def test_gru_accepts_hx_like_torch():
+    """``gru(x, hx=h)`` as ``nn.GRU.forward(input, hx)``; ``h0`` keeps working; both at once
+    is a TypeError naming the module."""
+    m = cygru.GRU(I, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    net = torch_twin(m)
+    rng = np.random.default_rng(0)
+    x, h = rng.standard_normal((5, 2, I)), rng.standard_normal((4, 2, H))
+    want_out, want_h = (
+        t.detach().numpy() for t in net(torch.from_numpy(x), hx=torch.from_numpy(h))
+    )
+    for out, h_n in (m(x, hx=h), m.forward(x, hx=h), m(x, h), m(x, h0=h)):
+        np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(h_n, want_h, rtol=1e-12, atol=1e-12)
+    # torch tensors as hx, and hx with lengths
+    np.testing.assert_array_equal(m(x, hx=torch.from_numpy(h))[1], m(x, h)[1])
+    np.testing.assert_array_equal(m(x, lengths=[5, 3], hx=h)[0], m(x, h, lengths=[5, 3])[0])
+    (out, h_n), backward = m.vjp(x, hx=h)
+    np.testing.assert_array_equal(out, m(x, h)[0])
+    (out2, _), backward2 = m.vjp(x, h)
+    for a, b in zip(backward(np.ones_like(out), None), backward2(np.ones_like(out), None)):
+        np.testing.assert_array_equal(a, b)
+    for call in (m, m.forward, m.vjp):
+        with pytest.raises(
+            TypeError, match=r"^cygru\.GRU: the initial state was given twice, as h0 and as hx"
+        ):
+            call(x, h, hx=h)
+        with pytest.raises(TypeError, match=r"^cygru\.GRU: the initial state was given twice"):
+            call(x, h0=h, hx=h)
+    # hx is checked as h0 is: the message names the argument's shape rule
+    with pytest.raises(ValueError, match=r"^cygru\.GRU: "):
+        m(x, hx=np.zeros((1, 2, H)))
+
+
+def test_gru_cell_accepts_hx_like_torch():
+    """``cell(x, hx=h)`` as ``nn.GRUCell.forward(input, hx)``; ``h`` keeps working."""
+    c = cygru.GRUCell(I, H, dtype=np.float64, seed=0)
+    t = torch.nn.GRUCell(I, H).double()
+    t.load_state_dict({k: torch.from_numpy(v) for k, v in c.state_dict().items()})
+    rng = np.random.default_rng(1)
+    x, h = rng.standard_normal((2, I)), rng.standard_normal((2, H))
+    want = t(torch.from_numpy(x), hx=torch.from_numpy(h)).detach().numpy()
+    for got in (c(x, hx=h), c.forward(x, hx=h), c(x, h), c.vjp(x, hx=h)[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(c(x[0], hx=h[0]), c(x[0], h[0]))  # unbatched
+    for call in (c, c.forward, c.vjp):
+        with pytest.raises(
+            TypeError, match=r"^cygru\.GRUCell: the initial state was given twice, as h and as hx"
+        ):
+            call(x, h, hx=h)
+
+
+# ---------------------------------------------------------------------------
+# load_state_dict with a parent model's keys
+# ---------------------------------------------------------------------------
+
+
+class _Parent(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = torch.nn.GRU(I, H, num_layers=2)
+        self.fc = torch.nn.Linear(H, 1)
+
+
+def test_load_state_dict_with_parent_prefix_says_how_to_strip_it():
+    """A parent model's state_dict() prefixes the GRU's keys ("gru.weight_ih_l0"): the
+    error names the prefix and shows the code that strips it, and the shown code works.
+    Nothing is stripped silently, and nothing is loaded."""
+    parent = _Parent().double()
+    sd = {k: v.detach().numpy() for k, v in parent.state_dict().items()}
+    m = cygru.GRU(I, H, num_layers=2, dtype=np.float64, seed=0)
+    before = m.state_dict()
+    with pytest.raises(ValueError) as info:
+        m.load_state_dict(sd)
+    msg = str(info.value)
+    assert msg.startswith("cygru.GRU: load_state_dict: missing key(s) ['weight_ih_l0'"), msg
+    assert "the keys look prefixed with 'gru.'" in msg, msg
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    # the suggested fix, as printed, loads the GRU's weights
+    code = msg.split("e.g. ", 1)[1]
+    assert code.startswith("load_state_dict({k.removeprefix('gru.'): v for k, v in sd.items()")
+    assert eval("m." + code, {"m": m, "sd": sd}) == ([], [])
+    x = np.random.default_rng(0).standard_normal((5, 2, I))
+    np.testing.assert_allclose(
+        m(x)[0], parent.gru(torch.from_numpy(x))[0].detach().numpy(), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_load_state_dict_prefix_hint_variants():
+    m = cygru.GRU(I, H, seed=0)
+    own = m.state_dict()
+    # nested prefix, and unexpected prefixed keys beside complete own keys (strict)
+    with pytest.raises(
+        ValueError,
+        match=r"unexpected key\(s\) \['enc\.gru\.weight_ih_l0'\].*"
+        r"the keys look prefixed with 'enc\.gru\.'",
+    ):
+        m.load_state_dict({**own, "enc.gru.weight_ih_l0": own["weight_ih_l0"]})
+    # two prefixes: the most common is shown, the other named
+    sd = {f"a.{k}": v for k, v in own.items()}
+    sd["b.weight_ih_l0"] = own["weight_ih_l0"]
+    with pytest.raises(ValueError, match=r"prefixed with 'a\.' \(and 'b\.'\)"):
+        m.load_state_dict(sd)
+    # unrelated unexpected keys: no hint
+    with pytest.raises(ValueError) as info:
+        m.load_state_dict({**own, "fc.weight": np.ones(2)})
+    assert "prefixed" not in str(info.value)
+    # a GRUCell too
+    c = cygru.GRUCell(I, H)
+    with pytest.raises(ValueError, match=r"^cygru\.GRUCell: .*prefixed with 'cell\.'"):
+        c.load_state_dict({f"cell.{k}": v for k, v in c.state_dict().items()})
+
+
+def test_load_state_dict_non_strict_with_parent_prefix_warns():
+    """strict=False returns the keys as PyTorch does, and warns: a parent model's keys
+    load none of the parameters, which a glance at the return value would miss."""
+    parent = _Parent()
+    sd = parent.state_dict()
+    m = cygru.GRU(I, H, num_layers=2, seed=0)
+    before = m.state_dict()
+    with pytest.warns(
+        UserWarning,
+        match=r"^cygru\.GRU: load_state_dict\(strict=False\) left 8 "
+        r"of 8 parameters unloaded: the keys look prefixed with 'gru\.'",
+    ):
+        keys = m.load_state_dict(sd, strict=False)
+    assert keys.missing_keys == list(before)
+    assert keys.unexpected_keys == list(sd)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    # no warning when nothing looks prefixed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.load_state_dict({"weight_hh_l0": before["weight_hh_l0"], "other": 1}, strict=False)
+
+
+# ---------------------------------------------------------------------------
+# the package's namespace
+# ---------------------------------------------------------------------------
+
+
+def test_package_namespace_holds_public_names_only():
+    """``dir(cygru)``: the public API (``__all__``), cygru's own submodules and
+    underscore-private names; no leaked import (``cygru.os`` was public)."""
+    import types
+
+    names = [n for n in dir(cygru) if not n.startswith("_")]
+    leaks = [
+        n
+        for n in names
+        if n not in cygru.__all__
+        and not (
+            isinstance(getattr(cygru, n), types.ModuleType)
+            and getattr(cygru, n).__name__ == f"cygru.{n}"
+        )
+    ]
+    assert not leaks, leaks
+    for n in ("os", "np", "numpy", "sys", "warnings", "importlib"):
+        assert not hasattr(cygru, n), n
+    assert all(hasattr(cygru, n) for n in cygru.__all__)
+    namespace = {}
+    exec("from cygru import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(cygru.__all__)
+
+
+# ---------------------------------------------------------------------------
+# options assigned after construction
+# ---------------------------------------------------------------------------
+
+_GRU_READ_ONLY = {
+    "input_size": 5,
+    "hidden_size": 8,
+    "num_layers": 3,
+    "bias": False,
+    "bidirectional": True,
+    "num_directions": 2,
+    "reset_after": False,
+    "reverse": True,
+    "dtype": np.float64,
+    "device": "cuda",
+}
+_CELL_READ_ONLY = ("input_size", "hidden_size", "bias", "reset_after", "dtype", "device")
+_GRU_ONLY = ("num_layers", "batch_first", "dropout", "bidirectional", "reverse")
+
+
+def _constructor_error(cls, **option):
+    with pytest.raises((TypeError, ValueError)) as info:
+        cls(I, H, **option)
+    return info.type, str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value", ["no", "", 2, -1, None, 0.5, np.array([True]), [True], np.float64(1.0)]
+)
+def test_batch_first_assigned_is_validated_like_the_constructor(value):
+    m = cygru.GRU(I, H, seed=0)
+    kind, message = _constructor_error(cygru.GRU, batch_first=value)
+    with pytest.raises(kind) as info:
+        m.batch_first = value
+    assert str(info.value) == message
+    assert message.startswith("cygru.GRU: batch_first must be True or False")
+    assert m.batch_first is False
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, "a", True, None, float("nan"), [0.1]])
+def test_dropout_assigned_is_validated_like_the_constructor(value):
+    m = cygru.GRU(I, H, num_layers=2, dropout=0.25)
+    kind, message = _constructor_error(cygru.GRU, num_layers=2, dropout=value)
+    with pytest.raises(kind) as info:
+        m.dropout = value
+    assert str(info.value) == message and "dropout" in message
+    assert m.dropout == 0.25
+
+
+def test_batch_first_and_dropout_may_change_like_torch():
+    """batch_first and dropout may be set, as on torch.nn.GRU: valid values are stored as
+    the constructor stores them and take effect."""
+    m = cygru.GRU(I, H, num_layers=2, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, I))
+    want = m(x)[0]
+    for value in (True, np.bool_(True), 1):
+        m.batch_first = value
+        assert m.batch_first is True
+    np.testing.assert_array_equal(m(x.transpose(1, 0, 2))[0], want.transpose(1, 0, 2))
+    m.batch_first = 0
+    assert m.batch_first is False
+    m.dropout = np.float32(0.5)
+    assert m.dropout == 0.5 and type(m.dropout) is float
+    (_, _), backward = m.vjp(x)
+    assert backward.dropout_masks is not None
+    m.dropout = 0
+    assert m.dropout == 0.0
+    # as the constructor, dropout on a one-layer GRU warns
+    one = cygru.GRU(I, H)
+    with pytest.warns(
+        UserWarning, match=r"cygru\.GRU: dropout=0\.3 has no effect with num_layers=1"
+    ):
+        one.dropout = 0.3
+    assert one.dropout == 0.3
+
+
+@pytest.mark.parametrize("name", sorted(_GRU_READ_ONLY))
+def test_gru_options_that_define_the_parameters_are_read_only(name):
+    m = cygru.GRU(I, H, seed=0)
+    before = getattr(m, name)
+    x = np.ones((2, 1, I), np.float32)
+    out = m(x)[0]
+    for value in (_GRU_READ_ONLY[name], before, "junk"):
+        with pytest.raises(
+            AttributeError, match=rf"^cygru\.GRU: {name} is read-only once the module is built \("
+        ) as info:
+            setattr(m, name, value)
+    assert getattr(m, name) == before
+    np.testing.assert_array_equal(m(x)[0], out)
+    how = str(info.value)
+    if name == "dtype":
+        assert "module.double(), module.float() or module.to(dtype)" in how
+    elif name == "device":
+        assert "module.to(device)" in how
+    elif name in ("reset_after", "reverse"):
+        assert "new.load_state_dict(old.state_dict())" in how
+    else:
+        assert "build a new module" in how
+
+
+@pytest.mark.parametrize("name", _CELL_READ_ONLY)
+def test_gru_cell_options_are_read_only(name):
+    c = cygru.GRUCell(I, H, seed=0)
+    before = getattr(c, name)
+    with pytest.raises(
+        AttributeError, match=rf"^cygru\.GRUCell: {name} is read-only once the module is built"
+    ):
+        setattr(c, name, _GRU_READ_ONLY[name])
+    assert getattr(c, name) == before
+
+
+@pytest.mark.parametrize("name", _GRU_ONLY)
+def test_gru_cell_refuses_options_it_does_not_have(name):
+    """A GRUCell has no batch_first, dropout, ...: assigning one would do nothing, so it
+    raises instead of storing a silent attribute."""
+    c = cygru.GRUCell(I, H, seed=0)
+    with pytest.raises(AttributeError, match=rf"^cygru\.GRUCell: a GRUCell has no option '{name}'"):
+        setattr(c, name, True)
+    assert name not in vars(c)
+
+
+def test_changed_options_survive_pickle_and_copy():
+    import copy
+
+    m = cygru.GRU(I, H, num_layers=2, seed=0)
+    m.batch_first, m.dropout = True, 0.4
+    m.note = "kept"  # a plain attribute of the user's, as on any object
+    c = cygru.GRUCell(I, H, seed=0)
+    c.note = "cell"
+    x = np.ones((2, 3, I), np.float32)
+    for m2 in (pickle.loads(pickle.dumps(m)), copy.copy(m), copy.deepcopy(m)):
+        assert (m2.batch_first, m2.dropout, m2.note) == (True, 0.4, "kept")
+        np.testing.assert_array_equal(m2(x)[0], m(x)[0])
+        with pytest.raises(TypeError, match="batch_first must be True or False"):
+            m2.batch_first = "no"
+        with pytest.raises(AttributeError, match="read-only"):
+            m2.hidden_size = 2
+    for c2 in (pickle.loads(pickle.dumps(c)), copy.copy(c), copy.deepcopy(c)):
+        assert c2.note == "cell"
+        with pytest.raises(AttributeError, match="read-only"):
+            c2.bias = False
+
+
+@pytest.mark.parametrize("cls", [cygru.GRU, cygru.GRUCell])
+def test_options_parameters_and_state_cannot_be_deleted(cls):
+    m = cls(I, H, seed=0)
+    x = np.ones((2, I), np.float32) if cls is cygru.GRUCell else np.ones((2, 1, I), np.float32)
+    want = m(x)
+    names = [*m._options, "device", "_lock", "_shapes", *m.state_dict()]
+    for name in names:
+        with pytest.raises(
+            AttributeError, match=rf"^{m._who}: {name} cannot be deleted \(the module needs it"
+        ):
+            delattr(m, name)
+    np.testing.assert_array_equal(m(x)[0], want[0])
+    m.note = 1  # a user's own attribute may go
+    del m.note
+    assert not hasattr(m, "note")
+
+
+def test_setting_training_says_there_is_no_mode():
+    """``model.training = False`` (a PyTorch habit) would be stored and mean nothing."""
+    for m in (cygru.GRU(I, H), cygru.GRUCell(I, H)):
+        with pytest.raises(AttributeError, match=r"cannot set 'training': cygru has no training"):
+            m.training = False
+        assert "training" not in vars(m)

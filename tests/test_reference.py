@@ -12,7 +12,9 @@ import pathlib
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from optional_deps import import_optional
+
+torch = import_optional("torch")
 
 try:
     from cygru import _reference as ref

@@ -35,6 +35,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from optional_deps import import_optional
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
@@ -1022,7 +1024,7 @@ def test_load_state_dict_never_aliases_foreign_arrays():
     (a torch tensor, a memoryview, a masked array or another ndarray subclass), which
     np.asarray turns into a *view*. (Found by this file: `_checked_param` used to copy only
     when ``arr is value``, so mutating a loaded torch tensor changed the module.)"""
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     problems = []
     m0 = cygru.GRU(3, 4, seed=0)
     sources = {
@@ -1239,7 +1241,7 @@ def _torch_twin(m, torch):
 def test_nan_inf_like_torch_property(
     L, bidirectional, batch_first, bias, dtype, T, B, H, I, n_bad, where, seed
 ):
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     rng = np.random.default_rng(seed)
     m = cygru.GRU(
         I,
@@ -1288,7 +1290,7 @@ def test_nan_inf_like_torch_property(
 
 
 def test_nan_inf_cell_like_torch():
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     rng = np.random.default_rng(3)
     for dtype in (np.float32, np.float64):
         for bias in (True, False):
@@ -1317,7 +1319,7 @@ def test_empty_batch_like_torch(batch_first, bidirectional):
     """B = 0 works like torch: empty outputs of the right shapes (cygru also accepts an
     empty lengths array and runs vjp/backward). T = 0 is an error in both (torch:
     RuntimeError, cygru: ValueError)."""
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     I, H, L, T = 3, 4, 2, 5
     m = cygru.GRU(I, H, L, batch_first=batch_first, bidirectional=bidirectional)
     D = m.num_directions
@@ -1485,7 +1487,7 @@ class _cygru_threads:
 def test_deterministic_at_fixed_thread_count(threads, dtype):
     """20 identical calls give bit-identical outputs and gradients, with `threads` BLAS
     threads (threadpoolctl) and `threads` threads of cygru's own."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = import_optional("threadpoolctl")
     problem = _det_problem(dtype)
     with threadpoolctl.threadpool_limits(threads), _cygru_threads(threads):
         first = _det_run(*problem)
@@ -1504,7 +1506,7 @@ def test_blas_thread_counts_agree_closely():
     """Across BLAS thread counts results may differ in the last bits (a BLAS that splits
     a reduction over threads changes the order of the sums); they must stay within
     rounding. (OpenBLAS splits GEMMs over output blocks, and no difference was seen.)"""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = import_optional("threadpoolctl")
     for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
         problem = _det_problem(dtype)
         with _cygru_threads(1):
@@ -1523,7 +1525,7 @@ def test_cygru_thread_counts_bit_identical(dtype):
     say: every thread count above one gives bit-identical results; one thread projects
     the input with BLAS instead, which changes only the last bits (float32; float64
     never uses cygru's threads, so every count is bit-identical)."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = import_optional("threadpoolctl")
     problem = _det_problem(dtype)
     with threadpoolctl.threadpool_limits(1):
         with _cygru_threads(1):

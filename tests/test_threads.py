@@ -6,6 +6,8 @@ input-projection chunks; the thread-count API validates its input."""
 import numpy as np
 import pytest
 
+from optional_deps import import_optional
+
 import cygru
 from cygru import _cpu
 
@@ -403,7 +405,7 @@ def test_default_honours_omp_num_threads():
 
 
 def test_default_honours_threadpoolctl_openmp_limit(monkeypatch):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = import_optional("threadpoolctl")
     if not any(i["internal_api"] == "openmp" for i in threadpoolctl.threadpool_info()):
         pytest.skip("threadpoolctl does not see cygru's OpenMP runtime")
     monkeypatch.setattr(_cpu, "_num_threads", 0)  # the default, not a setting
@@ -801,3 +803,37 @@ def test_generated_pragma_lists_the_block_variables_private():
     for name in ("d", "g", "grp", "tid"):
         assert f"__pyx_v_{name}" in private, (name, pragmas[0])
     assert "shared(" not in pragmas[0]
+
+
+def test_thread_local_count_is_taken_as_given(monkeypatch):
+    """_cpu._thread_count(k) (cygru.dask's threads=k): this Python thread's calls use k
+    threads, as set_num_threads(k) gives, even above the cores and while other calls run
+    (not shared); nested blocks and exceptions restore the previous count; a count set
+    process-wide wins."""
+    import os
+
+    monkeypatch.setattr(_cpu, "_num_threads", 0)
+    monkeypatch.setattr(_cpu, "_active_calls", 0)
+    default = cygru.get_num_threads()
+    k = len(os.sched_getaffinity(0)) + 2
+    big = (64, 2048, 1, np.float32)
+    with _cpu._thread_count(k):
+        assert cygru.get_num_threads() == k and _cpu._threads_for(*big) == k
+        monkeypatch.setattr(_cpu, "_active_calls", 2)  # another call running: not halved
+        assert _cpu._threads_for(*big) == k
+        monkeypatch.setattr(_cpu, "_active_calls", 0)
+        with _cpu._thread_count(1):
+            assert cygru.get_num_threads() == 1
+        assert cygru.get_num_threads() == k
+        with pytest.raises(RuntimeError):
+            with _cpu._thread_count(3):
+                raise RuntimeError
+        assert cygru.get_num_threads() == k
+        monkeypatch.setattr(_cpu, "_num_threads", 2)  # set_num_threads(2) wins
+        assert cygru.get_num_threads() == 2
+        monkeypatch.setattr(_cpu, "_num_threads", 0)
+    assert cygru.get_num_threads() == default
+    for bad in (0, 257, 1.5, True):
+        with pytest.raises(ValueError, match="cygru threads"):
+            with _cpu._thread_count(bad):
+                pass

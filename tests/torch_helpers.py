@@ -1,5 +1,5 @@
 """Shared by the tests that use PyTorch as an oracle (import only after
-pytest.importorskip("torch"))."""
+import_optional("torch"))."""
 
 import numpy as np
 import torch

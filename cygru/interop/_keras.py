@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional
 
 import numpy as np
+from numpy.typing import NDArray
 
+# at run time too, for typing.get_type_hints
+from .._typing import ArrayLike, DTypeLike
+from ..modules import GRU
 from ._common import GATE_NAMES, _float_dtype, _layer_suffix, _modules, _swap_rz
-
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike, DTypeLike, NDArray
-
-    from ..modules import GRU
 
 __all__ = ["from_keras", "lengths_from_mask", "repeat_last_state"]
 
@@ -104,6 +103,32 @@ def _policy_dtype(layer, dtype):
     return np.dtype(compute)
 
 
+def _variable_array(variable):
+    """A copy of a Keras variable's value as a NumPy array.
+
+    Not ``layer.get_weights()``: it calls ``np.array(variable)``, and Keras 3's ``Variable``
+    (and, on the torch backend, the ``torch.Tensor`` it holds) implements ``__array__``
+    without NumPy 2's ``copy`` keyword, for which NumPy issues a DeprecationWarning per
+    array. The backend's own array is converted instead: a torch tensor through
+    ``detach().cpu().numpy()``, a TensorFlow one through ``numpy()``, a JAX or NumPy array
+    directly."""
+    value = variable.value
+    if hasattr(value, "detach"):  # torch (which has no NumPy bfloat16: widened, exactly)
+        value = value.detach().cpu()
+        value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+    elif callable(getattr(value, "numpy", None)):  # tensorflow
+        value = value.numpy()
+    return np.array(value, copy=True)
+
+
+def _layer_weights(layer):
+    """``layer.get_weights()``, read without NumPy's DeprecationWarnings (see above)."""
+    variables = list(layer.weights)
+    if any(callable(getattr(v, "value", None)) or not hasattr(v, "value") for v in variables):
+        return layer.get_weights()  # tf_keras (Keras 2): tf.Variable's ``value`` is a method
+    return [_variable_array(v) for v in variables]
+
+
 def _read_gru(layer, dtype, ignore_dropout):
     """Check every config field of a Keras GRU; return what the conversion needs."""
     label = _label(layer)
@@ -135,7 +160,7 @@ def _read_gru(layer, dtype, ignore_dropout):
                 "inference it does nothing), and cygru has no input or recurrent dropout: "
                 "pass ignore_dropout=True to convert the layer for inference"
             )
-    weights = layer.get_weights()
+    weights = _layer_weights(layer)
     use_bias = bool(config.get("use_bias", True))
     if not weights:
         raise ValueError(
@@ -405,10 +430,10 @@ def _from_keras_object(obj, dtype, ignore_dropout):
 
 def from_keras(
     layer_or_kernel: Any,
-    recurrent_kernel: ArrayLike | None = None,
-    bias: ArrayLike | None = None,
+    recurrent_kernel: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
     *,
-    reset_after: bool | None = None,
+    reset_after: Optional[bool] = None,
     dtype: DTypeLike = None,
     ignore_dropout: bool = False,
 ) -> GRU:

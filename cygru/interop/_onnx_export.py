@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import operator
 import os
-from typing import TYPE_CHECKING, Literal, Union
+from typing import Literal, Union
 
 import numpy as np
 
+# at run time too, for typing.get_type_hints
+from .._typing import ModelProto, OnnxTarget
+from ..modules import GRU
 from ._common import _as_host, _import_onnx, _layer_suffix, _modules, _swap_rz
-
-if TYPE_CHECKING:
-    from onnx import ModelProto
-
-    from .._typing import OnnxTarget
-    from ..modules import GRU
 
 __all__ = ["to_onnx"]
 
@@ -44,24 +41,37 @@ def to_onnx(
     * ``x`` -- (T, B, I), or (B, T, I) for ``batch_first`` modules;
     * ``h0`` -- the initial state, (L*D, B, H); a fed (L*D, 1, H) state is broadcast over the
       batch. How it appears depends on the ``h0`` argument: ``"optional"`` (default) makes it
-      an input with a zero default (a zero initializer of the same name, which ONNX allows to
-      be overridden), so a session runs with ``x`` alone or with ``x`` and ``h0``;
-      ``"required"`` makes it an ordinary second input; ``"none"`` leaves it out (zero
-      initial state);
+      an input a session may leave out (zero initial state then), so a session runs with
+      ``x`` alone or with ``x`` and ``h0``; ``"required"`` makes it an ordinary second input;
+      ``"none"`` leaves it out (zero initial state);
     * ``sequence_lens`` -- int32 (B,), the per-sequence lengths of a padded batch, wired into
       every GRU node's ``sequence_lens``, so that ONNX Runtime computes what
       ``module(x, lengths=sequence_lens)`` does: sequence ``b`` runs over its first
       ``sequence_lens[b]`` steps (the backward direction starts at its last one), its
       ``output`` is zero past them and ``h_n`` holds its last step's state. How it appears
-      depends on the ``lengths`` argument: ``"optional"`` (default) makes it an input whose
-      default, an empty array, means "every sequence is T steps long", so a session runs
-      with or without it; ``"required"`` makes it an ordinary input; ``"none"`` leaves it
-      out (every sequence runs over all T steps);
+      depends on the ``lengths`` argument: ``"optional"`` (default) makes it an input a
+      session may leave out (or feed empty), meaning "every sequence is T steps long";
+      ``"required"`` makes it an ordinary input; ``"none"`` leaves it out (every sequence
+      runs over all T steps);
     * ``output`` -- (T, B, D*H), or (B, T, D*H) for ``batch_first`` modules;
     * ``h_n`` -- (L*D, B, H).
 
-    The model is for inference: ``dropout`` is not applied. **float64 modules are exported as float32** (the weights are rounded; ONNX
-    Runtime has no double-precision GRU kernel), so feed float32 arrays.
+    The model is for inference: ``dropout`` is not applied. **float64 modules are exported as
+    float32** (the weights are rounded; ONNX Runtime has no double-precision GRU kernel), so
+    feed float32 arrays.
+
+    An ``"optional"`` input is, from opset 15 on (the default opset is 17), a graph input of
+    ONNX's optional type (``optional(tensor(float))``, ``optional(tensor(int32))``): a
+    session lists it in ``get_inputs()`` and runs with it fed, fed ``None``, or left out; an
+    ``If`` node on ``OptionalHasElement`` takes the fed value or the default, and ONNX
+    Runtime loads the model without a warning. ``opset=13`` and ``14`` have no optional
+    type: there an ``"optional"`` input is an initializer that is also a graph input (ONNX
+    lets a feed override it), listed under ``get_overridable_initializers()``, and ONNX
+    Runtime logs one warning per such input when a session loads the model ("Initializer
+    h0 appears in graph inputs and will not be treated as constant value/weight"; nothing
+    is lost by it). To avoid those warnings at opset 13 or 14, or for a runtime without
+    optional inputs, pass ``h0="required"`` or ``"none"`` and ``lengths="required"`` or
+    ``"none"``.
 
     Parameters
     ----------
@@ -72,15 +82,11 @@ def to_onnx(
     opset : int, default 17
         The ``ai.onnx`` opset to declare, at least 13.
     h0 : {"optional", "required", "none"}, default "optional"
-        Whether the graph takes an initial state, see above. With ``"optional"`` ONNX Runtime
-        lists ``h0`` under ``session.get_overridable_initializers()`` rather than
-        ``get_inputs()`` and logs a warning when it loads the model (an initializer that is
-        also a graph input cannot be constant-folded; here nothing is lost by that). Choose
-        ``"required"`` or ``"none"`` for runtimes that treat initializers as constants.
+        Whether the graph takes an initial state, and whether a session must feed it (see
+        above).
     lengths : {"optional", "required", "none"} or bool, default "optional"
         Whether the graph takes ``sequence_lens``, see above (True means ``"optional"``,
-        False ``"none"``). ``"optional"`` is an overridable initializer like ``h0``'s, with
-        the same warning from ONNX Runtime; each length must lie in 1..T, as for the module.
+        False ``"none"``); each length must lie in 1..T, as for the module.
 
     Returns
     -------
@@ -107,6 +113,8 @@ def to_onnx(
     >>> from cygru.interop import to_onnx
     >>> _ = to_onnx(gru, buf)
     >>> sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    >>> [i.name for i in sess.get_inputs()]        # h0 and sequence_lens: optional
+    ['x', 'h0', 'sequence_lens']
     >>> x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
     >>> out, h_n = sess.run(["output", "h_n"], {"x": x})
     >>> ref_out, ref_h_n = gru(x)
@@ -158,6 +166,39 @@ def to_onnx(
     def node(op, inputs, outputs, name, **attrs):
         nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
 
+    # An input a session may leave out. From opset 15 on, a graph input of ONNX's optional
+    # type: an If node takes its value when one is fed, the default otherwise. Before, an
+    # initializer of the input's name (ONNX lets a feed override it), of which ONNX Runtime
+    # warns once per session that it cannot be constant-folded.
+    optional_types = opset >= 15
+
+    def optional_input(name, default, elem_type):
+        if not optional_types:
+            return const(name, default)
+        default_name = const(f"{name}_default", default)
+        given, value = f"{name}_given", f"{name}_value"
+        node("OptionalHasElement", [name], [given], given)
+        fed = helper.make_graph(
+            [helper.make_node("OptionalGetElement", [name], [f"{name}_fed"], name=f"{name}_fed")],
+            f"{name}_fed",
+            [],
+            [helper.make_tensor_value_info(f"{name}_fed", elem_type, None)],
+        )
+        unfed = helper.make_graph(
+            [helper.make_node("Identity", [default_name], [f"{name}_unfed"], name=f"{name}_unfed")],
+            f"{name}_unfed",
+            [],
+            [helper.make_tensor_value_info(f"{name}_unfed", elem_type, None)],
+        )
+        node("If", [given], [value], value, then_branch=fed, else_branch=unfed)
+        return value
+
+    def input_info(name, elem_type, shape, optional):
+        info = helper.make_tensor_value_info(name, elem_type, shape)
+        if optional and optional_types:
+            info = helper.make_value_info(name, helper.make_optional_type_proto(info.type))
+        return info
+
     # x in time-major order
     if batch_first:
         node("Transpose", ["x"], ["x_tm"], "x_to_time_major", perm=[1, 0, 2])
@@ -170,14 +211,16 @@ def to_onnx(
         const("batch_axis", np.array([0 if batch_first else 1], dtype=np.int64))
         node("Gather", ["x_shape", "batch_axis"], ["batch_dim"], "batch_dim", axis=0)
 
-    # h0 (input, or an overridable zero initializer) broadcast to (L*D, B, H), B from x's shape
+    # h0 (input, or an optional input with a zero default) broadcast to (L*D, B, H), B from
+    # x's shape
+    h0_value = "h0"
     if h0 == "optional":
-        const("h0", np.zeros((L * D, 1, H), dtype=f32))
+        h0_value = optional_input("h0", np.zeros((L * D, 1, H), dtype=f32), TensorProto.FLOAT)
     if h0 != "none":
         const("ld_dim", np.array([L * D], dtype=np.int64))
         const("h_dim", np.array([H], dtype=np.int64))
         node("Concat", ["ld_dim", "batch_dim", "h_dim"], ["h0_shape"], "h0_shape", axis=0)
-        node("Expand", ["h0", "h0_shape"], ["h0_full"], "h0_expand")
+        node("Expand", [h0_value, "h0_shape"], ["h0_full"], "h0_expand")
         if L > 1:
             const("slice_axis0", np.array([0], dtype=np.int64))
 
@@ -188,12 +231,14 @@ def to_onnx(
     elif lengths == "required":
         seq_lens = "sequence_lens"
     else:
-        const("sequence_lens", np.zeros((0,), dtype=np.int32))
+        lens_value = optional_input(
+            "sequence_lens", np.zeros((0,), dtype=np.int32), TensorProto.INT32
+        )
         const("time_axis", np.array([1 if batch_first else 0], dtype=np.int64))
         node("Gather", ["x_shape", "time_axis"], ["time_dim"], "time_dim", axis=0)
         node("Cast", ["time_dim"], ["time_dim_i32"], "time_dim_i32", to=TensorProto.INT32)
         node("Expand", ["time_dim_i32", "batch_dim"], ["full_lens"], "full_lens")
-        node("Concat", ["sequence_lens", "full_lens"], ["lens_or_full"], "lens_or_full", axis=0)
+        node("Concat", [lens_value, "full_lens"], ["lens_or_full"], "lens_or_full", axis=0)
         const("lens_start", np.array([0], dtype=np.int64))
         node("Slice", ["lens_or_full", "lens_start", "batch_dim"], ["seq_lens"], "seq_lens")
         seq_lens = "seq_lens"
@@ -269,16 +314,21 @@ def to_onnx(
         + (
             []
             if h0 == "none"
-            else [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [L * D, "h0_batch", H])]
+            else [
+                input_info(
+                    "h0", TensorProto.FLOAT, [L * D, "h0_batch", H], optional=h0 == "optional"
+                )
+            ]
         )
         + (
             []
             if lengths == "none"
             else [
-                helper.make_tensor_value_info(
+                input_info(
                     "sequence_lens",
                     TensorProto.INT32,
                     ["batch" if lengths == "required" else "batch_or_0"],
+                    optional=lengths == "optional",
                 )
             ]
         ),

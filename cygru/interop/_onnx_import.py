@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Mapping, Union
+from typing import Mapping, Optional, Union
 
 import numpy as np
 
+# at run time too, for typing.get_type_hints
+from .._typing import ArrayLike, ModelProto
+from ..modules import GRU
 from ._common import _float_dtype, _import_onnx, _layer_suffix, _modules, _swap_rz
-
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-    from onnx import ModelProto
-
-    from ..modules import GRU
 
 __all__ = ["from_onnx"]
 
@@ -262,9 +259,9 @@ def _read_node(onnx, node, values, graph_inputs, weights, used):
 
 def from_onnx(
     model: Union[str, os.PathLike[str], bytes, bytearray, memoryview, ModelProto],
-    node_name: str | None = None,
+    node_name: Optional[str] = None,
     *,
-    weights: Mapping[str, ArrayLike] | None = None,
+    weights: Optional[Mapping[str, ArrayLike]] = None,
 ) -> GRU:
     """Build the cygru ``GRU`` equal to the GRU stack of an ONNX model, or to one node of it.
 

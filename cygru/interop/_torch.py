@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, overload
 
 import numpy as np
 
+# at run time too, for typing.get_type_hints
+from ..modules import GRU, GRUCell
 from ._common import _float_dtype, _layer_suffix, _modules
 
 if TYPE_CHECKING:
-    from ..modules import GRU, GRUCell
+    # for type checkers only (the overloads): cygru never imports torch
+    import torch
 
 __all__ = ["from_torch"]
+
+
+@overload
+def from_torch(module: torch.nn.GRU) -> GRU: ...
+@overload
+def from_torch(module: torch.nn.GRUCell) -> GRUCell: ...
+@overload
+def from_torch(module: torch.nn.Module) -> Union[GRU, GRUCell]: ...
 
 
 def from_torch(module: Any) -> Union[GRU, GRUCell]:

@@ -58,7 +58,8 @@ def train_on_two_workers():
             sorted(len(keys) for keys in client.has_what().values()),
         )
         gru = cygru.GRU(1, 2, dtype=np.float64, seed=0)
-        trainer = cygru.dask.DataParallelTrainer(gru, cygru.dask.SGD(lr=2.0, momentum=0.9))
+        opt = cygru.optim.SGD(gru, lr=2.0, momentum=0.9)  # any cygru.optim optimizer
+        trainer = cygru.dask.DataParallelTrainer(gru, opt)
         for _step in range(STEPS):
             trainer.step(xd, yd)
     return np.array(trainer.history)
@@ -77,7 +78,7 @@ if __name__ == "__main__":
 
 def train_in_one_process():
     single = cygru.GRU(1, 2, dtype=np.float64, seed=0)
-    opt = cygru.dask.SGD(lr=2.0, momentum=0.9)
+    opt = cygru.optim.SGD(single, lr=2.0, momentum=0.9)
     losses = []
     for _step in range(STEPS):
         single.zero_grad()
@@ -85,7 +86,7 @@ def train_in_one_process():
         err = out - y
         losses.append(float(np.mean(err**2)))
         backward(2 * err / err.size, None)
-        opt.step(single)
+        opt.step()
     return np.array(losses)
 
 
