@@ -16,9 +16,10 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport malloc, free
 from cygru._kernels cimport gru_cell_forward, cell_work_size
-from cygru._engine cimport (in_forked_child, cygru_problem, cygru_dir_weights, cygru_forward_io,
+from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
-                            backward_work_size, layer_forward, layer_backward)
+                            backward_work_size, layer_forward, layer_backward,
+                            in_forked_child)
 from cygru._engine import PIECES, lengths_schedule as _schedule
 from cygru._backend import ForwardCache
 cimport openmp

@@ -58,10 +58,11 @@ def set_num_threads(n: SupportsIndex) -> None:
     address-space limit (``ulimit -v``) OpenMP may fail to start hundreds of them,
     and libgomp then ends the process.
     ``1`` means no threads of cygru's own. In a child forked after a threaded call
-    the value is kept but calls run on one thread (see :func:`cygru.get_num_threads`). On a machine shared with other busy
-    processes, the default is already safe: the threads of a direction claim the
-    work of each step in pieces, so a thread the OS has descheduled leaves its share
-    to the running ones (docs: Performance, busy machines).
+    the value is kept but calls run on one thread (see :func:`cygru.get_num_threads`).
+    On a machine shared with other busy processes, the default is already safe: the
+    threads of a direction claim the work of each step in pieces, so a thread the OS
+    has descheduled leaves its share to the running ones (docs: Performance, busy
+    machines).
 
     Examples
     --------

@@ -121,7 +121,8 @@ if cygru_in_use_atfork() != 0:
 
 __all__ = ["export_weights", "ExportedWeights", "status_name", "OK", "ERR_SIZE", "ERR_NULL",
            "ERR_LENGTH", "ERR_FLAGS", "ERR_ALIAS", "ERR_WORKSPACE", "ERR_ALIGN",
-           "ERR_WORKSPACE_ALIAS", "ERR_WORKSPACE_BUSY", "WORK_ALIGN", "PROJECTION_CHUNK_BYTES", "ABI_VERSION"]
+           "ERR_WORKSPACE_ALIAS", "ERR_WORKSPACE_BUSY", "WORK_ALIGN", "PROJECTION_CHUNK_BYTES",
+           "ABI_VERSION"]
 
 # Python names of the status codes of capi.pxd
 OK = CYGRU_OK
@@ -1018,18 +1019,21 @@ def _time_steps(ExportedWeights w, Py_ssize_t n, bint raw_kernel=False):
 
 def _hold_workspace(uintptr_t address, size_t nbytes):
     """Test hook: mark the bytes [address, address + nbytes) in use, as a running call
-    marks its workspace, until the returned function is called (once)."""
+    marks its workspace, until the returned function is called (later calls of it do
+    nothing)."""
     cdef cygru_in_use* e = <cygru_in_use*>malloc(sizeof(cygru_in_use))
     if e == NULL:
         raise MemoryError("cygru.capi._hold_workspace: out of memory")
     if not cygru_workspace_claim(e, <const void*>address, nbytes):
         free(e)
         raise ValueError("cygru.capi._hold_workspace: those bytes are already in use")
-    cdef uintptr_t handle = <uintptr_t>e
+    held = [<uintptr_t>e]
 
     def release():
-        cdef cygru_in_use* entry = <cygru_in_use*>handle
-        cygru_workspace_release(entry)
-        free(entry)
+        cdef cygru_in_use* entry
+        if held:
+            entry = <cygru_in_use*><uintptr_t>held.pop()
+            cygru_workspace_release(entry)
+            free(entry)
 
     return release

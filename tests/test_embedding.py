@@ -912,6 +912,7 @@ def test_workspace_in_use_is_busy():
             capi._hold_workspace(base + 16, 8)
     finally:
         release()
+    release()  # a second release does nothing
     status, out, h_n = _model_call(api, weights, x, lengths, base, n)
     assert status == capi.OK
     np.testing.assert_allclose(out, ref_out, atol=1e-6)
