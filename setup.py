@@ -31,7 +31,16 @@ directives = {
 # compiled modules about fivefold. Debug information stays with CYGRU_DEBUG=1, with
 # CYGRU_SANITIZE=1 (tools/sanitize.sh) and when CFLAGS asks for it (CFLAGS="-g": an
 # optimised build for a profiler).
-SANITIZE = bool(os.environ.get("CYGRU_SANITIZE"))
+# CYGRU_SANITIZE (tools/sanitize.sh): 1 or "address" (AddressSanitizer), "undefined"
+# (UBSan, every report fatal), "thread" (ThreadSanitizer). CYGRU_OPENMP_LIB, a directory
+# holding LLVM's libomp: link the OpenMP modules to it instead of GCC's libgomp (the TSan
+# runs: libomp, with its libarcher tool, tells ThreadSanitizer how OpenMP synchronises;
+# libgomp is not instrumented). Neither is for a release build.
+SANITIZE = os.environ.get("CYGRU_SANITIZE", "")
+SANITIZE = {"": "", "0": "", "1": "address"}.get(SANITIZE, SANITIZE)
+if SANITIZE not in ("", "address", "undefined", "thread"):
+    sys.exit(f"setup.py: CYGRU_SANITIZE={SANITIZE!r}: expected 1, address, undefined or thread")
+OPENMP_LIB = os.environ.get("CYGRU_OPENMP_LIB", "")
 STRIP = not (
     DEBUG or SANITIZE or "-g" in os.environ.get("CFLAGS", "").split() or sys.platform == "win32"
 )
@@ -39,19 +48,28 @@ compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
 compile_args += ["-g0"] if STRIP else []
 link_args = ["-Wl,-S"] if STRIP else []
 if SANITIZE:
-    compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]
-    link_args += ["-fsanitize=address"]
+    flags = {
+        "address": ["-fsanitize=address"],
+        "undefined": ["-fsanitize=undefined", "-fno-sanitize-recover=all"],
+        "thread": ["-fsanitize=thread"],
+    }[SANITIZE]
+    compile_args += flags + ["-fno-omit-frame-pointer"]
+    link_args += flags
 
 
 def ext(name, openmp=False, extra_compile_args=()):
     omp = ["-fopenmp"] if openmp else []
+    # GCC emits libgomp's entry points (GOMP_*), which LLVM's libomp also provides
+    omp_link = omp
+    if openmp and OPENMP_LIB:
+        omp_link = [f"-L{OPENMP_LIB}", f"-Wl,-rpath,{OPENMP_LIB}", "-lomp", "-pthread"]
     return Extension(
         f"cygru.{name}",
         [f"cygru/{name}.pyx"],
         include_dirs=[np.get_include(), "cygru/include"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args + omp + list(extra_compile_args),
-        extra_link_args=omp + link_args,
+        extra_link_args=omp_link + link_args,
     )
 
 

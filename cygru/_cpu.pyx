@@ -18,7 +18,8 @@ from libc.stdlib cimport malloc, free
 from cygru._kernels cimport gru_cell_forward, cell_work_size
 from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
-                            backward_work_size, layer_forward, layer_backward)
+                            backward_work_size, layer_forward, layer_backward,
+                            in_forked_child)
 from cygru._engine import PIECES, lengths_schedule as _schedule
 from cygru._backend import ForwardCache
 cimport openmp
@@ -84,6 +85,11 @@ def get_num_threads():
         env = os.environ.get("CYGRU_NUM_THREADS", "").strip()
         if env:
             _num_threads = _parse_thread_count(env, "CYGRU_NUM_THREADS", from_env=True)
+    if in_forked_child():
+        # fork() keeps only the forking thread and GNU OpenMP cannot start a team
+        # after it once it had one: a child forked after cygru's threads started runs
+        # every call on its calling thread (same bits)
+        return 1
     if _num_threads:
         return _num_threads
     n = getattr(_local, "n", 0)
@@ -138,6 +144,17 @@ MIN_WORK_PER_THREAD = 12288
 # step; twice as many threads as cores would wait on each other).
 _active_calls = 0
 _active_lock = threading.Lock()
+
+
+def _after_fork_in_child():
+    """The child of a fork has only the forking thread: no call of another thread runs
+    there, and a lock another thread held at the fork would never be released."""
+    global _active_calls, _active_lock
+    _active_calls = 0
+    _active_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _ActiveCall:

@@ -76,6 +76,11 @@ ctypedef struct cygru_dir_grads:
     void* gb_hh
 
 
+# Whether this process was made by fork() from one where cygru had started a parallel
+# region: then every call runs on its calling thread (GNU OpenMP's thread pool does not
+# survive a fork; a parallel region in the child would wait forever), with the same bits.
+cdef bint in_forked_child() noexcept nogil
+
 # Threads and pieces of a call on n_threads (>= 1) threads: threads per direction,
 # threads started, pieces per direction.
 cdef void thread_plan(int n_threads, int D, int H, int* per_dir, int* n_sets,

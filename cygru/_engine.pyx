@@ -222,14 +222,68 @@ cdef size_t forward_work_size(const cygru_problem* pb, int n_threads) noexcept n
     return _forward_setup(pb, NULL, NULL, n_threads, NULL, NULL)
 
 
-cdef inline int _group_of(int tid, int g, int D, int* rank, int* size) noexcept nogil:
+ctypedef struct _Group:
+    int d           # the direction a thread runs
+    int rank        # its rank among the threads of that direction
+    int size        # how many threads run that direction
+
+
+cdef inline _Group _group_of(int tid, int g, int D) noexcept nogil:
     """The direction of thread tid when g >= D threads run D directions in contiguous
-    groups (tid * D // g), with tid's rank in its group and the group's size."""
-    cdef int d = tid * D // g
-    cdef int first = (d * g + D - 1) // D             # the group's first thread
-    rank[0] = tid - first
-    size[0] = ((d + 1) * g + D - 1) // D - first
-    return d
+    groups (tid * D // g), with tid's rank in its group and the group's size. Returned
+    by value: a variable assigned in a parallel block is private to each thread, one
+    written through a pointer would be shared."""
+    cdef _Group grp
+    cdef int first
+    grp.d = tid * D // g
+    first = (grp.d * g + D - 1) // D                  # the group's first thread
+    grp.rank = tid - first
+    grp.size = ((grp.d + 1) * g + D - 1) // D - first
+    return grp
+
+
+# fork(): GNU OpenMP's thread pool does not survive it (the child has only the forking
+# thread, libgomp still counts the parent's pool), and a child's first parallel region
+# would wait forever for threads that do not exist. So once cygru has started a parallel
+# region in a process, a child that process forks (pthread_atfork's child handler: os.fork,
+# multiprocessing's "fork" start method, a fork from C alike) runs every call on its
+# calling thread, which gives the same bits (results never depend on the thread count).
+# A child forked before any parallel region ran (a forkserver, a pool made early) keeps
+# its threads: libgomp has no pool to lose yet.
+cdef extern from *:
+    """
+    static int cygru_omp_started = 0;   /* a cygru parallel region ran in this process */
+    static int cygru_forked = 0;        /* ... in the process this one was forked from */
+    static void cygru_after_fork_in_child(void) {
+        cygru_forked = __atomic_load_n(&cygru_omp_started, __ATOMIC_RELAXED);
+    }
+    static inline void cygru_note_omp_start(void) {
+        if (!__atomic_load_n(&cygru_omp_started, __ATOMIC_RELAXED))
+            __atomic_store_n(&cygru_omp_started, 1, __ATOMIC_RELAXED);
+    }
+    """
+    int cygru_forked
+    void cygru_after_fork_in_child() noexcept nogil
+    void cygru_note_omp_start() noexcept nogil
+
+
+cdef extern from "pthread.h" nogil:
+    int pthread_atfork(void (*prepare)() noexcept nogil, void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
+
+
+if pthread_atfork(NULL, NULL, cygru_after_fork_in_child) != 0:
+    raise ImportError("cygru._engine: pthread_atfork failed (out of memory)")
+
+
+cdef bint in_forked_child() noexcept nogil:
+    return cygru_forked != 0
+
+
+def forked_child():
+    """Whether this process was forked from one where cygru had started OpenMP threads:
+    then cygru runs every call on its calling thread (see in_forked_child)."""
+    return cygru_forked != 0
 
 
 ctypedef void (*_direction_fn)(void* run, int rank, int group) noexcept nogil
@@ -247,18 +301,23 @@ cdef void _run_directions(_direction_fn fn, char* runs, size_t stride, int D,
                           int n_sets) noexcept nogil:
     """Run D directions (their structs `stride` bytes apart) on n_sets threads: a group
     of threads per direction; however many threads OpenMP grants, every direction is
-    run whole (with fewer than D, a thread runs directions one after the other)."""
-    cdef int d = 0, tid = 0, g = 1, rank = 0, size = 1   # (private in the parallel block)
-    if n_sets <= 1:
+    run whole (with fewer than D, a thread runs directions one after the other). In a
+    forked child, on the calling thread only (no OpenMP region: see cygru_forked)."""
+    # (every variable assigned in the parallel block is private to each thread: Cython
+    # lists them in the pragma's private/firstprivate clauses; see tests/test_threads.py)
+    cdef int d = 0, tid = 0, g = 1
+    cdef _Group grp
+    if n_sets <= 1 or cygru_forked:
         for d in range(D):
             fn(runs + d * stride, 0, 1)
         return
+    cygru_note_omp_start()
     with parallel(num_threads=n_sets):
         tid = threadid()
         g = openmp.omp_get_num_threads()
         if g >= D:
-            d = _group_of(tid, g, D, &rank, &size)
-            fn(runs + d * stride, rank, size)
+            grp = _group_of(tid, g, D)
+            fn(runs + grp.d * stride, grp.rank, grp.size)
         else:
             d = tid
             while d < D:

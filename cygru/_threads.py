@@ -32,6 +32,13 @@ def get_num_threads() -> int:
     backward's weight-gradient products (one per weight matrix, after the time loop) go
     to SciPy's BLAS, which may use its own threads (control those with threadpoolctl).
 
+    In a process made by ``fork()`` (``os.fork``, multiprocessing's ``"fork"`` start
+    method and its pools) from one where cygru had already run a threaded call, it is
+    1, whatever was set: GNU OpenMP cannot start threads in such a child (its first
+    parallel region would wait forever for the parent's threads), so there every call
+    runs on its calling thread, with the same bits. A child forked before any threaded
+    call, and workers started with ``"spawn"`` or ``"forkserver"``, use threads as usual.
+
     Examples
     --------
     >>> import cygru
@@ -50,10 +57,12 @@ def set_num_threads(n: SupportsIndex) -> None:
     thread needs a stack (8 MiB of address space by default): under a tight
     address-space limit (``ulimit -v``) OpenMP may fail to start hundreds of them,
     and libgomp then ends the process.
-    ``1`` means no threads of cygru's own. On a machine shared with other busy
-    processes, the default is already safe: the threads of a direction claim the
-    work of each step in pieces, so a thread the OS has descheduled leaves its share
-    to the running ones (docs: Performance, busy machines).
+    ``1`` means no threads of cygru's own. In a child forked after a threaded call
+    the value is kept but calls run on one thread (see :func:`cygru.get_num_threads`).
+    On a machine shared with other busy processes, the default is already safe: the
+    threads of a direction claim the work of each step in pieces, so a thread the OS
+    has descheduled leaves its share to the running ones (docs: Performance, busy
+    machines).
 
     Examples
     --------

@@ -23,8 +23,11 @@ Conventions of every function here:
   its scalar arguments and the overlaps of its arrays and returns a status
   (``CYGRU_OK`` == 0, else one of the ``CYGRU_ERR_*`` codes) *before* writing any
   output or workspace byte; it never allocates, never raises and keeps no global
-  state, so it is re-entrant: several threads may call it at once as long as each
-  passes its own workspace (weights and inputs may be shared, they are only read).
+  state beyond the list of the workspaces in use, so it is re-entrant: several
+  threads may call it at once as long as each passes its own workspace (weights and
+  inputs may be shared, they are only read). A call whose workspace bytes overlap
+  those of a call running on another thread returns ``CYGRU_ERR_WORKSPACE_BUSY`` and
+  writes nothing (it never waits, and never shares the bytes).
 - The workspace is caller memory of at least ``*_workspace_size_*(...)`` bytes,
   aligned to ``CYGRU_WORK_ALIGN`` (8) bytes (anything ``malloc`` returns is). Its
   content on entry does not matter; it may be reused for any later call with the
@@ -54,6 +57,7 @@ cdef enum:
     CYGRU_ERR_WORKSPACE = 6     # workspace NULL or smaller than the required size
     CYGRU_ERR_ALIGN = 7         # workspace not aligned to CYGRU_WORK_ALIGN bytes
     CYGRU_ERR_WORKSPACE_ALIAS = 8   # the workspace overlaps an argument array
+    CYGRU_ERR_WORKSPACE_BUSY = 9    # the workspace is in use by a call on another thread
     CYGRU_WORK_ALIGN = 8        # required alignment of a workspace, in bytes (not a status)
 
 

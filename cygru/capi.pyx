@@ -42,9 +42,88 @@ from cygru import _arrays as A
 
 cnp.import_array()
 
+
+# ---------------------------------------------------------------------------
+# workspaces in use: a call that finds its workspace's bytes in use by a call running
+# on another thread returns CYGRU_ERR_WORKSPACE_BUSY instead of sharing them (two
+# calls on one workspace would overwrite each other's scratch, and the engine's
+# per-phase counters, reset by the second call, would leave the first waiting forever)
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    #include <pthread.h>
+    /* A running call's entry lives in its own stack frame; the list links the entries
+       of the calls running now (a handful: one per calling thread), under one mutex
+       held for a few comparisons. Nothing is written to the caller's workspace to mark
+       it, so its content on entry still does not matter. */
+    typedef struct cygru_in_use {
+        const char *start, *end;
+        struct cygru_in_use *prev, *next;
+    } cygru_in_use;
+    static pthread_mutex_t cygru_in_use_lock = PTHREAD_MUTEX_INITIALIZER;
+    static cygru_in_use *cygru_in_use_head = NULL;
+
+    /* 1: [work, work + n) overlaps no running call's workspace and is now entry e's;
+       0: busy (e is not registered) */
+    static int cygru_workspace_claim(cygru_in_use *e, const void *work, size_t n) {
+        cygru_in_use *p;
+        e->start = (const char *)work;
+        e->end = (const char *)work + n;
+        e->prev = NULL;
+        pthread_mutex_lock(&cygru_in_use_lock);
+        for (p = cygru_in_use_head; p != NULL; p = p->next) {
+            if (e->start < p->end && p->start < e->end) {
+                pthread_mutex_unlock(&cygru_in_use_lock);
+                return 0;
+            }
+        }
+        e->next = cygru_in_use_head;
+        if (e->next != NULL)
+            e->next->prev = e;
+        cygru_in_use_head = e;
+        pthread_mutex_unlock(&cygru_in_use_lock);
+        return 1;
+    }
+
+    static void cygru_workspace_release(cygru_in_use *e) {
+        pthread_mutex_lock(&cygru_in_use_lock);
+        if (e->prev != NULL)
+            e->prev->next = e->next;
+        else
+            cygru_in_use_head = e->next;
+        if (e->next != NULL)
+            e->next->prev = e->prev;
+        pthread_mutex_unlock(&cygru_in_use_lock);
+    }
+
+    /* fork(): the lock is held across it (so no other thread holds it mid-update), and
+       the child, which has only the forking thread, has no running call: its list is
+       empty (the calls of the parent's other threads do not exist there) */
+    static void cygru_in_use_prepare(void) { pthread_mutex_lock(&cygru_in_use_lock); }
+    static void cygru_in_use_parent(void) { pthread_mutex_unlock(&cygru_in_use_lock); }
+    static void cygru_in_use_child(void) {
+        cygru_in_use_head = NULL;
+        pthread_mutex_init(&cygru_in_use_lock, NULL);
+    }
+    static int cygru_in_use_atfork(void) {
+        return pthread_atfork(cygru_in_use_prepare, cygru_in_use_parent, cygru_in_use_child);
+    }
+    """
+    ctypedef struct cygru_in_use:
+        pass
+    int cygru_workspace_claim(cygru_in_use* e, const void* work, size_t n) noexcept nogil
+    void cygru_workspace_release(cygru_in_use* e) noexcept nogil
+    int cygru_in_use_atfork() noexcept nogil
+
+
+if cygru_in_use_atfork() != 0:
+    raise ImportError("cygru.capi: pthread_atfork failed (out of memory)")
+
 __all__ = ["export_weights", "ExportedWeights", "status_name", "OK", "ERR_SIZE", "ERR_NULL",
            "ERR_LENGTH", "ERR_FLAGS", "ERR_ALIAS", "ERR_WORKSPACE", "ERR_ALIGN",
-           "ERR_WORKSPACE_ALIAS", "WORK_ALIGN", "PROJECTION_CHUNK_BYTES", "ABI_VERSION"]
+           "ERR_WORKSPACE_ALIAS", "ERR_WORKSPACE_BUSY", "WORK_ALIGN", "PROJECTION_CHUNK_BYTES",
+           "ABI_VERSION"]
 
 # Python names of the status codes of capi.pxd
 OK = CYGRU_OK
@@ -56,6 +135,7 @@ ERR_ALIAS = CYGRU_ERR_ALIAS
 ERR_WORKSPACE = CYGRU_ERR_WORKSPACE
 ERR_ALIGN = CYGRU_ERR_ALIGN
 ERR_WORKSPACE_ALIAS = CYGRU_ERR_WORKSPACE_ALIAS
+ERR_WORKSPACE_BUSY = CYGRU_ERR_WORKSPACE_BUSY
 WORK_ALIGN = CYGRU_WORK_ALIGN
 
 cdef enum:
@@ -86,6 +166,9 @@ cdef const char* status_message(int status) noexcept nogil:
         return b"the workspace is not aligned to CYGRU_WORK_ALIGN bytes"
     if status == CYGRU_ERR_WORKSPACE_ALIAS:
         return b"the workspace overlaps an input, output or weight array"
+    if status == CYGRU_ERR_WORKSPACE_BUSY:
+        return (b"the workspace is in use by a call running on another thread "
+                b"(each concurrent call needs its own workspace)")
     return b"unknown cygru status"
 
 
@@ -211,6 +294,7 @@ cdef int _cell_step(int B, int I, int H,
     cdef floating* kwork
     cdef floating* hcopy
     cdef floating* zero_bias
+    cdef cygru_in_use in_use
     if B < 0 or I < 1 or H < 1 or need == 0:
         return CYGRU_ERR_SIZE
     if x == NULL or w_ih == NULL or w_hh == NULL or h_out == NULL:
@@ -238,6 +322,8 @@ cdef int _cell_step(int B, int I, int H,
         return CYGRU_ERR_WORKSPACE_ALIAS
     if B == 0:
         return CYGRU_OK
+    if not cygru_workspace_claim(&in_use, work, need):
+        return CYGRU_ERR_WORKSPACE_BUSY
     p = <char*>work
     kwork = <floating*>p
     p += _round(<size_t>cell_work_size(B, H) * sizeof(floating))
@@ -258,6 +344,7 @@ cdef int _cell_step(int B, int I, int H,
         memcpy(hcopy, h, hbytes)
         h = hcopy
     gru_cell_forward(B, I, H, x, h, w_ih, w_hh, b_ih, b_hh, reset_after, h_out, kwork)
+    cygru_workspace_release(&in_use)
     return CYGRU_OK
 
 
@@ -271,6 +358,7 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
     cdef size_t BH = <size_t>B * H
     cdef size_t need, out_bytes, hn_bytes, x_bytes, len_bytes
     cdef int status, k
+    cdef cygru_in_use in_use
     cdef const floating* w_ih = NULL
     cdef const floating* w_hh = NULL
     cdef const floating* b_ih = NULL
@@ -319,11 +407,13 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
         return CYGRU_ERR_WORKSPACE_ALIAS
 
     # -- the engine, on this thread (it validates the lengths before any write) ----
-    if model_forward(T, B, I, H, L, D, <int>itemsize, reset_after, reverse,
-                     <const cygru_dir_weights*>dirs, x, h0, lengths, output, h_n,
-                     work) != 0:
-        return CYGRU_ERR_LENGTH
-    return CYGRU_OK
+    if not cygru_workspace_claim(&in_use, work, need):
+        return CYGRU_ERR_WORKSPACE_BUSY
+    status = model_forward(T, B, I, H, L, D, <int>itemsize, reset_after, reverse,
+                           <const cygru_dir_weights*>dirs, x, h0, lengths, output, h_n,
+                           work)
+    cygru_workspace_release(&in_use)
+    return CYGRU_ERR_LENGTH if status != 0 else CYGRU_OK
 
 
 # ---------------------------------------------------------------------------
@@ -948,3 +1038,25 @@ def _time_steps(ExportedWeights w, Py_ssize_t n, bint raw_kernel=False):
     t1 = time.perf_counter()
     _raise_for_status(status, "_time_steps")
     return t1 - t0
+
+
+def _hold_workspace(uintptr_t address, size_t nbytes):
+    """Test hook: mark the bytes [address, address + nbytes) in use, as a running call
+    marks its workspace, until the returned function is called (later calls of it do
+    nothing)."""
+    cdef cygru_in_use* e = <cygru_in_use*>malloc(sizeof(cygru_in_use))
+    if e == NULL:
+        raise MemoryError("cygru.capi._hold_workspace: out of memory")
+    if not cygru_workspace_claim(e, <const void*>address, nbytes):
+        free(e)
+        raise ValueError("cygru.capi._hold_workspace: those bytes are already in use")
+    held = [<uintptr_t>e]
+
+    def release():
+        cdef cygru_in_use* entry
+        if held:
+            entry = <cygru_in_use*><uintptr_t>held.pop()
+            cygru_workspace_release(entry)
+            free(entry)
+
+    return release

@@ -827,12 +827,235 @@ def test_status_messages(downstream):
         capi.ERR_WORKSPACE,
         capi.ERR_ALIGN,
         capi.ERR_WORKSPACE_ALIAS,
+        capi.ERR_WORKSPACE_BUSY,
     ]
-    assert codes == list(range(9))  # values are ABI: only ever added to
+    assert codes == list(range(10))  # values are ABI: only ever added to
     messages = [downstream.probe.message(c) for c in codes]
     assert len(set(messages)) == len(messages)
     assert messages == [capi.status_name(c) for c in codes]
     assert "unknown" in capi.status_name(99)
+
+
+# ---------------------------------------------------------------------------------------------
+# one workspace shared by concurrent calls: CYGRU_ERR_WORKSPACE_BUSY, never a hang (issue 23.11)
+# ---------------------------------------------------------------------------------------------
+
+
+def _ctypes_api():
+    """The table through the ctypes mirror of examples/c_extension (ctypes releases the
+    GIL during each call, so Python threads run the C calls at once)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "ctypes_call", ROOT / "examples" / "c_extension" / "ctypes_call.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_api()
+
+
+def _model_call(api, weights, x, lengths, work, n):
+    """model_forward_f32 into fresh NaN outputs: (status, output, h_n)."""
+    T, B, _ = x.shape
+    out = np.full((T, B, weights.num_directions * weights.hidden_size), np.nan, np.float32)
+    h_n = np.full(
+        (weights.num_layers * weights.num_directions, B, weights.hidden_size), np.nan, np.float32
+    )
+    status = api.model_forward_f32(
+        weights.address,
+        T,
+        B,
+        x.ctypes.data,
+        None,
+        lengths.ctypes.data,
+        out.ctypes.data,
+        h_n.ctypes.data,
+        work,
+        n,
+    )
+    return status, out, h_n
+
+
+def test_workspace_in_use_is_busy():
+    """While a workspace's bytes are in use (held by the test hook exactly as a running
+    call holds them), a call on them, or on bytes overlapping them by one, returns
+    CYGRU_ERR_WORKSPACE_BUSY at once and writes nothing; bytes right beside them are
+    free; after the release the same call succeeds. The same for cell_step_f32."""
+    api = _ctypes_api()
+    gru = cygru.GRU(4, 6, num_layers=2, bidirectional=True, seed=0)
+    weights = capi.export_weights(gru)
+    x = np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)
+    lengths = np.array([5, 2, 4], np.intc)
+    n = api.model_workspace_size_f32(5, 3, 4, 6, 2, 2)
+    arena = np.zeros(3 * n + 64, np.uint8)
+    base = (arena.ctypes.data + 63) // 64 * 64 + n  # room on both sides
+    ref_out, ref_hn = gru(x, lengths=lengths)
+    release = capi._hold_workspace(base, n)
+    try:
+        for work in (base, base - n + 8, base + n - 8):
+            status, out, h_n = _model_call(api, weights, x, lengths, work, n)
+            assert status == capi.ERR_WORKSPACE_BUSY, (work - base, status)
+            assert np.isnan(out).all() and np.isnan(h_n).all()
+        for work in (base - n, base + n):  # beside, not overlapping: free
+            status, out, _ = _model_call(api, weights, x, lengths, work, n)
+            assert status == capi.OK and np.allclose(out, ref_out, atol=1e-6)
+        # cell_step_f32 on the held bytes
+        rng = np.random.default_rng(2)
+        w_ih, w_hh = (rng.standard_normal(s).astype(np.float32) for s in ((18, 4), (18, 6)))
+        h_out = np.full((3, 6), np.nan, np.float32)
+        cell_args = (3, 4, 6, x[0].ctypes.data, None, w_ih.ctypes.data, w_hh.ctypes.data)
+        cell_args += (None, None, 1, h_out.ctypes.data)
+        cell_n = api.cell_workspace_size_f32(3, 6)
+        status = api.cell_step_f32(*cell_args, base, cell_n)
+        assert status == capi.ERR_WORKSPACE_BUSY and np.isnan(h_out).all()
+        with pytest.raises(ValueError, match="already in use"):
+            capi._hold_workspace(base + 16, 8)
+    finally:
+        release()
+    release()  # a second release does nothing
+    status, out, h_n = _model_call(api, weights, x, lengths, base, n)
+    assert status == capi.OK
+    np.testing.assert_allclose(out, ref_out, atol=1e-6)
+    np.testing.assert_allclose(h_n, ref_hn, atol=1e-6)
+    assert api.cell_step_f32(*cell_args, base, cell_n) == capi.OK
+    assert np.isfinite(h_out).all()
+    msg = api.status_message(capi.ERR_WORKSPACE_BUSY).decode()
+    assert msg == capi.status_name(capi.ERR_WORKSPACE_BUSY) and "in use" in msg
+
+
+_SHARED_WORKSPACE_SCRIPT = r"""
+import sys, threading
+import numpy as np
+import cygru, cygru.capi as capi
+sys.path.insert(0, "tests")
+from test_embedding import _ctypes_api, _model_call
+
+api = _ctypes_api()
+gru = cygru.GRU(16, 64, num_layers=2, bidirectional=True, seed=0)
+weights = capi.export_weights(gru)
+rng = np.random.default_rng(1)
+xs = [rng.standard_normal((30, 4, 16)).astype(np.float32) for _ in range(4)]
+lengths = np.array([30, 7, 19, 1], np.intc)
+n = api.model_workspace_size_f32(30, 4, 16, 64, 2, 2)
+own = np.empty(n, np.uint8)
+serial = [_model_call(api, weights, x, lengths, own.ctypes.data, n) for x in xs]
+assert all(s[0] == capi.OK for s in serial)
+shared = np.empty(n, np.uint8)                # ONE workspace for all threads
+results = []
+barrier = threading.Barrier(8)
+
+def work(tid):
+    barrier.wait()
+    for rep in range(40):
+        i = (tid + rep) % len(xs)
+        results.append((i,) + _model_call(api, weights, xs[i], lengths, shared.ctypes.data, n))
+
+threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ok = busy = 0
+for i, status, out, h_n in results:
+    if status == capi.OK:
+        assert np.array_equal(out, serial[i][1]) and np.array_equal(h_n, serial[i][2])
+        ok += 1
+    else:
+        assert status == capi.ERR_WORKSPACE_BUSY, status
+        assert np.isnan(out).all() and np.isnan(h_n).all()
+        busy += 1
+print("RESULT", ok, busy)
+"""
+
+
+def test_shared_workspace_from_threads_never_hangs():
+    """8 threads x 40 model_forward_f32 calls on ONE workspace (which the docs forbid;
+    before, the engine's counters reset by one call left another waiting forever): in a
+    fresh interpreter under a timeout, every call either succeeds with the serial
+    result bit for bit or returns CYGRU_ERR_WORKSPACE_BUSY with its outputs untouched.
+    A busy status means another call held the workspace, and that call succeeds, so at
+    least one call does."""
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", _SHARED_WORKSPACE_SCRIPT],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:  # pragma: no cover - the regression itself
+        pytest.fail("threads sharing one workspace hung")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ok, busy = map(int, r.stdout.split("RESULT")[1].split())
+    assert ok + busy == 320 and ok >= 1
+
+
+_FORK_DURING_C_CALLS_SCRIPT = r"""
+import os, sys, threading, time
+import numpy as np
+import cygru, cygru.capi as capi
+sys.path.insert(0, "tests")
+from test_embedding import _ctypes_api, _model_call
+
+api = _ctypes_api()
+weights = capi.export_weights(cygru.GRU(16, 64, num_layers=2, bidirectional=True, seed=0))
+x = np.random.default_rng(1).standard_normal((30, 4, 16)).astype(np.float32)
+lengths = np.array([30, 7, 19, 1], np.intc)
+n = api.model_workspace_size_f32(30, 4, 16, 64, 2, 2)
+shared = np.empty(n, np.uint8)
+status, ref_out, ref_hn = _model_call(api, weights, x, lengths, shared.ctypes.data, n)
+assert status == capi.OK
+stop = threading.Event()
+
+def busy():                                   # holds `shared` in use most of the time
+    while not stop.is_set():
+        assert _model_call(api, weights, x, lengths, shared.ctypes.data, n)[0] == capi.OK
+
+t = threading.Thread(target=busy)
+t.start()
+try:
+    for i in range(8):
+        time.sleep(0.003 * i)
+        pid = os.fork()
+        if pid == 0:   # the parent's other thread does not exist here: the workspace is free
+            code = 1
+            try:
+                s, out, h_n = _model_call(api, weights, x, lengths, shared.ctypes.data, n)
+                code = 0 if (s == capi.OK and np.array_equal(out, ref_out)
+                             and np.array_equal(h_n, ref_hn)) else 2
+            finally:
+                os._exit(code)
+        for _ in range(1200):
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(st) == 0, st
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            raise SystemExit("HANG: a forked child's C API call did not return in 60 s")
+finally:
+    stop.set()
+    t.join()
+print("DONE")
+"""
+
+
+def test_fork_during_c_calls_frees_the_childs_workspaces():
+    """Forks made while another thread is running C API calls on a workspace: in each child
+    (which has no such thread) a call on that workspace succeeds with the right result,
+    neither busy nor blocked on the list's lock; in a subprocess under a timeout."""
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", _FORK_DURING_C_CALLS_SCRIPT],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    except subprocess.TimeoutExpired:  # pragma: no cover - a regression
+        pytest.fail("a fork during C API calls hung")
+    assert r.returncode == 0 and "DONE" in r.stdout, r.stdout + r.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -587,6 +587,224 @@ def test_long_stream_with_large_input_cut_into_calls(threads):
         cygru.set_num_threads(before)
 
 
+# -- fork ------------------------------------------------------------------------------------
+# GNU OpenMP's thread pool does not survive fork(): before cygru handled it, a child forked
+# after a threaded call hung forever in libgomp at its first threaded call. Each scenario runs
+# in a fresh interpreter under a timeout; children report (their results, their thread count)
+# through files, and the parent compares them bit for bit with its own.
+
+_FORK_SCRIPT = r"""
+import multiprocessing as mp, os, sys, threading, time
+import numpy as np
+import cygru
+from cygru import _engine
+
+N, SCENARIO, OUT = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+cygru.set_num_threads(N)
+g = cygru.GRU(32, 128, num_layers=2, bidirectional=True, seed=0)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20, 16, 32)).astype(np.float32)
+lengths = np.array([20, 3, 17, 9] * 4)
+d_out = rng.standard_normal((20, 16, 256)).astype(np.float32)
+
+
+def compute(tag):
+    (out, h_n), backward = g.vjp(x, None, lengths)
+    g.zero_grad()
+    dx, dh0 = backward(d_out, None)
+    grads = [v.copy() for v in g.grads.values()]
+    return dict(out=out, h_n=h_n, dx=dx, dh0=dh0, threads=cygru.get_num_threads(),
+                forked=_engine.forked_child(), pid=os.getpid(), tag=tag, grads=grads)
+
+
+def save(tag):
+    r = compute(tag)
+    np.save(os.path.join(OUT, f"{tag}-{os.getpid()}.npy"), np.array(r, dtype=object),
+            allow_pickle=True)
+
+
+def wait(pid, what):
+    for _ in range(1200):                      # 60 s: a hang, not a slow child
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0, (what, status)
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    raise SystemExit(f"HANG: {what} did not finish in 60 s")
+
+
+def fork_and_save(tag):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            save(tag)
+        finally:
+            os._exit(0)
+    wait(pid, tag)
+
+
+if SCENARIO == "fork-first":
+    fork_and_save("child")                     # before any threaded call: keeps threads
+save("parent")                                 # a threaded call: OpenMP's pool exists
+if SCENARIO == "os.fork":
+    fork_and_save("child")
+elif SCENARIO == "mp-fork":
+    p = mp.get_context("fork").Process(target=save, args=("child",))
+    p.start()
+    p.join(60)
+    if p.is_alive():
+        p.kill()
+        raise SystemExit("HANG: the multiprocessing child did not finish in 60 s")
+    assert p.exitcode == 0, p.exitcode
+elif SCENARIO == "pool":
+    with mp.get_context("fork").Pool(2) as pool:
+        res = pool.map_async(save, [f"child{i}" for i in range(4)])
+        res.get(timeout=60)
+elif SCENARIO == "fork-again":
+    def child_then_grandchild():
+        save("child")
+        fork_and_save("grandchild")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child_then_grandchild()
+        finally:
+            os._exit(0)
+    wait(pid, "child")
+elif SCENARIO == "busy-thread":
+    # fork while another thread is inside cygru calls (its threads, its lock and its
+    # count of running calls belong to that thread, which the child does not have)
+    stop = threading.Event()
+    def busy():
+        while not stop.is_set():
+            g(x)
+    t = threading.Thread(target=busy)
+    t.start()
+    try:
+        for i in range(6):
+            time.sleep(0.01 * i)
+            fork_and_save(f"child{i}")
+    finally:
+        stop.set()
+        t.join()
+print("DONE")
+"""
+
+
+def _fork_results(tmp_path, threads, scenario):
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork_scenario.py"
+    script.write_text(_FORK_SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    os = __import__("os")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # this checkout's cygru (a script's own directory comes first on sys.path, not cwd)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    try:
+        r = subprocess.run(
+            [sys.executable, str(script), str(threads), scenario, str(out)],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env=env,
+            timeout=240,
+        )
+    except subprocess.TimeoutExpired as e:  # pragma: no cover - the regression itself
+        pytest.fail(f"fork scenario {scenario} hung: {e}")
+    assert r.returncode == 0 and "DONE" in r.stdout, r.stdout + r.stderr
+    return [np.load(f, allow_pickle=True).item() for f in sorted(out.iterdir())]
+
+
+def _assert_same_bits(a, b):
+    for key in ("out", "h_n", "dx", "dh0"):
+        assert np.array_equal(a[key], b[key]), key
+    assert all(np.array_equal(p, q) for p, q in zip(a["grads"], b["grads"]))
+    assert len(a["grads"]) == len(b["grads"]) == 16
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+@pytest.mark.parametrize(
+    "scenario", ["os.fork", "mp-fork", "pool", "fork-again", "busy-thread", "fork-first"]
+)
+def test_forked_child_runs_and_gives_the_parents_bits(tmp_path, threads, scenario):
+    """A child forked after a threaded call (os.fork, multiprocessing's "fork" Process and
+    Pool, a child that forks again, a fork while another thread is inside cygru) finishes
+    its forward and backward, on one thread, with the parent's results bit for bit; a
+    child forked before any threaded call (as a forkserver's are) keeps its threads."""
+    results = _fork_results(tmp_path, threads, scenario)
+    parents = [r for r in results if r["tag"] == "parent"]
+    children = [r for r in results if r["tag"] != "parent"]
+    expected = {"os.fork": 1, "mp-fork": 1, "pool": 4, "fork-again": 2, "busy-thread": 6}
+    expected["fork-first"] = 1
+    assert len(parents) == 1 and len(children) == expected[scenario], [r["tag"] for r in results]
+    parent = parents[0]
+    assert parent["threads"] == threads and not parent["forked"]
+    for child in children:
+        assert child["pid"] != parent["pid"]
+        if scenario == "fork-first":  # forked before OpenMP's pool existed: threads as usual
+            assert not child["forked"] and child["threads"] == threads
+        else:
+            assert child["forked"] and child["threads"] == 1, child["tag"]
+        _assert_same_bits(child, parent)
+    if scenario == "fork-again":
+        assert {c["tag"] for c in children} == {"child", "grandchild"}
+
+
+# -- the engine's parallel block: every variable it assigns is private -------------------------
+
+_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def _parallel_blocks(source):
+    """The bodies of the `with parallel(...)` blocks of a .pyx source."""
+    lines = source.splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if "with parallel(" in line and not line.lstrip().startswith("#"):
+            indent = len(line) - len(line.lstrip())
+            body = []
+            for nxt in lines[i + 1 :]:
+                if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                    break
+                body.append(nxt)
+            blocks.append("\n".join(body))
+    return blocks
+
+
+def test_parallel_blocks_write_nothing_through_pointers():
+    """Cython makes a variable assigned in a parallel block private to each thread, but
+    one written through a pointer (``f(&rank)``) stays shared: a data race (issue 23.4:
+    every thread of _run_directions wrote the same ``rank`` and ``size``). No parallel
+    block of the engine takes an address."""
+    blocks = _parallel_blocks((_ROOT / "cygru" / "_engine.pyx").read_text())
+    assert len(blocks) == 1 and "_group_of(" in blocks[0]
+    for body in blocks:
+        code = "\n".join(line.split("#")[0] for line in body.splitlines())
+        assert "&" not in code, code
+
+
+def test_generated_pragma_lists_the_block_variables_private():
+    """In the generated C (present after an in-place build), the engine's parallel region
+    lists every variable its block assigns (d, g, grp, tid) as private or firstprivate."""
+    import re
+
+    c_file = _ROOT / "cygru" / "_engine.c"
+    if not c_file.exists():
+        pytest.skip("cygru/_engine.c is not generated in this checkout")
+    pragmas = re.findall(r"#pragma omp parallel ([^\n]*)", c_file.read_text())
+    assert len(pragmas) == 1, pragmas
+    private = set()
+    for clause in re.findall(r"(?:first|last)?private\(([^)]*)\)", pragmas[0]):
+        private.update(v.strip() for v in clause.split(","))
+    for name in ("d", "g", "grp", "tid"):
+        assert f"__pyx_v_{name}" in private, (name, pragmas[0])
+    assert "shared(" not in pragmas[0]
+
+
 def test_thread_local_count_is_taken_as_given(monkeypatch):
     """_cpu._thread_count(k) (cygru.dask's threads=k): this Python thread's calls use k
     threads, as set_num_threads(k) gives, even above the cores and while other calls run

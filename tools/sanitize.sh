@@ -15,20 +15,68 @@
 #             whole test suite; a heap/stack overflow or use-after-free in cygru's C code
 #             ends that process with a report, written to a file per process (pytest
 #             captures fd 2) and printed at the end. Subprocess tests inherit it all.
+#   ubsan     CYGRU_SANITIZE=undefined (+ -g): -fsanitize=undefined with
+#             -fno-sanitize-recover=all, at -O3: the first undefined behaviour (signed
+#             overflow, a shift out of range, a misaligned or null access, an out-of-bounds
+#             index of a fixed array, ...) in cygru's C code ends that process with a
+#             report (a file per process, printed at the end). Runs the whole test suite.
+#   tsan      CYGRU_SANITIZE=thread (+ -g): ThreadSanitizer on the engine's thread tests
+#             (tests/test_threads.py and the thread tests of tests/test_embedding.py: see
+#             TSAN_TESTS below). GCC's libgomp is not instrumented, so ThreadSanitizer
+#             cannot see its barriers and would report every access across a parallel
+#             region as a race; this mode links the OpenMP modules to LLVM's libomp
+#             instead (GCC's GOMP_* calls are part of its interface) and loads LLVM's
+#             libarcher as its OMPT tool (OMP_TOOL_LIBRARIES), which tells ThreadSanitizer
+#             how OpenMP synchronises (Debian: apt-get install libomp-dev). No suppression
+#             file: every report counts. TSAN_OPTIONS=ignore_noninstrumented_modules=1
+#             (archer's requirement: the uninstrumented libomp's own calls to intercepted
+#             functions are not reported; synchronisation through them still counts).
+#             libtsan is preloaded (it must be the first library loaded), as libasan is.
+#             The mode checks that archer reports itself active before running anything.
 #   valgrind  the plain -O3 build under `valgrind --tool=memcheck` on a smaller subset
 #             (tests/test_reliability.py with the Hypothesis profile "smoke", a twentieth
 #             of the ci examples); slow, for machines where ASan cannot be preloaded.
+#             Only errors with a frame in this build's own files count (its compiled
+#             modules and sources, by their full paths under the temporary directory),
+#             not those of a path that merely contains "cygru" (a virtual environment
+#             named cygru-something, whose CPython and SciPy have errors of their own).
 #
 # Usage:
 #   tools/sanitize.sh                 # debug, then asan (the default)
-#   tools/sanitize.sh debug|asan|valgrind [more modes] [-- extra pytest arguments]
+#   tools/sanitize.sh debug|asan|ubsan|tsan|valgrind [more modes] [-- extra pytest arguments]
 #   KEEP=1 tools/sanitize.sh ...      # keep the temporary directory (printed) for inspection
+#   TESTS="tests/test_threads.py" tools/sanitize.sh asan ubsan   # other test paths
 #
-# Environment passed through: CYGRU_HYPOTHESIS_PROFILE (default ci), PYTHON (default python).
+# Environment passed through: CYGRU_HYPOTHESIS_PROFILE (default ci), PYTHON (default python),
+# TESTS (the pytest paths of every mode but valgrind; default tests/, or TSAN_TESTS for tsan),
+# CYGRU_OPENMP_LIB (tsan: the directory of LLVM's libomp.so and libarcher.so; default the
+# newest /usr/lib/llvm-*/lib that has both).
 # Exit status: 0 when every mode passed, else the number of modes that failed. A summary
 # line per mode ("== <mode>: <pytest summary> (rc=N)") ends the output; the full logs are
 # in the temporary directory.
 set -uo pipefail
+
+# The thread tests of the engine and of the C API, for tsan (ThreadSanitizer is slow).
+TSAN_TESTS=(tests/test_threads.py
+  tests/test_embedding.py::test_c_api_from_threads_is_reentrant
+  tests/test_embedding.py::test_gil_is_released
+  tests/test_embedding.py::test_threads_give_bitwise_serial_results
+  tests/test_embedding.py::test_vjp_from_threads_accumulates
+  tests/test_embedding.py::test_workspace_in_use_is_busy
+  tests/test_embedding.py::test_shared_workspace_from_threads_never_hangs
+  tests/test_embedding.py::test_fork_during_c_calls_frees_the_childs_workspaces)
+
+count_valgrind_errors() {  # $1: memcheck log, $2: the build directory. Prints the number of
+  # error records with a frame in the build's own files ($2/cygru/..., full paths: the run
+  # uses --fullpath-after=), and each such record on stderr. A literal prefix match, so a
+  # path such as /venvs/cygru-acceptance/... (CPython's, SciPy's) never counts.
+  awk -v ours="$2/cygru/" '
+      function flush() { if (blk != "" && index(blk, ours) > 0) { n++; printf "%s", blk > "/dev/stderr" } blk = "" }
+      /^==[0-9]+== [A-Z][a-z]/ { flush(); blk = $0 "\n"; next }
+      /^==[0-9]+==    (at|by) / { if (blk != "") blk = blk $0 "\n"; next }
+      { flush() }
+      END { flush(); print n + 0 }' "$1"
+}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python}
@@ -37,9 +85,11 @@ PYTEST_EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; PYTEST_EXTRA=("$@"); break ;;
-    debug|asan|valgrind) MODES+=("$1"); shift ;;
+    debug|asan|ubsan|tsan|valgrind) MODES+=("$1"); shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
-    *) echo "sanitize.sh: unknown mode '$1' (debug, asan, valgrind)" >&2; exit 2 ;;
+    --count-valgrind-errors)  # LOG DIR: the valgrind mode's count, alone (for its tests)
+      shift; count_valgrind_errors "$1" "$2"; exit 0 ;;
+    *) echo "sanitize.sh: unknown mode '$1' (debug, asan, ubsan, tsan, valgrind)" >&2; exit 2 ;;
   esac
 done
 [ ${#MODES[@]} -eq 0 ] && MODES=(debug asan)
@@ -89,23 +139,32 @@ summary_of() {  # the pytest summary line of a log, or the sanitizer's verdict
   local s
   s=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s' "$1" | tail -1 \
       | sed 's/=//g; s/^ *//; s/ *$//')
-  [ -n "$s" ] || s=$(grep -E 'ERROR: AddressSanitizer|ERROR SUMMARY' "$1" | tail -1)
+  [ -n "$s" ] || s=$(grep -E 'ERROR: AddressSanitizer|ThreadSanitizer|runtime error:|ERROR SUMMARY' "$1" | tail -1)
   echo "${s:-no pytest summary (see $1)}"
 }
 
 FAILED=0
 SUMMARY=()
 for mode in "${MODES[@]}"; do
+  unset UBSAN_OPTIONS TSAN_OPTIONS OMP_TOOL_LIBRARIES   # one mode's settings only
   dir="$WORK/$mode"
   log="$WORK/$mode.pytest.log"
   echo "== $mode: copying and building in $dir"
   copy_tree "$dir"
+  if [ -n "${TESTS:-}" ]; then
+    read -r -a TEST_PATHS <<< "$TESTS"
+  elif [ "$mode" = tsan ]; then
+    TEST_PATHS=("${TSAN_TESTS[@]}")
+  else
+    TEST_PATHS=(tests/)
+  fi
   case "$mode" in
     debug)
       { CYGRU_DEBUG=1 build "$dir" && check_import "$dir"; } ||
         { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
-      echo "== $mode: python -m pytest -q tests/ (bounds checks on)"
-      run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider tests/ "${PYTEST_EXTRA[@]}"
+      echo "== $mode: python -m pytest -q ${TEST_PATHS[*]} (bounds checks on)"
+      run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider "${TEST_PATHS[@]}" \
+        "${PYTEST_EXTRA[@]}"
       rc=$?
       ;;
     asan)
@@ -129,9 +188,9 @@ for mode in "${MODES[@]}"; do
       export ASAN_SYMBOLIZER_PATH=$(command -v llvm-symbolizer || true)
       { CYGRU_SANITIZE=1 CFLAGS="-g" build "$dir" && LD_PRELOAD="$preload" check_import "$dir"; } ||
         { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
-      echo "== $mode: python -m pytest -q tests/ under AddressSanitizer (LD_PRELOAD=$preload)"
+      echo "== $mode: python -m pytest -q ${TEST_PATHS[*]} under AddressSanitizer (LD_PRELOAD=$preload)"
       LD_PRELOAD="$preload" \
-      run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider tests/ \
+      run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider "${TEST_PATHS[@]}" \
         --deselect tests/test_core.py::test_huge_sizes_raise_before_allocating \
         --ignore tests/test_cuda_compile.py \
         "${PYTEST_EXTRA[@]}"
@@ -146,6 +205,78 @@ for mode in "${MODES[@]}"; do
       done
       SAN_NOTE="; ASan error reports: $n_reports"
       ;;
+    ubsan)
+      # Reports go to files (pytest captures fd 2); -fno-sanitize-recover=all makes the
+      # first one end the process (halt_on_error for the runtime's own checks too).
+      export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:report_error_type=1:log_path=$WORK/ubsan-report"
+      { CYGRU_SANITIZE=undefined CFLAGS="-g" build "$dir" && check_import "$dir"; } ||
+        { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
+      echo "== $mode: python -m pytest -q ${TEST_PATHS[*]} under UndefinedBehaviorSanitizer"
+      run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider "${TEST_PATHS[@]}" \
+        "${PYTEST_EXTRA[@]}"
+      rc=$?
+      reports=$(grep -l -E 'runtime error:|UndefinedBehaviorSanitizer' "$WORK"/ubsan-report.* 2>/dev/null)
+      n_reports=$(echo -n "$reports" | grep -c . || true)
+      echo "== $mode: $n_reports process(es) with an UndefinedBehaviorSanitizer report"
+      for f in $reports; do
+        echo "--- $f"
+        grep -E -A14 'runtime error:' "$f" | head -40
+      done
+      [ "$n_reports" -eq 0 ] || rc=99
+      SAN_NOTE="; UBSan reports: $n_reports"
+      ;;
+    tsan)
+      libtsan=$(gcc -print-file-name=libtsan.so 2>/dev/null)
+      omplib=${CYGRU_OPENMP_LIB:-}
+      if [ -z "$omplib" ]; then
+        for d in $(ls -d /usr/lib/llvm-*/lib 2>/dev/null | sort -V -r); do
+          if [ -e "$d/libomp.so" ] && [ -e "$d/libarcher.so" ]; then omplib=$d; break; fi
+        done
+      fi
+      if [ ! -e "$libtsan" ] || [ -z "$omplib" ] || [ ! -e "$omplib/libarcher.so" ]; then
+        echo "sanitize.sh: tsan needs GCC's libtsan.so and LLVM's libomp.so + libarcher.so" \
+             "(Debian: apt-get install libomp-dev; or set CYGRU_OPENMP_LIB)" >&2
+        FAILED=$((FAILED + 1)); SUMMARY+=("$mode: no libtsan or libomp/libarcher"); continue
+      fi
+      libstdcxx=$(gcc -print-file-name=libstdc++.so 2>/dev/null)
+      preload="$libtsan"
+      [ -e "$libstdcxx" ] && preload="$libtsan $(readlink -f "$libstdcxx")"
+      export OMP_TOOL_LIBRARIES="$omplib/libarcher.so"
+      # die_after_fork=0: the fork tests' children (where cygru runs on one thread) start
+      # threads all the same, OpenBLAS's, for the backward's weight-gradient products;
+      # ThreadSanitizer would end them ("starting new threads after multi-threaded fork is
+      # not supported"), though it checks them (with OPENBLAS_NUM_THREADS=1 they start
+      # none and pass with its default as well)
+      export TSAN_OPTIONS="ignore_noninstrumented_modules=1:halt_on_error=0:die_after_fork=0:second_deadlock_stack=1:log_path=$WORK/tsan-report"
+      { CYGRU_SANITIZE=thread CYGRU_OPENMP_LIB="$omplib" CFLAGS="-g" build "$dir" &&
+        LD_PRELOAD="$preload" check_import "$dir"; } ||
+        { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
+      # a trustworthy run needs archer active: it says so when asked (on stdout)
+      archer=$(cd "$dir" && LD_PRELOAD="$preload" PYTHONPATH="$dir" ARCHER_OPTIONS=verbose=1 \
+        "$PY" -c "import numpy as np, cygru; cygru.set_num_threads(2); \
+cygru.GRU(8, 64, bidirectional=True)(np.ones((3, 64, 8), np.float32))" 2>&1)
+      if ! echo "$archer" | grep -q "Archer detected OpenMP application with TSan"; then
+        echo "sanitize.sh: libarcher did not start ($OMP_TOOL_LIBRARIES):" >&2
+        echo "$archer" | tail -5 >&2
+        FAILED=$((FAILED + 1)); SUMMARY+=("$mode: archer inactive"); continue
+      fi
+      rm -f "$WORK"/tsan-report.*
+      echo "== $mode: python -m pytest -q ${TEST_PATHS[*]} under ThreadSanitizer" \
+           "(LD_PRELOAD=$preload, OpenMP: $omplib/libomp.so + libarcher)"
+      LD_PRELOAD="$preload" \
+      run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider "${TEST_PATHS[@]}" \
+        "${PYTEST_EXTRA[@]}"
+      rc=$?
+      reports=$(grep -l -E 'WARNING: ThreadSanitizer|ERROR: ThreadSanitizer' "$WORK"/tsan-report.* 2>/dev/null)
+      n_reports=$(cat $reports /dev/null | grep -c -E '^(WARNING|ERROR): ThreadSanitizer' || true)
+      echo "== $mode: $n_reports ThreadSanitizer report(s)"
+      for f in $reports; do
+        echo "--- $f"
+        grep -E -A24 '(WARNING|ERROR): ThreadSanitizer' "$f" | head -60
+      done
+      [ "$n_reports" -eq 0 ] || rc=99
+      SAN_NOTE="; TSan reports: $n_reports"
+      ;;
     valgrind)
       command -v valgrind >/dev/null || { echo "sanitize.sh: valgrind not installed" >&2;
         FAILED=$((FAILED + 1)); SUMMARY+=("$mode: no valgrind"); continue; }
@@ -157,7 +288,7 @@ for mode in "${MODES[@]}"; do
       # would not follow).
       pyexe=$("$PY" -c 'import sys; print(sys.executable)')
       PYTHONMALLOC=malloc CYGRU_HYPOTHESIS_PROFILE=smoke \
-      run_pytest "$dir" "$log" valgrind --tool=memcheck --num-callers=40 \
+      run_pytest "$dir" "$log" valgrind --tool=memcheck --num-callers=40 --fullpath-after= \
         --errors-for-leak-kinds=none --leak-check=no --track-origins=no \
         --suppressions=<(printf '{\n py-cond\n Memcheck:Cond\n obj:*libpython*\n}\n') \
         "$pyexe" -m pytest -q -p no:cacheprovider tests/test_reliability.py \
@@ -167,11 +298,8 @@ for mode in "${MODES[@]}"; do
       grep -q 'ERROR SUMMARY' "$log" || { echo "sanitize.sh: valgrind did not run ($log)" >&2; rc=98; }
       # CPython, the dynamic loader and libc's vectorised string functions report errors
       # under memcheck that are not ours: only error records whose stack passes through
-      # cygru's code count (printed in full).
-      ours=$(awk '/^==[0-9]+== [A-Z][a-z]/ { if (blk ~ /cygru/) { n++; print blk > "/dev/stderr" } blk = $0 "\n"; next }
-                  /^==[0-9]+==    (at|by) / { blk = blk $0 "\n"; next }
-                  { if (blk ~ /cygru/) { n++; print blk > "/dev/stderr" } blk = "" }
-                  END { if (blk ~ /cygru/) n++; print n + 0 }' "$log")
+      # this build's own files count (printed in full; count_valgrind_errors).
+      ours=$(count_valgrind_errors "$log" "$dir")
       echo "== $mode: $(grep -E 'ERROR SUMMARY' "$log" | tail -1 | sed 's/^==[0-9]*== //') in all;" \
            "$ours with cygru's code on the stack"
       [ "$ours" -eq 0 ] || rc=99

@@ -27,7 +27,9 @@
  * name I), H hidden units, L layers, D directions. Every computing function checks
  * its scalar arguments and the overlaps of its arrays and returns a cygru_status
  * before writing anything; it never allocates and keeps no state, so threads may
- * call it at once, each with its own workspace and outputs. The workspace is caller
+ * call it at once, each with its own workspace and outputs (a call whose workspace
+ * overlaps that of a call running on another thread returns CYGRU_ERR_WORKSPACE_BUSY
+ * at once, writing nothing). The workspace is caller
  * memory of at least *_workspace_size_*(...) bytes, aligned to CYGRU_WORK_ALIGN.
  *
  * Define CYGRU_TYPES_ONLY before including this file to get the types and constants
@@ -78,7 +80,8 @@ typedef enum cygru_status {
     CYGRU_ERR_ALIAS = 5,            /* an output overlaps an input, a weight or an output */
     CYGRU_ERR_WORKSPACE = 6,        /* workspace NULL or smaller than the required size */
     CYGRU_ERR_ALIGN = 7,            /* workspace not aligned to CYGRU_WORK_ALIGN bytes */
-    CYGRU_ERR_WORKSPACE_ALIAS = 8   /* the workspace overlaps an argument array */
+    CYGRU_ERR_WORKSPACE_ALIAS = 8,  /* the workspace overlaps an argument array */
+    CYGRU_ERR_WORKSPACE_BUSY = 9    /* the workspace is in use by a call on another thread */
 } cygru_status;
 
 /* The weights of one direction of one layer (the model only reads them). */
