@@ -142,9 +142,9 @@ def get_include(*, c_headers: bool = False) -> str:
     Examples
     --------
     >>> import os, cygru
-    >>> _os.path.isfile(_os.path.join(cygru.get_include(), "cygru", "_kernels.pxd"))
+    >>> os.path.isfile(os.path.join(cygru.get_include(), "cygru", "_kernels.pxd"))
     True
-    >>> _os.path.isfile(_os.path.join(cygru.get_include(c_headers=True), "cygru.h"))
+    >>> os.path.isfile(os.path.join(cygru.get_include(c_headers=True), "cygru.h"))
     True
     """
     import numpy as np

@@ -240,12 +240,12 @@ def check_seed(seed):
 
 
 def check_dropout(dropout):
-    if isinstance(dropout, bool):
-        raise BadType(f"dropout must be a number in [0, 1), got {dropout!r}")
-    try:
-        dropout = float(dropout)
-    except (TypeError, ValueError):
-        raise BadType(f"dropout must be a number in [0, 1), got {dropout!r}") from None
+    """A probability in [0, 1): a real number, not a bool or a string (as torch.nn.GRU)."""
+    if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, numbers.Real):
+        raise BadType(
+            f"dropout must be a number in [0, 1), got {type(dropout).__name__} {dropout!r}"
+        )
+    dropout = float(dropout)
     if not 0.0 <= dropout < 1.0:
         raise BadValue(f"dropout must be in [0, 1), got {dropout}")
     return dropout

@@ -248,8 +248,9 @@ cdef inline _Group _group_of(int tid, int g, int D) noexcept nogil:
 # region in a process, a child that process forks (pthread_atfork's child handler: os.fork,
 # multiprocessing's "fork" start method, a fork from C alike) runs every call on its
 # calling thread, which gives the same bits (results never depend on the thread count).
-# A child forked before any parallel region ran (a forkserver, a pool made early) keeps
-# its threads: libgomp has no pool to lose yet.
+# A child forked before any cygru parallel region ran (a forkserver, a pool made early)
+# keeps its threads: libgomp has no cygru pool to lose yet (a region another library ran on
+# the same libgomp is invisible here; the docs say so and point to "spawn").
 cdef extern from *:
     """
     static int cygru_omp_started = 0;   /* a cygru parallel region ran in this process */

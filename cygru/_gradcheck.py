@@ -22,8 +22,6 @@ class GradcheckError(AssertionError):
 
 def _float64_twin(module):
     """A float64 copy of `module` on the same device (gradients in float32 are too noisy)."""
-    from .modules import GRU, GRUCell
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if isinstance(module, GRU):
@@ -143,8 +141,6 @@ def gradcheck(
 
 
 def _check(m, xp, x, h0, eps, atol, rtol, lengths, max_elements, n_projections, seed):
-    from .modules import GRUCell
-
     cell = isinstance(m, GRUCell)
     x = A.as_float_array(x, np.float64, "x", m.device)
     if cell:

@@ -37,7 +37,9 @@ def get_num_threads() -> int:
     1, whatever was set: GNU OpenMP cannot start threads in such a child (its first
     parallel region would wait forever for the parent's threads), so there every call
     runs on its calling thread, with the same bits. A child forked before any threaded
-    call, and workers started with ``"spawn"`` or ``"forkserver"``, use threads as usual.
+    call, and workers started with ``"spawn"`` or ``"forkserver"``, use threads as usual
+    (a child forked before cygru's first threaded call but after another library ran GNU
+    OpenMP regions on the same libgomp can still hang in that pool: prefer ``"spawn"``).
 
     Examples
     --------

@@ -104,7 +104,7 @@ cdef extern from *:
     static void cygru_in_use_parent(void) { pthread_mutex_unlock(&cygru_in_use_lock); }
     static void cygru_in_use_child(void) {
         cygru_in_use_head = NULL;
-        pthread_mutex_init(&cygru_in_use_lock, NULL);
+        pthread_mutex_unlock(&cygru_in_use_lock);   /* taken by this thread in prepare */
     }
     static int cygru_in_use_atfork(void) {
         return pthread_atfork(cygru_in_use_prepare, cygru_in_use_parent, cygru_in_use_child);

@@ -819,7 +819,7 @@ class Adam(Optimizer):
             "amsgrad": _flag(hyper["amsgrad"], "amsgrad", who),
             "maximize": _flag(hyper["maximize"], "maximize", who),
             "decoupled_weight_decay": _flag(
-                hyper.get("decoupled_weight_decay", True), "decoupled_weight_decay", who
+                hyper.get("decoupled_weight_decay", False), "decoupled_weight_decay", who
             ),
         }
 

@@ -16,10 +16,12 @@ import pytest
 
 def import_optional(name, reason=None):
     """The module ``name``, imported; skip the calling test (or the test module, at module
-    level) when the import raises any ImportError, with the error in the reason."""
+    level) when the import raises any ImportError (or any other exception: a broken install
+    such as mismatched keras and jax can raise AttributeError or RuntimeError while it
+    imports), with the error in the reason."""
     try:
         return importlib.import_module(name)
-    except ImportError as exc:
+    except Exception as exc:  # ImportError, and what a broken install raises at import
         top = name.partition(".")[0]
         if isinstance(exc, ModuleNotFoundError) and exc.name in (name, top):
             why = f"{name} is not installed"

@@ -236,6 +236,10 @@ DOCSTRING_TESTS = _docstring_tests()
 @pytest.mark.parametrize("test", DOCSTRING_TESTS)
 def test_docstring_examples(test):
     _require(_needed_optional(test))
+    # with no globals of the module's own: an example runs as a user who copies it runs it,
+    # so it must import what it uses (a name only the module has, such as its private
+    # ``_os``, fails here)
+    test.globs = {"__name__": "__main__"}
     _run(test)
 
 

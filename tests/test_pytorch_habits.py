@@ -783,7 +783,9 @@ def test_batch_first_assigned_is_validated_like_the_constructor(value):
     assert m.batch_first is False
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, "a", True, None, float("nan"), [0.1]])
+@pytest.mark.parametrize(
+    "value", [-0.1, 1.0, 1.5, "a", "0.5", b"0.5", True, np.bool_(False), None, float("nan"), [0.1]]
+)
 def test_dropout_assigned_is_validated_like_the_constructor(value):
     m = cygru.GRU(I, H, num_layers=2, dropout=0.25)
     kind, message = _constructor_error(cygru.GRU, num_layers=2, dropout=value)
@@ -791,6 +793,8 @@ def test_dropout_assigned_is_validated_like_the_constructor(value):
         m.dropout = value
     assert str(info.value) == message and "dropout" in message
     assert m.dropout == 0.25
+    if isinstance(value, (str, bytes)):  # a number's text is not a number (torch agrees)
+        assert kind is TypeError
 
 
 def test_batch_first_and_dropout_may_change_like_torch():

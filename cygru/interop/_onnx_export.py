@@ -227,7 +227,8 @@ def to_onnx(
         if L > 1:
             const("slice_axis0", np.array([0], dtype=np.int64))
 
-    # sequence_lens (input, or an overridable empty initializer meaning "all T steps"): the
+    # sequence_lens (input; or, when optional, an input of ONNX's optional type from opset 15
+    # on and an overridable empty initializer below it, either meaning "all T steps"): the
     # first B entries of [sequence_lens, T, T, ..., T] -- the given lengths, or T for each
     if lengths == "none":
         seq_lens = ""

@@ -493,8 +493,8 @@ def from_onnx(
         GRU node lacks ``X``, ``W`` or ``R``, or an attribute is not of the type ONNX's GRU
         schema gives it (a FLOAT ``linear_before_reset`` is refused, not truncated), out of
         range, unknown or set twice; if the graph has a cycle; or if checking the layout
-        nodes would allocate more than 64 MiB in all (a hostile file: see the Reliability
-        page). Every message starts with ``cygru.from_onnx:`` and names the node.
+        nodes would allocate more than 64 MiB in all or run more than 2,000 of them (a
+        hostile file: see the Reliability page). Every message starts with ``cygru.from_onnx:`` and names the node.
     TypeError
         If ``model`` is none of the types above, ``node_name`` is not a str, ``weights`` is
         not a dict, or the weights are not float32, float64, float16 or bfloat16 (or W, R
