@@ -411,6 +411,31 @@ def memory_span(a):
     return low, high + itemsize
 
 
+def overlaps_itself(a):
+    """Whether two elements of `a` may share memory (a broadcast view, or an
+    ``as_strided`` view with repeated elements): an in-place update of such an array
+    writes one memory location several times. Read from the NumPy or CUDA array
+    interface; conservative (an unusual interleaving of strides counts as overlapping).
+    Contiguous arrays answer at once."""
+    if isinstance(a, np.ndarray) and (a.flags.c_contiguous or a.flags.f_contiguous):
+        return False
+    iface = getattr(a, "__array_interface__", None)
+    if not isinstance(iface, dict):
+        iface = getattr(a, "__cuda_array_interface__", None)
+    if not isinstance(iface, dict) or iface.get("strides") is None:
+        return False  # no interface, or C-contiguous
+    shape = tuple(int(n) for n in iface["shape"])
+    if 0 in shape:
+        return False
+    dims = sorted((abs(int(s)), n) for n, s in zip(shape, iface["strides"]) if n > 1)
+    extent = np.dtype(iface["typestr"]).itemsize  # bytes spanned by the inner dims
+    for stride, n in dims:
+        if stride < extent:
+            return True
+        extent += stride * (n - 1)
+    return False
+
+
 def _may_alias(a, b):
     """Whether two arrays whose memory spans overlap share an element: exact for NumPy
     arrays (within a bounded effort: too hard to tell counts as shared), the overlap of

@@ -146,7 +146,12 @@ def _module_locks(items):
 def _check_array(arr, name, who, kind="parameter"):
     """A parameter (or, for clip_grad_norm_, a gradient) updated in place: a writeable
     array of floating-point numbers."""
-    if type(arr) is np.ndarray and arr.dtype.kind == "f" and arr.flags.writeable:
+    if (
+        type(arr) is np.ndarray
+        and arr.dtype.kind == "f"
+        and arr.flags.writeable
+        and (arr.flags.c_contiguous or arr.flags.f_contiguous)
+    ):
         return  # the common case, quickly
     if not hasattr(arr, "dtype") or not hasattr(arr, "shape") or isinstance(arr, np.generic):
         raise TypeError(
@@ -161,6 +166,12 @@ def _check_array(arr, name, who, kind="parameter"):
         raise ValueError(
             f"{who}: {kind} {name!r} is read-only; it is updated in place, so it must "
             "be a writeable array"
+        )
+    if A.overlaps_itself(arr):
+        raise ValueError(
+            f"{who}: {kind} {name!r} has elements that share memory (a broadcast or "
+            "as_strided view): an in-place update would write one element several "
+            "times; give an array whose elements are distinct (e.g. a copy)"
         )
 
 
@@ -1020,7 +1031,9 @@ def clip_grad_norm_(
         if not arrays:
             return 0.0
         if math.isinf(norm_type):
-            total = max(float(abs(g).max()) if g.size else 0.0 for g in arrays)
+            # np.max, not Python's max: a nan anywhere gives nan (Python's max keeps
+            # the first value a later nan does not compare above), as torch's inf-norm
+            total = float(np.max([float(abs(g).max()) if g.size else 0.0 for g in arrays]))
         else:
             norms = [
                 float(np.linalg.norm(g.ravel().astype(np.float64), norm_type)) if g.size else 0.0

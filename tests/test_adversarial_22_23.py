@@ -1,0 +1,183 @@
+"""Adversarial regressions for the behaviour issues 22 and 23 added: defects an
+adversarial pass found in the new code, each fixed (see the test names)."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import cygru
+from cygru import optim
+
+F64 = np.float64
+
+
+def _zero_stride(n, fill=0.0):
+    """A writeable array of n elements that are all one memory location."""
+    base = np.full(1, fill)
+    return base, np.lib.stride_tricks.as_strided(base, (n,), (0,))
+
+
+# -- clip_grad_norm_ with norm_type=inf: a nan anywhere gives a nan norm --------------
+
+
+@pytest.mark.parametrize("nan_first", [False, True])
+def test_clip_inf_norm_nan_in_any_gradient_is_nan(nan_first):
+    # Python's max() kept the first value when a later one was nan: the total was 2.0,
+    # and error_if_nonfinite=True did not raise (torch's inf-norm is nan)
+
+    def fresh():
+        items = [("a", np.array([1.0, 2.0])), ("b", np.array([np.nan]))]
+        return dict(items[::-1] if nan_first else items)
+
+    grads = fresh()
+    total = optim.clip_grad_norm_(grads, 1.0, norm_type=float("inf"))
+    assert np.isnan(total)
+    assert np.isnan(grads["a"]).all()  # scaled by a nan factor, as torch does
+    grads = fresh()
+    with pytest.raises(RuntimeError, match=r"^cygru\.optim\.clip_grad_norm_: .* is nan"):
+        optim.clip_grad_norm_(grads, 1.0, norm_type=float("inf"), error_if_nonfinite=True)
+    assert grads["a"].tolist() == [1.0, 2.0]
+
+
+def test_clip_inf_norm_nan_in_a_later_module_gradient():
+    gru = cygru.GRU(2, 3, dtype=F64, seed=0)
+    gru.grads["weight_ih_l0"][...] = 1.0
+    gru.grads["bias_hh_l0"][0] = np.nan  # after the first entry
+    with pytest.raises(RuntimeError, match="is nan"):
+        optim.clip_grad_norm_(gru, 1.0, norm_type=float("inf"), error_if_nonfinite=True)
+
+
+# -- arrays whose elements share memory (broadcast / as_strided views) -----------------
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW])
+def test_optimizer_refuses_a_parameter_whose_elements_overlap(cls):
+    # five elements on one location: a step wrote it five times (SGD gave -0.1, not
+    # five updates, nor an error as torch's in-place update on an expanded tensor)
+    base, view = _zero_stride(5)
+    with pytest.raises(ValueError, match=r"^cygru\.optim\.\w+: parameter 'a' has elements"):
+        cls({"a": view}, lr=0.1)
+    assert base.tolist() == [0.0]
+
+
+def test_optimizer_accepts_non_overlapping_views():
+    p = np.zeros((4, 6))
+    opt = optim.SGD({"a": p[:, ::2], "b": p[:, 1::2], "c": p.T[:0]}, lr=1.0)
+    opt.step({"a": np.ones((4, 3)), "b": 2 * np.ones((4, 3)), "c": np.ones((0, 4))})
+    assert (p[:, ::2] == -1).all() and (p[:, 1::2] == -2).all()
+
+
+def test_clip_refuses_a_gradient_whose_elements_overlap():
+    base, view = _zero_stride(4, 1.0)
+    with pytest.raises(ValueError, match=r"^cygru\.optim\.clip_grad_norm_: gradient 'a' has"):
+        optim.clip_grad_norm_({"a": view}, 1.0)
+    assert base.tolist() == [1.0]
+
+
+def test_backward_refuses_a_grads_entry_whose_elements_overlap():
+    gru = cygru.GRU(2, 3, dtype=F64, seed=0)
+    x = np.ones((3, 1, 2))
+    (out, _), backward = gru.vjp(x)
+    base, view = _zero_stride(9)
+    gru.grads["bias_ih_l0"] = view
+    before = {k: v.copy() for k, v in gru.grads.items() if k != "bias_ih_l0"}
+    with pytest.raises(ValueError, match=r"grads\['bias_ih_l0'\] has elements that share"):
+        backward(out, None)
+    assert base.tolist() == [0.0]
+    assert all(np.array_equal(before[k], gru.grads[k]) for k in before)
+    # all or nothing: fixed, the retry counts the gradients once
+    gru.grads["bias_ih_l0"] = np.zeros(9)
+    backward(out, None)
+    ref = cygru.GRU(2, 3, dtype=F64, seed=0)
+    (out2, _), backward2 = ref.vjp(x)
+    backward2(out2, None)
+    for k in ref.grads:
+        np.testing.assert_array_equal(gru.grads[k], ref.grads[k])
+
+
+# -- zero_grad with entries replaced by the user ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        lambda: [0.0] * 9,
+        lambda: np.zeros(9, np.float32),
+        lambda: np.ones(4),
+        lambda: _zero_stride(9, 1.0)[1],
+    ],
+    ids=["list", "other dtype", "other shape", "overlapping"],
+)
+def test_zero_grad_resets_an_entry_that_cannot_take_zeros(entry):
+    # it raised "list indices must be integers or slices, not ellipsis" (no name),
+    # or left the entry unusable for the next backward
+    gru = cygru.GRU(2, 3, dtype=F64, seed=0)
+    gru.grads["weight_hh_l0"][...] = 5.0
+    gru.grads["bias_ih_l0"] = entry()
+    gru.zero_grad()
+    for name, g in gru.grads.items():
+        assert type(g) is np.ndarray and g.dtype == F64, name
+        assert g.shape == gru.state_dict()[name].shape and not g.any(), name
+    (out, _), backward = gru.vjp(np.ones((3, 1, 2)))
+    backward(out, None)  # every entry takes the gradients
+
+
+def test_zero_grad_read_only_entry_is_replaced_not_written():
+    gru = cygru.GRU(2, 3, dtype=F64, seed=0)
+    ro = np.ones(9)
+    ro.flags.writeable = False
+    gru.grads["bias_ih_l0"] = ro
+    gru.zero_grad()
+    assert ro.tolist() == [1.0] * 9  # the caller's array untouched
+    assert gru.grads["bias_ih_l0"] is not ro and not gru.grads["bias_ih_l0"].any()
+
+
+def test_zero_grad_never_zeroes_a_parameter():
+    # an entry set to a parameter (or a view of one): zeros written in place wiped the
+    # weights
+    gru = cygru.GRU(2, 3, dtype=F64, seed=0)
+    weights = gru.state_dict()
+    gru.grads["bias_ih_l0"] = gru.bias_hh_l0
+    gru.grads["weight_hh_l0"] = gru.weight_ih_l0[:9, :2].T.T  # not the same shape: replaced
+    gru.grads["weight_ih_l0"] = gru.weight_ih_l0
+    gru.zero_grad()
+    for name, w in weights.items():
+        np.testing.assert_array_equal(getattr(gru, name), w)
+    for name, g in gru.grads.items():
+        assert not g.any(), name
+    assert not np.shares_memory(gru.grads["weight_ih_l0"], gru.weight_ih_l0)
+
+
+def test_zero_grad_keeps_a_good_entry_in_place():
+    gru = cygru.GRU(2, 3, dtype=F64, seed=0)
+    mine = np.ones(9)
+    gru.grads["bias_ih_l0"] = mine
+    gru.zero_grad()
+    assert gru.grads["bias_ih_l0"] is mine and not mine.any()
+
+
+# -- a user's subclass of GRUCell may name its own attributes freely ------------------
+
+
+class _CellWithDropout(cygru.GRUCell):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dropout = 0.5  # the subclass's own output dropout
+        self.reverse = True
+        self.batch_first = "yes"
+
+
+def test_cell_subclass_may_use_gru_option_names():
+    # refused with "a _CellWithDropout has no option 'dropout'" (the guard meant for
+    # cygru.GRUCell itself, where the assignment would do nothing)
+    cell = _CellWithDropout(3, 4, seed=0)
+    assert (cell.dropout, cell.reverse, cell.batch_first) == (0.5, True, "yes")
+    again = pickle.loads(pickle.dumps(cell))
+    assert (again.dropout, again.reverse) == (0.5, True)
+    np.testing.assert_array_equal(again(np.ones(3)), cell(np.ones(3)))
+
+
+def test_plain_cell_still_refuses_gru_options():
+    with pytest.raises(AttributeError, match=r"^cygru\.GRUCell: a GRUCell has no option"):
+        cygru.GRUCell(3, 4).dropout = 0.5
