@@ -181,3 +181,97 @@ def test_cell_subclass_may_use_gru_option_names():
 def test_plain_cell_still_refuses_gru_options():
     with pytest.raises(AttributeError, match=r"^cygru\.GRUCell: a GRUCell has no option"):
         cygru.GRUCell(3, 4).dropout = 0.5
+
+
+# -- from_onnx: external data and attribute values of message types -------------------
+
+onnx = pytest.importorskip("onnx")
+
+
+def _exported(tmp_path, name="m.onnx", **save):
+    import io
+
+    model = cygru.GRU(2, 3, seed=0).to_onnx(io.BytesIO(), h0="none", lengths="none")
+    path = tmp_path / name
+    onnx.save_model(model, str(path), **save)
+    return model, path
+
+
+def _add_external(model, location, count, elements):
+    from onnx import TensorProto
+
+    for i in range(count):
+        t = model.graph.initializer.add()
+        t.name, t.data_type = f"junk{i}", TensorProto.FLOAT
+        t.dims[:] = [elements]
+        t.data_location = TensorProto.EXTERNAL
+        entry = t.external_data.add()
+        entry.key, entry.value = "location", location
+
+
+def test_from_onnx_refuses_one_data_file_read_again_for_many_tensors(tmp_path):
+    # a 4 KB model naming a 4 MiB file in 40 tensors grew memory by 160 MiB (4,000
+    # tensors: 16 GiB), though nothing it read was a GRU's weight
+    (tmp_path / "w.bin").write_bytes(b"\0" * (1 << 20))
+    model, path = _exported(tmp_path)
+    _add_external(model, "w.bin", 8, 1 << 18)
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ValueError, match=r"^cygru\.from_onnx: the file .* read more than once"):
+        cygru.from_onnx(str(path))
+
+
+def test_from_onnx_reads_external_data_that_onnx_saved(tmp_path):
+    gru = cygru.GRU(4, 5, num_layers=2, bidirectional=True, seed=1)
+    import io
+
+    model = gru.to_onnx(io.BytesIO())
+    for one_file in (True, False):
+        path = tmp_path / f"m{one_file}.onnx"
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=one_file,
+            location=f"w{one_file}.bin",
+            size_threshold=0,
+        )
+        back = cygru.from_onnx(str(path))
+        for k, v in gru.state_dict().items():
+            np.testing.assert_array_equal(back.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd", "../../../../../etc/passwd", "none.bin"])
+def test_from_onnx_external_data_errors_are_named(tmp_path, location):
+    # onnx's ValidationError / FileNotFoundError came out without the function's name
+    model, path = _exported(tmp_path)
+    _add_external(model, location, 1, 4)
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ValueError, match=r"^cygru\.from_onnx: the file .*external data"):
+        cygru.from_onnx(str(path))
+
+
+def test_from_onnx_external_data_in_a_non_regular_file_is_refused(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.bin")  # reading it would block forever
+    model, path = _exported(tmp_path)
+    _add_external(model, "pipe.bin", 1, 4)
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ValueError, match=r"^cygru\.from_onnx: .* not a regular file"):
+        cygru.from_onnx(str(path))
+
+
+def test_from_onnx_attribute_holding_a_tensor_is_named():
+    # "TypeError: 'TensorProto' object is not iterable" while writing the message
+    import io
+
+    from onnx import helper, numpy_helper
+
+    model = cygru.GRU(2, 3, seed=0).to_onnx(io.BytesIO())
+    node = next(n for n in model.graph.node if n.op_type == "GRU")
+    keep = [a for a in node.attribute if a.name != "hidden_size"]
+    del node.attribute[:]
+    bad = helper.make_attribute("hidden_size", numpy_helper.from_array(np.array(3)))
+    node.attribute.extend([*keep, bad])
+    with pytest.raises(ValueError, match=r"'hidden_size' must be of ONNX type INT .* TENSOR"):
+        cygru.from_onnx(model)
