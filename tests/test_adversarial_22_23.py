@@ -275,3 +275,43 @@ def test_from_onnx_attribute_holding_a_tensor_is_named():
     node.attribute.extend([*keep, bad])
     with pytest.raises(ValueError, match=r"'hidden_size' must be of ONNX type INT .* TENSOR"):
         cygru.from_onnx(model)
+
+
+# -- DataParallelTrainer: options assigned after construction --------------------------
+
+
+def _trainer_data():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(0)
+    x = da.from_array(rng.standard_normal((5, 6, 2)), chunks=(5, 3, 2))
+    return x, np.zeros((5, 6, 4))
+
+
+def test_trainer_optimizer_assigned_later_is_used_and_checked():
+    # an optimizer assigned after construction was ignored: the old one kept stepping
+    dask = pytest.importorskip("dask")
+    cygru_dask = pytest.importorskip("cygru.dask")
+    x, y = _trainer_data()
+    gru = cygru.GRU(2, 4, dtype=F64, seed=0)
+    trainer = cygru_dask.DataParallelTrainer(gru, optim.SGD(gru, lr=0.0))
+    before = gru.weight_hh_l0.copy()
+    trainer.optimizer = optim.Adam(gru, lr=0.05)
+    with dask.config.set(scheduler="sync"):
+        trainer.step(x, y)
+    assert not np.array_equal(before, gru.weight_hh_l0)
+    other = cygru.GRU(2, 4, dtype=F64, seed=1)
+    with pytest.raises(ValueError, match="does not update the trainer's module"):
+        trainer.optimizer = optim.SGD(other, lr=0.1)
+    with pytest.raises(TypeError, match="optimizer must be"):
+        trainer.optimizer = 3
+    assert isinstance(trainer.optimizer, optim.Adam)  # unchanged by the refusals
+
+
+def test_trainer_module_is_read_only():
+    # a module assigned later got the gradients while the optimizer stepped the old one
+    cygru_dask = pytest.importorskip("cygru.dask")
+    gru = cygru.GRU(2, 4, dtype=F64, seed=0)
+    trainer = cygru_dask.DataParallelTrainer(gru, optim.SGD(gru, lr=0.1))
+    with pytest.raises(AttributeError, match=r"^cygru\.dask\.DataParallelTrainer: module is"):
+        trainer.module = cygru.GRU(2, 4, dtype=F64, seed=1)
+    assert trainer.module is gru
