@@ -138,8 +138,7 @@ class _Module:
         (name -> array, already validated) when rebuilding an unpickled module."""
         seed = A.check_seed(seed)
         object.__setattr__(self, "_shapes", dict(shapes))
-        object.__setattr__(self, "_lock", threading.Lock())
-        object.__setattr__(self, "_param_lock", threading.Lock())
+        A.new_locks(self, "_lock", "_param_lock")  # new ones in a forked child
         object.__setattr__(self, "device", "cpu")
         if values is None:
             values = self._initial_values(seed)

@@ -32,7 +32,6 @@ refused); a loaded state fits the parameters and the algorithm.
 from __future__ import annotations
 
 import math
-import threading
 import weakref
 from collections import abc
 from typing import Any, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
@@ -293,7 +292,7 @@ class Optimizer:
     def __init__(self, params: Params, lr: Union[float, Dict[str, Any]]) -> None:
         # lr: the learning rate, or a subclass's hyperparameters (a dict, with "lr")
         hyper = dict(lr) if isinstance(lr, dict) else {"lr": lr}
-        object.__setattr__(self, "_lock", threading.Lock())
+        A.new_locks(self, "_lock")  # a new one in a forked child
         object.__setattr__(self, "_disjoint", [])  # arrays last found not to share memory
         for k, v in self._checked(self._who, hyper).items():
             object.__setattr__(self, k, v)

@@ -315,3 +315,56 @@ def test_trainer_module_is_read_only():
     with pytest.raises(AttributeError, match=r"^cygru\.dask\.DataParallelTrainer: module is"):
         trainer.module = cygru.GRU(2, 4, dtype=F64, seed=1)
     assert trainer.module is gru
+
+
+# -- fork while another thread holds a module's or an optimizer's lock ----------------
+
+
+def _child_after_fork_with_held_locks():
+    """Runs in a fresh process: fork while another thread holds the locks, and report
+    whether the child's calls finished (exit 0) or hung (killed by SIGALRM)."""
+    import os
+    import signal
+    import threading
+
+    gru = cygru.GRU(3, 4, seed=0)
+    opt = optim.SGD(gru, lr=0.1)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with gru._lock, gru._param_lock, opt._lock:
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(20)
+        gru.zero_grad()
+        gru.load_state_dict(gru.state_dict())
+        (out, _), backward = gru.vjp(np.ones((2, 1, 3), np.float32))
+        backward(out, None)
+        opt.step()
+        os._exit(0)
+    release.set()
+    thread.join()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_forked_child_does_not_hang_on_locks_another_thread_held():
+    # 23 of 30 children forked while another thread ran zero_grad/load_state_dict hung
+    # forever: the module's threading locks stayed held in the child
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_adversarial_22_23 as t; "
+        "sys.exit(t._child_after_fork_with_held_locks())"
+    )
+    here = str(__import__("pathlib").Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", code, here], timeout=120)
+    assert done.returncode == 0  # -14 (SIGALRM) when the child hung
