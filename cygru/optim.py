@@ -243,10 +243,20 @@ _MAX_STEP = 2**62  # beta ** step needs a step that converts to a float
 
 
 def _step_count(value, where):
-    """A step count: an integer in [0, 2**62] (Python or NumPy; an integral float such as
-    PyTorch's ``3.0`` is read as 3); raises ValueError/TypeError naming `where`."""
+    """A step count: an integer in [0, 2**62] (Python or NumPy, or a 0-d array or tensor
+    of one; an integral float such as PyTorch's ``tensor(3.)`` is read as 3); raises
+    ValueError/TypeError naming `where`."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
+    elif (
+        not isinstance(value, (int, float, np.generic))
+        and getattr(value, "ndim", None) == 0
+        and hasattr(value, "__array__")
+    ):
+        try:  # a 0-d tensor, as torch.optim keeps its step count
+            value = np.asarray(value)[()]
+        except Exception:
+            pass  # refused below, by type
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where} must be an integer in [0, 2**62], got {value!r}")
     if isinstance(value, (int, np.integer)):

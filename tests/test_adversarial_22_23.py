@@ -368,3 +368,34 @@ def test_forked_child_does_not_hang_on_locks_another_thread_held():
     here = str(__import__("pathlib").Path(__file__).parent)
     done = subprocess.run([sys.executable, "-c", code, here], timeout=120)
     assert done.returncode == 0  # -14 (SIGALRM) when the child hung
+
+
+# -- Optimizer.load_state_dict: a step count kept as torch.optim keeps it ---------------
+
+
+def test_adam_load_state_dict_reads_a_0d_tensor_step():
+    # the buffers as torch tensors were accepted, the step as torch's tensor(1.) refused
+    torch = pytest.importorskip("torch")
+    gru = cygru.GRU(2, 3, dtype=F64, seed=0)
+    opt = optim.Adam(gru, lr=0.01)
+    (out, _), backward = gru.vjp(np.ones((3, 1, 2)))
+    backward(out, None)
+    opt.step()
+    sd = opt.state_dict()
+    as_torch = {
+        "hyperparameters": sd["hyperparameters"],
+        "state": {
+            key: {
+                n: torch.tensor(float(v)) if n == "step" else torch.from_numpy(v)
+                for n, v in buffers.items()
+            }
+            for key, buffers in sd["state"].items()
+        },
+    }
+    opt.load_state_dict(as_torch)
+    assert all(type(s["step"]) is int and s["step"] == 1 for s in opt.state.values())
+    bad = {"hyperparameters": sd["hyperparameters"], "state": {"0.bias_ih_l0": {}}}
+    bad["state"]["0.bias_ih_l0"] = dict(as_torch["state"]["0.bias_ih_l0"])
+    bad["state"]["0.bias_ih_l0"]["step"] = torch.tensor(1.5)
+    with pytest.raises(ValueError, match=r"step must be an integer"):
+        opt.load_state_dict(bad)
