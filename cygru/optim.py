@@ -316,7 +316,31 @@ class Optimizer:
             hyper = self._hyperparameters()
             hyper[name] = value
             value = self._checked(self._who, hyper)[name]
+        elif name == "state" and "_params" in self.__dict__:
+            self._check_state_mapping(value)
         object.__setattr__(self, name, value)
+
+    def _check_state_mapping(self, value):
+        """A ``state`` assigned after construction: a dict of this optimizer's parameter
+        keys to dicts (their buffers are checked at the next step). A step would
+        otherwise fail with an unnamed error, or state_dict() hold keys that
+        load_state_dict refuses."""
+        who = self._who
+        if type(value) is not dict:
+            raise TypeError(
+                f"{who}: state must be a dict of parameter keys to dicts of buffers, got "
+                f"{type(value).__name__}"
+            )
+        keys = {f"{i}.{name}" for i, name, _, _ in _named_arrays(self._params, who)}
+        unknown = [k for k in value if k not in keys]
+        if unknown:
+            raise ValueError(
+                f"{who}: state has the keys {unknown[:5]}, which are not parameters of "
+                f"this optimizer (those are '<index in params>.<name>', e.g. {min(keys)!r})"
+            )
+        for k, v in value.items():
+            if not isinstance(v, dict):
+                raise TypeError(f"{who}: the state of {k!r} must be a dict, got {type(v).__name__}")
 
     @classmethod
     def _checked(cls, who, hyper):
@@ -551,7 +575,7 @@ class Optimizer:
                 new_state[key] = self._checked_state(key, buffers, params[key], who, deep=True)
             for k, v in checked.items():
                 object.__setattr__(self, k, v)
-            self.state = new_state
+            object.__setattr__(self, "state", new_state)  # checked above
 
     def _hyperparameters(self):
         raise NotImplementedError

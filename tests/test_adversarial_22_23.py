@@ -399,3 +399,22 @@ def test_adam_load_state_dict_reads_a_0d_tensor_step():
     bad["state"]["0.bias_ih_l0"]["step"] = torch.tensor(1.5)
     with pytest.raises(ValueError, match=r"step must be an integer"):
         opt.load_state_dict(bad)
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW])
+def test_optimizer_state_assigned_later_is_checked(cls):
+    # state = None made the next step raise "'NoneType' object has no attribute 'get'";
+    # a key of no parameter was kept, and state_dict() then held what load refused
+    gru = cygru.GRU(2, 3, dtype=F64, seed=0)
+    opt = cls(gru, lr=0.01)
+    for bad, err in ((None, TypeError), ([], TypeError), ({"0.nope": {}}, ValueError)):
+        with pytest.raises(err, match=rf"^cygru\.optim\.{cls.__name__}: (the )?state"):
+            opt.state = bad
+    with pytest.raises(TypeError, match="must be a dict"):
+        opt.state = {"0.bias_ih_l0": None}
+    opt.state = {}  # a reset is fine
+    opt.state = {"0.bias_ih_l0": {}}
+    (out, _), backward = gru.vjp(np.ones((3, 1, 2)))
+    backward(out, None)
+    opt.step()
+    opt.load_state_dict(opt.state_dict())
