@@ -773,7 +773,9 @@ class _Module:
         with self._lock:
             # a dropped gradient (zero_grad(set_to_none=True)) is stored as zeros
             grads = {
-                n: np.zeros(self._shapes[n], self.dtype) if g is None else A.to_host(g).copy()
+                n: np.zeros(self._shapes[n], self.dtype)
+                if g is None
+                else _picklable_grad(self, n, g)
                 for n, g in self._grads.items()
             }
             rng_state = self._dropout_rng.bit_generator.state
@@ -1441,6 +1443,21 @@ def _grad_destination_problem(dest, shape, dtype, device):
     if A.overlaps_itself(dest):
         return False, "has elements that share memory (a broadcast or as_strided view)"
     return None
+
+
+def _picklable_grad(module, name, g):
+    """A host copy of the grads entry `name` for a pickle, refused now (a named
+    ValueError) if unpickling would refuse it: a pickle that cannot be loaded back
+    would be found only when a checkpoint is read."""
+    shape = tuple(module._shapes[name])
+    arr = np.asarray(A.to_host(g)) if not isinstance(g, np.ndarray) else g
+    if tuple(arr.shape) != shape or arr.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{module._who}: cannot pickle: grads[{name!r}] is {type(g).__name__} of shape "
+            f"{tuple(arr.shape)} and dtype {arr.dtype}, not an array of real numbers of the "
+            f"parameter's shape {shape} (it was replaced); zero_grad() resets it"
+        )
+    return arr.copy()
 
 
 def _initial_state(h, hx, name, who=None):

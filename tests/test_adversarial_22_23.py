@@ -418,3 +418,20 @@ def test_optimizer_state_assigned_later_is_checked(cls):
     backward(out, None)
     opt.step()
     opt.load_state_dict(opt.state_dict())
+
+
+def test_pickling_refuses_a_grads_entry_that_unpickling_would_refuse():
+    # pickle.dumps succeeded and pickle.loads then raised: a checkpoint that cannot be read
+    gru = cygru.GRU(3, 4, seed=0)
+    gru.grads["bias_ih_l0"] = [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"^cygru\.GRU: cannot pickle: grads\['bias_ih_l0'\]"):
+        pickle.dumps(gru)
+    gru.zero_grad()
+    again = pickle.loads(pickle.dumps(gru))
+    assert again.grads["bias_ih_l0"].shape == (12,)
+    # an entry of another real dtype, or read-only, loads (converted), as before
+    ro = np.ones(12, np.float64)
+    ro.flags.writeable = False
+    gru.grads["bias_ih_l0"] = ro
+    again = pickle.loads(pickle.dumps(gru))
+    assert again.grads["bias_ih_l0"].dtype == np.float32 and again.grads["bias_ih_l0"].all()
