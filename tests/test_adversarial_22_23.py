@@ -435,3 +435,18 @@ def test_pickling_refuses_a_grads_entry_that_unpickling_would_refuse():
     gru.grads["bias_ih_l0"] = ro
     again = pickle.loads(pickle.dumps(gru))
     assert again.grads["bias_ih_l0"].dtype == np.float32 and again.grads["bias_ih_l0"].all()
+
+
+@pytest.mark.parametrize("bad", ["x", None, 1.0, True])
+def test_capi_status_name_names_a_bad_argument(bad):
+    # Cython's bare "an integer is required"
+    capi = pytest.importorskip("cygru.capi")
+    with pytest.raises(TypeError, match=r"^cygru\.capi\.status_name: status must be an integer"):
+        capi.status_name(bad)
+
+
+def test_capi_status_name_of_any_integer():
+    # 2**40 raised "OverflowError: value too large to convert to int"
+    capi = pytest.importorskip("cygru.capi")
+    assert capi.status_name(2**40) == capi.status_name(-(2**40)) == "unknown cygru status"
+    assert capi.status_name(np.int64(capi.ERR_WORKSPACE_BUSY)).startswith("the workspace is in use")
