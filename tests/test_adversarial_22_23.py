@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+from optional_deps import import_optional
 
 import cygru
 from cygru import optim
@@ -185,10 +186,9 @@ def test_plain_cell_still_refuses_gru_options():
 
 # -- from_onnx: external data and attribute values of message types -------------------
 
-onnx = pytest.importorskip("onnx")
-
 
 def _exported(tmp_path, name="m.onnx", **save):
+    onnx = import_optional("onnx")
     import io
 
     model = cygru.GRU(2, 3, seed=0).to_onnx(io.BytesIO(), h0="none", lengths="none")
@@ -198,6 +198,7 @@ def _exported(tmp_path, name="m.onnx", **save):
 
 
 def _add_external(model, location, count, elements):
+    import_optional("onnx")
     from onnx import TensorProto
 
     for i in range(count):
@@ -221,6 +222,7 @@ def test_from_onnx_refuses_one_data_file_read_again_for_many_tensors(tmp_path):
 
 
 def test_from_onnx_reads_external_data_that_onnx_saved(tmp_path):
+    onnx = import_optional("onnx")
     gru = cygru.GRU(4, 5, num_layers=2, bidirectional=True, seed=1)
     import io
 
@@ -262,6 +264,7 @@ def test_from_onnx_external_data_in_a_non_regular_file_is_refused(tmp_path):
 
 
 def test_from_onnx_attribute_holding_a_tensor_is_named():
+    import_optional("onnx")
     # "TypeError: 'TensorProto' object is not iterable" while writing the message
     import io
 
@@ -281,7 +284,7 @@ def test_from_onnx_attribute_holding_a_tensor_is_named():
 
 
 def _trainer_data():
-    da = pytest.importorskip("dask.array")
+    da = import_optional("dask.array")
     rng = np.random.default_rng(0)
     x = da.from_array(rng.standard_normal((5, 6, 2)), chunks=(5, 3, 2))
     return x, np.zeros((5, 6, 4))
@@ -289,8 +292,8 @@ def _trainer_data():
 
 def test_trainer_optimizer_assigned_later_is_used_and_checked():
     # an optimizer assigned after construction was ignored: the old one kept stepping
-    dask = pytest.importorskip("dask")
-    cygru_dask = pytest.importorskip("cygru.dask")
+    dask = import_optional("dask")
+    cygru_dask = import_optional("cygru.dask")
     x, y = _trainer_data()
     gru = cygru.GRU(2, 4, dtype=F64, seed=0)
     trainer = cygru_dask.DataParallelTrainer(gru, optim.SGD(gru, lr=0.0))
@@ -309,7 +312,7 @@ def test_trainer_optimizer_assigned_later_is_used_and_checked():
 
 def test_trainer_module_is_read_only():
     # a module assigned later got the gradients while the optimizer stepped the old one
-    cygru_dask = pytest.importorskip("cygru.dask")
+    cygru_dask = import_optional("cygru.dask")
     gru = cygru.GRU(2, 4, dtype=F64, seed=0)
     trainer = cygru_dask.DataParallelTrainer(gru, optim.SGD(gru, lr=0.1))
     with pytest.raises(AttributeError, match=r"^cygru\.dask\.DataParallelTrainer: module is"):
@@ -375,7 +378,7 @@ def test_forked_child_does_not_hang_on_locks_another_thread_held():
 
 def test_adam_load_state_dict_reads_a_0d_tensor_step():
     # the buffers as torch tensors were accepted, the step as torch's tensor(1.) refused
-    torch = pytest.importorskip("torch")
+    torch = import_optional("torch")
     gru = cygru.GRU(2, 3, dtype=F64, seed=0)
     opt = optim.Adam(gru, lr=0.01)
     (out, _), backward = gru.vjp(np.ones((3, 1, 2)))
@@ -440,13 +443,13 @@ def test_pickling_refuses_a_grads_entry_that_unpickling_would_refuse():
 @pytest.mark.parametrize("bad", ["x", None, 1.0, True])
 def test_capi_status_name_names_a_bad_argument(bad):
     # Cython's bare "an integer is required"
-    capi = pytest.importorskip("cygru.capi")
+    capi = import_optional("cygru.capi")
     with pytest.raises(TypeError, match=r"^cygru\.capi\.status_name: status must be an integer"):
         capi.status_name(bad)
 
 
 def test_capi_status_name_of_any_integer():
     # 2**40 raised "OverflowError: value too large to convert to int"
-    capi = pytest.importorskip("cygru.capi")
+    capi = import_optional("cygru.capi")
     assert capi.status_name(2**40) == capi.status_name(-(2**40)) == "unknown cygru status"
     assert capi.status_name(np.int64(capi.ERR_WORKSPACE_BUSY)).startswith("the workspace is in use")
