@@ -537,31 +537,35 @@ class _Module:
             if set_to_none:
                 for name in self._grads:
                     self._grads[name] = None
-                return
-            dtype, device = self.dtype, self.device
-            keep = {}
-            for name, g in self._grads.items():
-                if g is None:
-                    continue
-                if _grad_destination_problem(g, self._shapes[name], dtype, device):
-                    # an entry replaced by something that cannot take zeros in place (a
-                    # list, a read-only or broadcast array, another dtype): reset to a
-                    # new array, as a backward would need
-                    self._grads[name] = A.zeros_on(device, self._shapes[name], dtype)
-                else:
-                    keep[name] = g
-            # an entry sharing memory with a parameter (or another entry) gets its own
-            # array: zeros written there would wipe the weights
-            params = [(("parameter", n), self.__dict__[n]) for n in self._shapes]
-            while True:
-                pair = A.shared_memory([(("grads", n), g) for n, g in keep.items()] + params)
-                if pair is None:
-                    break
-                name = min(pair)[1]  # a grads entry ("grads" < "parameter")
+            else:
+                self._zero_grads_in_place()
+
+    def _zero_grads_in_place(self):
+        """zero_grad(set_to_none=False), under the gradient lock."""
+        dtype, device = self.dtype, self.device
+        keep = {}
+        for name, g in self._grads.items():
+            if g is None:
+                continue
+            if _grad_destination_problem(g, self._shapes[name], dtype, device):
+                # an entry replaced by something that cannot take zeros in place (a
+                # list, a read-only or broadcast array, another dtype): reset to a
+                # new array, as a backward would need
                 self._grads[name] = A.zeros_on(device, self._shapes[name], dtype)
-                del keep[name]
-            for g in keep.values():
-                g[...] = 0
+            else:
+                keep[name] = g
+        # an entry sharing memory with a parameter (or another entry) gets its own
+        # array: zeros written there would wipe the weights
+        params = [(("parameter", n), self.__dict__[n]) for n in self._shapes]
+        while True:
+            pair = A.shared_memory([(("grads", n), g) for n, g in keep.items()] + params)
+            if pair is None:
+                break
+            name = min(pair)[1]  # a grads entry ("grads" < "parameter")
+            self._grads[name] = A.zeros_on(device, self._shapes[name], dtype)
+            del keep[name]
+        for g in keep.values():
+            g[...] = 0
 
     def _accumulate(self, local, who=None, on_commit=None):
         """Add gradient arrays into :attr:`grads`, all or nothing.
