@@ -164,17 +164,17 @@ def _module_key(module):
 
 
 def _check_threads(threads, who):
+    """None, or a thread count as cygru.set_num_threads takes it, read by the one parser
+    (cygru._cpu._parse_thread_count); a ValueError naming `who` otherwise. Checked in the
+    client, before any task is built."""
     if threads is None:
         return None
-    if (
-        isinstance(threads, (bool, np.bool_))
-        or not isinstance(threads, numbers.Integral)
-        or not 1 <= threads <= 256
-    ):
-        raise ValueError(
-            f"{who}: threads must be None or an integer from 1 to 256, got {threads!r}"
-        )
-    return int(threads)
+    from . import _cpu
+
+    try:
+        return _cpu._parse_thread_count(threads, f"{who}: threads")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or None: cygru's default)") from None
 
 
 def _task_thread_count(threads):

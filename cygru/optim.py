@@ -214,11 +214,14 @@ def _check_grad(grad, param, name, who):
 
 
 def _number(value, name, who, low=0.0, high=None, high_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(
-            f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}"
-        )
-    value = float(value)
+    """A finite real number in [low, high] ([low, high) with `high_open`; no upper bound
+    with `high` None), as a float. The type rule is cygru's one rule for real-valued
+    options (:func:`cygru._arrays.real_float`: any real number but a bool); errors name
+    `who`."""
+    try:
+        value = A.real_float(value, name)
+    except A.ArgumentError as exc:
+        raise exc.named(who) from None
     if (
         not math.isfinite(value)
         or value < low
@@ -945,11 +948,12 @@ class AdamW(Adam):
 
 
 def _flag(value, name, who):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"{who}: {name} must be True or False, got {type(value).__name__} {value!r}"
-        )
-    return bool(value)
+    """A boolean option by cygru's one rule (:func:`cygru._arrays.check_flag`: True,
+    False, NumPy's bools and the integers 0 and 1); errors name `who`."""
+    try:
+        return A.check_flag(value, name)
+    except A.ArgumentError as exc:
+        raise exc.named(who) from None
 
 
 def clip_grad_norm_(
@@ -1002,13 +1006,13 @@ def clip_grad_norm_(
     """
     who = "cygru.optim.clip_grad_norm_"
     max_norm = _number(max_norm, "max_norm", who)
-    if (
-        isinstance(norm_type, (bool, np.bool_))
-        or not isinstance(norm_type, (int, float, np.number))
-        or not (float(norm_type) > 0)
-    ):
+    try:
+        norm = A.real_float(norm_type, "norm_type", "a positive number or inf")
+    except A.ArgumentError:
+        norm = math.nan
+    if not norm > 0:
         raise ValueError(f"{who}: norm_type must be a positive number or inf, got {norm_type!r}")
-    norm_type = float(norm_type)
+    norm_type = norm
     error_if_nonfinite = _flag(error_if_nonfinite, "error_if_nonfinite", who)
     items = _sources(grads_of, who, "grads_of", check=False)  # checked under the locks
     locks = _module_locks(items)
