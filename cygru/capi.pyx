@@ -716,6 +716,16 @@ cdef class ExportedWeights:
         dtype): ``PyCapsule_GetPointer(capsule, "cygru.capi.model_f32")`` gives a
         ``const cygru_model_f32*``. The capsule keeps this object (and so the
         weights) alive.
+
+        Examples
+        --------
+        >>> import ctypes, numpy as np, cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRUCell(3, 4, dtype=np.float64, seed=0))
+        >>> cap = w.capsule()
+        >>> get_name = ctypes.pythonapi.PyCapsule_GetName
+        >>> get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+        >>> get_name(cap)
+        b'cygru.capi.model_f64'
         """
         cdef void* ptr
         cdef const char* name
@@ -731,7 +741,20 @@ cdef class ExportedWeights:
         return cap
 
     def workspace_size(self, T, B):
-        """Bytes of workspace ``model_forward_*`` needs for this model at (T, B)."""
+        """Bytes of workspace ``model_forward_*`` needs for this model at (T, B).
+
+        Examples
+        --------
+        >>> import numpy as np, cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRU(3, 4, num_layers=2, seed=0))
+        >>> n = w.workspace_size(10, 2)       # T=10 steps of B=2 sequences
+        >>> scratch = np.empty(n, np.uint8)   # the buffer a C caller passes, n bytes
+        >>> n > 0, w.workspace_size(20, 2) > n
+        (True, True)
+        >>> w.workspace_size(0, 2)
+        Traceback (most recent call last):
+        ValueError: cygru.capi: invalid sizes T=0, B=2
+        """
         cdef int L = self.num_layers, D = self.num_directions
         cdef size_t n
         T, B = _size_args("cygru.capi.ExportedWeights.workspace_size", T=T, B=B)
@@ -744,7 +767,16 @@ cdef class ExportedWeights:
         return n
 
     def cell_workspace_size(self, B):
-        """Bytes of workspace ``cell_step_*`` needs for B rows of this model's size."""
+        """Bytes of workspace ``cell_step_*`` needs for B rows of this model's size.
+
+        Examples
+        --------
+        >>> import cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRUCell(3, 4, seed=0))
+        >>> n = w.cell_workspace_size(8)      # one step of 8 rows
+        >>> n > 0, w.cell_workspace_size(16) > n
+        (True, True)
+        """
         cdef size_t n
         (B,) = _size_args("cygru.capi.ExportedWeights.cell_workspace_size", B=B)
         if self.dtype == np.float32:
@@ -788,6 +820,21 @@ cdef class ExportedWeights:
             For ``x`` or ``h0`` that do not hold real numbers (complex, strings, objects),
             as :class:`cygru.GRU` refuses them; real numbers of any dtype and byte order
             are converted to ``dtype``.
+
+        Examples
+        --------
+        The C entry point gives the module's own numbers, per-sequence lengths included:
+
+        >>> import numpy as np, cygru, cygru.capi
+        >>> gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+        >>> w = cygru.capi.export_weights(gru)
+        >>> x = np.random.default_rng(0).standard_normal((5, 2, 3))   # (T, B, I)
+        >>> out, h_n = w.forward(x, lengths=[5, 3])
+        >>> out.shape, h_n.shape
+        ((5, 2, 8), (4, 2, 4))
+        >>> want_out, want_h_n = gru(x, lengths=[5, 3])
+        >>> bool(np.allclose(out, want_out)), bool(np.allclose(h_n, want_h_n))
+        (True, True)
         """
         who = "cygru.capi.ExportedWeights.forward"
         LD, H, I = self.num_layers * self.num_directions, self.hidden_size, self.input_size

@@ -437,6 +437,22 @@ class Optimizer:
         TypeError
             A gradient that is not an array of real numbers (bool and complex
             gradients are refused), or a parameter that is not a floating-point array.
+
+        Examples
+        --------
+        A module's gradients come from its ``grads``; a plain array's from ``grads``:
+
+        >>> import numpy as np, cygru
+        >>> cell = cygru.GRUCell(2, 3, dtype=np.float64, seed=0)
+        >>> w = np.ones(3)
+        >>> opt = cygru.optim.SGD([cell, {"w": w}], lr=0.5)
+        >>> before = cell.weight_hh.copy()
+        >>> cell.grads["weight_hh"][...] = 1.0       # as a backward would add
+        >>> opt.step({"w": np.array([1.0, 2.0, 0.0])})
+        >>> w                                       # w - lr * grad
+        array([0.5, 0. , 1. ])
+        >>> bool(np.allclose(cell.weight_hh, before - 0.5))
+        True
         """
         with self._lock:
             locks = _module_locks(self._params)
@@ -458,6 +474,19 @@ class Optimizer:
         (``set_to_none=True``, PyTorch's default; a step then skips those parameters until
         a backward stores gradients again). Plain arrays' gradients are passed to
         :meth:`step` and not kept, so there is nothing to reset for them.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> gru = cygru.GRU(2, 3, seed=0)
+        >>> opt = cygru.optim.Adam(gru)
+        >>> gru.grads["bias_ih_l0"][...] = 1.0
+        >>> opt.zero_grad()                              # zeros, in place
+        >>> float(np.abs(gru.grads["bias_ih_l0"]).sum())
+        0.0
+        >>> opt.zero_grad(set_to_none=True)              # PyTorch's default
+        >>> gru.grads["bias_ih_l0"] is None
+        True
         """
         set_to_none = _flag(set_to_none, "set_to_none", f"{self._who}.zero_grad")
         with self._lock:
@@ -469,6 +498,19 @@ class Optimizer:
         """The optimizer's state (copies): hyperparameters and per-parameter buffers.
 
         Keys of ``"state"`` are ``"<index in params>.<parameter name>"``.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> cell = cygru.GRUCell(2, 3, seed=0)
+        >>> opt = cygru.optim.SGD(cell, lr=0.1, momentum=0.9)
+        >>> cell.grads["bias_hh"][...] = 1.0
+        >>> opt.step()
+        >>> sd = opt.state_dict()
+        >>> sd["hyperparameters"]["momentum"], sorted(sd["state"])[:2]
+        (0.9, ['0.bias_hh', '0.bias_ih'])
+        >>> sd["state"]["0.bias_hh"]["momentum_buffer"]
+        array([1., 1., 1., 1., 1., 1., 1., 1., 1.], dtype=float32)
         """
         with self._lock:
             return {
@@ -500,6 +542,30 @@ class Optimizer:
             that differ), a missing or unknown buffer, a non-finite or negative value.
         TypeError
             A state that is not made of dicts, arrays of real numbers and integers.
+
+        Examples
+        --------
+        Resume training: a new optimizer over the restored module continues where the
+        saved one stopped (Adam's moving averages and step count included):
+
+        >>> import numpy as np, cygru
+        >>> gru = cygru.GRU(2, 3, dtype=np.float64, seed=0)
+        >>> opt = cygru.optim.Adam(gru, lr=0.01)
+        >>> gru.grads["bias_hh_l0"][...] = 1.0
+        >>> opt.step()
+        >>> saved_weights, saved_opt = gru.state_dict(), opt.state_dict()
+        >>> resumed = cygru.GRU(2, 3, dtype=np.float64)
+        >>> resumed.load_state_dict(saved_weights)
+        <All keys matched successfully>
+        >>> opt2 = cygru.optim.Adam(resumed, lr=0.01)
+        >>> opt2.load_state_dict(saved_opt)
+        >>> opt2.state["0.bias_hh_l0"]["step"], opt2.lr
+        (1, 0.01)
+        >>> resumed.grads["bias_hh_l0"][...] = 1.0
+        >>> gru.grads["bias_hh_l0"][...] = 1.0
+        >>> opt.step(); opt2.step()                  # the same second step
+        >>> bool(np.array_equal(gru.bias_hh_l0, resumed.bias_hh_l0))
+        True
         """
         who = f"{self._who}.load_state_dict"
         with self._lock:
