@@ -60,9 +60,15 @@ cdef extern from *:
     typedef struct cygru_in_use {
         const char *start, *end;
         struct cygru_in_use *prev, *next;
+        unsigned long generation;   /* cygru_in_use_generation when it was claimed */
     } cygru_in_use;
     static pthread_mutex_t cygru_in_use_lock = PTHREAD_MUTEX_INITIALIZER;
     static cygru_in_use *cygru_in_use_head = NULL;
+    /* Bumped in a forked child, whose list starts empty: an entry claimed before the
+       fork (the test hook's, released later in the child) is in no list of this
+       process, and its links point at entries of the parent's threads (their stack
+       frames, which do not exist here); releasing it must not touch the list. */
+    static unsigned long cygru_in_use_generation = 0;
 
     /* 1: [work, work + n) overlaps no running call's workspace and is now entry e's;
        0: busy (e is not registered) */
@@ -79,6 +85,7 @@ cdef extern from *:
             }
         }
         e->next = cygru_in_use_head;
+        e->generation = cygru_in_use_generation;
         if (e->next != NULL)
             e->next->prev = e;
         cygru_in_use_head = e;
@@ -86,14 +93,18 @@ cdef extern from *:
         return 1;
     }
 
+    /* unlink e; nothing if e was claimed before a fork that made this process (it is
+       in no list here) */
     static void cygru_workspace_release(cygru_in_use *e) {
         pthread_mutex_lock(&cygru_in_use_lock);
-        if (e->prev != NULL)
-            e->prev->next = e->next;
-        else
-            cygru_in_use_head = e->next;
-        if (e->next != NULL)
-            e->next->prev = e->prev;
+        if (e->generation == cygru_in_use_generation) {
+            if (e->prev != NULL)
+                e->prev->next = e->next;
+            else
+                cygru_in_use_head = e->next;
+            if (e->next != NULL)
+                e->next->prev = e->prev;
+        }
         pthread_mutex_unlock(&cygru_in_use_lock);
     }
 
@@ -104,6 +115,7 @@ cdef extern from *:
     static void cygru_in_use_parent(void) { pthread_mutex_unlock(&cygru_in_use_lock); }
     static void cygru_in_use_child(void) {
         cygru_in_use_head = NULL;
+        cygru_in_use_generation++;                  /* the parent's entries are stale */
         pthread_mutex_unlock(&cygru_in_use_lock);   /* taken by this thread in prepare */
     }
     static int cygru_in_use_atfork(void) {
@@ -1090,7 +1102,9 @@ def _time_steps(ExportedWeights w, Py_ssize_t n, bint raw_kernel=False):
 def _hold_workspace(uintptr_t address, size_t nbytes):
     """Test hook: mark the bytes [address, address + nbytes) in use, as a running call
     marks its workspace, until the returned function is called (later calls of it do
-    nothing)."""
+    nothing). Called in a process forked after the hold, the function frees the entry
+    and leaves that process's list alone: the entry is in no list there (a forked
+    child starts with none in use)."""
     cdef cygru_in_use* e = <cygru_in_use*>malloc(sizeof(cygru_in_use))
     if e == NULL:
         raise MemoryError("cygru.capi._hold_workspace: out of memory")
