@@ -147,13 +147,12 @@ def get_include(*, c_headers: bool = False) -> str:
     >>> os.path.isfile(os.path.join(cygru.get_include(c_headers=True), "cygru.h"))
     True
     """
-    import numpy as np
+    from . import _arrays
 
-    if not isinstance(c_headers, (bool, np.bool_)):
-        raise TypeError(
-            f"cygru.get_include: c_headers must be True or False, got "
-            f"{type(c_headers).__name__} {c_headers!r}"
-        )
+    try:
+        c_headers = _arrays.check_flag(c_headers, "c_headers")
+    except _arrays.ArgumentError as exc:
+        raise exc.named("cygru.get_include") from None
     package = _os.path.dirname(_os.path.abspath(__file__))
     if c_headers:
         return _os.path.join(package, "include")

@@ -229,13 +229,26 @@ def check_positive_int(value, name, minimum=1):
     return value
 
 
+def real_float(value, name, want="a real number"):
+    """`value` as a float if it is a real number: any :class:`numbers.Real` (Python's and
+    NumPy's ints and floats, :class:`fractions.Fraction`), but not a bool (``True`` is
+    no number here), a string, a complex number or an array. BadType saying `want`
+    otherwise, BadValue for a number beyond a float's range. Finiteness and bounds are
+    the caller's: this is the one type rule for real-valued options (``check_real``
+    here, the hyperparameters of :mod:`cygru.optim`)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise BadType(f"{name} must be {want}, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise BadValue(f"{name} must be {want}, got a number too large for a float") from None
+
+
 def check_real(value, name, *, positive=False):
     """A finite real number >= 0 (> 0 with `positive`), as a float: not a bool, a
     string, a complex number or an array, not NaN or infinite."""
     want = "a finite number > 0" if positive else "a finite number >= 0"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise BadType(f"{name} must be {want}, got {type(value).__name__} {value!r}")
-    value = float(value)
+    value = real_float(value, name, want)
     if not np.isfinite(value) or value < 0 or (positive and value == 0):
         raise BadValue(f"{name} must be {want}, got {value!r}")
     return value
@@ -244,8 +257,11 @@ def check_real(value, name, *, positive=False):
 def check_flag(value, name):
     """A boolean option: True/False (NumPy's bools, and the integers 0 and 1, too).
 
-    Anything else is refused rather than read by its truth value, so that
-    ``bias="no"`` is not silently True and an array is not an ambiguous truth value."""
+    The one rule for every boolean option of cygru (constructors, methods, functions,
+    the optimizers' hyperparameters): ``bias=1`` means True, as ``nesterov=1`` does in
+    ``torch.optim``. Anything else is refused rather than read by its truth value, so
+    that ``bias="no"`` is not silently True and an array is not an ambiguous truth
+    value."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if (

@@ -61,9 +61,15 @@ cdef extern from *:
     typedef struct cygru_in_use {
         const char *start, *end;
         struct cygru_in_use *prev, *next;
+        unsigned long generation;   /* cygru_in_use_generation when it was claimed */
     } cygru_in_use;
     static pthread_mutex_t cygru_in_use_lock = PTHREAD_MUTEX_INITIALIZER;
     static cygru_in_use *cygru_in_use_head = NULL;
+    /* Bumped in a forked child, whose list starts empty: an entry claimed before the
+       fork (the test hook's, released later in the child) is in no list of this
+       process, and its links point at entries of the parent's threads (their stack
+       frames, which do not exist here); releasing it must not touch the list. */
+    static unsigned long cygru_in_use_generation = 0;
 
     /* 1: [work, work + n) overlaps no running call's workspace and is now entry e's;
        0: busy (e is not registered) */
@@ -80,6 +86,7 @@ cdef extern from *:
             }
         }
         e->next = cygru_in_use_head;
+        e->generation = cygru_in_use_generation;
         if (e->next != NULL)
             e->next->prev = e;
         cygru_in_use_head = e;
@@ -87,14 +94,18 @@ cdef extern from *:
         return 1;
     }
 
+    /* unlink e; nothing if e was claimed before a fork that made this process (it is
+       in no list here) */
     static void cygru_workspace_release(cygru_in_use *e) {
         pthread_mutex_lock(&cygru_in_use_lock);
-        if (e->prev != NULL)
-            e->prev->next = e->next;
-        else
-            cygru_in_use_head = e->next;
-        if (e->next != NULL)
-            e->next->prev = e->prev;
+        if (e->generation == cygru_in_use_generation) {
+            if (e->prev != NULL)
+                e->prev->next = e->next;
+            else
+                cygru_in_use_head = e->next;
+            if (e->next != NULL)
+                e->next->prev = e->prev;
+        }
         pthread_mutex_unlock(&cygru_in_use_lock);
     }
 
@@ -105,6 +116,7 @@ cdef extern from *:
     static void cygru_in_use_parent(void) { pthread_mutex_unlock(&cygru_in_use_lock); }
     static void cygru_in_use_child(void) {
         cygru_in_use_head = NULL;
+        cygru_in_use_generation++;                  /* the parent's entries are stale */
         pthread_mutex_unlock(&cygru_in_use_lock);   /* taken by this thread in prepare */
     }
     static int cygru_in_use_atfork(void) {
@@ -725,6 +737,16 @@ cdef class ExportedWeights:
         dtype): ``PyCapsule_GetPointer(capsule, "cygru.capi.model_f32")`` gives a
         ``const cygru_model_f32*``. The capsule keeps this object (and so the
         weights) alive.
+
+        Examples
+        --------
+        >>> import ctypes, numpy as np, cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRUCell(3, 4, dtype=np.float64, seed=0))
+        >>> cap = w.capsule()
+        >>> get_name = ctypes.pythonapi.PyCapsule_GetName
+        >>> get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+        >>> get_name(cap)
+        b'cygru.capi.model_f64'
         """
         cdef void* ptr
         cdef const char* name
@@ -740,7 +762,20 @@ cdef class ExportedWeights:
         return cap
 
     def workspace_size(self, T, B):
-        """Bytes of workspace ``model_forward_*`` needs for this model at (T, B)."""
+        """Bytes of workspace ``model_forward_*`` needs for this model at (T, B).
+
+        Examples
+        --------
+        >>> import numpy as np, cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRU(3, 4, num_layers=2, seed=0))
+        >>> n = w.workspace_size(10, 2)       # T=10 steps of B=2 sequences
+        >>> scratch = np.empty(n, np.uint8)   # the buffer a C caller passes, n bytes
+        >>> n > 0, w.workspace_size(20, 2) > n
+        (True, True)
+        >>> w.workspace_size(0, 2)
+        Traceback (most recent call last):
+        ValueError: cygru.capi: invalid sizes T=0, B=2
+        """
         cdef int L = self.num_layers, D = self.num_directions
         cdef size_t n
         T, B = _size_args("cygru.capi.ExportedWeights.workspace_size", T=T, B=B)
@@ -753,7 +788,16 @@ cdef class ExportedWeights:
         return n
 
     def cell_workspace_size(self, B):
-        """Bytes of workspace ``cell_step_*`` needs for B rows of this model's size."""
+        """Bytes of workspace ``cell_step_*`` needs for B rows of this model's size.
+
+        Examples
+        --------
+        >>> import cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRUCell(3, 4, seed=0))
+        >>> n = w.cell_workspace_size(8)      # one step of 8 rows
+        >>> n > 0, w.cell_workspace_size(16) > n
+        (True, True)
+        """
         cdef size_t n
         (B,) = _size_args("cygru.capi.ExportedWeights.cell_workspace_size", B=B)
         if self.dtype == np.float32:
@@ -797,6 +841,21 @@ cdef class ExportedWeights:
             For ``x`` or ``h0`` that do not hold real numbers (complex, strings, objects),
             as :class:`cygru.GRU` refuses them; real numbers of any dtype and byte order
             are converted to ``dtype``.
+
+        Examples
+        --------
+        The C entry point gives the module's own numbers, per-sequence lengths included:
+
+        >>> import numpy as np, cygru, cygru.capi
+        >>> gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+        >>> w = cygru.capi.export_weights(gru)
+        >>> x = np.random.default_rng(0).standard_normal((5, 2, 3))   # (T, B, I)
+        >>> out, h_n = w.forward(x, lengths=[5, 3])
+        >>> out.shape, h_n.shape
+        ((5, 2, 8), (4, 2, 4))
+        >>> want_out, want_h_n = gru(x, lengths=[5, 3])
+        >>> bool(np.allclose(out, want_out)), bool(np.allclose(h_n, want_h_n))
+        (True, True)
         """
         who = "cygru.capi.ExportedWeights.forward"
         LD, H, I = self.num_layers * self.num_directions, self.hidden_size, self.input_size
@@ -1052,7 +1111,9 @@ def _time_steps(ExportedWeights w, Py_ssize_t n, bint raw_kernel=False):
 def _hold_workspace(uintptr_t address, size_t nbytes):
     """Test hook: mark the bytes [address, address + nbytes) in use, as a running call
     marks its workspace, until the returned function is called (later calls of it do
-    nothing)."""
+    nothing). Called in a process forked after the hold, the function frees the entry
+    and leaves that process's list alone: the entry is in no list there (a forked
+    child starts with none in use)."""
     cdef cygru_in_use* e = <cygru_in_use*>malloc(sizeof(cygru_in_use))
     if e == NULL:
         raise MemoryError("cygru.capi._hold_workspace: out of memory")

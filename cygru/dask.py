@@ -164,17 +164,17 @@ def _module_key(module):
 
 
 def _check_threads(threads, who):
+    """None, or a thread count as cygru.set_num_threads takes it, read by the one parser
+    (cygru._cpu._parse_thread_count); a ValueError naming `who` otherwise. Checked in the
+    client, before any task is built."""
     if threads is None:
         return None
-    if (
-        isinstance(threads, (bool, np.bool_))
-        or not isinstance(threads, numbers.Integral)
-        or not 1 <= threads <= 256
-    ):
-        raise ValueError(
-            f"{who}: threads must be None or an integer from 1 to 256, got {threads!r}"
-        )
-    return int(threads)
+    from . import _cpu
+
+    try:
+        return _cpu._parse_thread_count(threads, f"{who}: threads")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or None: cygru's default)") from None
 
 
 def _task_thread_count(threads):
@@ -784,7 +784,33 @@ class DataParallelTrainer:
         h0: Optional[ArrayLike] = None,
     ) -> Optional[float]:
         """One training step over the batch ``x``; returns its loss (see
-        :func:`grad_step` for the arguments)."""
+        :func:`grad_step` for the arguments).
+
+        The module's gradients are zeroed, :func:`grad_step` computes the whole batch's
+        (added into ``module.grads``), the optimizer updates the weights on the driver,
+        and the loss is appended to :attr:`history`.
+
+        Examples
+        --------
+        A step is exactly ``zero_grad``, :func:`grad_step` and the optimizer's step:
+
+        >>> import numpy as np, dask, dask.array as da, cygru, cygru.dask
+        >>> gru = cygru.GRU(2, 3, dtype=np.float64, seed=0)
+        >>> twin = cygru.GRU(2, 3, dtype=np.float64, seed=0)
+        >>> rng = np.random.default_rng(1)
+        >>> x = da.from_array(rng.standard_normal((5, 6, 2)), chunks=(5, 3, 2))  # 2 shards
+        >>> y = np.zeros((5, 6, 3))
+        >>> lengths = np.array([5, 4, 5, 2, 5, 3])
+        >>> trainer = cygru.dask.DataParallelTrainer(gru, cygru.optim.SGD(gru, lr=0.1))
+        >>> with dask.config.set(scheduler="sync"):
+        ...     loss = trainer.step(x, y, lengths=lengths)
+        ...     by_hand = cygru.dask.grad_step(twin, x, y, lengths=lengths)
+        >>> cygru.optim.SGD(twin, lr=0.1).step()
+        >>> loss == by_hand, trainer.history == [loss]
+        (True, True)
+        >>> all(np.array_equal(a, b) for a, b in zip(gru.parameters(), twin.parameters()))
+        True
+        """
         self.module.zero_grad()
         value = grad_step(
             self.module,

@@ -224,11 +224,14 @@ def _check_grad(grad, param, name, who):
 
 
 def _number(value, name, who, low=0.0, high=None, high_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(
-            f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}"
-        )
-    value = float(value)
+    """A finite real number in [low, high] ([low, high) with `high_open`; no upper bound
+    with `high` None), as a float. The type rule is cygru's one rule for real-valued
+    options (:func:`cygru._arrays.real_float`: any real number but a bool); errors name
+    `who`."""
+    try:
+        value = A.real_float(value, name)
+    except A.ArgumentError as exc:
+        raise exc.named(who) from None
     if (
         not math.isfinite(value)
         or value < low
@@ -478,6 +481,22 @@ class Optimizer:
         TypeError
             A gradient that is not an array of real numbers (bool and complex
             gradients are refused), or a parameter that is not a floating-point array.
+
+        Examples
+        --------
+        A module's gradients come from its ``grads``; a plain array's from ``grads``:
+
+        >>> import numpy as np, cygru
+        >>> cell = cygru.GRUCell(2, 3, dtype=np.float64, seed=0)
+        >>> w = np.ones(3)
+        >>> opt = cygru.optim.SGD([cell, {"w": w}], lr=0.5)
+        >>> before = cell.weight_hh.copy()
+        >>> cell.grads["weight_hh"][...] = 1.0       # as a backward would add
+        >>> opt.step({"w": np.array([1.0, 2.0, 0.0])})
+        >>> w                                       # w - lr * grad
+        array([0.5, 0. , 1. ])
+        >>> bool(np.allclose(cell.weight_hh, before - 0.5))
+        True
         """
         with self._lock:
             locks = _module_locks(self._params)
@@ -499,6 +518,19 @@ class Optimizer:
         (``set_to_none=True``, PyTorch's default; a step then skips those parameters until
         a backward stores gradients again). Plain arrays' gradients are passed to
         :meth:`step` and not kept, so there is nothing to reset for them.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> gru = cygru.GRU(2, 3, seed=0)
+        >>> opt = cygru.optim.Adam(gru)
+        >>> gru.grads["bias_ih_l0"][...] = 1.0
+        >>> opt.zero_grad()                              # zeros, in place
+        >>> float(np.abs(gru.grads["bias_ih_l0"]).sum())
+        0.0
+        >>> opt.zero_grad(set_to_none=True)              # PyTorch's default
+        >>> gru.grads["bias_ih_l0"] is None
+        True
         """
         set_to_none = _flag(set_to_none, "set_to_none", f"{self._who}.zero_grad")
         with self._lock:
@@ -510,6 +542,19 @@ class Optimizer:
         """The optimizer's state (copies): hyperparameters and per-parameter buffers.
 
         Keys of ``"state"`` are ``"<index in params>.<parameter name>"``.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru
+        >>> cell = cygru.GRUCell(2, 3, seed=0)
+        >>> opt = cygru.optim.SGD(cell, lr=0.1, momentum=0.9)
+        >>> cell.grads["bias_hh"][...] = 1.0
+        >>> opt.step()
+        >>> sd = opt.state_dict()
+        >>> sd["hyperparameters"]["momentum"], sorted(sd["state"])[:2]
+        (0.9, ['0.bias_hh', '0.bias_ih'])
+        >>> sd["state"]["0.bias_hh"]["momentum_buffer"]
+        array([1., 1., 1., 1., 1., 1., 1., 1., 1.], dtype=float32)
         """
         with self._lock:
             return {
@@ -541,6 +586,30 @@ class Optimizer:
             that differ), a missing or unknown buffer, a non-finite or negative value.
         TypeError
             A state that is not made of dicts, arrays of real numbers and integers.
+
+        Examples
+        --------
+        Resume training: a new optimizer over the restored module continues where the
+        saved one stopped (Adam's moving averages and step count included):
+
+        >>> import numpy as np, cygru
+        >>> gru = cygru.GRU(2, 3, dtype=np.float64, seed=0)
+        >>> opt = cygru.optim.Adam(gru, lr=0.01)
+        >>> gru.grads["bias_hh_l0"][...] = 1.0
+        >>> opt.step()
+        >>> saved_weights, saved_opt = gru.state_dict(), opt.state_dict()
+        >>> resumed = cygru.GRU(2, 3, dtype=np.float64)
+        >>> resumed.load_state_dict(saved_weights)
+        <All keys matched successfully>
+        >>> opt2 = cygru.optim.Adam(resumed, lr=0.01)
+        >>> opt2.load_state_dict(saved_opt)
+        >>> opt2.state["0.bias_hh_l0"]["step"], opt2.lr
+        (1, 0.01)
+        >>> resumed.grads["bias_hh_l0"][...] = 1.0
+        >>> gru.grads["bias_hh_l0"][...] = 1.0
+        >>> opt.step(); opt2.step()                  # the same second step
+        >>> bool(np.array_equal(gru.bias_hh_l0, resumed.bias_hh_l0))
+        True
         """
         who = f"{self._who}.load_state_dict"
         with self._lock:
@@ -989,11 +1058,12 @@ class AdamW(Adam):
 
 
 def _flag(value, name, who):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"{who}: {name} must be True or False, got {type(value).__name__} {value!r}"
-        )
-    return bool(value)
+    """A boolean option by cygru's one rule (:func:`cygru._arrays.check_flag`: True,
+    False, NumPy's bools and the integers 0 and 1); errors name `who`."""
+    try:
+        return A.check_flag(value, name)
+    except A.ArgumentError as exc:
+        raise exc.named(who) from None
 
 
 def clip_grad_norm_(
@@ -1046,13 +1116,13 @@ def clip_grad_norm_(
     """
     who = "cygru.optim.clip_grad_norm_"
     max_norm = _number(max_norm, "max_norm", who)
-    if (
-        isinstance(norm_type, (bool, np.bool_))
-        or not isinstance(norm_type, (int, float, np.number))
-        or not (float(norm_type) > 0)
-    ):
+    try:
+        norm = A.real_float(norm_type, "norm_type", "a positive number or inf")
+    except A.ArgumentError:
+        norm = math.nan
+    if not norm > 0:
         raise ValueError(f"{who}: norm_type must be a positive number or inf, got {norm_type!r}")
-    norm_type = float(norm_type)
+    norm_type = norm
     error_if_nonfinite = _flag(error_if_nonfinite, "error_if_nonfinite", who)
     items = _sources(grads_of, who, "grads_of", check=False)  # checked under the locks
     locks = _module_locks(items)

@@ -633,12 +633,14 @@ def test_docstring_examples():
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     tests = [t for t in finder.find(cdask) if t.examples]
-    assert {t.name.split(".")[-1] for t in tests} >= {
+    assert {t.name.split(".", 2)[-1] for t in tests} >= {
         "forward",
         "grad_step",
         "DataParallelTrainer",
+        "DataParallelTrainer.step",
     }
     for t in tests:
+        t.globs = {"__name__": "__main__"}  # as copied by a reader: imports its own names
         runner.run(t)
     assert runner.failures == 0
 
@@ -687,3 +689,26 @@ def test_scaling_benchmark_quick_runs(tmp_path):
     result = json.loads(out_json.read_text())
     assert result["config"]["B"] == 64 and len(result["rows"]) == 8
     assert all(r["seq_per_s"] > 0 for r in result["rows"])
+
+
+@pytest.mark.parametrize("bad", [0, 257, -1, True, np.bool_(True), 2.0, "2", b"2", np.array([3])])
+def test_threads_read_by_the_one_parser(bad):
+    """threads= is read as cygru.set_num_threads reads its count (one parser), the error
+    naming the cygru.dask function; 0-d integer arrays and NumPy integers pass alike."""
+    gru = cygru.GRU(5, 6, seed=20)
+    x, _ = _data(np.float32, False, B=8)
+    xd = _dask_x(x, False, 4)
+    y = np.zeros((9, 8, 6), np.float32)
+    with pytest.raises(ValueError) as direct:
+        cygru.set_num_threads(bad)
+    want = str(direct.value).replace("cygru.set_num_threads:", "threads:")
+    for who, call in [
+        ("cygru.dask.forward", lambda: cdask.forward(gru, xd, threads=bad)),
+        ("cygru.dask.grad_step", lambda: cdask.grad_step(gru, xd, y, threads=bad)),
+    ]:
+        with pytest.raises(ValueError) as got:
+            call()
+        assert str(got.value) == f"{who}: {want} (or None: cygru's default)"
+    for good in (np.int64(2), np.array(2), 2):
+        out, _ = cdask.forward(gru, xd, threads=good)
+        assert out.shape == (9, 8, 6)

@@ -271,6 +271,50 @@ def test_public_api_has_examples():
     assert not missing, f"public names without a docstring example: {missing}"
 
 
+def test_public_methods_have_examples():
+    """Every public method of cygru's public classes (the modules, the optimizers,
+    cygru.capi.ExportedWeights, cygru.dask.DataParallelTrainer), inherited ones included,
+    shows a runnable example, and a docstring test of its module runs it (here, or in
+    tests/test_embedding.py for cygru.capi and tests/test_dask.py for cygru.dask)."""
+    import inspect
+
+    import cygru
+    import cygru.capi
+    from cygru import optim
+
+    classes = [cygru.GRU, cygru.GRUCell, optim.Optimizer, optim.SGD, optim.Adam, optim.AdamW]
+    classes.append(cygru.capi.ExportedWeights)
+    modules = list(DOCSTRING_MODULES) + ["cygru.capi"]
+    try:
+        import cygru.dask
+    except ImportError:  # the optional extra is missing: its class is not public here
+        pass
+    else:
+        classes.append(cygru.dask.DataParallelTrainer)
+        modules.append("cygru.dask")
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    run = set()
+    for modname in modules:
+        run |= {t.docstring for t in finder.find(importlib.import_module(modname), modname)}
+    checked, missing = [], []
+    for cls in classes:
+        for name in dir(cls):
+            if name.startswith("_"):
+                continue
+            owner = next(k for k in cls.__mro__ if name in vars(k))
+            value = inspect.getattr_static(cls, name)
+            if not owner.__module__.startswith("cygru") or not inspect.isroutine(value):
+                continue
+            doc = value.__doc__ or ""
+            checked.append(f"{cls.__qualname__}.{name}")
+            if ">>>" not in doc or inspect.cleandoc(doc) not in {
+                inspect.cleandoc(d or "") for d in run
+            }:
+                missing.append(f"{owner.__module__}.{owner.__qualname__}.{name}")
+    assert {"SGD.step", "Adam.load_state_dict", "ExportedWeights.forward"} <= set(checked)
+    assert not missing, f"public methods without a docstring example: {sorted(set(missing))}"
+
+
 def test_api_page_lists_every_public_name():
     import cygru
 

@@ -1058,6 +1058,83 @@ def test_fork_during_c_calls_frees_the_childs_workspaces():
     assert r.returncode == 0 and "DONE" in r.stdout, r.stdout + r.stderr
 
 
+_RELEASE_IN_FORKED_CHILD_SCRIPT = r"""
+import os, sys, threading
+import numpy as np
+import cygru, cygru.capi as capi
+
+arena = np.zeros(8192, np.uint8)
+base = arena.ctypes.data
+held = {}
+
+def hold_on_a_thread(name, offset):          # an entry made on another thread of the parent
+    t = threading.Thread(target=lambda: held.update({name: capi._hold_workspace(base + offset, 64)}))
+    t.start()
+    t.join()
+
+hold_on_a_thread("a", 0)
+hold_on_a_thread("b", 1024)                  # the list's head, linked to a
+gru = cygru.GRU(3, 4, seed=0)
+weights = capi.export_weights(gru)
+x = np.ones((2, 1, 3), np.float32)
+pid = os.fork()
+if pid == 0:
+    code = 10
+    try:
+        release_c = capi._hold_workspace(base + 2048, 64)   # the child's own entry
+        held["b"]()   # claimed before the fork: in no list here, so the child's is untouched
+        code = 11
+        capi._hold_workspace(base, 64)()     # a's bytes: free in the child
+        code = 12
+        try:
+            capi._hold_workspace(base + 2048 + 8, 8)
+        except ValueError:                   # c is still held
+            code = 13
+            held["a"]()
+            release_c()
+            capi._hold_workspace(base + 2048, 64)()      # c's bytes free after its release
+            code = 14
+            out, _ = weights.forward(x)      # a call claims and releases its own entry
+            code = 0 if np.allclose(out, gru(x)[0], atol=1e-6) else 15
+    finally:
+        os._exit(code)
+done, status = os.waitpid(pid, 0)
+print("CHILD", os.waitstatus_to_exitcode(status))
+# the parent's list is its own: a and b still held, released normally
+for offset in (0, 1024):
+    try:
+        capi._hold_workspace(base + offset + 8, 8)
+        raise SystemExit("the parent's entry was lost")
+    except ValueError:
+        pass
+held["a"]()
+held["b"]()
+capi._hold_workspace(base, 2048)()
+print("DONE")
+"""
+
+
+def test_release_in_a_forked_child_leaves_its_list_alone():
+    """An entry held (by the test hook, on another thread) before a fork and released in
+    the child is in no list of the child (its atfork handler emptied it): the release
+    frees it without unlinking it, so the child's own entries stay held and the parent's
+    bytes are free there; the parent's list is intact. The C-level generation counter,
+    bumped in the child handler, is what tells the release. In a subprocess under a
+    timeout (exit codes 10-15 say which step of the child failed)."""
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", _RELEASE_IN_FORKED_CHILD_SCRIPT],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:  # pragma: no cover - a regression
+        pytest.fail("a release in a forked child hung")
+    assert r.returncode == 0 and "DONE" in r.stdout, r.stdout + r.stderr
+    assert "CHILD 0" in r.stdout, r.stdout + r.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # export_weights and the Python side of cygru.capi (no build needed)
 # ---------------------------------------------------------------------------------------------
@@ -1265,8 +1342,13 @@ def test_capi_docstring_examples():
         "cygru.capi",
         "cygru.capi.export_weights",
         "cygru.capi.status_name",
+        "cygru.capi.ExportedWeights.forward",
+        "cygru.capi.ExportedWeights.workspace_size",
+        "cygru.capi.ExportedWeights.cell_workspace_size",
+        "cygru.capi.ExportedWeights.capsule",
     }
     for t in tests:
+        t.globs = {"__name__": "__main__"}  # as copied by a reader: imports its own names
         runner.run(t, out=report.append)
     assert runner.failures == 0, "".join(report)
 

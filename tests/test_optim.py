@@ -257,7 +257,7 @@ def test_read_only_module_parameter_is_refused_before_any_update():
         (lambda p: optim.SGD(p, lr=float("nan")), "lr must be"),
         (lambda p: optim.SGD(p, nesterov=True), "Nesterov momentum needs momentum > 0"),
         (lambda p: optim.SGD(p, momentum=0.9, dampening=0.1, nesterov=True), "dampening 0"),
-        (lambda p: optim.SGD(p, nesterov=1), "nesterov must be True or False"),
+        (lambda p: optim.SGD(p, nesterov=2), "nesterov must be True or False"),
         (lambda p: optim.Adam(p, betas=(0.9, 1.0)), r"betas\[1\] must be >= 0.0 and < 1.0"),
         (lambda p: optim.Adam(p, betas=0.9), "betas must be a pair"),
         (lambda p: optim.Adam(p, eps=-1e-8), "eps must be >= 0"),
@@ -581,7 +581,7 @@ def test_optimizer_zero_grad_set_to_none():
     for k, v in gru.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
     with pytest.raises(TypeError, match="zero_grad: set_to_none must be True or False"):
-        opt.zero_grad(set_to_none=1)
+        opt.zero_grad(set_to_none=2)
 
 
 def test_step_after_module_conversion_converts_the_state():
@@ -897,7 +897,7 @@ def test_hyperparameters_assigned_after_construction_are_checked():
         ("dampening", 0.5, ValueError, "Nesterov .* dampening 0"),
         ("weight_decay", float("inf"), ValueError, "weight_decay must be"),
         ("nesterov", "yes", TypeError, "nesterov must be True or False"),
-        ("maximize", 1, TypeError, "maximize must be True or False"),
+        ("maximize", 2, TypeError, "maximize must be True or False"),
     ]:
         before = getattr(sgd, name)
         with pytest.raises(exc, match=f"cygru.optim.SGD: {match}"):
@@ -913,7 +913,7 @@ def test_hyperparameters_assigned_after_construction_are_checked():
         ("betas", "ab", TypeError, "betas must be a pair"),
         ("eps", -1e-8, ValueError, "eps must be >= 0"),
         ("amsgrad", None, TypeError, "amsgrad must be True or False"),
-        ("decoupled_weight_decay", 0, TypeError, "decoupled_weight_decay must be"),
+        ("decoupled_weight_decay", -1, TypeError, "decoupled_weight_decay must be"),
     ]:
         with pytest.raises(exc, match=f"cygru.optim.Adam: {match}"):
             setattr(adam, name, value)
@@ -958,3 +958,86 @@ def test_memory_overlap_rule_agrees_with_numpy(slices, owner, transpose):
     assert (pair is not None) == expected
     if pair is not None:
         assert np.shares_memory(arrays[pair[0]], arrays[pair[1]])
+
+
+# -- one rule for boolean and real-valued options across cygru ----------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda v: optim.SGD(cygru.GRUCell(2, 2), momentum=0.9, nesterov=v).nesterov,
+        lambda v: optim.SGD(cygru.GRUCell(2, 2), maximize=v).maximize,
+        lambda v: optim.Adam(cygru.GRUCell(2, 2), amsgrad=v).amsgrad,
+        lambda v: optim.Adam(cygru.GRUCell(2, 2), decoupled_weight_decay=v).decoupled_weight_decay,
+        lambda v: cygru.GRU(2, 2, batch_first=v).batch_first,
+        lambda v: cygru.GRUCell(2, 2, bias=v).bias,
+    ],
+    ids=["nesterov", "maximize", "amsgrad", "decoupled_weight_decay", "batch_first", "bias"],
+)
+def test_boolean_options_follow_one_rule(call):
+    """Every boolean option of cygru, the optimizers' included, takes True/False, NumPy's
+    bools and the integers 0 and 1 (as torch.optim.SGD takes nesterov=1), stored as a
+    bool; anything else is a TypeError, never read by its truth value."""
+    for value, want in [(True, True), (False, False), (1, True), (0, False)]:
+        for v in (value, np.bool_(value), np.int64(value)):
+            got = call(v)
+            assert got is want, (v, got)
+    for bad in (2, -1, "yes", "", None, 1.0, np.array([1]), np.array(True)):
+        with pytest.raises(TypeError, match="must be True or False"):
+            call(bad)
+
+
+def test_boolean_methods_and_functions_follow_one_rule():
+    cell = cygru.GRUCell(2, 2, seed=0)
+    opt = optim.SGD(cell, lr=0.1)
+    for g in cell.grads.values():
+        g[...] = 1.0
+    opt.zero_grad(set_to_none=0)
+    assert all(g is not None and not g.any() for g in cell.grads.values())
+    opt.zero_grad(set_to_none=1)
+    assert all(g is None for g in cell.grads.values())
+    g = {"a": np.array([3.0, 4.0])}
+    assert optim.clip_grad_norm_(g, 1.0, error_if_nonfinite=1) == 5.0
+    with pytest.raises(RuntimeError, match="total norm .* is inf"):
+        optim.clip_grad_norm_({"a": np.array([np.inf])}, 1.0, error_if_nonfinite=np.int8(1))
+    assert cygru.get_include(c_headers=1) == cygru.get_include(c_headers=True)
+    assert cygru.get_include(c_headers=0) == cygru.get_include()
+    for call, who in [
+        (lambda: opt.zero_grad(set_to_none=2), "cygru.optim.SGD.zero_grad"),
+        (lambda: optim.clip_grad_norm_(g, 1.0, error_if_nonfinite=2), "clip_grad_norm_"),
+        (lambda: cygru.get_include(c_headers=2), "cygru.get_include"),
+        (lambda: cell.zero_grad(set_to_none=2), "cygru.GRUCell"),
+    ]:
+        with pytest.raises(TypeError, match=f"{who}: .* must be True or False, got int 2"):
+            call()
+
+
+def test_real_hyperparameters_follow_one_rule():
+    """The optimizers' numbers take what cygru's other real-valued options take (any
+    numbers.Real but a bool: fractions.Fraction too), and refuse complex numbers."""
+    import decimal
+    import fractions
+
+    cell = cygru.GRUCell(2, 2, seed=0)
+    opt = optim.SGD(cell, lr=fractions.Fraction(1, 10), momentum=np.float16(0.5))
+    assert opt.lr == 0.1 and type(opt.lr) is float and opt.momentum == 0.5
+    adam = optim.Adam(cell, betas=(fractions.Fraction(9, 10), 0.999))
+    assert adam.betas == (0.9, 0.999)
+    x = np.ones((3, 1, 2))
+    assert cygru.gradcheck(cygru.GRU(2, 2, seed=0), x, eps=fractions.Fraction(1, 10**6))
+    with pytest.raises(TypeError, match=r"cygru.optim.SGD: lr must be a real number, got complex"):
+        optim.SGD(cell, lr=np.complex128(0.1))
+    with pytest.raises(TypeError, match=r"cygru.optim.SGD: lr must be a real number, got Decimal"):
+        optim.SGD(cell, lr=decimal.Decimal("0.1"))
+    with pytest.raises(TypeError, match="cygru.gradcheck: eps must be a finite number > 0"):
+        cygru.gradcheck(cygru.GRU(2, 2, seed=0), x, eps=decimal.Decimal("0.1"))
+    with pytest.raises(ValueError, match="cygru.optim.SGD: lr must be a real number, got a number"):
+        optim.SGD(cell, lr=10**400)
+    with pytest.raises(ValueError, match="cygru.optim.Adam: betas.1. must be >= 0.0 and < 1.0"):
+        optim.Adam(cell, betas=(0.9, fractions.Fraction(1)))
+    g = {"a": np.array([3.0, 4.0])}
+    assert optim.clip_grad_norm_(g, fractions.Fraction(1), norm_type=fractions.Fraction(2)) == 5.0
+    for bad in (10**400, True, 1j, "2", 0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="norm_type must be a positive number or inf"):
+            optim.clip_grad_norm_(g, 1.0, norm_type=bad)
