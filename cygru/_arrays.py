@@ -17,6 +17,9 @@ from __future__ import annotations
 import functools
 import numbers
 import operator
+import os
+import threading
+import weakref
 from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
@@ -24,6 +27,35 @@ import numpy as np
 _F = TypeVar("_F", bound=Callable[..., Any])  # a decorated function keeps its signature
 
 _INT_MAX = 2**31 - 1
+
+# -- locks that a forked child gets anew ---------------------------------------------------
+# A module's or an optimizer's threading locks held by another thread at fork() stay held
+# forever in the child, which has only the forking thread: its first zero_grad, backward,
+# load_state_dict or step would wait forever. The child replaces them (the state they
+# guarded is whatever the parent's other threads had written at that moment, as for any
+# fork of a threaded process).
+_FORK_LOCKS: dict = {}  # id(obj) -> (weak reference to obj, names of its lock attributes)
+
+
+def new_locks(obj, *names):
+    """Give `obj` a fresh ``threading.Lock`` in each attribute of `names` (set with
+    ``object.__setattr__``), and new ones again in a child after ``os.fork()``."""
+    for name in names:
+        object.__setattr__(obj, name, threading.Lock())
+    key = id(obj)
+    _FORK_LOCKS[key] = (weakref.ref(obj, lambda _ref, key=key: _FORK_LOCKS.pop(key, None)), names)
+
+
+def _new_locks_in_child():
+    for ref, names in list(_FORK_LOCKS.values()):
+        obj = ref()
+        if obj is not None:
+            for name in names:
+                object.__setattr__(obj, name, threading.Lock())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_in_child)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -425,6 +457,31 @@ def memory_span(a):
         else:
             high += s * (n - 1)
     return low, high + itemsize
+
+
+def overlaps_itself(a):
+    """Whether two elements of `a` may share memory (a broadcast view, or an
+    ``as_strided`` view with repeated elements): an in-place update of such an array
+    writes one memory location several times. Read from the NumPy or CUDA array
+    interface; conservative (an unusual interleaving of strides counts as overlapping).
+    Contiguous arrays answer at once."""
+    if isinstance(a, np.ndarray) and (a.flags.c_contiguous or a.flags.f_contiguous):
+        return False
+    iface = getattr(a, "__array_interface__", None)
+    if not isinstance(iface, dict):
+        iface = getattr(a, "__cuda_array_interface__", None)
+    if not isinstance(iface, dict) or iface.get("strides") is None:
+        return False  # no interface, or C-contiguous
+    shape = tuple(int(n) for n in iface["shape"])
+    if 0 in shape:
+        return False
+    dims = sorted((abs(int(s)), n) for n, s in zip(shape, iface["strides"]) if n > 1)
+    extent = np.dtype(iface["typestr"]).itemsize  # bytes spanned by the inner dims
+    for stride, n in dims:
+        if stride < extent:
+            return True
+        extent += stride * (n - 1)
+    return False
 
 
 def _may_alias(a, b):

@@ -27,6 +27,7 @@ Examples
 >>> bool(np.allclose(out, ref_out, atol=1e-6) and np.allclose(h_n, ref_h_n, atol=1e-6))
 True
 """
+import numbers
 import numpy as np
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetContext, PyCapsule_SetContext
@@ -184,8 +185,9 @@ cdef const char* status_message(int status) noexcept nogil:
     return b"unknown cygru status"
 
 
-def status_name(int status):
-    """The description of a C API status code, as a str.
+def status_name(status):
+    """The description of a C API status code, as a str ("unknown cygru status" for an
+    integer that is not one).
 
     Examples
     --------
@@ -193,7 +195,14 @@ def status_name(int status):
     >>> cygru.capi.status_name(cygru.capi.ERR_LENGTH)
     'a sequence length is outside [1, T]'
     """
-    return status_message(status).decode("ascii")
+    if isinstance(status, (bool, np.bool_)) or not isinstance(status, numbers.Integral):
+        raise TypeError(
+            f"cygru.capi.status_name: status must be an integer (a status code), got "
+            f"{type(status).__name__} {status!r}"
+        )
+    if not -2**31 <= status < 2**31:  # a C int; no status is outside
+        return "unknown cygru status"
+    return status_message(<int>status).decode("ascii")
 
 
 # ---------------------------------------------------------------------------

@@ -744,12 +744,36 @@ class DataParallelTrainer:
         rechunk: bool = True,
     ) -> None:
         _check_module(module, "cygru.dask.DataParallelTrainer")
-        self.module = module
-        self.optimizer = optimizer
-        self._update = _optimizer_step(optimizer, module)
+        self._module = module
+        self.optimizer = optimizer  # checked against the module (the property below)
         self.loss, self.on, self.split_every = loss, on, split_every
         self.threads, self.rechunk = threads, rechunk
         self.history = []
+
+    @property
+    def module(self) -> GRU:
+        """The module trained (read-only: a trainer for another module is a new trainer,
+        with an optimizer over that module)."""
+        return self._module
+
+    @module.setter
+    def module(self, value: GRU) -> None:
+        raise AttributeError(
+            "cygru.dask.DataParallelTrainer: module is read-only (the optimizer updates "
+            "this module); build a new trainer, with an optimizer over the new module"
+        )
+
+    @property
+    def optimizer(self) -> _OptimizerLike:
+        """The optimizer; one assigned later is checked as the constructor checks it
+        (a :mod:`cygru.optim` optimizer must update :attr:`module` alone) and used from
+        the next :meth:`step`."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: _OptimizerLike) -> None:
+        update = _optimizer_step(value, self._module)
+        self._optimizer, self._update = value, update
 
     def step(
         self,

@@ -138,8 +138,7 @@ class _Module:
         (name -> array, already validated) when rebuilding an unpickled module."""
         seed = A.check_seed(seed)
         object.__setattr__(self, "_shapes", dict(shapes))
-        object.__setattr__(self, "_lock", threading.Lock())
-        object.__setattr__(self, "_param_lock", threading.Lock())
+        A.new_locks(self, "_lock", "_param_lock")  # new ones in a forked child
         object.__setattr__(self, "device", "cpu")
         if values is None:
             values = self._initial_values(seed)
@@ -249,6 +248,10 @@ class _Module:
                 object.__setattr__(self, name, self._checked_param(name, value))
             return
         if name in self._gru_only and name not in self._options:
+            if type(self).__module__ != __name__:
+                # a user's subclass may use the name for an attribute of its own
+                object.__setattr__(self, name, value)
+                return
             raise AttributeError(
                 f"{self._who}: a {type(self).__name__} has no option {name!r} (it is an "
                 "option of cygru.GRU; a cell runs one step)"
@@ -513,7 +516,8 @@ class _Module:
         """Reset the accumulated gradients.
 
         ``set_to_none=False`` (cygru's default) writes zeros into the gradient arrays,
-        in place. ``set_to_none=True`` drops them (PyTorch's default since 2.0): every
+        in place (an entry that cannot take them in place, e.g. one replaced by a
+        read-only array or a list, becomes a new array of zeros). ``set_to_none=True`` drops them (PyTorch's default since 2.0): every
         value of :attr:`grads` is None, and the memory is freed, until the next
         backward stores its gradients there.
 
@@ -530,11 +534,38 @@ class _Module:
         """
         set_to_none = A.check_flag(set_to_none, "set_to_none")
         with self._lock:
-            for name, g in self._grads.items():
-                if set_to_none:
+            if set_to_none:
+                for name in self._grads:
                     self._grads[name] = None
-                elif g is not None:
-                    g[...] = 0
+            else:
+                self._zero_grads_in_place()
+
+    def _zero_grads_in_place(self):
+        """zero_grad(set_to_none=False), under the gradient lock."""
+        dtype, device = self.dtype, self.device
+        keep = {}
+        for name, g in self._grads.items():
+            if g is None:
+                continue
+            if _grad_destination_problem(g, self._shapes[name], dtype, device):
+                # an entry replaced by something that cannot take zeros in place (a
+                # list, a read-only or broadcast array, another dtype): reset to a
+                # new array, as a backward would need
+                self._grads[name] = A.zeros_on(device, self._shapes[name], dtype)
+            else:
+                keep[name] = g
+        # an entry sharing memory with a parameter (or another entry) gets its own
+        # array: zeros written there would wipe the weights
+        params = [(("parameter", n), self.__dict__[n]) for n in self._shapes]
+        while True:
+            pair = A.shared_memory([(("grads", n), g) for n, g in keep.items()] + params)
+            if pair is None:
+                break
+            name = min(pair)[1]  # a grads entry ("grads" < "parameter")
+            self._grads[name] = A.zeros_on(device, self._shapes[name], dtype)
+            del keep[name]
+        for g in keep.values():
+            g[...] = 0
 
     def _accumulate(self, local, who=None, on_commit=None):
         """Add gradient arrays into :attr:`grads`, all or nothing.
@@ -746,7 +777,9 @@ class _Module:
         with self._lock:
             # a dropped gradient (zero_grad(set_to_none=True)) is stored as zeros
             grads = {
-                n: np.zeros(self._shapes[n], self.dtype) if g is None else A.to_host(g).copy()
+                n: np.zeros(self._shapes[n], self.dtype)
+                if g is None
+                else _picklable_grad(self, n, g)
                 for n, g in self._grads.items()
             }
             rng_state = self._dropout_rng.bit_generator.state
@@ -1397,6 +1430,7 @@ def _grad_destination_problem(dest, shape, dtype, device):
         and dest.shape == tuple(shape)
         and dest.dtype == dtype
         and dest.flags.writeable
+        and (dest.flags.c_contiguous or dest.flags.f_contiguous)
     ):
         return None  # the common case, quickly
     if not (isinstance(dest, np.ndarray) or A.is_cupy_array(dest)):
@@ -1410,7 +1444,24 @@ def _grad_destination_problem(dest, shape, dtype, device):
     flags = getattr(dest, "flags", None)
     if flags is not None and not getattr(flags, "writeable", True):
         return False, "is read-only"
+    if A.overlaps_itself(dest):
+        return False, "has elements that share memory (a broadcast or as_strided view)"
     return None
+
+
+def _picklable_grad(module, name, g):
+    """A host copy of the grads entry `name` for a pickle, refused now (a named
+    ValueError) if unpickling would refuse it: a pickle that cannot be loaded back
+    would be found only when a checkpoint is read."""
+    shape = tuple(module._shapes[name])
+    arr = np.asarray(A.to_host(g)) if not isinstance(g, np.ndarray) else g
+    if tuple(arr.shape) != shape or arr.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{module._who}: cannot pickle: grads[{name!r}] is {type(g).__name__} of shape "
+            f"{tuple(arr.shape)} and dtype {arr.dtype}, not an array of real numbers of the "
+            f"parameter's shape {shape} (it was replaced); zero_grad() resets it"
+        )
+    return arr.copy()
 
 
 def _initial_state(h, hx, name, who=None):

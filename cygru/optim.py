@@ -32,7 +32,6 @@ refused); a loaded state fits the parameters and the algorithm.
 from __future__ import annotations
 
 import math
-import threading
 import weakref
 from collections import abc
 from typing import Any, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
@@ -146,7 +145,12 @@ def _module_locks(items):
 def _check_array(arr, name, who, kind="parameter"):
     """A parameter (or, for clip_grad_norm_, a gradient) updated in place: a writeable
     array of floating-point numbers."""
-    if type(arr) is np.ndarray and arr.dtype.kind == "f" and arr.flags.writeable:
+    if (
+        type(arr) is np.ndarray
+        and arr.dtype.kind == "f"
+        and arr.flags.writeable
+        and (arr.flags.c_contiguous or arr.flags.f_contiguous)
+    ):
         return  # the common case, quickly
     if not hasattr(arr, "dtype") or not hasattr(arr, "shape") or isinstance(arr, np.generic):
         raise TypeError(
@@ -161,6 +165,12 @@ def _check_array(arr, name, who, kind="parameter"):
         raise ValueError(
             f"{who}: {kind} {name!r} is read-only; it is updated in place, so it must "
             "be a writeable array"
+        )
+    if A.overlaps_itself(arr):
+        raise ValueError(
+            f"{who}: {kind} {name!r} has elements that share memory (a broadcast or "
+            "as_strided view): an in-place update would write one element several "
+            "times; give an array whose elements are distinct (e.g. a copy)"
         )
 
 
@@ -236,10 +246,20 @@ _MAX_STEP = 2**62  # beta ** step needs a step that converts to a float
 
 
 def _step_count(value, where):
-    """A step count: an integer in [0, 2**62] (Python or NumPy; an integral float such as
-    PyTorch's ``3.0`` is read as 3); raises ValueError/TypeError naming `where`."""
+    """A step count: an integer in [0, 2**62] (Python or NumPy, or a 0-d array or tensor
+    of one; an integral float such as PyTorch's ``tensor(3.)`` is read as 3); raises
+    ValueError/TypeError naming `where`."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
+    elif (
+        not isinstance(value, (int, float, np.generic))
+        and getattr(value, "ndim", None) == 0
+        and hasattr(value, "__array__")
+    ):
+        try:  # a 0-d tensor, as torch.optim keeps its step count
+            value = np.asarray(value)[()]
+        except Exception:
+            pass  # refused below, by type
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where} must be an integer in [0, 2**62], got {value!r}")
     if isinstance(value, (int, np.integer)):
@@ -285,7 +305,7 @@ class Optimizer:
     def __init__(self, params: Params, lr: Union[float, Dict[str, Any]]) -> None:
         # lr: the learning rate, or a subclass's hyperparameters (a dict, with "lr")
         hyper = dict(lr) if isinstance(lr, dict) else {"lr": lr}
-        object.__setattr__(self, "_lock", threading.Lock())
+        A.new_locks(self, "_lock")  # a new one in a forked child
         object.__setattr__(self, "_disjoint", [])  # arrays last found not to share memory
         for k, v in self._checked(self._who, hyper).items():
             object.__setattr__(self, k, v)
@@ -299,7 +319,31 @@ class Optimizer:
             hyper = self._hyperparameters()
             hyper[name] = value
             value = self._checked(self._who, hyper)[name]
+        elif name == "state" and "_params" in self.__dict__:
+            self._check_state_mapping(value)
         object.__setattr__(self, name, value)
+
+    def _check_state_mapping(self, value):
+        """A ``state`` assigned after construction: a dict of this optimizer's parameter
+        keys to dicts (their buffers are checked at the next step). A step would
+        otherwise fail with an unnamed error, or state_dict() hold keys that
+        load_state_dict refuses."""
+        who = self._who
+        if type(value) is not dict:
+            raise TypeError(
+                f"{who}: state must be a dict of parameter keys to dicts of buffers, got "
+                f"{type(value).__name__}"
+            )
+        keys = {f"{i}.{name}" for i, name, _, _ in _named_arrays(self._params, who)}
+        unknown = [k for k in value if k not in keys]
+        if unknown:
+            raise ValueError(
+                f"{who}: state has the keys {unknown[:5]}, which are not parameters of "
+                f"this optimizer (those are '<index in params>.<name>', e.g. {min(keys)!r})"
+            )
+        for k, v in value.items():
+            if not isinstance(v, dict):
+                raise TypeError(f"{who}: the state of {k!r} must be a dict, got {type(v).__name__}")
 
     @classmethod
     def _checked(cls, who, hyper):
@@ -600,7 +644,7 @@ class Optimizer:
                 new_state[key] = self._checked_state(key, buffers, params[key], who, deep=True)
             for k, v in checked.items():
                 object.__setattr__(self, k, v)
-            self.state = new_state
+            object.__setattr__(self, "state", new_state)  # checked above
 
     def _hyperparameters(self):
         raise NotImplementedError
@@ -1090,7 +1134,9 @@ def clip_grad_norm_(
         if not arrays:
             return 0.0
         if math.isinf(norm_type):
-            total = max(float(abs(g).max()) if g.size else 0.0 for g in arrays)
+            # np.max, not Python's max: a nan anywhere gives nan (Python's max keeps
+            # the first value a later nan does not compare above), as torch's inf-norm
+            total = float(np.max([float(abs(g).max()) if g.size else 0.0 for g in arrays]))
         else:
             norms = [
                 float(np.linalg.norm(g.ravel().astype(np.float64), norm_type)) if g.size else 0.0

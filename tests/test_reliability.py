@@ -750,6 +750,8 @@ def _dtype_ok(v):
 
 
 def _dropout_ok(v):
+    if isinstance(v, (str, bytes, bool)):  # refused, as torch refuses them
+        return TypeError
     try:
         p = float(v)
     except (TypeError, ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from typing import Mapping, Optional, Union
 
 import numpy as np
@@ -67,8 +68,73 @@ def _load_model(model):
     if path is not None:
         from onnx.external_data_helper import load_external_data_for_model
 
-        load_external_data_for_model(model, os.path.dirname(path))
+        base = os.path.dirname(path)
+        _check_external_data(onnx, model, base, source)
+        try:
+            load_external_data_for_model(model, base)
+        except (ValueError, OSError, onnx.checker.ValidationError) as exc:
+            raise ValueError(
+                f"cygru.from_onnx: {source} refers to external data that cannot be loaded: {exc}"
+            ) from None
     return model
+
+
+def _model_tensors(graph):
+    """Every TensorProto a graph stores (initializers and node attributes, in subgraphs
+    too), as ``onnx``'s external-data loader visits them (a FunctionProto has nodes
+    only)."""
+    yield from getattr(graph, "initializer", ())
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _model_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _model_tensors(sub)
+
+
+def _check_external_data(onnx, model, base, source):
+    """Refuse external data that would be read more than once: the bytes the tensors'
+    references select, summed, may not exceed the size of the files they name (a small
+    file naming one data file in many tensors would otherwise read it again for each,
+    without bound). Each file must be a regular file; other faults (a path outside the
+    directory, a symbolic link) are onnx's checks, reported when it loads."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    graphs = [model.graph] + list(model.functions)
+    files, total = {}, 0
+    for graph in graphs:
+        for tensor in _model_tensors(graph):
+            if not uses_external_data(tensor):
+                continue
+            try:
+                info = ExternalDataInfo(tensor)
+            except ValueError as exc:
+                raise ValueError(
+                    f"cygru.from_onnx: {source}: the tensor {tensor.name!r} has bad "
+                    f"external data fields: {exc}"
+                ) from None
+            where = os.path.join(base, info.location)
+            try:
+                st = os.stat(where)
+            except OSError:
+                continue  # onnx names the missing file when it loads
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(
+                    f"cygru.from_onnx: {source}: the tensor {tensor.name!r} keeps its data "
+                    f"in {info.location!r}, which is not a regular file"
+                )
+            files[os.path.realpath(where)] = st.st_size
+            available = max(0, st.st_size - (info.offset or 0))
+            total += available if info.length is None else min(info.length, available)
+    if total > sum(files.values()):
+        raise ValueError(
+            f"cygru.from_onnx: {source}: its tensors' external data references select "
+            f"{total} bytes from files of {sum(files.values())} bytes: some bytes would be "
+            "read more than once (a file named by many tensors); refused"
+        )
 
 
 def _constant_values(graph):
@@ -175,7 +241,13 @@ def _field_value(attr, field):
         return str(np.float32(value))
     if field == "floats":
         return _shown([float(str(np.float32(v))) for v in value])
-    return _shown(value if field in ("i", "s") else list(value))
+    if field in ("i", "s"):
+        return _shown(value)
+    if field in ("ints", "strings"):
+        return _shown(list(value))
+    if field in ("t", "g", "sparse_tensor", "tp"):  # a TensorProto, a graph...: named
+        return f"a {type(value).__name__}"
+    return f"{len(value)} value(s)"  # tensors, graphs, ...
 
 
 def _text(raw, label, name):
