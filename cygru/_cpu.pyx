@@ -108,7 +108,8 @@ def _default_threads():
 def set_num_threads(n):
     """See cygru.set_num_threads."""
     global _num_threads
-    _num_threads = _parse_thread_count(n, "cygru.set_num_threads")
+    # None: back to the default (CYGRU_NUM_THREADS, read again, else the cores)
+    _num_threads = 0 if n is None else _parse_thread_count(n, "cygru.set_num_threads")
 
 
 # A count of the calling Python thread's own (cygru.dask's threads=k, around each task);

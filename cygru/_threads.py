@@ -1,6 +1,6 @@
 """Thread count of cygru's own parallelism."""
 
-from typing import SupportsIndex
+from typing import Optional, SupportsIndex
 
 from . import _cpu
 
@@ -50,11 +50,15 @@ def get_num_threads() -> int:
     return _cpu.get_num_threads()
 
 
-def set_num_threads(n: SupportsIndex) -> None:
+def set_num_threads(n: Optional[SupportsIndex]) -> None:
     """Set the number of threads cygru's forward and backward may use.
 
     ``n`` is an integer (Python's or NumPy's) from 1 to 256; anything else raises
-    ``ValueError``. Any count works on any machine (more threads than cores only
+    ``ValueError``. ``None`` lifts the count set before: cygru goes back to its default
+    (``CYGRU_NUM_THREADS`` if set, read again, else the usable cores, see
+    :func:`cygru.get_num_threads`), which is what a caller that changed the count for a
+    while should restore (setting back the value ``get_num_threads()`` returned would fix
+    that value for good, and then hold it over ``cygru.dask``'s ``threads=k``). Any count works on any machine (more threads than cores only
     adds waiting), and every count gives bit-identical results. Each
     thread needs a stack (8 MiB of address space by default): under a tight
     address-space limit (``ulimit -v``) OpenMP may fail to start hundreds of them,
@@ -69,10 +73,11 @@ def set_num_threads(n: SupportsIndex) -> None:
     Examples
     --------
     >>> import cygru
-    >>> before = cygru.get_num_threads()
     >>> cygru.set_num_threads(1)
     >>> cygru.get_num_threads()
     1
-    >>> cygru.set_num_threads(before)
+    >>> cygru.set_num_threads(None)  # back to the default
+    >>> cygru.get_num_threads() >= 1
+    True
     """
     _cpu.set_num_threads(n)

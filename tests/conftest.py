@@ -6,6 +6,19 @@ from optional_deps import import_optional
 from install_helpers import InstallFailed, Installs
 
 
+@pytest.fixture(autouse=True)
+def _restore_thread_count():
+    """Every test leaves cygru's process-wide thread count as it found it, unset included
+    (a test that restores ``set_num_threads(get_num_threads())`` would fix the count for
+    all later tests, and cygru.dask's ``threads=k`` then loses to it: the tests must not
+    depend on their order)."""
+    from cygru import _cpu
+
+    saved = _cpu._num_threads
+    yield
+    _cpu._num_threads = saved
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

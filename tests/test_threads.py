@@ -91,7 +91,7 @@ def test_threads_match_float64_reference(force_threads):
     np.testing.assert_allclose(h_n, ref[1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_set_num_threads_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="positive integer"):
         cygru.set_num_threads(bad)
@@ -286,7 +286,6 @@ def test_set_num_threads_accepts_integers_up_to_the_bound(good):
         2.0,
         np.float64(2.0),
         np.array([3]),
-        None,
     ],
 )
 def test_set_num_threads_bounded_with_a_clear_error(bad):
@@ -837,3 +836,26 @@ def test_thread_local_count_is_taken_as_given(monkeypatch):
         with pytest.raises(ValueError, match="cygru threads"):
             with _cpu._thread_count(bad):
                 pass
+
+
+def test_set_num_threads_none_goes_back_to_the_default(monkeypatch):
+    """set_num_threads(None) lifts a count set before: the default returns (the
+    environment variable read again, else the cores), and a task's own count
+    (cygru.dask's threads=k) is taken again, which a count set back to the value
+    get_num_threads() returned would hold over for good."""
+    from cygru import _cpu
+
+    monkeypatch.delenv("CYGRU_NUM_THREADS", raising=False)
+    default = _cpu._default_threads()
+    cygru.set_num_threads(5)
+    assert cygru.get_num_threads() == 5
+    cygru.set_num_threads(None)
+    assert cygru.get_num_threads() == default
+    with _cpu._thread_count(7):
+        assert cygru.get_num_threads() == 7
+    cygru.set_num_threads(default)  # the pitfall: the value is now fixed
+    with _cpu._thread_count(7):
+        assert cygru.get_num_threads() == default
+    monkeypatch.setenv("CYGRU_NUM_THREADS", "3")
+    cygru.set_num_threads(None)
+    assert cygru.get_num_threads() == 3
