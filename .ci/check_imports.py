@@ -28,6 +28,7 @@ IMPORTS = {
     "torch": ["torch"],
     "onnx": ["onnx", "onnx.reference"],
     "onnxruntime": ["onnxruntime"],
+    "openvino": ["openvino", "openvino:Core"],
     "onnxscript": ["onnxscript"],
     "cython": ["Cython", "Cython.Build:cythonize"],
     "setuptools": ["setuptools"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""cygru CPU benchmark suite: cygru vs PyTorch, ONNX Runtime and the NumPy reference.
+"""cygru CPU benchmark suite: cygru vs PyTorch, ONNX Runtime, OpenVINO and the NumPy reference.
 
     python benchmarks/run.py [--threads 1 2] [--repeat N] [--quick] [--json PATH]
                              [--png PATH] [--cases CASE ...]
@@ -10,7 +10,8 @@ imported (``CYGRU_NUM_THREADS``, ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
 ``MKL_NUM_THREADS``); inside it every peer is also limited explicitly
 (``threadpoolctl.threadpool_limits(n)`` for SciPy/NumPy's OpenBLAS, hence cygru and the
 NumPy reference; ``torch.set_num_threads(n)``; ONNX Runtime ``intra_op_num_threads=n``,
-``inter_op_num_threads=1``). The parent collects the workers' results, prints the
+``inter_op_num_threads=1``; OpenVINO ``INFERENCE_NUM_THREADS=n``, ``NUM_STREAMS=1``,
+``PERFORMANCE_HINT=LATENCY``). The parent collects the workers' results, prints the
 markdown tables and the targets, and writes the JSON and the PNG chart.
 
 See benchmarks/README.md for what each case measures and how to read the tables.
@@ -37,16 +38,53 @@ FORWARD_CASES = {
     "large": (200, 64, 512, 512, 1, 1),
     "deep-bi": (100, 32, 256, 256, 2, 2),
     "long-seq": (2000, 8, 128, 256, 1, 1),
+    # one streaming frame: T=1, B=1; every peer chains h0 (each call starts from the
+    # state the previous call returned), as a real-time pipeline does
+    "one-step": (1, 1, 64, 128, 1, 1),
 }
+CHAINED_CASES = {"one-step"}
+# DeepBench's GRU inference rows (input size = hidden size) that fit a 2-core machine:
+# batch 1 and 4, hidden 512 and 1024, 1, 25 and 100 time steps. Not in the default run
+# (about 3 min more on 2 cores): select them with ``--cases deepbench`` or by name.
+DEEPBENCH_CASES = {}
+for _h in (512, 1024):
+    for _b in (1, 4):
+        for _t in (1, 25, 100):
+            DEEPBENCH_CASES[f"db-h{_h}-b{_b}-t{_t}"] = (_t, _b, _h, _h, 1, 1)
+FORWARD_CASES.update(DEEPBENCH_CASES)
 OTHER_CASES = ["training", "cell", "reset-after-false", "memory"]
 ALL_CASES = list(FORWARD_CASES) + OTHER_CASES
+DEFAULT_CASES = [c for c in ALL_CASES if c not in DEEPBENCH_CASES]
+CASE_GROUPS = {"deepbench": list(DEEPBENCH_CASES), "all": ALL_CASES}
 CELL_SIZES = (1, 64, 128)  # B, I, H
 MEMORY_TS = (2000, 4000)  # long-seq shape with these T
 SGEMM_N = 2048
-PEERS = ["cygru", "torch", "ort", "numpy"]
-PEER_LABEL = {"cygru": "cygru", "torch": "PyTorch", "ort": "ONNX Runtime", "numpy": "NumPy ref"}
-PEER_SHORT = {"cygru": "cygru", "torch": "torch", "ort": "ORT", "numpy": "NumPy"}
+PEERS = ["cygru", "torch", "ort", "ov", "numpy", "ov_bf16", "torch_int8"]
+PEER_LABEL = {
+    "cygru": "cygru",
+    "torch": "PyTorch",
+    "ort": "ONNX Runtime",
+    "ov": "OpenVINO",
+    "numpy": "NumPy ref",
+    "ov_bf16": "OpenVINO bf16 hint",
+    "torch_int8": "PyTorch dynamic int8",
+}
+PEER_SHORT = {
+    "cygru": "cygru",
+    "torch": "torch",
+    "ort": "ORT",
+    "ov": "OV",
+    "numpy": "NumPy",
+    "ov_bf16": "OV bf16",
+    "torch_int8": "torch int8",
+}
 ATOL = 1e-4  # max abs diff allowed between a peer and cygru (float32)
+# reduced-precision peers (bf16 arithmetic, int8 weights) are checked against cygru's
+# float32 output with a looser bound: their own rounding reaches ~5e-3 (bf16) and ~4e-2
+# (int8) on these outputs in (-1, 1)
+REDUCED_ATOL = 0.1
+PEER_ATOL = {"ov_bf16": REDUCED_ATOL, "torch_int8": REDUCED_ATOL}
+REDUCED_PEERS = ("ov_bf16", "torch_int8")
 MEMORY_LIMIT_MIB = 8.0
 JUDGE_THREADS = 2
 NOISY_SPREAD = 1.5  # flag a row when a peer's slowest sample > 1.5x its fastest
@@ -218,6 +256,38 @@ def _torch_gru(torch, I, H, L, D, seed):
     return net
 
 
+def _torch_int8_gru(torch, net):
+    """PyTorch's dynamic int8 GRU (int8 weights, activations quantized per call) for net.
+
+    ``quantize_dynamic`` swaps child modules, so the GRU is wrapped in a module first.
+    Returns a callable ``(x, h0=None) -> (output, h_n)``, or None where this PyTorch build
+    has no quantized engine.
+    """
+    if not torch.backends.quantized.supported_engines or (
+        torch.backends.quantized.supported_engines == ["none"]
+    ):
+        return None
+
+    class _Wrap(torch.nn.Module):
+        def __init__(self, gru):
+            super().__init__()
+            self.gru = gru
+
+        def forward(self, x, h=None):
+            return self.gru(x, h)
+
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+        q = torch.ao.quantization.quantize_dynamic(
+            _Wrap(copy.deepcopy(net)), {torch.nn.GRU}, dtype=torch.qint8
+        )
+    q.eval()
+    return q
+
+
 def _state_numpy(net):
     return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
 
@@ -230,19 +300,22 @@ def _zrn(a):
     return np.concatenate([z, r, n], axis=0)
 
 
-def build_ort_gru(ort, state, I, H, L, D, threads, linear_before_reset=1):
-    """ONNX Runtime session for PyTorch GRU weights: one ONNX GRU node per layer.
+def build_onnx_gru(state, I, H, L, D, linear_before_reset=1, h0=False):
+    """ONNX model (serialized bytes) for PyTorch GRU weights: one ONNX GRU node per layer.
 
     For L > 1 the layers are chained the way PyTorch's exporter does it: Y (T, D, B, H)
     -> Transpose (T, B, D, H) -> Reshape (T, B, D*H). The graph returns the last layer's
     raw Y and every layer's Y_h; the (T, B, D*H) view and h_n are assembled outside the
-    timed call (for D == 1 the layouts are identical anyway).
+    timed call (for D == 1 the layouts are identical anyway). With ``h0`` every layer
+    takes its initial state as an input ``H0_{k}`` of shape (D, B, H). ONNX Runtime and
+    OpenVINO are given this same model.
     """
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     inits, nodes = [], []
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])]
     inp = "X"
     for k in range(L):
         sfx = [f"_l{k}"] + ([f"_l{k}_reverse"] if D == 2 else [])
@@ -256,10 +329,14 @@ def build_ort_gru(ort, state, I, H, L, D, threads, linear_before_reset=1):
             numpy_helper.from_array(R, f"R{k}"),
             numpy_helper.from_array(Bb, f"B{k}"),
         ]
+        gru_inputs = [inp, f"W{k}", f"R{k}", f"B{k}"]
+        if h0:
+            gru_inputs += ["", f"H0_{k}"]
+            inputs.append(helper.make_tensor_value_info(f"H0_{k}", TensorProto.FLOAT, [D, "B", H]))
         nodes.append(
             helper.make_node(
                 "GRU",
-                [inp, f"W{k}", f"R{k}", f"B{k}"],
+                gru_inputs,
                 [f"Y{k}", f"Yh{k}"],
                 name=f"gru{k}",
                 hidden_size=H,
@@ -287,7 +364,7 @@ def build_ort_gru(ort, state, I, H, L, D, threads, linear_before_reset=1):
     graph = helper.make_graph(
         nodes,
         "cygru_bench_gru",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
+        inputs,
         outputs,
         initializer=inits,
     )
@@ -296,16 +373,51 @@ def build_ort_gru(ort, state, I, H, L, D, threads, linear_before_reset=1):
     )
     model.ir_version = 8
     onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def build_ort_gru(ort, state, I, H, L, D, threads, linear_before_reset=1, h0=False):
+    """ONNX Runtime session (and its output names) for :func:`build_onnx_gru`'s model."""
+    model = build_onnx_gru(state, I, H, L, D, linear_before_reset=linear_before_reset, h0=h0)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(
-        model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
-    )
+    sess = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     return sess, names
+
+
+def build_ov_gru(ov, state, I, H, L, D, threads, precision="f32", h0=False):
+    """OpenVINO CPU infer request for :func:`build_onnx_gru`'s model.
+
+    Compiled for the "CPU" device with ``INFERENCE_NUM_THREADS=threads``, ``NUM_STREAMS=1``,
+    ``PERFORMANCE_HINT=LATENCY`` and ``INFERENCE_PRECISION_HINT=precision`` ("f32" or
+    "bf16"). Returns ``(request, n_outputs, used)`` where ``used`` is the precision the
+    compiled model reports (a CPU without bf16 support runs f32 whatever the hint says).
+    """
+    model = build_onnx_gru(state, I, H, L, D, h0=h0)
+    core = ov.Core()
+    ov_model = core.read_model(model=model, weights=b"")
+    config = {
+        "INFERENCE_NUM_THREADS": int(threads),
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": precision,
+    }
+    compiled = core.compile_model(ov_model, "CPU", config)
+    try:
+        used = compiled.get_property("INFERENCE_PRECISION_HINT")
+        used = used.to_string() if hasattr(used, "to_string") else str(used)
+    except Exception as exc:  # informational only
+        used = f"unknown ({exc})"
+    return compiled.create_infer_request(), len(compiled.outputs), used
+
+
+def _ov_outputs(req, n):
+    """The request's output tensors as NumPy arrays, copied (the next call reuses them)."""
+    return [req.get_output_tensor(i).data.copy() for i in range(n)]
 
 
 def _ort_to_torch_layout(outs, T, B, H, D):
@@ -358,6 +470,20 @@ class Worker:
             onnxruntime.set_default_logger_severity(3)
         except ImportError as exc:
             self.note(f"ONNX Runtime / onnx not installed ({exc}): skipped")
+        self.ov = None
+        self.ov_missing = None
+        self.ov_precision = {}
+        try:
+            import onnx  # noqa: F401  (the model OpenVINO reads is built with onnx)
+            import openvino
+
+            self.ov = openvino
+        except ImportError as exc:
+            self.ov_missing = (
+                f"OpenVINO not installed ({exc}): skipped; pip install openvino "
+                "(or the bench extra) to add it"
+            )
+            self.note(self.ov_missing)
 
     # -- helpers ----------------------------------------------------------------------------
     def log(self, msg):
@@ -367,10 +493,10 @@ class Worker:
         self.notes.append(msg)
         print(f"note: {msg}", flush=True)
 
-    def mismatch(self, case, peer, diff, what="output"):
+    def mismatch(self, case, peer, diff, what="output", tol=ATOL):
         msg = (
             f"{case}: {PEER_LABEL[peer]} {what} differs from cygru by {diff:.3g} "
-            f"(> {ATOL:g}); NOT timed"
+            f"(> {tol:g}); NOT timed"
         )
         bar = "!" * 78
         print(f"\n{bar}\n!!! MISMATCH ({self.n} threads) {msg}\n{bar}\n", flush=True)
@@ -488,14 +614,17 @@ class Worker:
                 entries[name] = self._peer_entry("error", note=str(exc))
                 continue
             diffs = {w: _maxdiff(got[w], ref_out[w]) if w in got else float("inf") for w in ref_out}
-            bad = {w: d for w, d in diffs.items() if not d <= tol}
+            ptol = PEER_ATOL.get(name, tol)
+            bad = {w: d for w, d in diffs.items() if not d <= ptol}
             worst = max(diffs.values(), default=0.0)
             if bad:
                 w, d = max(bad.items(), key=lambda kv: kv[1])
-                self.mismatch(case, name, d, w)
-                entries[name] = self._peer_entry("mismatch", max_abs_diff=diffs)
+                self.mismatch(case, name, d, w, tol=ptol)
+                entries[name] = self._peer_entry("mismatch", max_abs_diff=diffs, tolerance=ptol)
                 continue
-            entries[name] = self._peer_entry("ok", max_abs_diff=diffs, check_max_abs_diff=worst)
+            entries[name] = self._peer_entry(
+                "ok", max_abs_diff=diffs, check_max_abs_diff=worst, tolerance=ptol
+            )
             fns[name] = fn
         timed = measure(fns, self.cfg, hints)
         entries["cygru"] = self._peer_entry("ok")
@@ -507,7 +636,12 @@ class Worker:
     def forward_case(self, case):
         np, cygru, torch = self.np, self.cygru, self.torch
         T, B, I, H, L, D = FORWARD_CASES[case]
-        x = self._rng(0).standard_normal((T, B, I), dtype=np.float32)
+        rng = self._rng(0)
+        x = rng.standard_normal((T, B, I), dtype=np.float32)
+        chained = case in CHAINED_CASES
+        # chained cases: every peer starts from the same h0 and then feeds each call's h_n
+        # back as the next call's h0 (only the first call's result is compared)
+        h0 = (rng.standard_normal((L * D, B, H), dtype=np.float32) * 0.5) if chained else None
         if torch is not None:
             net = _torch_gru(torch, I, H, L, D, seed=0)
             state = _state_numpy(net)
@@ -519,24 +653,67 @@ class Worker:
         def as_dict(o):
             return {"output": o[0], "h_n": o[1]}
 
+        def chain(call, h_of, init=None):
+            """fn() -> call(h) with h the state the previous call returned (h_of(out))."""
+            hold = [h0 if init is None else init]
+
+            def fn():
+                out = call(hold[0])
+                hold[0] = h_of(out)
+                return out
+
+            return fn
+
         peers, skipped = {}, {}
         if torch is not None:
             xt = torch.from_numpy(x)
-            peers["torch"] = (
-                lambda: net(xt),
-                lambda o: {"output": o[0].numpy(), "h_n": o[1].numpy()},
-            )
+            to_np = lambda o: {"output": o[0].numpy(), "h_n": o[1].numpy()}  # noqa: E731
+            if chained:
+                ht0 = torch.from_numpy(h0)
+                peers["torch"] = (chain(lambda h: net(xt, h), lambda o: o[1], ht0), to_np)
+            else:
+                peers["torch"] = (lambda: net(xt), to_np)
+            qnet = _torch_int8_gru(torch, net)
+            if qnet is None:
+                skipped["torch_int8"] = self._peer_entry(
+                    "unavailable", note="PyTorch dynamic int8 quantization unavailable"
+                )
+            elif chained:
+                peers["torch_int8"] = (
+                    chain(lambda h: qnet(xt, h), lambda o: o[1], torch.from_numpy(h0)),
+                    to_np,
+                )
+            else:
+                peers["torch_int8"] = (lambda: qnet(xt), to_np)
         else:
-            skipped["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
+            for p in ("torch", "torch_int8"):
+                skipped[p] = self._peer_entry("unavailable", note="PyTorch not installed")
         if self.ort is not None:
-            sess, names = build_ort_gru(self.ort, state, I, H, L, D, self.n)
-            feed = {"X": x}
-            peers["ort"] = (
-                lambda: sess.run(names, feed),
-                lambda o: as_dict(_ort_to_torch_layout(o, T, B, H, D)),
-            )
+            sess, names = build_ort_gru(self.ort, state, I, H, L, D, self.n, h0=chained)
+            conv = lambda o: as_dict(_ort_to_torch_layout(o, T, B, H, D))  # noqa: E731
+            if chained:
+
+                def ort_call(h):
+                    feed = {"X": x}
+                    feed.update({f"H0_{k}": h[k * D : (k + 1) * D] for k in range(L)})
+                    return sess.run(names, feed)
+
+                peers["ort"] = (chain(ort_call, lambda o: np.concatenate(o[1:], axis=0)), conv)
+            else:
+                feed = {"X": x}
+                peers["ort"] = (lambda: sess.run(names, feed), conv)
         else:
             skipped["ort"] = self._peer_entry("unavailable", note="onnxruntime not installed")
+        if self.ov is not None:
+            for p, prec in (("ov", "f32"), ("ov_bf16", "bf16")):
+                req, n_out, used = build_ov_gru(
+                    self.ov, state, I, H, L, D, self.n, precision=prec, h0=chained
+                )
+                self.ov_precision[p] = used
+                peers[p] = self._ov_peer(req, n_out, x, L, D, chained, chain, T, B, H)
+        else:
+            for p in ("ov", "ov_bf16"):
+                skipped[p] = self._peer_entry("unavailable", note=self.ov_missing)
         layers = [
             [
                 tuple(
@@ -569,14 +746,33 @@ class Worker:
             skipped["numpy"] = self._peer_entry("skipped", note=msg, est_s=est)
             self.log(f"{case}: {msg}")
         else:
-            peers["numpy"] = (ref_call, as_dict)
+            if chained:
+                peers["numpy"] = (
+                    chain(
+                        lambda h: self.ref.gru_forward(
+                            x, h, layers, hidden_size=H, num_directions=D
+                        ),
+                        lambda o: o[1],
+                    ),
+                    as_dict,
+                )
+            else:
+                peers["numpy"] = (ref_call, as_dict)
 
+        if chained:
+            cy = chain(lambda h: gru(x, h), lambda o: o[1])
+        else:
+            cy = lambda: gru(x)  # noqa: E731
         with torch.no_grad() if torch is not None else _nullcontext():
-            entries = self._check_and_time(case, (lambda: gru(x), as_dict), peers)
+            entries = self._check_and_time(case, (cy, as_dict), peers)
         entries.update(skipped)
+        for p, used in self.ov_precision.items():
+            if p in entries:
+                entries[p]["precision_used"] = used
         flops = gru_flops(T, B, I, H, L, D)
         out = {
             "kind": "forward",
+            "chained_h0": chained,
             "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
             "flops": flops,
             "peers": entries,
@@ -584,6 +780,24 @@ class Worker:
         }
         self._log_entries(case, entries, unit="ms")
         return out
+
+    def _ov_peer(self, req, n_out, x, L, D, chained, chain, T, B, H):
+        """(call, convert) for an OpenVINO infer request over x (h0 chained or not)."""
+
+        def conv(o):
+            return dict(zip(("output", "h_n"), _ort_to_torch_layout(o, T, B, H, D)))
+
+        if not chained:
+            feed = {"X": x}
+            return (lambda: (req.infer(feed), _ov_outputs(req, n_out))[1], conv)
+
+        def call(h):
+            feed = {"X": x}
+            feed.update({f"H0_{k}": h[k * D : (k + 1) * D] for k in range(L)})
+            req.infer(feed)
+            return _ov_outputs(req, n_out)
+
+        return (chain(call, lambda o: self.np.concatenate(o[1:], axis=0)), conv)
 
     def _log_entries(self, case, entries, unit="ms"):
         parts = []
@@ -884,6 +1098,7 @@ def environment_info(w):
             "cygru": w.cygru.__version__,
             "torch": w.torch.__version__ if w.torch is not None else None,
             "onnxruntime": w.ort.__version__ if w.ort is not None else None,
+            "openvino": w.ov.__version__ if w.ov is not None else None,
         },
         "git_head": _git_head(),
     }
@@ -991,12 +1206,15 @@ def _peer_cell(entry, unit="ms"):
 
 def case_label(case, info):
     s = info.get("shape", {})
+    if info.get("kind") == "forward" and info.get("chained_h0"):
+        return f"{case} ({s['T']},{s['B']},{s['I']},{s['H']},{s['layers']},{s['dirs']}) chained h0"
     if info.get("kind") == "forward":
         return f"{case} ({s['T']},{s['B']},{s['I']},{s['H']},{s['layers']},{s['dirs']})"
     if case == "training":
         return "training fwd+bwd medium"
     if case == "cell":
         return f"GRUCell step B={s['B']} I={s['I']} H={s['H']}"
+
     if case == "reset-after-false":
         return "medium reset_after=False"
     return case
@@ -1056,6 +1274,8 @@ def main_table(runs, cases):
                     cells.append("—")
                 if e is not None and e.get("note") and e["status"] != "ok":
                     notes.append(e["note"])
+                if e is not None and e.get("precision_used") and p == "ov_bf16":
+                    notes.append(f"OV bf16 hint ran {e['precision_used']}")
             g = info.get("cygru_gflops")
             peak = (run.get("sgemm") or {}).get("gflops_peak")
             cells.append(f"{g:.1f}" if g else "—")
@@ -1076,7 +1296,7 @@ def main_table(runs, cases):
                     f"NOISY{f' (load avg {la:.1f})' if la is not None else ''}: "
                     f"samples {', '.join(noisy)}"
                 )
-            cells.append("; ".join(notes))
+            cells.append("; ".join(dict.fromkeys(notes)))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -1202,7 +1422,15 @@ def make_png(runs, judge, path, title_extra):
     labels = [lbl.replace("GRUCell step ", "GRUCell step\n") for lbl in labels]
     width = 0.8 / len(PEERS)
     fig, ax = plt.subplots(figsize=(max(9, 1.5 * len(cases) + 2), 5.5))
-    colors = {"cygru": "#d62728", "torch": "#1f77b4", "ort": "#2ca02c", "numpy": "#7f7f7f"}
+    colors = {
+        "cygru": "#d62728",
+        "torch": "#1f77b4",
+        "ort": "#2ca02c",
+        "ov": "#9467bd",
+        "numpy": "#7f7f7f",
+        "ov_bf16": "#c5b0d5",
+        "torch_int8": "#aec7e8",
+    }
     for i, p in enumerate(PEERS):
         xs, ys = [], []
         for j, c in enumerate(cases):
@@ -1279,10 +1507,14 @@ def parse_args(argv=None):
     ap.add_argument(
         "--cases",
         nargs="+",
-        default=ALL_CASES,
-        choices=ALL_CASES,
+        default=DEFAULT_CASES,
+        choices=ALL_CASES + list(CASE_GROUPS),
         metavar="CASE",
-        help="cases to run (default: all): " + ", ".join(ALL_CASES),
+        help="cases to run (default: all but the DeepBench rows): "
+        + ", ".join(DEFAULT_CASES)
+        + "; 'deepbench' for DeepBench's GRU inference rows ("
+        + ", ".join(DEEPBENCH_CASES)
+        + "), 'all' for everything",
     )
     ap.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_out", default=None, help=argparse.SUPPRESS)
@@ -1291,7 +1523,10 @@ def parse_args(argv=None):
         ap.error("--repeat must be >= 1")
     if any(n < 1 for n in args.threads):
         ap.error("--threads must be >= 1")
-    args.cases = [c for c in ALL_CASES if c in args.cases]
+    chosen = set()
+    for c in args.cases:
+        chosen.update(CASE_GROUPS.get(c, [c]))
+    args.cases = [c for c in ALL_CASES if c in chosen]
     args.threads = list(dict.fromkeys(args.threads))
     return args
 
@@ -1363,7 +1598,9 @@ def main(argv=None):
         report.append("")
     else:
         report += [
-            "All peers matched cygru before timing (max abs diff <= 1e-4; gradients "
+            f"All peers matched cygru before timing (max abs diff <= {ATOL:g}, "
+            f"{REDUCED_ATOL:g} for the reduced-precision peers "
+            f"({', '.join(PEER_LABEL[p] for p in REDUCED_PEERS)}); gradients "
             "relative to their scale).",
             "",
         ]

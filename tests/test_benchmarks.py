@@ -143,3 +143,74 @@ def test_under_load_interrupted_stops_every_load_process(sig):
             proc.wait()
     assert rc != 0
     assert _gone(run_id) == []
+
+
+RUN = os.path.join(ROOT, "benchmarks", "run.py")
+
+
+def _load_run_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_run", RUN)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_run_case_groups_and_new_peers_are_declared():
+    run = _load_run_module()
+    for p in ("ov", "ov_bf16", "torch_int8"):
+        assert p in run.PEERS and p in run.PEER_LABEL and p in run.PEER_SHORT
+    assert run.PEER_ATOL["ov_bf16"] == run.PEER_ATOL["torch_int8"] == run.REDUCED_ATOL
+    assert run.FORWARD_CASES["one-step"][:2] == (1, 1)
+    args = run.parse_args(["--cases", "deepbench"])
+    assert args.cases == list(run.DEEPBENCH_CASES)
+    for c in args.cases:
+        T, B, I, H, L, D = run.FORWARD_CASES[c]
+        assert 1 <= B <= 4 and 512 <= H <= 1024 and I == H and (L, D) == (1, 1)
+    assert len({run.FORWARD_CASES[c][0] for c in args.cases}) >= 3  # a few timestep counts
+    default = run.parse_args([]).cases
+    assert "one-step" in default and not set(default) & set(run.DEEPBENCH_CASES)
+    assert run.parse_args(["--cases", "all"]).cases == run.ALL_CASES
+
+
+@pytest.mark.parametrize("hide_openvino", [False, True])
+def test_run_quick_one_step_has_every_peer(tmp_path, hide_openvino):
+    """The one-step case gives a column (or a clear "not installed" line) for every peer."""
+    env = _env()
+    if hide_openvino:
+        fake = tmp_path / "fake" / "openvino"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+        env["PYTHONPATH"] = str(tmp_path / "fake") + os.pathsep + env["PYTHONPATH"]
+    out_json = tmp_path / "r.json"
+    cmd = [sys.executable, RUN, "--quick", "--repeat", "1", "--threads", "1"]
+    cmd += ["--cases", "one-step", "--json", str(out_json), "--png", ""]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    head = next(line for line in out.splitlines() if line.startswith("| case | threads |"))
+    for col in ("OV ms", "OV bf16 ms", "torch int8 ms", "OV/cygru", "torch int8/cygru"):
+        assert f"| {col} |" in head
+    row = next(line for line in out.splitlines() if line.startswith("| one-step (1,1,64,128"))
+    assert "chained h0" in row
+    peers = json.loads(out_json.read_text())["runs"]["1"]["cases"]["one-step"]["peers"]
+    assert peers["cygru"]["status"] == "ok"
+    have_ov = not hide_openvino
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        have_ov = False
+    if have_ov:
+        for p in ("ov", "ov_bf16"):
+            assert peers[p]["status"] == "ok", peers[p]
+            assert peers[p]["median_ms"] > 0
+        assert peers["ov"]["check_max_abs_diff"] <= 1e-4
+        assert peers["ov_bf16"]["precision_used"] in ("bf16", "f32")
+    else:
+        assert peers["ov"]["status"] == peers["ov_bf16"]["status"] == "unavailable"
+        assert "OpenVINO not installed" in out and "pip install openvino" in out
+        assert "| n/a |" in row
+    for p in ("torch", "ort", "torch_int8", "numpy"):
+        if peers.get(p, {}).get("status") == "ok":
+            assert peers[p]["check_max_abs_diff"] <= peers[p]["tolerance"]
