@@ -77,13 +77,14 @@ def test_under_load_quick_prints_tables_and_leaves_no_process(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "| case | load | cygru ms | ORT ms | cygru slowdown | ORT slowdown | cygru/ORT" in out
-    for label in ("idle", "user spin", "kernel loop", "twin"):
+    for label in ("idle", "user spin", "kernel loop", "omp regions", "twin"):
         assert f"| small-latency (50,1,64,128) | {label} |" in out
         assert f"| single-step (1,32,256,256) | {label} |" in out
     assert "### Targets" in out
     assert "cygru.get_num_threads()" in out
     assert "load average at start" in out
     assert "% in the kernel" in out
+    assert "omp load: 1 process(es)" in out
     assert _gone(run_id) == []
     result = json.loads(out_json.read_text())
     assert result["run_id"] == run_id
@@ -96,6 +97,40 @@ def test_under_load_quick_prints_tables_and_leaves_no_process(tmp_path):
         )
     assert set(result["cases"]) == {"small-latency", "single-step"}
     assert "| case | load |" in out_md.read_text()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_under_load_omp_kind_alone(tmp_path, backend):
+    """--loads omp: idle and the OpenMP-regions load only; the report says what it ran."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    run_id = f"test-under-load-{uuid.uuid4().hex}"
+    out_json = tmp_path / "r.json"
+    cmd = [sys.executable, UNDER_LOAD, "--quick", "--cases", "small-latency", "--repeat", "2"]
+    cmd += ["--sample-s", "0.01", "--loads", "omp", "--load-procs", "2"]
+    cmd += ["--omp-backend", backend, "--json", str(out_json), "--markdown", ""]
+    cmd += ["--_run-id", run_id]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| small-latency (50,1,64,128) | omp regions |" in out
+    assert "| small-latency (50,1,64,128) | idle |" in out
+    for other in ("user spin", "kernel loop", "twin"):
+        assert f"| {other} |" not in out
+    assert "omp load: 2 process(es)" in out and "256x256" in out
+    assert ("`torch.mm`" in out) if backend == "torch" else ("NumPy" in out and "BLAS" in out)
+    assert _gone(run_id) == []
+    result = json.loads(out_json.read_text())
+    assert list(result["cases"]["small-latency"]["conditions"]) == ["idle", "omp"]
+    omp = [li for li in result["load_processes"] if li["kind"] == "omp"]
+    assert len(omp) == 2 and {li["kind"] for li in result["load_processes"]} == {"omp"}
+    for li in omp:
+        info = li["info"]
+        assert info["backend"] == backend and info["matmul_n"] == 256
+        assert info["threads"] >= 1 and info["region_us"] > 0 and info["gap_us"] > 0
+        user, system = li["cpu"]
+        assert user + system > 0  # the regions ran
+    assert [t["load"] for t in result["targets"]] == ["omp"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -134,7 +169,7 @@ def test_under_load_interrupted_stops_every_load_process(sig):
                 break
         assert any("repetitions x" in s for s in seen), "".join(seen)
         time.sleep(0.5)
-        assert len(_processes_with(run_id)) >= 5  # workers, spin, kernel, twins
+        assert len(_processes_with(run_id)) >= 6  # workers, spin, kernel, omp, twins
         proc.send_signal(sig)
         rc = proc.wait(timeout=30)
     finally:
