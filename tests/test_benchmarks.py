@@ -334,3 +334,39 @@ def test_latency_quantiles_and_arguments(monkeypatch):
     for bad in (["--calls", "0"], ["--busy", "-1"], ["--gap-us", "-5"], ["--cases", "nope"]):
         with pytest.raises(SystemExit):
             lat.parse_args(bad)
+
+
+def test_run_targets_issue_24_rows_are_judged_at_their_thread_counts():
+    """One-step vs ORT at the judged count and at 1 thread, small-latency 1.3x at 1 thread,
+    GRUCell 8x: computed from a results dict (no timing)."""
+    run = _load_run_module()
+
+    def runs_with(one_step_ratio, small_ratio, cell_ratio):
+        def case(ratio, peer):
+            return {"peers": {"cygru": {"median_ms": 1.0}, peer: {"median_ms": ratio}}}
+
+        return {
+            "cases": {
+                "one-step": case(one_step_ratio, "ort"),
+                "small-latency": case(small_ratio, "ort"),
+                "cell": case(cell_ratio, "torch"),
+            }
+        }
+
+    runs = {1: runs_with(0.4, 1.4, 6.0), 2: runs_with(1.1, 2.5, 9.0)}
+    judge, rows = run.evaluate_targets(runs, ["one-step", "small-latency", "cell"])
+    assert judge == 2
+    got = {(r["target"], r["threads"]): (r["result"], r.get("value")) for r in rows}
+    assert got[("one-step vs ORT", 2)] == ("PASS", pytest.approx(1.1))
+    assert got[("one-step vs ORT 1 thread", 1)] == ("MISS", pytest.approx(0.4))
+    assert got[("small-latency vs ORT", 2)] == ("PASS", pytest.approx(2.5))
+    assert got[("small-latency vs ORT 1 thread", 1)] == ("PASS", pytest.approx(1.4))
+    assert got[("GRUCell vs torch 8x", 2)] == ("PASS", pytest.approx(9.0))
+    table = run.targets_table(judge, rows)
+    assert "| one-step GRU call, chained h0 | 1 | cygru at least level with ONNX Runtime" in table
+    assert "ORT/cygru 0.40x | **MISS** |" in table
+    # only 2 threads run: the 1-thread rows read n/a and say why
+    judge, rows = run.evaluate_targets({2: runs[2]}, ["one-step"])
+    one = {r["target"]: r for r in rows if r["threads"] == 1}
+    assert set(one) == {"one-step vs ORT 1 thread", "small-latency vs ORT 1 thread"}
+    assert all(r["result"] == "n/a" and r["measured"] == "1 thread not run" for r in one.values())
