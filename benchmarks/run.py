@@ -12,7 +12,10 @@ imported (``CYGRU_NUM_THREADS``, ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
 NumPy reference; ``torch.set_num_threads(n)``; ONNX Runtime ``intra_op_num_threads=n``,
 ``inter_op_num_threads=1``; OpenVINO ``INFERENCE_NUM_THREADS=n``, ``NUM_STREAMS=1``,
 ``PERFORMANCE_HINT=LATENCY``). The parent collects the workers' results, prints the
-markdown tables and the targets, and writes the JSON and the PNG chart.
+markdown tables and the targets, and writes the JSON and the PNG chart. ``--threads`` takes
+any list of counts (a sweep, e.g. ``--threads 1 2 4 8``), run one after the other; the
+targets are judged at 2 threads (or the largest count run) and, for the rows marked
+"1 thread", at 1.
 
 See benchmarks/README.md for what each case measures and how to read the tables.
 """

@@ -331,7 +331,37 @@ def test_latency_quantiles_and_arguments(monkeypatch):
     assert args.busy == [0, 2] and args.calls == 1500 and args.rounds == 3
     assert args.cases == ["small-latency", "db-h512-b1-t1"]
     assert lat.parse_args([]).cases == ["one-step", "small-latency"]
-    for bad in (["--calls", "0"], ["--busy", "-1"], ["--gap-us", "-5"], ["--cases", "nope"]):
+
+    # chained calls: every call starts from the state the previous one returned
+    class Fake:
+        chained = True
+
+        def __init__(self):
+            self.h, self.seen = 0, []
+
+        def call(self, h):
+            self.seen.append(h)
+            return h + 1
+
+        def next_h(self, out):
+            return out
+
+    fake = Fake()
+    st = lat.time_calls(fake, 30, 5)
+    assert fake.seen == list(range(35)) and fake.h == 35 and st["calls"] == 30
+    assert st["min_us"] <= st["median_us"] <= st["p90_us"] <= st["p99_us"] <= st["max_us"]
+    # --max-s stops a measurement early, after at least one call
+    slow = Fake()
+    slow.call = lambda h: time.sleep(0.002) or h
+    st = lat.time_calls(slow, 1000, 0, max_s=0.005)
+    assert 1 <= st["calls"] < 1000
+    for bad in (
+        ["--calls", "0"],
+        ["--busy", "-1"],
+        ["--gap-us", "-5"],
+        ["--max-s", "0"],
+        ["--cases", "nope"],
+    ):
         with pytest.raises(SystemExit):
             lat.parse_args(bad)
 
