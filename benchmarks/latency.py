@@ -859,6 +859,9 @@ def main(argv=None):
         return 130
 
     for case, r in cases_res.items():
+        for p, e in r.get("peers", {}).items():
+            if e.get("status") == "error":
+                notes.append(f"{case}: {PEER_LABEL[p]} failed, not timed: {e.get('note')}")
         for c in r.get("conditions", {}).values():
             for p, e in c["peers"].items():
                 short = [n for n in e["calls"] if n < args.calls]
@@ -913,7 +916,7 @@ def main(argv=None):
         report += ["### !!! MISMATCH (not timed): " + ", ".join(mism), ""]
     elif len(peers) > 1:
         report += [
-            f"Every peer's output and h_n matched cygru's before timing (max abs diff "
+            f"Every timed peer's output and h_n matched cygru's before timing (max abs diff "
             f"<= {ATOL:g}).",
             "",
         ]

@@ -400,3 +400,23 @@ def test_run_targets_issue_24_rows_are_judged_at_their_thread_counts():
     one = {r["target"]: r for r in rows if r["threads"] == 1}
     assert set(one) == {"one-step vs ORT 1 thread", "small-latency vs ORT 1 thread"}
     assert all(r["result"] == "n/a" and r["measured"] == "1 thread not run" for r in one.values())
+
+
+def test_latency_a_broken_peer_is_reported_not_timed(tmp_path):
+    """A peer whose import fails in its worker is reported in the notes; cygru is still timed."""
+    fake = tmp_path / "fake" / "openvino"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path / "fake") + os.pathsep + env["PYTHONPATH"]
+    run_id = f"test-latency-{uuid.uuid4().hex}"
+    cmd = [sys.executable, LATENCY, "--quick", "--peers", "ov", "--calls", "10", "--busy", "0"]
+    cmd += ["--settle-ms", "0", "--json", "", "--markdown", "", "--_run-id", run_id]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "one-step: OpenVINO failed, not timed: " in out and "hidden by the test" in out
+    assert "| one-step (1,1,64,128, chained h0) | idle | cygru |" in out
+    assert "| one-step (1,1,64,128, chained h0) | idle | OpenVINO | error |" in out
+    assert "cygru median <= ONNX Runtime's | ONNX Runtime not timed | n/a |" in out
+    assert _gone(run_id) == []
