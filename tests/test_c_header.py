@@ -127,7 +127,17 @@ def test_header_declares_every_function_in_order():
     status enum holds exactly capi.pxd's statuses (CYGRU_WORK_ALIGN is a #define)."""
     text = HEADER.read_text()
     names = _pxd_functions()
-    assert len(names) == 13 and names[0] == "status_message", names
+    assert len(names) == 21 and names[0] == "status_message", names
+    assert names[13:] == [  # appended after the first release: the table only grows
+        "model_prepared_size_f32",
+        "model_prepared_size_f64",
+        "model_prepare_f32",
+        "model_prepare_f64",
+        "model_prepared_workspace_size_f32",
+        "model_prepared_workspace_size_f64",
+        "model_forward_prepared_f32",
+        "model_forward_prepared_f64",
+    ]
     table = text[text.index("typedef struct cygru_api {") : text.index("} cygru_api;")]
     entries = re.findall(r"\(\*(\w+)\)\(", table)
     assert entries == names

@@ -49,6 +49,22 @@ class CygruApi(ctypes.Structure):
         # model, T, B, x, h0, lengths, output, h_n, work, work_size
         ("model_forward_f32", F(INT, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE)),
         ("model_forward_f64", F(INT, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE)),
+        # prepared weights: model -> bytes; model, prepared, size; T, B, I, H, L, D;
+        # model, prepared, T, B, x, h0, lengths, output, h_n, work, work_size
+        ("model_prepared_size_f32", F(SIZE, PTR)),
+        ("model_prepared_size_f64", F(SIZE, PTR)),
+        ("model_prepare_f32", F(INT, PTR, PTR, SIZE)),
+        ("model_prepare_f64", F(INT, PTR, PTR, SIZE)),
+        ("model_prepared_workspace_size_f32", F(SIZE, INT, INT, INT, INT, INT, INT)),
+        ("model_prepared_workspace_size_f64", F(SIZE, INT, INT, INT, INT, INT, INT)),
+        (
+            "model_forward_prepared_f32",
+            F(INT, PTR, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE),
+        ),
+        (
+            "model_forward_prepared_f64",
+            F(INT, PTR, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE),
+        ),
     ]
 
 
