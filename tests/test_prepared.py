@@ -656,6 +656,16 @@ def test_python_wrappers():
         w.forward(x, prepared=prepared[:64])
     with pytest.raises(ValueError, match="prepared_workspace_size"):
         w.prepared_workspace_size(-1, 2)
+    out, h_n = w.forward(np.zeros((3, 0, 4), np.float32), prepared=prepared)  # B = 0
+    assert out.shape == (3, 0, 48) and h_n.shape == (4, 0, 24)
+
+
+def test_status_names_of_the_new_codes():
+    codes = [capi.ERR_PREPARED_SIZE, capi.ERR_PREPARED]
+    assert codes == [10, 11]  # appended: existing values never change
+    names = [capi.status_name(c) for c in range(12)]
+    assert len(set(names)) == 12 and not any("unknown" in n for n in names)
+    assert "model_prepared_size" in names[10] and "not prepared" in names[11]
 
 
 # ---------------------------------------------------------------------------------------------
