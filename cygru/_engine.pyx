@@ -542,6 +542,7 @@ cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize
     cdef cygru_problem pb
     cdef int k
     _arena_init(&a, work)
+    m.scratch = m.bufs[0] = m.bufs[1] = NULL
     m.perm = <Py_ssize_t*>_take(&a, B, sizeof(Py_ssize_t))
     m.active = <int*>_take(&a, T, sizeof(int))
     m.counts = <int*>_take(&a, <size_t>T + 1, sizeof(int))
@@ -685,3 +686,48 @@ def _plan(int n_threads, int D, int H):
     cdef int per_dir, n_sets, P
     thread_plan(n_threads, D, H, &per_dir, &n_sets, &P)
     return per_dir, n_sets, [_cut(H, P, k) for k in range(P + 1)]
+
+
+def _forward_prepared(x, weights, int H, bint reset_after, bint reverse, int n_threads):
+    """One layer's forward over x (T, B, In) from zero states, all sequences full length,
+    on weights prepared by prepare_direction (weights: D tuples (w_ih, w_hh, b_ih, b_hh)
+    of C-contiguous arrays of x's dtype, biases None for none) and run by
+    layer_forward_prepared on n_threads threads: (output (T, B, D*H), h_n (D, B, H)).
+    A test hook: tests/test_prepared.py compares it with cygru.GRU for any thread count."""
+    cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], D = len(weights), d
+    cdef int itemsize = x.dtype.itemsize
+    cdef cygru_problem pb
+    cdef cygru_forward_io io
+    cdef cygru_dir_weights w
+    cdef const void* blocks[2]
+    perm, active = lengths_schedule(None, T, B)
+    out = np.zeros((T, B, D * H), x.dtype)
+    states = np.zeros((D, B, H), x.dtype)
+    block_arrays = []
+    for d in range(D):
+        block = np.zeros(dir_prepared_size(H, I, itemsize) + _LINE, np.uint8)
+        block = block[(-block.ctypes.data) % _LINE:]
+        w.w_ih = <const void*><uintptr_t>weights[d][0].ctypes.data
+        w.w_hh = <const void*><uintptr_t>weights[d][1].ctypes.data
+        w.b_ih = w.b_hh = NULL
+        if weights[d][2] is not None:
+            w.b_ih = <const void*><uintptr_t>weights[d][2].ctypes.data
+        if weights[d][3] is not None:
+            w.b_hh = <const void*><uintptr_t>weights[d][3].ctypes.data
+        prepare_direction(H, I, itemsize, &w, <void*><uintptr_t>block.ctypes.data)
+        blocks[d] = <const void*><uintptr_t>block.ctypes.data
+        block_arrays.append(block)
+    pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, I, H, D, itemsize, 0
+    pb.reset_after, pb.reverse = reset_after, reverse
+    pb.perm = <const Py_ssize_t*><uintptr_t>perm.ctypes.data
+    pb.active = <const int*><uintptr_t>active.ctypes.data
+    io.x = <const void*><uintptr_t>x.ctypes.data
+    io.out = <void*><uintptr_t>out.ctypes.data
+    io.out_ts, io.out_bs = <Py_ssize_t>B * D * H, D * H
+    io.states = <void*><uintptr_t>states.ctypes.data
+    io.caches = io.hprevs = NULL
+    work = np.empty(forward_work_size_prepared(&pb, n_threads), np.uint8)
+    cdef void* wp = <void*><uintptr_t>work.ctypes.data
+    with nogil:
+        layer_forward_prepared(&pb, blocks, &io, wp, n_threads)
+    return out, states

@@ -448,6 +448,31 @@ def test_one_prepared_buffer_shared_by_threads(probe):
         np.testing.assert_array_equal(h_n, ref_h_n)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("H", [5, 16, 40, 100])
+@pytest.mark.parametrize("D, reset_after", [(1, True), (2, False)])
+def test_engine_prepared_layer_on_any_thread_count(dtype, H, D, reset_after):
+    """The engine's layer_forward_prepared on 1-4 threads (pieces of 16-unit panels read
+    from one prepared block per direction) gives cygru.GRU's bits: the packed layout
+    does not depend on the thread plan."""
+    from cygru import _engine
+
+    gru = cygru.GRU(7, H, bidirectional=D == 2, reset_after=reset_after, dtype=dtype, seed=H)
+    x = np.random.default_rng(H).standard_normal((6, 33, 7)).astype(dtype)
+    want_out, want_h_n = gru(x)
+    weights = [
+        tuple(
+            np.ascontiguousarray(getattr(gru, n + "_l0" + ("_reverse" if d else "")))
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
+        for d in range(D)
+    ]
+    for threads in (1, 2, 3, 4):
+        out, h_n = _engine._forward_prepared(x, weights, H, reset_after, False, threads)
+        np.testing.assert_array_equal(out, want_out, err_msg=f"{threads} threads")
+        np.testing.assert_array_equal(h_n, want_h_n, err_msg=f"{threads} threads")
+
+
 # ---------------------------------------------------------------------------------------------
 # a copy: changed weights are seen after model_prepare again, never half
 # ---------------------------------------------------------------------------------------------
