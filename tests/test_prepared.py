@@ -505,6 +505,43 @@ def test_in_place_change_needs_prepare_again(probe, dtype):
     np.testing.assert_array_equal(h_n, after[1])
 
 
+def test_weights_changed_on_another_thread_never_reach_a_prepared_buffer(probe):
+    """While another thread changes the weights in place (and prepares a second buffer),
+    calls on the first buffer keep giving the old results exactly (a copy: never half
+    old, half new); the second buffer gives the new ones."""
+    gru = cygru.GRU(3, 40, num_layers=2, seed=5)
+    live = probe.Live(gru)
+    old_buf = _prepared(probe, live)
+    x = _x()
+    old_out, old_h_n = gru(x)
+    new_buf = _aligned(old_buf.nbytes)
+    done = threading.Event()
+
+    def change():
+        for _ in range(200):
+            gru.weight_hh_l0[...] *= 1.001
+            gru.weight_ih_l1[::2] += 1e-3
+        assert live.prepare(new_buf) == capi.OK
+        done.set()
+
+    changer = threading.Thread(target=change)
+    changer.start()
+    calls = 0
+    while not done.is_set() or calls < 5:
+        status, out, h_n = live.forward(x, prepared=old_buf)
+        assert status == capi.OK
+        np.testing.assert_array_equal(out, old_out)
+        np.testing.assert_array_equal(h_n, old_h_n)
+        calls += 1
+    changer.join()
+    status, out, h_n = live.forward(x, prepared=new_buf)
+    assert status == capi.OK
+    new_out, new_h_n = gru(x)
+    assert not np.array_equal(new_out, old_out)
+    np.testing.assert_array_equal(out, new_out)
+    np.testing.assert_array_equal(h_n, new_h_n)
+
+
 def test_assigned_or_loaded_parameters_refuse_the_old_buffer(probe):
     """New arrays (assigned, or load_state_dict) are new weight pointers: the old buffer
     is not prepared for the new model (CYGRU_ERR_PREPARED) until model_prepare runs."""
