@@ -220,24 +220,35 @@ def _threads_for(int B, int H, int D, dtype):
 # costs tens of microseconds (GOMP_SPINCOUNT is low, so idle team threads sleep), and
 # under load a scheduler tick (4 ms: the one-step p99 of issue 24); a call whose whole
 # arithmetic is a few microseconds cannot win that back. Measured on the 2-vCPU Xeon, B=1,
-# I=64, 1 vs 2 threads (median, float32; docs/performance_internals.rst):
-# WAKE_COST_TABLE
+# I=64, float32, 1 vs 2 threads (tools/wake_cost.py, the lowest of the blocks' medians on
+# the shared machine; back to back, and after a 2 ms pause as frames of a stream come):
+#   H=128, T=1  (74k multiply-adds):  15 vs 65 us;        after a pause 25 vs 73
+#   H=256, T=1  (246k):               55 vs 112-122 us;   after a pause 79 vs 131
+#   H=128, T=16 (1.18M):              42 vs 37-40 us;     after a pause 47-67 vs 82-105
+#   H=256, T=8  (1.97M):              96-101 vs 57-62 us; after a pause 125-154 vs 183-208
+# and on the idle machine (T=50, MIN_WORK_PER_THREAD's rows): H=64 (1.23M) 70 vs 75 us,
+# H=96 (2.30M) 127 vs 101, H=128 (3.69M) 204 vs 145. Two threads start to pay between
+# 1.2M and 2.3M multiply-adds when calls come back to back, later when the team has gone
+# to sleep between calls: WAKE_COST = 60 puts the line at 1.47M (small-latency, T=50 at
+# H=128, keeps its two threads; one step at B=1 runs alone up to H=512).
 # The rule scales with MIN_WORK_PER_THREAD, so tests that lower it to split tiny problems
 # still start threads. Results are bit-identical for every thread count: this changes
 # speed, never the bits.
 WAKE_COST = 60
 
 
-def _call_work(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t L,
-               Py_ssize_t D):
+cdef inline double _call_work(double T, double B, double I, double H, double L,
+                              double D) noexcept:
     """Multiply-adds of a forward call: T*B*3H*(I+H) per direction of the first layer,
-    T*B*3H*(D*H+H) per direction of each layer above it."""
+    T*B*3H*(D*H+H) per direction of each layer above it (in floating point: no size
+    wraps)."""
     return T * B * 3 * H * D * ((I + H) + (L - 1) * (D * H + H))
 
 
-cdef inline bint _runs_alone(Py_ssize_t work) except -1:
+cdef inline bint _runs_alone(double work) except -1:
     """Whether a call of `work` multiply-adds runs on the calling thread (WAKE_COST)."""
-    return work < 2 * WAKE_COST * MIN_WORK_PER_THREAD
+    cdef double wake = WAKE_COST, unit = MIN_WORK_PER_THREAD
+    return work < 2 * wake * unit
 
 
 def _threads_for_call(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
@@ -611,9 +622,8 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
                              and _plain_shape(weights[j + 3], typenum, 1, 3 * H, 0, 0)):
                 return None
     # -- the case holds: threads, outputs, workspace, the engine
-    cdef Py_ssize_t work_madds = T * B * 3 * H * D * ((I + H) + (L - 1) * (D * H + H))
     cdef int n_threads
-    if _runs_alone(work_madds):
+    if _runs_alone(_call_work(T, B, I, H, L, D)):
         _check_env()
         return _gru_lean_run(x, h0, weights, typenum, T, B, L, D, H, I, bias, reverse,
                              reset_after, batch_first, nd, 1, True)
