@@ -396,6 +396,23 @@ def gru(
         if name not in params:
             raise BadValue(f"params has no '{name}'")
         checked[name] = A.as_param(params[name], shape, dtype, name, device)
+    if device == "cpu" and lengths is None:
+        res = lean_gru(
+            x,
+            h0,
+            list(checked.values()),
+            dtype,
+            num_layers,
+            D,
+            H,
+            I,
+            bias,
+            reverse,
+            reset_after,
+            batch_first,
+        )
+        if res is not None:
+            return res
     call = SequenceCall.checked(
         x,
         h0,

@@ -472,3 +472,19 @@ def test_env_var_read_after_a_change(monkeypatch):
     monkeypatch.setattr(_cpu, "_num_threads", 0)
     monkeypatch.delenv("CYGRU_NUM_THREADS")
     assert cygru.get_num_threads() == _cpu._default_threads()
+
+
+@pytest.mark.parametrize("case", _gru_inputs(), ids=lambda c: c[0])
+def test_functional_gru_lean_and_checked_agree(case, checked_only):
+    name, x, h0, kw = case
+    if "hx" in kw:
+        return  # functional.gru has no hx
+    m = cygru.GRU(4, 3, num_layers=2, seed=3)
+    params = m.state_dict()
+    before = _counts()[0]
+    lean = _outcome(lambda: F.gru(x, params, h0, num_layers=2, **kw))
+    if name == "plain":
+        assert _counts()[0] == before + 1
+        assert lean == _outcome(lambda: m(x, h0))
+    checked_only()
+    assert lean == _outcome(lambda: F.gru(x, params, h0, num_layers=2, **kw)), name
