@@ -214,9 +214,8 @@ def _threads_for(int B, int H, int D, dtype):
 # A call starts a parallel region only when its work is worth waking a thread for: its
 # total multiply-adds (T*B*3H*(I+H) per direction and layer: _call_work), shared by two
 # threads, must give each at least WAKE_COST * MIN_WORK_PER_THREAD. Below that it runs on
-# the calling thread: no OpenMP region, no wake-up, no barrier (and, in the lean entries
-# below, the GIL kept: releasing it costs a reacquisition that can wait for another
-# Python thread's switch interval, 5 ms). Waking a sleeping team thread and joining it
+# the calling thread: no OpenMP region, no wake-up, no barrier (and, in the lean entry
+# below, the GIL kept for the smallest: see KEEP_GIL_WORK). Waking a sleeping team thread and joining it
 # costs tens of microseconds (GOMP_SPINCOUNT is low, so idle team threads sleep), and
 # under load a scheduler tick (4 ms: the one-step p99 of issue 24); a call whose whole
 # arithmetic is a few microseconds cannot win that back. Measured on the 2-vCPU Xeon, B=1,
@@ -520,12 +519,15 @@ def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, bint reset_after):
 cdef Py_ssize_t _lean_gru_calls = 0     # calls the lean entries ran (a test hook)
 cdef Py_ssize_t _lean_cell_calls = 0
 cdef int _lean_last_threads = 0         # the thread count of the last lean GRU call
+cdef bint _lean_last_kept_gil = False   # whether it kept the GIL
 
 
 def _lean_stats():
     """Test hook: {"gru": lean GRU calls, "cell": lean cell calls, "threads": the thread
-    count the last lean GRU call ran on} (counts since the process started)."""
-    return {"gru": _lean_gru_calls, "cell": _lean_cell_calls, "threads": _lean_last_threads}
+    count the last lean GRU call ran on, "kept_gil": whether it kept the GIL} (counts
+    since the process started)."""
+    return {"gru": _lean_gru_calls, "cell": _lean_cell_calls, "threads": _lean_last_threads,
+            "kept_gil": _lean_last_kept_gil}
 
 
 cdef inline int _lean_typenum(dtype) noexcept:
@@ -579,8 +581,9 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
     `weights` the module's parameters in PyTorch's order (per layer and direction w_ih,
     w_hh and, with `bias`, b_ih, b_hh), taken together under its lock, each of its shape.
     The caller's arrays are only read; output and h_n are fresh arrays. A call whose work
-    is below WAKE_COST runs on the calling thread and keeps the GIL (a few microseconds);
-    others plan their threads as the checked path does and release it."""
+    is below WAKE_COST runs on the calling thread, and keeps the GIL when its work is also
+    below KEEP_GIL_WORK; others plan their threads as the checked path does and release
+    the GIL."""
     cdef int typenum = _lean_typenum(dtype)
     if typenum < 0 or not _plain(x, typenum):
         return None
@@ -623,14 +626,22 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
                 return None
     # -- the case holds: threads, outputs, workspace, the engine
     cdef int n_threads
-    if _runs_alone(_call_work(T, B, I, H, L, D)):
+    cdef double work = _call_work(T, B, I, H, L, D)
+    if _runs_alone(work):
         _check_env()
         return _gru_lean_run(x, h0, weights, typenum, T, B, L, D, H, I, bias, reverse,
-                             reset_after, batch_first, nd, 1, True)
+                             reset_after, batch_first, nd, 1, work < KEEP_GIL_WORK)
     with _ActiveCall():
         n_threads = _threads_for(B, H, D, dtype)
         return _gru_lean_run(x, h0, weights, typenum, T, B, L, D, H, I, bias, reverse,
                              reset_after, batch_first, nd, n_threads, False)
+
+
+# A call that runs alone keeps the GIL up to this many multiply-adds (one step at batch 1
+# up to H=256 at I=64: microseconds): releasing it means taking it back afterwards, which
+# waits for the switch interval (5 ms) when another Python thread is running. Larger calls
+# release it, so that other Python threads run meanwhile.
+KEEP_GIL_WORK = 262144
 
 
 cdef object _gru_lean_run(x, h0, list weights, int typenum, Py_ssize_t T, Py_ssize_t B,
@@ -638,7 +649,7 @@ cdef object _gru_lean_run(x, h0, list weights, int typenum, Py_ssize_t T, Py_ssi
                           bint reset_after, bint batch_first, int nd, int n_threads,
                           bint keep_gil):
     """gru_lean once its case is checked: L layers through layer_forward."""
-    global _lean_gru_calls, _lean_last_threads
+    global _lean_gru_calls, _lean_last_threads, _lean_last_kept_gil
     cdef size_t it = 4 if typenum == cnp.NPY_FLOAT32 else 8
     cdef Py_ssize_t LD = <Py_ssize_t>L * D, DH = <Py_ssize_t>D * H
     cdef cnp.npy_intp dims[3]
@@ -743,6 +754,7 @@ cdef object _gru_lean_run(x, h0, list weights, int typenum, Py_ssize_t T, Py_ssi
         free(base)
     _lean_gru_calls += 1
     _lean_last_threads = n_threads
+    _lean_last_kept_gil = keep_gil
     return out, h_n
 
 

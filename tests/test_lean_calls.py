@@ -400,13 +400,15 @@ def test_a_call_too_small_for_threads_plans_one(monkeypatch):
     assert _cpu._threads_for_call(1, 1, 64, 128, 2, 1, f32) == 1
     assert _cpu._threads_for_call(1, 4, 64, 128, 1, 1, f32) == 1
     assert _cpu._threads_for_call(100, 32, 256, 256, 1, 1, f32) == 2  # medium
-    # the lean call records its plan
+    # the lean call records its plan, and whether it kept the GIL (KEEP_GIL_WORK)
     g = cygru.GRU(64, 128, seed=0)
     g(np.ones((1, 1, 64), f32), np.zeros((1, 1, 128), f32))
-    assert _cpu._lean_stats()["threads"] == 1
+    assert _cpu._lean_stats()["threads"] == 1 and _cpu._lean_stats()["kept_gil"]
+    g(np.ones((8, 1, 64), f32))  # 590k multiply-adds: alone, the GIL released
+    assert _cpu._lean_stats()["threads"] == 1 and not _cpu._lean_stats()["kept_gil"]
     big = cygru.GRU(64, 256, seed=0)
     big(np.ones((64, 8, 64), f32))
-    assert _cpu._lean_stats()["threads"] == 2
+    assert _cpu._lean_stats()["threads"] == 2 and not _cpu._lean_stats()["kept_gil"]
     # the checked path plans with the same rule
     seen = []
     real = _cpu._threads_for_call
