@@ -215,12 +215,13 @@ def _threads_for(int B, int H, int D, dtype):
 # total multiply-adds (T*B*3H*(I+H) per direction and layer: _call_work), shared by two
 # threads, must give each at least WAKE_COST * MIN_WORK_PER_THREAD. Below that it runs on
 # the calling thread: no OpenMP region, no wake-up, no barrier (and, in the lean entry
-# below, the GIL kept for the smallest: see KEEP_GIL_WORK). Waking a sleeping team thread and joining it
-# costs tens of microseconds (GOMP_SPINCOUNT is low, so idle team threads sleep), and
-# under load a scheduler tick (4 ms: the one-step p99 of issue 24); a call whose whole
-# arithmetic is a few microseconds cannot win that back. Measured on the 2-vCPU Xeon, B=1,
-# I=64, float32, 1 vs 2 threads (tools/wake_cost.py, the lowest of the blocks' medians on
-# the shared machine; back to back, and after a 2 ms pause as frames of a stream come):
+# below, the GIL kept for the smallest: see KEEP_GIL_WORK). Waking a sleeping team thread
+# and joining it costs tens of microseconds (GOMP_SPINCOUNT is low, so idle team threads
+# sleep), and under load a scheduler tick (4 ms: the one-step p99 of issue 24); a call
+# whose whole arithmetic is a few microseconds cannot win that back. Measured on the
+# 2-vCPU Xeon, B=1, I=64, float32, 1 vs 2 threads (tools/wake_cost.py, the lowest of the
+# blocks' medians on the shared machine; back to back, and after a 2 ms pause as frames
+# of a stream come):
 #   H=128, T=1  (74k multiply-adds):  15 vs 65 us;        after a pause 25 vs 73
 #   H=256, T=1  (246k):               55 vs 112-122 us;   after a pause 79 vs 131
 #   H=128, T=16 (1.18M):              42 vs 37-40 us;     after a pause 47-67 vs 82-105

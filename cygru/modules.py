@@ -1138,6 +1138,14 @@ class GRU(_Module):
             The last time step of every layer and direction: (L*D, B, H) (unbatched
             (L*D, H)), index ``layer*D + direction``.
 
+        Notes
+        -----
+        The common case goes straight to the compiled engine: a CPU module, ``x`` and
+        ``h0`` NumPy arrays of the module's dtype, C-contiguous, of the right shapes, no
+        ``lengths``. Anything else (lists, other dtypes, strided views, torch tensors,
+        ``lengths``, a GPU module) is converted and checked first; both give the same
+        bits. See "Small calls" in the Performance page.
+
         Examples
         --------
         >>> import numpy as np, cygru
@@ -1146,14 +1154,6 @@ class GRU(_Module):
         >>> out, h_n = gru(x, hx=h)   # PyTorch's keyword; the same as gru(x, h)
         >>> bool((out == gru(x, h)[0]).all())
         True
-
-        Notes
-        -----
-        The common case goes straight to the compiled engine: a CPU module, ``x`` and
-        ``h0`` NumPy arrays of the module's dtype, C-contiguous, of the right shapes, no
-        ``lengths``. Anything else (lists, other dtypes, strided views, torch tensors,
-        ``lengths``, a GPU module) is converted and checked first; both give the same
-        bits. See "Small calls" in the Performance page.
         """
         if lengths is None and (h0 is None or hx is None):
             d = self.__dict__
