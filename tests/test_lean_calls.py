@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import cygru
 from cygru import _cpu
@@ -491,3 +492,56 @@ def test_functional_gru_lean_and_checked_agree(case, checked_only):
         assert lean == _outcome(lambda: m(x, h0))
     checked_only()
     assert lean == _outcome(lambda: F.gru(x, params, h0, num_layers=2, **kw)), name
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    L=st.integers(1, 3),
+    bi=st.booleans(),
+    rev=st.booleans(),
+    bias=st.booleans(),
+    bf=st.booleans(),
+    ra=st.booleans(),
+    f64=st.booleans(),
+    T=st.integers(1, 4),
+    B=st.integers(1, 3),
+    I=st.integers(1, 5),
+    H=st.integers(1, 6),
+    with_h0=st.booleans(),
+    unbatched=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_lean_matches_checked_property(
+    monkeypatch, L, bi, rev, bias, bf, ra, f64, T, B, I, H, with_h0, unbatched, seed
+):
+    """Random modules and common-case inputs: the lean call gives the checked path's bits."""
+    rev = rev and not bi
+    dt = np.float64 if f64 else np.float32
+    m = cygru.GRU(
+        I,
+        H,
+        L,
+        bias=bias,
+        batch_first=bf,
+        bidirectional=bi,
+        reverse=rev,
+        reset_after=ra,
+        dtype=dt,
+        seed=seed,
+    )
+    D = 2 if bi else 1
+    rng = np.random.default_rng(seed)
+    shape = (T, I) if unbatched else ((B, T, I) if bf else (T, B, I))
+    x = rng.standard_normal(shape).astype(dt)
+    h0 = None
+    if with_h0:
+        h0 = rng.standard_normal((L * D, H) if unbatched else (L * D, B, H)).astype(dt)
+    before = _counts()[0]
+    lean = m(x, h0)
+    assert _counts()[0] == before + 1
+    with monkeypatch.context() as mp:
+        mp.setattr(F, "lean_gru", lambda *a: None)
+        checked = m(x, h0)
+    assert _result_bits(lean) == _result_bits(checked)
