@@ -629,6 +629,8 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
     cdef int n_threads
     cdef double work = _call_work(T, B, I, H, L, D)
     if _runs_alone(work):
+        # not counted in _active_calls: it takes no share of the default thread count, and
+        # a big call starting beside a stream of these should not halve its threads
         _check_env()
         return _gru_lean_run(x, h0, weights, typenum, T, B, L, D, H, I, bias, reverse,
                              reset_after, batch_first, nd, 1, work < KEEP_GIL_WORK)
