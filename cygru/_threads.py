@@ -26,7 +26,11 @@ def get_num_threads() -> int:
     holds a step up only while it holds a claimed piece; the two directions of a
     bidirectional layer run on separate threads. Small problems use fewer threads
     (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, the
-    step's synchronisation costs more than it saves). Every thread count, 1 included,
+    step's synchronisation costs more than it saves), and a call whose whole work is
+    small (below ``2 * cygru._cpu.WAKE_COST * cygru._cpu.MIN_WORK_PER_THREAD``
+    multiply-adds in all, such as one time step at batch size 1) runs on the calling
+    thread whatever the count: waking a thread would cost more than the call. Every
+    thread count, 1 included,
     gives bit-identical results (see the Reproducibility section of the
     documentation). The time loops compute every product in cygru's own kernels; the
     backward's weight-gradient products (one per weight matrix, after the time loop) go
