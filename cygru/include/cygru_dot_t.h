@@ -1,0 +1,191 @@
+/* cygru_dot_t.h: one variant of the unpacked product (cygru_dot.h), included once per
+ * element type and instruction set with these macros set (CD_NAME, CD_ATTR, CD_MR,
+ * CD_NR, CD_NR1 are undefined again at the end; CD_T, CD_V, CD_IV by cygru_dot.h):
+ *   CD_T      the element type (float, double)
+ *   CD_V      a vector of 16 lanes of CD_T
+ *   CD_IV     an integer vector of 16 lanes of CD_T's width (shuffle masks)
+ *   CD_NAME   n -> n's name for this variant
+ *   CD_ATTR   the target attribute (empty: the baseline)
+ *   CD_MR, CD_NR  rows of A and of W of a register tile (CD_MR * CD_NR <= 16)
+ *   CD_NR1    rows of W per tile of a single row of A (<= 16)
+ *   CD_HALVES 1: the tree's shuffles on halves of 8 lanes (CD_V8, CD_IV8)
+ * No include guard: it is meant to be included more than once.
+ */
+
+#define CD_INLINE CD_ATTR static inline __attribute__((always_inline))
+
+/* n (<= 16) elements from p, the lanes past n zero */
+CD_INLINE CD_V CD_NAME(cygru_dot_load)(const CD_T *p, int n) {
+    CD_V v = {0};
+    memcpy(&v, p, (size_t)n * sizeof(CD_T));
+    return v;
+}
+
+/* One stage of the tree for two vectors p, q that each hold R accumulators of W lanes
+ * (W = 16, 8, 4, 2: stage 1, 2, 3, 4): the result holds p's R then q's R accumulators,
+ * each of W/2 lanes, lane j of an accumulator being its lanes j + j+W/2 before. */
+#if CD_HALVES
+/* in halves of 8 lanes (AVX2, the baseline, float64: one 16-lane shuffle would be split
+ * into element moves): the result's first half comes from p alone, its second from q */
+CD_INLINE CD_V8 CD_NAME(cygru_dot_half)(CD_V v, int stage) {
+    CD_V8 l, h, lo, hi;
+    memcpy(&l, &v, sizeof l);
+    memcpy(&h, (char *)&v + sizeof l, sizeof h);
+    switch (stage) {
+    case 1:
+        return l + h;
+    case 2:
+        lo = CYGRU_DOT_SHUF(CD_IV8, l, h, 0, 1, 2, 3, 8, 9, 10, 11);
+        hi = CYGRU_DOT_SHUF(CD_IV8, l, h, 4, 5, 6, 7, 12, 13, 14, 15);
+        break;
+    case 3:
+        lo = CYGRU_DOT_SHUF(CD_IV8, l, h, 0, 1, 4, 5, 8, 9, 12, 13);
+        hi = CYGRU_DOT_SHUF(CD_IV8, l, h, 2, 3, 6, 7, 10, 11, 14, 15);
+        break;
+    default:
+        lo = CYGRU_DOT_SHUF(CD_IV8, l, h, 0, 2, 4, 6, 8, 10, 12, 14);
+        hi = CYGRU_DOT_SHUF(CD_IV8, l, h, 1, 3, 5, 7, 9, 11, 13, 15);
+        break;
+    }
+    return lo + hi;
+}
+
+CD_INLINE CD_V CD_NAME(cygru_dot_stage)(CD_V p, CD_V q, int stage) {
+    CD_V r;
+    CD_V8 a = CD_NAME(cygru_dot_half)(p, stage), b = CD_NAME(cygru_dot_half)(q, stage);
+    memcpy(&r, &a, sizeof a);
+    memcpy((char *)&r + sizeof a, &b, sizeof b);
+    return r;
+}
+#else
+CD_INLINE CD_V CD_NAME(cygru_dot_stage)(CD_V p, CD_V q, int stage) {
+    CD_V lo, hi;
+    switch (stage) {
+    case 1:
+        lo = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        hi = CYGRU_DOT_SHUF(CD_IV, p, q, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
+                            30, 31);
+        break;
+    case 2:
+        lo = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+        hi = CYGRU_DOT_SHUF(CD_IV, p, q, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30,
+                            31);
+        break;
+    case 3:
+        lo = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+        hi = CYGRU_DOT_SHUF(CD_IV, p, q, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30,
+                            31);
+        break;
+    default:
+        lo = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        hi = CYGRU_DOT_SHUF(CD_IV, p, q, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
+                            31);
+        break;
+    }
+    return lo + hi;
+}
+#endif
+
+/* The tree of cygru_dot.h for n accumulators (n = 1, 2, 4, 8 or 16, a constant once
+ * inlined): lane q of the result is the sum of acc[q]'s 16 lanes. A stage with a single
+ * vector left pairs it with itself (its lanes then repeat; the first ones are kept). */
+CD_INLINE CD_V CD_NAME(cygru_dot_reduce)(CD_V *acc, int n) {
+    for (int stage = 1; stage <= 4; stage++) {
+        if (n >= 2) {
+            for (int q = 0; q < n / 2; q++)
+                acc[q] = CD_NAME(cygru_dot_stage)(acc[2 * q], acc[2 * q + 1], stage);
+            n /= 2;
+        } else {
+            acc[0] = CD_NAME(cygru_dot_stage)(acc[0], acc[0], stage);
+        }
+    }
+    return acc[0];
+}
+
+/* The MR x NR tile of C at (A's rows, W's rows) given by the pointers; MR and NR are
+ * constants once inlined (MR * NR = 1, 2, 4, 8 or 16). */
+CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int lda,
+                                       const CD_T *W, int ldw, CD_T *C, int ldc,
+                                       int accumulate) {
+    CD_V acc[16], a[16], w[16];
+    int k = 0;
+    for (int q = 0; q < MR * NR; q++)
+        acc[q] = (CD_V){0};
+    for (; k + 16 <= K; k += 16) {
+        for (int r = 0; r < MR; r++)
+            memcpy(&a[r], A + (ptrdiff_t)r * lda + k, sizeof(CD_V));
+        for (int c = 0; c < NR; c++)
+            memcpy(&w[c], W + (ptrdiff_t)c * ldw + k, sizeof(CD_V));
+        for (int r = 0; r < MR; r++)
+            for (int c = 0; c < NR; c++)
+                acc[r * NR + c] += a[r] * w[c];
+    }
+    if (k < K) {
+        /* the last, partial block: lanes past K are zeros in both operands */
+        for (int r = 0; r < MR; r++)
+            a[r] = CD_NAME(cygru_dot_load)(A + (ptrdiff_t)r * lda + k, K - k);
+        for (int c = 0; c < NR; c++)
+            w[c] = CD_NAME(cygru_dot_load)(W + (ptrdiff_t)c * ldw + k, K - k);
+        for (int r = 0; r < MR; r++)
+            for (int c = 0; c < NR; c++)
+                acc[r * NR + c] += a[r] * w[c];
+    }
+    CD_V s = CD_NAME(cygru_dot_reduce)(acc, MR * NR);
+    for (int r = 0; r < MR; r++) {
+        CD_T *cr = C + (ptrdiff_t)r * ldc;
+        if (accumulate)
+            for (int c = 0; c < NR; c++)
+                cr[c] = cr[c] + s[r * NR + c];
+        else
+            for (int c = 0; c < NR; c++)
+                cr[c] = s[r * NR + c];
+    }
+}
+
+/* Rows [i, i_end) in steps of MR, columns from n on in tiles of NR, NR/2, ..., 1 (the
+ * leftover columns by halving tiles). */
+#define CD_COLUMNS(MR, NR, i_beg, i_end)                                                   \
+    do {                                                                                  \
+        int n_ = 0;                                                                       \
+        for (; n_ + (NR) <= N; n_ += (NR))                                                \
+            for (int i_ = (i_beg); i_ < (i_end); i_ += (MR))                              \
+                CD_NAME(cygru_dot_tile)((MR), (NR), K, A + (ptrdiff_t)i_ * lda, lda,      \
+                                        W + (ptrdiff_t)n_ * ldw, ldw,                     \
+                                        C + (ptrdiff_t)i_ * ldc + n_, ldc, accumulate);   \
+        CD_HALF(MR, NR, 8, i_beg, i_end)                                                  \
+        CD_HALF(MR, NR, 4, i_beg, i_end)                                                  \
+        CD_HALF(MR, NR, 2, i_beg, i_end)                                                  \
+        CD_HALF(MR, NR, 1, i_beg, i_end)                                                  \
+    } while (0)
+#define CD_HALF(MR, NR, H, i_beg, i_end)                                                   \
+    if ((NR) > (H) && n_ + (H) <= N) {                                                    \
+        for (int i_ = (i_beg); i_ < (i_end); i_ += (MR))                                  \
+            CD_NAME(cygru_dot_tile)((MR), (H), K, A + (ptrdiff_t)i_ * lda, lda,           \
+                                    W + (ptrdiff_t)n_ * ldw, ldw,                         \
+                                    C + (ptrdiff_t)i_ * ldc + n_, ldc, accumulate);       \
+        n_ += (H);                                                                        \
+    }
+
+CD_ATTR static void CD_NAME(cygru_dot_kernel)(int M, int N, int K, const CD_T *A, int lda,
+                                              const CD_T *W, int ldw, CD_T *C, int ldc,
+                                              int accumulate) {
+    for (int i0 = 0; i0 < M; i0 += CYGRU_DOT_ROW_BLOCK) {
+        int i1 = M - i0 < CYGRU_DOT_ROW_BLOCK ? M : i0 + CYGRU_DOT_ROW_BLOCK;
+        int full_end = i0 + (i1 - i0) / CD_MR * CD_MR;
+        if (full_end > i0)
+            CD_COLUMNS(CD_MR, CD_NR, i0, full_end);
+        /* leftover rows (and M = 1): one row of A against NR1 rows of W */
+        if (full_end < i1)
+            CD_COLUMNS(1, CD_NR1, full_end, i1);
+    }
+}
+
+#undef CD_COLUMNS
+#undef CD_HALF
+#undef CD_INLINE
+#undef CD_NAME
+#undef CD_ATTR
+#undef CD_MR
+#undef CD_NR
+#undef CD_NR1
+#undef CD_HALVES
