@@ -9,7 +9,7 @@ cimport openmp
 from cygru._blas cimport gemm
 from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, cygru_work, cygru_work_init,
                              gru_direction_forward, gru_direction_backward,
-                             gru_direction_weight_grads, part_pack_size, backward_pack_size)
+                             gru_direction_weight_grads, gate_pack_size, backward_pack_size)
 
 # Scratch for the input projection of one direction is at most this many bytes (or one
 # step, if a single step is larger), unless all steps of all directions fit in
@@ -38,29 +38,30 @@ PIECES = PIECES_PER_THREAD
 
 cdef void thread_plan(int n_threads, int D, int H, int* per_dir, int* n_sets,
                       int* n_pieces) noexcept nogil:
-    # a group of threads per direction, at most one thread per hidden unit; with fewer
-    # threads than directions, a thread runs directions one after the other
+    # a group of threads per direction, at most one thread per piece and one piece per
+    # panel of 16 hidden units (pieces are whole panels of the packed weights, so their
+    # layout does not depend on the plan); with fewer threads than directions, a thread
+    # runs directions one after the other
+    cdef int panels = (H + 15) // 16
     cdef int per = n_threads // D
     if per < 1:
         per = 1
-    if per > H:
-        per = H
+    if per > panels:
+        per = panels
     per_dir[0] = per
     n_sets[0] = per * D if n_threads >= D else n_threads
     if n_threads <= 1:
         n_pieces[0] = 1                 # one thread: the whole hidden range, one claim
     else:
-        n_pieces[0] = PIECES_PER_THREAD * per if PIECES_PER_THREAD * per < H else H
+        n_pieces[0] = PIECES_PER_THREAD * per if PIECES_PER_THREAD * per < panels else panels
 
 
 cdef inline int _cut(int H, int parts, int k) noexcept nogil:
-    """Bound k of `parts` slices of H units, at multiples of 16 when H allows (whole
-    panels of the packed kernel)."""
+    """Bound k of `parts` (<= ceil(H/16)) slices of H units: at multiples of 16 (whole
+    panels of the packed weights), every slice at least one panel."""
     if k >= parts:
         return H
-    if H >= 32 * parts:
-        return ((<long>H * k // parts) // 16) * 16
-    return <int>(<long>H * k // parts)
+    return 16 * <int>(<long>((H + 15) // 16) * k // parts)
 
 
 cdef int chunk_steps(int T, int B, int H, int D, int itemsize) noexcept nogil:
@@ -168,16 +169,13 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
     cdef _Arena a
     cdef int T = pb.T, B = pb.B, I = pb.In, H = pb.H, D = pb.D, d, k
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
-    cdef int P, U_max
+    cdef int P
     cdef int chunk = min(pb.chunk, T) if pb.chunk > 0 else chunk_steps(T, B, H, D, pb.itemsize)
-    cdef Py_ssize_t slot_ih, slot_hh
     cdef cygru_fwd_run* runs
     cdef cygru_fwd_run* s
     cdef int* bounds
     _arena_init(&a, work)
-    U_max = _pieces_setup(&a, n_threads, D, H, &P, &bounds)
-    slot_ih = part_pack_size(U_max, I)
-    slot_hh = part_pack_size(U_max, H)
+    _pieces_setup(&a, n_threads, D, H, &P, &bounds)
     runs = <cygru_fwd_run*>_take(&a, D, sizeof(cygru_fwd_run))
     for d in range(D):
         s = &runs[d] if runs != NULL else NULL
@@ -188,7 +186,6 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             s.x = io.x
             s.w_ih, s.w_hh, s.b_ih, s.b_hh = w[d].w_ih, w[d].w_hh, w[d].b_ih, w[d].b_hh
             s.bounds = bounds
-            s.pack_ih_slot, s.pack_hh_slot = slot_ih, slot_hh
             s.out = <char*>io.out + <size_t>d * H * it
             s.out_ts, s.out_bs = io.out_ts, io.out_bs
             s.state = <char*>io.states + d * BH * it
@@ -199,8 +196,8 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
                 s.hprev = <char*>io.hprevs + <size_t>d * T * BH * it
         work_d = <cygru_work*>_take(&a, 1, sizeof(cygru_work))
         last = <int*>_take(&a, P, sizeof(int))
-        pack_ih = _take(&a, <size_t>P * slot_ih, it)
-        pack_hh = _take(&a, <size_t>P * slot_hh, it)
+        pack_ih = _take(&a, gate_pack_size(H, I), it)
+        pack_hh = _take(&a, gate_pack_size(H, H), it)
         bias = _take(&a, 6 * <size_t>H, it)
         gh = _take(&a, 3 * BH, it)
         state_alt = _take(&a, BH, it)
@@ -211,7 +208,8 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             for k in range(P):
                 last[k] = -1
             s.work, s.last = work_d, last
-            s.pack_ih, s.pack_hh, s.bias, s.gh = pack_ih, pack_hh, bias, gh
+            s.pack_ih, s.pack_hh, s.prepared = pack_ih, pack_hh, False
+            s.bias, s.gh = bias, gh
             s.state_alt, s.gi_buf, s.rh_buf = state_alt, gi_buf, rh_buf
     if runs_out != NULL:
         runs_out[0] = runs
