@@ -29,6 +29,23 @@ cdef enum:
     # share one; the vector kernels read whole lines)
     _LINE = 64
 
+# Batches of at most DOT_MAX_B rows run every product of the forward (the input
+# projection and the recurrent products) with the dot kernel (include/cygru_dot.h) straight
+# on the caller's row-major weights: no packing, no pack buffers in the workspace. At
+# batch 1 each weight is used once per step, so packing W_ih and W_hh (about 10 us at
+# I=64, H=128) cost more than a one-step call's arithmetic. The choice depends on B
+# only, never on T, on the rows still running or on the thread count: a sequence cut
+# into calls, or run on any number of threads, gives the same bits.
+# Measured per step (us, float32, 1 thread, AVX-512 Zen 4, I = H, packing included),
+# dot / packed:
+#   DOT_MEASUREMENTS
+cdef enum:
+    DOT_MAX_B = 8
+
+# the threshold in use (DOT_MAX_B; _set_dot_max_b changes it for tests and measurements)
+cdef int dot_max_b = DOT_MAX_B
+DOT_MAX_BATCH = DOT_MAX_B
+
 # for cygru.capi (its PROJECTION_CHUNK_BYTES) and cygru._cpu (the same values)
 PROJECTION_CHUNK = PROJECTION_CHUNK_BYTES
 PIECES = PIECES_PER_THREAD
@@ -171,6 +188,9 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
     cdef int P
     cdef int chunk = min(pb.chunk, T) if pb.chunk > 0 else chunk_steps(T, B, H, D, pb.itemsize)
+    # small batches: every product by the dot kernel on the caller's weights, nothing
+    # packed (decided by B alone: see DOT_MAX_B)
+    cdef bint use_dot = B <= dot_max_b
     cdef cygru_fwd_run* runs
     cdef cygru_fwd_run* s
     cdef int* bounds
@@ -196,8 +216,10 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
                 s.hprev = <char*>io.hprevs + <size_t>d * T * BH * it
         work_d = <cygru_work*>_take(&a, 1, sizeof(cygru_work))
         last = <int*>_take(&a, P, sizeof(int))
-        pack_ih = _take(&a, gate_pack_size(H, I), it)
-        pack_hh = _take(&a, gate_pack_size(H, H), it)
+        pack_ih = pack_hh = NULL
+        if not use_dot:
+            pack_ih = _take(&a, gate_pack_size(H, I), it)
+            pack_hh = _take(&a, gate_pack_size(H, H), it)
         bias = _take(&a, 6 * <size_t>H, it)
         gh = _take(&a, 3 * BH, it)
         state_alt = _take(&a, BH, it)
@@ -209,6 +231,7 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
                 last[k] = -1
             s.work, s.last = work_d, last
             s.pack_ih, s.pack_hh, s.prepared = pack_ih, pack_hh, False
+            s.use_dot = use_dot
             s.bias, s.gh = bias, gh
             s.state_alt, s.gi_buf, s.rh_buf = state_alt, gi_buf, rh_buf
     if runs_out != NULL:
@@ -552,6 +575,17 @@ def lengths_schedule(lengths, int T, int B):
 
 
 # -- test hooks ------------------------------------------------------------------------------
+
+def _set_dot_max_b(int n):
+    """Test and measurement hook: run batches of at most n rows on the dot kernel (0:
+    none, a large n: all) instead of DOT_MAX_B; returns the previous value. Not for
+    use while other threads run cygru calls (a workspace is sized by the value in use
+    when it is asked for)."""
+    global dot_max_b
+    cdef int old = dot_max_b
+    dot_max_b = n
+    return old
+
 
 def _plan(int n_threads, int D, int H):
     """(threads per direction, threads started, the pieces' unit bounds) of a call on

@@ -58,6 +58,8 @@ ctypedef struct cygru_fwd_run:
     void* pack_hh                               #   gate_pack_size layout (K = In, K = H)
     bint prepared                               # pack_* hold the packed weights already
                                                 #   (else each piece packs its panels)
+    bint use_dot                                # small batch: every product by cygru_dot.h
+                                                #   on w_ih/w_hh as given (pack_* unused)
     void* bias                                  # WORK 6H (piece p at 6*bounds[p])
     void* gh                                    # WORK B*3H (piece p at 3*B*bounds[p])
     void* out                                   # OUT h_t rows: out + t*out_ts + b*out_bs

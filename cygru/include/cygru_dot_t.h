@@ -14,10 +14,14 @@
 
 #define CD_INLINE CD_ATTR static inline __attribute__((always_inline))
 
-/* n (<= 16) elements from p, the lanes past n zero */
+/* n (< 16) elements from p, the lanes past n zero (element by element: no call to
+ * memcpy, which would make the compiler keep the accumulators in memory) */
 CD_INLINE CD_V CD_NAME(cygru_dot_load)(const CD_T *p, int n) {
-    CD_V v = {0};
-    memcpy(&v, p, (size_t)n * sizeof(CD_T));
+    CD_T tmp[16];
+    CD_V v;
+    for (int l = 0; l < 16; l++)
+        tmp[l] = l < n ? p[l] : (CD_T)0;
+    memcpy(&v, tmp, sizeof v);
     return v;
 }
 
@@ -25,6 +29,7 @@ CD_INLINE CD_V CD_NAME(cygru_dot_load)(const CD_T *p, int n) {
  * (W = 16, 8, 4, 2: stage 1, 2, 3, 4): the result holds p's R then q's R accumulators,
  * each of W/2 lanes, lane j of an accumulator being its lanes j + j+W/2 before. */
 #if CD_HALVES
+#define CD_LANE(q) (q)
 /* in halves of 8 lanes (AVX2, the baseline, float64: one 16-lane shuffle would be split
  * into element moves): the result's first half comes from p alone, its second from q */
 CD_INLINE CD_V8 CD_NAME(cygru_dot_half)(CD_V v, int stage) {
@@ -58,48 +63,62 @@ CD_INLINE CD_V CD_NAME(cygru_dot_stage)(CD_V p, CD_V q, int stage) {
     return r;
 }
 #else
+/* full 16-lane vectors (float32 on AVX-512): a blend and one two-source permute per
+ * stage instead of two permutes. Within each block of W lanes the result holds p's
+ * sums in the first half and q's in the second, so after the four stages the sum of
+ * accumulator q is in lane CD_LANE(q) = q with its 4 bits reversed. */
+#define CD_LANE(q) ((((q) & 1) << 3) | (((q) & 2) << 1) | (((q) & 4) >> 1) | (((q) & 8) >> 3))
 CD_INLINE CD_V CD_NAME(cygru_dot_stage)(CD_V p, CD_V q, int stage) {
-    CD_V lo, hi;
+    CD_V u, v;
     switch (stage) {
     case 1:
-        lo = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-        hi = CYGRU_DOT_SHUF(CD_IV, p, q, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
-                            30, 31);
+        u = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 2, 3, 4, 5, 6, 7, 24, 25, 26, 27, 28, 29, 30, 31);
+        v = CYGRU_DOT_SHUF(CD_IV, p, q, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                           23);
         break;
     case 2:
-        lo = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
-        hi = CYGRU_DOT_SHUF(CD_IV, p, q, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30,
-                            31);
+        u = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 2, 3, 20, 21, 22, 23, 8, 9, 10, 11, 28, 29, 30, 31);
+        v = CYGRU_DOT_SHUF(CD_IV, p, q, 4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 24, 25, 26,
+                           27);
         break;
     case 3:
-        lo = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
-        hi = CYGRU_DOT_SHUF(CD_IV, p, q, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30,
-                            31);
+        u = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 1, 18, 19, 4, 5, 22, 23, 8, 9, 26, 27, 12, 13, 30, 31);
+        v = CYGRU_DOT_SHUF(CD_IV, p, q, 2, 3, 16, 17, 6, 7, 20, 21, 10, 11, 24, 25, 14, 15, 28,
+                           29);
         break;
     default:
-        lo = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        hi = CYGRU_DOT_SHUF(CD_IV, p, q, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
-                            31);
+        u = CYGRU_DOT_SHUF(CD_IV, p, q, 0, 17, 2, 19, 4, 21, 6, 23, 8, 25, 10, 27, 12, 29, 14, 31);
+        v = CYGRU_DOT_SHUF(CD_IV, p, q, 1, 16, 3, 18, 5, 20, 7, 22, 9, 24, 11, 26, 13, 28, 15,
+                           30);
         break;
     }
-    return lo + hi;
+    return u + v;
 }
 #endif
 
 /* The tree of cygru_dot.h for n accumulators (n = 1, 2, 4, 8 or 16, a constant once
  * inlined): lane q of the result is the sum of acc[q]'s 16 lanes. A stage with a single
  * vector left pairs it with itself (its lanes then repeat; the first ones are kept). */
-CD_INLINE CD_V CD_NAME(cygru_dot_reduce)(CD_V *acc, int n) {
-    for (int stage = 1; stage <= 4; stage++) {
-        if (n >= 2) {
-            for (int q = 0; q < n / 2; q++)
-                acc[q] = CD_NAME(cygru_dot_stage)(acc[2 * q], acc[2 * q + 1], stage);
-            n /= 2;
-        } else {
-            acc[0] = CD_NAME(cygru_dot_stage)(acc[0], acc[0], stage);
-        }
-    }
-    return acc[0];
+CD_INLINE CD_V CD_NAME(cygru_dot_reduce)(const CD_V *acc, int n) {
+    CD_V s1[8], s2[4], s3[2];
+    if (n == 1)
+        s1[0] = CD_NAME(cygru_dot_stage)(acc[0], acc[0], 1);
+    for (int q = 0; q < n / 2; q++)
+        s1[q] = CD_NAME(cygru_dot_stage)(acc[2 * q], acc[2 * q + 1], 1);
+    n = n > 1 ? n / 2 : 1;
+    if (n == 1)
+        s2[0] = CD_NAME(cygru_dot_stage)(s1[0], s1[0], 2);
+    for (int q = 0; q < n / 2; q++)
+        s2[q] = CD_NAME(cygru_dot_stage)(s1[2 * q], s1[2 * q + 1], 2);
+    n = n > 1 ? n / 2 : 1;
+    if (n == 1)
+        s3[0] = CD_NAME(cygru_dot_stage)(s2[0], s2[0], 3);
+    for (int q = 0; q < n / 2; q++)
+        s3[q] = CD_NAME(cygru_dot_stage)(s2[2 * q], s2[2 * q + 1], 3);
+    n = n > 1 ? n / 2 : 1;
+    if (n == 1)
+        return CD_NAME(cygru_dot_stage)(s3[0], s3[0], 4);
+    return CD_NAME(cygru_dot_stage)(s3[0], s3[1], 4);
 }
 
 /* The MR x NR tile of C at (A's rows, W's rows) given by the pointers; MR and NR are
@@ -107,38 +126,42 @@ CD_INLINE CD_V CD_NAME(cygru_dot_reduce)(CD_V *acc, int n) {
 CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int lda,
                                        const CD_T *W, int ldw, CD_T *C, int ldc,
                                        int accumulate) {
-    CD_V acc[16], a[16], w[16];
+    CD_V acc[16];
+    CD_T out[16];
     int k = 0;
     for (int q = 0; q < MR * NR; q++)
         acc[q] = (CD_V){0};
     for (; k + 16 <= K; k += 16) {
-        for (int r = 0; r < MR; r++)
-            memcpy(&a[r], A + (ptrdiff_t)r * lda + k, sizeof(CD_V));
-        for (int c = 0; c < NR; c++)
-            memcpy(&w[c], W + (ptrdiff_t)c * ldw + k, sizeof(CD_V));
-        for (int r = 0; r < MR; r++)
-            for (int c = 0; c < NR; c++)
-                acc[r * NR + c] += a[r] * w[c];
+        for (int r = 0; r < MR; r++) {
+            CD_V a;
+            memcpy(&a, A + (ptrdiff_t)r * lda + k, sizeof a);
+            for (int c = 0; c < NR; c++) {
+                CD_V w;
+                memcpy(&w, W + (ptrdiff_t)c * ldw + k, sizeof w);
+                acc[r * NR + c] += a * w;
+            }
+        }
     }
     if (k < K) {
         /* the last, partial block: lanes past K are zeros in both operands */
-        for (int r = 0; r < MR; r++)
-            a[r] = CD_NAME(cygru_dot_load)(A + (ptrdiff_t)r * lda + k, K - k);
-        for (int c = 0; c < NR; c++)
-            w[c] = CD_NAME(cygru_dot_load)(W + (ptrdiff_t)c * ldw + k, K - k);
-        for (int r = 0; r < MR; r++)
+        for (int r = 0; r < MR; r++) {
+            CD_V a = CD_NAME(cygru_dot_load)(A + (ptrdiff_t)r * lda + k, K - k);
             for (int c = 0; c < NR; c++)
-                acc[r * NR + c] += a[r] * w[c];
+                acc[r * NR + c] += a * CD_NAME(cygru_dot_load)(W + (ptrdiff_t)c * ldw + k, K - k);
+        }
     }
     CD_V s = CD_NAME(cygru_dot_reduce)(acc, MR * NR);
+    memcpy(out, &s, sizeof s);
     for (int r = 0; r < MR; r++) {
         CD_T *cr = C + (ptrdiff_t)r * ldc;
         if (accumulate)
             for (int c = 0; c < NR; c++)
-                cr[c] = cr[c] + s[r * NR + c];
+                cr[c] = cr[c] + out[CD_LANE(r * NR + c)];
+        else if (CD_LANE(1) == 1)
+            memcpy(cr, out + r * NR, (size_t)NR * sizeof(CD_T));
         else
             for (int c = 0; c < NR; c++)
-                cr[c] = s[r * NR + c];
+                cr[c] = out[CD_LANE(r * NR + c)];
     }
 }
 
@@ -189,3 +212,4 @@ CD_ATTR static void CD_NAME(cygru_dot_kernel)(int M, int N, int K, const CD_T *A
 #undef CD_NR
 #undef CD_NR1
 #undef CD_HALVES
+#undef CD_LANE
