@@ -450,6 +450,80 @@ cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
         _input_grad(pb, w, io, <const double*>dgi)
 
 
+# -- one step (GRUCell, the C API's cell_step) ---------------------------------------------
+
+cdef size_t _step_setup(int B, int In, int H, int itemsize, void* work, Py_ssize_t** perm,
+                        int** active, char** state, char** zero_bias,
+                        char** scratch) noexcept nogil:
+    """Carve a step's workspace (work NULL: only count): the identity schedule, the
+    running state, a zero bias and the layer's scratch."""
+    cdef _Arena a
+    cdef cygru_problem pb
+    cdef size_t layer
+    scratch[0] = NULL
+    _arena_init(&a, work)
+    perm[0] = <Py_ssize_t*>_take(&a, B, sizeof(Py_ssize_t))
+    active[0] = <int*>_take(&a, 1, sizeof(int))
+    state[0] = <char*>_take(&a, <size_t>B * H, itemsize)
+    zero_bias[0] = <char*>_take(&a, 3 * <size_t>H, itemsize)
+    pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = 1, B, In, H, 1, itemsize, 0
+    layer = forward_work_size(&pb, 1)
+    if layer == 0:
+        return 0
+    scratch[0] = <char*>_take(&a, layer, 1)
+    return _arena_size(&a)
+
+
+cdef size_t step_work_size(int B, int In, int H, int itemsize) noexcept nogil:
+    cdef Py_ssize_t* perm
+    cdef int* active
+    cdef char* state
+    cdef char* zero_bias
+    cdef char* scratch
+    return _step_setup(B, In, H, itemsize, NULL, &perm, &active, &state, &zero_bias,
+                       &scratch)
+
+
+cdef bint step_needs_input_size(int B) noexcept nogil:
+    return B > dot_max_b
+
+
+cdef void step_forward(int B, int In, int H, int itemsize, bint reset_after,
+                       const void* x, const void* h, const void* w_ih, const void* w_hh,
+                       const void* b_ih, const void* b_hh, void* h_out,
+                       void* work) noexcept nogil:
+    cdef Py_ssize_t* perm
+    cdef int* active
+    cdef char* state
+    cdef char* zero_bias
+    cdef char* scratch
+    cdef cygru_problem pb
+    cdef cygru_dir_weights w
+    cdef cygru_forward_io io
+    cdef size_t bh = <size_t>B * H * itemsize
+    cdef int b
+    _step_setup(B, In, H, itemsize, work, &perm, &active, &state, &zero_bias, &scratch)
+    for b in range(B):
+        perm[b] = b
+    active[0] = B
+    if h == NULL:
+        memset(state, 0, bh)
+    else:
+        memcpy(state, h, bh)              # h is read here, before h_out is written
+    if b_ih == NULL or b_hh == NULL:
+        memset(zero_bias, 0, 3 * <size_t>H * itemsize)
+    w.w_ih, w.w_hh = w_ih, w_hh
+    w.b_ih = b_ih if b_ih != NULL else zero_bias
+    w.b_hh = b_hh if b_hh != NULL else zero_bias
+    pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = 1, B, In, H, 1, itemsize, 0
+    pb.reset_after, pb.reverse, pb.perm, pb.active = reset_after, False, perm, active
+    io.x = x
+    io.out, io.out_ts, io.out_bs = h_out, <Py_ssize_t>B * H, H
+    io.states = state
+    io.caches = io.hprevs = NULL
+    layer_forward(&pb, &w, &io, scratch, 1)
+
+
 # -- a whole model (the C API) -------------------------------------------------------------
 
 ctypedef struct _ModelWork:
