@@ -37,10 +37,14 @@
 #define CYGRU_DOT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cygru_cpu.h"
 #include "cygru_gemm.h" /* cygru_v16, cygru_v16d */
+#if CYGRU_HAVE_X86_VARIANTS
+#include <immintrin.h> /* the AVX-512 variant's aligned and masked loads */
+#endif
 
 #define CYGRU_DOT_ROW_BLOCK 64
 
@@ -72,6 +76,7 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #define CD_IV8 cygru_dot_iv8
 #if CYGRU_HAVE_X86_VARIANTS
 #define CD_NAME(n) n##_f_avx512
+#define CD_ROTATE 1
 #define CD_HALVES 0
 #define CD_ATTR CYGRU_TARGET_AVX512
 #define CD_MR 4
@@ -79,6 +84,7 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #define CD_NR1 16
 #include "cygru_dot_t.h"
 #define CD_NAME(n) n##_f_avx2
+#define CD_ROTATE 0
 #define CD_HALVES 1
 #define CD_ATTR CYGRU_TARGET_AVX2
 #define CD_MR 2
@@ -87,6 +93,7 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #include "cygru_dot_t.h"
 #endif
 #define CD_NAME(n) n##_f_base
+#define CD_ROTATE 0
 #define CD_HALVES 1
 #define CD_ATTR
 #define CD_MR 1
@@ -107,6 +114,7 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #define CD_IV8 cygru_dot_lv8
 #if CYGRU_HAVE_X86_VARIANTS
 #define CD_NAME(n) n##_d_avx512
+#define CD_ROTATE 0
 #define CD_HALVES 1
 #define CD_ATTR CYGRU_TARGET_AVX512
 #define CD_MR 2
@@ -114,6 +122,7 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #define CD_NR1 8
 #include "cygru_dot_t.h"
 #define CD_NAME(n) n##_d_avx2
+#define CD_ROTATE 0
 #define CD_HALVES 1
 #define CD_ATTR CYGRU_TARGET_AVX2
 #define CD_MR 1
@@ -122,6 +131,7 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #include "cygru_dot_t.h"
 #endif
 #define CD_NAME(n) n##_d_base
+#define CD_ROTATE 0
 #define CD_HALVES 1
 #define CD_ATTR
 #define CD_MR 1

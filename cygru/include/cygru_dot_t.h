@@ -8,6 +8,7 @@
  *   CD_ATTR   the target attribute (empty: the baseline)
  *   CD_MR, CD_NR  rows of A and of W of a register tile (CD_MR * CD_NR <= 16)
  *   CD_NR1    rows of W per tile of a single row of A (<= 16)
+ *   CD_ROTATE 1: aligned loads of W in rotated blocks (float32 on AVX-512 only)
  *   CD_HALVES 1: the tree's shuffles on halves of 8 lanes (CD_V8, CD_IV8)
  * No include guard: it is meant to be included more than once.
  */
@@ -165,6 +166,77 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
     }
 }
 
+#if CD_ROTATE
+/* The same tile when W's rows start at the same offset within a 64-byte line (ldw a
+ * multiple of 16 elements): W is read in aligned 16-lane blocks, so that no load
+ * straddles two cache lines (which halves the speed of a product read from L2). A row
+ * starting o elements past a line puts k in physical lane (k + o) mod 16 instead of
+ * k mod 16: each lane still accumulates its k = j, j+16, ... in order, and the tree's
+ * stages add physical lanes p and p + 8 (then + 4, + 2, + 1) within the rotated blocks,
+ * which are the same pairs of logical lanes, so every element gets exactly the
+ * operations of the plain tile. The lanes before k = 0 and from k = K on are zeros in
+ * both operands (masked loads, which touch no memory there): adding a product 0 * 0 to
+ * an accumulator that starts at +0 changes nothing (it is never -0 in round-to-nearest),
+ * as for the plain tile's zero padding. A is read unaligned at the same k. */
+CD_INLINE void CD_NAME(cygru_dot_tile_rot)(int MR, int NR, int K, const CD_T *A, int lda,
+                                           const CD_T *W, int ldw, CD_T *C, int ldc,
+                                           int accumulate) {
+    CD_V acc[16];
+    CD_T out[16];
+    int kb = -(int)(((uintptr_t)W / sizeof(CD_T)) & 15);
+    for (int q = 0; q < MR * NR; q++)
+        acc[q] = (CD_V){0};
+#define CD_ROT_BLOCK(M_)                                                                  \
+    for (int r = 0; r < MR; r++) {                                                        \
+        CD_V a = (CD_V)_mm512_maskz_loadu_ps(M_, A + (ptrdiff_t)r * lda + kb);            \
+        for (int c = 0; c < NR; c++)                                                      \
+            acc[r * NR + c] +=                                                            \
+                a * (CD_V)_mm512_maskz_loadu_ps(M_, W + (ptrdiff_t)c * ldw + kb);         \
+    }
+    if (kb < 0) {
+        /* the first block: lanes before k = 0 (and from K on) are zeros */
+        int hi = K - kb < 16 ? K - kb : 16;
+        __mmask16 m = (__mmask16)(((1u << hi) - 1u) & ~((1u << -kb) - 1u));
+        CD_ROT_BLOCK(m)
+        kb += 16;
+    }
+    for (; kb + 16 <= K; kb += 16) {
+        for (int r = 0; r < MR; r++) {
+            CD_V a;
+            memcpy(&a, A + (ptrdiff_t)r * lda + kb, sizeof a);
+            for (int c = 0; c < NR; c++)
+                acc[r * NR + c] += a * (CD_V)_mm512_load_ps(W + (ptrdiff_t)c * ldw + kb);
+        }
+    }
+    if (kb < K) {
+        /* the last block: lanes from k = K on are zeros */
+        __mmask16 m = (__mmask16)((1u << (K - kb)) - 1u);
+        CD_ROT_BLOCK(m)
+    }
+#undef CD_ROT_BLOCK
+    CD_V s = CD_NAME(cygru_dot_reduce)(acc, MR * NR);
+    memcpy(out, &s, sizeof s);
+    for (int r = 0; r < MR; r++) {
+        CD_T *cr = C + (ptrdiff_t)r * ldc;
+        if (accumulate)
+            for (int c = 0; c < NR; c++)
+                cr[c] = cr[c] + out[CD_LANE(r * NR + c)];
+        else
+            for (int c = 0; c < NR; c++)
+                cr[c] = out[CD_LANE(r * NR + c)];
+    }
+}
+#define CD_TILE(MR, NR, ...)                                                              \
+    do {                                                                                  \
+        if (rot)                                                                          \
+            CD_NAME(cygru_dot_tile_rot)(MR, NR, __VA_ARGS__);                             \
+        else                                                                              \
+            CD_NAME(cygru_dot_tile)(MR, NR, __VA_ARGS__);                                 \
+    } while (0)
+#else
+#define CD_TILE(MR, NR, ...) CD_NAME(cygru_dot_tile)(MR, NR, __VA_ARGS__)
+#endif
+
 /* Rows [i, i_end) in steps of MR, columns from n on in tiles of NR, NR/2, ..., 1 (the
  * leftover columns by halving tiles). */
 #define CD_COLUMNS(MR, NR, i_beg, i_end)                                                   \
@@ -172,9 +244,9 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
         int n_ = 0;                                                                       \
         for (; n_ + (NR) <= N; n_ += (NR))                                                \
             for (int i_ = (i_beg); i_ < (i_end); i_ += (MR))                              \
-                CD_NAME(cygru_dot_tile)((MR), (NR), K, A + (ptrdiff_t)i_ * lda, lda,      \
-                                        W + (ptrdiff_t)n_ * ldw, ldw,                     \
-                                        C + (ptrdiff_t)i_ * ldc + n_, ldc, accumulate);   \
+                CD_TILE((MR), (NR), K, A + (ptrdiff_t)i_ * lda, lda,                      \
+                        W + (ptrdiff_t)n_ * ldw, ldw, C + (ptrdiff_t)i_ * ldc + n_, ldc,  \
+                        accumulate);                                                      \
         CD_HALF(MR, NR, 8, i_beg, i_end)                                                  \
         CD_HALF(MR, NR, 4, i_beg, i_end)                                                  \
         CD_HALF(MR, NR, 2, i_beg, i_end)                                                  \
@@ -183,15 +255,18 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
 #define CD_HALF(MR, NR, H, i_beg, i_end)                                                   \
     if ((NR) > (H) && n_ + (H) <= N) {                                                    \
         for (int i_ = (i_beg); i_ < (i_end); i_ += (MR))                                  \
-            CD_NAME(cygru_dot_tile)((MR), (H), K, A + (ptrdiff_t)i_ * lda, lda,           \
-                                    W + (ptrdiff_t)n_ * ldw, ldw,                         \
-                                    C + (ptrdiff_t)i_ * ldc + n_, ldc, accumulate);       \
+            CD_TILE((MR), (H), K, A + (ptrdiff_t)i_ * lda, lda, W + (ptrdiff_t)n_ * ldw,  \
+                    ldw, C + (ptrdiff_t)i_ * ldc + n_, ldc, accumulate);                  \
         n_ += (H);                                                                        \
     }
 
 CD_ATTR static void CD_NAME(cygru_dot_kernel)(int M, int N, int K, const CD_T *A, int lda,
                                               const CD_T *W, int ldw, CD_T *C, int ldc,
                                               int accumulate) {
+#if CD_ROTATE
+    /* every row of W at the same offset in its line: aligned, rotated blocks */
+    int rot = ldw % 16 == 0;
+#endif
     for (int i0 = 0; i0 < M; i0 += CYGRU_DOT_ROW_BLOCK) {
         int i1 = M - i0 < CYGRU_DOT_ROW_BLOCK ? M : i0 + CYGRU_DOT_ROW_BLOCK;
         int full_end = i0 + (i1 - i0) / CD_MR * CD_MR;
@@ -212,4 +287,6 @@ CD_ATTR static void CD_NAME(cygru_dot_kernel)(int M, int N, int K, const CD_T *A
 #undef CD_NR
 #undef CD_NR1
 #undef CD_HALVES
+#undef CD_ROTATE
+#undef CD_TILE
 #undef CD_LANE
