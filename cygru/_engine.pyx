@@ -36,11 +36,23 @@ cdef enum:
 # I=64, H=128) cost more than a one-step call's arithmetic. The choice depends on B
 # only, never on T, on the rows still running or on the thread count: a sequence cut
 # into calls, or run on any number of threads, gives the same bits.
-# Measured per step (us, float32, 1 thread, AVX-512 Zen 4, I = H, packing included),
-# dot / packed:
-#   DOT_MEASUREMENTS
+# Measured per step (us; median of calls, best of 3 rounds; float32, I = H, 1 thread,
+# 2-vCPU AMD EPYC Zen 4 (AVX-512), shared; packing included), dot / packed:
+#   T=1   H=64:  B=1 15.4/18.6  B=2 16.3/19.3  B=4 18.6/21.0  B=8 21.6/22.1  B=16 27.9/26.1
+#         H=128: B=1 18.2/32.1  B=2 21.8/34.1  B=4 24.3/39.3  B=8 32.1/42.2  B=16 45.5/51.4
+#         H=256: B=1 39.9/148   B=2 48.8/154   B=4 58.3/173   B=8 84.6/179   B=16 140/229
+#         H=512: B=1 249/765    B=2 274/797    B=4 276/863    B=8 353/808    B=16 556/991
+#   T=50  H=64:  B=1 1.35/1.06  B=2 2.28/1.58  B=4 3.78/2.83  B=8 6.81/4.42  B=16 13.5/8.28
+#         H=128: B=1 3.10/2.93  B=2 5.20/4.79  B=4 8.66/8.52  B=8 17.5/13.9  B=16 37.2/27.3
+#         H=256: B=1 10.9/11.9  B=2 17.8/20.8  B=4 32.0/36.9  B=8 62.2/51.7  B=16 166/103
+#         H=512: B=1 185/216    B=2 148/170    B=4 175/249    B=8 422/345    B=16 509/464
+# (T=1 is a call's fixed costs, Python's included.) Up to B=4 the dot kernel wins every
+# one-step call (1.1-3.4x) and every sequence from H=256 on, and is within 8% at H=128;
+# at H=64 a long sequence pays up to 1.4x (its K=64 products are short next to the
+# kernel's fixed 16-lane reduction). From B=8 the packed kernel's register blocking wins
+# sequences at every H.
 cdef enum:
-    DOT_MAX_B = 8
+    DOT_MAX_B = 4
 
 # the threshold in use (DOT_MAX_B; _set_dot_max_b changes it for tests and measurements)
 cdef int dot_max_b = DOT_MAX_B
@@ -659,6 +671,13 @@ def _set_dot_max_b(int n):
     cdef int old = dot_max_b
     dot_max_b = n
     return old
+
+
+def _forward_work_size(int T, int B, int In, int H, int D, int itemsize, int n_threads):
+    """Bytes of a layer forward's workspace (forward_work_size), for tests."""
+    cdef cygru_problem pb
+    pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, In, H, D, itemsize, 0
+    return forward_work_size(&pb, n_threads)
 
 
 def _plan(int n_threads, int D, int H):
