@@ -277,7 +277,9 @@ def test_dot_kernel_strided_rows_and_errors():
     big_c = np.zeros((6, 60), np.float32)
     _dot_gemm(big_a[1:4, 2:35], big_w[10:30, 2:35], big_c[1:4, 5:25])
     want = np.zeros((3, 20), np.float32)
-    _dot_gemm(np.ascontiguousarray(big_a[1:4, 2:35]), np.ascontiguousarray(big_w[10:30, 2:35]), want)
+    _dot_gemm(
+        np.ascontiguousarray(big_a[1:4, 2:35]), np.ascontiguousarray(big_w[10:30, 2:35]), want
+    )
     assert np.array_equal(big_c[1:4, 5:25], want)
     assert not big_c[:, :5].any() and not big_c[:, 25:].any() and not big_c[0].any()
     with pytest.raises(ValueError, match="_dot_gemm: shapes do not match"):
