@@ -122,13 +122,46 @@ CD_INLINE CD_V CD_NAME(cygru_dot_reduce)(const CD_V *acc, int n) {
     return CD_NAME(cygru_dot_stage)(s3[0], s3[1], 4);
 }
 
+/* Reduce a tile's MR * NR accumulators (acc[r * NR + c]: row r of A, row c of W) and
+ * store (or add) them into C. A full tile of 16 feeds the tree its accumulators in the
+ * order that leaves element e of the tile in lane e (CD_LANE is its own inverse), so a
+ * row's results are contiguous; smaller tiles pick their lanes one by one. */
+CD_INLINE void CD_NAME(cygru_dot_store)(int MR, int NR, CD_V *acc, CD_T *C, int ldc,
+                                        int accumulate) {
+    CD_T out[16];
+    CD_V s;
+    int ordered = MR * NR == 16 || CD_LANE(1) == 1;
+    if (MR * NR == 16 && CD_LANE(1) != 1) {
+        CD_V in[16];
+        for (int q = 0; q < 16; q++)
+            in[q] = acc[CD_LANE(q)];
+        s = CD_NAME(cygru_dot_reduce)(in, 16);
+    } else {
+        s = CD_NAME(cygru_dot_reduce)(acc, MR * NR);
+    }
+    memcpy(out, &s, sizeof s);
+    for (int r = 0; r < MR; r++) {
+        CD_T *cr = C + (ptrdiff_t)r * ldc;
+        if (ordered && accumulate)
+            for (int c = 0; c < NR; c++)
+                cr[c] = cr[c] + out[r * NR + c];
+        else if (ordered)
+            memcpy(cr, out + r * NR, (size_t)NR * sizeof(CD_T));
+        else if (accumulate)
+            for (int c = 0; c < NR; c++)
+                cr[c] = cr[c] + out[CD_LANE(r * NR + c)];
+        else
+            for (int c = 0; c < NR; c++)
+                cr[c] = out[CD_LANE(r * NR + c)];
+    }
+}
+
 /* The MR x NR tile of C at (A's rows, W's rows) given by the pointers; MR and NR are
  * constants once inlined (MR * NR = 1, 2, 4, 8 or 16). */
 CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int lda,
                                        const CD_T *W, int ldw, CD_T *C, int ldc,
                                        int accumulate) {
     CD_V acc[16];
-    CD_T out[16];
     int k = 0;
     for (int q = 0; q < MR * NR; q++)
         acc[q] = (CD_V){0};
@@ -151,19 +184,7 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
                 acc[r * NR + c] += a * CD_NAME(cygru_dot_load)(W + (ptrdiff_t)c * ldw + k, K - k);
         }
     }
-    CD_V s = CD_NAME(cygru_dot_reduce)(acc, MR * NR);
-    memcpy(out, &s, sizeof s);
-    for (int r = 0; r < MR; r++) {
-        CD_T *cr = C + (ptrdiff_t)r * ldc;
-        if (accumulate)
-            for (int c = 0; c < NR; c++)
-                cr[c] = cr[c] + out[CD_LANE(r * NR + c)];
-        else if (CD_LANE(1) == 1)
-            memcpy(cr, out + r * NR, (size_t)NR * sizeof(CD_T));
-        else
-            for (int c = 0; c < NR; c++)
-                cr[c] = out[CD_LANE(r * NR + c)];
-    }
+    CD_NAME(cygru_dot_store)(MR, NR, acc, C, ldc, accumulate);
 }
 
 #if CD_ROTATE
@@ -182,7 +203,6 @@ CD_INLINE void CD_NAME(cygru_dot_tile_rot)(int MR, int NR, int K, const CD_T *A,
                                            const CD_T *W, int ldw, CD_T *C, int ldc,
                                            int accumulate) {
     CD_V acc[16];
-    CD_T out[16];
     int kb = -(int)(((uintptr_t)W / sizeof(CD_T)) & 15);
     for (int q = 0; q < MR * NR; q++)
         acc[q] = (CD_V){0};
@@ -214,17 +234,7 @@ CD_INLINE void CD_NAME(cygru_dot_tile_rot)(int MR, int NR, int K, const CD_T *A,
         CD_ROT_BLOCK(m)
     }
 #undef CD_ROT_BLOCK
-    CD_V s = CD_NAME(cygru_dot_reduce)(acc, MR * NR);
-    memcpy(out, &s, sizeof s);
-    for (int r = 0; r < MR; r++) {
-        CD_T *cr = C + (ptrdiff_t)r * ldc;
-        if (accumulate)
-            for (int c = 0; c < NR; c++)
-                cr[c] = cr[c] + out[CD_LANE(r * NR + c)];
-        else
-            for (int c = 0; c < NR; c++)
-                cr[c] = out[CD_LANE(r * NR + c)];
-    }
+    CD_NAME(cygru_dot_store)(MR, NR, acc, C, ldc, accumulate);
 }
 #define CD_TILE(MR, NR, ...)                                                              \
     do {                                                                                  \
