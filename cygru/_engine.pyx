@@ -39,19 +39,19 @@ cdef enum:
 # into calls, or run on any number of threads, gives the same bits.
 # Measured per step (us; median of calls, best of 3 rounds; float32, I = H, 1 thread,
 # 2-vCPU AMD EPYC Zen 4 (AVX-512), shared; packing included), dot / packed:
-#   T=1   H=64:  B=1 15.4/18.6  B=2 16.3/19.3  B=4 18.6/21.0  B=8 21.6/22.1  B=16 27.9/26.1
-#         H=128: B=1 18.2/32.1  B=2 21.8/34.1  B=4 24.3/39.3  B=8 32.1/42.2  B=16 45.5/51.4
-#         H=256: B=1 39.9/148   B=2 48.8/154   B=4 58.3/173   B=8 84.6/179   B=16 140/229
-#         H=512: B=1 249/765    B=2 274/797    B=4 276/863    B=8 353/808    B=16 556/991
-#   T=50  H=64:  B=1 1.35/1.06  B=2 2.28/1.58  B=4 3.78/2.83  B=8 6.81/4.42  B=16 13.5/8.28
-#         H=128: B=1 3.10/2.93  B=2 5.20/4.79  B=4 8.66/8.52  B=8 17.5/13.9  B=16 37.2/27.3
-#         H=256: B=1 10.9/11.9  B=2 17.8/20.8  B=4 32.0/36.9  B=8 62.2/51.7  B=16 166/103
-#         H=512: B=1 185/216    B=2 148/170    B=4 175/249    B=8 422/345    B=16 509/464
+#   T=1   H=64:  B=1 15.5/18.5  B=2 16.4/19.3  B=4 17.9/20.6  B=8 21.6/22.1  B=16 27.5/26.0
+#         H=128: B=1 18.2/32.0  B=2 20.7/34.1  B=4 24.0/38.7  B=8 32.2/42.3  B=16 50.9/57.7
+#         H=256: B=1 41.3/152   B=2 49.2/158   B=4 60.2/179   B=8 86.4/186   B=16 135/226
+#         H=512: B=1 252/726    B=2 276/752    B=4 261/833    B=8 348/760    B=16 542/920
+#   T=50  H=64:  B=1 1.29/1.03  B=2 2.11/1.60  B=4 3.48/2.78  B=8 6.59/4.34  B=16 12.6/8.18
+#         H=128: B=1 3.15/2.93  B=2 5.32/4.79  B=4 8.65/8.61  B=8 17.4/13.2  B=16 33.9/26.5
+#         H=256: B=1 9.90/10.5  B=2 17.1/18.0  B=4 29.7/33.0  B=8 56.1/47.9  B=16 121/88.3
+#         H=512: B=1 117/121    B=2 142/155    B=4 163/212    B=8 278/224    B=16 481/432
 # (T=1 is a call's fixed costs, Python's included.) Up to B=4 the dot kernel wins every
-# one-step call (1.1-3.4x) and every sequence from H=256 on, and is within 8% at H=128;
-# at H=64 a long sequence pays up to 1.4x (its K=64 products are short next to the
-# kernel's fixed 16-lane reduction). From B=8 the packed kernel's register blocking wins
-# sequences at every H.
+# one-step call (1.15-3.7x) and every sequence from H=256 on, and is within 11% at
+# H=128; at H=64 a long sequence pays up to 1.3x (its K=64 products are short next to
+# the kernel's fixed 16-lane reduction). From B=8 the packed kernel's register blocking
+# wins sequences at every H.
 cdef enum:
     DOT_MAX_B = 4
 
