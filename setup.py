@@ -6,6 +6,7 @@ debug symbols), e.g. `CYGRU_DEBUG=1 pip install --no-build-isolation -e .`. A no
 build is stripped of debug information (see compile_args below).
 """
 
+import glob
 import os
 import sys
 
@@ -67,6 +68,8 @@ def ext(name, openmp=False, extra_compile_args=()):
         f"cygru.{name}",
         [f"cygru/{name}.pyx"],
         include_dirs=[np.get_include(), "cygru/include"],
+        # the C kernels: an edit of a header alone rebuilds the extensions
+        depends=sorted(glob.glob("cygru/include/*.h")),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args + omp + list(extra_compile_args),
         extra_link_args=omp_link + link_args,

@@ -16,11 +16,10 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-from cygru._kernels cimport gru_cell_forward, cell_work_size
 from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
                             backward_work_size, layer_forward, layer_backward,
-                            in_forked_child)
+                            in_forked_child, step_work_size, step_forward)
 from cygru._engine import PIECES, lengths_schedule as _schedule
 from cygru._backend import ForwardCache
 cimport openmp
@@ -461,48 +460,38 @@ cdef inline void* _data(a):
 
 
 def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, bint reset_after):
-    """One step for B rows (the latency path: raw pointers, no memoryviews).
+    """One step for B rows (the latency path: raw pointers, no memoryviews): the engine's
+    one-step forward on the calling thread (no BLAS, no OpenMP region), so a GRUCell step
+    has the bits of a one-step GRU call at the same batch size.
 
     The arrays are validated C-contiguous arrays of one dtype (functional.py)."""
     cdef cnp.npy_intp* xd = cnp.PyArray_DIMS(<cnp.ndarray>x)
     cdef int B = xd[0], I = xd[1], H = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1]
     cdef cnp.npy_intp dims[2]
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
-    cdef bint single = typenum == cnp.NPY_FLOAT32
+    cdef int itemsize = 4 if typenum == cnp.NPY_FLOAT32 else 8
     dims[0] = B
     dims[1] = H
-    if h is None:
-        h = cnp.PyArray_ZEROS(2, dims, typenum, 0)
-    if b_ih is None or b_hh is None:
-        dims[0] = 3 * H
-        zeros = cnp.PyArray_ZEROS(1, dims, typenum, 0)
-        b_ih = zeros if b_ih is None else b_ih
-        b_hh = zeros if b_hh is None else b_hh
-        dims[0] = B
     out = cnp.PyArray_EMPTY(2, dims, typenum, 0)
-    cdef size_t itemsize = 4 if single else 8
     # small workspaces live on the stack; large ones are allocated
     cdef double stack_work[2048]
-    cdef Py_ssize_t need = cell_work_size(B, H)
+    cdef size_t need = step_work_size(B, I, H, itemsize)
     cdef void* work = <void*>stack_work
-    if need * itemsize > sizeof(stack_work):
-        work = malloc(need * itemsize)
+    if need == 0:
+        raise MemoryError("cygru: the GRUCell workspace would not fit in memory")
+    if need > sizeof(stack_work):
+        work = malloc(need)
         if work == NULL:
             raise MemoryError("cygru: could not allocate the GRUCell workspace")
     cdef void* xp = _data(x)
-    cdef void* hp = _data(h)
+    cdef void* hp = NULL if h is None else _data(h)
     cdef void* wi = _data(w_ih)
     cdef void* wh = _data(w_hh)
-    cdef void* bi = _data(b_ih)
-    cdef void* bh = _data(b_hh)
+    cdef void* bi = NULL if b_ih is None else _data(b_ih)
+    cdef void* bh = NULL if b_hh is None else _data(b_hh)
     cdef void* op = _data(out)
     with nogil:
-        if single:
-            gru_cell_forward(B, I, H, <float*>xp, <float*>hp, <float*>wi, <float*>wh,
-                             <float*>bi, <float*>bh, reset_after, <float*>op, <float*>work)
-        else:
-            gru_cell_forward(B, I, H, <double*>xp, <double*>hp, <double*>wi, <double*>wh,
-                             <double*>bi, <double*>bh, reset_after, <double*>op, <double*>work)
+        step_forward(B, I, H, itemsize, reset_after, xp, hp, wi, wh, bi, bh, op, work)
     if work != <void*>stack_work:
         free(work)
     return out

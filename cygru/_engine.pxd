@@ -107,7 +107,8 @@ cdef void layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
 
 # Prepared weights: a direction's W_ih and W_hh packed once (the layout the forward
 # packs them into per call; it does not depend on the thread count) and copies of its
-# biases (zeros for NULL ones), in one block of dir_prepared_size(H, In, itemsize) bytes
+# biases (zeros for NULL ones) and of W_ih and W_hh as they are (row-major: what batches
+# of at most DOT_MAX_B rows read), in one block of dir_prepared_size(H, In, itemsize) bytes
 # (a multiple of 64; position-independent: a block may be copied). A forward given
 # blocks reads them instead of the weights and packs nothing: the same bits as
 # layer_forward on the weights the blocks were prepared from. A block is a snapshot:
@@ -127,6 +128,19 @@ cdef void layer_forward_prepared(const cygru_problem* pb, const void* const* pre
 cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
                          const cygru_backward_io* io, const cygru_dir_grads* grads,
                          void* work, int n_threads) noexcept nogil
+
+# One step of one layer and direction (GRUCell, the C API's cell_step_*): layer_forward
+# with T = 1 on the calling thread (no OpenMP region), so it gives the bits of a one-step
+# (or any) cygru.GRU call at the same batch size. h (B, H) or NULL (zeros) is read before
+# h_out (B, H) is written (h_out may be h); biases may be NULL (zeros). At most
+# DOT_MAX_B rows need no workspace that depends on In (step_work_size(B, 1, H, ...)
+# serves any In); larger batches pack the weights into it.
+cdef size_t step_work_size(int B, int In, int H, int itemsize) noexcept nogil
+cdef bint step_needs_input_size(int B) noexcept nogil
+cdef void step_forward(int B, int In, int H, int itemsize, bint reset_after,
+                       const void* x, const void* h, const void* w_ih, const void* w_hh,
+                       const void* b_ih, const void* b_hh, void* h_out,
+                       void* work) noexcept nogil
 
 # A whole model's forward (the C API's model_forward_*): L layers of D directions on
 # one thread, h0 and h_n in batch order (NULL h0: zeros; NULL h_n: not stored).

@@ -30,6 +30,35 @@ cdef enum:
     # share one; the vector kernels read whole lines)
     _LINE = 64
 
+# Batches of at most DOT_MAX_B rows run every product of the forward (the input
+# projection and the recurrent products) with the dot kernel (include/cygru_dot.h) straight
+# on the caller's row-major weights: no packing, no pack buffers in the workspace. At
+# batch 1 each weight is used once per step, so packing W_ih and W_hh (about 10 us at
+# I=64, H=128) cost more than a one-step call's arithmetic. The choice depends on B
+# only, never on T, on the rows still running or on the thread count: a sequence cut
+# into calls, or run on any number of threads, gives the same bits.
+# Measured per step (us; median of calls, best of 3 rounds; float32, I = H, 1 thread,
+# 2-vCPU AMD EPYC Zen 4 (AVX-512), shared; packing included), dot / packed:
+#   T=1   H=64:  B=1 15.5/18.5  B=2 16.4/19.3  B=4 17.9/20.6  B=8 21.6/22.1  B=16 27.5/26.0
+#         H=128: B=1 18.2/32.0  B=2 20.7/34.1  B=4 24.0/38.7  B=8 32.2/42.3  B=16 50.9/57.7
+#         H=256: B=1 41.3/152   B=2 49.2/158   B=4 60.2/179   B=8 86.4/186   B=16 135/226
+#         H=512: B=1 252/726    B=2 276/752    B=4 261/833    B=8 348/760    B=16 542/920
+#   T=50  H=64:  B=1 1.29/1.03  B=2 2.11/1.60  B=4 3.48/2.78  B=8 6.59/4.34  B=16 12.6/8.18
+#         H=128: B=1 3.15/2.93  B=2 5.32/4.79  B=4 8.65/8.61  B=8 17.4/13.2  B=16 33.9/26.5
+#         H=256: B=1 9.90/10.5  B=2 17.1/18.0  B=4 29.7/33.0  B=8 56.1/47.9  B=16 121/88.3
+#         H=512: B=1 117/121    B=2 142/155    B=4 163/212    B=8 278/224    B=16 481/432
+# (T=1 is a call's fixed costs, Python's included.) Up to B=4 the dot kernel wins every
+# one-step call (1.15-3.7x) and every sequence from H=256 on, and is within 11% at
+# H=128; at H=64 a long sequence pays up to 1.3x (its K=64 products are short next to
+# the kernel's fixed 16-lane reduction). From B=8 the packed kernel's register blocking
+# wins sequences at every H.
+cdef enum:
+    DOT_MAX_B = 4
+
+# the threshold in use (DOT_MAX_B; _set_dot_max_b changes it for tests and measurements)
+cdef int dot_max_b = DOT_MAX_B
+DOT_MAX_BATCH = DOT_MAX_B
+
 # for cygru.capi (its PROJECTION_CHUNK_BYTES) and cygru._cpu (the same values)
 PROJECTION_CHUNK = PROJECTION_CHUNK_BYTES
 PIECES = PIECES_PER_THREAD
@@ -175,6 +204,9 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
     cdef int P
     cdef int chunk = min(pb.chunk, T) if pb.chunk > 0 else chunk_steps(T, B, H, D, pb.itemsize)
+    # small batches: every product by the dot kernel on the caller's weights, nothing
+    # packed (decided by B alone: see DOT_MAX_B)
+    cdef bint use_dot = B <= dot_max_b
     cdef cygru_fwd_run* runs
     cdef cygru_fwd_run* s
     cdef int* bounds
@@ -206,7 +238,8 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
                 s.hprev = <char*>io.hprevs + <size_t>d * T * BH * it
         work_d = <cygru_work*>_take(&a, 1, sizeof(cygru_work))
         last = <int*>_take(&a, P, sizeof(int))
-        if not is_prepared:
+        pack_ih = pack_hh = NULL
+        if not use_dot and not is_prepared:
             pack_ih = _take(&a, gate_pack_size(H, I), it)
             pack_hh = _take(&a, gate_pack_size(H, H), it)
         bias = _take(&a, 6 * <size_t>H, it)
@@ -221,6 +254,7 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             s.work, s.last = work_d, last
             if not is_prepared:
                 s.pack_ih, s.pack_hh = pack_ih, pack_hh
+            s.use_dot = use_dot
             s.bias, s.gh = bias, gh
             s.state_alt, s.gi_buf, s.rh_buf = state_alt, gi_buf, rh_buf
     if runs_out != NULL:
@@ -455,6 +489,79 @@ cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
         _input_grad(pb, w, io, <const double*>dgi)
 
 
+# -- one step (GRUCell, the C API's cell_step) ---------------------------------------------
+
+cdef size_t _step_setup(int B, int In, int H, int itemsize, void* work, Py_ssize_t** perm,
+                        int** active, char** state, char** zero_bias,
+                        char** scratch) noexcept nogil:
+    """Carve a step's workspace (work NULL: only count): the identity schedule, the
+    running state, a zero bias and the layer's scratch."""
+    cdef _Arena a
+    cdef cygru_problem pb
+    cdef size_t layer
+    scratch[0] = NULL
+    _arena_init(&a, work)
+    perm[0] = <Py_ssize_t*>_take(&a, B, sizeof(Py_ssize_t))
+    active[0] = <int*>_take(&a, 1, sizeof(int))
+    state[0] = <char*>_take(&a, <size_t>B * H, itemsize)
+    zero_bias[0] = <char*>_take(&a, 3 * <size_t>H, itemsize)
+    pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = 1, B, In, H, 1, itemsize, 0
+    layer = forward_work_size(&pb, 1)
+    if layer == 0:
+        return 0
+    scratch[0] = <char*>_take(&a, layer, 1)
+    return _arena_size(&a)
+
+
+cdef size_t step_work_size(int B, int In, int H, int itemsize) noexcept nogil:
+    cdef Py_ssize_t* perm
+    cdef int* active
+    cdef char* state
+    cdef char* zero_bias
+    cdef char* scratch
+    return _step_setup(B, In, H, itemsize, NULL, &perm, &active, &state, &zero_bias,
+                       &scratch)
+
+
+cdef bint step_needs_input_size(int B) noexcept nogil:
+    return B > dot_max_b
+
+
+cdef void step_forward(int B, int In, int H, int itemsize, bint reset_after,
+                       const void* x, const void* h, const void* w_ih, const void* w_hh,
+                       const void* b_ih, const void* b_hh, void* h_out,
+                       void* work) noexcept nogil:
+    cdef Py_ssize_t* perm
+    cdef int* active
+    cdef char* state
+    cdef char* zero_bias
+    cdef char* scratch
+    cdef cygru_problem pb
+    cdef cygru_dir_weights w
+    cdef cygru_forward_io io
+    cdef size_t bh = <size_t>B * H * itemsize
+    cdef int b
+    _step_setup(B, In, H, itemsize, work, &perm, &active, &state, &zero_bias, &scratch)
+    for b in range(B):
+        perm[b] = b
+    active[0] = B
+    if h == NULL:
+        memset(state, 0, bh)
+    else:
+        memcpy(state, h, bh)              # h is read here, before h_out is written
+    if b_ih == NULL or b_hh == NULL:
+        memset(zero_bias, 0, 3 * <size_t>H * itemsize)
+    w.w_ih, w.w_hh = w_ih, w_hh
+    w.b_ih = b_ih if b_ih != NULL else zero_bias
+    w.b_hh = b_hh if b_hh != NULL else zero_bias
+    pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = 1, B, In, H, 1, itemsize, 0
+    pb.reset_after, pb.reverse, pb.perm, pb.active = reset_after, False, perm, active
+    io.x = x
+    io.out, io.out_ts, io.out_bs = h_out, <Py_ssize_t>B * H, H
+    io.states = state
+    io.caches = io.hprevs = NULL
+    layer_forward(&pb, &w, &io, scratch, 1)
+
 # -- prepared weights: a direction's packing made once, read by any number of calls --------
 
 cdef inline size_t _lines(size_t nbytes) noexcept nogil:
@@ -462,10 +569,14 @@ cdef inline size_t _lines(size_t nbytes) noexcept nogil:
 
 
 cdef size_t dir_prepared_size(int H, int In, int itemsize) noexcept nogil:
-    # W_ih's packing, W_hh's, b_ih, b_hh: each on lines of its own
+    # W_ih's packing, W_hh's, b_ih, b_hh, then row-major copies of W_ih and W_hh (the
+    # dot kernel's operands, for batches of at most DOT_MAX_B rows: the same bits as a
+    # call on the live weights at every batch size): each on lines of its own
     return (_lines(<size_t>gate_pack_size(H, In) * itemsize)
             + _lines(<size_t>gate_pack_size(H, H) * itemsize)
-            + 2 * _lines(3 * <size_t>H * itemsize))
+            + 2 * _lines(3 * <size_t>H * itemsize)
+            + _lines(3 * <size_t>H * In * itemsize)
+            + _lines(3 * <size_t>H * H * itemsize))
 
 
 cdef void prepare_direction(int H, int In, int itemsize, const cygru_dir_weights* w,
@@ -485,20 +596,29 @@ cdef void prepare_direction(int H, int In, int itemsize, const cygru_dir_weights
         memcpy(p, w.b_hh, gate_bytes)
     else:
         memset(p, 0, gate_bytes)
+    p += _lines(gate_bytes)
+    memcpy(p, w.w_ih, gate_bytes * In)
+    p += _lines(gate_bytes * In)
+    memcpy(p, w.w_hh, gate_bytes * H)
 
 
 cdef void _prepared_dir(int H, int In, int itemsize, const void* block, cygru_dir_weights* w,
                         void** pack_ih, void** pack_hh) noexcept nogil:
-    """The parts of a block of prepare_direction: the packings and the biases (the
-    weights themselves are not in it: w.w_ih, w.w_hh are NULL)."""
+    """The parts of a block of prepare_direction: the packings, the biases and the
+    row-major copies of the weights (never the live weights)."""
     cdef char* p = <char*>block
+    cdef size_t gate_bytes = 3 * <size_t>H * itemsize
     pack_ih[0] = p
     p += _lines(<size_t>gate_pack_size(H, In) * itemsize)
     pack_hh[0] = p
     p += _lines(<size_t>gate_pack_size(H, H) * itemsize)
-    w.w_ih = w.w_hh = NULL
     w.b_ih = p
-    w.b_hh = p + _lines(3 * <size_t>H * itemsize)
+    p += _lines(gate_bytes)
+    w.b_hh = p
+    p += _lines(gate_bytes)
+    w.w_ih = p
+    p += _lines(gate_bytes * In)
+    w.w_hh = p
 
 
 cdef size_t model_prepared_size(int In, int H, int L, int D, int itemsize) noexcept nogil:
@@ -679,6 +799,24 @@ def lengths_schedule(lengths, int T, int B):
 
 
 # -- test hooks ------------------------------------------------------------------------------
+
+def _set_dot_max_b(int n):
+    """Test and measurement hook: run batches of at most n rows on the dot kernel (0:
+    none, a large n: all) instead of DOT_MAX_B; returns the previous value. Not for
+    use while other threads run cygru calls (a workspace is sized by the value in use
+    when it is asked for)."""
+    global dot_max_b
+    cdef int old = dot_max_b
+    dot_max_b = n
+    return old
+
+
+def _forward_work_size(int T, int B, int In, int H, int D, int itemsize, int n_threads):
+    """Bytes of a layer forward's workspace (forward_work_size), for tests."""
+    cdef cygru_problem pb
+    pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, In, H, D, itemsize, 0
+    return forward_work_size(&pb, n_threads)
+
 
 def _plan(int n_threads, int D, int H):
     """(threads per direction, threads started, the pieces' unit bounds) of a call on

@@ -37,7 +37,9 @@ cdef extern from "cygru_work.h" nogil:
 # gru_direction_forward with the same struct; one thread alone does all the work. The
 # result does not depend on the number of threads or of pieces, nor on `chunk`: every
 # element is computed by the same chain of operations (cygru_gemm.h's packed products,
-# element-wise gate math).
+# or cygru_dot.h's products on the caller's weights when `use_dot` (small batches: the
+# engine decides by B alone, so every call of a stream uses the same kernel); element-wise
+# gate math).
 #
 # The structs are filled by the engine (cygru/_engine.pyx), which carves their buffers
 # from one workspace. Array pointers are void*: `itemsize` (4 or 8) says whether they
@@ -58,6 +60,8 @@ ctypedef struct cygru_fwd_run:
     void* pack_hh                               #   gate_pack_size layout (K = In, K = H)
     bint prepared                               # pack_* hold the packed weights already
                                                 #   (else each piece packs its panels)
+    bint use_dot                                # small batch: every product by cygru_dot.h
+                                                #   on w_ih/w_hh as given (pack_* unused)
     void* bias                                  # WORK 6H (piece p at 6*bounds[p])
     void* gh                                    # WORK B*3H (piece p at 3*B*bounds[p])
     void* out                                   # OUT h_t rows: out + t*out_ts + b*out_bs

@@ -54,6 +54,30 @@ cdef extern from "cygru_gemm.h" nogil:
     cygru_kernel_fn_d cygru_kernel_at_level_d(int level)
 
 
+cdef extern from "cygru_dot.h" nogil:
+    void cygru_dot_f(int M, int N, int K, const float* A, int lda, const float* W, int ldw,
+                     float* C, int ldc, int accumulate)
+    void cygru_dot_d(int M, int N, int K, const double* A, int lda, const double* W,
+                     int ldw, double* C, int ldc, int accumulate)
+    ctypedef void (*cygru_dot_fn_f)(int M, int N, int K, const float* A, int lda,
+                                    const float* W, int ldw, float* C, int ldc,
+                                    int accumulate) noexcept nogil
+    ctypedef void (*cygru_dot_fn_d)(int M, int N, int K, const double* A, int lda,
+                                    const double* W, int ldw, double* C, int ldc,
+                                    int accumulate) noexcept nogil
+    cygru_dot_fn_f cygru_dot_at_level_f(int level)
+    cygru_dot_fn_d cygru_dot_at_level_d(int level)
+
+
+cdef inline void _dot(int M, int N, int K, const floating* A, int lda, const floating* W,
+                      int ldw, floating* C, int ldc, bint accumulate) noexcept nogil:
+    """C (=|+=) A @ W^T from row-major W (cygru_dot.h: fixed arithmetic per element)."""
+    if floating is float:
+        cygru_dot_f(M, N, K, A, lda, W, ldw, C, ldc, 1 if accumulate else 0)
+    else:
+        cygru_dot_d(M, N, K, A, lda, W, ldw, C, ldc, 1 if accumulate else 0)
+
+
 cdef inline void _pack(int N, int K, const floating* W, Py_ssize_t sn, Py_ssize_t sk,
                        floating* P) noexcept nogil:
     if floating is float:
@@ -209,6 +233,38 @@ cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int
                      U, c + (g - g0) * U, ldc, False)
 
 
+cdef inline void _gate_dot(int m, int K, const floating* a, int lda, int H, int u0, int U,
+                           int g0, int g1, const floating* w, floating* c, int ldc,
+                           int cs) noexcept nogil:
+    """c[:, (g-g0)*cs : (g-g0)*cs + U] = a @ W[g*H + u0 : g*H + u0 + U]^T for gates
+    g0 <= g < g1, straight from the caller's row-major W (3H x K), no packing."""
+    cdef int g
+    if U == H and cs == H:
+        # the gates' rows are back to back in W and in c: one call, more rows in flight
+        _dot(m, (g1 - g0) * H, K, a, lda, w + <Py_ssize_t>g0 * H * K, K, c, ldc, False)
+        return
+    for g in range(g0, g1):
+        _dot(m, U, K, a, lda, w + (<Py_ssize_t>g * H + u0) * K, K, c + (g - g0) * cs, ldc,
+             False)
+
+
+cdef inline void _gate_product(const cygru_fwd_run* s, int m, int K, const floating* a,
+                               int lda, int H, int u0, int U, int g0, int g1,
+                               const floating* packed, const floating* w, floating* c,
+                               int ldc, int cs) noexcept nogil:
+    """The forward's product for gates [g0, g1) of units [u0, u0+U): the dot kernel on
+    the caller's W for small batches (s.use_dot), else the packed kernel on `packed`
+    (whose output columns of a gate are U apart unless the gates are done one by one)."""
+    cdef int g
+    if s.use_dot:
+        _gate_dot(m, K, a, lda, H, u0, U, g0, g1, w, c, ldc, cs)
+    elif cs == U:
+        _gate_gemm(m, K, a, lda, H, u0, U, g0, g1, packed, c, ldc)
+    else:
+        for g in range(g0, g1):
+            _gate_gemm(m, K, a, lda, H, u0, U, g, g + 1, packed, c + (g - g0) * cs, ldc)
+
+
 cdef inline void _keep_ended_rows(int t, int nb, int B, int H, int u0, int U,
                                   const Py_ssize_t* perm, const floating* cur, floating* nxt,
                                   floating* out, Py_ssize_t out_ts,
@@ -357,7 +413,7 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
     if phase == _PHASE_GATES and st == 0:
         # the piece's panels of the weights (unless prepared), packed by whoever does it
         # first (no phase of their own: only this piece reads them, after this phase)
-        if not s.prepared:
+        if not s.prepared and not s.use_dot:
             pack_gate_panels(H, H, u0, u1, <const floating*>s.w_hh, <floating*>s.pack_hh)
             pack_gate_panels(H, I, u0, u1, <const floating*>s.w_ih, <floating*>s.pack_ih)
         for g in range(3):
@@ -374,12 +430,12 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
             # the first step of a chunk: project the chunk's input for this piece's gate
             # columns, gi = x @ W_ih^T (the previous chunk is no longer read by anyone:
             # its last phase is done)
-            for g in range(3):
-                _gate_gemm((hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, H, u0, U, g,
-                           g + 1, pi, gi_buf + g * H + u0, 3 * H)
+            _gate_product(s, (hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, H, u0, U, 0, 3,
+                          pi, <const floating*>s.w_ih, gi_buf + u0, 3 * H, H)
         if nb > 0:
             # gh = h_{t-1} @ W_hh^T for the running rows (r, z only for reset_after=False)
-            _gate_gemm(nb, H, cur, H, H, u0, U, 0, 3 if s.reset_after else 2, ph, gh, G)
+            _gate_product(s, nb, H, cur, H, H, u0, U, 0, 3 if s.reset_after else 2, ph,
+                          <const floating*>s.w_hh, gh, G, U)
         for i in range(nb):
             b = s.perm[i]
             gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
@@ -400,7 +456,8 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
     else:
         # _PHASE_N: n = tanh(W_in x + b_in + W_hn (r*h) + b_hn), r*h complete for all units
         if nb > 0:
-            _gate_gemm(nb, H, rh_buf, H, H, u0, U, 2, 3, ph, gh + 2 * U, G)
+            _gate_product(s, nb, H, rh_buf, H, H, u0, U, 2, 3, ph, <const floating*>s.w_hh,
+                          gh + 2 * U, G, U)
         for i in range(nb):
             b = s.perm[i]
             gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
@@ -682,3 +739,29 @@ def _packed_gemm(const floating[:, ::1] a, const floating[:, ::1] w, floating[:,
         else:
             cygru_kernel_at_level_d(lv)(M, K, &a[0, 0], K, &p[0], 0, (N + 15) // 16, N,
                                         &c[0, 0], N, 1 if accumulate else 0)
+
+
+def _dot_gemm(const floating[:, :] a, const floating[:, :] w, floating[:, :] c,
+              bint accumulate=False, int level=-1):
+    """c (=|+=) a @ w^T through the unpacked dot kernel (cygru_dot.h) of variant `level`
+    (-1: the one this CPU uses), float32 or float64, straight from row-major `w` (N, K).
+    Each operand may be a row-strided view (its rows contiguous): tests compute a block
+    of rows and columns alone with it. A test hook for tests/test_blas.py."""
+    cdef int lv = _checked_level(level)
+    cdef int M = a.shape[0], K = a.shape[1], N = w.shape[0]
+    if w.shape[1] != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_dot_gemm: shapes do not match: a (M, K), w (N, K), c (M, N)")
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError("_dot_gemm: empty operands are not supported by this hook")
+    if a.strides[1] != a.itemsize or w.strides[1] != w.itemsize or c.strides[1] != c.itemsize:
+        raise ValueError("_dot_gemm: the rows of a, w and c must be contiguous")
+    cdef int lda = a.strides[0] // a.itemsize
+    cdef int ldw = w.strides[0] // w.itemsize
+    cdef int ldc = c.strides[0] // c.itemsize
+    with nogil:
+        if floating is float:
+            cygru_dot_at_level_f(lv)(M, N, K, &a[0, 0], lda, &w[0, 0], ldw, &c[0, 0], ldc,
+                                     1 if accumulate else 0)
+        else:
+            cygru_dot_at_level_d(lv)(M, N, K, &a[0, 0], lda, &w[0, 0], ldw, &c[0, 0], ldc,
+                                     1 if accumulate else 0)

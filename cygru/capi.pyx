@@ -38,6 +38,7 @@ from libc.string cimport memcpy, memset, memcmp
 from cython cimport floating
 from cygru._kernels cimport gru_cell_forward, cell_work_size
 from cygru._engine cimport (cygru_dir_weights, model_work_size, model_forward,
+                            step_work_size, step_needs_input_size, step_forward,
                             model_prepared_size, model_prepare, model_work_size_prepared,
                             model_forward_prepared)
 from cygru._engine import PROJECTION_CHUNK
@@ -321,10 +322,15 @@ cdef size_t _prepared_workspace(int T, int B, int I, int H, int L, int D,
 
 
 cdef size_t _cell_workspace(int B, int H, size_t itemsize) noexcept nogil:
+    """Bytes of cell_step_*'s workspace (0: invalid sizes). At most DOT_MAX_B rows run
+    the engine's one-step forward, whose scratch does not depend on the input size (the
+    dot kernel reads the weights where they are); larger batches the BLAS path."""
     if B < 0 or H < 1 or 4 * <long long>H > _INT_MAX:
         return 0
     if itemsize * (9.0 * B * H + 3.0 * H) + 256.0 > 4.6e18:     # would wrap size_t: invalid
         return 0
+    if not step_needs_input_size(B):
+        return step_work_size(B, 1, H, <int>itemsize)
     return (_round(<size_t>cell_work_size(B, H) * itemsize)          # the kernel's gi, gh, rh
             + _round(<size_t>B * H * itemsize)                        # copy of h (in-place steps)
             + _round(3 * <size_t>H * itemsize))                       # zero bias
@@ -423,6 +429,12 @@ cdef int _cell_step(int B, int I, int H,
         return CYGRU_OK
     if not cygru_workspace_claim(&in_use, work, need):
         return CYGRU_ERR_WORKSPACE_BUSY
+    if not step_needs_input_size(B):
+        # the engine's one-step forward (dot kernel, this thread): a cygru.GRU call's bits
+        step_forward(B, I, H, <int>sizeof(floating), reset_after, x, h, w_ih, w_hh, b_ih,
+                     b_hh, h_out, work)
+        cygru_workspace_release(&in_use)
+        return CYGRU_OK
     p = <char*>work
     kwork = <floating*>p
     p += _round(<size_t>cell_work_size(B, H) * sizeof(floating))
@@ -1152,13 +1164,16 @@ cdef class ExportedWeights:
 
     def prepared_workspace_size(self, T, B):
         """Bytes of workspace ``model_forward_prepared_*`` needs for this model at (T, B)
-        (at most :meth:`workspace_size`: it holds no packed weights).
+        (at most :meth:`workspace_size`: it holds no packed weights; batches of at most 4
+        rows pack nothing in either, so there the two are equal).
 
         Examples
         --------
         >>> import cygru, cygru.capi
         >>> w = cygru.capi.export_weights(cygru.GRU(3, 32, num_layers=2, seed=0))
-        >>> w.prepared_workspace_size(1, 1) < w.workspace_size(1, 1)
+        >>> w.prepared_workspace_size(1, 8) < w.workspace_size(1, 8)
+        True
+        >>> w.prepared_workspace_size(1, 1) == w.workspace_size(1, 1)
         True
         """
         cdef int L = self.num_layers, D = self.num_directions
@@ -1488,11 +1503,11 @@ def _time_steps(ExportedWeights w, Py_ssize_t n, bint raw_kernel=False):
         if raw_kernel:
             for i in range(n):   # ping-pong between h and h2: the kernel may not alias
                 if i % 2 == 0:
-                    gru_cell_forward(1, I, H, &x[0], &h[0], d.w_ih, d.w_hh, bi, bh,
-                                     w.reset_after, &h2[0], &work[0])
+                    step_forward(1, I, H, 4, w.reset_after, &x[0], &h[0], d.w_ih, d.w_hh,
+                                 bi, bh, &h2[0], &work[0])
                 else:
-                    gru_cell_forward(1, I, H, &x[0], &h2[0], d.w_ih, d.w_hh, bi, bh,
-                                     w.reset_after, &h[0], &work[0])
+                    step_forward(1, I, H, 4, w.reset_after, &x[0], &h2[0], d.w_ih, d.w_hh,
+                                 bi, bh, &h[0], &work[0])
         else:
             for i in range(n):
                 status |= cell_step_f32(1, I, H, &x[0], &h[0], d.w_ih, d.w_hh, d.b_ih, d.b_hh,

@@ -134,3 +134,157 @@ def test_packed_kernel_rows_do_not_depend_on_the_row_count(level, K, N, dtype):
         part = np.zeros((rows.stop - rows.start, N), dtype)
         _packed_gemm(np.ascontiguousarray(a[rows]), w, part, level=level)
         assert np.array_equal(part, whole[rows]), rows
+
+
+# ---------------------------------------------------------------------------------------
+# the unpacked dot kernel (cygru_dot.h): small batches' products straight from row-major W
+# ---------------------------------------------------------------------------------------
+
+from cygru._kernels import _dot_gemm  # noqa: E402
+
+
+def _dot_reference(a, w):
+    """cygru_dot.h's documented arithmetic, element by element in NumPy: 16 lanes, lane j
+    summing k = j, j+16, ... in order from +0 (one rounding per multiply and per add, as
+    the baseline variant without FMA does), then the fixed tree over the lanes."""
+    dt = a.dtype.type
+    M, K = a.shape
+    N = w.shape[0]
+    Kp = -(-K // 16) * 16
+    ap = np.zeros((M, Kp), a.dtype)
+    wp = np.zeros((N, Kp), a.dtype)
+    ap[:, :K], wp[:, :K] = a, w
+    lanes = np.zeros((M, N, 16), a.dtype)
+    for k0 in range(0, Kp, 16):
+        prod = ap[:, None, k0 : k0 + 16] * wp[None, :, k0 : k0 + 16]
+        lanes = (lanes + prod).astype(dt)
+    s1 = lanes[..., :8] + lanes[..., 8:]
+    s2 = s1[..., :4] + s1[..., 4:]
+    s3 = s2[..., :2] + s2[..., 2:]
+    return s3[..., 0] + s3[..., 1]
+
+
+DOT_SHAPES = [
+    (1, 1, 1),
+    (1, 5, 7),
+    (1, 16, 16),
+    (1, 64, 384),
+    (1, 130, 33),
+    (2, 17, 31),
+    (3, 15, 16),
+    (4, 128, 384),
+    (5, 31, 9),
+    (7, 13, 33),
+    (8, 36, 50),
+    (9, 64, 385),
+    (17, 130, 48),
+    (33, 3, 19),
+    (40, 80, 47),
+    (203, 64, 20),
+]
+
+
+@pytest.mark.parametrize("level", range(len(VARIANT_NAMES)), ids=VARIANT_NAMES)
+@pytest.mark.parametrize("M,K,N", DOT_SHAPES)
+@pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
+@DTYPES
+def test_dot_kernel_variants_match_float64(level, M, K, N, accumulate, dtype):
+    """K below 16 and not a multiple of 16, odd N, M from 1 (the matrix-vector product)
+    to row blocks with leftover rows, storing and accumulating: within rounding of a
+    float64 product, for every variant this CPU runs."""
+    if level > cpu_variant_level():
+        pytest.skip(f"this CPU cannot run the {VARIANT_NAMES[level]} variant")
+    rng = np.random.default_rng(M * 1000 + K * 10 + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((N, K)).astype(dtype)
+    c0 = rng.standard_normal((M, N)).astype(dtype)
+    c = c0.copy()
+    a_before, w_before = a.copy(), w.copy()
+    _dot_gemm(a, w, c, accumulate=accumulate, level=level)
+    want = a.astype(np.float64) @ w.T.astype(np.float64)
+    if accumulate:
+        want += c0
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol * np.sqrt(K))
+    assert np.array_equal(a, a_before) and np.array_equal(w, w_before)
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 5, 7), (3, 16, 20), (4, 37, 9), (9, 130, 33)])
+@DTYPES
+def test_dot_kernel_baseline_is_the_documented_arithmetic(M, K, N, dtype):
+    """The baseline variant (a multiply and an add per term, no FMA) gives exactly the
+    bits of the documented lanes and tree, computed element by element in NumPy; the
+    FMA variants differ from it only by the rounding FMA skips (checked above)."""
+    rng = np.random.default_rng(K * 31 + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((N, K)).astype(dtype)
+    c = np.zeros((M, N), dtype)
+    _dot_gemm(a, w, c, level=0)
+    assert np.array_equal(c, _dot_reference(a, w))
+    c2 = np.full((M, N), 0.25, dtype)
+    _dot_gemm(a, w, c2, accumulate=True, level=0)
+    assert np.array_equal(c2, (dtype(0.25) + _dot_reference(a, w)).astype(dtype))
+
+
+@pytest.mark.parametrize("level", range(len(VARIANT_NAMES)), ids=VARIANT_NAMES)
+@pytest.mark.parametrize("K,N", [(1, 7), (13, 33), (16, 17), (64, 384), (130, 100)])
+@DTYPES
+def test_dot_kernel_elements_do_not_depend_on_the_call(level, K, N, dtype):
+    """Every element gets the same operations whatever rows and columns a call covers
+    and wherever the rows lie in memory: any block of rows and columns computed alone
+    (from views that start at other offsets within a cache line) gives the bits of the
+    whole product. This is what makes a one-step call, a cell step and a long call, on
+    any number of threads, agree bit for bit."""
+    if level > cpu_variant_level():
+        pytest.skip(f"this CPU cannot run the {VARIANT_NAMES[level]} variant")
+    rng = np.random.default_rng(K * 7 + N)
+    M = 150  # row blocks of 64 and leftover rows
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((N, K)).astype(dtype)
+    whole = np.zeros((M, N), dtype)
+    _dot_gemm(a, w, whole, level=level)
+    for rows, cols in [
+        (slice(0, 1), slice(0, N)),
+        (slice(5, 6), slice(1, N)),
+        (slice(0, 7), slice(3, min(N, 20))),
+        (slice(3, 100), slice(N // 2, N)),
+        (slice(140, 150), slice(N - 1, N)),
+        (slice(64, 150), slice(0, N)),
+    ]:
+        m, n = rows.stop - rows.start, cols.stop - cols.start
+        part = np.zeros((m, n), dtype)
+        _dot_gemm(np.ascontiguousarray(a[rows]), np.ascontiguousarray(w[cols]), part, level=level)
+        assert np.array_equal(part, whole[rows, cols]), (rows, cols)
+        # the same operands at every offset within a 64-byte line, as views whose rows
+        # are contiguous (the engine's pieces read the caller's weights in place)
+        for shift in range(1, 64 // np.dtype(dtype).itemsize, 3):
+            buf_a = np.zeros(m * K + shift, dtype)
+            buf_w = np.zeros(n * K + shift, dtype)
+            av = buf_a[shift:].reshape(m, K)
+            wv = buf_w[shift:].reshape(n, K)
+            av[...] = a[rows]
+            wv[...] = w[cols]
+            part = np.zeros((m, n), dtype)
+            _dot_gemm(av, wv, part, level=level)
+            assert np.array_equal(part, whole[rows, cols]), (rows, cols, shift)
+
+
+def test_dot_kernel_strided_rows_and_errors():
+    """Row-strided operands (a block of a bigger matrix) and the hook's checks."""
+    rng = np.random.default_rng(3)
+    big_a = rng.standard_normal((6, 40)).astype(np.float32)
+    big_w = rng.standard_normal((50, 40)).astype(np.float32)
+    big_c = np.zeros((6, 60), np.float32)
+    _dot_gemm(big_a[1:4, 2:35], big_w[10:30, 2:35], big_c[1:4, 5:25])
+    want = np.zeros((3, 20), np.float32)
+    _dot_gemm(
+        np.ascontiguousarray(big_a[1:4, 2:35]), np.ascontiguousarray(big_w[10:30, 2:35]), want
+    )
+    assert np.array_equal(big_c[1:4, 5:25], want)
+    assert not big_c[:, :5].any() and not big_c[:, 25:].any() and not big_c[0].any()
+    with pytest.raises(ValueError, match="_dot_gemm: shapes do not match"):
+        _dot_gemm(big_a, big_w[:, :39], np.zeros((6, 50), np.float32))
+    with pytest.raises(ValueError, match="not one this CPU runs"):
+        _dot_gemm(big_a, big_w, np.zeros((6, 50), np.float32), level=cpu_variant_level() + 1)
+    with pytest.raises(ValueError, match="rows of a, w and c must be contiguous"):
+        _dot_gemm(big_a[:, ::2], big_w[:, ::2], np.zeros((6, 50), np.float32))

@@ -32,6 +32,7 @@ from optional_deps import import_optional
 
 import cygru
 import cygru.capi as capi
+from cygru import _engine
 from install_helpers import clean_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -601,6 +602,82 @@ def test_cell_step_null_h_and_in_place(downstream, dtype):
     assert status == status_ip == capi.OK
     np.testing.assert_array_equal(h_inplace, h2)  # in place == out of place
     np.testing.assert_allclose(h2, cell(x, h), **_tol(dtype))
+
+
+DOT_MAX_B = _engine.DOT_MAX_BATCH
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reset_after, bias", [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("B", [1, DOT_MAX_B])
+def test_c_api_steps_are_bit_identical_to_gru(downstream, dtype, reset_after, bias, B):
+    """At most DOT_MAX_B rows: chained cell_step_*, layer_forward_* and model_forward_*
+    calls with T = 1, GRUCell steps and one GRU call over the same frames give the same
+    bits (one engine, one kernel; no BLAS)."""
+    rng = np.random.default_rng(B)
+    I, H, T = 70, 33, 6  # I > H: cell_workspace_size(B, H) serves any input size
+    gru = cygru.GRU(I, H, bias=bias, reset_after=reset_after, dtype=dtype, seed=8)
+    cell = cygru.GRUCell(I, H, bias=bias, reset_after=reset_after, dtype=dtype)
+    cell.load_state_dict({k[:-3]: v for k, v in gru.state_dict().items()})
+    w = capi.export_weights(gru)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((1, B, H)).astype(dtype)
+    whole, h_n = gru(x, h0)
+    h_cell, h_step, h_layer, h_model = h0[0], h0[0].copy(), h0, h0
+    for t in range(T):
+        status, h_step = downstream.probe.cell(w, np.ascontiguousarray(x[t]), h_step)
+        assert status == capi.OK
+        status, out_l, h_layer = downstream.probe.layer(w, 0, x[t : t + 1], h_layer)
+        assert status == capi.OK
+        out_m, h_model = downstream.stream.run_sequence(w, x[t : t + 1], h_model)
+        h_cell = cell(x[t], h_cell)
+        for got in (h_step, out_l[0], out_m[0], h_cell):
+            np.testing.assert_array_equal(got, whole[t])
+    np.testing.assert_array_equal(h_model, h_n)
+    # in place on h, and from a NULL h
+    h_inplace = h0[0].copy()
+    status, _ = downstream.probe.cell(w, np.ascontiguousarray(x[0]), h_inplace, inplace=True)
+    np.testing.assert_array_equal(h_inplace, whole[0])
+    status, h_null = downstream.probe.cell(w, np.ascontiguousarray(x[0]), None)
+    np.testing.assert_array_equal(h_null, gru(x[:1])[0][0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_two_layer_stream_through_model_forward_is_the_gru(downstream, dtype):
+    """A 2-layer model streamed a frame at a time through model_forward_* (T = 1,
+    chaining h_n) gives the bits of one GRU call over the sequence."""
+    rng = np.random.default_rng(9)
+    gru = cygru.GRU(16, 24, 2, dtype=dtype, seed=9)
+    w = capi.export_weights(gru)
+    x = rng.standard_normal((10, 1, 16)).astype(dtype)
+    whole, h_n = gru(x)
+    h = None
+    for t in range(10):
+        out, h = downstream.stream.run_sequence(w, x[t : t + 1], h)
+        np.testing.assert_array_equal(out[0], whole[t])
+    np.testing.assert_array_equal(h, h_n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_c_api_large_batch_steps(downstream, dtype):
+    """Above DOT_MAX_B rows: layer_forward_* and model_forward_* with T = 1 still give a
+    GRU call's bits; cell_step_* (whose workspace cannot hold packed weights: its size
+    has no input size) takes the BLAS path, equal within rounding only (docs/embedding)."""
+    rng = np.random.default_rng(10)
+    B = DOT_MAX_B + 3
+    gru = cygru.GRU(12, 20, dtype=dtype, seed=10)
+    w = capi.export_weights(gru)
+    x = rng.standard_normal((3, B, 12)).astype(dtype)
+    whole, _ = gru(x)
+    h_step, h_layer, h_model = None, None, None
+    for t in range(3):
+        status, h_step = downstream.probe.cell(w, np.ascontiguousarray(x[t]), h_step)
+        assert status == capi.OK
+        status, out_l, h_layer = downstream.probe.layer(w, 0, x[t : t + 1], h_layer)
+        out_m, h_model = downstream.stream.run_sequence(w, x[t : t + 1], h_model)
+        np.testing.assert_array_equal(out_l[0], whole[t])
+        np.testing.assert_array_equal(out_m[0], whole[t])
+        np.testing.assert_allclose(h_step, whole[t], **_tol(dtype))
 
 
 def test_c_api_from_threads_is_reentrant(downstream):

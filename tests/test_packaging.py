@@ -360,6 +360,8 @@ def test_installed_package_contents(installed):
         "_blas.pxd",
         "include/cygru.h",
         "include/cygru_gemm_t.h",
+        "include/cygru_dot.h",
+        "include/cygru_dot_t.h",
         "capi.pyx",
         "_gru_kernels.cu",
         "_version.py",

@@ -40,14 +40,17 @@ CONFIGS = [
 @pytest.mark.parametrize("H", [5, 40, 70])
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_thread_counts_agree(force_threads, cfg, H, with_lengths, dtype):
+@pytest.mark.parametrize("B", [1, 4, 6])
+def test_thread_counts_agree(force_threads, cfg, H, with_lengths, dtype, B):
+    """B = 1 and 4: the dot kernel's batches (at most DOT_MAX_B rows); B = 6 the packed
+    kernel's."""
     rng = np.random.default_rng(H)
-    T, B, I = 9, 4, 6
+    T, I = 9, 6
     m = cygru.GRU(I, H, seed=1, dtype=dtype, **cfg)
     shape = (B, T, I) if m.batch_first else (T, B, I)
     x = rng.standard_normal(shape).astype(dtype)
     h0 = rng.standard_normal((m.num_layers * m.num_directions, B, H)).astype(dtype)
-    lengths = np.array([9, 3, 1, 6]) if with_lengths else None
+    lengths = np.array([9, 3, 1, 6, 2, 9][:B]) if with_lengths else None
     d_out = None
     results = {}
     for n in (1, 2, 3, 4):
@@ -190,17 +193,18 @@ MANY = (2, 9, 16, 64, 256)  # 256: cygru._cpu.MAX_THREADS
     ids=["2-layer-bidirectional", "bidirectional-reset_before-batch_first"],
 )
 @pytest.mark.parametrize("H", [5, 70])
-def test_many_threads_bit_identical(force_threads, cfg, H):
+@pytest.mark.parametrize("B", [3, 6])
+def test_many_threads_bit_identical(force_threads, cfg, H, B):
     """9 to 256 threads (a direction gets up to H of them, one unit each at least) give
     the same bits as 2 threads, forward and backward, with lengths. (Regression: the
     pointer tables of a layer call had 8 slots per kind and were indexed by thread: 9+
     threads corrupted the heap, crashed or deadlocked.)"""
     rng = np.random.default_rng(H)
-    T, B, I = 6, 3, 4
+    T, I = 6, 4
     m = cygru.GRU(I, H, seed=1, **cfg)
     shape = (B, T, I) if m.batch_first else (T, B, I)
     x = rng.standard_normal(shape).astype(np.float32)
-    lengths = np.array([6, 2, 5])
+    lengths = np.array([6, 2, 5, 1, 6, 3][:B])
     d_out = rng.standard_normal(shape[:2] + (2 * H,)).astype(np.float32)
     results = {}
     for n in MANY:

@@ -1,0 +1,179 @@
+/* cygru_dot.h: C (M x N) (=|+=) A (M x K) @ W^T straight from row-major W (N x K),
+ * with no packing: the products of small batches (a one-step call, a batch-1 sequence).
+ *
+ * At batch 1 the recurrent product is a matrix-vector product: every weight is used
+ * once per step, so packing W into panels (cygru_gemm.h) costs as much as the step
+ * itself, every call. Here each output element is a dot product of a row of A with a
+ * row of W, read where the caller keeps them.
+ *
+ * Fixed arithmetic. Every element C[i, n] is computed by the same operations, whatever
+ * M and N are, which rows and columns a call covers, how the rows are blocked into
+ * registers and how a problem is split over threads or calls:
+ *   1. 16 lanes: lane j (0..15) accumulates A[i, k] * W[n, k] for k = j, j+16, j+32, ...
+ *      in increasing order, one fused multiply-add per term (a multiply and an add on
+ *      the baseline variant, which has no FMA), starting from +0. The last block of a
+ *      K that is not a multiple of 16 is padded with zeros (a product 0 * 0 added).
+ *   2. a fixed tree over the 16 lanes l[0..15]:
+ *        s1[j] = l[j]  + l[j+8]   (j < 8)
+ *        s2[j] = s1[j] + s1[j+4]  (j < 4)
+ *        s3[j] = s2[j] + s2[j+2]  (j < 2)
+ *        sum   = s3[0] + s3[1]
+ *   3. C[i, n] = sum, or C[i, n] = C[i, n] + sum (accumulate).
+ * The tree is done for up to 16 accumulators at once by a transpose-add (each stage adds
+ * the two halves of every accumulator's remaining lanes, two accumulators' halves per
+ * vector), which gives every element exactly the additions above.
+ *
+ * Register blocking: a tile of MR rows of A by NR rows of W (MR*NR accumulators, one
+ * 16-lane vector each) keeps several independent FMA chains in flight; a single row of
+ * A (M = 1, the matrix-vector product) takes NR1 rows of W at a time. Rows of A are
+ * swept in blocks of CYGRU_DOT_ROW_BLOCK so that a block stays in cache while the
+ * rows of W pass over it (the input projection of a long batch-1 sequence).
+ *
+ * Compiled for AVX-512, AVX2+FMA and the portable baseline like cygru_gemm.h (GCC
+ * vector extensions, target attributes, cygru_cpu.h's level chosen at run time);
+ * cygru_dot_at_level_f/_d give each variant to tests.
+ */
+#ifndef CYGRU_DOT_H
+#define CYGRU_DOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cygru_cpu.h"
+#include "cygru_gemm.h" /* cygru_v16, cygru_v16d */
+#if CYGRU_HAVE_X86_VARIANTS
+#include <immintrin.h> /* the AVX-512 variant's aligned and masked loads */
+#endif
+
+#define CYGRU_DOT_ROW_BLOCK 64
+
+typedef int cygru_dot_iv16 __attribute__((vector_size(64)));
+typedef long long cygru_dot_lv16 __attribute__((vector_size(128)));
+typedef float cygru_dot_v8 __attribute__((vector_size(32)));
+typedef double cygru_dot_v8d __attribute__((vector_size(64)));
+typedef int cygru_dot_iv8 __attribute__((vector_size(32)));
+typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
+
+#if defined(__clang__)
+#define CYGRU_DOT_SHUF(IV, p, q, ...) __builtin_shufflevector(p, q, __VA_ARGS__)
+#else
+#define CYGRU_DOT_SHUF(IV, p, q, ...) __builtin_shuffle(p, q, (IV){__VA_ARGS__})
+#endif
+
+/* the helpers pass 16-lane vectors by value; they are always inlined, so the ABI note
+ * GCC gives for the variants without AVX/AVX-512 is moot (GCC reports it at the end of
+ * the translation unit, so it is silenced for the rest of the file) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+/* float32 variants: 16 floats are one zmm, two ymm, four xmm */
+#define CD_T float
+#define CD_V cygru_v16
+#define CD_IV cygru_dot_iv16
+#define CD_V8 cygru_dot_v8
+#define CD_IV8 cygru_dot_iv8
+#if CYGRU_HAVE_X86_VARIANTS
+#define CD_NAME(n) n##_f_avx512
+#define CD_ROTATE 1
+#define CD_HALVES 0
+#define CD_ATTR CYGRU_TARGET_AVX512
+#define CD_MR 4
+#define CD_NR 4
+#define CD_NR1 16
+#include "cygru_dot_t.h"
+#define CD_NAME(n) n##_f_avx2
+#define CD_ROTATE 0
+#define CD_HALVES 1
+#define CD_ATTR CYGRU_TARGET_AVX2
+#define CD_MR 2
+#define CD_NR 2
+#define CD_NR1 4
+#include "cygru_dot_t.h"
+#endif
+#define CD_NAME(n) n##_f_base
+#define CD_ROTATE 0
+#define CD_HALVES 1
+#define CD_ATTR
+#define CD_MR 1
+#define CD_NR 2
+#define CD_NR1 2
+#include "cygru_dot_t.h"
+#undef CD_T
+#undef CD_V
+#undef CD_IV
+#undef CD_V8
+#undef CD_IV8
+
+/* float64 variants: 16 doubles are two zmm, four ymm, eight xmm */
+#define CD_T double
+#define CD_V cygru_v16d
+#define CD_IV cygru_dot_lv16
+#define CD_V8 cygru_dot_v8d
+#define CD_IV8 cygru_dot_lv8
+#if CYGRU_HAVE_X86_VARIANTS
+#define CD_NAME(n) n##_d_avx512
+#define CD_ROTATE 0
+#define CD_HALVES 1
+#define CD_ATTR CYGRU_TARGET_AVX512
+#define CD_MR 2
+#define CD_NR 4
+#define CD_NR1 8
+#include "cygru_dot_t.h"
+#define CD_NAME(n) n##_d_avx2
+#define CD_ROTATE 0
+#define CD_HALVES 1
+#define CD_ATTR CYGRU_TARGET_AVX2
+#define CD_MR 1
+#define CD_NR 2
+#define CD_NR1 2
+#include "cygru_dot_t.h"
+#endif
+#define CD_NAME(n) n##_d_base
+#define CD_ROTATE 0
+#define CD_HALVES 1
+#define CD_ATTR
+#define CD_MR 1
+#define CD_NR 1
+#define CD_NR1 1
+#include "cygru_dot_t.h"
+#undef CD_T
+#undef CD_V
+#undef CD_IV
+#undef CD_V8
+#undef CD_IV8
+
+typedef void (*cygru_dot_fn_f)(int, int, int, const float *, int, const float *, int,
+                               float *, int, int);
+typedef void (*cygru_dot_fn_d)(int, int, int, const double *, int, const double *, int,
+                               double *, int, int);
+
+#if CYGRU_HAVE_X86_VARIANTS
+static const cygru_dot_fn_f cygru_dot_kernels_f[] = {
+    cygru_dot_kernel_f_base, cygru_dot_kernel_f_avx2, cygru_dot_kernel_f_avx512};
+static const cygru_dot_fn_d cygru_dot_kernels_d[] = {
+    cygru_dot_kernel_d_base, cygru_dot_kernel_d_avx2, cygru_dot_kernel_d_avx512};
+#else
+static const cygru_dot_fn_f cygru_dot_kernels_f[] = {
+    cygru_dot_kernel_f_base, cygru_dot_kernel_f_base, cygru_dot_kernel_f_base};
+static const cygru_dot_fn_d cygru_dot_kernels_d[] = {
+    cygru_dot_kernel_d_base, cygru_dot_kernel_d_base, cygru_dot_kernel_d_base};
+#endif
+
+/* The variant of `level` (CYGRU_LEVEL_*), which the caller checked this CPU runs. */
+static inline cygru_dot_fn_f cygru_dot_at_level_f(int level) { return cygru_dot_kernels_f[level]; }
+static inline cygru_dot_fn_d cygru_dot_at_level_d(int level) { return cygru_dot_kernels_d[level]; }
+
+/* C[i, n] (=|+=) sum_k A[i, k] * W[n, k] for i < M, n < N, k < K; A row stride lda,
+ * W row stride ldw, C row stride ldc; the variant this CPU runs best. */
+static inline void cygru_dot_f(int M, int N, int K, const float *A, int lda, const float *W,
+                               int ldw, float *C, int ldc, int accumulate) {
+    cygru_dot_kernels_f[cygru_cpu_level()](M, N, K, A, lda, W, ldw, C, ldc, accumulate);
+}
+static inline void cygru_dot_d(int M, int N, int K, const double *A, int lda,
+                               const double *W, int ldw, double *C, int ldc, int accumulate) {
+    cygru_dot_kernels_d[cygru_cpu_level()](M, N, K, A, lda, W, ldw, C, ldc, accumulate);
+}
+
+#endif
