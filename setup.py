@@ -78,7 +78,7 @@ setup(
         [
             ext("_blas"),
             ext("_kernels"),
-            ext("_engine", openmp=True),
+            ext("_engine"),
             ext("_cpu", openmp=True),
             # capi fills cygru.h's function table: a signature that differs from the
             # header's must stop the build (GCC < 14 and Clang only warn by default)

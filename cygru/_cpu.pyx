@@ -18,8 +18,7 @@ from libc.stdlib cimport malloc, free
 from cygru._kernels cimport gru_cell_forward, cell_work_size
 from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
-                            backward_work_size, layer_forward, layer_backward,
-                            in_forked_child)
+                            backward_work_size, layer_forward, layer_backward)
 from cygru._engine import PIECES, lengths_schedule as _schedule
 from cygru._backend import ForwardCache
 cimport openmp
@@ -85,11 +84,6 @@ def get_num_threads():
         env = os.environ.get("CYGRU_NUM_THREADS", "").strip()
         if env:
             _num_threads = _parse_thread_count(env, "CYGRU_NUM_THREADS", from_env=True)
-    if in_forked_child():
-        # fork() keeps only the forking thread and GNU OpenMP cannot start a team
-        # after it once it had one: a child forked after cygru's threads started runs
-        # every call on its calling thread (same bits)
-        return 1
     if _num_threads:
         return _num_threads
     n = getattr(_local, "n", 0)
