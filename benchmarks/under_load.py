@@ -2,8 +2,9 @@
 """cygru and ONNX Runtime on a busy machine: idle, and with other processes running.
 
     python benchmarks/under_load.py [--quick] [--cases CASE ...] [--repeat N]
-                                    [--load-procs N] [--sample-s S] [--json PATH]
-                                    [--markdown PATH]
+                                    [--load-procs N] [--loads KIND ...]
+                                    [--omp-backend auto|torch|numpy] [--sample-s S]
+                                    [--json PATH] [--markdown PATH]
 
 Both libraries run the same float32 GRU (cygru's weights, exported with ``cygru.to_onnx``
 for ONNX Runtime; outputs compared before timing) at their DEFAULT thread settings: no
@@ -21,6 +22,13 @@ Ctrl-C, SIGTERM or an exception; they also die with this process through PR_SET_
 ``kernel``  ``--load-procs`` processes that mmap 4 MiB, touch every page and munmap it, in a
             loop, so most of their time is in the kernel (page faults, zeroing, unmapping):
             the report prints their user/system CPU split from /proc/<pid>/stat;
+``omp``     ``--load-procs`` processes each running short parallel regions on every core
+            with short gaps between them, as PyTorch or OpenVINO do between calls: a region
+            is one float32 256x256 @ 256x256 product, ``torch.mm`` with
+            ``torch.set_num_threads(<cores>)`` (OpenMP/MKL threads) when PyTorch is
+            installed, else NumPy's ``@`` with its BLAS at <cores> threads
+            (``--omp-backend`` chooses); the gap is ``time.sleep(0.0002)``; the report
+            prints the backend and the measured region and gap lengths;
 ``twin``    ``--load-procs`` processes running the same library's same case in a loop at its
             defaults (a cygru twin while cygru is timed, an ONNX Runtime twin while ONNX
             Runtime is timed).
@@ -62,9 +70,16 @@ CASES = {
 }
 DEFAULT_CASES = ["small-latency", "single-step", "medium", "long-seq"]
 QUICK_CASES = ["small-latency", "single-step"]
-CONDITIONS = ["idle", "spin", "kernel", "twin"]
+CONDITIONS = ["idle", "spin", "kernel", "omp", "twin"]
 LOADS = CONDITIONS[1:]
-COND_LABEL = {"idle": "idle", "spin": "user spin", "kernel": "kernel loop", "twin": "twin"}
+PROC_LOADS = ["spin", "kernel", "omp"]  # started once per run (twins: once per case)
+COND_LABEL = {
+    "idle": "idle",
+    "spin": "user spin",
+    "kernel": "kernel loop",
+    "omp": "omp regions",
+    "twin": "twin",
+}
 PEERS = ["cygru", "ort"]
 PEER_LABEL = {"cygru": "cygru", "ort": "ONNX Runtime"}
 PEER_SHORT = {"cygru": "cygru", "ort": "ORT"}
@@ -72,6 +87,12 @@ ATOL = _run.ATOL
 MAX_SLOWDOWN = 2.0  # target: under load within 2x of the idle time
 MAX_RATIO = 1.0  # target: cygru / ORT under the same load <= 1
 KERNEL_MAP_BYTES = 4 << 20  # the kernel loop maps, touches and unmaps this much per round
+# the omp load: one parallel region = one float32 (N x N) @ (N x N) product on every core
+# (torch.mm with torch.set_num_threads(cores), or NumPy's BLAS with cores threads), then
+# a pause of OMP_GAP_S (time.sleep: ~0.25-0.3 ms in practice), in a loop
+OMP_MATMUL_N = 256
+OMP_GAP_S = 0.0002
+OMP_BACKENDS = ("auto", "torch", "numpy")
 SAMPLE_CAP = 4.0  # a sample stops after SAMPLE_CAP * sample_s (>= 1 call)
 READY_TIMEOUT_S = 120.0  # for a child to start (imports, model load, first call)
 REPLY_TIMEOUT_S = 600.0  # for one request to a measurement worker
@@ -267,6 +288,27 @@ def load_main(args):
         n = 0
         while True:  # user space only: no system calls, no allocation
             n += 1
+    elif args._kind == "omp":
+        region, info = _omp_region(args._omp_backend or "auto")
+        for _ in range(20):  # warm-up: the threads exist, the BLAS buffers are allocated
+            region()
+        reg_t, gap_t = [], []
+        for _ in range(200):  # measure what one region and one gap take on this machine
+            a = _now()
+            region()
+            b = _now()
+            time.sleep(OMP_GAP_S)
+            reg_t.append(b - a)
+            gap_t.append(_now() - b)
+        info["region_us"] = 1e6 * statistics.median(reg_t)
+        info["gap_us"] = 1e6 * statistics.median(gap_t)
+        info["gap_setting_us"] = 1e6 * OMP_GAP_S
+        info["matmul_n"] = OMP_MATMUL_N
+        print("ready " + json.dumps(info), flush=True)
+        sleep, gap = time.sleep, OMP_GAP_S
+        while True:  # a short parallel region on every core, a short pause, again
+            region()
+            sleep(gap)
     elif args._kind == "kernel":
         import mmap
 
@@ -281,6 +323,75 @@ def load_main(args):
                 print("ready", flush=True)
                 first = False
     return 0
+
+
+def _omp_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _omp_region(backend):
+    """(region callable, info) for the omp load: one N x N float32 product on every core.
+
+    ``backend`` "torch": ``torch.mm`` after ``torch.set_num_threads(cores)`` (PyTorch's
+    OpenMP threads; its BLAS runs on them); "numpy": NumPy's ``@`` with OpenBLAS/MKL/OpenMP
+    threads = cores (set through the environment before NumPy is imported, and through
+    threadpoolctl when it is installed); "auto": torch when it imports, else numpy.
+    Must run before anything in this process imports NumPy (the thread variables are read
+    when the BLAS loads).
+    """
+    cores = _omp_cores()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(cores)
+    for var in ("OMP_THREAD_LIMIT", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        os.environ.pop(var, None)  # the libraries' own waiting policy, as in a user's process
+    n = OMP_MATMUL_N
+    if backend in ("auto", "torch"):
+        try:
+            import torch
+        except ImportError:
+            if backend == "torch":
+                raise
+        else:
+            torch.set_num_threads(cores)
+            g = torch.Generator().manual_seed(0)
+            a = torch.randn(n, n, generator=g)
+            b = torch.randn(n, n, generator=g)
+            c = torch.empty(n, n)
+            mm = torch.mm
+
+            def region():
+                mm(a, b, out=c)
+
+            info = {
+                "backend": "torch",
+                "version": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "parallel": torch.__config__.parallel_info().splitlines()[-1].strip(),
+            }
+            return region, info
+    import numpy as np
+
+    info = {"backend": "numpy", "version": np.__version__, "threads": cores}
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(cores)
+        pools = threadpool_info()
+        info["pools"] = [f"{p.get('internal_api')} x{p.get('num_threads')}" for p in pools]
+    except ImportError:
+        pass
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+
+    def region():
+        np.matmul(a, b, out=c)
+
+    return region, info
 
 
 # ============================================================================================
@@ -316,12 +427,14 @@ def proc_cpu(pid):
 class Child:
     """One child process of this script, in its own process group."""
 
-    def __init__(self, registry, role, argv, label, stdin=False):
+    def __init__(self, registry, role, argv, label, stdin=False, script=None):
+        """``script``: the Python file to run (default this one, under_load.py)."""
         self.role, self.label = role, label
         self.buf = b""
+        self.ready_info = None
         cmd = [
             sys.executable,
-            os.path.abspath(__file__),
+            os.path.abspath(script or __file__),
             "--_role",
             role,
             "--_parent",
@@ -379,9 +492,12 @@ class Child:
         return reply
 
     def wait_ready(self):
-        line = self.readline(READY_TIMEOUT_S)
-        if line.strip() != "ready":
+        """Wait for the child's "ready" line (optionally "ready {json}": kept in .ready_info)."""
+        line = self.readline(READY_TIMEOUT_S).strip()
+        word, _, rest = line.partition(" ")
+        if word != "ready":
             raise RuntimeError(f"{self.label}: unexpected first line {line!r}")
+        self.ready_info = json.loads(rest) if rest else None
 
     def pause(self):
         os.kill(self.pid, signal.SIGSTOP)
@@ -441,15 +557,42 @@ class Registry:
         return [c.pid for c in self.children]
 
 
-def start_load(reg, kind, index, lib=None, case=None, workdir=None):
+def start_load(reg, kind, index, lib=None, case=None, workdir=None, omp_backend="auto"):
+    """Start one load process of ``kind`` (spin, kernel, omp or twin); call ready_and_pause."""
     if kind == "twin":
         argv = ["--_lib", lib, "--_case", case, "--_workdir", workdir]
         c = Child(reg, "twin", argv, f"{PEER_SHORT[lib]} twin {index} ({case})")
         c.kind, c.lib = "twin", lib
     else:
-        c = Child(reg, "load", ["--_kind", kind], f"{kind} load {index}")
+        argv = ["--_kind", kind]
+        if kind == "omp":
+            argv += ["--_omp-backend", omp_backend]
+        c = Child(reg, "load", argv, f"{kind} load {index}")
         c.kind, c.lib = kind, None
     return c
+
+
+def omp_load_line(infos):
+    """One line describing the omp load processes from their "ready" info (or None)."""
+    infos = [i for i in infos if i]
+    if not infos:
+        return None
+    i = infos[0]
+    what = (
+        f"torch {i['version']} `torch.mm` at `torch.set_num_threads({i['threads']})` "
+        f"({i.get('parallel', '')})"
+        if i["backend"] == "torch"
+        else f"NumPy {i['version']} `matmul` on its BLAS at {i['threads']} threads"
+        + (f" ({', '.join(i['pools'])})" if i.get("pools") else "")
+    )
+    regions = ", ".join(f"{x['region_us']:.0f}" for x in infos)
+    gaps = ", ".join(f"{x['gap_us']:.0f}" for x in infos)
+    return (
+        f"omp load: {len(infos)} process(es), each a loop of one float32 "
+        f"{i['matmul_n']}x{i['matmul_n']} @ {i['matmul_n']}x{i['matmul_n']} product on "
+        f"{what}, then `time.sleep({i['gap_setting_us'] / 1e6:g})`; measured at start: "
+        f"region {regions} µs, gap {gaps} µs (median of 200)"
+    )
 
 
 def ready_and_pause(children):
@@ -543,15 +686,18 @@ def run_case(case, args, reg, workers, loads, workdir, peers, log):
             start_load(reg, "twin", i, lib=p, case=case, workdir=workdir)
             for i in range(args.load_procs)
         ]
+        if "twin" in args.conditions
+        else []
         for p in timed
     }
-    samples = {c: {p: [] for p in timed} for c in CONDITIONS}
+    conditions = args.conditions
+    samples = {c: {p: [] for p in timed} for c in conditions}
     t_case = _now()
     try:
         for p in timed:
             ready_and_pause(twins[p])
         log(
-            f"{case}: {args.repeat} repetitions x {len(CONDITIONS)} conditions x "
+            f"{case}: {args.repeat} repetitions x {len(conditions)} conditions x "
             f"{len(timed)} libraries; calls per sample "
             + ", ".join(
                 f"{PEER_SHORT[p]} {inner[p]} (idle ~{setups[p]['estimate_ms']:.3g} ms per call)"
@@ -560,8 +706,8 @@ def run_case(case, args, reg, workers, loads, workdir, peers, log):
         )
         cap_s = SAMPLE_CAP * args.sample_s
         for rep in range(args.repeat):
-            k = rep % len(CONDITIONS)
-            order = CONDITIONS[k:] + CONDITIONS[:k]
+            k = rep % len(conditions)
+            order = conditions[k:] + conditions[:k]
             for cond in order:
                 for p in timed if rep % 2 == 0 else timed[::-1]:
                     active = twins[p] if cond == "twin" else loads.get(cond, [])
@@ -605,8 +751,9 @@ def run_case(case, args, reg, workers, loads, workdir, peers, log):
 
 
 def summarize(samples, timed):
+    """Per condition (in the order of ``samples``) and library: quantiles and slowdowns."""
     out = {}
-    for cond in CONDITIONS:
+    for cond in samples:
         row = {}
         for p in timed:
             ss = samples[cond][p]
@@ -626,7 +773,7 @@ def summarize(samples, timed):
                 "mean_load_cores": statistics.mean(s["load_cores"] for s in ss),
             }
         out[cond] = row
-    for cond in CONDITIONS:
+    for cond in samples:
         for p in timed:
             idle = out["idle"][p]["median_ms"]
             out[cond][p]["slowdown"] = out[cond][p]["median_ms"] / idle
@@ -667,8 +814,7 @@ def results_table(cases_res):
         conds = res.get("conditions")
         if not conds:
             continue
-        for cond in CONDITIONS:
-            row = conds[cond]
+        for cond, row in conds.items():
             cells = [_case_label(case), COND_LABEL[cond]]
             for p in PEERS:
                 cells.append(_fmt_ms(row[p]["median_ms"]) if p in row else _status_cell(res, p))
@@ -701,8 +847,9 @@ def evaluate_targets(cases_res):
         conds = res.get("conditions")
         if not conds:
             continue
-        for cond in LOADS:
-            row = conds[cond]
+        for cond, row in conds.items():
+            if cond == "idle":
+                continue
             s = row["cygru"]["slowdown"]
             t = {
                 "case": case,
@@ -830,8 +977,8 @@ def machine_info():
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description="cygru and ONNX Runtime at their default threads, idle and with busy "
-        "processes (user-space spin, kernel-heavy page faults, a twin of the "
-        "same library), interleaved in one run."
+        "processes (user-space spin, kernel-heavy page faults, short OpenMP "
+        "parallel regions, a twin of the same library), interleaved in one run."
     )
     ap.add_argument(
         "--quick",
@@ -866,6 +1013,21 @@ def parse_args(argv=None):
         "--load-procs", type=int, default=1, help="busy processes per load kind (default 1)"
     )
     ap.add_argument(
+        "--loads",
+        nargs="+",
+        choices=LOADS,
+        metavar="KIND",
+        default=None,
+        help="load conditions besides idle (default: all of " + " ".join(LOADS) + ")",
+    )
+    ap.add_argument(
+        "--omp-backend",
+        choices=OMP_BACKENDS,
+        default="auto",
+        help="what the omp load runs: torch (torch.mm on OpenMP threads), numpy (NumPy's "
+        "BLAS threads), auto (torch if installed, else numpy; default)",
+    )
+    ap.add_argument(
         "--json",
         default=os.path.join(HERE, "results", "under-load.json"),
         help="results file (default benchmarks/results/under-load.json; '' none)",
@@ -880,6 +1042,7 @@ def parse_args(argv=None):
     ap.add_argument("--_lib", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_case", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_kind", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_omp-backend", dest="_omp_backend", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_workdir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_parent", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_run-id", dest="_run_id", default=None, help=argparse.SUPPRESS)
@@ -892,6 +1055,8 @@ def parse_args(argv=None):
         args.sample_s = 0.1 if args.quick else 0.25
     if args.repeat < 1 or args.load_procs < 1 or args.sample_s <= 0:
         ap.error("--repeat and --load-procs must be >= 1, --sample-s > 0")
+    chosen = set(LOADS if args.loads is None else args.loads)
+    args.conditions = ["idle"] + [k for k in LOADS if k in chosen]
     args.settle_s = min(0.05, args.sample_s)  # loads ramp up, the last library goes quiet
     args.warm_s = min(0.02, args.sample_s / 4)  # untimed calls before each sample
     args.estimate_s = min(0.2, 2 * args.sample_s)
@@ -962,7 +1127,9 @@ def main(argv=None):
             for p in peers
         }
         loads = {
-            k: [start_load(reg, k, i) for i in range(args.load_procs)] for k in ("spin", "kernel")
+            k: [start_load(reg, k, i, omp_backend=args.omp_backend) for i in range(args.load_procs)]
+            for k in PROC_LOADS
+            if k in args.conditions
         }
         for k in loads:
             ready_and_pause(loads[k])
@@ -984,7 +1151,9 @@ def main(argv=None):
         for k, cs in loads.items():
             for c in cs:
                 c.kill()
-                load_info.append({"kind": k, "pid": c.pid, "cpu": c.loop_cpu()})
+                load_info.append(
+                    {"kind": k, "pid": c.pid, "cpu": c.loop_cpu(), "info": c.ready_info}
+                )
         for w in workers.values():
             try:
                 w.proc.stdin.write(b'{"cmd": "quit"}\n')
@@ -1072,6 +1241,9 @@ def main(argv=None):
     ]
     if targets:
         report += [f"### Targets: {n_pass} of {n_judged} PASS", "", targets_table(targets), ""]
+    omp_line = omp_load_line([li.get("info") for li in load_info if li["kind"] == "omp"])
+    if omp_line:
+        report += [omp_line, ""]
     lc = load_cpu_lines(load_info, cases_res)
     if lc:
         report += [

@@ -77,13 +77,14 @@ def test_under_load_quick_prints_tables_and_leaves_no_process(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "| case | load | cygru ms | ORT ms | cygru slowdown | ORT slowdown | cygru/ORT" in out
-    for label in ("idle", "user spin", "kernel loop", "twin"):
+    for label in ("idle", "user spin", "kernel loop", "omp regions", "twin"):
         assert f"| small-latency (50,1,64,128) | {label} |" in out
         assert f"| single-step (1,32,256,256) | {label} |" in out
     assert "### Targets" in out
     assert "cygru.get_num_threads()" in out
     assert "load average at start" in out
     assert "% in the kernel" in out
+    assert "omp load: 1 process(es)" in out
     assert _gone(run_id) == []
     result = json.loads(out_json.read_text())
     assert result["run_id"] == run_id
@@ -96,6 +97,40 @@ def test_under_load_quick_prints_tables_and_leaves_no_process(tmp_path):
         )
     assert set(result["cases"]) == {"small-latency", "single-step"}
     assert "| case | load |" in out_md.read_text()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_under_load_omp_kind_alone(tmp_path, backend):
+    """--loads omp: idle and the OpenMP-regions load only; the report says what it ran."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    run_id = f"test-under-load-{uuid.uuid4().hex}"
+    out_json = tmp_path / "r.json"
+    cmd = [sys.executable, UNDER_LOAD, "--quick", "--cases", "small-latency", "--repeat", "2"]
+    cmd += ["--sample-s", "0.01", "--loads", "omp", "--load-procs", "2"]
+    cmd += ["--omp-backend", backend, "--json", str(out_json), "--markdown", ""]
+    cmd += ["--_run-id", run_id]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| small-latency (50,1,64,128) | omp regions |" in out
+    assert "| small-latency (50,1,64,128) | idle |" in out
+    for other in ("user spin", "kernel loop", "twin"):
+        assert f"| {other} |" not in out
+    assert "omp load: 2 process(es)" in out and "256x256" in out
+    assert ("`torch.mm`" in out) if backend == "torch" else ("NumPy" in out and "BLAS" in out)
+    assert _gone(run_id) == []
+    result = json.loads(out_json.read_text())
+    assert list(result["cases"]["small-latency"]["conditions"]) == ["idle", "omp"]
+    omp = [li for li in result["load_processes"] if li["kind"] == "omp"]
+    assert len(omp) == 2 and {li["kind"] for li in result["load_processes"]} == {"omp"}
+    for li in omp:
+        info = li["info"]
+        assert info["backend"] == backend and info["matmul_n"] == 256
+        assert info["threads"] >= 1 and info["region_us"] > 0 and info["gap_us"] > 0
+        user, system = li["cpu"]
+        assert user + system > 0  # the regions ran
+    assert [t["load"] for t in result["targets"]] == ["omp"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -134,7 +169,7 @@ def test_under_load_interrupted_stops_every_load_process(sig):
                 break
         assert any("repetitions x" in s for s in seen), "".join(seen)
         time.sleep(0.5)
-        assert len(_processes_with(run_id)) >= 5  # workers, spin, kernel, twins
+        assert len(_processes_with(run_id)) >= 6  # workers, spin, kernel, omp, twins
         proc.send_signal(sig)
         rc = proc.wait(timeout=30)
     finally:
@@ -214,3 +249,88 @@ def test_run_quick_one_step_has_every_peer(tmp_path, hide_openvino):
     for p in ("torch", "ort", "torch_int8", "numpy"):
         if peers.get(p, {}).get("status") == "ok":
             assert peers[p]["check_max_abs_diff"] <= peers[p]["tolerance"]
+
+
+LATENCY = os.path.join(ROOT, "benchmarks", "latency.py")
+
+
+def test_latency_quick_reports_quantiles_targets_and_leaves_no_process(tmp_path):
+    """latency.py --quick: per-call quantiles per case x condition x peer, targets, JSON."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    run_id = f"test-latency-{uuid.uuid4().hex}"
+    out_json, out_md = tmp_path / "l.json", tmp_path / "l.md"
+    cmd = [sys.executable, LATENCY, "--quick", "--peers", "ort", "--calls", "40"]
+    cmd += ["--rounds", "2", "--busy", "1", "--settle-ms", "5"]
+    cmd += ["--json", str(out_json), "--markdown", str(out_md), "--_run-id", run_id]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    head = "| case | load | peer | median µs | p90 µs | p99 µs | max µs | p99 / idle median |"
+    assert head in out
+    label = "one-step (1,1,64,128, chained h0)"
+    for cond in ("idle", "1 spinning process"):
+        for peer in ("cygru", "ONNX Runtime"):
+            assert f"| {label} | {cond} | {peer} |" in out
+    assert "| OpenVINO |" not in out and "| PyTorch |" not in out  # --peers ort only
+    assert "cygru p99 <= 5x cygru's idle median" in out
+    assert "cygru median <= ONNX Runtime's" in out
+    assert "cygru/ORT = " in out
+    assert "matched cygru's before timing" in out
+    assert _gone(run_id) == []
+    result = json.loads(out_json.read_text())
+    assert result["run_id"] == run_id and result["peers"] == ["cygru", "ort"]
+    conds = result["cases"]["one-step"]["conditions"]
+    assert list(conds) == ["idle", "1 spin"]
+    for c in conds.values():
+        for p in ("cygru", "ort"):
+            e = c["peers"][p]
+            assert len(e["rounds"]) == 2 and all(r["calls"] == 40 for r in e["rounds"])
+            assert 0 < e["median_us"] <= e["p90_us"] <= e["p99_us"] <= e["max_us"]
+            # the reported statistic is the median over the rounds
+            p99s = sorted(r["p99_us"] for r in e["rounds"])
+            assert e["p99_us"] == pytest.approx(sum(p99s) / 2)
+    check = result["cases"]["one-step"]["check"]["ort"]["max_abs_diff"]
+    assert max(check.values()) <= 1e-4
+    kinds = {(t["condition"], t["target"].split()[1]) for t in result["targets"]}
+    assert kinds == {("idle", "p99"), ("idle", "median"), ("1 spin", "p99"), ("1 spin", "median")}
+    for t in result["targets"]:
+        assert t["result"] in ("PASS", "MISS") and t["value"] > 0
+        if t["target"].startswith("cygru p99"):
+            idle = conds["idle"]["peers"]["cygru"]["median_us"]
+            p99 = conds[t["condition"]]["peers"]["cygru"]["p99_us"]
+            assert t["value"] == pytest.approx(p99 / idle)
+            assert (t["result"] == "PASS") == (t["value"] <= 5.0)
+    assert "| case | load | peer |" in out_md.read_text()
+
+
+def test_latency_quantiles_and_arguments(monkeypatch):
+    """The nearest-rank quantiles, the condition list and bad arguments (no timing)."""
+    import importlib.util
+
+    # latency.py puts benchmarks/ on sys.path and imports run and under_load: undo that after
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("run", "under_load"):
+        if name not in sys.modules:
+            monkeypatch.setitem(sys.modules, name, None)
+            monkeypatch.delitem(sys.modules, name)
+    spec = importlib.util.spec_from_file_location("_bench_latency", LATENCY)
+    lat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lat)
+    v = list(range(1, 1501))
+    assert lat.nearest_rank(v, 0.5) == 750 and lat.nearest_rank(v, 0.99) == 1485
+    assert lat.nearest_rank([7], 0.99) == 7
+    assert lat.conditions_for([0, 1, 2], ["spin", "omp"]) == [
+        ("idle", None, 0),
+        ("1 spin", "spin", 1),
+        ("2 spin", "spin", 2),
+        ("1 omp", "omp", 1),
+        ("2 omp", "omp", 2),
+    ]
+    args = lat.parse_args(["--busy", "2", "--cases", "small-latency", "db-h512-b1-t1"])
+    assert args.busy == [0, 2] and args.calls == 1500 and args.rounds == 3
+    assert args.cases == ["small-latency", "db-h512-b1-t1"]
+    assert lat.parse_args([]).cases == ["one-step", "small-latency"]
+    for bad in (["--calls", "0"], ["--busy", "-1"], ["--gap-us", "-5"], ["--cases", "nope"]):
+        with pytest.raises(SystemExit):
+            lat.parse_args(bad)
