@@ -240,6 +240,7 @@ cdef extern from "cygru_pool.h" nogil:
     long cygru_pool_spin_ns
     int cygru_pool_spin_yield
     int cygru_pool_chaos
+    long cygru_pool_stat_sleeps, cygru_pool_stat_sleep_ns, cygru_pool_stat_max_ns
     int CYGRU_POOL_MAX_DIRS
 
 
@@ -304,6 +305,17 @@ def _set_chaos(int every):
     random at the protocol's windows, about once in `every` times (0: off)."""
     global cygru_pool_chaos
     cygru_pool_chaos = every
+
+
+def _pool_stats(bint reset=False):
+    """Diagnostics: (waits, total ns, longest ns) of the calling threads' phase waits
+    that went past the spin to sleep (a phase held up by a piece a worker claimed);
+    reset: start counting again."""
+    global cygru_pool_stat_sleeps, cygru_pool_stat_sleep_ns, cygru_pool_stat_max_ns
+    r = (cygru_pool_stat_sleeps, cygru_pool_stat_sleep_ns, cygru_pool_stat_max_ns)
+    if reset:
+        cygru_pool_stat_sleeps = cygru_pool_stat_sleep_ns = cygru_pool_stat_max_ns = 0
+    return r
 
 
 def pool_workers():

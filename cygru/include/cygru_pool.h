@@ -99,6 +99,10 @@ static int cygru_pool_spin_yield = 0;
 /* test hook: > 0 makes every thread yield or sleep at random at the protocol's
  * windows (after a snapshot, before and after a claim) about once in `chaos` times */
 static int cygru_pool_chaos = 0;
+/* diagnostics (cygru._engine._pool_stats): the calling threads' phase waits that went
+ * past the spin to the futex, and their time in all (ns) and at most */
+static long cygru_pool_stat_sleeps = 0, cygru_pool_stat_sleep_ns = 0, cygru_pool_stat_max_ns = 0;
+static __thread int cygru_pool_in_caller = 0;
 
 static inline void cygru_pool_maybe_stall(void) {
     static __thread unsigned rng = 0;
@@ -165,6 +169,7 @@ static inline int cygru_pool_wait_phase(cygru_pool_dir *w, unsigned g, long end)
     cygru_phase_wait pw = {w, g, end};
     int r;
     if (!cygru_pool_spin(cygru_pool_phase_ready, &pw)) {
+        long t0 = cygru_pool_in_caller ? cygru_pool_now_ns() : 0;
         /* register, read seq, re-check: a completion after the re-check changes seq,
          * so FUTEX_WAIT refuses to sleep or wakes us (cygru_work.h's argument) */
         __atomic_add_fetch(&w->sleepers, 1, __ATOMIC_SEQ_CST);
@@ -175,6 +180,13 @@ static inline int cygru_pool_wait_phase(cygru_pool_dir *w, unsigned g, long end)
             cygru_futex_wait(&w->seq, seq);
         }
         __atomic_sub_fetch(&w->sleepers, 1, __ATOMIC_SEQ_CST);
+        if (cygru_pool_in_caller) {
+            long dt = cygru_pool_now_ns() - t0;
+            __atomic_add_fetch(&cygru_pool_stat_sleeps, 1, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&cygru_pool_stat_sleep_ns, dt, __ATOMIC_RELAXED);
+            if (dt > __atomic_load_n(&cygru_pool_stat_max_ns, __ATOMIC_RELAXED))
+                __atomic_store_n(&cygru_pool_stat_max_ns, dt, __ATOMIC_RELAXED);
+        }
     }
     r = cygru_pool_phase_state(&pw);
     return r == 1;
@@ -380,7 +392,9 @@ static int cygru_pool_run(cygru_piece_fn fn, int D, int n, void *const *runs,
                 (void *)0, 0);
 #endif
     }
+    cygru_pool_in_caller = 1;
     cygru_pool_run_job(g, 0, fn, D, n, runs, K, P);   /* returns with every phase over */
+    cygru_pool_in_caller = 0;
     /* close job g (I3: no claim of it can succeed any more), then free the pool; the
      * fence orders the close before the next owner's descriptor writes (I1) */
     __atomic_store_n(&cygru_pool.gen, g + 1, __ATOMIC_SEQ_CST);
