@@ -240,7 +240,8 @@ cdef extern from "cygru_pool.h" nogil:
     long cygru_pool_spin_ns
     int cygru_pool_spin_yield
     int cygru_pool_chaos
-    long cygru_pool_stat_sleeps, cygru_pool_stat_sleep_ns, cygru_pool_stat_max_ns
+    void cygru_pool_set_policy(long spin_ns, int use_yield, int chaos)
+    void cygru_pool_get_stats(long* out, int reset)
     int CYGRU_POOL_MAX_DIRS
 
 
@@ -289,9 +290,7 @@ def _spin_policy_from_env(environ):
 def _set_spin_policy(long ns, bint use_yield):
     """Set the waiting policy (tests and benchmarks): spin `ns` nanoseconds, pausing or
     (use_yield) yielding, then sleep on a futex."""
-    global cygru_pool_spin_ns, cygru_pool_spin_yield
-    cygru_pool_spin_ns = ns
-    cygru_pool_spin_yield = use_yield
+    cygru_pool_set_policy(ns, use_yield, cygru_pool_chaos)
     return spin_policy()
 
 
@@ -303,19 +302,16 @@ def spin_policy():
 def _set_chaos(int every):
     """Test hook: with every > 0, the pool's threads yield or sleep (up to 0.2 ms) at
     random at the protocol's windows, about once in `every` times (0: off)."""
-    global cygru_pool_chaos
-    cygru_pool_chaos = every
+    cygru_pool_set_policy(cygru_pool_spin_ns, cygru_pool_spin_yield, every)
 
 
 def _pool_stats(bint reset=False):
     """Diagnostics: (waits, total ns, longest ns) of the calling threads' phase waits
     that went past the spin to sleep (a phase held up by a piece a worker claimed);
     reset: start counting again."""
-    global cygru_pool_stat_sleeps, cygru_pool_stat_sleep_ns, cygru_pool_stat_max_ns
-    r = (cygru_pool_stat_sleeps, cygru_pool_stat_sleep_ns, cygru_pool_stat_max_ns)
-    if reset:
-        cygru_pool_stat_sleeps = cygru_pool_stat_sleep_ns = cygru_pool_stat_max_ns = 0
-    return r
+    cdef long out[3]
+    cygru_pool_get_stats(out, reset)
+    return out[0], out[1], out[2]
 
 
 def pool_workers():

@@ -120,6 +120,24 @@ static inline void cygru_pool_maybe_stall(void) {
     }
 }
 
+/* the knobs and diagnostics are read by running workers: set and read them atomically */
+static inline void cygru_pool_set_policy(long spin_ns, int use_yield, int chaos) {
+    __atomic_store_n(&cygru_pool_spin_ns, spin_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&cygru_pool_spin_yield, use_yield, __ATOMIC_RELAXED);
+    __atomic_store_n(&cygru_pool_chaos, chaos, __ATOMIC_RELAXED);
+}
+
+static inline void cygru_pool_get_stats(long *out, int reset) {
+    out[0] = __atomic_load_n(&cygru_pool_stat_sleeps, __ATOMIC_RELAXED);
+    out[1] = __atomic_load_n(&cygru_pool_stat_sleep_ns, __ATOMIC_RELAXED);
+    out[2] = __atomic_load_n(&cygru_pool_stat_max_ns, __ATOMIC_RELAXED);
+    if (reset) {
+        __atomic_store_n(&cygru_pool_stat_sleeps, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&cygru_pool_stat_sleep_ns, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&cygru_pool_stat_max_ns, 0, __ATOMIC_RELAXED);
+    }
+}
+
 static inline long cygru_pool_now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -128,8 +146,8 @@ static inline long cygru_pool_now_ns(void) {
 
 /* Spin (or yield) until ready(arg) or the budget is spent; returns ready's last value. */
 static inline int cygru_pool_spin(int (*ready)(const void *), const void *arg) {
-    long budget = cygru_pool_spin_ns, t0;
-    int yield = cygru_pool_spin_yield;
+    long budget = __atomic_load_n(&cygru_pool_spin_ns, __ATOMIC_RELAXED), t0;
+    int yield = __atomic_load_n(&cygru_pool_spin_yield, __ATOMIC_RELAXED);
     if (ready(arg))
         return 1;
     if (budget <= 0)
@@ -330,18 +348,18 @@ static void cygru_pool_grow(int n) {
     pthread_attr_t attr;
     if (n > CYGRU_POOL_MAX_WORKERS)
         n = CYGRU_POOL_MAX_WORKERS;
-    if (cygru_pool.n_workers >= n)
+    if (__atomic_load_n(&cygru_pool.n_workers, __ATOMIC_RELAXED) >= n)
         return;
     if (pthread_attr_init(&attr) != 0)
         return;
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
-    while (cygru_pool.n_workers < n) {
+    while (__atomic_load_n(&cygru_pool.n_workers, __ATOMIC_RELAXED) < n) {
         pthread_t th;
         if (pthread_create(&th, &attr, cygru_pool_worker, (void *)0) != 0)
             break;                          /* fewer workers: the caller does the rest */
-        cygru_pool.n_workers++;
+        __atomic_add_fetch(&cygru_pool.n_workers, 1, __ATOMIC_RELAXED);
     }
     pthread_sigmask(SIG_SETMASK, &saved, (sigset_t *)0);
     pthread_attr_destroy(&attr);
