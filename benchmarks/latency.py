@@ -211,18 +211,26 @@ def nearest_rank(sorted_v, q):
     return sorted_v[max(0, math.ceil(q * len(sorted_v)) - 1)]
 
 
-def time_calls(model, calls, warm, gap_s=0.0):
-    """``warm`` untimed calls, then ``calls`` calls each timed alone; stats in µs."""
+def time_calls(model, calls, warm, gap_s=0.0, max_s=None):
+    """``warm`` untimed calls, then ``calls`` calls each timed alone; stats in µs.
+
+    A measurement that runs past ``max_s`` seconds stops after the call in progress (at
+    least one call is timed): ``stats["calls"]`` says how many calls it timed.
+    """
     import resource
 
     clock = time.perf_counter_ns
     call, next_h = model.call, model.next_h
     h = model.h
     for _ in range(warm):
-        h = next_h(call(h)) if model.chained else (call(h), None)[1]
+        out = call(h)
+        if model.chained:
+            h = next_h(out)
     ns = [0] * calls
+    done = calls
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = _now()
+    end_ns = clock() + int(max_s * 1e9) if max_s else None
     for i in range(calls):
         t0 = clock()
         out = call(h)
@@ -232,7 +240,11 @@ def time_calls(model, calls, warm, gap_s=0.0):
             h = next_h(out)
         if gap_s:
             time.sleep(gap_s)
+        if end_ns is not None and t1 > end_ns:
+            done = i + 1
+            break
     wall = _now() - w0
+    del ns[done:]
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     model.h = h
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -242,7 +254,7 @@ def time_calls(model, calls, warm, gap_s=0.0):
     stats["min_us"] = v[0] / 1e3
     stats["mean_us"] = sum(v) / len(v) / 1e3
     stats["over_1ms"] = sum(1 for t in v if t > 1_000_000)
-    stats["calls"] = calls
+    stats["calls"] = done
     stats["cpu_cores"] = cpu / wall if wall > 0 else None
     stats["wall_s"] = wall
     return stats
@@ -276,7 +288,9 @@ def measure_main(args):
                 reply = {"ok": True, "out": path, "first_call_ms": 1e3 * first, "info": m.info}
             elif cmd == "sample":
                 m = models[req["case"]]
-                stats = time_calls(m, req["calls"], req["warm"], req.get("gap_s", 0.0))
+                stats = time_calls(
+                    m, req["calls"], req["warm"], req.get("gap_s", 0.0), req.get("max_s")
+                )
                 reply = {"ok": True, **stats}
             elif cmd == "drop":
                 models.pop(req["case"], None)
@@ -422,6 +436,7 @@ def run_case(case, args, workers, loads, conds, workdir, peers, log):
                             "calls": args.calls,
                             "warm": args.warm,
                             "gap_s": args.gap_us * 1e-6,
+                            "max_s": args.max_s,
                         }
                     )
                     wall = _now() - w0
@@ -452,6 +467,7 @@ def summarize(rounds, conds):
             row[p] = {f"{s}_us": _median([r[f"{s}_us"] for r in rs]) for s in STATS}
             row[p]["mean_us"] = _median([r["mean_us"] for r in rs])
             row[p]["over_1ms"] = [r["over_1ms"] for r in rs]
+            row[p]["calls"] = [r["calls"] for r in rs]
             row[p]["load_cores"] = _median([r["load_cores"] for r in rs])
             row[p]["rounds"] = rs
         out[name] = {"kind": kind, "busy": count, "label": cond_label(kind, count), "peers": row}
@@ -638,6 +654,13 @@ def parse_args(argv=None):
         "--warm", type=int, default=20, help="untimed calls before each measurement (default 20)"
     )
     ap.add_argument(
+        "--max-s",
+        type=float,
+        default=30.0,
+        help="stop a measurement after this many seconds, with fewer calls (default 30; "
+        "a peer whose threads keep waiting for a core can take seconds per call)",
+    )
+    ap.add_argument(
         "--settle-ms",
         type=float,
         default=50.0,
@@ -682,6 +705,8 @@ def parse_args(argv=None):
         ap.error(f"--busy counts must be >= 0 (got {args.busy})")
     if 0 not in args.busy:
         args.busy = [0] + args.busy  # idle is the reference of the tail target
+    if args.max_s <= 0:
+        ap.error(f"--max-s must be > 0 (got {args.max_s})")
     if args.gap_us < 0 or args.settle_ms < 0:
         ap.error(f"--gap-us and --settle-ms must be >= 0 (got {args.gap_us}, {args.settle_ms})")
     args.loads = list(dict.fromkeys(args.loads))
@@ -833,6 +858,19 @@ def main(argv=None):
     if interrupted:
         return 130
 
+    for case, r in cases_res.items():
+        for p, e in r.get("peers", {}).items():
+            if e.get("status") == "error":
+                notes.append(f"{case}: {PEER_LABEL[p]} failed, not timed: {e.get('note')}")
+        for c in r.get("conditions", {}).values():
+            for p, e in c["peers"].items():
+                short = [n for n in e["calls"] if n < args.calls]
+                if short:
+                    notes.append(
+                        f"{case}, {c['label']}, {PEER_LABEL[p]}: {len(short)} measurement(s) "
+                        f"stopped at --max-s {args.max_s:g} s after "
+                        f"{', '.join(map(str, short))} of {args.calls} calls"
+                    )
     targets = evaluate_targets(cases_res)
     n_pass = sum(t["result"] == "PASS" for t in targets)
     n_judged = sum(t["result"] != "n/a" for t in targets)
@@ -878,7 +916,7 @@ def main(argv=None):
         report += ["### !!! MISMATCH (not timed): " + ", ".join(mism), ""]
     elif len(peers) > 1:
         report += [
-            f"Every peer's output and h_n matched cygru's before timing (max abs diff "
+            f"Every timed peer's output and h_n matched cygru's before timing (max abs diff "
             f"<= {ATOL:g}).",
             "",
         ]

@@ -104,6 +104,23 @@ cdef size_t backward_work_size(const cygru_problem* pb, int n_threads) noexcept 
 cdef void layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
                         const cygru_forward_io* io, void* work, int n_threads) noexcept nogil
 
+# Prepared weights: a direction's W_ih and W_hh packed once (the layout the forward
+# packs them into per call; it does not depend on the thread count) and copies of its
+# biases (zeros for NULL ones), in one block of dir_prepared_size(H, In, itemsize) bytes
+# (a multiple of 64; position-independent: a block may be copied). A forward given
+# blocks reads them instead of the weights and packs nothing: the same bits as
+# layer_forward on the weights the blocks were prepared from. A block is a snapshot:
+# nothing here notices a later change of the weights (prepare again).
+cdef size_t dir_prepared_size(int H, int In, int itemsize) noexcept nogil
+cdef void prepare_direction(int H, int In, int itemsize, const cygru_dir_weights* w,
+                            void* dst) noexcept nogil
+# layer_forward over D prepared blocks (only read: any number of calls may share them);
+# its workspace (forward_work_size_prepared) holds no packing.
+cdef size_t forward_work_size_prepared(const cygru_problem* pb, int n_threads) noexcept nogil
+cdef void layer_forward_prepared(const cygru_problem* pb, const void* const* prepared,
+                                 const cygru_forward_io* io, void* work,
+                                 int n_threads) noexcept nogil
+
 # Its backward: the time loops, then each direction's weight gradients (+= into
 # grads) and dL/dx.
 cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
@@ -120,3 +137,16 @@ cdef int model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
                        bint reset_after, bint reverse, const cygru_dir_weights* dirs,
                        const void* x, const void* h0, const int* lengths, void* output,
                        void* h_n, void* work) noexcept nogil
+
+# A whole model's prepared blocks: L*D blocks of prepare_direction back to back
+# (layer-major), model_prepared_size bytes; model_forward on them (dirs replaced by the
+# blocks), with a workspace of model_work_size_prepared bytes.
+cdef size_t model_prepared_size(int In, int H, int L, int D, int itemsize) noexcept nogil
+cdef void model_prepare(int In, int H, int L, int D, int itemsize,
+                        const cygru_dir_weights* dirs, void* dst) noexcept nogil
+cdef size_t model_work_size_prepared(int T, int B, int In, int H, int L, int D,
+                                     int itemsize) noexcept nogil
+cdef int model_forward_prepared(int T, int B, int In, int H, int L, int D, int itemsize,
+                                bint reset_after, bint reverse, const void* prepared,
+                                const void* x, const void* h0, const int* lengths,
+                                void* output, void* h_n, void* work) noexcept nogil

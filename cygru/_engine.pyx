@@ -9,7 +9,8 @@ from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, cygru_work, cygru_wor
                              gru_direction_forward, gru_direction_backward,
                              forward_phase_count, forward_phase_piece,
                              backward_phase_count, backward_phase_piece,
-                             gru_direction_weight_grads, part_pack_size, backward_pack_size)
+                             gru_direction_weight_grads, gate_pack_size, pack_gate_weights,
+                             backward_pack_size)
 
 # Scratch for the input projection of one direction is at most this many bytes (or one
 # step, if a single step is larger), unless all steps of all directions fit in
@@ -38,29 +39,30 @@ PIECES = PIECES_PER_THREAD
 
 cdef void thread_plan(int n_threads, int D, int H, int* per_dir, int* n_sets,
                       int* n_pieces) noexcept nogil:
-    # a group of threads per direction, at most one thread per hidden unit; with fewer
-    # threads than directions, a thread runs directions one after the other
+    # a group of threads per direction, at most one thread per piece and one piece per
+    # panel of 16 hidden units (pieces are whole panels of the packed weights, so their
+    # layout does not depend on the plan); with fewer threads than directions, a thread
+    # runs directions one after the other
+    cdef int panels = (H + 15) // 16
     cdef int per = n_threads // D
     if per < 1:
         per = 1
-    if per > H:
-        per = H
+    if per > panels:
+        per = panels
     per_dir[0] = per
     n_sets[0] = per * D if n_threads >= D else n_threads
     if n_threads <= 1:
         n_pieces[0] = 1                 # one thread: the whole hidden range, one claim
     else:
-        n_pieces[0] = PIECES_PER_THREAD * per if PIECES_PER_THREAD * per < H else H
+        n_pieces[0] = PIECES_PER_THREAD * per if PIECES_PER_THREAD * per < panels else panels
 
 
 cdef inline int _cut(int H, int parts, int k) noexcept nogil:
-    """Bound k of `parts` slices of H units, at multiples of 16 when H allows (whole
-    panels of the packed kernel)."""
+    """Bound k of `parts` (<= ceil(H/16)) slices of H units: at multiples of 16 (whole
+    panels of the packed weights), every slice at least one panel."""
     if k >= parts:
         return H
-    if H >= 32 * parts:
-        return ((<long>H * k // parts) // 16) * 16
-    return <int>(<long>H * k // parts)
+    return 16 * <int>(<long>((H + 15) // 16) * k // parts)
 
 
 cdef int chunk_steps(int T, int B, int H, int D, int itemsize) noexcept nogil:
@@ -162,22 +164,23 @@ cdef int _pieces_setup(_Arena* a, int n_threads, int D, int H, int* n_pieces_out
 
 
 cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
+                           const void* const* prepared, bint is_prepared,
                            const cygru_forward_io* io, int n_threads, void* work,
                            cygru_fwd_run** runs_out) noexcept nogil:
-    """Carve the forward's workspace and fill its structs (work NULL: only count)."""
+    """Carve the forward's workspace and fill its structs (work NULL: only count). With
+    is_prepared, direction d's weights are the prepared block prepared[d] (w is not
+    read) and the workspace holds no packing."""
     cdef _Arena a
     cdef int T = pb.T, B = pb.B, I = pb.In, H = pb.H, D = pb.D, d, k
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
-    cdef int P, U_max
+    cdef int P
     cdef int chunk = min(pb.chunk, T) if pb.chunk > 0 else chunk_steps(T, B, H, D, pb.itemsize)
-    cdef Py_ssize_t slot_ih, slot_hh
     cdef cygru_fwd_run* runs
     cdef cygru_fwd_run* s
     cdef int* bounds
+    cdef cygru_dir_weights wd
     _arena_init(&a, work)
-    U_max = _pieces_setup(&a, n_threads, D, H, &P, &bounds)
-    slot_ih = part_pack_size(U_max, I)
-    slot_hh = part_pack_size(U_max, H)
+    _pieces_setup(&a, n_threads, D, H, &P, &bounds)
     runs = <cygru_fwd_run*>_take(&a, D, sizeof(cygru_fwd_run))
     for d in range(D):
         s = &runs[d] if runs != NULL else NULL
@@ -186,9 +189,13 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             s.chunk, s.n_pieces = chunk, P
             s.reverse, s.reset_after = pb.reverse or d == 1, pb.reset_after
             s.x = io.x
-            s.w_ih, s.w_hh, s.b_ih, s.b_hh = w[d].w_ih, w[d].w_hh, w[d].b_ih, w[d].b_hh
+            if is_prepared:
+                _prepared_dir(H, I, pb.itemsize, prepared[d], &wd, &s.pack_ih, &s.pack_hh)
+            else:
+                wd = w[d]
+            s.w_ih, s.w_hh, s.b_ih, s.b_hh = wd.w_ih, wd.w_hh, wd.b_ih, wd.b_hh
+            s.prepared = is_prepared
             s.bounds = bounds
-            s.pack_ih_slot, s.pack_hh_slot = slot_ih, slot_hh
             s.out = <char*>io.out + <size_t>d * H * it
             s.out_ts, s.out_bs = io.out_ts, io.out_bs
             s.state = <char*>io.states + d * BH * it
@@ -199,8 +206,9 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
                 s.hprev = <char*>io.hprevs + <size_t>d * T * BH * it
         work_d = <cygru_work*>_take(&a, 1, sizeof(cygru_work))
         last = <int*>_take(&a, P, sizeof(int))
-        pack_ih = _take(&a, <size_t>P * slot_ih, it)
-        pack_hh = _take(&a, <size_t>P * slot_hh, it)
+        if not is_prepared:
+            pack_ih = _take(&a, gate_pack_size(H, I), it)
+            pack_hh = _take(&a, gate_pack_size(H, H), it)
         bias = _take(&a, 6 * <size_t>H, it)
         gh = _take(&a, 3 * BH, it)
         state_alt = _take(&a, BH, it)
@@ -211,7 +219,9 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             for k in range(P):
                 last[k] = -1
             s.work, s.last = work_d, last
-            s.pack_ih, s.pack_hh, s.bias, s.gh = pack_ih, pack_hh, bias, gh
+            if not is_prepared:
+                s.pack_ih, s.pack_hh = pack_ih, pack_hh
+            s.bias, s.gh = bias, gh
             s.state_alt, s.gi_buf, s.rh_buf = state_alt, gi_buf, rh_buf
     if runs_out != NULL:
         runs_out[0] = runs
@@ -219,7 +229,11 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
 
 
 cdef size_t forward_work_size(const cygru_problem* pb, int n_threads) noexcept nogil:
-    return _forward_setup(pb, NULL, NULL, n_threads, NULL, NULL)
+    return _forward_setup(pb, NULL, NULL, False, NULL, n_threads, NULL, NULL)
+
+
+cdef size_t forward_work_size_prepared(const cygru_problem* pb, int n_threads) noexcept nogil:
+    return _forward_setup(pb, NULL, NULL, True, NULL, n_threads, NULL, NULL)
 
 
 # The threads: cygru's own worker pool (include/cygru_pool.h), not an OpenMP region. The
@@ -370,11 +384,23 @@ cdef void _run_directions(_direction_fn fn, cygru_piece_fn piece, char* runs, si
 
 cdef void layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
                         const cygru_forward_io* io, void* work, int n_threads) noexcept nogil:
+    _layer_forward(pb, w, NULL, False, io, work, n_threads)
+
+
+cdef void layer_forward_prepared(const cygru_problem* pb, const void* const* prepared,
+                                 const cygru_forward_io* io, void* work,
+                                 int n_threads) noexcept nogil:
+    _layer_forward(pb, NULL, prepared, True, io, work, n_threads)
+
+
+cdef void _layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
+                         const void* const* prepared, bint is_prepared,
+                         const cygru_forward_io* io, void* work, int n_threads) noexcept nogil:
     cdef cygru_fwd_run* runs
     cdef int per_dir, n_sets, P, d
     cdef long K[2]
     cdef size_t BH = <size_t>pb.B * pb.H
-    _forward_setup(pb, w, io, n_threads, work, &runs)
+    _forward_setup(pb, w, prepared, is_prepared, io, n_threads, work, &runs)
     thread_plan(n_threads, pb.D, pb.H, &per_dir, &n_sets, &P)
     for d in range(min(pb.D, 2)):
         K[d] = forward_phase_count(&runs[d])
@@ -479,6 +505,71 @@ cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
         _input_grad(pb, w, io, <const double*>dgi)
 
 
+# -- prepared weights: a direction's packing made once, read by any number of calls --------
+
+cdef inline size_t _lines(size_t nbytes) noexcept nogil:
+    return (nbytes + _LINE - 1) // _LINE * _LINE
+
+
+cdef size_t dir_prepared_size(int H, int In, int itemsize) noexcept nogil:
+    # W_ih's packing, W_hh's, b_ih, b_hh: each on lines of its own
+    return (_lines(<size_t>gate_pack_size(H, In) * itemsize)
+            + _lines(<size_t>gate_pack_size(H, H) * itemsize)
+            + 2 * _lines(3 * <size_t>H * itemsize))
+
+
+cdef void prepare_direction(int H, int In, int itemsize, const cygru_dir_weights* w,
+                            void* dst) noexcept nogil:
+    cdef char* p = <char*>dst
+    cdef size_t gate_bytes = 3 * <size_t>H * itemsize
+    pack_gate_weights(H, In, itemsize, w.w_ih, p)
+    p += _lines(<size_t>gate_pack_size(H, In) * itemsize)
+    pack_gate_weights(H, H, itemsize, w.w_hh, p)
+    p += _lines(<size_t>gate_pack_size(H, H) * itemsize)
+    if w.b_ih != NULL:
+        memcpy(p, w.b_ih, gate_bytes)
+    else:
+        memset(p, 0, gate_bytes)
+    p += _lines(gate_bytes)
+    if w.b_hh != NULL:
+        memcpy(p, w.b_hh, gate_bytes)
+    else:
+        memset(p, 0, gate_bytes)
+
+
+cdef void _prepared_dir(int H, int In, int itemsize, const void* block, cygru_dir_weights* w,
+                        void** pack_ih, void** pack_hh) noexcept nogil:
+    """The parts of a block of prepare_direction: the packings and the biases (the
+    weights themselves are not in it: w.w_ih, w.w_hh are NULL)."""
+    cdef char* p = <char*>block
+    pack_ih[0] = p
+    p += _lines(<size_t>gate_pack_size(H, In) * itemsize)
+    pack_hh[0] = p
+    p += _lines(<size_t>gate_pack_size(H, H) * itemsize)
+    w.w_ih = w.w_hh = NULL
+    w.b_ih = p
+    w.b_hh = p + _lines(3 * <size_t>H * itemsize)
+
+
+cdef size_t model_prepared_size(int In, int H, int L, int D, int itemsize) noexcept nogil:
+    cdef size_t n = 0
+    cdef int k
+    for k in range(L):
+        n += D * dir_prepared_size(H, In if k == 0 else D * H, itemsize)
+    return n
+
+
+cdef void model_prepare(int In, int H, int L, int D, int itemsize,
+                        const cygru_dir_weights* dirs, void* dst) noexcept nogil:
+    cdef char* p = <char*>dst
+    cdef int k, d, I_k
+    for k in range(L):
+        I_k = In if k == 0 else D * H
+        for d in range(D):
+            prepare_direction(H, I_k, itemsize, &dirs[<Py_ssize_t>k * D + d], p)
+            p += dir_prepared_size(H, I_k, itemsize)
+
+
 # -- a whole model (the C API) -------------------------------------------------------------
 
 ctypedef struct _ModelWork:
@@ -492,7 +583,7 @@ ctypedef struct _ModelWork:
 
 
 cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize,
-                         void* work, _ModelWork* m) noexcept nogil:
+                         bint is_prepared, void* work, _ModelWork* m) noexcept nogil:
     """Carve a model call's workspace (work NULL: only count): the schedule, the
     sorted states, a zero bias, one layer's scratch and 0-2 buffers for the outputs
     of the layers below the last."""
@@ -501,6 +592,7 @@ cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize
     cdef cygru_problem pb
     cdef int k
     _arena_init(&a, work)
+    m.scratch = m.bufs[0] = m.bufs[1] = NULL
     m.perm = <Py_ssize_t*>_take(&a, B, sizeof(Py_ssize_t))
     m.active = <int*>_take(&a, T, sizeof(int))
     m.counts = <int*>_take(&a, <size_t>T + 1, sizeof(int))
@@ -509,7 +601,7 @@ cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize
     pb.T, pb.B, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, H, D, itemsize, 0
     for k in range(2 if L > 1 else 1):
         pb.In = In if k == 0 else D * H
-        n = forward_work_size(&pb, 1)
+        n = forward_work_size_prepared(&pb, 1) if is_prepared else forward_work_size(&pb, 1)
         if n == 0:
             return 0
         if n > layer:
@@ -526,22 +618,48 @@ cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize
 cdef size_t model_work_size(int T, int B, int In, int H, int L, int D,
                             int itemsize) noexcept nogil:
     cdef _ModelWork m
-    return _model_setup(T, B, In, H, L, D, itemsize, NULL, &m)
+    return _model_setup(T, B, In, H, L, D, itemsize, False, NULL, &m)
+
+
+cdef size_t model_work_size_prepared(int T, int B, int In, int H, int L, int D,
+                                     int itemsize) noexcept nogil:
+    cdef _ModelWork m
+    return _model_setup(T, B, In, H, L, D, itemsize, True, NULL, &m)
 
 
 cdef int model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
                        bint reset_after, bint reverse, const cygru_dir_weights* dirs,
                        const void* x, const void* h0, const int* lengths, void* output,
                        void* h_n, void* work) noexcept nogil:
+    return _model_forward(T, B, In, H, L, D, itemsize, reset_after, reverse, dirs, NULL,
+                          x, h0, lengths, output, h_n, work)
+
+
+cdef int model_forward_prepared(int T, int B, int In, int H, int L, int D, int itemsize,
+                                bint reset_after, bint reverse, const void* prepared,
+                                const void* x, const void* h0, const int* lengths,
+                                void* output, void* h_n, void* work) noexcept nogil:
+    return _model_forward(T, B, In, H, L, D, itemsize, reset_after, reverse, NULL, prepared,
+                          x, h0, lengths, output, h_n, work)
+
+
+cdef int _model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
+                        bint reset_after, bint reverse, const cygru_dir_weights* dirs,
+                        const void* prepared, const void* x, const void* h0,
+                        const int* lengths, void* output, void* h_n,
+                        void* work) noexcept nogil:
+    """model_forward (dirs), or model_forward_prepared (prepared, dirs NULL)."""
     cdef _ModelWork m
     cdef size_t it = itemsize, BH = <size_t>B * H, row = <size_t>H * itemsize
     cdef cygru_problem pb
     cdef cygru_forward_io io
     cdef cygru_dir_weights w[2]
+    cdef const void* blocks[2]
+    cdef const char* block = <const char*>prepared
     cdef int k, d, i
     cdef char* s
     cdef const char* src
-    _model_setup(T, B, In, H, L, D, itemsize, work, &m)
+    _model_setup(T, B, In, H, L, D, itemsize, prepared != NULL, work, &m)
     if schedule(T, B, lengths, m.perm, m.active, m.counts) != 0:
         return 1
     if B == 0:
@@ -557,11 +675,15 @@ cdef int model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
         io.out = output if k == L - 1 else m.bufs[k % 2]
         io.out_ts, io.out_bs = <Py_ssize_t>D * B * H, <Py_ssize_t>D * H
         for d in range(D):
-            w[d] = dirs[<Py_ssize_t>k * D + d]
-            if w[d].b_ih == NULL:
-                w[d].b_ih = m.zero_bias
-            if w[d].b_hh == NULL:
-                w[d].b_hh = m.zero_bias
+            if prepared != NULL:
+                blocks[d] = block
+                block += dir_prepared_size(H, pb.In, itemsize)
+            else:
+                w[d] = dirs[<Py_ssize_t>k * D + d]
+                if w[d].b_ih == NULL:
+                    w[d].b_ih = m.zero_bias
+                if w[d].b_hh == NULL:
+                    w[d].b_hh = m.zero_bias
             # h0 gathered into sorted order (before any h_n is written: h_n may be h0)
             s = m.state + d * BH * it
             if h0 == NULL:
@@ -570,7 +692,10 @@ cdef int model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
                 src = <const char*>h0 + (<size_t>k * D + d) * BH * it
                 for i in range(B):
                     memcpy(s + <size_t>i * row, src + <size_t>m.perm[i] * row, row)
-        layer_forward(&pb, w, &io, m.scratch, 1)
+        if prepared != NULL:
+            layer_forward_prepared(&pb, blocks, &io, m.scratch, 1)
+        else:
+            layer_forward(&pb, w, &io, m.scratch, 1)
         if h_n != NULL:
             for d in range(D):
                 s = m.state + d * BH * it
@@ -611,3 +736,48 @@ def _plan(int n_threads, int D, int H):
     cdef int per_dir, n_sets, P
     thread_plan(n_threads, D, H, &per_dir, &n_sets, &P)
     return per_dir, n_sets, [_cut(H, P, k) for k in range(P + 1)]
+
+
+def _forward_prepared(x, weights, int H, bint reset_after, bint reverse, int n_threads):
+    """One layer's forward over x (T, B, In) from zero states, all sequences full length,
+    on weights prepared by prepare_direction (weights: D tuples (w_ih, w_hh, b_ih, b_hh)
+    of C-contiguous arrays of x's dtype, biases None for none) and run by
+    layer_forward_prepared on n_threads threads: (output (T, B, D*H), h_n (D, B, H)).
+    A test hook: tests/test_prepared.py compares it with cygru.GRU for any thread count."""
+    cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], D = len(weights), d
+    cdef int itemsize = x.dtype.itemsize
+    cdef cygru_problem pb
+    cdef cygru_forward_io io
+    cdef cygru_dir_weights w
+    cdef const void* blocks[2]
+    perm, active = lengths_schedule(None, T, B)
+    out = np.zeros((T, B, D * H), x.dtype)
+    states = np.zeros((D, B, H), x.dtype)
+    block_arrays = []
+    for d in range(D):
+        block = np.zeros(dir_prepared_size(H, I, itemsize) + _LINE, np.uint8)
+        block = block[(-block.ctypes.data) % _LINE:]
+        w.w_ih = <const void*><uintptr_t>weights[d][0].ctypes.data
+        w.w_hh = <const void*><uintptr_t>weights[d][1].ctypes.data
+        w.b_ih = w.b_hh = NULL
+        if weights[d][2] is not None:
+            w.b_ih = <const void*><uintptr_t>weights[d][2].ctypes.data
+        if weights[d][3] is not None:
+            w.b_hh = <const void*><uintptr_t>weights[d][3].ctypes.data
+        prepare_direction(H, I, itemsize, &w, <void*><uintptr_t>block.ctypes.data)
+        blocks[d] = <const void*><uintptr_t>block.ctypes.data
+        block_arrays.append(block)
+    pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, I, H, D, itemsize, 0
+    pb.reset_after, pb.reverse = reset_after, reverse
+    pb.perm = <const Py_ssize_t*><uintptr_t>perm.ctypes.data
+    pb.active = <const int*><uintptr_t>active.ctypes.data
+    io.x = <const void*><uintptr_t>x.ctypes.data
+    io.out = <void*><uintptr_t>out.ctypes.data
+    io.out_ts, io.out_bs = <Py_ssize_t>B * D * H, D * H
+    io.states = <void*><uintptr_t>states.ctypes.data
+    io.caches = io.hprevs = NULL
+    work = np.empty(forward_work_size_prepared(&pb, n_threads), np.uint8)
+    cdef void* wp = <void*><uintptr_t>work.ctypes.data
+    with nogil:
+        layer_forward_prepared(&pb, blocks, &io, wp, n_threads)
+    return out, states

@@ -32,8 +32,8 @@ cdef extern from "cygru_work.h" nogil:
 # One direction of one layer over a whole sequence is run by any number of threads that
 # claim its work in pieces (slices of hidden units, more pieces than threads), phase
 # after phase: per time step the gates (reset_after) or the r,z and then the n pass (a
-# piece packs its weights the first time it is done). A descheduled thread never stalls
-# a step unless it holds a claimed piece. Every thread of the direction calls
+# piece packs its panels of the weights the first time it is done, unless they come
+# prepared). A descheduled thread never stalls a step unless it holds a claimed piece. Every thread of the direction calls
 # gru_direction_forward with the same struct; one thread alone does all the work. The
 # result does not depend on the number of threads or of pieces, nor on `chunk`: every
 # element is computed by the same chain of operations (cygru_gemm.h's packed products,
@@ -54,9 +54,10 @@ ctypedef struct cygru_fwd_run:
     const void* b_ih                            # IN  (3H,) (never NULL: zeros for no bias)
     const void* b_hh                            # IN  (3H,)
     const int* bounds                           # IN  n_pieces + 1 unit bounds
-    void* pack_ih                               # WORK n_pieces slots of pack_ih_slot elements
-    void* pack_hh                               # WORK n_pieces slots of pack_hh_slot elements
-    Py_ssize_t pack_ih_slot, pack_hh_slot
+    void* pack_ih                               # WORK or IN (prepared): W_ih, W_hh in the
+    void* pack_hh                               #   gate_pack_size layout (K = In, K = H)
+    bint prepared                               # pack_* hold the packed weights already
+                                                #   (else each piece packs its panels)
     void* bias                                  # WORK 6H (piece p at 6*bounds[p])
     void* gh                                    # WORK B*3H (piece p at 3*B*bounds[p])
     void* out                                   # OUT h_t rows: out + t*out_ts + b*out_bs
@@ -119,9 +120,15 @@ cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil
 cdef void backward_phase_piece(void* s, long k, int p) noexcept nogil
 
 
-# Elements of the packed weights of a piece of U units (forward: W_ih or W_hh's gate
-# rows, K = I or H; backward: W_hh's columns).
-cdef Py_ssize_t part_pack_size(int U, int K) noexcept nogil
+# Elements of the forward's packed weights of a (3H x K) matrix (W_ih: K = In; W_hh:
+# K = H): each gate's H rows packed whole in cygru_gemm.h's panels of 16 rows, the
+# gates r, z, n back to back. One layout for any thread count: piece [u0, u1) (cut at
+# multiples of 16 units) reads and packs panels [u0/16, ceil(u1/16)) of each gate.
+cdef Py_ssize_t gate_pack_size(int H, int K) noexcept nogil
+# Pack all of W (3H x K, `itemsize` 4 or 8) into that layout (a prepared packing).
+cdef void pack_gate_weights(int H, int K, int itemsize, const void* w,
+                            void* packed) noexcept nogil
+# Elements of the backward's packed weights of a piece of U units (W_hh's columns).
 cdef Py_ssize_t backward_pack_size(int U, int H) noexcept nogil
 
 

@@ -165,35 +165,48 @@ cdef inline void _gates_n_before(
     _blend(U, gh, s_in, s_out, o, cache, hprev, rh, cs)
 
 
-cdef Py_ssize_t part_pack_size(int U, int K) noexcept nogil:
-    """Elements of a packed (r, z, n) slice of U units of a (3H x K) weight matrix."""
-    return 3 * cygru_packed_size(U, K)
+cdef Py_ssize_t gate_pack_size(int H, int K) noexcept nogil:
+    """Elements of the packed (r, z, n) rows of a (3H x K) weight matrix: each gate's
+    H x K rows packed whole (cygru_gemm.h's panels of 16 rows), gates back to back."""
+    return 3 * cygru_packed_size(H, K)
 
 
-cdef void pack_gate_slice(int H, int K, int u0, int u1, const floating* w,
-                          floating* packed) noexcept nogil:
-    # rows g*H + [u0, u1) of W (3H x K) for g = r, z, n, packed one gate after another
-    cdef int g, U = u1 - u0
-    cdef Py_ssize_t ps = cygru_packed_size(U, K)
-    for g in range(3):
-        _pack(U, K, w + (<Py_ssize_t>g * H + u0) * K, K, 1, packed + g * ps)
-
-
-cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int U, int g0, int g1,
-                            const floating* packed, floating* c, int ldc) noexcept nogil:
-    """c[:, (g-g0)*U : (g-g0+1)*U] = a @ W_g,slice^T for gates g0 <= g < g1 of a slice of
-    U units packed by pack_gate_slice."""
+cdef void pack_gate_panels(int H, int K, int u0, int u1, const floating* w,
+                           floating* packed) noexcept nogil:
+    """Pack rows g*H + [u0, u1) of W (3H x K) for g = r, z, n into their panels of the
+    gate_pack_size layout (u0 a multiple of 16; u1 too, or H): the same bits whichever
+    slices pack them, so a layout packed whole (prepare_gate_weights) serves any cut."""
     cdef int g
-    cdef Py_ssize_t ps = cygru_packed_size(U, K)
-    if U % 16 == 0:
+    cdef Py_ssize_t ps = cygru_packed_size(H, K)
+    for g in range(3):
+        _pack(u1 - u0, K, w + (<Py_ssize_t>g * H + u0) * K, K, 1,
+              packed + g * ps + <Py_ssize_t>u0 * K)
+
+
+cdef void pack_gate_weights(int H, int K, int itemsize, const void* w,
+                            void* packed) noexcept nogil:
+    if itemsize == sizeof(float):
+        pack_gate_panels(H, K, 0, H, <const float*>w, <float*>packed)
+    else:
+        pack_gate_panels(H, K, 0, H, <const double*>w, <double*>packed)
+
+
+cdef inline void _gate_gemm(int m, int K, const floating* a, int lda, int H, int u0, int U,
+                            int g0, int g1, const floating* packed, floating* c,
+                            int ldc) noexcept nogil:
+    """c[:, (g-g0)*U : (g-g0+1)*U] = a @ W_g[u0:u0+U]^T for gates g0 <= g < g1, W packed
+    in the gate_pack_size layout (u0 a multiple of 16)."""
+    cdef int g
+    cdef Py_ssize_t ps = cygru_packed_size(H, K)
+    if U == H and H % 16 == 0:
         # the gates' panels are back to back, and so are their output columns: one
         # call keeps more panels in flight (one row is latency-bound)
-        _gemm_packed(m, K, a, lda, packed + g0 * ps, 0, (g1 - g0) * U // 16, (g1 - g0) * U,
+        _gemm_packed(m, K, a, lda, packed + g0 * ps, 0, (g1 - g0) * H // 16, (g1 - g0) * H,
                      c, ldc, False)
         return
     for g in range(g0, g1):
-        _gemm_packed(m, K, a, lda, packed + g * ps, 0, (U + 15) // 16, U, c + (g - g0) * U,
-                     ldc, False)
+        _gemm_packed(m, K, a, lda, packed + g * ps + <Py_ssize_t>u0 * K, 0, (U + 15) // 16,
+                     U, c + (g - g0) * U, ldc, False)
 
 
 cdef inline void _keep_ended_rows(int t, int nb, int B, int H, int u0, int U,
@@ -327,8 +340,8 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
     cdef const floating* x = <const floating*>s.x
     cdef const floating* b_ih = <const floating*>s.b_ih
     cdef const floating* b_hh = <const floating*>s.b_hh
-    cdef floating* ph = <floating*>s.pack_hh + p * s.pack_hh_slot
-    cdef floating* pi = <floating*>s.pack_ih + p * s.pack_ih_slot
+    cdef const floating* ph = <const floating*>s.pack_hh
+    cdef const floating* pi = <const floating*>s.pack_ih
     cdef floating* bi = <floating*>s.bias + 6 * <Py_ssize_t>u0   # (r, z, n) of b_ih, then of b_hh
     cdef floating* bh = bi + G
     cdef floating* gh = <floating*>s.gh + 3 * <Py_ssize_t>B * u0  # (B, 3U) for this piece
@@ -342,10 +355,11 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
     cdef floating* hp = NULL
     cdef const floating* gi
     if phase == _PHASE_GATES and st == 0:
-        # the piece's weights, packed by whoever does it first (no phase of their own:
-        # only this piece reads them, always after this phase is done)
-        pack_gate_slice(H, H, u0, u1, <const floating*>s.w_hh, ph)
-        pack_gate_slice(H, I, u0, u1, <const floating*>s.w_ih, pi)
+        # the piece's panels of the weights (unless prepared), packed by whoever does it
+        # first (no phase of their own: only this piece reads them, after this phase)
+        if not s.prepared:
+            pack_gate_panels(H, H, u0, u1, <const floating*>s.w_hh, <floating*>s.pack_hh)
+            pack_gate_panels(H, I, u0, u1, <const floating*>s.w_ih, <floating*>s.pack_ih)
         for g in range(3):
             for j in range(U):
                 bi[g * U + j] = b_ih[g * H + u0 + j]
@@ -361,11 +375,11 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
             # columns, gi = x @ W_ih^T (the previous chunk is no longer read by anyone:
             # its last phase is done)
             for g in range(3):
-                _gate_gemm((hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, U, g, g + 1, pi,
-                           gi_buf + g * H + u0, 3 * H)
+                _gate_gemm((hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, H, u0, U, g,
+                           g + 1, pi, gi_buf + g * H + u0, 3 * H)
         if nb > 0:
             # gh = h_{t-1} @ W_hh^T for the running rows (r, z only for reset_after=False)
-            _gate_gemm(nb, H, cur, H, U, 0, 3 if s.reset_after else 2, ph, gh, G)
+            _gate_gemm(nb, H, cur, H, H, u0, U, 0, 3 if s.reset_after else 2, ph, gh, G)
         for i in range(nb):
             b = s.perm[i]
             gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
@@ -386,7 +400,7 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
     else:
         # _PHASE_N: n = tanh(W_in x + b_in + W_hn (r*h) + b_hn), r*h complete for all units
         if nb > 0:
-            _gate_gemm(nb, H, rh_buf, H, U, 2, 3, ph, gh + 2 * U, G)
+            _gate_gemm(nb, H, rh_buf, H, H, u0, U, 2, 3, ph, gh + 2 * U, G)
         for i in range(nb):
             b = s.perm[i]
             gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0

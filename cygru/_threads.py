@@ -26,20 +26,20 @@ def get_num_threads() -> int:
     holds a step up only while it holds a claimed piece; the two directions of a
     bidirectional layer run on separate threads. Small problems use fewer threads
     (below ``cygru._cpu.MIN_WORK_PER_THREAD`` multiply-adds per thread and step, the
-    step's synchronisation costs more than it saves). Every thread count, 1 included,
+    step's synchronisation costs more than it saves), and a call whose whole work is
+    small (below ``2 * cygru._cpu.WAKE_COST * cygru._cpu.MIN_WORK_PER_THREAD``
+    multiply-adds in all, such as one time step at batch size 1) runs on the calling
+    thread whatever the count: waking a thread would cost more than the call. Every
+    thread count, 1 included,
     gives bit-identical results (see the Reproducibility section of the
     documentation). The time loops compute every product in cygru's own kernels; the
     backward's weight-gradient products (one per weight matrix, after the time loop) go
     to SciPy's BLAS, which may use its own threads (control those with threadpoolctl).
 
-    In a process made by ``fork()`` (``os.fork``, multiprocessing's ``"fork"`` start
-    method and its pools) from one where cygru had already run a threaded call, it is
-    1, whatever was set: GNU OpenMP cannot start threads in such a child (its first
-    parallel region would wait forever for the parent's threads), so there every call
-    runs on its calling thread, with the same bits. A child forked before any threaded
-    call, and workers started with ``"spawn"`` or ``"forkserver"``, use threads as usual
-    (a child forked before cygru's first threaded call but after another library ran GNU
-    OpenMP regions on the same libgomp can still hang in that pool: prefer ``"spawn"``).
+    The threads are cygru's own worker pool. A process made by ``fork()`` (``os.fork``,
+    multiprocessing's ``"fork"`` start method and its pools) keeps the count: the parent's
+    workers do not exist in the child, which starts its own at its first threaded call
+    (same bits).
 
     Examples
     --------

@@ -58,6 +58,11 @@ cdef enum:
     CYGRU_ERR_ALIGN = 7         # workspace not aligned to CYGRU_WORK_ALIGN bytes
     CYGRU_ERR_WORKSPACE_ALIAS = 8   # the workspace overlaps an argument array
     CYGRU_ERR_WORKSPACE_BUSY = 9    # the workspace is in use by a call on another thread
+    CYGRU_ERR_PREPARED_SIZE = 10    # model_prepare_*: the prepared buffer is smaller than
+                                    # model_prepared_size_*(model)
+    CYGRU_ERR_PREPARED = 11     # model_forward_prepared_*: the buffer does not hold weights
+                                # prepared by model_prepare_* for this model (its sizes,
+                                # dtype and weight pointers), or was never prepared
     CYGRU_WORK_ALIGN = 8        # required alignment of a workspace, in bytes (not a status)
 
 
@@ -177,6 +182,67 @@ cdef int model_forward_f32(
 
 cdef int model_forward_f64(
     const cygru_model_f64* model,
+    int T, int B,
+    const double* x, const double* h0, const int* lengths,
+    double* output, double* h_n,
+    void* work, size_t work_size,
+) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# prepared weights: a model's weights packed once, reused by any number of calls
+# ---------------------------------------------------------------------------
+# model_forward_* packs every weight matrix into the layout of its products on every call
+# (the dominant cost of a short call: a one-step frame of a 2-layer H=128 model spends
+# most of its time there). model_prepare_* does that once, into a caller buffer of
+# model_prepared_size_*(model) bytes; model_forward_prepared_* then reads the packed
+# weights from it, with the same results bit for bit as model_forward_*.
+#
+# The prepared buffer is a copy (packed W_ih and W_hh, and the biases) of the weights as
+# they were when model_prepare_* ran. Nothing in cygru caches or watches the weights:
+# after changing any weight or bias, call model_prepare_* again, or the calls go on
+# with the old values. It is tagged with the model's sizes, dtype and weight pointers
+# (and a checksum of that tag): model_forward_prepared_* refuses a buffer prepared for
+# another model with CYGRU_ERR_PREPARED. It only reads the model's sizes, flags and
+# table of directions (not the weights, which may be freed after preparing). Any number
+# of threads may share one prepared buffer (it is only read); preparing it again while
+# another thread runs a call on it is a data race (the caller's to avoid). The buffer
+# holds no pointer into itself: it may be copied elsewhere with memcpy. It must be
+# aligned to CYGRU_WORK_ALIGN bytes (64 is best for speed).
+
+# Bytes of the prepared buffer of `model` (0: a NULL model or invalid sizes).
+cdef size_t model_prepared_size_f32(const cygru_model_f32* model) noexcept nogil
+cdef size_t model_prepared_size_f64(const cygru_model_f64* model) noexcept nogil
+
+# Pack the weights of `model` into `prepared` (`size` bytes, at least
+# model_prepared_size_*(model)); it may not overlap a weight, a bias or the table of
+# directions (CYGRU_ERR_ALIAS).
+cdef int model_prepare_f32(const cygru_model_f32* model, void* prepared,
+                           size_t size) noexcept nogil
+cdef int model_prepare_f64(const cygru_model_f64* model, void* prepared,
+                           size_t size) noexcept nogil
+
+# Bytes of workspace model_forward_prepared_* needs (at most model_workspace_size_*'s:
+# it holds no packing; 0: invalid sizes).
+cdef size_t model_prepared_workspace_size_f32(int T, int B, int I, int H, int L,
+                                              int D) noexcept nogil
+cdef size_t model_prepared_workspace_size_f64(int T, int B, int I, int H, int L,
+                                              int D) noexcept nogil
+
+# model_forward_* with the weights of `prepared` (made by model_prepare_* for this
+# model); outputs and workspace may not overlap the prepared buffer.
+cdef int model_forward_prepared_f32(
+    const cygru_model_f32* model,           # IN  sizes, flags (the weights are not read)
+    const void* prepared,                   # IN  model_prepare_f32(model, ...)'s buffer
+    int T, int B,
+    const float* x, const float* h0, const int* lengths,
+    float* output, float* h_n,
+    void* work, size_t work_size,           # WORK model_prepared_workspace_size_f32(...)
+) noexcept nogil
+
+cdef int model_forward_prepared_f64(
+    const cygru_model_f64* model,
+    const void* prepared,
     int T, int B,
     const double* x, const double* h0, const int* lengths,
     double* output, double* h_n,

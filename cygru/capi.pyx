@@ -34,10 +34,12 @@ from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetContext, PyCapsule_Se
 from cpython.ref cimport Py_INCREF, Py_DECREF
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, memcmp
 from cython cimport floating
 from cygru._kernels cimport gru_cell_forward, cell_work_size
-from cygru._engine cimport cygru_dir_weights, model_work_size, model_forward
+from cygru._engine cimport (cygru_dir_weights, model_work_size, model_forward,
+                            model_prepared_size, model_prepare, model_work_size_prepared,
+                            model_forward_prepared)
 from cygru._engine import PROJECTION_CHUNK
 from cygru import _arrays as A
 
@@ -133,10 +135,71 @@ cdef extern from *:
 if cygru_in_use_atfork() != 0:
     raise ImportError("cygru.capi: pthread_atfork failed (out of memory)")
 
+
+# ---------------------------------------------------------------------------
+# the tag at the start of a prepared buffer (model_prepare_*): what it was prepared for
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* 64 bytes; the engine's blocks follow (cygru._engine.model_prepare) */
+    typedef struct cygru_prep_header {
+        uint64_t magic;         /* CYGRU_PREP_MAGIC, written last by model_prepare */
+        uint64_t kind;          /* itemsize | layout version << 8 */
+        uint64_t sizes_ih;      /* input_size | hidden_size << 32 */
+        uint64_t sizes_ld;      /* num_layers | num_directions << 32 */
+        uint64_t total;         /* bytes of the buffer that hold the prepared weights */
+        uint64_t weights;       /* FNV-1a of the weight and bias pointers of every direction */
+        uint64_t check;         /* FNV-1a of the fields above */
+        uint64_t reserved;      /* 0 */
+    } cygru_prep_header;
+    #define CYGRU_PREP_MAGIC 0x3152505552475943ULL     /* "CYGRUPR1" in memory order */
+    #define CYGRU_PREP_LAYOUT 1ULL
+    static inline uint64_t cygru_fnv_start(void) { return 14695981039346656037ULL; }
+    static inline uint64_t cygru_fnv(uint64_t h, uint64_t v) {
+        int i;
+        for (i = 0; i < 8; i++) {
+            h ^= (v >> (8 * i)) & 0xffu;
+            h *= 1099511628211ULL;
+        }
+        return h;
+    }
+    static inline void cygru_prep_seal(cygru_prep_header *h) {
+        uint64_t c = cygru_fnv_start();
+        c = cygru_fnv(c, h->magic);
+        c = cygru_fnv(c, h->kind);
+        c = cygru_fnv(c, h->sizes_ih);
+        c = cygru_fnv(c, h->sizes_ld);
+        c = cygru_fnv(c, h->total);
+        c = cygru_fnv(c, h->weights);
+        h->check = c;
+        h->reserved = 0;
+    }
+    static inline void cygru_prep_fill(cygru_prep_header *h, int itemsize, int In, int H,
+                                       int L, int D, uint64_t total, uint64_t weights) {
+        h->magic = CYGRU_PREP_MAGIC;
+        h->kind = (uint64_t)itemsize | (CYGRU_PREP_LAYOUT << 8);
+        h->sizes_ih = (uint64_t)(uint32_t)In | ((uint64_t)(uint32_t)H << 32);
+        h->sizes_ld = (uint64_t)(uint32_t)L | ((uint64_t)(uint32_t)D << 32);
+        h->total = total;
+        h->weights = weights;
+        cygru_prep_seal(h);
+    }
+    """
+    ctypedef unsigned long long uint64_t
+    ctypedef struct cygru_prep_header:
+        uint64_t magic
+    enum: CYGRU_PREP_HEADER_BYTES "sizeof(cygru_prep_header)"
+    uint64_t cygru_fnv_start() noexcept nogil
+    uint64_t cygru_fnv(uint64_t h, uint64_t v) noexcept nogil
+    void cygru_prep_fill(cygru_prep_header* h, int itemsize, int In, int H, int L, int D,
+                         uint64_t total, uint64_t weights) noexcept nogil
+
 __all__ = ["export_weights", "ExportedWeights", "status_name", "OK", "ERR_SIZE", "ERR_NULL",
            "ERR_LENGTH", "ERR_FLAGS", "ERR_ALIAS", "ERR_WORKSPACE", "ERR_ALIGN",
-           "ERR_WORKSPACE_ALIAS", "ERR_WORKSPACE_BUSY", "WORK_ALIGN", "PROJECTION_CHUNK_BYTES",
-           "ABI_VERSION"]
+           "ERR_WORKSPACE_ALIAS", "ERR_WORKSPACE_BUSY", "ERR_PREPARED_SIZE", "ERR_PREPARED",
+           "WORK_ALIGN", "PROJECTION_CHUNK_BYTES", "ABI_VERSION"]
 
 # Python names of the status codes of capi.pxd
 OK = CYGRU_OK
@@ -149,6 +212,8 @@ ERR_WORKSPACE = CYGRU_ERR_WORKSPACE
 ERR_ALIGN = CYGRU_ERR_ALIGN
 ERR_WORKSPACE_ALIAS = CYGRU_ERR_WORKSPACE_ALIAS
 ERR_WORKSPACE_BUSY = CYGRU_ERR_WORKSPACE_BUSY
+ERR_PREPARED_SIZE = CYGRU_ERR_PREPARED_SIZE
+ERR_PREPARED = CYGRU_ERR_PREPARED
 WORK_ALIGN = CYGRU_WORK_ALIGN
 
 cdef enum:
@@ -176,12 +241,17 @@ cdef const char* status_message(int status) noexcept nogil:
     if status == CYGRU_ERR_WORKSPACE:
         return b"the workspace is NULL or smaller than the required size"
     if status == CYGRU_ERR_ALIGN:
-        return b"the workspace is not aligned to CYGRU_WORK_ALIGN bytes"
+        return b"the workspace (or prepared buffer) is not aligned to CYGRU_WORK_ALIGN bytes"
     if status == CYGRU_ERR_WORKSPACE_ALIAS:
         return b"the workspace overlaps an input, output or weight array"
     if status == CYGRU_ERR_WORKSPACE_BUSY:
         return (b"the workspace is in use by a call running on another thread "
                 b"(each concurrent call needs its own workspace)")
+    if status == CYGRU_ERR_PREPARED_SIZE:
+        return b"the prepared buffer is smaller than model_prepared_size_*(model)"
+    if status == CYGRU_ERR_PREPARED:
+        return (b"the prepared buffer was not prepared by model_prepare_* for this model "
+                b"(its sizes, dtype and weights)")
     return b"unknown cygru status"
 
 
@@ -240,6 +310,14 @@ cdef size_t _model_workspace(int T, int B, int I, int H, int L, int D,
     if _check_sizes(T, B, I, H, L, D) != CYGRU_OK:
         return 0
     return model_work_size(T, B, I, H, L, D, <int>itemsize)
+
+
+cdef size_t _prepared_workspace(int T, int B, int I, int H, int L, int D,
+                                size_t itemsize) noexcept nogil:
+    """Bytes of a prepared call's workspace (0: invalid sizes)."""
+    if _check_sizes(T, B, I, H, L, D) != CYGRU_OK:
+        return 0
+    return model_work_size_prepared(T, B, I, H, L, D, <int>itemsize)
 
 
 cdef size_t _cell_workspace(int B, int H, size_t itemsize) noexcept nogil:
@@ -369,17 +447,99 @@ cdef int _cell_step(int B, int I, int H,
     return CYGRU_OK
 
 
+cdef size_t _prepared_size(int I, int H, int L, int D, size_t itemsize) noexcept nogil:
+    """Bytes of a model's prepared buffer: the tag, then the engine's blocks (0: invalid
+    sizes, or a size that would not fit in memory)."""
+    cdef double per_dir
+    if _check_sizes(1, 0, I, H, L, D) != CYGRU_OK:
+        return 0
+    # an upper bound of the engine's sum, in floating point (it cannot wrap)
+    per_dir = <double>itemsize * (3.0 * (H + 16.0) * ((I if I > D * H else D * H) + H)
+                                  + 6.0 * H) + 4.0 * _ALIGN
+    if <double>L * D * per_dir + CYGRU_PREP_HEADER_BYTES > 4.6e18:
+        return 0
+    return CYGRU_PREP_HEADER_BYTES + model_prepared_size(I, H, L, D, <int>itemsize)
+
+
+cdef uint64_t _weights_tag(const void* dirs, int L, int D, floating dummy=0) noexcept nogil:
+    """FNV-1a of the weight and bias pointers of the L*D directions of `dirs`."""
+    cdef uint64_t h = cygru_fnv_start()
+    cdef Py_ssize_t k
+    cdef const floating* w_ih = NULL
+    cdef const floating* w_hh = NULL
+    cdef const floating* b_ih = NULL
+    cdef const floating* b_hh = NULL
+    for k in range(<Py_ssize_t>L * D):
+        _load_dir(dirs, k, &w_ih, &w_hh, &b_ih, &b_hh)
+        h = cygru_fnv(h, <uintptr_t>w_ih)
+        h = cygru_fnv(h, <uintptr_t>w_hh)
+        h = cygru_fnv(h, <uintptr_t>b_ih)
+        h = cygru_fnv(h, <uintptr_t>b_hh)
+    return h
+
+
+cdef int _model_prepare(int I, int H, int L, int D, bint reverse, const void* dirs,
+                        void* prepared, size_t size, floating dummy=0) noexcept nogil:
+    """Pack the weights of L*D directions (`dirs`: cygru_direction_*) into `prepared`."""
+    cdef size_t itemsize = sizeof(floating)
+    cdef size_t need
+    cdef int status, k
+    cdef cygru_in_use in_use
+    cdef cygru_prep_header tag
+    cdef const floating* w_ih = NULL
+    cdef const floating* w_hh = NULL
+    cdef const floating* b_ih = NULL
+    cdef const floating* b_hh = NULL
+    status = _check_sizes(1, 0, I, H, L, D)
+    if status != CYGRU_OK:
+        return status
+    if reverse and D == 2:
+        return CYGRU_ERR_FLAGS
+    if dirs == NULL or prepared == NULL:
+        return CYGRU_ERR_NULL
+    for k in range(L * D):
+        _load_dir(dirs, k, &w_ih, &w_hh, &b_ih, &b_hh)
+        if w_ih == NULL or w_hh == NULL:
+            return CYGRU_ERR_NULL
+    need = _prepared_size(I, H, L, D, itemsize)
+    if need == 0:
+        return CYGRU_ERR_SIZE
+    if size < need:
+        return CYGRU_ERR_PREPARED_SIZE
+    if (<uintptr_t>prepared) % CYGRU_WORK_ALIGN:
+        return CYGRU_ERR_ALIGN
+    # the buffer is the output: on a weight or the table it would change what it packs
+    if _overlaps_weights(prepared, need, dirs, L, D, I, H, <floating>0):
+        return CYGRU_ERR_ALIAS
+    # two calls preparing overlapping bytes at once (or a call using them as workspace)
+    if not cygru_workspace_claim(&in_use, prepared, need):
+        return CYGRU_ERR_WORKSPACE_BUSY
+    # the tag is written last: a buffer whose packing did not finish is never accepted
+    memset(prepared, 0, CYGRU_PREP_HEADER_BYTES)
+    model_prepare(I, H, L, D, <int>itemsize, <const cygru_dir_weights*>dirs,
+                  <char*>prepared + CYGRU_PREP_HEADER_BYTES)
+    cygru_prep_fill(&tag, <int>itemsize, I, H, L, D, need,
+                    _weights_tag(dirs, L, D, <floating>0))
+    memcpy(prepared, &tag, CYGRU_PREP_HEADER_BYTES)
+    cygru_workspace_release(&in_use)
+    return CYGRU_OK
+
+
 cdef int _model_forward(int T, int B, int I, int H, int L, int D,
                         bint reset_after, bint reverse, const void* dirs,
                         const floating* x, const floating* h0, const int* lengths,
                         floating* output, floating* h_n,
-                        void* work, size_t work_size) noexcept nogil:
-    """L layers of D directions over x (T, B, I); `dirs` holds L*D cygru_direction_*."""
+                        void* work, size_t work_size, const void* prepared=NULL,
+                        bint is_prepared=False) noexcept nogil:
+    """L layers of D directions over x (T, B, I); `dirs` holds L*D cygru_direction_*.
+    With is_prepared, the weights are those of `prepared` (model_prepare_*), which must
+    have been prepared for these sizes and `dirs`; the weights themselves are not read."""
     cdef size_t itemsize = sizeof(floating)
     cdef size_t BH = <size_t>B * H
-    cdef size_t need, out_bytes, hn_bytes, x_bytes, len_bytes
+    cdef size_t need, out_bytes, hn_bytes, x_bytes, len_bytes, prep_bytes = 0
     cdef int status, k
     cdef cygru_in_use in_use
+    cdef cygru_prep_header tag
     cdef const floating* w_ih = NULL
     cdef const floating* w_hh = NULL
     cdef const floating* b_ih = NULL
@@ -391,13 +551,26 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
         return status
     if reverse and D == 2:
         return CYGRU_ERR_FLAGS
-    if dirs == NULL or x == NULL or output == NULL:
+    if dirs == NULL or x == NULL or output == NULL or (is_prepared and prepared == NULL):
         return CYGRU_ERR_NULL
-    for k in range(L * D):
-        _load_dir(dirs, k, &w_ih, &w_hh, &b_ih, &b_hh)
-        if w_ih == NULL or w_hh == NULL:
-            return CYGRU_ERR_NULL
-    need = _model_workspace(T, B, I, H, L, D, itemsize)
+    if is_prepared:
+        # the tag must be the one model_prepare_* writes for this model, exactly
+        prep_bytes = _prepared_size(I, H, L, D, itemsize)
+        if (<uintptr_t>prepared) % CYGRU_WORK_ALIGN:
+            return CYGRU_ERR_ALIGN
+        if prep_bytes == 0:
+            return CYGRU_ERR_SIZE
+        cygru_prep_fill(&tag, <int>itemsize, I, H, L, D, prep_bytes,
+                        _weights_tag(dirs, L, D, <floating>0))
+        if memcmp(&tag, prepared, CYGRU_PREP_HEADER_BYTES) != 0:
+            return CYGRU_ERR_PREPARED
+        need = _prepared_workspace(T, B, I, H, L, D, itemsize)
+    else:
+        for k in range(L * D):
+            _load_dir(dirs, k, &w_ih, &w_hh, &b_ih, &b_hh)
+            if w_ih == NULL or w_hh == NULL:
+                return CYGRU_ERR_NULL
+        need = _model_workspace(T, B, I, H, L, D, itemsize)
     if need == 0:
         return CYGRU_ERR_SIZE           # a workspace this large could not exist
     if work == NULL or work_size < need:
@@ -409,30 +582,42 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
     hn_bytes = <size_t>L * D * BH * itemsize
     len_bytes = <size_t>B * sizeof(int) if lengths != NULL else 0
     # h_n may be h0 itself (each layer loads its h0 before writing its h_n), nothing else.
-    # An output on a weight (or on the table of their pointers, read at every layer)
-    # would change the weights of later steps; one on lengths, the caller's lengths.
+    # An output on a weight (or on the table of their pointers, read at every layer), or
+    # on the prepared weights, would change the weights of later steps; one on lengths,
+    # the caller's lengths. (A prepared call reads the table only before any write, and
+    # the weights not at all.)
     if (_overlap(output, out_bytes, x, x_bytes) or _overlap(output, out_bytes, h0, hn_bytes)
             or _overlap(h_n, hn_bytes, x, x_bytes) or _overlap(h_n, hn_bytes, output, out_bytes)
             or (<const void*>h_n != <const void*>h0 and _overlap(h_n, hn_bytes, h0, hn_bytes))
             or _overlap(output, out_bytes, lengths, len_bytes)
             or _overlap(h_n, hn_bytes, lengths, len_bytes)
-            or _overlaps_weights(output, out_bytes, dirs, L, D, I, H, <floating>0)
-            or _overlaps_weights(h_n, hn_bytes, dirs, L, D, I, H, <floating>0)):
+            or _overlap(output, out_bytes, prepared, prep_bytes)
+            or _overlap(h_n, hn_bytes, prepared, prep_bytes)
+            or (not is_prepared
+                and (_overlaps_weights(output, out_bytes, dirs, L, D, I, H, <floating>0)
+                     or _overlaps_weights(h_n, hn_bytes, dirs, L, D, I, H, <floating>0)))):
         return CYGRU_ERR_ALIAS
     # the workspace is written first (the schedule, while lengths are read) and
     # throughout: the bytes it uses may overlap nothing
     if (_overlap(work, need, x, x_bytes) or _overlap(work, need, h0, hn_bytes)
             or _overlap(work, need, lengths, len_bytes)
             or _overlap(work, need, output, out_bytes) or _overlap(work, need, h_n, hn_bytes)
-            or _overlaps_weights(work, need, dirs, L, D, I, H, <floating>0)):
+            or _overlap(work, need, prepared, prep_bytes)
+            or (not is_prepared
+                and _overlaps_weights(work, need, dirs, L, D, I, H, <floating>0))):
         return CYGRU_ERR_WORKSPACE_ALIAS
 
     # -- the engine, on this thread (it validates the lengths before any write) ----
     if not cygru_workspace_claim(&in_use, work, need):
         return CYGRU_ERR_WORKSPACE_BUSY
-    status = model_forward(T, B, I, H, L, D, <int>itemsize, reset_after, reverse,
-                           <const cygru_dir_weights*>dirs, x, h0, lengths, output, h_n,
-                           work)
+    if is_prepared:
+        status = model_forward_prepared(T, B, I, H, L, D, <int>itemsize, reset_after, reverse,
+                                        <const char*>prepared + CYGRU_PREP_HEADER_BYTES, x, h0,
+                                        lengths, output, h_n, work)
+    else:
+        status = model_forward(T, B, I, H, L, D, <int>itemsize, reset_after, reverse,
+                               <const cygru_dir_weights*>dirs, x, h0, lengths, output, h_n,
+                               work)
     cygru_workspace_release(&in_use)
     return CYGRU_ERR_LENGTH if status != 0 else CYGRU_OK
 
@@ -521,6 +706,72 @@ cdef int model_forward_f64(const cygru_model_f64* model, int T, int B,
                           model.dirs, x, h0, lengths, output, h_n, work, work_size)
 
 
+cdef size_t model_prepared_size_f32(const cygru_model_f32* model) noexcept nogil:
+    if model == NULL:
+        return 0
+    return _prepared_size(model.input_size, model.hidden_size, model.num_layers,
+                          model.num_directions, sizeof(float))
+
+
+cdef size_t model_prepared_size_f64(const cygru_model_f64* model) noexcept nogil:
+    if model == NULL:
+        return 0
+    return _prepared_size(model.input_size, model.hidden_size, model.num_layers,
+                          model.num_directions, sizeof(double))
+
+
+cdef int model_prepare_f32(const cygru_model_f32* model, void* prepared,
+                           size_t size) noexcept nogil:
+    if model == NULL:
+        return CYGRU_ERR_NULL
+    return _model_prepare(model.input_size, model.hidden_size, model.num_layers,
+                          model.num_directions, model.reverse != 0, model.dirs, prepared,
+                          size, <float>0)
+
+
+cdef int model_prepare_f64(const cygru_model_f64* model, void* prepared,
+                           size_t size) noexcept nogil:
+    if model == NULL:
+        return CYGRU_ERR_NULL
+    return _model_prepare(model.input_size, model.hidden_size, model.num_layers,
+                          model.num_directions, model.reverse != 0, model.dirs, prepared,
+                          size, <double>0)
+
+
+cdef size_t model_prepared_workspace_size_f32(int T, int B, int I, int H, int L,
+                                              int D) noexcept nogil:
+    return _prepared_workspace(T, B, I, H, L, D, sizeof(float))
+
+
+cdef size_t model_prepared_workspace_size_f64(int T, int B, int I, int H, int L,
+                                              int D) noexcept nogil:
+    return _prepared_workspace(T, B, I, H, L, D, sizeof(double))
+
+
+cdef int model_forward_prepared_f32(const cygru_model_f32* model, const void* prepared,
+                                    int T, int B, const float* x, const float* h0,
+                                    const int* lengths, float* output, float* h_n,
+                                    void* work, size_t work_size) noexcept nogil:
+    if model == NULL:
+        return CYGRU_ERR_NULL
+    return _model_forward(T, B, model.input_size, model.hidden_size, model.num_layers,
+                          model.num_directions, model.reset_after != 0, model.reverse != 0,
+                          model.dirs, x, h0, lengths, output, h_n, work, work_size,
+                          prepared, True)
+
+
+cdef int model_forward_prepared_f64(const cygru_model_f64* model, const void* prepared,
+                                    int T, int B, const double* x, const double* h0,
+                                    const int* lengths, double* output, double* h_n,
+                                    void* work, size_t work_size) noexcept nogil:
+    if model == NULL:
+        return CYGRU_ERR_NULL
+    return _model_forward(T, B, model.input_size, model.hidden_size, model.num_layers,
+                          model.num_directions, model.reset_after != 0, model.reverse != 0,
+                          model.dirs, x, h0, lengths, output, h_n, work, work_size,
+                          prepared, True)
+
+
 # ---------------------------------------------------------------------------
 # the plain-C interface (cygru/include/cygru.h): one static table of the functions
 # above, published as the capsule cygru.capi._C_API, which import_cygru() reads
@@ -548,7 +799,7 @@ cdef extern from "cygru.h":
     ctypedef struct _h_model_f64 "cygru_model_f64":
         pass
 
-# The four entries that take a struct, typed with cygru.h's structs: the functions
+# The entries that take a struct, typed with cygru.h's structs: the functions
 # above take capi.pxd's (same layout, another C type), so they are cast to these.
 ctypedef int (*_layer_forward_f32_h)(int, int, int, int, int, const float*, const float*,
                                      const int*, const _h_direction_f32*, int, int, float*,
@@ -562,6 +813,17 @@ ctypedef int (*_model_forward_f32_h)(const _h_model_f32*, int, int, const float*
 ctypedef int (*_model_forward_f64_h)(const _h_model_f64*, int, int, const double*,
                                      const double*, const int*, double*, double*, void*,
                                      size_t) noexcept nogil
+
+ctypedef size_t (*_model_prepared_size_f32_h)(const _h_model_f32*) noexcept nogil
+ctypedef size_t (*_model_prepared_size_f64_h)(const _h_model_f64*) noexcept nogil
+ctypedef int (*_model_prepare_f32_h)(const _h_model_f32*, void*, size_t) noexcept nogil
+ctypedef int (*_model_prepare_f64_h)(const _h_model_f64*, void*, size_t) noexcept nogil
+ctypedef int (*_model_forward_prepared_f32_h)(const _h_model_f32*, const void*, int, int,
+                                              const float*, const float*, const int*, float*,
+                                              float*, void*, size_t) noexcept nogil
+ctypedef int (*_model_forward_prepared_f64_h)(const _h_model_f64*, const void*, int, int,
+                                              const double*, const double*, const int*,
+                                              double*, double*, void*, size_t) noexcept nogil
 
 cdef extern from "cygru.h":
     # every entry as in cygru.h; the C compiler checks each assignment of
@@ -586,6 +848,14 @@ cdef extern from "cygru.h":
         size_t (*model_workspace_size_f64)(int, int, int, int, int, int) noexcept nogil
         _model_forward_f32_h model_forward_f32
         _model_forward_f64_h model_forward_f64
+        _model_prepared_size_f32_h model_prepared_size_f32
+        _model_prepared_size_f64_h model_prepared_size_f64
+        _model_prepare_f32_h model_prepare_f32
+        _model_prepare_f64_h model_prepare_f64
+        size_t (*model_prepared_workspace_size_f32)(int, int, int, int, int, int) noexcept nogil
+        size_t (*model_prepared_workspace_size_f64)(int, int, int, int, int, int) noexcept nogil
+        _model_forward_prepared_f32_h model_forward_prepared_f32
+        _model_forward_prepared_f64_h model_forward_prepared_f64
 
 # Static: the capsule hands out its address, valid for the life of the process
 # (CPython never unloads an extension module).
@@ -609,6 +879,14 @@ cdef void _fill_c_api_table(cygru_api* t) noexcept:
     t.model_workspace_size_f64 = model_workspace_size_f64
     t.model_forward_f32 = <_model_forward_f32_h>model_forward_f32
     t.model_forward_f64 = <_model_forward_f64_h>model_forward_f64
+    t.model_prepared_size_f32 = <_model_prepared_size_f32_h>model_prepared_size_f32
+    t.model_prepared_size_f64 = <_model_prepared_size_f64_h>model_prepared_size_f64
+    t.model_prepare_f32 = <_model_prepare_f32_h>model_prepare_f32
+    t.model_prepare_f64 = <_model_prepare_f64_h>model_prepare_f64
+    t.model_prepared_workspace_size_f32 = model_prepared_workspace_size_f32
+    t.model_prepared_workspace_size_f64 = model_prepared_workspace_size_f64
+    t.model_forward_prepared_f32 = <_model_forward_prepared_f32_h>model_forward_prepared_f32
+    t.model_forward_prepared_f64 = <_model_forward_prepared_f64_h>model_forward_prepared_f64
 
 
 _fill_c_api_table(&_c_api_table)
@@ -808,8 +1086,97 @@ cdef class ExportedWeights:
             raise ValueError(f"cygru.capi: invalid batch size {B}")
         return n
 
-    def forward(self, x, h0=None, lengths=None):
-        """Run the exported model through ``model_forward_*`` (the GIL released).
+    def prepared_size(self):
+        """Bytes of this model's prepared buffer (``model_prepared_size_*``).
+
+        Examples
+        --------
+        >>> import cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRU(3, 16, num_layers=2, seed=0))
+        >>> n = w.prepared_size()
+        >>> n > 4 * 3 * 16 * (3 + 16 + 16 + 16)     # packed W_ih and W_hh of both layers
+        True
+        """
+        cdef size_t n
+        if self.dtype == np.float32:
+            n = model_prepared_size_f32(&self.model_f32)
+        else:
+            n = model_prepared_size_f64(&self.model_f64)
+        if n == 0:
+            raise ValueError("cygru.capi.ExportedWeights.prepared_size: the model's sizes "
+                             "are too large for a prepared buffer")
+        return n
+
+    def prepare(self):
+        """The weights packed once by ``model_prepare_*``, for ``forward(prepared=...)``.
+
+        What a C caller does with ``model_prepare_*``: the returned buffer is a copy of the
+        packed weights and biases, tagged with this model (its sizes, dtype and weight
+        pointers), that ``model_forward_prepared_*`` reads instead of packing the weights on
+        every call. An :class:`ExportedWeights` never changes (it is a snapshot of the
+        module): after changing the module's parameters, export and prepare again.
+
+        Returns
+        -------
+        ndarray
+            1-D uint8, read-only, :meth:`prepared_size` bytes starting on a 64-byte
+            boundary.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru, cygru.capi
+        >>> gru = cygru.GRU(3, 8, num_layers=2, seed=0)
+        >>> w = cygru.capi.export_weights(gru)
+        >>> prepared = w.prepare()
+        >>> x = np.ones((1, 1, 3), np.float32)        # one streaming frame
+        >>> out, h_n = w.forward(x, prepared=prepared)
+        >>> ref_out, ref_h_n = w.forward(x)
+        >>> bool(np.array_equal(out, ref_out) and np.array_equal(h_n, ref_h_n))
+        True
+        """
+        cdef size_t n = self.prepared_size()
+        cdef int status
+        raw = np.empty(n + _ALIGN, np.uint8)
+        start = (-raw.ctypes.data) % _ALIGN
+        buf = raw[start:start + n]
+        cdef void* p = <void*>cnp.PyArray_DATA(<cnp.ndarray>buf)
+        cdef bint f32 = self.dtype == np.float32
+        with nogil:
+            if f32:
+                status = model_prepare_f32(&self.model_f32, p, n)
+            else:
+                status = model_prepare_f64(&self.model_f64, p, n)
+        _raise_for_status(status, "cygru.capi.ExportedWeights.prepare")
+        buf.flags.writeable = False
+        return buf
+
+    def prepared_workspace_size(self, T, B):
+        """Bytes of workspace ``model_forward_prepared_*`` needs for this model at (T, B)
+        (at most :meth:`workspace_size`: it holds no packed weights).
+
+        Examples
+        --------
+        >>> import cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRU(3, 32, num_layers=2, seed=0))
+        >>> w.prepared_workspace_size(1, 1) < w.workspace_size(1, 1)
+        True
+        """
+        cdef int L = self.num_layers, D = self.num_directions
+        cdef size_t n
+        T, B = _size_args("cygru.capi.ExportedWeights.prepared_workspace_size", T=T, B=B)
+        if self.dtype == np.float32:
+            n = model_prepared_workspace_size_f32(T, B, self.input_size, self.hidden_size, L,
+                                                  D)
+        else:
+            n = model_prepared_workspace_size_f64(T, B, self.input_size, self.hidden_size, L,
+                                                  D)
+        if n == 0:
+            raise ValueError(f"cygru.capi: invalid sizes T={T}, B={B}")
+        return n
+
+    def forward(self, x, h0=None, lengths=None, prepared=None):
+        """Run the exported model through ``model_forward_*`` (the GIL released), or,
+        given ``prepared``, through ``model_forward_prepared_*``.
 
         A check, from Python, of what a C caller gets. Time-major only.
 
@@ -823,6 +1190,9 @@ cdef class ExportedWeights:
             (L*D, B, H); zeros when omitted.
         lengths : array_like of int, optional
             (B,), each in [1, T].
+        prepared : ndarray, optional
+            A buffer from :meth:`prepare` of this object (the same bits, without packing
+            the weights per call); one prepared for another model is refused.
 
         Returns
         -------
@@ -893,12 +1263,20 @@ cdef class ExportedWeights:
             if B and (lengths_arr.min() < -_INT_MAX or lengths_arr.max() > _INT_MAX):
                 raise ValueError(f"{who}: a sequence length is outside [1, T]")
             lengths = np.ascontiguousarray(lengths_arr, dtype=np.intc)
+        if prepared is not None:
+            if (not isinstance(prepared, np.ndarray) or prepared.ndim != 1
+                    or prepared.dtype != np.uint8 or not prepared.flags.c_contiguous):
+                raise TypeError(f"{who}: prepared must be the uint8 array of prepare(), got "
+                                f"{type(prepared).__name__}")
+            if prepared.nbytes < self.prepared_size():
+                raise ValueError(f"{who}: prepared holds {prepared.nbytes} bytes, this model's "
+                                 f"prepared weights take {self.prepared_size()}")
         output = np.empty((T, B, self.num_directions * H), self.dtype)
         h_n = np.empty((LD, B, H), self.dtype)
         if self.dtype == np.float32:
-            status = _forward_arrays[float](self, x, h0, lengths, output, h_n)
+            status = _forward_arrays[float](self, x, h0, lengths, output, h_n, prepared)
         else:
-            status = _forward_arrays[double](self, x, h0, lengths, output, h_n)
+            status = _forward_arrays[double](self, x, h0, lengths, output, h_n, prepared)
         _raise_for_status(status, who)
         return output, h_n
 
@@ -910,7 +1288,8 @@ cdef inline void* _ptr_or_null(object a):
 
 
 cdef int _forward_arrays(ExportedWeights w, cnp.ndarray x, object h0, object lengths,
-                         cnp.ndarray output, cnp.ndarray h_n, floating dummy=0) except -1:
+                         cnp.ndarray output, cnp.ndarray h_n, object prepared,
+                         floating dummy=0) except -1:
     cdef int T = x.shape[0], B = x.shape[1]
     cdef size_t nbytes
     cdef void* work
@@ -920,7 +1299,15 @@ cdef int _forward_arrays(ExportedWeights w, cnp.ndarray x, object h0, object len
     cdef const int* len_p = <const int*>_ptr_or_null(lengths)
     cdef floating* out_p = <floating*>cnp.PyArray_DATA(output)
     cdef floating* hn_p = <floating*>cnp.PyArray_DATA(h_n)
-    if floating is float:
+    cdef const void* prep_p = _ptr_or_null(prepared)
+    if prep_p != NULL:
+        if floating is float:
+            nbytes = model_prepared_workspace_size_f32(T, B, w.input_size, w.hidden_size,
+                                                       w.num_layers, w.num_directions)
+        else:
+            nbytes = model_prepared_workspace_size_f64(T, B, w.input_size, w.hidden_size,
+                                                       w.num_layers, w.num_directions)
+    elif floating is float:
         nbytes = model_workspace_size_f32(T, B, w.input_size, w.hidden_size, w.num_layers,
                                           w.num_directions)
     else:
@@ -932,7 +1319,14 @@ cdef int _forward_arrays(ExportedWeights w, cnp.ndarray x, object h0, object len
     if work == NULL:
         raise MemoryError(f"cygru.capi: could not allocate a {nbytes}-byte workspace")
     with nogil:
-        if floating is float:
+        if prep_p != NULL:
+            if floating is float:
+                status = model_forward_prepared_f32(&w.model_f32, prep_p, T, B, x_p, h0_p,
+                                                    len_p, out_p, hn_p, work, nbytes)
+            else:
+                status = model_forward_prepared_f64(&w.model_f64, prep_p, T, B, x_p, h0_p,
+                                                    len_p, out_p, hn_p, work, nbytes)
+        elif floating is float:
             status = model_forward_f32(&w.model_f32, T, B, x_p, h0_p, len_p, out_p, hn_p,
                                        work, nbytes)
         else:

@@ -32,6 +32,13 @@ from ._typing import Array, ArrayLike
 __all__ = ["gru", "gru_cell"]
 
 
+# A module call's common case on the CPU, straight to the compiled backend: NumPy arrays
+# of the module's dtype and shapes, checked in C; None for anything else, which the
+# caller then runs through the checked path below (see _cpu.gru_lean / _cpu.cell_lean).
+lean_gru = _cpu.gru_lean
+lean_cell = _cpu.cell_lean
+
+
 def _backend(device):
     if device == "cpu":
         return _cpu
@@ -389,6 +396,23 @@ def gru(
         if name not in params:
             raise BadValue(f"params has no '{name}'")
         checked[name] = A.as_param(params[name], shape, dtype, name, device)
+    if device == "cpu" and lengths is None:
+        res = lean_gru(
+            x,
+            h0,
+            list(checked.values()),
+            dtype,
+            num_layers,
+            D,
+            H,
+            I,
+            bias,
+            reverse,
+            reset_after,
+            batch_first,
+        )
+        if res is not None:
+            return res
     call = SequenceCall.checked(
         x,
         h0,
@@ -484,29 +508,13 @@ def cell_inputs(x, h, I, H, dtype, device):
 
 def cell_call(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype, device):
     """Validate a cell's x and h against already-validated weights and run one step."""
+    if device == "cpu":
+        # the streaming case (NumPy rows of the right dtype and shapes) goes straight to
+        # the kernel: per-step calls are dominated by this overhead
+        h1 = lean_cell(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, dtype)
+        if h1 is not None:
+            return h1
     I, H = w_ih.shape[1], w_hh.shape[1]
-    if (
-        device == "cpu"
-        and type(x) is np.ndarray
-        and x.ndim == 2
-        and x.dtype == dtype
-        and x.shape[1] == I
-        and 0 < x.shape[0] <= A._INT_MAX
-        and x.flags.c_contiguous
-        and (
-            h is None
-            or (
-                type(h) is np.ndarray
-                and h.dtype == dtype
-                and h.shape == (x.shape[0], H)
-                and h.flags.c_contiguous
-            )
-        )
-    ):
-        # the streaming case (a batch of C-contiguous rows of the right dtype) goes
-        # straight to the kernel: per-step calls are dominated by this overhead
-        return _cpu.cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, reset_after)
-
     x, h = cell_inputs(x, h, I, H, dtype, device)
     unbatched = x.ndim == 1
     if unbatched:

@@ -1105,7 +1105,6 @@ class GRU(_Module):
             device=self.device if device is None else device,
         )
 
-    @_boundary
     def __call__(
         self,
         x: ArrayLike,
@@ -1139,6 +1138,14 @@ class GRU(_Module):
             The last time step of every layer and direction: (L*D, B, H) (unbatched
             (L*D, H)), index ``layer*D + direction``.
 
+        Notes
+        -----
+        The common case goes straight to the compiled engine: a CPU module, ``x`` and
+        ``h0`` NumPy arrays of the module's dtype, C-contiguous, of the right shapes, no
+        ``lengths``. Anything else (lists, other dtypes, strided views, torch tensors,
+        ``lengths``, a GPU module) is converted and checked first; both give the same
+        bits. See "Small calls" in the Performance page.
+
         Examples
         --------
         >>> import numpy as np, cygru
@@ -1148,6 +1155,34 @@ class GRU(_Module):
         >>> bool((out == gru(x, h)[0]).all())
         True
         """
+        if lengths is None and (h0 is None or hx is None):
+            d = self.__dict__
+            with self._param_lock:  # the weights, dtype and device of one state
+                weights = [d[n] for n in d["_shapes"]]
+                dtype, device = d["dtype"], d["device"]
+            if device == "cpu":
+                res = F.lean_gru(
+                    x,
+                    h0 if hx is None else hx,
+                    weights,
+                    dtype,
+                    d["num_layers"],
+                    d["num_directions"],
+                    d["hidden_size"],
+                    d["input_size"],
+                    d["bias"],
+                    d["reverse"],
+                    d["reset_after"],
+                    d["batch_first"],
+                )
+                if res is not None:
+                    return res
+        return self._checked_call(x, h0, lengths, hx)
+
+    @_boundary
+    def _checked_call(self, x, h0, lengths, hx):
+        """A call through the full checks and conversions (everything but the common
+        case that __call__ runs directly)."""
         h0 = _initial_state(h0, hx, "h0")
         params, dtype, device = self._snapshot()
         out, h_n, _ = self._call(x, h0, lengths, dtype, device).run(self._layers(params))
@@ -1334,6 +1369,11 @@ class GRUCell(_Module):
         ``hx`` (keyword-only) is PyTorch's name for ``h`` (``nn.GRUCell.forward(input,
         hx)``): ``cell(x, hx=h)``; give one of the two, not both.
 
+        The common case, NumPy arrays of the module's dtype, C-contiguous, of the right
+        shapes, on a CPU module, goes straight to the compiled step (about a microsecond
+        of overhead); anything else is converted and checked first, with the same bits.
+        See "Small calls" in the Performance page.
+
         Examples
         --------
         >>> import numpy as np, cygru
@@ -1353,6 +1393,12 @@ class GRUCell(_Module):
                 d.get("bias_hh"),
             )
             dtype, device = d["dtype"], d["device"]
+        if device == "cpu":
+            # the common case (NumPy arrays of the module's dtype and shapes) straight to
+            # the compiled step; None: anything else, checked and converted below
+            h1 = F.lean_cell(x, h, w_ih, w_hh, b_ih, b_hh, d["reset_after"], dtype)
+            if h1 is not None:
+                return h1
         try:  # the boundary, written out: the per-step path pays for no wrapper
             return F.cell_call(x, h, w_ih, w_hh, b_ih, b_hh, self.reset_after, dtype, device)
         except A.ArgumentError as exc:

@@ -127,7 +127,17 @@ def test_header_declares_every_function_in_order():
     status enum holds exactly capi.pxd's statuses (CYGRU_WORK_ALIGN is a #define)."""
     text = HEADER.read_text()
     names = _pxd_functions()
-    assert len(names) == 13 and names[0] == "status_message", names
+    assert len(names) == 21 and names[0] == "status_message", names
+    assert names[13:] == [  # appended after the first release: the table only grows
+        "model_prepared_size_f32",
+        "model_prepared_size_f64",
+        "model_prepare_f32",
+        "model_prepare_f64",
+        "model_prepared_workspace_size_f32",
+        "model_prepared_workspace_size_f64",
+        "model_forward_prepared_f32",
+        "model_forward_prepared_f64",
+    ]
     table = text[text.index("typedef struct cygru_api {") : text.index("} cygru_api;")]
     entries = re.findall(r"\(\*(\w+)\)\(", table)
     assert entries == names
@@ -377,7 +387,8 @@ def test_c_program_runs_a_model_from_two_threads(installed, tmp_path):
 
 def test_ctypes_caller(installed, tmp_path):
     """examples/c_extension/ctypes_call.py: the table through ctypes, model_forward_f32 on
-    NumPy buffers, and a workspace overlapping x refused with CYGRU_ERR_WORKSPACE_ALIAS."""
+    NumPy buffers, a workspace overlapping x refused with CYGRU_ERR_WORKSPACE_ALIAS, and
+    frames streamed through model_forward_prepared_f32 with cygru.GRU's bits."""
     python, package_dir = installed("normal")
     example = _copy_example(tmp_path)
     out = _run(
@@ -397,6 +408,7 @@ def test_ctypes_caller(installed, tmp_path):
         f"overlapping workspace: status {capi.ERR_WORKSPACE_ALIAS} "
         f"{capi.status_name(capi.ERR_WORKSPACE_ALIAS)} | output untouched: True"
     ) in out
+    assert "prepared frames: status 0 | bit-identical to cygru.GRU: True" in out, out
 
 
 @needs_cc

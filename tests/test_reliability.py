@@ -1568,17 +1568,21 @@ def test_threaded_kernels_property(c, n_threads):
         dx, dh0 = bw(d_out, None)
         return [out, h_n, o2, hn2, dx, dh0] + [m.grads[k].copy() for k in sorted(m.grads)]
 
-    saved = cygru._cpu.MIN_WORK_PER_THREAD
+    saved = cygru._cpu.MIN_WORK_PER_THREAD, getattr(cygru._cpu, "WAKE_COST", None)
     try:
         with _cygru_threads(1):
             one = run()
         cygru._cpu.MIN_WORK_PER_THREAD = 1
+        if saved[1] is not None:
+            cygru._cpu.WAKE_COST = 0  # even a call of a few multiply-adds starts threads
         with _cygru_threads(2):
             two = run()
         with _cygru_threads(n_threads):
             many = run()
     finally:
-        cygru._cpu.MIN_WORK_PER_THREAD = saved
+        cygru._cpu.MIN_WORK_PER_THREAD = saved[0]
+        if saved[1] is not None:
+            cygru._cpu.WAKE_COST = saved[1]
     # every count above one: bit-identical; one thread (BLAS projection): last bits
     assert all(same(a, b) for a, b in zip(two, many)), f"{n_threads} threads differ from 2"
     for a, b in zip(one, two):

@@ -246,21 +246,24 @@ def test_default_thread_count_above_eight_runs(n):
 
 
 def test_thread_plan_never_exceeds_hidden_units():
-    """A direction gets at most H threads and its pieces are non-empty unit slices."""
+    """A direction gets at most one thread per piece and one piece per panel of 16 units;
+    pieces are non-empty unit slices cut at multiples of 16 (whole panels of the packed
+    weights, whose layout is therefore the same for every plan)."""
     from cygru import _engine
 
-    for H in (1, 3, 16, 100, 1000):
-        for n in (1, 2, 9, 64, 256):
+    for H in (1, 3, 15, 16, 17, 31, 33, 100, 1000):
+        panels = (H + 15) // 16
+        for n in (1, 2, 3, 9, 64, 256):
             for D in (1, 2):
                 per_dir, started, pieces = _engine._plan(n, D, H)
-                assert 1 <= per_dir <= H
+                assert 1 <= per_dir <= min(panels, max(1, n // D))
                 assert started == (per_dir * D if n >= D else n)
                 assert pieces[0] == 0 and pieces[-1] == H
                 assert all(pieces[k] < pieces[k + 1] for k in range(len(pieces) - 1))
-                expected = 1 if n == 1 else min(_cpu.PIECES_PER_THREAD * per_dir, H)
+                expected = 1 if n == 1 else min(_cpu.PIECES_PER_THREAD * per_dir, panels)
                 assert len(pieces) - 1 == expected
-                if H >= 32 * expected:  # whole panels of 16 units
-                    assert all(p % 16 == 0 for p in pieces[:-1])
+                assert per_dir <= expected or n == 1
+                assert all(p % 16 == 0 for p in pieces[:-1])
 
 
 @pytest.mark.parametrize("good", [1, 2, 9, 256, np.int64(3), np.int32(4), np.uint8(5)])

@@ -81,7 +81,9 @@ typedef enum cygru_status {
     CYGRU_ERR_WORKSPACE = 6,        /* workspace NULL or smaller than the required size */
     CYGRU_ERR_ALIGN = 7,            /* workspace not aligned to CYGRU_WORK_ALIGN bytes */
     CYGRU_ERR_WORKSPACE_ALIAS = 8,  /* the workspace overlaps an argument array */
-    CYGRU_ERR_WORKSPACE_BUSY = 9    /* the workspace is in use by a call on another thread */
+    CYGRU_ERR_WORKSPACE_BUSY = 9,   /* the workspace is in use by a call on another thread */
+    CYGRU_ERR_PREPARED_SIZE = 10,   /* the prepared buffer is smaller than model_prepared_size */
+    CYGRU_ERR_PREPARED = 11         /* the buffer was not prepared (model_prepare) for this model */
 } cygru_status;
 
 /* The weights of one direction of one layer (the model only reads them). */
@@ -184,6 +186,49 @@ typedef struct cygru_api {
                              const double* x, const double* h0, const int* lengths,
                              double* output, double* h_n,
                              void* work, size_t work_size);
+
+    /*
+     * Prepared weights (added after the first release of ABI version 1: check
+     * table->size >= offsetof(cygru_api, model_forward_prepared_f64) + sizeof(void*)
+     * before using them through a table you did not get from import_cygru()).
+     *
+     * model_forward packs every weight matrix into the layout of its products on every
+     * call: for short calls (a streaming frame) that is most of the time. model_prepare
+     * does it once, into a caller buffer of model_prepared_size(model) bytes aligned to
+     * CYGRU_WORK_ALIGN (64 is best); model_forward_prepared then reads the packed weights
+     * from it: the same results as model_forward, bit for bit, with a smaller workspace
+     * (model_prepared_workspace_size).
+     *
+     * The prepared buffer is a COPY of the weights and biases as they were when
+     * model_prepare ran: nothing in cygru caches or watches the weights, so after
+     * changing any weight or bias, call model_prepare again (else the calls go on with
+     * the old values). It is tagged with the model's sizes, dtype and weight pointers:
+     * model_forward_prepared refuses a buffer prepared for another model, or never
+     * prepared, with CYGRU_ERR_PREPARED. It reads the model's sizes, flags and table of
+     * directions, never the weights (they may be freed after preparing). Any number of
+     * threads may share one prepared buffer (it is only read); preparing it again while
+     * a call runs on it is a data race, for the caller to avoid. It holds no pointer into
+     * itself: it may be moved or copied with memcpy. Outputs and the workspace may not
+     * overlap it (CYGRU_ERR_ALIAS, CYGRU_ERR_WORKSPACE_ALIAS).
+     */
+    size_t (*model_prepared_size_f32)(const cygru_model_f32* model);  /* 0: bad model */
+    size_t (*model_prepared_size_f64)(const cygru_model_f64* model);
+    int (*model_prepare_f32)(const cygru_model_f32* model,
+                             void* prepared, size_t size);      /* OUT size bytes */
+    int (*model_prepare_f64)(const cygru_model_f64* model, void* prepared, size_t size);
+    size_t (*model_prepared_workspace_size_f32)(int T, int B, int In, int H, int L, int D);
+    size_t (*model_prepared_workspace_size_f64)(int T, int B, int In, int H, int L, int D);
+    int (*model_forward_prepared_f32)(const cygru_model_f32* model,
+                                      const void* prepared,     /* IN  model_prepare_f32's */
+                                      int T, int B,
+                                      const float* x, const float* h0, const int* lengths,
+                                      float* output, float* h_n,
+                                      void* work, size_t work_size);
+    int (*model_forward_prepared_f64)(const cygru_model_f64* model, const void* prepared,
+                                      int T, int B,
+                                      const double* x, const double* h0, const int* lengths,
+                                      double* output, double* h_n,
+                                      void* work, size_t work_size);
 } cygru_api;
 
 #ifndef CYGRU_TYPES_ONLY
@@ -371,6 +416,60 @@ static inline int cygru_model_forward_f64(const cygru_model_f64* model, int T, i
 {
     return CYGRU_API_TABLE_->model_forward_f64(model, T, B, x, h0, lengths, output, h_n,
                                                work, work_size);
+}
+
+static inline size_t cygru_model_prepared_size_f32(const cygru_model_f32* model)
+{
+    return CYGRU_API_TABLE_->model_prepared_size_f32(model);
+}
+
+static inline size_t cygru_model_prepared_size_f64(const cygru_model_f64* model)
+{
+    return CYGRU_API_TABLE_->model_prepared_size_f64(model);
+}
+
+static inline int cygru_model_prepare_f32(const cygru_model_f32* model, void* prepared,
+                                          size_t size)
+{
+    return CYGRU_API_TABLE_->model_prepare_f32(model, prepared, size);
+}
+
+static inline int cygru_model_prepare_f64(const cygru_model_f64* model, void* prepared,
+                                          size_t size)
+{
+    return CYGRU_API_TABLE_->model_prepare_f64(model, prepared, size);
+}
+
+static inline size_t cygru_model_prepared_workspace_size_f32(int T, int B, int In, int H,
+                                                             int L, int D)
+{
+    return CYGRU_API_TABLE_->model_prepared_workspace_size_f32(T, B, In, H, L, D);
+}
+
+static inline size_t cygru_model_prepared_workspace_size_f64(int T, int B, int In, int H,
+                                                             int L, int D)
+{
+    return CYGRU_API_TABLE_->model_prepared_workspace_size_f64(T, B, In, H, L, D);
+}
+
+static inline int cygru_model_forward_prepared_f32(const cygru_model_f32* model,
+                                                   const void* prepared, int T, int B,
+                                                   const float* x, const float* h0,
+                                                   const int* lengths, float* output,
+                                                   float* h_n, void* work, size_t work_size)
+{
+    return CYGRU_API_TABLE_->model_forward_prepared_f32(model, prepared, T, B, x, h0, lengths,
+                                                        output, h_n, work, work_size);
+}
+
+static inline int cygru_model_forward_prepared_f64(const cygru_model_f64* model,
+                                                   const void* prepared, int T, int B,
+                                                   const double* x, const double* h0,
+                                                   const int* lengths, double* output,
+                                                   double* h_n, void* work, size_t work_size)
+{
+    return CYGRU_API_TABLE_->model_forward_prepared_f64(model, prepared, T, B, x, h0, lengths,
+                                                        output, h_n, work, work_size);
 }
 
 #endif  /* !CYGRU_TYPES_ONLY */

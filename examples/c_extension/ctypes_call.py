@@ -49,6 +49,22 @@ class CygruApi(ctypes.Structure):
         # model, T, B, x, h0, lengths, output, h_n, work, work_size
         ("model_forward_f32", F(INT, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE)),
         ("model_forward_f64", F(INT, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE)),
+        # prepared weights: model -> bytes; model, prepared, size; T, B, I, H, L, D;
+        # model, prepared, T, B, x, h0, lengths, output, h_n, work, work_size
+        ("model_prepared_size_f32", F(SIZE, PTR)),
+        ("model_prepared_size_f64", F(SIZE, PTR)),
+        ("model_prepare_f32", F(INT, PTR, PTR, SIZE)),
+        ("model_prepare_f64", F(INT, PTR, PTR, SIZE)),
+        ("model_prepared_workspace_size_f32", F(SIZE, INT, INT, INT, INT, INT, INT)),
+        ("model_prepared_workspace_size_f64", F(SIZE, INT, INT, INT, INT, INT, INT)),
+        (
+            "model_forward_prepared_f32",
+            F(INT, PTR, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE),
+        ),
+        (
+            "model_forward_prepared_f64",
+            F(INT, PTR, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE),
+        ),
     ]
 
 
@@ -121,6 +137,42 @@ def main():
         api.status_message(status).decode(),
         "| output untouched:",
         bool(np.isnan(output).all()),
+    )
+
+    # Prepared weights: pack them once (model_prepare_f32), then stream a sequence a
+    # frame at a time (T=1 calls, h_n written over h0) through a unidirectional model:
+    # cygru.GRU's bits over the whole sequence, without packing the weights on every
+    # call. The prepared buffer is a copy: prepare again after changing a weight.
+    gru = cygru.GRU(I, H, num_layers=L, seed=0)
+    stream = cygru.capi.export_weights(gru)
+    size = api.model_prepared_size_f32(stream.address)
+    raw = np.empty(size + 64, np.uint8)
+    prepared = raw[(-raw.ctypes.data) % 64 :][:size]  # 64-byte aligned is best
+    status = api.model_prepare_f32(stream.address, prepared.ctypes.data, size)
+    n1 = api.model_prepared_workspace_size_f32(1, B, I, H, L, 1)
+    work1 = np.empty(n1, np.uint8)
+    h = np.zeros((L, B, H), np.float32)
+    frames = np.empty((T, B, H), np.float32)
+    for t in range(T):
+        status |= api.model_forward_prepared_f32(
+            stream.address,
+            prepared.ctypes.data,
+            1,
+            B,
+            x[t].ctypes.data,
+            h.ctypes.data,
+            None,
+            frames[t].ctypes.data,
+            h.ctypes.data,
+            work1.ctypes.data,
+            n1,
+        )
+    ref_output, ref_h_n = gru(x)
+    print(
+        "prepared frames: status",
+        status,
+        "| bit-identical to cygru.GRU:",
+        bool(np.array_equal(frames, ref_output) and np.array_equal(h, ref_h_n)),
     )
 
 
