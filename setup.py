@@ -34,9 +34,9 @@ directives = {
 # optimised build for a profiler).
 # CYGRU_SANITIZE (tools/sanitize.sh): 1 or "address" (AddressSanitizer), "undefined"
 # (UBSan, every report fatal), "thread" (ThreadSanitizer). CYGRU_OPENMP_LIB, a directory
-# holding LLVM's libomp: link the OpenMP modules to it instead of GCC's libgomp (the TSan
-# runs: libomp, with its libarcher tool, tells ThreadSanitizer how OpenMP synchronises;
-# libgomp is not instrumented). Neither is for a release build.
+# holding LLVM's libomp: link the OpenMP module to it instead of GCC's libgomp (only
+# _cpu uses OpenMP, for omp_get_max_threads; the engine's threads are its own pool, so
+# tools/sanitize.sh no longer needs it). Neither is for a release build.
 SANITIZE = os.environ.get("CYGRU_SANITIZE", "")
 SANITIZE = {"": "", "0": "", "1": "address"}.get(SANITIZE, SANITIZE)
 if SANITIZE not in ("", "address", "undefined", "thread"):
@@ -81,7 +81,7 @@ setup(
         [
             ext("_blas"),
             ext("_kernels"),
-            ext("_engine", openmp=True),
+            ext("_engine"),
             ext("_cpu", openmp=True),
             # capi fills cygru.h's function table: a signature that differs from the
             # header's must stop the build (GCC < 14 and Clang only warn by default)

@@ -19,7 +19,7 @@ from libc.string cimport memcpy, memset
 from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
                             backward_work_size, layer_forward, layer_backward,
-                            in_forked_child, step_work_size, step_forward)
+                            step_work_size, step_forward)
 from cygru._engine import PIECES, lengths_schedule as _schedule
 from cygru._backend import ForwardCache
 cimport openmp
@@ -100,11 +100,6 @@ def get_num_threads():
         env = _read_env().strip()
         if env:
             _num_threads = _parse_thread_count(env, "CYGRU_NUM_THREADS", from_env=True)
-    if in_forked_child():
-        # fork() keeps only the forking thread and GNU OpenMP cannot start a team
-        # after it once it had one: a child forked after cygru's threads started runs
-        # every call on its calling thread (same bits)
-        return 1
     if _num_threads:
         return _num_threads
     n = getattr(_local, "n", 0)
@@ -210,10 +205,10 @@ def _threads_for(int B, int H, int D, dtype):
 
 
 # -- how small a call runs alone ------------------------------------------------------------
-# A call starts a parallel region only when its work is worth waking a thread for: its
+# A call wakes the worker pool only when its work is worth waking a thread for: its
 # total multiply-adds (T*B*3H*(I+H) per direction and layer: _call_work), shared by two
 # threads, must give each at least WAKE_COST * MIN_WORK_PER_THREAD. Below that it runs on
-# the calling thread: no OpenMP region, no wake-up, no barrier (and, in the lean entry
+# the calling thread: no job for the pool, no wake-up, no wait (and, in the lean entry
 # below, the GIL kept for the smallest: see KEEP_GIL_WORK). Waking a sleeping team thread
 # and joining it costs tens of microseconds (GOMP_SPINCOUNT is low, so idle team threads
 # sleep), and under load a scheduler tick (4 ms: the one-step p99 of issue 24); a call
@@ -253,7 +248,7 @@ cdef inline bint _runs_alone(double work) except -1:
 def _threads_for_call(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
                       Py_ssize_t L, Py_ssize_t D, dtype):
     """Threads for a forward call of T steps over B rows, L layers of D directions: 1 when
-    the whole call is too small to be worth a parallel region (WAKE_COST), else the
+    the whole call is too small to be worth waking a worker (WAKE_COST), else the
     per-step plan of _threads_for (a test hook too: the count a call plans)."""
     if _runs_alone(_call_work(T, B, I, H, L, D)):
         _check_env()

@@ -76,9 +76,8 @@ ctypedef struct cygru_dir_grads:
     void* gb_hh
 
 
-# Whether this process was made by fork() from one where cygru had started a parallel
-# region: then every call runs on its calling thread (GNU OpenMP's thread pool does not
-# survive a fork; a parallel region in the child would wait forever), with the same bits.
+# Whether this process was made by fork() from one whose cygru worker pool had started
+# threads (informational: the child's pool starts fresh workers when a call needs them).
 cdef bint in_forked_child() noexcept nogil
 
 # Threads and pieces of a call on n_threads (>= 1) threads: threads per direction,

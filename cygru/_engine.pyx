@@ -3,12 +3,12 @@
 from libc.string cimport memset, memcpy
 from libc.stdint cimport uintptr_t
 from cython cimport floating
-from cython.parallel cimport parallel, threadid
 import numpy as np
-cimport openmp
 from cygru._blas cimport gemm
 from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, cygru_work, cygru_work_init,
                              gru_direction_forward, gru_direction_backward,
+                             forward_phase_count, forward_phase_piece,
+                             backward_phase_count, backward_phase_piece,
                              gru_direction_weight_grads, gate_pack_size, pack_gate_weights,
                              backward_pack_size)
 
@@ -270,50 +270,40 @@ cdef size_t forward_work_size_prepared(const cygru_problem* pb, int n_threads) n
     return _forward_setup(pb, NULL, NULL, True, NULL, n_threads, NULL, NULL)
 
 
-ctypedef struct _Group:
-    int d           # the direction a thread runs
-    int rank        # its rank among the threads of that direction
-    int size        # how many threads run that direction
+# The threads: cygru's own worker pool (include/cygru_pool.h), not an OpenMP region. The
+# calling thread publishes the layer's directions as a job, does work itself and returns
+# as soon as all of it is done, never waiting for a worker that has not claimed a piece
+# (a region's closing barrier waited for every team thread: a worker another process
+# had pushed off its core cost a scheduler tick). See cygru_pool.h for the invariants.
+#
+# fork(): the pool's threads do not survive it. pthread_atfork's child handler clears the
+# pool, and the child's first threaded call starts fresh workers: a child runs with its
+# threads, whenever it was forked (os.fork, multiprocessing's "fork", a fork from C).
+cdef extern from "cygru_pool.h" nogil:
+    ctypedef void (*cygru_piece_fn)(void* run, long phase, int piece) noexcept nogil
+    int cygru_pool_run(cygru_piece_fn fn, int D, int n, void* const* runs, const long* K,
+                       const int* P)
+    int cygru_pool_workers()
+    void cygru_pool_reset()
+    long cygru_pool_spin_ns
+    int cygru_pool_spin_yield
+    int cygru_pool_chaos
+    void cygru_pool_set_policy(long spin_ns, int use_yield, int chaos)
+    void cygru_pool_get_stats(long* out, int reset)
+    int CYGRU_POOL_MAX_DIRS
 
 
-cdef inline _Group _group_of(int tid, int g, int D) noexcept nogil:
-    """The direction of thread tid when g >= D threads run D directions in contiguous
-    groups (tid * D // g), with tid's rank in its group and the group's size. Returned
-    by value: a variable assigned in a parallel block is private to each thread, one
-    written through a pointer would be shared."""
-    cdef _Group grp
-    cdef int first
-    grp.d = tid * D // g
-    first = (grp.d * g + D - 1) // D                  # the group's first thread
-    grp.rank = tid - first
-    grp.size = ((grp.d + 1) * g + D - 1) // D - first
-    return grp
-
-
-# fork(): GNU OpenMP's thread pool does not survive it (the child has only the forking
-# thread, libgomp still counts the parent's pool), and a child's first parallel region
-# would wait forever for threads that do not exist. So once cygru has started a parallel
-# region in a process, a child that process forks (pthread_atfork's child handler: os.fork,
-# multiprocessing's "fork" start method, a fork from C alike) runs every call on its
-# calling thread, which gives the same bits (results never depend on the thread count).
-# A child forked before any cygru parallel region ran (a forkserver, a pool made early)
-# keeps its threads: libgomp has no cygru pool to lose yet (a region another library ran on
-# the same libgomp is invisible here; the docs say so and point to "spawn").
 cdef extern from *:
     """
-    static int cygru_omp_started = 0;   /* a cygru parallel region ran in this process */
-    static int cygru_forked = 0;        /* ... in the process this one was forked from */
+    #include "cygru_pool.h"
+    static int cygru_forked = 0;   /* forked from a process whose pool had workers */
     static void cygru_after_fork_in_child(void) {
-        cygru_forked = __atomic_load_n(&cygru_omp_started, __ATOMIC_RELAXED);
-    }
-    static inline void cygru_note_omp_start(void) {
-        if (!__atomic_load_n(&cygru_omp_started, __ATOMIC_RELAXED))
-            __atomic_store_n(&cygru_omp_started, 1, __ATOMIC_RELAXED);
+        cygru_forked = cygru_pool_workers() > 0;
+        cygru_pool_reset();
     }
     """
     int cygru_forked
     void cygru_after_fork_in_child() noexcept nogil
-    void cygru_note_omp_start() noexcept nogil
 
 
 cdef extern from "pthread.h" nogil:
@@ -325,13 +315,71 @@ if pthread_atfork(NULL, NULL, cygru_after_fork_in_child) != 0:
     raise ImportError("cygru._engine: pthread_atfork failed (out of memory)")
 
 
+def _spin_policy_from_env(environ):
+    """(spin ns, yield) from CYGRU_SPIN_US (microseconds a waiting thread spins before it
+    sleeps, default 50) and CYGRU_SPIN_YIELD (1: sched_yield instead of the pause hint
+    while spinning): a private tuning aid for benchmarks/under_load.py, read at import."""
+    us = environ.get("CYGRU_SPIN_US", "").strip()
+    yl = environ.get("CYGRU_SPIN_YIELD", "").strip()
+    ns = 50000
+    if us:
+        try:
+            v = float(us)
+        except ValueError:
+            v = -1.0
+        if not (0 <= v <= 1e6):
+            raise ValueError(f"cygru: CYGRU_SPIN_US must be microseconds in [0, 1e6], got {us!r}")
+        ns = int(v * 1000)
+    if yl not in ("", "0", "1"):
+        raise ValueError(f"cygru: CYGRU_SPIN_YIELD must be 0 or 1, got {yl!r}")
+    return ns, yl == "1"
+
+
+def _set_spin_policy(long ns, bint use_yield):
+    """Set the waiting policy (tests and benchmarks): spin `ns` nanoseconds, pausing or
+    (use_yield) yielding, then sleep on a futex."""
+    cygru_pool_set_policy(ns, use_yield, cygru_pool_chaos)
+    return spin_policy()
+
+
+def spin_policy():
+    """The waiting policy in force: (spin ns, yield)."""
+    return cygru_pool_spin_ns, bool(cygru_pool_spin_yield)
+
+
+def _set_chaos(int every):
+    """Test hook: with every > 0, the pool's threads yield or sleep (up to 0.2 ms) at
+    random at the protocol's windows, about once in `every` times (0: off)."""
+    cygru_pool_set_policy(cygru_pool_spin_ns, cygru_pool_spin_yield, every)
+
+
+def _pool_stats(bint reset=False):
+    """Diagnostics: (waits, total ns, longest ns) of the calling threads' phase waits
+    that went past the spin to sleep (a phase held up by a piece a worker claimed);
+    reset: start counting again."""
+    cdef long out[3]
+    cygru_pool_get_stats(out, reset)
+    return out[0], out[1], out[2]
+
+
+def pool_workers():
+    """Worker threads the pool has started in this process (0 before the first threaded
+    call, and in a freshly forked child)."""
+    return cygru_pool_workers()
+
+
+_ns, _yield = _spin_policy_from_env(__import__("os").environ)
+_set_spin_policy(_ns, _yield)
+del _ns, _yield
+
+
 cdef bint in_forked_child() noexcept nogil:
     return cygru_forked != 0
 
 
 def forked_child():
-    """Whether this process was forked from one where cygru had started OpenMP threads:
-    then cygru runs every call on its calling thread (see in_forked_child)."""
+    """Whether this process was forked from one whose cygru pool had started workers
+    (informational: the child starts its own when it needs them)."""
     return cygru_forked != 0
 
 
@@ -346,32 +394,26 @@ cdef void _backward_fn(void* run, int rank, int group) noexcept nogil:
     gru_direction_backward(<cygru_bwd_run*>run, rank, group)
 
 
-cdef void _run_directions(_direction_fn fn, char* runs, size_t stride, int D,
-                          int n_sets) noexcept nogil:
-    """Run D directions (their structs `stride` bytes apart) on n_sets threads: a group
-    of threads per direction; however many threads OpenMP grants, every direction is
-    run whole (with fewer than D, a thread runs directions one after the other). In a
-    forked child, on the calling thread only (no OpenMP region: see cygru_forked)."""
-    # (every variable assigned in the parallel block is private to each thread: Cython
-    # lists them in the pragma's private/firstprivate clauses; see tests/test_threads.py)
-    cdef int d = 0, tid = 0, g = 1
-    cdef _Group grp
-    if n_sets <= 1 or cygru_forked:
+cdef void _run_directions(_direction_fn fn, cygru_piece_fn piece, char* runs, size_t stride,
+                          int D, int n_sets, const long* K, int P) noexcept nogil:
+    """Run D directions (their structs `stride` bytes apart, K[d] phases of P pieces) on
+    n_sets threads: the calling thread and up to n_sets - 1 pool workers that join while
+    there is work. When the pool is busy with another call (or n_sets is 1), the calling
+    thread runs every direction alone (the same bits: results never depend on who does a
+    piece)."""
+    cdef void* ptrs[2]
+    cdef long ks[2]
+    cdef int ps[2]
+    cdef int d
+    if n_sets > 1 and D <= CYGRU_POOL_MAX_DIRS and D <= 2:
         for d in range(D):
-            fn(runs + d * stride, 0, 1)
-        return
-    cygru_note_omp_start()
-    with parallel(num_threads=n_sets):
-        tid = threadid()
-        g = openmp.omp_get_num_threads()
-        if g >= D:
-            grp = _group_of(tid, g, D)
-            fn(runs + grp.d * stride, grp.rank, grp.size)
-        else:
-            d = tid
-            while d < D:
-                fn(runs + d * stride, 0, 1)
-                d = d + g
+            ptrs[d] = runs + d * stride
+            ks[d] = K[d]
+            ps[d] = P
+        if cygru_pool_run(piece, D, n_sets, ptrs, ks, ps):
+            return
+    for d in range(D):
+        fn(runs + d * stride, 0, 1)
 
 
 cdef void layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
@@ -390,10 +432,14 @@ cdef void _layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
                          const cygru_forward_io* io, void* work, int n_threads) noexcept nogil:
     cdef cygru_fwd_run* runs
     cdef int per_dir, n_sets, P, d
+    cdef long K[2]
     cdef size_t BH = <size_t>pb.B * pb.H
     _forward_setup(pb, w, prepared, is_prepared, io, n_threads, work, &runs)
     thread_plan(n_threads, pb.D, pb.H, &per_dir, &n_sets, &P)
-    _run_directions(_forward_fn, <char*>runs, sizeof(cygru_fwd_run), pb.D, n_sets)
+    for d in range(min(pb.D, 2)):
+        K[d] = forward_phase_count(&runs[d])
+    _run_directions(_forward_fn, forward_phase_piece, <char*>runs, sizeof(cygru_fwd_run),
+                    pb.D, n_sets, K, P)
     if pb.T % 2 == 1:
         # after an odd number of steps h_n is in state_alt
         for d in range(pb.D):
@@ -477,9 +523,13 @@ cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
     cdef cygru_bwd_run* runs
     cdef void* dgi
     cdef int per_dir, n_sets, P, d
+    cdef long K[2]
     _backward_setup(pb, w, io, n_threads, work, &runs, &dgi)
     thread_plan(n_threads, pb.D, pb.H, &per_dir, &n_sets, &P)
-    _run_directions(_backward_fn, <char*>runs, sizeof(cygru_bwd_run), pb.D, n_sets)
+    for d in range(min(pb.D, 2)):
+        K[d] = backward_phase_count(&runs[d])
+    _run_directions(_backward_fn, backward_phase_piece, <char*>runs, sizeof(cygru_bwd_run),
+                    pb.D, n_sets, K, P)
     for d in range(pb.D):
         gru_direction_weight_grads(&runs[d], io.x, pb.In, grads[d].gw_ih, grads[d].gw_hh,
                                    grads[d].gb_ih, grads[d].gb_hh)

@@ -83,6 +83,12 @@ ctypedef struct cygru_fwd_run:
 # in its core's cache from step to step), then any piece still unclaimed.
 cdef void gru_direction_forward(cygru_fwd_run* s, int rank, int group) noexcept nogil
 
+# The same sequence one phase piece at a time, for cygru's worker pool (cygru_pool.h),
+# which does the claiming and waiting in its own memory: phase k (of
+# forward_phase_count), piece p. gru_direction_forward runs exactly these.
+cdef long forward_phase_count(const cygru_fwd_run* s) noexcept nogil
+cdef void forward_phase_piece(void* s, long k, int p) noexcept nogil
+
 
 # The backward of one direction, its work claimed in pieces as the forward's: per time
 # step the gate gradients of the piece's units, then dL/dh_{t-1} for its units
@@ -114,6 +120,8 @@ ctypedef struct cygru_bwd_run:
 
 
 cdef void gru_direction_backward(cygru_bwd_run* s, int rank, int group) noexcept nogil
+cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil
+cdef void backward_phase_piece(void* s, long k, int p) noexcept nogil
 
 
 # Elements of the forward's packed weights of a (3H x K) matrix (W_ih: K = In; W_hh:

@@ -509,6 +509,20 @@ cdef void gru_direction_forward(cygru_fwd_run* s, int rank, int group) noexcept 
     # after an odd number of steps h_n is in state_alt: the caller copies it back
 
 
+cdef long forward_phase_count(const cygru_fwd_run* s) noexcept nogil:
+    return <long>s.T * (1 if s.reset_after else 2)
+
+
+cdef void forward_phase_piece(void* s_, long k, int p) noexcept nogil:
+    # phase k of gru_direction_forward's sequence: per step the gates, then (reset_after
+    # False) the n pass
+    cdef cygru_fwd_run* s = <cygru_fwd_run*>s_
+    if s.reset_after:
+        _forward_piece(s, _PHASE_GATES, <int>k, p)
+    else:
+        _forward_piece(s, _PHASE_GATES if k % 2 == 0 else _PHASE_N, <int>(k // 2), p)
+
+
 cdef Py_ssize_t backward_pack_size(int U, int H) noexcept nogil:
     """Elements of pack_backward_slice's buffer."""
     return cygru_packed_size(U, 3 * H)
@@ -599,6 +613,32 @@ cdef void gru_direction_backward(cygru_bwd_run* s, int rank, int group) noexcept
         else:
             _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_RH, st)
             _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_DH_RZ, st)
+
+
+cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil:
+    # the steps that run (active rows) are the processing steps [first_st, first_st + n):
+    # active[t] does not grow with t
+    cdef long n = 0
+    cdef int t
+    for t in range(s.T):
+        if s.active[t] > 0:
+            n += 1
+    return n * (2 if s.reset_after else 3)
+
+
+cdef void backward_phase_piece(void* s_, long k, int p) noexcept nogil:
+    # phase k of gru_direction_backward's sequence (the steps without active rows skipped)
+    cdef cygru_bwd_run* s = <cygru_bwd_run*>s_
+    cdef int per = 2 if s.reset_after else 3
+    cdef int st = s.first_st + <int>(k // per), j = <int>(k % per)
+    if j == 0:
+        _backward_piece(s, _BPHASE_GATES, st, p)
+    elif s.reset_after:
+        _backward_piece(s, _BPHASE_DH, st, p)
+    elif j == 1:
+        _backward_piece(s, _BPHASE_RH, st, p)
+    else:
+        _backward_piece(s, _BPHASE_DH_RZ, st, p)
 
 
 cdef inline void _weight_grads_t(const cygru_bwd_run* s, const floating* x, int I,

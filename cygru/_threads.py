@@ -36,14 +36,10 @@ def get_num_threads() -> int:
     backward's weight-gradient products (one per weight matrix, after the time loop) go
     to SciPy's BLAS, which may use its own threads (control those with threadpoolctl).
 
-    In a process made by ``fork()`` (``os.fork``, multiprocessing's ``"fork"`` start
-    method and its pools) from one where cygru had already run a threaded call, it is
-    1, whatever was set: GNU OpenMP cannot start threads in such a child (its first
-    parallel region would wait forever for the parent's threads), so there every call
-    runs on its calling thread, with the same bits. A child forked before any threaded
-    call, and workers started with ``"spawn"`` or ``"forkserver"``, use threads as usual
-    (a child forked before cygru's first threaded call but after another library ran GNU
-    OpenMP regions on the same libgomp can still hang in that pool: prefer ``"spawn"``).
+    The threads are cygru's own worker pool. A process made by ``fork()`` (``os.fork``,
+    multiprocessing's ``"fork"`` start method and its pools) keeps the count: the parent's
+    workers do not exist in the child, which starts its own at its first threaded call
+    (same bits).
 
     Examples
     --------

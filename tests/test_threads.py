@@ -594,8 +594,9 @@ def test_long_stream_with_large_input_cut_into_calls(threads):
 
 
 # -- fork ------------------------------------------------------------------------------------
-# GNU OpenMP's thread pool does not survive fork(): before cygru handled it, a child forked
-# after a threaded call hung forever in libgomp at its first threaded call. Each scenario runs
+# A process's threads do not survive fork(): with GNU OpenMP's pool, a child forked after a
+# threaded call hung forever in libgomp at its first threaded call; cygru's own pool is
+# cleared in the child, which starts fresh workers at its first threaded call. Each scenario runs
 # in a fresh interpreter under a timeout; children report (their results, their thread count)
 # through files, and the parent compares them bit for bit with its own.
 
@@ -620,7 +621,8 @@ def compute(tag):
     dx, dh0 = backward(d_out, None)
     grads = [v.copy() for v in g.grads.values()]
     return dict(out=out, h_n=h_n, dx=dx, dh0=dh0, threads=cygru.get_num_threads(),
-                forked=_engine.forked_child(), pid=os.getpid(), tag=tag, grads=grads)
+                forked=_engine.forked_child(), workers=_engine.pool_workers(),
+                pid=os.getpid(), tag=tag, grads=grads)
 
 
 def save(tag):
@@ -652,7 +654,7 @@ def fork_and_save(tag):
 
 if SCENARIO == "fork-first":
     fork_and_save("child")                     # before any threaded call: keeps threads
-save("parent")                                 # a threaded call: OpenMP's pool exists
+save("parent")                                 # a threaded call: the pool has workers
 if SCENARIO == "os.fork":
     fork_and_save("child")
 elif SCENARIO == "mp-fork":
@@ -739,8 +741,9 @@ def _assert_same_bits(a, b):
 def test_forked_child_runs_and_gives_the_parents_bits(tmp_path, threads, scenario):
     """A child forked after a threaded call (os.fork, multiprocessing's "fork" Process and
     Pool, a child that forks again, a fork while another thread is inside cygru) finishes
-    its forward and backward, on one thread, with the parent's results bit for bit; a
-    child forked before any threaded call (as a forkserver's are) keeps its threads."""
+    its forward and backward on its own fresh workers (the parent's do not exist there),
+    with the parent's results bit for bit; so does a child forked before any threaded
+    call."""
     results = _fork_results(tmp_path, threads, scenario)
     parents = [r for r in results if r["tag"] == "parent"]
     children = [r for r in results if r["tag"] != "parent"]
@@ -749,66 +752,214 @@ def test_forked_child_runs_and_gives_the_parents_bits(tmp_path, threads, scenari
     assert len(parents) == 1 and len(children) == expected[scenario], [r["tag"] for r in results]
     parent = parents[0]
     assert parent["threads"] == threads and not parent["forked"]
+    assert parent["workers"] >= threads - 1
     for child in children:
         assert child["pid"] != parent["pid"]
-        if scenario == "fork-first":  # forked before OpenMP's pool existed: threads as usual
-            assert not child["forked"] and child["threads"] == threads
-        else:
-            assert child["forked"] and child["threads"] == 1, child["tag"]
+        # forked after the parent's pool started (not before: fork-first), and the child
+        # started its own workers for its threaded calls
+        assert child["forked"] == (scenario != "fork-first"), child["tag"]
+        assert child["threads"] == threads and child["workers"] >= threads - 1, child["tag"]
         _assert_same_bits(child, parent)
     if scenario == "fork-again":
         assert {c["tag"] for c in children} == {"child", "grandchild"}
 
 
-# -- the engine's parallel block: every variable it assigns is private -------------------------
+# -- the worker pool (cygru/include/cygru_pool.h) --------------------------------------------
 
 _ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
-def _parallel_blocks(source):
-    """The bodies of the `with parallel(...)` blocks of a .pyx source."""
-    lines = source.splitlines()
-    blocks = []
-    for i, line in enumerate(lines):
-        if "with parallel(" in line and not line.lstrip().startswith("#"):
-            indent = len(line) - len(line.lstrip())
-            body = []
-            for nxt in lines[i + 1 :]:
-                if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
-                    break
-                body.append(nxt)
-            blocks.append("\n".join(body))
-    return blocks
+def test_engine_runs_no_openmp_region():
+    """The engine's threads are its own pool: no OpenMP parallel region (whose closing
+    barrier made the caller wait for every team thread, descheduled ones included)."""
+    src = (_ROOT / "cygru" / "_engine.pyx").read_text()
+    code = "\n".join(line.split("#")[0] for line in src.splitlines())
+    assert "parallel(" not in code and "prange" not in code and "openmp" not in code
+    assert "cygru_pool_run(" in code
 
 
-def test_parallel_blocks_write_nothing_through_pointers():
-    """Cython makes a variable assigned in a parallel block private to each thread, but
-    one written through a pointer (``f(&rank)``) stays shared: a data race (issue 23.4:
-    every thread of _run_directions wrote the same ``rank`` and ``size``). No parallel
-    block of the engine takes an address."""
-    blocks = _parallel_blocks((_ROOT / "cygru" / "_engine.pyx").read_text())
-    assert len(blocks) == 1 and "_group_of(" in blocks[0]
-    for body in blocks:
-        code = "\n".join(line.split("#")[0] for line in body.splitlines())
-        assert "&" not in code, code
+_POOL_STRESS = r"""
+import sys, threading
+import numpy as np
+import cygru
+from cygru import _cpu, _engine
+
+_cpu.MIN_WORK_PER_THREAD = 0          # split even tiny problems over threads
+rng = np.random.default_rng(1)
+cases = []
+for bidir, reset_after, T, B, H in [(False, True, 3, 1, 40), (True, True, 5, 2, 33),
+                                    (True, False, 4, 3, 64), (False, False, 1, 1, 16)]:
+    g = cygru.GRU(8, H, bidirectional=bidir, reset_after=reset_after, seed=T)
+    x = rng.standard_normal((T, B, 8)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B) if B > 1 else None
+    d_out = rng.standard_normal((T, B, H * (2 if bidir else 1))).astype(np.float32)
+    cases.append((g, x, lengths, d_out))
 
 
-def test_generated_pragma_lists_the_block_variables_private():
-    """In the generated C (present after an in-place build), the engine's parallel region
-    lists every variable its block assigns (d, g, grp, tid) as private or firstprivate."""
-    import re
+def run(case):
+    g, x, lengths, d_out = case
+    (out, h_n), bw = g.vjp(x, None, lengths)
+    g.zero_grad()
+    dx, dh0 = bw(d_out, None)
+    return [out, h_n, dx, dh0] + [v.copy() for v in g.grads.values()]
 
-    c_file = _ROOT / "cygru" / "_engine.c"
-    if not c_file.exists():
-        pytest.skip("cygru/_engine.c is not generated in this checkout")
-    pragmas = re.findall(r"#pragma omp parallel ([^\n]*)", c_file.read_text())
-    assert len(pragmas) == 1, pragmas
-    private = set()
-    for clause in re.findall(r"(?:first|last)?private\(([^)]*)\)", pragmas[0]):
-        private.update(v.strip() for v in clause.split(","))
-    for name in ("d", "g", "grp", "tid"):
-        assert f"__pyx_v_{name}" in private, (name, pragmas[0])
-    assert "shared(" not in pragmas[0]
+
+cygru.set_num_threads(1)
+want = [run(c) for c in cases]
+cygru.set_num_threads(8)              # 8 threads: more than the machine's cores
+_engine._set_chaos(int(sys.argv[1]))  # random yields and sleeps in the protocol's windows
+_engine._set_spin_policy(int(sys.argv[2]), sys.argv[3] == "1")
+bad = []
+
+
+def loop(seed, n):
+    r = np.random.default_rng(seed)
+    for _ in range(n):
+        i = int(r.integers(len(cases)))
+        got = run(cases[i]) if threading.current_thread() is threading.main_thread() else None
+        if got is None:               # another Python thread: forward only (grads shared)
+            g, x, lengths, _ = cases[i]
+            out, h_n = g(x, None, lengths)
+            got = [out, h_n]
+        if not all(np.array_equal(a, b) for a, b in zip(got, want[i])):
+            bad.append(i)
+
+
+threads = [threading.Thread(target=loop, args=(s, 300)) for s in range(3)]
+for t in threads:
+    t.start()
+loop(99, int(sys.argv[4]))
+for t in threads:
+    t.join()
+assert _engine.pool_workers() >= 7, _engine.pool_workers()
+print("BAD" if bad else "OK", len(bad))
+"""
+
+
+@pytest.mark.parametrize(
+    "chaos, spin_ns, use_yield",
+    [(0, 50000, 0), (7, 50000, 0), (3, 0, 0), (5, 5000, 1)],
+    ids=["no-stalls", "stalls-spin-50us", "many-stalls-no-spin", "stalls-yield-5us"],
+)
+def test_pool_stress_bit_identical_and_never_hangs(tmp_path, chaos, spin_ns, use_yield):
+    """Thousands of tiny forward+backward calls on 8 threads (more than the cores),
+    beside three Python threads making forward calls at once (they find the pool busy and
+    run alone), with the pool's threads yielding or sleeping at random between snapshot,
+    claim and piece (so workers join late, mid-sequence, or after their job ended and
+    the next began): every result bit-identical to one thread, and no hang (a fresh
+    interpreter under a timeout)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "pool_stress.py"
+    script.write_text(_POOL_STRESS)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    try:
+        r = subprocess.run(
+            [sys.executable, str(script), str(chaos), str(spin_ns), str(use_yield), "1500"],
+            capture_output=True,
+            text=True,
+            cwd=str(_ROOT),
+            env=env,
+            timeout=400,
+        )
+    except subprocess.TimeoutExpired as e:  # pragma: no cover - the regression itself
+        pytest.fail(f"pool stress hung: {e}")
+    assert r.returncode == 0 and r.stdout.strip() == "OK 0", r.stdout + r.stderr[-2000:]
+
+
+_EXIT_SCRIPT = r"""
+import os, sys, threading, time
+import numpy as np
+import cygru
+from cygru import _cpu, _engine
+
+_cpu.MIN_WORK_PER_THREAD = 0
+cygru.set_num_threads(4)
+g = cygru.GRU(16, 64, bidirectional=True, seed=0)
+x = np.ones((30, 2, 16), np.float32)
+g(x)
+assert _engine.pool_workers() >= 3
+how = sys.argv[1]
+
+
+def busy():
+    while True:
+        g(x)
+
+
+if how in ("daemon-exit", "daemon-os-exit"):
+    threading.Thread(target=busy, daemon=True).start()
+    time.sleep(0.05)
+print("EXITING", flush=True)
+if how == "daemon-os-exit":
+    os._exit(0)
+if how == "sys-exit-code":
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["return", "daemon-exit", "daemon-os-exit", "sys-exit-code"])
+def test_process_exit_with_workers_alive(tmp_path, how):
+    """A process ends (interpreter shutdown, with a daemon Python thread inside cygru
+    calls or not; os._exit; sys.exit(3)) while the pool's workers wait or work: no hang,
+    no crash, the exit status given."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit.py"
+    script.write_text(_EXIT_SCRIPT)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    for _ in range(3):
+        r = subprocess.run(
+            [sys.executable, str(script), how],
+            capture_output=True,
+            text=True,
+            cwd=str(_ROOT),
+            env=env,
+            timeout=120,
+        )
+        assert "EXITING" in r.stdout, r.stderr[-2000:]
+        assert r.returncode == (3 if how == "sys-exit-code" else 0), r.stderr[-2000:]
+
+
+def test_spin_policy_knob():
+    """CYGRU_SPIN_US / CYGRU_SPIN_YIELD (a private tuning aid read at import): parsed
+    into (ns, yield), bad values refused naming the variable; the policy in force can be
+    changed and gives the same bits."""
+    from cygru import _engine
+
+    parse = _engine._spin_policy_from_env
+    assert parse({}) == (50000, False)
+    assert parse({"CYGRU_SPIN_US": "0"}) == (0, False)
+    assert parse({"CYGRU_SPIN_US": "5", "CYGRU_SPIN_YIELD": "1"}) == (5000, True)
+    assert parse({"CYGRU_SPIN_US": " 2.5 "}) == (2500, False)
+    for bad in ("-1", "abc", "1e7", "nan"):
+        with pytest.raises(ValueError, match="CYGRU_SPIN_US"):
+            parse({"CYGRU_SPIN_US": bad})
+    with pytest.raises(ValueError, match="CYGRU_SPIN_YIELD"):
+        parse({"CYGRU_SPIN_YIELD": "yes"})
+    before = _engine.spin_policy()
+    g = cygru.GRU(8, 64, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 2, 8)).astype(np.float32)
+    n_before = cygru.get_num_threads()
+    try:
+        cygru.set_num_threads(1)
+        want = g(x)[0]
+        cygru.set_num_threads(4)
+        for ns, y in ((0, False), (5000, True), (50000, False)):
+            assert _engine._set_spin_policy(ns, y) == (ns, y)
+            for _ in range(20):
+                assert np.array_equal(g(x)[0], want)
+    finally:
+        _engine._set_spin_policy(*before)
+        cygru.set_num_threads(n_before)
 
 
 def test_thread_local_count_is_taken_as_given(monkeypatch):

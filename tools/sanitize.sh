@@ -22,17 +22,14 @@
 #             report (a file per process, printed at the end). Runs the whole test suite.
 #   tsan      CYGRU_SANITIZE=thread (+ -g): ThreadSanitizer on the engine's thread tests
 #             (tests/test_threads.py and the thread tests of tests/test_embedding.py: see
-#             TSAN_TESTS below). GCC's libgomp is not instrumented, so ThreadSanitizer
-#             cannot see its barriers and would report every access across a parallel
-#             region as a race; this mode links the OpenMP modules to LLVM's libomp
-#             instead (GCC's GOMP_* calls are part of its interface) and loads LLVM's
-#             libarcher as its OMPT tool (OMP_TOOL_LIBRARIES), which tells ThreadSanitizer
-#             how OpenMP synchronises (Debian: apt-get install libomp-dev). No suppression
-#             file: every report counts. TSAN_OPTIONS=ignore_noninstrumented_modules=1
-#             (archer's requirement: the uninstrumented libomp's own calls to intercepted
-#             functions are not reported; synchronisation through them still counts).
-#             libtsan is preloaded (it must be the first library loaded), as libasan is.
-#             The mode checks that archer reports itself active before running anything.
+#             TSAN_TESTS below). The engine's threads are its own pool (pthreads, futexes
+#             and atomics: include/cygru_pool.h), which ThreadSanitizer understands; OpenMP
+#             is only asked for the default thread count and runs no region, so no OpenMP
+#             runtime needs instrumenting (before issue 24 this mode linked LLVM's libomp
+#             and its libarcher tool for the OpenMP regions). No suppression file: every
+#             report counts. libtsan is preloaded (it must be the first library loaded),
+#             as libasan is. The mode checks that the engine's workers start under it
+#             before running anything.
 #   valgrind  the plain -O3 build under `valgrind --tool=memcheck` on a smaller subset
 #             (tests/test_reliability.py with the Hypothesis profile "smoke", a twentieth
 #             of the ci examples); slow, for machines where ASan cannot be preloaded.
@@ -49,8 +46,6 @@
 #
 # Environment passed through: CYGRU_HYPOTHESIS_PROFILE (default ci), PYTHON (default python),
 # TESTS (the pytest paths of every mode but valgrind; default tests/, or TSAN_TESTS for tsan),
-# CYGRU_OPENMP_LIB (tsan: the directory of LLVM's libomp.so and libarcher.so; default the
-# newest /usr/lib/llvm-*/lib that has both).
 # Exit status: 0 when every mode passed, else the number of modes that failed. A summary
 # line per mode ("== <mode>: <pytest summary> (rc=N)") ends the output; the full logs are
 # in the temporary directory.
@@ -227,42 +222,35 @@ for mode in "${MODES[@]}"; do
       ;;
     tsan)
       libtsan=$(gcc -print-file-name=libtsan.so 2>/dev/null)
-      omplib=${CYGRU_OPENMP_LIB:-}
-      if [ -z "$omplib" ]; then
-        for d in $(ls -d /usr/lib/llvm-*/lib 2>/dev/null | sort -V -r); do
-          if [ -e "$d/libomp.so" ] && [ -e "$d/libarcher.so" ]; then omplib=$d; break; fi
-        done
-      fi
-      if [ ! -e "$libtsan" ] || [ -z "$omplib" ] || [ ! -e "$omplib/libarcher.so" ]; then
-        echo "sanitize.sh: tsan needs GCC's libtsan.so and LLVM's libomp.so + libarcher.so" \
-             "(Debian: apt-get install libomp-dev; or set CYGRU_OPENMP_LIB)" >&2
-        FAILED=$((FAILED + 1)); SUMMARY+=("$mode: no libtsan or libomp/libarcher"); continue
+      if [ ! -e "$libtsan" ]; then
+        echo "sanitize.sh: tsan needs GCC's libtsan.so (gcc -print-file-name=libtsan.so)" >&2
+        FAILED=$((FAILED + 1)); SUMMARY+=("$mode: no libtsan"); continue
       fi
       libstdcxx=$(gcc -print-file-name=libstdc++.so 2>/dev/null)
       preload="$libtsan"
       [ -e "$libstdcxx" ] && preload="$libtsan $(readlink -f "$libstdcxx")"
-      export OMP_TOOL_LIBRARIES="$omplib/libarcher.so"
-      # die_after_fork=0: the fork tests' children (where cygru runs on one thread) start
-      # threads all the same, OpenBLAS's, for the backward's weight-gradient products;
-      # ThreadSanitizer would end them ("starting new threads after multi-threaded fork is
-      # not supported"), though it checks them (with OPENBLAS_NUM_THREADS=1 they start
-      # none and pass with its default as well)
+      # die_after_fork=0: the fork tests' children start threads (the pool's fresh workers,
+      # OpenBLAS's for the backward's weight-gradient products); ThreadSanitizer would end
+      # them ("starting new threads after multi-threaded fork is not supported"), though
+      # it checks them
       export TSAN_OPTIONS="ignore_noninstrumented_modules=1:halt_on_error=0:die_after_fork=0:second_deadlock_stack=1:log_path=$WORK/tsan-report"
-      { CYGRU_SANITIZE=thread CYGRU_OPENMP_LIB="$omplib" CFLAGS="-g" build "$dir" &&
+      { CYGRU_SANITIZE=thread CFLAGS="-g" build "$dir" &&
         LD_PRELOAD="$preload" check_import "$dir"; } ||
         { FAILED=$((FAILED + 1)); SUMMARY+=("$mode: build failed"); continue; }
-      # a trustworthy run needs archer active: it says so when asked (on stdout)
-      archer=$(cd "$dir" && LD_PRELOAD="$preload" PYTHONPATH="$dir" ARCHER_OPTIONS=verbose=1 \
-        "$PY" -c "import numpy as np, cygru; cygru.set_num_threads(2); \
-cygru.GRU(8, 64, bidirectional=True)(np.ones((3, 64, 8), np.float32))" 2>&1)
-      if ! echo "$archer" | grep -q "Archer detected OpenMP application with TSan"; then
-        echo "sanitize.sh: libarcher did not start ($OMP_TOOL_LIBRARIES):" >&2
-        echo "$archer" | tail -5 >&2
-        FAILED=$((FAILED + 1)); SUMMARY+=("$mode: archer inactive"); continue
+      # a trustworthy run needs the engine's threads running under ThreadSanitizer
+      started=$(cd "$dir" && LD_PRELOAD="$preload" PYTHONPATH="$dir" \
+        "$PY" -c "import numpy as np, cygru; from cygru import _engine, _cpu; \
+_cpu.MIN_WORK_PER_THREAD = 0; cygru.set_num_threads(2); \
+cygru.GRU(8, 64, bidirectional=True)(np.ones((3, 64, 8), np.float32)); \
+print('workers', _engine.pool_workers())" 2>&1)
+      if ! echo "$started" | grep -q "^workers [1-9]"; then
+        echo "sanitize.sh: the engine's workers did not start under ThreadSanitizer:" >&2
+        echo "$started" | tail -5 >&2
+        FAILED=$((FAILED + 1)); SUMMARY+=("$mode: no workers"); continue
       fi
       rm -f "$WORK"/tsan-report.*
       echo "== $mode: python -m pytest -q ${TEST_PATHS[*]} under ThreadSanitizer" \
-           "(LD_PRELOAD=$preload, OpenMP: $omplib/libomp.so + libarcher)"
+           "(LD_PRELOAD=$preload)"
       LD_PRELOAD="$preload" \
       run_pytest "$dir" "$log" "$PY" -m pytest -q -p no:cacheprovider "${TEST_PATHS[@]}" \
         "${PYTEST_EXTRA[@]}"
