@@ -141,6 +141,27 @@ def _thread_count(n):
         _local.n = saved
 
 
+def _kernel_rows_now():
+    """The batch size that picks the kernel of this Python thread's calls (0: each call's
+    own B; see _kernel_rows)."""
+    return getattr(_local, "kernel_rows", 0)
+
+
+@contextlib.contextmanager
+def _kernel_rows(n):
+    """Within the block, calls made on this Python thread pick their products' kernel (the
+    dot kernel up to DOT_MAX_B rows, the packed one above) as a call of `n` rows would,
+    whatever their own batch size. cygru.dask runs each chunk of a batch this way, so a
+    chunk's rows get the bits one call over the whole batch gives them (the two kernels
+    round differently; each element's arithmetic depends only on the kernel)."""
+    saved = getattr(_local, "kernel_rows", 0)
+    _local.kernel_rows = int(n)
+    try:
+        yield
+    finally:
+        _local.kernel_rows = saved
+
+
 # A direction is split over threads only while each thread keeps at least this many
 # multiply-adds per step (~0.4 us of work): below it a barrier per step costs more than
 # the split saves. Measured on 2 cores (T=50, B=1, I=64, float32): H=64 (12k in all)
@@ -282,6 +303,7 @@ cdef void _problem(cygru_problem* pb, int T, int B, int I, int H, int D, dtype,
     pb.perm = <const Py_ssize_t*>_ptr(perm)
     pb.active = <const int*>_ptr(active)
     pb.chunk = _CHUNK_STEPS
+    pb.kernel_rows = _kernel_rows_now()
 
 
 cdef void _weights(cygru_dir_weights* w, weights) except *:
@@ -671,6 +693,7 @@ cdef object _gru_lean_run(x, h0, list weights, int typenum, Py_ssize_t T, Py_ssi
     pb.itemsize = it
     pb.reset_after, pb.reverse = reset_after, reverse
     pb.chunk = _CHUNK_STEPS
+    pb.kernel_rows = _kernel_rows_now()
     cdef size_t engine_bytes = forward_work_size(&pb, n_threads), other
     if L > 1:
         pb.In = DH

@@ -37,6 +37,9 @@ ctypedef struct cygru_problem:
     const int* active                   # (T,) running rows per step
     int chunk                           # steps per input-projection chunk; 0: the rule
                                         #   of chunk_steps() (results never depend on it)
+    int kernel_rows                     # the batch size that picks the products' kernel
+                                        #   (dot up to DOT_MAX_B rows, else packed); 0: B.
+                                        #   cygru.dask sets the whole batch's for each chunk
 
 
 # One direction's weights; biases are never NULL (zeros for bias=False).

@@ -206,7 +206,7 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
     cdef int chunk = min(pb.chunk, T) if pb.chunk > 0 else chunk_steps(T, B, H, D, pb.itemsize)
     # small batches: every product by the dot kernel on the caller's weights, nothing
     # packed (decided by B alone: see DOT_MAX_B)
-    cdef bint use_dot = B <= dot_max_b
+    cdef bint use_dot = (pb.kernel_rows if pb.kernel_rows > 0 else B) <= dot_max_b
     cdef cygru_fwd_run* runs
     cdef cygru_fwd_run* s
     cdef int* bounds
@@ -556,6 +556,7 @@ cdef size_t _step_setup(int B, int In, int H, int itemsize, void* work, Py_ssize
     state[0] = <char*>_take(&a, <size_t>B * H, itemsize)
     zero_bias[0] = <char*>_take(&a, 3 * <size_t>H, itemsize)
     pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = 1, B, In, H, 1, itemsize, 0
+    pb.kernel_rows = 0
     layer = forward_work_size(&pb, 1)
     if layer == 0:
         return 0
@@ -605,6 +606,7 @@ cdef void step_forward(int B, int In, int H, int itemsize, bint reset_after,
     w.b_ih = b_ih if b_ih != NULL else zero_bias
     w.b_hh = b_hh if b_hh != NULL else zero_bias
     pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = 1, B, In, H, 1, itemsize, 0
+    pb.kernel_rows = 0
     pb.reset_after, pb.reverse, pb.perm, pb.active = reset_after, False, perm, active
     io.x = x
     io.out, io.out_ts, io.out_bs = h_out, <Py_ssize_t>B * H, H
@@ -719,6 +721,7 @@ cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize
     m.state = <char*>_take(&a, D * BH, it)
     m.zero_bias = <char*>_take(&a, 3 * <size_t>H, it)
     pb.T, pb.B, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, H, D, itemsize, 0
+    pb.kernel_rows = 0
     for k in range(2 if L > 1 else 1):
         pb.In = In if k == 0 else D * H
         n = forward_work_size_prepared(&pb, 1) if is_prepared else forward_work_size(&pb, 1)
@@ -786,6 +789,7 @@ cdef int _model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
         return 0
     memset(m.zero_bias, 0, 3 * <size_t>H * it)
     pb.T, pb.B, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, H, D, itemsize, 0
+    pb.kernel_rows = 0
     pb.reset_after, pb.reverse, pb.perm, pb.active = reset_after, reverse, m.perm, m.active
     io.x = x
     io.caches = io.hprevs = NULL
@@ -865,6 +869,7 @@ def _forward_work_size(int T, int B, int In, int H, int D, int itemsize, int n_t
     """Bytes of a layer forward's workspace (forward_work_size), for tests."""
     cdef cygru_problem pb
     pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, In, H, D, itemsize, 0
+    pb.kernel_rows = 0
     return forward_work_size(&pb, n_threads)
 
 
@@ -906,6 +911,7 @@ def _forward_prepared(x, weights, int H, bint reset_after, bint reverse, int n_t
         blocks[d] = <const void*><uintptr_t>block.ctypes.data
         block_arrays.append(block)
     pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, I, H, D, itemsize, 0
+    pb.kernel_rows = 0
     pb.reset_after, pb.reverse = reset_after, reverse
     pb.perm = <const Py_ssize_t*><uintptr_t>perm.ctypes.data
     pb.active = <const int*><uintptr_t>active.ctypes.data

@@ -53,8 +53,9 @@ Reproducibility
 ---------------
 Inference results are bitwise identical to one call of the module over the whole batch
 in one process, float32 and float64, whatever the chunking and the thread counts: cygru's
-engine computes a sequence the same way whatever the rows around it and the threads (see
-the Reproducibility section of the documentation).
+engine computes a sequence the same way whatever the rows around it and the threads, for a
+given kernel, and each chunk's task picks the kernel of the whole batch's size (batches of
+at most 4 rows take another kernel; see the Reproducibility section of the documentation).
 Gradients are summed over shards in a fixed tree (``split_every`` shards per node, left to
 right), never in completion order: two runs with the same chunks give the same bits, equal
 to summing the per-shard ``vjp`` gradients in that order in one process, and agree with one
@@ -345,8 +346,13 @@ class _Plan:
 # -- inference ------------------------------------------------------------------------------
 
 
-def _forward_block(module, x, lengths, h0, threads):
-    with _task_thread_count(threads):
+def _forward_block(module, x, lengths, h0, threads, batch):
+    # `batch`: the whole batch's size, which picks the kernel of the chunk's products (the
+    # small-batch dot kernel or the packed one round differently), so every chunk gives
+    # its rows the bits of one call over the whole batch
+    from . import _cpu
+
+    with _task_thread_count(threads), _cpu._kernel_rows(batch):
         return module(x, h0=h0, lengths=lengths)
 
 
@@ -424,7 +430,7 @@ def forward(
     dtype = module.dtype
     outs, hns = [], []
     for b, xb, lb, hb in zip(plan.chunks, plan.x_blocks, plan.lengths, plan.h0):
-        o, h = run(mod, xb, lb, hb, threads)
+        o, h = run(mod, xb, lb, hb, threads, plan.B)
         outs.append(
             da.from_delayed(o, plan.output_shape(b), dtype=dtype, meta=np.empty((0, 0, 0), dtype))
         )

@@ -712,3 +712,36 @@ def test_threads_read_by_the_one_parser(bad):
     for good in (np.int64(2), np.array(2), 2):
         out, _ = cdask.forward(gru, xd, threads=good)
         assert out.shape == (9, 8, 6)
+
+
+@pytest.mark.parametrize("B,chunk", [(3, 1), (4, 3), (9, 2), (9, 4), (9, 5), (6, 4)])
+def test_chunks_across_the_small_batch_kernel_keep_the_whole_batchs_bits(client, B, chunk):
+    """Batches of at most 4 rows run the dot kernel, larger ones the packed kernel, which
+    round differently: a chunk on the other side of that line than the whole batch still
+    gives its rows the whole batch's bits (the chunk's call picks the kernel of B rows)."""
+    for dtype in (np.float32, np.float64):
+        gru = cygru.GRU(5, 20, 2, seed=4, dtype=dtype)
+        x, lengths = _data(dtype, False, B=B)
+        out, h_n = cdask.forward(gru, _dask_x(x, False, chunk))
+        got_out, got_hn = client.compute([out, h_n], sync=True)
+        ref_out, ref_hn = gru(x)
+        assert np.array_equal(got_out, ref_out) and np.array_equal(got_hn, ref_hn)
+        out, h_n = cdask.forward(gru, _dask_x(x, False, chunk), lengths=lengths)
+        got_out, got_hn = client.compute([out, h_n], sync=True)
+        ref_out, ref_hn = gru(x, lengths=lengths)
+        assert np.array_equal(got_out, ref_out) and np.array_equal(got_hn, ref_hn)
+
+
+def test_kernel_rows_override_gives_the_bigger_batchs_bits():
+    """_cpu._kernel_rows(n): a call of B rows computes as a call of n rows would."""
+    from cygru import _cpu
+
+    gru = cygru.GRU(6, 24, seed=5)
+    x = np.random.default_rng(0).standard_normal((5, 12, 6)).astype(np.float32)
+    whole = gru(x)[0]
+    alone = gru(x[:, :2])[0]                 # 2 rows: the small-batch kernel
+    with _cpu._kernel_rows(12):
+        as_part = gru(x[:, :2])[0]
+    assert np.array_equal(as_part, whole[:, :2])
+    assert np.allclose(alone, whole[:, :2], rtol=1e-5, atol=1e-6)
+    assert _cpu._kernel_rows_now() == 0      # restored
