@@ -13,6 +13,8 @@ import uuid
 
 import pytest
 
+from optional_deps import import_optional
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNDER_LOAD = os.path.join(ROOT, "benchmarks", "under_load.py")
 
@@ -263,8 +265,8 @@ LATENCY = os.path.join(ROOT, "benchmarks", "latency.py")
 
 def test_latency_quick_reports_quantiles_targets_and_leaves_no_process(tmp_path):
     """latency.py --quick: per-call quantiles per case x condition x peer, targets, JSON."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+    import_optional("onnxruntime")
+    import_optional("onnx")
     run_id = f"test-latency-{uuid.uuid4().hex}"
     out_json, out_md = tmp_path / "l.json", tmp_path / "l.md"
     cmd = [sys.executable, LATENCY, "--quick", "--peers", "ort", "--calls", "40"]

@@ -739,9 +739,9 @@ def test_kernel_rows_override_gives_the_bigger_batchs_bits():
     gru = cygru.GRU(6, 24, seed=5)
     x = np.random.default_rng(0).standard_normal((5, 12, 6)).astype(np.float32)
     whole = gru(x)[0]
-    alone = gru(x[:, :2])[0]                 # 2 rows: the small-batch kernel
+    alone = gru(x[:, :2])[0]  # 2 rows: the small-batch kernel
     with _cpu._kernel_rows(12):
         as_part = gru(x[:, :2])[0]
     assert np.array_equal(as_part, whole[:, :2])
     assert np.allclose(alone, whole[:, :2], rtol=1e-5, atol=1e-6)
-    assert _cpu._kernel_rows_now() == 0      # restored
+    assert _cpu._kernel_rows_now() == 0  # restored
