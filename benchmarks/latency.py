@@ -824,37 +824,14 @@ def main(argv=None):
             for p, e in cases_res[case]["peers"].items():
                 if e.get("info"):
                     threads.setdefault(p, e["info"].get("threads"))
-        for k, cs in loads.items():
-            for c in cs:
-                c.kill()
-                load_info.append(
-                    {"kind": k, "pid": c.pid, "cpu": c.loop_cpu(), "info": c.ready_info}
-                )
-        for w in workers.values():
-            try:
-                w.proc.stdin.write(b'{"cmd": "quit"}\n')
-                w.proc.stdin.flush()
-            except OSError:
-                pass
+        _ul.stop_loads_and_workers(loads, workers, load_info)
     except KeyboardInterrupt:
         interrupted = "interrupted (Ctrl-C)"
     except SystemExit as exc:
         interrupted = f"terminated (exit {exc.code})"
         raise
     finally:
-        reg.kill_all()
-        left = [c.pid for c in reg.children if c.proc.poll() is None]
-        if left:
-            print(f"WARNING: processes still running after SIGKILL: {left}", file=sys.stderr)
-        for f in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, f))
-        os.rmdir(workdir)
-        if interrupted:
-            print(
-                f"\n{interrupted}: all {len(reg.children)} child processes stopped",
-                file=sys.stderr,
-                flush=True,
-            )
+        _ul.clean_up(reg, workdir, interrupted)
     if interrupted:
         return 130
 

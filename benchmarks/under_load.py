@@ -557,6 +557,39 @@ class Registry:
         return [c.pid for c in self.children]
 
 
+def stop_loads_and_workers(loads, workers, load_info):
+    """End of a run: kill the load processes (their CPU use appended to `load_info`) and
+    ask the measurement workers to quit."""
+    for k, cs in loads.items():
+        for c in cs:
+            c.kill()
+            load_info.append({"kind": k, "pid": c.pid, "cpu": c.loop_cpu(), "info": c.ready_info})
+    for w in workers.values():
+        try:
+            w.proc.stdin.write(b'{"cmd": "quit"}\n')
+            w.proc.stdin.flush()
+        except OSError:
+            pass
+
+
+def clean_up(reg, workdir, interrupted):
+    """Whatever happened: every child killed, the work directory removed, and a line
+    saying why the run stopped early (`interrupted`, or None)."""
+    reg.kill_all()
+    left = [c.pid for c in reg.children if c.proc.poll() is None]
+    if left:
+        print(f"WARNING: processes still running after SIGKILL: {left}", file=sys.stderr)
+    for f in os.listdir(workdir):
+        os.unlink(os.path.join(workdir, f))
+    os.rmdir(workdir)
+    if interrupted:
+        print(
+            f"\n{interrupted}: all {len(reg.children)} child processes stopped",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def start_load(reg, kind, index, lib=None, case=None, workdir=None, omp_backend="auto"):
     """Start one load process of ``kind`` (spin, kernel, omp or twin); call ready_and_pause."""
     if kind == "twin":
@@ -1148,37 +1181,14 @@ def main(argv=None):
             for p in peers:
                 info = cases_res[case]["peers"].get(p, {}).get("info", {})
                 threads.setdefault(p, info)
-        for k, cs in loads.items():
-            for c in cs:
-                c.kill()
-                load_info.append(
-                    {"kind": k, "pid": c.pid, "cpu": c.loop_cpu(), "info": c.ready_info}
-                )
-        for w in workers.values():
-            try:
-                w.proc.stdin.write(b'{"cmd": "quit"}\n')
-                w.proc.stdin.flush()
-            except OSError:
-                pass
+        stop_loads_and_workers(loads, workers, load_info)
     except KeyboardInterrupt:
         interrupted = "interrupted (Ctrl-C)"
     except SystemExit as exc:
         interrupted = f"terminated (exit {exc.code})"
         raise
     finally:
-        reg.kill_all()
-        left = [c.pid for c in reg.children if c.proc.poll() is None]
-        if left:
-            print(f"WARNING: processes still running after SIGKILL: {left}", file=sys.stderr)
-        for f in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, f))
-        os.rmdir(workdir)
-        if interrupted:
-            print(
-                f"\n{interrupted}: all {len(reg.children)} child processes stopped",
-                file=sys.stderr,
-                flush=True,
-            )
+        clean_up(reg, workdir, interrupted)
     if interrupted:
         return 130
 
