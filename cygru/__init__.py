@@ -16,8 +16,10 @@ import os as _os
 
 # Environment for the thread pools that load with cygru's extension, each read once
 # when its library loads:
-# - GOMP_SPINCOUNT (libgomp, cygru's OpenMP): by default an idle worker spins ~300,000
-#   times after every parallel region, stealing the core that BLAS and the caller need.
+# - GOMP_SPINCOUNT (libgomp, which cygru's _cpu links for omp_get_max_threads; cygru's
+#   own threads are its worker pool, but another library may run OpenMP regions on the
+#   same libgomp): by default an idle worker spins ~300,000 times after every parallel
+#   region, stealing the core that BLAS and the caller need.
 # - OPENBLAS_THREAD_TIMEOUT (SciPy's OpenBLAS, loaded by the extension's BLAS import
 #   unless scipy.linalg was imported first): its idle pool spins 2^28 cycles (~0.1 s)
 #   after every threaded GEMM, i.e. through the whole time loop that follows on cygru's

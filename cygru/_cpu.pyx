@@ -230,9 +230,10 @@ def _threads_for(int B, int H, int D, dtype):
 # total multiply-adds (T*B*3H*(I+H) per direction and layer: _call_work), shared by two
 # threads, must give each at least WAKE_COST * MIN_WORK_PER_THREAD. Below that it runs on
 # the calling thread: no job for the pool, no wake-up, no wait (and, in the lean entry
-# below, the GIL kept for the smallest: see KEEP_GIL_WORK). Waking a sleeping team thread
-# and joining it costs tens of microseconds (GOMP_SPINCOUNT is low, so idle team threads
-# sleep), and under load a scheduler tick (4 ms: the one-step p99 of issue 24); a call
+# below, the GIL kept for the smallest: see KEEP_GIL_WORK). Waking a sleeping worker
+# costs tens of microseconds (the pool's workers spin CYGRU_SPIN_US, 50 us, after a job,
+# then sleep on a futex; these figures were taken with libgomp's team, whose threads slept
+# alike), and under load a scheduler tick (4 ms: the one-step p99 of issue 24); a call
 # whose whole arithmetic is a few microseconds cannot win that back. Measured on the
 # 2-vCPU Xeon, B=1, I=64, float32, 1 vs 2 threads (tools/wake_cost.py, the lowest of the
 # blocks' medians on the shared machine; back to back, and after a 2 ms pause as frames
