@@ -502,20 +502,22 @@ class _CModel:
         buf = _aligned(n) if buf is None else buf
         return self.api["prepare"](ctypes.byref(self.model), _ptr(buf), n), buf
 
-    def forward(self, x, h0=None, lengths=None, prepared=None, out=None, h_n=None):
+    def forward(self, x, h0=None, lengths=None, prepared=None, out=None, h_n=None, work=None):
         g = self.gru
         T, B = x.shape[:2]
         L, D, H = g.num_layers, g.num_directions, g.hidden_size
         out = np.full((T, B, D * H), -7, g.dtype) if out is None else out
         h_n = np.full((L * D, B, H), -7, g.dtype) if h_n is None else h_n
         if prepared is None:
-            work = _aligned(max(1, self.api["work"](T, B, g.input_size, H, L, D)))
+            if work is None:
+                work = _aligned(max(1, self.api["work"](T, B, g.input_size, H, L, D)))
             status = self.api["forward"](
                 ctypes.byref(self.model), T, B, _ptr(x), _ptr(h0), _ptr(lengths),
                 _ptr(out), _ptr(h_n), _ptr(work), work.nbytes,
             )  # fmt: skip
         else:
-            work = _aligned(max(1, self.api["prepared_work"](T, B, g.input_size, H, L, D)))
+            if work is None:
+                work = _aligned(max(1, self.api["prepared_work"](T, B, g.input_size, H, L, D)))
             status = self.api["forward_prepared"](
                 ctypes.byref(self.model), _ptr(prepared), T, B, _ptr(x), _ptr(h0),
                 _ptr(lengths), _ptr(out), _ptr(h_n), _ptr(work), work.nbytes,
@@ -758,4 +760,55 @@ def test_pool_with_fewer_workers_than_asked():
     """pthread_create fails (no address space for more stacks): the calls finish on the
     threads there are, with the same bits."""
     r = _run_script(_POOL_NO_MEMORY)
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr[-3000:]
+
+
+_FORK_CLAIMS = r"""
+import os, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import cygru
+import test_adversarial_24 as t
+
+g = cygru.GRU(64, 256, num_layers=2, seed=0)
+m = t._CModel(g)
+status, buf = m.prepare()
+assert status == 0
+x = np.random.default_rng(0).standard_normal((20, 3, 64)).astype(np.float32)
+want = g(x)[0]
+work = t._aligned(m.api["prepared_work"](20, 3, 64, 256, 2, 1))
+stop, statuses = threading.Event(), []
+
+
+def busy():
+    # a parent thread keeps `work` claimed most of the time
+    while not stop.is_set():
+        statuses.append(m.forward(x, prepared=buf, work=work)[0])
+
+
+thread = threading.Thread(target=busy)
+thread.start()
+time.sleep(0.05)
+bad = []
+for _ in range(12):
+    pid = os.fork()
+    if pid == 0:
+        s, out, _ = m.forward(x, prepared=buf, work=work)
+        s2, _ = m.prepare(t._aligned(buf.nbytes))
+        os._exit(0 if s == 0 and s2 == 0 and np.array_equal(out, want) else 10 + s)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code:
+        bad.append(code)
+stop.set()
+thread.join()
+print("OK" if not bad and set(statuses) == {0} else "BAD", bad, set(statuses))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_fork_child_uses_a_workspace_a_parent_thread_had_claimed():
+    """A child forked while another parent thread's C API call holds a workspace: the
+    child's calls on the same workspace and its prepare run (the parent's claims do not
+    exist there), with the parent's bits."""
+    r = _run_script(_FORK_CLAIMS, os.path.join(ROOT, "tests"))
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr[-3000:]
