@@ -465,9 +465,11 @@ cdef size_t _prepared_size(int I, int H, int L, int D, size_t itemsize) noexcept
     cdef double per_dir
     if _check_sizes(1, 0, I, H, L, D) != CYGRU_OK:
         return 0
-    # an upper bound of the engine's sum, in floating point (it cannot wrap)
-    per_dir = <double>itemsize * (3.0 * (H + 16.0) * ((I if I > D * H else D * H) + H)
-                                  + 6.0 * H) + 4.0 * _ALIGN
+    # an upper bound of the engine's sum, in floating point (it cannot wrap): per
+    # direction the packed W_ih and W_hh (rows padded to panels of 16), their row-major
+    # copies (for batches of at most DOT_MAX_B rows), the two biases and alignment
+    per_dir = <double>itemsize * (3.0 * (2.0 * H + 16.0) * ((I if I > D * H else D * H) + H)
+                                  + 6.0 * H) + 6.0 * _ALIGN
     if <double>L * D * per_dir + CYGRU_PREP_HEADER_BYTES > 4.6e18:
         return 0
     return CYGRU_PREP_HEADER_BYTES + model_prepared_size(I, H, L, D, <int>itemsize)
