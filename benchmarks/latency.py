@@ -38,10 +38,8 @@ See benchmarks/README.md ("Per-call latency") for how to read the output.
 """
 
 import argparse
-import json
 import math
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -262,48 +260,33 @@ def time_calls(model, calls, warm, gap_s=0.0, max_s=None):
 
 def measure_main(args):
     """A measurement worker: JSON requests on stdin, JSON replies on the saved stdout."""
-    _ul._die_with_parent(args._parent)
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything a library prints goes to stderr, not the protocol
     models = {}
-    while True:
-        line = sys.stdin.readline()
-        if not line:
-            break
-        req = json.loads(line)
+
+    def handle(req):
         cmd = req["cmd"]
-        try:
-            if cmd == "quit":
-                break
-            if cmd == "setup":
-                import numpy as np
+        if cmd == "setup":
+            import numpy as np
 
-                m = Model(args._lib, req["case"], req["workdir"])
-                models[req["case"]] = m
-                t0 = _now()
-                out = m.call(m.h0)  # the first call, from h0: compared with cygru's
-                first = _now() - t0
-                path = os.path.join(req["workdir"], f"{req['case']}-{args._lib}-out.npz")
-                np.savez(path, **m.arrays(out))
-                reply = {"ok": True, "out": path, "first_call_ms": 1e3 * first, "info": m.info}
-            elif cmd == "sample":
-                m = models[req["case"]]
-                stats = time_calls(
-                    m, req["calls"], req["warm"], req.get("gap_s", 0.0), req.get("max_s")
-                )
-                reply = {"ok": True, **stats}
-            elif cmd == "drop":
-                models.pop(req["case"], None)
-                reply = {"ok": True}
-            else:
-                reply = {"ok": False, "error": f"unknown command {cmd!r}"}
-        except Exception as exc:  # report it to the parent, which decides
-            import traceback
+            m = Model(args._lib, req["case"], req["workdir"])
+            models[req["case"]] = m
+            t0 = _now()
+            out = m.call(m.h0)  # the first call, from h0: compared with cygru's
+            first = _now() - t0
+            path = os.path.join(req["workdir"], f"{req['case']}-{args._lib}-out.npz")
+            np.savez(path, **m.arrays(out))
+            return {"ok": True, "out": path, "first_call_ms": 1e3 * first, "info": m.info}
+        if cmd == "sample":
+            m = models[req["case"]]
+            stats = time_calls(
+                m, req["calls"], req["warm"], req.get("gap_s", 0.0), req.get("max_s")
+            )
+            return {"ok": True, **stats}
+        if cmd == "drop":
+            models.pop(req["case"], None)
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
 
-            traceback.print_exc()
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        proto.write(json.dumps(reply) + "\n")
-    return 0
+    return _ul.serve_requests(args._parent, handle)
 
 
 # ============================================================================================
@@ -741,11 +724,7 @@ def main(argv=None):
     def log(msg):
         print(msg, flush=True)
 
-    def on_term(signum, frame):
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_term)
+    _ul.exit_on_term_signals()
 
     load0 = os.getloadavg()
     notes = []
@@ -761,23 +740,7 @@ def main(argv=None):
         print("cygru is not importable: build it in place first", file=sys.stderr)
         return 1
     env = machine_info()
-    header = [
-        f"CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs"
-        + (f", {env['cpu_affinity']} usable" if env["cpu_affinity"] != env["cpu_count"] else "")
-        + ")",
-        "load average at start (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in load0),
-    ]
-    busy_machine = load0[0] > 0.5
-    if busy_machine:
-        header.append(
-            f"WARNING: the machine is not quiet (1-min load average {load0[0]:.2f} "
-            "> 0.5): other work shares these cores; tails are noisy"
-        )
-    if env["thread_env"]:
-        header.append(
-            "thread variables set in the environment (children inherit them): "
-            + ", ".join(f"{k}={v}" for k, v in env["thread_env"].items())
-        )
+    header, busy_machine = _ul.machine_header(env, load0, "tails")
     conds = conditions_for(args.busy, args.loads)
     log(
         f"cygru per-call latency: cases {', '.join(args.cases)}; peers "
@@ -921,15 +884,7 @@ def main(argv=None):
         "total_wall_s": total,
         "report_markdown": text,
     }
-    for path, content in (
-        (args.json, lambda f: json.dump(result, f, indent=1, default=_run._json_default)),
-        (args.markdown, lambda f: f.write(text + "\n")),
-    ):
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w") as f:
-                content(f)
-            log(f"wrote {path}")
+    _ul.write_outputs(args, result, text, log)
     return 0
 
 

@@ -220,57 +220,42 @@ def _sample(fn, inner, warm_s, cap_s):
 
 def measure_main(args):
     """A measurement worker: JSON requests on stdin, JSON replies on the saved stdout."""
-    _die_with_parent(args._parent)
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything a library prints goes to stderr, not the protocol
     models = {}
-    while True:
-        line = sys.stdin.readline()
-        if not line:
-            break
-        req = json.loads(line)
+
+    def handle(req):
         cmd = req["cmd"]
-        try:
-            if cmd == "quit":
-                break
-            if cmd == "setup":
-                import numpy as np
+        if cmd == "setup":
+            import numpy as np
 
-                m = _Model(args._lib, req["case"], req["workdir"])
-                models[req["case"]] = m
-                t0 = _now()
-                out = m.arrays(m.call())
-                first = _now() - t0
-                path = os.path.join(req["workdir"], f"{req['case']}-{args._lib}-out.npz")
-                np.savez(path, **out)
-                times = []
-                end = _now() + req["estimate_s"]
-                while len(times) < 3 or _now() < end:
-                    a = _now()
-                    m.call()
-                    times.append(_now() - a)
-                reply = {
-                    "ok": True,
-                    "out": path,
-                    "first_call_ms": 1e3 * first,
-                    "estimate_ms": 1e3 * statistics.median(times[1:]),
-                    "info": m.info,
-                }
-            elif cmd == "sample":
-                m = models[req["case"]]
-                reply = {"ok": True, **_sample(m.call, req["inner"], req["warm_s"], req["cap_s"])}
-            elif cmd == "drop":
-                models.pop(req["case"], None)
-                reply = {"ok": True}
-            else:
-                reply = {"ok": False, "error": f"unknown command {cmd!r}"}
-        except Exception as exc:  # report it to the parent, which decides
-            import traceback
+            m = _Model(args._lib, req["case"], req["workdir"])
+            models[req["case"]] = m
+            t0 = _now()
+            out = m.arrays(m.call())
+            first = _now() - t0
+            path = os.path.join(req["workdir"], f"{req['case']}-{args._lib}-out.npz")
+            np.savez(path, **out)
+            times = []
+            end = _now() + req["estimate_s"]
+            while len(times) < 3 or _now() < end:
+                a = _now()
+                m.call()
+                times.append(_now() - a)
+            return {
+                "ok": True,
+                "out": path,
+                "first_call_ms": 1e3 * first,
+                "estimate_ms": 1e3 * statistics.median(times[1:]),
+                "info": m.info,
+            }
+        if cmd == "sample":
+            m = models[req["case"]]
+            return {"ok": True, **_sample(m.call, req["inner"], req["warm_s"], req["cap_s"])}
+        if cmd == "drop":
+            models.pop(req["case"], None)
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
 
-            traceback.print_exc()
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        proto.write(json.dumps(reply) + "\n")
-    return 0
+    return serve_requests(args._parent, handle)
 
 
 def load_main(args):
@@ -555,6 +540,77 @@ class Registry:
 
     def pids(self):
         return [c.pid for c in self.children]
+
+
+def serve_requests(parent_pid, handle):
+    """A measurement worker's loop (under_load.py's and latency.py's): JSON requests on
+    stdin, `handle(request)`'s JSON replies on the saved stdout, until "quit" or end of
+    input; an exception in `handle` is reported to the parent, which decides."""
+    _die_with_parent(parent_pid)
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything a library prints goes to stderr, not the protocol
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        req = json.loads(line)
+        if req["cmd"] == "quit":
+            break
+        try:
+            reply = handle(req)
+        except Exception as exc:  # report it to the parent, which decides
+            import traceback
+
+            traceback.print_exc()
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        proto.write(json.dumps(reply) + "\n")
+    return 0
+
+
+def exit_on_term_signals():
+    """SIGTERM and SIGHUP end the parent through SystemExit, so its clean-up runs."""
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_term)
+
+
+def machine_header(env, load0, noisy):
+    """The report's lines on the machine (CPU, load average, a warning when it is not
+    quiet: `noisy` says what suffers, thread variables), and whether it is busy."""
+    header = [
+        f"CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs"
+        + (f", {env['cpu_affinity']} usable" if env["cpu_affinity"] != env["cpu_count"] else "")
+        + ")",
+        "load average at start (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in load0),
+    ]
+    busy = load0[0] > 0.5
+    if busy:
+        header.append(
+            f"WARNING: the machine is not quiet (1-min load average {load0[0]:.2f} "
+            f"> 0.5): other work shares these cores; {noisy} are noisy"
+        )
+    if env["thread_env"]:
+        header.append(
+            "thread variables set in the environment (children inherit them): "
+            + ", ".join(f"{k}={v}" for k, v in env["thread_env"].items())
+        )
+    return header, busy
+
+
+def write_outputs(args, result, text, log):
+    """--json (the result) and --markdown (the report), when asked for."""
+    for path, content in (
+        (args.json, lambda f: json.dump(result, f, indent=1, default=_run._json_default)),
+        (args.markdown, lambda f: f.write(text + "\n")),
+    ):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                content(f)
+            log(f"wrote {path}")
 
 
 def stop_loads_and_workers(loads, workers, load_info):
@@ -1110,11 +1166,7 @@ def main(argv=None):
     def log(msg):
         print(msg, flush=True)
 
-    def on_term(signum, frame):
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_term)
+    exit_on_term_signals()
 
     load0 = os.getloadavg()
     env = machine_info()
@@ -1126,23 +1178,7 @@ def main(argv=None):
         peers.append("ort")
     else:
         notes.append("onnxruntime or onnx not installed: ONNX Runtime skipped")
-    header = [
-        f"CPU: {env['cpu_model']} ({env['cpu_count']} logical CPUs"
-        + (f", {env['cpu_affinity']} usable" if env["cpu_affinity"] != env["cpu_count"] else "")
-        + ")",
-        f"load average at start (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in load0),
-    ]
-    busy = load0[0] > 0.5
-    if busy:
-        header.append(
-            f"WARNING: the machine is not quiet (1-min load average {load0[0]:.2f} "
-            "> 0.5): other work shares these cores; timings are noisy"
-        )
-    if env["thread_env"]:
-        header.append(
-            "thread variables set in the environment (children inherit them): "
-            + ", ".join(f"{k}={v}" for k, v in env["thread_env"].items())
-        )
+    header, busy = machine_header(env, load0, "timings")
     log(
         f"cygru under load: cases {', '.join(args.cases)}; {args.repeat} repetitions; "
         f"{args.load_procs} process(es) per load kind; run id {run_id}"
@@ -1298,15 +1334,7 @@ def main(argv=None):
         "total_wall_s": total,
         "report_markdown": text,
     }
-    for path, content in (
-        (args.json, lambda f: json.dump(result, f, indent=1, default=_run._json_default)),
-        (args.markdown, lambda f: f.write(text + "\n")),
-    ):
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w") as f:
-                content(f)
-            log(f"wrote {path}")
+    write_outputs(args, result, text, log)
     return 0
 
 
