@@ -5,9 +5,7 @@ from libc.stdint cimport uintptr_t
 from cython cimport floating
 import numpy as np
 from cygru._blas cimport gemm
-from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, cygru_work, cygru_work_init,
-                             gru_direction_forward, gru_direction_backward,
-                             forward_phase_count, forward_phase_piece,
+from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, forward_phase_count, forward_phase_piece,
                              backward_phase_count, backward_phase_piece,
                              gru_direction_weight_grads, gate_pack_size, pack_gate_weights,
                              backward_pack_size)
@@ -236,8 +234,6 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             if io.caches != NULL:
                 s.cache = <char*>io.caches + <size_t>d * T * 4 * BH * it
                 s.hprev = <char*>io.hprevs + <size_t>d * T * BH * it
-        work_d = <cygru_work*>_take(&a, 1, sizeof(cygru_work))
-        last = <int*>_take(&a, P, sizeof(int))
         pack_ih = pack_hh = NULL
         if not use_dot and not is_prepared:
             pack_ih = _take(&a, gate_pack_size(H, I), it)
@@ -248,10 +244,6 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
         gi_buf = _take(&a, <size_t>chunk * 3 * BH, it)
         rh_buf = _take(&a, BH, it)
         if s != NULL:
-            cygru_work_init(work_d)
-            for k in range(P):
-                last[k] = -1
-            s.work, s.last = work_d, last
             if not is_prepared:
                 s.pack_ih, s.pack_hh = pack_ih, pack_hh
             s.use_dot = use_dot
@@ -383,19 +375,8 @@ def forked_child():
     return cygru_forked != 0
 
 
-ctypedef void (*_direction_fn)(void* run, int rank, int group) noexcept nogil
-
-
-cdef void _forward_fn(void* run, int rank, int group) noexcept nogil:
-    gru_direction_forward(<cygru_fwd_run*>run, rank, group)
-
-
-cdef void _backward_fn(void* run, int rank, int group) noexcept nogil:
-    gru_direction_backward(<cygru_bwd_run*>run, rank, group)
-
-
-cdef void _run_directions(_direction_fn fn, cygru_piece_fn piece, char* runs, size_t stride,
-                          int D, int n_sets, const long* K, int P) noexcept nogil:
+cdef void _run_directions(cygru_piece_fn piece, char* runs, size_t stride, int D, int n_sets,
+                          const long* K, int P) noexcept nogil:
     """Run D directions (their structs `stride` bytes apart, K[d] phases of P pieces) on
     n_sets threads: the calling thread and up to n_sets - 1 pool workers that join while
     there is work. When the pool is busy with another call (or n_sets is 1), the calling
@@ -404,7 +385,8 @@ cdef void _run_directions(_direction_fn fn, cygru_piece_fn piece, char* runs, si
     cdef void* ptrs[2]
     cdef long ks[2]
     cdef int ps[2]
-    cdef int d
+    cdef int d, p
+    cdef long k
     if n_sets > 1 and D <= CYGRU_POOL_MAX_DIRS and D <= 2:
         for d in range(D):
             ptrs[d] = runs + d * stride
@@ -412,8 +394,11 @@ cdef void _run_directions(_direction_fn fn, cygru_piece_fn piece, char* runs, si
             ps[d] = P
         if cygru_pool_run(piece, D, n_sets, ptrs, ks, ps):
             return
+    # alone: every phase's pieces in order, so each phase ends before the next starts
     for d in range(D):
-        fn(runs + d * stride, 0, 1)
+        for k in range(K[d]):
+            for p in range(P):
+                piece(runs + d * stride, k, p)
 
 
 cdef void layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
@@ -438,7 +423,7 @@ cdef void _layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
     thread_plan(n_threads, pb.D, pb.H, &per_dir, &n_sets, &P)
     for d in range(min(pb.D, 2)):
         K[d] = forward_phase_count(&runs[d])
-    _run_directions(_forward_fn, forward_phase_piece, <char*>runs, sizeof(cygru_fwd_run),
+    _run_directions(forward_phase_piece, <char*>runs, sizeof(cygru_fwd_run),
                     pb.D, n_sets, K, P)
     if pb.T % 2 == 1:
         # after an odd number of steps h_n is in state_alt
@@ -468,16 +453,11 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
         dgi_out[0] = dgi
     for d in range(D):
         s = &runs[d] if runs != NULL else NULL
-        work_d = <cygru_work*>_take(&a, 1, sizeof(cygru_work))
-        last = <int*>_take(&a, P, sizeof(int))
         pack = _take(&a, <size_t>P * slot, it)
         drh = _take(&a, BH, it)
         dgh = _take(&a, <size_t>T * 3 * BH, it)      # (T, B, 3H) sorted, zeroed
         if s != NULL:
             memset(dgh, 0, <size_t>T * 3 * BH * it)
-            cygru_work_init(work_d)
-            for k in range(P):
-                last[k] = -1
             s.T, s.B, s.H, s.itemsize, s.n_pieces = T, B, H, pb.itemsize, P
             s.reverse, s.reset_after = pb.reverse or d == 1, pb.reset_after
             s.w_hh = w[d].w_hh
@@ -497,7 +477,6 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             s.first_st = 0
             while s.first_st < T and pb.active[s.first_st if s.reverse else T - 1 - s.first_st] == 0:
                 s.first_st += 1
-            s.work, s.last = work_d, last
     if runs_out != NULL:
         runs_out[0] = runs
     return _arena_size(&a)
@@ -528,7 +507,7 @@ cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
     thread_plan(n_threads, pb.D, pb.H, &per_dir, &n_sets, &P)
     for d in range(min(pb.D, 2)):
         K[d] = backward_phase_count(&runs[d])
-    _run_directions(_backward_fn, backward_phase_piece, <char*>runs, sizeof(cygru_bwd_run),
+    _run_directions(backward_phase_piece, <char*>runs, sizeof(cygru_bwd_run),
                     pb.D, n_sets, K, P)
     for d in range(pb.D):
         gru_direction_weight_grads(&runs[d], io.x, pb.In, grads[d].gw_ih, grads[d].gw_hh,

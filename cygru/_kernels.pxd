@@ -20,21 +20,13 @@ Conventions shared by every kernel here (DESIGN.md §2):
 from cython cimport floating
 
 
-cdef extern from "cygru_work.h" nogil:
-    ctypedef struct cygru_work:
-        pass
-    void cygru_work_init(cygru_work* w)
-    int cygru_piece_claim(int* last, int p, long k)
-    void cygru_work_finish(cygru_work* w, long end)
-    void cygru_work_wait(cygru_work* w, long end)
-
-
 # One direction of one layer over a whole sequence is run by any number of threads that
 # claim its work in pieces (slices of hidden units, more pieces than threads), phase
 # after phase: per time step the gates (reset_after) or the r,z and then the n pass (a
 # piece packs its panels of the weights the first time it is done, unless they come
-# prepared). A descheduled thread never stalls a step unless it holds a claimed piece. Every thread of the direction calls
-# gru_direction_forward with the same struct; one thread alone does all the work. The
+# prepared). The pieces of a phase are claimed by cygru's worker pool (cygru_pool.h), which
+# does the claiming and waiting in its own memory, or all done in order by the calling
+# thread alone (_engine's _run_directions). The
 # result does not depend on the number of threads or of pieces, nor on `chunk`: every
 # element is computed by the same chain of operations (cygru_gemm.h's packed products,
 # or cygru_dot.h's products on the caller's weights when `use_dot` (small batches: the
@@ -75,17 +67,10 @@ ctypedef struct cygru_fwd_run:
     void* rh_buf                                # WORK (B, H) (reset_after=False)
     void* cache                                 # OUT or NULL: (T, B, 4H) sorted
     void* hprev                                 # OUT or NULL: (T, B, H) sorted
-    cygru_work* work                            # shared by the direction's threads
-    int* last                                   # WORK n_pieces ints, all -1 on entry
 
 
-# `rank` of `group` threads: a thread claims "its" pieces first (so their weights stay
-# in its core's cache from step to step), then any piece still unclaimed.
-cdef void gru_direction_forward(cygru_fwd_run* s, int rank, int group) noexcept nogil
-
-# The same sequence one phase piece at a time, for cygru's worker pool (cygru_pool.h),
-# which does the claiming and waiting in its own memory: phase k (of
-# forward_phase_count), piece p. gru_direction_forward runs exactly these.
+# The direction's sequence one phase piece at a time: phase k (of forward_phase_count),
+# piece p. Every piece of phase k must be done before any of phase k + 1.
 cdef long forward_phase_count(const cygru_fwd_run* s) noexcept nogil
 cdef void forward_phase_piece(void* s, long k, int p) noexcept nogil
 
@@ -115,11 +100,8 @@ ctypedef struct cygru_bwd_run:
     void* dgh                                   # OUT (T, B, 3H) sorted, zeroed
     void* drh_buf                               # WORK (B, H) (reset_after=False)
     int first_st                                # the first processing step with active rows
-    cygru_work* work
-    int* last                                   # WORK n_pieces ints, all -1 on entry
 
 
-cdef void gru_direction_backward(cygru_bwd_run* s, int rank, int group) noexcept nogil
 cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil
 cdef void backward_phase_piece(void* s, long k, int p) noexcept nogil
 
@@ -136,7 +118,7 @@ cdef void pack_gate_weights(int H, int K, int itemsize, const void* w,
 cdef Py_ssize_t backward_pack_size(int U, int H) noexcept nogil
 
 
-# After gru_direction_backward: the direction's weight gradients from its dgi, dgh and
+# After the backward's phases: the direction's weight gradients from its dgi, dgh and
 # the forward's cache, each one GEMM over all T*B rows (SciPy's BLAS), added into the
 # accumulators (arrays of the struct's type; the biases' may be NULL: no bias).
 cdef void gru_direction_weight_grads(

@@ -283,8 +283,8 @@ cdef inline void _gate_grad_rows(int t, int nb, int B, int H, int u0, int u1,
                                  const floating* d_out, Py_ssize_t d_ts, Py_ssize_t d_bs,
                                  floating* dstate, floating* dgi, int ldgi,
                                  floating* dgh_t) noexcept nogil:
-    """Step t's gate gradients for units [u0, u1) of the running rows (gru_direction_
-    backward's first pass): dgi and dgh_t of those units, and dstate := the direct path
+    """Step t's gate gradients for units [u0, u1) of the running rows (the backward's
+    first phase of a step): dgi and dgh_t of those units, and dstate := the direct path
     dh * z to h_{t-1}."""
     cdef int i, G = 3 * H
     cdef Py_ssize_t j, b, row_c
@@ -361,7 +361,7 @@ cdef inline void _rh_grad_rows(int t, int nb, int B, int H, int u0, int u1,
             gh[j] = dar
 
 
-# -- one direction's forward, its work claimed in pieces by any number of threads -----
+# -- one direction's forward, in phases of pieces that any number of threads may share ---
 
 cdef enum:
     _PHASE_GATES = 1     # step st: all gates (reset_after), or r, z and r*h; at st = 0 the
@@ -379,9 +379,6 @@ cdef inline void _chunk_of(const cygru_fwd_run* s, int st, int* lo, int* hi) noe
     else:
         lo[0] = c * s.chunk
         hi[0] = lo[0] + s.chunk if lo[0] + s.chunk < s.T else s.T
-
-
-ctypedef void (*_piece_fn)(void* s, int phase, int st, int p) noexcept nogil
 
 
 cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
@@ -480,42 +477,12 @@ cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
         _forward_piece_t(s, phase, st, p, <double*>NULL)
 
 
-cdef inline void _run_phase(void* s, _piece_fn piece, cygru_work* work, int* last,
-                            int n_pieces, int first, long* k, int phase, int st) noexcept nogil:
-    """Claim and do pieces of phase number k[0], starting with piece `first` (this
-    thread's own) and going round, until none is left; wait until all of the phase's
-    pieces are done (by whichever thread), then count the phase."""
-    cdef long end = (k[0] + 1) * n_pieces
-    cdef int j, p
-    for j in range(n_pieces):
-        p = first + j
-        if p >= n_pieces:
-            p -= n_pieces
-        if cygru_piece_claim(last, p, k[0]):
-            piece(s, phase, st, p)
-            cygru_work_finish(work, end)
-    cygru_work_wait(work, end)
-    k[0] += 1
-
-
-cdef void gru_direction_forward(cygru_fwd_run* s, int rank, int group) noexcept nogil:
-    cdef long k = 0
-    cdef int st, P = s.n_pieces
-    cdef int first = <int>((<long>rank * P) // group)
-    for st in range(s.T):
-        _run_phase(s, _forward_piece, s.work, s.last, P, first, &k, _PHASE_GATES, st)
-        if not s.reset_after:
-            _run_phase(s, _forward_piece, s.work, s.last, P, first, &k, _PHASE_N, st)
-    # after an odd number of steps h_n is in state_alt: the caller copies it back
-
-
 cdef long forward_phase_count(const cygru_fwd_run* s) noexcept nogil:
     return <long>s.T * (1 if s.reset_after else 2)
 
 
 cdef void forward_phase_piece(void* s_, long k, int p) noexcept nogil:
-    # phase k of gru_direction_forward's sequence: per step the gates, then (reset_after
-    # False) the n pass
+    # phase k of the forward: per step the gates, then (reset_after False) the n pass
     cdef cygru_fwd_run* s = <cygru_fwd_run*>s_
     if s.reset_after:
         _forward_piece(s, _PHASE_GATES, <int>k, p)
@@ -599,22 +566,6 @@ cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
         _backward_piece_t(s, phase, st, p, <double*>NULL)
 
 
-cdef void gru_direction_backward(cygru_bwd_run* s, int rank, int group) noexcept nogil:
-    cdef long k = 0
-    cdef int st, t, P = s.n_pieces
-    cdef int first = <int>((<long>rank * P) // group)
-    for st in range(s.T):
-        t = st if s.reverse else s.T - 1 - st
-        if s.active[t] == 0:
-            continue                     # (every thread skips the same steps)
-        _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_GATES, st)
-        if s.reset_after:
-            _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_DH, st)
-        else:
-            _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_RH, st)
-            _run_phase(s, _backward_piece, s.work, s.last, P, first, &k, _BPHASE_DH_RZ, st)
-
-
 cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil:
     # the steps that run (active rows) are the processing steps [first_st, first_st + n):
     # active[t] does not grow with t
@@ -627,7 +578,8 @@ cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil:
 
 
 cdef void backward_phase_piece(void* s_, long k, int p) noexcept nogil:
-    # phase k of gru_direction_backward's sequence (the steps without active rows skipped)
+    # phase k of the backward: per step that has active rows (from first_st, in processing
+    # order) the gate gradients, then dL/dh_{t-1} (reset_after False: d(r*h), then r, z)
     cdef cygru_bwd_run* s = <cygru_bwd_run*>s_
     cdef int per = 2 if s.reset_after else 3
     cdef int st = s.first_st + <int>(k // per), j = <int>(k % per)

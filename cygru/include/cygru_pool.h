@@ -8,9 +8,14 @@
  * never waits for a worker that has not claimed anything.
  *
  * A job is D directions (a layer's forward or backward), each a fixed sequence of
- * n_phases phases of n_pieces pieces (cygru_work.h's protocol: a piece of phase k is
- * claimed by moving its claim word from k-1 to k, phase k is over when `done` reaches
- * (k+1)*n_pieces). The calling thread and every worker that joins run the same loop over
+ * n_phases phases of n_pieces pieces: a piece of phase k is claimed by moving its claim
+ * word from k-1 to k, phase k is over when `done`, which only grows, reaches
+ * (k+1)*n_pieces, so nothing is reset between phases. A waiter for a phase's end spins,
+ * then sleeps on the direction's `seq` futex (phases completed); the thread that completes
+ * a phase bumps it and wakes the sleepers (the lost-wake-up argument: a waiter registers
+ * in `sleepers` (seq_cst) before it re-reads `done`, the completer publishes `seq`
+ * (seq_cst) before it reads `sleepers`, and FUTEX_WAIT refuses to sleep once `seq` has
+ * changed). The calling thread and every worker that joins run the same loop over
  * a direction's phases, then help the other directions; whoever claims a piece does it.
  *
  * Memory. Everything a thread reads or writes before it holds a claimed piece -- the job
@@ -189,7 +194,7 @@ static inline int cygru_pool_wait_phase(cygru_pool_dir *w, unsigned g, long end)
     if (!cygru_pool_spin(cygru_pool_phase_ready, &pw)) {
         long t0 = cygru_pool_in_caller ? cygru_pool_now_ns() : 0;
         /* register, read seq, re-check: a completion after the re-check changes seq,
-         * so FUTEX_WAIT refuses to sleep or wakes us (cygru_work.h's argument) */
+         * so FUTEX_WAIT refuses to sleep or wakes us (the argument at the top) */
         __atomic_add_fetch(&w->sleepers, 1, __ATOMIC_SEQ_CST);
         for (;;) {
             int seq = __atomic_load_n(&w->seq, __ATOMIC_SEQ_CST);
