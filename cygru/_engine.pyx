@@ -198,7 +198,7 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
     is_prepared, direction d's weights are the prepared block prepared[d] (w is not
     read) and the workspace holds no packing."""
     cdef _Arena a
-    cdef int T = pb.T, B = pb.B, I = pb.In, H = pb.H, D = pb.D, d, k
+    cdef int T = pb.T, B = pb.B, I = pb.In, H = pb.H, D = pb.D, d
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
     cdef int P
     cdef int chunk = min(pb.chunk, T) if pb.chunk > 0 else chunk_steps(T, B, H, D, pb.itemsize)
@@ -436,7 +436,7 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
                             cygru_bwd_run** runs_out, void** dgi_out) noexcept nogil:
     """Carve the backward's workspace and fill its structs (work NULL: only count)."""
     cdef _Arena a
-    cdef int T = pb.T, B = pb.B, H = pb.H, D = pb.D, d, k
+    cdef int T = pb.T, B = pb.B, H = pb.H, D = pb.D, d
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
     cdef int P, U_max
     cdef Py_ssize_t slot
