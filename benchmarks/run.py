@@ -21,6 +21,8 @@ See benchmarks/README.md for what each case measures and how to read the tables.
 """
 
 import argparse
+import contextlib
+import functools
 import gc
 import json
 import os
@@ -62,7 +64,19 @@ CASE_GROUPS = {"deepbench": list(DEEPBENCH_CASES), "all": ALL_CASES}
 CELL_SIZES = (1, 64, 128)  # B, I, H
 MEMORY_TS = (2000, 4000)  # long-seq shape with these T
 SGEMM_N = 2048
-PEERS = ["cygru", "torch", "ort", "ov", "numpy", "ov_bf16", "torch_int8"]
+PEERS = [
+    "cygru",
+    "torch",
+    "ort",
+    "ov",
+    "numpy",
+    "ov_bf16",
+    "torch_int8",
+    "cygru_int8",
+    "cygru_bf16",
+    "cygru_int8_fb",
+    "cygru_bf16_fb",
+]
 PEER_LABEL = {
     "cygru": "cygru",
     "torch": "PyTorch",
@@ -71,6 +85,10 @@ PEER_LABEL = {
     "numpy": "NumPy ref",
     "ov_bf16": "OpenVINO bf16 hint",
     "torch_int8": "PyTorch dynamic int8",
+    "cygru_int8": "cygru int8",
+    "cygru_bf16": "cygru bf16",
+    "cygru_int8_fb": "cygru int8 fallback kernels",
+    "cygru_bf16_fb": "cygru bf16 fallback kernels",
 }
 PEER_SHORT = {
     "cygru": "cygru",
@@ -80,14 +98,29 @@ PEER_SHORT = {
     "numpy": "NumPy",
     "ov_bf16": "OV bf16",
     "torch_int8": "torch int8",
+    "cygru_int8": "cygru int8",
+    "cygru_bf16": "cygru bf16",
+    "cygru_int8_fb": "int8 fallback",
+    "cygru_bf16_fb": "bf16 fallback",
 }
+# cygru's quantized modules: peer -> (precision given to cygru.quantize, forced fallback)
+CYGRU_QUANT = {
+    "cygru_int8": ("int8", False),
+    "cygru_bf16": ("bf16", False),
+    "cygru_int8_fb": ("int8", True),
+    "cygru_bf16_fb": ("bf16", True),
+}
+# the float32 engines ("the best float32 peer" of issue 25's targets)
+F32_PEERS = ("cygru", "ort", "ov", "torch")
+# the main table leaves the fallback peers out (they are in the reduced-precision table)
+MAIN_TABLE_PEERS = [p for p in PEERS if p not in ("cygru_int8_fb", "cygru_bf16_fb")]
 ATOL = 1e-4  # max abs diff allowed between a peer and cygru (float32)
 # reduced-precision peers (bf16 arithmetic, int8 weights) are checked against cygru's
 # float32 output with a looser bound: their own rounding reaches ~5e-3 (bf16) and ~4e-2
 # (int8) on these outputs in (-1, 1)
 REDUCED_ATOL = 0.1
-PEER_ATOL = {"ov_bf16": REDUCED_ATOL, "torch_int8": REDUCED_ATOL}
-REDUCED_PEERS = ("ov_bf16", "torch_int8")
+REDUCED_PEERS = ("ov_bf16", "torch_int8") + tuple(CYGRU_QUANT)
+PEER_ATOL = {p: REDUCED_ATOL for p in REDUCED_PEERS}
 MEMORY_LIMIT_MIB = 8.0
 JUDGE_THREADS = 2
 NOISY_SPREAD = 1.5  # flag a row when a peer's slowest sample > 1.5x its fastest
@@ -140,6 +173,47 @@ TARGETS = [
         MEMORY_LIMIT_MIB,
     ),
 ]
+
+# issue 25: cygru's quantized modules. Rows of kind "quant" name (subject, against) as their
+# peer: against_time / subject_time >= threshold, "best-f32" being the fastest of the
+# float32 engines (F32_PEERS) in the same case and run. Every row at the judged count and at
+# 1 thread.
+QUANT_TARGET_CASES = ("medium", "large", "long-seq")
+FALLBACK_TARGET_CASES = ("small-latency", "medium", "large", "long-seq")
+
+
+def _quant_targets():
+    rows = []
+    for at in ((), (1,)):
+        sfx = " 1 thread" if at else ""
+        for case in QUANT_TARGET_CASES:
+            desc = f"{case} forward, int8"
+            rows.append(
+                (f"{case} int8 vs best f32{sfx}", desc, "quant", case, ("cygru_int8", "best-f32"))
+                + (2.0, *at)
+            )
+            rows.append(
+                (f"{case} int8 vs OV bf16{sfx}", desc, "quant", case, ("cygru_int8", "ov_bf16"))
+                + (1.3, *at)
+            )
+            rows.append(
+                (f"{case} bf16 vs OV bf16{sfx}", f"{case} forward, bf16", "quant", case)
+                + (("cygru_bf16", "ov_bf16"), 1.0, *at)
+            )
+        rows.append(
+            (f"small-latency int8 vs ORT{sfx}", "small-latency forward, int8", "quant")
+            + ("small-latency", ("cygru_int8", "ort"), 3.0, *at)
+        )
+        for case in FALLBACK_TARGET_CASES:
+            for prec in ("int8", "bf16"):
+                rows.append(
+                    (f"{case} {prec} fallback vs f32{sfx}", f"{case} forward, {prec} fallback")
+                    + ("quant", case, (f"cygru_{prec}_fb", "cygru"), 1.0, *at)
+                )
+    return rows
+
+
+TARGETS += _quant_targets()
 
 
 # ============================================================================================
@@ -458,7 +532,7 @@ def _ort_to_torch_layout(outs, T, B, H, D):
 
 
 class Worker:
-    def __init__(self, threads, cfg, cases):
+    def __init__(self, threads, cfg, cases, quant_fallback=True):
         self.n = threads
         self.cfg = cfg
         self.cases = cases
@@ -473,6 +547,16 @@ class Worker:
 
         self.cygru = cygru
         self.ref = _reference
+        # cygru's quantized modules (issue 25) and the hook that forces their fallback
+        # kernels; a cygru without them shows the quantized peers as n/a
+        self.quantize = getattr(cygru, "quantize", None)
+        self.fallback_force, self.fallback_skip = None, None
+        if not quant_fallback:
+            self.fallback_skip = "--no-quant-fallback: fallback kernels not timed"
+        elif self.quantize is not None:
+            self.fallback_force = _fallback_hook(cygru)
+            if self.fallback_force is None:
+                self.fallback_skip = "this cygru has no hook that forces the fallback kernels"
         # cygru's own threads (OpenMP over the hidden units / directions): the environment
         # variable CYGRU_NUM_THREADS is set by the parent; set it explicitly as well
         if hasattr(cygru, "set_num_threads"):
@@ -531,6 +615,31 @@ class Worker:
         self.mismatches.append(
             {"threads": self.n, "case": case, "peer": peer, "what": what, "max_abs_diff": diff}
         )
+
+    @contextlib.contextmanager
+    def forced_fallback(self, on=True):
+        """Run the block with the quantized kernels forced to their fallback (if ``on``)."""
+        if not on:
+            yield
+            return
+        self.fallback_force(True)
+        try:
+            yield
+        finally:
+            self.fallback_force(False)
+
+    def _run_forced(self, fn):
+        """fn wrapped so that every call runs with the fallback kernels forced."""
+        force = self.fallback_force
+
+        def call():
+            force(True)
+            try:
+                return fn()
+            finally:
+                force(False)
+
+        return call
 
     def _rng(self, seed=0):
         return self.np.random.default_rng(seed)
@@ -787,6 +896,13 @@ class Worker:
             else:
                 peers["numpy"] = (ref_call, as_dict)
 
+        # the fallback kernels not in a chained one-step call (microseconds: forcing them
+        # around every call would be a visible part of the time)
+        q_peers, q_skipped = self.quant_peers(
+            case, gru, chained, as_dict, x, chain=chain, fallback=not chained
+        )
+        peers.update(q_peers)
+        skipped.update(q_skipped)
         if chained:
             cy = chain(lambda h: gru(x, h), lambda o: o[1])
         else:
@@ -808,6 +924,47 @@ class Worker:
         }
         self._log_entries(case, entries, unit="ms")
         return out
+
+    def quant_peers(self, case, module, chained, conv, x, chain=None, h=None, fallback=True):
+        """({peer: (call, convert)}, {peer: skipped entry}) for cygru's quantized modules.
+
+        Each of CYGRU_QUANT's peers is ``cygru.quantize(module, precision)`` of the same
+        float32 module cygru is timed with. The fallback peers run with the quantized
+        kernels forced to their portable fallback (the path a CPU without VNNI or
+        AVX512-BF16 takes): forced while quantizing and around every call, so the other
+        peers, interleaved with them, run the fast path. A GRU takes ``x`` (and chains
+        ``h0`` as cygru does in a chained case); a GRUCell (``h`` given) steps ``x, h``.
+        ``fallback=False`` leaves the fallback peers out.
+        """
+        peers, skipped = {}, {}
+        for p, (precision, forced) in CYGRU_QUANT.items():
+            if forced and not fallback:
+                continue  # not even listed: this case does not time the fallback kernels
+            if self.quantize is None:
+                skipped[p] = self._peer_entry(
+                    "unavailable", note="this cygru has no cygru.quantize (reduced precision)"
+                )
+                continue
+            if forced and self.fallback_skip:
+                skipped[p] = self._peer_entry("skipped", note=self.fallback_skip)
+                continue
+            try:
+                with self.forced_fallback(forced):
+                    q = self.quantize(module, precision)
+            except Exception as exc:
+                self.note(f"{case}: cygru.quantize(..., {precision!r}) failed: {exc}")
+                skipped[p] = self._peer_entry("error", note=str(exc))
+                continue
+            if h is not None:
+                call = functools.partial(q, x, h)
+            elif chained:
+                call = chain(functools.partial(q, x), lambda o: o[1])
+            else:
+                call = functools.partial(q, x)
+            if forced:
+                call = self._run_forced(call)
+            peers[p] = (call, conv)
+        return peers, skipped
 
     def _ov_peer(self, req, n_out, x, L, D, chained, chain, T, B, H):
         """(call, convert) for an OpenVINO infer request over x (h0 chained or not)."""
@@ -937,6 +1094,13 @@ class Worker:
             peers["torch"] = (lambda: tcell(xt, ht), lambda o: {"h1": o.numpy()})
         else:
             skipped["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
+        # the quantized cells (their fallback kernels not: forcing them around a call of
+        # microseconds would time the forcing)
+        q_peers, q_skipped = self.quant_peers(
+            "cell", cell, False, lambda o: {"h1": o}, x, h=h, fallback=False
+        )
+        peers.update(q_peers)
+        skipped.update(q_skipped)
         w = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
         peers["numpy"] = (
             lambda: self.ref.cell_forward(x, h, *w),
@@ -1046,6 +1210,19 @@ class Worker:
         }
 
 
+def _fallback_hook(cygru):
+    """force(on) that switches cygru's quantized kernels to their fallback (on=True) or back
+    to the path this CPU picks (on=False); None when this cygru has no such hook."""
+    try:
+        from cygru import _kernels
+    except ImportError:
+        return None
+    hook = getattr(_kernels, "_force_quant_level", None)
+    if hook is None:
+        return None
+    return lambda on: hook("fallback" if on else None)
+
+
 class _nullcontext:
     def __enter__(self):
         return self
@@ -1056,7 +1233,7 @@ class _nullcontext:
 
 def worker_main(args):
     cfg = TimingConfig(quick=args.quick, repeat=args.repeat)
-    w = Worker(args._worker, cfg, args.cases)
+    w = Worker(args._worker, cfg, args.cases, quant_fallback=args.quant_fallback)
     res = w.run()
     res["environment"] = environment_info(w)
     with open(args._out, "w") as f:
@@ -1186,6 +1363,8 @@ def run_workers(args):
             cmd.append("--quick")
         if args.repeat:
             cmd += ["--repeat", str(args.repeat)]
+        if not args.quant_fallback:
+            cmd.append("--no-quant-fallback")
         print(f"\n=== {n} thread{'s' if n > 1 else ''} ===", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call(cmd, env=env, cwd=ROOT)
@@ -1270,10 +1449,10 @@ def case_noise(case, info):
 
 
 def main_table(runs, cases):
-    other = [p for p in PEERS if p != "cygru"]
+    other = [p for p in MAIN_TABLE_PEERS if p != "cygru"]
     head = (
         ["case", "threads"]
-        + [f"{PEER_SHORT[p]} ms" for p in PEERS]
+        + [f"{PEER_SHORT[p]} ms" for p in MAIN_TABLE_PEERS]
         + [f"{PEER_SHORT[p]}/cygru" for p in other]
         + ["cygru GFLOP/s", "% sgemm peak", "notes"]
     )
@@ -1292,7 +1471,7 @@ def main_table(runs, cases):
             peers = info["peers"]
             c = peers.get("cygru", {}).get("median_ms")
             cells = [case_label(case, info), str(n)]
-            cells += [_peer_cell(peers.get(p), unit) for p in PEERS]
+            cells += [_peer_cell(peers.get(p), unit) for p in MAIN_TABLE_PEERS]
             notes = []
             for p in other:
                 e = peers.get(p)
@@ -1327,6 +1506,61 @@ def main_table(runs, cases):
             cells.append("; ".join(dict.fromkeys(notes)))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# the reduced-precision table's ratio columns: (header, subject, against); against_time /
+# subject_time, > 1 means the quantized module is faster
+REDUCED_RATIOS = [
+    ("best f32 / int8", "cygru_int8", "best-f32"),
+    ("OV bf16 / int8", "cygru_int8", "ov_bf16"),
+    ("ORT / int8", "cygru_int8", "ort"),
+    ("OV bf16 / bf16", "cygru_bf16", "ov_bf16"),
+    ("f32 / int8 fallback", "cygru_int8_fb", "cygru"),
+    ("f32 / bf16 fallback", "cygru_bf16_fb", "cygru"),
+]
+REDUCED_TIMES = ["cygru", "ov_bf16", "torch_int8"] + list(CYGRU_QUANT)
+
+
+def reduced_table(runs, cases):
+    """The reduced-precision rows: cygru's int8 and bf16 modules (and their forced fallback
+    kernels) beside cygru float32, the best float32 peer, OpenVINO bf16 and PyTorch's
+    dynamic int8, with the ratios issue 25's targets are judged on. None when no case ran a
+    quantized cygru peer."""
+    head = ["case", "threads"]
+    head += [f"{PEER_SHORT[p]}{' f32' if p == 'cygru' else ''} ms" for p in REDUCED_TIMES]
+    head += ["best f32 peer"] + [h for h, _, _ in REDUCED_RATIOS]
+    head += ["int8 max abs diff", "bf16 max abs diff"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---", "---:"] + ["---:"] * (len(head) - 2)) + "|",
+    ]
+    any_row = False
+    for case in cases:
+        for n, run in runs.items():
+            info = run["cases"].get(case)
+            if info is None or info.get("kind") not in ("forward", "cell"):
+                continue
+            peers = info["peers"]
+            if not any(p in peers for p in CYGRU_QUANT):
+                continue
+            any_row = True
+            unit = "us" if case == "cell" else "ms"
+            cells = [case_label(case, info), str(n)]
+            cells += [_peer_cell(peers.get(p), unit) for p in REDUCED_TIMES]
+            timed = [
+                (peers[p]["median_ms"], p) for p in F32_PEERS if "median_ms" in peers.get(p, {})
+            ]
+            cells.append(
+                f"{PEER_SHORT[min(timed)[1]]} {_fmt_time(min(timed)[0], unit)}" if timed else "—"
+            )
+            for _, subject, against in REDUCED_RATIOS:
+                v = _quant_verdict(peers, (subject, against), 1.0).get("value")
+                cells.append(f"{v:.2f}x" if v is not None else "—")
+            for p in ("cygru_int8", "cygru_bf16"):
+                d = peers.get(p, {}).get("check_max_abs_diff")
+                cells.append(f"{d:.2g}" if d is not None else "—")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if any_row else None
 
 
 def memory_table(runs):
@@ -1367,6 +1601,74 @@ def memory_verdict(mem):
     return small and flat, measured, small, flat
 
 
+def _against_label(against):
+    if against == "best-f32":
+        return "the best float32 peer (" + ", ".join(PEER_LABEL[p] for p in F32_PEERS) + ")"
+    if against == "cygru":
+        return "cygru float32"
+    return PEER_LABEL[against]
+
+
+def _quant_rule(peer, thr):
+    subject, against = peer
+    if subject in ("cygru_int8_fb", "cygru_bf16_fb"):
+        return (
+            f"{PEER_LABEL[subject]} (forced) no slower than {_against_label(against)} "
+            "(f32 time / its time >= 1)"
+        )
+    if thr == 1.0:
+        return f"{PEER_LABEL[subject]} at least level with {_against_label(against)}"
+    return f"{PEER_LABEL[subject]} >= {thr:g}x faster than {_against_label(against)}"
+
+
+def _quant_verdict(peers, peer, thr):
+    """result, value and measured of a "quant" target row from one case's peer entries.
+
+    value = against's median / subject's median (> 1: the subject is faster); against
+    "best-f32" is the smallest median among F32_PEERS that were timed (the others are named
+    in the measured text).
+    """
+    subject, against = peer
+    s = peers.get(subject, {})
+    if "median_ms" not in s:
+        return {
+            "result": "n/a",
+            "measured": f"{PEER_LABEL[subject]}: {s.get('status', 'not run')}",
+        }
+    missing = []
+    if against == "best-f32":
+        timed = []
+        for p in F32_PEERS:
+            e = peers.get(p, {})
+            if "median_ms" in e:
+                timed.append((e["median_ms"], p))
+            else:
+                missing.append(f"{PEER_SHORT[p]} {e.get('status', 'not run')}")
+        if not timed:
+            return {"result": "n/a", "measured": "no float32 peer timed"}
+        a_ms, a = min(timed)
+    else:
+        a = against
+        e = peers.get(a, {})
+        if "median_ms" not in e:
+            return {"result": "n/a", "measured": f"{PEER_LABEL[a]}: {e.get('status', 'not run')}"}
+        a_ms = e["median_ms"]
+    ratio = a_ms / s["median_ms"]
+    a_short = PEER_SHORT[a] + (" f32" if a == "cygru" else "")
+    measured = (
+        f"{a_short} {_fmt_ms(a_ms)} ms / {PEER_SHORT[subject]} {_fmt_ms(s['median_ms'])} ms"
+        f" = {ratio:.2f}x"
+    )
+    if against == "best-f32":
+        measured = f"best float32 {measured}"
+        if missing:
+            measured += f" (not timed: {', '.join(missing)})"
+    out = {"value": ratio, "measured": measured, "result": "PASS" if ratio >= thr else "MISS"}
+    if against == "best-f32":
+        out["best_f32_peer"] = a
+    return out
+
+
 def evaluate_targets(runs, cases):
     if not runs:
         return None, []
@@ -1375,7 +1677,11 @@ def evaluate_targets(runs, cases):
     for key, desc, kind, case, peer, thr, *at in TARGETS:
         n = at[0] if at else judge
         row = {"target": key, "description": desc, "threads": n, "threshold": thr}
-        if kind == "speedup" and thr == 1.0:
+        if kind == "quant":
+            row["group"] = "reduced precision"
+        if kind == "quant":
+            row["rule"] = _quant_rule(peer, thr)
+        elif kind == "speedup" and thr == 1.0:
             row["rule"] = f"cygru at least level with {PEER_LABEL[peer]} (its time / cygru's >= 1)"
         elif kind == "speedup":
             row["rule"] = f"cygru >= {thr:g}x faster than {PEER_LABEL[peer]}"
@@ -1409,6 +1715,8 @@ def evaluate_targets(runs, cases):
                 row.update(
                     result="n/a", measured=f"{PEER_LABEL[peer]}: {e.get('status', 'not run')}"
                 )
+        elif kind == "quant":
+            row.update(_quant_verdict(info["peers"], peer, thr))
         elif kind == "ratio":
             r = info["ratio_false_over_true"]
             row.update(
@@ -1457,7 +1765,8 @@ def make_png(runs, judge, path, title_extra):
         return False
     labels = [case_label(c, run["cases"][c]).replace(" (", "\n(") for c in cases]
     labels = [lbl.replace("GRUCell step ", "GRUCell step\n") for lbl in labels]
-    width = 0.8 / len(PEERS)
+    chart_peers = MAIN_TABLE_PEERS
+    width = 0.8 / len(chart_peers)
     fig, ax = plt.subplots(figsize=(max(9, 1.5 * len(cases) + 2), 5.5))
     colors = {
         "cygru": "#d62728",
@@ -1467,13 +1776,15 @@ def make_png(runs, judge, path, title_extra):
         "numpy": "#7f7f7f",
         "ov_bf16": "#c5b0d5",
         "torch_int8": "#aec7e8",
+        "cygru_int8": "#ff7f0e",
+        "cygru_bf16": "#ff9896",
     }
-    for i, p in enumerate(PEERS):
+    for i, p in enumerate(chart_peers):
         xs, ys = [], []
         for j, c in enumerate(cases):
             e = run["cases"][c]["peers"].get(p)
             if e is not None and "median_ms" in e:
-                xs.append(j + (i - (len(PEERS) - 1) / 2) * width)
+                xs.append(j + (i - (len(chart_peers) - 1) / 2) * width)
                 ys.append(e["median_ms"])
         if xs:
             bars = ax.bar(xs, ys, width, label=PEER_LABEL[p], color=colors[p])
@@ -1494,7 +1805,8 @@ def make_png(runs, judge, path, title_extra):
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("median ms per call (log scale, lower is better)")
     ax.set_title(
-        f"cygru vs peers, float32, {judge} thread{'s' if judge > 1 else ''}{title_extra}",
+        f"cygru vs peers, float32 (and int8 / bf16 peers), {judge} thread"
+        f"{'s' if judge > 1 else ''}{title_extra}",
         fontsize=9,
     )
     ax.legend(fontsize=8)
@@ -1552,6 +1864,13 @@ def parse_args(argv=None):
         + "; 'deepbench' for DeepBench's GRU inference rows ("
         + ", ".join(DEEPBENCH_CASES)
         + "), 'all' for everything",
+    )
+    ap.add_argument(
+        "--no-quant-fallback",
+        dest="quant_fallback",
+        action="store_false",
+        help="do not time cygru's quantized modules with their fallback kernels forced "
+        "(the 'int8 fallback' and 'bf16 fallback' peers)",
     )
     ap.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_out", default=None, help=argparse.SUPPRESS)
@@ -1616,13 +1935,35 @@ def main(argv=None):
         main_table(runs, args.cases),
         "",
     ]
+    rt = reduced_table(runs, args.cases)
+    if rt:
+        report += [
+            "### Reduced precision (cygru int8 and bf16)",
+            "",
+            "cygru's quantized modules (`cygru.quantize(gru, 'int8')` / `'bf16'` of the same "
+            "float32 module), timed interleaved with the peers above; `int8 fallback` and "
+            "`bf16 fallback` are the same modules with their portable fallback kernels "
+            "forced. Ratios are the other's time / the quantized module's: > 1 means the "
+            "quantized module is faster. Max abs diff: against cygru float32's output and h_n.",
+            "",
+            rt,
+            "",
+        ]
     mt = memory_table(runs)
     if mt:
         report += ["### Memory (tracemalloc)", "", mt, ""]
     report += ["### SciPy sgemm peak (same run)", "", sgemm_table(runs), ""]
     if targets:
         note = "" if judge == JUDGE_THREADS else f" (2 threads not run: judged at {judge} threads)"
-        report += [f"### Targets{note}", "", targets_table(judge, targets), ""]
+        f32 = [r for r in targets if r.get("group") != "reduced precision"]
+        reduced = [r for r in targets if r.get("group") == "reduced precision"]
+        report += [f"### Targets{note}", "", targets_table(judge, f32), ""]
+        report += [
+            f"### Targets, reduced precision (cygru int8 and bf16){note}",
+            "",
+            targets_table(judge, reduced),
+            "",
+        ]
     mismatches = [m for r in runs.values() for m in r.get("mismatches", [])]
     notes = list(dict.fromkeys(n for r in runs.values() for n in r.get("notes", [])))
     if mismatches:

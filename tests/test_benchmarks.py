@@ -203,9 +203,22 @@ def _load_run_module():
 
 def test_run_case_groups_and_new_peers_are_declared():
     run = _load_run_module()
-    for p in ("ov", "ov_bf16", "torch_int8"):
+    for p in ("ov", "ov_bf16", "torch_int8") + tuple(run.CYGRU_QUANT):
         assert p in run.PEERS and p in run.PEER_LABEL and p in run.PEER_SHORT
     assert run.PEER_ATOL["ov_bf16"] == run.PEER_ATOL["torch_int8"] == run.REDUCED_ATOL
+    # issue 25: cygru's int8 and bf16 modules, and the same with their fallback kernels forced
+    assert run.CYGRU_QUANT == {
+        "cygru_int8": ("int8", False),
+        "cygru_bf16": ("bf16", False),
+        "cygru_int8_fb": ("int8", True),
+        "cygru_bf16_fb": ("bf16", True),
+    }
+    for p in run.CYGRU_QUANT:
+        assert run.PEER_ATOL[p] == run.REDUCED_ATOL and p in run.REDUCED_PEERS
+    assert set(run.F32_PEERS) == {"cygru", "ort", "ov", "torch"}
+    assert {"cygru_int8", "cygru_bf16"} <= set(run.MAIN_TABLE_PEERS)
+    assert run.parse_args([]).quant_fallback is True
+    assert run.parse_args(["--no-quant-fallback"]).quant_fallback is False
     assert run.FORWARD_CASES["one-step"][:2] == (1, 1)
     args = run.parse_args(["--cases", "deepbench"])
     assert args.cases == list(run.DEEPBENCH_CASES)
@@ -234,7 +247,9 @@ def test_run_quick_one_step_has_every_peer(tmp_path, hide_openvino):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     head = next(line for line in out.splitlines() if line.startswith("| case | threads |"))
-    for col in ("OV ms", "OV bf16 ms", "torch int8 ms", "OV/cygru", "torch int8/cygru"):
+    cols = ("OV ms", "OV bf16 ms", "torch int8 ms", "OV/cygru", "torch int8/cygru")
+    cols += ("cygru int8 ms", "cygru bf16 ms", "cygru int8/cygru", "cygru bf16/cygru")
+    for col in cols:
         assert f"| {col} |" in head
     row = next(line for line in out.splitlines() if line.startswith("| one-step (1,1,64,128"))
     assert "chained h0" in row
@@ -258,6 +273,15 @@ def test_run_quick_one_step_has_every_peer(tmp_path, hide_openvino):
     for p in ("torch", "ort", "torch_int8", "numpy"):
         if peers.get(p, {}).get("status") == "ok":
             assert peers[p]["check_max_abs_diff"] <= peers[p]["tolerance"]
+    # cygru's quantized modules, chained like cygru, checked against its float32 output; the
+    # one-step case does not time the forced fallback kernels
+    for p in ("cygru_int8", "cygru_bf16"):
+        assert peers[p]["status"] == "ok", peers[p]
+        assert peers[p]["median_ms"] > 0 and peers[p]["tolerance"] == 0.1
+        assert 0 <= peers[p]["check_max_abs_diff"] <= 0.1
+    assert "cygru_int8_fb" not in peers and "cygru_bf16_fb" not in peers
+    assert "### Reduced precision (cygru int8 and bf16)" in out
+    assert "| one-step (1,1,64,128,1,1) chained h0 | 1 |" in out.split("### Reduced precision")[1]
 
 
 LATENCY = os.path.join(ROOT, "benchmarks", "latency.py")
@@ -406,9 +430,203 @@ def test_run_targets_issue_24_rows_are_judged_at_their_thread_counts():
     assert "ORT/cygru 0.40x | **MISS** |" in table
     # only 2 threads run: the 1-thread rows read n/a and say why
     judge, rows = run.evaluate_targets({2: runs[2]}, ["one-step"])
-    one = {r["target"]: r for r in rows if r["threads"] == 1}
+    one = {r["target"]: r for r in rows if r["threads"] == 1 and "group" not in r}
     assert set(one) == {"one-step vs ORT 1 thread", "small-latency vs ORT 1 thread"}
     assert all(r["result"] == "n/a" and r["measured"] == "1 thread not run" for r in one.values())
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_run_quick_small_latency_times_the_quantized_modules(tmp_path, fallback):
+    """cygru int8 / bf16 (and, unless --no-quant-fallback, the same with their fallback
+    kernels forced) are checked, timed beside the peers, tabled, and judged."""
+    out_json = tmp_path / "r.json"
+    cmd = [sys.executable, RUN, "--quick", "--repeat", "1", "--threads", "1"]
+    cmd += ["--cases", "small-latency", "--json", str(out_json), "--png", ""]
+    if not fallback:
+        cmd.append("--no-quant-fallback")
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    result = json.loads(out_json.read_text())
+    peers = result["runs"]["1"]["cases"]["small-latency"]["peers"]
+    timed = ["cygru_int8", "cygru_bf16"] + (["cygru_int8_fb", "cygru_bf16_fb"] if fallback else [])
+    for p in timed:
+        assert peers[p]["status"] == "ok", peers[p]
+        assert peers[p]["median_ms"] > 0 and peers[p]["rounds"] == 1
+        assert set(peers[p]["max_abs_diff"]) == {"output", "h_n"}
+        assert 0 <= peers[p]["check_max_abs_diff"] <= 0.1
+    if not fallback:
+        for p in ("cygru_int8_fb", "cygru_bf16_fb"):
+            assert peers[p]["status"] == "skipped"
+            assert "--no-quant-fallback" in peers[p]["note"]
+    section = out.split("### Reduced precision (cygru int8 and bf16)")[1]
+    head = next(li for li in section.splitlines() if li.startswith("| case | threads |"))
+    for col in ("cygru f32 ms", "OV bf16 ms", "torch int8 ms", "cygru int8 ms", "bf16 fallback ms"):
+        assert f"| {col} |" in head
+    for col in ("best f32 peer", "best f32 / int8", "OV bf16 / int8", "ORT / int8"):
+        assert f"| {col} |" in head
+    assert "| f32 / int8 fallback | f32 / bf16 fallback |" in head
+    row = next(li for li in section.splitlines() if li.startswith("| small-latency (50,1,64,128"))
+    assert [c.strip() for c in row.split("|")].count("skip") == (0 if fallback else 2)
+    # the judged targets: small-latency's int8 vs ONNX Runtime and the fallback rows
+    assert "### Targets, reduced precision (cygru int8 and bf16)" in out
+    rows = {r["target"]: r for r in result["targets"]}
+    r = rows["small-latency int8 vs ORT"]
+    assert r["group"] == "reduced precision" and r["threads"] == 1
+    if "median_ms" in peers.get("ort", {}):
+        ratio = peers["ort"]["median_ms"] / peers["cygru_int8"]["median_ms"]
+        assert r["value"] == pytest.approx(ratio)
+        assert r["result"] == ("PASS" if ratio >= 3.0 else "MISS")
+    for prec in ("int8", "bf16"):
+        r = rows[f"small-latency {prec} fallback vs f32"]
+        if fallback:
+            ratio = peers["cygru"]["median_ms"] / peers[f"cygru_{prec}_fb"]["median_ms"]
+            assert r["value"] == pytest.approx(ratio)
+            assert r["result"] == ("PASS" if ratio >= 1.0 else "MISS")
+        else:
+            assert r["result"] == "n/a" and "skipped" in r["measured"]
+    assert rows["medium int8 vs best f32"]["result"] == "n/a"  # medium not run
+
+
+def _quant_runs(f32, ov_bf16, int8, bf16, int8_fb, bf16_fb, ort_small, int8_small):
+    """A fabricated results dict: medium, large and long-seq with the given medians (f32: a
+    dict of float32 peer -> ms), small-latency with ORT and int8 (and cygru 1 ms)."""
+    cases = {}
+    for case in ("medium", "large", "long-seq"):
+        peers = {p: {"status": "ok", "median_ms": ms} for p, ms in f32.items()}
+        for p, ms in (
+            ("ov_bf16", ov_bf16),
+            ("cygru_int8", int8),
+            ("cygru_bf16", bf16),
+            ("cygru_int8_fb", int8_fb),
+            ("cygru_bf16_fb", bf16_fb),
+        ):
+            peers[p] = {"status": "ok", "median_ms": ms}
+        cases[case] = {"kind": "forward", "peers": peers}
+    cases["small-latency"] = {
+        "kind": "forward",
+        "peers": {
+            "cygru": {"status": "ok", "median_ms": 1.0},
+            "ort": {"status": "ok", "median_ms": ort_small},
+            "cygru_int8": {"status": "ok", "median_ms": int8_small},
+            "cygru_int8_fb": {"status": "ok", "median_ms": 1.0},
+            "cygru_bf16_fb": {"status": "ok", "median_ms": 1.25},
+        },
+    }
+    return {"cases": cases}
+
+
+def test_run_targets_issue_25_from_fabricated_medians():
+    """int8 >= 2x the best float32 peer and >= 1.3x OpenVINO bf16, bf16 level with OpenVINO
+    bf16, int8 >= 3x ONNX Runtime on small-latency, fallbacks no slower than float32: PASS and
+    MISS from the medians of one run, at the judged count and at 1 thread (no timing)."""
+    run = _load_run_module()
+    f32 = {"cygru": 16.0, "ort": 18.0, "ov": 15.0, "torch": 26.0}  # best: OpenVINO, 15 ms
+    runs = {
+        # 2 threads: int8 exactly 2x the best (PASS at the boundary), 1.3x OV bf16 (PASS),
+        # bf16 slower than OV bf16 (MISS), int8 3.2x ORT (PASS), bf16 fallback slower (MISS)
+        2: _quant_runs(f32, 9.75, 7.5, 10.0, 15.0, 17.0, 3.2, 1.0),
+        # 1 thread: int8 1.9x the best (MISS), 1.25x OV bf16 (MISS), bf16 level (PASS),
+        # int8 2.9x ORT (MISS), both fallbacks faster than float32 (PASS)
+        1: _quant_runs(
+            {p: 2 * v for p, v in f32.items()}, 19.8, 30 / 1.9, 19.8, 31.0, 32.0, 2.9, 1.0
+        ),
+    }
+    judge, rows = run.evaluate_targets(runs, list(runs[2]["cases"]))
+    assert judge == 2
+    got = {(r["target"], r["threads"]): r for r in rows}
+    quant = [r for r in rows if r.get("group") == "reduced precision"]
+    # per thread count: 3 cases x 3 rows, small-latency vs ORT, 4 cases x 2 fallback rows
+    assert len(quant) == 2 * (3 * 3 + 1 + 4 * 2)
+    assert {r["threads"] for r in quant} == {1, 2}
+    for case in ("medium", "large", "long-seq"):
+        r = got[(f"{case} int8 vs best f32", 2)]
+        assert (r["result"], r["best_f32_peer"]) == ("PASS", "ov")
+        assert r["value"] == pytest.approx(2.0)
+        assert r["measured"] == "best float32 OV 15.0 ms / cygru int8 7.50 ms = 2.00x"
+        assert "best float32 peer (cygru, ONNX Runtime, OpenVINO, PyTorch)" in r["rule"]
+        r = got[(f"{case} int8 vs OV bf16", 2)]
+        assert r["result"] == "PASS" and r["value"] == pytest.approx(1.3)
+        r = got[(f"{case} bf16 vs OV bf16", 2)]
+        assert r["result"] == "MISS" and r["value"] == pytest.approx(0.975)
+        r = got[(f"{case} int8 vs best f32 1 thread", 1)]
+        assert r["result"] == "MISS" and r["value"] == pytest.approx(1.9)
+        r = got[(f"{case} int8 vs OV bf16 1 thread", 1)]
+        assert r["result"] == "MISS" and r["value"] == pytest.approx(19.8 / (30 / 1.9))
+        r = got[(f"{case} bf16 vs OV bf16 1 thread", 1)]
+        assert r["result"] == "PASS" and r["value"] == pytest.approx(1.0)
+        r = got[(f"{case} int8 fallback vs f32", 2)]
+        assert r["result"] == "PASS" and r["value"] == pytest.approx(16 / 15)
+        r = got[(f"{case} bf16 fallback vs f32", 2)]
+        assert r["result"] == "MISS" and r["value"] == pytest.approx(16 / 17)
+        for prec, v in (("int8", 32 / 31), ("bf16", 1.0)):
+            r = got[(f"{case} {prec} fallback vs f32 1 thread", 1)]
+            assert r["result"] == "PASS" and r["value"] == pytest.approx(v)
+    r = got[("small-latency int8 vs ORT", 2)]
+    assert r["result"] == "PASS" and r["value"] == pytest.approx(3.2)
+    assert got[("small-latency int8 vs ORT 1 thread", 1)]["result"] == "MISS"
+    assert got[("small-latency int8 fallback vs f32", 2)]["result"] == "PASS"  # level: 1.00x
+    assert got[("small-latency bf16 fallback vs f32", 2)]["result"] == "MISS"  # 0.80x
+    # the float32 targets are untouched by the quantized peers
+    assert got[("medium vs ORT", 2)]["value"] == pytest.approx(18 / 16)
+    table = run.targets_table(judge, quant)
+    assert "| medium forward, bf16 | 2 | cygru bf16 at least level with OpenVINO bf16 hint" in table
+    assert "OV bf16 9.75 ms / cygru bf16 10.0 ms = 0.97x | **MISS** |" in table
+    assert "cygru int8 >= 3x faster than ONNX Runtime" in table
+    assert "no slower than cygru float32" in table
+
+    # a float32 peer not timed: the best is taken over the others, and the row says so
+    runs[2]["cases"]["medium"]["peers"]["ov"] = {"status": "unavailable"}
+    runs[2]["cases"]["medium"]["peers"]["torch"] = {"status": "mismatch"}
+    # a quantized module or its opponent not timed: n/a with the reason
+    runs[2]["cases"]["large"]["peers"]["cygru_int8"] = {"status": "error"}
+    runs[2]["cases"]["long-seq"]["peers"]["ov_bf16"] = {"status": "unavailable"}
+    judge, rows = run.evaluate_targets(runs, list(runs[2]["cases"]))
+    got = {(r["target"], r["threads"]): r for r in rows}
+    r = got[("medium int8 vs best f32", 2)]
+    assert r["best_f32_peer"] == "cygru" and r["value"] == pytest.approx(16 / 7.5)
+    assert r["measured"].endswith("(not timed: OV unavailable, torch mismatch)")
+    assert r["result"] == "PASS"
+    r = got[("large int8 vs best f32", 2)]
+    assert r["result"] == "n/a" and r["measured"] == "cygru int8: error"
+    r = got[("long-seq int8 vs OV bf16", 2)]
+    assert r["result"] == "n/a" and r["measured"] == "OpenVINO bf16 hint: unavailable"
+    assert got[("long-seq int8 vs best f32", 2)]["result"] == "PASS"
+    # only 2 threads run: the 1-thread rows read n/a
+    judge, rows = run.evaluate_targets({2: runs[2]}, ["medium"])
+    one = [r for r in rows if r["threads"] == 1 and r.get("group") == "reduced precision"]
+    assert len(one) == 18 and all(r["result"] == "n/a" for r in one)
+
+
+def test_run_reduced_precision_table_from_fabricated_medians():
+    """The reduced-precision table: times, the best float32 peer and the target ratios."""
+    run = _load_run_module()
+    runs = {
+        2: _quant_runs(
+            {"cygru": 16.0, "ort": 18.0, "ov": 15.0}, 9.75, 7.5, 10.0, 15.0, 17.0, 3.2, 1.0
+        )
+    }
+    for p in ("cygru_int8", "cygru_bf16"):
+        runs[2]["cases"]["medium"]["peers"][p]["check_max_abs_diff"] = 0.0123
+    info = runs[2]["cases"]["medium"]
+    info["shape"] = dict(T=100, B=32, I=256, H=256, layers=1, dirs=1)
+    table = run.reduced_table(runs, ["medium"])
+    row = next(li for li in table.splitlines() if li.startswith("| medium (100,32,256,256,1,1)"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    head = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    got = dict(zip(head, cells))
+    assert got["cygru f32 ms"] == "16.0" and got["cygru int8 ms"] == "7.50"
+    assert got["torch int8 ms"] == "—"
+    assert got["best f32 peer"] == "OV 15.0"
+    assert got["best f32 / int8"] == "2.00x" and got["OV bf16 / int8"] == "1.30x"
+    assert got["ORT / int8"] == "2.40x" and got["OV bf16 / bf16"] == "0.97x"
+    assert got["f32 / int8 fallback"] == "1.07x" and got["f32 / bf16 fallback"] == "0.94x"
+    assert got["int8 max abs diff"] == got["bf16 max abs diff"] == "0.012"
+    # no quantized peer in any case: no table
+    del runs[2]["cases"]["small-latency"]
+    for p in run.CYGRU_QUANT:
+        info["peers"].pop(p)
+    assert run.reduced_table(runs, ["medium"]) is None
 
 
 def test_latency_a_broken_peer_is_reported_not_timed(tmp_path):
