@@ -532,7 +532,7 @@ def _ort_to_torch_layout(outs, T, B, H, D):
 
 
 class Worker:
-    def __init__(self, threads, cfg, cases, quant_fallback=True):
+    def __init__(self, threads, cfg, cases, quant_fallback="auto"):
         self.n = threads
         self.cfg = cfg
         self.cases = cases
@@ -551,12 +551,14 @@ class Worker:
         # kernels; a cygru without them shows the quantized peers as n/a
         self.quantize = getattr(cygru, "quantize", None)
         self.fallback_force, self.fallback_skip = None, None
-        if not quant_fallback:
-            self.fallback_skip = "--no-quant-fallback: fallback kernels not timed"
+        self.quant_kernels = _quant_kernels(quant_fallback)
+        if quant_fallback == "none":
+            self.fallback_skip = "--quant-fallback none: fallback kernels not timed"
         elif self.quantize is not None:
-            self.fallback_force = _fallback_hook(cygru)
-            if self.fallback_force is None:
+            if self.quant_kernels is None:
                 self.fallback_skip = "this cygru has no hook that forces the fallback kernels"
+            else:
+                self.fallback_force = _fallback_force(self.quant_kernels["forced_level"])
         # cygru's own threads (OpenMP over the hidden units / directions): the environment
         # variable CYGRU_NUM_THREADS is set by the parent; set it explicitly as well
         if hasattr(cygru, "set_num_threads"):
@@ -913,6 +915,7 @@ class Worker:
         for p, used in self.ov_precision.items():
             if p in entries:
                 entries[p]["precision_used"] = used
+        self._annotate_quant(entries)
         flops = gru_flops(T, B, I, H, L, D)
         out = {
             "kind": "forward",
@@ -965,6 +968,16 @@ class Worker:
                 call = self._run_forced(call)
             peers[p] = (call, conv)
         return peers, skipped
+
+    def _annotate_quant(self, entries):
+        """Each timed quantized peer's entry gets "kernel": the variant its products ran."""
+        k = self.quant_kernels
+        if not k:
+            return
+        for p, (precision, forced) in CYGRU_QUANT.items():
+            e = entries.get(p)
+            if e is not None and e["status"] == "ok":
+                e["kernel"] = k["fallback"][precision] if forced else k[precision]
 
     def _ov_peer(self, req, n_out, x, L, D, chained, chain, T, B, H):
         """(call, convert) for an OpenVINO infer request over x (h0 chained or not)."""
@@ -1109,6 +1122,7 @@ class Worker:
         with torch.no_grad() if torch is not None else _nullcontext():
             entries = self._check_and_time("cell", (lambda: cell(x, h), lambda o: {"h1": o}), peers)
         entries.update(skipped)
+        self._annotate_quant(entries)
         self._log_entries("cell", entries, unit="us")
         return {"kind": "cell", "shape": dict(B=B, I=I, H=H), "peers": entries}
 
@@ -1210,17 +1224,43 @@ class Worker:
         }
 
 
-def _fallback_hook(cygru):
-    """force(on) that switches cygru's quantized kernels to their fallback (on=True) or back
-    to the path this CPU picks (on=False); None when this cygru has no such hook."""
+# --quant-fallback: the variant of cygru's quantized products the fallback peers force
+# (names of cygru._kernels.QUANT_VARIANT_NAMES). "auto" is "avx512": AVX-512 without the
+# instructions made for int8 and bf16 (AVX512-VNNI, AVX512-BF16), the path a CPU with
+# AVX-512 but without them takes, at the SIMD width float32 runs on such a CPU; a CPU
+# that has no AVX-512 runs its best level below it.
+QUANT_FALLBACK_CHOICES = ("auto", "avx512", "avx2", "base", "none")
+QUANT_FALLBACK_AUTO = "avx512"
+
+
+def _quant_kernels(fallback):
+    """The quantized kernel variants of this process: {"int8": name, "bf16": name} that
+    cygru picks on this CPU, the level ``fallback`` forces ("forced_level") and the names
+    each format then runs ("fallback": {"int8": .., "bf16": ..}: a forced level above what
+    the CPU runs leaves its best). None when this cygru has no such hooks."""
     try:
         from cygru import _kernels
     except ImportError:
         return None
-    hook = getattr(_kernels, "_force_quant_level", None)
-    if hook is None:
+    names = getattr(_kernels, "QUANT_VARIANT_NAMES", None)
+    if names is None or not hasattr(_kernels, "_force_quant_level"):
         return None
-    return lambda on: hook("fallback" if on else None)
+    best = dict(zip(("int8", "bf16"), _kernels.quant_levels()))
+    out = {p: names[lv] for p, lv in best.items()}
+    if fallback != "none":
+        level = names.index(QUANT_FALLBACK_AUTO if fallback == "auto" else fallback)
+        out["forced_level"] = level
+        out["fallback"] = {p: names[min(level, lv)] for p, lv in best.items()}
+    return out
+
+
+def _fallback_force(level):
+    """force(on): cygru's quantized products of this process run variant ``level``
+    (on=True) or the best one this CPU runs again (on=False)."""
+    from cygru import _kernels
+
+    hook = _kernels._force_quant_level
+    return lambda on: hook(level if on else -1)
 
 
 class _nullcontext:
@@ -1309,6 +1349,8 @@ def environment_info(w):
     }
     if hasattr(w.cygru, "get_num_threads"):
         info["cygru_num_threads"] = w.cygru.get_num_threads()
+    if w.quant_kernels:
+        info["quant_kernels"] = w.quant_kernels
     try:
         import threadpoolctl
 
@@ -1363,8 +1405,7 @@ def run_workers(args):
             cmd.append("--quick")
         if args.repeat:
             cmd += ["--repeat", str(args.repeat)]
-        if not args.quant_fallback:
-            cmd.append("--no-quant-fallback")
+        cmd += ["--quant-fallback", args.quant_fallback]
         print(f"\n=== {n} thread{'s' if n > 1 else ''} ===", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call(cmd, env=env, cwd=ROOT)
@@ -1866,11 +1907,13 @@ def parse_args(argv=None):
         + "), 'all' for everything",
     )
     ap.add_argument(
-        "--no-quant-fallback",
-        dest="quant_fallback",
-        action="store_false",
-        help="do not time cygru's quantized modules with their fallback kernels forced "
-        "(the 'int8 fallback' and 'bf16 fallback' peers)",
+        "--quant-fallback",
+        default="auto",
+        choices=QUANT_FALLBACK_CHOICES,
+        help="the kernels the 'int8 fallback' and 'bf16 fallback' peers (cygru's quantized "
+        "modules with their fallback forced) run: auto (= avx512: AVX-512 without "
+        "AVX512-VNNI / AVX512-BF16), avx2, base (portable C), or none to leave these peers "
+        "out (default: auto)",
     )
     ap.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_out", default=None, help=argparse.SUPPRESS)
@@ -1942,13 +1985,24 @@ def main(argv=None):
             "",
             "cygru's quantized modules (`cygru.quantize(gru, 'int8')` / `'bf16'` of the same "
             "float32 module), timed interleaved with the peers above; `int8 fallback` and "
-            "`bf16 fallback` are the same modules with their portable fallback kernels "
-            "forced. Ratios are the other's time / the quantized module's: > 1 means the "
-            "quantized module is faster. Max abs diff: against cygru float32's output and h_n.",
-            "",
-            rt,
+            "`bf16 fallback` are the same modules with their fallback kernels forced "
+            "(`--quant-fallback`). Ratios are the other's time / the quantized module's: > 1 "
+            "means the quantized module is faster. Max abs diff: against cygru float32's "
+            "output and h_n.",
             "",
         ]
+        qk = env.get("quant_kernels")
+        if qk:
+            line = f"Quantized kernels this CPU picks: int8 {qk['int8']}, bf16 {qk['bf16']}"
+            if "fallback" in qk:
+                fb = qk["fallback"]
+                line += f"; the fallback peers forced to: int8 {fb['int8']}, bf16 {fb['bf16']}"
+            report += [
+                line + " (base: portable C, avx2, avx512: AVX-512 without VNNI / "
+                "AVX512-BF16, native: AVX512-VNNI / AVX512-BF16).",
+                "",
+            ]
+        report += [rt, ""]
     mt = memory_table(runs)
     if mt:
         report += ["### Memory (tracemalloc)", "", mt, ""]

@@ -217,8 +217,8 @@ def test_run_case_groups_and_new_peers_are_declared():
         assert run.PEER_ATOL[p] == run.REDUCED_ATOL and p in run.REDUCED_PEERS
     assert set(run.F32_PEERS) == {"cygru", "ort", "ov", "torch"}
     assert {"cygru_int8", "cygru_bf16"} <= set(run.MAIN_TABLE_PEERS)
-    assert run.parse_args([]).quant_fallback is True
-    assert run.parse_args(["--no-quant-fallback"]).quant_fallback is False
+    assert run.parse_args([]).quant_fallback == "auto"
+    assert run.parse_args(["--quant-fallback", "none"]).quant_fallback == "none"
     assert run.FORWARD_CASES["one-step"][:2] == (1, 1)
     args = run.parse_args(["--cases", "deepbench"])
     assert args.cases == list(run.DEEPBENCH_CASES)
@@ -435,30 +435,42 @@ def test_run_targets_issue_24_rows_are_judged_at_their_thread_counts():
     assert all(r["result"] == "n/a" and r["measured"] == "1 thread not run" for r in one.values())
 
 
-@pytest.mark.parametrize("fallback", [True, False])
+@pytest.mark.parametrize("fallback", ["auto", "none"])
 def test_run_quick_small_latency_times_the_quantized_modules(tmp_path, fallback):
-    """cygru int8 / bf16 (and, unless --no-quant-fallback, the same with their fallback
+    """cygru int8 / bf16 (and, unless --quant-fallback none, the same with their fallback
     kernels forced) are checked, timed beside the peers, tabled, and judged."""
     out_json = tmp_path / "r.json"
     cmd = [sys.executable, RUN, "--quick", "--repeat", "1", "--threads", "1"]
     cmd += ["--cases", "small-latency", "--json", str(out_json), "--png", ""]
-    if not fallback:
-        cmd.append("--no-quant-fallback")
+    cmd += ["--quant-fallback", fallback]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     result = json.loads(out_json.read_text())
     peers = result["runs"]["1"]["cases"]["small-latency"]["peers"]
-    timed = ["cygru_int8", "cygru_bf16"] + (["cygru_int8_fb", "cygru_bf16_fb"] if fallback else [])
+    fb = fallback != "none"
+    timed = ["cygru_int8", "cygru_bf16"] + (["cygru_int8_fb", "cygru_bf16_fb"] if fb else [])
     for p in timed:
         assert peers[p]["status"] == "ok", peers[p]
         assert peers[p]["median_ms"] > 0 and peers[p]["rounds"] == 1
         assert set(peers[p]["max_abs_diff"]) == {"output", "h_n"}
         assert 0 <= peers[p]["check_max_abs_diff"] <= 0.1
-    if not fallback:
+    # the kernels each ran: what this CPU picks, and the forced fallback (avx512 or below)
+    kernels = result["machine"]["quant_kernels"]
+    names = ("base", "avx2", "avx512", "native")
+    for prec in ("int8", "bf16"):
+        assert peers[f"cygru_{prec}"]["kernel"] == kernels[prec] in names
+        if fb:
+            got = peers[f"cygru_{prec}_fb"]["kernel"]
+            assert got == kernels["fallback"][prec]
+            assert names.index(got) == min(2, names.index(kernels[prec]))
+    if fb:
+        assert "the fallback peers forced to: int8 " in out
+    else:
+        assert "fallback" not in kernels
         for p in ("cygru_int8_fb", "cygru_bf16_fb"):
             assert peers[p]["status"] == "skipped"
-            assert "--no-quant-fallback" in peers[p]["note"]
+            assert "--quant-fallback none" in peers[p]["note"]
     section = out.split("### Reduced precision (cygru int8 and bf16)")[1]
     head = next(li for li in section.splitlines() if li.startswith("| case | threads |"))
     for col in ("cygru f32 ms", "OV bf16 ms", "torch int8 ms", "cygru int8 ms", "bf16 fallback ms"):
@@ -467,7 +479,7 @@ def test_run_quick_small_latency_times_the_quantized_modules(tmp_path, fallback)
         assert f"| {col} |" in head
     assert "| f32 / int8 fallback | f32 / bf16 fallback |" in head
     row = next(li for li in section.splitlines() if li.startswith("| small-latency (50,1,64,128"))
-    assert [c.strip() for c in row.split("|")].count("skip") == (0 if fallback else 2)
+    assert [c.strip() for c in row.split("|")].count("skip") == (0 if fb else 2)
     # the judged targets: small-latency's int8 vs ONNX Runtime and the fallback rows
     assert "### Targets, reduced precision (cygru int8 and bf16)" in out
     rows = {r["target"]: r for r in result["targets"]}
@@ -479,13 +491,40 @@ def test_run_quick_small_latency_times_the_quantized_modules(tmp_path, fallback)
         assert r["result"] == ("PASS" if ratio >= 3.0 else "MISS")
     for prec in ("int8", "bf16"):
         r = rows[f"small-latency {prec} fallback vs f32"]
-        if fallback:
+        if fb:
             ratio = peers["cygru"]["median_ms"] / peers[f"cygru_{prec}_fb"]["median_ms"]
             assert r["value"] == pytest.approx(ratio)
             assert r["result"] == ("PASS" if ratio >= 1.0 else "MISS")
         else:
             assert r["result"] == "n/a" and "skipped" in r["measured"]
     assert rows["medium int8 vs best f32"]["result"] == "n/a"  # medium not run
+
+
+def test_run_fallback_levels_and_forcing(monkeypatch):
+    """--quant-fallback's level: the names each format then runs (a level above what the CPU
+    runs leaves its best), and force(on) / force(off) through cygru's hook (no timing)."""
+    from cygru import _kernels
+
+    run = _load_run_module()
+    names = _kernels.QUANT_VARIANT_NAMES
+    best = _kernels.quant_levels()
+    for choice, level in (("auto", 2), ("avx512", 2), ("avx2", 1), ("base", 0)):
+        k = run._quant_kernels(choice)
+        assert k["forced_level"] == level
+        assert k["int8"] == names[best[0]] and k["bf16"] == names[best[1]]
+        assert k["fallback"] == {
+            "int8": names[min(level, best[0])],
+            "bf16": names[min(level, best[1])],
+        }
+    assert "fallback" not in run._quant_kernels("none")
+    calls = []
+    monkeypatch.setattr(_kernels, "_force_quant_level", calls.append)
+    force = run._fallback_force(1)
+    force(True)
+    force(False)
+    assert calls == [1, -1]
+    monkeypatch.delattr(_kernels, "_force_quant_level")
+    assert run._quant_kernels("auto") is None  # a cygru without the hook
 
 
 def _quant_runs(f32, ov_bf16, int8, bf16, int8_fb, bf16_fb, ort_small, int8_small):
