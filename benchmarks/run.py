@@ -2,7 +2,7 @@
 """cygru CPU benchmark suite: cygru vs PyTorch, ONNX Runtime, OpenVINO and the NumPy reference.
 
     python benchmarks/run.py [--threads 1 2] [--repeat N] [--quick] [--json PATH]
-                             [--png PATH] [--cases CASE ...]
+                             [--png PATH] [--cases CASE ...] [--quant-fallback LEVEL]
 
 Every thread count runs in its own worker process (this script re-invoked with
 ``--_worker``) whose environment pins the thread pools before any library is
@@ -16,6 +16,11 @@ markdown tables and the targets, and writes the JSON and the PNG chart. ``--thre
 any list of counts (a sweep, e.g. ``--threads 1 2 4 8``), run one after the other; the
 targets are judged at 2 threads (or the largest count run) and, for the rows marked
 "1 thread", at 1.
+
+Besides float32, reduced-precision peers are timed in the same interleaved runs: OpenVINO's
+bf16 hint, PyTorch's dynamic int8 GRU, and cygru's own quantized modules
+(``cygru.quantize(gru, "int8")`` / ``"bf16"``), also with their fallback kernels forced
+(``--quant-fallback``); a second table and a second set of targets (issue 25) judge them.
 
 See benchmarks/README.md for what each case measures and how to read the tables.
 """
@@ -1967,7 +1972,7 @@ def main(argv=None):
             )
     report = [
         "",
-        "## Results (float32, median over repeated runs)",
+        "## Results (float32 unless marked, median over repeated runs)",
         "",
         header,
         "",
