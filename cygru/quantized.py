@@ -625,7 +625,7 @@ class QuantizedGRUCell(_Quantized):
         ]
         with self._lock:
             self._state = state
-            self._packed = packed
+            self._packed, self._flat = packed, list(packed[0][0])
 
     def _option_values(self):
         return {
@@ -659,6 +659,27 @@ class QuantizedGRUCell(_Quantized):
         >>> cell(np.ones(3)).shape
         (2,)
         """
+        with self._lock:
+            packed, flat = self._packed, self._flat
+        if hx is None and type(x) is np.ndarray and (h is None or type(h) is np.ndarray):
+            # the common case: a one-step call of the lean compiled entry
+            res = _cpu.gru_lean(
+                x[None],
+                None if h is None else h[None],
+                flat,
+                self.dtype,
+                1,
+                1,
+                self.hidden_size,
+                self.input_size,
+                True,
+                False,
+                self.reset_after,
+                False,
+                _WFORMAT[self.precision],
+            )
+            if res is not None:
+                return res[1][0]
         try:
             h = _initial_state(h, hx, "h")
             x = A.as_float_array(x, np.float32, "x", "cpu", check=self._check_x)
@@ -667,8 +688,6 @@ class QuantizedGRUCell(_Quantized):
                 h = A.as_shaped(
                     h, want, np.float32, "h", "cpu", what=f"h of shape {A.shape_str(want)}"
                 )
-            with self._lock:
-                packed = self._packed
             call = F.SequenceCall.of_cell(
                 x,
                 h,
