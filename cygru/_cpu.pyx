@@ -19,7 +19,8 @@ from libc.string cimport memcpy, memset
 from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
                             backward_work_size, layer_forward, layer_backward,
-                            step_work_size, step_forward)
+                            step_work_size, step_forward, WFORMAT_FLOAT,
+                            quant_matrix_size)
 from cygru._engine import PIECES, lengths_schedule as _schedule
 from cygru._backend import ForwardCache
 cimport openmp
@@ -267,12 +268,19 @@ cdef inline bint _runs_alone(double work) except -1:
     return work < 2 * wake * unit
 
 
+# How many float32 multiply-adds one reduced-precision multiply-add costs, roughly (the
+# work a call's thread plan weighs; indexed by wformat)
+cdef double _QUANT_SPEEDUP[3]
+_QUANT_SPEEDUP[:] = [1.0, 3.0, 1.6]
+
+
 def _threads_for_call(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-                      Py_ssize_t L, Py_ssize_t D, dtype):
+                      Py_ssize_t L, Py_ssize_t D, dtype, int wformat=WFORMAT_FLOAT):
     """Threads for a forward call of T steps over B rows, L layers of D directions: 1 when
     the whole call is too small to be worth waking a worker (WAKE_COST), else the
-    per-step plan of _threads_for (a test hook too: the count a call plans)."""
-    if _runs_alone(_call_work(T, B, I, H, L, D)):
+    per-step plan of _threads_for (a test hook too: the count a call plans). Reduced-
+    precision weights (wformat) weigh their work at its float32 equivalent."""
+    if _runs_alone(_call_work(T, B, I, H, L, D) / _QUANT_SPEEDUP[wformat]):
         _check_env()
         return 1
     return _threads_for(B, H, D, dtype)
@@ -297,7 +305,8 @@ cdef inline void* _ptr(a):
 
 
 cdef void _problem(cygru_problem* pb, int T, int B, int I, int H, int D, dtype,
-                   bint reset_after, bint reverse, perm, active) except *:
+                   bint reset_after, bint reverse, perm, active,
+                   int wformat=WFORMAT_FLOAT) except *:
     pb.T, pb.B, pb.In, pb.H, pb.D = T, B, I, H, D
     pb.itemsize = dtype.itemsize
     pb.reset_after, pb.reverse = reset_after, reverse
@@ -305,6 +314,7 @@ cdef void _problem(cygru_problem* pb, int T, int B, int I, int H, int D, dtype,
     pb.active = <const int*>_ptr(active)
     pb.chunk = _CHUNK_STEPS
     pb.kernel_rows = _kernel_rows_now()
+    pb.wformat = wformat
 
 
 cdef void _weights(cygru_dir_weights* w, weights) except *:
@@ -318,14 +328,17 @@ cdef void _weights(cygru_dir_weights* w, weights) except *:
 
 def _forward_layer(x, weights, out, Py_ssize_t ts, Py_ssize_t bs, states, perm, active,
                    int T, int B, int I, int H, bint reverse, bint reset_after, caches,
-                   hprevs, int n_threads):
+                   hprevs, int n_threads, int wformat=WFORMAT_FLOAT):
     """Every direction of one layer (weights: D tuples (w_ih, w_hh, b_ih, b_hh), biases
     never None) on n_threads threads: states (D, B, H) sorted go h0 -> h_n; caches
-    (D, T, B, 4H) and hprevs (D, T, B, H), or None, are filled for the backward."""
+    (D, T, B, 4H) and hprevs (D, T, B, H), or None, are filled for the backward. With a
+    reduced-precision `wformat`, w_ih and w_hh are the quantized blocks (uint8 arrays of
+    quant_matrix_size bytes) and everything else is float32."""
     cdef cygru_problem pb
     cdef cygru_dir_weights w[2]
     cdef cygru_forward_io io
-    _problem(&pb, T, B, I, H, len(weights), x.dtype, reset_after, reverse, perm, active)
+    _problem(&pb, T, B, I, H, len(weights), x.dtype, reset_after, reverse, perm, active,
+             wformat)
     _weights(w, weights)
     io.x = _ptr(x)
     io.out, io.out_ts, io.out_bs = _ptr(out), ts, bs
@@ -379,7 +392,7 @@ def gru_backward(cache, d_output, d_h_n, grads):
 
 
 def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after,
-                 lengths, batch_first, dropout_masks, need_cache):
+                 lengths, batch_first, dropout_masks, need_cache, wformat=WFORMAT_FLOAT):
     dtype = x.dtype
     # sizes as Py_ssize_t: products such as T*D*H (a batch_first stride) exceed C int
     cdef Py_ssize_t H = hidden_size, D = num_directions, L = len(layers)
@@ -391,7 +404,7 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
         T, B = x.shape[0], x.shape[1]
         x_tm = x
     perm, active = _schedule(lengths, T, B)
-    n_threads = _threads_for_call(T, B, x.shape[2], H, L, D, dtype)
+    n_threads = _threads_for_call(T, B, x.shape[2], H, L, D, dtype, wformat)
     h_n = np.empty((L * D, B, H), dtype)
     zero_bias = np.zeros(3 * H, dtype)
     layer_in = x_tm.reshape(T * B, -1)
@@ -418,7 +431,7 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
             caches = np.zeros((D, T, B, 4 * H), dtype)
             hprevs = np.zeros((D, T, B, H), dtype)
         _forward_layer(layer_in, weights, out, ts, bs, states, perm, active, T, B, I, H,
-                       bool(reverse), bool(reset_after), caches, hprevs, n_threads)
+                       bool(reverse), bool(reset_after), caches, hprevs, n_threads, wformat)
         h_n[k * D:(k + 1) * D][:, perm] = states
         inputs.append(layer_in)
         saved.append((caches, hprevs) if need_cache else None)
@@ -579,7 +592,7 @@ cdef enum:
 
 
 def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
-             bint reverse, bint reset_after, bint batch_first):
+             bint reverse, bint reset_after, bint batch_first, int wformat=WFORMAT_FLOAT):
     """A module's forward in its common case: ``(output, h_n)``, or None when the
     arguments are not that case (then nothing was done).
 
@@ -591,8 +604,13 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
     The caller's arrays are only read; output and h_n are fresh arrays. A call whose work
     is below WAKE_COST runs on the calling thread, and keeps the GIL when its work is also
     below KEEP_GIL_WORK; others plan their threads as the checked path does and release
-    the GIL."""
+    the GIL.
+
+    With a reduced-precision `wformat` (cygru.quantized), `dtype` is float32 and each
+    w_ih / w_hh is its packed blocks: a 1-D uint8 array of quant_matrix_size bytes."""
     cdef int typenum = _lean_typenum(dtype)
+    if wformat != WFORMAT_FLOAT and typenum != cnp.NPY_FLOAT32:
+        return None
     if typenum < 0 or not _plain(x, typenum):
         return None
     cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
@@ -626,25 +644,32 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
         I_k = I if k == 0 else D * H
         for d in range(D):
             j = (k * D + d) * per
-            if not (_plain_shape(weights[j], typenum, 2, 3 * H, I_k, 0)
-                    and _plain_shape(weights[j + 1], typenum, 2, 3 * H, H, 0)):
+            if wformat != WFORMAT_FLOAT:
+                if not (_plain_shape(weights[j], cnp.NPY_UINT8, 1,
+                                     quant_matrix_size(H, I_k, wformat), 0, 0)
+                        and _plain_shape(weights[j + 1], cnp.NPY_UINT8, 1,
+                                         quant_matrix_size(H, H, wformat), 0, 0)):
+                    return None
+            elif not (_plain_shape(weights[j], typenum, 2, 3 * H, I_k, 0)
+                      and _plain_shape(weights[j + 1], typenum, 2, 3 * H, H, 0)):
                 return None
             if bias and not (_plain_shape(weights[j + 2], typenum, 1, 3 * H, 0, 0)
                              and _plain_shape(weights[j + 3], typenum, 1, 3 * H, 0, 0)):
                 return None
     # -- the case holds: threads, outputs, workspace, the engine
     cdef int n_threads
-    cdef double work = _call_work(T, B, I, H, L, D)
+    cdef double work = _call_work(T, B, I, H, L, D) / _QUANT_SPEEDUP[wformat]
     if _runs_alone(work):
         # not counted in _active_calls: it takes no share of the default thread count, and
         # a big call starting beside a stream of these should not halve its threads
         _check_env()
         return _gru_lean_run(x, h0, weights, typenum, T, B, L, D, H, I, bias, reverse,
-                             reset_after, batch_first, nd, 1, work < KEEP_GIL_WORK)
+                             reset_after, batch_first, nd, 1, work < KEEP_GIL_WORK, wformat)
     with _ActiveCall():
         n_threads = _threads_for(B, H, D, dtype)
         return _gru_lean_run(x, h0, weights, typenum, T, B, L, D, H, I, bias, reverse,
-                             reset_after, batch_first, nd, n_threads, False)
+                             reset_after, batch_first, nd, n_threads, False, wformat)
+
 
 
 # A call that runs alone keeps the GIL up to this many multiply-adds (one step at batch 1
@@ -657,7 +682,7 @@ KEEP_GIL_WORK = 262144
 cdef object _gru_lean_run(x, h0, list weights, int typenum, Py_ssize_t T, Py_ssize_t B,
                           int L, int D, int H, int I, bint bias, bint reverse,
                           bint reset_after, bint batch_first, int nd, int n_threads,
-                          bint keep_gil):
+                          bint keep_gil, int wformat):
     """gru_lean once its case is checked: L layers through layer_forward."""
     global _lean_gru_calls, _lean_last_threads, _lean_last_kept_gil
     cdef size_t it = 4 if typenum == cnp.NPY_FLOAT32 else 8
@@ -695,6 +720,7 @@ cdef object _gru_lean_run(x, h0, list weights, int typenum, Py_ssize_t T, Py_ssi
     pb.reset_after, pb.reverse = reset_after, reverse
     pb.chunk = _CHUNK_STEPS
     pb.kernel_rows = _kernel_rows_now()
+    pb.wformat = wformat
     cdef size_t engine_bytes = forward_work_size(&pb, n_threads), other
     if L > 1:
         pb.In = DH

@@ -275,14 +275,47 @@ cdef inline void _gate_dot(int m, int K, const floating* a, int lda, int H, int 
              False)
 
 
+cdef size_t quant_block_size(int H, int K, int wformat) noexcept nogil:
+    if wformat == 1:
+        return cygru_q8_block_size(H, K)
+    return cygru_bf16_block_size(H, K)
+
+
+cdef size_t quant_scratch_size(int K, int wformat) noexcept nogil:
+    cdef size_t n = cygru_q8_scratch_size(K) if wformat == 1 else cygru_bf16_scratch_size(K)
+    return (n + 63) // 64 * 64
+
+
+cdef inline void _gate_quant(const cygru_fwd_run* s, int m, int K, const float* a, int lda,
+                             int H, int u0, int U, int g0, int g1, const void* w, float* c,
+                             int ldc, int cs, void* scratch) noexcept nogil:
+    """c[:, (g-g0)*cs : (g-g0)*cs + U] = a @ W_g[u0:u0+U]^T for gates g0 <= g < g1, W the
+    three gate blocks of a reduced-precision weight (cygru_quant.h; u0 a multiple of 16)."""
+    cdef int g
+    cdef size_t bs = quant_block_size(H, K, s.wformat)
+    for g in range(g0, g1):
+        if s.wformat == 1:
+            cygru_q8_gemm(m, K, a, lda, <const char*>w + g * bs, H, u0, U, c + (g - g0) * cs,
+                          ldc, scratch)
+        else:
+            cygru_bf16_gemm(m, K, a, lda, <const char*>w + g * bs, H, u0, U,
+                            c + (g - g0) * cs, ldc, scratch)
+
+
 cdef inline void _gate_product(const cygru_fwd_run* s, int m, int K, const floating* a,
                                int lda, int H, int u0, int U, int g0, int g1,
                                const floating* packed, const floating* w, floating* c,
-                               int ldc, int cs) noexcept nogil:
-    """The forward's product for gates [g0, g1) of units [u0, u0+U): the dot kernel on
-    the caller's W for small batches (s.use_dot), else the packed kernel on `packed`
-    (whose output columns of a gate are U apart unless the gates are done one by one)."""
+                               int ldc, int cs, void* qscratch) noexcept nogil:
+    """The forward's product for gates [g0, g1) of units [u0, u0+U): the reduced-precision
+    product on the gate blocks `w` (s.wformat, float32 only; qscratch: the piece's), the
+    dot kernel on the caller's W for small batches (s.use_dot), else the packed kernel on
+    `packed` (whose output columns of a gate are U apart unless the gates are done one by
+    one)."""
     cdef int g
+    if floating is float:
+        if s.wformat != 0:
+            _gate_quant(s, m, K, a, lda, H, u0, U, g0, g1, w, c, ldc, cs, qscratch)
+            return
     if s.use_dot:
         _gate_dot(m, K, a, lda, H, u0, U, g0, g1, w, c, ldc, cs)
     elif cs == U:
@@ -434,10 +467,11 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
     cdef floating* c = NULL
     cdef floating* hp = NULL
     cdef const floating* gi
+    cdef void* qs = <char*>s.qscratch + p * s.qscratch_slot if s.wformat != 0 else NULL
     if phase == _PHASE_GATES and st == 0:
         # the piece's panels of the weights (unless prepared), packed by whoever does it
         # first (no phase of their own: only this piece reads them, after this phase)
-        if not s.prepared and not s.use_dot:
+        if not s.prepared and not s.use_dot and s.wformat == 0:
             pack_gate_panels(H, H, u0, u1, <const floating*>s.w_hh, <floating*>s.pack_hh)
             pack_gate_panels(H, I, u0, u1, <const floating*>s.w_ih, <floating*>s.pack_ih)
         for g in range(3):
@@ -455,11 +489,11 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
             # columns, gi = x @ W_ih^T (the previous chunk is no longer read by anyone:
             # its last phase is done)
             _gate_product(s, (hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, H, u0, U, 0, 3,
-                          pi, <const floating*>s.w_ih, gi_buf + u0, 3 * H, H)
+                          pi, <const floating*>s.w_ih, gi_buf + u0, 3 * H, H, qs)
         if nb > 0:
             # gh = h_{t-1} @ W_hh^T for the running rows (r, z only for reset_after=False)
             _gate_product(s, nb, H, cur, H, H, u0, U, 0, 3 if s.reset_after else 2, ph,
-                          <const floating*>s.w_hh, gh, G, U)
+                          <const floating*>s.w_hh, gh, G, U, qs)
         for i in range(nb):
             b = s.perm[i]
             gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
@@ -481,7 +515,7 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
         # _PHASE_N: n = tanh(W_in x + b_in + W_hn (r*h) + b_hn), r*h complete for all units
         if nb > 0:
             _gate_product(s, nb, H, rh_buf, H, H, u0, U, 2, 3, ph, <const floating*>s.w_hh,
-                          gh + 2 * U, G, U)
+                          gh + 2 * U, G, U, qs)
         for i in range(nb):
             b = s.perm[i]
             gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
