@@ -500,6 +500,60 @@ def test_run_quick_small_latency_times_the_quantized_modules(tmp_path, fallback)
     assert rows["medium int8 vs best f32"]["result"] == "n/a"  # medium not run
 
 
+_THREAD_PROBE = """
+import os, sys, time
+import numpy as np
+import cygru
+
+def ticks():
+    out = {}
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/stat") as f:
+                v = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[t] = int(v[11]) + int(v[12])
+    return out
+
+main = str(os.getpid())
+gru = cygru.GRU(256, 256, seed=0)
+x = np.random.default_rng(0).standard_normal((20, 32, 256), dtype=np.float32)
+for precision in ("int8", "bf16"):
+    q = cygru.quantize(gru, precision)
+    for n in (1, 2):
+        cygru.set_num_threads(n)
+        q(x)
+        a, end, other = ticks(), time.monotonic() + 3.0, 0
+        while True:
+            q(x)
+            b = ticks()
+            other = sum(v - a.get(t, 0) for t, v in b.items() if t != main)
+            if n == 1 and time.monotonic() > end - 2.5 or n == 2 and (other or time.monotonic() > end):
+                break
+        print(precision, n, other)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads /proc/self/task")
+def test_quantized_modules_honour_the_benchmarks_thread_count(tmp_path):
+    """run.py sets each worker's count with cygru.set_num_threads(n): the quantized modules
+    follow it (CPU ticks per thread: at 1 no other thread of the process computes; at 2 a
+    second one does)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(_THREAD_PROBE)
+    env = _env()
+    env["CYGRU_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, str(probe)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {tuple(li.split()[:2]): int(li.split()[2]) for li in proc.stdout.splitlines()}
+    for precision in ("int8", "bf16"):
+        assert got[(precision, "1")] == 0
+        assert got[(precision, "2")] > 0
+
+
 def test_run_fallback_levels_and_forcing(monkeypatch):
     """--quant-fallback's level: the names each format then runs (a level above what the CPU
     runs leaves its best), and force(on) / force(off) through cygru's hook (no timing)."""
