@@ -284,7 +284,11 @@ LOADERS = {"g2p_en": load_g2p_en, "sleepecg": load_sleepecg}
 def load_all(names: Optional[list[str]] = None, skipped: Optional[dict] = None) -> list[RealModel]:
     """The real models whose package is installed; the reasons for the others go to skipped."""
     models = []
-    for name in names or list(LOADERS):
+    for name in list(LOADERS) if names is None else names:
+        if name not in LOADERS:
+            if skipped is not None:
+                skipped[name] = "unknown real model"
+            continue
         try:
             models.append(LOADERS[name]())
         except ImportError as exc:

@@ -214,9 +214,7 @@ def _torch_quantized_gru_weights(module: Any) -> dict[str, Any]:
                 entry[f"bias_{part}"] = _float_bias(biases.get(name), name)
                 bias = entry[f"bias_{part}"]
                 if bias is not None and bias.shape != (3 * H,):
-                    raise ValueError(
-                        f"{_FUNC}: {name} has shape {bias.shape}, expected {(3 * H,)}"
-                    )
+                    raise ValueError(f"{_FUNC}: {name} has shape {bias.shape}, expected {(3 * H,)}")
             directions.append(entry)
         layers.append(directions)
     options["per_channel"] = bool(per_channel)
