@@ -88,6 +88,7 @@ _load_compiled()
 
 from ._version import __version__  # noqa: E402
 from .modules import GRU, GRUCell, IncompatibleKeys  # noqa: E402
+from .quantized import QuantizedGRU, QuantizedGRUCell, quantize  # noqa: E402
 from ._gradcheck import GradcheckError, gradcheck  # noqa: E402
 from .interop import from_keras, from_onnx, from_torch, to_onnx  # noqa: E402
 from . import functional  # noqa: E402
@@ -98,6 +99,9 @@ __all__ = [
     "GRU",
     "GRUCell",
     "IncompatibleKeys",
+    "quantize",
+    "QuantizedGRU",
+    "QuantizedGRUCell",
     "gradcheck",
     "GradcheckError",
     "from_torch",

@@ -19,7 +19,7 @@ from libc.string cimport memcpy, memset
 from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
                             backward_work_size, layer_forward, layer_backward,
-                            step_work_size, step_forward)
+                            step_work_size, step_forward, WFORMAT_FLOAT)
 from cygru._engine import PIECES, lengths_schedule as _schedule
 from cygru._backend import ForwardCache
 cimport openmp
@@ -297,7 +297,8 @@ cdef inline void* _ptr(a):
 
 
 cdef void _problem(cygru_problem* pb, int T, int B, int I, int H, int D, dtype,
-                   bint reset_after, bint reverse, perm, active) except *:
+                   bint reset_after, bint reverse, perm, active,
+                   int wformat=WFORMAT_FLOAT) except *:
     pb.T, pb.B, pb.In, pb.H, pb.D = T, B, I, H, D
     pb.itemsize = dtype.itemsize
     pb.reset_after, pb.reverse = reset_after, reverse
@@ -305,6 +306,7 @@ cdef void _problem(cygru_problem* pb, int T, int B, int I, int H, int D, dtype,
     pb.active = <const int*>_ptr(active)
     pb.chunk = _CHUNK_STEPS
     pb.kernel_rows = _kernel_rows_now()
+    pb.wformat = wformat
 
 
 cdef void _weights(cygru_dir_weights* w, weights) except *:
@@ -318,14 +320,17 @@ cdef void _weights(cygru_dir_weights* w, weights) except *:
 
 def _forward_layer(x, weights, out, Py_ssize_t ts, Py_ssize_t bs, states, perm, active,
                    int T, int B, int I, int H, bint reverse, bint reset_after, caches,
-                   hprevs, int n_threads):
+                   hprevs, int n_threads, int wformat=WFORMAT_FLOAT):
     """Every direction of one layer (weights: D tuples (w_ih, w_hh, b_ih, b_hh), biases
     never None) on n_threads threads: states (D, B, H) sorted go h0 -> h_n; caches
-    (D, T, B, 4H) and hprevs (D, T, B, H), or None, are filled for the backward."""
+    (D, T, B, 4H) and hprevs (D, T, B, H), or None, are filled for the backward. With a
+    reduced-precision `wformat`, w_ih and w_hh are the quantized blocks (uint8 arrays of
+    quant_matrix_size bytes) and everything else is float32."""
     cdef cygru_problem pb
     cdef cygru_dir_weights w[2]
     cdef cygru_forward_io io
-    _problem(&pb, T, B, I, H, len(weights), x.dtype, reset_after, reverse, perm, active)
+    _problem(&pb, T, B, I, H, len(weights), x.dtype, reset_after, reverse, perm, active,
+             wformat)
     _weights(w, weights)
     io.x = _ptr(x)
     io.out, io.out_ts, io.out_bs = _ptr(out), ts, bs
@@ -379,7 +384,7 @@ def gru_backward(cache, d_output, d_h_n, grads):
 
 
 def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after,
-                 lengths, batch_first, dropout_masks, need_cache):
+                 lengths, batch_first, dropout_masks, need_cache, wformat=WFORMAT_FLOAT):
     dtype = x.dtype
     # sizes as Py_ssize_t: products such as T*D*H (a batch_first stride) exceed C int
     cdef Py_ssize_t H = hidden_size, D = num_directions, L = len(layers)
@@ -418,7 +423,7 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
             caches = np.zeros((D, T, B, 4 * H), dtype)
             hprevs = np.zeros((D, T, B, H), dtype)
         _forward_layer(layer_in, weights, out, ts, bs, states, perm, active, T, B, I, H,
-                       bool(reverse), bool(reset_after), caches, hprevs, n_threads)
+                       bool(reverse), bool(reset_after), caches, hprevs, n_threads, wformat)
         h_n[k * D:(k + 1) * D][:, perm] = states
         inputs.append(layer_in)
         saved.append((caches, hprevs) if need_cache else None)

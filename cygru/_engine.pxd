@@ -40,6 +40,17 @@ ctypedef struct cygru_problem:
     int kernel_rows                     # the batch size that picks the products' kernel
                                         #   (dot up to DOT_MAX_B rows, else packed); 0: B.
                                         #   cygru.dask sets the whole batch's for each chunk
+    int wformat                         # the weights' format: WFORMAT_FLOAT (arrays of
+                                        #   itemsize), or WFORMAT_INT8 / WFORMAT_BF16:
+                                        #   w_ih, w_hh are cygru_quant.h blocks, three per
+                                        #   matrix (one per gate), itemsize 4 (float32
+                                        #   activations, biases, states, outputs)
+
+
+cdef enum:
+    WFORMAT_FLOAT = 0
+    WFORMAT_INT8 = 1
+    WFORMAT_BF16 = 2
 
 
 # One direction's weights; biases are never NULL (zeros for bias=False).
@@ -154,6 +165,17 @@ cdef int model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
                        bint reset_after, bint reverse, const cygru_dir_weights* dirs,
                        const void* x, const void* h0, const int* lengths, void* output,
                        void* h_n, void* work) noexcept nogil
+
+# model_forward with reduced-precision weights (wformat WFORMAT_INT8 / WFORMAT_BF16):
+# dirs' w_ih and w_hh are the quantized blocks of quant_dir_size; float32 everything else.
+cdef size_t quant_matrix_size(int H, int K, int wformat) noexcept nogil
+cdef size_t model_work_size_quantized(int T, int B, int In, int H, int L, int D,
+                                      int wformat) noexcept nogil
+cdef int model_forward_quantized(int T, int B, int In, int H, int L, int D, int wformat,
+                                 bint reset_after, bint reverse,
+                                 const cygru_dir_weights* dirs, const void* x,
+                                 const void* h0, const int* lengths, void* output,
+                                 void* h_n, void* work) noexcept nogil
 
 # A whole model's prepared blocks: L*D blocks of prepare_direction back to back
 # (layer-major), model_prepared_size bytes; model_forward on them (dirs replaced by the

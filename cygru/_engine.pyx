@@ -8,7 +8,7 @@ from cygru._blas cimport gemm
 from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, forward_phase_count, forward_phase_piece,
                              backward_phase_count, backward_phase_piece,
                              gru_direction_weight_grads, gate_pack_size, pack_gate_weights,
-                             backward_pack_size)
+                             backward_pack_size, quant_block_size, quant_scratch_size)
 
 # Scratch for the input projection of one direction is at most this many bytes (or one
 # step, if a single step is larger), unless all steps of all directions fit in
@@ -205,6 +205,12 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
     # small batches: every product by the dot kernel on the caller's weights, nothing
     # packed (decided by B alone: see DOT_MAX_B)
     cdef bint use_dot = (pb.kernel_rows if pb.kernel_rows > 0 else B) <= dot_max_b
+    # reduced-precision weights: one kernel at every batch size, nothing packed per call,
+    # a product scratch per piece (the activations' quantized rows)
+    cdef bint quant = pb.wformat != WFORMAT_FLOAT
+    cdef size_t qslot = quant_scratch_size(I if I > H else H, pb.wformat) if quant else 0
+    if quant:
+        use_dot = False
     cdef cygru_fwd_run* runs
     cdef cygru_fwd_run* s
     cdef int* bounds
@@ -235,7 +241,7 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
                 s.cache = <char*>io.caches + <size_t>d * T * 4 * BH * it
                 s.hprev = <char*>io.hprevs + <size_t>d * T * BH * it
         pack_ih = pack_hh = NULL
-        if not use_dot and not is_prepared:
+        if not use_dot and not is_prepared and not quant:
             pack_ih = _take(&a, gate_pack_size(H, I), it)
             pack_hh = _take(&a, gate_pack_size(H, H), it)
         bias = _take(&a, 6 * <size_t>H, it)
@@ -243,7 +249,10 @@ cdef size_t _forward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
         state_alt = _take(&a, BH, it)
         gi_buf = _take(&a, <size_t>chunk * 3 * BH, it)
         rh_buf = _take(&a, BH, it)
+        qscratch = _take(&a, P * qslot, 1) if quant else NULL
         if s != NULL:
+            s.wformat = pb.wformat
+            s.qscratch, s.qscratch_slot = qscratch, qslot
             if not is_prepared:
                 s.pack_ih, s.pack_hh = pack_ih, pack_hh
             s.use_dot = use_dot
@@ -536,6 +545,7 @@ cdef size_t _step_setup(int B, int In, int H, int itemsize, void* work, Py_ssize
     zero_bias[0] = <char*>_take(&a, 3 * <size_t>H, itemsize)
     pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = 1, B, In, H, 1, itemsize, 0
     pb.kernel_rows = 0
+    pb.wformat = WFORMAT_FLOAT
     layer = forward_work_size(&pb, 1)
     if layer == 0:
         return 0
@@ -586,6 +596,7 @@ cdef void step_forward(int B, int In, int H, int itemsize, bint reset_after,
     w.b_hh = b_hh if b_hh != NULL else zero_bias
     pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = 1, B, In, H, 1, itemsize, 0
     pb.kernel_rows = 0
+    pb.wformat = WFORMAT_FLOAT
     pb.reset_after, pb.reverse, pb.perm, pb.active = reset_after, False, perm, active
     io.x = x
     io.out, io.out_ts, io.out_bs = h_out, <Py_ssize_t>B * H, H
@@ -684,7 +695,8 @@ ctypedef struct _ModelWork:
 
 
 cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize,
-                         bint is_prepared, void* work, _ModelWork* m) noexcept nogil:
+                         bint is_prepared, int wformat, void* work,
+                         _ModelWork* m) noexcept nogil:
     """Carve a model call's workspace (work NULL: only count): the schedule, the
     sorted states, a zero bias, one layer's scratch and 0-2 buffers for the outputs
     of the layers below the last."""
@@ -701,6 +713,7 @@ cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize
     m.zero_bias = <char*>_take(&a, 3 * <size_t>H, it)
     pb.T, pb.B, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, H, D, itemsize, 0
     pb.kernel_rows = 0
+    pb.wformat = wformat
     for k in range(2 if L > 1 else 1):
         pb.In = In if k == 0 else D * H
         n = forward_work_size_prepared(&pb, 1) if is_prepared else forward_work_size(&pb, 1)
@@ -720,13 +733,13 @@ cdef size_t _model_setup(int T, int B, int In, int H, int L, int D, int itemsize
 cdef size_t model_work_size(int T, int B, int In, int H, int L, int D,
                             int itemsize) noexcept nogil:
     cdef _ModelWork m
-    return _model_setup(T, B, In, H, L, D, itemsize, False, NULL, &m)
+    return _model_setup(T, B, In, H, L, D, itemsize, False, WFORMAT_FLOAT, NULL, &m)
 
 
 cdef size_t model_work_size_prepared(int T, int B, int In, int H, int L, int D,
                                      int itemsize) noexcept nogil:
     cdef _ModelWork m
-    return _model_setup(T, B, In, H, L, D, itemsize, True, NULL, &m)
+    return _model_setup(T, B, In, H, L, D, itemsize, True, WFORMAT_FLOAT, NULL, &m)
 
 
 cdef int model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
@@ -734,6 +747,25 @@ cdef int model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
                        const void* x, const void* h0, const int* lengths, void* output,
                        void* h_n, void* work) noexcept nogil:
     return _model_forward(T, B, In, H, L, D, itemsize, reset_after, reverse, dirs, NULL,
+                          WFORMAT_FLOAT, x, h0, lengths, output, h_n, work)
+
+
+cdef size_t quant_matrix_size(int H, int K, int wformat) noexcept nogil:
+    return 3 * quant_block_size(H, K, wformat)
+
+
+cdef size_t model_work_size_quantized(int T, int B, int In, int H, int L, int D,
+                                      int wformat) noexcept nogil:
+    cdef _ModelWork m
+    return _model_setup(T, B, In, H, L, D, 4, False, wformat, NULL, &m)
+
+
+cdef int model_forward_quantized(int T, int B, int In, int H, int L, int D, int wformat,
+                                 bint reset_after, bint reverse,
+                                 const cygru_dir_weights* dirs, const void* x,
+                                 const void* h0, const int* lengths, void* output,
+                                 void* h_n, void* work) noexcept nogil:
+    return _model_forward(T, B, In, H, L, D, 4, reset_after, reverse, dirs, NULL, wformat,
                           x, h0, lengths, output, h_n, work)
 
 
@@ -742,15 +774,16 @@ cdef int model_forward_prepared(int T, int B, int In, int H, int L, int D, int i
                                 const void* x, const void* h0, const int* lengths,
                                 void* output, void* h_n, void* work) noexcept nogil:
     return _model_forward(T, B, In, H, L, D, itemsize, reset_after, reverse, NULL, prepared,
-                          x, h0, lengths, output, h_n, work)
+                          WFORMAT_FLOAT, x, h0, lengths, output, h_n, work)
 
 
 cdef int _model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
                         bint reset_after, bint reverse, const cygru_dir_weights* dirs,
-                        const void* prepared, const void* x, const void* h0,
+                        const void* prepared, int wformat, const void* x, const void* h0,
                         const int* lengths, void* output, void* h_n,
                         void* work) noexcept nogil:
-    """model_forward (dirs), or model_forward_prepared (prepared, dirs NULL)."""
+    """model_forward (dirs), model_forward_prepared (prepared, dirs NULL) or
+    model_forward_quantized (dirs of wformat's blocks)."""
     cdef _ModelWork m
     cdef size_t it = itemsize, BH = <size_t>B * H, row = <size_t>H * itemsize
     cdef cygru_problem pb
@@ -761,7 +794,7 @@ cdef int _model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
     cdef int k, d, i
     cdef char* s
     cdef const char* src
-    _model_setup(T, B, In, H, L, D, itemsize, prepared != NULL, work, &m)
+    _model_setup(T, B, In, H, L, D, itemsize, prepared != NULL, wformat, work, &m)
     if schedule(T, B, lengths, m.perm, m.active, m.counts) != 0:
         return 1
     if B == 0:
@@ -769,6 +802,7 @@ cdef int _model_forward(int T, int B, int In, int H, int L, int D, int itemsize,
     memset(m.zero_bias, 0, 3 * <size_t>H * it)
     pb.T, pb.B, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, H, D, itemsize, 0
     pb.kernel_rows = 0
+    pb.wformat = wformat
     pb.reset_after, pb.reverse, pb.perm, pb.active = reset_after, reverse, m.perm, m.active
     io.x = x
     io.caches = io.hprevs = NULL
@@ -849,6 +883,7 @@ def _forward_work_size(int T, int B, int In, int H, int D, int itemsize, int n_t
     cdef cygru_problem pb
     pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, In, H, D, itemsize, 0
     pb.kernel_rows = 0
+    pb.wformat = WFORMAT_FLOAT
     return forward_work_size(&pb, n_threads)
 
 
@@ -891,6 +926,7 @@ def _forward_prepared(x, weights, int H, bint reset_after, bint reverse, int n_t
         block_arrays.append(block)
     pb.T, pb.B, pb.In, pb.H, pb.D, pb.itemsize, pb.chunk = T, B, I, H, D, itemsize, 0
     pb.kernel_rows = 0
+    pb.wformat = WFORMAT_FLOAT
     pb.reset_after, pb.reverse = reset_after, reverse
     pb.perm = <const Py_ssize_t*><uintptr_t>perm.ctypes.data
     pb.active = <const int*><uintptr_t>active.ctypes.data

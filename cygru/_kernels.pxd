@@ -54,6 +54,12 @@ ctypedef struct cygru_fwd_run:
                                                 #   (else each piece packs its panels)
     bint use_dot                                # small batch: every product by cygru_dot.h
                                                 #   on w_ih/w_hh as given (pack_* unused)
+    int wformat                                 # 0: float weights; 1 int8, 2 bf16: w_ih,
+                                                #   w_hh are cygru_quant.h gate blocks and
+                                                #   every product is cygru_quant.h's (one
+                                                #   kernel at every batch size; pack_* unused)
+    void* qscratch                              # WORK (wformat): piece p's product scratch
+    Py_ssize_t qscratch_slot                    #   at qscratch + p * qscratch_slot bytes
     void* bias                                  # WORK 6H (piece p at 6*bounds[p])
     void* gh                                    # WORK B*3H (piece p at 3*B*bounds[p])
     void* out                                   # OUT h_t rows: out + t*out_ts + b*out_bs
@@ -116,6 +122,12 @@ cdef void pack_gate_weights(int H, int K, int itemsize, const void* w,
                             void* packed) noexcept nogil
 # Elements of the backward's packed weights of a piece of U units (W_hh's columns).
 cdef Py_ssize_t backward_pack_size(int U, int H) noexcept nogil
+
+# Bytes of one gate's block of a reduced-precision (H x K) weight (wformat 1: int8, 2:
+# bf16; a (3H x K) matrix is three back to back), and of a piece's product scratch for
+# inner sizes up to K.
+cdef size_t quant_block_size(int H, int K, int wformat) noexcept nogil
+cdef size_t quant_scratch_size(int K, int wformat) noexcept nogil
 
 
 # After the backward's phases: the direction's weight gradients from its dgi, dgh and

@@ -69,6 +69,33 @@ cdef extern from "cygru_dot.h" nogil:
     cygru_dot_fn_d cygru_dot_at_level_d(int level)
 
 
+cdef extern from "cygru_quant.h" nogil:
+    ctypedef signed char int8_t
+    ctypedef unsigned short uint16_t
+    size_t cygru_q8_block_size(int N, int K)
+    size_t cygru_q8_scratch_size(int K)
+    void cygru_q8_quantize_rows(int M, int K, const float* A, Py_ssize_t lda, int8_t* q,
+                                Py_ssize_t ldq, float* scale)
+    void cygru_q8_pack(int N, int K, const int8_t* q, Py_ssize_t ldq, const float* scale,
+                       void* block)
+    size_t cygru_bf16_block_size(int N, int K)
+    size_t cygru_bf16_scratch_size(int K)
+    void cygru_bf16_from_f32_n(Py_ssize_t n, const float* a, uint16_t* out)
+    void cygru_bf16_pack(int N, int K, const uint16_t* wb, Py_ssize_t ldw, void* block)
+    ctypedef void (*cygru_q_fn)(int M, int K, const float* A, Py_ssize_t lda,
+                                const void* block, int Nb, int n0, int N, float* C,
+                                Py_ssize_t ldc, void* scratch) noexcept nogil
+    cygru_q_fn cygru_q8_at_level(int level)
+    cygru_q_fn cygru_bf16_at_level(int level)
+    int cygru_q8_best_level()
+    int cygru_bf16_best_level()
+    int cygru_quant_forced
+    void cygru_q8_gemm(int M, int K, const float* A, Py_ssize_t lda, const void* block,
+                       int Nb, int n0, int N, float* C, Py_ssize_t ldc, void* scratch)
+    void cygru_bf16_gemm(int M, int K, const float* A, Py_ssize_t lda, const void* block,
+                         int Nb, int n0, int N, float* C, Py_ssize_t ldc, void* scratch)
+
+
 cdef inline void _dot(int M, int N, int K, const floating* A, int lda, const floating* W,
                       int ldw, floating* C, int ldc, bint accumulate) noexcept nogil:
     """C (=|+=) A @ W^T from row-major W (cygru_dot.h: fixed arithmetic per element)."""
@@ -248,14 +275,47 @@ cdef inline void _gate_dot(int m, int K, const floating* a, int lda, int H, int 
              False)
 
 
+cdef size_t quant_block_size(int H, int K, int wformat) noexcept nogil:
+    if wformat == 1:
+        return cygru_q8_block_size(H, K)
+    return cygru_bf16_block_size(H, K)
+
+
+cdef size_t quant_scratch_size(int K, int wformat) noexcept nogil:
+    cdef size_t n = cygru_q8_scratch_size(K) if wformat == 1 else cygru_bf16_scratch_size(K)
+    return (n + 63) // 64 * 64
+
+
+cdef inline void _gate_quant(const cygru_fwd_run* s, int m, int K, const float* a, int lda,
+                             int H, int u0, int U, int g0, int g1, const void* w, float* c,
+                             int ldc, int cs, void* scratch) noexcept nogil:
+    """c[:, (g-g0)*cs : (g-g0)*cs + U] = a @ W_g[u0:u0+U]^T for gates g0 <= g < g1, W the
+    three gate blocks of a reduced-precision weight (cygru_quant.h; u0 a multiple of 16)."""
+    cdef int g
+    cdef size_t bs = quant_block_size(H, K, s.wformat)
+    for g in range(g0, g1):
+        if s.wformat == 1:
+            cygru_q8_gemm(m, K, a, lda, <const char*>w + g * bs, H, u0, U, c + (g - g0) * cs,
+                          ldc, scratch)
+        else:
+            cygru_bf16_gemm(m, K, a, lda, <const char*>w + g * bs, H, u0, U,
+                            c + (g - g0) * cs, ldc, scratch)
+
+
 cdef inline void _gate_product(const cygru_fwd_run* s, int m, int K, const floating* a,
                                int lda, int H, int u0, int U, int g0, int g1,
                                const floating* packed, const floating* w, floating* c,
-                               int ldc, int cs) noexcept nogil:
-    """The forward's product for gates [g0, g1) of units [u0, u0+U): the dot kernel on
-    the caller's W for small batches (s.use_dot), else the packed kernel on `packed`
-    (whose output columns of a gate are U apart unless the gates are done one by one)."""
+                               int ldc, int cs, void* qscratch) noexcept nogil:
+    """The forward's product for gates [g0, g1) of units [u0, u0+U): the reduced-precision
+    product on the gate blocks `w` (s.wformat, float32 only; qscratch: the piece's), the
+    dot kernel on the caller's W for small batches (s.use_dot), else the packed kernel on
+    `packed` (whose output columns of a gate are U apart unless the gates are done one by
+    one)."""
     cdef int g
+    if floating is float:
+        if s.wformat != 0:
+            _gate_quant(s, m, K, a, lda, H, u0, U, g0, g1, w, c, ldc, cs, qscratch)
+            return
     if s.use_dot:
         _gate_dot(m, K, a, lda, H, u0, U, g0, g1, w, c, ldc, cs)
     elif cs == U:
@@ -407,10 +467,11 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
     cdef floating* c = NULL
     cdef floating* hp = NULL
     cdef const floating* gi
+    cdef void* qs = <char*>s.qscratch + p * s.qscratch_slot if s.wformat != 0 else NULL
     if phase == _PHASE_GATES and st == 0:
         # the piece's panels of the weights (unless prepared), packed by whoever does it
         # first (no phase of their own: only this piece reads them, after this phase)
-        if not s.prepared and not s.use_dot:
+        if not s.prepared and not s.use_dot and s.wformat == 0:
             pack_gate_panels(H, H, u0, u1, <const floating*>s.w_hh, <floating*>s.pack_hh)
             pack_gate_panels(H, I, u0, u1, <const floating*>s.w_ih, <floating*>s.pack_ih)
         for g in range(3):
@@ -428,11 +489,11 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
             # columns, gi = x @ W_ih^T (the previous chunk is no longer read by anyone:
             # its last phase is done)
             _gate_product(s, (hi - lo) * B, I, x + <Py_ssize_t>lo * B * I, I, H, u0, U, 0, 3,
-                          pi, <const floating*>s.w_ih, gi_buf + u0, 3 * H, H)
+                          pi, <const floating*>s.w_ih, gi_buf + u0, 3 * H, H, qs)
         if nb > 0:
             # gh = h_{t-1} @ W_hh^T for the running rows (r, z only for reset_after=False)
             _gate_product(s, nb, H, cur, H, H, u0, U, 0, 3 if s.reset_after else 2, ph,
-                          <const floating*>s.w_hh, gh, G, U)
+                          <const floating*>s.w_hh, gh, G, U, qs)
         for i in range(nb):
             b = s.perm[i]
             gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
@@ -454,7 +515,7 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
         # _PHASE_N: n = tanh(W_in x + b_in + W_hn (r*h) + b_hn), r*h complete for all units
         if nb > 0:
             _gate_product(s, nb, H, rh_buf, H, H, u0, U, 2, 3, ph, <const floating*>s.w_hh,
-                          gh + 2 * U, G, U)
+                          gh + 2 * U, G, U, qs)
         for i in range(nb):
             b = s.perm[i]
             gi = gi_buf + ((t - lo) * <Py_ssize_t>B + b) * 3 * H + u0
@@ -757,3 +818,120 @@ def _dot_gemm(const floating[:, :] a, const floating[:, :] w, floating[:, :] c,
         else:
             cygru_dot_at_level_d(lv)(M, N, K, &a[0, 0], lda, &w[0, 0], ldw, &c[0, 0], ldc,
                                      1 if accumulate else 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Reduced-precision weights (cygru_quant.h): the conversions cygru.quantize uses, and test
+# hooks that run each compiled variant of the products.
+# ---------------------------------------------------------------------------------------
+
+QUANT_VARIANT_NAMES = ("base", "avx2", "avx512", "native")
+
+
+def quant_levels():
+    """(int8, bf16): the best level (index into QUANT_VARIANT_NAMES) this CPU runs for
+    each format's products (native: AVX512-VNNI, AVX512-BF16)."""
+    return cygru_q8_best_level(), cygru_bf16_best_level()
+
+
+def _force_quant_level(int level):
+    """Make every quantized product of this process use variant `level` (a fallback; a
+    level above what the CPU runs leaves the best one) or, with -1, the best one again.
+    Results do not change (every variant gives the same bits); only the speed does. A
+    hook for tests and benchmarks."""
+    global cygru_quant_forced
+    if level < -1 or level > 3:
+        raise ValueError(f"_force_quant_level: level must be -1..3, got {level}")
+    cygru_quant_forced = level
+
+
+def q8_quantize_rows(const float[:, ::1] a):
+    """(q int8 (M, K), scale float32 (M,)): each row of `a` quantized by the int8 row rule
+    of cygru_quant.h (scale = max|row| / 127, q = rint(row * 127 / max)); a row that is
+    not finite gets scale NaN."""
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef Py_ssize_t K4 = (K + 3) // 4 * 4
+    q4 = np.zeros((M, max(K4, 1)), np.int8)
+    scale = np.zeros(M, np.float32)
+    cdef signed char[:, ::1] qv = q4
+    cdef float[::1] sv = scale
+    if M and K:
+        with nogil:
+            cygru_q8_quantize_rows(M, K, &a[0, 0], K, <int8_t*>&qv[0, 0], qv.shape[1], &sv[0])
+    return np.ascontiguousarray(q4[:, :K]), scale
+
+
+def q8_pack_gates(const signed char[:, ::1] q, const float[::1] scale, int H):
+    """The packed blocks of an int8 (G*H x K) weight and its row scales: one block per
+    gate of H rows, back to back (cygru_quant.h's layout), as a uint8 array."""
+    cdef int N = q.shape[0], K = q.shape[1], g
+    if N % H or scale.shape[0] != N or K == 0 or H == 0:
+        raise ValueError("q8_pack_gates: q (G*H, K) with K > 0 and scale (G*H,) expected")
+    cdef size_t bs = cygru_q8_block_size(H, K)
+    out = np.zeros((N // H) * bs, np.uint8)
+    cdef unsigned char[::1] o = out
+    with nogil:
+        for g in range(N // H):
+            cygru_q8_pack(H, K, <const int8_t*>&q[g * H, 0], K, &scale[g * H], &o[g * bs])
+    return out
+
+
+def bf16_from_f32(const float[::1] a):
+    """float32 -> bfloat16 bits (uint16) by cygru_quant.h's rule (round half to even;
+    magnitudes below 2**-50 become zero; NaN made quiet)."""
+    out = np.empty(a.shape[0], np.uint16)
+    cdef unsigned short[::1] o = out
+    if a.shape[0]:
+        with nogil:
+            cygru_bf16_from_f32_n(a.shape[0], &a[0], <uint16_t*>&o[0])
+    return out
+
+
+def bf16_pack_gates(const unsigned short[:, ::1] wb, int H):
+    """The packed blocks of a bf16 (G*H x K) weight (bits as uint16): one block per gate
+    of H rows, back to back (cygru_quant.h's layout), as a uint8 array."""
+    cdef int N = wb.shape[0], K = wb.shape[1], g
+    if N % H or K == 0 or H == 0:
+        raise ValueError("bf16_pack_gates: wb (G*H, K) with K > 0 expected")
+    cdef size_t bs = cygru_bf16_block_size(H, K)
+    out = np.zeros((N // H) * bs, np.uint8)
+    cdef unsigned char[::1] o = out
+    with nogil:
+        for g in range(N // H):
+            cygru_bf16_pack(H, K, <const uint16_t*>&wb[g * H, 0], K, &o[g * bs])
+    return out
+
+
+def _quant_gemm(str fmt, const float[:, :] a, const unsigned char[::1] block, int Nb, int n0,
+                int N, int level=-1):
+    """(M, N) float32 = a @ W[n0:n0+N]^T for W the (Nb x K) matrix of one packed block
+    (q8_pack_gates / bf16_pack_gates with H = Nb), by variant `level` of the int8 or bf16
+    product (-1: the one in use). `a` may be a row-strided view. A test hook."""
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int best = cygru_q8_best_level() if fmt == "int8" else cygru_bf16_best_level()
+    if fmt not in ("int8", "bf16"):
+        raise ValueError(f"_quant_gemm: fmt must be 'int8' or 'bf16', got {fmt!r}")
+    if level < -1 or level > best:
+        raise ValueError(f"_quant_gemm: level {level} is not one this CPU runs (0..{best})")
+    if M == 0 or K == 0 or N <= 0 or n0 % 16 or n0 + N > Nb:
+        raise ValueError("_quant_gemm: bad sizes")
+    if a.strides[1] != 4:
+        raise ValueError("_quant_gemm: the rows of a must be contiguous")
+    cdef size_t need = (cygru_q8_block_size(Nb, K) if fmt == "int8"
+                        else cygru_bf16_block_size(Nb, K))
+    if <size_t>block.shape[0] < need:
+        raise ValueError("_quant_gemm: block too small for (Nb, K)")
+    c = np.zeros((M, N), np.float32)
+    cdef float[:, ::1] cv = c
+    scratch = np.zeros(cygru_q8_scratch_size(K) if fmt == "int8" else cygru_bf16_scratch_size(K),
+                       np.uint8)
+    cdef unsigned char[::1] sc = scratch
+    cdef Py_ssize_t lda = a.strides[0] // 4
+    cdef cygru_q_fn fn
+    if fmt == "int8":
+        fn = cygru_q8_at_level(best if level == -1 else level)
+    else:
+        fn = cygru_bf16_at_level(best if level == -1 else level)
+    with nogil:
+        fn(M, K, &a[0, 0], lda, &block[0], Nb, n0, N, &cv[0, 0], N, &sc[0])
+    return c

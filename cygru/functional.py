@@ -228,8 +228,10 @@ class SequenceCall:
             device=device,
         )
 
-    def run(self, layers, dropout_masks=None, need_cache=False):
-        """``(output, h_n, cache)`` in the caller's shapes; cache None unless need_cache."""
+    def run(self, layers, dropout_masks=None, need_cache=False, wformat=0):
+        """``(output, h_n, cache)`` in the caller's shapes; cache None unless need_cache.
+        A nonzero `wformat` (CPU only, inference only) says the layers' weight matrices
+        are reduced-precision blocks (cygru.quantized)."""
         if self.B == 0:  # empty batch: nothing to compute
             xp = _xp(self.device)
             k = self.kwargs
@@ -248,6 +250,7 @@ class SequenceCall:
                 else None
             )
             return xp.zeros(self.out_shape, self.dtype), xp.zeros(self.hn_shape, self.dtype), cache
+        extra = {"wformat": wformat} if wformat else {}
         out, h_n, cache = _backend(self.device).gru_forward(
             self.x,
             self.h0,
@@ -255,6 +258,7 @@ class SequenceCall:
             dropout_masks=dropout_masks,
             need_cache=need_cache,
             **self.kwargs,
+            **extra,
         )
         return out.reshape(self.out_shape), h_n.reshape(self.hn_shape), cache
 

@@ -1,0 +1,317 @@
+/* cygru_quant.h: the products of reduced-precision weights (cygru.quantize).
+ *
+ * C (M x N) = A (M x K, float32) @ W^T for a weight matrix W (N x K) held as
+ *   int8: symmetric per output row, W[n, k] ~ q[n, k] * sw[n];
+ *   bf16: W[n, k] rounded to bfloat16.
+ * Everything around the products (biases, gate math, states) stays float32.
+ *
+ * Fixed arithmetic: every element C[i, n] is the result of one definition below,
+ * whatever M, N, the row or column blocking, the thread split or the SIMD variant, so
+ * results are bit-identical for any thread count, any cut of a stream into calls, any
+ * batch size and on any CPU.
+ *
+ * int8 (dynamic quantization of the activations, per row):
+ *   amax  = max_k |A[i, k]|
+ *   sa    = amax / 127,  inv = 127 / amax                   (float32; amax = 0: sa = 0,
+ *   qa[k] = clamp(rint(A[i, k] * inv), -127, 127)              every qa = 0)
+ *   acc   = sum_k qa[k] * q[n, k]                             (int32: exact; |acc| <
+ *                                                               127*128*K, K < 2^17)
+ *   C     = (float)acc * (sa * sw[n])
+ *   A row that is not finite (amax is inf or NaN) gives NaN for the whole row. Weights are
+ *   quantized by the same row rule (cygru_q8_quantize_rows), from any source that gives
+ *   q in [-128, 127] and sw (PyTorch's int8 weights may hold -128).
+ *   Integer sums do not depend on their order, so each variant may block them freely:
+ *   VNNI (vpdpbusd: unsigned x signed bytes) adds 128 to qa and subtracts 128 * sum_k q[n, k].
+ *
+ * bf16:
+ *   b(v)  = v rounded to bfloat16, half to even; |v| < 2^-50 gives a zero of v's sign;
+ *           inf stays inf, NaN becomes a quiet NaN (cygru_bf16_from_f32)
+ *   acc   = +0; for each pair p = 0, 1, ... of k (k = 2p, 2p + 1; an odd K padded by a
+ *           zero pair element):
+ *             acc = acc + b(A[i, 2p+1]) * b(W[n, 2p+1])
+ *             acc = acc + b(A[i, 2p])   * b(W[n, 2p])
+ *           each a float32 addition of an exact product (two bf16 values multiply
+ *           exactly in float32), rounded to nearest even
+ *   C     = acc
+ *   This is the arithmetic of AVX512-BF16's vdpbf16ps (odd element first, each step
+ *   rounded; its flushing of denormals never acts because operands below 2^-50 are
+ *   zero, so products and partial sums are 0 or at least 2^-114 in magnitude). Where
+ *   that instruction gives other bits (checked once per process by cygru_bf16_level),
+ *   the exact emulation runs instead.
+ *
+ * Packed blocks (one per weight matrix; an (3H x K) weight is three blocks, one per gate,
+ * so that a piece of units [u0, u1) with u0 a multiple of 16 reads whole panels):
+ *   int8: NP = ceil(N / 16) panels; panel p holds, per group g of 4 k's (K4 = K rounded
+ *         up to 4), 64 bytes: byte c*4 + j = q[16p + c][4g + j] (0 past N or K); then
+ *         NP*16 float32 scales sw, then NP*16 int32 row sums sum_k q[n, k].
+ *   bf16: panel p holds, per pair g (K2 = K rounded up to 2), 64 bytes: element
+ *         c*2 + j = b(W[16p + c][2g + j]) (0 past N or K).
+ *   Block sizes are multiples of 64 bytes; blocks are position independent.
+ *
+ * Variants (levels): 0 portable C (the definition), 1 AVX2, 2 AVX-512 (int8: AVX512BW,
+ * bf16: AVX512F emulation), 3 the instructions made for it (AVX512-VNNI, AVX512-BF16).
+ * Every level gives the same bits; tests force each (cygru_q8_at_level, cygru_bf16_at_level).
+ */
+#ifndef CYGRU_QUANT_H
+#define CYGRU_QUANT_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cygru_cpu.h"
+
+#define CYGRU_QPANEL 16
+/* rows quantized (int8) or converted (bf16) at a time into the scratch */
+#define CYGRU_QROWS 8
+
+static inline int cygru_q_panels(int N) { return (N + CYGRU_QPANEL - 1) / CYGRU_QPANEL; }
+static inline ptrdiff_t cygru_q8_k4(int K) { return ((ptrdiff_t)K + 3) & ~(ptrdiff_t)3; }
+static inline ptrdiff_t cygru_bf16_k2(int K) { return ((ptrdiff_t)K + 1) & ~(ptrdiff_t)1; }
+
+/* ---- int8 ------------------------------------------------------------------------ */
+
+static inline size_t cygru_q8_panel_bytes(int K) { return (size_t)cygru_q8_k4(K) * CYGRU_QPANEL; }
+
+static inline size_t cygru_q8_block_size(int N, int K) {
+    size_t np = (size_t)cygru_q_panels(N);
+    return np * cygru_q8_panel_bytes(K) + np * CYGRU_QPANEL * (sizeof(float) + sizeof(int32_t));
+}
+static inline const int8_t *cygru_q8_panels(const void *block) { return (const int8_t *)block; }
+static inline const float *cygru_q8_scales(const void *block, int N, int K) {
+    return (const float *)((const char *)block +
+                           (size_t)cygru_q_panels(N) * cygru_q8_panel_bytes(K));
+}
+static inline const int32_t *cygru_q8_sums(const void *block, int N, int K) {
+    return (const int32_t *)(cygru_q8_scales(block, N, K) + (size_t)cygru_q_panels(N) * CYGRU_QPANEL);
+}
+
+/* Bytes of scratch a product with inner size K needs (any alignment). */
+static inline size_t cygru_q8_scratch_size(int K) {
+    return 64 + CYGRU_QROWS * ((size_t)cygru_q8_k4(K) + 64) + CYGRU_QROWS * sizeof(float);
+}
+
+/* The row rule: one row's scale and quantized values (qa[K..K4) = 0). Returns 0, or 1
+ * when the row is not finite (nothing is written to q then). */
+static inline int cygru_q8_quantize_row(int K, const float *a, int8_t *q, float *scale) {
+    float amax = 0.0f;
+    for (int k = 0; k < K; k++) {
+        float v = fabsf(a[k]);
+        amax = v > amax ? v : amax;
+        if (v != v)
+            amax = v;
+    }
+    if (!(amax <= 3.402823466e+38f))
+        return 1; /* inf or NaN */
+    if (amax == 0.0f) {
+        *scale = 0.0f;
+        memset(q, 0, (size_t)cygru_q8_k4(K));
+        return 0;
+    }
+    float inv = 127.0f / amax;
+    *scale = amax / 127.0f;
+    for (int k = 0; k < K; k++) {
+        float r = rintf(a[k] * inv);
+        r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
+        q[k] = (int8_t)r;
+    }
+    for (ptrdiff_t k = K; k < cygru_q8_k4(K); k++)
+        q[k] = 0;
+    return 0;
+}
+
+/* Weights: M rows of A (row stride lda) -> q (row stride ldq >= K4) and scale; a row
+ * that is not finite gets scale NaN and q = 0. */
+static inline void cygru_q8_quantize_rows(int M, int K, const float *A, ptrdiff_t lda,
+                                          int8_t *q, ptrdiff_t ldq, float *scale) {
+    for (int i = 0; i < M; i++) {
+        if (cygru_q8_quantize_row(K, A + i * lda, q + i * ldq, scale + i)) {
+            memset(q + i * ldq, 0, (size_t)cygru_q8_k4(K));
+            scale[i] = NAN;
+        }
+    }
+}
+
+/* Pack q (N x K, row stride ldq) and its row scales into a block. */
+static inline void cygru_q8_pack(int N, int K, const int8_t *q, ptrdiff_t ldq,
+                                 const float *scale, void *block) {
+    ptrdiff_t K4 = cygru_q8_k4(K);
+    int8_t *P = (int8_t *)block;
+    float *sw = (float *)cygru_q8_scales(block, N, K);
+    int32_t *sums = (int32_t *)cygru_q8_sums(block, N, K);
+    memset(block, 0, cygru_q8_block_size(N, K));
+    for (int n = 0; n < N; n++) {
+        int p = n / CYGRU_QPANEL, c = n % CYGRU_QPANEL;
+        int32_t s = 0;
+        for (int k = 0; k < K; k++) {
+            int8_t v = q[n * ldq + k];
+            P[(ptrdiff_t)p * K4 * CYGRU_QPANEL + (k / 4) * 64 + c * 4 + k % 4] = v;
+            s += v;
+        }
+        sw[n] = scale[n];
+        sums[n] = s;
+    }
+}
+
+/* The variants' signature: C[i, j] = (A @ W^T)[i, n0 + j] for i < M, j < N, with W's
+ * block `block` (Nb x K, rows n0 .. n0 + N - 1 of it; n0 a multiple of 16). */
+typedef void (*cygru_q_fn)(int M, int K, const float *A, ptrdiff_t lda, const void *block,
+                           int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch);
+
+static inline void *cygru_q_align64(void *p) {
+    return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+static void cygru_q8_gemm_base(int M, int K, const float *A, ptrdiff_t lda, const void *block,
+                               int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) {
+    ptrdiff_t K4 = cygru_q8_k4(K);
+    const int8_t *P = cygru_q8_panels(block);
+    const float *sw = cygru_q8_scales(block, Nb, K);
+    int8_t *qa = (int8_t *)cygru_q_align64(scratch);
+    float sa;
+    for (int i = 0; i < M; i++) {
+        float *c = C + i * ldc;
+        if (cygru_q8_quantize_row(K, A + i * lda, qa, &sa)) {
+            for (int j = 0; j < N; j++)
+                c[j] = NAN;
+            continue;
+        }
+        for (int j = 0; j < N; j++) {
+            int n = n0 + j;
+            const int8_t *w = P + (ptrdiff_t)(n / CYGRU_QPANEL) * K4 * CYGRU_QPANEL +
+                              (n % CYGRU_QPANEL) * 4;
+            int32_t acc = 0;
+            for (ptrdiff_t g = 0; g < K4 / 4; g++)
+                for (int e = 0; e < 4; e++)
+                    acc += (int32_t)qa[g * 4 + e] * (int32_t)w[g * 64 + e];
+            c[j] = (float)acc * (sa * sw[n]);
+        }
+    }
+}
+
+/* ---- bf16 ------------------------------------------------------------------------ */
+
+/* 2^-50 as float32 bits: magnitudes below it become zero */
+#define CYGRU_BF16_FLUSH_BITS 0x26800000u
+
+static inline uint16_t cygru_bf16_from_f32(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    uint32_t mag = u & 0x7FFFFFFFu;
+    if (mag >= 0x7F800000u) /* inf, or NaN made quiet */
+        return (uint16_t)((u >> 16) | (mag > 0x7F800000u ? 0x0040u : 0u));
+    if (mag < CYGRU_BF16_FLUSH_BITS)
+        return (uint16_t)((u >> 16) & 0x8000u);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float cygru_f32_from_bf16(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+static inline void cygru_bf16_from_f32_n(ptrdiff_t n, const float *a, uint16_t *out) {
+    for (ptrdiff_t i = 0; i < n; i++)
+        out[i] = cygru_bf16_from_f32(a[i]);
+}
+
+static inline size_t cygru_bf16_panel_bytes(int K) {
+    return (size_t)cygru_bf16_k2(K) * CYGRU_QPANEL * sizeof(uint16_t);
+}
+static inline size_t cygru_bf16_block_size(int N, int K) {
+    return (size_t)cygru_q_panels(N) * cygru_bf16_panel_bytes(K);
+}
+static inline size_t cygru_bf16_scratch_size(int K) {
+    return 64 + CYGRU_QROWS * ((size_t)cygru_bf16_k2(K) * sizeof(uint16_t) + 64);
+}
+
+/* Pack wb (N x K bf16 values, row stride ldw) into a block. */
+static inline void cygru_bf16_pack(int N, int K, const uint16_t *wb, ptrdiff_t ldw, void *block) {
+    ptrdiff_t K2 = cygru_bf16_k2(K);
+    uint16_t *P = (uint16_t *)block;
+    memset(block, 0, cygru_bf16_block_size(N, K));
+    for (int n = 0; n < N; n++) {
+        int p = n / CYGRU_QPANEL, c = n % CYGRU_QPANEL;
+        for (int k = 0; k < K; k++)
+            P[(ptrdiff_t)p * K2 * CYGRU_QPANEL + (k / 2) * 32 + c * 2 + k % 2] = wb[n * ldw + k];
+    }
+}
+
+static void cygru_bf16_gemm_base(int M, int K, const float *A, ptrdiff_t lda, const void *block,
+                                 int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) {
+    ptrdiff_t K2 = cygru_bf16_k2(K);
+    const uint16_t *P = (const uint16_t *)block;
+    uint16_t *ab = (uint16_t *)cygru_q_align64(scratch);
+    (void)Nb;
+    for (int i = 0; i < M; i++) {
+        float *c = C + i * ldc;
+        cygru_bf16_from_f32_n(K, A + i * lda, ab);
+        if (K2 > K)
+            ab[K] = 0;
+        for (int j = 0; j < N; j++) {
+            int n = n0 + j;
+            const uint16_t *w = P + (ptrdiff_t)(n / CYGRU_QPANEL) * K2 * CYGRU_QPANEL +
+                                (n % CYGRU_QPANEL) * 2;
+            float acc = 0.0f;
+            /* k = 1, 0, 3, 2, ...: each pair's odd element first. One statement per
+             * term: GCC 12 at -O3 mis-vectorized the two-statement form of this ordered
+             * sum. Each product is exact, so a contracted fma gives the same bits. */
+            for (ptrdiff_t k = 0; k < K2; k++) {
+                ptrdiff_t e = k ^ 1;
+                acc = acc + cygru_f32_from_bf16(ab[e]) *
+                                cygru_f32_from_bf16(w[(e >> 1) * 32 + (e & 1)]);
+            }
+            c[j] = acc;
+        }
+    }
+}
+
+/* ---- dispatch --------------------------------------------------------------------- */
+
+#define CYGRU_QLEVEL_BASE 0
+#define CYGRU_QLEVEL_AVX2 1
+#define CYGRU_QLEVEL_AVX512 2
+#define CYGRU_QLEVEL_NATIVE 3
+
+/* -1: the best level this CPU runs; else the level every quantized product uses (tests
+ * and benchmarks force the fallbacks; the caller checked the CPU runs it). One per
+ * translation unit: the engine's products are in _kernels. */
+static int cygru_quant_forced = -1;
+
+static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_gemm_base,
+                                               cygru_q8_gemm_base, cygru_q8_gemm_base};
+static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_gemm_base,
+                                                   cygru_bf16_gemm_base, cygru_bf16_gemm_base};
+
+/* The best int8 / bf16 level this CPU runs. */
+static inline int cygru_q8_best_level(void) { return CYGRU_QLEVEL_BASE; }
+static inline int cygru_bf16_best_level(void) { return CYGRU_QLEVEL_BASE; }
+
+static inline cygru_q_fn cygru_q8_at_level(int level) { return cygru_q8_kernels[level]; }
+static inline cygru_q_fn cygru_bf16_at_level(int level) { return cygru_bf16_kernels[level]; }
+
+static inline int cygru_q8_level(void) {
+    int f = cygru_quant_forced;
+    int best = cygru_q8_best_level();
+    return f >= 0 && f < best ? f : best;
+}
+static inline int cygru_bf16_level(void) {
+    int f = cygru_quant_forced;
+    int best = cygru_bf16_best_level();
+    return f >= 0 && f < best ? f : best;
+}
+
+static inline void cygru_q8_gemm(int M, int K, const float *A, ptrdiff_t lda, const void *block,
+                                 int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) {
+    cygru_q8_kernels[cygru_q8_level()](M, K, A, lda, block, Nb, n0, N, C, ldc, scratch);
+}
+static inline void cygru_bf16_gemm(int M, int K, const float *A, ptrdiff_t lda,
+                                   const void *block, int Nb, int n0, int N, float *C,
+                                   ptrdiff_t ldc, void *scratch) {
+    cygru_bf16_kernels[cygru_bf16_level()](M, K, A, lda, block, Nb, n0, N, C, ldc, scratch);
+}
+
+#endif
