@@ -23,9 +23,6 @@ real models the fraction of the model's decisions (g2p_en: each word's phoneme s
 sleepecg: each 30-s epoch's stage) that equal the float32 model's. The run prints a markdown
 table and writes the JSON to benchmarks/results/accuracy.json. ``--max-steps`` cuts the time
 axis of the random configurations (the whole default run takes about a minute on 2 cores).
-
-Until ``cygru.quantize`` exists, a NumPy stand-in with the same numerics
-(benchmarks/_quantize_standin.py) is used and the output says so.
 """
 
 from __future__ import annotations
@@ -52,15 +49,6 @@ from run import FORWARD_CASES, _cpu_model, _torch_gru, _torch_int8_gru  # noqa: 
 CONFIGS = ["small-latency", "medium", "large", "deep-bi", "long-seq"]
 PRECISIONS = ["int8", "bf16", "torch-int8"]
 DEFAULT_JSON = os.path.join(HERE, "results", "accuracy.json")
-
-
-def quantize_function():
-    """(cygru.quantize, None), or the NumPy stand-in and a note while cygru has none."""
-    if hasattr(cygru, "quantize"):
-        return cygru.quantize, None
-    from _quantize_standin import quantize
-
-    return quantize, "cygru.quantize not available: a NumPy stand-in with its numerics was used"
 
 
 def _import_torch():
@@ -201,8 +189,7 @@ def config_module(torch, name, max_steps=None):
 
 def run(configs=CONFIGS, models=None, max_steps=None, log=print):
     torch = _import_torch()
-    quantize, note = quantize_function()
-    conv = converters(torch, quantize)
+    conv = converters(torch, cygru.quantize)
     rows, skipped = [], {}
     for name in configs:
         gru, x, shape = config_module(torch, name, max_steps)
@@ -244,7 +231,7 @@ def run(configs=CONFIGS, models=None, max_steps=None, log=print):
                 row["seconds"] = time.perf_counter() - t0
                 rows.append(row)
                 log(_row_line(row))
-    return {"rows": rows, "skipped": skipped, "note": note}
+    return {"rows": rows, "skipped": skipped}
 
 
 def _fmt(v):
@@ -329,8 +316,6 @@ def main(argv=None):
     print(markdown(result))
     if result["skipped"]:
         print("\nskipped: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items()))
-    if result["note"]:
-        print(f"\nNOTE: {result['note']}")
     env = result["environment"]
     print(
         f"\nCPU: {env['cpu_model']}; cygru {env['versions']['cygru']} at {env['commit']}; "
