@@ -389,3 +389,81 @@ def test_accuracy_script_writes_its_table_and_json(tmp_path):
     assert "| small-latency (5,1,64,128,1,1) | GRU | int8 |" in accuracy.markdown(result)
     assert saved["environment"]["cpu_model"]
     assert saved["skipped"] == {"none": "unknown real model"}
+
+
+# ============================================================================================
+# cygru.from_torch of PyTorch's dynamic int8 GRU -> QuantizedGRU("int8")
+# ============================================================================================
+
+# |cygru - torch| on N(0, 1) input, T=100, B=8, torch's default init: measured max 0.021-0.037,
+# mean 0.0034-0.0050 (the weights are identical; torch rounds the activations per tensor to
+# 7-bit quint8, cygru per row to int8: most of the gap is torch's own error against float32)
+FROM_TORCH_TOL = {"max": 0.06, "mean": 0.008}
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize(
+    "I,H,L,bidirectional,batch_first",
+    [(64, 128, 1, False, False), (256, 256, 1, False, True), (96, 64, 2, True, False)],
+)
+def test_from_torch_of_a_dynamic_int8_gru(per_channel, I, H, L, bidirectional, batch_first):
+    torch = import_optional("torch")
+    torch.manual_seed(0)
+    net = torch.nn.GRU(I, H, L, bidirectional=bidirectional, batch_first=batch_first)
+    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig if per_channel else None
+    tq = _quantized(torch, net, qconfig)
+    q = cygru.from_torch(tq)
+    assert isinstance(q, cygru.QuantizedGRU) and q.precision == "int8"
+    assert (q.input_size, q.hidden_size, q.num_layers) == (I, H, L)
+    assert (q.bidirectional, q.batch_first) == (bidirectional, batch_first)
+    # torch's int8 values and scales, as they are
+    state = q.state_dict()
+    tw = tq.get_weight()
+    for name, tensor in tw.items():
+        np.testing.assert_array_equal(state[name], tensor.int_repr().numpy())
+        deq = state[name].astype(np.float32) * state[name + "_scale"][:, None]
+        np.testing.assert_array_equal(deq, tensor.dequantize().numpy())
+    for name, tensor in tq.get_bias().items():
+        np.testing.assert_array_equal(state[name], tensor.detach().numpy())
+    shape = (8, 100, I) if batch_first else (100, 8, I)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    out, h_n = q(x)
+    with torch.no_grad():
+        t_out, t_h = tq(torch.from_numpy(x))
+    for ours, theirs in ((out, t_out.numpy()), (h_n, t_h.numpy())):
+        worst, mean = _errors(theirs, ours)
+        assert worst <= FROM_TORCH_TOL["max"] and mean <= FROM_TORCH_TOL["mean"], (worst, mean)
+    # and nearer the float32 GRU than torch's own int8 run is
+    with torch.no_grad():
+        f_out = net(torch.from_numpy(x))[0].numpy()
+    assert _errors(f_out, out)[1] < _errors(f_out, t_out.numpy())[1]
+
+
+def test_from_torch_of_a_dynamic_int8_gru_cell():
+    torch = import_optional("torch")
+    torch.manual_seed(1)
+    cell = torch.nn.GRUCell(32, 48)
+    tq = _quantized(torch, cell)
+    q = cygru.from_torch(tq)
+    assert isinstance(q, cygru.QuantizedGRUCell) and q.precision == "int8"
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 32), dtype=np.float32)
+    h = rng.standard_normal((16, 48), dtype=np.float32) * 0.5
+    with torch.no_grad():
+        ref = tq(torch.from_numpy(x), torch.from_numpy(h)).numpy()
+    worst, mean = _errors(ref, q(x, h))
+    assert worst <= FROM_TORCH_TOL["max"] and mean <= FROM_TORCH_TOL["mean"]
+
+
+def test_from_torch_keeps_refusing_other_quantized_modules():
+    torch = import_optional("torch")
+    half = _quantized(
+        torch,
+        torch.nn.GRU(3, 2),
+        torch.ao.quantization.float16_dynamic_qconfig,
+        dtype=torch.float16,
+    )
+    with pytest.raises(ValueError, match="expected torch.qint8"):
+        cygru.from_torch(half)
+    with pytest.raises(TypeError, match="from_torch expects a torch.nn.GRU"):
+        cygru.from_torch(_quantized(torch, torch.nn.LSTM(3, 2)))

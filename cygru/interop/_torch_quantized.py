@@ -52,11 +52,11 @@ def _qscheme(tensor: Any) -> str:
     return str(tensor.qscheme()).rpartition(".")[2]
 
 
-def _int8_rows(tensor: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _int8_rows(tensor: Any, name: str, who: str) -> tuple[np.ndarray, np.ndarray]:
     """The int8 values (rows, cols) and the float32 scale of each row of a qint8 tensor."""
     if not getattr(tensor, "is_quantized", False) or str(tensor.dtype) != "torch.qint8":
         raise ValueError(
-            f"{_FUNC}: {name} is a {tensor.dtype} tensor, expected a quantized torch.qint8 "
+            f"{who}: {name} is a {tensor.dtype} tensor, expected a quantized torch.qint8 "
             "tensor (quantize_dynamic(..., dtype=torch.qint8))"
         )
     scheme = _qscheme(tensor)
@@ -68,20 +68,20 @@ def _int8_rows(tensor: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
         axis = int(tensor.q_per_channel_axis())
         if axis != 0:
             raise ValueError(
-                f"{_FUNC}: {name} is quantized per channel along axis {axis}, expected axis 0 "
+                f"{who}: {name} is quantized per channel along axis {axis}, expected axis 0 "
                 "(one scale per output row)"
             )
         zero_points = tensor.q_per_channel_zero_points().detach().cpu().numpy()
         scale = tensor.q_per_channel_scales().detach().cpu().numpy().astype(np.float32)
     else:
         raise ValueError(
-            f"{_FUNC}: {name} uses the quantization scheme {scheme!r}, expected per-tensor "
+            f"{who}: {name} uses the quantization scheme {scheme!r}, expected per-tensor "
             "or per-channel (axis 0) affine/symmetric"
         )
     if np.any(zero_points != 0):
         bad = int(zero_points[np.flatnonzero(zero_points)[0]])
         raise ValueError(
-            f"{_FUNC}: {name} has a nonzero zero point ({bad}); cygru's int8 weights are "
+            f"{who}: {name} has a nonzero zero point ({bad}); cygru's int8 weights are "
             "symmetric, expected zero_point 0 (PyTorch's default qint8 weight observers give 0)"
         )
     values = tensor.int_repr().detach().cpu().numpy().astype(np.int8, copy=True)
@@ -94,7 +94,7 @@ def _float_bias(tensor: Any, name: str) -> np.ndarray | None:
     return np.array(tensor.detach().cpu().numpy(), dtype=np.float32, copy=True)
 
 
-def _torch_quantized_gru_weights(module: Any) -> dict[str, Any]:
+def _torch_quantized_gru_weights(module: Any, who: str = _FUNC) -> dict[str, Any]:
     """Read the int8 weights, per-row scales and biases of PyTorch's dynamic int8 GRU.
 
     Parameters
@@ -103,6 +103,8 @@ def _torch_quantized_gru_weights(module: Any) -> dict[str, Any]:
         The module ``torch.ao.quantization.quantize_dynamic(..., {nn.GRU}, dtype=torch.qint8)``
         put in place of a ``torch.nn.GRU`` (``nn.GRUCell``), with per-tensor
         (the default) or per-channel (``per_channel_dynamic_qconfig``) weights.
+    who : str, optional
+        The name the error messages start with (``from_torch`` when it calls this).
 
     Returns
     -------
@@ -149,7 +151,7 @@ def _torch_quantized_gru_weights(module: Any) -> dict[str, Any]:
     """
     if not _is_dynamic_quantized(module):
         raise TypeError(
-            f"{_FUNC}: expected a {_DYNAMIC_MODULE}.GRU or GRUCell (from "
+            f"{who}: expected a {_DYNAMIC_MODULE}.GRU or GRUCell (from "
             "torch.ao.quantization.quantize_dynamic(..., {torch.nn.GRU}, dtype=torch.qint8)), "
             f"got {type(module).__module__}.{type(module).__qualname__}"
         )
@@ -157,11 +159,11 @@ def _torch_quantized_gru_weights(module: Any) -> dict[str, Any]:
     weight_dtype = str(getattr(module, "weight_dtype" if cell else "dtype", "torch.qint8"))
     if weight_dtype != "torch.qint8":
         raise ValueError(
-            f"{_FUNC}: the module's weights are {weight_dtype}, expected torch.qint8 "
+            f"{who}: the module's weights are {weight_dtype}, expected torch.qint8 "
             "(quantize_dynamic(..., dtype=torch.qint8)); a float16 dynamic GRU is not int8"
         )
     if not cell and getattr(module, "mode", "GRU") != "GRU":
-        raise ValueError(f"{_FUNC}: the module's mode is {module.mode!r}, expected 'GRU'")
+        raise ValueError(f"{who}: the module's mode is {module.mode!r}, expected 'GRU'")
     weights = module.get_weight()
     biases = module.get_bias()
     if cell:
@@ -201,10 +203,10 @@ def _torch_quantized_gru_weights(module: Any) -> dict[str, Any]:
             entry: dict[str, Any] = {"names": names}
             for part, name, cols in (("ih", names[0], in_k), ("hh", names[1], H)):
                 tensor = weights[name]
-                values, scale = _int8_rows(tensor, name)
+                values, scale = _int8_rows(tensor, name, who)
                 if values.shape != (3 * H, cols):
                     raise ValueError(
-                        f"{_FUNC}: {name} has shape {values.shape}, expected {(3 * H, cols)}"
+                        f"{who}: {name} has shape {values.shape}, expected {(3 * H, cols)}"
                     )
                 scheme_per_channel = _qscheme(tensor).startswith("per_channel")
                 per_channel = scheme_per_channel if per_channel is None else per_channel
@@ -214,8 +216,42 @@ def _torch_quantized_gru_weights(module: Any) -> dict[str, Any]:
                 entry[f"bias_{part}"] = _float_bias(biases.get(name), name)
                 bias = entry[f"bias_{part}"]
                 if bias is not None and bias.shape != (3 * H,):
-                    raise ValueError(f"{_FUNC}: {name} has shape {bias.shape}, expected {(3 * H,)}")
+                    raise ValueError(f"{who}: {name} has shape {bias.shape}, expected {(3 * H,)}")
             directions.append(entry)
         layers.append(directions)
     options["per_channel"] = bool(per_channel)
     return {"options": options, "layers": layers}
+
+
+def _from_torch_quantized(module: Any) -> Any:
+    """``cygru.from_torch`` of PyTorch's dynamic int8 GRU (GRUCell): the
+    :class:`cygru.QuantizedGRU` (``QuantizedGRUCell``), precision ``"int8"``, holding
+    PyTorch's int8 weights and per-row scales as they are (a per-tensor scale repeated per
+    row; values of -128 kept) and its float32 biases. ``dropout`` is not carried over (a
+    quantized module runs inference only)."""
+    from ..quantized import QuantizedGRU, QuantizedGRUCell
+
+    read = _torch_quantized_gru_weights(module, "from_torch")
+    o = read["options"]
+    if o["cell"]:
+        q: Any = QuantizedGRUCell(o["input_size"], o["hidden_size"], o["bias"], precision="int8")
+    else:
+        q = QuantizedGRU(
+            o["input_size"],
+            o["hidden_size"],
+            o["num_layers"],
+            o["bias"],
+            o["batch_first"],
+            o["bidirectional"],
+            precision="int8",
+        )
+    state = {}
+    for directions in read["layers"]:
+        for entry in directions:
+            w_ih, w_hh, b_ih, b_hh = entry["names"]
+            state[w_ih], state[w_ih + "_scale"] = entry["weight_ih"], entry["scale_ih"]
+            state[w_hh], state[w_hh + "_scale"] = entry["weight_hh"], entry["scale_hh"]
+            if o["bias"]:
+                state[b_ih], state[b_hh] = entry["bias_ih"], entry["bias_hh"]
+    q.load_state_dict(state)
+    return q
