@@ -32,7 +32,7 @@ numbers within a tolerance, not bit for bit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def _qscheme(tensor: Any) -> str:
     return str(tensor.qscheme()).rpartition(".")[2]
 
 
-def _int8_rows(tensor: Any, name: str, who: str) -> tuple[np.ndarray, np.ndarray]:
+def _int8_rows(tensor: Any, name: str, who: str) -> Tuple[np.ndarray, np.ndarray]:
     """The int8 values (rows, cols) and the float32 scale of each row of a qint8 tensor."""
     if not getattr(tensor, "is_quantized", False) or str(tensor.dtype) != "torch.qint8":
         raise ValueError(
@@ -88,13 +88,13 @@ def _int8_rows(tensor: Any, name: str, who: str) -> tuple[np.ndarray, np.ndarray
     return values, np.ascontiguousarray(scale)
 
 
-def _float_bias(tensor: Any, name: str) -> np.ndarray | None:
+def _float_bias(tensor: Any, name: str) -> Optional[np.ndarray]:
     if tensor is None:
         return None
     return np.array(tensor.detach().cpu().numpy(), dtype=np.float32, copy=True)
 
 
-def _torch_quantized_gru_weights(module: Any, who: str = _FUNC) -> dict[str, Any]:
+def _torch_quantized_gru_weights(module: Any, who: str = _FUNC) -> Dict[str, Any]:
     """Read the int8 weights, per-row scales and biases of PyTorch's dynamic int8 GRU.
 
     Parameters
@@ -200,7 +200,7 @@ def _torch_quantized_gru_weights(module: Any, who: str = _FUNC) -> dict[str, Any
         for d in range(num_directions):
             suffix = "" if cell else f"_l{k}" + ("_reverse" if d == 1 else "")
             names = tuple(f"{p}{suffix}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            entry: dict[str, Any] = {"names": names}
+            entry: Dict[str, Any] = {"names": names}
             for part, name, cols in (("ih", names[0], in_k), ("hh", names[1], H)):
                 tensor = weights[name]
                 values, scale = _int8_rows(tensor, name, who)
