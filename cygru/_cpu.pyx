@@ -19,7 +19,8 @@ from libc.string cimport memcpy, memset
 from cygru._engine cimport (cygru_problem, cygru_dir_weights, cygru_forward_io,
                             cygru_backward_io, cygru_dir_grads, forward_work_size,
                             backward_work_size, layer_forward, layer_backward,
-                            step_work_size, step_forward, WFORMAT_FLOAT)
+                            step_work_size, step_forward, WFORMAT_FLOAT,
+                            quant_matrix_size)
 from cygru._engine import PIECES, lengths_schedule as _schedule
 from cygru._backend import ForwardCache
 cimport openmp
@@ -267,12 +268,19 @@ cdef inline bint _runs_alone(double work) except -1:
     return work < 2 * wake * unit
 
 
+# How many float32 multiply-adds one reduced-precision multiply-add costs, roughly (the
+# work a call's thread plan weighs; indexed by wformat)
+cdef double _QUANT_SPEEDUP[3]
+_QUANT_SPEEDUP[:] = [1.0, 3.0, 1.6]
+
+
 def _threads_for_call(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-                      Py_ssize_t L, Py_ssize_t D, dtype):
+                      Py_ssize_t L, Py_ssize_t D, dtype, int wformat=WFORMAT_FLOAT):
     """Threads for a forward call of T steps over B rows, L layers of D directions: 1 when
     the whole call is too small to be worth waking a worker (WAKE_COST), else the
-    per-step plan of _threads_for (a test hook too: the count a call plans)."""
-    if _runs_alone(_call_work(T, B, I, H, L, D)):
+    per-step plan of _threads_for (a test hook too: the count a call plans). Reduced-
+    precision weights (wformat) weigh their work at its float32 equivalent."""
+    if _runs_alone(_call_work(T, B, I, H, L, D) / _QUANT_SPEEDUP[wformat]):
         _check_env()
         return 1
     return _threads_for(B, H, D, dtype)
@@ -396,7 +404,7 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
         T, B = x.shape[0], x.shape[1]
         x_tm = x
     perm, active = _schedule(lengths, T, B)
-    n_threads = _threads_for_call(T, B, x.shape[2], H, L, D, dtype)
+    n_threads = _threads_for_call(T, B, x.shape[2], H, L, D, dtype, wformat)
     h_n = np.empty((L * D, B, H), dtype)
     zero_bias = np.zeros(3 * H, dtype)
     layer_in = x_tm.reshape(T * B, -1)
@@ -584,7 +592,7 @@ cdef enum:
 
 
 def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
-             bint reverse, bint reset_after, bint batch_first):
+             bint reverse, bint reset_after, bint batch_first, int wformat=WFORMAT_FLOAT):
     """A module's forward in its common case: ``(output, h_n)``, or None when the
     arguments are not that case (then nothing was done).
 
@@ -596,8 +604,13 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
     The caller's arrays are only read; output and h_n are fresh arrays. A call whose work
     is below WAKE_COST runs on the calling thread, and keeps the GIL when its work is also
     below KEEP_GIL_WORK; others plan their threads as the checked path does and release
-    the GIL."""
+    the GIL.
+
+    With a reduced-precision `wformat` (cygru.quantized), `dtype` is float32 and each
+    w_ih / w_hh is its packed blocks: a 1-D uint8 array of quant_matrix_size bytes."""
     cdef int typenum = _lean_typenum(dtype)
+    if wformat != WFORMAT_FLOAT and typenum != cnp.NPY_FLOAT32:
+        return None
     if typenum < 0 or not _plain(x, typenum):
         return None
     cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
@@ -631,25 +644,32 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
         I_k = I if k == 0 else D * H
         for d in range(D):
             j = (k * D + d) * per
-            if not (_plain_shape(weights[j], typenum, 2, 3 * H, I_k, 0)
-                    and _plain_shape(weights[j + 1], typenum, 2, 3 * H, H, 0)):
+            if wformat != WFORMAT_FLOAT:
+                if not (_plain_shape(weights[j], cnp.NPY_UINT8, 1,
+                                     quant_matrix_size(H, I_k, wformat), 0, 0)
+                        and _plain_shape(weights[j + 1], cnp.NPY_UINT8, 1,
+                                         quant_matrix_size(H, H, wformat), 0, 0)):
+                    return None
+            elif not (_plain_shape(weights[j], typenum, 2, 3 * H, I_k, 0)
+                      and _plain_shape(weights[j + 1], typenum, 2, 3 * H, H, 0)):
                 return None
             if bias and not (_plain_shape(weights[j + 2], typenum, 1, 3 * H, 0, 0)
                              and _plain_shape(weights[j + 3], typenum, 1, 3 * H, 0, 0)):
                 return None
     # -- the case holds: threads, outputs, workspace, the engine
     cdef int n_threads
-    cdef double work = _call_work(T, B, I, H, L, D)
+    cdef double work = _call_work(T, B, I, H, L, D) / _QUANT_SPEEDUP[wformat]
     if _runs_alone(work):
         # not counted in _active_calls: it takes no share of the default thread count, and
         # a big call starting beside a stream of these should not halve its threads
         _check_env()
         return _gru_lean_run(x, h0, weights, typenum, T, B, L, D, H, I, bias, reverse,
-                             reset_after, batch_first, nd, 1, work < KEEP_GIL_WORK)
+                             reset_after, batch_first, nd, 1, work < KEEP_GIL_WORK, wformat)
     with _ActiveCall():
         n_threads = _threads_for(B, H, D, dtype)
         return _gru_lean_run(x, h0, weights, typenum, T, B, L, D, H, I, bias, reverse,
-                             reset_after, batch_first, nd, n_threads, False)
+                             reset_after, batch_first, nd, n_threads, False, wformat)
+
 
 
 # A call that runs alone keeps the GIL up to this many multiply-adds (one step at batch 1
@@ -662,7 +682,7 @@ KEEP_GIL_WORK = 262144
 cdef object _gru_lean_run(x, h0, list weights, int typenum, Py_ssize_t T, Py_ssize_t B,
                           int L, int D, int H, int I, bint bias, bint reverse,
                           bint reset_after, bint batch_first, int nd, int n_threads,
-                          bint keep_gil):
+                          bint keep_gil, int wformat):
     """gru_lean once its case is checked: L layers through layer_forward."""
     global _lean_gru_calls, _lean_last_threads, _lean_last_kept_gil
     cdef size_t it = 4 if typenum == cnp.NPY_FLOAT32 else 8
@@ -700,6 +720,7 @@ cdef object _gru_lean_run(x, h0, list weights, int typenum, Py_ssize_t T, Py_ssi
     pb.reset_after, pb.reverse = reset_after, reverse
     pb.chunk = _CHUNK_STEPS
     pb.kernel_rows = _kernel_rows_now()
+    pb.wformat = wformat
     cdef size_t engine_bytes = forward_work_size(&pb, n_threads), other
     if L > 1:
         pb.In = DH

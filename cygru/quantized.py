@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from . import _arrays as A
-from . import _kernels
+from . import _cpu, _kernels
 from . import functional as F
 from ._arrays import BadType, BadValue
 from ._backend import GATE_NAMES, layer_weights, param_shapes
@@ -153,9 +153,10 @@ class _Quantized:
             ]
             for layer in layers
         ]
+        flat = [a for layer in packed for weights in layer for a in weights]
         with self._lock:
             self._state = state
-            self._packed = packed
+            self._packed, self._flat = packed, flat
 
     def _pack(self, state, name):
         H = self.hidden_size
@@ -503,10 +504,29 @@ class QuantizedGRU(_Quantized):
         >>> float(abs(out[2:, 1]).max())
         0.0
         """
+        with self._lock:
+            packed, flat = self._packed, self._flat
+        if lengths is None and (h0 is None or hx is None):
+            # the common case (float32 ndarrays of the right shapes) straight to the engine
+            res = _cpu.gru_lean(
+                x,
+                h0 if hx is None else hx,
+                flat,
+                self.dtype,
+                self.num_layers,
+                self.num_directions,
+                self.hidden_size,
+                self.input_size,
+                True,
+                self.reverse,
+                self.reset_after,
+                self.batch_first,
+                _WFORMAT[self.precision],
+            )
+            if res is not None:
+                return res
         try:
             h0 = _initial_state(h0, hx, "h0")
-            with self._lock:
-                packed = self._packed
             call = F.SequenceCall.checked(
                 x,
                 h0,
@@ -605,7 +625,7 @@ class QuantizedGRUCell(_Quantized):
         ]
         with self._lock:
             self._state = state
-            self._packed = packed
+            self._packed, self._flat = packed, list(packed[0][0])
 
     def _option_values(self):
         return {
@@ -639,6 +659,27 @@ class QuantizedGRUCell(_Quantized):
         >>> cell(np.ones(3)).shape
         (2,)
         """
+        with self._lock:
+            packed, flat = self._packed, self._flat
+        if hx is None and type(x) is np.ndarray and (h is None or type(h) is np.ndarray):
+            # the common case: a one-step call of the lean compiled entry
+            res = _cpu.gru_lean(
+                x[None],
+                None if h is None else h[None],
+                flat,
+                self.dtype,
+                1,
+                1,
+                self.hidden_size,
+                self.input_size,
+                True,
+                False,
+                self.reset_after,
+                False,
+                _WFORMAT[self.precision],
+            )
+            if res is not None:
+                return res[1][0]
         try:
             h = _initial_state(h, hx, "h")
             x = A.as_float_array(x, np.float32, "x", "cpu", check=self._check_x)
@@ -647,8 +688,6 @@ class QuantizedGRUCell(_Quantized):
                 h = A.as_shaped(
                     h, want, np.float32, "h", "cpu", what=f"h of shape {A.shape_str(want)}"
                 )
-            with self._lock:
-                packed = self._packed
             call = F.SequenceCall.of_cell(
                 x,
                 h,
