@@ -40,8 +40,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+for _p in (HERE, ROOT):  # this checkout's cygru (built in place) and run.py, real_models.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import cygru  # noqa: E402
 from run import FORWARD_CASES, _cpu_model, _torch_gru, _torch_int8_gru  # noqa: E402

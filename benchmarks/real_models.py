@@ -38,13 +38,16 @@ import datetime
 import importlib.metadata
 import importlib.util
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-import cygru
+if __name__ == "__main__":  # run as a script: this checkout's cygru
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cygru  # noqa: E402
 
 __all__ = ["RealModel", "load_g2p_en", "load_sleepecg", "load_all", "verify_against_package"]
 
