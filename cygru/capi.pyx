@@ -849,6 +849,8 @@ cdef int _model_quantize(int I, int H, int L, int D, int precision,
         p += _round(gate_bytes)
         _copy_bias(dirs[k].b_hh, p, gate_bytes)
         p += _round(gate_bytes)
+    # the scratch is zeroed: a model's buffer is the same bytes wherever it was made
+    memset(<char*>quantized + scratch_at, 0, need - scratch_at)
     cygru_quant_fill(&tag, precision, I, H, L, D, need)
     memcpy(quantized, &tag, CYGRU_PREP_HEADER_BYTES)
     cygru_workspace_release(&in_use)
