@@ -730,7 +730,6 @@ cdef size_t _quantized_size(int I, int H, int L, int D, int precision) noexcept 
     cdef int wf = _wformat(precision)
     cdef int K = I if I > H else H
     cdef size_t total = CYGRU_PREP_HEADER_BYTES
-    cdef Py_ssize_t k
     if _check_quant_sizes(1, 0, I, H, L, D, precision) != CYGRU_OK:
         return 0
     if L > 1 and D * H > K:
@@ -739,8 +738,10 @@ cdef size_t _quantized_size(int I, int H, int L, int D, int precision) noexcept 
     if (<double>L * D * (12.0 * (H + 16.0) * (K + H + 24.0) + 24.0 * H + 4.0 * _ALIGN)
             + 2.0 * (H + 16.0) * (K + 16.0) + 4.0 * _ALIGN > 4.6e18):
         return 0
-    for k in range(<Py_ssize_t>L * D):
-        total += _quant_dir_bytes(_inner_size(<int>k, I, H, D), H, wf)
+    # D directions of the first layer (inner size I), (L - 1) * D of the others (D*H)
+    total += <size_t>D * _quant_dir_bytes(I, H, wf)
+    if L > 1:
+        total += <size_t>(L - 1) * D * _quant_dir_bytes(D * H, H, wf)
     return total + _quant_scratch_bytes(K, H, wf)
 
 
