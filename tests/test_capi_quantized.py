@@ -654,3 +654,24 @@ def test_python_wrappers_refuse_bad_arguments():
         w.forward(x, quantized=q[:10], precision="bf16")
     out, h_n = w.forward(x, quantized=q, precision="bf16")
     assert out.dtype == np.float32 and out.shape == (2, 1, 4)
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_every_product_variant_gives_the_same_bits_through_the_c_api(precision):
+    """Each compiled variant of the products this CPU runs (forced, as the kernels' tests
+    force them) gives the C API the bits of the default one."""
+    from cygru import _kernels
+
+    gru = _gru(12, 40, 2, True, True, True, False, seed=7)
+    w = capi.export_weights(gru)
+    q = w.quantize(precision)
+    x = np.random.default_rng(8).standard_normal((6, 5, 12)).astype(np.float32)
+    want = w.forward(x, lengths=[6, 1, 3, 6, 2], quantized=q, precision=precision)
+    best = _kernels.quant_levels()[0 if precision == "int8" else 1]
+    try:
+        for level in range(best + 1):
+            _kernels._force_quant_level(level)
+            got = w.forward(x, lengths=[6, 1, 3, 6, 2], quantized=q, precision=precision)
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), level
+    finally:
+        _kernels._force_quant_level(-1)
