@@ -471,3 +471,33 @@ def test_from_torch_keeps_refusing_other_quantized_modules():
         cygru.from_torch(half)
     with pytest.raises(TypeError, match="from_torch expects a torch.nn.GRU"):
         cygru.from_torch(_quantized(torch, torch.nn.LSTM(3, 2)))
+
+
+def test_from_torch_keeps_torchs_minus_128():
+    """PyTorch's qint8 weights may hold -128 (its observers use [-128, 127]; seen in
+    quantize_dynamic's output): the import keeps it, and the module computes with it."""
+    torch = import_optional("torch")
+    torch.manual_seed(4)
+    tq = _quantized(torch, torch.nn.GRU(16, 8))
+    w, b = tq.get_weight(), tq.get_bias()
+    forced = {}
+    for name, tensor in w.items():
+        values = tensor.int_repr().clone()
+        values[0, 0] = -128
+        values[5, 3] = -128
+        forced[name] = torch._make_per_tensor_quantized_tensor(values, tensor.q_scale(), 0)
+    tq.get_weight = lambda: forced
+    tq.get_bias = lambda: b
+    q = cygru.from_torch(tq)
+    state = q.state_dict()
+    for name in ("weight_ih_l0", "weight_hh_l0"):
+        assert state[name][0, 0] == -128 and state[name][5, 3] == -128
+        np.testing.assert_array_equal(state[name], forced[name].int_repr().numpy())
+    x = np.random.default_rng(4).standard_normal((30, 2, 16), dtype=np.float32)
+    out, h_n = q(x)
+    # against float32 on the same (imported) weights, -128 included
+    f32 = q.dequantize()
+    assert f32.state_dict()["weight_hh_l0"][0, 0] == -128 * w["weight_hh_l0"].q_scale()
+    ref_out, ref_h = f32(x)
+    assert 0 < _errors(ref_out, out)[0] <= BOUNDS["int8"]["max"]
+    assert _errors(ref_h, h_n)[0] <= BOUNDS["int8"]["max"]
