@@ -39,6 +39,8 @@ IMPORTS = {
     "dask": ["dask", "dask.array", "dask.base"],
     "distributed": ["distributed", "distributed:Client", "distributed:LocalCluster"],
     "mypy": ["mypy", "mypy.api"],
+    "g2p-en": ["g2p_en:G2p"],  # its import asks nltk for data: offline, it only warns
+    "sleepecg": ["sleepecg:load_classifier", "sleepecg:extract_features"],
     "cupy-cuda12x": ["cupy"],
     "sphinx": ["sphinx", "sphinx.application"],
     "pydata-sphinx-theme": ["pydata_sphinx_theme"],

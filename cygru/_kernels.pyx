@@ -89,6 +89,7 @@ cdef extern from "cygru_quant.h" nogil:
     cygru_q_fn cygru_bf16_at_level(int level)
     int cygru_q8_best_level()
     int cygru_bf16_best_level()
+    int cygru_bf16_native_ok()
     int cygru_quant_forced
     void cygru_q8_gemm(int M, int K, const float* A, Py_ssize_t lda, const void* block,
                        int Nb, int n0, int N, float* C, Py_ssize_t ldc, void* scratch)
@@ -832,6 +833,13 @@ def quant_levels():
     """(int8, bf16): the best level (index into QUANT_VARIANT_NAMES) this CPU runs for
     each format's products (native: AVX512-VNNI, AVX512-BF16)."""
     return cygru_q8_best_level(), cygru_bf16_best_level()
+
+
+def _bf16_native_check():
+    """The result of cygru_quant.h's once-per-process check of the CPU's AVX512-BF16
+    product against the bf16 definition: 1 passed (bf16 level 3 is used), 0 failed (level
+    2, the exact emulation, is used instead), -1 this CPU or compiler has no AVX512-BF16."""
+    return cygru_bf16_native_ok()
 
 
 def _force_quant_level(int level):

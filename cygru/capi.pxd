@@ -59,10 +59,15 @@ cdef enum:
     CYGRU_ERR_WORKSPACE_ALIAS = 8   # the workspace overlaps an argument array
     CYGRU_ERR_WORKSPACE_BUSY = 9    # the workspace is in use by a call on another thread
     CYGRU_ERR_PREPARED_SIZE = 10    # model_prepare_*: the prepared buffer is smaller than
-                                    # model_prepared_size_*(model)
+                                    # model_prepared_size_*(model) (model_quantize: than
+                                    # model_quantized_size(...))
     CYGRU_ERR_PREPARED = 11     # model_forward_prepared_*: the buffer does not hold weights
                                 # prepared by model_prepare_* for this model (its sizes,
-                                # dtype and weight pointers), or was never prepared
+                                # dtype and weight pointers), or was never prepared;
+                                # model_forward_quantized: the buffer was not made by
+                                # model_quantize for these sizes and this precision
+    CYGRU_ERR_PRECISION = 12    # model_*quantize*: precision is not CYGRU_INT8 or CYGRU_BF16
+    CYGRU_ERR_NOT_FINITE = 13   # model_quantize: a weight or bias is inf or NaN
     CYGRU_WORK_ALIGN = 8        # required alignment of a workspace, in bytes (not a status)
 
 
@@ -247,6 +252,64 @@ cdef int model_forward_prepared_f64(
     const double* x, const double* h0, const int* lengths,
     double* output, double* h_n,
     void* work, size_t work_size,
+) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# quantized models: int8 or bf16 weights (cygru.quantize's arithmetic), float32 else
+# ---------------------------------------------------------------------------
+# model_quantize converts a float32 model's weights once, by the rules of cygru.quantize
+# (int8: symmetric per output row, scale = max|row| / 127, round half to even; bf16:
+# round half to even), into a caller buffer of model_quantized_size(...) bytes, aligned
+# to CYGRU_WORK_ALIGN bytes (64 is best): the packed blocks the reduced-precision
+# products read and float32 copies of the biases (zeros for NULL ones).
+# model_forward_quantized then runs the model on it: the bits of
+# cygru.quantize(gru, precision)(x, h0, lengths) for any batch size, thread count or cut
+# of a stream into calls (activations are quantized per row at run time; biases, states,
+# gate math and outputs are float32).
+#
+# The buffer is self-contained (the float weights may be freed after quantizing), holds
+# no pointer (memcpy-able) and is only read by the forward (any number of threads may
+# share it). It is tagged with the sizes and the precision (and a checksum of that
+# tag): model_forward_quantized refuses a buffer quantized for other sizes or another
+# precision, or never quantized, with CYGRU_ERR_PREPARED. Its last bytes are scratch
+# for model_quantize. Outputs and the workspace may not overlap it.
+#
+# Inner sizes (input_size, hidden_size, and D*H for layers above the first) are limited
+# to 131072 (int8 sums must stay exact in int32): larger ones are CYGRU_ERR_SIZE.
+cdef enum:
+    CYGRU_INT8 = 1              # precision: int8 weights (per output row), int32 sums
+    CYGRU_BF16 = 2              # precision: bfloat16 weights, float32 sums
+
+# Bytes of the quantized buffer of a model (0: invalid sizes or precision).
+cdef size_t model_quantized_size(int I, int H, int L, int D, int precision) noexcept nogil
+
+# Quantize the float32 weights of L*D directions (`dirs`, index layer*D + direction,
+# as cygru_model_f32.dirs) into `quantized` (`size` bytes, at least
+# model_quantized_size(...)); nothing is written unless every weight and bias is finite
+# (CYGRU_ERR_NOT_FINITE). The buffer may not overlap a weight, a bias or the table
+# (CYGRU_ERR_ALIAS).
+cdef int model_quantize(int I, int H, int L, int D, int precision,
+                        const cygru_direction_f32* dirs,   # IN  L*D entries (float32)
+                        void* quantized, size_t size,      # OUT size bytes
+                        ) noexcept nogil
+
+# Bytes of workspace model_forward_quantized needs (0: invalid sizes or precision).
+cdef size_t model_quantized_workspace_size(int T, int B, int I, int H, int L, int D,
+                                           int precision) noexcept nogil
+
+# model_forward_f32 on the weights of `quantized` (model_quantize's, for these sizes
+# and precision); reset_after and reverse as in cygru_model_f32.
+cdef int model_forward_quantized(
+    int T, int B, int I, int H, int L, int D, int precision,
+    int reset_after, int reverse,
+    const void* quantized,                  # IN  model_quantize(I, H, L, D, precision, ...)'s
+    const float* x,                         # IN  (T, B, I) time-major
+    const float* h0,                        # IN  (L*D, B, H), or NULL for zeros
+    const int* lengths,                     # IN  (B,) each in [1, T], or NULL
+    float* output,                          # OUT (T, B, D*H)
+    float* h_n,                             # OUT (L*D, B, H), or NULL; may be h0 itself
+    void* work, size_t work_size,           # WORK model_quantized_workspace_size(...)
 ) noexcept nogil
 
 

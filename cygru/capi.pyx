@@ -32,15 +32,18 @@ import numpy as np
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetContext, PyCapsule_SetContext
 from cpython.ref cimport Py_INCREF, Py_DECREF
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport uintptr_t, int8_t, uint16_t, uint32_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset, memcmp
 from cython cimport floating
 from cygru._kernels cimport gru_cell_forward, cell_work_size
-from cygru._engine cimport (cygru_dir_weights, model_work_size, model_forward,
+from cygru._engine cimport (cygru_dir_weights, WFORMAT_INT8, WFORMAT_BF16,
+                            model_work_size, model_forward,
                             step_work_size, step_needs_input_size, step_forward,
                             model_prepared_size, model_prepare, model_work_size_prepared,
-                            model_forward_prepared)
+                            model_forward_prepared, quant_matrix_size,
+                            model_work_size_quantized,
+                            model_forward_quantized as _engine_forward_quantized)
 from cygru._engine import PROJECTION_CHUNK
 from cygru import _arrays as A
 
@@ -187,6 +190,17 @@ cdef extern from *:
         h->weights = weights;
         cygru_prep_seal(h);
     }
+    /* a quantized buffer (model_quantize): the same tag, another magic; kind holds the
+       precision (CYGRU_INT8, CYGRU_BF16) and the layout version */
+    #define CYGRU_QUANT_MAGIC 0x3151555247594343ULL    /* "CCYGRUQ1" in memory order */
+    #define CYGRU_QUANT_LAYOUT 1ULL
+    static inline void cygru_quant_fill(cygru_prep_header *h, int precision, int In, int H,
+                                        int L, int D, uint64_t total) {
+        cygru_prep_fill(h, precision, In, H, L, D, total, 0);
+        h->magic = CYGRU_QUANT_MAGIC;
+        h->kind = (uint64_t)precision | (CYGRU_QUANT_LAYOUT << 8);
+        cygru_prep_seal(h);
+    }
     """
     ctypedef unsigned long long uint64_t
     ctypedef struct cygru_prep_header:
@@ -196,10 +210,25 @@ cdef extern from *:
     uint64_t cygru_fnv(uint64_t h, uint64_t v) noexcept nogil
     void cygru_prep_fill(cygru_prep_header* h, int itemsize, int In, int H, int L, int D,
                          uint64_t total, uint64_t weights) noexcept nogil
+    void cygru_quant_fill(cygru_prep_header* h, int precision, int In, int H, int L, int D,
+                          uint64_t total) noexcept nogil
+
+
+# the conversions and packing of cygru.quantize (its rules, bit for bit)
+cdef extern from "cygru_quant.h" nogil:
+    size_t cygru_q8_block_size(int N, int K)
+    void cygru_q8_quantize_rows(int M, int K, const float* A, Py_ssize_t lda, int8_t* q,
+                                Py_ssize_t ldq, float* scale)
+    void cygru_q8_pack(int N, int K, const int8_t* q, Py_ssize_t ldq, const float* scale,
+                       void* block)
+    size_t cygru_bf16_block_size(int N, int K)
+    void cygru_bf16_from_f32_n(Py_ssize_t n, const float* a, uint16_t* out)
+    void cygru_bf16_pack(int N, int K, const uint16_t* wb, Py_ssize_t ldw, void* block)
 
 __all__ = ["export_weights", "ExportedWeights", "status_name", "OK", "ERR_SIZE", "ERR_NULL",
            "ERR_LENGTH", "ERR_FLAGS", "ERR_ALIAS", "ERR_WORKSPACE", "ERR_ALIGN",
            "ERR_WORKSPACE_ALIAS", "ERR_WORKSPACE_BUSY", "ERR_PREPARED_SIZE", "ERR_PREPARED",
+           "ERR_PRECISION", "ERR_NOT_FINITE", "INT8", "BF16", "PRECISIONS",
            "WORK_ALIGN", "PROJECTION_CHUNK_BYTES", "ABI_VERSION"]
 
 # Python names of the status codes of capi.pxd
@@ -215,11 +244,18 @@ ERR_WORKSPACE_ALIAS = CYGRU_ERR_WORKSPACE_ALIAS
 ERR_WORKSPACE_BUSY = CYGRU_ERR_WORKSPACE_BUSY
 ERR_PREPARED_SIZE = CYGRU_ERR_PREPARED_SIZE
 ERR_PREPARED = CYGRU_ERR_PREPARED
+ERR_PRECISION = CYGRU_ERR_PRECISION
+ERR_NOT_FINITE = CYGRU_ERR_NOT_FINITE
+# the precision codes of model_quantize (cygru.h's CYGRU_INT8, CYGRU_BF16)
+INT8 = CYGRU_INT8
+BF16 = CYGRU_BF16
+PRECISIONS = {"int8": CYGRU_INT8, "bf16": CYGRU_BF16}
 WORK_ALIGN = CYGRU_WORK_ALIGN
 
 cdef enum:
     _INT_MAX = 2147483647
     _ALIGN = 64            # every region of a cell workspace starts at a multiple of this
+    _MAX_INNER = 131072    # reduced precision: int8 sums stay exact in int32 up to this
 # The input projection of a direction is computed this many bytes (at least one time
 # step) at a time once all steps would not fit in 16 MiB, so the workspace of a long
 # sequence does not grow with T (the engine's rule, cygru._engine.chunk_steps).
@@ -249,10 +285,16 @@ cdef const char* status_message(int status) noexcept nogil:
         return (b"the workspace is in use by a call running on another thread "
                 b"(each concurrent call needs its own workspace)")
     if status == CYGRU_ERR_PREPARED_SIZE:
-        return b"the prepared buffer is smaller than model_prepared_size_*(model)"
+        return (b"the prepared buffer is smaller than model_prepared_size_*(model) (or the "
+                b"quantized buffer than model_quantized_size)")
     if status == CYGRU_ERR_PREPARED:
         return (b"the prepared buffer was not prepared by model_prepare_* for this model "
-                b"(its sizes, dtype and weights)")
+                b"(its sizes, dtype and weights), or the quantized buffer not made by "
+                b"model_quantize for these sizes and this precision")
+    if status == CYGRU_ERR_PRECISION:
+        return b"the precision is not CYGRU_INT8 (1) or CYGRU_BF16 (2)"
+    if status == CYGRU_ERR_NOT_FINITE:
+        return b"a weight or bias to quantize is not finite (inf or NaN)"
     return b"unknown cygru status"
 
 
@@ -637,6 +679,265 @@ cdef int _model_forward(int T, int B, int I, int H, int L, int D,
 
 
 # ---------------------------------------------------------------------------
+# quantized models (model_quantize, model_forward_quantized): int8 / bf16 weight blocks
+# of cygru_quant.h, the engine's reduced-precision weight formats
+# ---------------------------------------------------------------------------
+# A quantized buffer: the tag (cygru_quant_fill), then for each direction (layer-major)
+# W_ih's three gate blocks, W_hh's, b_ih and b_hh (3H float32 each, zeros for NULL), every
+# region at a multiple of 64 bytes from the start; then model_quantize's scratch (one
+# gate's quantized rows, before they are packed).
+
+cdef inline int _wformat(int precision) noexcept nogil:
+    """The engine's weight format of a C API precision (0: not a precision)."""
+    if precision == CYGRU_INT8:
+        return WFORMAT_INT8
+    if precision == CYGRU_BF16:
+        return WFORMAT_BF16
+    return 0
+
+
+cdef int _check_quant_sizes(int T, int B, int I, int H, int L, int D,
+                            int precision) noexcept nogil:
+    cdef int status = _check_sizes(T, B, I, H, L, D)
+    if status != CYGRU_OK:
+        return status
+    if I > _MAX_INNER or H > _MAX_INNER or (L > 1 and <long long>D * H > _MAX_INNER):
+        return CYGRU_ERR_SIZE
+    if _wformat(precision) == 0:
+        return CYGRU_ERR_PRECISION
+    return CYGRU_OK
+
+
+cdef inline int _inner_size(int k, int I, int H, int D) noexcept nogil:
+    return I if k < D else D * H
+
+
+cdef size_t _quant_dir_bytes(int K, int H, int wformat) noexcept nogil:
+    """Bytes of one direction's region: W_ih (inner size K) and W_hh blocks, two biases."""
+    return (quant_matrix_size(H, K, wformat) + quant_matrix_size(H, H, wformat)
+            + 2 * _round(3 * <size_t>H * sizeof(float)))
+
+
+cdef size_t _quant_scratch_bytes(int K, int H, int wformat) noexcept nogil:
+    """model_quantize's scratch for one gate (H rows) of an inner size K."""
+    if wformat == WFORMAT_INT8:   # rows of K rounded up to 4 int8 values, and H scales
+        return _round(<size_t>H * ((<size_t>K + 3) // 4 * 4)) + _round(<size_t>H * sizeof(float))
+    return _round(<size_t>H * K * sizeof(uint16_t))
+
+
+cdef size_t _quantized_size(int I, int H, int L, int D, int precision) noexcept nogil:
+    """Bytes of a quantized buffer (0: invalid sizes or precision, or too large)."""
+    cdef int wf = _wformat(precision)
+    cdef int K = I if I > H else H
+    cdef size_t total = CYGRU_PREP_HEADER_BYTES
+    if _check_quant_sizes(1, 0, I, H, L, D, precision) != CYGRU_OK:
+        return 0
+    if L > 1 and D * H > K:
+        K = D * H
+    # an upper bound of the sum below, in floating point (it cannot wrap)
+    if (<double>L * D * (12.0 * (H + 16.0) * (K + H + 24.0) + 24.0 * H + 4.0 * _ALIGN)
+            + 2.0 * (H + 16.0) * (K + 16.0) + 4.0 * _ALIGN > 4.6e18):
+        return 0
+    # D directions of the first layer (inner size I), (L - 1) * D of the others (D*H)
+    total += <size_t>D * _quant_dir_bytes(I, H, wf)
+    if L > 1:
+        total += <size_t>(L - 1) * D * _quant_dir_bytes(D * H, H, wf)
+    return total + _quant_scratch_bytes(K, H, wf)
+
+
+cdef size_t _quantized_workspace(int T, int B, int I, int H, int L, int D,
+                                 int precision) noexcept nogil:
+    """Bytes of model_forward_quantized's workspace: the table of the L*D directions'
+    pointers into the buffer, then the engine's (0: invalid sizes or precision)."""
+    cdef size_t n
+    if _check_quant_sizes(T, B, I, H, L, D, precision) != CYGRU_OK:
+        return 0
+    n = model_work_size_quantized(T, B, I, H, L, D, _wformat(precision))
+    if n == 0:
+        return 0
+    return _round(<size_t>L * D * sizeof(cygru_dir_weights)) + n
+
+
+cdef bint _all_finite(const float* p, size_t n) noexcept nogil:
+    cdef size_t i
+    cdef uint32_t bits
+    if p == NULL:
+        return True
+    for i in range(n):
+        memcpy(&bits, p + i, 4)
+        if (bits & 0x7F800000u) == 0x7F800000u:
+            return False
+    return True
+
+
+cdef void _quantize_matrix(int H, int K, int wformat, const float* w, char* dst,
+                           char* scratch) noexcept nogil:
+    """The three gate blocks of one (3H, K) float32 weight, as cygru.quantize packs them."""
+    cdef size_t bs = quant_matrix_size(H, K, wformat) // 3
+    cdef Py_ssize_t K4 = (<Py_ssize_t>K + 3) // 4 * 4
+    cdef int8_t* q = <int8_t*>scratch
+    cdef float* scale = <float*>(scratch + _round(<size_t>H * K4))
+    cdef int g
+    for g in range(3):
+        if wformat == WFORMAT_INT8:
+            cygru_q8_quantize_rows(H, K, w + <size_t>g * H * K, K, q, K4, scale)
+            cygru_q8_pack(H, K, q, K4, scale, dst + g * bs)
+        else:
+            cygru_bf16_from_f32_n(<Py_ssize_t>H * K, w + <size_t>g * H * K, <uint16_t*>scratch)
+            cygru_bf16_pack(H, K, <const uint16_t*>scratch, K, dst + g * bs)
+
+
+cdef inline void _copy_bias(const float* b, char* dst, size_t nbytes) noexcept nogil:
+    """A bias (zeros for NULL) into its region, padded with zeros to 64 bytes."""
+    if b == NULL:
+        memset(dst, 0, _round(nbytes))
+    else:
+        memcpy(dst, b, nbytes)
+        memset(dst + nbytes, 0, _round(nbytes) - nbytes)
+
+
+cdef int _model_quantize(int I, int H, int L, int D, int precision,
+                         const cygru_direction_f32* dirs, void* quantized,
+                         size_t size) noexcept nogil:
+    cdef int wf = _wformat(precision)
+    cdef size_t need, gate_bytes = 3 * <size_t>H * sizeof(float), scratch_at
+    cdef int status, K
+    cdef Py_ssize_t k
+    cdef cygru_in_use in_use
+    cdef cygru_prep_header tag
+    cdef char* p
+    status = _check_quant_sizes(1, 0, I, H, L, D, precision)
+    if status != CYGRU_OK:
+        return status
+    if dirs == NULL or quantized == NULL:
+        return CYGRU_ERR_NULL
+    for k in range(<Py_ssize_t>L * D):
+        if dirs[k].w_ih == NULL or dirs[k].w_hh == NULL:
+            return CYGRU_ERR_NULL
+    need = _quantized_size(I, H, L, D, precision)
+    if need == 0:
+        return CYGRU_ERR_SIZE
+    if size < need:
+        return CYGRU_ERR_PREPARED_SIZE
+    if (<uintptr_t>quantized) % CYGRU_WORK_ALIGN:
+        return CYGRU_ERR_ALIGN
+    if _overlaps_weights(quantized, need, dirs, L, D, I, H, <float>0):
+        return CYGRU_ERR_ALIAS
+    # every value is checked before a byte is written (cygru.quantize refuses them too)
+    for k in range(<Py_ssize_t>L * D):
+        K = _inner_size(<int>k, I, H, D)
+        if (not _all_finite(dirs[k].w_ih, gate_bytes // sizeof(float) * <size_t>K)
+                or not _all_finite(dirs[k].w_hh, gate_bytes // sizeof(float) * <size_t>H)
+                or not _all_finite(dirs[k].b_ih, gate_bytes // sizeof(float))
+                or not _all_finite(dirs[k].b_hh, gate_bytes // sizeof(float))):
+            return CYGRU_ERR_NOT_FINITE
+    if not cygru_workspace_claim(&in_use, quantized, need):
+        return CYGRU_ERR_WORKSPACE_BUSY
+    # the tag is written last: a buffer whose quantization did not finish is never accepted
+    memset(quantized, 0, CYGRU_PREP_HEADER_BYTES)
+    p = <char*>quantized + CYGRU_PREP_HEADER_BYTES
+    K = I if I > H else H
+    if L > 1 and D * H > K:
+        K = D * H
+    scratch_at = need - _quant_scratch_bytes(K, H, wf)
+    for k in range(<Py_ssize_t>L * D):
+        K = _inner_size(<int>k, I, H, D)
+        _quantize_matrix(H, K, wf, dirs[k].w_ih, p, <char*>quantized + scratch_at)
+        p += quant_matrix_size(H, K, wf)
+        _quantize_matrix(H, H, wf, dirs[k].w_hh, p, <char*>quantized + scratch_at)
+        p += quant_matrix_size(H, H, wf)
+        _copy_bias(dirs[k].b_ih, p, gate_bytes)
+        p += _round(gate_bytes)
+        _copy_bias(dirs[k].b_hh, p, gate_bytes)
+        p += _round(gate_bytes)
+    # the scratch is zeroed: a model's buffer is the same bytes wherever it was made
+    memset(<char*>quantized + scratch_at, 0, need - scratch_at)
+    cygru_quant_fill(&tag, precision, I, H, L, D, need)
+    memcpy(quantized, &tag, CYGRU_PREP_HEADER_BYTES)
+    cygru_workspace_release(&in_use)
+    return CYGRU_OK
+
+
+cdef int _forward_quantized(int T, int B, int I, int H, int L, int D, int precision,
+                            bint reset_after, bint reverse, const void* quantized,
+                            const float* x, const float* h0, const int* lengths,
+                            float* output, float* h_n, void* work,
+                            size_t work_size) noexcept nogil:
+    cdef int wf = _wformat(precision)
+    cdef size_t BH = <size_t>B * H, itemsize = sizeof(float)
+    cdef size_t need, q_bytes, table_bytes, out_bytes, hn_bytes, x_bytes, len_bytes
+    cdef size_t gate_bytes = _round(3 * <size_t>H * sizeof(float))
+    cdef int status, K
+    cdef Py_ssize_t k
+    cdef cygru_in_use in_use
+    cdef cygru_prep_header tag
+    cdef cygru_dir_weights* table
+    cdef const char* p
+    status = _check_quant_sizes(T, B, I, H, L, D, precision)
+    if status != CYGRU_OK:
+        return status
+    if reverse and D == 2:
+        return CYGRU_ERR_FLAGS
+    if quantized == NULL or x == NULL or output == NULL:
+        return CYGRU_ERR_NULL
+    # the tag must be the one model_quantize writes for these sizes and precision, exactly
+    q_bytes = _quantized_size(I, H, L, D, precision)
+    if (<uintptr_t>quantized) % CYGRU_WORK_ALIGN:
+        return CYGRU_ERR_ALIGN
+    if q_bytes == 0:
+        return CYGRU_ERR_SIZE
+    cygru_quant_fill(&tag, precision, I, H, L, D, q_bytes)
+    if memcmp(&tag, quantized, CYGRU_PREP_HEADER_BYTES) != 0:
+        return CYGRU_ERR_PREPARED
+    need = _quantized_workspace(T, B, I, H, L, D, precision)
+    if need == 0:
+        return CYGRU_ERR_SIZE
+    if work == NULL or work_size < need:
+        return CYGRU_ERR_WORKSPACE
+    if (<uintptr_t>work) % CYGRU_WORK_ALIGN:
+        return CYGRU_ERR_ALIGN
+    x_bytes = <size_t>T * B * I * itemsize
+    out_bytes = <size_t>T * D * BH * itemsize
+    hn_bytes = <size_t>L * D * BH * itemsize
+    len_bytes = <size_t>B * sizeof(int) if lengths != NULL else 0
+    # h_n may be h0 itself, nothing else may overlap; an output on the quantized buffer
+    # would change the weights of later steps
+    if (_overlap(output, out_bytes, x, x_bytes) or _overlap(output, out_bytes, h0, hn_bytes)
+            or _overlap(h_n, hn_bytes, x, x_bytes) or _overlap(h_n, hn_bytes, output, out_bytes)
+            or (<const void*>h_n != <const void*>h0 and _overlap(h_n, hn_bytes, h0, hn_bytes))
+            or _overlap(output, out_bytes, lengths, len_bytes)
+            or _overlap(h_n, hn_bytes, lengths, len_bytes)
+            or _overlap(output, out_bytes, quantized, q_bytes)
+            or _overlap(h_n, hn_bytes, quantized, q_bytes)):
+        return CYGRU_ERR_ALIAS
+    if (_overlap(work, need, x, x_bytes) or _overlap(work, need, h0, hn_bytes)
+            or _overlap(work, need, lengths, len_bytes)
+            or _overlap(work, need, output, out_bytes) or _overlap(work, need, h_n, hn_bytes)
+            or _overlap(work, need, quantized, q_bytes)):
+        return CYGRU_ERR_WORKSPACE_ALIAS
+
+    if not cygru_workspace_claim(&in_use, work, need):
+        return CYGRU_ERR_WORKSPACE_BUSY
+    # the directions' pointers into the buffer, at the start of the workspace
+    table = <cygru_dir_weights*>work
+    table_bytes = _round(<size_t>L * D * sizeof(cygru_dir_weights))
+    p = <const char*>quantized + CYGRU_PREP_HEADER_BYTES
+    for k in range(<Py_ssize_t>L * D):
+        K = _inner_size(<int>k, I, H, D)
+        table[k].w_ih = p
+        p += quant_matrix_size(H, K, wf)
+        table[k].w_hh = p
+        p += quant_matrix_size(H, H, wf)
+        table[k].b_ih = p
+        table[k].b_hh = p + gate_bytes
+        p += 2 * gate_bytes
+    status = _engine_forward_quantized(T, B, I, H, L, D, wf, reset_after, reverse, table, x,
+                                       h0, lengths, output, h_n, <char*>work + table_bytes)
+    cygru_workspace_release(&in_use)
+    return CYGRU_ERR_LENGTH if status != 0 else CYGRU_OK
+
+
+# ---------------------------------------------------------------------------
 # the public functions of capi.pxd
 # ---------------------------------------------------------------------------
 
@@ -786,6 +1087,30 @@ cdef int model_forward_prepared_f64(const cygru_model_f64* model, const void* pr
                           prepared, True)
 
 
+cdef size_t model_quantized_size(int I, int H, int L, int D, int precision) noexcept nogil:
+    return _quantized_size(I, H, L, D, precision)
+
+
+cdef int model_quantize(int I, int H, int L, int D, int precision,
+                        const cygru_direction_f32* dirs, void* quantized,
+                        size_t size) noexcept nogil:
+    return _model_quantize(I, H, L, D, precision, dirs, quantized, size)
+
+
+cdef size_t model_quantized_workspace_size(int T, int B, int I, int H, int L, int D,
+                                           int precision) noexcept nogil:
+    return _quantized_workspace(T, B, I, H, L, D, precision)
+
+
+cdef int model_forward_quantized(int T, int B, int I, int H, int L, int D, int precision,
+                                 int reset_after, int reverse, const void* quantized,
+                                 const float* x, const float* h0, const int* lengths,
+                                 float* output, float* h_n, void* work,
+                                 size_t work_size) noexcept nogil:
+    return _forward_quantized(T, B, I, H, L, D, precision, reset_after != 0, reverse != 0,
+                              quantized, x, h0, lengths, output, h_n, work, work_size)
+
+
 # ---------------------------------------------------------------------------
 # the plain-C interface (cygru/include/cygru.h): one static table of the functions
 # above, published as the capsule cygru.capi._C_API, which import_cygru() reads
@@ -838,6 +1163,8 @@ ctypedef int (*_model_forward_prepared_f32_h)(const _h_model_f32*, const void*, 
 ctypedef int (*_model_forward_prepared_f64_h)(const _h_model_f64*, const void*, int, int,
                                               const double*, const double*, const int*,
                                               double*, double*, void*, size_t) noexcept nogil
+ctypedef int (*_model_quantize_h)(int, int, int, int, int, const _h_direction_f32*, void*,
+                                  size_t) noexcept nogil
 
 cdef extern from "cygru.h":
     # every entry as in cygru.h; the C compiler checks each assignment of
@@ -870,6 +1197,13 @@ cdef extern from "cygru.h":
         size_t (*model_prepared_workspace_size_f64)(int, int, int, int, int, int) noexcept nogil
         _model_forward_prepared_f32_h model_forward_prepared_f32
         _model_forward_prepared_f64_h model_forward_prepared_f64
+        size_t (*model_quantized_size)(int, int, int, int, int) noexcept nogil
+        _model_quantize_h model_quantize
+        size_t (*model_quantized_workspace_size)(int, int, int, int, int, int,
+                                                 int) noexcept nogil
+        int (*model_forward_quantized)(int, int, int, int, int, int, int, int, int,
+                                       const void*, const float*, const float*, const int*,
+                                       float*, float*, void*, size_t) noexcept nogil
 
 # Static: the capsule hands out its address, valid for the life of the process
 # (CPython never unloads an extension module).
@@ -901,6 +1235,10 @@ cdef void _fill_c_api_table(cygru_api* t) noexcept:
     t.model_prepared_workspace_size_f64 = model_prepared_workspace_size_f64
     t.model_forward_prepared_f32 = <_model_forward_prepared_f32_h>model_forward_prepared_f32
     t.model_forward_prepared_f64 = <_model_forward_prepared_f64_h>model_forward_prepared_f64
+    t.model_quantized_size = model_quantized_size
+    t.model_quantize = <_model_quantize_h>model_quantize
+    t.model_quantized_workspace_size = model_quantized_workspace_size
+    t.model_forward_quantized = model_forward_quantized
 
 
 _fill_c_api_table(&_c_api_table)
@@ -1191,9 +1529,106 @@ cdef class ExportedWeights:
             raise ValueError(f"cygru.capi: invalid sizes T={T}, B={B}")
         return n
 
-    def forward(self, x, h0=None, lengths=None, prepared=None):
+    def _precision_code(self, precision, who):
+        if not isinstance(precision, str) or precision not in PRECISIONS:
+            raise (TypeError if not isinstance(precision, str) else ValueError)(
+                f"{who}: precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        if self.dtype != np.float32:
+            raise TypeError(f"{who}: model_quantize takes float32 weights; this export is "
+                            f"{self.dtype.name} (export a float32 module)")
+        return PRECISIONS[precision]
+
+    def quantized_size(self, precision):
+        """Bytes of this model's quantized buffer (``model_quantized_size``) for
+        ``precision`` ``"int8"`` or ``"bf16"`` (a float32 export only).
+
+        Examples
+        --------
+        >>> import cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRU(16, 32, seed=0))
+        >>> w.quantized_size("int8") < w.quantized_size("bf16") < w.prepared_size()
+        True
+        """
+        who = "cygru.capi.ExportedWeights.quantized_size"
+        cdef int code = self._precision_code(precision, who)
+        cdef size_t n = model_quantized_size(self.input_size, self.hidden_size,
+                                             self.num_layers, self.num_directions, code)
+        if n == 0:
+            raise ValueError(f"{who}: the model's sizes are too large for reduced precision "
+                             f"(inner sizes up to {_MAX_INNER})")
+        return n
+
+    def quantize(self, precision):
+        """The weights quantized once by ``model_quantize``, for
+        ``forward(quantized=..., precision=...)``.
+
+        What a C caller does with ``model_quantize``: the returned buffer holds the int8
+        or bfloat16 weight blocks (by :func:`cygru.quantize`'s rules) and the float32
+        biases, tagged with the sizes and the precision; ``model_forward_quantized`` reads
+        it and gives the bits of ``cygru.quantize(module, precision)``.
+
+        Parameters
+        ----------
+        precision : {"int8", "bf16"}
+
+        Returns
+        -------
+        ndarray
+            1-D uint8, read-only, :meth:`quantized_size` bytes starting on a 64-byte
+            boundary.
+
+        Examples
+        --------
+        >>> import numpy as np, cygru, cygru.capi
+        >>> gru = cygru.GRU(3, 8, num_layers=2, seed=0)
+        >>> w = cygru.capi.export_weights(gru)
+        >>> q = w.quantize("int8")
+        >>> x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+        >>> out, h_n = w.forward(x, quantized=q, precision="int8")
+        >>> ref_out, ref_h_n = cygru.quantize(gru, "int8")(x)
+        >>> bool(np.array_equal(out, ref_out) and np.array_equal(h_n, ref_h_n))
+        True
+        """
+        who = "cygru.capi.ExportedWeights.quantize"
+        cdef int code = self._precision_code(precision, who)
+        cdef size_t n = self.quantized_size(precision)
+        cdef int status
+        raw = np.empty(n + _ALIGN, np.uint8)
+        start = (-raw.ctypes.data) % _ALIGN
+        buf = raw[start:start + n]
+        cdef void* p = <void*>cnp.PyArray_DATA(<cnp.ndarray>buf)
+        with nogil:
+            status = model_quantize(self.input_size, self.hidden_size, self.num_layers,
+                                    self.num_directions, code, self.model_f32.dirs, p, n)
+        _raise_for_status(status, who)
+        buf.flags.writeable = False
+        return buf
+
+    def quantized_workspace_size(self, T, B, precision):
+        """Bytes of workspace ``model_forward_quantized`` needs for this model at (T, B).
+
+        Examples
+        --------
+        >>> import cygru, cygru.capi
+        >>> w = cygru.capi.export_weights(cygru.GRU(3, 8, seed=0))
+        >>> w.quantized_workspace_size(10, 4, "bf16") > 0
+        True
+        """
+        who = "cygru.capi.ExportedWeights.quantized_workspace_size"
+        cdef int code = self._precision_code(precision, who)
+        cdef size_t n
+        T, B = _size_args(who, T=T, B=B)
+        n = model_quantized_workspace_size(T, B, self.input_size, self.hidden_size,
+                                           self.num_layers, self.num_directions, code)
+        if n == 0:
+            raise ValueError(f"{who}: invalid sizes T={T}, B={B}")
+        return n
+
+    def forward(self, x, h0=None, lengths=None, prepared=None, *, quantized=None,
+                precision=None):
         """Run the exported model through ``model_forward_*`` (the GIL released), or,
-        given ``prepared``, through ``model_forward_prepared_*``.
+        given ``prepared``, through ``model_forward_prepared_*``, or, given ``quantized``
+        and ``precision``, through ``model_forward_quantized``.
 
         A check, from Python, of what a C caller gets. Time-major only.
 
@@ -1210,6 +1645,11 @@ cdef class ExportedWeights:
         prepared : ndarray, optional
             A buffer from :meth:`prepare` of this object (the same bits, without packing
             the weights per call); one prepared for another model is refused.
+        quantized : ndarray, optional, keyword-only
+            A buffer from :meth:`quantize` (with ``precision`` the one it was made
+            for): the bits of :func:`cygru.quantize`'s module; float32 exports only.
+        precision : {"int8", "bf16"}, keyword-only
+            With ``quantized`` (only then).
 
         Returns
         -------
@@ -1246,6 +1686,20 @@ cdef class ExportedWeights:
         """
         who = "cygru.capi.ExportedWeights.forward"
         LD, H, I = self.num_layers * self.num_directions, self.hidden_size, self.input_size
+        code = 0
+        if quantized is not None or precision is not None:
+            if quantized is None or precision is None or prepared is not None:
+                raise TypeError(f"{who}: quantized and precision go together (and without "
+                                f"prepared)")
+            code = self._precision_code(precision, who)
+            if (not isinstance(quantized, np.ndarray) or quantized.ndim != 1
+                    or quantized.dtype != np.uint8 or not quantized.flags.c_contiguous):
+                raise TypeError(f"{who}: quantized must be the uint8 array of quantize(), got "
+                                f"{type(quantized).__name__}")
+            if quantized.nbytes < self.quantized_size(precision):
+                raise ValueError(f"{who}: quantized holds {quantized.nbytes} bytes, this "
+                                 f"model's {precision} weights take "
+                                 f"{self.quantized_size(precision)}")
         # Validated and converted as cygru.GRU does it (cygru._arrays, the one place): real
         # numbers only (complex, strings, objects refused), any byte order (converted to the
         # native one), no copy for a C-contiguous array of the dtype (read-only arrays are
@@ -1290,7 +1744,10 @@ cdef class ExportedWeights:
                                  f"prepared weights take {self.prepared_size()}")
         output = np.empty((T, B, self.num_directions * H), self.dtype)
         h_n = np.empty((LD, B, H), self.dtype)
-        if self.dtype == np.float32:
+        if code:
+            status = _forward_quantized_arrays(self, x, h0, lengths, output, h_n, quantized,
+                                               code)
+        elif self.dtype == np.float32:
             status = _forward_arrays[float](self, x, h0, lengths, output, h_n, prepared)
         else:
             status = _forward_arrays[double](self, x, h0, lengths, output, h_n, prepared)
@@ -1349,6 +1806,33 @@ cdef int _forward_arrays(ExportedWeights w, cnp.ndarray x, object h0, object len
         else:
             status = model_forward_f64(&w.model_f64, T, B, x_p, h0_p, len_p, out_p, hn_p,
                                        work, nbytes)
+    free(work)
+    return status
+
+
+cdef int _forward_quantized_arrays(ExportedWeights w, cnp.ndarray x, object h0,
+                                   object lengths, cnp.ndarray output, cnp.ndarray h_n,
+                                   cnp.ndarray quantized, int precision) except -1:
+    cdef int T = x.shape[0], B = x.shape[1]
+    cdef int I = w.input_size, H = w.hidden_size, L = w.num_layers, D = w.num_directions
+    cdef int reset_after = w.reset_after, reverse = w.reverse
+    cdef int status
+    cdef const float* x_p = <const float*>cnp.PyArray_DATA(x)
+    cdef const float* h0_p = <const float*>_ptr_or_null(h0)
+    cdef const int* len_p = <const int*>_ptr_or_null(lengths)
+    cdef float* out_p = <float*>cnp.PyArray_DATA(output)
+    cdef float* hn_p = <float*>cnp.PyArray_DATA(h_n)
+    cdef const void* q_p = cnp.PyArray_DATA(quantized)
+    cdef size_t nbytes = model_quantized_workspace_size(T, B, I, H, L, D, precision)
+    cdef void* work
+    if nbytes == 0:
+        return CYGRU_ERR_SIZE
+    work = malloc(nbytes)
+    if work == NULL:
+        raise MemoryError(f"cygru.capi: could not allocate a {nbytes}-byte workspace")
+    with nogil:
+        status = model_forward_quantized(T, B, I, H, L, D, precision, reset_after, reverse,
+                                         q_p, x_p, h0_p, len_p, out_p, hn_p, work, nbytes)
     free(work)
     return status
 

@@ -3,8 +3,9 @@
 Needs the optional extra ``pip install "cygru[dask]"`` (``dask[array]`` and ``distributed``
 of the same release). Import it explicitly: ``import cygru.dask``.
 
-* :func:`forward` runs a :class:`cygru.GRU` over a Dask array of sequences chunked along
-  the batch axis and returns Dask arrays ``output`` and ``h_n`` in PyTorch's layouts.
+* :func:`forward` runs a :class:`cygru.GRU` (or a :class:`cygru.QuantizedGRU`) over a
+  Dask array of sequences chunked along the batch axis and returns Dask arrays
+  ``output`` and ``h_n`` in PyTorch's layouts.
 * :func:`grad_step` computes the gradients of a loss over the whole batch, one shard
   (batch chunk) per task, sums them by a tree reduction in a fixed order and adds them
   into ``module.grads``; :class:`DataParallelTrainer` adds the optimiser step (any of
@@ -52,7 +53,8 @@ fixed in a worker process (``CYGRU_NUM_THREADS`` in its environment or
 Reproducibility
 ---------------
 Inference results are bitwise identical to one call of the module over the whole batch
-in one process, float32 and float64, whatever the chunking and the thread counts: cygru's
+in one process, float32, float64 and quantized (int8, bf16: their products give a row the
+same bits at any batch size), whatever the chunking and the thread counts: cygru's
 engine computes a sequence the same way whatever the rows around it and the threads, for a
 given kernel, and each chunk's task picks the kernel of the whole batch's size (batches of
 at most 4 rows take another kernel; see the Reproducibility section of the documentation).
@@ -85,6 +87,7 @@ import numpy as np
 from . import optim as _optim
 from ._typing import ArrayLike
 from .modules import GRU
+from .quantized import QuantizedGRU
 
 # defined at run time too, for typing.get_type_hints
 #: a Dask array, or an array_like held in memory
@@ -128,13 +131,21 @@ _WHO = "cygru.dask"
 # -- the module, sent once ------------------------------------------------------------------
 
 
-def _check_module(module, who):
-    if not isinstance(module, GRU):
+def _check_module(module, who, inference=False):
+    """A cygru.GRU on the CPU (or, for inference, a QuantizedGRU)."""
+    if isinstance(module, QuantizedGRU) and not inference:
         raise TypeError(
-            f"{who}: module must be a cygru.GRU, got {type(module).__name__}"
+            f"{who}: a cygru.QuantizedGRU ({module.precision}) is for inference only "
+            "(cygru.dask.forward); train the float32 cygru.GRU and call cygru.quantize on "
+            "it again"
+        )
+    if not isinstance(module, (GRU, QuantizedGRU) if inference else GRU):
+        want = "a cygru.GRU or cygru.QuantizedGRU" if inference else "a cygru.GRU"
+        raise TypeError(
+            f"{who}: module must be {want}, got {type(module).__name__}"
             + (
                 " (a GRUCell has no time axis: run it step by step, or use a GRU with num_layers=1)"
-                if type(module).__name__ == "GRUCell"
+                if type(module).__name__ in ("GRUCell", "QuantizedGRUCell")
                 else ""
             )
         )
@@ -149,7 +160,8 @@ def _snapshot(module):
     """A copy of the module's options and current weights (no gradients), rebuilt
     through the validated unpickling path: what every task will run."""
     state = module.__getstate__()
-    state["grads"] = None
+    if isinstance(module, GRU):
+        state["grads"] = None
     copy = type(module).__new__(type(module))
     copy.__setstate__(state)
     return copy
@@ -299,8 +311,8 @@ class _Plan:
     """x validated and cut along its batch axis, and the per-chunk pieces of every input
     aligned with it."""
 
-    def __init__(self, module, x, lengths, h0, rechunk, who):
-        _check_module(module, who)
+    def __init__(self, module, x, lengths, h0, rechunk, who, inference=False):
+        _check_module(module, who, inference)
         if not isinstance(x, da.Array):
             raise TypeError(
                 f"{who}: x must be a dask.array.Array chunked along the batch "
@@ -357,7 +369,7 @@ def _forward_block(module, x, lengths, h0, threads, batch):
 
 
 def forward(
-    module: GRU,
+    module: Union[GRU, QuantizedGRU],
     x: da.Array,
     lengths: Optional[_DaskOrArray] = None,
     h0: Optional[ArrayLike] = None,
@@ -369,9 +381,11 @@ def forward(
 
     Parameters
     ----------
-    module : cygru.GRU
+    module : cygru.GRU or cygru.QuantizedGRU
         On the CPU. Its options and current weights are sent once (one key of the task
-        graph); later changes to the module do not reach this computation.
+        graph); later changes to the module do not reach this computation. A
+        :class:`cygru.QuantizedGRU` (int8 or bf16, from :func:`cygru.quantize`) gives the
+        bits of calling it on the whole batch, like a float module.
     x : dask.array.Array
         (T, B, I), or (B, T, I) when ``module.batch_first``, chunked along the batch
         axis only. Chunks along time or features are merged into one (with a
@@ -402,7 +416,8 @@ def forward(
     Raises
     ------
     TypeError
-        x is not a Dask array; module is not a :class:`cygru.GRU`.
+        x is not a Dask array; module is not a :class:`cygru.GRU` or
+        :class:`cygru.QuantizedGRU`.
     ValueError
         Wrong shapes, chunks of lengths/h0 not aligned with x's batch chunks, x cut along
         time or features with ``rechunk=False``, lengths out of range. Errors in a chunk's
@@ -421,10 +436,20 @@ def forward(
     >>> ref_out, ref_h_n = gru(x)
     >>> bool(np.array_equal(out_np, ref_out) and np.array_equal(h_n_np, ref_h_n))
     True
+
+    A quantized module runs the same way, with the bits of one call over the batch:
+
+    >>> q = cygru.quantize(gru, "int8")
+    >>> out, h_n = cygru.dask.forward(q, da.from_array(x, chunks=(5, 3, 3)))
+    >>> with dask.config.set(scheduler="threads"):
+    ...     out_np, h_n_np = dask.compute(out, h_n)
+    >>> ref_out, ref_h_n = q(x)
+    >>> bool(np.array_equal(out_np, ref_out) and np.array_equal(h_n_np, ref_h_n))
+    True
     """
     who = f"{_WHO}.forward"
     threads = _check_threads(threads, who)
-    plan = _Plan(module, x, lengths, h0, rechunk, who)
+    plan = _Plan(module, x, lengths, h0, rechunk, who, inference=True)
     mod = _module_key(module)
     run = dask.delayed(_forward_block, nout=2, pure=True)
     dtype = module.dtype
@@ -570,6 +595,7 @@ def grad_step(
     True
     """
     who = f"{_WHO}.grad_step"
+    _check_module(module, who)
     threads = _check_threads(threads, who)
     if (
         isinstance(split_every, (bool, np.bool_))

@@ -127,7 +127,7 @@ def test_header_declares_every_function_in_order():
     status enum holds exactly capi.pxd's statuses (CYGRU_WORK_ALIGN is a #define)."""
     text = HEADER.read_text()
     names = _pxd_functions()
-    assert len(names) == 21 and names[0] == "status_message", names
+    assert len(names) == 25 and names[0] == "status_message", names
     assert names[13:] == [  # appended after the first release: the table only grows
         "model_prepared_size_f32",
         "model_prepared_size_f64",
@@ -137,6 +137,10 @@ def test_header_declares_every_function_in_order():
         "model_prepared_workspace_size_f64",
         "model_forward_prepared_f32",
         "model_forward_prepared_f64",
+        "model_quantized_size",
+        "model_quantize",
+        "model_quantized_workspace_size",
+        "model_forward_quantized",
     ]
     table = text[text.index("typedef struct cygru_api {") : text.index("} cygru_api;")]
     entries = re.findall(r"\(\*(\w+)\)\(", table)
@@ -145,9 +149,17 @@ def test_header_declares_every_function_in_order():
         assert re.search(rf"static inline [\w\s\*]+\bcygru_{name}\(", text), name
     enum = text[text.index("typedef enum cygru_status {") : text.index("} cygru_status;")]
     statuses = {k: int(v) for k, v in re.findall(r"(CYGRU_\w+) = (\d+)", enum)}
-    expected = {k: v for k, v in _pxd_constants().items() if k != "CYGRU_WORK_ALIGN"}
+    not_statuses = ("CYGRU_WORK_ALIGN", "CYGRU_INT8", "CYGRU_BF16")
+    expected = {k: v for k, v in _pxd_constants().items() if k not in not_statuses}
     assert statuses == expected
     assert "#define CYGRU_WORK_ALIGN 8" in text
+    precision = text[
+        text.index("typedef enum cygru_precision {") : text.index("} cygru_precision;")
+    ]
+    assert dict(re.findall(r"(CYGRU_\w+) = (\d+)", precision)) == {
+        "CYGRU_INT8": "1",
+        "CYGRU_BF16": "2",
+    }
 
 
 _PROBE = r"""

@@ -745,3 +745,116 @@ def test_kernel_rows_override_gives_the_bigger_batchs_bits():
     assert np.array_equal(as_part, whole[:, :2])
     assert np.allclose(alone, whole[:, :2], rtol=1e-5, atol=1e-6)
     assert _cpu._kernel_rows_now() == 0  # restored
+
+
+# -- quantized modules (cygru.quantize): inference only -------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+@pytest.mark.parametrize(
+    "bidirectional,batch_first,reset_after", [(False, False, True), (True, True, False)]
+)
+def test_quantized_forward_equals_the_quantized_module(
+    client, precision, bidirectional, batch_first, reset_after
+):
+    """A QuantizedGRU over Dask chunks gives the bits of one call of it over the whole
+    batch (h0, lengths, layers, both directions, both gate forms)."""
+    gru = cygru.GRU(
+        5,
+        20,
+        num_layers=2,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        reset_after=reset_after,
+        seed=6,
+    )
+    q = cygru.quantize(gru, precision)
+    x, lengths = _data(np.float32, batch_first)
+    D = gru.num_directions
+    h0 = np.random.default_rng(4).standard_normal((2 * D, 23, 20)).astype(np.float32)
+    out, h_n = cdask.forward(
+        q,
+        _dask_x(x, batch_first, 8),
+        lengths=da.from_array(lengths, chunks=8),
+        h0=da.from_array(h0, chunks=(-1, 8, -1)),
+    )
+    assert out.dtype == np.float32 and out.chunks[0 if batch_first else 1] == (8, 8, 7)
+    got_out, got_hn = client.compute([out, h_n], sync=True)
+    ref_out, ref_hn = q(x, h0=h0, lengths=lengths)
+    assert np.array_equal(got_out, ref_out) and np.array_equal(got_hn, ref_hn)
+    # quantized: not the float module's numbers
+    assert not np.array_equal(got_out, gru(x, h0=h0, lengths=lengths)[0])
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_quantized_chunks_of_any_size_keep_the_whole_batchs_bits(client, precision):
+    """The quantized products give a row the same bits at any batch size, so chunks below
+    and above the small-batch line (and _cpu._kernel_rows, which the tasks set) change
+    nothing."""
+    from cygru import _cpu
+
+    q = cygru.quantize(cygru.GRU(5, 20, 2, seed=4), precision)
+    x, lengths = _data(np.float32, False, B=9)
+    ref_out, ref_hn = q(x, lengths=lengths)
+    for chunk in (1, 2, 4, 5):
+        out, h_n = cdask.forward(q, _dask_x(x, False, chunk), lengths=lengths)
+        got_out, got_hn = client.compute([out, h_n], sync=True)
+        assert np.array_equal(got_out, ref_out) and np.array_equal(got_hn, ref_hn)
+    alone = q(x[:, :2], lengths=lengths[:2])[0]
+    with _cpu._kernel_rows(9):
+        as_part = q(x[:, :2], lengths=lengths[:2])[0]
+    assert np.array_equal(alone, ref_out[:, :2]) and np.array_equal(as_part, alone)
+
+
+def test_quantized_on_the_local_scheduler_and_snapshot():
+    q = cygru.quantize(cygru.GRU(4, 12, bidirectional=True, seed=2), "bf16")
+    x, _ = _data(np.float32, False, B=7, I=4)
+    out, h_n = cdask.forward(q, _dask_x(x, False, 3), threads=1)
+    q.load_state_dict(
+        cygru.quantize(cygru.GRU(4, 12, bidirectional=True, seed=3), "bf16").state_dict()
+    )
+    with dask.config.set(scheduler="threads"):
+        got_out, got_hn = dask.compute(out, h_n)
+    # the weights when the graph was built (a snapshot), not the ones loaded after
+    ref = cygru.quantize(cygru.GRU(4, 12, bidirectional=True, seed=2), "bf16")(x)
+    assert np.array_equal(got_out, ref[0]) and np.array_equal(got_hn, ref[1])
+
+
+def test_training_a_quantized_module_is_refused():
+    q = cygru.quantize(cygru.GRU(5, 6, seed=0), "int8")
+    x = _dask_x(_data(np.float32, False, B=4)[0], False, 2)
+    y = np.zeros((9, 4, 6), np.float32)
+    for call in (
+        lambda: cdask.grad_step(q, x, y),
+        lambda: cdask.DataParallelTrainer(q, lambda m: None),
+    ):
+        with pytest.raises(TypeError, match=r"QuantizedGRU \(int8\) is for inference only"):
+            call()
+    with pytest.raises(TypeError, match="train the float32 cygru.GRU"):
+        cdask.grad_step(cygru.quantize(cygru.GRU(5, 6, seed=0), "bf16"), x, y)
+    cell = cygru.quantize(cygru.GRUCell(5, 6, seed=0), "int8")
+    with pytest.raises(TypeError, match=r"a cygru.GRU or cygru.QuantizedGRU, got QuantizedGRUCell"):
+        cdask.forward(cell, x)
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_quantized_pickle_round_trip(precision):
+    """What Dask ships: a QuantizedGRU's pickle rebuilds it (options, quantized state,
+    the same bits), at the cost of its quantized weights and a little more."""
+    q = cygru.quantize(
+        cygru.GRU(16, 64, 2, bidirectional=True, batch_first=True, seed=0), precision
+    )
+    data = pickle.dumps(q)
+    clone = pickle.loads(data)
+    assert type(clone) is cygru.QuantizedGRU and repr(clone) == repr(q)
+    assert clone.precision == precision and clone.batch_first
+    state, clone_state = q.state_dict(), clone.state_dict()
+    assert state.keys() == clone_state.keys()
+    for k in state:
+        assert state[k].dtype == clone_state[k].dtype and np.array_equal(state[k], clone_state[k])
+    x = np.random.default_rng(0).standard_normal((3, 5, 16)).astype(np.float32)
+    assert all(np.array_equal(a, b) for a, b in zip(q(x), clone(x)))
+    weights = sum(a.nbytes for a in state.values())
+    assert weights < len(data) < weights + 200 * len(state) + 2048
+    snap = cdask._snapshot(q)
+    assert snap is not q and all(np.array_equal(a, b) for a, b in zip(q(x), snap(x)))

@@ -45,6 +45,7 @@ OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime", "keras")
 DOCSTRING_MODULES = (
     "cygru",
     "cygru.modules",
+    "cygru.quantized",
     "cygru.functional",
     "cygru._gradcheck",
     "cygru._threads",
@@ -264,6 +265,9 @@ def test_public_api_has_examples():
         "cygru.GRU": "cygru.modules.GRU",
         "cygru.GRUCell": "cygru.modules.GRUCell",
         "cygru.IncompatibleKeys": "cygru.modules.IncompatibleKeys",
+        "cygru.quantize": "cygru.quantized.quantize",
+        "cygru.QuantizedGRU": "cygru.quantized.QuantizedGRU",
+        "cygru.QuantizedGRUCell": "cygru.quantized.QuantizedGRUCell",
     }
     missing = [
         n for n in public if n != "cygru.GradcheckError" and qualified.get(n, n) not in names
@@ -283,6 +287,7 @@ def test_public_methods_have_examples():
     from cygru import optim
 
     classes = [cygru.GRU, cygru.GRUCell, optim.Optimizer, optim.SGD, optim.Adam, optim.AdamW]
+    classes += [cygru.QuantizedGRU, cygru.QuantizedGRUCell]
     classes.append(cygru.capi.ExportedWeights)
     modules = list(DOCSTRING_MODULES) + ["cygru.capi"]
     try:

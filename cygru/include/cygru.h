@@ -82,9 +82,20 @@ typedef enum cygru_status {
     CYGRU_ERR_ALIGN = 7,            /* workspace not aligned to CYGRU_WORK_ALIGN bytes */
     CYGRU_ERR_WORKSPACE_ALIAS = 8,  /* the workspace overlaps an argument array */
     CYGRU_ERR_WORKSPACE_BUSY = 9,   /* the workspace is in use by a call on another thread */
-    CYGRU_ERR_PREPARED_SIZE = 10,   /* the prepared buffer is smaller than model_prepared_size */
-    CYGRU_ERR_PREPARED = 11         /* the buffer was not prepared (model_prepare) for this model */
+    CYGRU_ERR_PREPARED_SIZE = 10,   /* the prepared buffer is smaller than model_prepared_size
+                                       (model_quantize: than model_quantized_size) */
+    CYGRU_ERR_PREPARED = 11,        /* the buffer was not prepared (model_prepare) for this model
+                                       (or quantized by model_quantize for these sizes and
+                                       this precision) */
+    CYGRU_ERR_PRECISION = 12,       /* precision is not CYGRU_INT8 or CYGRU_BF16 */
+    CYGRU_ERR_NOT_FINITE = 13       /* model_quantize: a weight or bias is inf or NaN */
 } cygru_status;
+
+/* The reduced precisions of model_quantize / model_forward_quantized (cygru.quantize). */
+typedef enum cygru_precision {
+    CYGRU_INT8 = 1,     /* int8 weights per output row, activations per row, int32 sums */
+    CYGRU_BF16 = 2      /* bfloat16 weights and activations, float32 sums */
+} cygru_precision;
 
 /* The weights of one direction of one layer (the model only reads them). */
 typedef struct cygru_direction_f32 {
@@ -229,6 +240,45 @@ typedef struct cygru_api {
                                       const double* x, const double* h0, const int* lengths,
                                       double* output, double* h_n,
                                       void* work, size_t work_size);
+
+    /*
+     * Quantized models (added after the prepared weights, still ABI version 1: check
+     * table->size >= offsetof(cygru_api, model_forward_quantized) + sizeof(void*) before
+     * using them through a table you did not get from import_cygru()).
+     *
+     * model_quantize converts a float32 model's weights once, by cygru.quantize's rules
+     * (CYGRU_INT8: symmetric per output row, scale = max|row| / 127, round half to even;
+     * CYGRU_BF16: round half to even), into a caller buffer of model_quantized_size(...)
+     * bytes aligned to CYGRU_WORK_ALIGN (64 is best): the packed int8 or bf16 blocks and
+     * float32 copies of the biases (zeros for NULL ones); its last bytes are scratch for
+     * model_quantize. Nothing is written unless every weight and bias is finite
+     * (CYGRU_ERR_NOT_FINITE). model_forward_quantized runs the model on it (x, h0,
+     * lengths, output, h_n as in model_forward_f32): the bits of
+     * cygru.quantize(gru, precision)(x, h0, lengths), for any batch size, thread count or
+     * cut of a stream into calls. A bad precision is CYGRU_ERR_PRECISION (size queries:
+     * 0). Inner sizes (I, H, and D*H for layers above the first) are limited to 131072.
+     *
+     * The buffer is self-contained (the float weights may be freed after quantizing),
+     * holds no pointer (memcpy-able), and is only read by the forward (threads may share
+     * it). It is tagged with the sizes and precision: model_forward_quantized refuses a
+     * buffer quantized for other sizes or another precision, or never quantized, with
+     * CYGRU_ERR_PREPARED. Outputs and the workspace may not overlap it.
+     */
+    size_t (*model_quantized_size)(int In, int H, int L, int D, int precision); /* 0: bad */
+    int (*model_quantize)(int In, int H, int L, int D, int precision,
+                          const cygru_direction_f32* dirs,      /* IN  L*D entries */
+                          void* quantized, size_t size);        /* OUT size bytes */
+    size_t (*model_quantized_workspace_size)(int T, int B, int In, int H, int L, int D,
+                                             int precision);
+    int (*model_forward_quantized)(int T, int B, int In, int H, int L, int D, int precision,
+                                   int reset_after, int reverse,
+                                   const void* quantized,       /* IN  model_quantize's */
+                                   const float* x,              /* IN  (T, B, I) */
+                                   const float* h0,             /* IN  (L*D, B, H), or NULL */
+                                   const int* lengths,          /* IN  (B,) in [1,T], or NULL */
+                                   float* output,               /* OUT (T, B, D*H) */
+                                   float* h_n,                  /* OUT (L*D,B,H)/NULL; may be h0 */
+                                   void* work, size_t work_size);
 } cygru_api;
 
 #ifndef CYGRU_TYPES_ONLY
@@ -470,6 +520,36 @@ static inline int cygru_model_forward_prepared_f64(const cygru_model_f64* model,
 {
     return CYGRU_API_TABLE_->model_forward_prepared_f64(model, prepared, T, B, x, h0, lengths,
                                                         output, h_n, work, work_size);
+}
+
+static inline size_t cygru_model_quantized_size(int In, int H, int L, int D, int precision)
+{
+    return CYGRU_API_TABLE_->model_quantized_size(In, H, L, D, precision);
+}
+
+static inline int cygru_model_quantize(int In, int H, int L, int D, int precision,
+                                       const cygru_direction_f32* dirs, void* quantized,
+                                       size_t size)
+{
+    return CYGRU_API_TABLE_->model_quantize(In, H, L, D, precision, dirs, quantized, size);
+}
+
+static inline size_t cygru_model_quantized_workspace_size(int T, int B, int In, int H, int L,
+                                                          int D, int precision)
+{
+    return CYGRU_API_TABLE_->model_quantized_workspace_size(T, B, In, H, L, D, precision);
+}
+
+static inline int cygru_model_forward_quantized(int T, int B, int In, int H, int L, int D,
+                                                int precision, int reset_after, int reverse,
+                                                const void* quantized, const float* x,
+                                                const float* h0, const int* lengths,
+                                                float* output, float* h_n, void* work,
+                                                size_t work_size)
+{
+    return CYGRU_API_TABLE_->model_forward_quantized(T, B, In, H, L, D, precision, reset_after,
+                                                     reverse, quantized, x, h0, lengths,
+                                                     output, h_n, work, work_size);
 }
 
 #endif  /* !CYGRU_TYPES_ONLY */

@@ -12,8 +12,9 @@
  *
  * int8 (dynamic quantization of the activations, per row):
  *   amax  = max_k |A[i, k]|
- *   sa    = amax / 127,  inv = 127 / amax                   (float32; amax = 0: sa = 0,
- *   qa[k] = clamp(rint(A[i, k] * inv), -127, 127)              every qa = 0)
+ *   sa    = amax / 127,  inv = 127 / amax                   (float32; amax < 2^-120:
+ *   qa[k] = clamp(rint(A[i, k] * inv), -127, 127)              sa = 0, every qa = 0, so
+ *                                                             that inv is finite)
  *   acc   = sum_k qa[k] * q[n, k]                             (int32: exact; |acc| <
  *                                                               127*128*K, K < 2^17)
  *   C     = (float)acc * (sa * sw[n])
@@ -30,14 +31,18 @@
  *           zero pair element):
  *             acc = acc + b(A[i, 2p+1]) * b(W[n, 2p+1])
  *             acc = acc + b(A[i, 2p])   * b(W[n, 2p])
- *           each a float32 addition of an exact product (two bf16 values multiply
- *           exactly in float32), rounded to nearest even
+ *           each a float32 addition of an exact product, rounded to nearest even: a
+ *           fused multiply-add (two bf16 values multiply exactly in float32 unless the
+ *           product passes float32's range; the product is exact there too, so
+ *           2^64 * 2^64 added to -FLT_MAX gives 2^104 and +inf + (-2^144) gives +inf)
  *   C     = acc
  *   This is the arithmetic of AVX512-BF16's vdpbf16ps (odd element first, each step
- *   rounded; its flushing of denormals never acts because operands below 2^-50 are
- *   zero, so products and partial sums are 0 or at least 2^-114 in magnitude). Where
- *   that instruction gives other bits (checked once per process by cygru_bf16_level),
- *   the exact emulation runs instead.
+ *   rounded once; its flushing of denormals never acts because operands below 2^-50
+ *   are zero, so products and partial sums are 0 or at least 2^-114 in magnitude).
+ *   Where that instruction gives other bits (checked once per process, on a fixed set
+ *   of hard cases, by cygru_bf16_native_ok), the exact emulation runs instead.
+ *   A packed block holds b() values: cygru_bf16_pack makes any bf16 bits one (it
+ *   flushes below 2^-50 and makes NaN quiet), so raw bits cannot reach a denormal.
  *
  * Packed blocks (one per weight matrix; an (3H x K) weight is three blocks, one per gate,
  * so that a piece of units [u0, u1) with u0 a multiple of 16 reads whole panels):
@@ -87,10 +92,23 @@ static inline const int32_t *cygru_q8_sums(const void *block, int N, int K) {
     return (const int32_t *)(cygru_q8_scales(block, N, K) + (size_t)cygru_q_panels(N) * CYGRU_QPANEL);
 }
 
-/* Bytes of scratch a product with inner size K needs (any alignment). */
-static inline size_t cygru_q8_scratch_size(int K) {
-    return 64 + CYGRU_QROWS * ((size_t)cygru_q8_k4(K) + 64) + CYGRU_QROWS * sizeof(float);
+/* Bytes per prepared activation row in the scratch: room for K4 int16 values (the
+ * AVX2 and AVX512BW variants widen them) and the variants' last 16-element store. */
+static inline ptrdiff_t cygru_q8_row_stride(int K) {
+    return ((2 * cygru_q8_k4(K) + 63) & ~(ptrdiff_t)63) + 64;
 }
+
+/* Bytes of scratch a product with inner size K needs (any alignment): CYGRU_QROWS
+ * prepared rows, then their scales and flags. */
+static inline size_t cygru_q8_scratch_size(int K) {
+    return 64 + CYGRU_QROWS * (size_t)cygru_q8_row_stride(K) +
+           CYGRU_QROWS * (sizeof(float) + sizeof(int));
+}
+
+/* Rows whose largest magnitude is below 2^-120 (float32 bits 0x03800000) quantize to
+ * zeros with scale 0: 127 / amax is finite above it (a smaller amax would give an
+ * infinite inv and NaN = 0 * inv products to convert). */
+#define CYGRU_Q8_TINY 7.52316384526264005e-37f
 
 /* The row rule: one row's scale and quantized values (qa[K..K4) = 0). Returns 0, or 1
  * when the row is not finite (nothing is written to q then). */
@@ -104,7 +122,7 @@ static inline int cygru_q8_quantize_row(int K, const float *a, int8_t *q, float 
     }
     if (!(amax <= 3.402823466e+38f))
         return 1; /* inf or NaN */
-    if (amax == 0.0f) {
+    if (amax < CYGRU_Q8_TINY) {
         *scale = 0.0f;
         memset(q, 0, (size_t)cygru_q8_k4(K));
         return 0;
@@ -224,11 +242,28 @@ static inline size_t cygru_bf16_panel_bytes(int K) {
 static inline size_t cygru_bf16_block_size(int N, int K) {
     return (size_t)cygru_q_panels(N) * cygru_bf16_panel_bytes(K);
 }
+/* Bytes per prepared activation row in the scratch: room for K2 float32 values (the
+ * emulations widen them) and the variants' last 16-element store. */
+static inline ptrdiff_t cygru_bf16_row_stride(int K) {
+    return ((4 * cygru_bf16_k2(K) + 63) & ~(ptrdiff_t)63) + 64;
+}
+/* Bytes of scratch a product with inner size K needs (any alignment). */
 static inline size_t cygru_bf16_scratch_size(int K) {
-    return 64 + CYGRU_QROWS * ((size_t)cygru_bf16_k2(K) * sizeof(uint16_t) + 64);
+    return 64 + CYGRU_QROWS * (size_t)cygru_bf16_row_stride(K);
 }
 
-/* Pack wb (N x K bf16 values, row stride ldw) into a block. */
+/* b() of a bf16 value: flushed below 2^-50, NaN made quiet (else unchanged). */
+static inline uint16_t cygru_bf16_canonical(uint16_t v) {
+    uint16_t mag = v & 0x7FFFu;
+    if (mag > 0x7F80u)
+        return (uint16_t)(v | 0x0040u);
+    if (mag < (CYGRU_BF16_FLUSH_BITS >> 16))
+        return (uint16_t)(v & 0x8000u);
+    return v;
+}
+
+/* Pack wb (N x K bf16 values, row stride ldw) into a block (each value made a b() value
+ * by cygru_bf16_canonical: the identity on cygru_bf16_from_f32's results). */
 static inline void cygru_bf16_pack(int N, int K, const uint16_t *wb, ptrdiff_t ldw, void *block) {
     ptrdiff_t K2 = cygru_bf16_k2(K);
     uint16_t *P = (uint16_t *)block;
@@ -236,8 +271,20 @@ static inline void cygru_bf16_pack(int N, int K, const uint16_t *wb, ptrdiff_t l
     for (int n = 0; n < N; n++) {
         int p = n / CYGRU_QPANEL, c = n % CYGRU_QPANEL;
         for (int k = 0; k < K; k++)
-            P[(ptrdiff_t)p * K2 * CYGRU_QPANEL + (k / 2) * 32 + c * 2 + k % 2] = wb[n * ldw + k];
+            P[(ptrdiff_t)p * K2 * CYGRU_QPANEL + (k / 2) * 32 + c * 2 + k % 2] =
+                cygru_bf16_canonical(wb[n * ldw + k]);
     }
+}
+
+/* acc + x * y rounded once (x, y bf16 values): the product is exact in float32 unless
+ * it passes float32's range; there it is exact in double, and so is the sum wherever
+ * it can come back into range (|product| < 2^130, |acc| < 2^128, both multiples of
+ * 2^103: 27 bits), so rounding that double to float32 rounds once. */
+static inline float cygru_bf16_fma(float acc, float x, float y) {
+    float p = x * y;
+    if (fabsf(p) <= 3.402823466e+38f)
+        return acc + p;
+    return (float)((double)acc + (double)x * (double)y);
 }
 
 static void cygru_bf16_gemm_base(int M, int K, const float *A, ptrdiff_t lda, const void *block,
@@ -258,37 +305,196 @@ static void cygru_bf16_gemm_base(int M, int K, const float *A, ptrdiff_t lda, co
             float acc = 0.0f;
             /* k = 1, 0, 3, 2, ...: each pair's odd element first. One statement per
              * term: GCC 12 at -O3 mis-vectorized the two-statement form of this ordered
-             * sum. Each product is exact, so a contracted fma gives the same bits. */
+             * sum. A finite product is exact, so a contracted fma gives the same bits. */
             for (ptrdiff_t k = 0; k < K2; k++) {
                 ptrdiff_t e = k ^ 1;
-                acc = acc + cygru_f32_from_bf16(ab[e]) *
-                                cygru_f32_from_bf16(w[(e >> 1) * 32 + (e & 1)]);
+                acc = cygru_bf16_fma(acc, cygru_f32_from_bf16(ab[e]),
+                                     cygru_f32_from_bf16(w[(e >> 1) * 32 + (e & 1)]));
             }
             c[j] = acc;
         }
     }
 }
 
-/* ---- dispatch --------------------------------------------------------------------- */
+/* ---- variants and dispatch -------------------------------------------------------- */
 
 #define CYGRU_QLEVEL_BASE 0
 #define CYGRU_QLEVEL_AVX2 1
 #define CYGRU_QLEVEL_AVX512 2
 #define CYGRU_QLEVEL_NATIVE 3
 
+#if CYGRU_HAVE_X86_VARIANTS
+#include <cpuid.h>
+
+#include "cygru_quant_x86.h"
+#endif
+
 /* -1: the best level this CPU runs; else the level every quantized product uses (tests
  * and benchmarks force the fallbacks; the caller checked the CPU runs it). One per
  * translation unit: the engine's products are in _kernels. */
 static int cygru_quant_forced = -1;
 
+#if CYGRU_HAVE_X86_VARIANTS
+#if CYGRU_Q8_HAVE_VNNI
+#define CYGRU_Q8_NATIVE_FN cygru_q8_gemm_vnni
+#else
+#define CYGRU_Q8_NATIVE_FN cygru_q8_gemm_avx512
+#endif
+#if CYGRU_BF16_HAVE_NATIVE
+#define CYGRU_BF16_NATIVE_FN cygru_bf16_gemm_native
+#else
+#define CYGRU_BF16_NATIVE_FN cygru_bf16_gemm_avx512
+#endif
+static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_gemm_avx2,
+                                               cygru_q8_gemm_avx512, CYGRU_Q8_NATIVE_FN};
+static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_gemm_avx2,
+                                                   cygru_bf16_gemm_avx512, CYGRU_BF16_NATIVE_FN};
+
+/* CPUID bits the compilers' __builtin_cpu_supports may not know by name (AVX-512 state
+ * being enabled by the OS is what __builtin_cpu_supports("avx512f") reports) */
+static inline int cygru_q_cpuid_vnni(void) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    return (c >> 11) & 1; /* AVX512_VNNI */
+}
+static inline int cygru_q_cpuid_bf16(void) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1)
+        return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d))
+        return 0;
+    return (a >> 5) & 1; /* AVX512_BF16 */
+}
+
+/* the x86 level without the native instructions */
+static inline int cygru_q_simd_level(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("fma"))
+        return CYGRU_QLEVEL_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return CYGRU_QLEVEL_AVX2;
+    return CYGRU_QLEVEL_BASE;
+}
+#else
 static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_gemm_base,
                                                cygru_q8_gemm_base, cygru_q8_gemm_base};
 static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_gemm_base,
                                                    cygru_bf16_gemm_base, cygru_bf16_gemm_base};
+#define CYGRU_Q8_HAVE_VNNI 0
+#define CYGRU_BF16_HAVE_NATIVE 0
+static inline int cygru_q_simd_level(void) { return CYGRU_QLEVEL_BASE; }
+#endif
 
-/* The best int8 / bf16 level this CPU runs. */
-static inline int cygru_q8_best_level(void) { return CYGRU_QLEVEL_BASE; }
-static inline int cygru_bf16_best_level(void) { return CYGRU_QLEVEL_BASE; }
+/* A small xorshift generator for the self-check's fixed inputs. */
+static inline uint32_t cygru_q_rand(uint32_t *s) {
+    uint32_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *s = x;
+}
+
+/* A bf16 value for the self-check: sign, exponent in [e0, e0 + span), random mantissa;
+ * about one in sixteen a zero of either sign. */
+static inline uint16_t cygru_q_rand_bf16(uint32_t *s, int e0, int span) {
+    uint32_t r = cygru_q_rand(s);
+    uint16_t sign = (uint16_t)((r >> 31) << 15);
+    if ((r & 15) == 0)
+        return sign;
+    int e = e0 + (int)((r >> 8) % (uint32_t)span);
+    return (uint16_t)(sign | (uint16_t)(e << 7) | (uint16_t)((r >> 4) & 0x7F));
+}
+
+/* 1 when the CPU's AVX512-BF16 variant gives the definition's bits on a fixed set of
+ * hard cases: random exponents over the whole range that b() leaves (products that
+ * round, overflow or cancel), narrow exponents (long chains of roundings and ties),
+ * signed zeros, infinities, and the cases where a fused step and a rounded product
+ * differ (an overflowing product added to a large opposite partial sum; inf + -huge);
+ * 0 when it gives other bits; -1 when this CPU or compiler has no such variant. Run once
+ * per process (threads that race there all compute and store the same value). */
+static inline int cygru_bf16_native_ok(void) {
+    static int ok = -2;
+    int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
+    if (v != -2)
+        return v;
+    v = -1;
+#if CYGRU_BF16_HAVE_NATIVE
+    if (cygru_q_simd_level() == CYGRU_QLEVEL_AVX512 && cygru_q_cpuid_bf16()) {
+        enum { QM = 5, QK = 39, QN = 32, QSETS = 6 };
+        static const int e0[QSETS] = {77, 124, 1, 170, 120, 110};
+        static const int span[QSETS] = {100, 7, 254, 25, 16, 40};
+        uint16_t wb[QN * QK];
+        float a[QM * QK], c0[QM * QN], c1[QM * QN];
+        unsigned char block[2 * 20 * 64 + 64], scr[4096];
+        uint32_t seed = 0x9E3779B9u;
+        v = 1;
+        for (int set = 0; set < QSETS + 1 && v == 1; set++) {
+            for (int i = 0; i < QN * QK; i++)
+                wb[i] = set < QSETS ? cygru_q_rand_bf16(&seed, e0[set], span[set]) : 0;
+            for (int i = 0; i < QM * QK; i++) {
+                uint16_t h = set < QSETS ? cygru_q_rand_bf16(&seed, e0[set], span[set]) : 0;
+                a[i] = cygru_f32_from_bf16(cygru_bf16_canonical(h));
+            }
+            if (set == QSETS) {
+                /* row 0, column 0: -1.98 * 2^127 (pair 0, odd), then 2^64 * 2^64
+                 * (pair 1, odd): fused 2^121, not inf; row 1, column 1: 2^100 * 2^100
+                 * then -2^72 * 2^72: +inf stays +inf (not NaN); row 2: inf and -0 */
+                a[1] = cygru_f32_from_bf16(0x5FFF), wb[1] = 0xDEFF;
+                a[3] = cygru_f32_from_bf16(0x5F80), wb[3] = 0x5F80;
+                a[QK + 1] = cygru_f32_from_bf16(0x71C0), wb[QK + 1] = 0x71C0;
+                a[QK + 3] = cygru_f32_from_bf16(0x63C0), wb[QK + 3] = 0xE3C0;
+                a[2 * QK + 5] = INFINITY, a[2 * QK + 6] = -0.0f;
+                wb[2 * QK + 5] = 0x3F80, wb[2 * QK + 6] = 0x8000;
+                wb[3 * QK + 5] = 0x0000;
+            }
+            cygru_bf16_pack(QN, QK, wb, QK, block);
+            cygru_bf16_gemm_base(QM, QK, a, QK, block, QN, 0, QN, c0, QN, scr);
+            cygru_bf16_gemm_native(QM, QK, a, QK, block, QN, 0, QN, c1, QN, scr);
+            for (int i = 0; i < QM * QN; i++) {
+                uint32_t x, y;
+                memcpy(&x, &c0[i], sizeof x);
+                memcpy(&y, &c1[i], sizeof y);
+                if (x != y && !(c0[i] != c0[i] && c1[i] != c1[i]))
+                    v = 0;
+            }
+        }
+    }
+#endif
+    __atomic_store_n(&ok, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+static inline int cygru_q_detect_q8(void) {
+    int lv = cygru_q_simd_level();
+#if CYGRU_HAVE_X86_VARIANTS && CYGRU_Q8_HAVE_VNNI
+    if (lv == CYGRU_QLEVEL_AVX512 && cygru_q_cpuid_vnni())
+        lv = CYGRU_QLEVEL_NATIVE;
+#endif
+    return lv;
+}
+
+/* The best int8 / bf16 level this CPU runs (detected once; bf16's level 3 only where
+ * cygru_bf16_native_ok passed, so that results never depend on the CPU). */
+static inline int cygru_q8_best_level(void) {
+    static int level = -1;
+    int v = __atomic_load_n(&level, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = cygru_q_detect_q8();
+        __atomic_store_n(&level, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+static inline int cygru_bf16_best_level(void) {
+    static int level = -1;
+    int v = __atomic_load_n(&level, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = cygru_bf16_native_ok() == 1 ? CYGRU_QLEVEL_NATIVE : cygru_q_simd_level();
+        __atomic_store_n(&level, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
 
 static inline cygru_q_fn cygru_q8_at_level(int level) { return cygru_q8_kernels[level]; }
 static inline cygru_q_fn cygru_bf16_at_level(int level) { return cygru_bf16_kernels[level]; }

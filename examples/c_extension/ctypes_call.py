@@ -65,6 +65,35 @@ class CygruApi(ctypes.Structure):
             "model_forward_prepared_f64",
             F(INT, PTR, PTR, INT, INT, PTR, PTR, PTR, PTR, PTR, PTR, SIZE),
         ),
+        # quantized models: I, H, L, D, precision -> bytes; I, H, L, D, precision, dirs,
+        # quantized, size; T, B, I, H, L, D, precision; T, B, I, H, L, D, precision,
+        # reset_after, reverse, quantized, x, h0, lengths, output, h_n, work, work_size
+        ("model_quantized_size", F(SIZE, INT, INT, INT, INT, INT)),
+        ("model_quantize", F(INT, INT, INT, INT, INT, INT, PTR, PTR, SIZE)),
+        ("model_quantized_workspace_size", F(SIZE, INT, INT, INT, INT, INT, INT, INT)),
+        (
+            "model_forward_quantized",
+            F(
+                INT,
+                INT,
+                INT,
+                INT,
+                INT,
+                INT,
+                INT,
+                INT,
+                INT,
+                INT,
+                PTR,
+                PTR,
+                PTR,
+                PTR,
+                PTR,
+                PTR,
+                PTR,
+                SIZE,
+            ),
+        ),
     ]
 
 

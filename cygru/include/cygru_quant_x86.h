@@ -1,0 +1,655 @@
+/* cygru_quant_x86.h: the x86 variants of cygru_quant.h's products (included by it).
+ *
+ * Each gives exactly the bits of the portable definition (cygru_q8_gemm_base,
+ * cygru_bf16_gemm_base) on every input:
+ *   int8  level 3  AVX512-VNNI: vpdpbusd (unsigned x signed bytes) on qa + 128 (the byte
+ *                  qa ^ 0x80), less 128 * sum_k q[n, k] (the block's row sums); the
+ *                  int32 sums wrap, and the true sum fits, so the difference is exact
+ *         level 2  AVX512BW: bytes sign-extended to 16 bits, vpmaddwd (exact; not
+ *                  vpmaddubsw, which saturates), int32 sums
+ *         level 1  AVX2: the same on 256-bit vectors
+ *   bf16  level 3  AVX512-BF16: vdpbf16ps
+ *         level 2  AVX-512F: each 32-bit word of a pair split into its odd (w & 0xFFFF0000)
+ *                  and even (w << 16) elements as float32, two fused multiply-adds per
+ *                  pair, odd first: exactly the definition's steps
+ *         level 1  AVX2 + FMA: the same on 256-bit vectors
+ * The integer sums do not depend on their order; the bf16 sums are the definition's
+ * chain per output element in every variant (one vector lane per output column).
+ *
+ * The activations of up to CYGRU_QROWS rows are prepared into the scratch first, with
+ * the definition's float32 operations (int8: the largest magnitude by an integer max of
+ * the bits with the sign cleared, which orders finite magnitudes as floats and puts inf
+ * and NaN above them; inv = 127 / amax; cvtps2dq rounds half to even under the default
+ * rounding mode, as rintf does; clamp. bf16: cygru_bf16_from_f32's integer rule), then
+ * multiplied in register tiles of MR rows by NR panels (a single row: NR1 panels, so
+ * that a batch-1 step keeps NR1 independent chains in flight).
+ */
+#ifndef CYGRU_QUANT_X86_H
+#define CYGRU_QUANT_X86_H
+
+#include <immintrin.h>
+
+/* which instruction sets this compiler can target (older compilers lack the newest) */
+#if defined(__clang__)
+#define CYGRU_Q_CC_VNNI (__clang_major__ >= 6)
+#define CYGRU_Q_CC_BF16 (__clang_major__ >= 9)
+#elif defined(__GNUC__)
+#define CYGRU_Q_CC_VNNI (__GNUC__ >= 8)
+#define CYGRU_Q_CC_BF16 (__GNUC__ >= 10)
+#else
+#define CYGRU_Q_CC_VNNI 0
+#define CYGRU_Q_CC_BF16 0
+#endif
+
+#define CYGRU_Q_ATTR_L1 __attribute__((target("avx2,fma")))
+#define CYGRU_Q_ATTR_L2 __attribute__((target("avx512f,avx512bw,fma")))
+#define CYGRU_Q_ATTR_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,fma")))
+#define CYGRU_Q_ATTR_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,fma")))
+#define CYGRU_Q_INL static inline __attribute__((always_inline))
+
+/* ---- scratch: prepared rows, then per-row scales and flags -------------------------- */
+
+typedef struct {
+    const char *rows; /* row r at rows + r * rstride (64-byte aligned) */
+    ptrdiff_t rstride;
+    const float *sa; /* int8: row scales */
+    const int *bad;  /* int8: 1 for a row that is not finite (its results are NaN) */
+} cygru_qrows;
+
+/* ---- int8: row preparation ----------------------------------------------------------- */
+
+/* The row rule's scale (int8): 0 normal (*inv, *sa set), 1 zero row, 2 not finite. */
+static inline int cygru_q8_row_scale(uint32_t mbits, float *inv, float *sa) {
+    float amax;
+    if (mbits >= 0x7F800000u)
+        return 2;
+    memcpy(&amax, &mbits, sizeof amax);
+    if (amax < CYGRU_Q8_TINY)
+        return 1;
+    *inv = 127.0f / amax;
+    *sa = amax / 127.0f;
+    return 0;
+}
+
+/* AVX-512: the largest |a| as bits (masked loads past K read nothing) */
+#define CYGRU_Q8_AMAX512(ATTR, NAME)                                                     \
+    ATTR CYGRU_Q_INL uint32_t NAME(int K, const float *a) {                              \
+        const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);                              \
+        __m512i m0 = _mm512_setzero_si512(), m1 = _mm512_setzero_si512();                \
+        int k = 0;                                                                       \
+        for (; k + 32 <= K; k += 32) {                                                   \
+            m0 = _mm512_max_epu32(m0, _mm512_and_si512(_mm512_loadu_si512(a + k), absm)); \
+            m1 = _mm512_max_epu32(m1,                                                    \
+                                  _mm512_and_si512(_mm512_loadu_si512(a + k + 16), absm)); \
+        }                                                                                \
+        for (; k < K; k += 16) {                                                         \
+            __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u); \
+            m0 = _mm512_max_epu32(m0, _mm512_and_si512(_mm512_maskz_loadu_epi32(mk, a + k), \
+                                                       absm));                           \
+        }                                                                                \
+        return (uint32_t)_mm512_reduce_max_epu32(_mm512_max_epu32(m0, m1));              \
+    }
+
+/* AVX-512: 16 quantized values of a[k..k+16) (masked past K: zeros) as int32 */
+#define CYGRU_Q8_QUANT16(ATTR, NAME)                                                     \
+    ATTR CYGRU_Q_INL __m512i NAME(int K, int k, const float *a, __m512 vinv) {          \
+        __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u); \
+        __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, a + k), vinv);                \
+        __m512i q = _mm512_cvtps_epi32(x);                                               \
+        q = _mm512_max_epi32(q, _mm512_set1_epi32(-127));                                \
+        return _mm512_min_epi32(q, _mm512_set1_epi32(127));                              \
+    }
+
+/* ---- bf16: row conversion ------------------------------------------------------------ */
+
+/* AVX-512: 16 values of a[k..k+16) (masked past K: zeros) to bf16 bits, one per int32 */
+#define CYGRU_BF16_CONV16(ATTR, NAME)                                                    \
+    ATTR CYGRU_Q_INL __m512i NAME(int K, int k, const float *a) {                       \
+        __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u); \
+        __m512i u = _mm512_maskz_loadu_epi32(mk, a + k);                                 \
+        __m512i mag = _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF));                \
+        __m512i hi = _mm512_srli_epi32(u, 16);                                           \
+        __m512i r = _mm512_srli_epi32(                                                   \
+            _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)),             \
+                             _mm512_and_si512(hi, _mm512_set1_epi32(1))),                \
+            16);                                                                         \
+        __mmask16 tiny =                                                                 \
+            _mm512_cmplt_epu32_mask(mag, _mm512_set1_epi32((int)CYGRU_BF16_FLUSH_BITS)); \
+        __mmask16 special = _mm512_cmpge_epu32_mask(mag, _mm512_set1_epi32(0x7F800000)); \
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(mag, _mm512_set1_epi32(0x7F800000));     \
+        r = _mm512_mask_and_epi32(r, tiny, hi, _mm512_set1_epi32(0x8000));              \
+        r = _mm512_mask_mov_epi32(r, special, hi);                                       \
+        return _mm512_mask_or_epi32(r, nan, r, _mm512_set1_epi32(0x40));                 \
+    }
+
+/* ---- the driver: row blocks, panel groups, register tiles ------------------------- */
+
+/* One variant's product from its row preparation PREP(mb, K, A, lda, scratch, &rows)
+ * and tile TILE(mr, nr, K, &rows, r, block, Nb, p, C, ldc, ncols) (ncols: the columns of
+ * the tile's last panel that are stored, 1..16; mr, nr constants once inlined). */
+#define CYGRU_Q_SWITCH_NR(MR, NRMAX, TILE, ...)                                          \
+    switch (nr) {                                                                        \
+    case 1: TILE(MR, 1, __VA_ARGS__); break;                                             \
+    case 2: if (NRMAX >= 2) TILE(MR, 2 > NRMAX ? NRMAX : 2, __VA_ARGS__); break;         \
+    case 3: if (NRMAX >= 3) TILE(MR, 3 > NRMAX ? NRMAX : 3, __VA_ARGS__); break;         \
+    case 4: if (NRMAX >= 4) TILE(MR, 4 > NRMAX ? NRMAX : 4, __VA_ARGS__); break;         \
+    case 5: if (NRMAX >= 5) TILE(MR, 5 > NRMAX ? NRMAX : 5, __VA_ARGS__); break;         \
+    case 6: if (NRMAX >= 6) TILE(MR, 6 > NRMAX ? NRMAX : 6, __VA_ARGS__); break;         \
+    case 7: if (NRMAX >= 7) TILE(MR, 7 > NRMAX ? NRMAX : 7, __VA_ARGS__); break;         \
+    default: if (NRMAX >= 8) TILE(MR, 8 > NRMAX ? NRMAX : 8, __VA_ARGS__); break;        \
+    }
+
+#define CYGRU_Q_DRIVER(ATTR, NAME, PREP, TILE, MRMAX, NRMAX, NR1)                        \
+    ATTR static void NAME(int M, int K, const float *A, ptrdiff_t lda, const void *block,  \
+                          int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) { \
+        int pfirst = n0 / CYGRU_QPANEL, pend = (n0 + N + CYGRU_QPANEL - 1) / CYGRU_QPANEL; \
+        cygru_qrows rows;                                                                \
+        for (int i0 = 0; i0 < M; i0 += CYGRU_QROWS) {                                    \
+            int mb = M - i0 < CYGRU_QROWS ? M - i0 : CYGRU_QROWS;                        \
+            float *Ci = C + (ptrdiff_t)i0 * ldc;                                         \
+            PREP(mb, K, A + (ptrdiff_t)i0 * lda, lda, scratch, &rows);                   \
+            if (mb == 1) {                                                               \
+                for (int p = pfirst; p < pend; p += NR1) {                               \
+                    int nr = pend - p < NR1 ? pend - p : NR1;                            \
+                    int last = n0 + N - (p + nr - 1) * CYGRU_QPANEL;                     \
+                    int nc = last < CYGRU_QPANEL ? last : CYGRU_QPANEL;                  \
+                    float *Cp = Ci + (ptrdiff_t)(p * CYGRU_QPANEL - n0);                 \
+                    CYGRU_Q_SWITCH_NR(1, NR1, TILE, K, &rows, 0, block, Nb, p, Cp, ldc, nc) \
+                }                                                                        \
+                continue;                                                                \
+            }                                                                            \
+            for (int p = pfirst; p < pend; p += NRMAX) {                                 \
+                int nr = pend - p < NRMAX ? pend - p : NRMAX;                            \
+                int last = n0 + N - (p + nr - 1) * CYGRU_QPANEL;                         \
+                int nc = last < CYGRU_QPANEL ? last : CYGRU_QPANEL;                      \
+                float *Cp = Ci + (ptrdiff_t)(p * CYGRU_QPANEL - n0);                     \
+                int r = 0;                                                               \
+                for (; r + MRMAX <= mb; r += MRMAX)                                      \
+                    CYGRU_Q_SWITCH_NR(MRMAX, NRMAX, TILE, K, &rows, r, block, Nb, p,     \
+                                      Cp + r * ldc, ldc, nc)                             \
+                for (; r < mb; r++)                                                      \
+                    CYGRU_Q_SWITCH_NR(1, NRMAX, TILE, K, &rows, r, block, Nb, p,         \
+                                      Cp + r * ldc, ldc, nc)                             \
+            }                                                                            \
+        }                                                                                \
+    }
+
+/* the scratch's rows and the per-row arrays after them */
+static inline void cygru_q8_scratch_rows(int K, void *scratch, char **rows, ptrdiff_t *rs,
+                                         float **sa, int **bad) {
+    *rows = (char *)cygru_q_align64(scratch);
+    *rs = cygru_q8_row_stride(K);
+    *sa = (float *)(*rows + CYGRU_QROWS * *rs);
+    *bad = (int *)(*sa + CYGRU_QROWS);
+}
+
+/* ===================================== AVX-512 ===================================== */
+
+CYGRU_Q8_AMAX512(CYGRU_Q_ATTR_L2, cygru_q8_amax_l2)
+CYGRU_Q8_QUANT16(CYGRU_Q_ATTR_L2, cygru_q8_quant16_l2)
+CYGRU_BF16_CONV16(CYGRU_Q_ATTR_L2, cygru_bf16_conv16_l2)
+
+/* int8 level 2 rows: int16 values (4 per k group: one 64-bit broadcast) */
+CYGRU_Q_ATTR_L2 static void cygru_q8_prep_l2(int mb, int K, const float *A, ptrdiff_t lda,
+                                             void *scratch, cygru_qrows *R) {
+    char *rows;
+    ptrdiff_t rs;
+    float *sa;
+    int *bad;
+    cygru_q8_scratch_rows(K, scratch, &rows, &rs, &sa, &bad);
+    R->rows = rows, R->rstride = rs, R->sa = sa, R->bad = bad;
+    for (int r = 0; r < mb; r++) {
+        const float *a = A + r * lda;
+        int16_t *q = (int16_t *)(rows + r * rs);
+        float inv = 0.0f;
+        int st = cygru_q8_row_scale(cygru_q8_amax_l2(K, a), &inv, &sa[r]);
+        bad[r] = st == 2;
+        if (st) {
+            sa[r] = 0.0f;
+            memset(q, 0, (size_t)cygru_q8_k4(K) * sizeof(int16_t));
+            continue;
+        }
+        __m512 vinv = _mm512_set1_ps(inv);
+        for (int k = 0; k < K; k += 16)
+            _mm256_storeu_si256((__m256i *)(q + k),
+                                _mm512_cvtepi32_epi16(cygru_q8_quant16_l2(K, k, a, vinv)));
+    }
+}
+
+/* int8 level 2 tile: per panel two accumulators (rows 0-7, 8-15), each int32 lane the
+ * sum of one k pair position of one row (vpmaddwd on the sign-extended panel); the
+ * halves are added at the end. */
+CYGRU_Q_ATTR_L2 CYGRU_Q_INL void cygru_q8_tile_l2(const int MR, const int NR, int K,
+                                                  const cygru_qrows *R, int r0,
+                                                  const void *block, int Nb, int p, float *C,
+                                                  ptrdiff_t ldc, int nc) {
+    ptrdiff_t K4 = cygru_q8_k4(K), G = K4 / 4;
+    const int8_t *W = cygru_q8_panels(block) + (ptrdiff_t)p * K4 * CYGRU_QPANEL;
+    const float *sw = cygru_q8_scales(block, Nb, K) + p * CYGRU_QPANEL;
+    const char *qa = R->rows + r0 * R->rstride;
+    __m512i acc[4][8][2];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++)
+            acc[r][j][0] = acc[r][j][1] = _mm512_setzero_si512();
+    for (ptrdiff_t g = 0; g < G; g++) {
+        __m512i a[4];
+        for (int r = 0; r < MR; r++) {
+            long long v;
+            memcpy(&v, qa + r * R->rstride + g * 8, sizeof v);
+            a[r] = _mm512_set1_epi64(v);
+        }
+        for (int j = 0; j < NR; j++) {
+            const int8_t *w = W + (ptrdiff_t)j * K4 * CYGRU_QPANEL + g * 64;
+            __m512i wl = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)w));
+            __m512i wh = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)));
+            for (int r = 0; r < MR; r++) {
+                acc[r][j][0] = _mm512_add_epi32(acc[r][j][0], _mm512_madd_epi16(wl, a[r]));
+                acc[r][j][1] = _mm512_add_epi32(acc[r][j][1], _mm512_madd_epi16(wh, a[r]));
+            }
+        }
+    }
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int j = 0; j < NR; j++) {
+        __m512 s = _mm512_loadu_ps(sw + j * CYGRU_QPANEL);
+        __mmask16 mk = j == NR - 1 ? (__mmask16)((1u << nc) - 1u) : (__mmask16)0xFFFF;
+        for (int r = 0; r < MR; r++) {
+            float *c = C + r * ldc + j * CYGRU_QPANEL;
+            __m512 v;
+            if (R->bad[r0 + r]) {
+                v = _mm512_set1_ps(NAN);
+            } else {
+                __m512i t = _mm512_add_epi32(
+                    _mm512_permutex2var_epi32(acc[r][j][0], ie, acc[r][j][1]),
+                    _mm512_permutex2var_epi32(acc[r][j][0], io, acc[r][j][1]));
+                v = _mm512_mul_ps(_mm512_cvtepi32_ps(t),
+                                  _mm512_mul_ps(_mm512_set1_ps(R->sa[r0 + r]), s));
+            }
+            _mm512_mask_storeu_ps(c, mk, v);
+        }
+    }
+}
+#define CYGRU_Q8_TILE_L2(MR, NR, ...) cygru_q8_tile_l2(MR, NR, __VA_ARGS__)
+CYGRU_Q_DRIVER(CYGRU_Q_ATTR_L2, cygru_q8_gemm_avx512, cygru_q8_prep_l2, CYGRU_Q8_TILE_L2, 4, 2, 6)
+
+/* bf16 level 2 rows: the bf16 values as float32 (two broadcasts per pair) */
+CYGRU_Q_ATTR_L2 static void cygru_bf16_prep_l2(int mb, int K, const float *A, ptrdiff_t lda,
+                                               void *scratch, cygru_qrows *R) {
+    char *rows = (char *)cygru_q_align64(scratch);
+    ptrdiff_t rs = cygru_bf16_row_stride(K);
+    R->rows = rows, R->rstride = rs, R->sa = NULL, R->bad = NULL;
+    for (int r = 0; r < mb; r++) {
+        const float *a = A + r * lda;
+        float *o = (float *)(rows + r * rs);
+        for (int k = 0; k < K; k += 16)
+            _mm512_storeu_si512(o + k, _mm512_slli_epi32(cygru_bf16_conv16_l2(K, k, a), 16));
+    }
+}
+
+/* bf16 level 2 tile: per (row, panel) one float32 accumulator of 16 columns; each pair
+ * is two fused multiply-adds, the odd element's first */
+CYGRU_Q_ATTR_L2 CYGRU_Q_INL void cygru_bf16_tile_l2(const int MR, const int NR, int K,
+                                                    const cygru_qrows *R, int r0,
+                                                    const void *block, int Nb, int p,
+                                                    float *C, ptrdiff_t ldc, int nc) {
+    ptrdiff_t K2 = cygru_bf16_k2(K), G = K2 / 2;
+    const char *W = (const char *)block + (ptrdiff_t)p * cygru_bf16_panel_bytes(K);
+    ptrdiff_t pb = (ptrdiff_t)cygru_bf16_panel_bytes(K);
+    const float *af = (const float *)(R->rows + r0 * R->rstride);
+    ptrdiff_t ls = R->rstride / (ptrdiff_t)sizeof(float);
+    const __m512i hm = _mm512_set1_epi32((int)0xFFFF0000u);
+    __m512 acc[6][8];
+    (void)Nb;
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++)
+            acc[r][j] = _mm512_setzero_ps();
+    for (ptrdiff_t g = 0; g < G; g++) {
+        for (int j = 0; j < NR; j++) {
+            __m512i x = _mm512_loadu_si512(W + j * pb + g * 64);
+            __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(x, hm));
+            __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+            for (int r = 0; r < MR; r++) {
+                acc[r][j] = _mm512_fmadd_ps(wo, _mm512_set1_ps(af[r * ls + 2 * g + 1]), acc[r][j]);
+                acc[r][j] = _mm512_fmadd_ps(we, _mm512_set1_ps(af[r * ls + 2 * g]), acc[r][j]);
+            }
+        }
+    }
+    for (int j = 0; j < NR; j++) {
+        __mmask16 mk = j == NR - 1 ? (__mmask16)((1u << nc) - 1u) : (__mmask16)0xFFFF;
+        for (int r = 0; r < MR; r++)
+            _mm512_mask_storeu_ps(C + r * ldc + j * CYGRU_QPANEL, mk, acc[r][j]);
+    }
+}
+#define CYGRU_BF16_TILE_L2(MR, NR, ...) cygru_bf16_tile_l2(MR, NR, __VA_ARGS__)
+CYGRU_Q_DRIVER(CYGRU_Q_ATTR_L2, cygru_bf16_gemm_avx512, cygru_bf16_prep_l2, CYGRU_BF16_TILE_L2,
+               4, 3, 8)
+
+/* ================================== AVX512-VNNI ==================================== */
+#if CYGRU_Q_CC_VNNI
+#define CYGRU_Q8_HAVE_VNNI 1
+CYGRU_Q8_AMAX512(CYGRU_Q_ATTR_VNNI, cygru_q8_amax_l3)
+CYGRU_Q8_QUANT16(CYGRU_Q_ATTR_VNNI, cygru_q8_quant16_l3)
+
+/* int8 level 3 rows: bytes qa ^ 0x80 = qa + 128 (unsigned for vpdpbusd) */
+CYGRU_Q_ATTR_VNNI static void cygru_q8_prep_l3(int mb, int K, const float *A, ptrdiff_t lda,
+                                               void *scratch, cygru_qrows *R) {
+    char *rows;
+    ptrdiff_t rs;
+    float *sa;
+    int *bad;
+    cygru_q8_scratch_rows(K, scratch, &rows, &rs, &sa, &bad);
+    R->rows = rows, R->rstride = rs, R->sa = sa, R->bad = bad;
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    for (int r = 0; r < mb; r++) {
+        const float *a = A + r * lda;
+        char *q = rows + r * rs;
+        float inv = 0.0f;
+        int st = cygru_q8_row_scale(cygru_q8_amax_l3(K, a), &inv, &sa[r]);
+        bad[r] = st == 2;
+        if (st) {
+            sa[r] = 0.0f;
+            memset(q, 0x80, (size_t)cygru_q8_k4(K));
+            continue;
+        }
+        __m512 vinv = _mm512_set1_ps(inv);
+        for (int k = 0; k < K; k += 16)
+            _mm_storeu_si128((__m128i *)(q + k),
+                             _mm_xor_si128(_mm512_cvtepi32_epi8(cygru_q8_quant16_l3(K, k, a, vinv)),
+                                           flip));
+    }
+}
+
+CYGRU_Q_ATTR_VNNI CYGRU_Q_INL void cygru_q8_tile_l3(const int MR, const int NR, int K,
+                                                   const cygru_qrows *R, int r0,
+                                                   const void *block, int Nb, int p, float *C,
+                                                   ptrdiff_t ldc, int nc) {
+    ptrdiff_t K4 = cygru_q8_k4(K), G = K4 / 4;
+    const int8_t *W = cygru_q8_panels(block) + (ptrdiff_t)p * K4 * CYGRU_QPANEL;
+    const float *sw = cygru_q8_scales(block, Nb, K) + p * CYGRU_QPANEL;
+    const int32_t *sums = cygru_q8_sums(block, Nb, K) + p * CYGRU_QPANEL;
+    const char *qa = R->rows + r0 * R->rstride;
+    __m512i acc[4][8];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++)
+            acc[r][j] = _mm512_setzero_si512();
+    for (ptrdiff_t g = 0; g < G; g++) {
+        __m512i a[4];
+        for (int r = 0; r < MR; r++) {
+            int v;
+            memcpy(&v, qa + r * R->rstride + g * 4, sizeof v);
+            a[r] = _mm512_set1_epi32(v);
+        }
+        for (int j = 0; j < NR; j++) {
+            __m512i w = _mm512_loadu_si512(W + (ptrdiff_t)j * K4 * CYGRU_QPANEL + g * 64);
+            for (int r = 0; r < MR; r++)
+                acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], a[r], w);
+        }
+    }
+    for (int j = 0; j < NR; j++) {
+        __m512 s = _mm512_loadu_ps(sw + j * CYGRU_QPANEL);
+        __m512i off = _mm512_slli_epi32(_mm512_loadu_si512(sums + j * CYGRU_QPANEL), 7);
+        __mmask16 mk = j == NR - 1 ? (__mmask16)((1u << nc) - 1u) : (__mmask16)0xFFFF;
+        for (int r = 0; r < MR; r++) {
+            __m512 v;
+            if (R->bad[r0 + r])
+                v = _mm512_set1_ps(NAN);
+            else
+                v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][j], off)),
+                                  _mm512_mul_ps(_mm512_set1_ps(R->sa[r0 + r]), s));
+            _mm512_mask_storeu_ps(C + r * ldc + j * CYGRU_QPANEL, mk, v);
+        }
+    }
+}
+#define CYGRU_Q8_TILE_L3(MR, NR, ...) cygru_q8_tile_l3(MR, NR, __VA_ARGS__)
+CYGRU_Q_DRIVER(CYGRU_Q_ATTR_VNNI, cygru_q8_gemm_vnni, cygru_q8_prep_l3, CYGRU_Q8_TILE_L3, 4, 4, 8)
+#else
+#define CYGRU_Q8_HAVE_VNNI 0
+#endif
+
+/* ================================== AVX512-BF16 ==================================== */
+#if CYGRU_Q_CC_BF16
+#define CYGRU_BF16_HAVE_NATIVE 1
+CYGRU_BF16_CONV16(CYGRU_Q_ATTR_BF16, cygru_bf16_conv16_l3)
+
+/* bf16 level 3 rows: the bf16 values (one 32-bit broadcast per pair) */
+CYGRU_Q_ATTR_BF16 static void cygru_bf16_prep_l3(int mb, int K, const float *A, ptrdiff_t lda,
+                                                 void *scratch, cygru_qrows *R) {
+    char *rows = (char *)cygru_q_align64(scratch);
+    ptrdiff_t rs = cygru_bf16_row_stride(K);
+    R->rows = rows, R->rstride = rs, R->sa = NULL, R->bad = NULL;
+    for (int r = 0; r < mb; r++) {
+        const float *a = A + r * lda;
+        uint16_t *o = (uint16_t *)(rows + r * rs);
+        for (int k = 0; k < K; k += 16)
+            _mm256_storeu_si256((__m256i *)(o + k),
+                                _mm512_cvtepi32_epi16(cygru_bf16_conv16_l3(K, k, a)));
+    }
+}
+
+CYGRU_Q_ATTR_BF16 CYGRU_Q_INL void cygru_bf16_tile_l3(const int MR, const int NR, int K,
+                                                     const cygru_qrows *R, int r0,
+                                                     const void *block, int Nb, int p,
+                                                     float *C, ptrdiff_t ldc, int nc) {
+    ptrdiff_t K2 = cygru_bf16_k2(K), G = K2 / 2;
+    ptrdiff_t pb = (ptrdiff_t)cygru_bf16_panel_bytes(K);
+    const char *W = (const char *)block + (ptrdiff_t)p * pb;
+    const char *ab = R->rows + r0 * R->rstride;
+    __m512 acc[4][8];
+    (void)Nb;
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++)
+            acc[r][j] = _mm512_setzero_ps();
+    for (ptrdiff_t g = 0; g < G; g++) {
+        __m512i a[4];
+        for (int r = 0; r < MR; r++) {
+            int v;
+            memcpy(&v, ab + r * R->rstride + g * 4, sizeof v);
+            a[r] = _mm512_set1_epi32(v);
+        }
+        for (int j = 0; j < NR; j++) {
+            __m512i w = _mm512_loadu_si512(W + j * pb + g * 64);
+            for (int r = 0; r < MR; r++)
+                acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)a[r], (__m512bh)w);
+        }
+    }
+    for (int j = 0; j < NR; j++) {
+        __mmask16 mk = j == NR - 1 ? (__mmask16)((1u << nc) - 1u) : (__mmask16)0xFFFF;
+        for (int r = 0; r < MR; r++)
+            _mm512_mask_storeu_ps(C + r * ldc + j * CYGRU_QPANEL, mk, acc[r][j]);
+    }
+}
+#define CYGRU_BF16_TILE_L3(MR, NR, ...) cygru_bf16_tile_l3(MR, NR, __VA_ARGS__)
+CYGRU_Q_DRIVER(CYGRU_Q_ATTR_BF16, cygru_bf16_gemm_native, cygru_bf16_prep_l3,
+               CYGRU_BF16_TILE_L3, 4, 4, 8)
+#else
+#define CYGRU_BF16_HAVE_NATIVE 0
+#endif
+
+/* ====================================== AVX2 ======================================= */
+
+/* 8 quantized values of a[k..k+8) (zeros past K) as int32 */
+CYGRU_Q_ATTR_L1 CYGRU_Q_INL __m256 cygru_q_load8_l1(int K, int k, const float *a) {
+    if (K - k >= 8)
+        return _mm256_loadu_ps(a + k);
+    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int e = 0; e < K - k; e++)
+        t[e] = a[k + e];
+    return _mm256_loadu_ps(t);
+}
+
+CYGRU_Q_ATTR_L1 static void cygru_q8_prep_l1(int mb, int K, const float *A, ptrdiff_t lda,
+                                             void *scratch, cygru_qrows *R) {
+    char *rows;
+    ptrdiff_t rs;
+    float *sa;
+    int *bad;
+    cygru_q8_scratch_rows(K, scratch, &rows, &rs, &sa, &bad);
+    R->rows = rows, R->rstride = rs, R->sa = sa, R->bad = bad;
+    const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF);
+    for (int r = 0; r < mb; r++) {
+        const float *a = A + r * lda;
+        int16_t *q = (int16_t *)(rows + r * rs);
+        __m256i m = _mm256_setzero_si256();
+        for (int k = 0; k < K; k += 8)
+            m = _mm256_max_epu32(m, _mm256_and_si256(_mm256_castps_si256(cygru_q_load8_l1(K, k, a)),
+                                                     absm));
+        __m128i m4 = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+        m4 = _mm_max_epu32(m4, _mm_shuffle_epi32(m4, 0x4E));
+        m4 = _mm_max_epu32(m4, _mm_shuffle_epi32(m4, 0xB1));
+        float inv = 0.0f;
+        int st = cygru_q8_row_scale((uint32_t)_mm_cvtsi128_si32(m4), &inv, &sa[r]);
+        bad[r] = st == 2;
+        if (st) {
+            sa[r] = 0.0f;
+            memset(q, 0, (size_t)cygru_q8_k4(K) * sizeof(int16_t));
+            continue;
+        }
+        __m256 vinv = _mm256_set1_ps(inv);
+        for (int k = 0; k < K; k += 8) {
+            __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(cygru_q_load8_l1(K, k, a), vinv));
+            v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(-127)),
+                                 _mm256_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(q + k),
+                             _mm_packs_epi32(_mm256_castsi256_si128(v),
+                                             _mm256_extracti128_si256(v, 1)));
+        }
+    }
+}
+
+/* int8 level 1 tile: per panel four accumulators (rows 0-3, 4-7, 8-11, 12-15), each
+ * int32 lane the sum of one k pair position of one row */
+CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_q8_tile_l1(const int MR, const int NR, int K,
+                                                  const cygru_qrows *R, int r0,
+                                                  const void *block, int Nb, int p, float *C,
+                                                  ptrdiff_t ldc, int nc) {
+    ptrdiff_t K4 = cygru_q8_k4(K), G = K4 / 4;
+    const int8_t *W = cygru_q8_panels(block) + (ptrdiff_t)p * K4 * CYGRU_QPANEL;
+    const float *sw = cygru_q8_scales(block, Nb, K) + p * CYGRU_QPANEL;
+    const char *qa = R->rows + r0 * R->rstride;
+    __m256i acc[2][4][4];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++)
+            for (int h = 0; h < 4; h++)
+                acc[r][j][h] = _mm256_setzero_si256();
+    for (ptrdiff_t g = 0; g < G; g++) {
+        __m256i a[2];
+        for (int r = 0; r < MR; r++) {
+            long long v;
+            memcpy(&v, qa + r * R->rstride + g * 8, sizeof v);
+            a[r] = _mm256_set1_epi64x(v);
+        }
+        for (int j = 0; j < NR; j++)
+            for (int h = 0; h < 4; h++) {
+                __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                    (const __m128i *)(W + (ptrdiff_t)j * K4 * CYGRU_QPANEL + g * 64 + h * 16)));
+                for (int r = 0; r < MR; r++)
+                    acc[r][j][h] = _mm256_add_epi32(acc[r][j][h], _mm256_madd_epi16(w, a[r]));
+            }
+    }
+    for (int j = 0; j < NR; j++) {
+        int ncj = j == NR - 1 ? nc : CYGRU_QPANEL;
+        for (int r = 0; r < MR; r++) {
+            float *c = C + r * ldc + j * CYGRU_QPANEL;
+            float out[16];
+            for (int h = 0; h < 2; h++) {
+                __m256i t = _mm256_hadd_epi32(acc[r][j][2 * h], acc[r][j][2 * h + 1]);
+                t = _mm256_permute4x64_epi64(t, 0xD8);
+                __m256 s = _mm256_loadu_ps(sw + j * CYGRU_QPANEL + 8 * h);
+                __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(t),
+                                         _mm256_mul_ps(_mm256_set1_ps(R->sa[r0 + r]), s));
+                if (R->bad[r0 + r])
+                    v = _mm256_set1_ps(NAN);
+                if (ncj == CYGRU_QPANEL)
+                    _mm256_storeu_ps(c + 8 * h, v);
+                else
+                    _mm256_storeu_ps(out + 8 * h, v);
+            }
+            if (ncj < CYGRU_QPANEL)
+                for (int e = 0; e < ncj; e++)
+                    c[e] = out[e];
+        }
+    }
+}
+#define CYGRU_Q8_TILE_L1(MR, NR, ...) cygru_q8_tile_l1(MR, NR, __VA_ARGS__)
+CYGRU_Q_DRIVER(CYGRU_Q_ATTR_L1, cygru_q8_gemm_avx2, cygru_q8_prep_l1, CYGRU_Q8_TILE_L1, 2, 1, 3)
+
+CYGRU_Q_ATTR_L1 static void cygru_bf16_prep_l1(int mb, int K, const float *A, ptrdiff_t lda,
+                                               void *scratch, cygru_qrows *R) {
+    char *rows = (char *)cygru_q_align64(scratch);
+    ptrdiff_t rs = cygru_bf16_row_stride(K);
+    R->rows = rows, R->rstride = rs, R->sa = NULL, R->bad = NULL;
+    for (int r = 0; r < mb; r++) {
+        const float *a = A + r * lda;
+        float *o = (float *)(rows + r * rs);
+        for (int k = 0; k < K; k += 8) {
+            __m256i u = _mm256_castps_si256(cygru_q_load8_l1(K, k, a));
+            __m256i mag = _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF));
+            __m256i hi = _mm256_srli_epi32(u, 16);
+            __m256i rn = _mm256_srli_epi32(
+                _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)),
+                                 _mm256_and_si256(hi, _mm256_set1_epi32(1))),
+                16);
+            /* mag is non-negative: signed compares order it */
+            __m256i tiny = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)CYGRU_BF16_FLUSH_BITS), mag);
+            __m256i special = _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7F7FFFFF));
+            __m256i nan = _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7F800000));
+            rn = _mm256_blendv_epi8(rn, _mm256_and_si256(hi, _mm256_set1_epi32(0x8000)), tiny);
+            rn = _mm256_blendv_epi8(rn, hi, special);
+            rn = _mm256_or_si256(rn, _mm256_and_si256(nan, _mm256_set1_epi32(0x40)));
+            _mm256_storeu_si256((__m256i *)(o + k), _mm256_slli_epi32(rn, 16));
+        }
+    }
+}
+
+/* bf16 level 1 tile: per (row, panel) two accumulators of 8 columns */
+CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_bf16_tile_l1(const int MR, const int NR, int K,
+                                                    const cygru_qrows *R, int r0,
+                                                    const void *block, int Nb, int p,
+                                                    float *C, ptrdiff_t ldc, int nc) {
+    ptrdiff_t K2 = cygru_bf16_k2(K), G = K2 / 2;
+    ptrdiff_t pb = (ptrdiff_t)cygru_bf16_panel_bytes(K);
+    const char *W = (const char *)block + (ptrdiff_t)p * pb;
+    const float *af = (const float *)(R->rows + r0 * R->rstride);
+    ptrdiff_t ls = R->rstride / (ptrdiff_t)sizeof(float);
+    const __m256i hm = _mm256_set1_epi32((int)0xFFFF0000u);
+    __m256 acc[4][4][2];
+    (void)Nb;
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++)
+            acc[r][j][0] = acc[r][j][1] = _mm256_setzero_ps();
+    for (ptrdiff_t g = 0; g < G; g++) {
+        for (int j = 0; j < NR; j++)
+            for (int h = 0; h < 2; h++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(W + j * pb + g * 64 + h * 32));
+                __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
+                __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+                for (int r = 0; r < MR; r++) {
+                    acc[r][j][h] = _mm256_fmadd_ps(wo, _mm256_set1_ps(af[r * ls + 2 * g + 1]),
+                                                   acc[r][j][h]);
+                    acc[r][j][h] = _mm256_fmadd_ps(we, _mm256_set1_ps(af[r * ls + 2 * g]),
+                                                   acc[r][j][h]);
+                }
+            }
+    }
+    for (int j = 0; j < NR; j++) {
+        int ncj = j == NR - 1 ? nc : CYGRU_QPANEL;
+        for (int r = 0; r < MR; r++) {
+            float *c = C + r * ldc + j * CYGRU_QPANEL;
+            if (ncj == CYGRU_QPANEL) {
+                _mm256_storeu_ps(c, acc[r][j][0]);
+                _mm256_storeu_ps(c + 8, acc[r][j][1]);
+            } else {
+                float out[16];
+                _mm256_storeu_ps(out, acc[r][j][0]);
+                _mm256_storeu_ps(out + 8, acc[r][j][1]);
+                for (int e = 0; e < ncj; e++)
+                    c[e] = out[e];
+            }
+        }
+    }
+}
+#define CYGRU_BF16_TILE_L1(MR, NR, ...) cygru_bf16_tile_l1(MR, NR, __VA_ARGS__)
+CYGRU_Q_DRIVER(CYGRU_Q_ATTR_L1, cygru_bf16_gemm_avx2, cygru_bf16_prep_l1, CYGRU_BF16_TILE_L1, 4,
+               1, 4)
+
+#endif
