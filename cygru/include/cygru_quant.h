@@ -69,7 +69,7 @@
 
 #define CYGRU_QPANEL 16
 /* rows quantized (int8) or converted (bf16) at a time into the scratch */
-#define CYGRU_QROWS 8
+#define CYGRU_QROWS 32
 
 static inline int cygru_q_panels(int N) { return (N + CYGRU_QPANEL - 1) / CYGRU_QPANEL; }
 static inline ptrdiff_t cygru_q8_k4(int K) { return ((ptrdiff_t)K + 3) & ~(ptrdiff_t)3; }
@@ -329,9 +329,9 @@ static void cygru_bf16_gemm_base(int M, int K, const float *A, ptrdiff_t lda, co
 #include "cygru_quant_x86.h"
 #endif
 
-/* -1: the best level this CPU runs; else the level every quantized product uses (tests
- * and benchmarks force the fallbacks; the caller checked the CPU runs it). One per
- * translation unit: the engine's products are in _kernels. */
+/* -1: the best level; else the level every quantized product uses where this CPU runs
+ * it (tests and benchmarks force each variant; a level above the highest this CPU runs
+ * leaves the best). One per translation unit: the engine's products are in _kernels. */
 static int cygru_quant_forced = -1;
 
 #if CYGRU_HAVE_X86_VARIANTS
@@ -475,8 +475,7 @@ static inline int cygru_q_detect_q8(void) {
     return lv;
 }
 
-/* The best int8 / bf16 level this CPU runs (detected once; bf16's level 3 only where
- * cygru_bf16_native_ok passed, so that results never depend on the CPU). */
+/* The best int8 level this CPU runs (detected once), the one cygru_q8_gemm uses. */
 static inline int cygru_q8_best_level(void) {
     static int level = -1;
     int v = __atomic_load_n(&level, __ATOMIC_RELAXED);
@@ -486,7 +485,12 @@ static inline int cygru_q8_best_level(void) {
     }
     return v;
 }
-static inline int cygru_bf16_best_level(void) {
+/* int8: every level this CPU runs is at most as fast as the highest */
+static inline int cygru_q8_max_level(void) { return cygru_q8_best_level(); }
+
+/* The highest bf16 level this CPU runs with the definition's bits: 3 only where
+ * cygru_bf16_native_ok passed, so that results never depend on the CPU. */
+static inline int cygru_bf16_max_level(void) {
     static int level = -1;
     int v = __atomic_load_n(&level, __ATOMIC_RELAXED);
     if (v < 0) {
@@ -496,18 +500,41 @@ static inline int cygru_bf16_best_level(void) {
     return v;
 }
 
+/* Whether vdpbf16ps is faster than the AVX-512 emulation here (measured once): 1 yes,
+ * 0 no, -1 no level 3 to run. */
+static inline int cygru_bf16_native_fast(void) {
+    static int fast = -2;
+    int v = __atomic_load_n(&fast, __ATOMIC_RELAXED);
+    if (v == -2) {
+        v = -1;
+#if CYGRU_HAVE_X86_VARIANTS && CYGRU_BF16_HAVE_NATIVE
+        if (cygru_bf16_max_level() == CYGRU_QLEVEL_NATIVE)
+            v = cygru_bf16_probe_native_faster();
+#endif
+        __atomic_store_n(&fast, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+/* The bf16 level cygru_bf16_gemm uses: the highest, except 2 where the exact emulation
+ * outruns vdpbf16ps (the same bits either way). */
+static inline int cygru_bf16_best_level(void) {
+    int max = cygru_bf16_max_level();
+    return max == CYGRU_QLEVEL_NATIVE && cygru_bf16_native_fast() != 1 ? CYGRU_QLEVEL_AVX512
+                                                                       : max;
+}
+
 static inline cygru_q_fn cygru_q8_at_level(int level) { return cygru_q8_kernels[level]; }
 static inline cygru_q_fn cygru_bf16_at_level(int level) { return cygru_bf16_kernels[level]; }
 
+/* the level in use: a forced one this CPU runs, else the best */
 static inline int cygru_q8_level(void) {
     int f = cygru_quant_forced;
-    int best = cygru_q8_best_level();
-    return f >= 0 && f < best ? f : best;
+    return f >= 0 && f <= cygru_q8_max_level() ? f : cygru_q8_best_level();
 }
 static inline int cygru_bf16_level(void) {
     int f = cygru_quant_forced;
-    int best = cygru_bf16_best_level();
-    return f >= 0 && f < best ? f : best;
+    return f >= 0 && f <= cygru_bf16_max_level() ? f : cygru_bf16_best_level();
 }
 
 static inline void cygru_q8_gemm(int M, int K, const float *A, ptrdiff_t lda, const void *block,

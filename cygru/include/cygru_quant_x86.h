@@ -28,6 +28,7 @@
 #define CYGRU_QUANT_X86_H
 
 #include <immintrin.h>
+#include <x86intrin.h> /* __rdtsc */
 
 /* which instruction sets this compiler can target (older compilers lack the newest) */
 #if defined(__clang__)
@@ -461,6 +462,47 @@ CYGRU_Q_ATTR_BF16 CYGRU_Q_INL void cygru_bf16_tile_l3(const int MR, const int NR
 #define CYGRU_BF16_TILE_L3(MR, NR, ...) cygru_bf16_tile_l3(MR, NR, __VA_ARGS__)
 CYGRU_Q_DRIVER(CYGRU_Q_ATTR_BF16, cygru_bf16_gemm_native, cygru_bf16_prep_l3,
                CYGRU_BF16_TILE_L3, 4, 4, 8)
+
+/* Time stamp counts of `iters` rounds of 12 independent accumulators each taking one
+ * pair step (32 multiply-adds): by vdpbf16ps (native) or by the emulation's two fused
+ * multiply-adds. Both give the same bits; which is faster differs between CPUs (on
+ * Intel's Sapphire Rapids a vdpbf16ps costs four FMAs' issue slots, on AMD's Zen 4 one). */
+CYGRU_Q_ATTR_BF16 static uint64_t cygru_bf16_probe(int native, int iters) {
+    static volatile float one = 1.0f;
+    __m512 acc[12];
+    __m512 x = _mm512_set1_ps(one * 0x1p-60f);
+    __m512i xi = _mm512_set1_epi32(0x21802180); /* bf16 pairs of 2^-60 */
+    for (int i = 0; i < 12; i++)
+        acc[i] = _mm512_set1_ps((float)i);
+    __asm__ volatile("" : "+v"(x), "+v"(xi));
+    uint64_t t0 = __rdtsc();
+    if (native) {
+        for (int r = 0; r < iters; r++)
+            for (int i = 0; i < 12; i++)
+                acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)xi, (__m512bh)xi);
+    } else {
+        for (int r = 0; r < iters; r++)
+            for (int i = 0; i < 12; i++) {
+                acc[i] = _mm512_fmadd_ps(x, x, acc[i]);
+                acc[i] = _mm512_fmadd_ps(x, x, acc[i]);
+            }
+    }
+    for (int i = 0; i < 12; i++)
+        __asm__ volatile("" : : "v"(acc[i]));
+    return __rdtsc() - t0;
+}
+
+/* 1 when vdpbf16ps is the faster way to the same bits on this CPU (best of five short
+ * interleaved timings of each; the two differ about twofold either way) */
+static inline int cygru_bf16_probe_native_faster(void) {
+    uint64_t tn = UINT64_MAX, te = UINT64_MAX;
+    for (int t = 0; t < 5; t++) {
+        uint64_t a = cygru_bf16_probe(1, 2000), b = cygru_bf16_probe(0, 2000);
+        tn = a < tn ? a : tn;
+        te = b < te ? b : te;
+    }
+    return tn < te;
+}
 #else
 #define CYGRU_BF16_HAVE_NATIVE 0
 #endif
