@@ -354,16 +354,19 @@ static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16
  * being enabled by the OS is what __builtin_cpu_supports("avx512f") reports) */
 static inline int cygru_q_cpuid_vnni(void) {
     unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+    if (__get_cpuid_max(0, NULL) < 7)
         return 0;
+    __cpuid_count(7, 0, a, b, c, d);
     return (c >> 11) & 1; /* AVX512_VNNI */
 }
 static inline int cygru_q_cpuid_bf16(void) {
     unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1)
+    if (__get_cpuid_max(0, NULL) < 7)
         return 0;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d))
+    __cpuid_count(7, 0, a, b, c, d);
+    if (a < 1) /* no subleaf 1 */
         return 0;
+    __cpuid_count(7, 1, a, b, c, d);
     return (a >> 5) & 1; /* AVX512_BF16 */
 }
 
@@ -427,7 +430,9 @@ static inline int cygru_bf16_native_ok(void) {
         static const int span[QSETS] = {100, 7, 254, 25, 16, 40};
         uint16_t wb[QN * QK];
         float a[QM * QK], c0[QM * QN], c1[QM * QN];
-        unsigned char block[2 * 20 * 64 + 64], scr[4096];
+        /* the block (2 panels of 20 pairs) and the scratch the QM rows use (QM < CYGRU_QROWS,
+         * so a variant prepares QM rows of cygru_bf16_row_stride(QK) = 256 bytes) */
+        unsigned char block[2 * 20 * 64], scr[64 + QM * 256];
         uint32_t seed = 0x9E3779B9u;
         v = 1;
         for (int set = 0; set < QSETS + 1 && v == 1; set++) {

@@ -740,19 +740,36 @@ CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_bf16_tile_l1(const int MR, const int NR, 
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++)
             acc[r][j][0] = acc[r][j][1] = _mm256_setzero_ps();
-    for (ptrdiff_t g = 0; g < G; g++) {
+    for (ptrdiff_t g = 0; g < G && MR == 1; g++) {
+        /* one row: each panel half split and used at once (16 registers in all) */
+        __m256 bo = _mm256_set1_ps(af[2 * g + 1]), be = _mm256_set1_ps(af[2 * g]);
         for (int j = 0; j < NR; j++)
             for (int h = 0; h < 2; h++) {
                 __m256i x = _mm256_loadu_si256((const __m256i *)(wp[j] + g * 64 + h * 32));
-                __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
-                __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
-                for (int r = 0; r < MR; r++) {
-                    acc[r][j][h] = _mm256_fmadd_ps(wo, _mm256_set1_ps(af[r * ls + 2 * g + 1]),
-                                                   acc[r][j][h]);
-                    acc[r][j][h] = _mm256_fmadd_ps(we, _mm256_set1_ps(af[r * ls + 2 * g]),
-                                                   acc[r][j][h]);
-                }
+                acc[0][j][h] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x, hm)), bo,
+                                               acc[0][j][h]);
+                acc[0][j][h] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x, 16)), be,
+                                               acc[0][j][h]);
             }
+    }
+    for (ptrdiff_t g = 0; g < G && MR > 1; g++) {
+        __m256 wo[4][2], we[4][2];
+        for (int j = 0; j < NR; j++)
+            for (int h = 0; h < 2; h++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(wp[j] + g * 64 + h * 32));
+                wo[j][h] = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
+                we[j][h] = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+            }
+        /* row by row: two broadcasts live at a time */
+        for (int r = 0; r < MR; r++) {
+            __m256 bo = _mm256_set1_ps(af[r * ls + 2 * g + 1]);
+            __m256 be = _mm256_set1_ps(af[r * ls + 2 * g]);
+            for (int j = 0; j < NR; j++)
+                for (int h = 0; h < 2; h++) {
+                    acc[r][j][h] = _mm256_fmadd_ps(wo[j][h], bo, acc[r][j][h]);
+                    acc[r][j][h] = _mm256_fmadd_ps(we[j][h], be, acc[r][j][h]);
+                }
+        }
     }
     for (int j = 0; j < NR; j++) {
         int ncj = j == NR - 1 ? nc : CYGRU_QPANEL;
