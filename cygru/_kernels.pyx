@@ -90,6 +90,11 @@ cdef extern from "cygru_quant.h" nogil:
     int cygru_q8_best_level()
     int cygru_bf16_best_level()
     int cygru_bf16_native_ok()
+    int cygru_bf16_native_fast()
+    int cygru_q8_max_level()
+    int cygru_bf16_max_level()
+    int cygru_q8_level()
+    int cygru_bf16_level()
     int cygru_quant_forced
     void cygru_q8_gemm(int M, int K, const float* A, Py_ssize_t lda, const void* block,
                        int Nb, int n0, int N, float* C, Py_ssize_t ldc, void* scratch)
@@ -835,11 +840,26 @@ def quant_levels():
     return cygru_q8_best_level(), cygru_bf16_best_level()
 
 
+def quant_max_levels():
+    """(int8, bf16): the highest level this CPU runs with the definitions' bits (bf16's
+    level 3 only where _bf16_native_check passed); quant_levels() gives the ones in use,
+    which may be lower where a lower level is faster (the same bits either way)."""
+    return cygru_q8_max_level(), cygru_bf16_max_level()
+
+
+def _quant_levels_in_use():
+    """(int8, bf16): the levels the engine's products run now (_force_quant_level's, where
+    this CPU runs it, else quant_levels())."""
+    return cygru_q8_level(), cygru_bf16_level()
+
+
 def _bf16_native_check():
-    """The result of cygru_quant.h's once-per-process check of the CPU's AVX512-BF16
-    product against the bf16 definition: 1 passed (bf16 level 3 is used), 0 failed (level
-    2, the exact emulation, is used instead), -1 this CPU or compiler has no AVX512-BF16."""
-    return cygru_bf16_native_ok()
+    """(ok, faster): ok is the result of cygru_quant.h's once-per-process check of the
+    CPU's AVX512-BF16 product against the bf16 definition (1 passed: level 3 may run; 0
+    failed: the exact emulation runs instead; -1 this CPU or compiler has no AVX512-BF16);
+    faster says whether vdpbf16ps outran the emulation in the once-per-process timing
+    that picks the level in use (1 yes, 0 no, -1 no level 3)."""
+    return cygru_bf16_native_ok(), cygru_bf16_native_fast()
 
 
 def _force_quant_level(int level):
@@ -916,7 +936,7 @@ def _quant_gemm(str fmt, const float[:, :] a, const unsigned char[::1] block, in
     (q8_pack_gates / bf16_pack_gates with H = Nb), by variant `level` of the int8 or bf16
     product (-1: the one in use). `a` may be a row-strided view. A test hook."""
     cdef int M = a.shape[0], K = a.shape[1]
-    cdef int best = cygru_q8_best_level() if fmt == "int8" else cygru_bf16_best_level()
+    cdef int best = cygru_q8_max_level() if fmt == "int8" else cygru_bf16_max_level()
     if fmt not in ("int8", "bf16"):
         raise ValueError(f"_quant_gemm: fmt must be 'int8' or 'bf16', got {fmt!r}")
     if level < -1 or level > best:
@@ -937,9 +957,9 @@ def _quant_gemm(str fmt, const float[:, :] a, const unsigned char[::1] block, in
     cdef Py_ssize_t lda = a.strides[0] // 4
     cdef cygru_q_fn fn
     if fmt == "int8":
-        fn = cygru_q8_at_level(best if level == -1 else level)
+        fn = cygru_q8_at_level(cygru_q8_level() if level == -1 else level)
     else:
-        fn = cygru_bf16_at_level(best if level == -1 else level)
+        fn = cygru_bf16_at_level(cygru_bf16_level() if level == -1 else level)
     with nogil:
         fn(M, K, &a[0, 0], lda, &block[0], Nb, n0, N, &cv[0, 0], N, &sc[0])
     return c

@@ -90,9 +90,12 @@ static double gmacs(runner f, prob *p, double seconds) {
 
 int main(int argc, char **argv) {
     double seconds = atof(argv[1]);
-    printf("levels: cpu %d q8 %d bf16 %d (bf16 native check %d)\n", cygru_cpu_level(),
-           cygru_q8_best_level(), cygru_bf16_best_level(), cygru_bf16_native_ok());
-    printf("%-16s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s\n", "M x K x N", "f32pk", "f32dot",
+    printf("levels in use: float32 %d, int8 %d, bf16 %d (highest run: %d, %d; bf16 native "
+           "check %d, native faster %d)\n",
+           cygru_cpu_level(), cygru_q8_best_level(), cygru_bf16_best_level(),
+           cygru_q8_max_level(), cygru_bf16_max_level(), cygru_bf16_native_ok(),
+           cygru_bf16_native_fast());
+    printf("%-16s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s\n", "M x K x N", "f32pk", "f32dot",
            "f32pk/1", "f32dot/1", "q8/0", "q8/1", "q8/2", "q8/3", "bf16/0", "bf16/1",
            "bf16/2", "bf16/3");
     for (int s = 2; s < argc; s++) {
@@ -132,14 +135,14 @@ int main(int argc, char **argv) {
         printf(" %9.1f", cygru_cpu_level() >= 1 ? gmacs(run_dot, &p, seconds) : 0.0);
         for (int lv = 0; lv < 4; lv++) {
             p.lv = lv;
-            if (lv <= cygru_q8_best_level())
+            if (lv <= cygru_q8_max_level())
                 printf(" %9.1f", gmacs(run_q8, &p, lv ? seconds : base_s));
             else
                 printf(" %9s", "-");
         }
         for (int lv = 0; lv < 4; lv++) {
             p.lv = lv;
-            if (lv <= cygru_bf16_best_level())
+            if (lv <= cygru_bf16_max_level())
                 printf(" %9.1f", gmacs(run_bf16, &p, lv ? seconds : base_s));
             else
                 printf(" %9s", "-");

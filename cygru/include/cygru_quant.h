@@ -69,7 +69,7 @@
 
 #define CYGRU_QPANEL 16
 /* rows quantized (int8) or converted (bf16) at a time into the scratch */
-#define CYGRU_QROWS 8
+#define CYGRU_QROWS 32
 
 static inline int cygru_q_panels(int N) { return (N + CYGRU_QPANEL - 1) / CYGRU_QPANEL; }
 static inline ptrdiff_t cygru_q8_k4(int K) { return ((ptrdiff_t)K + 3) & ~(ptrdiff_t)3; }
@@ -329,41 +329,44 @@ static void cygru_bf16_gemm_base(int M, int K, const float *A, ptrdiff_t lda, co
 #include "cygru_quant_x86.h"
 #endif
 
-/* -1: the best level this CPU runs; else the level every quantized product uses (tests
- * and benchmarks force the fallbacks; the caller checked the CPU runs it). One per
- * translation unit: the engine's products are in _kernels. */
+/* -1: the best level; else the level every quantized product uses where this CPU runs
+ * it (tests and benchmarks force each variant; a level above the highest this CPU runs
+ * leaves the best). One per translation unit: the engine's products are in _kernels. */
 static int cygru_quant_forced = -1;
 
 #if CYGRU_HAVE_X86_VARIANTS
 #if CYGRU_Q8_HAVE_VNNI
-#define CYGRU_Q8_NATIVE_FN cygru_q8_gemm_vnni
+#define CYGRU_Q8_NATIVE_FN cygru_q8_vnni_gemm
 #else
-#define CYGRU_Q8_NATIVE_FN cygru_q8_gemm_avx512
+#define CYGRU_Q8_NATIVE_FN cygru_q8_avx512_gemm
 #endif
 #if CYGRU_BF16_HAVE_NATIVE
-#define CYGRU_BF16_NATIVE_FN cygru_bf16_gemm_native
+#define CYGRU_BF16_NATIVE_FN cygru_bf16_native_gemm
 #else
-#define CYGRU_BF16_NATIVE_FN cygru_bf16_gemm_avx512
+#define CYGRU_BF16_NATIVE_FN cygru_bf16_avx512_gemm
 #endif
-static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_gemm_avx2,
-                                               cygru_q8_gemm_avx512, CYGRU_Q8_NATIVE_FN};
-static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_gemm_avx2,
-                                                   cygru_bf16_gemm_avx512, CYGRU_BF16_NATIVE_FN};
+static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_avx2_gemm,
+                                               cygru_q8_avx512_gemm, CYGRU_Q8_NATIVE_FN};
+static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_avx2_gemm,
+                                                   cygru_bf16_avx512_gemm, CYGRU_BF16_NATIVE_FN};
 
 /* CPUID bits the compilers' __builtin_cpu_supports may not know by name (AVX-512 state
  * being enabled by the OS is what __builtin_cpu_supports("avx512f") reports) */
 static inline int cygru_q_cpuid_vnni(void) {
     unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+    if (__get_cpuid_max(0, NULL) < 7)
         return 0;
+    __cpuid_count(7, 0, a, b, c, d);
     return (c >> 11) & 1; /* AVX512_VNNI */
 }
 static inline int cygru_q_cpuid_bf16(void) {
     unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1)
+    if (__get_cpuid_max(0, NULL) < 7)
         return 0;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d))
+    __cpuid_count(7, 0, a, b, c, d);
+    if (a < 1) /* no subleaf 1 */
         return 0;
+    __cpuid_count(7, 1, a, b, c, d);
     return (a >> 5) & 1; /* AVX512_BF16 */
 }
 
@@ -427,7 +430,9 @@ static inline int cygru_bf16_native_ok(void) {
         static const int span[QSETS] = {100, 7, 254, 25, 16, 40};
         uint16_t wb[QN * QK];
         float a[QM * QK], c0[QM * QN], c1[QM * QN];
-        unsigned char block[2 * 20 * 64 + 64], scr[4096];
+        /* the block (2 panels of 20 pairs) and the scratch the QM rows use (QM < CYGRU_QROWS,
+         * so a variant prepares QM rows of cygru_bf16_row_stride(QK) = 256 bytes) */
+        unsigned char block[2 * 20 * 64], scr[64 + QM * 256];
         uint32_t seed = 0x9E3779B9u;
         v = 1;
         for (int set = 0; set < QSETS + 1 && v == 1; set++) {
@@ -451,7 +456,7 @@ static inline int cygru_bf16_native_ok(void) {
             }
             cygru_bf16_pack(QN, QK, wb, QK, block);
             cygru_bf16_gemm_base(QM, QK, a, QK, block, QN, 0, QN, c0, QN, scr);
-            cygru_bf16_gemm_native(QM, QK, a, QK, block, QN, 0, QN, c1, QN, scr);
+            cygru_bf16_native_gemm(QM, QK, a, QK, block, QN, 0, QN, c1, QN, scr);
             for (int i = 0; i < QM * QN; i++) {
                 uint32_t x, y;
                 memcpy(&x, &c0[i], sizeof x);
@@ -475,8 +480,7 @@ static inline int cygru_q_detect_q8(void) {
     return lv;
 }
 
-/* The best int8 / bf16 level this CPU runs (detected once; bf16's level 3 only where
- * cygru_bf16_native_ok passed, so that results never depend on the CPU). */
+/* The best int8 level this CPU runs (detected once), the one cygru_q8_gemm uses. */
 static inline int cygru_q8_best_level(void) {
     static int level = -1;
     int v = __atomic_load_n(&level, __ATOMIC_RELAXED);
@@ -486,7 +490,12 @@ static inline int cygru_q8_best_level(void) {
     }
     return v;
 }
-static inline int cygru_bf16_best_level(void) {
+/* int8: every level this CPU runs is at most as fast as the highest */
+static inline int cygru_q8_max_level(void) { return cygru_q8_best_level(); }
+
+/* The highest bf16 level this CPU runs with the definition's bits: 3 only where
+ * cygru_bf16_native_ok passed, so that results never depend on the CPU. */
+static inline int cygru_bf16_max_level(void) {
     static int level = -1;
     int v = __atomic_load_n(&level, __ATOMIC_RELAXED);
     if (v < 0) {
@@ -496,28 +505,60 @@ static inline int cygru_bf16_best_level(void) {
     return v;
 }
 
+/* Whether vdpbf16ps is faster than the AVX-512 emulation here (measured once): 1 yes,
+ * 0 no, -1 no level 3 to run. */
+static inline int cygru_bf16_native_fast(void) {
+    static int fast = -2;
+    int v = __atomic_load_n(&fast, __ATOMIC_RELAXED);
+    if (v == -2) {
+        v = -1;
+#if CYGRU_HAVE_X86_VARIANTS && CYGRU_BF16_HAVE_NATIVE
+        if (cygru_bf16_max_level() == CYGRU_QLEVEL_NATIVE)
+            v = cygru_bf16_probe_native_faster();
+#endif
+        __atomic_store_n(&fast, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+/* The bf16 level cygru_bf16_gemm uses: the highest, except 2 where the exact emulation
+ * outruns vdpbf16ps (the same bits either way). */
+static inline int cygru_bf16_best_level(void) {
+    int max = cygru_bf16_max_level();
+    return max == CYGRU_QLEVEL_NATIVE && cygru_bf16_native_fast() != 1 ? CYGRU_QLEVEL_AVX512
+                                                                       : max;
+}
+
 static inline cygru_q_fn cygru_q8_at_level(int level) { return cygru_q8_kernels[level]; }
 static inline cygru_q_fn cygru_bf16_at_level(int level) { return cygru_bf16_kernels[level]; }
 
+/* the level in use: a forced one this CPU runs, else the best */
 static inline int cygru_q8_level(void) {
     int f = cygru_quant_forced;
-    int best = cygru_q8_best_level();
-    return f >= 0 && f < best ? f : best;
+    return f >= 0 && f <= cygru_q8_max_level() ? f : cygru_q8_best_level();
 }
 static inline int cygru_bf16_level(void) {
     int f = cygru_quant_forced;
-    int best = cygru_bf16_best_level();
-    return f >= 0 && f < best ? f : best;
+    return f >= 0 && f <= cygru_bf16_max_level() ? f : cygru_bf16_best_level();
 }
 
 static inline void cygru_q8_gemm(int M, int K, const float *A, ptrdiff_t lda, const void *block,
                                  int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) {
     cygru_q8_kernels[cygru_q8_level()](M, K, A, lda, block, Nb, n0, N, C, ldc, scratch);
 }
+/* Rows below which vdpbf16ps runs even where the emulation has the higher throughput:
+ * under the emulation's register tile of 8 rows its weight splits are not shared (on
+ * Sapphire Rapids, 45 against 35 GMAC/s for one row; the same bits either way). */
+#define CYGRU_BF16_NATIVE_ROWS 8
+
 static inline void cygru_bf16_gemm(int M, int K, const float *A, ptrdiff_t lda,
                                    const void *block, int Nb, int n0, int N, float *C,
                                    ptrdiff_t ldc, void *scratch) {
-    cygru_bf16_kernels[cygru_bf16_level()](M, K, A, lda, block, Nb, n0, N, C, ldc, scratch);
+    int lv = cygru_bf16_level();
+    if (lv == CYGRU_QLEVEL_AVX512 && M < CYGRU_BF16_NATIVE_ROWS && cygru_quant_forced < 0 &&
+        cygru_bf16_max_level() == CYGRU_QLEVEL_NATIVE)
+        lv = CYGRU_QLEVEL_NATIVE;
+    cygru_bf16_kernels[lv](M, K, A, lda, block, Nb, n0, N, C, ldc, scratch);
 }
 
 #endif

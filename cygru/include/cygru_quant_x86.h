@@ -28,6 +28,7 @@
 #define CYGRU_QUANT_X86_H
 
 #include <immintrin.h>
+#include <x86intrin.h> /* __rdtsc */
 
 /* which instruction sets this compiler can target (older compilers lack the newest) */
 #if defined(__clang__)
@@ -46,6 +47,31 @@
 #define CYGRU_Q_ATTR_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,fma")))
 #define CYGRU_Q_ATTR_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,fma")))
 #define CYGRU_Q_INL static inline __attribute__((always_inline))
+
+/* acc += the dot products of a's and the 64 bytes at p (vpdpbusd / vdpbf16ps). GCC's
+ * register allocator copies the accumulator of these one-form instructions in and out
+ * of a loop twice per use (they have no form that writes another register, as FMA
+ * has); a tied asm operand keeps it in place. Clang's allocator does not need that. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CYGRU_Q_DPBUSD(acc, a, p)                                                        \
+    do {                                                                                 \
+        __m512i t_ = (acc);                                                              \
+        __m512i w_ = _mm512_loadu_si512(p);                                              \
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(t_) : "v"(a), "v"(w_));                      \
+        (acc) = t_;                                                                      \
+    } while (0)
+#define CYGRU_Q_DPBF16(acc, a, p)                                                        \
+    do {                                                                                 \
+        __m512 t_ = (acc);                                                               \
+        __m512i w_ = _mm512_loadu_si512(p);                                              \
+        __asm__("vdpbf16ps %2, %1, %0" : "+v"(t_) : "v"(a), "v"(w_));                     \
+        (acc) = t_;                                                                      \
+    } while (0)
+#else
+#define CYGRU_Q_DPBUSD(acc, a, p) ((acc) = _mm512_dpbusd_epi32((acc), (a), _mm512_loadu_si512(p)))
+#define CYGRU_Q_DPBF16(acc, a, p)                                                        \
+    ((acc) = _mm512_dpbf16_ps((acc), (__m512bh)(a), (__m512bh)_mm512_loadu_si512(p)))
+#endif
 
 /* ---- scratch: prepared rows, then per-row scales and flags -------------------------- */
 
@@ -124,53 +150,72 @@ static inline int cygru_q8_row_scale(uint32_t mbits, float *inv, float *sa) {
 
 /* ---- the driver: row blocks, panel groups, register tiles ------------------------- */
 
-/* One variant's product from its row preparation PREP(mb, K, A, lda, scratch, &rows)
- * and tile TILE(mr, nr, K, &rows, r, block, Nb, p, C, ldc, ncols) (ncols: the columns of
- * the tile's last panel that are stored, 1..16; mr, nr constants once inlined). */
-#define CYGRU_Q_SWITCH_NR(MR, NRMAX, TILE, ...)                                          \
-    switch (nr) {                                                                        \
-    case 1: TILE(MR, 1, __VA_ARGS__); break;                                             \
-    case 2: if (NRMAX >= 2) TILE(MR, 2 > NRMAX ? NRMAX : 2, __VA_ARGS__); break;         \
-    case 3: if (NRMAX >= 3) TILE(MR, 3 > NRMAX ? NRMAX : 3, __VA_ARGS__); break;         \
-    case 4: if (NRMAX >= 4) TILE(MR, 4 > NRMAX ? NRMAX : 4, __VA_ARGS__); break;         \
-    case 5: if (NRMAX >= 5) TILE(MR, 5 > NRMAX ? NRMAX : 5, __VA_ARGS__); break;         \
-    case 6: if (NRMAX >= 6) TILE(MR, 6 > NRMAX ? NRMAX : 6, __VA_ARGS__); break;         \
-    case 7: if (NRMAX >= 7) TILE(MR, 7 > NRMAX ? NRMAX : 7, __VA_ARGS__); break;         \
-    default: if (NRMAX >= 8) TILE(MR, 8 > NRMAX ? NRMAX : 8, __VA_ARGS__); break;        \
-    }
+/* A tile: rows r0 .. r0 + MR - 1 of the prepared block by panels p .. p + NR - 1, stored
+ * at C (row stride ldc); nc: the columns of the last panel that are stored (1..16). */
+typedef void (*cygru_q_tile_fn)(int K, const cygru_qrows *R, int r0, const void *block, int Nb,
+                                int p, float *C, ptrdiff_t ldc, int nc);
 
-#define CYGRU_Q_DRIVER(ATTR, NAME, PREP, TILE, MRMAX, NRMAX, NR1)                        \
-    ATTR static void NAME(int M, int K, const float *A, ptrdiff_t lda, const void *block,  \
-                          int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) { \
+/* Each tile shape of a variant is a function of its own, made from the variant's
+ * always-inlined TILE(MR, NR, ...) with constant sizes: its loop gets the registers to
+ * itself (inlined into the driver, the driver's values crowded the panel addresses out
+ * of the general registers), and the driver reaches the shapes through small tables. */
+#define CYGRU_Q_TILE_DEF(V, ATTR, TILE, MR, NR)                                          \
+    ATTR __attribute__((noinline)) static void V##_t##MR##x##NR(                         \
+        int K, const cygru_qrows *R, int r0, const void *block, int Nb, int p, float *C,  \
+        ptrdiff_t ldc, int nc) {                                                         \
+        TILE(MR, NR, K, R, r0, block, Nb, p, C, ldc, nc);                                \
+    }
+#define CYGRU_Q_TILES_1(V, A, T, MR) CYGRU_Q_TILE_DEF(V, A, T, MR, 1)
+#define CYGRU_Q_TILES_2(V, A, T, MR) CYGRU_Q_TILES_1(V, A, T, MR) CYGRU_Q_TILE_DEF(V, A, T, MR, 2)
+#define CYGRU_Q_TILES_3(V, A, T, MR) CYGRU_Q_TILES_2(V, A, T, MR) CYGRU_Q_TILE_DEF(V, A, T, MR, 3)
+#define CYGRU_Q_TILES_4(V, A, T, MR) CYGRU_Q_TILES_3(V, A, T, MR) CYGRU_Q_TILE_DEF(V, A, T, MR, 4)
+#define CYGRU_Q_TILES_5(V, A, T, MR) CYGRU_Q_TILES_4(V, A, T, MR) CYGRU_Q_TILE_DEF(V, A, T, MR, 5)
+#define CYGRU_Q_TILES_6(V, A, T, MR) CYGRU_Q_TILES_5(V, A, T, MR) CYGRU_Q_TILE_DEF(V, A, T, MR, 6)
+#define CYGRU_Q_TILES_7(V, A, T, MR) CYGRU_Q_TILES_6(V, A, T, MR) CYGRU_Q_TILE_DEF(V, A, T, MR, 7)
+#define CYGRU_Q_TILES_8(V, A, T, MR) CYGRU_Q_TILES_7(V, A, T, MR) CYGRU_Q_TILE_DEF(V, A, T, MR, 8)
+#define CYGRU_Q_LIST_1(V, MR) V##_t##MR##x1
+#define CYGRU_Q_LIST_2(V, MR) CYGRU_Q_LIST_1(V, MR), V##_t##MR##x2
+#define CYGRU_Q_LIST_3(V, MR) CYGRU_Q_LIST_2(V, MR), V##_t##MR##x3
+#define CYGRU_Q_LIST_4(V, MR) CYGRU_Q_LIST_3(V, MR), V##_t##MR##x4
+#define CYGRU_Q_LIST_5(V, MR) CYGRU_Q_LIST_4(V, MR), V##_t##MR##x5
+#define CYGRU_Q_LIST_6(V, MR) CYGRU_Q_LIST_5(V, MR), V##_t##MR##x6
+#define CYGRU_Q_LIST_7(V, MR) CYGRU_Q_LIST_6(V, MR), V##_t##MR##x7
+#define CYGRU_Q_LIST_8(V, MR) CYGRU_Q_LIST_7(V, MR), V##_t##MR##x8
+
+/* One variant's product V##_gemm from its row preparation PREP(mb, K, A, lda, scratch,
+ * &rows) and its tile TILE: blocks of MRMAX rows take MRMAX x NRMAX tiles, the rows left
+ * (a batch-1 step: its one row) 1 x NR1 tiles (NR1 independent chains in flight). */
+#define CYGRU_Q_VARIANT(V, ATTR, PREP, TILE, MRMAX, NRMAX, NR1)                          \
+    CYGRU_Q_TILES_##NR1(V, ATTR, TILE, 1) CYGRU_Q_TILES_##NRMAX(V, ATTR, TILE, MRMAX)      \
+    static const cygru_q_tile_fn V##_row_tiles[] = {NULL, CYGRU_Q_LIST_##NR1(V, 1)};     \
+    static const cygru_q_tile_fn V##_block_tiles[] = {NULL, CYGRU_Q_LIST_##NRMAX(V, MRMAX)}; \
+    ATTR static void V##_gemm(int M, int K, const float *A, ptrdiff_t lda, const void *block, \
+                              int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) { \
         int pfirst = n0 / CYGRU_QPANEL, pend = (n0 + N + CYGRU_QPANEL - 1) / CYGRU_QPANEL; \
         cygru_qrows rows;                                                                \
         for (int i0 = 0; i0 < M; i0 += CYGRU_QROWS) {                                    \
             int mb = M - i0 < CYGRU_QROWS ? M - i0 : CYGRU_QROWS;                        \
             float *Ci = C + (ptrdiff_t)i0 * ldc;                                         \
             PREP(mb, K, A + (ptrdiff_t)i0 * lda, lda, scratch, &rows);                   \
-            if (mb == 1) {                                                               \
-                for (int p = pfirst; p < pend; p += NR1) {                               \
-                    int nr = pend - p < NR1 ? pend - p : NR1;                            \
-                    int last = n0 + N - (p + nr - 1) * CYGRU_QPANEL;                     \
-                    int nc = last < CYGRU_QPANEL ? last : CYGRU_QPANEL;                  \
-                    float *Cp = Ci + (ptrdiff_t)(p * CYGRU_QPANEL - n0);                 \
-                    CYGRU_Q_SWITCH_NR(1, NR1, TILE, K, &rows, 0, block, Nb, p, Cp, ldc, nc) \
-                }                                                                        \
-                continue;                                                                \
-            }                                                                            \
-            for (int p = pfirst; p < pend; p += NRMAX) {                                 \
+            int full = MRMAX > 1 ? mb / MRMAX * MRMAX : 0;                               \
+            /* blocks of MRMAX rows: the panel group's weights stay in L1 meanwhile */     \
+            for (int p = pfirst; p < pend && full; p += NRMAX) {                         \
                 int nr = pend - p < NRMAX ? pend - p : NRMAX;                            \
                 int last = n0 + N - (p + nr - 1) * CYGRU_QPANEL;                         \
                 int nc = last < CYGRU_QPANEL ? last : CYGRU_QPANEL;                      \
                 float *Cp = Ci + (ptrdiff_t)(p * CYGRU_QPANEL - n0);                     \
-                int r = 0;                                                               \
-                for (; r + MRMAX <= mb; r += MRMAX)                                      \
-                    CYGRU_Q_SWITCH_NR(MRMAX, NRMAX, TILE, K, &rows, r, block, Nb, p,     \
-                                      Cp + r * ldc, ldc, nc)                             \
-                for (; r < mb; r++)                                                      \
-                    CYGRU_Q_SWITCH_NR(1, NRMAX, TILE, K, &rows, r, block, Nb, p,         \
-                                      Cp + r * ldc, ldc, nc)                             \
+                for (int r = 0; r < full; r += MRMAX)                                    \
+                    V##_block_tiles[nr](K, &rows, r, block, Nb, p, Cp + r * ldc, ldc, nc); \
             }                                                                            \
+            /* the rows left, one at a time, NR1 panels (chains) in flight */            \
+            for (int r = full; r < mb; r++)                                              \
+                for (int p = pfirst; p < pend; p += NR1) {                               \
+                    int nr = pend - p < NR1 ? pend - p : NR1;                            \
+                    int last = n0 + N - (p + nr - 1) * CYGRU_QPANEL;                     \
+                    int nc = last < CYGRU_QPANEL ? last : CYGRU_QPANEL;                  \
+                    float *Cp = Ci + (ptrdiff_t)r * ldc + (p * CYGRU_QPANEL - n0);       \
+                    V##_row_tiles[nr](K, &rows, r, block, Nb, p, Cp, ldc, nc);           \
+                }                                                                        \
         }                                                                                \
     }
 
@@ -227,6 +272,9 @@ CYGRU_Q_ATTR_L2 CYGRU_Q_INL void cygru_q8_tile_l2(const int MR, const int NR, in
     const int8_t *W = cygru_q8_panels(block) + (ptrdiff_t)p * K4 * CYGRU_QPANEL;
     const float *sw = cygru_q8_scales(block, Nb, K) + p * CYGRU_QPANEL;
     const char *qa = R->rows + r0 * R->rstride;
+    const int8_t *wp[8];
+    for (int j = 0; j < NR; j++)
+        wp[j] = W + (ptrdiff_t)j * K4 * CYGRU_QPANEL;
     __m512i acc[4][8][2];
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++)
@@ -239,7 +287,7 @@ CYGRU_Q_ATTR_L2 CYGRU_Q_INL void cygru_q8_tile_l2(const int MR, const int NR, in
             a[r] = _mm512_set1_epi64(v);
         }
         for (int j = 0; j < NR; j++) {
-            const int8_t *w = W + (ptrdiff_t)j * K4 * CYGRU_QPANEL + g * 64;
+            const int8_t *w = wp[j] + g * 64;
             __m512i wl = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)w));
             __m512i wh = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)));
             for (int r = 0; r < MR; r++) {
@@ -269,8 +317,7 @@ CYGRU_Q_ATTR_L2 CYGRU_Q_INL void cygru_q8_tile_l2(const int MR, const int NR, in
         }
     }
 }
-#define CYGRU_Q8_TILE_L2(MR, NR, ...) cygru_q8_tile_l2(MR, NR, __VA_ARGS__)
-CYGRU_Q_DRIVER(CYGRU_Q_ATTR_L2, cygru_q8_gemm_avx512, cygru_q8_prep_l2, CYGRU_Q8_TILE_L2, 4, 2, 6)
+CYGRU_Q_VARIANT(cygru_q8_avx512, CYGRU_Q_ATTR_L2, cygru_q8_prep_l2, cygru_q8_tile_l2, 4, 2, 6)
 
 /* bf16 level 2 rows: the bf16 values as float32 (two broadcasts per pair) */
 CYGRU_Q_ATTR_L2 static void cygru_bf16_prep_l2(int mb, int K, const float *A, ptrdiff_t lda,
@@ -298,19 +345,28 @@ CYGRU_Q_ATTR_L2 CYGRU_Q_INL void cygru_bf16_tile_l2(const int MR, const int NR, 
     const float *af = (const float *)(R->rows + r0 * R->rstride);
     ptrdiff_t ls = R->rstride / (ptrdiff_t)sizeof(float);
     const __m512i hm = _mm512_set1_epi32((int)0xFFFF0000u);
-    __m512 acc[6][8];
+    const char *wp[8];
+    for (int j = 0; j < NR; j++)
+        wp[j] = W + j * pb;
+    __m512 acc[8][8];
     (void)Nb;
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++)
             acc[r][j] = _mm512_setzero_ps();
     for (ptrdiff_t g = 0; g < G; g++) {
+        __m512 wo[8], we[8];
         for (int j = 0; j < NR; j++) {
-            __m512i x = _mm512_loadu_si512(W + j * pb + g * 64);
-            __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(x, hm));
-            __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
-            for (int r = 0; r < MR; r++) {
-                acc[r][j] = _mm512_fmadd_ps(wo, _mm512_set1_ps(af[r * ls + 2 * g + 1]), acc[r][j]);
-                acc[r][j] = _mm512_fmadd_ps(we, _mm512_set1_ps(af[r * ls + 2 * g]), acc[r][j]);
+            __m512i x = _mm512_loadu_si512(wp[j] + g * 64);
+            wo[j] = _mm512_castsi512_ps(_mm512_and_si512(x, hm));
+            we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+        }
+        /* row by row: two broadcasts live at a time */
+        for (int r = 0; r < MR; r++) {
+            __m512 bo = _mm512_set1_ps(af[r * ls + 2 * g + 1]);
+            __m512 be = _mm512_set1_ps(af[r * ls + 2 * g]);
+            for (int j = 0; j < NR; j++) {
+                acc[r][j] = _mm512_fmadd_ps(wo[j], bo, acc[r][j]);
+                acc[r][j] = _mm512_fmadd_ps(we[j], be, acc[r][j]);
             }
         }
     }
@@ -320,9 +376,8 @@ CYGRU_Q_ATTR_L2 CYGRU_Q_INL void cygru_bf16_tile_l2(const int MR, const int NR, 
             _mm512_mask_storeu_ps(C + r * ldc + j * CYGRU_QPANEL, mk, acc[r][j]);
     }
 }
-#define CYGRU_BF16_TILE_L2(MR, NR, ...) cygru_bf16_tile_l2(MR, NR, __VA_ARGS__)
-CYGRU_Q_DRIVER(CYGRU_Q_ATTR_L2, cygru_bf16_gemm_avx512, cygru_bf16_prep_l2, CYGRU_BF16_TILE_L2,
-               4, 3, 8)
+CYGRU_Q_VARIANT(cygru_bf16_avx512, CYGRU_Q_ATTR_L2, cygru_bf16_prep_l2, cygru_bf16_tile_l2, 8, 2,
+                8)
 
 /* ================================== AVX512-VNNI ==================================== */
 #if CYGRU_Q_CC_VNNI
@@ -368,23 +423,46 @@ CYGRU_Q_ATTR_VNNI CYGRU_Q_INL void cygru_q8_tile_l3(const int MR, const int NR, 
     const float *sw = cygru_q8_scales(block, Nb, K) + p * CYGRU_QPANEL;
     const int32_t *sums = cygru_q8_sums(block, Nb, K) + p * CYGRU_QPANEL;
     const char *qa = R->rows + r0 * R->rstride;
-    __m512i acc[4][8];
+    const int8_t *wp[8];
+    for (int j = 0; j < NR; j++)
+        wp[j] = W + (ptrdiff_t)j * K4 * CYGRU_QPANEL;
+    /* a small tile (a batch-1 step) splits each sum over two accumulators, even and odd
+     * k groups (integer sums: any order), for twice the independent chains */
+    const int split = MR * NR <= 8;
+    __m512i acc[4][8], acc2[4][8];
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++)
-            acc[r][j] = _mm512_setzero_si512();
-    for (ptrdiff_t g = 0; g < G; g++) {
+            acc[r][j] = acc2[r][j] = _mm512_setzero_si512();
+    ptrdiff_t g = 0;
+    if (split) {
+        for (; g + 2 <= G; g += 2) {
+            for (int r = 0; r < MR; r++) {
+                int v0, v1;
+                memcpy(&v0, qa + r * R->rstride + g * 4, sizeof v0);
+                memcpy(&v1, qa + r * R->rstride + g * 4 + 4, sizeof v1);
+                __m512i a0 = _mm512_set1_epi32(v0), a1 = _mm512_set1_epi32(v1);
+                for (int j = 0; j < NR; j++) {
+                    CYGRU_Q_DPBUSD(acc[r][j], a0, wp[j] + g * 64);
+                    CYGRU_Q_DPBUSD(acc2[r][j], a1, wp[j] + g * 64 + 64);
+                }
+            }
+        }
+    }
+    for (; g < G; g++) {
         __m512i a[4];
         for (int r = 0; r < MR; r++) {
             int v;
             memcpy(&v, qa + r * R->rstride + g * 4, sizeof v);
             a[r] = _mm512_set1_epi32(v);
         }
-        for (int j = 0; j < NR; j++) {
-            __m512i w = _mm512_loadu_si512(W + (ptrdiff_t)j * K4 * CYGRU_QPANEL + g * 64);
+        for (int j = 0; j < NR; j++)
             for (int r = 0; r < MR; r++)
-                acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], a[r], w);
-        }
+                CYGRU_Q_DPBUSD(acc[r][j], a[r], wp[j] + g * 64);
     }
+    if (split)
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < NR; j++)
+                acc[r][j] = _mm512_add_epi32(acc[r][j], acc2[r][j]);
     for (int j = 0; j < NR; j++) {
         __m512 s = _mm512_loadu_ps(sw + j * CYGRU_QPANEL);
         __m512i off = _mm512_slli_epi32(_mm512_loadu_si512(sums + j * CYGRU_QPANEL), 7);
@@ -400,8 +478,7 @@ CYGRU_Q_ATTR_VNNI CYGRU_Q_INL void cygru_q8_tile_l3(const int MR, const int NR, 
         }
     }
 }
-#define CYGRU_Q8_TILE_L3(MR, NR, ...) cygru_q8_tile_l3(MR, NR, __VA_ARGS__)
-CYGRU_Q_DRIVER(CYGRU_Q_ATTR_VNNI, cygru_q8_gemm_vnni, cygru_q8_prep_l3, CYGRU_Q8_TILE_L3, 4, 4, 8)
+CYGRU_Q_VARIANT(cygru_q8_vnni, CYGRU_Q_ATTR_VNNI, cygru_q8_prep_l3, cygru_q8_tile_l3, 4, 4, 8)
 #else
 #define CYGRU_Q8_HAVE_VNNI 0
 #endif
@@ -434,6 +511,9 @@ CYGRU_Q_ATTR_BF16 CYGRU_Q_INL void cygru_bf16_tile_l3(const int MR, const int NR
     ptrdiff_t pb = (ptrdiff_t)cygru_bf16_panel_bytes(K);
     const char *W = (const char *)block + (ptrdiff_t)p * pb;
     const char *ab = R->rows + r0 * R->rstride;
+    const char *wp[8];
+    for (int j = 0; j < NR; j++)
+        wp[j] = W + j * pb;
     __m512 acc[4][8];
     (void)Nb;
     for (int r = 0; r < MR; r++)
@@ -446,11 +526,9 @@ CYGRU_Q_ATTR_BF16 CYGRU_Q_INL void cygru_bf16_tile_l3(const int MR, const int NR
             memcpy(&v, ab + r * R->rstride + g * 4, sizeof v);
             a[r] = _mm512_set1_epi32(v);
         }
-        for (int j = 0; j < NR; j++) {
-            __m512i w = _mm512_loadu_si512(W + j * pb + g * 64);
+        for (int j = 0; j < NR; j++)
             for (int r = 0; r < MR; r++)
-                acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)a[r], (__m512bh)w);
-        }
+                CYGRU_Q_DPBF16(acc[r][j], a[r], wp[j] + g * 64);
     }
     for (int j = 0; j < NR; j++) {
         __mmask16 mk = j == NR - 1 ? (__mmask16)((1u << nc) - 1u) : (__mmask16)0xFFFF;
@@ -458,9 +536,49 @@ CYGRU_Q_ATTR_BF16 CYGRU_Q_INL void cygru_bf16_tile_l3(const int MR, const int NR
             _mm512_mask_storeu_ps(C + r * ldc + j * CYGRU_QPANEL, mk, acc[r][j]);
     }
 }
-#define CYGRU_BF16_TILE_L3(MR, NR, ...) cygru_bf16_tile_l3(MR, NR, __VA_ARGS__)
-CYGRU_Q_DRIVER(CYGRU_Q_ATTR_BF16, cygru_bf16_gemm_native, cygru_bf16_prep_l3,
-               CYGRU_BF16_TILE_L3, 4, 4, 8)
+CYGRU_Q_VARIANT(cygru_bf16_native, CYGRU_Q_ATTR_BF16, cygru_bf16_prep_l3, cygru_bf16_tile_l3, 4,
+                4, 8)
+
+/* Time stamp counts of `iters` rounds of 12 independent accumulators each taking one
+ * pair step (32 multiply-adds): by vdpbf16ps (native) or by the emulation's two fused
+ * multiply-adds. Both give the same bits; which is faster differs between CPUs (on
+ * Intel's Sapphire Rapids a vdpbf16ps costs four FMAs' issue slots, on AMD's Zen 4 one). */
+CYGRU_Q_ATTR_BF16 static uint64_t cygru_bf16_probe(int native, int iters) {
+    static volatile float one = 1.0f;
+    __m512 acc[12];
+    __m512 x = _mm512_set1_ps(one * 0x1p-60f);
+    __m512i xi = _mm512_set1_epi32(0x21802180); /* bf16 pairs of 2^-60 */
+    for (int i = 0; i < 12; i++)
+        acc[i] = _mm512_set1_ps((float)i);
+    __asm__ volatile("" : "+v"(x), "+v"(xi));
+    uint64_t t0 = __rdtsc();
+    if (native) {
+        for (int r = 0; r < iters; r++)
+            for (int i = 0; i < 12; i++)
+                acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)xi, (__m512bh)xi);
+    } else {
+        for (int r = 0; r < iters; r++)
+            for (int i = 0; i < 12; i++) {
+                acc[i] = _mm512_fmadd_ps(x, x, acc[i]);
+                acc[i] = _mm512_fmadd_ps(x, x, acc[i]);
+            }
+    }
+    for (int i = 0; i < 12; i++)
+        __asm__ volatile("" : : "v"(acc[i]));
+    return __rdtsc() - t0;
+}
+
+/* 1 when vdpbf16ps is the faster way to the same bits on this CPU (best of five short
+ * interleaved timings of each; the two differ about twofold either way) */
+static inline int cygru_bf16_probe_native_faster(void) {
+    uint64_t tn = UINT64_MAX, te = UINT64_MAX;
+    for (int t = 0; t < 5; t++) {
+        uint64_t a = cygru_bf16_probe(1, 2000), b = cygru_bf16_probe(0, 2000);
+        tn = a < tn ? a : tn;
+        te = b < te ? b : te;
+    }
+    return tn < te;
+}
 #else
 #define CYGRU_BF16_HAVE_NATIVE 0
 #endif
@@ -526,6 +644,9 @@ CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_q8_tile_l1(const int MR, const int NR, in
     const int8_t *W = cygru_q8_panels(block) + (ptrdiff_t)p * K4 * CYGRU_QPANEL;
     const float *sw = cygru_q8_scales(block, Nb, K) + p * CYGRU_QPANEL;
     const char *qa = R->rows + r0 * R->rstride;
+    const int8_t *wp[4];
+    for (int j = 0; j < NR; j++)
+        wp[j] = W + (ptrdiff_t)j * K4 * CYGRU_QPANEL;
     __m256i acc[2][4][4];
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++)
@@ -541,7 +662,7 @@ CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_q8_tile_l1(const int MR, const int NR, in
         for (int j = 0; j < NR; j++)
             for (int h = 0; h < 4; h++) {
                 __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(
-                    (const __m128i *)(W + (ptrdiff_t)j * K4 * CYGRU_QPANEL + g * 64 + h * 16)));
+                    (const __m128i *)(wp[j] + g * 64 + h * 16)));
                 for (int r = 0; r < MR; r++)
                     acc[r][j][h] = _mm256_add_epi32(acc[r][j][h], _mm256_madd_epi16(w, a[r]));
             }
@@ -570,8 +691,7 @@ CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_q8_tile_l1(const int MR, const int NR, in
         }
     }
 }
-#define CYGRU_Q8_TILE_L1(MR, NR, ...) cygru_q8_tile_l1(MR, NR, __VA_ARGS__)
-CYGRU_Q_DRIVER(CYGRU_Q_ATTR_L1, cygru_q8_gemm_avx2, cygru_q8_prep_l1, CYGRU_Q8_TILE_L1, 2, 1, 3)
+CYGRU_Q_VARIANT(cygru_q8_avx2, CYGRU_Q_ATTR_L1, cygru_q8_prep_l1, cygru_q8_tile_l1, 2, 1, 3)
 
 CYGRU_Q_ATTR_L1 static void cygru_bf16_prep_l1(int mb, int K, const float *A, ptrdiff_t lda,
                                                void *scratch, cygru_qrows *R) {
@@ -612,24 +732,44 @@ CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_bf16_tile_l1(const int MR, const int NR, 
     const float *af = (const float *)(R->rows + r0 * R->rstride);
     ptrdiff_t ls = R->rstride / (ptrdiff_t)sizeof(float);
     const __m256i hm = _mm256_set1_epi32((int)0xFFFF0000u);
+    const char *wp[4];
+    for (int j = 0; j < NR; j++)
+        wp[j] = W + j * pb;
     __m256 acc[4][4][2];
     (void)Nb;
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++)
             acc[r][j][0] = acc[r][j][1] = _mm256_setzero_ps();
-    for (ptrdiff_t g = 0; g < G; g++) {
+    for (ptrdiff_t g = 0; g < G && MR == 1; g++) {
+        /* one row: each panel half split and used at once (16 registers in all) */
+        __m256 bo = _mm256_set1_ps(af[2 * g + 1]), be = _mm256_set1_ps(af[2 * g]);
         for (int j = 0; j < NR; j++)
             for (int h = 0; h < 2; h++) {
-                __m256i x = _mm256_loadu_si256((const __m256i *)(W + j * pb + g * 64 + h * 32));
-                __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
-                __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
-                for (int r = 0; r < MR; r++) {
-                    acc[r][j][h] = _mm256_fmadd_ps(wo, _mm256_set1_ps(af[r * ls + 2 * g + 1]),
-                                                   acc[r][j][h]);
-                    acc[r][j][h] = _mm256_fmadd_ps(we, _mm256_set1_ps(af[r * ls + 2 * g]),
-                                                   acc[r][j][h]);
-                }
+                __m256i x = _mm256_loadu_si256((const __m256i *)(wp[j] + g * 64 + h * 32));
+                acc[0][j][h] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x, hm)), bo,
+                                               acc[0][j][h]);
+                acc[0][j][h] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x, 16)), be,
+                                               acc[0][j][h]);
             }
+    }
+    for (ptrdiff_t g = 0; g < G && MR > 1; g++) {
+        __m256 wo[4][2], we[4][2];
+        for (int j = 0; j < NR; j++)
+            for (int h = 0; h < 2; h++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(wp[j] + g * 64 + h * 32));
+                wo[j][h] = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
+                we[j][h] = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+            }
+        /* row by row: two broadcasts live at a time */
+        for (int r = 0; r < MR; r++) {
+            __m256 bo = _mm256_set1_ps(af[r * ls + 2 * g + 1]);
+            __m256 be = _mm256_set1_ps(af[r * ls + 2 * g]);
+            for (int j = 0; j < NR; j++)
+                for (int h = 0; h < 2; h++) {
+                    acc[r][j][h] = _mm256_fmadd_ps(wo[j][h], bo, acc[r][j][h]);
+                    acc[r][j][h] = _mm256_fmadd_ps(we[j][h], be, acc[r][j][h]);
+                }
+        }
     }
     for (int j = 0; j < NR; j++) {
         int ncj = j == NR - 1 ? nc : CYGRU_QPANEL;
@@ -648,8 +788,6 @@ CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_bf16_tile_l1(const int MR, const int NR, 
         }
     }
 }
-#define CYGRU_BF16_TILE_L1(MR, NR, ...) cygru_bf16_tile_l1(MR, NR, __VA_ARGS__)
-CYGRU_Q_DRIVER(CYGRU_Q_ATTR_L1, cygru_bf16_gemm_avx2, cygru_bf16_prep_l1, CYGRU_BF16_TILE_L1, 4,
-               1, 4)
+CYGRU_Q_VARIANT(cygru_bf16_avx2, CYGRU_Q_ATTR_L1, cygru_bf16_prep_l1, cygru_bf16_tile_l1, 4, 1, 4)
 
 #endif
