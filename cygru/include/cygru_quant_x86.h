@@ -691,7 +691,7 @@ CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_q8_tile_l1(const int MR, const int NR, in
         }
     }
 }
-CYGRU_Q_VARIANT(cygru_q8_avx2, CYGRU_Q_ATTR_L1, cygru_q8_prep_l1, cygru_q8_tile_l1, 2, 1, 3)
+CYGRU_Q_VARIANT(cygru_q8_avx2, CYGRU_Q_ATTR_L1, cygru_q8_prep_l1, cygru_q8_tile_l1, 2, 1, 2)
 
 CYGRU_Q_ATTR_L1 static void cygru_bf16_prep_l1(int mb, int K, const float *A, ptrdiff_t lda,
                                                void *scratch, cygru_qrows *R) {
