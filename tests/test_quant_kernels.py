@@ -429,7 +429,7 @@ def test_bf16_hostile_values(level, Kk, rng):
 @LEVELS
 def test_bf16_fused_steps(level):
     """The steps are fused: a product past float32's range is exact, so -1.98 * 2^127
-    then 2^64 * 2^64 gives 2^121 (not inf), and +inf then a product of -2^144 stays +inf
+    then 2^64 * 2^64 gives about 2^121 (not inf), and +inf then a product of -2^144 stays +inf
     (not NaN); the pair's odd element is added first."""
     _need("bf16", level)
     a = np.zeros((3, 4), np.float32)

@@ -444,7 +444,7 @@ static inline int cygru_bf16_native_ok(void) {
             }
             if (set == QSETS) {
                 /* row 0, column 0: -1.98 * 2^127 (pair 0, odd), then 2^64 * 2^64
-                 * (pair 1, odd): fused 2^121, not inf; row 1, column 1: 2^100 * 2^100
+                 * (pair 1, odd): fused about 2^121, not inf; row 1, column 1: 2^100 * 2^100
                  * then -2^72 * 2^72: +inf stays +inf (not NaN); row 2: inf and -0 */
                 a[1] = cygru_f32_from_bf16(0x5FFF), wb[1] = 0xDEFF;
                 a[3] = cygru_f32_from_bf16(0x5F80), wb[3] = 0x5F80;
