@@ -177,6 +177,13 @@ static inline void cygru_q8_pack(int N, int K, const int8_t *q, ptrdiff_t ldq,
 typedef void (*cygru_q_fn)(int M, int K, const float *A, ptrdiff_t lda, const void *block,
                            int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch);
 
+/* The same for G blocks of the same (Nb x K) shape, block g at (char *)block + g * bstride,
+ * its results at C + g * cstride: exactly G calls of the cygru_q_fn, with the rows of A
+ * prepared (quantized, converted) once instead of G times (the three gates of a GRU). */
+typedef void (*cygru_qg_fn)(int G, size_t bstride, ptrdiff_t cstride, int M, int K,
+                            const float *A, ptrdiff_t lda, const void *block, int Nb, int n0,
+                            int N, float *C, ptrdiff_t ldc, void *scratch);
+
 static inline void *cygru_q_align64(void *p) {
     return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
 }
@@ -316,6 +323,22 @@ static void cygru_bf16_gemm_base(int M, int K, const float *A, ptrdiff_t lda, co
     }
 }
 
+static void cygru_q8_base_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M, int K,
+                                     const float *A, ptrdiff_t lda, const void *block, int Nb,
+                                     int n0, int N, float *C, ptrdiff_t ldc, void *scratch) {
+    for (int g = 0; g < G; g++)
+        cygru_q8_gemm_base(M, K, A, lda, (const char *)block + g * bstride, Nb, n0, N,
+                           C + g * cstride, ldc, scratch);
+}
+static void cygru_bf16_base_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M, int K,
+                                       const float *A, ptrdiff_t lda, const void *block,
+                                       int Nb, int n0, int N, float *C, ptrdiff_t ldc,
+                                       void *scratch) {
+    for (int g = 0; g < G; g++)
+        cygru_bf16_gemm_base(M, K, A, lda, (const char *)block + g * bstride, Nb, n0, N,
+                             C + g * cstride, ldc, scratch);
+}
+
 /* ---- variants and dispatch -------------------------------------------------------- */
 
 #define CYGRU_QLEVEL_BASE 0
@@ -337,18 +360,28 @@ static int cygru_quant_forced = -1;
 #if CYGRU_HAVE_X86_VARIANTS
 #if CYGRU_Q8_HAVE_VNNI
 #define CYGRU_Q8_NATIVE_FN cygru_q8_vnni_gemm
+#define CYGRU_Q8_NATIVE_GATES_FN cygru_q8_vnni_gemm_gates
 #else
 #define CYGRU_Q8_NATIVE_FN cygru_q8_avx512_gemm
+#define CYGRU_Q8_NATIVE_GATES_FN cygru_q8_avx512_gemm_gates
 #endif
 #if CYGRU_BF16_HAVE_NATIVE
 #define CYGRU_BF16_NATIVE_FN cygru_bf16_native_gemm
+#define CYGRU_BF16_NATIVE_GATES_FN cygru_bf16_native_gemm_gates
 #else
 #define CYGRU_BF16_NATIVE_FN cygru_bf16_avx512_gemm
+#define CYGRU_BF16_NATIVE_GATES_FN cygru_bf16_avx512_gemm_gates
 #endif
 static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_avx2_gemm,
                                                cygru_q8_avx512_gemm, CYGRU_Q8_NATIVE_FN};
 static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_avx2_gemm,
                                                    cygru_bf16_avx512_gemm, CYGRU_BF16_NATIVE_FN};
+static const cygru_qg_fn cygru_q8_gates_kernels[] = {
+    cygru_q8_base_gemm_gates, cygru_q8_avx2_gemm_gates, cygru_q8_avx512_gemm_gates,
+    CYGRU_Q8_NATIVE_GATES_FN};
+static const cygru_qg_fn cygru_bf16_gates_kernels[] = {
+    cygru_bf16_base_gemm_gates, cygru_bf16_avx2_gemm_gates, cygru_bf16_avx512_gemm_gates,
+    CYGRU_BF16_NATIVE_GATES_FN};
 
 /* CPUID bits the compilers' __builtin_cpu_supports may not know by name (AVX-512 state
  * being enabled by the OS is what __builtin_cpu_supports("avx512f") reports) */
@@ -385,6 +418,12 @@ static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_gemm_
                                                cygru_q8_gemm_base, cygru_q8_gemm_base};
 static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_gemm_base,
                                                    cygru_bf16_gemm_base, cygru_bf16_gemm_base};
+static const cygru_qg_fn cygru_q8_gates_kernels[] = {
+    cygru_q8_base_gemm_gates, cygru_q8_base_gemm_gates, cygru_q8_base_gemm_gates,
+    cygru_q8_base_gemm_gates};
+static const cygru_qg_fn cygru_bf16_gates_kernels[] = {
+    cygru_bf16_base_gemm_gates, cygru_bf16_base_gemm_gates, cygru_bf16_base_gemm_gates,
+    cygru_bf16_base_gemm_gates};
 #define CYGRU_Q8_HAVE_VNNI 0
 #define CYGRU_BF16_HAVE_NATIVE 0
 static inline int cygru_q_simd_level(void) { return CYGRU_QLEVEL_BASE; }
@@ -531,6 +570,12 @@ static inline int cygru_bf16_best_level(void) {
 
 static inline cygru_q_fn cygru_q8_at_level(int level) { return cygru_q8_kernels[level]; }
 static inline cygru_q_fn cygru_bf16_at_level(int level) { return cygru_bf16_kernels[level]; }
+static inline cygru_qg_fn cygru_q8_gates_at_level(int level) {
+    return cygru_q8_gates_kernels[level];
+}
+static inline cygru_qg_fn cygru_bf16_gates_at_level(int level) {
+    return cygru_bf16_gates_kernels[level];
+}
 
 /* the level in use: a forced one this CPU runs, else the best */
 static inline int cygru_q8_level(void) {
@@ -551,14 +596,38 @@ static inline void cygru_q8_gemm(int M, int K, const float *A, ptrdiff_t lda, co
  * Sapphire Rapids, 45 against 35 GMAC/s for one row; the same bits either way). */
 #define CYGRU_BF16_NATIVE_ROWS 8
 
-static inline void cygru_bf16_gemm(int M, int K, const float *A, ptrdiff_t lda,
-                                   const void *block, int Nb, int n0, int N, float *C,
-                                   ptrdiff_t ldc, void *scratch) {
+/* the bf16 level for M rows */
+static inline int cygru_bf16_level_rows(int M) {
     int lv = cygru_bf16_level();
     if (lv == CYGRU_QLEVEL_AVX512 && M < CYGRU_BF16_NATIVE_ROWS && cygru_quant_forced < 0 &&
         cygru_bf16_max_level() == CYGRU_QLEVEL_NATIVE)
         lv = CYGRU_QLEVEL_NATIVE;
-    cygru_bf16_kernels[lv](M, K, A, lda, block, Nb, n0, N, C, ldc, scratch);
+    return lv;
+}
+
+static inline void cygru_bf16_gemm(int M, int K, const float *A, ptrdiff_t lda,
+                                   const void *block, int Nb, int n0, int N, float *C,
+                                   ptrdiff_t ldc, void *scratch) {
+    cygru_bf16_kernels[cygru_bf16_level_rows(M)](M, K, A, lda, block, Nb, n0, N, C, ldc,
+                                                 scratch);
+}
+
+/* G products on G blocks bstride bytes apart (a weight's gate blocks, back to back), the
+ * results cstride floats apart; the rows of A are prepared once. The same bits as G
+ * calls of cygru_q8_gemm / cygru_bf16_gemm. */
+static inline void cygru_q8_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M, int K,
+                                       const float *A, ptrdiff_t lda, const void *block,
+                                       int Nb, int n0, int N, float *C, ptrdiff_t ldc,
+                                       void *scratch) {
+    cygru_q8_gates_kernels[cygru_q8_level()](G, bstride, cstride, M, K, A, lda, block, Nb, n0,
+                                             N, C, ldc, scratch);
+}
+static inline void cygru_bf16_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M,
+                                         int K, const float *A, ptrdiff_t lda,
+                                         const void *block, int Nb, int n0, int N, float *C,
+                                         ptrdiff_t ldc, void *scratch) {
+    cygru_bf16_gates_kernels[cygru_bf16_level_rows(M)](G, bstride, cstride, M, K, A, lda,
+                                                       block, Nb, n0, N, C, ldc, scratch);
 }
 
 #endif
