@@ -54,8 +54,21 @@
  *   Block sizes are multiples of 64 bytes; blocks are position independent.
  *
  * Variants (levels): 0 portable C (the definition), 1 AVX2, 2 AVX-512 (int8: AVX512BW,
- * bf16: AVX512F emulation), 3 the instructions made for it (AVX512-VNNI, AVX512-BF16).
- * Every level gives the same bits; tests force each (cygru_q8_at_level, cygru_bf16_at_level).
+ * bf16: AVX512F emulation), 3 the instructions made for it (AVX512-VNNI, AVX512-BF16);
+ * the x86 ones are in cygru_quant_x86.h. Every level gives the same bits; tests force
+ * each (cygru_q8_at_level, cygru_bf16_at_level, cygru_quant_forced).
+ *   cygru_*_max_level: the highest level this CPU runs with the definition's bits (bf16
+ *     level 3 only where cygru_bf16_native_ok's self-check passed);
+ *   cygru_*_best_level: the level cygru_*_gemm uses, the highest except bf16 level 2
+ *     where a once-per-process timing finds the emulation faster than vdpbf16ps (Intel's
+ *     Sapphire Rapids: vdpbf16ps takes four FMAs' issue slots) -- and even there
+ *     vdpbf16ps under CYGRU_BF16_NATIVE_ROWS rows, where the emulation's register tile
+ *     does not fill.
+ * cygru_*_gemm_gates computes G blocks (a weight's gate blocks) with the rows of A
+ * prepared once: the same bits as G calls of cygru_*_gemm.
+ *
+ * Scratch: size it with cygru_q8_scratch_size / cygru_bf16_scratch_size (CYGRU_QROWS
+ * prepared rows, widened to 16 or 32 bits where a variant needs it); one per thread.
  */
 #ifndef CYGRU_QUANT_H
 #define CYGRU_QUANT_H
