@@ -344,8 +344,25 @@ def test_gate_batched_products_equal_one_call_per_gate(fmt, level, M, Kk, H, n0,
         ]
     want = np.concatenate([run(fmt, a, per[g], H, n0, N, 0) for g in range(G)], axis=1)
     assert_same_bits(K._quant_gemm_gates(fmt, a, blocks, G, H, n0, N, level), want)
+    # the dispatch unforced (bf16: vdpbf16ps under 8 rows where the emulation is in use)
+    assert_same_bits(K._quant_gemm_gates(fmt, a, blocks, G, H, n0, N, -1), want)
     K._force_quant_level(level)
     assert_same_bits(K._quant_gemm_gates(fmt, a, blocks, G, H, n0, N, -1), want)
+
+
+def test_gate_hook_rejects_bad_input():
+    a = np.ones((2, 8), np.float32)
+    blocks = K.q8_pack_gates(np.ones((32, 8), np.int8), np.ones(32, np.float32), 16)
+    with pytest.raises(ValueError, match="_quant_gemm_gates: fmt"):
+        K._quant_gemm_gates("int4", a, blocks, 2, 16, 0, 16)
+    with pytest.raises(ValueError, match="_quant_gemm_gates: level 9"):
+        K._quant_gemm_gates("int8", a, blocks, 2, 16, 0, 16, 9)
+    with pytest.raises(ValueError, match="_quant_gemm_gates: bad sizes"):
+        K._quant_gemm_gates("int8", a, blocks, 2, 16, 8, 8)  # n0 not a multiple of 16
+    with pytest.raises(ValueError, match="_quant_gemm_gates: blocks too small"):
+        K._quant_gemm_gates("int8", a, blocks, 3, 16, 0, 16)
+    with pytest.raises(ValueError, match="_quant_gemm_gates: the rows of a"):
+        K._quant_gemm_gates("int8", np.ones((8, 2), np.float32).T, blocks, 2, 16, 0, 16)
 
 
 # ---- every variant: hostile values -------------------------------------------------------
