@@ -87,6 +87,18 @@ cdef extern from "cygru_quant.h" nogil:
                                 Py_ssize_t ldc, void* scratch) noexcept nogil
     cygru_q_fn cygru_q8_at_level(int level)
     cygru_q_fn cygru_bf16_at_level(int level)
+    ctypedef void (*cygru_qg_fn)(int G, size_t bstride, Py_ssize_t cstride, int M, int K,
+                                 const float* A, Py_ssize_t lda, const void* block, int Nb,
+                                 int n0, int N, float* C, Py_ssize_t ldc,
+                                 void* scratch) noexcept nogil
+    cygru_qg_fn cygru_q8_gates_at_level(int level)
+    cygru_qg_fn cygru_bf16_gates_at_level(int level)
+    void cygru_q8_gemm_gates(int G, size_t bstride, Py_ssize_t cstride, int M, int K,
+                             const float* A, Py_ssize_t lda, const void* block, int Nb, int n0,
+                             int N, float* C, Py_ssize_t ldc, void* scratch)
+    void cygru_bf16_gemm_gates(int G, size_t bstride, Py_ssize_t cstride, int M, int K,
+                               const float* A, Py_ssize_t lda, const void* block, int Nb,
+                               int n0, int N, float* C, Py_ssize_t ldc, void* scratch)
     int cygru_q8_best_level()
     int cygru_bf16_best_level()
     int cygru_bf16_native_ok()
@@ -962,4 +974,45 @@ def _quant_gemm(str fmt, const float[:, :] a, const unsigned char[::1] block, in
         fn = cygru_bf16_at_level(cygru_bf16_level() if level == -1 else level)
     with nogil:
         fn(M, K, &a[0, 0], lda, &block[0], Nb, n0, N, &cv[0, 0], N, &sc[0])
+    return c
+
+
+def _quant_gemm_gates(str fmt, const float[:, :] a, const unsigned char[::1] blocks, int G,
+                      int Nb, int n0, int N, int level=-1):
+    """(M, G*N) float32: columns [g*N, (g+1)*N) = a @ W_g[n0:n0+N]^T for the G packed blocks
+    of q8_pack_gates / bf16_pack_gates (H = Nb), by the gate-batched product of variant
+    `level` (-1: the one in use), which prepares the rows of `a` once. A test hook."""
+    cdef int M = a.shape[0], K = a.shape[1]
+    cdef int top = cygru_q8_max_level() if fmt == "int8" else cygru_bf16_max_level()
+    if fmt not in ("int8", "bf16"):
+        raise ValueError(f"_quant_gemm_gates: fmt must be 'int8' or 'bf16', got {fmt!r}")
+    if level < -1 or level > top:
+        raise ValueError(f"_quant_gemm_gates: level {level} is not one this CPU runs (0..{top})")
+    if M == 0 or K == 0 or G <= 0 or N <= 0 or n0 % 16 or n0 + N > Nb:
+        raise ValueError("_quant_gemm_gates: bad sizes")
+    if a.strides[1] != 4:
+        raise ValueError("_quant_gemm_gates: the rows of a must be contiguous")
+    cdef size_t bs = cygru_q8_block_size(Nb, K) if fmt == "int8" else cygru_bf16_block_size(Nb, K)
+    if <size_t>blocks.shape[0] < G * bs:
+        raise ValueError("_quant_gemm_gates: blocks too small for G blocks of (Nb, K)")
+    c = np.zeros((M, G * N), np.float32)
+    cdef float[:, ::1] cv = c
+    scratch = np.zeros(cygru_q8_scratch_size(K) if fmt == "int8" else cygru_bf16_scratch_size(K),
+                       np.uint8)
+    cdef unsigned char[::1] sc = scratch
+    cdef Py_ssize_t lda = a.strides[0] // 4
+    cdef bint int8 = fmt == "int8"
+    with nogil:
+        if level == -1 and int8:
+            cygru_q8_gemm_gates(G, bs, N, M, K, &a[0, 0], lda, &blocks[0], Nb, n0, N,
+                                &cv[0, 0], G * N, &sc[0])
+        elif level == -1:
+            cygru_bf16_gemm_gates(G, bs, N, M, K, &a[0, 0], lda, &blocks[0], Nb, n0, N,
+                                  &cv[0, 0], G * N, &sc[0])
+        elif int8:
+            cygru_q8_gates_at_level(level)(G, bs, N, M, K, &a[0, 0], lda, &blocks[0], Nb, n0, N,
+                                           &cv[0, 0], G * N, &sc[0])
+        else:
+            cygru_bf16_gates_at_level(level)(G, bs, N, M, K, &a[0, 0], lda, &blocks[0], Nb, n0,
+                                             N, &cv[0, 0], G * N, &sc[0])
     return c

@@ -319,6 +319,52 @@ def test_rows_do_not_depend_on_the_call(fmt, level, rng):
         assert_same_bits(run(fmt, a, block, Nb, n0, N, level), whole[:, n0 : n0 + N])
 
 
+@FMTS
+@LEVELS
+@pytest.mark.parametrize(
+    "M, Kk, H, n0, N", [(1, 70, 48, 16, 32), (11, 33, 40, 0, 37), (70, 129, 20, 0, 20)]
+)
+def test_gate_batched_products_equal_one_call_per_gate(fmt, level, M, Kk, H, n0, N, rng):
+    """cygru_*_gemm_gates (G blocks, the rows prepared once) gives every gate exactly the
+    bits of its own call, at every level and through the dispatch (level -1)."""
+    _need(fmt, level)
+    G = 3
+    a = rng.standard_normal((M, Kk + 5)).astype(np.float32)[:, :Kk]
+    a[0, 0] = np.nan if M > 1 else a[0, 0]  # a NaN row among them (int8: NaN results)
+    w = rng.standard_normal((G * H, Kk)).astype(np.float32)
+    if fmt == "int8":
+        q, s = K.q8_quantize_rows(w)
+        blocks = K.q8_pack_gates(q, s, H)
+        per = [K.q8_pack_gates(q[g * H : (g + 1) * H], s[g * H : (g + 1) * H], H) for g in range(G)]
+    else:
+        bits = K.bf16_from_f32(w.ravel()).reshape(w.shape)
+        blocks = K.bf16_pack_gates(bits, H)
+        per = [
+            K.bf16_pack_gates(np.ascontiguousarray(bits[g * H : (g + 1) * H]), H) for g in range(G)
+        ]
+    want = np.concatenate([run(fmt, a, per[g], H, n0, N, 0) for g in range(G)], axis=1)
+    assert_same_bits(K._quant_gemm_gates(fmt, a, blocks, G, H, n0, N, level), want)
+    # the dispatch unforced (bf16: vdpbf16ps under 8 rows where the emulation is in use)
+    assert_same_bits(K._quant_gemm_gates(fmt, a, blocks, G, H, n0, N, -1), want)
+    K._force_quant_level(level)
+    assert_same_bits(K._quant_gemm_gates(fmt, a, blocks, G, H, n0, N, -1), want)
+
+
+def test_gate_hook_rejects_bad_input():
+    a = np.ones((2, 8), np.float32)
+    blocks = K.q8_pack_gates(np.ones((32, 8), np.int8), np.ones(32, np.float32), 16)
+    with pytest.raises(ValueError, match="_quant_gemm_gates: fmt"):
+        K._quant_gemm_gates("int4", a, blocks, 2, 16, 0, 16)
+    with pytest.raises(ValueError, match="_quant_gemm_gates: level 9"):
+        K._quant_gemm_gates("int8", a, blocks, 2, 16, 0, 16, 9)
+    with pytest.raises(ValueError, match="_quant_gemm_gates: bad sizes"):
+        K._quant_gemm_gates("int8", a, blocks, 2, 16, 8, 8)  # n0 not a multiple of 16
+    with pytest.raises(ValueError, match="_quant_gemm_gates: blocks too small"):
+        K._quant_gemm_gates("int8", a, blocks, 3, 16, 0, 16)
+    with pytest.raises(ValueError, match="_quant_gemm_gates: the rows of a"):
+        K._quant_gemm_gates("int8", np.ones((8, 2), np.float32).T, blocks, 2, 16, 0, 16)
+
+
 # ---- every variant: hostile values -------------------------------------------------------
 
 
@@ -429,7 +475,7 @@ def test_bf16_hostile_values(level, Kk, rng):
 @LEVELS
 def test_bf16_fused_steps(level):
     """The steps are fused: a product past float32's range is exact, so -1.98 * 2^127
-    then 2^64 * 2^64 gives 2^121 (not inf), and +inf then a product of -2^144 stays +inf
+    then 2^64 * 2^64 gives about 2^121 (not inf), and +inf then a product of -2^144 stays +inf
     (not NaN); the pair's odd element is added first."""
     _need("bf16", level)
     a = np.zeros((3, 4), np.float32)

@@ -54,8 +54,21 @@
  *   Block sizes are multiples of 64 bytes; blocks are position independent.
  *
  * Variants (levels): 0 portable C (the definition), 1 AVX2, 2 AVX-512 (int8: AVX512BW,
- * bf16: AVX512F emulation), 3 the instructions made for it (AVX512-VNNI, AVX512-BF16).
- * Every level gives the same bits; tests force each (cygru_q8_at_level, cygru_bf16_at_level).
+ * bf16: AVX512F emulation), 3 the instructions made for it (AVX512-VNNI, AVX512-BF16);
+ * the x86 ones are in cygru_quant_x86.h. Every level gives the same bits; tests force
+ * each (cygru_q8_at_level, cygru_bf16_at_level, cygru_quant_forced).
+ *   cygru_*_max_level: the highest level this CPU runs with the definition's bits (bf16
+ *     level 3 only where cygru_bf16_native_ok's self-check passed);
+ *   cygru_*_best_level: the level cygru_*_gemm uses, the highest except bf16 level 2
+ *     where a once-per-process timing finds the emulation faster than vdpbf16ps (Intel's
+ *     Sapphire Rapids: vdpbf16ps takes four FMAs' issue slots) -- and even there
+ *     vdpbf16ps under CYGRU_BF16_NATIVE_ROWS rows, where the emulation's register tile
+ *     does not fill.
+ * cygru_*_gemm_gates computes G blocks (a weight's gate blocks) with the rows of A
+ * prepared once: the same bits as G calls of cygru_*_gemm.
+ *
+ * Scratch: size it with cygru_q8_scratch_size / cygru_bf16_scratch_size (CYGRU_QROWS
+ * prepared rows, widened to 16 or 32 bits where a variant needs it); one per thread.
  */
 #ifndef CYGRU_QUANT_H
 #define CYGRU_QUANT_H
@@ -176,6 +189,13 @@ static inline void cygru_q8_pack(int N, int K, const int8_t *q, ptrdiff_t ldq,
  * block `block` (Nb x K, rows n0 .. n0 + N - 1 of it; n0 a multiple of 16). */
 typedef void (*cygru_q_fn)(int M, int K, const float *A, ptrdiff_t lda, const void *block,
                            int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch);
+
+/* The same for G blocks of the same (Nb x K) shape, block g at (char *)block + g * bstride,
+ * its results at C + g * cstride: exactly G calls of the cygru_q_fn, with the rows of A
+ * prepared (quantized, converted) once instead of G times (the three gates of a GRU). */
+typedef void (*cygru_qg_fn)(int G, size_t bstride, ptrdiff_t cstride, int M, int K,
+                            const float *A, ptrdiff_t lda, const void *block, int Nb, int n0,
+                            int N, float *C, ptrdiff_t ldc, void *scratch);
 
 static inline void *cygru_q_align64(void *p) {
     return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
@@ -316,6 +336,22 @@ static void cygru_bf16_gemm_base(int M, int K, const float *A, ptrdiff_t lda, co
     }
 }
 
+static void cygru_q8_base_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M, int K,
+                                     const float *A, ptrdiff_t lda, const void *block, int Nb,
+                                     int n0, int N, float *C, ptrdiff_t ldc, void *scratch) {
+    for (int g = 0; g < G; g++)
+        cygru_q8_gemm_base(M, K, A, lda, (const char *)block + g * bstride, Nb, n0, N,
+                           C + g * cstride, ldc, scratch);
+}
+static void cygru_bf16_base_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M, int K,
+                                       const float *A, ptrdiff_t lda, const void *block,
+                                       int Nb, int n0, int N, float *C, ptrdiff_t ldc,
+                                       void *scratch) {
+    for (int g = 0; g < G; g++)
+        cygru_bf16_gemm_base(M, K, A, lda, (const char *)block + g * bstride, Nb, n0, N,
+                             C + g * cstride, ldc, scratch);
+}
+
 /* ---- variants and dispatch -------------------------------------------------------- */
 
 #define CYGRU_QLEVEL_BASE 0
@@ -337,18 +373,28 @@ static int cygru_quant_forced = -1;
 #if CYGRU_HAVE_X86_VARIANTS
 #if CYGRU_Q8_HAVE_VNNI
 #define CYGRU_Q8_NATIVE_FN cygru_q8_vnni_gemm
+#define CYGRU_Q8_NATIVE_GATES_FN cygru_q8_vnni_gemm_gates
 #else
 #define CYGRU_Q8_NATIVE_FN cygru_q8_avx512_gemm
+#define CYGRU_Q8_NATIVE_GATES_FN cygru_q8_avx512_gemm_gates
 #endif
 #if CYGRU_BF16_HAVE_NATIVE
 #define CYGRU_BF16_NATIVE_FN cygru_bf16_native_gemm
+#define CYGRU_BF16_NATIVE_GATES_FN cygru_bf16_native_gemm_gates
 #else
 #define CYGRU_BF16_NATIVE_FN cygru_bf16_avx512_gemm
+#define CYGRU_BF16_NATIVE_GATES_FN cygru_bf16_avx512_gemm_gates
 #endif
 static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_avx2_gemm,
                                                cygru_q8_avx512_gemm, CYGRU_Q8_NATIVE_FN};
 static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_avx2_gemm,
                                                    cygru_bf16_avx512_gemm, CYGRU_BF16_NATIVE_FN};
+static const cygru_qg_fn cygru_q8_gates_kernels[] = {
+    cygru_q8_base_gemm_gates, cygru_q8_avx2_gemm_gates, cygru_q8_avx512_gemm_gates,
+    CYGRU_Q8_NATIVE_GATES_FN};
+static const cygru_qg_fn cygru_bf16_gates_kernels[] = {
+    cygru_bf16_base_gemm_gates, cygru_bf16_avx2_gemm_gates, cygru_bf16_avx512_gemm_gates,
+    CYGRU_BF16_NATIVE_GATES_FN};
 
 /* CPUID bits the compilers' __builtin_cpu_supports may not know by name (AVX-512 state
  * being enabled by the OS is what __builtin_cpu_supports("avx512f") reports) */
@@ -385,6 +431,12 @@ static const cygru_q_fn cygru_q8_kernels[] = {cygru_q8_gemm_base, cygru_q8_gemm_
                                                cygru_q8_gemm_base, cygru_q8_gemm_base};
 static const cygru_q_fn cygru_bf16_kernels[] = {cygru_bf16_gemm_base, cygru_bf16_gemm_base,
                                                    cygru_bf16_gemm_base, cygru_bf16_gemm_base};
+static const cygru_qg_fn cygru_q8_gates_kernels[] = {
+    cygru_q8_base_gemm_gates, cygru_q8_base_gemm_gates, cygru_q8_base_gemm_gates,
+    cygru_q8_base_gemm_gates};
+static const cygru_qg_fn cygru_bf16_gates_kernels[] = {
+    cygru_bf16_base_gemm_gates, cygru_bf16_base_gemm_gates, cygru_bf16_base_gemm_gates,
+    cygru_bf16_base_gemm_gates};
 #define CYGRU_Q8_HAVE_VNNI 0
 #define CYGRU_BF16_HAVE_NATIVE 0
 static inline int cygru_q_simd_level(void) { return CYGRU_QLEVEL_BASE; }
@@ -444,7 +496,7 @@ static inline int cygru_bf16_native_ok(void) {
             }
             if (set == QSETS) {
                 /* row 0, column 0: -1.98 * 2^127 (pair 0, odd), then 2^64 * 2^64
-                 * (pair 1, odd): fused 2^121, not inf; row 1, column 1: 2^100 * 2^100
+                 * (pair 1, odd): fused about 2^121, not inf; row 1, column 1: 2^100 * 2^100
                  * then -2^72 * 2^72: +inf stays +inf (not NaN); row 2: inf and -0 */
                 a[1] = cygru_f32_from_bf16(0x5FFF), wb[1] = 0xDEFF;
                 a[3] = cygru_f32_from_bf16(0x5F80), wb[3] = 0x5F80;
@@ -531,6 +583,12 @@ static inline int cygru_bf16_best_level(void) {
 
 static inline cygru_q_fn cygru_q8_at_level(int level) { return cygru_q8_kernels[level]; }
 static inline cygru_q_fn cygru_bf16_at_level(int level) { return cygru_bf16_kernels[level]; }
+static inline cygru_qg_fn cygru_q8_gates_at_level(int level) {
+    return cygru_q8_gates_kernels[level];
+}
+static inline cygru_qg_fn cygru_bf16_gates_at_level(int level) {
+    return cygru_bf16_gates_kernels[level];
+}
 
 /* the level in use: a forced one this CPU runs, else the best */
 static inline int cygru_q8_level(void) {
@@ -551,14 +609,38 @@ static inline void cygru_q8_gemm(int M, int K, const float *A, ptrdiff_t lda, co
  * Sapphire Rapids, 45 against 35 GMAC/s for one row; the same bits either way). */
 #define CYGRU_BF16_NATIVE_ROWS 8
 
-static inline void cygru_bf16_gemm(int M, int K, const float *A, ptrdiff_t lda,
-                                   const void *block, int Nb, int n0, int N, float *C,
-                                   ptrdiff_t ldc, void *scratch) {
+/* the bf16 level for M rows */
+static inline int cygru_bf16_level_rows(int M) {
     int lv = cygru_bf16_level();
     if (lv == CYGRU_QLEVEL_AVX512 && M < CYGRU_BF16_NATIVE_ROWS && cygru_quant_forced < 0 &&
         cygru_bf16_max_level() == CYGRU_QLEVEL_NATIVE)
         lv = CYGRU_QLEVEL_NATIVE;
-    cygru_bf16_kernels[lv](M, K, A, lda, block, Nb, n0, N, C, ldc, scratch);
+    return lv;
+}
+
+static inline void cygru_bf16_gemm(int M, int K, const float *A, ptrdiff_t lda,
+                                   const void *block, int Nb, int n0, int N, float *C,
+                                   ptrdiff_t ldc, void *scratch) {
+    cygru_bf16_kernels[cygru_bf16_level_rows(M)](M, K, A, lda, block, Nb, n0, N, C, ldc,
+                                                 scratch);
+}
+
+/* G products on G blocks bstride bytes apart (a weight's gate blocks, back to back), the
+ * results cstride floats apart; the rows of A are prepared once. The same bits as G
+ * calls of cygru_q8_gemm / cygru_bf16_gemm. */
+static inline void cygru_q8_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M, int K,
+                                       const float *A, ptrdiff_t lda, const void *block,
+                                       int Nb, int n0, int N, float *C, ptrdiff_t ldc,
+                                       void *scratch) {
+    cygru_q8_gates_kernels[cygru_q8_level()](G, bstride, cstride, M, K, A, lda, block, Nb, n0,
+                                             N, C, ldc, scratch);
+}
+static inline void cygru_bf16_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M,
+                                         int K, const float *A, ptrdiff_t lda,
+                                         const void *block, int Nb, int n0, int N, float *C,
+                                         ptrdiff_t ldc, void *scratch) {
+    cygru_bf16_gates_kernels[cygru_bf16_level_rows(M)](G, bstride, cstride, M, K, A, lda,
+                                                       block, Nb, n0, N, C, ldc, scratch);
 }
 
 #endif

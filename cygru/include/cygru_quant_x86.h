@@ -182,41 +182,52 @@ typedef void (*cygru_q_tile_fn)(int K, const cygru_qrows *R, int r0, const void 
 #define CYGRU_Q_LIST_7(V, MR) CYGRU_Q_LIST_6(V, MR), V##_t##MR##x7
 #define CYGRU_Q_LIST_8(V, MR) CYGRU_Q_LIST_7(V, MR), V##_t##MR##x8
 
-/* One variant's product V##_gemm from its row preparation PREP(mb, K, A, lda, scratch,
- * &rows) and its tile TILE: blocks of MRMAX rows take MRMAX x NRMAX tiles, the rows left
- * (a batch-1 step: its one row) 1 x NR1 tiles (NR1 independent chains in flight). */
+/* One variant's product from its row preparation PREP(mb, K, A, lda, scratch, &rows) and
+ * its tile TILE: V##_gemm_gates (G blocks, one row preparation) and V##_gemm (one). Blocks
+ * of MRMAX rows take MRMAX x NRMAX tiles, the rows left (a batch-1 step: its one row)
+ * 1 x NR1 tiles (NR1 independent chains in flight). */
 #define CYGRU_Q_VARIANT(V, ATTR, PREP, TILE, MRMAX, NRMAX, NR1)                          \
     CYGRU_Q_TILES_##NR1(V, ATTR, TILE, 1) CYGRU_Q_TILES_##NRMAX(V, ATTR, TILE, MRMAX)      \
     static const cygru_q_tile_fn V##_row_tiles[] = {NULL, CYGRU_Q_LIST_##NR1(V, 1)};     \
     static const cygru_q_tile_fn V##_block_tiles[] = {NULL, CYGRU_Q_LIST_##NRMAX(V, MRMAX)}; \
-    ATTR static void V##_gemm(int M, int K, const float *A, ptrdiff_t lda, const void *block, \
-                              int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) { \
+    ATTR static void V##_gemm_gates(int G, size_t bstride, ptrdiff_t cstride, int M, int K,  \
+                                    const float *A, ptrdiff_t lda, const void *block0,    \
+                                    int Nb, int n0, int N, float *C, ptrdiff_t ldc,        \
+                                    void *scratch) {                                      \
         int pfirst = n0 / CYGRU_QPANEL, pend = (n0 + N + CYGRU_QPANEL - 1) / CYGRU_QPANEL; \
         cygru_qrows rows;                                                                \
         for (int i0 = 0; i0 < M; i0 += CYGRU_QROWS) {                                    \
             int mb = M - i0 < CYGRU_QROWS ? M - i0 : CYGRU_QROWS;                        \
-            float *Ci = C + (ptrdiff_t)i0 * ldc;                                         \
-            PREP(mb, K, A + (ptrdiff_t)i0 * lda, lda, scratch, &rows);                   \
             int full = MRMAX > 1 ? mb / MRMAX * MRMAX : 0;                               \
-            /* blocks of MRMAX rows: the panel group's weights stay in L1 meanwhile */     \
-            for (int p = pfirst; p < pend && full; p += NRMAX) {                         \
-                int nr = pend - p < NRMAX ? pend - p : NRMAX;                            \
-                int last = n0 + N - (p + nr - 1) * CYGRU_QPANEL;                         \
-                int nc = last < CYGRU_QPANEL ? last : CYGRU_QPANEL;                      \
-                float *Cp = Ci + (ptrdiff_t)(p * CYGRU_QPANEL - n0);                     \
-                for (int r = 0; r < full; r += MRMAX)                                    \
-                    V##_block_tiles[nr](K, &rows, r, block, Nb, p, Cp + r * ldc, ldc, nc); \
-            }                                                                            \
-            /* the rows left, one at a time, NR1 panels (chains) in flight */            \
-            for (int r = full; r < mb; r++)                                              \
-                for (int p = pfirst; p < pend; p += NR1) {                               \
-                    int nr = pend - p < NR1 ? pend - p : NR1;                            \
+            PREP(mb, K, A + (ptrdiff_t)i0 * lda, lda, scratch, &rows);                   \
+            for (int gt = 0; gt < G; gt++) {                                             \
+                const void *block = (const char *)block0 + gt * bstride;                 \
+                float *Ci = C + gt * cstride + (ptrdiff_t)i0 * ldc;                      \
+                /* blocks of MRMAX rows: the panel group's weights stay in L1 */         \
+                for (int p = pfirst; p < pend && full; p += NRMAX) {                     \
+                    int nr = pend - p < NRMAX ? pend - p : NRMAX;                        \
                     int last = n0 + N - (p + nr - 1) * CYGRU_QPANEL;                     \
                     int nc = last < CYGRU_QPANEL ? last : CYGRU_QPANEL;                  \
-                    float *Cp = Ci + (ptrdiff_t)r * ldc + (p * CYGRU_QPANEL - n0);       \
-                    V##_row_tiles[nr](K, &rows, r, block, Nb, p, Cp, ldc, nc);           \
+                    float *Cp = Ci + (ptrdiff_t)(p * CYGRU_QPANEL - n0);                 \
+                    for (int r = 0; r < full; r += MRMAX)                                \
+                        V##_block_tiles[nr](K, &rows, r, block, Nb, p, Cp + r * ldc, ldc, \
+                                            nc);                                         \
                 }                                                                        \
+                /* the rows left, one at a time, NR1 panels (chains) in flight */        \
+                for (int r = full; r < mb; r++)                                          \
+                    for (int p = pfirst; p < pend; p += NR1) {                           \
+                        int nr = pend - p < NR1 ? pend - p : NR1;                        \
+                        int last = n0 + N - (p + nr - 1) * CYGRU_QPANEL;                 \
+                        int nc = last < CYGRU_QPANEL ? last : CYGRU_QPANEL;              \
+                        float *Cp = Ci + (ptrdiff_t)r * ldc + (p * CYGRU_QPANEL - n0);   \
+                        V##_row_tiles[nr](K, &rows, r, block, Nb, p, Cp, ldc, nc);       \
+                    }                                                                    \
+            }                                                                            \
         }                                                                                \
+    }                                                                                    \
+    ATTR static void V##_gemm(int M, int K, const float *A, ptrdiff_t lda, const void *block, \
+                              int Nb, int n0, int N, float *C, ptrdiff_t ldc, void *scratch) { \
+        V##_gemm_gates(1, 0, 0, M, K, A, lda, block, Nb, n0, N, C, ldc, scratch);         \
     }
 
 /* the scratch's rows and the per-row arrays after them */
@@ -691,7 +702,7 @@ CYGRU_Q_ATTR_L1 CYGRU_Q_INL void cygru_q8_tile_l1(const int MR, const int NR, in
         }
     }
 }
-CYGRU_Q_VARIANT(cygru_q8_avx2, CYGRU_Q_ATTR_L1, cygru_q8_prep_l1, cygru_q8_tile_l1, 2, 1, 3)
+CYGRU_Q_VARIANT(cygru_q8_avx2, CYGRU_Q_ATTR_L1, cygru_q8_prep_l1, cygru_q8_tile_l1, 2, 1, 2)
 
 CYGRU_Q_ATTR_L1 static void cygru_bf16_prep_l1(int mb, int K, const float *A, ptrdiff_t lda,
                                                void *scratch, cygru_qrows *R) {
