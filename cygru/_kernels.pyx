@@ -309,15 +309,14 @@ cdef inline void _gate_quant(const cygru_fwd_run* s, int m, int K, const float* 
                              int ldc, int cs, void* scratch) noexcept nogil:
     """c[:, (g-g0)*cs : (g-g0)*cs + U] = a @ W_g[u0:u0+U]^T for gates g0 <= g < g1, W the
     three gate blocks of a reduced-precision weight (cygru_quant.h; u0 a multiple of 16)."""
-    cdef int g
     cdef size_t bs = quant_block_size(H, K, s.wformat)
-    for g in range(g0, g1):
-        if s.wformat == 1:
-            cygru_q8_gemm(m, K, a, lda, <const char*>w + g * bs, H, u0, U, c + (g - g0) * cs,
-                          ldc, scratch)
-        else:
-            cygru_bf16_gemm(m, K, a, lda, <const char*>w + g * bs, H, u0, U,
-                            c + (g - g0) * cs, ldc, scratch)
+    # the gates in one call: the rows of a are quantized (rounded) once for all of them
+    if s.wformat == 1:
+        cygru_q8_gemm_gates(g1 - g0, bs, cs, m, K, a, lda, <const char*>w + g0 * bs, H, u0, U,
+                            c, ldc, scratch)
+    else:
+        cygru_bf16_gemm_gates(g1 - g0, bs, cs, m, K, a, lda, <const char*>w + g0 * bs, H, u0,
+                              U, c, ldc, scratch)
 
 
 cdef inline void _gate_product(const cygru_fwd_run* s, int m, int K, const floating* a,
