@@ -96,8 +96,8 @@ cdef bint in_forked_child() noexcept nogil
 
 # Threads and pieces of a call on n_threads (>= 1) threads: threads per direction,
 # threads started, pieces per direction.
-cdef void thread_plan(int n_threads, int D, int H, int* per_dir, int* n_sets,
-                      int* n_pieces) noexcept nogil
+cdef void thread_plan(int n_threads, int D, int H, int pieces_per_thread, int* per_dir,
+                      int* n_sets, int* n_pieces) noexcept nogil
 
 # Time steps per input-projection chunk (all T when the projection of every step fits
 # in PROJECTION_FULL_BYTES; memory beyond the outputs does not grow with T).
