@@ -50,6 +50,9 @@ static inline float cygru_exp_core_f(float x) {
     p = p * r + 0.49999989f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
+    /* NaN: p is NaN already; converting a NaN to int is undefined behaviour (it gave
+     * INT_MIN, then a shift of a negative value), so its exponent is taken as 0 */
+    nf = nf == nf ? nf : 0.0f;
     return p * cygru_exp2i_f((int32_t)nf);
 }
 
