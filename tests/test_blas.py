@@ -328,13 +328,24 @@ BITS_DOT = [
 ]
 
 
-def _bits_values(n, seed, dtype):
-    """n values in [-1, 1) from a 32-bit multiplicative hash: exact integer arithmetic,
-    then one exact scaling, so every platform gets the same bits."""
+def _bits_hash(n, seed):
+    """n 32-bit words from a multiplicative hash of (seed, index): integer arithmetic."""
     i = np.arange(n, dtype=np.uint64) + np.uint64(seed * 7919)
     u = (i * np.uint64(2654435761) + np.uint64(12345)) % np.uint64(2**32)
-    u = (u * np.uint64(2246822519)) % np.uint64(2**32)
-    return ((u >> np.uint64(8)).astype(np.float64) / 2.0**23 - 1.0).astype(dtype)
+    return (u * np.uint64(2246822519)) % np.uint64(2**32)
+
+
+def _bits_values(n, seed, dtype):
+    """n values in [-1, 1) with full mantissas (24 bits for float32, 53 for float64, so
+    that a product is not exact and a chain without FMA rounds differently), from integer
+    hashes and IEEE operations alone: the same bits on every platform and NumPy version."""
+    if dtype == np.float32:
+        m = (_bits_hash(n, seed) >> np.uint64(8)).astype(np.float64)
+        return (m / 2.0**23 - 1.0).astype(np.float32)
+    hi = _bits_hash(n, seed) >> np.uint64(6)  # 26 bits
+    lo = _bits_hash(n, seed + 104729) >> np.uint64(5)  # 27 bits
+    m = (hi * np.uint64(2**27) + lo).astype(np.float64)  # < 2**53: exact
+    return m / 2.0**52 - 1.0
 
 
 def _bits_operands(M, K, N, dtype):
