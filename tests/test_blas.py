@@ -288,3 +288,95 @@ def test_dot_kernel_strided_rows_and_errors():
         _dot_gemm(big_a, big_w, np.zeros((6, 50), np.float32), level=cpu_variant_level() + 1)
     with pytest.raises(ValueError, match="rows of a, w and c must be contiguous"):
         _dot_gemm(big_a[:, ::2], big_w[:, ::2], np.zeros((6, 50), np.float32))
+
+
+# ---------------------------------------------------------------------------------------
+# The AVX2+FMA variants' bits, pinned: tests/data/avx2_kernel_bits.npz holds the level-1
+# outputs of the packed and dot kernels as built before their AVX2 code was reshaped for
+# register allocation (which must change no bit), for operands made by integer arithmetic
+# alone (the same values on every platform and NumPy version).
+# ---------------------------------------------------------------------------------------
+
+import pathlib  # noqa: E402
+
+BITS_FILE = pathlib.Path(__file__).parent / "data" / "avx2_kernel_bits.npz"
+BITS_PACKED = [
+    (1, 1, 1),
+    (1, 5, 7),
+    (1, 64, 100),
+    (3, 4, 16),
+    (4, 36, 64),
+    (5, 17, 40),
+    (7, 13, 33),
+    (8, 36, 50),
+    (9, 64, 84),
+    (17, 130, 48),
+    (100, 12, 20),
+]
+BITS_DOT = [
+    (1, 1, 1),
+    (1, 5, 7),
+    (1, 16, 16),
+    (1, 37, 23),
+    (1, 130, 65),
+    (2, 33, 17),
+    (3, 16, 20),
+    (4, 37, 9),
+    (5, 48, 31),
+    (9, 130, 33),
+    (70, 20, 11),
+]
+
+
+def _bits_hash(n, seed):
+    """n 32-bit words from a multiplicative hash of (seed, index): integer arithmetic."""
+    i = np.arange(n, dtype=np.uint64) + np.uint64(seed * 7919)
+    u = (i * np.uint64(2654435761) + np.uint64(12345)) % np.uint64(2**32)
+    return (u * np.uint64(2246822519)) % np.uint64(2**32)
+
+
+def _bits_values(n, seed, dtype):
+    """n values in [-1, 1) with full mantissas (24 bits for float32, 53 for float64, so
+    that a product is not exact and a chain without FMA rounds differently), from integer
+    hashes and IEEE operations alone: the same bits on every platform and NumPy version."""
+    if dtype == np.float32:
+        m = (_bits_hash(n, seed) >> np.uint64(8)).astype(np.float64)
+        return (m / 2.0**23 - 1.0).astype(np.float32)
+    hi = _bits_hash(n, seed) >> np.uint64(6)  # 26 bits
+    lo = _bits_hash(n, seed + 104729) >> np.uint64(5)  # 27 bits
+    m = (hi * np.uint64(2**27) + lo).astype(np.float64)  # < 2**53: exact
+    return m / 2.0**52 - 1.0
+
+
+def _bits_operands(M, K, N, dtype):
+    seed = M * 1000 + K * 10 + N
+    a = _bits_values(M * K, seed, dtype).reshape(M, K)
+    w = _bits_values(N * K, seed + 1, dtype).reshape(N, K)
+    c0 = _bits_values(M * N, seed + 2, dtype).reshape(M, N)
+    return a, w, c0
+
+
+@pytest.mark.parametrize("kind", ["packed", "dot"])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
+@DTYPES
+def test_avx2_variants_keep_their_recorded_bits(kind, accumulate, dtype):
+    """Every element of the AVX2+FMA packed and dot kernels (row blocks and leftover rows,
+    tail panels, K not a multiple of 16, one row of A, storing and accumulating) equals,
+    bit for bit, the output recorded before the AVX2 code was rewritten; where the CPU
+    also runs AVX-512, that variant (the same FMA chains and tree) gives the same bits."""
+    if cpu_variant_level() < 1:
+        pytest.skip("this CPU cannot run the avx2 variant")
+    recorded = np.load(BITS_FILE)
+    tag = "f" if dtype == np.float32 else "d"
+    fn = _packed_gemm if kind == "packed" else _dot_gemm
+    for M, K, N in BITS_PACKED if kind == "packed" else BITS_DOT:
+        a, w, c0 = _bits_operands(M, K, N, dtype)
+        want = recorded[f"{kind}_{tag}_{M}_{K}_{N}_{int(accumulate)}"]
+        for level in range(1, cpu_variant_level() + 1):
+            c = c0.copy()
+            fn(a, w, c, accumulate=accumulate, level=level)
+            assert c.dtype == want.dtype and c.shape == want.shape
+            assert np.array_equal(c.view(np.uint8), want.view(np.uint8)), (
+                f"{VARIANT_NAMES[level]} {kind} {dtype.__name__} M={M} K={K} N={N}: "
+                f"{np.count_nonzero(c != want)} elements differ from the recorded bits"
+            )

@@ -31,7 +31,10 @@
  *
  * Compiled for AVX-512, AVX2+FMA and the portable baseline like cygru_gemm.h (GCC
  * vector extensions, target attributes, cygru_cpu.h's level chosen at run time);
- * cygru_dot_at_level_f/_d give each variant to tests.
+ * cygru_dot_at_level_f/_d give each variant to tests. The AVX2 variants' tiles and
+ * tree are written on 256-bit intrinsics (cygru_dot_tile's CD_Y version and
+ * cygru_dot_tree_*_avx2), each accumulator's 16 lanes in 2 (float) or 4 (double) ymm
+ * registers, with the same operations per element as above.
  */
 #ifndef CYGRU_DOT_H
 #define CYGRU_DOT_H
@@ -43,7 +46,7 @@
 #include "cygru_cpu.h"
 #include "cygru_gemm.h" /* cygru_v16, cygru_v16d */
 #if CYGRU_HAVE_X86_VARIANTS
-#include <immintrin.h> /* the AVX-512 variant's aligned and masked loads */
+#include <immintrin.h> /* the AVX-512 variant's aligned and masked loads, AVX2's ymm */
 #endif
 
 #define CYGRU_DOT_ROW_BLOCK 64
@@ -68,6 +71,56 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
+#if CYGRU_HAVE_X86_VARIANTS
+/* The tree (step 2 above) on the AVX2 variants' ymm accumulators, for n = 1, 2 or 4
+ * accumulators of 16 lanes (acc[q][h]: lanes 8h..8h+7 of float accumulator q, 4h..4h+3
+ * of a double one): out[q] = the sum of accumulator q, by exactly the additions of the
+ * tree (each stage adds the lower lane to the upper one, two or four accumulators' lanes
+ * per vector). Fewer than four accumulators are repeated to four (the copies' sums are
+ * not used). */
+CYGRU_TARGET_AVX2 static inline __attribute__((always_inline)) void
+cygru_dot_tree_f_avx2(const __m256 (*acc)[2], int n, float *out) {
+    __m256 s1[4], s2[2];
+    for (int q = 0; q < 4; q++) /* s1[j] = l[j] + l[j+8] */
+        s1[q] = _mm256_add_ps(acc[q % n][0], acc[q % n][1]);
+    for (int q = 0; q < 2; q++) /* s2[j] = s1[j] + s1[j+4]: accumulator 2q, then 2q+1 */
+        s2[q] = _mm256_add_ps(_mm256_permute2f128_ps(s1[2 * q], s1[2 * q + 1], 0x20),
+                              _mm256_permute2f128_ps(s1[2 * q], s1[2 * q + 1], 0x31));
+    /* s3[j] = s2[j] + s2[j+2]: lanes (0, 1, 2, 3 | 4, 5, 6, 7) hold accumulators'
+     * (0, 0, 2, 2 | 1, 1, 3, 3) s3[0], s3[1] */
+    __m256 s3 = _mm256_add_ps(_mm256_shuffle_ps(s2[0], s2[1], 0x44),
+                              _mm256_shuffle_ps(s2[0], s2[1], 0xEE));
+    /* sum = s3[0] + s3[1]: lanes (0, 1 | 4, 5) hold accumulators (0, 2 | 1, 3) */
+    __m256 sum = _mm256_add_ps(_mm256_shuffle_ps(s3, s3, 0x88), _mm256_shuffle_ps(s3, s3, 0xDD));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, sum);
+    static const int lane_of[4] = {0, 4, 1, 5};
+    for (int q = 0; q < n; q++)
+        out[q] = lanes[lane_of[q]];
+}
+
+CYGRU_TARGET_AVX2 static inline __attribute__((always_inline)) void
+cygru_dot_tree_d_avx2(const __m256d (*acc)[4], int n, double *out) {
+    __m256d s2[4], s3[2];
+    for (int q = 0; q < 4; q++) {
+        /* s1[j] = l[j] + l[j+8] (lanes 0-3, then 4-7), s2[j] = s1[j] + s1[j+4] */
+        const __m256d *a = acc[q % n];
+        s2[q] = _mm256_add_pd(_mm256_add_pd(a[0], a[2]), _mm256_add_pd(a[1], a[3]));
+    }
+    for (int q = 0; q < 2; q++) /* s3[j] = s2[j] + s2[j+2]: accumulator 2q, then 2q+1 */
+        s3[q] = _mm256_add_pd(_mm256_permute2f128_pd(s2[2 * q], s2[2 * q + 1], 0x20),
+                              _mm256_permute2f128_pd(s2[2 * q], s2[2 * q + 1], 0x31));
+    /* sum = s3[0] + s3[1]: lanes 0, 1, 2, 3 hold accumulators 0, 2, 1, 3 */
+    __m256d sum = _mm256_add_pd(_mm256_unpacklo_pd(s3[0], s3[1]),
+                                _mm256_unpackhi_pd(s3[0], s3[1]));
+    double lanes[4];
+    _mm256_storeu_pd(lanes, sum);
+    static const int lane_of[4] = {0, 2, 1, 3};
+    for (int q = 0; q < n; q++)
+        out[q] = lanes[lane_of[q]];
+}
+#endif
+
 /* float32 variants: 16 floats are one zmm, two ymm, four xmm */
 #define CD_T float
 #define CD_V cygru_v16
@@ -90,6 +143,14 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #define CD_MR 2
 #define CD_NR 2
 #define CD_NR1 4
+#define CD_Y __m256
+#define CD_Y_LOADU _mm256_loadu_ps
+#define CD_Y_ZERO _mm256_setzero_ps
+#define CD_Y_FMA _mm256_fmadd_ps
+#define CD_Y_TREE cygru_dot_tree_f_avx2
+#define CD_Y_MASKLOAD(p, n)                                                               \
+    _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n),                       \
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
 #include "cygru_dot_t.h"
 #endif
 #define CD_NAME(n) n##_f_base
@@ -128,6 +189,14 @@ typedef long long cygru_dot_lv8 __attribute__((vector_size(64)));
 #define CD_MR 1
 #define CD_NR 2
 #define CD_NR1 2
+#define CD_Y __m256d
+#define CD_Y_LOADU _mm256_loadu_pd
+#define CD_Y_ZERO _mm256_setzero_pd
+#define CD_Y_FMA _mm256_fmadd_pd
+#define CD_Y_TREE cygru_dot_tree_d_avx2
+#define CD_Y_MASKLOAD(p, n)                                                               \
+    _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n),                      \
+                                             _mm256_setr_epi64x(0, 1, 2, 3)))
 #include "cygru_dot_t.h"
 #endif
 #define CD_NAME(n) n##_d_base

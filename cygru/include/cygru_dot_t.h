@@ -10,6 +10,9 @@
  *   CD_NR1    rows of W per tile of a single row of A (<= 16)
  *   CD_ROTATE 1: aligned loads of W in rotated blocks (float32 on AVX-512 only)
  *   CD_HALVES 1: the tree's shuffles on halves of 8 lanes (CD_V8, CD_IV8)
+ *   CD_Y      (AVX2 only) a 256-bit vector type, with CD_Y_LOADU, CD_Y_ZERO, CD_Y_FMA,
+ *             CD_Y_MASKLOAD(p, n) (lanes from n on zero) and CD_Y_TREE: the tile on ymm
+ *             registers
  * No include guard: it is meant to be included more than once.
  */
 
@@ -156,6 +159,74 @@ CD_INLINE void CD_NAME(cygru_dot_store)(int MR, int NR, CD_V *acc, CD_T *C, int 
     }
 }
 
+#ifdef CD_Y
+/* The same tile on 256-bit registers (the AVX2 variants): each accumulator's 16 lanes are
+ * CD_Y_PARTS vectors of CD_Y (two ymm for float, four for double), so that each is held
+ * in registers (with one 64- or 128-byte vector per accumulator, GCC keeps them in memory
+ * on AVX2, at half the baseline's speed). Lane j still accumulates its k = j, j+16, ...
+ * with one FMA each, the last partial block zero-padded (masked loads, which touch no
+ * memory past K); CD_Y_TREE then adds each accumulator's lanes by the same tree, on
+ * ymm registers, and the sums are stored or added to C (C + sum) as cygru_dot_store
+ * does. MR * NR <= CD_Y_TILE <= 4. */
+#define CD_Y_LANES ((int)(sizeof(CD_Y) / sizeof(CD_T)))
+#define CD_Y_PARTS (16 / CD_Y_LANES)
+#define CD_Y_TILE (CD_MR * CD_NR > CD_NR1 ? CD_MR * CD_NR : CD_NR1)
+CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int lda,
+                                       const CD_T *W, int ldw, CD_T *C, int ldc,
+                                       int accumulate) {
+    CD_Y acc[CD_Y_TILE][CD_Y_PARTS];
+    int k = 0;
+    for (int q = 0; q < MR * NR; q++)
+        for (int h = 0; h < CD_Y_PARTS; h++)
+            acc[q][h] = CD_Y_ZERO();
+    for (; k + 16 <= K; k += 16) {
+        /* each block of A and of W loaded once (MR * NR FMAs per pair of loads) */
+        CD_Y a[CD_Y_TILE][CD_Y_PARTS];
+        for (int r = 0; r < MR; r++)
+            for (int h = 0; h < CD_Y_PARTS; h++) {
+                a[r][h] = CD_Y_LOADU(A + (ptrdiff_t)r * lda + k + h * CD_Y_LANES);
+                __asm__("" : "+x"(a[r][h])); /* see w below */
+            }
+        for (int c = 0; c < NR; c++)
+            for (int h = 0; h < CD_Y_PARTS; h++) {
+                CD_Y w = CD_Y_LOADU(W + (ptrdiff_t)c * ldw + k + h * CD_Y_LANES);
+                /* in a register: GCC would otherwise fold the load into each FMA, MR
+                 * loads instead of one (the loop is bound by its loads) */
+                __asm__("" : "+x"(w));
+                for (int r = 0; r < MR; r++)
+                    acc[r * NR + c][h] = CD_Y_FMA(a[r][h], w, acc[r * NR + c][h]);
+            }
+    }
+    if (k < K) {
+        /* the last, partial block: lanes past K are zeros in both operands */
+        for (int r = 0; r < MR; r++) {
+            CD_Y a[CD_Y_PARTS];
+            for (int h = 0; h < CD_Y_PARTS; h++) {
+                int n = K - k - h * CD_Y_LANES;
+                a[h] = n > 0 ? CD_Y_MASKLOAD(A + (ptrdiff_t)r * lda + k + h * CD_Y_LANES, n)
+                             : CD_Y_ZERO();
+            }
+            for (int c = 0; c < NR; c++)
+                for (int h = 0; h < CD_Y_PARTS; h++) {
+                    int n = K - k - h * CD_Y_LANES;
+                    CD_Y w = n > 0 ? CD_Y_MASKLOAD(W + (ptrdiff_t)c * ldw + k + h * CD_Y_LANES, n)
+                                   : CD_Y_ZERO();
+                    acc[r * NR + c][h] = CD_Y_FMA(a[h], w, acc[r * NR + c][h]);
+                }
+        }
+    }
+    CD_T out[CD_Y_TILE];
+    CD_Y_TREE((const CD_Y(*)[CD_Y_PARTS])acc, MR * NR, out);
+    for (int r = 0; r < MR; r++) {
+        CD_T *cr = C + (ptrdiff_t)r * ldc;
+        for (int c = 0; c < NR; c++)
+            cr[c] = accumulate ? cr[c] + out[r * NR + c] : out[r * NR + c];
+    }
+}
+#undef CD_Y_LANES
+#undef CD_Y_PARTS
+#undef CD_Y_TILE
+#else
 /* The MR x NR tile of C at (A's rows, W's rows) given by the pointers; MR and NR are
  * constants once inlined (MR * NR = 1, 2, 4, 8 or 16). */
 CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int lda,
@@ -186,6 +257,7 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
     }
     CD_NAME(cygru_dot_store)(MR, NR, acc, C, ldc, accumulate);
 }
+#endif
 
 #if CD_ROTATE
 /* The same tile when W's rows start at the same offset within a 64-byte line (ldw a
@@ -300,3 +372,9 @@ CD_ATTR static void CD_NAME(cygru_dot_kernel)(int M, int N, int K, const CD_T *A
 #undef CD_ROTATE
 #undef CD_TILE
 #undef CD_LANE
+#undef CD_Y
+#undef CD_Y_LOADU
+#undef CD_Y_ZERO
+#undef CD_Y_FMA
+#undef CD_Y_MASKLOAD
+#undef CD_Y_TREE

@@ -12,7 +12,10 @@
  * doubles is one vector value) for float32 and float64 alike (cygru_gemm_t.h,
  * included once per type: cygru_pack_f / cygru_gemm_packed_f and the _d pair), and
  * compiled three times, for AVX-512, AVX2+FMA and the portable baseline; the best
- * one the CPU supports is picked at run time. float32 row blocks are 8 rows with
+ * one the CPU supports is picked at run time. The AVX2 variant is written apart, on
+ * 256-bit intrinsics (a panel is 2 ymm of floats, 4 of doubles, each accumulator one
+ * register): from the vector-extension code, GCC 12 kept its 64-byte accumulators in
+ * memory on AVX2, at half the baseline's speed. float32 row blocks are 8 rows with
  * AVX-512 (8 independent accumulators hide the FMA latency) and 4 rows otherwise
  * (4 x 2 ymm = 8 accumulators on AVX2); float64 ones hold the same number of
  * registers (4 rows x 2 zmm, 2 rows x 4 ymm).
@@ -28,6 +31,9 @@
 #include <string.h>
 
 #include "cygru_cpu.h"
+#if CYGRU_HAVE_X86_VARIANTS
+#include <immintrin.h> /* the AVX2 variant's 256-bit intrinsics */
+#endif
 
 #define CYGRU_PANEL 16
 
@@ -85,6 +91,15 @@ static inline void cygru_pack_rows_panel(int K, const float *W, ptrdiff_t sn, fl
 #define CG_IS_FLOAT 1
 #define CG_MR_AVX512 8
 #define CG_MR_OTHER 4
+#define CG_MR_AVX2 4
+#define CG_NP_AVX2 4
+#define CG_Y __m256
+#define CG_Y_LOADU _mm256_loadu_ps
+#define CG_Y_STOREU _mm256_storeu_ps
+#define CG_Y_SET1 _mm256_set1_ps
+#define CG_Y_ZERO _mm256_setzero_ps
+#define CG_Y_FMA _mm256_fmadd_ps
+#define CG_Y_ADD _mm256_add_ps
 #include "cygru_gemm_t.h"
 
 /* the float64 functions: cygru_pack_d, cygru_gemm_packed_d, ... */
@@ -94,6 +109,15 @@ static inline void cygru_pack_rows_panel(int K, const float *W, ptrdiff_t sn, fl
 #define CG_IS_FLOAT 0
 #define CG_MR_AVX512 4
 #define CG_MR_OTHER 2
+#define CG_MR_AVX2 2
+#define CG_NP_AVX2 2
+#define CG_Y __m256d
+#define CG_Y_LOADU _mm256_loadu_pd
+#define CG_Y_STOREU _mm256_storeu_pd
+#define CG_Y_SET1 _mm256_set1_pd
+#define CG_Y_ZERO _mm256_setzero_pd
+#define CG_Y_FMA _mm256_fmadd_pd
+#define CG_Y_ADD _mm256_add_pd
 #include "cygru_gemm_t.h"
 
 #endif
