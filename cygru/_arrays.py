@@ -330,7 +330,13 @@ def as_float_array(a, dtype, name, device="cpu", check=None):
     first, so shape and size errors are raised before any copy is made (a huge
     zero-strided view must not be materialised to be rejected).
     """
-    if type(a) is np.ndarray and device == "cpu" and a.dtype == dtype and a.flags.c_contiguous:
+    if (
+        type(a) is np.ndarray
+        and device == "cpu"
+        and a.dtype == dtype
+        and a.flags.c_contiguous
+        and a.flags.aligned
+    ):
         # already what the kernels take: the common case, kept cheap for per-step calls
         if check is not None:
             check(a)
@@ -363,7 +369,9 @@ def as_float_array(a, dtype, name, device="cpu", check=None):
     if check is not None:
         check(arr)
     if device == "cpu":
-        return np.ascontiguousarray(arr, dtype=dtype)
+        # aligned too: the kernels read elements through typed pointers (an unaligned
+        # float load is undefined behaviour in C; ascontiguousarray keeps such a buffer)
+        return np.require(arr, dtype=dtype, requirements=["C", "A"])
     from . import _cupy
 
     return _cupy.ascontiguous(arr, dtype)

@@ -346,3 +346,26 @@ def test_common_calls_take_the_lean_entry_with_the_checked_paths_bits(precision)
     o2, h2 = q(x.tolist(), h0.tolist(), lengths=[7, 7, 7])
     np.testing.assert_array_equal(o2, out)
     np.testing.assert_array_equal(h2, h_n)
+
+
+def _unaligned(a):
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    buf[1:] = np.ascontiguousarray(a).view(np.uint8).ravel()
+    out = np.frombuffer(buf.tobytes(), a.dtype, count=a.size, offset=1).reshape(a.shape)
+    assert not out.flags.aligned
+    return out
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_unaligned_inputs_are_copied_aligned_with_the_same_bits(precision):
+    from cygru import _arrays
+
+    q = cygru.quantize(cygru.GRU(3, 20, seed=0), precision)
+    x = _x(5, 2, 3)
+    h0 = np.full((1, 2, 20), 0.3, np.float32)
+    out, h_n = q(x, h0)
+    o, h = q(_unaligned(x), _unaligned(h0))
+    np.testing.assert_array_equal(o, out)
+    np.testing.assert_array_equal(h, h_n)
+    # what the kernels receive is aligned (an unaligned float load is undefined in C)
+    assert _arrays.as_float_array(_unaligned(x), np.float32, "x").flags.aligned
