@@ -671,7 +671,6 @@ def gru_lean(x, h0, list weights, dtype, int L, int D, int H, int I, bint bias,
                              reset_after, batch_first, nd, n_threads, False, wformat)
 
 
-
 # A call that runs alone keeps the GIL up to this many multiply-adds (one step at batch 1
 # up to H=256 at I=64: microseconds): releasing it means taking it back afterwards, which
 # waits for the switch interval (5 ms) when another Python thread is running. Larger calls
