@@ -725,7 +725,7 @@ def quantize(module: Union[GRU, GRUCell], precision: str) -> Union[QuantizedGRU,
     """A reduced-precision copy of a GRU or GRUCell, for inference.
 
     ``"int8"``: dynamic quantization. Each weight matrix is quantized symmetrically per
-    output row (scale = max |row| / 127, values rounded half to even); at run time each
+    output row (``scale = max(abs(row)) / 127``, values rounded half to even); at run time each
     row of the input and of the state is quantized the same way, the products are summed
     exactly in int32 (AVX512-VNNI where the CPU has it) and scaled back to float32.
     ``"bf16"``: weights and activations rounded to bfloat16, products summed in float32

@@ -41,7 +41,7 @@ def from_torch(module: Any) -> Union[GRU, GRUCell]:
     weights, their scales (one per output row; a per-tensor scale is repeated) and its float32
     biases as they are. The activations are rounded differently (PyTorch: per tensor, 7-bit
     quint8; cygru: per row, int8), so the outputs agree within a tolerance, not bit for bit:
-    on N(0, 1) inputs of 100 steps, max |cygru - PyTorch| was 0.02-0.04 and the mean
+    on N(0, 1) inputs of 100 steps, the largest ``abs(cygru - PyTorch)`` was 0.02-0.04 and the mean
     0.003-0.005, with cygru's result the nearer one to the float32 GRU. A nonzero weight zero
     point or a ``dtype=torch.float16`` dynamic module is refused with a ``ValueError``.
 
