@@ -249,7 +249,8 @@ def test_get_type_hints_values():
         == typing.Tuple[typing.Tuple[Array, Array], GRUBackward]
     )
     assert (
-        typing.get_type_hints(cygru.from_torch)["return"] == typing.Union[cygru.GRU, cygru.GRUCell]
+        typing.get_type_hints(cygru.from_torch)["return"]
+        == typing.Union[cygru.GRU, cygru.GRUCell, cygru.QuantizedGRU, cygru.QuantizedGRUCell]
     )
     assert (
         typing.get_type_hints(cygru.gradcheck)["module"] == typing.Union[cygru.GRU, cygru.GRUCell]
@@ -298,7 +299,8 @@ def test_from_torch_overloads(tmp_path):
     assert [line.split("note: ", 1)[1] for line in lines] == [
         'Revealed type is "cygru.modules.GRU"',
         'Revealed type is "cygru.modules.GRUCell"',
-        'Revealed type is "cygru.modules.GRU | cygru.modules.GRUCell"',
+        'Revealed type is "cygru.modules.GRU | cygru.modules.GRUCell | '
+        'cygru.quantized.QuantizedGRU | cygru.quantized.QuantizedGRUCell"',
     ], out
     proc = subprocess.run(
         [sys.executable, "-c", "import sys, cygru; print('torch' in sys.modules)"],

@@ -8,6 +8,7 @@ import numpy as np
 
 # at run time too, for typing.get_type_hints
 from ..modules import GRU, GRUCell
+from ..quantized import QuantizedGRU, QuantizedGRUCell
 from ._common import _float_dtype, _layer_suffix, _modules
 from ._torch_quantized import _from_torch_quantized, _is_dynamic_quantized
 
@@ -23,10 +24,12 @@ def from_torch(module: torch.nn.GRU) -> GRU: ...
 @overload
 def from_torch(module: torch.nn.GRUCell) -> GRUCell: ...
 @overload
-def from_torch(module: torch.nn.Module) -> Union[GRU, GRUCell]: ...
+def from_torch(
+    module: torch.nn.Module,
+) -> Union[GRU, GRUCell, QuantizedGRU, QuantizedGRUCell]: ...
 
 
-def from_torch(module: Any) -> Union[GRU, GRUCell]:
+def from_torch(module: Any) -> Union[GRU, GRUCell, QuantizedGRU, QuantizedGRUCell]:
     """Build the cygru module equal to a ``torch.nn.GRU`` or ``torch.nn.GRUCell``.
 
     The conversion does not import torch: it reads the module's options and converts each
