@@ -21,7 +21,7 @@ from . import _arrays as A
 from . import _cpu, _kernels
 from . import functional as F
 from ._arrays import BadType, BadValue
-from ._backend import GATE_NAMES, layer_weights, param_shapes
+from ._backend import GATE_NAMES, layer_weights
 from ._typing import Array, ArrayLike
 from .modules import GRU, GRUCell, _initial_state
 
@@ -139,11 +139,8 @@ class _Quantized:
         """Pack a checked state and make it the module's (one assignment: a call on
         another thread sees the old or the new weights, never a mix)."""
         H = self.hidden_size
-        layers = layer_weights(
-            {n: self._pack(state, n) if n.startswith("weight") else state[n] for n in self._shapes},
-            self._num_layers,
-            self._num_directions,
-            self.bias,
+        layers = self._layers(
+            {n: self._pack(state, n) if n.startswith("weight") else state[n] for n in self._shapes}
         )
         zero = np.zeros(3 * H, np.float32)
         packed = [
@@ -416,7 +413,10 @@ class QuantizedGRU(_Quantized):
         reverse=False,
         precision="int8",
     ):
-        f = GRU(
+        # the float GRU's own checks of the options, on an instance that never allocates
+        # or initialises weights
+        f = GRU.__new__(GRU)
+        shapes = f._configure(
             input_size,
             hidden_size,
             num_layers,
@@ -426,8 +426,7 @@ class QuantizedGRU(_Quantized):
             bidirectional,
             reset_after=reset_after,
             reverse=reverse,
-            seed=0,
-        )  # its checks, once (the weights are not kept)
+        )
         for o in (
             "input_size",
             "hidden_size",
@@ -440,13 +439,11 @@ class QuantizedGRU(_Quantized):
             "num_directions",
         ):
             object.__setattr__(self, o, getattr(f, o))
-        object.__setattr__(self, "_num_layers", f.num_layers)
-        object.__setattr__(self, "_num_directions", f.num_directions)
         _check_inner_sizes(f.input_size, f.hidden_size, f.num_directions, f.num_layers)
-        self._setup(
-            precision,
-            param_shapes(f.input_size, f.hidden_size, f.num_layers, f.num_directions, f.bias),
-        )
+        self._setup(precision, shapes)
+
+    def _layers(self, params):
+        return layer_weights(params, self.num_layers, self.num_directions, self.bias)
 
     def _option_values(self):
         return {
@@ -593,39 +590,16 @@ class QuantizedGRUCell(_Quantized):
             raise exc.named(self._who) from None
 
     def _configure(self, input_size, hidden_size, bias=True, *, reset_after=True, precision="int8"):
-        f = GRUCell(input_size, hidden_size, bias, reset_after=reset_after, seed=0)
+        f = GRUCell.__new__(GRUCell)  # its checks only, as QuantizedGRU._configure
+        shapes = f._configure(input_size, hidden_size, bias, reset_after=reset_after)
         for o in ("input_size", "hidden_size", "bias", "reset_after"):
             object.__setattr__(self, o, getattr(f, o))
-        object.__setattr__(self, "_num_layers", 1)
-        object.__setattr__(self, "_num_directions", 1)
         _check_inner_sizes(f.input_size, f.hidden_size, 1, 1)
-        self._setup(precision, dict(f._shapes))
+        self._setup(precision, shapes)
 
-    def _install(self, state):
-        # the cell's names have no layer suffix: pack as a one-layer GRU's
-        renamed = {
-            k.replace("_ih", "_ih_l0", 1).replace("_hh", "_hh_l0", 1): v for k, v in state.items()
-        }
-        H = self.hidden_size
-        w = {}
-        for n in GATE_NAMES:
-            if n + "_l0" not in renamed:
-                continue
-            if n.startswith("weight"):
-                w[n] = (
-                    _kernels.q8_pack_gates(renamed[n + "_l0"], renamed[n + "_l0_scale"], H)
-                    if self.precision == "int8"
-                    else _kernels.bf16_pack_gates(renamed[n + "_l0"], H)
-                )
-            else:
-                w[n] = renamed[n + "_l0"]
-        zero = np.zeros(3 * H, np.float32)
-        packed = [
-            [(w["weight_ih"], w["weight_hh"], w.get("bias_ih", zero), w.get("bias_hh", zero))]
-        ]
-        with self._lock:
-            self._state = state
-            self._packed, self._flat = packed, list(packed[0][0])
+    def _layers(self, params):
+        # one layer of one direction, the cell's names (no layer suffix)
+        return [[tuple(params.get(n) for n in GATE_NAMES)]]
 
     def _option_values(self):
         return {
