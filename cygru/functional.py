@@ -206,6 +206,26 @@ class SequenceCall:
         )
 
     @classmethod
+    def of_module(cls, module, x, h0, lengths, dtype, device):
+        """:meth:`checked` with the options of a GRU-like module (its ``input_size``,
+        ``hidden_size``, ``num_layers``, ``num_directions``, ``batch_first``, ``reverse``
+        and ``reset_after``)."""
+        return cls.checked(
+            x,
+            h0,
+            lengths,
+            input_size=module.input_size,
+            hidden_size=module.hidden_size,
+            num_layers=module.num_layers,
+            num_directions=module.num_directions,
+            batch_first=module.batch_first,
+            reverse=module.reverse,
+            reset_after=module.reset_after,
+            dtype=dtype,
+            device=device,
+        )
+
+    @classmethod
     def of_cell(cls, x, h, *, hidden_size, reset_after, dtype, device):
         """A cell step as a one-layer GRU over one time step, from the step's validated
         x ((B, I) or unbatched (I,)) and h (matching, or None)."""

@@ -1090,19 +1090,13 @@ class GRU(_Module):
         return layer_weights(p, self.num_layers, self.num_directions, self.bias)
 
     def _call(self, x, h0, lengths, dtype=None, device=None):
-        return F.SequenceCall.checked(
+        return F.SequenceCall.of_module(
+            self,
             x,
             h0,
             lengths,
-            input_size=self.input_size,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            num_directions=self.num_directions,
-            batch_first=self.batch_first,
-            reverse=self.reverse,
-            reset_after=self.reset_after,
-            dtype=self.dtype if dtype is None else dtype,
-            device=self.device if device is None else device,
+            self.dtype if dtype is None else dtype,
+            self.device if device is None else device,
         )
 
     def __call__(

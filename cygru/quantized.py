@@ -524,20 +524,7 @@ class QuantizedGRU(_Quantized):
                 return res
         try:
             h0 = _initial_state(h0, hx, "h0")
-            call = F.SequenceCall.checked(
-                x,
-                h0,
-                lengths,
-                input_size=self.input_size,
-                hidden_size=self.hidden_size,
-                num_layers=self.num_layers,
-                num_directions=self.num_directions,
-                batch_first=self.batch_first,
-                reverse=self.reverse,
-                reset_after=self.reset_after,
-                dtype=np.float32,
-                device="cpu",
-            )
+            call = F.SequenceCall.of_module(self, x, h0, lengths, np.float32, "cpu")
             out, h_n, _ = call.run(packed, wformat=_WFORMAT[self.precision])
         except A.ArgumentError as exc:
             raise exc.named(self._who) from None
