@@ -2,13 +2,12 @@
 """Implementation of the engine declared (and documented) in _engine.pxd."""
 from libc.string cimport memset, memcpy
 from libc.stdint cimport uintptr_t
-from cython cimport floating
 import numpy as np
-from cygru._blas cimport gemm
-from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, forward_phase_count, forward_phase_piece,
-                             backward_phase_count, backward_phase_piece,
-                             gru_direction_weight_grads, gate_pack_size, pack_gate_weights,
-                             backward_pack_size, quant_block_size, quant_scratch_size)
+from cygru._kernels cimport (cygru_fwd_run, cygru_bwd_run, cygru_dx_run, forward_phase_count,
+                             forward_phase_piece, backward_phase_count, backward_phase_piece,
+                             input_grad_piece, wgrad_scratch_bytes, gate_pack_size,
+                             pack_gate_weights, backward_pack_size, quant_block_size,
+                             quant_scratch_size)
 
 # Scratch for the input projection of one direction is at most this many bytes (or one
 # step, if a single step is larger), unless all steps of all directions fit in
@@ -448,25 +447,37 @@ cdef void _layer_forward(const cygru_problem* pb, const cygru_dir_weights* w,
 
 
 cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
-                            const cygru_backward_io* io, int n_threads, void* work,
-                            cygru_bwd_run** runs_out, void** dgi_out) noexcept nogil:
+                            const cygru_backward_io* io, const cygru_dir_grads* grads,
+                            int n_threads, void* work, cygru_bwd_run** runs_out,
+                            cygru_dx_run* dx_out) noexcept nogil:
     """Carve the backward's workspace and fill its structs (work NULL: only count)."""
     cdef _Arena a
     cdef int T = pb.T, B = pb.B, H = pb.H, D = pb.D, d
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
-    cdef int P, U_max
+    cdef int P, U_max, n_slots
     cdef Py_ssize_t slot
+    cdef size_t wg_slot = wgrad_scratch_bytes(pb.itemsize)
     cdef cygru_bwd_run* runs
     cdef cygru_bwd_run* s
     cdef int* bounds
+    cdef void* dgi
+    cdef void* wg
     _arena_init(&a, work)
     U_max = _pieces_setup(&a, n_threads, D, H, _pieces_per_thread(pb), &P, &bounds)
     slot = backward_pack_size(U_max, H)
     runs = <cygru_bwd_run*>_take(&a, D, sizeof(cygru_bwd_run))
     dgi = _take(&a, <size_t>T * D * 3 * BH, it)     # (T*B, D*3H), zeroed
+    # the products' scratch: one slot per piece of every direction (the weight-gradient
+    # phase), reused by the input gradient's pieces after the directions' runs
+    n_slots = D * P
+    wg = _take(&a, <size_t>n_slots, wg_slot)
     if dgi != NULL:
         memset(dgi, 0, <size_t>T * D * 3 * BH * it)
-        dgi_out[0] = dgi
+        dx_out.TB, dx_out.In, dx_out.H, dx_out.D = T * B, pb.In, H, D
+        dx_out.itemsize, dx_out.n_pieces = pb.itemsize, n_slots
+        dx_out.dgi, dx_out.ldgi = dgi, D * 3 * H
+        dx_out.dx = io.dx
+        dx_out.scratch, dx_out.slot = wg, wg_slot
     for d in range(D):
         s = &runs[d] if runs != NULL else NULL
         pack = _take(&a, <size_t>P * slot, it)
@@ -474,11 +485,13 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
         dgh = _take(&a, <size_t>T * 3 * BH, it)      # (T, B, 3H) sorted, zeroed
         if s != NULL:
             memset(dgh, 0, <size_t>T * 3 * BH * it)
-            s.T, s.B, s.H, s.itemsize, s.n_pieces = T, B, H, pb.itemsize, P
+            s.T, s.B, s.H, s.In, s.itemsize, s.n_pieces = T, B, H, pb.In, pb.itemsize, P
             s.reverse, s.reset_after = pb.reverse or d == 1, pb.reset_after
             s.w_hh = w[d].w_hh
+            dx_out.w_ih[d] = w[d].w_ih
             s.bounds = bounds
             s.pack, s.pack_slot = pack, slot
+            s.wg_scratch, s.wg_slot = <char*>wg + <size_t>d * P * wg_slot, wg_slot
             s.d_out = NULL
             if io.d_out != NULL:
                 s.d_out = <const char*>io.d_out + <size_t>d * H * it
@@ -487,8 +500,11 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             s.perm, s.active = pb.perm, pb.active
             s.cache = <const char*>io.caches + <size_t>d * T * 4 * BH * it
             s.hprev = <const char*>io.hprevs + <size_t>d * T * BH * it
+            s.x = io.x
             s.dgi, s.ldgi = <char*>dgi + <size_t>d * 3 * H * it, D * 3 * H
             s.dgh, s.drh_buf = dgh, drh
+            s.gw_ih, s.gw_hh = grads[d].gw_ih, grads[d].gw_hh
+            s.gb_ih, s.gb_hh = grads[d].gb_ih, grads[d].gb_hh
             # the first processing step with running rows (some always has: B > 0)
             s.first_st = 0
             while s.first_st < T and pb.active[s.first_st if s.reverse else T - 1 - s.first_st] == 0:
@@ -499,39 +515,27 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
 
 
 cdef size_t backward_work_size(const cygru_problem* pb, int n_threads) noexcept nogil:
-    return _backward_setup(pb, NULL, NULL, n_threads, NULL, NULL, NULL)
-
-
-cdef void _input_grad(const cygru_problem* pb, const cygru_dir_weights* w,
-                      const cygru_backward_io* io, const floating* dgi) noexcept nogil:
-    """dL/dx = Σ_d dgi[:, d] @ W_ih_d, one GEMM per direction."""
-    cdef int I = pb.In, H = pb.H, d
-    for d in range(pb.D):
-        gemm(False, False, pb.T * pb.B, I, 3 * H, <floating>1, dgi + d * 3 * H,
-             pb.D * 3 * H, <const floating*>w[d].w_ih, I, <floating>(1 if d > 0 else 0),
-             <floating*>io.dx, I)
+    return _backward_setup(pb, NULL, NULL, NULL, n_threads, NULL, NULL, NULL)
 
 
 cdef void layer_backward(const cygru_problem* pb, const cygru_dir_weights* w,
                          const cygru_backward_io* io, const cygru_dir_grads* grads,
                          void* work, int n_threads) noexcept nogil:
+    # every direction's time loop and then its weight gradients (its own pieces), then
+    # dx from every direction's dgi, in pieces of rows; no BLAS is called (cygru_wgrad.h)
     cdef cygru_bwd_run* runs
-    cdef void* dgi
+    cdef cygru_dx_run dxr
     cdef int per_dir, n_sets, P, d
     cdef long K[2]
-    _backward_setup(pb, w, io, n_threads, work, &runs, &dgi)
+    _backward_setup(pb, w, io, grads, n_threads, work, &runs, &dxr)
     thread_plan(n_threads, pb.D, pb.H, _pieces_per_thread(pb), &per_dir, &n_sets, &P)
     for d in range(min(pb.D, 2)):
         K[d] = backward_phase_count(&runs[d])
     _run_directions(backward_phase_piece, <char*>runs, sizeof(cygru_bwd_run),
                     pb.D, n_sets, K, P)
-    for d in range(pb.D):
-        gru_direction_weight_grads(&runs[d], io.x, pb.In, grads[d].gw_ih, grads[d].gw_hh,
-                                   grads[d].gb_ih, grads[d].gb_hh)
-    if pb.itemsize == sizeof(float):
-        _input_grad(pb, w, io, <const float*>dgi)
-    else:
-        _input_grad(pb, w, io, <const double*>dgi)
+    K[0] = 1
+    _run_directions(input_grad_piece, <char*>&dxr, sizeof(cygru_dx_run), 1, n_sets, K,
+                    dxr.n_pieces)
 
 
 # -- one step (GRUCell, the C API's cell_step) ---------------------------------------------

@@ -83,10 +83,13 @@ cdef void forward_phase_piece(void* s, long k, int p) noexcept nogil
 
 # The backward of one direction, its work claimed in pieces as the forward's: per time
 # step the gate gradients of the piece's units, then dL/dh_{t-1} for its units
-# (reset_after=False: first d(r*h), then the r, z part). The weight gradients follow
-# from dgi and dgh: gru_direction_weight_grads.
+# (reset_after=False: first d(r*h), then the r, z part); after the last step, one phase
+# in which each piece adds the weight gradients of its units' rows (r, z and n rows of
+# dW_ih, dW_hh and the biases) from dgi, dgh and the forward's cache, summed over all
+# T*B rows in cygru_wgrad.h's kernels. The input gradient needs every direction's dgi:
+# input_grad_piece, after the directions' runs.
 ctypedef struct cygru_bwd_run:
-    int T, B, H
+    int T, B, H, In
     int itemsize
     int n_pieces
     bint reverse, reset_after
@@ -94,6 +97,8 @@ ctypedef struct cygru_bwd_run:
     const int* bounds                           # IN  n_pieces + 1 unit bounds
     void* pack                                  # WORK n_pieces slots of pack_slot elements
     Py_ssize_t pack_slot
+    void* wg_scratch                            # WORK n_pieces slots of wg_slot bytes
+    Py_ssize_t wg_slot
     const void* d_out                           # IN or NULL: dL/dh_t rows
     Py_ssize_t d_ts, d_bs
     void* dstate                                # IN/OUT (B, H) sorted: dL/dh_n -> dL/dh0
@@ -101,10 +106,15 @@ ctypedef struct cygru_bwd_run:
     const int* active                           # IN  (T,)
     const void* cache                           # IN  (T, B, 4H) from the forward
     const void* hprev                           # IN  (T, B, H) from the forward
+    const void* x                               # IN  (T*B, In) the layer input
     void* dgi                                   # OUT (T*B, 3H) row stride ldgi, zeroed
     int ldgi
     void* dgh                                   # OUT (T, B, 3H) sorted, zeroed
     void* drh_buf                               # WORK (B, H) (reset_after=False)
+    void* gw_ih                                 # IN/OUT += dW_ih (3H, In)
+    void* gw_hh                                 # IN/OUT += dW_hh (3H, H)
+    void* gb_ih                                 # IN/OUT += db_ih (3H,) or NULL: no bias
+    void* gb_hh                                 # IN/OUT += db_hh (3H,) or NULL
     int first_st                                # the first processing step with active rows
 
 
@@ -130,19 +140,24 @@ cdef size_t quant_block_size(int H, int K, int wformat) noexcept nogil
 cdef size_t quant_scratch_size(int K, int wformat) noexcept nogil
 
 
-# After the backward's phases: the direction's weight gradients from its dgi, dgh and
-# the forward's cache, each one GEMM over all T*B rows (SciPy's BLAS), added into the
-# accumulators (arrays of the struct's type; the biases' may be NULL: no bias).
-cdef void gru_direction_weight_grads(
-    const cygru_bwd_run* s,                     # IN  the direction's backward, after it ran
-    const void* x, int In,                      # IN  (T*B, In) the layer input
-    void* gw_ih, void* gw_hh,                   # IN/OUT += dW_ih (3H, In), dW_hh (3H, H)
-    void* gb_ih, void* gb_hh,                   # IN/OUT += db_ih, db_hh (3H,), or NULL
-) noexcept nogil
+# dL/dx = sum over directions of dgi_d @ W_ih_d, in pieces of rows (every direction's
+# backward must have run): piece p of n_pieces computes its rows of dx, one chain per
+# element over direction 0's 3H gate columns, then direction 1's.
+ctypedef struct cygru_dx_run:
+    int TB, In, H, D
+    int itemsize
+    int n_pieces
+    const void* dgi                             # IN  (T*B, D*3H) row stride ldgi
+    int ldgi
+    const void* w_ih[2]                         # IN  (3H, In) per direction
+    void* dx                                    # OUT (T*B, In)
+    void* scratch                               # WORK n_pieces slots of slot bytes
+    Py_ssize_t slot
 
+cdef void input_grad_piece(void* s, long k, int p) noexcept nogil
+# Bytes of a piece's scratch for the backward's products (wg_slot, cygru_dx_run.slot).
+cdef size_t wgrad_scratch_bytes(int itemsize) noexcept nogil
 
-cdef void column_sums(int rows, int cols, const floating* a, int lda,
-                      floating* acc) noexcept nogil
 
 
 cdef void gru_cell_forward(

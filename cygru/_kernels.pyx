@@ -4,11 +4,13 @@ from libc.math cimport exp, tanh
 from libc.string cimport memset, memcpy
 from cython cimport floating
 import numpy as np
-from cygru._blas cimport gemm, gemm_or_gemv
+from cygru._blas cimport gemm_or_gemv
 
 
 cdef extern from "cygru_cpu.h" nogil:
     int cygru_cpu_level()
+    int cygru_cpu_best_level()
+    int cygru_forced_level
 
 
 cdef extern from "cygru_fastmath.h" nogil:
@@ -69,6 +71,27 @@ cdef extern from "cygru_dot.h" nogil:
     cygru_dot_fn_d cygru_dot_at_level_d(int level)
 
 
+cdef extern from "cygru_wgrad.h" nogil:
+    Py_ssize_t cygru_wgrad_scratch_size()
+    ctypedef void (*cygru_wgrad_fn_f)(int ng, const int* rows0, int U, int N, int K,
+                                      const float* A, Py_ssize_t sak, Py_ssize_t sam,
+                                      const float* B, Py_ssize_t ldb, float* C,
+                                      Py_ssize_t ldc, float* bias, float* scratch) noexcept nogil
+    ctypedef void (*cygru_wgrad_fn_d)(int ng, const int* rows0, int U, int N, int K,
+                                      const double* A, Py_ssize_t sak, Py_ssize_t sam,
+                                      const double* B, Py_ssize_t ldb, double* C,
+                                      Py_ssize_t ldc, double* bias,
+                                      double* scratch) noexcept nogil
+    void cygru_wgrad_f(int ng, const int* rows0, int U, int N, int K, const float* A,
+                       Py_ssize_t sak, Py_ssize_t sam, const float* B, Py_ssize_t ldb,
+                       float* C, Py_ssize_t ldc, float* bias, float* scratch)
+    void cygru_wgrad_d(int ng, const int* rows0, int U, int N, int K, const double* A,
+                       Py_ssize_t sak, Py_ssize_t sam, const double* B, Py_ssize_t ldb,
+                       double* C, Py_ssize_t ldc, double* bias, double* scratch)
+    cygru_wgrad_fn_f cygru_wgrad_at_level_f(int level)
+    cygru_wgrad_fn_d cygru_wgrad_at_level_d(int level)
+
+
 cdef extern from "cygru_quant.h" nogil:
     ctypedef signed char int8_t
     ctypedef unsigned short uint16_t
@@ -121,6 +144,23 @@ cdef inline void _dot(int M, int N, int K, const floating* A, int lda, const flo
         cygru_dot_f(M, N, K, A, lda, W, ldw, C, ldc, 1 if accumulate else 0)
     else:
         cygru_dot_d(M, N, K, A, lda, W, ldw, C, ldc, 1 if accumulate else 0)
+
+
+cdef inline void _wgrad(int ng, const int* rows0, int U, int N, int K, const floating* A,
+                        Py_ssize_t sak, Py_ssize_t sam, const floating* B, Py_ssize_t ldb,
+                        floating* C, Py_ssize_t ldc, floating* bias,
+                        void* scratch) noexcept nogil:
+    """C[r, :] += sum_k A[k, r] B[k, :] for the rows r of the ng groups of U rows from
+    rows0[g] (cygru_wgrad.h: one chain per element, in k order; bias: NULL or += the
+    column sums of A)."""
+    if floating is float:
+        cygru_wgrad_f(ng, rows0, U, N, K, A, sak, sam, B, ldb, C, ldc, bias, <float*>scratch)
+    else:
+        cygru_wgrad_d(ng, rows0, U, N, K, A, sak, sam, B, ldb, C, ldc, bias, <double*>scratch)
+
+
+cdef size_t wgrad_scratch_bytes(int itemsize) noexcept nogil:
+    return <size_t>cygru_wgrad_scratch_size() * itemsize
 
 
 cdef inline void _pack(int N, int K, const floating* W, Py_ssize_t sn, Py_ssize_t sk,
@@ -599,6 +639,32 @@ cdef enum:
     _BPHASE_DH = 2       # dL/dh_{t-1}[:, piece] += dgh_t @ W_hh[:, piece] (reset_after)
     _BPHASE_RH = 3       # reset_after=False: d(r*h), dr, and the direct r*h path
     _BPHASE_DH_RZ = 4    # reset_after=False: dL/dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}
+    _BPHASE_WGRAD = 5    # after the last step: the piece's rows of the weight gradients
+
+
+cdef inline void _weight_grad_rows(cygru_bwd_run* s, int p, floating* tag) noexcept nogil:
+    """Piece p's rows of the weight gradients (gate rows g*H + [u0, u1) of dW_ih, dW_hh,
+    db_ih, db_hh), each summed over all T*B rows (padded rows hold zeros)."""
+    cdef int H = s.H, G = 3 * H, TB = s.T * s.B
+    cdef int u0 = s.bounds[p], U = s.bounds[p + 1] - s.bounds[p]
+    cdef int rows[3]
+    cdef void* scratch = <char*>s.wg_scratch + p * s.wg_slot
+    cdef const floating* dgh = <const floating*>s.dgh
+    rows[0], rows[1], rows[2] = u0, H + u0, 2 * H + u0
+    # dW_ih += dgi^T @ x;  db_ih += Σ dgi
+    _wgrad(3, rows, U, s.In, TB, <const floating*>s.dgi, s.ldgi, 1, <const floating*>s.x,
+           s.In, <floating*>s.gw_ih, s.In, <floating*>s.gb_ih, scratch)
+    if s.reset_after:
+        # dW_hh += dgh^T @ h_prev;  db_hh += Σ dgh
+        _wgrad(3, rows, U, H, TB, dgh, G, 1, <const floating*>s.hprev, H,
+               <floating*>s.gw_hh, H, <floating*>s.gb_hh, scratch)
+    else:
+        # dW_h{r,z} += dgh_{r,z}^T @ h_prev;  dW_hn += dan^T @ (r*h_prev) (the cache's 4th
+        # slot);  db_hh += Σ dgh
+        _wgrad(2, rows, U, H, TB, dgh, G, 1, <const floating*>s.hprev, H,
+               <floating*>s.gw_hh, H, <floating*>s.gb_hh, scratch)
+        _wgrad(1, rows + 2, U, H, TB, dgh, G, 1, <const floating*>s.cache + 3 * H, 4 * H,
+               <floating*>s.gw_hh, H, <floating*>s.gb_hh, scratch)
 
 
 cdef inline void _backward_piece_t(cygru_bwd_run* s, int phase, int st, int p,
@@ -614,6 +680,9 @@ cdef inline void _backward_piece_t(cygru_bwd_run* s, int phase, int st, int p,
     cdef const floating* hprev = <const floating*>s.hprev
     cdef int t, nb
     cdef floating* dgh_t
+    if phase == _BPHASE_WGRAD:
+        _weight_grad_rows(s, p, tag)
+        return
     if phase == _BPHASE_GATES and st == s.first_st:
         pack_backward_slice(H, u0, u1, s.reset_after, <const floating*>s.w_hh, packed)
     t = st if s.reverse else s.T - 1 - st
@@ -652,7 +721,8 @@ cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil:
     for t in range(s.T):
         if s.active[t] > 0:
             n += 1
-    return n * (2 if s.reset_after else 3)
+    # then one phase of weight gradients
+    return n * (2 if s.reset_after else 3) + 1
 
 
 cdef void backward_phase_piece(void* s_, long k, int p) noexcept nogil:
@@ -661,7 +731,9 @@ cdef void backward_phase_piece(void* s_, long k, int p) noexcept nogil:
     cdef cygru_bwd_run* s = <cygru_bwd_run*>s_
     cdef int per = 2 if s.reset_after else 3
     cdef int st = s.first_st + <int>(k // per), j = <int>(k % per)
-    if j == 0:
+    if k == backward_phase_count(s) - 1:
+        _backward_piece(s, _BPHASE_WGRAD, 0, p)
+    elif j == 0:
         _backward_piece(s, _BPHASE_GATES, st, p)
     elif s.reset_after:
         _backward_piece(s, _BPHASE_DH, st, p)
@@ -671,50 +743,29 @@ cdef void backward_phase_piece(void* s_, long k, int p) noexcept nogil:
         _backward_piece(s, _BPHASE_DH_RZ, st, p)
 
 
-cdef inline void _weight_grads_t(const cygru_bwd_run* s, const floating* x, int I,
-                                 floating* gw_ih, floating* gw_hh, floating* gb_ih,
-                                 floating* gb_hh) noexcept nogil:
-    cdef int H = s.H, G = 3 * H
-    cdef int TB = s.T * s.B
-    cdef const floating* dgh = <const floating*>s.dgh
-    cdef const floating* dgi = <const floating*>s.dgi
-    cdef const floating* hprev = <const floating*>s.hprev
-    cdef const floating* cache = <const floating*>s.cache
-    # Weight gradients, each one GEMM over all T*B rows (padded rows hold zeros):
-    if s.reset_after:
-        # dW_hh += dgh^T @ h_prev
-        gemm(True, False, G, H, TB, <floating>1, dgh, G, hprev, H, <floating>1, gw_hh, H)
-    else:
-        # dW_h{r,z} += dgh_{r,z}^T @ h_prev;  dW_hn += dan^T @ (r*h_prev)
-        gemm(True, False, 2 * H, H, TB, <floating>1, dgh, G, hprev, H, <floating>1, gw_hh, H)
-        gemm(True, False, H, H, TB, <floating>1, dgh + 2 * H, G, cache + 3 * H, 4 * H,
-             <floating>1, gw_hh + 2 * <Py_ssize_t>H * H, H)
-    # dW_ih += dgi^T @ x
-    gemm(True, False, G, I, TB, <floating>1, dgi, s.ldgi, x, I, <floating>1, gw_ih, I)
-    if gb_ih != NULL:
-        column_sums(TB, G, dgi, s.ldgi, gb_ih)
-    if gb_hh != NULL:
-        column_sums(TB, G, dgh, G, gb_hh)
+cdef inline void _input_grad_rows(cygru_dx_run* s, int p, floating* tag) noexcept nogil:
+    """Rows [r0, r1) of dx (piece p of n_pieces): dx = Σ_d dgi_d @ W_ih_d, one chain per
+    element from 0 over direction 0's gate columns, then direction 1's."""
+    cdef int r0 = <int>(<long>s.TB * p // s.n_pieces)
+    cdef int r1 = <int>(<long>s.TB * (p + 1) // s.n_pieces)
+    cdef int d, G = 3 * s.H
+    cdef void* scratch = <char*>s.scratch + p * s.slot
+    cdef floating* dx = <floating*>s.dx
+    if r1 <= r0:
+        return
+    memset(dx + <Py_ssize_t>r0 * s.In, 0, <size_t>(r1 - r0) * s.In * sizeof(floating))
+    for d in range(s.D):
+        # A = dgi_d^T: element (k, r) = dgi[r, d*3H + k]
+        _wgrad(1, &r0, r1 - r0, s.In, G, <const floating*>s.dgi + d * G, 1, s.ldgi,
+               <const floating*>s.w_ih[d], s.In, dx, s.In, <floating*>NULL, scratch)
 
 
-cdef void gru_direction_weight_grads(const cygru_bwd_run* s, const void* x, int In,
-                                     void* gw_ih, void* gw_hh, void* gb_ih,
-                                     void* gb_hh) noexcept nogil:
+cdef void input_grad_piece(void* s_, long k, int p) noexcept nogil:
+    cdef cygru_dx_run* s = <cygru_dx_run*>s_
     if s.itemsize == sizeof(float):
-        _weight_grads_t(s, <const float*>x, In, <float*>gw_ih, <float*>gw_hh,
-                        <float*>gb_ih, <float*>gb_hh)
+        _input_grad_rows(s, p, <float*>NULL)
     else:
-        _weight_grads_t(s, <const double*>x, In, <double*>gw_ih, <double*>gw_hh,
-                        <double*>gb_ih, <double*>gb_hh)
-
-
-cdef void column_sums(int rows, int cols, const floating* a, int lda,
-                      floating* acc) noexcept nogil:
-    # acc[j] += Σ_i a[i, j]
-    cdef Py_ssize_t i, j
-    for i in range(rows):
-        for j in range(cols):
-            acc[j] += a[i * lda + j]
+        _input_grad_rows(s, p, <double*>NULL)
 
 
 cdef void gru_cell_forward(
@@ -758,12 +809,33 @@ VARIANT_NAMES = ("base", "avx2", "avx512")
 
 
 def cpu_variant_level():
-    """Index into VARIANT_NAMES of the best variant this CPU runs (the one cygru uses)."""
+    """Index into VARIANT_NAMES of the best variant this CPU runs (the one cygru uses
+    unless _force_variant_level says otherwise)."""
+    return cygru_cpu_best_level()
+
+
+def _force_variant_level(int level):
+    """Make the float kernels of this process (the packed and dot products, the float32
+    activations, the backward's products) run variant `level` (an index into
+    VARIANT_NAMES; a level above what the CPU runs leaves the best one) or, with -1,
+    the best one again; returns the level now in use. A hook for tests (every variant's
+    path through the whole engine) and benchmarks; not thread-safe against calls that
+    are running."""
+    global cygru_forced_level
+    if level < -1 or level >= len(VARIANT_NAMES):
+        raise ValueError(f"_force_variant_level: level must be -1..{len(VARIANT_NAMES) - 1}, "
+                         f"got {level}")
+    cygru_forced_level = level
+    return cygru_cpu_level()
+
+
+def _variant_level_in_use():
+    """The float kernels' variant level in use now (the best, or the forced one)."""
     return cygru_cpu_level()
 
 
 cdef int _checked_level(int level) except -2:
-    cdef int best = cygru_cpu_level()
+    cdef int best = cygru_cpu_best_level()
     if level == -1:
         return best
     if level < 0 or level > best:
@@ -835,6 +907,46 @@ def _dot_gemm(const floating[:, :] a, const floating[:, :] w, floating[:, :] c,
         else:
             cygru_dot_at_level_d(lv)(M, N, K, &a[0, 0], lda, &w[0, 0], ldw, &c[0, 0], ldc,
                                      1 if accumulate else 0)
+
+
+def _wgrad_gemm(const floating[:, :] a, const floating[:, ::1] b, floating[:, ::1] c,
+                floating[::1] bias=None, int level=-1, rows=None):
+    """c[r, :] += a[:, r] @ b for the rows r of c (`rows`: a list of (start, count) groups
+    of equal count; None: all rows), and bias[r] += the sum of a[:, r] if given, through
+    the backward's product kernel (cygru_wgrad.h) of variant `level` (-1: the one in use).
+    `a` (K, M) may be any 2-D strided view (dx reads its operand transposed). A test hook
+    for tests/test_wgrad.py."""
+    cdef int lv = _checked_level(level) if level != -1 else cygru_cpu_level()
+    cdef int K = a.shape[0], M = a.shape[1], N = b.shape[1]
+    cdef int starts[3]
+    cdef int ng, U, g
+    if b.shape[0] != K or c.shape[0] != M or c.shape[1] != N:
+        raise ValueError("_wgrad_gemm: shapes do not match: a (K, M), b (K, N), c (M, N)")
+    if bias is not None and bias.shape[0] != M:
+        raise ValueError("_wgrad_gemm: bias must have M entries")
+    if rows is None:
+        rows = [(0, M)]
+    ng = len(rows)
+    if not 1 <= ng <= 3 or len({n for _, n in rows}) != 1:
+        raise ValueError("_wgrad_gemm: rows: 1 to 3 (start, count) groups of one count")
+    U = rows[0][1]
+    for g in range(ng):
+        starts[g] = rows[g][0]
+        if not (0 <= starts[g] and starts[g] + U <= M):
+            raise ValueError("_wgrad_gemm: a group of rows is out of range")
+    if K == 0 or M == 0 or N == 0:
+        raise ValueError("_wgrad_gemm: empty operands are not supported by this hook")
+    scratch = np.empty(cygru_wgrad_scratch_size(), np.float32 if floating is float else np.float64)
+    cdef floating[::1] sc = scratch
+    cdef Py_ssize_t sak = a.strides[0] // a.itemsize, sam = a.strides[1] // a.itemsize
+    cdef floating* bp = &bias[0] if bias is not None else NULL
+    with nogil:
+        if floating is float:
+            cygru_wgrad_at_level_f(lv)(ng, starts, U, N, K, &a[0, 0], sak, sam, &b[0, 0], N,
+                                       &c[0, 0], N, bp, &sc[0])
+        else:
+            cygru_wgrad_at_level_d(lv)(ng, starts, U, N, K, &a[0, 0], sak, sam, &b[0, 0], N,
+                                       &c[0, 0], N, bp, &sc[0])
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,9 +28,14 @@ static int cygru_cpu_detect(void) {
 static int cygru_cpu_detect(void) { return CYGRU_LEVEL_BASE; }
 #endif
 
+/* A test hook (cygru._kernels._force_variant_level): while >= 0, the float kernels run
+ * the variant of this level (or the CPU's best, if that is lower) instead of the best,
+ * so every variant's path through the engine can be tested on one machine. */
+static int cygru_forced_level = -1;
+
 /* The highest variant level this CPU runs, detected on first use (threads that race
- * there all compute and store the same value). */
-static inline int cygru_cpu_level(void) {
+ * there all compute and store the same value); a forced level caps it. */
+static inline int cygru_cpu_best_level(void) {
     static int level = -1;
     int v = __atomic_load_n(&level, __ATOMIC_RELAXED);
     if (v < 0) {
@@ -38,6 +43,12 @@ static inline int cygru_cpu_level(void) {
         __atomic_store_n(&level, v, __ATOMIC_RELAXED);
     }
     return v;
+}
+
+static inline int cygru_cpu_level(void) {
+    int v = cygru_cpu_best_level();
+    int f = __atomic_load_n(&cygru_forced_level, __ATOMIC_RELAXED);
+    return f >= 0 && f < v ? f : v;
 }
 
 #endif

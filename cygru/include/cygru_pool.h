@@ -66,6 +66,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 #include "cygru_work.h"
 
 #define CYGRU_POOL_MAX_DIRS 2
@@ -295,6 +298,10 @@ static int cygru_pool_job_ready(const void *arg) {
 static void *cygru_pool_worker(void *arg) {
     cygru_job_wait jw = {0};
     (void)arg;
+#if defined(__linux__)
+    /* a name users see in top -H and /proc (and tests tell cygru's threads by) */
+    prctl(PR_SET_NAME, "cygru-pool", 0, 0, 0);
+#endif
     for (;;) {
         unsigned g;
         if (!cygru_pool_spin(cygru_pool_job_ready, &jw)) {
