@@ -344,7 +344,7 @@ def _forward_layer(x, weights, out, Py_ssize_t ts, Py_ssize_t bs, states, perm, 
     io.out, io.out_ts, io.out_bs = _ptr(out), ts, bs
     io.states = _ptr(states)
     io.caches, io.hprevs = _ptr(caches), _ptr(hprevs)
-    work = np.empty(forward_work_size(&pb, n_threads), np.uint8)
+    work = _uninitialised(forward_work_size(&pb, n_threads), np.uint8)
     cdef void* wp = _ptr(work)
     with nogil:
         layer_forward(&pb, w, &io, wp, n_threads)
@@ -372,7 +372,7 @@ def _backward_layer(x, weights, d_out, Py_ssize_t d_ts, Py_ssize_t d_bs, dstates
     io.dstates = _ptr(dstates)
     io.caches, io.hprevs = _ptr(caches), _ptr(hprevs)
     io.dx = _ptr(dx)
-    work = np.empty(backward_work_size(&pb, n_threads), np.uint8)
+    work = _uninitialised(backward_work_size(&pb, n_threads), np.uint8)
     cdef void* wp = _ptr(work)
     with nogil:
         layer_backward(&pb, w, &io, g, wp, n_threads)
@@ -389,6 +389,12 @@ def gru_backward(cache, d_output, d_h_n, grads):
     """The backend contract's backward (see functional.SequenceCall.backward)."""
     with _ActiveCall():
         return _gru_backward(cache, d_output, d_h_n, grads)
+
+
+# The allocator of the arrays the engine fills before it reads them (workspaces, the
+# training cache): np.empty. Tests replace it with one that fills NaN, so that any element
+# read before it is written shows in the results.
+_uninitialised = np.empty
 
 
 def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_after,
@@ -428,8 +434,9 @@ def _gru_forward(x, h0, layers, *, hidden_size, num_directions, reverse, reset_a
             states = np.zeros((D, B, H), dtype)
         caches = hprevs = None
         if need_cache:
-            caches = np.zeros((D, T, B, 4 * H), dtype)
-            hprevs = np.zeros((D, T, B, H), dtype)
+            # every row is written by the forward (ended rows as zeros): no zero-filling
+            caches = _uninitialised((D, T, B, 4 * H), dtype)
+            hprevs = _uninitialised((D, T, B, H), dtype)
         _forward_layer(layer_in, weights, out, ts, bs, states, perm, active, T, B, I, H,
                        bool(reverse), bool(reset_after), caches, hprevs, n_threads, wformat)
         h_n[k * D:(k + 1) * D][:, perm] = states

@@ -452,7 +452,7 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
                             cygru_dx_run* dx_out) noexcept nogil:
     """Carve the backward's workspace and fill its structs (work NULL: only count)."""
     cdef _Arena a
-    cdef int T = pb.T, B = pb.B, H = pb.H, D = pb.D, d
+    cdef int T = pb.T, B = pb.B, H = pb.H, D = pb.D, d, t
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
     cdef int P, U_max, n_slots
     cdef Py_ssize_t slot
@@ -466,13 +466,17 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
     U_max = _pieces_setup(&a, n_threads, D, H, _pieces_per_thread(pb), &P, &bounds)
     slot = backward_pack_size(U_max, H)
     runs = <cygru_bwd_run*>_take(&a, D, sizeof(cygru_bwd_run))
-    dgi = _take(&a, <size_t>T * D * 3 * BH, it)     # (T*B, D*3H), zeroed
+    dgi = _take(&a, <size_t>T * D * 3 * BH, it)     # (T*B, D*3H)
     # the products' scratch: one slot per piece of every direction (the weight-gradient
     # phase), reused by the input gradient's pieces after the directions' runs
     n_slots = D * P
     wg = _take(&a, <size_t>n_slots, wg_slot)
     if dgi != NULL:
-        memset(dgi, 0, <size_t>T * D * 3 * BH * it)
+        # rows of steps that run are written by the phases (ended rows as zeros); the
+        # steps where no row runs (at the end: active[] does not grow) are zeros
+        for t in range(T):
+            if pb.active[t] == 0:
+                memset(<char*>dgi + <size_t>t * D * 3 * BH * it, 0, <size_t>D * 3 * BH * it)
         dx_out.TB, dx_out.In, dx_out.H, dx_out.D = T * B, pb.In, H, D
         dx_out.itemsize, dx_out.n_pieces = pb.itemsize, n_slots
         dx_out.dgi, dx_out.ldgi = dgi, D * 3 * H
@@ -482,9 +486,11 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
         s = &runs[d] if runs != NULL else NULL
         pack = _take(&a, <size_t>P * slot, it)
         drh = _take(&a, BH, it)
-        dgh = _take(&a, <size_t>T * 3 * BH, it)      # (T, B, 3H) sorted, zeroed
+        dgh = _take(&a, <size_t>T * 3 * BH, it)      # (T, B, 3H) sorted (as dgi)
         if s != NULL:
-            memset(dgh, 0, <size_t>T * 3 * BH * it)
+            for t in range(T):
+                if pb.active[t] == 0:
+                    memset(<char*>dgh + <size_t>t * 3 * BH * it, 0, 3 * BH * it)
             s.T, s.B, s.H, s.In, s.itemsize, s.n_pieces = T, B, H, pb.In, pb.itemsize, P
             s.reverse, s.reset_after = pb.reverse or d == 1, pb.reset_after
             s.w_hh = w[d].w_hh

@@ -107,9 +107,10 @@ ctypedef struct cygru_bwd_run:
     const void* cache                           # IN  (T, B, 4H) from the forward
     const void* hprev                           # IN  (T, B, H) from the forward
     const void* x                               # IN  (T*B, In) the layer input
-    void* dgi                                   # OUT (T*B, 3H) row stride ldgi, zeroed
+    void* dgi                                   # OUT (T*B, 3H) row stride ldgi (rows not
+                                                #   running: zeros)
     int ldgi
-    void* dgh                                   # OUT (T, B, 3H) sorted, zeroed
+    void* dgh                                   # OUT (T, B, 3H) sorted (likewise)
     void* drh_buf                               # WORK (B, H) (reset_after=False)
     void* gw_ih                                 # IN/OUT += dW_ih (3H, In)
     void* gw_hh                                 # IN/OUT += dW_hh (3H, H)

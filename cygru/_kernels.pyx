@@ -394,6 +394,33 @@ cdef inline void _keep_ended_rows(int t, int nb, int B, int H, int u0, int U,
         memset(out + t * out_ts + perm[i] * out_bs + u0, 0, U * sizeof(floating))
 
 
+cdef inline void _zero_ended_cache_rows(int t, int nb, int B, int H, int u0, int U,
+                                        floating* cache, floating* hprev) noexcept nogil:
+    """Units [u0, u0+U) of the cache rows nb..B-1 at step t (sequences that have ended or
+    not started): zeros, which the backward's products sum over (they are not zeroed in
+    advance: a full batch writes every row)."""
+    cdef int i, g
+    cdef Py_ssize_t row_c
+    for i in range(nb, B):
+        row_c = <Py_ssize_t>t * B + i
+        for g in range(4):
+            memset(cache + row_c * 4 * H + g * H + u0, 0, U * sizeof(floating))
+        memset(hprev + row_c * H + u0, 0, U * sizeof(floating))
+
+
+cdef inline void _zero_ended_grad_rows(int t, int nb, int B, int H, int u0, int U,
+                                       const Py_ssize_t* perm, floating* dgi, int ldgi,
+                                       floating* dgh_t) noexcept nogil:
+    """Units [u0, u0+U) of every gate of step t's rows nb..B-1 in dgh_t (sorted) and dgi
+    (batch order): zeros, so the weight-gradient products may sum over all T*B rows."""
+    cdef int i, g
+    for i in range(nb, B):
+        for g in range(3):
+            memset(dgh_t + <Py_ssize_t>i * 3 * H + g * H + u0, 0, U * sizeof(floating))
+            memset(dgi + (<Py_ssize_t>t * B + perm[i]) * ldgi + g * H + u0, 0,
+                   U * sizeof(floating))
+
+
 cdef inline void _gate_grad_rows(int t, int nb, int B, int H, int u0, int u1,
                                  bint reset_after, const Py_ssize_t* perm,
                                  const floating* cache, const floating* hprev,
@@ -585,6 +612,8 @@ cdef inline void _forward_piece_t(cygru_fwd_run* s, int phase, int st, int p,
                             rh_buf + <Py_ssize_t>i * H + u0, cur + <Py_ssize_t>i * H + u0,
                             nxt + <Py_ssize_t>i * H + u0, o, c, hp, H)
     _keep_ended_rows(t, nb, B, H, u0, U, s.perm, cur, nxt, out, s.out_ts, s.out_bs)
+    if s.cache != NULL and nb < B:
+        _zero_ended_cache_rows(t, nb, B, H, u0, U, <floating*>s.cache, <floating*>s.hprev)
 
 
 cdef void _forward_piece(void* s_, int phase, int st, int p) noexcept nogil:
@@ -689,6 +718,8 @@ cdef inline void _backward_piece_t(cygru_bwd_run* s, int phase, int st, int p,
     nb = s.active[t]
     dgh_t = <floating*>s.dgh + <Py_ssize_t>t * B * G
     if phase == _BPHASE_GATES:
+        if nb < B:
+            _zero_ended_grad_rows(t, nb, B, H, u0, U, s.perm, dgi, s.ldgi, dgh_t)
         _gate_grad_rows(t, nb, B, H, u0, u1, s.reset_after, s.perm, cache, hprev,
                         <const floating*>s.d_out, s.d_ts, s.d_bs, dstate, dgi, s.ldgi, dgh_t)
     elif phase == _BPHASE_DH:

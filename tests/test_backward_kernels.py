@@ -342,3 +342,42 @@ def test_no_blas_thread_pool_runs_during_training():
     assert spent > 0.1  # the steps did run
     # a few ticks of slack for interpreter housekeeping threads
     assert others / tck <= 0.03 + 0.02 * spent, (others, spent)
+
+
+def _nan_filled(shape, dtype):
+    a = np.empty(shape, dtype)
+    a.view(np.uint8)[...] = 0xFF  # a NaN in float32 and float64 alike
+    return a
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_rows_of_ended_sequences_do_not_read_stale_memory(dtype, reset_after, monkeypatch):
+    """The forward's cache and the backward's workspace are not zero-filled in advance (a
+    full batch writes every row): the rows of sequences that have ended, and the steps
+    where none runs, must be written as zeros. With every such array allocated full of
+    NaN, the results equal the clean ones and are finite."""
+    import cygru._cpu
+
+    T, B, In, H = 9, 6, 5, 7
+    lengths = np.array([7, 3, 2, 1, 7, 4])  # none runs at the last two steps
+    rng = np.random.default_rng(2)
+    gru = cygru.GRU(In, H, 2, bidirectional=True, reset_after=reset_after, dtype=dtype, seed=1)
+    x = rng.standard_normal((T, B, In)).astype(dtype)
+    d_out = rng.standard_normal((T, B, 2 * H)).astype(dtype)
+    d_hn = rng.standard_normal((4, B, H)).astype(dtype)
+
+    def step():
+        gru.zero_grad()
+        (out, h_n), backward = gru.vjp(x, lengths=lengths)
+        dx, dh0 = backward(d_out, d_hn)
+        return [out, h_n, dx, dh0] + [g.copy() for g in gru.grads.values()]
+
+    clean = step()
+    monkeypatch.setattr(cygru._cpu, "_uninitialised", _nan_filled)
+    poisoned = step()
+    for a, b in zip(clean, poisoned):
+        assert np.all(np.isfinite(b))
+        assert np.array_equal(a, b)
+    # padded steps: no output, no input gradient
+    assert not poisoned[0][7:].any() and not poisoned[2][7:].any()
