@@ -288,9 +288,9 @@ fig.tight_layout()
 # ----------------------------
 # The relative difference of the two losses at every step. The two engines add the same
 # numbers in different orders, so they differ by rounding from the first step on; the
-# training carries these differences along, and the nonlinear updates can make them grow,
-# but over this run they stay many orders of magnitude below anything visible in the
-# curves. The example asserts that they stay below 1e-6, so a change that made cygru's
+# training carries these differences along and its nonlinear updates make them grow,
+# steadily, step after step, yet over this run they stay many orders of magnitude below
+# anything visible in the curves. The example asserts that they stay below 1e-6, so a change that made cygru's
 # gradients (or its optimiser) differ from PyTorch's would fail the documentation build.
 
 if torch is not None:
