@@ -2102,7 +2102,7 @@ def evaluate_targets(runs, cases):
     out = []
     for key, desc, kind, case, peer, thr, *at in TARGETS:
         n = at[0] if at else judge
-        row = {"target": key, "description": desc, "threads": n, "threshold": thr}
+        row = {"target": key, "description": desc, "threads": n, "threshold": thr, "case": case}
         if kind == "quant":
             row["group"] = "reduced precision"
         if kind == "quant":
@@ -2181,6 +2181,19 @@ def evaluate_targets(runs, cases):
             )
         out.append(row)
     return judge, out
+
+
+def shown_targets(rows, cases):
+    """The target rows the printed report shows: those of the cases this run selected (the
+    JSON keeps every row, "n/a" for the others), each (description, threads, rule) once
+    (when 1 thread is the judged count, a "1 thread" row repeats its judged twin)."""
+    seen, out = set(), []
+    for r in rows:
+        key = (r["description"], r["threads"], r.get("rule"))
+        if r.get("case") in cases and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def targets_table(judge, rows):
@@ -2437,17 +2450,20 @@ def main(argv=None):
             "",
         ]
     report += ["### SciPy sgemm peak (same run)", "", sgemm_table(runs), ""]
-    if targets:
+    shown = shown_targets(targets, args.cases)
+    if shown:
         note = "" if judge == JUDGE_THREADS else f" (2 threads not run: judged at {judge} threads)"
-        f32 = [r for r in targets if r.get("group") != "reduced precision"]
-        reduced = [r for r in targets if r.get("group") == "reduced precision"]
-        report += [f"### Targets{note}", "", targets_table(judge, f32), ""]
-        report += [
-            f"### Targets, reduced precision (cygru int8 and bf16){note}",
-            "",
-            targets_table(judge, reduced),
-            "",
-        ]
+        f32 = [r for r in shown if r.get("group") != "reduced precision"]
+        reduced = [r for r in shown if r.get("group") == "reduced precision"]
+        if f32:
+            report += [f"### Targets{note}", "", targets_table(judge, f32), ""]
+        if reduced:
+            report += [
+                f"### Targets, reduced precision (cygru int8 and bf16){note}",
+                "",
+                targets_table(judge, reduced),
+                "",
+            ]
     mismatches = [m for r in runs.values() for m in r.get("mismatches", [])]
     notes = list(dict.fromkeys(n for r in runs.values() for n in r.get("notes", [])))
     if mismatches:
