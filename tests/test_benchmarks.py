@@ -767,8 +767,8 @@ def test_run_training_cases_groups_and_targets_are_declared():
     for case, (base, dtype) in run.TRAINING_CASES.items():
         f64 = " f64" if dtype == "float64" else ""
         thr = 1.5 if base == "medium" else 1.3
-        key = f"training {base}{f64} vs torch"
-        for key, at in ((key, ()), (key + " 1 thread", (1,))):
+        name = f"training {base}{f64} vs torch"
+        for key, at in ((name, ()), (name + " 1 thread", (1,))):
             assert rows[(key, thr, at)][2:5] == ("speedup", case, "torch")
     for key, at in (("GRUCell.vjp vs torch", ()), ("GRUCell.vjp vs torch 1 thread", (1,))):
         assert rows[(key, 1.0, at)][2:5] == ("speedup", "cell-vjp", "torch")
