@@ -2231,6 +2231,7 @@ def make_png(runs, judge, path, title_extra):
     labels = [case_label(c, run["cases"][c]).replace(" (", "\n(") for c in cases]
     labels = [lbl.replace("GRUCell step ", "GRUCell step\n") for lbl in labels]
     labels = [lbl.replace("GRUCell.vjp fwd+bwd ", "GRUCell.vjp\n") for lbl in labels]
+    labels = [lbl.replace(") fwd+bwd", ")").replace(" float64", "\nfloat64") for lbl in labels]
     chart_peers = MAIN_TABLE_PEERS
     width = 0.8 / len(chart_peers)
     fig, ax = plt.subplots(figsize=(max(9, 1.5 * len(cases) + 2), 5.5))
