@@ -62,10 +62,37 @@ for _h in (512, 1024):
         for _t in (1, 25, 100):
             DEEPBENCH_CASES[f"db-h{_h}-b{_b}-t{_t}"] = (_t, _b, _h, _h, 1, 1)
 FORWARD_CASES.update(DEEPBENCH_CASES)
-OTHER_CASES = ["training", "cell", "reset-after-false", "memory"]
+# issue 26: training (forward keeping the cache, then backward with the weight gradients)
+# against PyTorch autograd: case -> (the forward case whose shape it runs, dtype)
+TRAINING_CASES = {
+    "training-medium": ("medium", "float32"),
+    "training-deep-bi": ("deep-bi", "float32"),
+    "training-long-seq": ("long-seq", "float32"),
+    "training-medium-f64": ("medium", "float64"),
+    "training-deep-bi-f64": ("deep-bi", "float64"),
+    "training-long-seq-f64": ("long-seq", "float64"),
+}
+# peak resident memory of one float32 training step, each engine in a fresh process:
+# case -> the forward case whose shape it runs (long-seq keeps the largest caches)
+TRAINING_MEMORY_CASES = {
+    "training-memory-medium": "medium",
+    "training-memory-long-seq": "long-seq",
+}
+# --quick runs the training rows (timing and memory) on T // QUICK_T_DIVISOR steps: a smoke
+# test of the code path, not a measurement of the issue's shapes
+QUICK_T_DIVISOR = 20
+OTHER_CASES = (
+    list(TRAINING_CASES)
+    + ["cell", "cell-vjp", "reset-after-false", "memory"]
+    + list(TRAINING_MEMORY_CASES)
+)
 ALL_CASES = list(FORWARD_CASES) + OTHER_CASES
 DEFAULT_CASES = [c for c in ALL_CASES if c not in DEEPBENCH_CASES]
-CASE_GROUPS = {"deepbench": list(DEEPBENCH_CASES), "all": ALL_CASES}
+# "training": every row of issue 26 (forward + backward, GRUCell.vjp, peak memory)
+TRAINING_GROUP = list(TRAINING_CASES) + ["cell-vjp"] + list(TRAINING_MEMORY_CASES)
+CASE_GROUPS = {"deepbench": list(DEEPBENCH_CASES), "training": TRAINING_GROUP, "all": ALL_CASES}
+# the cases timed in microseconds (one GRUCell step, its vjp)
+US_CASES = ("cell", "cell-vjp")
 CELL_SIZES = (1, 64, 128)  # B, I, H
 MEMORY_TS = (2000, 4000)  # long-seq shape with these T
 SGEMM_N = 2048
@@ -120,6 +147,9 @@ F32_PEERS = ("cygru", "ort", "ov", "torch")
 # the main table leaves the fallback peers out (they are in the reduced-precision table)
 MAIN_TABLE_PEERS = [p for p in PEERS if p not in ("cygru_int8_fb", "cygru_bf16_fb")]
 ATOL = 1e-4  # max abs diff allowed between a peer and cygru (float32)
+# float64 training rows: max abs diff allowed, relative to each array's scale (two float64
+# engines agree to ~1e-13 on these shapes; the bound only leaves room for summation order)
+F64_ATOL = 1e-9
 # reduced-precision peers (bf16 arithmetic, int8 weights) are checked against cygru's
 # float32 output with a looser bound: their own rounding reaches ~5e-3 (bf16) and ~4e-2
 # (int8) on these outputs in (-1, 1)
@@ -130,6 +160,36 @@ MEMORY_LIMIT_MIB = 8.0
 JUDGE_THREADS = 2
 NOISY_SPREAD = 1.5  # flag a row when a peer's slowest sample > 1.5x its fastest
 
+
+def _training_targets():
+    """Issue 26's rows, each at the judged count and at 1 thread.
+
+    Forward + backward >= 1.5x PyTorch autograd on medium, >= 1.3x on deep-bi and long-seq,
+    float32; the issue's "float64 >= 1.5x" is read as medium's float64 target, and the
+    float64 deep-bi and long-seq ratios are reported as rows judged at 1.3x like their
+    float32 rows. ``GRUCell.vjp`` at batch 1 no slower than PyTorch's GRUCell backward.
+    Peak memory of a training step (kind "peak") no larger than PyTorch's: judged at the
+    judged count only (one fresh process per engine; the thread count hardly moves it).
+    """
+    rows = []
+    for at in ((), (1,)):
+        sfx = " 1 thread" if at else ""
+        for case, (shape, dtype) in TRAINING_CASES.items():
+            f64 = " f64" if dtype == "float64" else ""
+            thr = 1.5 if shape == "medium" else 1.3
+            desc = f"training (fwd+bwd) {shape} {dtype}"
+            rows.append((f"training {shape}{f64} vs torch{sfx}", desc, "speedup", case, "torch"))
+            rows[-1] += (thr, *at)
+        rows.append(
+            (f"GRUCell.vjp vs torch{sfx}", "GRUCell.vjp step B=1 I=64 H=128", "speedup")
+            + ("cell-vjp", "torch", 1.0, *at)
+        )
+    for case, shape in TRAINING_MEMORY_CASES.items():
+        desc = f"peak memory of a training step, {shape} float32"
+        rows.append((f"training memory {shape} vs torch", desc, "peak", case, "torch", 1.0))
+    return rows
+
+
 # target rows: (key, description, kind, case, peer, threshold[, threads])
 #   threads: the thread count the row is judged at (default: JUDGE_THREADS, or the largest
 #   count run when JUDGE_THREADS was not; on the 2-core reference machine that is cygru's
@@ -137,6 +197,7 @@ NOISY_SPREAD = 1.5  # flag a row when a peer's slowest sample > 1.5x its fastest
 #   kind "speedup": peer_time / cygru_time >= threshold
 #   kind "ratio":   cygru(reset_after=False) / cygru(reset_after=True) <= threshold
 #   kind "memory":  peak beyond output <= threshold MiB at every T, and independent of T
+#   kind "peak":    cygru's peak memory of a training step / peer's <= threshold
 TARGETS = [
     ("small-latency vs ORT", "small-latency forward", "speedup", "small-latency", "ort", 2.0),
     ("small-latency vs torch", "small-latency forward", "speedup", "small-latency", "torch", 5.0),
@@ -165,7 +226,7 @@ TARGETS = [
     ("large vs ORT", "large forward", "speedup", "large", "ort", 1.2),
     ("deep-bi vs ORT", "deep-bi forward", "speedup", "deep-bi", "ort", 1.3),
     ("long-seq vs ORT", "long-seq forward", "speedup", "long-seq", "ort", 1.5),
-    ("training vs torch", "training (fwd+bwd) medium", "speedup", "training", "torch", 1.5),
+    *_training_targets(),
     ("GRUCell vs torch", "GRUCell step B=1 I=64 H=128", "speedup", "cell", "torch", 5.0),
     ("GRUCell vs torch 8x", "GRUCell step B=1 I=64 H=128", "speedup", "cell", "torch", 8.0),
     ("reset_after=False", "reset_after=False medium", "ratio", "reset-after-false", "cygru", 1.3),
@@ -684,10 +745,14 @@ class Worker:
                 try:
                     if case in FORWARD_CASES:
                         out = self.forward_case(case)
-                    elif case == "training":
-                        out = self.training_case()
+                    elif case in TRAINING_CASES:
+                        out = self.training_case(case)
+                    elif case in TRAINING_MEMORY_CASES:
+                        out = self.training_memory_case(case)
                     elif case == "cell":
                         out = self.cell_case()
+                    elif case == "cell-vjp":
+                        out = self.cell_vjp_case()
                     elif case == "reset-after-false":
                         out = self.reset_after_false_case()
                     elif case == "memory":
@@ -1018,29 +1083,89 @@ class Worker:
         self.log(f"{case}: " + ", ".join(parts))
 
     # -- training -----------------------------------------------------------------------------
-    def training_case(self):
+    def _vjp_check_and_time(self, case, module, cy_step, tnet, peers, atol, unit="ms"):
+        """Check every peer's training step against cygru's, then time those that match.
+
+        ``cy_step()`` runs cygru's step and returns its arrays by name (outputs and the
+        gradients with respect to the inputs); each of ``peers`` (name -> fn) runs the same
+        step and returns tensors under the same names. The parameter gradients are compared
+        too: cygru's ``module.grads`` and ``tnet``'s ``param.grad``, each accumulated from
+        zero over one step. Gradients are sums over many rows, so every array is compared
+        with ``atol * max(1, its largest magnitude)``. Returns {peer: entry}.
+        """
+        np = self.np
+        entries, hints = {}, {}
+        module.zero_grad()
+        t0 = _now()
+        ref = cy_step()
+        hints["cygru"] = _now() - t0
+        ref.update({f"grad.{k}": np.array(v, copy=True) for k, v in module.grads.items()})
+        tol = {w: atol * max(1.0, float(np.max(np.abs(v)))) for w, v in ref.items()}
+        fns = {"cygru": cy_step}
+        for name, fn in peers.items():
+            try:
+                tnet.zero_grad(set_to_none=True)
+                t0 = _now()
+                got = fn()
+                hints[name] = _now() - t0
+                got = {w: v.detach().numpy() for w, v in got.items()}
+                got.update(
+                    {f"grad.{k}": p.grad.detach().numpy() for k, p in tnet.named_parameters()}
+                )
+            except Exception as exc:
+                self.note(f"{case}: {PEER_LABEL[name]} failed: {type(exc).__name__}: {exc}")
+                entries[name] = self._peer_entry("error", note=str(exc))
+                continue
+            diffs = {w: _maxdiff(got[w], ref[w]) if w in got else float("inf") for w in ref}
+            bad = {w: d for w, d in diffs.items() if not d <= tol[w]}
+            if bad:
+                w, d = max(bad.items(), key=lambda kv: kv[1] / tol[kv[0]])
+                self.mismatch(case, name, d, w, tol=tol[w])
+                entries[name] = self._peer_entry("mismatch", max_abs_diff=diffs, tolerance=tol)
+                continue
+            entries[name] = self._peer_entry(
+                "ok",
+                max_abs_diff=diffs,
+                check_max_abs_diff=max(diffs.values(), default=0.0),
+                tolerance=tol,
+            )
+            fns[name] = fn
+        timed = measure(fns, self.cfg, hints)
+        entries["cygru"] = self._peer_entry("ok")
+        for name, t in timed.items():
+            entries[name].update(t)
+        self._log_entries(case, entries, unit=unit)
+        return entries
+
+    def training_case(self, case):
+        """Forward + backward: cygru ``(o, h), bw = gru.vjp(x); bw(dO, dH)`` against PyTorch
+        autograd ``o, h = net(x)``; ``torch.autograd.backward([o, h], [dO, dH])`` with x
+        requiring grad, the same weights, in the case's dtype."""
         np, cygru, torch = self.np, self.cygru, self.torch
-        T, B, I, H, L, D = FORWARD_CASES["medium"]
+        shape_name, dtype = TRAINING_CASES[case]
+        T, B, I, H, L, D = training_shape(shape_name, self.cfg.quick)
+        dt = np.dtype(dtype)
         rng = self._rng(2)
-        x = rng.standard_normal((T, B, I), dtype=np.float32)
-        d_out = rng.standard_normal((T, B, D * H), dtype=np.float32)
-        d_hn = rng.standard_normal((L * D, B, H), dtype=np.float32)
+        x = rng.standard_normal((T, B, I)).astype(dt)
+        d_out = rng.standard_normal((T, B, D * H)).astype(dt)
+        d_hn = rng.standard_normal((L * D, B, H)).astype(dt)
         if torch is not None:
             net = _torch_gru(torch, I, H, L, D, seed=0)
-            net.train()
+            net.train()  # no dropout: train mode changes nothing but says what this is
+            if dt == np.float64:
+                net.double()
             state = _state_numpy(net)
         else:
-            state = cygru.GRU(I, H, L, seed=0).state_dict()
-        gru = cygru.GRU(I, H, L, bidirectional=(D == 2))
+            state = cygru.GRU(I, H, L, bidirectional=(D == 2), dtype=dt, seed=0).state_dict()
+        gru = cygru.GRU(I, H, L, bidirectional=(D == 2), dtype=dt)
         gru.load_state_dict(state)
 
         def cy_step():
             (o, h), backward = gru.vjp(x)
             dx, dh0 = backward(d_out, d_hn)
-            return o, h, dx
+            return {"output": o, "h_n": h, "dx": dx}
 
-        entries = {}
-        peers = {}
+        peers, skipped = {}, {}
         if torch is not None:
             xt0 = torch.from_numpy(x)
             dOt, dHt = torch.from_numpy(d_out), torch.from_numpy(d_hn)
@@ -1049,51 +1174,94 @@ class Worker:
                 xt = xt0.detach().requires_grad_()
                 o, h = net(xt)
                 torch.autograd.backward([o, h], [dOt, dHt])
-                return o, h, xt.grad
+                return {"output": o, "h_n": h, "dx": xt.grad}
 
             peers["torch"] = torch_step
         else:
-            entries["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
-
-        # correctness: output, h_n, dx and every parameter gradient from zeroed gradients;
-        # gradients are sums over T*B rows, so they are compared relative to their scale
-        gru.zero_grad()
-        o, h, dx = cy_step()
-        ref = {"output": o, "h_n": h, "dx": dx}
-        ref.update({f"grad.{k}": v.copy() for k, v in gru.grads.items()})
-        tol = {}
-        for w, v in ref.items():
-            tol[w] = ATOL * max(1.0, float(np.max(np.abs(v))))
-        hints = {}
-        fns = {"cygru": cy_step}
-        for name, fn in peers.items():
-            net.zero_grad(set_to_none=True)
-            t0 = _now()
-            o, h, dx = fn()
-            hints[name] = _now() - t0
-            got = {"output": o.detach().numpy(), "h_n": h.detach().numpy(), "dx": dx.numpy()}
-            got.update({f"grad.{k}": p.grad.numpy() for k, p in net.named_parameters()})
-            diffs = {w: _maxdiff(got[w], ref[w]) for w in ref}
-            bad = {w: d for w, d in diffs.items() if not d <= tol[w]}
-            if bad:
-                w, d = max(bad.items(), key=lambda kv: kv[1] / tol[kv[0]])
-                self.mismatch("training", name, d, f"{w} (tol {tol[w]:.3g})")
-                entries[name] = self._peer_entry("mismatch", max_abs_diff=diffs)
-                continue
-            entries[name] = self._peer_entry(
-                "ok", max_abs_diff=diffs, tolerance={w: tol[w] for w in ref}
-            )
-            fns[name] = fn
-        timed = measure(fns, self.cfg, hints)
-        entries["cygru"] = self._peer_entry("ok")
-        for name, t in timed.items():
-            entries[name].update(t)
-        self._log_entries("training", entries)
+            skipped["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
+            net = None
+        atol = F64_ATOL if dt == np.float64 else ATOL
+        entries = self._vjp_check_and_time(case, gru, cy_step, net, peers, atol)
+        entries.update(skipped)
         return {
             "kind": "training",
+            "base_case": shape_name,
+            "dtype": dtype,
+            "quick_shape": self.cfg.quick,
             "shape": dict(T=T, B=B, I=I, H=H, layers=L, dirs=D),
+            "flops_forward": gru_flops(T, B, I, H, L, D),
             "peers": entries,
         }
+
+    def cell_vjp_case(self):
+        """One GRUCell step forward + backward at batch 1: cygru ``h1, bw = cell.vjp(x, h);
+        bw(dh1)`` against PyTorch ``h1 = cell(x, h); h1.backward(dh1)`` (x, h requiring
+        grad)."""
+        np, cygru, torch = self.np, self.cygru, self.torch
+        B, I, H = CELL_SIZES
+        rng = self._rng(3)
+        x = rng.standard_normal((B, I), dtype=np.float32)
+        h = rng.standard_normal((B, H), dtype=np.float32) * np.float32(0.5)
+        dh1 = rng.standard_normal((B, H), dtype=np.float32)
+        cell = cygru.GRUCell(I, H, seed=0)
+
+        def cy_step():
+            h1, backward = cell.vjp(x, h)
+            dx, dh = backward(dh1)
+            return {"h1": h1, "dx": dx, "dh": dh}
+
+        peers, skipped, tcell = {}, {}, None
+        if torch is not None:
+            torch.manual_seed(0)
+            tcell = torch.nn.GRUCell(I, H)
+            cell.load_state_dict(_state_numpy(tcell))
+            xt0, ht0, dt1 = torch.from_numpy(x), torch.from_numpy(h), torch.from_numpy(dh1)
+
+            def torch_step():
+                xt = xt0.detach().requires_grad_()
+                ht = ht0.detach().requires_grad_()
+                h1 = tcell(xt, ht)
+                h1.backward(dt1)
+                return {"h1": h1, "dx": xt.grad, "dh": ht.grad}
+
+            peers["torch"] = torch_step
+        else:
+            skipped["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
+        entries = self._vjp_check_and_time("cell-vjp", cell, cy_step, tcell, peers, ATOL, "us")
+        entries.update(skipped)
+        return {"kind": "cell-vjp", "shape": dict(B=B, I=I, H=H), "peers": entries}
+
+    def training_memory_case(self, case):
+        """Peak resident memory of one float32 training step, cygru and PyTorch, each
+        measured in a fresh process (see :func:`memory_probe_main` for the method)."""
+        shape_name = TRAINING_MEMORY_CASES[case]
+        shape = training_shape(shape_name, self.cfg.quick)
+        engines = ["cygru"] + (["torch"] if self.torch is not None else [])
+        entries = {}
+        if self.torch is None:
+            entries["torch"] = self._peer_entry("unavailable", note="PyTorch not installed")
+        for engine in engines:
+            entries[engine] = run_memory_probe(engine, shape, self.n, MEMORY_PROBE_STEPS)
+            if entries[engine]["status"] != "ok":
+                self.note(f"{case}: {PEER_LABEL[engine]} probe failed: {entries[engine]['note']}")
+        out = {
+            "kind": "training-memory",
+            "base_case": shape_name,
+            "dtype": "float32",
+            "quick_shape": self.cfg.quick,
+            "shape": dict(zip(("T", "B", "I", "H", "layers", "dirs"), shape)),
+            "peers": entries,
+            "method": MEMORY_PROBE_METHOD,
+        }
+        c, t = (entries.get(p, {}).get("peak_mib") for p in ("cygru", "torch"))
+        if c is not None and t:
+            out["ratio_cygru_over_torch"] = c / t
+        parts = [
+            f"{PEER_SHORT[p]} {e['peak_mib']:.1f} MiB" if "peak_mib" in e else f"{p} {e['status']}"
+            for p, e in entries.items()
+        ]
+        self.log(f"{case}: peak of a training step: " + ", ".join(parts))
+        return out
 
     # -- GRUCell step ---------------------------------------------------------------------------
     def cell_case(self):
@@ -1266,6 +1434,178 @@ def _fallback_force(level):
 
     hook = _kernels._force_quant_level
     return lambda on: hook(level if on else -1)
+
+
+def training_shape(base_case, quick=False):
+    """(T, B, I, H, layers, dirs) of a training row: the forward case's shape, with T cut
+    to T // QUICK_T_DIVISOR (at least 2) under ``--quick``."""
+    T, B, I, H, L, D = FORWARD_CASES[base_case]
+    if quick:
+        T = max(2, T // QUICK_T_DIVISOR)
+    return T, B, I, H, L, D
+
+
+# ============================================================================================
+# peak memory of a training step (issue 26), one fresh process per engine
+# ============================================================================================
+
+MEMORY_PROBE_STEPS = 3  # measured steps per probe process; the median peak is reported
+MEMORY_PROBE_METHOD = (
+    "one fresh process per engine and shape (only that engine imported), float32: model, "
+    "x, dO and dH built, two warm-up training steps (thread pools, lazy set-up, the "
+    "parameter gradients allocated), gradients zeroed in place; then per measured step the "
+    "C heap's free pages are returned (glibc malloc_trim(0)), VmRSS read, the high-water "
+    "mark reset (5 written to /proc/self/clear_refs), one step run keeping its outputs "
+    "(output, h_n, dx) alive, and VmHWM read: peak = VmHWM - VmRSS before the step, the "
+    f"median of {MEMORY_PROBE_STEPS} steps"
+)
+
+
+def _status_kib(field):
+    """A field of /proc/self/status in KiB (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def _reset_hwm():
+    """Reset this process's resident high-water mark (VmHWM) to its current VmRSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _malloc_trim():
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim(0)``, every
+    arena), so that the resident set holds only live memory and a step that reuses freed
+    heap memory has to fault it in again, and is seen. False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def memory_probe_main(args):
+    """Body of a memory probe process (``--_mem-probe ENGINE --_mem-shape T B I H L D``):
+    the peak resident memory of a training step, printed as one JSON line.
+
+    The process holds only one engine (cygru, or PyTorch without cygru), float32, at
+    ``--threads``' first count. Set-up: the model, x, dO and dH, then two warm-up steps
+    (these start the thread pools, run any lazy initialisation and allocate the parameter
+    gradients, which both engines keep between steps), their outputs dropped and the
+    gradients zeroed in place (``zero_grad(set_to_none=False)`` in both). Each measured
+    step: VmRSS read, VmHWM reset by writing "5" to /proc/self/clear_refs, one step
+    (forward with cache, backward with parameter gradients) run with its outputs kept
+    alive, VmHWM read. The step's peak is VmHWM minus the VmRSS before it: everything the
+    step made resident at its worst moment (caches, scratch, outputs, dx), nothing of the
+    set-up. Before each step the C heap's free pages are handed back (``malloc_trim(0)``):
+    without that, a step could reuse pages that glibc kept resident from the warm-up (the
+    small per-time-step tensors of an autograd graph do) and its allocations would not
+    show. The median of the measured steps is reported (PyTorch's vary by a few MiB).
+    """
+    engine = args._mem_probe
+    T, B, I, H, L, D = args._mem_shape
+    n = args.threads[0]
+    import numpy as np
+
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=n)
+    except ImportError:
+        limits = _nullcontext()
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, I), dtype=np.float32)
+    d_out = rng.standard_normal((T, B, D * H), dtype=np.float32)
+    d_hn = rng.standard_normal((L * D, B, H), dtype=np.float32)
+    if engine == "cygru":
+        sys.path.insert(0, ROOT)
+        import cygru
+
+        cygru.set_num_threads(n)
+        model = cygru.GRU(I, H, L, bidirectional=(D == 2), seed=0)
+
+        def step():
+            (o, h), backward = model.vjp(x)
+            dx, dh0 = backward(d_out, d_hn)
+            return o, h, dx, dh0
+
+    else:
+        import torch
+
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+        torch.set_num_threads(n)
+        torch.manual_seed(0)
+        model = torch.nn.GRU(I, H, num_layers=L, bidirectional=(D == 2))
+        xt0, dOt, dHt = (torch.from_numpy(a) for a in (x, d_out, d_hn))
+
+        def step():
+            xt = xt0.detach().requires_grad_()
+            o, h = model(xt)
+            torch.autograd.backward([o, h], [dOt, dHt])
+            return o, h, xt.grad
+
+    with limits:
+        for _ in range(2):
+            keep = step()
+            del keep
+        peaks, before = [], []
+        for _ in range(args._mem_steps):
+            model.zero_grad(set_to_none=False)
+            gc.collect()
+            trimmed = _malloc_trim()
+            rss0 = _status_kib("VmRSS")
+            _reset_hwm()
+            keep = step()
+            hwm = _status_kib("VmHWM")
+            del keep
+            peaks.append(hwm - rss0)
+            before.append(rss0)
+    print(
+        "MEMPROBE "
+        + json.dumps(
+            {
+                "engine": engine,
+                "peak_mib": statistics.median(peaks) / 1024,
+                "samples_mib": [p / 1024 for p in peaks],
+                "rss_before_mib": max(before) / 1024,
+                "malloc_trim": trimmed,
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+def run_memory_probe(engine, shape, threads, steps, timeout=600):
+    """Run :func:`memory_probe_main` in a fresh process; its result as a peer entry."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, os.path.abspath(__file__), "--_mem-probe", engine]
+    cmd += ["--_mem-shape", *map(str, shape), "--_mem-steps", str(steps)]
+    cmd += ["--threads", str(threads)]
+    try:
+        proc = subprocess.run(
+            cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "note": f"probe took more than {timeout} s"}
+    lines = [li for li in proc.stdout.splitlines() if li.startswith("MEMPROBE ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"status": "error", "note": f"probe exited with {proc.returncode}: {tail[0]}"}
+    res = json.loads(lines[-1][len("MEMPROBE ") :])
+    res.pop("engine", None)
+    return dict(status="ok", **res)
 
 
 class _nullcontext:
@@ -1463,10 +1803,17 @@ def case_label(case, info):
         return f"{case} ({s['T']},{s['B']},{s['I']},{s['H']},{s['layers']},{s['dirs']}) chained h0"
     if info.get("kind") == "forward":
         return f"{case} ({s['T']},{s['B']},{s['I']},{s['H']},{s['layers']},{s['dirs']})"
-    if case == "training":
-        return "training fwd+bwd medium"
+    if info.get("kind") in ("training", "training-memory"):
+        what = "fwd+bwd" if info["kind"] == "training" else "peak memory"
+        dtype = " float64" if info.get("dtype") == "float64" else ""
+        return (
+            f"training {info['base_case']} ({s['T']},{s['B']},{s['I']},{s['H']},"
+            f"{s['layers']},{s['dirs']}) {what}{dtype}"
+        )
     if case == "cell":
         return f"GRUCell step B={s['B']} I={s['I']} H={s['H']}"
+    if case == "cell-vjp":
+        return f"GRUCell.vjp fwd+bwd B={s['B']} I={s['I']} H={s['H']}"
 
     if case == "reset-after-false":
         return "medium reset_after=False"
@@ -1475,7 +1822,7 @@ def case_label(case, info):
 
 def case_noise(case, info):
     """Peers whose samples spread more than NOISY_SPREAD (slowest / fastest)."""
-    unit = "us" if case == "cell" else "ms"
+    unit = "us" if case in US_CASES else "ms"
     peers = info.get("peers", {})
     timed = [(PEER_SHORT[p], peers.get(p)) for p in PEERS]
     if case == "reset-after-false":
@@ -1507,13 +1854,13 @@ def main_table(runs, cases):
         "|" + "|".join(["---", "---:"] + ["---:"] * (len(head) - 3) + ["---"]) + "|",
     ]
     for case in cases:
-        if case == "memory":
+        if case == "memory" or case in TRAINING_MEMORY_CASES:
             continue
         for n, run in runs.items():
             info = run["cases"].get(case)
             if info is None:
                 continue
-            unit = "us" if case == "cell" else "ms"
+            unit = "us" if case in US_CASES else "ms"
             peers = info["peers"]
             c = peers.get("cygru", {}).get("median_ms")
             cells = [case_label(case, info), str(n)]
@@ -1540,8 +1887,10 @@ def main_table(runs, cases):
                     f"reset_after=True ({_fmt_ms(info['reset_after_true']['median_ms'])}"
                     " ms)",
                 )
-            if case == "cell":
+            if case in US_CASES:
                 notes.insert(0, "µs per call from Python")
+            if info.get("kind") == "training" and info.get("quick_shape"):
+                notes.append(f"--quick: T cut to 1/{QUICK_T_DIVISOR}")
             noisy = case_noise(case, info)
             if noisy:
                 la = info.get("loadavg_after")
@@ -1625,6 +1974,37 @@ def memory_table(runs):
                 f"| long-seq forward (T,{r['B']},{r['I']},{r['H']},1,1) | {n} | {r['T']} "
                 f"| {r['output_mib']:.1f} | {r['peak_beyond_output_mib']:.3f} |"
             )
+    return "\n".join(lines) if any_row else None
+
+
+def training_memory_table(runs, cases):
+    """Peak resident memory of one training step, cygru beside PyTorch (issue 26). None
+    when no training-memory case ran."""
+    lines = [
+        "| case | threads | cygru peak MiB | PyTorch peak MiB | cygru / PyTorch "
+        "| cygru RSS before MiB | PyTorch RSS before MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    any_row = False
+    for case in cases:
+        if case not in TRAINING_MEMORY_CASES:
+            continue
+        for n, run in runs.items():
+            info = run["cases"].get(case)
+            if info is None:
+                continue
+            any_row = True
+            peers = info["peers"]
+            cells = [case_label(case, info), str(n)]
+            for p in ("cygru", "torch"):
+                e = peers.get(p)
+                cells.append(f"{e['peak_mib']:.1f}" if e and "peak_mib" in e else _peer_cell(e))
+            r = info.get("ratio_cygru_over_torch")
+            cells.append(f"{r:.2f}x" if r is not None else "—")
+            for p in ("cygru", "torch"):
+                v = peers.get(p, {}).get("rss_before_mib")
+                cells.append(f"{v:.0f}" if v is not None else "—")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) if any_row else None
 
 
@@ -1722,7 +2102,7 @@ def evaluate_targets(runs, cases):
     out = []
     for key, desc, kind, case, peer, thr, *at in TARGETS:
         n = at[0] if at else judge
-        row = {"target": key, "description": desc, "threads": n, "threshold": thr}
+        row = {"target": key, "description": desc, "threads": n, "threshold": thr, "case": case}
         if kind == "quant":
             row["group"] = "reduced precision"
         if kind == "quant":
@@ -1733,6 +2113,11 @@ def evaluate_targets(runs, cases):
             row["rule"] = f"cygru >= {thr:g}x faster than {PEER_LABEL[peer]}"
         elif kind == "ratio":
             row["rule"] = f"<= {thr:g}x the time of reset_after=True"
+        elif kind == "peak":
+            row["rule"] = (
+                f"cygru's peak resident memory <= {thr:g}x {PEER_LABEL[peer]}'s (cygru / "
+                f"{PEER_LABEL[peer]} <= {thr:g})"
+            )
         else:
             row["rule"] = f"<= {thr:g} MiB beyond the output, independent of T"
         run = runs.get(n)
@@ -1763,6 +2148,24 @@ def evaluate_targets(runs, cases):
                 )
         elif kind == "quant":
             row.update(_quant_verdict(info["peers"], peer, thr))
+        elif kind == "peak":
+            c = info["peers"].get("cygru", {})
+            e = info["peers"].get(peer, {})
+            if "peak_mib" in c and e.get("peak_mib"):
+                ratio = c["peak_mib"] / e["peak_mib"]
+                row.update(
+                    value=ratio,
+                    measured=f"cygru {c['peak_mib']:.1f} MiB / {PEER_SHORT[peer]} "
+                    f"{e['peak_mib']:.1f} MiB = {ratio:.2f}x",
+                    result="PASS" if ratio <= thr else "MISS",
+                )
+            else:
+                bad = [
+                    f"{PEER_LABEL[p]}: {x.get('status', 'not run')}"
+                    for p, x in (("cygru", c), (peer, e))
+                    if "peak_mib" not in x
+                ]
+                row.update(result="n/a", measured="; ".join(bad) or "no peak measured")
         elif kind == "ratio":
             r = info["ratio_false_over_true"]
             row.update(
@@ -1778,6 +2181,19 @@ def evaluate_targets(runs, cases):
             )
         out.append(row)
     return judge, out
+
+
+def shown_targets(rows, cases):
+    """The target rows the printed report shows: those of the cases this run selected (the
+    JSON keeps every row, "n/a" for the others), each (description, threads, rule) once
+    (when 1 thread is the judged count, a "1 thread" row repeats its judged twin)."""
+    seen, out = set(), []
+    for r in rows:
+        key = (r["description"], r["threads"], r.get("rule"))
+        if r.get("case") in cases and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def targets_table(judge, rows):
@@ -1804,13 +2220,18 @@ def make_png(runs, judge, path, title_extra):
     run = runs[judge]
     cases = [
         c
-        for c in list(FORWARD_CASES) + ["training", "cell", "reset-after-false"]
+        for c in list(FORWARD_CASES)
+        + list(TRAINING_CASES)
+        + ["cell", "cell-vjp"]
+        + ["reset-after-false"]
         if c in run["cases"]
     ]
     if not cases:
         return False
     labels = [case_label(c, run["cases"][c]).replace(" (", "\n(") for c in cases]
     labels = [lbl.replace("GRUCell step ", "GRUCell step\n") for lbl in labels]
+    labels = [lbl.replace("GRUCell.vjp fwd+bwd ", "GRUCell.vjp\n") for lbl in labels]
+    labels = [lbl.replace(") fwd+bwd", ")").replace(" float64", "\nfloat64") for lbl in labels]
     chart_peers = MAIN_TABLE_PEERS
     width = 0.8 / len(chart_peers)
     fig, ax = plt.subplots(figsize=(max(9, 1.5 * len(cases) + 2), 5.5))
@@ -1921,6 +2342,11 @@ def parse_args(argv=None):
         "out (default: auto)",
     )
     ap.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--_mem-probe", choices=("cygru", "torch"), default=None, help=argparse.SUPPRESS
+    )
+    ap.add_argument("--_mem-shape", type=int, nargs=6, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_mem-steps", type=int, default=MEMORY_PROBE_STEPS, help=argparse.SUPPRESS)
     ap.add_argument("--_out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
@@ -1937,6 +2363,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args._mem_probe is not None:
+        return memory_probe_main(args)
     if args._worker is not None:
         return worker_main(args)
     t_start = time.perf_counter()
@@ -2011,18 +2439,32 @@ def main(argv=None):
     mt = memory_table(runs)
     if mt:
         report += ["### Memory (tracemalloc)", "", mt, ""]
-    report += ["### SciPy sgemm peak (same run)", "", sgemm_table(runs), ""]
-    if targets:
-        note = "" if judge == JUDGE_THREADS else f" (2 threads not run: judged at {judge} threads)"
-        f32 = [r for r in targets if r.get("group") != "reduced precision"]
-        reduced = [r for r in targets if r.get("group") == "reduced precision"]
-        report += [f"### Targets{note}", "", targets_table(judge, f32), ""]
+    tm = training_memory_table(runs, args.cases)
+    if tm:
         report += [
-            f"### Targets, reduced precision (cygru int8 and bf16){note}",
+            "### Peak memory of a training step",
             "",
-            targets_table(judge, reduced),
+            "Peak resident memory that one forward + backward step adds (VmHWM over the "
+            "VmRSS before the step), each engine in a fresh process: " + MEMORY_PROBE_METHOD + ".",
+            "",
+            tm,
             "",
         ]
+    report += ["### SciPy sgemm peak (same run)", "", sgemm_table(runs), ""]
+    shown = shown_targets(targets, args.cases)
+    if shown:
+        note = "" if judge == JUDGE_THREADS else f" (2 threads not run: judged at {judge} threads)"
+        f32 = [r for r in shown if r.get("group") != "reduced precision"]
+        reduced = [r for r in shown if r.get("group") == "reduced precision"]
+        if f32:
+            report += [f"### Targets{note}", "", targets_table(judge, f32), ""]
+        if reduced:
+            report += [
+                f"### Targets, reduced precision (cygru int8 and bf16){note}",
+                "",
+                targets_table(judge, reduced),
+                "",
+            ]
     mismatches = [m for r in runs.values() for m in r.get("mismatches", [])]
     notes = list(dict.fromkeys(n for r in runs.values() for n in r.get("notes", [])))
     if mismatches:
@@ -2037,8 +2479,9 @@ def main(argv=None):
         report += [
             f"All peers matched cygru before timing (max abs diff <= {ATOL:g}, "
             f"{REDUCED_ATOL:g} for the reduced-precision peers "
-            f"({', '.join(PEER_LABEL[p] for p in REDUCED_PEERS)}); gradients "
-            "relative to their scale).",
+            f"({', '.join(PEER_LABEL[p] for p in REDUCED_PEERS)}); training rows: "
+            f"outputs, dx and every parameter gradient within {ATOL:g} (float32) or "
+            f"{F64_ATOL:g} (float64) times max(1, the array's largest magnitude)).",
             "",
         ]
     if notes:

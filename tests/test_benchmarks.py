@@ -431,7 +431,9 @@ def test_run_targets_issue_24_rows_are_judged_at_their_thread_counts():
     # only 2 threads run: the 1-thread rows read n/a and say why
     judge, rows = run.evaluate_targets({2: runs[2]}, ["one-step"])
     one = {r["target"]: r for r in rows if r["threads"] == 1 and "group" not in r}
-    assert set(one) == {"one-step vs ORT 1 thread", "small-latency vs ORT 1 thread"}
+    assert {"one-step vs ORT 1 thread", "small-latency vs ORT 1 thread"} <= set(one)
+    # the others are issue 26's training rows
+    assert set(one) == {r[0] for r in run.TARGETS if r[2] != "quant" and r[6:] == (1,)}
     assert all(r["result"] == "n/a" and r["measured"] == "1 thread not run" for r in one.values())
 
 
@@ -740,3 +742,292 @@ def test_latency_a_broken_peer_is_reported_not_timed(tmp_path):
     assert "| one-step (1,1,64,128, chained h0) | idle | OpenVINO | error |" in out
     assert "cygru median <= ONNX Runtime's | ONNX Runtime not timed | n/a |" in out
     assert _gone(run_id) == []
+
+
+# -- issue 26: training rows ----------------------------------------------------------------
+
+
+def test_run_training_cases_groups_and_targets_are_declared():
+    """The training rows: shapes, dtypes, the "training" group, the default run and every
+    target row of issue 26 at the judged count and at 1 thread (no timing)."""
+    run = _load_run_module()
+    shapes = {"medium": (100, 32, 256, 256, 1, 1), "deep-bi": (100, 32, 256, 256, 2, 2)}
+    shapes["long-seq"] = (2000, 8, 128, 256, 1, 1)
+    got = {(base, dtype) for base, dtype in run.TRAINING_CASES.values()}
+    assert got == {(b, d) for b in shapes for d in ("float32", "float64")}
+    for base, shape in shapes.items():
+        assert run.training_shape(base) == shape
+        assert run.training_shape(base, quick=True) == (shape[0] // 20,) + shape[1:]
+    assert set(run.TRAINING_MEMORY_CASES.values()) == {"medium", "long-seq"}
+    group = list(run.TRAINING_CASES) + ["cell-vjp"] + list(run.TRAINING_MEMORY_CASES)
+    assert sorted(run.parse_args(["--cases", "training"]).cases) == sorted(group)
+    assert "training" not in run.ALL_CASES  # the old single case is now the group
+    assert set(group) <= set(run.parse_args([]).cases)
+    both = run.parse_args(["--cases", "training", "medium"]).cases
+    assert set(both) == set(group) | {"medium"}
+    rows = {(r[0], r[5], tuple(r[6:])): r for r in run.TARGETS}
+    for case, (base, dtype) in run.TRAINING_CASES.items():
+        f64 = " f64" if dtype == "float64" else ""
+        thr = 1.5 if base == "medium" else 1.3
+        name = f"training {base}{f64} vs torch"
+        for key, at in ((name, ()), (name + " 1 thread", (1,))):
+            assert rows[(key, thr, at)][2:5] == ("speedup", case, "torch")
+    for key, at in (("GRUCell.vjp vs torch", ()), ("GRUCell.vjp vs torch 1 thread", (1,))):
+        assert rows[(key, 1.0, at)][2:5] == ("speedup", "cell-vjp", "torch")
+    for case, base in run.TRAINING_MEMORY_CASES.items():
+        assert rows[(f"training memory {base} vs torch", 1.0, ())][2:5] == ("peak", case, "torch")
+
+
+def _training_runs(ratios, peaks):
+    """A fabricated results dict: every training case with cygru at 10 ms and PyTorch at
+    10 * ratio, GRUCell.vjp likewise, and the memory cases with the given peaks."""
+    run = _load_run_module()
+    cases = {}
+    for case in list(run.TRAINING_CASES) + ["cell-vjp"]:
+        r = ratios[case]
+        peers = {"cygru": {"status": "ok", "median_ms": 10.0}}
+        peers["torch"] = {"status": "ok", "median_ms": 10.0 * r} if r else {"status": "mismatch"}
+        cases[case] = {"kind": "training", "peers": peers}
+    for case, (c, t) in peaks.items():
+        peers = {"cygru": {"status": "ok", "peak_mib": c}}
+        peers["torch"] = {"status": "ok", "peak_mib": t} if t else {"status": "error"}
+        cases[case] = {"kind": "training-memory", "peers": peers}
+    return {"cases": cases}
+
+
+def test_run_training_targets_from_fabricated_medians():
+    """Issue 26's rows judged from a results dict: speedups at their thresholds (medium 1.5x
+    in both dtypes, deep-bi and long-seq 1.3x), GRUCell.vjp level, peak memory <= PyTorch's;
+    a peer not timed reads n/a with the reason (no timing)."""
+    run = _load_run_module()
+    two = {
+        "training-medium": 1.5,  # exactly at the bound: PASS
+        "training-deep-bi": 1.29,  # MISS
+        "training-long-seq": 1.3,  # PASS
+        "training-medium-f64": 1.4,  # medium's float64 target is 1.5: MISS
+        "training-deep-bi-f64": 1.35,  # PASS
+        "training-long-seq-f64": None,  # PyTorch mismatch: n/a
+        "cell-vjp": 1.0,  # level: PASS
+    }
+    one = dict(two, **{"training-medium": 1.49, "cell-vjp": 0.9, "training-long-seq-f64": 2.0})
+    peaks = {"training-memory-medium": (40.0, 40.0), "training-memory-long-seq": (60.0, 50.0)}
+    runs = {2: _training_runs(two, peaks), 1: _training_runs(one, {})}
+    judge, rows = run.evaluate_targets(runs, list(runs[2]["cases"]))
+    assert judge == 2
+    got = {(r["target"], r["threads"]): r for r in rows}
+    expect = {
+        ("training medium vs torch", 2): ("PASS", 1.5),
+        ("training deep-bi vs torch", 2): ("MISS", 1.29),
+        ("training long-seq vs torch", 2): ("PASS", 1.3),
+        ("training medium f64 vs torch", 2): ("MISS", 1.4),
+        ("training deep-bi f64 vs torch", 2): ("PASS", 1.35),
+        ("GRUCell.vjp vs torch", 2): ("PASS", 1.0),
+        ("training medium vs torch 1 thread", 1): ("MISS", 1.49),
+        ("training long-seq f64 vs torch 1 thread", 1): ("PASS", 2.0),
+        ("GRUCell.vjp vs torch 1 thread", 1): ("MISS", 0.9),
+        ("training memory medium vs torch", 2): ("PASS", 1.0),
+        ("training memory long-seq vs torch", 2): ("MISS", 1.2),
+    }
+    for key, (result, value) in expect.items():
+        assert (got[key]["result"], got[key]["value"]) == (result, pytest.approx(value)), key
+    r = got[("training long-seq f64 vs torch", 2)]
+    assert r["result"] == "n/a" and r["measured"] == "PyTorch: mismatch"
+    r = got[("training memory long-seq vs torch", 2)]
+    assert r["measured"] == "cygru 60.0 MiB / torch 50.0 MiB = 1.20x"
+    assert "peak resident memory <= 1x PyTorch's" in r["rule"]
+    # a probe that failed: n/a, naming the engine
+    runs[2] = _training_runs(two, {"training-memory-medium": (40.0, None)})
+    judge, rows = run.evaluate_targets(runs, list(runs[2]["cases"]))
+    r = next(r for r in rows if r["target"] == "training memory medium vs torch")
+    assert r["result"] == "n/a" and r["measured"] == "PyTorch: error"
+    r = next(r for r in rows if r["target"] == "training memory long-seq vs torch")
+    assert r["result"] == "n/a" and r["measured"] == "not run"
+    # the printed table: only the selected cases' rows, each once
+    shown = run.shown_targets(rows, ["training-medium", "cell-vjp"])
+    assert {(r["target"], r["threads"]) for r in shown} == {
+        ("training medium vs torch", 2),
+        ("training medium vs torch 1 thread", 1),
+        ("GRUCell.vjp vs torch", 2),
+        ("GRUCell.vjp vs torch 1 thread", 1),
+    }
+    table = run.targets_table(judge, shown)
+    assert "| training (fwd+bwd) medium float32 | 1 | cygru >= 1.5x faster than PyTorch |" in table
+    assert "torch/cygru 1.49x | **MISS** |" in table
+    # judged at 1 thread (2 not run): a "1 thread" row and its judged twin are shown once
+    judge, rows = run.evaluate_targets({1: runs[1]}, list(runs[1]["cases"]))
+    assert judge == 1
+    shown = run.shown_targets(rows, ["training-medium"])
+    assert [(r["target"], r["threads"]) for r in shown] == [("training medium vs torch", 1)]
+
+
+def _bare_worker(run):
+    """A run.Worker with only what its checks use (no peer imported, no thread set)."""
+    import numpy as np
+
+    w = run.Worker.__new__(run.Worker)
+    w.n, w.np, w.notes, w.mismatches = 1, np, [], []
+    w.cfg = run.TimingConfig(quick=True, repeat=1)
+    return w
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_run_training_check_catches_a_wrong_gradient(dtype):
+    """The training check compares outputs, dx and every parameter gradient with cygru's:
+    PyTorch matches and is timed; a peer whose dx or one weight gradient is off by a
+    relative 1e-6 (float64) or 1e-3 (float32) is a MISMATCH and is not timed."""
+    torch = import_optional("torch")
+    import numpy as np
+
+    import cygru
+
+    run = _load_run_module()
+    w = _bare_worker(run)
+    dt = np.dtype(dtype)
+    torch.manual_seed(0)
+    net = torch.nn.GRU(5, 6, num_layers=2, bidirectional=True)
+    if dt == np.float64:
+        net.double()
+    gru = cygru.GRU(5, 6, 2, bidirectional=True, dtype=dt)
+    gru.load_state_dict({k: v.detach().numpy() for k, v in net.state_dict().items()})
+    rng = np.random.default_rng(0)
+    x, dO, dH = (rng.standard_normal(s).astype(dt) for s in ((7, 3, 5), (7, 3, 12), (4, 3, 6)))
+
+    def cy_step():
+        (o, h), bw = gru.vjp(x)
+        return {"output": o, "h_n": h, "dx": bw(dO, dH)[0]}
+
+    def torch_step(spoil=None, eps=1e-6 if dt == np.float64 else 1e-3):
+        def step():
+            xt = torch.from_numpy(x).requires_grad_()
+            o, h = net(xt)
+            torch.autograd.backward([o, h], [torch.from_numpy(dO), torch.from_numpy(dH)])
+            if spoil == "weight":
+                g = net.weight_hh_l1_reverse.grad
+                g[0, 0] += eps * max(1.0, float(g.abs().max()))
+            out = {"output": o, "h_n": h, "dx": xt.grad}
+            if spoil == "dx":
+                out["dx"] = xt.grad * (1 + eps)
+            return out
+
+        return step
+
+    atol = run.F64_ATOL if dt == np.float64 else run.ATOL
+    peers = {"torch": torch_step(), "ort": torch_step("dx"), "ov": torch_step("weight")}
+    entries = w._vjp_check_and_time("training-medium", gru, cy_step, net, peers, atol)
+    ok = entries["torch"]
+    assert ok["status"] == "ok" and ok["median_ms"] > 0 and entries["cygru"]["median_ms"] > 0
+    names = {"output", "h_n", "dx"} | {f"grad.{k}" for k, _ in net.named_parameters()}
+    assert set(ok["max_abs_diff"]) == names and len(names) == 3 + 16
+    assert all(ok["max_abs_diff"][k] <= ok["tolerance"][k] for k in names)
+    assert ok["check_max_abs_diff"] <= (1e-12 if dt == np.float64 else 1e-5) * 100
+    for p, what in (("ort", "dx"), ("ov", "grad.weight_hh_l1_reverse")):
+        assert entries[p]["status"] == "mismatch" and "median_ms" not in entries[p]
+        bad = [k for k, d in entries[p]["max_abs_diff"].items() if d > entries[p]["tolerance"][k]]
+        assert bad == [what]
+    assert [(m["peer"], m["what"]) for m in w.mismatches] == [
+        ("ort", "dx"),
+        ("ov", "grad.weight_hh_l1_reverse"),
+    ]
+
+
+def _probe(run, engine, shape):
+    cmd = [sys.executable, RUN, "--_mem-probe", engine, "--_mem-shape", *map(str, shape)]
+    cmd += ["--threads", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(li for li in proc.stdout.splitlines() if li.startswith("MEMPROBE "))
+    return json.loads(line[len("MEMPROBE ") :])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs clear_refs")
+@pytest.mark.parametrize("engine", ["cygru", "torch"])
+def test_run_memory_probe_sees_what_a_training_step_keeps(engine):
+    """The peak-memory probe: a fresh process, three measured steps, and a peak that follows
+    the step's memory: 8x the sequence length adds at least the larger output and dx, which
+    the measured step keeps alive (no timing)."""
+    if engine == "torch":
+        import_optional("torch")
+    run = _load_run_module()
+    small = _probe(run, engine, (40, 32, 64, 128, 1, 1))
+    big = _probe(run, engine, (320, 32, 64, 128, 1, 1))
+    for r in (small, big):
+        assert r["engine"] == engine and len(r["samples_mib"]) == run.MEMORY_PROBE_STEPS
+        assert r["peak_mib"] > 0 and r["rss_before_mib"] > r["peak_mib"] / 100
+        assert r["malloc_trim"] is True  # glibc here
+    kept = (320 - 40) * 32 * (128 + 64) * 4 / 2**20  # output and dx, MiB
+    assert big["peak_mib"] >= small["peak_mib"] + 0.9 * kept
+
+
+def test_run_quick_training_rows(tmp_path):
+    """--quick --cases training: every issue-26 row is checked against PyTorch, timed,
+    tabled and judged; the memory rows measure both engines (no timing asserted)."""
+    import_optional("torch")
+    run = _load_run_module()
+    out_json = tmp_path / "r.json"
+    cmd = [sys.executable, RUN, "--quick", "--repeat", "1", "--threads", "1"]
+    cmd += ["--cases", "training", "--json", str(out_json), "--png", ""]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    result = json.loads(out_json.read_text())
+    assert result["mismatches"] == [] and result["notes"] == []
+    cases = result["runs"]["1"]["cases"]
+    assert set(cases) == set(run.CASE_GROUPS["training"])
+    lines = out.splitlines()
+    for case, (base, dtype) in run.TRAINING_CASES.items():
+        info = cases[case]
+        T, B, I, H, L, D = run.training_shape(base, quick=True)
+        assert info["shape"] == dict(T=T, B=B, I=I, H=H, layers=L, dirs=D)
+        assert (info["kind"], info["dtype"], info["base_case"]) == ("training", dtype, base)
+        torch_e = info["peers"]["torch"]
+        assert torch_e["status"] == "ok" and torch_e["median_ms"] > 0 and torch_e["rounds"] == 1
+        assert info["peers"]["cygru"]["median_ms"] > 0
+        grads = [k for k in torch_e["max_abs_diff"] if k.startswith("grad.")]
+        assert len(grads) == 4 * L * D
+        for k, d in torch_e["max_abs_diff"].items():
+            assert 0 <= d <= torch_e["tolerance"][k]
+        atol = run.F64_ATOL if dtype == "float64" else run.ATOL
+        assert min(torch_e["tolerance"].values()) == pytest.approx(atol)
+        label = f"| training {base} ({T},{B},{I},{H},{L},{D}) fwd+bwd"
+        label += " float64 | 1 |" if dtype == "float64" else " | 1 |"
+        row = next(li for li in lines if li.startswith(label))
+        assert "--quick: T cut to 1/20" in row
+    e = cases["cell-vjp"]["peers"]["torch"]
+    assert e["status"] == "ok" and set(e["max_abs_diff"]) == {
+        "h1",
+        "dx",
+        "dh",
+        "grad.weight_ih",
+        "grad.weight_hh",
+        "grad.bias_ih",
+        "grad.bias_hh",
+    }
+    assert any(li.startswith("| GRUCell.vjp fwd+bwd B=1 I=64 H=128 | 1 |") for li in lines)
+    section = out.split("### Peak memory of a training step")[1].split("###")[0]
+    assert "malloc_trim(0)" in section and "/proc/self/clear_refs" in section
+    for case, base in run.TRAINING_MEMORY_CASES.items():
+        info = cases[case]
+        c, t = info["peers"]["cygru"], info["peers"]["torch"]
+        assert c["status"] == t["status"] == "ok" and c["peak_mib"] > 0 and t["peak_mib"] > 0
+        assert info["ratio_cygru_over_torch"] == pytest.approx(c["peak_mib"] / t["peak_mib"])
+        T, B, I, H, L, D = run.training_shape(base, quick=True)
+        row = next(li for li in section.splitlines() if li.startswith(f"| training {base} ("))
+        assert f"({T},{B},{I},{H},{L},{D}) peak memory | 1 | {c['peak_mib']:.1f} |" in row
+    # every issue-26 row judged at 1 thread (the only count run), shown once, and no row of
+    # a case this run did not select
+    rows = [r for r in result["targets"] if r["case"] in run.CASE_GROUPS["training"]]
+    assert len(rows) == 2 * (len(run.TRAINING_CASES) + 1) + len(run.TRAINING_MEMORY_CASES)
+    for r in rows:
+        assert r["threads"] == 1 and r["result"] in ("PASS", "MISS"), r
+        info = cases[r["case"]]["peers"]
+        if r["case"] in run.TRAINING_MEMORY_CASES:
+            v = info["cygru"]["peak_mib"] / info["torch"]["peak_mib"]
+            assert r["result"] == ("PASS" if v <= 1.0 else "MISS")
+        else:
+            v = info["torch"]["median_ms"] / info["cygru"]["median_ms"]
+            assert r["result"] == ("PASS" if v >= r["threshold"] else "MISS")
+        assert r["value"] == pytest.approx(v)
+    targets = out.split("### Targets (2 threads not run: judged at 1 threads)")[1]
+    assert "| not run |" not in targets and "medium forward |" not in targets
+    assert targets.count("| training (fwd+bwd) medium float32 | 1 |") == 1
+    assert "### Targets, reduced precision" not in out
