@@ -71,36 +71,63 @@ ATTR static void WG_NAME(cygru_wgrad, VAR)(                                     
                 WG_T *dst = bpk + (ptrdiff_t)p * kc * NR;                                 \
                 int cols = WG_MIN(NR, nc - p * NR);                                       \
                 const WG_T *src = B + (ptrdiff_t)k0 * ldb + n0 + p * NR;                  \
-                for (int k = 0; k < kc; k++) {                                            \
-                    memcpy(dst + (ptrdiff_t)k * NR, src + (ptrdiff_t)k * ldb,             \
-                           (size_t)cols * sizeof(WG_T));                                  \
-                    if (cols < NR)                                                        \
+                if (cols == NR) /* a constant size: the copies are inlined moves */       \
+                    for (int k = 0; k < kc; k++)                                          \
+                        memcpy(dst + (ptrdiff_t)k * NR, src + (ptrdiff_t)k * ldb,         \
+                               NR * sizeof(WG_T));                                        \
+                else                                                                      \
+                    for (int k = 0; k < kc; k++) {                                        \
+                        memcpy(dst + (ptrdiff_t)k * NR, src + (ptrdiff_t)k * ldb,         \
+                               (size_t)cols * sizeof(WG_T));                              \
                         memset(dst + (ptrdiff_t)k * NR + cols, 0,                         \
                                (size_t)(NR - cols) * sizeof(WG_T));                       \
-                }                                                                         \
+                    }                                                                     \
             }                                                                             \
             for (int g = 0; g < ng; g++)                                                  \
             for (int m0 = 0; m0 < U; m0 += CYGRU_WG_MC) {                                 \
                 int mc = WG_MIN(CYGRU_WG_MC, U - m0), ns = (mc + MR - 1) / MR;            \
                 int row = rows0[g] + m0;                                                  \
                 /* A[k0:k0+kc, row:row+mc] as ns strips of kc x MR, zero past mc; on the  \
-                 * first column chunk each value also goes into its bias sum (in k order) */ \
+                 * first column chunk each value also goes into its bias sum (in k order). \
+                 * Read along A's contiguous direction: the rows of a gradient matrix are  \
+                 * thousands of bytes apart, too far for the hardware's stride prefetch.  */ \
                 int with_bias = bias != NULL && n0 == 0;                                  \
-                for (int s = 0; s < ns; s++) {                                            \
-                    WG_T *dst = apk + (ptrdiff_t)s * kc * MR;                             \
-                    int rr = WG_MIN(MR, mc - s * MR);                                     \
-                    const WG_T *src = A + (ptrdiff_t)k0 * sak + (ptrdiff_t)(row + s * MR) * sam; \
-                    WG_T *bs = with_bias ? bias + row + s * MR : NULL;                    \
+                if (ns * MR > mc)                                                         \
+                    memset(apk, 0, (size_t)ns * kc * MR * sizeof(WG_T));                  \
+                if (sam == 1) {                                                           \
                     for (int k = 0; k < kc; k++) {                                        \
-                        const WG_T *a = src + (ptrdiff_t)k * sak;                         \
-                        WG_T *d = dst + (ptrdiff_t)k * MR;                                \
-                        for (int r = 0; r < rr; r++)                                      \
-                            d[r] = a[(ptrdiff_t)r * sam];                                 \
-                        for (int r = rr; r < MR; r++)                                     \
-                            d[r] = (WG_T)0;                                               \
-                        if (bs != NULL)                                                   \
-                            for (int r = 0; r < rr; r++)                                  \
-                                bs[r] += d[r];                                            \
+                        const WG_T *a = A + (ptrdiff_t)(k0 + k) * sak + row;              \
+                        /* the same row of the next block, while this one computes */   \
+                        if (k0 + k + CYGRU_WG_KC < K)                                     \
+                            for (int j = 0; j < mc; j += 64 / (int)sizeof(WG_T))          \
+                                __builtin_prefetch(a + (ptrdiff_t)CYGRU_WG_KC * sak + j); \
+                        for (int s = 0; s < ns; s++) {                                    \
+                            WG_T *d = apk + ((ptrdiff_t)s * kc + k) * MR;                 \
+                            if (s * MR + MR <= mc)                                        \
+                                memcpy(d, a + s * MR, MR * sizeof(WG_T));                 \
+                            else                                                          \
+                                memcpy(d, a + s * MR, (size_t)(mc - s * MR) * sizeof(WG_T)); \
+                        }                                                                 \
+                        if (with_bias)                                                    \
+                            for (int j = 0; j < mc; j++)                                  \
+                                bias[row + j] += a[j];                                    \
+                    }                                                                     \
+                } else {                                                                  \
+                    for (int j = 0; j < mc; j++) {                                        \
+                        const WG_T *a = A + (ptrdiff_t)k0 * sak + (ptrdiff_t)(row + j) * sam; \
+                        WG_T *d = apk + (ptrdiff_t)(j / MR) * kc * MR + j % MR;           \
+                        WG_T acc = with_bias ? bias[row + j] : (WG_T)0;                   \
+                        /* this block of the row one chunk of rows ahead */               \
+                        if (m0 + j + CYGRU_WG_MC < U)                                     \
+                            for (int k = 0; k < kc; k += 64 / (int)sizeof(WG_T))          \
+                                __builtin_prefetch(a + (ptrdiff_t)CYGRU_WG_MC * sam +     \
+                                                   (ptrdiff_t)k * sak);                   \
+                        for (int k = 0; k < kc; k++) {                                    \
+                            d[(ptrdiff_t)k * MR] = a[(ptrdiff_t)k * sak];                 \
+                            acc += a[(ptrdiff_t)k * sak];                                 \
+                        }                                                                 \
+                        if (with_bias)                                                    \
+                            bias[row + j] = acc;                                          \
                     }                                                                     \
                 }                                                                         \
                 /* each panel of B stays in L1 while the strips sweep it */               \
