@@ -197,7 +197,7 @@ cdef inline void _blend(int U, const floating* gh, const floating* s_in, floatin
         for j in range(U):
             z = gh[U + j]
             n = gh[2 * U + j]
-            h_new = (1 - z) * n + z * s_in[j]
+            h_new = (<floating>1 - z) * n + z * s_in[j]
             s_out[j] = h_new
             o[j] = h_new
     else:
@@ -205,7 +205,7 @@ cdef inline void _blend(int U, const floating* gh, const floating* s_in, floatin
             z = gh[U + j]
             n = gh[2 * U + j]
             h_old = s_in[j]
-            h_new = (1 - z) * n + z * h_old
+            h_new = (<floating>1 - z) * n + z * h_old
             s_out[j] = h_new
             o[j] = h_new
             cache[j] = gh[j]
@@ -455,15 +455,15 @@ cdef inline void _gate_grad_rows(int t, int nb, int B, int H, int u0, int u1,
             z = c[H + j]
             n = c[2 * H + j]
             dz = dh * (hp[j] - n)          # h' = (1-z) n + z h
-            dn = dh * (1 - z)
+            dn = dh * (<floating>1 - z)
             ds[j] = dh * z                 # direct path to h_{t-1}
-            dan = dn * (1 - n * n)         # through tanh
-            gi[H + j] = dz * z * (1 - z)   # through σ
+            dan = dn * (<floating>1 - n * n)  # through tanh
+            gi[H + j] = dz * z * (<floating>1 - z)  # through σ
             gh[H + j] = gi[H + j]
             gi[2 * H + j] = dan
             if reset_after:
                 # a_n = gi_n + r * ghn: dr = dan * ghn, dgh_n = dan * r
-                dar = dan * c[3 * H + j] * r * (1 - r)
+                dar = dan * c[3 * H + j] * r * (<floating>1 - r)
                 gi[j] = dar
                 gh[j] = dar
                 gh[2 * H + j] = dan * r
@@ -500,7 +500,7 @@ cdef inline void _rh_grad_rows(int t, int nb, int B, int H, int u0, int u1,
             r = c[j]
             dr = drh[j] * hp[j]
             ds[j] += drh[j] * r
-            dar = dr * r * (1 - r)
+            dar = dr * r * (<floating>1 - r)
             gi[j] = dar
             gh[j] = dar
 
