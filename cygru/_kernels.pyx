@@ -421,6 +421,17 @@ cdef inline void _zero_ended_grad_rows(int t, int nb, int B, int H, int u0, int 
                    U * sizeof(floating))
 
 
+cdef extern from "cygru_gate_grads.h" nogil:
+    void cygru_gate_grad_row_f(int U, int reset_after, const float* r, const float* z,
+                               const float* n, const float* ghn, const float* hp,
+                               const float* dout, float* ds, float* gi_r, float* gi_z,
+                               float* gi_n, float* gh_r, float* gh_z, float* gh_n)
+    void cygru_gate_grad_row_d(int U, int reset_after, const double* r, const double* z,
+                               const double* n, const double* ghn, const double* hp,
+                               const double* dout, double* ds, double* gi_r, double* gi_z,
+                               double* gi_n, double* gh_r, double* gh_z, double* gh_n)
+
+
 cdef inline void _gate_grad_rows(int t, int nb, int B, int H, int u0, int u1,
                                  bint reset_after, const Py_ssize_t* perm,
                                  const floating* cache, const floating* hprev,
@@ -429,46 +440,28 @@ cdef inline void _gate_grad_rows(int t, int nb, int B, int H, int u0, int u1,
                                  floating* dgh_t) noexcept nogil:
     """Step t's gate gradients for units [u0, u1) of the running rows (the backward's
     first phase of a step): dgi and dgh_t of those units, and dstate := the direct path
-    dh * z to h_{t-1}."""
-    cdef int i, G = 3 * H
-    cdef Py_ssize_t j, b, row_c
+    dh * z to h_{t-1} (cygru_gate_grads.h, one row at a time)."""
+    cdef int i, G = 3 * H, U = u1 - u0
+    cdef Py_ssize_t b, row_c
     cdef const floating* c
-    cdef const floating* hp
     cdef const floating* do
-    cdef floating* ds
     cdef floating* gi
     cdef floating* gh
-    cdef floating dh, r, z, n, dz, dn, dan, dar
     for i in range(nb):
         b = perm[i]
         row_c = <Py_ssize_t>t * B + i
-        c = cache + row_c * 4 * H
-        hp = hprev + row_c * H
-        ds = dstate + <Py_ssize_t>i * H
-        gi = dgi + (<Py_ssize_t>t * B + b) * ldgi
-        gh = dgh_t + <Py_ssize_t>i * G
-        do = d_out + t * d_ts + b * d_bs if d_out != NULL else NULL
-        for j in range(u0, u1):
-            # dh: gradient reaching h_t (from the output and from step t+1)
-            dh = ds[j] + do[j] if do != NULL else ds[j]
-            r = c[j]
-            z = c[H + j]
-            n = c[2 * H + j]
-            dz = dh * (hp[j] - n)          # h' = (1-z) n + z h
-            dn = dh * (<floating>1 - z)
-            ds[j] = dh * z                 # direct path to h_{t-1}
-            dan = dn * (<floating>1 - n * n)  # through tanh
-            gi[H + j] = dz * z * (<floating>1 - z)  # through σ
-            gh[H + j] = gi[H + j]
-            gi[2 * H + j] = dan
-            if reset_after:
-                # a_n = gi_n + r * ghn: dr = dan * ghn, dgh_n = dan * r
-                dar = dan * c[3 * H + j] * r * (<floating>1 - r)
-                gi[j] = dar
-                gh[j] = dar
-                gh[2 * H + j] = dan * r
-            else:
-                gh[2 * H + j] = dan        # a_n = gi_n + W_hn (r*h) + b_hn
+        c = cache + row_c * 4 * H + u0
+        gi = dgi + (<Py_ssize_t>t * B + b) * ldgi + u0
+        gh = dgh_t + <Py_ssize_t>i * G + u0
+        do = d_out + t * d_ts + b * d_bs + u0 if d_out != NULL else NULL
+        if floating is float:
+            cygru_gate_grad_row_f(U, reset_after, c, c + H, c + 2 * H, c + 3 * H,
+                                  hprev + row_c * H + u0, do, dstate + <Py_ssize_t>i * H + u0,
+                                  gi, gi + H, gi + 2 * H, gh, gh + H, gh + 2 * H)
+        else:
+            cygru_gate_grad_row_d(U, reset_after, c, c + H, c + 2 * H, c + 3 * H,
+                                  hprev + row_c * H + u0, do, dstate + <Py_ssize_t>i * H + u0,
+                                  gi, gi + H, gi + 2 * H, gh, gh + H, gh + 2 * H)
 
 
 cdef inline void _rh_grad_rows(int t, int nb, int B, int H, int u0, int u1,
