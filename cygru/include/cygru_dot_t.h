@@ -10,9 +10,10 @@
  *   CD_NR1    rows of W per tile of a single row of A (<= 16)
  *   CD_ROTATE 1: aligned loads of W in rotated blocks (float32 on AVX-512 only)
  *   CD_HALVES 1: the tree's shuffles on halves of 8 lanes (CD_V8, CD_IV8)
- *   CD_Y      (AVX2 only) a 256-bit vector type, with CD_Y_LOADU, CD_Y_ZERO, CD_Y_FMA,
- *             CD_Y_MASKLOAD(p, n) (lanes from n on zero) and CD_Y_TREE: the tile on ymm
- *             registers
+ *   CD_Y      (AVX2, and float64 on AVX-512) a 256- or 512-bit vector type, with
+ *             CD_Y_LOADU, CD_Y_ZERO, CD_Y_FMA, CD_Y_MASKLOAD(p, n) (lanes from n on
+ *             zero), CD_Y_TREE and CD_Y_REG (the asm constraint of its registers): the
+ *             tile on ymm or zmm registers
  * No include guard: it is meant to be included more than once.
  */
 
@@ -160,14 +161,16 @@ CD_INLINE void CD_NAME(cygru_dot_store)(int MR, int NR, CD_V *acc, CD_T *C, int 
 }
 
 #ifdef CD_Y
-/* The same tile on 256-bit registers (the AVX2 variants): each accumulator's 16 lanes are
- * CD_Y_PARTS vectors of CD_Y (two ymm for float, four for double), so that each is held
- * in registers (with one 64- or 128-byte vector per accumulator, GCC keeps them in memory
- * on AVX2, at half the baseline's speed). Lane j still accumulates its k = j, j+16, ...
- * with one FMA each, the last partial block zero-padded (masked loads, which touch no
- * memory past K); CD_Y_TREE then adds each accumulator's lanes by the same tree, on
- * ymm registers, and the sums are stored or added to C (C + sum) as cygru_dot_store
- * does. MR * NR <= CD_Y_TILE <= 4. */
+/* The same tile on 256-bit registers (the AVX2 variants) or 512-bit ones (float64 on
+ * AVX-512): each accumulator's 16 lanes are CD_Y_PARTS vectors of CD_Y (two ymm for
+ * float, four ymm or two zmm for double), so that each is held in registers (with one
+ * 64- or 128-byte vector per accumulator, GCC keeps them in memory on AVX2, at half the
+ * baseline's speed, and float64's on AVX-512, at 0.6-0.7x the AVX2 variant's). Lane j
+ * still accumulates its k = j, j+16, ... with one FMA each, the last partial block
+ * zero-padded (masked loads, which touch no memory past K); CD_Y_TREE then adds each
+ * accumulator's lanes by the same tree, on ymm or zmm registers, and the sums are stored
+ * or added to C (C + sum) as cygru_dot_store does. MR * NR <= CD_Y_TILE <= 4 on ymm, 8
+ * on zmm (what the trees take). */
 #define CD_Y_LANES ((int)(sizeof(CD_Y) / sizeof(CD_T)))
 #define CD_Y_PARTS (16 / CD_Y_LANES)
 #define CD_Y_TILE (CD_MR * CD_NR > CD_NR1 ? CD_MR * CD_NR : CD_NR1)
@@ -185,14 +188,14 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
         for (int r = 0; r < MR; r++)
             for (int h = 0; h < CD_Y_PARTS; h++) {
                 a[r][h] = CD_Y_LOADU(A + (ptrdiff_t)r * lda + k + h * CD_Y_LANES);
-                __asm__("" : "+x"(a[r][h])); /* see w below */
+                __asm__("" : "+" CD_Y_REG(a[r][h])); /* see w below */
             }
         for (int c = 0; c < NR; c++)
             for (int h = 0; h < CD_Y_PARTS; h++) {
                 CD_Y w = CD_Y_LOADU(W + (ptrdiff_t)c * ldw + k + h * CD_Y_LANES);
                 /* in a register: GCC would otherwise fold the load into each FMA, MR
                  * loads instead of one (the loop is bound by its loads) */
-                __asm__("" : "+x"(w));
+                __asm__("" : "+" CD_Y_REG(w));
                 for (int r = 0; r < MR; r++)
                     acc[r * NR + c][h] = CD_Y_FMA(a[r][h], w, acc[r * NR + c][h]);
             }
@@ -373,6 +376,7 @@ CD_ATTR static void CD_NAME(cygru_dot_kernel)(int M, int N, int K, const CD_T *A
 #undef CD_TILE
 #undef CD_LANE
 #undef CD_Y
+#undef CD_Y_REG
 #undef CD_Y_LOADU
 #undef CD_Y_ZERO
 #undef CD_Y_FMA
