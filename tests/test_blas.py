@@ -468,3 +468,33 @@ def test_fma_variants_give_the_avx2_bits(kind, accumulate, dtype):
                 "from the avx2 variant's"
             )
         assert np.array_equal(a, a_before) and np.array_equal(w, w_before)
+
+
+@pytest.mark.parametrize("K, ldw", [(96, 96), (100, 104), (128, 128), (131, 144), (256, 264)])
+@DTYPES
+def test_dot_kernel_aligned_blocks_give_the_avx2_bits(K, ldw, dtype):
+    """Rows of W that all start at the same offset within a 64-byte line (a row stride
+    that is a multiple of 64 bytes' elements) are read by the AVX-512 dot kernels in
+    aligned blocks, k rotated across the 16 lanes (float64 from K = 96 on): at every
+    offset, with K not a multiple of 16 and rows strided past K, the bits are the AVX2
+    variant's, which reads each row from its start."""
+    if cpu_variant_level() < 2:
+        pytest.skip("this CPU runs no variant above avx2")
+    rng = np.random.default_rng(K + ldw)
+    per_line = 64 // np.dtype(dtype).itemsize
+    N = 13  # tiles of 8 (float64) or 16 rows of W, halved for the leftovers
+    for M in (1, 2, 3, 4):
+        a = rng.standard_normal((M, K)).astype(dtype)
+        w = rng.standard_normal((N, K)).astype(dtype)
+        for shift in range(per_line):
+            buf = np.zeros(N * ldw + per_line + shift, dtype)
+            base = (-buf.ctypes.data // buf.itemsize) % per_line  # the first line start
+            wv = buf[base + shift : base + shift + N * ldw].reshape(N, ldw)[:, :K]
+            wv[...] = w
+            assert (wv.ctypes.data // wv.itemsize) % per_line == shift
+            for accumulate in (False, True):
+                c0 = rng.standard_normal((M, N)).astype(dtype)
+                want, got = c0.copy(), c0.copy()
+                _dot_gemm(a, w, want, accumulate=accumulate, level=1)
+                _dot_gemm(a, wv, got, accumulate=accumulate, level=2)
+                assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (M, shift)

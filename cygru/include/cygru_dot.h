@@ -207,7 +207,7 @@ cygru_dot_tree_d_avx512(const __m512d (*acc)[2], int n, double *out) {
 #define CD_IV8 cygru_dot_lv8
 #if CYGRU_HAVE_X86_VARIANTS
 #define CD_NAME(n) n##_d_avx512
-#define CD_ROTATE 0
+#define CD_ROTATE 1
 #define CD_HALVES 1
 #define CD_ATTR CYGRU_TARGET_AVX512
 #define CD_MR 2
@@ -222,6 +222,9 @@ cygru_dot_tree_d_avx512(const __m512d (*acc)[2], int n, double *out) {
 #define CD_Y_TREE cygru_dot_tree_d_avx512
 #define CD_Y_MASKLOAD(p, n)                                                               \
     _mm512_maskz_loadu_pd((__mmask8)((n) >= 8 ? 0xFFu : (1u << (n)) - 1u), p)
+#define CD_Y_LOADA _mm512_load_pd
+#define CD_Y_MASKRANGE(p, lo, hi)                                                         \
+    _mm512_maskz_loadu_pd((__mmask8)(((1u << (hi)) - 1u) & ~((1u << (lo)) - 1u)), p)
 #include "cygru_dot_t.h"
 #define CD_NAME(n) n##_d_avx2
 #define CD_ROTATE 0
