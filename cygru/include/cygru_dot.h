@@ -37,7 +37,9 @@
  * registers, and float64's AVX-512 variant on 512-bit ones (the same CD_Y tile and
  * cygru_dot_tree_d_avx512, 2 zmm per accumulator), with the same operations per element
  * as above: with one 128-byte vector per accumulator GCC kept them in memory, and the
- * float64 AVX-512 variant ran at 0.6-0.7x the AVX2 one.
+ * float64 AVX-512 variant ran at 0.6-0.7x the AVX2 one. Both AVX-512 variants read W in
+ * aligned blocks, k rotated across the lanes, where its rows share an offset within a
+ * 64-byte line (cygru_dot_tile_rot, the same operations per element again).
  */
 #ifndef CYGRU_DOT_H
 #define CYGRU_DOT_H
