@@ -380,3 +380,121 @@ def test_avx2_variants_keep_their_recorded_bits(kind, accumulate, dtype):
                 f"{VARIANT_NAMES[level]} {kind} {dtype.__name__} M={M} K={K} N={N}: "
                 f"{np.count_nonzero(c != want)} elements differ from the recorded bits"
             )
+
+
+# ---------------------------------------------------------------------------------------
+# Every FMA variant gives the AVX2 variant's bits: the float64 AVX-512 kernels are written
+# on zmm intrinsics (8-row blocks of 2 zmm per row, then a 4-row block, then single rows
+# with up to 4 panels; the dot kernel's tiles and tree on zmm), float32's on GCC vector
+# extensions, and each must do exactly the AVX2 variant's operations per element.
+# ---------------------------------------------------------------------------------------
+
+FMA_PACKED = [
+    (1, 1, 1),
+    (1, 7, 16),
+    (1, 64, 100),  # B = 1: four, two, one panel in flight, a tail panel
+    (2, 9, 33),
+    (3, 16, 64),
+    (4, 5, 17),  # one 4-row block, no 8-row block
+    (5, 31, 48),
+    (7, 13, 33),
+    (8, 36, 50),  # one 8-row block, a tail panel of 2 columns
+    (11, 3, 47),  # an 8-row block and 3 single rows
+    (12, 40, 31),  # an 8-row and a 4-row block
+    (15, 17, 80),  # 8, 4, then 3 single rows
+    (20, 64, 96),
+    (32, 128, 384),  # medium's recurrent product
+    (100, 12, 20),  # a row block of 96 and a 4-row block
+    (108, 33, 65),  # 96, then an 8-row and a 4-row block
+    (203, 20, 49),  # two row blocks of 96, then 8 and 3 single rows
+]
+FMA_DOT = [
+    (1, 1, 1),
+    (1, 5, 7),
+    (1, 8, 9),  # K a whole zmm: the masked load of a full part
+    (1, 12, 15),
+    (1, 16, 16),
+    (1, 37, 23),
+    (1, 130, 65),
+    (2, 9, 3),
+    (2, 33, 17),
+    (3, 16, 20),
+    (4, 37, 9),
+    (4, 128, 384),
+    (5, 48, 31),
+    (9, 130, 33),
+    (70, 20, 11),
+]
+
+
+def _run_variant(kind, a, w, c, accumulate, level):
+    """c (=|+=) a @ w^T by the dot kernel, or the packed kernel with w packed by rows or
+    (given transposed) by columns, of variant `level`."""
+    if kind == "dot":
+        _dot_gemm(a, w, c, accumulate=accumulate, level=level)
+    else:
+        columns = kind == "packed-columns"
+        wt = np.ascontiguousarray(w.T) if columns else w
+        _packed_gemm(a, wt, c, accumulate=accumulate, level=level, columns=columns)
+
+
+@pytest.mark.parametrize("kind", ["packed", "packed-columns", "dot"])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
+@DTYPES
+def test_fma_variants_give_the_avx2_bits(kind, accumulate, dtype):
+    """The AVX-512 variants (float64's on zmm registers) against the AVX2 variant, bit for
+    bit, over leftover rows after the 8- and 4-row blocks, tail panels, row blocks of 96,
+    one row of A, K below and not a multiple of 16, storing and accumulating, and operands
+    with exact zeros of both signs (a product -0 added to a chain that starts at +0)."""
+    if cpu_variant_level() < 2:
+        pytest.skip("this CPU runs no variant above avx2")
+    rng = np.random.default_rng(26)
+    for M, K, N in FMA_DOT if kind == "dot" else FMA_PACKED:
+        a = rng.standard_normal((M, K)).astype(dtype)
+        w = rng.standard_normal((N, K)).astype(dtype)
+        c0 = rng.standard_normal((M, N)).astype(dtype)
+        a[:, ::5] = 0.0
+        a[M // 2 :, ::7] = -0.0
+        c0[:, ::3] = -0.0
+        a_before, w_before = a.copy(), w.copy()
+        want = c0.copy()
+        _run_variant(kind, a, w, want, accumulate, 1)
+        for level in range(2, cpu_variant_level() + 1):
+            c = c0.copy()
+            _run_variant(kind, a, w, c, accumulate, level)
+            assert np.array_equal(c.view(np.uint8), want.view(np.uint8)), (
+                f"{VARIANT_NAMES[level]} {kind} {dtype.__name__} M={M} K={K} N={N}: "
+                f"{np.count_nonzero(c.view(np.uint8) != want.view(np.uint8))} bytes differ "
+                "from the avx2 variant's"
+            )
+        assert np.array_equal(a, a_before) and np.array_equal(w, w_before)
+
+
+@pytest.mark.parametrize("K, ldw", [(96, 96), (100, 104), (128, 128), (131, 144), (256, 264)])
+@DTYPES
+def test_dot_kernel_aligned_blocks_give_the_avx2_bits(K, ldw, dtype):
+    """Rows of W that all start at the same offset within a 64-byte line (a row stride
+    that is a multiple of 64 bytes' elements) are read by the AVX-512 dot kernels in
+    aligned blocks, k rotated across the 16 lanes (float64 from K = 96 on): at every
+    offset, with K not a multiple of 16 and rows strided past K, the bits are the AVX2
+    variant's, which reads each row from its start."""
+    if cpu_variant_level() < 2:
+        pytest.skip("this CPU runs no variant above avx2")
+    rng = np.random.default_rng(K + ldw)
+    per_line = 64 // np.dtype(dtype).itemsize
+    N = 13  # tiles of 8 (float64) or 16 rows of W, halved for the leftovers
+    for M in (1, 2, 3, 4):
+        a = rng.standard_normal((M, K)).astype(dtype)
+        w = rng.standard_normal((N, K)).astype(dtype)
+        for shift in range(per_line):
+            buf = np.zeros(N * ldw + per_line + shift, dtype)
+            base = (-buf.ctypes.data // buf.itemsize) % per_line  # the first line start
+            wv = buf[base + shift : base + shift + N * ldw].reshape(N, ldw)[:, :K]
+            wv[...] = w
+            assert (wv.ctypes.data // wv.itemsize) % per_line == shift
+            for accumulate in (False, True):
+                c0 = rng.standard_normal((M, N)).astype(dtype)
+                want, got = c0.copy(), c0.copy()
+                _dot_gemm(a, w, want, accumulate=accumulate, level=1)
+                _dot_gemm(a, wv, got, accumulate=accumulate, level=2)
+                assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (M, shift)

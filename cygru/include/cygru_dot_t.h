@@ -8,11 +8,13 @@
  *   CD_ATTR   the target attribute (empty: the baseline)
  *   CD_MR, CD_NR  rows of A and of W of a register tile (CD_MR * CD_NR <= 16)
  *   CD_NR1    rows of W per tile of a single row of A (<= 16)
- *   CD_ROTATE 1: aligned loads of W in rotated blocks (float32 on AVX-512 only)
+ *   CD_ROTATE 1: aligned loads of W in rotated blocks (AVX-512 only; with CD_Y, also
+ *             CD_Y_LOADA (aligned) and CD_Y_MASKRANGE(p, lo, hi) (lanes lo..hi-1))
  *   CD_HALVES 1: the tree's shuffles on halves of 8 lanes (CD_V8, CD_IV8)
- *   CD_Y      (AVX2 only) a 256-bit vector type, with CD_Y_LOADU, CD_Y_ZERO, CD_Y_FMA,
- *             CD_Y_MASKLOAD(p, n) (lanes from n on zero) and CD_Y_TREE: the tile on ymm
- *             registers
+ *   CD_Y      (AVX2, and float64 on AVX-512) a 256- or 512-bit vector type, with
+ *             CD_Y_LOADU, CD_Y_ZERO, CD_Y_FMA, CD_Y_MASKLOAD(p, n) (lanes from n on
+ *             zero), CD_Y_TREE and CD_Y_REG (the asm constraint of its registers): the
+ *             tile on ymm or zmm registers
  * No include guard: it is meant to be included more than once.
  */
 
@@ -160,14 +162,16 @@ CD_INLINE void CD_NAME(cygru_dot_store)(int MR, int NR, CD_V *acc, CD_T *C, int 
 }
 
 #ifdef CD_Y
-/* The same tile on 256-bit registers (the AVX2 variants): each accumulator's 16 lanes are
- * CD_Y_PARTS vectors of CD_Y (two ymm for float, four for double), so that each is held
- * in registers (with one 64- or 128-byte vector per accumulator, GCC keeps them in memory
- * on AVX2, at half the baseline's speed). Lane j still accumulates its k = j, j+16, ...
- * with one FMA each, the last partial block zero-padded (masked loads, which touch no
- * memory past K); CD_Y_TREE then adds each accumulator's lanes by the same tree, on
- * ymm registers, and the sums are stored or added to C (C + sum) as cygru_dot_store
- * does. MR * NR <= CD_Y_TILE <= 4. */
+/* The same tile on 256-bit registers (the AVX2 variants) or 512-bit ones (float64 on
+ * AVX-512): each accumulator's 16 lanes are CD_Y_PARTS vectors of CD_Y (two ymm for
+ * float, four ymm or two zmm for double), so that each is held in registers (with one
+ * 64- or 128-byte vector per accumulator, GCC keeps them in memory on AVX2, at half the
+ * baseline's speed, and float64's on AVX-512, at 0.6-0.7x the AVX2 variant's). Lane j
+ * still accumulates its k = j, j+16, ... with one FMA each, the last partial block
+ * zero-padded (masked loads, which touch no memory past K); CD_Y_TREE then adds each
+ * accumulator's lanes by the same tree, on ymm or zmm registers, and the sums are stored
+ * or added to C (C + sum) as cygru_dot_store does. MR * NR <= CD_Y_TILE <= 4 on ymm, 8
+ * on zmm (what the trees take). */
 #define CD_Y_LANES ((int)(sizeof(CD_Y) / sizeof(CD_T)))
 #define CD_Y_PARTS (16 / CD_Y_LANES)
 #define CD_Y_TILE (CD_MR * CD_NR > CD_NR1 ? CD_MR * CD_NR : CD_NR1)
@@ -185,14 +189,14 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
         for (int r = 0; r < MR; r++)
             for (int h = 0; h < CD_Y_PARTS; h++) {
                 a[r][h] = CD_Y_LOADU(A + (ptrdiff_t)r * lda + k + h * CD_Y_LANES);
-                __asm__("" : "+x"(a[r][h])); /* see w below */
+                __asm__("" : "+" CD_Y_REG(a[r][h])); /* see w below */
             }
         for (int c = 0; c < NR; c++)
             for (int h = 0; h < CD_Y_PARTS; h++) {
                 CD_Y w = CD_Y_LOADU(W + (ptrdiff_t)c * ldw + k + h * CD_Y_LANES);
                 /* in a register: GCC would otherwise fold the load into each FMA, MR
                  * loads instead of one (the loop is bound by its loads) */
-                __asm__("" : "+x"(w));
+                __asm__("" : "+" CD_Y_REG(w));
                 for (int r = 0; r < MR; r++)
                     acc[r * NR + c][h] = CD_Y_FMA(a[r][h], w, acc[r * NR + c][h]);
             }
@@ -223,6 +227,78 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
             cr[c] = accumulate ? cr[c] + out[r * NR + c] : out[r * NR + c];
     }
 }
+
+#if CD_ROTATE
+/* The same tile when W's rows start at the same offset within a 64-byte line (ldw a
+ * multiple of CD_Y_LANES, float64 on AVX-512): W is read in aligned blocks, so that no
+ * load straddles two cache lines, as cygru_dot_tile_rot below does for float32 (which
+ * gives the reasoning in full). A row starting o elements past a line puts k in physical
+ * lane (k + o) mod 16 of the 16-lane accumulator: each lane still accumulates its
+ * k = j, j+16, ... in order, the tree adds the same pairs of logical lanes, and the
+ * lanes before k = 0 and from k = K on are zeros in both operands (masked loads, which
+ * touch no memory there), products 0 * 0 added to an accumulator that is never -0. */
+#define CD_Y_EDGE_PART(P, h)                                                              \
+    (K - (kb + (h) * CD_Y_LANES) > (kb + (h) * CD_Y_LANES < 0 ? -(kb + (h) * CD_Y_LANES) : 0) \
+         ? CD_Y_MASKRANGE((P) + kb + (h) * CD_Y_LANES,                                    \
+                          kb + (h) * CD_Y_LANES < 0 ? -(kb + (h) * CD_Y_LANES) : 0,        \
+                          K - (kb + (h) * CD_Y_LANES) < CD_Y_LANES                        \
+                              ? K - (kb + (h) * CD_Y_LANES)                               \
+                              : CD_Y_LANES)                                               \
+         : CD_Y_ZERO())
+#define CD_Y_EDGE_BLOCK()                                                                 \
+    for (int r = 0; r < MR; r++) {                                                        \
+        CD_Y a[CD_Y_PARTS];                                                               \
+        for (int h = 0; h < CD_Y_PARTS; h++)                                              \
+            a[h] = CD_Y_EDGE_PART(A + (ptrdiff_t)r * lda, h);                             \
+        for (int c = 0; c < NR; c++)                                                      \
+            for (int h = 0; h < CD_Y_PARTS; h++)                                          \
+                acc[r * NR + c][h] =                                                      \
+                    CD_Y_FMA(a[h], CD_Y_EDGE_PART(W + (ptrdiff_t)c * ldw, h),             \
+                             acc[r * NR + c][h]);                                         \
+    }
+CD_INLINE void CD_NAME(cygru_dot_tile_rot)(int MR, int NR, int K, const CD_T *A, int lda,
+                                           const CD_T *W, int ldw, CD_T *C, int ldc,
+                                           int accumulate) {
+    CD_Y acc[CD_Y_TILE][CD_Y_PARTS];
+    int kb = -(int)(((uintptr_t)W / sizeof(CD_T)) & (CD_Y_LANES - 1));
+    for (int q = 0; q < MR * NR; q++)
+        for (int h = 0; h < CD_Y_PARTS; h++)
+            acc[q][h] = CD_Y_ZERO();
+    if (kb < 0) {
+        /* the first block: lanes before k = 0 (and from K on) are zeros */
+        CD_Y_EDGE_BLOCK()
+        kb += 16;
+    }
+    for (; kb + 16 <= K; kb += 16) {
+        CD_Y a[CD_Y_TILE][CD_Y_PARTS];
+        for (int r = 0; r < MR; r++)
+            for (int h = 0; h < CD_Y_PARTS; h++) {
+                a[r][h] = CD_Y_LOADU(A + (ptrdiff_t)r * lda + kb + h * CD_Y_LANES);
+                __asm__("" : "+" CD_Y_REG(a[r][h]));
+            }
+        for (int c = 0; c < NR; c++)
+            for (int h = 0; h < CD_Y_PARTS; h++) {
+                CD_Y w = CD_Y_LOADA(W + (ptrdiff_t)c * ldw + kb + h * CD_Y_LANES);
+                __asm__("" : "+" CD_Y_REG(w));
+                for (int r = 0; r < MR; r++)
+                    acc[r * NR + c][h] = CD_Y_FMA(a[r][h], w, acc[r * NR + c][h]);
+            }
+    }
+    if (kb < K) {
+        /* the last block: lanes from k = K on are zeros */
+        CD_Y_EDGE_BLOCK()
+    }
+    CD_T out[CD_Y_TILE];
+    CD_Y_TREE((const CD_Y(*)[CD_Y_PARTS])acc, MR * NR, out);
+    for (int r = 0; r < MR; r++) {
+        CD_T *cr = C + (ptrdiff_t)r * ldc;
+        for (int c = 0; c < NR; c++)
+            cr[c] = accumulate ? cr[c] + out[r * NR + c] : out[r * NR + c];
+    }
+}
+#undef CD_Y_EDGE_PART
+#undef CD_Y_EDGE_BLOCK
+#endif
 #undef CD_Y_LANES
 #undef CD_Y_PARTS
 #undef CD_Y_TILE
@@ -259,7 +335,7 @@ CD_INLINE void CD_NAME(cygru_dot_tile)(int MR, int NR, int K, const CD_T *A, int
 }
 #endif
 
-#if CD_ROTATE
+#if CD_ROTATE && !defined(CD_Y)
 /* The same tile when W's rows start at the same offset within a 64-byte line (ldw a
  * multiple of 16 elements): W is read in aligned 16-lane blocks, so that no load
  * straddles two cache lines (which halves the speed of a product read from L2). A row
@@ -308,6 +384,9 @@ CD_INLINE void CD_NAME(cygru_dot_tile_rot)(int MR, int NR, int K, const CD_T *A,
 #undef CD_ROT_BLOCK
     CD_NAME(cygru_dot_store)(MR, NR, acc, C, ldc, accumulate);
 }
+#endif
+
+#if CD_ROTATE
 #define CD_TILE(MR, NR, ...)                                                              \
     do {                                                                                  \
         if (rot)                                                                          \
@@ -347,7 +426,13 @@ CD_ATTR static void CD_NAME(cygru_dot_kernel)(int M, int N, int K, const CD_T *A
                                               int accumulate) {
 #if CD_ROTATE
     /* every row of W at the same offset in its line: aligned, rotated blocks */
+#ifdef CD_Y
+    /* (float64 on zmm: from K = 96 on; at K = 64 the two masked edge blocks a row then
+     * has cost more than the loads that straddle lines, 10% at B = 4) */
+    int rot = ldw % (int)(sizeof(CD_Y) / sizeof(CD_T)) == 0 && K >= 96;
+#else
     int rot = ldw % 16 == 0;
+#endif
 #endif
     for (int i0 = 0; i0 < M; i0 += CYGRU_DOT_ROW_BLOCK) {
         int i1 = M - i0 < CYGRU_DOT_ROW_BLOCK ? M : i0 + CYGRU_DOT_ROW_BLOCK;
@@ -373,8 +458,11 @@ CD_ATTR static void CD_NAME(cygru_dot_kernel)(int M, int N, int K, const CD_T *A
 #undef CD_TILE
 #undef CD_LANE
 #undef CD_Y
+#undef CD_Y_REG
 #undef CD_Y_LOADU
 #undef CD_Y_ZERO
 #undef CD_Y_FMA
 #undef CD_Y_MASKLOAD
+#undef CD_Y_MASKRANGE
+#undef CD_Y_LOADA
 #undef CD_Y_TREE

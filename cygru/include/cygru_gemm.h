@@ -12,13 +12,16 @@
  * doubles is one vector value) for float32 and float64 alike (cygru_gemm_t.h,
  * included once per type: cygru_pack_f / cygru_gemm_packed_f and the _d pair), and
  * compiled three times, for AVX-512, AVX2+FMA and the portable baseline; the best
- * one the CPU supports is picked at run time. The AVX2 variant is written apart, on
- * 256-bit intrinsics (a panel is 2 ymm of floats, 4 of doubles, each accumulator one
- * register): from the vector-extension code, GCC 12 kept its 64-byte accumulators in
- * memory on AVX2, at half the baseline's speed. float32 row blocks are 8 rows with
- * AVX-512 (8 independent accumulators hide the FMA latency) and 4 rows otherwise
- * (4 x 2 ymm = 8 accumulators on AVX2); float64 ones hold the same number of
- * registers (4 rows x 2 zmm, 2 rows x 4 ymm).
+ * one the CPU supports is picked at run time (cygru_cpu_level). The variants whose
+ * panel is wider than one register are written apart, on intrinsics (cygru_gemm_v.h,
+ * each accumulator one register): from the vector-extension code, GCC 12 kept
+ * accumulators wider than a register in memory, at half the baseline's speed on AVX2
+ * and 0.6x the AVX2 variant's for float64 on AVX-512. So AVX2 runs 256-bit intrinsics
+ * (a panel is 2 ymm of floats, 4 of doubles) and float64's AVX-512 variant 512-bit ones
+ * (a panel is 2 zmm). Rows per block: float32 8 with AVX-512 (8 independent
+ * accumulators hide the FMA latency) and 4 otherwise (4 x 2 ymm = 8 accumulators on
+ * AVX2); float64 8 rows x 2 zmm = 16 of the 32 zmm registers (then a block of 4; 4, 6,
+ * 10, 12 and 14 rows measured no faster), 2 rows x 4 ymm on AVX2, 2 on the baseline.
  *
  * Rounding: products are summed over k in increasing order with FMA where the
  * CPU has it, one chain per element whatever the row count, so results can differ
@@ -32,7 +35,7 @@
 
 #include "cygru_cpu.h"
 #if CYGRU_HAVE_X86_VARIANTS
-#include <immintrin.h> /* the AVX2 variant's 256-bit intrinsics */
+#include <immintrin.h> /* the AVX2 and float64 AVX-512 variants' intrinsics */
 #endif
 
 #define CYGRU_PANEL 16
@@ -107,7 +110,7 @@ static inline void cygru_pack_rows_panel(int K, const float *W, ptrdiff_t sn, fl
 #define CG_V cygru_v16d
 #define CG_SUFFIX(name) name##_d
 #define CG_IS_FLOAT 0
-#define CG_MR_AVX512 4
+#define CG_MR_AVX512 8
 #define CG_MR_OTHER 2
 #define CG_MR_AVX2 2
 #define CG_NP_AVX2 2
@@ -118,6 +121,15 @@ static inline void cygru_pack_rows_panel(int K, const float *W, ptrdiff_t sn, fl
 #define CG_Y_ZERO _mm256_setzero_pd
 #define CG_Y_FMA _mm256_fmadd_pd
 #define CG_Y_ADD _mm256_add_pd
+#define CG_Z __m512d
+#define CG_Z_LOADU _mm512_loadu_pd
+#define CG_Z_STOREU _mm512_storeu_pd
+#define CG_Z_SET1 _mm512_set1_pd
+#define CG_Z_ZERO _mm512_setzero_pd
+#define CG_Z_FMA _mm512_fmadd_pd
+#define CG_Z_ADD _mm512_add_pd
+#define CG_MR2_AVX512 4 /* the rows left by the 8-row blocks: a 4-row block first */
+#define CG_NP_AVX512 4  /* then single rows, 4 panels (8 zmm) in flight */
 #include "cygru_gemm_t.h"
 
 #endif

@@ -4,7 +4,11 @@
  *   CG_V          a vector value of one panel (CYGRU_PANEL elements of CG_T)
  *   CG_SUFFIX(n)  n's name for this type (n##_f, n##_d)
  *   CG_IS_FLOAT   1 for float (the 4x4 register transpose of the row packer)
- *   CG_MR_AVX512, CG_MR_OTHER  rows per register block (AVX-512, AVX2 and baseline)
+ *   CG_MR_AVX512, CG_MR_OTHER  rows per register block (AVX-512; the baseline)
+ *   CG_Y, CG_Y_LOADU, ..., CG_MR_AVX2, CG_NP_AVX2  the AVX2 variant on 256-bit
+ *                 intrinsics (cygru_gemm_v.h's CGV_* macros)
+ *   CG_Z, CG_Z_LOADU, ..., CG_MR2_AVX512, CG_NP_AVX512  (double only) the AVX-512
+ *                 variant on 512-bit intrinsics instead of CG_DEFINE_KERNEL's vectors
  * No include guard: it is meant to be included more than once.
  */
 
@@ -135,112 +139,54 @@ ATTR static void NAME(int M, int K, const CG_T *A, int lda, const CG_T *P,      
 }
 
 #if CYGRU_HAVE_X86_VARIANTS
-/* The AVX2+FMA variant, written on 256-bit registers: a panel's CYGRU_PANEL lanes are
- * CG_Y_PARTS vectors of CG_Y (two ymm for float, four for double), each accumulator one
- * ymm register. (Written as above with one 64- or 128-byte vector per panel, GCC keeps
- * the accumulators in memory on AVX2, at half the baseline's speed.) The arithmetic is
- * the other variants': element C[i, n] is the FMA chain over k = 0, 1, ..., K-1 in that
- * order, then stored or added to C (C + sum, as cygru_store_cols), whatever the rows per
- * block (CG_MR_AVX2) and panels per leftover row (up to CG_NP_AVX2) in flight. */
-#define CG_Y_LANES ((int)(sizeof(CG_Y) / sizeof(CG_T)))
-#define CG_Y_PARTS (CYGRU_PANEL / CG_Y_LANES)
-
-/* dst[0:ncols] = v or dst[0:ncols] += v (dst + v), v a panel in CG_Y_PARTS vectors */
-CYGRU_TARGET_AVX2 static inline __attribute__((always_inline)) void CG_SUFFIX(
-    cygru_store_cols_avx2)(CG_T *dst, const CG_Y *v, int ncols, int accumulate) {
-    if (ncols == CYGRU_PANEL) {
-        for (int h = 0; h < CG_Y_PARTS; h++)
-            CG_Y_STOREU(dst + h * CG_Y_LANES,
-                        accumulate ? CG_Y_ADD(CG_Y_LOADU(dst + h * CG_Y_LANES), v[h]) : v[h]);
-    } else {
-        CG_T tmp[CYGRU_PANEL];
-        for (int h = 0; h < CG_Y_PARTS; h++)
-            CG_Y_STOREU(tmp + h * CG_Y_LANES, v[h]);
-        for (int c = 0; c < ncols; c++)
-            dst[c] = accumulate ? dst[c] + tmp[c] : tmp[c];
-    }
-}
-
-#define CG_Y_LEFTOVER_PANELS(NP)                                                    \
-    for (; p + NP <= p1; p += NP)                                                   \
-    for (int i = full_end; i < i1; i++) {                                           \
-        const CG_T *a = A + (ptrdiff_t)i * lda;                                     \
-        CG_Y acc[NP][CG_Y_PARTS];                                                   \
-        const CG_T *pp[NP];                                                         \
-        for (int q = 0; q < NP; q++) {                                              \
-            for (int h = 0; h < CG_Y_PARTS; h++)                                    \
-                acc[q][h] = CG_Y_ZERO();                                            \
-            pp[q] = P + (ptrdiff_t)(p + q) * K * CYGRU_PANEL;                       \
-        }                                                                           \
-        for (int k = 0; k < K; k++) {                                               \
-            CG_Y ak = CG_Y_SET1(a[k]);                                              \
-            for (int q = 0; q < NP; q++)                                            \
-                for (int h = 0; h < CG_Y_PARTS; h++)                                \
-                    acc[q][h] = CG_Y_FMA(                                           \
-                        ak, CG_Y_LOADU(pp[q] + (ptrdiff_t)k * CYGRU_PANEL + h * CG_Y_LANES), \
-                        acc[q][h]);                                                 \
-        }                                                                           \
-        for (int q = 0; q < NP; q++) {                                              \
-            int n0 = (p + q) * CYGRU_PANEL;                                         \
-            int ncols = N - n0 < CYGRU_PANEL ? N - n0 : CYGRU_PANEL;                \
-            CG_SUFFIX(cygru_store_cols_avx2)(C + (ptrdiff_t)i * ldc + n0, acc[q], ncols, \
-                                             accumulate);                           \
-        }                                                                           \
-    }
-
-CYGRU_TARGET_AVX2 static void CG_SUFFIX(cygru_kernel_avx2)(int M, int K, const CG_T *A,
-                                                           int lda, const CG_T *P, int p0,
-                                                           int p1, int N, CG_T *C, int ldc,
-                                                           int accumulate) {
-    for (int i0 = 0; i0 < M; i0 += CYGRU_ROW_BLOCK) {
-        int i1 = M - i0 < CYGRU_ROW_BLOCK ? M : i0 + CYGRU_ROW_BLOCK;
-        int full_end = i0 + (i1 - i0) / CG_MR_AVX2 * CG_MR_AVX2;
-        for (int p = p0; p < p1; p++) {
-            const CG_T *pp = P + (ptrdiff_t)p * K * CYGRU_PANEL;
-            int n0 = p * CYGRU_PANEL;
-            int ncols = N - n0 < CYGRU_PANEL ? N - n0 : CYGRU_PANEL;
-            for (int i = i0; i < full_end; i += CG_MR_AVX2) {
-                CG_Y acc[CG_MR_AVX2][CG_Y_PARTS];
-                const CG_T *a = A + (ptrdiff_t)i * lda;
-                for (int r = 0; r < CG_MR_AVX2; r++)
-                    for (int h = 0; h < CG_Y_PARTS; h++)
-                        acc[r][h] = CG_Y_ZERO();
-                for (int k = 0; k < K; k++) {
-                    CG_Y w[CG_Y_PARTS];
-                    for (int h = 0; h < CG_Y_PARTS; h++)
-                        w[h] = CG_Y_LOADU(pp + (ptrdiff_t)k * CYGRU_PANEL + h * CG_Y_LANES);
-                    for (int r = 0; r < CG_MR_AVX2; r++) {
-                        CG_Y ar = CG_Y_SET1(a[(ptrdiff_t)r * lda + k]);
-                        for (int h = 0; h < CG_Y_PARTS; h++)
-                            acc[r][h] = CG_Y_FMA(ar, w[h], acc[r][h]);
-                    }
-                }
-                for (int r = 0; r < CG_MR_AVX2; r++)
-                    CG_SUFFIX(cygru_store_cols_avx2)(C + (ptrdiff_t)(i + r) * ldc + n0, acc[r],
-                                                     ncols, accumulate);
-            }
-        }
-        if (full_end < i1) {
-            /* leftover rows (and B = 1): panels CG_NP_AVX2, ..., two, one at a time */
-            int p = p0;
-#if CG_NP_AVX2 >= 4
-            CG_Y_LEFTOVER_PANELS(4)
+/* The AVX2+FMA variant, written on 256-bit intrinsics (cygru_gemm_v.h): a panel's
+ * CYGRU_PANEL lanes are two ymm for float, four for double, each accumulator one ymm
+ * register. (Written as CG_DEFINE_KERNEL above, with one 64- or 128-byte vector per
+ * panel, GCC keeps the accumulators in memory on AVX2, at half the baseline's speed.) */
+#define CGV_NAME(n) CG_SUFFIX(n##_avx2)
+#define CGV_ATTR CYGRU_TARGET_AVX2
+#define CGV_VEC CG_Y
+#define CGV_LOADU CG_Y_LOADU
+#define CGV_STOREU CG_Y_STOREU
+#define CGV_SET1 CG_Y_SET1
+#define CGV_ZERO CG_Y_ZERO
+#define CGV_FMA CG_Y_FMA
+#define CGV_ADD CG_Y_ADD
+#define CGV_MR CG_MR_AVX2
+#define CGV_MR2 0
+#define CGV_NP CG_NP_AVX2
+#include "cygru_gemm_v.h"
+#ifdef CG_Z
+/* The AVX-512 variant of double, on 512-bit intrinsics (cygru_gemm_v.h): a panel is two
+ * zmm, each accumulator one zmm register, blocks of 8 rows (16 accumulators of the 32
+ * registers) then one of 4, then single rows with up to 4 panels in flight. From
+ * CG_DEFINE_KERNEL (one 128-byte vector per panel) GCC 12 kept the accumulators in
+ * memory: it ran at 0.6x the AVX2 variant, so float64 was capped at AVX2 until this was
+ * written. Same FMA chains, so the same bits as AVX2 (tests/test_blas.py). float's
+ * AVX-512 variant stays CG_DEFINE_KERNEL's: its panel is one zmm, held in a register. */
+#define CGV_NAME(n) CG_SUFFIX(n##_avx512)
+#define CGV_ATTR CYGRU_TARGET_AVX512
+#define CGV_VEC CG_Z
+#define CGV_LOADU CG_Z_LOADU
+#define CGV_STOREU CG_Z_STOREU
+#define CGV_SET1 CG_Z_SET1
+#define CGV_ZERO CG_Z_ZERO
+#define CGV_FMA CG_Z_FMA
+#define CGV_ADD CG_Z_ADD
+#define CGV_MR CG_MR_AVX512
+#define CGV_MR2 CG_MR2_AVX512
+#define CGV_NP CG_NP_AVX512
+#include "cygru_gemm_v.h"
 #endif
-            CG_Y_LEFTOVER_PANELS(2)
-            CG_Y_LEFTOVER_PANELS(1)
-        }
-    }
-}
-#undef CG_Y_LEFTOVER_PANELS
-#undef CG_Y_LANES
-#undef CG_Y_PARTS
 #endif
 
 typedef void (*CG_SUFFIX(cygru_kernel_fn))(int, int, const CG_T *, int, const CG_T *, int,
                                            int, int, CG_T *, int, int);
 
 #if CYGRU_HAVE_X86_VARIANTS
+#ifndef CG_Z
 CG_DEFINE_KERNEL(CG_SUFFIX(cygru_kernel_avx512), CYGRU_TARGET_AVX512, CG_MR_AVX512)
+#endif
 CG_DEFINE_KERNEL(CG_SUFFIX(cygru_kernel_base), , CG_MR_OTHER)
 static const CG_SUFFIX(cygru_kernel_fn) CG_SUFFIX(cygru_kernels)[] = {
     CG_SUFFIX(cygru_kernel_base), CG_SUFFIX(cygru_kernel_avx2),
@@ -263,15 +209,8 @@ static inline CG_SUFFIX(cygru_kernel_fn) CG_SUFFIX(cygru_kernel_at_level)(int le
 static inline void CG_SUFFIX(cygru_gemm_packed)(int M, int K, const CG_T *A, int lda,
                                                 const CG_T *P, int p0, int p1, int N,
                                                 CG_T *C, int ldc, int accumulate) {
-    int level = cygru_cpu_level();
-#if !CG_IS_FLOAT
-    /* float64 on an AVX-512 CPU runs the AVX2 variant: it gives the same bits (one FMA
-     * chain per element; tests/test_blas.py pins both) and is 1.4x faster, because GCC
-     * keeps the AVX-512 variant's 128-byte accumulators in memory */
-    if (level > CYGRU_LEVEL_AVX2)
-        level = CYGRU_LEVEL_AVX2;
-#endif
-    CG_SUFFIX(cygru_kernel_at_level)(level)(M, K, A, lda, P, p0, p1, N, C, ldc, accumulate);
+    CG_SUFFIX(cygru_kernel_at_level)(cygru_cpu_level())(M, K, A, lda, P, p0, p1, N, C, ldc,
+                                                        accumulate);
 }
 
 #undef CG_LEFTOVER_PANELS
@@ -291,3 +230,12 @@ static inline void CG_SUFFIX(cygru_gemm_packed)(int M, int K, const CG_T *A, int
 #undef CG_Y_ZERO
 #undef CG_Y_FMA
 #undef CG_Y_ADD
+#undef CG_Z
+#undef CG_Z_LOADU
+#undef CG_Z_STOREU
+#undef CG_Z_SET1
+#undef CG_Z_ZERO
+#undef CG_Z_FMA
+#undef CG_Z_ADD
+#undef CG_MR2_AVX512
+#undef CG_NP_AVX512
