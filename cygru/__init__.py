@@ -1,7 +1,8 @@
 """cygru: a compiled GRU for Python.
 
-Cython kernels over SciPy's BLAS (``scipy.linalg.cython_blas``) with PyTorch's
-semantics, shapes and parameter names; exact gradients; an optional CuPy backend.
+Cython kernels (cygru's own vectorised products, no BLAS in a forward or backward) with
+PyTorch's semantics, shapes and parameter names; exact gradients; an optional CuPy
+backend.
 
 >>> import numpy as np, cygru
 >>> gru = cygru.GRU(4, 8, seed=0)
@@ -24,7 +25,9 @@ import os as _os
 #   unless scipy.linalg was imported first): its idle pool spins 2^28 cycles (~0.1 s)
 #   after every threaded GEMM, i.e. through the whole time loop that follows on cygru's
 #   threads. 2^20 cycles (~0.3 ms) took the medium training step (forward + backward,
-#   2 threads) from 86 to 50-56 ms; 2^12-2^18 measured alike within noise.
+#   2 threads) from 86 to 50-56 ms when the backward's weight gradients were BLAS GEMMs
+#   (before issue 26; 2^12-2^18 measured alike within noise). Now only the C API's
+#   cell_step above 4 rows calls BLAS.
 _POOL_ENVIRONMENT = {"GOMP_SPINCOUNT": "2000", "OPENBLAS_THREAD_TIMEOUT": "20"}
 
 

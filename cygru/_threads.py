@@ -32,9 +32,10 @@ def get_num_threads() -> int:
     thread whatever the count: waking a thread would cost more than the call. Every
     thread count, 1 included,
     gives bit-identical results (see the Reproducibility section of the
-    documentation). The time loops compute every product in cygru's own kernels; the
-    backward's weight-gradient products (one per weight matrix, after the time loop) go
-    to SciPy's BLAS, which may use its own threads (control those with threadpoolctl).
+    documentation). The forward and the backward compute every product in cygru's own
+    kernels, the backward's weight gradients and input gradient included (each piece of
+    hidden units adds its own rows), so no BLAS thread pool runs beside these threads
+    and the gradients are bit-identical for every thread count too.
 
     The threads are cygru's own worker pool. A process made by ``fork()`` (``os.fork``,
     multiprocessing's ``"fork"`` start method and its pools) keeps the count: the parent's
