@@ -939,7 +939,7 @@ def _wgrad_gemm(const floating[:, :] a, const floating[:, ::1] b, floating[:, ::
     of equal count; None: all rows), and bias[r] += the sum of a[:, r] if given, through
     the backward's product kernel (cygru_wgrad.h) of variant `level` (-1: the one in use).
     `a` (K, M) may be any 2-D strided view (dx reads its operand transposed). A test hook
-    for tests/test_wgrad.py."""
+    for tests/test_backward_kernels.py."""
     cdef int lv = _checked_level(level) if level != -1 else cygru_cpu_level()
     cdef int K = a.shape[0], M = a.shape[1], N = b.shape[1]
     cdef int starts[3]
