@@ -183,6 +183,14 @@ cdef inline void _gemm_packed(int M, int K, const floating* A, int lda, const fl
 # The row kernels below work in passes over contiguous rows (pre-activations, one
 # activation call over the row, then the blend) so that every pass vectorises.
 
+cdef extern from "cygru_gate_grads.h" nogil:
+    void cygru_blend_cache_row_f(int U, const float* gh, const float* s_in, float* s_out,
+                                 float* o, float* c_r, float* c_z, float* c_n, float* hprev)
+    void cygru_blend_cache_row_d(int U, const double* gh, const double* s_in, double* s_out,
+                                 double* o, double* c_r, double* c_z, double* c_n,
+                                 double* hprev)
+
+
 cdef inline void _blend(int U, const floating* gh, const floating* s_in, floating* s_out,
                         floating* o, floating* cache, floating* hprev, const floating* last,
                         int cs) noexcept nogil:
@@ -192,7 +200,7 @@ cdef inline void _blend(int U, const floating* gh, const floating* s_in, floatin
     cache (gate stride cs), saves r, z, n, `last` (if given) and h_{t-1}.
     """
     cdef Py_ssize_t j
-    cdef floating z, n, h_old, h_new
+    cdef floating z, n, h_new
     if cache == NULL:
         for j in range(U):
             z = gh[U + j]
@@ -201,17 +209,13 @@ cdef inline void _blend(int U, const floating* gh, const floating* s_in, floatin
             s_out[j] = h_new
             o[j] = h_new
     else:
-        for j in range(U):
-            z = gh[U + j]
-            n = gh[2 * U + j]
-            h_old = s_in[j]
-            h_new = (<floating>1 - z) * n + z * h_old
-            s_out[j] = h_new
-            o[j] = h_new
-            cache[j] = gh[j]
-            cache[cs + j] = z
-            cache[2 * cs + j] = n
-            hprev[j] = h_old
+        # training: s_out, o, the cache and hprev are separate buffers (cygru_gate_grads.h)
+        if floating is float:
+            cygru_blend_cache_row_f(U, gh, s_in, s_out, o, cache, cache + cs, cache + 2 * cs,
+                                    hprev)
+        else:
+            cygru_blend_cache_row_d(U, gh, s_in, s_out, o, cache, cache + cs, cache + 2 * cs,
+                                    hprev)
         if last != NULL:
             for j in range(U):
                 cache[3 * cs + j] = last[j]

@@ -381,3 +381,17 @@ def test_rows_of_ended_sequences_do_not_read_stale_memory(dtype, reset_after, mo
         assert np.array_equal(a, b)
     # padded steps: no output, no input gradient
     assert not poisoned[0][7:].any() and not poisoned[2][7:].any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_vjp_forward_gives_the_bits_of_a_call(dtype, reset_after):
+    """The training forward (which also writes the cache, in its own loop) computes the
+    state update as a call does: the same output and h_n bits."""
+    rng = np.random.default_rng(4)
+    gru = cygru.GRU(20, 35, 2, bidirectional=True, reset_after=reset_after, dtype=dtype, seed=1)
+    x = rng.standard_normal((9, 7, 20)).astype(dtype)
+    lengths = np.array([9, 3, 5, 1, 9, 2, 4])
+    out, h_n = gru(x, lengths=lengths)
+    (out_v, h_n_v), _ = gru.vjp(x, lengths=lengths)
+    assert np.array_equal(out, out_v) and np.array_equal(h_n, h_n_v)

@@ -1,4 +1,5 @@
-/* cygru_gate_grads.h: the backward's gate gradients of one row of one step, for a
+/* cygru_gate_grads.h: element-wise loops of training, one row at a time. First the
+ * backward's gate gradients of one row of one step, for a
  * contiguous range of U units (the element-wise first phase of a backward step).
  *
  * From the forward's cache (r, z, n and, for reset_after, ghn = W_hn h + b_hn; the
@@ -71,5 +72,33 @@ CYGRU_GATE_GRAD_ROW(f, float)
 CYGRU_GATE_GRAD_ROW(d, double)
 
 #undef CYGRU_GATE_GRAD_ROW
+
+/* The forward's state update of one row for U units when training: h' = (1 - z) n + z h
+ * into s_out and o, and the cache the backward reads (r, z, n, h). gh holds the activated
+ * (r, z, n) with gate stride U. The engine's buffers never overlap here (state and
+ * next state are two buffers, o is the output, the cache its own), hence `restrict`,
+ * which lets the compiler vectorise the six streams; the arithmetic is the inference
+ * loop's (_blend in _kernels.pyx: no contraction), so a call and a vjp give the same
+ * output bits. */
+#define CYGRU_BLEND_CACHE_ROW(SUFFIX, T)                                                    \
+CYGRU_NO_CONTRACT static void cygru_blend_cache_row_##SUFFIX(                               \
+    int U, const T *restrict gh, const T *restrict s_in, T *restrict s_out, T *restrict o,  \
+    T *restrict c_r, T *restrict c_z, T *restrict c_n, T *restrict hprev) {                 \
+    for (int j = 0; j < U; j++) {                                                           \
+        T z = gh[U + j], n = gh[2 * U + j], h = s_in[j];                                    \
+        T hn = ((T)1 - z) * n + z * h;                                                      \
+        s_out[j] = hn;                                                                      \
+        o[j] = hn;                                                                          \
+        c_r[j] = gh[j];                                                                     \
+        c_z[j] = z;                                                                         \
+        c_n[j] = n;                                                                         \
+        hprev[j] = h;                                                                       \
+    }                                                                                       \
+}
+
+CYGRU_BLEND_CACHE_ROW(f, float)
+CYGRU_BLEND_CACHE_ROW(d, double)
+
+#undef CYGRU_BLEND_CACHE_ROW
 
 #endif
