@@ -23,6 +23,10 @@ cdef enum:
     # time, with two 1.30x and 1.86x, idle times alike within noise
     # (benchmarks/under_load.py, 2 vCPUs).
     PIECES_PER_THREAD = 2
+    # rows of a backward's weight-gradient chunk: its steps' rows are summed into dW while
+    # they are in cache. The sums' order follows the chunks, so the size depends on the
+    # batch only, never on the thread count
+    WG_CHUNK_ROWS = 256
     # buffers start on their own cache line (the work counters of two directions never
     # share one; the vector kernels read whole lines)
     _LINE = 64
@@ -454,7 +458,7 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
     cdef _Arena a
     cdef int T = pb.T, B = pb.B, H = pb.H, D = pb.D, d, t
     cdef size_t it = pb.itemsize, BH = <size_t>B * H
-    cdef int P, U_max, n_slots
+    cdef int P, U_max, n_slots, wg_chunk
     cdef Py_ssize_t slot
     cdef size_t wg_slot = wgrad_scratch_bytes(pb.itemsize)
     cdef cygru_bwd_run* runs
@@ -482,15 +486,19 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
         dx_out.dgi, dx_out.ldgi = dgi, D * 3 * H
         dx_out.dx = io.dx
         dx_out.scratch, dx_out.slot = wg, wg_slot
+    # about WG_CHUNK_ROWS rows per weight-gradient chunk: a piece's columns of the
+    # chunk's dgi and dgh, and its x and h_prev rows, stay in its core's cache; dgh is
+    # kept for one chunk only
+    wg_chunk = WG_CHUNK_ROWS // B if B < WG_CHUNK_ROWS else 1
+    if wg_chunk > T:
+        wg_chunk = T
     for d in range(D):
         s = &runs[d] if runs != NULL else NULL
         pack = _take(&a, <size_t>P * slot, it)
         drh = _take(&a, BH, it)
-        dgh = _take(&a, <size_t>T * 3 * BH, it)      # (T, B, 3H) sorted (as dgi)
+        dgh = _take(&a, <size_t>wg_chunk * 3 * BH, it)  # (wg_chunk, B, 3H) sorted
         if s != NULL:
-            for t in range(T):
-                if pb.active[t] == 0:
-                    memset(<char*>dgh + <size_t>t * 3 * BH * it, 0, 3 * BH * it)
+            s.wg_chunk = wg_chunk
             s.T, s.B, s.H, s.In, s.itemsize, s.n_pieces = T, B, H, pb.In, pb.itemsize, P
             s.reverse, s.reset_after = pb.reverse or d == 1, pb.reset_after
             s.w_hh = w[d].w_hh
@@ -515,6 +523,10 @@ cdef size_t _backward_setup(const cygru_problem* pb, const cygru_dir_weights* w,
             s.first_st = 0
             while s.first_st < T and pb.active[s.first_st if s.reverse else T - 1 - s.first_st] == 0:
                 s.first_st += 1
+            s.n_steps = 0
+            for t in range(T):
+                if pb.active[t] > 0:
+                    s.n_steps += 1
     if runs_out != NULL:
         runs_out[0] = runs
     return _arena_size(&a)

@@ -83,11 +83,12 @@ cdef void forward_phase_piece(void* s, long k, int p) noexcept nogil
 
 # The backward of one direction, its work claimed in pieces as the forward's: per time
 # step the gate gradients of the piece's units, then dL/dh_{t-1} for its units
-# (reset_after=False: first d(r*h), then the r, z part); after the last step, one phase
-# in which each piece adds the weight gradients of its units' rows (r, z and n rows of
-# dW_ih, dW_hh and the biases) from dgi, dgh and the forward's cache, summed over all
-# T*B rows in cygru_wgrad.h's kernels. The input gradient needs every direction's dgi:
-# input_grad_piece, after the directions' runs.
+# (reset_after=False: first d(r*h), then the r, z part). At the end of every chunk of
+# wg_chunk steps (and of the last step), in the step's last phase, each piece adds the
+# chunk's rows to the weight gradients of its units' rows (r, z and n rows of dW_ih, dW_hh
+# and the biases) from dgi, dgh and the forward's cache, in cygru_wgrad.h's kernels,
+# while the piece's columns of dgi and dgh are still in its cache. The input gradient
+# needs every direction's dgi: input_grad_piece, after the directions' runs.
 ctypedef struct cygru_bwd_run:
     int T, B, H, In
     int itemsize
@@ -110,13 +111,17 @@ ctypedef struct cygru_bwd_run:
     void* dgi                                   # OUT (T*B, 3H) row stride ldgi (rows not
                                                 #   running: zeros)
     int ldgi
-    void* dgh                                   # OUT (T, B, 3H) sorted (likewise)
+    void* dgh                                   # WORK (wg_chunk, B, 3H) sorted: the
+                                                #   gradients of W_hh h of the chunk's
+                                                #   steps, lowest time step first
     void* drh_buf                               # WORK (B, H) (reset_after=False)
     void* gw_ih                                 # IN/OUT += dW_ih (3H, In)
     void* gw_hh                                 # IN/OUT += dW_hh (3H, H)
     void* gb_ih                                 # IN/OUT += db_ih (3H,) or NULL: no bias
     void* gb_hh                                 # IN/OUT += db_hh (3H,) or NULL
     int first_st                                # the first processing step with active rows
+    int n_steps                                 # processing steps with active rows
+    int wg_chunk                                # steps per weight-gradient chunk
 
 
 cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil

@@ -665,32 +665,59 @@ cdef enum:
     _BPHASE_DH = 2       # dL/dh_{t-1}[:, piece] += dgh_t @ W_hh[:, piece] (reset_after)
     _BPHASE_RH = 3       # reset_after=False: d(r*h), dr, and the direct r*h path
     _BPHASE_DH_RZ = 4    # reset_after=False: dL/dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}
-    _BPHASE_WGRAD = 5    # after the last step: the piece's rows of the weight gradients
 
 
-cdef inline void _weight_grad_rows(cygru_bwd_run* s, int p, floating* tag) noexcept nogil:
+cdef inline void _weight_grad_rows(cygru_bwd_run* s, int p, int t_lo, int n_steps,
+                                   floating* tag) noexcept nogil:
     """Piece p's rows of the weight gradients (gate rows g*H + [u0, u1) of dW_ih, dW_hh,
-    db_ih, db_hh), each summed over all T*B rows (padded rows hold zeros)."""
-    cdef int H = s.H, G = 3 * H, TB = s.T * s.B
+    db_ih, db_hh), summed over the rows of steps [t_lo, t_lo + n_steps) (ended rows hold
+    zeros): the piece's own columns of dgi and dgh, which it has just written."""
+    cdef int H = s.H, G = 3 * H, K = n_steps * s.B
     cdef int u0 = s.bounds[p], U = s.bounds[p + 1] - s.bounds[p]
     cdef int rows[3]
     cdef void* scratch = <char*>s.wg_scratch + p * s.wg_slot
-    cdef const floating* dgh = <const floating*>s.dgh
+    cdef Py_ssize_t r0 = <Py_ssize_t>t_lo * s.B
+    cdef const floating* dgh = <const floating*>s.dgh   # the chunk's steps, from t_lo
+    cdef const floating* hprev = <const floating*>s.hprev + r0 * H
     rows[0], rows[1], rows[2] = u0, H + u0, 2 * H + u0
     # dW_ih += dgi^T @ x;  db_ih += Σ dgi
-    _wgrad(3, rows, U, s.In, TB, <const floating*>s.dgi, s.ldgi, 1, <const floating*>s.x,
-           s.In, <floating*>s.gw_ih, s.In, <floating*>s.gb_ih, scratch)
+    _wgrad(3, rows, U, s.In, K, <const floating*>s.dgi + r0 * s.ldgi, s.ldgi, 1,
+           <const floating*>s.x + r0 * s.In, s.In, <floating*>s.gw_ih, s.In,
+           <floating*>s.gb_ih, scratch)
     if s.reset_after:
         # dW_hh += dgh^T @ h_prev;  db_hh += Σ dgh
-        _wgrad(3, rows, U, H, TB, dgh, G, 1, <const floating*>s.hprev, H,
-               <floating*>s.gw_hh, H, <floating*>s.gb_hh, scratch)
+        _wgrad(3, rows, U, H, K, dgh, G, 1, hprev, H, <floating*>s.gw_hh, H,
+               <floating*>s.gb_hh, scratch)
     else:
         # dW_h{r,z} += dgh_{r,z}^T @ h_prev;  dW_hn += dan^T @ (r*h_prev) (the cache's 4th
         # slot);  db_hh += Σ dgh
-        _wgrad(2, rows, U, H, TB, dgh, G, 1, <const floating*>s.hprev, H,
-               <floating*>s.gw_hh, H, <floating*>s.gb_hh, scratch)
-        _wgrad(1, rows + 2, U, H, TB, dgh, G, 1, <const floating*>s.cache + 3 * H, 4 * H,
-               <floating*>s.gw_hh, H, <floating*>s.gb_hh, scratch)
+        _wgrad(2, rows, U, H, K, dgh, G, 1, hprev, H, <floating*>s.gw_hh, H,
+               <floating*>s.gb_hh, scratch)
+        _wgrad(1, rows + 2, U, H, K, dgh, G, 1,
+               <const floating*>s.cache + r0 * 4 * H + 3 * H, 4 * H, <floating*>s.gw_hh, H,
+               <floating*>s.gb_hh, scratch)
+
+
+cdef inline int _chunk_t_lo(const cygru_bwd_run* s, int st) noexcept nogil:
+    """The lowest time step of the weight-gradient chunk that processing step st is in
+    (chunks: wg_chunk processing steps from first_st, the last one shorter)."""
+    cdef int st0 = st - (st - s.first_st) % s.wg_chunk
+    cdef int st1 = st0 + s.wg_chunk - 1
+    if st1 > s.first_st + s.n_steps - 1:
+        st1 = s.first_st + s.n_steps - 1
+    return st0 if s.reverse else s.T - 1 - st1
+
+
+cdef inline void _weight_grads_if_chunk_ends(cygru_bwd_run* s, int st, int p,
+                                             floating* tag) noexcept nogil:
+    """After processing step st's last phase: if it ends a chunk of wg_chunk steps (or the
+    steps that run), piece p adds that chunk's rows to its weight gradients, while they
+    are still in its cache. Every element of dW sums its rows chunk by chunk in
+    processing order, in memory order within a chunk: a fixed order."""
+    cdef int done = st - s.first_st + 1
+    if done % s.wg_chunk != 0 and done != s.n_steps:
+        return
+    _weight_grad_rows(s, p, _chunk_t_lo(s, st), (done - 1) % s.wg_chunk + 1, tag)
 
 
 cdef inline void _backward_piece_t(cygru_bwd_run* s, int phase, int st, int p,
@@ -706,14 +733,11 @@ cdef inline void _backward_piece_t(cygru_bwd_run* s, int phase, int st, int p,
     cdef const floating* hprev = <const floating*>s.hprev
     cdef int t, nb
     cdef floating* dgh_t
-    if phase == _BPHASE_WGRAD:
-        _weight_grad_rows(s, p, tag)
-        return
     if phase == _BPHASE_GATES and st == s.first_st:
         pack_backward_slice(H, u0, u1, s.reset_after, <const floating*>s.w_hh, packed)
     t = st if s.reverse else s.T - 1 - st
     nb = s.active[t]
-    dgh_t = <floating*>s.dgh + <Py_ssize_t>t * B * G
+    dgh_t = <floating*>s.dgh + <Py_ssize_t>(t - _chunk_t_lo(s, st)) * B * G
     if phase == _BPHASE_GATES:
         if nb < B:
             _zero_ended_grad_rows(t, nb, B, H, u0, U, s.perm, dgi, s.ldgi, dgh_t)
@@ -722,6 +746,7 @@ cdef inline void _backward_piece_t(cygru_bwd_run* s, int phase, int st, int p,
     elif phase == _BPHASE_DH:
         # dh_{t-1}[:, piece] += [dar, daz, dgh_n] @ W_hh[:, piece]
         _dh_product(nb, G, dgh_t, G, packed, H, u0, u1, dstate, True)
+        _weight_grads_if_chunk_ends(s, st, p, tag)
     elif phase == _BPHASE_RH:
         # d(r*h)[:, piece] = dan @ W_hn[:, piece]; dr = d(r*h) * h; dh_{t-1} += d(r*h) * r
         _dh_product(nb, H, dgh_t + 2 * H, G, packed, H, u0, u1, drh_buf, False)
@@ -731,6 +756,7 @@ cdef inline void _backward_piece_t(cygru_bwd_run* s, int phase, int st, int p,
         # _BPHASE_DH_RZ: dh_{t-1}[:, piece] += [dar, daz] @ W_h{r,z}[:, piece]
         _dh_product(nb, 2 * H, dgh_t, G, packed + cygru_packed_size(U, H), H, u0, u1,
                     dstate, True)
+        _weight_grads_if_chunk_ends(s, st, p, tag)
 
 
 cdef void _backward_piece(void* s_, int phase, int st, int p) noexcept nogil:
@@ -749,8 +775,7 @@ cdef long backward_phase_count(const cygru_bwd_run* s) noexcept nogil:
     for t in range(s.T):
         if s.active[t] > 0:
             n += 1
-    # then one phase of weight gradients
-    return n * (2 if s.reset_after else 3) + 1
+    return n * (2 if s.reset_after else 3)
 
 
 cdef void backward_phase_piece(void* s_, long k, int p) noexcept nogil:
@@ -759,9 +784,7 @@ cdef void backward_phase_piece(void* s_, long k, int p) noexcept nogil:
     cdef cygru_bwd_run* s = <cygru_bwd_run*>s_
     cdef int per = 2 if s.reset_after else 3
     cdef int st = s.first_st + <int>(k // per), j = <int>(k % per)
-    if k == backward_phase_count(s) - 1:
-        _backward_piece(s, _BPHASE_WGRAD, 0, p)
-    elif j == 0:
+    if j == 0:
         _backward_piece(s, _BPHASE_GATES, st, p)
     elif s.reset_after:
         _backward_piece(s, _BPHASE_DH, st, p)
