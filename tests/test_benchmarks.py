@@ -970,7 +970,11 @@ def test_run_quick_training_rows(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     result = json.loads(out_json.read_text())
-    assert result["mismatches"] == [] and result["notes"] == []
+    # the training rows use PyTorch alone: a missing OpenVINO or ONNX Runtime (neither is
+    # in the test extra's every install) is noted, nothing else is
+    unused_peers = ("OpenVINO not installed", "ONNX Runtime / onnx not installed")
+    notes = [n for n in result["notes"] if not n.startswith(unused_peers)]
+    assert result["mismatches"] == [] and notes == []
     cases = result["runs"]["1"]["cases"]
     assert set(cases) == set(run.CASE_GROUPS["training"])
     lines = out.splitlines()
