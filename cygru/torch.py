@@ -30,7 +30,7 @@ from ._backend import layer_weights
 
 __all__ = ["GRU", "GRUCell"]
 
-_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 def _np(t):
@@ -80,6 +80,38 @@ def _weights_dtype(weights, names, who):
                 "convert the module with .float() or .double()"
             )
     return dtype
+
+
+def _weight_views(module, weights, names, who):
+    """``(torch dtype, NumPy views of weights)``, checked (all CPU tensors of one dtype,
+    float32 or float64). The views are kept on the module and reused while each weight
+    is the same tensor with the same storage, dtype and shape (an optimizer's in-place
+    update keeps them; ``.double()``, ``load_state_dict`` into a new storage or a
+    replaced parameter does not): a small call pays for no conversion."""
+    key = tuple((w.data_ptr(), w.dtype, w.shape) for w in weights if w is not None)
+    cached = module.__dict__.get("_cygru_views")
+    if (
+        cached is not None
+        and cached[0] == key
+        and len(cached[1]) == len(weights)
+        and all(a is b for a, b in zip(cached[1], weights))
+    ):
+        return cached[2], cached[3]
+    present = [w for w in weights if w is not None]
+    dtype = _weights_dtype(present, names, who)
+    views = [None if w is None else _np(w) for w in weights]
+    module.__dict__["_cygru_views"] = (key, tuple(weights), dtype, views)
+    return dtype, views
+
+
+class _ViewsCache:
+    """Leaves the cached weight views out of pickles and deep copies."""
+
+    def __getstate__(self):
+        state = getattr(super(), "__getstate__", lambda: self.__dict__)()
+        state = dict(state)
+        state.pop("_cygru_views", None)
+        return state
 
 
 def _needs_grad(tensors):
@@ -140,7 +172,7 @@ class _GRUFunction(torch.autograd.Function):
             dtype=spec.dtype,
             device="cpu",
         )
-        arrays = dict(zip(spec.names, (_np(w) for w in weights)))
+        arrays = dict(zip(spec.names, spec.views))
         layers = layer_weights(arrays, spec.num_layers, spec.num_directions, spec.bias)
         mask_arrays = None if masks is None else [_np(m) for m in masks]
         out, h_n, cache = call.run(layers, dropout_masks=mask_arrays, need_cache=True)
@@ -181,8 +213,8 @@ class _CellFunction(torch.autograd.Function):
     """One GRUCell step through cygru's engine and its backward."""
 
     @staticmethod
-    def forward(ctx, who, x, hx, *weights):
-        w = [None if t is None else _np(t) for t in weights]
+    def forward(ctx, who, views, x, hx, *weights):
+        w = views
         dtype = w[1].dtype
         I, H = w[0].shape[1], w[1].shape[1]
         xa, ha = F.cell_inputs(_np(x), None if hx is None else _np(hx), I, H, dtype, "cpu")
@@ -209,7 +241,7 @@ class _CellFunction(torch.autograd.Function):
             *(None if g is None else torch.from_numpy(g) for g in local),
         )
         result = _refuse_double_backward(ctx.who, result, (*saved, d_h1))
-        return (None, *result)
+        return (None, None, *result)
 
 
 class _Spec:
@@ -226,9 +258,10 @@ class _Spec:
         "lengths",
         "names",
         "dtype",
+        "views",
     )
 
-    def __init__(self, module, batch_first, lengths, dtype):
+    def __init__(self, module, batch_first, lengths, dtype, views):
         self.who = "cygru.torch.GRU"
         self.input_size = module.input_size
         self.hidden_size = module.hidden_size
@@ -239,6 +272,7 @@ class _Spec:
         self.lengths = lengths
         self.names = module._flat_weights_names
         self.dtype = dtype
+        self.views = views  # NumPy views of the weights the Function is given
 
 
 def _unpack(packed):
@@ -255,7 +289,7 @@ def _unpack(packed):
     return padded, lengths, (t_idx, b_idx)
 
 
-class GRU(torch.nn.GRU):
+class GRU(_ViewsCache, torch.nn.GRU):
     """``torch.nn.GRU`` run by cygru's compiled engine on the CPU, with autograd.
 
     A subclass of ``torch.nn.GRU``: the same constructor, parameters
@@ -365,7 +399,7 @@ class GRU(torch.nn.GRU):
         who = "cygru.torch.GRU"
         weights = self._flat_weights
         names = self._flat_weights_names
-        dtype = _weights_dtype(weights, names, who)
+        dtype, views = _weight_views(self, weights, names, who)
         L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
         packed = isinstance(input, PackedSequence)
         if packed:
@@ -419,10 +453,10 @@ class GRU(torch.nn.GRU):
         np_dtype = _DTYPES[dtype]
         try:
             if _needs_grad((x, hx, *weights)):
-                spec = _Spec(self, batch_first, lengths, np_dtype)
+                spec = _Spec(self, batch_first, lengths, np_dtype, views)
                 output, h_n = _GRUFunction.apply(spec, x, hx, masks, *weights)
             else:
-                output, h_n = self._no_grad(x, hx, weights, lengths, masks, batch_first, np_dtype)
+                output, h_n = self._no_grad(x, hx, views, lengths, masks, batch_first, np_dtype)
         except A.ArgumentError as exc:
             raise exc.named(who) from None
         if packed:
@@ -433,10 +467,9 @@ class GRU(torch.nn.GRU):
                 h_n = h_n.index_select(1, input.unsorted_indices)
         return output, h_n
 
-    def _no_grad(self, x, hx, weights, lengths, masks, batch_first, dtype):
+    def _no_grad(self, x, hx, w_np, lengths, masks, batch_first, dtype):
         """The forward without autograd: straight to the engine."""
         x_np, h_np = _np(x), None if hx is None else _np(hx)
-        w_np = [_np(w) for w in weights]
         D = 2 if self.bidirectional else 1
         if lengths is None and masks is None:
             res = F.lean_gru(
@@ -478,7 +511,7 @@ class GRU(torch.nn.GRU):
         return torch.from_numpy(out), torch.from_numpy(h_n)
 
 
-class GRUCell(torch.nn.GRUCell):
+class GRUCell(_ViewsCache, torch.nn.GRUCell):
     """``torch.nn.GRUCell`` run by cygru's compiled step on the CPU, with autograd.
 
     A subclass of ``torch.nn.GRUCell``: the same constructor, parameters (``weight_ih``,
@@ -533,7 +566,9 @@ class GRUCell(torch.nn.GRUCell):
         who = "cygru.torch.GRUCell"
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
         weights = [getattr(self, n) for n in names]
-        dtype = _weights_dtype(weights, names, who)
+        if not self.bias:
+            weights += [None, None]
+        dtype, views = _weight_views(self, weights, names, who)
         _check_tensor(input, "input", who, dtype)
         I, H = self.input_size, self.hidden_size
         if input.dim() not in (1, 2) or input.shape[-1] != I:
@@ -549,14 +584,11 @@ class GRUCell(torch.nn.GRUCell):
                     f"{who}: expected hx of shape {want} (matching input of shape "
                     f"{_shape(input)}; hidden_size {H}), got {_shape(hx)}"
                 )
-        if not self.bias:
-            weights += [None, None]
         try:
             if _needs_grad((input, hx, *weights)):
-                return _CellFunction.apply(who, input, hx, *weights)
-            w = [None if t is None else _np(t) for t in weights]
+                return _CellFunction.apply(who, views, input, hx, *weights)
             h1 = F.cell_call(
-                _np(input), None if hx is None else _np(hx), *w, True, _DTYPES[dtype], "cpu"
+                _np(input), None if hx is None else _np(hx), *views, True, _DTYPES[dtype], "cpu"
             )
         except A.ArgumentError as exc:
             raise exc.named(who) from None

@@ -413,3 +413,35 @@ def test_import_cygru_does_not_import_torch():
     code = "import sys, cygru, cygru.functional; print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_weight_changes_after_a_call_are_seen():
+    """The NumPy views of the weights kept between calls follow every way of changing them."""
+    import copy
+    import pickle
+
+    ours, ref = pair(torch.float32, num_layers=2)
+    x = torch.randn(4, 2, 5)
+    with torch.no_grad():
+        ours(x)
+        other = torch.nn.GRU(5, 7, num_layers=2)
+        ours.load_state_dict(other.state_dict())  # copied in place
+        torch.testing.assert_close(ours(x)[0], other(x)[0], rtol=1e-5, atol=1e-5)
+        ours.weight_hh_l1 = torch.nn.Parameter(torch.zeros(21, 7))  # a new parameter
+        other.weight_hh_l1 = torch.nn.Parameter(torch.zeros(21, 7))
+        torch.testing.assert_close(ours(x)[0], other(x)[0], rtol=1e-5, atol=1e-5)
+        ours.weight_ih_l0.data = torch.ones(21, 5)  # a new storage under the same parameter
+        other.weight_ih_l0.data = torch.ones(21, 5)
+        torch.testing.assert_close(ours(x)[0], other(x)[0], rtol=1e-5, atol=1e-5)
+        twin = copy.deepcopy(ours)
+        assert "_cygru_views" not in twin.__dict__
+        assert "_cygru_views" not in pickle.loads(pickle.dumps(ours)).__dict__
+        twin.weight_ih_l0.zero_()
+        assert not torch.equal(twin(x)[0], ours(x)[0])  # the copy has its own weights
+        torch.testing.assert_close(ours(x)[0], other(x)[0], rtol=1e-5, atol=1e-5)
+        cell, cref = pair(torch.float32, cell=True)
+        xc = torch.randn(2, 5)
+        cell(xc)
+        cell.weight_hh.mul_(0.5)
+        cref.weight_hh.mul_(0.5)
+        torch.testing.assert_close(cell(xc), cref(xc), rtol=1e-5, atol=1e-5)
