@@ -82,21 +82,33 @@ def _weights_dtype(weights, names, who):
     return dtype
 
 
+def _cached_views(module, weights):
+    """The module's cached ``(torch dtype, views)`` if `weights` are still the tensors
+    they view (the same objects at the same data pointers), else None. A new storage,
+    dtype, device or parameter (``.double()``, ``.to()``, ``p.data = ...``, ``setattr``)
+    changes one of the two; an optimizer's in-place update changes neither and is seen
+    through the views."""
+    cached = module.__dict__.get("_cygru_views")
+    if cached is None or len(cached[1]) != len(weights):
+        return None
+    for a, b in zip(cached[1], weights):
+        if a is not b:
+            return None
+    if cached[0] != [None if w is None else w.data_ptr() for w in weights]:
+        return None
+    return cached[2], cached[3]
+
+
 def _weight_views(module, weights, names, who):
     """``(torch dtype, NumPy views of weights)``, checked (all CPU tensors of one dtype,
     float32 or float64). The views are kept on the module and reused while each weight
-    is the same tensor with the same storage, dtype and shape (an optimizer's in-place
+    is the same tensor at the same data pointer (an optimizer's in-place
     update keeps them; ``.double()``, ``load_state_dict`` into a new storage or a
     replaced parameter does not): a small call pays for no conversion."""
-    key = tuple((w.data_ptr(), w.dtype, w.shape) for w in weights if w is not None)
-    cached = module.__dict__.get("_cygru_views")
-    if (
-        cached is not None
-        and cached[0] == key
-        and len(cached[1]) == len(weights)
-        and all(a is b for a, b in zip(cached[1], weights))
-    ):
-        return cached[2], cached[3]
+    views = _cached_views(module, weights)
+    if views is not None:
+        return views
+    key = [None if w is None else w.data_ptr() for w in weights]
     present = [w for w in weights if w is not None]
     dtype = _weights_dtype(present, names, who)
     views = [None if w is None else _np(w) for w in weights]
@@ -396,6 +408,10 @@ class GRU(_ViewsCache, torch.nn.GRU):
         >>> out.batch_sizes.tolist(), h_n.shape
         ([2, 2, 1, 1, 1], torch.Size([1, 2, 4]))
         """
+        if type(input) is torch.Tensor and (hx is None or type(hx) is torch.Tensor):
+            res = self._lean(input, hx)
+            if res is not None:
+                return res
         who = "cygru.torch.GRU"
         weights = self._flat_weights
         names = self._flat_weights_names
@@ -466,6 +482,42 @@ class GRU(_ViewsCache, torch.nn.GRU):
             if input.unsorted_indices is not None:
                 h_n = h_n.index_select(1, input.unsorted_indices)
         return output, h_n
+
+    def _lean(self, x, hx):
+        """The common inference call straight to the engine: tensors that need no
+        gradient (or gradients off), no dropout to apply, the weights' views cached by
+        an earlier call; None for anything else (then nothing was done)."""
+        views = _cached_views(self, self._flat_weights)
+        if views is None or (self.training and self.dropout > 0 and self.num_layers > 1):
+            return None
+        dtype, arrays = views
+        if not x.is_cpu or x.dtype is not dtype:
+            return None
+        if torch.is_grad_enabled() and (
+            x.requires_grad
+            or (hx is not None and hx.requires_grad)
+            or any(w.requires_grad for w in self._flat_weights)
+        ):
+            return None
+        if hx is not None and (not hx.is_cpu or hx.dtype is not dtype):
+            return None
+        res = F.lean_gru(
+            x.numpy() if not x.requires_grad else _np(x),
+            None if hx is None else _np(hx),
+            arrays,
+            _DTYPES[dtype],
+            self.num_layers,
+            2 if self.bidirectional else 1,
+            self.hidden_size,
+            self.input_size,
+            self.bias,
+            False,
+            True,
+            self.batch_first,
+        )
+        if res is None:
+            return None
+        return torch.from_numpy(res[0]), torch.from_numpy(res[1])
 
     def _no_grad(self, x, hx, w_np, lengths, masks, batch_first, dtype):
         """The forward without autograd: straight to the engine."""
@@ -563,6 +615,12 @@ class GRUCell(_ViewsCache, torch.nn.GRUCell):
         >>> x.grad.shape, cell.weight_ih.grad.shape
         (torch.Size([3]), torch.Size([6, 3]))
         """
+        p = self._parameters
+        weights = [p.get("weight_ih"), p.get("weight_hh"), p.get("bias_ih"), p.get("bias_hh")]
+        if type(input) is torch.Tensor and (hx is None or type(hx) is torch.Tensor):
+            h1 = self._lean(input, hx, weights)
+            if h1 is not None:
+                return h1
         who = "cygru.torch.GRUCell"
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
         weights = [getattr(self, n) for n in names]
@@ -593,3 +651,29 @@ class GRUCell(_ViewsCache, torch.nn.GRUCell):
         except A.ArgumentError as exc:
             raise exc.named(who) from None
         return torch.from_numpy(h1)
+
+    def _lean(self, x, hx, weights):
+        """The common inference step straight to the compiled step (see GRU._lean);
+        None for anything else."""
+        views = _cached_views(self, weights)
+        if views is None:
+            return None
+        dtype, arrays = views
+        if not x.is_cpu or x.dtype is not dtype:
+            return None
+        if hx is not None and (not hx.is_cpu or hx.dtype is not dtype):
+            return None
+        if torch.is_grad_enabled() and (
+            x.requires_grad
+            or (hx is not None and hx.requires_grad)
+            or any(w is not None and w.requires_grad for w in weights)
+        ):
+            return None
+        h1 = F.lean_cell(
+            x.numpy() if not x.requires_grad else _np(x),
+            None if hx is None else _np(hx),
+            *arrays,
+            True,
+            _DTYPES[dtype],
+        )
+        return None if h1 is None else torch.from_numpy(h1)

@@ -86,6 +86,9 @@ def test_outputs_and_gradients_match_torch(dtype, num_layers, bidirectional, bat
     assert out.shape == out_r.shape and h_n.shape == h_n_r.shape
     assert_close(out, out_r, dtype)
     assert_close(h_n, h_n_r, dtype)
+    with torch.no_grad():  # the inference path (no autograd Function)
+        out2, h_n2 = ours(x, hx)
+    assert torch.equal(out2, out) and torch.equal(h_n2, h_n)
     inputs = [x] + ([hx] if with_hx else [])
     for a, b in zip(grads_of(ours, inputs, (out, h_n)), grads_of(ref, inputs, (out_r, h_n_r))):
         assert_close(a, b, dtype)
@@ -151,6 +154,8 @@ def test_cell_matches_torch(dtype, batched, with_hx, bias):
     h1, h1_r = ours(x, hx), ref(x, hx)
     assert h1.shape == h1_r.shape
     assert_close(h1, h1_r, dtype)
+    with torch.no_grad():  # the inference path (no autograd Function)
+        assert torch.equal(ours(x, hx), h1)
     inputs = [x] + ([hx] if with_hx else [])
     for a, b in zip(grads_of(ours, inputs, (h1,)), grads_of(ref, inputs, (h1_r,))):
         assert_close(a, b, dtype)

@@ -1,0 +1,103 @@
+"""cygru.torch.GRU beside cygru.GRU and torch.nn.GRU: the wrapper's own cost, inference,
+and a training step (GRU + Linear head, cross-entropy, Adam), at 1 and 2 threads.
+
+    PYTHONPATH=. python benchmarks/torch_module.py [--quick]
+
+Best of several repeats (min), in one process, side by side; a shared machine is noisy,
+so read the ratios, and rerun on an idle machine before quoting absolute numbers.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import cygru
+import cygru.torch
+
+
+def best(fn, repeat, number):
+    fn()  # warm up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    return min(times)
+
+
+def small_call(repeat):
+    """T=1, B=1, I=64, H=128, float32: per-call cost, microseconds."""
+    torch.manual_seed(0)
+    mod = cygru.torch.GRU(64, 128)
+    ref = cygru.GRU(64, 128)
+    ref.load_state_dict({k: v.detach().numpy() for k, v in mod.state_dict().items()})
+    x_t = torch.randn(1, 1, 64)
+    x_n = x_t.numpy().copy()
+    rows = {}
+    rows["cygru.GRU (NumPy)"] = best(lambda: ref(x_n), repeat, 2000)
+    with torch.no_grad():
+        rows["cygru.torch.GRU, no_grad"] = best(lambda: mod(x_t), repeat, 2000)
+    rows["cygru.torch.GRU, autograd forward"] = best(lambda: mod(x_t), repeat, 2000)
+    tnn = torch.nn.GRU(64, 128)
+    with torch.no_grad():
+        rows["torch.nn.GRU, no_grad"] = best(lambda: tnn(x_t), repeat, 2000)
+    return {k: v * 1e6 for k, v in rows.items()}
+
+
+def medium(threads, repeat, T=100, B=32, I=256, H=256, classes=10):
+    """Inference and a training step at T=100, B=32, I=H=256, float32: milliseconds."""
+    torch.set_num_threads(threads)
+    cygru.set_num_threads(threads)
+    torch.manual_seed(0)
+    mod = cygru.torch.GRU(I, H)
+    tnn = torch.nn.GRU(I, H)
+    tnn.load_state_dict(mod.state_dict())
+    ref = cygru.GRU(I, H)
+    ref.load_state_dict({k: v.detach().numpy() for k, v in mod.state_dict().items()})
+    x_t = torch.randn(T, B, I)
+    x_n = x_t.numpy().copy()
+    rows = {}
+    rows["inference cygru.GRU (NumPy)"] = best(lambda: ref(x_n), repeat, 3)
+    with torch.no_grad():
+        rows["inference cygru.torch.GRU"] = best(lambda: mod(x_t), repeat, 3)
+        rows["inference torch.nn.GRU"] = best(lambda: tnn(x_t), repeat, 3)
+    target = torch.randint(0, classes, (B,))
+
+    def trainer(gru):
+        head = torch.nn.Linear(H, classes)
+        opt = torch.optim.Adam(list(gru.parameters()) + list(head.parameters()), lr=1e-3)
+
+        def step():
+            opt.zero_grad()
+            out, _ = gru(x_t)
+            loss = torch.nn.functional.cross_entropy(head(out[-1]), target)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    rows["training step cygru.torch.GRU"] = best(trainer(mod), repeat, 2)
+    rows["training step torch.nn.GRU"] = best(trainer(tnn), repeat, 2)
+    return {k: v * 1e3 for k, v in rows.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    args = parser.parse_args()
+    repeat = 2 if args.quick else 7
+    print(f"torch {torch.__version__}, cygru {cygru.__version__}, numpy {np.__version__}")
+    print("T=1, B=1, I=64, H=128, float32 (microseconds per call, best of repeats):")
+    for name, us in small_call(repeat).items():
+        print(f"  {name:40s} {us:8.2f}")
+    for threads in (1, 2):
+        print(f"T=100, B=32, I=H=256, float32, {threads} thread(s) (milliseconds):")
+        for name, ms in medium(threads, repeat).items():
+            print(f"  {name:40s} {ms:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
