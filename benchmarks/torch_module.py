@@ -29,7 +29,9 @@ def best(fn, repeat, number):
 
 
 def small_call(repeat):
-    """T=1, B=1, I=64, H=128, float32: per-call cost, microseconds."""
+    """T=1, B=1, I=64, H=128, float32, 1 thread: per-call cost, microseconds."""
+    torch.set_num_threads(1)
+    cygru.set_num_threads(1)
     torch.manual_seed(0)
     mod = cygru.torch.GRU(64, 128)
     ref = cygru.GRU(64, 128)
@@ -90,7 +92,7 @@ def main():
     args = parser.parse_args()
     repeat = 2 if args.quick else 7
     print(f"torch {torch.__version__}, cygru {cygru.__version__}, numpy {np.__version__}")
-    print("T=1, B=1, I=64, H=128, float32 (microseconds per call, best of repeats):")
+    print("T=1, B=1, I=64, H=128, float32, 1 thread (microseconds per call, best of repeats):")
     for name, us in small_call(repeat).items():
         print(f"  {name:40s} {us:8.2f}")
     for threads in (1, 2):
