@@ -450,3 +450,37 @@ def test_weight_changes_after_a_call_are_seen():
         cell.weight_hh.mul_(0.5)
         cref.weight_hh.mul_(0.5)
         torch.testing.assert_close(cell(xc), cref(xc), rtol=1e-5, atol=1e-5)
+
+
+def test_gallery_example_trains_both_with_equal_losses(tmp_path):
+    """docs/examples/plot_torch_module.py (executed by the docs build) runs on its own; it
+    asserts that the two loss curves agree, and prints both reports."""
+    import os
+    import pathlib
+    import re
+
+    import cygru
+
+    example = pathlib.Path(__file__).resolve().parents[1] / "docs/examples/plot_torch_module.py"
+    where = os.path.dirname(os.path.dirname(os.path.abspath(cygru.__file__)))
+    env = dict(os.environ, MPLBACKEND="agg")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [where, env.get("PYTHONPATH")]))
+    code = f"import runpy; runpy.run_path({str(example)!r}, run_name='__main__')"
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    gap = re.search(r"largest difference between the loss curves \(float32\): (\S+)", res.stdout)
+    assert gap and float(gap.group(1)) < 1e-2
+    reports = re.findall(
+        r"^(cygru.torch.GRU|torch.nn.GRU)\s+loss ([\d.]+) -> ([\d.]+) .* per epoch (\d+) ms",
+        res.stdout,
+        re.M,
+    )
+    assert [r[0] for r in reports] == ["cygru.torch.GRU", "torch.nn.GRU"]
+    assert all(float(last) < float(first) for _, first, last, _ in reports)
