@@ -354,8 +354,8 @@ class GRU(_ViewsCache, torch.nn.GRU):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
-        device=None,
-        dtype=None,
+        device: Optional[Union[str, int, torch.device]] = None,
+        dtype: Optional[torch.dtype] = None,
         *,
         proj_size: int = 0,
     ) -> None:
