@@ -1,6 +1,6 @@
 """
 Training with PyTorch: ``cygru.torch.GRU`` beside ``torch.nn.GRU``
-=================================================================
+==================================================================
 
 A bidirectional GRU reads sequences of 8 to 40 noisy steps and says whether the hidden
 signal in them rises, falls or stays flat. The model is ordinary PyTorch: packed
