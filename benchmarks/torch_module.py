@@ -1,20 +1,26 @@
 """cygru.torch.GRU beside cygru.GRU and torch.nn.GRU: the wrapper's own cost, inference,
 and a training step (GRU + Linear head, cross-entropy, Adam), at 1 and 2 threads.
 
-    PYTHONPATH=. python benchmarks/torch_module.py [--quick]
+    python benchmarks/torch_module.py [--quick]
 
 Best of several repeats (min), in one process, side by side; a shared machine is noisy,
 so read the ratios, and rerun on an idle machine before quoting absolute numbers.
 """
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 
-import cygru
-import cygru.torch
+try:  # an installed cygru (pip install -e .) wins; otherwise this checkout's in-place build
+    import cygru
+except ImportError:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import cygru
+import cygru.torch  # noqa: E402
 
 
 def best(fn, repeat, number):
@@ -28,7 +34,7 @@ def best(fn, repeat, number):
     return min(times)
 
 
-def small_call(repeat):
+def small_call(repeat, number=2000):
     """T=1, B=1, I=64, H=128, float32, 1 thread: per-call cost, microseconds."""
     torch.set_num_threads(1)
     cygru.set_num_threads(1)
@@ -39,13 +45,13 @@ def small_call(repeat):
     x_t = torch.randn(1, 1, 64)
     x_n = x_t.numpy().copy()
     rows = {}
-    rows["cygru.GRU (NumPy)"] = best(lambda: ref(x_n), repeat, 2000)
+    rows["cygru.GRU (NumPy)"] = best(lambda: ref(x_n), repeat, number)
     with torch.no_grad():
-        rows["cygru.torch.GRU, no_grad"] = best(lambda: mod(x_t), repeat, 2000)
-    rows["cygru.torch.GRU, autograd forward"] = best(lambda: mod(x_t), repeat, 2000)
+        rows["cygru.torch.GRU, no_grad"] = best(lambda: mod(x_t), repeat, number)
+    rows["cygru.torch.GRU, autograd forward"] = best(lambda: mod(x_t), repeat, number)
     tnn = torch.nn.GRU(64, 128)
     with torch.no_grad():
-        rows["torch.nn.GRU, no_grad"] = best(lambda: tnn(x_t), repeat, 2000)
+        rows["torch.nn.GRU, no_grad"] = best(lambda: tnn(x_t), repeat, number)
     return {k: v * 1e6 for k, v in rows.items()}
 
 
@@ -91,13 +97,14 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     args = parser.parse_args()
     repeat = 2 if args.quick else 7
+    T = 10 if args.quick else 100  # --quick: a smoke run, not a measurement
     print(f"torch {torch.__version__}, cygru {cygru.__version__}, numpy {np.__version__}")
     print("T=1, B=1, I=64, H=128, float32, 1 thread (microseconds per call, best of repeats):")
-    for name, us in small_call(repeat).items():
+    for name, us in small_call(repeat, 200 if args.quick else 2000).items():
         print(f"  {name:40s} {us:8.2f}")
     for threads in (1, 2):
-        print(f"T=100, B=32, I=H=256, float32, {threads} thread(s) (milliseconds):")
-        for name, ms in medium(threads, repeat).items():
+        print(f"T={T}, B=32, I=H=256, float32, {threads} thread(s) (milliseconds):")
+        for name, ms in medium(threads, repeat, T=T).items():
             print(f"  {name:40s} {ms:8.2f}")
 
 

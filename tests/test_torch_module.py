@@ -484,3 +484,33 @@ def test_gallery_example_trains_both_with_equal_losses(tmp_path):
     )
     assert [r[0] for r in reports] == ["cygru.torch.GRU", "torch.nn.GRU"]
     assert all(float(last) < float(first) for _, first, last, _ in reports)
+
+
+def test_benchmark_script_runs(tmp_path):
+    """benchmarks/torch_module.py --quick prints its rows (no timing is asserted)."""
+    import os
+    import pathlib
+
+    import cygru
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "torch_module.py"
+    # the cygru this test process imported (a checkout built in place, or an installation)
+    where = os.path.dirname(os.path.dirname(os.path.abspath(cygru.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [where, env.get("PYTHONPATH")]))
+    res = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    for row in (
+        "cygru.torch.GRU, no_grad",
+        "inference cygru.torch.GRU",
+        "training step cygru.torch.GRU",
+        "training step torch.nn.GRU",
+    ):
+        assert res.stdout.count(row) == (1 if "no_grad" in row else 2), res.stdout
