@@ -3,8 +3,9 @@ and a training step (GRU + Linear head, cross-entropy, Adam), at 1 and 2 threads
 
     python benchmarks/torch_module.py [--quick]
 
-Best of several repeats (min), in one process, side by side; a shared machine is noisy,
-so read the ratios, and rerun on an idle machine before quoting absolute numbers.
+Best of several repeats (min), in one process, the cases taking turns within each repeat; a
+shared machine is noisy, so read the ratios, and rerun on an idle machine before quoting
+absolute numbers.
 """
 
 import argparse
@@ -23,15 +24,21 @@ except ImportError:
 import cygru.torch  # noqa: E402
 
 
-def best(fn, repeat, number):
-    fn()  # warm up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
+def interleaved(cases, repeat, number):
+    """Best time per call of each case, {name: (fn, grad_enabled)}: the cases take turns
+    within every repeat, so a change of the machine's load hits them alike."""
+    times = {name: [] for name in cases}
+    for fn, grad in cases.values():  # warm up
+        with torch.set_grad_enabled(grad):
             fn()
-        times.append((time.perf_counter() - t0) / number)
-    return min(times)
+    for _ in range(repeat):
+        for name, (fn, grad) in cases.items():
+            with torch.set_grad_enabled(grad):
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / number)
+    return {name: min(t) for name, t in times.items()}
 
 
 def small_call(repeat, number=2000):
@@ -42,17 +49,16 @@ def small_call(repeat, number=2000):
     mod = cygru.torch.GRU(64, 128)
     ref = cygru.GRU(64, 128)
     ref.load_state_dict({k: v.detach().numpy() for k, v in mod.state_dict().items()})
+    tnn = torch.nn.GRU(64, 128)
     x_t = torch.randn(1, 1, 64)
     x_n = x_t.numpy().copy()
-    rows = {}
-    rows["cygru.GRU (NumPy)"] = best(lambda: ref(x_n), repeat, number)
-    with torch.no_grad():
-        rows["cygru.torch.GRU, no_grad"] = best(lambda: mod(x_t), repeat, number)
-    rows["cygru.torch.GRU, autograd forward"] = best(lambda: mod(x_t), repeat, number)
-    tnn = torch.nn.GRU(64, 128)
-    with torch.no_grad():
-        rows["torch.nn.GRU, no_grad"] = best(lambda: tnn(x_t), repeat, number)
-    return {k: v * 1e6 for k, v in rows.items()}
+    cases = {
+        "cygru.GRU (NumPy)": (lambda: ref(x_n), False),
+        "cygru.torch.GRU, no_grad": (lambda: mod(x_t), False),
+        "cygru.torch.GRU, autograd forward": (lambda: mod(x_t), True),
+        "torch.nn.GRU, no_grad": (lambda: tnn(x_t), False),
+    }
+    return {k: v * 1e6 for k, v in interleaved(cases, repeat, number).items()}
 
 
 def medium(threads, repeat, T=100, B=32, I=256, H=256, classes=10):
@@ -67,11 +73,6 @@ def medium(threads, repeat, T=100, B=32, I=256, H=256, classes=10):
     ref.load_state_dict({k: v.detach().numpy() for k, v in mod.state_dict().items()})
     x_t = torch.randn(T, B, I)
     x_n = x_t.numpy().copy()
-    rows = {}
-    rows["inference cygru.GRU (NumPy)"] = best(lambda: ref(x_n), repeat, 3)
-    with torch.no_grad():
-        rows["inference cygru.torch.GRU"] = best(lambda: mod(x_t), repeat, 3)
-        rows["inference torch.nn.GRU"] = best(lambda: tnn(x_t), repeat, 3)
     target = torch.randint(0, classes, (B,))
 
     def trainer(gru):
@@ -87,9 +88,14 @@ def medium(threads, repeat, T=100, B=32, I=256, H=256, classes=10):
 
         return step
 
-    rows["training step cygru.torch.GRU"] = best(trainer(mod), repeat, 2)
-    rows["training step torch.nn.GRU"] = best(trainer(tnn), repeat, 2)
-    return {k: v * 1e3 for k, v in rows.items()}
+    cases = {
+        "inference cygru.GRU (NumPy)": (lambda: ref(x_n), False),
+        "inference cygru.torch.GRU": (lambda: mod(x_t), False),
+        "inference torch.nn.GRU": (lambda: tnn(x_t), False),
+        "training step cygru.torch.GRU": (trainer(mod), True),
+        "training step torch.nn.GRU": (trainer(tnn), True),
+    }
+    return {k: v * 1e3 for k, v in interleaved(cases, repeat, 2).items()}
 
 
 def main():
