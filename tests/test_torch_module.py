@@ -514,3 +514,37 @@ def test_benchmark_script_runs(tmp_path):
         "training step torch.nn.GRU",
     ):
         assert res.stdout.count(row) == (1 if "no_grad" in row else 2), res.stdout
+
+
+def test_packed_input_ignores_batch_first_and_empty_batch_matches_torch():
+    ours, ref = pair(torch.float64, batch_first=True, bidirectional=True)
+    seqs = [torch.randn(n, 5, dtype=torch.float64) for n in (3, 5, 1)]
+    (o, h), (o_r, h_r) = ours(pack_sequence(seqs, False)), ref(pack_sequence(seqs, False))
+    assert_close(o.data, o_r.data, torch.float64)
+    assert_close(h, h_r, torch.float64)
+    x = torch.randn(0, 4, 5, dtype=torch.float64, requires_grad=True)  # batch_first: B = 0
+    (o, h), (o_r, h_r) = ours(x), ref(x)
+    assert o.shape == o_r.shape == (0, 4, 14) and h.shape == h_r.shape == (2, 0, 7)
+    (o.sum() + h.sum()).backward()
+    assert x.grad.shape == x.shape
+
+
+def test_concurrent_calls_from_threads_give_the_serial_results():
+    from concurrent.futures import ThreadPoolExecutor
+
+    ours, _ = pair(torch.float32, num_layers=2, bidirectional=True)
+    xs = [torch.randn(6, 3, 5) for _ in range(8)]
+    with torch.no_grad():
+        serial = [ours(x)[0] for x in xs]
+
+    def train_and_infer(x):
+        out, _ = ours(x.requires_grad_(False))
+        g = torch.autograd.grad(out.sum(), list(ours.parameters()))
+        with torch.no_grad():
+            return out, ours(x)[0], g
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(train_and_infer, xs))
+    for s, (a, b, g) in zip(serial, results):
+        assert torch.equal(s, a) and torch.equal(s, b)
+        assert all(torch.isfinite(t).all() for t in g)
