@@ -56,6 +56,24 @@ DOCSTRING_MODULES = (
     "cygru.interop._onnx_import",
     "cygru.interop._onnx_export",
 )
+# modules that import an optional package themselves: their docstrings are tested when it
+# imports (module -> package)
+OPTIONAL_DOCSTRING_MODULES = {"cygru.torch": "torch"}
+
+
+def _importable(package):
+    try:
+        importlib.import_module(package)
+    except Exception:  # not installed, or broken: optional_deps' rule
+        return False
+    return True
+
+
+def _docstring_modules():
+    return list(DOCSTRING_MODULES) + [
+        m for m, package in OPTIONAL_DOCSTRING_MODULES.items() if _importable(package)
+    ]
+
 
 PAGES = sorted(p for p in DOCS.glob("*.rst"))
 
@@ -213,7 +231,7 @@ def test_block_parser():
 def _docstring_tests():
     finder = doctest.DocTestFinder(exclude_empty=True)
     params = []
-    for modname in DOCSTRING_MODULES:
+    for modname in _docstring_modules():
         module = importlib.import_module(modname)
         for test in finder.find(module, modname):
             if test.examples:
@@ -289,7 +307,11 @@ def test_public_methods_have_examples():
     classes = [cygru.GRU, cygru.GRUCell, optim.Optimizer, optim.SGD, optim.Adam, optim.AdamW]
     classes += [cygru.QuantizedGRU, cygru.QuantizedGRUCell]
     classes.append(cygru.capi.ExportedWeights)
-    modules = list(DOCSTRING_MODULES) + ["cygru.capi"]
+    modules = _docstring_modules() + ["cygru.capi"]
+    if "cygru.torch" in modules:
+        import cygru.torch
+
+        classes += [cygru.torch.GRU, cygru.torch.GRUCell]
     try:
         import cygru.dask
     except ImportError:  # the optional extra is missing: its class is not public here

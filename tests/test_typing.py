@@ -89,10 +89,11 @@ def _public_callables():
     import importlib
     import inspect
 
-    for mod_name in ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask"):
+    modules = ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask")
+    for mod_name in modules + ("cygru.torch",):
         try:
             mod = importlib.import_module(mod_name)
-        except ImportError:  # cygru.dask without dask
+        except ImportError:  # cygru.dask without dask, cygru.torch without torch
             continue
         for name in mod.__all__:
             obj = getattr(mod, name)
@@ -171,10 +172,11 @@ def _public_classes():
 
     from cygru._typing import GRUBackward, GRUCellBackward
 
-    for mod_name in ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask"):
+    modules = ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask")
+    for mod_name in modules + ("cygru.torch",):
         try:
             mod = importlib.import_module(mod_name)
-        except ImportError:  # cygru.dask without dask
+        except ImportError:  # cygru.dask without dask, cygru.torch without torch
             continue
         for name in mod.__all__:
             obj = getattr(mod, name)
