@@ -1,0 +1,426 @@
+"""cygru inside JAX: a GRU function with a custom VJP whose forward and backward run in
+cygru's compiled CPU kernels through :func:`jax.pure_callback`.
+
+Importing this module imports JAX (``import cygru`` never does). It sits above
+:mod:`cygru.functional` and beside :mod:`cygru.interop`: it imports cygru, cygru never
+imports it.
+
+How it works: :func:`gru` is a :func:`jax.custom_vjp` function. Its forward is one host
+callback that runs :func:`cygru.functional.gru`; its backward is one host callback that
+runs the forward again *with* the activation cache and then cygru's backward pass. The
+backward recomputes rather than keeping the forward's cache because the cache is the
+CPU backend's private state (its layout is no contract), the residuals JAX would have to
+carry are about five times the size of ``output`` per layer and direction, and a
+recomputation stays stateless, so it is correct under ``jit``, ``remat``, ``vmap`` and
+repeated or reordered backward passes; it costs one extra forward pass (the "Use with
+JAX" page gives the measured cost).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError as _exc:  # pragma: no cover - the message is the point
+    raise ImportError(
+        f"cygru.jax needs JAX, which cannot be imported ({_exc}); install it with `pip install jax`"
+    ) from _exc
+
+from . import _arrays as A
+from . import functional as F
+from ._arrays import BadType, BadValue, shape_str
+from ._backend import layer_weights, param_shapes
+
+__all__ = ["gru"]
+
+WHO = "cygru.jax.gru"
+
+
+class _Config(NamedTuple):
+    """The static (hashable) description of one call: what the callbacks need besides
+    the arrays."""
+
+    names: Tuple[str, ...]
+    shapes: Tuple[Tuple[int, ...], ...]
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    num_directions: int
+    bias: bool
+    batch_first: bool
+    reverse: bool
+    reset_after: bool
+    dtype: str
+    out_shape: Tuple[int, ...]
+    hn_shape: Tuple[int, ...]
+    x_shape: Tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------
+# the host side: NumPy arrays in, NumPy arrays out
+# ---------------------------------------------------------------------------
+
+
+def _host_forward(cfg, x, h0, *weights):
+    out, h_n = F.gru(
+        np.asarray(x),
+        dict(zip(cfg.names, (np.asarray(w) for w in weights))),
+        np.asarray(h0),
+        num_layers=cfg.num_layers,
+        bidirectional=cfg.num_directions == 2,
+        batch_first=cfg.batch_first,
+        reset_after=cfg.reset_after,
+        reverse=cfg.reverse,
+    )
+    return np.asarray(out, cfg.dtype), np.asarray(h_n, cfg.dtype)
+
+
+def _host_backward(cfg, x, h0, d_output, d_h_n, *weights):
+    """The forward again, keeping its cache, then cygru's backward: (dx, dh0, *dweights)."""
+    dtype = np.dtype(cfg.dtype)
+    params = {n: np.ascontiguousarray(w, dtype) for n, w in zip(cfg.names, weights)}
+    call = F.SequenceCall.checked(
+        np.asarray(x),
+        np.asarray(h0),
+        None,
+        input_size=cfg.input_size,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_directions=cfg.num_directions,
+        batch_first=cfg.batch_first,
+        reverse=cfg.reverse,
+        reset_after=cfg.reset_after,
+        dtype=dtype,
+        device="cpu",
+    )
+    L, D = cfg.num_layers, cfg.num_directions
+    _, _, cache = call.run(layer_weights(params, L, D, cfg.bias), need_cache=True)
+    local = {n: np.zeros(s, dtype) for n, s in zip(cfg.names, cfg.shapes)}
+    dx, dh0 = call.backward(
+        cache, np.asarray(d_output), np.asarray(d_h_n), layer_weights(local, L, D, cfg.bias)
+    )
+    return (np.asarray(dx, dtype), np.asarray(dh0, dtype)) + tuple(local[n] for n in cfg.names)
+
+
+# ---------------------------------------------------------------------------
+# the JAX side
+# ---------------------------------------------------------------------------
+
+
+def _struct(shape, dtype):
+    return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype))
+
+
+def _forward(cfg, x, h0, weights):
+    result = (_struct(cfg.out_shape, cfg.dtype), _struct(cfg.hn_shape, cfg.dtype))
+    return jax.pure_callback(
+        lambda *a: _host_forward(cfg, *a), result, x, h0, *weights, vmap_method="sequential"
+    )
+
+
+def _gru_core(cfg, x, h0, weights):
+    return _forward(cfg, x, h0, weights)
+
+
+_gru_core = jax.custom_vjp(_gru_core, nondiff_argnums=(0,))
+
+
+def _gru_fwd(cfg, x, h0, weights):
+    # residuals: the inputs themselves (JAX holds them anyway); see the module docstring
+    return _forward(cfg, x, h0, weights), (x, h0, weights)
+
+
+def _gru_bwd(cfg, residuals, cotangents):
+    x, h0, weights = residuals
+    d_output, d_h_n = cotangents
+    result = (_struct(cfg.x_shape, cfg.dtype), _struct(cfg.hn_shape, cfg.dtype)) + tuple(
+        _struct(s, cfg.dtype) for s in cfg.shapes
+    )
+    grads = jax.pure_callback(
+        lambda *a: _host_backward(cfg, *a),
+        result,
+        x,
+        h0,
+        d_output,
+        d_h_n,
+        *weights,
+        vmap_method="sequential",
+    )
+    return grads[0], grads[1], tuple(grads[2:])
+
+
+_gru_core.defvjp(_gru_fwd, _gru_bwd)
+
+
+# ---------------------------------------------------------------------------
+# validation (at trace time: shapes and dtypes are static in JAX)
+# ---------------------------------------------------------------------------
+
+
+def _platform_of(a):
+    """The platform ("cpu", "gpu", "tpu"...) a concrete array lives on, or None for a
+    tracer or a host (NumPy) array."""
+    if isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array):
+        return None
+    try:
+        return next(iter(a.devices())).platform
+    except Exception:  # an array without committed devices: nothing to object to
+        return None
+
+
+def _default_platform():
+    dev = jax.config.jax_default_device
+    if dev is not None:
+        return dev if isinstance(dev, str) else dev.platform
+    return jax.default_backend()
+
+
+def _check_cpu(named):
+    for name, a in named:
+        platform = _platform_of(a)
+        if platform not in (None, "cpu"):
+            raise BadValue(
+                f"{name} is on a {platform} device; cygru runs on the CPU only: move it "
+                "with jax.device_put(a, jax.devices('cpu')[0])"
+            )
+    if any(isinstance(a, jax.core.Tracer) for _, a in named) and _default_platform() != "cpu":
+        raise BadValue(
+            f"JAX's default device is a {_default_platform()} device; cygru runs on the CPU "
+            "only: trace the computation under "
+            "jax.default_device(jax.devices('cpu')[0])"
+        )
+
+
+def _as_jax(a, name):
+    if a is None or isinstance(a, (str, bytes, dict)):
+        raise BadType(f"{name} must be an array of real numbers, got {type(a).__name__}")
+    try:
+        arr = jnp.asarray(a)
+    except Exception as exc:
+        raise BadType(f"{name} must be array-like, got {type(a).__name__}: {exc}") from None
+    real = (jnp.floating, jnp.integer, jnp.bool_)
+    if not any(jnp.issubdtype(arr.dtype, kind) for kind in real):
+        raise BadType(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def _weights(params, num_layers, num_directions):
+    """``(names, shapes, arrays, I, H, bias, dtype)`` from PyTorch-named params."""
+    if not isinstance(params, Mapping):
+        raise BadType(
+            "params must map PyTorch parameter names ('weight_ih_l0', 'weight_hh_l0', ...) "
+            f"to arrays (a dict, e.g. module.state_dict()), got {type(params).__name__}"
+        )
+    for key in ("weight_ih_l0", "weight_hh_l0"):
+        if key not in params:
+            raise BadValue(
+                f"params has no {key!r}; expected PyTorch's parameter names "
+                "('weight_ih_l0', 'weight_hh_l0', optionally 'bias_ih_l0', 'bias_hh_l0', ...)"
+            )
+    w_ih = _as_jax(params["weight_ih_l0"], "weight_ih_l0")
+    w_hh = _as_jax(params["weight_hh_l0"], "weight_hh_l0")
+    if w_hh.dtype not in (jnp.float32, jnp.float64):
+        raise BadType(
+            f"weight_hh_l0 must be float32 or float64 (its dtype is the computation's), "
+            f"got {w_hh.dtype}"
+        )
+    dtype = np.dtype(w_hh.dtype)
+    for name, w in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh)):
+        if w.ndim != 2:
+            raise BadValue(
+                f"expected {name} with 2 dimensions (3*hidden_size, features), "
+                f"got shape {shape_str(w.shape)}"
+            )
+    if w_hh.shape[0] != 3 * w_hh.shape[1] or w_hh.shape[1] == 0:
+        raise BadValue(f"expected weight_hh_l0 of shape (3*H, H), got {shape_str(w_hh.shape)}")
+    H, I = int(w_hh.shape[1]), int(w_ih.shape[1])
+    bias = "bias_ih_l0" in params
+    shapes = param_shapes(I, H, num_layers, num_directions, bias)
+    used = {n for n, _ in shapes}
+    unexpected = sorted(str(k) for k in params if k not in used)
+    if unexpected:
+        raise BadValue(
+            f"params has key(s) {unexpected} that num_layers={num_layers}, "
+            f"bidirectional={num_directions == 2} and bias={bias} (from 'bias_ih_l0') do "
+            "not use; pass the options the weights were made with"
+        )
+    arrays = []
+    for name, shape in shapes:
+        if name not in params:
+            raise BadValue(f"params has no {name!r}")
+        w = _as_jax(params[name], name)
+        if w.dtype != dtype:
+            raise BadType(
+                f"{name} has dtype {w.dtype} but weight_hh_l0 has {dtype}; give every "
+                "parameter the same dtype (float32 or float64)"
+            )
+        if tuple(w.shape) != tuple(shape):
+            raise BadValue(f"{name} must have shape {shape_str(shape)}, got {shape_str(w.shape)}")
+        arrays.append(w)
+    return (
+        tuple(n for n, _ in shapes),
+        tuple(tuple(s) for _, s in shapes),
+        arrays,
+        I,
+        H,
+        bias,
+        dtype,
+    )
+
+
+@A.boundary(WHO)
+def gru(
+    x: Any,
+    params: Mapping[str, Any],
+    h0: Optional[Any] = None,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    batch_first: bool = False,
+    reset_after: bool = True,
+    reverse: bool = False,
+) -> Tuple[Any, Any]:
+    """A multi-layer GRU for JAX, differentiable, run by cygru's compiled CPU kernels.
+
+    The arguments and results are those of :func:`cygru.functional.gru`, as JAX arrays.
+    It works under :func:`jax.jit`, :func:`jax.grad` / :func:`jax.vjp` (reverse mode:
+    gradients for ``x``, ``h0`` and every parameter, computed by cygru's backward pass)
+    and :func:`jax.vmap` (the mapped calls run one after the other). Forward-mode
+    differentiation (:func:`jax.jvp`, :func:`jax.jacfwd`) is not supported (JAX refuses
+    it for a custom VJP).
+
+    Parameters
+    ----------
+    x : array_like
+        (T, B, I), or (B, T, I) with ``batch_first``, or unbatched (T, I). Converted to
+        the parameters' dtype (its gradient comes back in x's own dtype).
+    params : mapping
+        PyTorch-named parameters, a dict pytree: ``weight_ih_l{k}`` (3H, I or D*H),
+        ``weight_hh_l{k}`` (3H, H), optionally ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (3H,)
+        (all biases or none), with the suffix ``_reverse`` for the backward direction, as
+        ``cygru.GRU(...).state_dict()`` or ``torch.nn.GRU(...).state_dict()`` name them.
+        Every value has the dtype of ``weight_hh_l0``, float32 or float64 (float64 needs
+        ``jax.config.update("jax_enable_x64", True)``), which is the computation's dtype.
+    h0 : array_like, optional
+        (L*D, B, H), or (L*D, H) for unbatched x; zeros when omitted.
+    num_layers : int, default 1
+    bidirectional : bool, default False
+    batch_first : bool, default False
+    reset_after : bool, default True
+        PyTorch's gate equations (True) or the original ones (False), as for
+        :class:`cygru.GRU`.
+    reverse : bool, default False
+        Run a one-direction GRU from the last step to the first.
+
+    Returns
+    -------
+    output : jax.Array
+        (T, B, D*H) (batch_first: (B, T, D*H); unbatched: (T, D*H)).
+    h_n : jax.Array
+        (L*D, B, H) (unbatched: (L*D, H)).
+
+    Raises
+    ------
+    ValueError, TypeError
+        At trace time, for inconsistent shapes, missing or unexpected parameters, dtypes
+        other than float32/float64, and arrays (or a default device) that are not on the
+        CPU.
+
+    Notes
+    -----
+    The forward is one :func:`jax.pure_callback` into :func:`cygru.functional.gru`. The
+    backward is one callback that reruns the forward with its activation cache and then
+    runs cygru's backward pass: one extra forward pass, in exchange for keeping no state
+    between the two callbacks. Variable-length batches (``lengths``) are not supported
+    here; pad, or mask the loss.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, cygru, cygru.jax
+    >>> params = {k: jnp.asarray(v) for k, v in cygru.GRU(4, 3, seed=0).state_dict().items()}
+    >>> x = jnp.ones((5, 2, 4), jnp.float32)
+    >>> output, h_n = cygru.jax.gru(x, params)
+    >>> output.shape, h_n.shape
+    ((5, 2, 3), (1, 2, 3))
+    >>> def loss(params, x):
+    ...     output, h_n = cygru.jax.gru(x, params)
+    ...     return jnp.sum(output**2) + jnp.sum(h_n)
+    >>> grads = jax.jit(jax.grad(loss))(params, x)
+    >>> grads["weight_hh_l0"].shape
+    (9, 3)
+    """
+    num_layers = A.check_positive_int(num_layers, "num_layers")
+    bidirectional = A.check_flag(bidirectional, "bidirectional")
+    batch_first = A.check_flag(batch_first, "batch_first")
+    reset_after = A.check_flag(reset_after, "reset_after")
+    reverse = A.check_flag(reverse, "reverse")
+    A.check_direction_flags(reverse, bidirectional)
+    D = 2 if bidirectional else 1
+    names, shapes, weights, I, H, bias, dtype = _weights(params, num_layers, D)
+    x = _as_jax(x, "x")
+    if h0 is not None:
+        h0 = _as_jax(h0, "h0")
+    named = [("x", x)] + ([] if h0 is None else [("h0", h0)])
+    _check_cpu(named + list(zip(names, weights)))
+    if x.ndim not in (2, 3):
+        layout = "(B, T, I)" if batch_first else "(T, B, I)"
+        raise BadValue(
+            f"expected x with 3 dimensions {layout} or 2 (unbatched (T, I)), "
+            f"got {x.ndim} dimensions, shape {shape_str(x.shape)}"
+        )
+    if x.shape[-1] != I:
+        raise BadValue(
+            f"expected x with {I} features (input_size, from weight_ih_l0) in its last "
+            f"dimension, got shape {shape_str(x.shape)}"
+        )
+    unbatched = x.ndim == 2
+    if unbatched:
+        T, B = x.shape[0], 1
+    else:
+        T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+    if T == 0:
+        raise BadValue(
+            f"the sequence length is 0; expected at least one time step "
+            f"(x has shape {shape_str(x.shape)})"
+        )
+    A.check_blas_sizes(
+        **{
+            "T*B (sequence length x batch)": T * B,
+            "4*hidden_size*directions": 4 * H * D,
+            "input_size": I,
+        }
+    )
+    LD = num_layers * D
+    if unbatched:
+        out_shape, hn_shape = (T, D * H), (LD, H)
+    else:
+        out_shape = (B, T, D * H) if batch_first else (T, B, D * H)
+        hn_shape = (LD, B, H)
+    if h0 is None:
+        h0 = jnp.zeros(hn_shape, dtype)
+    elif tuple(h0.shape) != hn_shape:
+        raise BadValue(
+            f"expected h0 of shape {shape_str(hn_shape)} (num_layers*num_directions, "
+            f"{'' if unbatched else 'batch, '}hidden_size), got {shape_str(h0.shape)}"
+        )
+    cfg = _Config(
+        names=names,
+        shapes=shapes,
+        input_size=I,
+        hidden_size=H,
+        num_layers=num_layers,
+        num_directions=D,
+        bias=bias,
+        batch_first=batch_first,
+        reverse=reverse,
+        reset_after=reset_after,
+        dtype=dtype.name,
+        out_shape=out_shape,
+        hn_shape=hn_shape,
+        x_shape=tuple(int(s) for s in x.shape),
+    )
+    return _gru_core(cfg, x.astype(dtype), h0.astype(dtype), tuple(weights))
