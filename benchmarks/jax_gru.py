@@ -12,8 +12,11 @@ alone, and GRU.vjp's forward with cache plus backward, timed the same way).
 import argparse
 import os
 import statistics
+import sys
 import time
 
+# this checkout's cygru (built in place), which has cygru.jax
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 )
