@@ -65,7 +65,11 @@ class _Config(NamedTuple):
 # ---------------------------------------------------------------------------
 
 
-def _host_forward(cfg, x, h0, *weights):
+def _host_lengths(lengths):
+    return None if lengths is None else np.asarray(lengths, np.int64)
+
+
+def _host_forward(cfg, x, h0, lengths, *weights):
     out, h_n = F.gru(
         np.asarray(x),
         dict(zip(cfg.names, (np.asarray(w) for w in weights))),
@@ -75,18 +79,20 @@ def _host_forward(cfg, x, h0, *weights):
         batch_first=cfg.batch_first,
         reset_after=cfg.reset_after,
         reverse=cfg.reverse,
+        lengths=_host_lengths(lengths),
     )
     return np.asarray(out, cfg.dtype), np.asarray(h_n, cfg.dtype)
 
 
-def _host_backward(cfg, x, h0, d_output, d_h_n, *weights):
+@A.boundary(WHO)
+def _host_backward(cfg, x, h0, lengths, d_output, d_h_n, *weights):
     """The forward again, keeping its cache, then cygru's backward: (dx, dh0, *dweights)."""
     dtype = np.dtype(cfg.dtype)
     params = {n: np.ascontiguousarray(w, dtype) for n, w in zip(cfg.names, weights)}
     call = F.SequenceCall.checked(
         np.asarray(x),
         np.asarray(h0),
-        None,
+        _host_lengths(lengths),
         input_size=cfg.input_size,
         hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers,
@@ -115,27 +121,33 @@ def _struct(shape, dtype):
     return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype))
 
 
-def _forward(cfg, x, h0, weights):
+def _forward(cfg, x, h0, lengths, weights):
     result = (_struct(cfg.out_shape, cfg.dtype), _struct(cfg.hn_shape, cfg.dtype))
     return jax.pure_callback(
-        lambda *a: _host_forward(cfg, *a), result, x, h0, *weights, vmap_method="sequential"
+        lambda *a: _host_forward(cfg, *a),
+        result,
+        x,
+        h0,
+        lengths,
+        *weights,
+        vmap_method="sequential",
     )
 
 
-def _gru_core(cfg, x, h0, weights):
-    return _forward(cfg, x, h0, weights)
+def _gru_core(cfg, x, h0, lengths, weights):
+    return _forward(cfg, x, h0, lengths, weights)
 
 
 _gru_core = jax.custom_vjp(_gru_core, nondiff_argnums=(0,))
 
 
-def _gru_fwd(cfg, x, h0, weights):
+def _gru_fwd(cfg, x, h0, lengths, weights):
     # residuals: the inputs themselves (JAX holds them anyway); see the module docstring
-    return _forward(cfg, x, h0, weights), (x, h0, weights)
+    return _forward(cfg, x, h0, lengths, weights), (x, h0, lengths, weights)
 
 
 def _gru_bwd(cfg, residuals, cotangents):
-    x, h0, weights = residuals
+    x, h0, lengths, weights = residuals
     d_output, d_h_n = cotangents
     result = (_struct(cfg.x_shape, cfg.dtype), _struct(cfg.hn_shape, cfg.dtype)) + tuple(
         _struct(s, cfg.dtype) for s in cfg.shapes
@@ -145,12 +157,14 @@ def _gru_bwd(cfg, residuals, cotangents):
         result,
         x,
         h0,
+        lengths,
         d_output,
         d_h_n,
         *weights,
         vmap_method="sequential",
     )
-    return grads[0], grads[1], tuple(grads[2:])
+    # lengths (integers) have no gradient: None is JAX's zero cotangent
+    return grads[0], grads[1], None, tuple(grads[2:])
 
 
 _gru_core.defvjp(_gru_fwd, _gru_bwd)
@@ -272,6 +286,26 @@ def _weights(params, num_layers, num_directions):
     )
 
 
+def _checked_lengths(lengths, T, B, unbatched):
+    if unbatched:
+        raise BadValue(
+            "lengths needs batched input; x is unbatched (T, I), so there is one sequence "
+            "and its length is x.shape[0]"
+        )
+    if isinstance(lengths, jax.core.Tracer):
+        if not jnp.issubdtype(lengths.dtype, jnp.integer):
+            raise BadType(f"lengths must hold integers, got dtype {lengths.dtype}")
+        if tuple(lengths.shape) != (B,):
+            raise BadValue(
+                f"lengths must have shape ({B},) (one per batch row), "
+                f"got {shape_str(lengths.shape)}"
+            )
+        return lengths.astype(jnp.int32)
+    # known values: every check now, at trace time
+    checked = A.check_lengths(np.asarray(lengths), T, B)
+    return jnp.asarray(checked.astype(np.int32))
+
+
 @A.boundary(WHO)
 def gru(
     x: Any,
@@ -283,6 +317,7 @@ def gru(
     batch_first: bool = False,
     reset_after: bool = True,
     reverse: bool = False,
+    lengths: Optional[Any] = None,
 ) -> Tuple[Any, Any]:
     """A multi-layer GRU for JAX, differentiable, run by cygru's compiled CPU kernels.
 
@@ -315,6 +350,12 @@ def gru(
         :class:`cygru.GRU`.
     reverse : bool, default False
         Run a one-direction GRU from the last step to the first.
+    lengths : array_like of int, optional
+        (B,) per-sequence lengths, 1 <= L_b <= T (batched x only): sequence b runs steps
+        0..L_b-1, its outputs at t >= L_b are 0 and its h_n is its state at its own last
+        step, as for :class:`cygru.GRU`. Not differentiated. Checked when the call is
+        traced if its values are known then (concrete); a traced ``lengths`` out of range
+        fails when the computation runs, with cygru's message inside JAX's error.
 
     Returns
     -------
@@ -335,8 +376,7 @@ def gru(
     The forward is one :func:`jax.pure_callback` into :func:`cygru.functional.gru`. The
     backward is one callback that reruns the forward with its activation cache and then
     runs cygru's backward pass: one extra forward pass, in exchange for keeping no state
-    between the two callbacks. Variable-length batches (``lengths``) are not supported
-    here; pad, or mask the loss.
+    between the two callbacks.
 
     Examples
     --------
@@ -400,6 +440,8 @@ def gru(
     else:
         out_shape = (B, T, D * H) if batch_first else (T, B, D * H)
         hn_shape = (LD, B, H)
+    if lengths is not None:
+        lengths = _checked_lengths(lengths, T, B, unbatched)
     if h0 is None:
         h0 = jnp.zeros(hn_shape, dtype)
     elif tuple(h0.shape) != hn_shape:
@@ -423,4 +465,4 @@ def gru(
         hn_shape=hn_shape,
         x_shape=tuple(int(s) for s in x.shape),
     )
-    return _gru_core(cfg, x.astype(dtype), h0.astype(dtype), tuple(weights))
+    return _gru_core(cfg, x.astype(dtype), h0.astype(dtype), lengths, tuple(weights))

@@ -23,11 +23,22 @@ import cygru  # noqa: E402
 # ---------------------------------------------------------------------------------------------
 
 
-def _ref_layer(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, reverse):
-    """One direction of one layer over x (T, B, I) from h (B, H): (outputs (T, B, H), h_T)."""
+def _ref_layer(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, lengths=None):
+    """One direction of one layer over x (T, B, I) from h (B, H): (outputs (T, B, H), h_T).
+    With lengths, sequence b skips its steps t >= L_b (its state stays, its output is 0):
+    PyTorch's packed semantics, in either direction."""
     H = h.shape[-1]
+    T = x.shape[0]
 
-    def step(h, x_t):
+    def step(h, xt):
+        x_t, t = xt
+        h_new, _ = cell(h, x_t)
+        if lengths is None:
+            return h_new, h_new
+        live = (t < lengths)[:, None]
+        return jnp.where(live, h_new, h), jnp.where(live, h_new, 0)
+
+    def cell(h, x_t):
         gi = x_t @ w_ih.T + b_ih
         r = jax.nn.sigmoid(gi[:, :H] + h @ w_hh[:H].T + b_hh[:H])
         z = jax.nn.sigmoid(gi[:, H : 2 * H] + h @ w_hh[H : 2 * H].T + b_hh[H : 2 * H])
@@ -38,7 +49,7 @@ def _ref_layer(x, h, w_ih, w_hh, b_ih, b_hh, reset_after, reverse):
         h = (1 - z) * n + z * h
         return h, h
 
-    h_T, out = jax.lax.scan(step, h, x, reverse=reverse)
+    h_T, out = jax.lax.scan(step, h, (x, jnp.arange(T)), reverse=reverse)
     return out, h_T
 
 
@@ -52,6 +63,7 @@ def ref_gru(
     batch_first=False,
     reset_after=True,
     reverse=False,
+    lengths=None,
 ):
     D = 2 if bidirectional else 1
     unbatched = x.ndim == 2
@@ -78,6 +90,7 @@ def ref_gru(
                 params.get("bias_hh" + sfx, zeros),
                 reset_after,
                 reverse=(d == 1) or reverse,
+                lengths=None if lengths is None else jnp.asarray(lengths),
             )
             outs.append(out)
             h_n.append(h_T)
@@ -180,6 +193,32 @@ def test_options_match_pure_jax(x64):
     compare(np.float64, bias=False, num_layers=2)
     compare(np.float64, reverse=True, num_layers=2)
     compare(np.float64, B=1, T=1, I=1, H=1, reset_after=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lengths_match_pure_jax(x64, dtype):
+    lengths = np.array([6, 2, 4, 1])
+    for opts in (
+        dict(num_layers=2, bidirectional=True),
+        dict(reverse=True, reset_after=False),
+        dict(batch_first=True, num_layers=2),
+    ):
+        compare(dtype, B=4, lengths=lengths, **opts)
+
+
+def test_lengths_same_bits_as_cygru_and_traced():
+    m = cygru.GRU(3, 4, bidirectional=True, seed=9)
+    p = {k: jnp.asarray(v) for k, v in m.state_dict().items()}
+    x = np.random.default_rng(9).standard_normal((6, 3, 3)).astype(np.float32)
+    lengths = np.array([6, 2, 4])
+    want = m(x, lengths=lengths)
+    f = jax.jit(lambda x, L: cjax.gru(x, p, bidirectional=True, lengths=L))
+    for got in (cjax.gru(x, p, bidirectional=True, lengths=lengths), f(x, lengths)):
+        assert np.array_equal(np.asarray(got[0]), want[0])
+        assert np.array_equal(np.asarray(got[1]), want[1])
+    # a traced length out of range fails when the computation runs, with cygru's message
+    with pytest.raises(Exception, match=r"every length must be in \[1, 6\]"):
+        jax.block_until_ready(f(x, np.array([7, 2, 4])))
 
 
 def test_unbatched_and_default_h0(x64):
@@ -310,6 +349,12 @@ def test_bad_inputs():
     bad(ValueError, "num_layers must be >= 1", x, p, num_layers=0)
     bad(TypeError, "bidirectional", x, p, bidirectional="yes")
     bad(ValueError, "reverse", x, p, reverse=True, bidirectional=True)
+    bad(ValueError, r"every length must be in \[1, 4\]", x, p, lengths=np.array([5, 1]))
+    bad(ValueError, r"lengths must have shape \(2,\)", x, p, lengths=np.array([1, 1, 1]))
+    bad(TypeError, "lengths must hold integers", x, p, lengths=np.array([1.0, 2.0]))
+    bad(ValueError, "lengths needs batched input", jnp.ones((4, 3)), p, lengths=np.array([1]))
+    with pytest.raises(TypeError, match="cygru.jax.gru: lengths must hold integers"):
+        jax.jit(lambda L: cjax.gru(x, p, lengths=L))(jnp.array([1.0, 2.0]))
 
 
 def test_errors_are_raised_at_trace_time_under_jit():
