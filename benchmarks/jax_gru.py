@@ -50,15 +50,19 @@ def cygru_gru(x, p, h0):
     return cygru.jax.gru(x, p, h0)
 
 
-def median_time(fn, repeats):
-    for _ in range(2):
-        jax.block_until_ready(fn())
-    times = []
+def median_times(fns, repeats):
+    """{name: median seconds}, the calls interleaved (one of each per round), so that load
+    from other processes falls on every case alike."""
+    for fn in fns.values():
+        for _ in range(2):
+            jax.block_until_ready(fn())
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main():
@@ -80,29 +84,27 @@ def main():
     def loss(fn):
         return lambda x, p, h0: jnp.sum(fn(x, p, h0)[0] ** 2)
 
-    rows = []
-    for name, fn in (("cygru.jax.gru", cygru_gru), ("lax.scan GRU", scan_gru)):
+    fns = {}
+    names = ("cygru.jax.gru", "lax.scan GRU")
+    for name, fn in zip(names, (cygru_gru, scan_gru)):
         fwd = jax.jit(fn)
         vag = jax.jit(jax.value_and_grad(loss(fn), argnums=(0, 1, 2)))
-        rows.append(
-            (
-                name,
-                median_time(lambda f=fwd: f(x, p, h0), args.repeats),
-                median_time(lambda f=vag: f(x, p, h0), args.repeats),
-            )
-        )
-    print(f"T={T} B={B} I={I} H={H} float32, 1 thread, median of {args.repeats} (ms)")
-    print(f"{'':16} {'forward':>9} {'value_and_grad':>15}")
-    for name, f, g in rows:
-        print(f"{name:16} {f * 1e3:9.2f} {g * 1e3:15.2f}")
+        fns[name, "forward"] = lambda f=fwd: f(x, p, h0)
+        fns[name, "grad"] = lambda f=vag: f(x, p, h0)
 
     # what the backward callback's recomputed forward costs, in cygru itself
     def vjp_step():
         (out, _), backward = m.vjp(x_np)
         return backward(out, None)
 
-    t_fwd = median_time(lambda: m(x_np)[0], args.repeats)
-    t_vjp = median_time(vjp_step, args.repeats)
+    fns["cygru", "forward"] = lambda: m(x_np)[0]
+    fns["cygru", "vjp"] = vjp_step
+    t = median_times(fns, args.repeats)
+    print(f"T={T} B={B} I={I} H={H} float32, 1 thread, median of {args.repeats} (ms)")
+    print(f"{'':16} {'forward':>9} {'value_and_grad':>15}")
+    for name in names:
+        print(f"{name:16} {t[name, 'forward'] * 1e3:9.2f} {t[name, 'grad'] * 1e3:15.2f}")
+    t_fwd, t_vjp = t["cygru", "forward"], t["cygru", "vjp"]
     print(
         f"cygru alone: forward {t_fwd * 1e3:.2f} ms, vjp forward+backward {t_vjp * 1e3:.2f} ms; "
         f"the recomputed forward is {t_fwd / (t_fwd + t_vjp):.0%} of forward + vjp"
