@@ -146,9 +146,7 @@ def _gru_fwd(cfg, x, h0, lengths, weights):
     return _forward(cfg, x, h0, lengths, weights), (x, h0, lengths, weights)
 
 
-def _gru_bwd(cfg, residuals, cotangents):
-    x, h0, lengths, weights = residuals
-    d_output, d_h_n = cotangents
+def _backward(cfg, x, h0, lengths, d_output, d_h_n, weights):
     result = (_struct(cfg.x_shape, cfg.dtype), _struct(cfg.hn_shape, cfg.dtype)) + tuple(
         _struct(s, cfg.dtype) for s in cfg.shapes
     )
@@ -163,8 +161,32 @@ def _gru_bwd(cfg, residuals, cotangents):
         *weights,
         vmap_method="sequential",
     )
+    return grads[0], grads[1], tuple(grads[2:])
+
+
+# Neither callback is differentiable in forward mode, which a second-order derivative (the
+# gradient of a gradient, a Hessian) asks of them: say so by name rather than with JAX's
+# generic "Pure callbacks do not support JVP". (Forward mode on gru itself is refused by
+# jax.custom_vjp before it reaches them.)
+def _no_second_order(cfg, primals, tangents):
+    raise TypeError(
+        f"{WHO}: second-order derivatives (the gradient of a gradient, a Hessian) are not "
+        "supported: cygru's backward pass is not itself differentiable"
+    )
+
+
+_forward = jax.custom_jvp(_forward, nondiff_argnums=(0,))
+_forward.defjvp(_no_second_order)
+_backward = jax.custom_jvp(_backward, nondiff_argnums=(0,))
+_backward.defjvp(_no_second_order)
+
+
+def _gru_bwd(cfg, residuals, cotangents):
+    x, h0, lengths, weights = residuals
+    d_output, d_h_n = cotangents
+    dx, dh0, dweights = _backward(cfg, x, h0, lengths, d_output, d_h_n, weights)
     # lengths (integers) have no gradient: None is JAX's zero cotangent
-    return grads[0], grads[1], None, tuple(grads[2:])
+    return dx, dh0, None, dweights
 
 
 _gru_core.defvjp(_gru_fwd, _gru_bwd)
@@ -326,7 +348,7 @@ def gru(
     gradients for ``x``, ``h0`` and every parameter, computed by cygru's backward pass)
     and :func:`jax.vmap` (the mapped calls run one after the other). Forward-mode
     differentiation (:func:`jax.jvp`, :func:`jax.jacfwd`) is not supported (JAX refuses
-    it for a custom VJP).
+    it for a custom VJP), nor are second-order derivatives (a ``TypeError`` says so).
 
     Parameters
     ----------

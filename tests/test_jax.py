@@ -318,6 +318,36 @@ def test_forward_mode_is_refused_by_jax():
         jax.jvp(lambda x: cjax.gru(x, params)[0], (x,), (x,))
 
 
+def test_second_order_is_refused_by_name():
+    params = make()
+    x = jnp.ones((2, 1, 3), jnp.float32)
+
+    def grad_norm(x):
+        g = jax.grad(lambda x: jnp.sum(cjax.gru(x, params)[0] ** 2))(x)
+        return jnp.sum(g**2)
+
+    with pytest.raises(TypeError, match="cygru.jax.gru: second-order derivatives"):
+        jax.grad(grad_norm)(x)
+    with pytest.raises(TypeError, match="cygru.jax.gru: second-order derivatives"):
+        jax.hessian(lambda x: jnp.sum(cjax.gru(x, params)[0]))(x)
+
+
+def test_jacrev_remat_and_empty_batch(x64):
+    params = make(dtype=np.float64)
+    x = jnp.asarray(np.random.default_rng(10).standard_normal((3, 2, 3)))
+    jac = jax.jacrev(lambda x: cjax.gru(x, params)[1])(x)
+    jac_ref = jax.jacrev(lambda x: ref_gru(x, params)[1])(x)
+    assert jac.shape == (1, 2, 4, 3, 2, 3)
+    close(jac, jac_ref, 1e-10)
+    f = jax.checkpoint(lambda x: jnp.sum(cjax.gru(x, params)[0] ** 2))
+    close(jax.grad(f)(x), jax.grad(lambda x: jnp.sum(ref_gru(x, params)[0] ** 2))(x), 1e-10)
+    x0 = jnp.ones((5, 0, 3))
+    out, h_n = cjax.gru(x0, params)
+    assert out.shape == (5, 0, 4) and h_n.shape == (1, 0, 4)
+    gx, gp = jax.grad(lambda x, p: jnp.sum(cjax.gru(x, p)[0]), argnums=(0, 1))(x0, params)
+    assert gx.shape == (5, 0, 3) and all(not np.asarray(g).any() for g in gp.values())
+
+
 # ---------------------------------------------------------------------------------------------
 # refusals
 # ---------------------------------------------------------------------------------------------
