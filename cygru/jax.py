@@ -84,6 +84,73 @@ def _host_forward(cfg, x, h0, lengths, *weights):
     return np.asarray(out, cfg.dtype), np.asarray(h_n, cfg.dtype)
 
 
+def _host_forward_mapped(cfg, x, h0, lengths, *weights):
+    """The forward callback under ``vmap`` (``vmap_method="expand_dims"``): every argument
+    has k leading mapped axes (size 1 where it is not mapped). When only x and h0 are
+    mapped, the mapped copies become one larger batch of one call into cygru; when the
+    weights or lengths are mapped too, one call per mapped element."""
+    k = np.ndim(x) - len(cfg.x_shape)
+    if k == 0:
+        return _host_forward(cfg, x, h0, lengths, *weights)
+    args = [np.asarray(x), np.asarray(h0)] + [np.asarray(w) for w in weights]
+    if lengths is not None:
+        args.append(np.asarray(lengths))
+    lead = np.broadcast_shapes(*(a.shape[:k] for a in args))
+    N = int(np.prod(lead))
+    x = np.broadcast_to(args[0], lead + args[0].shape[k:]).reshape((N,) + cfg.x_shape)
+    h0 = np.broadcast_to(args[1], lead + args[1].shape[k:]).reshape((N,) + cfg.hn_shape)
+    shared = args[2:]
+    if all(a.shape[:k] == (1,) * k for a in shared):  # one call, a batch N times larger
+        weights = [a.reshape(a.shape[k:]) for a in args[2 : 2 + len(cfg.names)]]
+        lens = None if lengths is None else shared[-1].reshape(-1)
+        out, h_n = _forward_folded(cfg, x, h0, lens, weights, N)
+    else:  # mapped weights or lengths: one call per element
+        flat = [np.broadcast_to(a, lead + a.shape[k:]).reshape((N,) + a.shape[k:]) for a in shared]
+        outs = []
+        for i in range(N):
+            ws = [a[i] for a in flat[: len(cfg.names)]]
+            lens = None if lengths is None else flat[-1][i]
+            outs.append(_host_forward(cfg, x[i], h0[i], lens, *ws))
+        out = np.stack([o for o, _ in outs]) if N else np.zeros((0,) + cfg.out_shape, cfg.dtype)
+        h_n = np.stack([h for _, h in outs]) if N else np.zeros((0,) + cfg.hn_shape, cfg.dtype)
+    return out.reshape(lead + cfg.out_shape), h_n.reshape(lead + cfg.hn_shape)
+
+
+def _forward_folded(cfg, x, h0, lengths, weights, N):
+    """N inputs of one configuration as one call: (N, *x_shape) -> (N, *out_shape)."""
+    unbatched = len(cfg.x_shape) == 2
+    LD, H = cfg.hn_shape[0], cfg.hidden_size
+    if unbatched:  # (N, T, I): N sequences of one batch
+        xf, h0f, B, batch_first = x.transpose(1, 0, 2), h0.transpose(1, 0, 2), 1, False
+    elif cfg.batch_first:  # (N, B, T, I) -> (N*B, T, I): no copy
+        B, batch_first = cfg.x_shape[0], True
+        xf = x.reshape((N * B,) + cfg.x_shape[1:])
+    else:  # (N, T, B, I) -> (T, N*B, I)
+        B, batch_first = cfg.x_shape[1], False
+        xf = x.transpose(1, 0, 2, 3).reshape(cfg.x_shape[0], N * B, cfg.input_size)
+    if not unbatched:
+        h0f = h0.transpose(1, 0, 2, 3).reshape(LD, N * B, H)
+    lens = None if lengths is None else np.tile(np.asarray(lengths, np.int64), N)
+    out, h_n = F.gru(
+        np.ascontiguousarray(xf),
+        dict(zip(cfg.names, weights)),
+        np.ascontiguousarray(h0f),
+        num_layers=cfg.num_layers,
+        bidirectional=cfg.num_directions == 2,
+        batch_first=batch_first,
+        reset_after=cfg.reset_after,
+        reverse=cfg.reverse,
+        lengths=lens,
+    )
+    DH = out.shape[-1]
+    if unbatched:  # (T, N, DH), (LD, N, H)
+        return out.transpose(1, 0, 2), h_n.transpose(1, 0, 2)
+    h_n = h_n.reshape(LD, N, B, H).transpose(1, 0, 2, 3)
+    if batch_first:  # (N*B, T, DH)
+        return out.reshape((N, B) + out.shape[1:]), h_n
+    return out.reshape(out.shape[0], N, B, DH).transpose(1, 0, 2, 3), h_n
+
+
 @A.boundary(WHO)
 def _host_backward(cfg, x, h0, lengths, d_output, d_h_n, *weights):
     """The forward again, keeping its cache, then cygru's backward: (dx, dh0, *dweights)."""
@@ -124,13 +191,13 @@ def _struct(shape, dtype):
 def _forward(cfg, x, h0, lengths, weights):
     result = (_struct(cfg.out_shape, cfg.dtype), _struct(cfg.hn_shape, cfg.dtype))
     return jax.pure_callback(
-        lambda *a: _host_forward(cfg, *a),
+        lambda *a: _host_forward_mapped(cfg, *a),
         result,
         x,
         h0,
         lengths,
         *weights,
-        vmap_method="sequential",
+        vmap_method="expand_dims",
     )
 
 
@@ -346,7 +413,8 @@ def gru(
     The arguments and results are those of :func:`cygru.functional.gru`, as JAX arrays.
     It works under :func:`jax.jit`, :func:`jax.grad` / :func:`jax.vjp` (reverse mode:
     gradients for ``x``, ``h0`` and every parameter, computed by cygru's backward pass)
-    and :func:`jax.vmap` (the mapped calls run one after the other). Forward-mode
+    and :func:`jax.vmap` (a forward mapped over x and h0 alone runs as one call over a
+    larger batch; otherwise, and in the backward pass, one call per mapped element). Forward-mode
     differentiation (:func:`jax.jvp`, :func:`jax.jacfwd`) is not supported (JAX refuses
     it for a custom VJP), nor are second-order derivatives (a ``TypeError`` says so).
 

@@ -291,19 +291,56 @@ def test_under_jit():
         close(a, b, 1e-5)
 
 
-def test_vmap_over_inputs_and_over_params():
-    p1, p2 = make(seed=1), make(seed=2)
+def _check_vmap(f, *args, in_axes):
+    """vmap(f) equals f on every mapped element (the copies of a forward with shared
+    weights run as one batch, so equal within float32 rounding, not bit for bit)."""
+    got = jax.vmap(f, in_axes=in_axes)(*args)
+    n = [jax.tree.leaves(a)[0].shape[ax] for a, ax in zip(args, in_axes) if ax is not None][0]
+    for i in range(n):
+        one = [
+            a if ax is None else jax.tree.map(lambda t, ax=ax, i=i: jnp.take(t, i, axis=ax), a)
+            for a, ax in zip(args, in_axes)
+        ]
+        for g, w in zip(got, f(*one)):
+            close(g[i], w, 1e-6)
+    return got
+
+
+def test_vmap_forward():
+    rng = np.random.default_rng(6)
+    p = make(num_layers=2, bidirectional=True)
+    kw = dict(num_layers=2, bidirectional=True)
+    xs = jnp.asarray(rng.standard_normal((3, 5, 2, 3)), jnp.float32)
+    h0s = jnp.asarray(rng.standard_normal((3, 4, 2, 4)), jnp.float32)
+    _check_vmap(lambda x: cjax.gru(x, p, **kw), xs, in_axes=(0,))
+    _check_vmap(lambda x, h: cjax.gru(x, p, h, **kw), xs, h0s, in_axes=(0, 0))
+    _check_vmap(lambda x, h: cjax.gru(x, p, h, **kw), xs[0], h0s, in_axes=(None, 0))
+    _check_vmap(lambda x: cjax.gru(x, p, **kw), jnp.swapaxes(xs, 0, 1), in_axes=(1,))
+    bf = dict(kw, batch_first=True)
+    _check_vmap(lambda x: cjax.gru(x, p, **bf), jnp.swapaxes(xs, 1, 2), in_axes=(0,))
+    _check_vmap(lambda x: cjax.gru(x, p, **kw), xs[:, :, 0], in_axes=(0,))  # unbatched x
+    lengths = np.array([5, 2])
+    _check_vmap(lambda x: cjax.gru(x, p, lengths=lengths, **kw), xs, in_axes=(0,))
+    mapped_lengths = jnp.array([[5, 2], [1, 3], [4, 4]])
+    _check_vmap(lambda x, n: cjax.gru(x, p, lengths=n, **kw), xs, mapped_lengths, in_axes=(0, 0))
+    # per-element weights (an ensemble): one call per element
+    ps = jax.tree.map(lambda *a: jnp.stack(a), *(make(3, 4, 2, True, seed=s) for s in (1, 2, 3)))
+    _check_vmap(lambda x, q: cjax.gru(x, q, **kw), xs, ps, in_axes=(0, 0))
+    _check_vmap(lambda q: cjax.gru(xs[0], q, **kw), ps, in_axes=(0,))
+    # nested, jitted, empty
+    xx = jnp.asarray(rng.standard_normal((2, 3, 5, 2, 3)), jnp.float32)
+    out, _ = jax.jit(jax.vmap(jax.vmap(lambda x: cjax.gru(x, p, **kw))))(xx)
+    assert out.shape == (2, 3, 5, 2, 8)
+    close(out[1, 2], cjax.gru(xx[1, 2], p, **kw)[0], 1e-6)
+    out, _ = jax.vmap(lambda x: cjax.gru(x, p, **kw))(jnp.zeros((0, 5, 2, 3)))
+    assert out.shape == (0, 5, 2, 8)
+
+
+def test_vmap_gradients():
+    """Per-example gradients (vmap of grad), and the gradient of a vmapped loss, each as
+    the oracle's."""
+    p1 = make(seed=1)
     xs = jnp.asarray(np.random.default_rng(6).standard_normal((3, 5, 2, 3)), jnp.float32)
-    out, h_n = jax.vmap(lambda x: cjax.gru(x, p1))(xs)
-    for i in range(3):
-        o, h = cjax.gru(xs[i], p1)
-        np.testing.assert_array_equal(out[i], o)
-        np.testing.assert_array_equal(h_n[i], h)
-    # per-example weights: vmap over the parameter pytree too
-    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), p1, p2)
-    out, _ = jax.vmap(lambda x, p: cjax.gru(x, p))(xs[:2], stacked)
-    np.testing.assert_array_equal(out[1], cjax.gru(xs[1], p2)[0])
-    # vmap of grad: per-example gradients, each as the oracle's
     loss = loss_of(cjax.gru)
     h0 = jnp.zeros((1, 2, 4), jnp.float32)
     per_ex = jax.jit(jax.vmap(jax.grad(loss, argnums=2), in_axes=(0, None, None)))(xs, h0, p1)
@@ -311,6 +348,14 @@ def test_vmap_over_inputs_and_over_params():
         want = jax.grad(loss_of(ref_gru), argnums=2)(xs[i], h0, p1)
         for k in p1:
             close(per_ex[k][i], want[k], 1e-5)
+
+    def total(p, fn):
+        return jnp.sum(jax.vmap(lambda x: loss_of(fn)(x, h0, p))(xs))
+
+    got = jax.grad(total)(p1, cjax.gru)
+    want = jax.grad(total)(p1, ref_gru)
+    for k in p1:
+        close(got[k], want[k], 1e-5)
 
 
 def test_forward_mode_is_refused_by_jax():
