@@ -510,3 +510,18 @@ def test_docstring_examples():
         t.globs = {"__name__": "__main__"}
         runner.run(t)
     assert runner.failures == 0
+
+
+def test_import_without_jax_says_how_to_install():
+    code = (
+        "import sys; sys.modules['jax'] = None\n"
+        "try:\n"
+        "    import cygru.jax\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+        "import cygru; print(cygru.GRU(2, 3)(__import__('numpy').ones((1, 1, 2)))[0].shape)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "cygru.jax needs JAX" in res.stdout and "pip install jax" in res.stdout
+    assert "(1, 1, 3)" in res.stdout  # cygru itself works on
