@@ -4,6 +4,7 @@ PyTorch's equations) for outputs and for gradients of x, h0 and every parameter,
 ``import cygru`` never imports JAX."""
 
 import doctest
+import pathlib
 import subprocess
 import sys
 
@@ -17,6 +18,8 @@ jnp = import_optional("jax.numpy")
 cjax = import_optional("cygru.jax")
 
 import cygru  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------------
 # the oracle: a GRU in plain JAX
@@ -497,7 +500,7 @@ def test_import_cygru_does_not_import_jax():
         "assert 'jax' not in sys.modules, 'jax imported'; "
         "import cygru.jax; assert 'jax' in sys.modules"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
 
 
@@ -521,7 +524,7 @@ def test_import_without_jax_says_how_to_install():
         "    print(exc)\n"
         "import cygru; print(cygru.GRU(2, 3)(__import__('numpy').ones((1, 1, 2)))[0].shape)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "cygru.jax needs JAX" in res.stdout and "pip install jax" in res.stdout
     assert "(1, 1, 3)" in res.stdout  # cygru itself works on
