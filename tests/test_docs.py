@@ -38,6 +38,7 @@ GROUP_REQUIRES = {
     "torch": ("torch",),
     "onnx": ("onnx", "onnxruntime"),
     "keras": ("keras", "jax"),
+    "jax": ("jax",),
     "torch_onnx": ("torch", "onnx", "onnxruntime", "onnxscript"),
 }
 OPTIONAL_PACKAGES = ("torch", "onnx", "onnxruntime", "keras")
