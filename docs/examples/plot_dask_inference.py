@@ -41,10 +41,16 @@ if __name__ == "__main__":  # (the workers import this file: see below)
 
 
 def peak_memory():
-    """The peak resident memory of the process it runs in, in bytes (Linux)."""
-    import resource
+    """The peak resident memory of the process it runs in, in bytes (Linux).
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    VmHWM, the high-water mark of the process's own memory image: not ``ru_maxrss``,
+    which Linux carries across ``exec`` and so also counts the parent process that a
+    worker was forked from before it started Python afresh ("spawn")."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 # The worker processes import this file (Python's "spawn"): the guards keep them from
