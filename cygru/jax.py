@@ -156,19 +156,9 @@ def _host_backward(cfg, x, h0, lengths, d_output, d_h_n, *weights):
     """The forward again, keeping its cache, then cygru's backward: (dx, dh0, *dweights)."""
     dtype = np.dtype(cfg.dtype)
     params = {n: np.ascontiguousarray(w, dtype) for n, w in zip(cfg.names, weights)}
-    call = F.SequenceCall.checked(
-        np.asarray(x),
-        np.asarray(h0),
-        _host_lengths(lengths),
-        input_size=cfg.input_size,
-        hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers,
-        num_directions=cfg.num_directions,
-        batch_first=cfg.batch_first,
-        reverse=cfg.reverse,
-        reset_after=cfg.reset_after,
-        dtype=dtype,
-        device="cpu",
+    # cfg carries a GRU module's options under their names
+    call = F.SequenceCall.of_module(
+        cfg, np.asarray(x), np.asarray(h0), _host_lengths(lengths), dtype, "cpu"
     )
     L, D = cfg.num_layers, cfg.num_directions
     _, _, cache = call.run(layer_weights(params, L, D, cfg.bias), need_cache=True)

@@ -170,20 +170,7 @@ class _GRUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, x, hx, masks, *weights):
         ctx.set_materialize_grads(False)
-        call = F.SequenceCall.checked(
-            _np(x),
-            None if hx is None else _np(hx),
-            spec.lengths,
-            input_size=spec.input_size,
-            hidden_size=spec.hidden_size,
-            num_layers=spec.num_layers,
-            num_directions=spec.num_directions,
-            batch_first=spec.batch_first,
-            reverse=False,
-            reset_after=True,
-            dtype=spec.dtype,
-            device="cpu",
-        )
+        call = spec.sequence_call(_np(x), None if hx is None else _np(hx))
         arrays = dict(zip(spec.names, spec.views))
         layers = layer_weights(arrays, spec.num_layers, spec.num_directions, spec.bias)
         mask_arrays = None if masks is None else [_np(m) for m in masks]
@@ -285,6 +272,14 @@ class _Spec:
         self.names = module._flat_weights_names
         self.dtype = dtype
         self.views = views  # NumPy views of the weights the Function is given
+
+    # PyTorch's GRU: the reset_after=True formula, never run backwards in time
+    reverse = False
+    reset_after = True
+
+    def sequence_call(self, x, hx):
+        """The checked call of NumPy x and hx (or None) with these options."""
+        return F.SequenceCall.of_module(self, x, hx, self.lengths, self.dtype, "cpu")
 
 
 def _unpack(packed):
@@ -540,20 +535,7 @@ class GRU(_ViewsCache, torch.nn.GRU):
             )
             if res is not None:
                 return torch.from_numpy(res[0]), torch.from_numpy(res[1])
-        call = F.SequenceCall.checked(
-            x_np,
-            h_np,
-            lengths,
-            input_size=self.input_size,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            num_directions=D,
-            batch_first=batch_first,
-            reverse=False,
-            reset_after=True,
-            dtype=dtype,
-            device="cpu",
-        )
+        call = _Spec(self, batch_first, lengths, dtype, w_np).sequence_call(x_np, h_np)
         layers = layer_weights(
             dict(zip(self._flat_weights_names, w_np)), self.num_layers, D, self.bias
         )
