@@ -181,6 +181,89 @@ def load_g2p_en() -> RealModel:
     )
 
 
+def g2p_en_onnx(dynamo: bool = False, model: Optional[RealModel] = None) -> dict:
+    """g2p_en as one ONNX model exported by PyTorch: the encoder GRU reads a batch of words'
+    letters, its final state is the decoder's initial state, and the decoder GRU (the
+    package's GRU cell run over a sequence) reads the phonemes decoded so far (teacher forcing
+    with the package's own greedy decode), then the dense layer gives each step's logits.
+
+    ``dynamo`` picks PyTorch's exporter (False: the TorchScript one). The batch is every
+    homograph headword of the most common length (no padding, so nothing depends on how an
+    exporter treats it). Returns ``{"model": bytes, "feeds": {"letters", "phonemes"},
+    "expected": [tuple of phoneme indices per word, END included], "words": [...]}``: the
+    argmax of the logits at step i is the phoneme the package decodes at step i.
+    """
+    import io
+
+    import torch
+
+    model = model or load_g2p_en()
+    enc, _, enc_kw = model.modules["encoder"]
+    dec = model.modules["decoder"][0]
+    pkg_dir = _package_dir("g2p-en", "g2p_en")
+    v = np.load(os.path.join(pkg_dir, "checkpoint20.npz"))
+    words, phonemes = model.extra["words"], model.extra["phonemes"]
+    sizes = [len(w) for w in words]
+    common = max(set(sizes), key=lambda n: (sizes.count(n), n))
+    picked = [i for i, n in enumerate(sizes) if n == common]
+    g2idx = {g: i for i, g in enumerate(G2P_GRAPHEMES)}
+    letters = np.array([[g2idx[c] for c in words[i]] + [g2idx["</s>"]] for i in picked])
+    # the decoder's inputs: <s>, then each decoded phoneme; </s> after the end (the steps
+    # after a word's end do not change the steps before it)
+    expected = [
+        phonemes[i] + ((G2P_END,) if len(phonemes[i]) < G2P_MAX_STEPS else ()) for i in picked
+    ]
+    S = max(len(e) for e in expected)
+    dec_in = np.full((len(picked), S), G2P_END, dtype=np.int64)
+    for b, e in enumerate(expected):
+        seq = (G2P_START,) + e[:-1]
+        dec_in[b, : len(seq)] = seq
+
+    class G2p(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc_emb = torch.nn.Embedding.from_pretrained(torch.from_numpy(v["enc_emb"]))
+            self.dec_emb = torch.nn.Embedding.from_pretrained(torch.from_numpy(v["dec_emb"]))
+            H = enc.hidden_size
+            self.enc = torch.nn.GRU(enc.input_size, H, batch_first=True)
+            self.dec = torch.nn.GRU(dec.input_size, H, batch_first=True)
+            self.fc = torch.nn.Linear(H, v["fc_w"].shape[0])
+            with torch.no_grad():
+                for name, value in enc.state_dict().items():
+                    getattr(self.enc, name).copy_(torch.from_numpy(value))
+                for name, value in dec.state_dict().items():
+                    getattr(self.dec, name + "_l0").copy_(torch.from_numpy(value))
+                self.fc.weight.copy_(torch.from_numpy(v["fc_w"]))
+                self.fc.bias.copy_(torch.from_numpy(v["fc_b"]))
+
+        def forward(self, letters, phonemes):
+            _, h = self.enc(self.enc_emb(letters))
+            y, _ = self.dec(self.dec_emb(phonemes), h)
+            return self.fc(y)
+
+    net = G2p().eval()
+    args = (torch.from_numpy(letters), torch.from_numpy(dec_in))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kwargs = {"verbose": False} if dynamo else {}
+        torch.onnx.export(
+            net,
+            args,
+            buf,
+            dynamo=dynamo,
+            input_names=["letters", "phonemes"],
+            output_names=["logits"],
+            **kwargs,
+        )
+    return {
+        "model": buf.getvalue(),
+        "feeds": {"letters": letters, "phonemes": dec_in},
+        "expected": expected,
+        "words": [words[i] for i in picked],
+    }
+
+
 # -- sleepecg ---------------------------------------------------------------------------------
 
 SLEEP_HOURS = 7.0

@@ -59,7 +59,7 @@ DOCSTRING_MODULES = (
 )
 # modules that import an optional package themselves: their docstrings are tested when it
 # imports (module -> package)
-OPTIONAL_DOCSTRING_MODULES = {"cygru.torch": "torch"}
+OPTIONAL_DOCSTRING_MODULES = {"cygru.torch": "torch", "cygru.onnxruntime": "onnxruntime"}
 
 
 def _importable(package):
@@ -313,6 +313,10 @@ def test_public_methods_have_examples():
         import cygru.torch
 
         classes += [cygru.torch.GRU, cygru.torch.GRUCell]
+    if "cygru.onnxruntime" in modules:
+        import cygru.onnxruntime
+
+        classes.append(cygru.onnxruntime.InferenceSession)
     try:
         import cygru.dask
     except ImportError:  # the optional extra is missing: its class is not public here

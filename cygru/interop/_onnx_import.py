@@ -20,7 +20,7 @@ __all__ = ["from_onnx"]
 _DEFAULT_ACTIVATIONS = ("sigmoid", "tanh")
 
 
-def _load_model(model):
+def _load_model(model, who="cygru.from_onnx"):
     """The ``onnx.ModelProto`` that ``from_onnx``'s ``model`` argument stands for.
 
     A ModelProto is used as it is (and never modified); ``bytes``-like objects are parsed as a
@@ -42,7 +42,7 @@ def _load_model(model):
             data = fh.read()
     else:
         raise TypeError(
-            "cygru.from_onnx: expected a path (str or os.PathLike), a serialized model (bytes, "
+            f"{who}: expected a path (str or os.PathLike), a serialized model (bytes, "
             f"bytearray or memoryview) or an onnx.ModelProto, got {type(model).__qualname__}"
         )
 
@@ -50,31 +50,29 @@ def _load_model(model):
     hint = hint if path is None and data is not None else ""
     if data is not None:
         if not data:
-            raise ValueError(f"cygru.from_onnx: {source} is not a readable ONNX model: it is empty")
+            raise ValueError(f"{who}: {source} is not a readable ONNX model: it is empty")
         from google.protobuf.message import DecodeError
 
         try:
             model = onnx.load_model_from_string(data)
         except DecodeError as exc:
             raise ValueError(
-                f"cygru.from_onnx: {source} is not a readable ONNX model: protobuf cannot decode "
+                f"{who}: {source} is not a readable ONNX model: protobuf cannot decode "
                 f"it as an onnx.ModelProto (a truncated or corrupt file, or not an ONNX model at "
                 f"all): {exc}{hint}"
             ) from exc
     if not model.HasField("graph"):
-        raise ValueError(
-            f"cygru.from_onnx: {source} is not a readable ONNX model: it holds no graph{hint}"
-        )
+        raise ValueError(f"{who}: {source} is not a readable ONNX model: it holds no graph{hint}")
     if path is not None:
         from onnx.external_data_helper import load_external_data_for_model
 
         base = os.path.dirname(path)
-        _check_external_data(onnx, model, base, source)
+        _check_external_data(onnx, model, base, source, who)
         try:
             load_external_data_for_model(model, base)
         except (ValueError, OSError, onnx.checker.ValidationError) as exc:
             raise ValueError(
-                f"cygru.from_onnx: {source} refers to external data that cannot be loaded: {exc}"
+                f"{who}: {source} refers to external data that cannot be loaded: {exc}"
             ) from None
     return model
 
@@ -95,7 +93,7 @@ def _model_tensors(graph):
                 yield from _model_tensors(sub)
 
 
-def _check_external_data(onnx, model, base, source):
+def _check_external_data(onnx, model, base, source, who="cygru.from_onnx"):
     """Refuse external data that would be read more than once: the bytes the tensors'
     references select, summed, may not exceed the size of the files they name (a small
     file naming one data file in many tensors would otherwise read it again for each,
@@ -113,7 +111,7 @@ def _check_external_data(onnx, model, base, source):
                 info = ExternalDataInfo(tensor)
             except ValueError as exc:
                 raise ValueError(
-                    f"cygru.from_onnx: {source}: the tensor {tensor.name!r} has bad "
+                    f"{who}: {source}: the tensor {tensor.name!r} has bad "
                     f"external data fields: {exc}"
                 ) from None
             where = os.path.join(base, info.location)
@@ -123,7 +121,7 @@ def _check_external_data(onnx, model, base, source):
                 continue  # onnx names the missing file when it loads
             if not stat.S_ISREG(st.st_mode):
                 raise ValueError(
-                    f"cygru.from_onnx: {source}: the tensor {tensor.name!r} keeps its data "
+                    f"{who}: {source}: the tensor {tensor.name!r} keeps its data "
                     f"in {info.location!r}, which is not a regular file"
                 )
             files[os.path.realpath(where)] = st.st_size
@@ -131,7 +129,7 @@ def _check_external_data(onnx, model, base, source):
             total += available if info.length is None else min(info.length, available)
     if total > sum(files.values()):
         raise ValueError(
-            f"cygru.from_onnx: {source}: its tensors' external data references select "
+            f"{who}: {source}: its tensors' external data references select "
             f"{total} bytes from files of {sum(files.values())} bytes: some bytes would be "
             "read more than once (a file named by many tensors); refused"
         )

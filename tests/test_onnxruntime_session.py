@@ -1,0 +1,643 @@
+"""cygru.onnxruntime.InferenceSession: whole ONNX models run by ONNX Runtime with their GRU
+nodes in cygru, against ONNX Runtime alone on the same model (and onnx's reference evaluator
+where ONNX Runtime has no kernel): both PyTorch exporters, cygru's to_onnx, ONNX's own GRU
+node test cases, a real trained model (g2p_en), the nodes cygru leaves to ONNX Runtime,
+reduced precision, bad input, threads."""
+
+import copy
+import io
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from optional_deps import import_optional
+
+import cygru
+
+onnx = import_optional("onnx")
+ort = import_optional("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402  (after the skips)
+
+from cygru.onnxruntime import InferenceSession, NodeArg  # noqa: E402
+
+F32 = 2e-6
+
+
+def _ort(model, threads=None):
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def _close(got, expected, atol=F32, rtol=1e-5):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape and g.dtype == e.dtype
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)
+
+
+def _torch_net(torch, num_layers, bidirectional, batch_first, h0_input, I=6, H=5):
+    class Net(torch.nn.Module):
+        """A Linear and tanh before the GRU stack, a head after it: the stack's input and
+        its initial state are computed by the graph around it."""
+
+        def __init__(self):
+            super().__init__()
+            self.pre = torch.nn.Linear(I, I)
+            self.gru = torch.nn.GRU(
+                I, H, num_layers, bidirectional=bidirectional, batch_first=batch_first
+            )
+            self.head = torch.nn.Linear(H * (2 if bidirectional else 1), 3)
+
+        def forward(self, x, h0=None):
+            y, h = self.gru(torch.tanh(self.pre(x)), h0)
+            return self.head(y), 2 * h
+
+    torch.manual_seed(num_layers + 2 * bidirectional + 4 * batch_first)
+    return Net().eval()
+
+
+def _export(torch, net, args, names, dynamo):
+    if dynamo:
+        import_optional("onnxscript")
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kwargs = {"verbose": False} if dynamo else {}
+        torch.onnx.export(
+            net,
+            args,
+            buf,
+            dynamo=dynamo,
+            input_names=names,
+            output_names=["y", "h"],
+            **kwargs,
+        )
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch's two exporters
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize(
+    "num_layers, bidirectional, batch_first, h0_input",
+    [
+        (1, False, False, False),
+        (2, True, False, True),
+        (3, False, True, False),
+        (2, True, True, False),
+    ],
+)
+def test_pytorch_exports_match_onnxruntime(
+    dynamo, num_layers, bidirectional, batch_first, h0_input
+):
+    torch = import_optional("torch")
+    net = _torch_net(torch, num_layers, bidirectional, batch_first, h0_input)
+    T, B = 7, 3
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, T, 6) if batch_first else (T, B, 6)).astype(np.float32)
+    args, names, feed = (torch.from_numpy(x),), ["x"], {"x": x}
+    if h0_input:
+        h0 = rng.standard_normal((num_layers * (1 + bidirectional), B, 5)).astype(np.float32)
+        args, names, feed = args + (torch.from_numpy(h0),), names + ["h0"], {"x": x, "h0": h0}
+    data = _export(torch, net, args, names, dynamo)
+    session = InferenceSession(data)
+    # every GRU node runs in cygru, the layers back to back: the layout nodes between them
+    # are skipped (cygru's output is what they compute)
+    assert session.onnxruntime_gru_nodes == {}
+    assert len(session.gru_modules) == num_layers
+    kinds = [k for k, _ in session.parts]
+    assert kinds.count("cygru") == num_layers
+    expected = _ort(data).run(None, feed)
+    _close(session.run(None, feed), expected)
+    with torch.no_grad():
+        y, h = net(*args)
+    np.testing.assert_allclose(session.run(["y"], feed)[0], y.numpy(), rtol=1e-5, atol=1e-5)
+    # one output alone, and the outputs in another order
+    (h_only,) = session.run(["h"], feed)
+    np.testing.assert_array_equal(h_only, session.run(None, feed)[1])
+    got = session.run(["h", "y"], feed)
+    _close(got, expected[::-1])
+
+
+def test_layers_of_a_stack_run_back_to_back_without_copies():
+    """PyTorch's Transpose + Reshape after a bidirectional layer compute cygru's own output:
+    the next layer reads it directly, and Y in ONNX's (T, D, B, H) is never built."""
+    torch = import_optional("torch")
+    net = _torch_net(torch, 2, True, False, True)
+    x = np.random.default_rng(1).standard_normal((4, 2, 6)).astype(np.float32)
+    h0 = np.zeros((4, 2, 5), np.float32)
+    data = _export(torch, net, (torch.from_numpy(x), torch.from_numpy(h0)), ["x", "h0"], False)
+    session = InferenceSession(data)
+    assert [k for k, _ in session.parts] == ["onnxruntime", "cygru", "cygru", "onnxruntime"]
+    first = session._order[1]
+    assert first.merged and first.y not in first.needed
+    _close(session.run(None, {"x": x, "h0": h0}), _ort(data).run(None, {"x": x, "h0": h0}))
+
+
+def test_y_needed_elsewhere_is_built_in_onnx_layout():
+    """A model that also returns a GRU node's raw Y (T, D, B, H) gets it in ONNX's layout."""
+    gru = cygru.GRU(3, 4, bidirectional=True, seed=2)
+    model = gru.to_onnx(io.BytesIO(), h0="none", lengths="none")
+    node = next(n for n in model.graph.node if n.op_type == "GRU")
+    model.graph.output.append(
+        helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)
+    )
+    session = InferenceSession(model)
+    x = np.random.default_rng(3).standard_normal((5, 2, 3)).astype(np.float32)
+    got = session.run(None, {"x": x})
+    expected = _ort(model).run(None, {"x": x})
+    _close(got, expected)
+    assert got[-1].shape == (5, 2, 2, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# cygru's to_onnx: sequence_lens, initial states, layouts, float64
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_to_onnx_lengths_and_h0(mode, batch_first):
+    gru = cygru.GRU(
+        3,
+        4,
+        num_layers=2,
+        batch_first=batch_first,
+        bidirectional=mode == "bidirectional",
+        reverse=mode == "reverse",
+        seed=5,
+    )
+    model = gru.to_onnx(io.BytesIO(), h0="required", lengths="required")
+    session = InferenceSession(model)
+    assert session.onnxruntime_gru_nodes == {}
+    rng = np.random.default_rng(4)
+    T, B, D = 6, 4, 1 + (mode == "bidirectional")
+    x = rng.standard_normal((B, T, 3) if batch_first else (T, B, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2 * D, B, 4)).astype(np.float32)
+    lengths = np.array([6, 2, 5, 1], np.int32)
+    names = [i.name for i in session.get_inputs()]
+    feed = dict(zip(names, (x, h0, lengths)))
+    got = session.run(None, feed)
+    out, h_n = gru(x, h0, lengths=lengths)
+    np.testing.assert_array_equal(got[0], out)  # the same engine on the same arrays
+    np.testing.assert_array_equal(got[1], h_n)
+    if not batch_first or mode == "forward":  # what ONNX Runtime's kernel runs
+        _close(got, _ort(model).run(None, feed))
+
+
+def test_float64_model_against_the_reference_evaluator():
+    """A float64 bidirectional node with sequence_lens (ONNX Runtime's CPU GRU has no float64
+    kernel: onnx's reference evaluator is the oracle), and the same node in cygru float64."""
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(5)
+    I, H = 3, 4
+    W = rng.standard_normal((2, 3 * H, I)) * 0.5
+    R = rng.standard_normal((2, 3 * H, H)) * 0.5
+    B = rng.standard_normal((2, 6 * H)) * 0.1
+    node = helper.make_node(
+        "GRU",
+        ["X", "W", "R", "B", "lens", "h0"],
+        ["Y", "Y_h"],
+        hidden_size=H,
+        direction="bidirectional",
+        linear_before_reset=1,
+        name="g",
+    )
+    graph = helper.make_graph(
+        [node],
+        "m",
+        [
+            helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["T", "B", I]),
+            helper.make_tensor_value_info("lens", TensorProto.INT32, ["B"]),
+            helper.make_tensor_value_info("h0", TensorProto.DOUBLE, [2, "B", H]),
+        ],
+        [
+            helper.make_tensor_value_info("Y", TensorProto.DOUBLE, None),
+            helper.make_tensor_value_info("Y_h", TensorProto.DOUBLE, None),
+        ],
+        [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (B, "B"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    session = InferenceSession(model)
+    assert session.gru_modules["g"].dtype == np.float64
+    feed = {
+        "X": rng.standard_normal((5, 3, I)),
+        "lens": np.array([5, 5, 5], np.int32),  # the reference evaluator ignores sequence_lens
+        "h0": rng.standard_normal((2, 3, H)),
+    }
+    got = session.run(None, feed)
+    expected = ReferenceEvaluator(model).run(None, feed)
+    for g, e in zip(got, expected):
+        assert g.dtype == np.float64 and g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+    # with lengths: cygru's float64 module on the same arrays, in ONNX's layouts
+    feed["lens"] = np.array([5, 3, 1], np.int32)
+    Y, Y_h = session.run(None, feed)
+    out, h_n = session.gru_modules["g"](feed["X"], feed["h0"], lengths=feed["lens"])
+    np.testing.assert_array_equal(Y, out.reshape(5, 3, 2, H).transpose(0, 2, 1, 3))
+    np.testing.assert_array_equal(Y_h, h_n)
+
+
+def test_stored_initial_state_and_lengths_are_used():
+    """initial_h and sequence_lens stored in the model (which from_onnx refuses to fold into
+    a module) are fed to cygru at run time."""
+    gru = cygru.GRU(3, 4, seed=7)
+    model = gru.to_onnx(io.BytesIO(), h0="required", lengths="required")
+    rng = np.random.default_rng(6)
+    h0 = rng.standard_normal((1, 2, 4)).astype(np.float32)
+    lengths = np.array([4, 2], np.int32)
+    node = next(n for n in model.graph.node if n.op_type == "GRU")
+    stored = copy.deepcopy(model)
+    names = [i.name for i in stored.graph.input]
+    h0_name, len_name = names[1], names[2]
+    stored.graph.initializer.extend(
+        [numpy_helper.from_array(h0, h0_name), numpy_helper.from_array(lengths, len_name)]
+    )
+    del stored.graph.input[1:]
+    session = InferenceSession(stored)
+    assert list(session.gru_modules) == [node.name]
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    got = session.run(None, {names[0]: x})
+    out, h_n = gru(x, h0, lengths=lengths)
+    np.testing.assert_array_equal(got[0], out)
+    np.testing.assert_array_equal(got[1], h_n)
+    _close(got, _ort(stored).run(None, {names[0]: x}))
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX's own GRU node test cases, their weights stored in the model
+# --------------------------------------------------------------------------------------------
+
+
+def _node_cases():
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {c.name: c for c in collect_testcases("GRU") if c.name.startswith("test_gru")}
+
+
+def _case_names():
+    try:
+        return sorted(_node_cases())
+    except Exception:  # noqa: BLE001 - no onnx: the test skips on its import_optional
+        return ["test_gru_defaults"]
+
+
+@pytest.mark.parametrize("name", _case_names())
+def test_onnx_node_test_cases(name):
+    case = _node_cases()[name]
+    model = copy.deepcopy(case.model)
+    graph = model.graph
+    ((inputs, outputs),) = case.data_sets
+    feeds = {vi.name: np.asarray(a) for vi, a in zip(graph.input, inputs)}
+    node = graph.node[0]
+    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+    if layout == 0:  # ONNX Runtime has no kernel for layout 1
+        # as given (weights are graph inputs): the node stays in ONNX Runtime, with the reason
+        left = InferenceSession(model)
+        assert left.gru_modules == {}
+        (reason,) = left.onnxruntime_gru_nodes.values()
+        assert "graph input" in reason
+        for g, e in zip(left.run(None, feeds), outputs):
+            np.testing.assert_allclose(g, np.asarray(e), rtol=1e-5, atol=1e-6)
+    # weights stored: the node runs in cygru (layout 1 too, which ONNX Runtime cannot run)
+    for k in ("W", "R", "B"):
+        if k in feeds:
+            graph.initializer.append(numpy_helper.from_array(feeds.pop(k), k))
+    keep = [vi for vi in graph.input if vi.name in feeds]
+    del graph.input[:]
+    graph.input.extend(keep)
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == [node.name or "GRU_0"]
+    got = session.run(None, feeds)
+    for g, e in zip(got, outputs):
+        np.testing.assert_allclose(g, np.asarray(e), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# A real trained model: g2p_en (its weights in its wheel), exported by both exporters
+# --------------------------------------------------------------------------------------------
+
+
+_G2P = {}
+
+
+def _g2p(dynamo):
+    import importlib.util
+    import sys
+
+    import_optional("torch")
+    if importlib.util.find_spec("g2p_en") is None:
+        pytest.skip("g2p-en is not installed (it is in the test extra)")
+    if dynamo:
+        import_optional("onnxscript")
+    if dynamo not in _G2P:
+        from pathlib import Path
+
+        bench = str(Path(__file__).resolve().parent.parent / "benchmarks")
+        if bench not in sys.path:
+            sys.path.insert(0, bench)
+        import real_models
+
+        model = _G2P.get("model") or real_models.load_g2p_en()
+        _G2P["model"] = model
+        _G2P[dynamo] = real_models.g2p_en_onnx(dynamo, model)
+    return _G2P[dynamo]
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_real_model_g2p_en(dynamo):
+    """g2p_en's encoder-decoder: the encoder's final state is the decoder's initial state
+    (computed upstream of the decoder's GRU node); the dynamo exporter leaves the gate
+    reordering of the weights as nodes, which the session computes once."""
+    real = _g2p(dynamo)
+    session = InferenceSession(real["model"])
+    assert session.onnxruntime_gru_nodes == {}
+    assert len(session.gru_modules) == 2
+    (logits,) = session.run(None, real["feeds"])
+    (expected,) = _ort(real["model"]).run(None, real["feeds"])
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=5e-5)
+    decided = [
+        tuple(int(p) for p in logits[b, : len(e)].argmax(-1))
+        for b, e in enumerate(real["expected"])
+    ]
+    assert decided == real["expected"]  # the package's own phonemes, word for word
+    # int8 and bf16: the same model in reduced precision
+    for precision in ("int8", "bf16"):
+        small = InferenceSession(real["model"], quantize=precision)
+        assert all(isinstance(m, cygru.QuantizedGRU) for m in small.gru_modules.values())
+        (approx,) = small.run(None, real["feeds"])
+        agree = np.mean(approx.argmax(-1) == expected.argmax(-1))
+        assert agree > 0.97, (precision, agree)
+
+
+# --------------------------------------------------------------------------------------------
+# Nodes left to ONNX Runtime, gru_nodes, quantize
+# --------------------------------------------------------------------------------------------
+
+
+def _gru_model(attrs=None, I=3, H=4, seed=0, name="g"):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((1, 3 * H, I)).astype(np.float32) * 0.5
+    R = rng.standard_normal((1, 3 * H, H)).astype(np.float32) * 0.5
+    B = rng.standard_normal((1, 6 * H)).astype(np.float32) * 0.1
+    node = helper.make_node(
+        "GRU", ["x", "W", "R", "B"], ["Y", "Y_h"], hidden_size=H, name=name, **(attrs or {})
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["X"], ["x"]), node, helper.make_node("Neg", ["Y_h"], ["out"])],
+        "m",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (B, "B"))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+@pytest.mark.parametrize(
+    "attrs, why",
+    [
+        ({"clip": 1.0}, "clip"),
+        ({"activations": ["Relu", "Tanh"]}, "activation"),
+    ],
+)
+def test_nodes_cygru_cannot_run_stay_in_onnxruntime(attrs, why):
+    model = _gru_model(attrs)
+    session = InferenceSession(model)
+    assert session.gru_modules == {}
+    assert why in session.onnxruntime_gru_nodes["g"]
+    x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(
+        session.run(None, {"X": x})[0], _ort(model).run(None, {"X": x})[0]
+    )
+
+
+def test_gru_nodes_selects_and_empty_runs_onnxruntime_alone():
+    model = _gru_model()
+    x = np.random.default_rng(2).standard_normal((5, 2, 3)).astype(np.float32)
+    alone = InferenceSession(model, gru_nodes=[])
+    assert alone.gru_modules == {} and alone.onnxruntime_gru_nodes == {"g": "not in gru_nodes"}
+    assert alone.parts == [("onnxruntime", 3)]
+    np.testing.assert_array_equal(alone.run(None, {"X": x})[0], _ort(model).run(None, {"X": x})[0])
+    chosen = InferenceSession(model, gru_nodes=["g"])
+    assert list(chosen.gru_modules) == ["g"]
+    np.testing.assert_allclose(
+        chosen.run(None, {"X": x})[0], _ort(model).run(None, {"X": x})[0], atol=F32
+    )
+    with pytest.raises(ValueError, match=r"gru_nodes names \['nope'\].*its GRU nodes: \['g'\]"):
+        InferenceSession(model, gru_nodes=["nope"])
+    with pytest.raises(TypeError, match="list of node names"):
+        InferenceSession(model, gru_nodes="g")
+
+
+def test_unnamed_gru_node_is_named_by_position():
+    model = _gru_model(name="")
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == ["GRU_1"]
+    x = np.random.default_rng(3).standard_normal((4, 1, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        session.run(None, {"X": x})[0], _ort(model).run(None, {"X": x})[0], atol=F32
+    )
+    assert model.graph.node[1].name == ""  # the caller's model is not modified
+
+
+@pytest.mark.parametrize("precision, tol", [("int8", 0.05), ("bf16", 0.02)])
+def test_quantize(precision, tol):
+    gru = cygru.GRU(16, 32, num_layers=2, seed=8)
+    model = gru.to_onnx(io.BytesIO(), h0="none", lengths="none")
+    session = InferenceSession(model, quantize=precision)
+    assert all(m.precision == precision for m in session.gru_modules.values())
+    x = np.random.default_rng(7).standard_normal((6, 3, 16)).astype(np.float32)
+    out, h_n = session.run(None, {"x": x})
+    ref = cygru.quantize(gru, precision)(x)
+    np.testing.assert_array_equal(out, ref[0])  # the quantized module, layer by layer
+    np.testing.assert_allclose(out, gru(x)[0], atol=tol)
+    with pytest.raises(ValueError, match="quantize=None, 'int8' or 'bf16', got 'fp8'"):
+        InferenceSession(model, quantize="fp8")
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input, caller's arrays, threads
+# --------------------------------------------------------------------------------------------
+
+
+def _small():
+    gru = cygru.GRU(3, 4, seed=9)
+    return gru, gru.to_onnx(io.BytesIO(), h0="none", lengths="none")
+
+
+def test_bad_models():
+    with pytest.raises(ValueError, match="InferenceSession: .*not a readable ONNX model"):
+        InferenceSession(b"not a model")
+    with pytest.raises(TypeError, match="InferenceSession: expected a path"):
+        InferenceSession(42)
+    with pytest.raises(FileNotFoundError):
+        InferenceSession("/nonexistent/model.onnx")
+
+
+def test_bad_feeds_and_outputs():
+    _, model = _small()
+    session = InferenceSession(model)
+    x = np.zeros((2, 1, 3), np.float32)
+    with pytest.raises(
+        TypeError, match=r"expected input 'x' as an array of float32, got an array of float64"
+    ):
+        session.run(None, {"x": x.astype(np.float64)})
+    with pytest.raises(TypeError, match="got a list"):
+        session.run(None, {"x": x.tolist()})
+    with pytest.raises(ValueError, match="expected input 'x' with 3 dimensions, got shape"):
+        session.run(None, {"x": x[0]})
+    with pytest.raises(ValueError, match="size 5 on axis 2; the model declares 3"):
+        session.run(None, {"x": np.zeros((2, 1, 5), np.float32)})
+    with pytest.raises(ValueError, match=r"missing inputs \['x'\]"):
+        session.run(None, {})
+    with pytest.raises(ValueError, match="'y' is not an input of the model"):
+        session.run(None, {"x": x, "y": x})
+    with pytest.raises(ValueError, match=r"unknown output names \['nope'\]"):
+        session.run(["nope"], {"x": x})
+    with pytest.raises(TypeError, match="output_names as a list"):
+        session.run("output", {"x": x})
+    with pytest.raises(TypeError, match="input_feed as a dict"):
+        session.run(None, [x])
+
+
+def test_inputs_outputs_and_callers_arrays():
+    gru, model = _small()
+    session = InferenceSession(model)
+    assert session.get_inputs() == [NodeArg("x", "tensor(float)", ["seq_len", "batch", 3])]
+    assert [o.name for o in session.get_outputs()] == ["output", "h_n"]
+    x = np.random.default_rng(8).standard_normal((3, 2, 3)).astype(np.float32)
+    x.flags.writeable = False  # read-only input accepted, never written
+    before = x.copy()
+    out, h_n = session.run(None, {"x": x})
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_array_equal(out, gru(before)[0])
+    out[:] = 0  # the caller owns what run returns: the next run is unaffected
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], gru(before)[0])
+
+
+def test_concurrent_runs_from_threads():
+    torch = import_optional("torch")
+    net = _torch_net(torch, 2, True, False, False)
+    x0 = np.zeros((6, 2, 6), np.float32)
+    data = _export(torch, net, (torch.from_numpy(x0),), ["x"], False)
+    session = InferenceSession(data)
+    rng = np.random.default_rng(9)
+    xs = [rng.standard_normal((6, 2, 6)).astype(np.float32) for _ in range(4)]
+    expected = [session.run(None, {"x": x}) for x in xs]
+    errors, results = [], {}
+
+    def work(k):
+        try:
+            for _ in range(10):
+                results[k] = session.run(None, {"x": xs[k]})
+                for g, e in zip(results[k], expected[k]):
+                    np.testing.assert_array_equal(g, e)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_outputs_never_alias_inputs_constants_or_each_other():
+    """A graph output that is a graph input, a stored tensor, or the same cygru output twice
+    comes back as an array of its own (as ONNX Runtime returns them)."""
+    gru = cygru.GRU(3, 4, seed=10)
+    model = gru.to_onnx(io.BytesIO(), h0="none", lengths="none")
+    graph = model.graph
+    stored = graph.initializer[-1].name
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info(stored, graph.initializer[-1].data_type, None),
+        ]
+    )
+    session = InferenceSession(model)
+    x = np.ones((2, 1, 3), np.float32)
+    out, h_n, x_out, constant = session.run(None, {"x": x})
+    assert not np.shares_memory(x_out, x)
+    kept = constant.copy()
+    constant[...] = 0
+    np.testing.assert_array_equal(session.run([stored], {"x": x})[0], kept)
+    out2, again = session.run(["output", "output"], {"x": x})
+    assert not np.shares_memory(out2, again)
+    np.testing.assert_array_equal(out2, again)
+
+
+def test_quantized_float64_node_keeps_its_dtype():
+    rng = np.random.default_rng(11)
+    W, R = rng.standard_normal((1, 12, 3)) * 0.5, rng.standard_normal((1, 12, 4)) * 0.5
+    graph = helper.make_graph(
+        [
+            helper.make_node("GRU", ["X", "W", "R"], ["Y", "Y_h"], hidden_size=4, name="g"),
+            helper.make_node("Neg", ["Y_h"], ["out"]),
+        ],
+        "m",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["T", "B", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.DOUBLE, None)],
+        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    x = rng.standard_normal((4, 2, 3))
+    exact = InferenceSession(model).run(None, {"X": x})[0]
+    (approx,) = InferenceSession(model, quantize="bf16").run(None, {"X": x})
+    assert approx.dtype == np.float64
+    np.testing.assert_allclose(approx, exact, atol=0.02)
+
+
+def test_subgraph_reading_a_gru_output_from_the_outer_scope():
+    """An If node whose branches read the GRU's Y_h from the graph around them: the part
+    that holds it is fed Y_h."""
+    model = _gru_model()
+    graph = model.graph
+    then_g = helper.make_graph(
+        [helper.make_node("Neg", ["Y_h"], ["r1"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("r1", TensorProto.FLOAT, None)],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Abs", ["Y_h"], ["r2"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("r2", TensorProto.FLOAT, None)],
+    )
+    graph.node.extend(
+        [
+            helper.make_node("ReduceSum", ["X"], ["s"], keepdims=0),
+            helper.make_node("Greater", ["s", "zero"], ["cond"]),
+            helper.make_node("If", ["cond"], ["picked"], then_branch=then_g, else_branch=else_g),
+        ]
+    )
+    graph.initializer.append(numpy_helper.from_array(np.array(0, np.float32), "zero"))
+    graph.output.append(helper.make_tensor_value_info("picked", TensorProto.FLOAT, None))
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == ["g"]
+    for sign in (1, -1):
+        x = sign * np.abs(np.random.default_rng(12).standard_normal((3, 2, 3))).astype(np.float32)
+        _close(session.run(None, {"X": x}), _ort(model).run(None, {"X": x}))
+
+
+def test_unsorted_graph_is_refused():
+    model = _gru_model()
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[::-1])
+    with pytest.raises(ValueError, match="not in topological order: node '' \\(Neg\\) reads 'Y_h'"):
+        InferenceSession(model)
