@@ -641,3 +641,31 @@ def test_unsorted_graph_is_refused():
     model.graph.node.extend(nodes[::-1])
     with pytest.raises(ValueError, match="not in topological order: node '' \\(Neg\\) reads 'Y_h'"):
         InferenceSession(model)
+
+
+def _spinning(session):
+    return [
+        p.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        for p in session._order
+        if hasattr(p, "session")
+    ]
+
+
+def test_parts_threads_do_not_spin_unless_asked():
+    """ONNX Runtime's workers spin after each run by default, taking cores from the cygru
+    call that follows: the parts turn spinning off, unless the caller's options set it, and
+    the caller's options object is left as ONNX Runtime's default."""
+    torch = import_optional("torch")
+    net = _torch_net(torch, 1, False, False, False)
+    data = _export(torch, net, (torch.zeros(3, 2, 6),), ["x"], False)
+    assert set(_spinning(InferenceSession(data))) == {"0"}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    assert set(_spinning(InferenceSession(data, opts))) == {"0"}
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"  # default
+    assert set(_spinning(InferenceSession(data, opts))) == {"0"}  # the same object again
+    asked = ort.SessionOptions()
+    asked.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    assert set(_spinning(InferenceSession(data, asked))) == {"1"}
+    parts = [p.session for p in InferenceSession(data, opts)._order if hasattr(p, "session")]
+    assert all(p.get_session_options().intra_op_num_threads == 2 for p in parts)
