@@ -669,3 +669,40 @@ def test_parts_threads_do_not_spin_unless_asked():
     assert set(_spinning(InferenceSession(data, asked))) == {"1"}
     parts = [p.session for p in InferenceSession(data, opts)._order if hasattr(p, "session")]
     assert all(p.get_session_options().intra_op_num_threads == 2 for p in parts)
+
+
+def test_frameworks_benchmark_runs(tmp_path):
+    """benchmarks/frameworks.py --quick (which runs onnx_model.py's and torch_module.py's
+    cases) writes every row and marks every target PASS or MISS; no timing is asserted."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    import_optional("torch")
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "frameworks.py"
+    where = os.path.dirname(os.path.dirname(os.path.abspath(cygru.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [where, env.get("PYTHONPATH")]))
+    out = tmp_path / "rows.json"
+    res = subprocess.run(
+        [sys.executable, str(script), "--quick", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = json.loads(out.read_text())["rows"]
+    cases = {r["case"] for r in rows}
+    assert {"onnx medium", "onnx deep-bi", "onnx step", "medium torch"} <= cases
+    for case in ("onnx medium", "onnx deep-bi"):
+        for threads in (1, 2):
+            got = {r["what"] for r in rows if r["case"] == case and r["threads"] == threads}
+            assert {"onnxruntime", "cygru float32", "cygru int8", "cygru bf16"} <= got
+    targets = [r for r in rows if r["target"]]
+    assert len(targets) >= 10 and all(r["result"] in ("PASS", "MISS") for r in targets)
+    assert all(r["value"] > 0 for r in rows if r["unit"] != "us" or "cost" not in r["what"])
+    assert "| case | threads | what | value | target | result |" in res.stdout
