@@ -8,6 +8,10 @@ called them is decorated with :func:`boundary`, which re-raises them as plain
 ValueError / TypeError prefixed with its own name (``cygru.GRU: ...``). So no check
 needs to be told who called it, and an error names the function the user called.
 
+Devices and host copies (``to_host``, ``to_device``, ``device_of``, ...) are
+:mod:`cygru._device`'s, re-exported here; the argument errors are :mod:`cygru._errors`'.
+This module imports nothing of cygru above those two (never a backend).
+
 Pure Python (NumPy only): CuPy is imported only for arrays that are already on a GPU,
 so this module imports on any machine.
 """
@@ -23,6 +27,20 @@ import weakref
 from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
+
+# Re-exported: the checks and their callers use them as ``A.<name>``. The device
+# conversions live in cygru._device, below this module and the GPU backend alike.
+from ._device import as_cupy, ascontiguous, is_cuda_object
+from ._device import device_index as device_index
+from ._device import device_of as device_of
+from ._device import dlpack_on_cuda as dlpack_on_cuda
+from ._device import is_cupy_array as is_cupy_array
+from ._device import to_device as to_device
+from ._device import to_host as to_host
+from ._device import zeros_on as zeros_on
+from ._errors import ArgumentError as ArgumentError
+from ._errors import BadType as BadType
+from ._errors import BadValue as BadValue
 
 _F = TypeVar("_F", bound=Callable[..., Any])  # a decorated function keeps its signature
 
@@ -64,28 +82,6 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # ---------------------------------------------------------------------------
 
 
-class ArgumentError(Exception):
-    """An invalid argument, found by a check that does not know its caller."""
-
-    plain = Exception
-
-    def named(self, who):
-        """The plain ValueError/TypeError to raise from the public entry point `who`."""
-        return self.plain(f"{who}: {self}")
-
-
-class BadValue(ArgumentError, ValueError):
-    """A ValueError raised by a check; :func:`boundary` prefixes the caller's name."""
-
-    plain = ValueError
-
-
-class BadType(ArgumentError, TypeError):
-    """A TypeError raised by a check; :func:`boundary` prefixes the caller's name."""
-
-    plain = TypeError
-
-
 def boundary(who: Optional[str] = None) -> Callable[[_F], _F]:
     """Decorator for a public entry point: argument errors raised inside it leave it as
     ``ValueError("<who>: <message>")`` (or TypeError). `who` is the public name, or None
@@ -107,83 +103,6 @@ def boundary(who: Optional[str] = None) -> Callable[[_F], _F]:
 
 def shape_str(shape):
     return str(tuple(int(s) for s in shape))
-
-
-# ---------------------------------------------------------------------------
-# devices and host copies
-# ---------------------------------------------------------------------------
-
-
-def is_cupy_array(a):
-    """True for a CuPy array (read from its type's module: never imports CuPy)."""
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
-def dlpack_on_cuda(obj):
-    """True if a DLPack exporter says its data lives on a CUDA device (kDLCUDA = 2,
-    kDLCUDAManaged = 13)."""
-    try:
-        dev_type, _ = obj.__dlpack_device__()
-    except Exception:
-        return False
-    return int(dev_type) in (2, 13)
-
-
-def is_cuda_object(a):
-    """True for CuPy arrays and foreign CUDA arrays (a PyTorch CUDA tensor, ...)."""
-    if is_cupy_array(a) or hasattr(a, "__cuda_array_interface__"):
-        return True
-    return hasattr(a, "__dlpack_device__") and not isinstance(a, np.ndarray) and dlpack_on_cuda(a)
-
-
-def device_of(a):
-    """'cpu', 'cuda:N' for a CuPy array, or 'cuda' for another CUDA array-like."""
-    if is_cupy_array(a):
-        return f"cuda:{a.device.id}"
-    if is_cuda_object(a):
-        return "cuda"
-    return "cpu"
-
-
-def device_index(device):
-    """N of a normalised device string 'cuda:N'."""
-    return int(device.split(":")[1])
-
-
-def to_host(a):
-    """`a` as a NumPy array: NumPy arrays as they are (no copy), CuPy arrays and other
-    CUDA arrays copied to host memory, PyTorch tensors detached (and copied from their
-    device when needed), anything else through :func:`numpy.asarray`."""
-    if isinstance(a, np.ndarray):
-        return a
-    if is_cupy_array(a):
-        return a.get()
-    if type(a).__module__.split(".")[0] == "torch" and hasattr(a, "detach"):
-        return a.detach().cpu().numpy()
-    if hasattr(a, "__cuda_array_interface__"):
-        import cupy
-
-        return cupy.asnumpy(cupy.asarray(a))
-    return np.asarray(a)
-
-
-def zeros_on(device, shape, dtype):
-    """Zeros on `device` ('cpu' or 'cuda:N'; on that GPU, not the current one)."""
-    if device == "cpu":
-        return np.zeros(shape, dtype)
-    import cupy
-
-    with cupy.cuda.Device(device_index(device)):
-        return cupy.zeros(shape, dtype)
-
-
-def to_device(a, device):
-    """`a` (a NumPy or CuPy array) on `device` ('cpu' or 'cuda:N')."""
-    if device == "cpu":
-        return to_host(a)
-    from . import _cupy
-
-    return _cupy.to_device(a, device_index(device))
 
 
 # ---------------------------------------------------------------------------
@@ -358,9 +277,7 @@ def as_float_array(a, dtype, name, device="cpu", check=None):
                 f"{name} is a host (NumPy) array but the module is on {device}; "
                 f"pass cupy.asarray({name}) or call module.to('cpu')"
             )
-        from . import _cupy
-
-        arr = _cupy.as_cupy(a, device)
+        arr = as_cupy(a, device)
     if arr.dtype.kind not in "biuf":
         raise BadType(
             f"{name} must hold real numbers (it is converted to {np.dtype(dtype)}), "
@@ -372,9 +289,7 @@ def as_float_array(a, dtype, name, device="cpu", check=None):
         # aligned too: the kernels read elements through typed pointers (an unaligned
         # float load is undefined behaviour in C; ascontiguousarray keeps such a buffer)
         return np.require(arr, dtype=dtype, requirements=["C", "A"])
-    from . import _cupy
-
-    return _cupy.ascontiguous(arr, dtype)
+    return ascontiguous(arr, dtype)
 
 
 def as_shaped(a, shape, dtype, name, device="cpu", what=None):

@@ -32,8 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._arrays import BadType, dlpack_on_cuda, is_cupy_array
 from ._backend import ForwardCache
+
+# the device conversions live below this backend and the argument checks alike
+from ._device import as_cupy, ascontiguous, is_cupy_array
+from ._device import to_cuda as to_device
 
 __all__ = [
     "KERNEL_NAMES",
@@ -136,79 +139,9 @@ def is_available():
         return False
 
 
-def to_device(array, device_id=0):
-    """`array` as a CuPy array on CUDA device `device_id`.
-
-    Accepts NumPy arrays (and anything ``numpy.asarray`` takes), CuPy arrays, and objects that
-    speak ``__cuda_array_interface__`` or DLPack (a PyTorch CUDA tensor: zero-copy when it is
-    already on that device).  A CuPy array already on `device_id` is returned as is; one on
-    another device is copied there.
-    """
-    cupy = _cp()
-    device_id = int(device_id)
-    if not isinstance(array, cupy.ndarray):
-        if hasattr(array, "__cuda_array_interface__"):
-            array = cupy.asarray(array)
-        elif (
-            hasattr(array, "__dlpack__")
-            and not isinstance(array, np.ndarray)
-            and dlpack_on_cuda(array)
-        ):
-            array = cupy.from_dlpack(array)
-        else:
-            with cupy.cuda.Device(device_id):
-                return cupy.asarray(np.asarray(array))
-    if array.device.id == device_id:
-        return array
-    with array.device:
-        src = cupy.ascontiguousarray(array)
-    with cupy.cuda.Device(device_id):
-        out = cupy.empty(src.shape, dtype=src.dtype)
-        if src.nbytes:
-            out.data.copy_from_device(src.data, src.nbytes)
-    return out
-
-
 def xp():
     """The CuPy module (the array namespace of this backend)."""
     return _cp()
-
-
-def as_cupy(a, device="cuda"):
-    """A CUDA array-like as a ``cupy.ndarray`` without copying.
-
-    `a`: a CuPy array, or an object with ``__cuda_array_interface__`` or CUDA DLPack (a
-    PyTorch CUDA tensor).  `device`: ``"cuda"`` (any device) or ``"cuda:N"``; an array on
-    another device raises TypeError (devices are never mixed silently).
-    """
-    cupy = _cp()
-    if not isinstance(a, cupy.ndarray):
-        if hasattr(a, "__cuda_array_interface__"):
-            a = cupy.asarray(a)
-        elif hasattr(a, "__dlpack__") and dlpack_on_cuda(a):
-            a = cupy.from_dlpack(a)
-        else:
-            raise BadType(
-                f"expected a CUDA array (CuPy, __cuda_array_interface__ or CUDA "
-                f"DLPack), got {type(a).__name__}"
-            )
-    if device != "cuda":
-        want = int(str(device).split(":")[1])
-        if a.device.id != want:
-            raise BadType(
-                f"array is on cuda:{a.device.id} but the module is on {device}; move it "
-                f"with cupy (with cupy.cuda.Device({want}): cupy.asarray(a)) or call "
-                f"module.to('cuda:{a.device.id}')"
-            )
-    return a
-
-
-def ascontiguous(a, dtype):
-    """`a` (a CuPy array) as a C-contiguous array of `dtype` on its own device (no copy if
-    it already is one)."""
-    cupy = _cp()
-    with a.device:
-        return cupy.ascontiguousarray(a, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -458,8 +458,9 @@ def test_backend_imports_without_cupy():
         f"spec = importlib.util.spec_from_file_location('p._cupy', {str(PKG / '_cupy.py')!r}); "
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
         "assert m.is_available() is False; assert m.is_cupy_array(1) is False; "
-        "a = sys.modules['p._arrays']; "
+        "a = sys.modules['p._device']; "
         "import numpy as np; assert a.to_host(np.ones(2)).sum() == 2; "
+        "assert 'p._arrays' not in sys.modules; "
         "assert 'cygru' not in sys.modules; print('ok')"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
