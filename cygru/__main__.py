@@ -13,8 +13,12 @@ import time
 
 import numpy as np
 
-from . import GRU, GRUCell, __version__, _reference, get_num_threads, set_num_threads
-from . import _blas
+# from the modules that define them, not from cygru/__init__ (nothing imports the
+# package's top: tests/test_import_graph.py)
+from . import _blas, _reference
+from ._threads import get_num_threads, set_num_threads
+from ._version import __version__
+from .modules import GRU, GRUCell
 
 _DESCRIPTION = """\
 Check this cygru installation and time it beside its peers.

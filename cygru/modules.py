@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Tuple,
 import numpy as np
 
 from . import _arrays as A
+from . import _onnx
 from . import functional as F
 from ._arrays import BadType, BadValue
 from ._backend import GATE_NAMES, layer_weights, param_shapes
@@ -1254,12 +1255,18 @@ class GRU(_Module):
         >>> [i.name for i in model.graph.input]
         ['x']
         """
-        from .interop import to_onnx
+        return _onnx.write_gru(
+            self._onnx_options(),
+            self.state_dict(),
+            path_or_file,
+            opset=_onnx.DEFAULT_OPSET if opset is None else opset,
+            h0=h0,
+            lengths=lengths,
+        )
 
-        options: Dict[str, Any] = {"h0": h0, "lengths": lengths}
-        if opset is not None:
-            options["opset"] = opset
-        return to_onnx(self, path_or_file, **options)
+    def _onnx_options(self) -> Dict[str, Any]:
+        """The options ``cygru._onnx.write_gru`` reads (its ``GRU_OPTIONS``)."""
+        return {name: getattr(self, name) for name in _onnx.GRU_OPTIONS}
 
 
 class GRUCell(_Module):

@@ -13,6 +13,9 @@ Four entry points, one module per framework:
   runs, padded batches included.
 
 ``_common.py`` holds what they share: the gate permutation and the parameter-name suffix.
+The ONNX graph writer itself is ``cygru/_onnx.py``, below :mod:`cygru.modules`, so that
+:meth:`cygru.GRU.to_onnx` calls it without importing this package (which imports the modules:
+imports point only down).
 
 cygru keeps PyTorch's gate order **r, z, n** everywhere. Keras and ONNX store their gates in the
 order **z, r, h** (h is the candidate state, PyTorch's n), so every conversion permutes the three
