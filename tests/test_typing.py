@@ -90,10 +90,10 @@ def _public_callables():
     import inspect
 
     modules = ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask")
-    for mod_name in modules + ("cygru.torch",):
+    for mod_name in modules + ("cygru.torch", "cygru.jax"):
         try:
             mod = importlib.import_module(mod_name)
-        except ImportError:  # cygru.dask without dask, cygru.torch without torch
+        except ImportError:  # cygru.dask without dask, cygru.torch without torch, ...
             continue
         for name in mod.__all__:
             obj = getattr(mod, name)
@@ -173,10 +173,10 @@ def _public_classes():
     from cygru._typing import GRUBackward, GRUCellBackward
 
     modules = ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask")
-    for mod_name in modules + ("cygru.torch",):
+    for mod_name in modules + ("cygru.torch", "cygru.jax"):
         try:
             mod = importlib.import_module(mod_name)
-        except ImportError:  # cygru.dask without dask, cygru.torch without torch
+        except ImportError:  # cygru.dask without dask, cygru.torch without torch, ...
             continue
         for name in mod.__all__:
             obj = getattr(mod, name)
@@ -191,6 +191,7 @@ def test_get_type_hints_resolves_every_public_annotation():
     run time) resolves every public function's, method's and class's annotations: no name
     is imported only for type checkers. It raised ``NameError: name 'DTypeLike' is not
     defined`` on ``cygru.GRU.__init__``."""
+    import importlib
     import typing
 
     failures, seen = [], set()
@@ -228,6 +229,16 @@ def test_get_type_hints_resolves_every_public_annotation():
         pass
     else:
         assert "cygru.dask.forward" in seen and "cygru.dask.DataParallelTrainer.step" in seen
+    for optional, names in (
+        ("cygru.torch", ("cygru.torch.GRU.__init__", "cygru.torch.GRU.forward")),
+        ("cygru.jax", ("cygru.jax.gru",)),
+    ):
+        try:
+            importlib.import_module(optional)
+        except ImportError:
+            continue
+        for name in names:
+            assert any(w.startswith(name) for w in seen), (name, sorted(seen))
 
 
 def test_get_type_hints_values():
