@@ -335,6 +335,7 @@ DOCUMENTED_LAYERS = (
         "cygru.interop",
         "cygru.torch",
         "cygru.jax",
+        "cygru.onnxruntime",
         "cygru.dask",
         "cygru.optim",
         "cygru._gradcheck",

@@ -90,7 +90,7 @@ def _public_callables():
     import inspect
 
     modules = ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask")
-    for mod_name in modules + ("cygru.torch", "cygru.jax"):
+    for mod_name in modules + ("cygru.torch", "cygru.jax", "cygru.onnxruntime"):
         try:
             mod = importlib.import_module(mod_name)
         except ImportError:  # cygru.dask without dask, cygru.torch without torch, ...
@@ -173,7 +173,7 @@ def _public_classes():
     from cygru._typing import GRUBackward, GRUCellBackward
 
     modules = ("cygru", "cygru.functional", "cygru.optim", "cygru.interop", "cygru.dask")
-    for mod_name in modules + ("cygru.torch", "cygru.jax"):
+    for mod_name in modules + ("cygru.torch", "cygru.jax", "cygru.onnxruntime"):
         try:
             mod = importlib.import_module(mod_name)
         except ImportError:  # cygru.dask without dask, cygru.torch without torch, ...
@@ -232,6 +232,7 @@ def test_get_type_hints_resolves_every_public_annotation():
     for optional, names in (
         ("cygru.torch", ("cygru.torch.GRU.__init__", "cygru.torch.GRU.forward")),
         ("cygru.jax", ("cygru.jax.gru",)),
+        ("cygru.onnxruntime", ("cygru.onnxruntime.InferenceSession.run",)),
     ):
         try:
             importlib.import_module(optional)
