@@ -23,6 +23,8 @@ distributed = import_optional("distributed")
 
 import cygru  # noqa: E402  (after the skips: dask and distributed are optional)
 import cygru.dask as cdask  # noqa: E402
+import cygru.dask._common as dcommon  # noqa: E402
+import cygru.dask._training as dtraining  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,7 +168,7 @@ def _threads_in_task(threads):
     would get (a layer with work for 256 threads: the planned count is the count)."""
     from cygru import _cpu
 
-    with cdask._task_thread_count(threads):
+    with dcommon._task_thread_count(threads):
         return cygru.get_num_threads(), _cpu._threads_for(64, 2048, 1, np.float32)
 
 
@@ -177,9 +179,9 @@ def test_thread_policy_on_workers(client):
     (float32)."""
     info = client.run(lambda: (cygru.get_num_threads(), os.environ.get("OMP_NUM_THREADS")))
     assert all(v == (1, "1") for v in info.values()), info
-    assert client.submit(cdask._task_threads, None, pure=False).result() == 1
+    assert client.submit(dcommon._task_threads, None, pure=False).result() == 1
     for k in (2, 4, 2 * len(os.sched_getaffinity(0)) + 1):
-        assert client.submit(cdask._task_threads, k, pure=False).result() == k
+        assert client.submit(dcommon._task_threads, k, pure=False).result() == k
         assert client.submit(_threads_in_task, k, pure=False).result() == (k, k)
     # the count was the task's own: the worker's default is unchanged afterwards
     assert all(v == 1 for v in client.run(cygru.get_num_threads).values())
@@ -232,7 +234,7 @@ def test_threads_limit_is_the_tasks_own():
     seen, gate = {}, threading.Event()
 
     def task():
-        with cdask._task_thread_count(k):
+        with dcommon._task_thread_count(k):
             seen["inside"] = cygru.get_num_threads()
             gate.wait(10)
 
@@ -307,7 +309,7 @@ def _mse_grads(gru, x, y, lengths, on):
     if on == "output":
         diff = out - y
         if lengths is not None:
-            diff = diff * cdask._valid_mask(
+            diff = diff * dtraining._valid_mask(
                 lengths, out.shape[1 - (0 if gru.batch_first else 1)], 0 if gru.batch_first else 1
             )
             count = int(lengths.sum()) * out.shape[2]
@@ -856,5 +858,5 @@ def test_quantized_pickle_round_trip(precision):
     assert all(np.array_equal(a, b) for a, b in zip(q(x), clone(x)))
     weights = sum(a.nbytes for a in state.values())
     assert weights < len(data) < weights + 200 * len(state) + 2048
-    snap = cdask._snapshot(q)
+    snap = dcommon._snapshot(q)
     assert snap is not q and all(np.array_equal(a, b) for a, b in zip(q(x), snap(x)))
