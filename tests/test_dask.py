@@ -860,3 +860,106 @@ def test_quantized_pickle_round_trip(precision):
     assert weights < len(data) < weights + 200 * len(state) + 2048
     snap = dcommon._snapshot(q)
     assert snap is not q and all(np.array_equal(a, b) for a, b in zip(q(x), snap(x)))
+
+
+# -- graph structure: one task per chunk ----------------------------------------------------
+
+
+def _own_keys(collections, inputs):
+    """The keys the collections' graphs add to their inputs' graphs."""
+    base = set()
+    for a in inputs:
+        base |= set(dict(a.__dask_graph__()))
+    keys = {}
+    for c in collections:
+        keys.update(dict(c.__dask_graph__()))
+    return {k: v for k, v in keys.items() if k not in base}
+
+
+def _name(key):
+    return key[0] if isinstance(key, tuple) else key
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("inputs", ["none", "numpy", "dask"])
+def test_forward_is_one_task_per_chunk_and_a_getter_per_output(batch_first, inputs):
+    """forward adds, per batch chunk, one task that runs the GRU and one getter per
+    output (3 = 1 + 2 outputs), plus the module's one key for the whole graph: lengths and
+    h0 are inputs of that one task (NumPy pieces written into it, no task of their own),
+    and each getter reads one chunk's task only. Dask's graph optimisation fuses the
+    getter into the task when only one output is asked for."""
+    gru = cygru.GRU(5, 6, bidirectional=True, batch_first=batch_first, seed=1)
+    x, lengths = _data(np.float32, batch_first, B=23)
+    xd = _dask_x(x, batch_first, 4)
+    n = xd.numblocks[0 if batch_first else 1]
+    h0 = np.zeros((2, 23, 6), np.float32)
+    args, extra = {}, []
+    if inputs == "numpy":
+        args = {"lengths": lengths, "h0": h0}
+    elif inputs == "dask":
+        args = {
+            "lengths": da.from_array(lengths, chunks=4),
+            "h0": da.from_array(h0, chunks=(-1, 4, -1)),
+        }
+        extra = list(args.values())
+    out, h_n = cdask.forward(gru, xd, **args)
+    own = _own_keys([out, h_n], [xd, *extra])
+    names = {}
+    for k in own:
+        names.setdefault(_name(k), []).append(k)
+    modules = [k for k in names if k.startswith("cygru-module-")]
+    assert len(modules) == 1 and len(names[modules[0]]) == 1
+    assert len(own) == 3 * n + 1, sorted(names)
+    assert len(own) - 1 <= n * (1 + 2)  # the target: one task + at most one per output
+    (record,) = [
+        k for k in names if k.startswith("cygru-forward-") and "output" not in k and "h_n" not in k
+    ]
+    assert len(names[record]) == n
+    graph = {**dict(out.__dask_graph__()), **dict(h_n.__dask_graph__())}
+    for getter in (out, h_n):
+        for key in (k for k in own if _name(k) == getter.name):
+            deps = {_name(d) for d in graph[key].dependencies}
+            assert deps == {record}, deps
+    (only_out,) = dask.optimize(out)
+    fused = _own_keys([only_out], [])
+    computing = [k for k in fused if not isinstance(fused[k], dask._task_spec.DataNode)]
+    assert len(computing) == n  # one task per chunk
+    with dask.config.set(scheduler="sync"):
+        got = dask.compute(out, h_n)
+    ref = gru(x, **{k: np.asarray(v) for k, v in args.items()})
+    assert all(np.array_equal(g, r) for g, r in zip(got, ref))
+
+
+def test_grad_step_is_one_task_per_shard_and_a_fixed_tree():
+    """grad_step's graph: one task per shard (vjp and backward), the module's one key, and
+    the fixed reduction tree (split_every shards per node): ceil-divisions down to one."""
+    from dask.callbacks import Callback
+
+    gru = cygru.GRU(5, 6, seed=2)
+    x, lengths = _data(np.float32, False, B=22)
+    y = np.zeros((9, 22, 6), np.float32)
+    graphs = []
+    for chunk, split_every in ((2, 2), (2, 3), (4, 2), (22, 2)):
+        xd = _dask_x(x, False, chunk)
+        n = xd.numblocks[1]
+        graphs.clear()
+        with Callback(start=lambda dsk: graphs.append(dict(dsk))):
+            with dask.config.set(scheduler="sync"):
+                gru.zero_grad()
+                cdask.grad_step(gru, xd, y, lengths=lengths, split_every=split_every)
+        (graph,) = graphs
+        by_name = {}
+        for k in graph:
+            by_name.setdefault(_name(k), []).append(k)
+        shards = [k for k in by_name if str(k).startswith("cygru-grad-shards-")]
+        assert len(shards) == 1 and len(by_name[shards[0]]) == n
+        tree, level = 0, n  # nodes: groups of more than one (a lone last item passes up)
+        while level > 1:
+            tree += level // split_every + (level % split_every > 1)
+            level = -(-level // split_every)
+        sums = [k for k in graph if str(_name(k)).startswith("_sum_parts")]
+        assert len(sums) == tree, (chunk, split_every, len(sums))
+        modules = [k for k in graph if str(_name(k)).startswith("cygru-module-")]
+        assert len(modules) == 1
+        x_keys = {k for k in dict(xd.__dask_graph__())}
+        assert len(graph) - len(x_keys & set(graph)) == n + tree + 1
