@@ -684,13 +684,25 @@ def test_scaling_benchmark_quick_runs(tmp_path):
     assert "| run | median ms | min-max ms | sequences/s | CPU s | sequences/CPU s |" in res.stdout
     for name in (
         "direct, 1 thread(s)",
-        "1 worker(s) x 1 thread, on workers",
-        "2 worker(s) x 1 thread, round trip",
+        "direct, per chunk of 4, 1 thread",
+        "1 worker(s) x 1 thread, chunks of 16, on workers",
+        "2 worker(s) x 1 thread, chunks of 4, round trip",
+        "1 worker(s) x 1 thread, chunks of 4, no-op tasks",
+        "2 worker(s) x 1 thread, chunks of 16, on workers, tuned workers",
     ):
         assert f"| {name} |" in res.stdout
     result = json.loads(out_json.read_text())
-    assert result["config"]["B"] == 64 and len(result["rows"]) == 8
-    assert all(r["seq_per_s"] > 0 for r in result["rows"])
+    assert result["config"]["B"] == 64 and result["config"]["chunks"] == [16, 4]
+    assert len(result["rows"]) == 5 + 2 * 2 * 2 + 2 * 2 * 2 + 2 * 2  # (round trips: defaults)
+    assert all(r["seq_per_s"] > 0 and r["cpu_s"] >= 0 for r in result["rows"])
+    # the graph's structure (not a timing): one task per chunk and one getter per output,
+    # the output alone fused to one task per chunk
+    assert result["graph"]["16"]["chunks"] == 4 and result["graph"]["4"]["chunks"] == 16
+    for g in result["graph"].values():
+        assert g["tasks_per_chunk"] == 3 and g["module_keys"] == 1
+        assert g["tasks_per_chunk_output_only_optimized"] == 1
+    assert set(result["summary"]) == {"16", "4"}
+    assert "tasks per chunk <= 1 + 2: met" in res.stdout
 
 
 @pytest.mark.parametrize("bad", [0, 257, -1, True, np.bool_(True), 2.0, "2", b"2", np.array([3])])
