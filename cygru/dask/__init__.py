@@ -23,6 +23,17 @@ axis. An ``x`` cut along time or features is rechunked (with a
 with ``ValueError``. ``lengths``, ``h0`` and training targets must be cut along the
 batch like ``x`` (a NumPy array is cut to match).
 
+Each batch chunk is **one task**: :func:`forward` is one blockwise operation whose task
+per chunk runs the module and returns ``(output, h_n)``, plus one getter per output
+(Dask's graph optimisation fuses the getter into the task when one output alone is
+computed); :func:`grad_step` is one blockwise task per shard, then the fixed reduction
+tree. ``lengths``, ``h0``, targets and loss gradients are inputs of that task: a Dask
+array's block, or a NumPy array's piece written into the task itself (no task of its own).
+
+The code: :mod:`cygru.dask._inference` (:func:`forward`), :mod:`cygru.dask._training`
+(:func:`grad_step`, :class:`DataParallelTrainer`) and the helpers both use,
+:mod:`cygru.dask._common` (the checks, the module's key, the cutting of the inputs).
+
 The module is sent once: its options and weights (the compact pickle of
 :class:`cygru.GRU`: the weights' bytes plus about 100 bytes per parameter array and a few
 hundred for the options) become a single key of the

@@ -48,6 +48,11 @@ def forward(
 ) -> Tuple[da.Array, da.Array]:
     """Run a GRU over a Dask array of sequences, one task per batch chunk.
 
+    The graph holds, per batch chunk, one task that runs the module over the chunk and
+    returns ``(output, h_n)``, and one getter per output (computing ``output`` alone,
+    Dask's graph optimisation fuses its getter into the task); the module is one key for
+    the whole graph, and ``lengths``/``h0`` are inputs of each chunk's task.
+
     Parameters
     ----------
     module : cygru.GRU or cygru.QuantizedGRU
