@@ -975,3 +975,36 @@ def test_grad_step_is_one_task_per_shard_and_a_fixed_tree():
         assert len(modules) == 1
         x_keys = {k for k in dict(xd.__dask_graph__())}
         assert len(graph) - len(x_keys & set(graph)) == n + tree + 1
+
+
+def test_package_imports_point_down():
+    """cygru/dask/ imports cygru's submodules (never ``cygru`` itself or a name of
+    cygru/__init__.py), and its own modules without a circle: __init__ imports
+    _inference and _training, which import _common, which imports none of them. Every
+    import statement counts, those inside functions too."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(ROOT) / "cygru" / "dask"
+    names_of_cygru = set(dir(cygru))
+    edges = {}
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        mine = edges.setdefault(path.stem, set())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name == "cygru" for a in node.names), path
+            elif isinstance(node, ast.ImportFrom):
+                assert node.module != "cygru" and not (node.module or "").startswith("cygru."), (
+                    path,
+                    node.module,
+                )  # relative imports only
+                if node.level == 2 and node.module is None:  # from .. import X
+                    bad = [a.name for a in node.names if a.name in names_of_cygru]
+                    assert not bad, (path, bad)
+                if node.level == 1:
+                    targets = [node.module] if node.module else [a.name for a in node.names]
+                    mine.update(t.split(".")[0] for t in targets)
+    assert edges["_common"] == set(), edges
+    assert edges["_inference"] == {"_common"} and edges["_training"] == {"_common"}, edges
+    assert edges["__init__"] == {"_common", "_inference", "_training"}, edges
