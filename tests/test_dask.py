@@ -1008,3 +1008,33 @@ def test_package_imports_point_down():
     assert edges["_common"] == set(), edges
     assert edges["_inference"] == {"_common"} and edges["_training"] == {"_common"}, edges
     assert edges["__init__"] == {"_common", "_inference", "_training"}, edges
+
+
+def test_rechunk_warnings_point_at_the_callers_line():
+    """The PerformanceWarning of a rechunked input names the user's file (this one), not
+    cygru's, whichever input and whichever entry point (forward, grad_step, a trainer)."""
+    gru = cygru.GRU(5, 6, num_layers=2, seed=22)
+    x, lengths = _data(np.float32, False, B=8)
+    xd = _dask_x(x, False, 4)
+    cut = {
+        "x": da.from_array(x, chunks=(3, 4, -1)),
+        "h0": da.zeros((2, 8, 6), chunks=(1, 4, 3), dtype=np.float32),
+        "targets": da.zeros((9, 8, 6), chunks=(3, 4, 6), dtype=np.float32),
+    }
+    y = np.zeros((9, 8, 6), np.float32)
+    trainer = cdask.DataParallelTrainer(gru, cygru.optim.SGD(gru, lr=0.0))
+    calls = [
+        ("x", lambda: cdask.forward(gru, cut["x"])),
+        ("h0", lambda: cdask.forward(gru, xd, h0=cut["h0"])),
+        ("targets", lambda: cdask.grad_step(gru, xd, cut["targets"])),
+        ("targets", lambda: trainer.step(xd, cut["targets"])),
+        ("x", lambda: cdask.grad_step(gru, cut["x"], y)),
+    ]
+    for name, call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with dask.config.set(scheduler="sync"):
+                call()
+        found = [w for w in caught if issubclass(w.category, da.PerformanceWarning)]
+        assert found and all(f"{name} must be chunked" in str(w.message) for w in found)
+        assert {os.path.abspath(w.filename) for w in found} == {os.path.abspath(__file__)}

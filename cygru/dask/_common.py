@@ -6,6 +6,8 @@ batch chunk)."""
 from __future__ import annotations
 
 import math
+import os
+import sys
 import uuid
 import warnings
 from contextlib import nullcontext
@@ -139,6 +141,16 @@ def _block(arg):
     return arg
 
 
+def _caller_stacklevel():
+    """The ``stacklevel`` of a warning issued by the caller of this function that points
+    at the first frame outside cygru.dask (the user's call, whatever the path inside)."""
+    frame, level = sys._getframe(1), 1
+    here = os.path.dirname(os.path.abspath(__file__))
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _one_chunk(arr, keep_axis, rechunk, name, who):
     """`arr` (a Dask array) with every axis but `keep_axis` in one chunk."""
     split = [ax for ax in range(arr.ndim) if ax != keep_axis and len(arr.chunks[ax]) > 1]
@@ -159,7 +171,7 @@ def _one_chunk(arr, keep_axis, rechunk, name, who):
     warnings.warn(
         msg + "; rechunking those axes into one chunk (pass rechunk=False to make this an error)",
         da.PerformanceWarning,
-        stacklevel=4,
+        stacklevel=_caller_stacklevel(),
     )
     return arr.rechunk({ax: -1 for ax in split})
 
