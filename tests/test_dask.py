@@ -1038,3 +1038,19 @@ def test_rechunk_warnings_point_at_the_callers_line():
         found = [w for w in caught if issubclass(w.category, da.PerformanceWarning)]
         assert found and all(f"{name} must be chunked" in str(w.message) for w in found)
         assert {os.path.abspath(w.filename) for w in found} == {os.path.abspath(__file__)}
+
+
+def test_the_wheel_ships_the_subpackage():
+    """pyproject.toml lists every package directory of cygru/ (cygru/dask/ among them),
+    so a wheel ships it; setuptools' build_py copies its modules."""
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(ROOT)
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "cygru").rglob("__init__.py")
+    }
+    assert "cygru.dask" in found and found <= listed, (found, listed)
