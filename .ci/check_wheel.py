@@ -51,6 +51,13 @@ def main(path):
         for needed in ("cygru/_kernels.pxd", "cygru/capi.pxd", "cygru/include/cygru.h"):
             if needed not in names:
                 problems.append(f"missing {needed} (downstream builds cimport/include it)")
+        for needed in (
+            "cygru/dask/__init__.py",
+            "cygru/dask/_inference.py",
+            "cygru/dask/_training.py",
+        ):
+            if needed not in names:
+                problems.append(f"missing {needed} (the cygru.dask subpackage)")
         if not any(
             n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE")
             for n in names

@@ -23,6 +23,8 @@ distributed = import_optional("distributed")
 
 import cygru  # noqa: E402  (after the skips: dask and distributed are optional)
 import cygru.dask as cdask  # noqa: E402
+import cygru.dask._common as dcommon  # noqa: E402
+import cygru.dask._training as dtraining  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,7 +168,7 @@ def _threads_in_task(threads):
     would get (a layer with work for 256 threads: the planned count is the count)."""
     from cygru import _cpu
 
-    with cdask._task_thread_count(threads):
+    with dcommon._task_thread_count(threads):
         return cygru.get_num_threads(), _cpu._threads_for(64, 2048, 1, np.float32)
 
 
@@ -177,9 +179,9 @@ def test_thread_policy_on_workers(client):
     (float32)."""
     info = client.run(lambda: (cygru.get_num_threads(), os.environ.get("OMP_NUM_THREADS")))
     assert all(v == (1, "1") for v in info.values()), info
-    assert client.submit(cdask._task_threads, None, pure=False).result() == 1
+    assert client.submit(dcommon._task_threads, None, pure=False).result() == 1
     for k in (2, 4, 2 * len(os.sched_getaffinity(0)) + 1):
-        assert client.submit(cdask._task_threads, k, pure=False).result() == k
+        assert client.submit(dcommon._task_threads, k, pure=False).result() == k
         assert client.submit(_threads_in_task, k, pure=False).result() == (k, k)
     # the count was the task's own: the worker's default is unchanged afterwards
     assert all(v == 1 for v in client.run(cygru.get_num_threads).values())
@@ -232,7 +234,7 @@ def test_threads_limit_is_the_tasks_own():
     seen, gate = {}, threading.Event()
 
     def task():
-        with cdask._task_thread_count(k):
+        with dcommon._task_thread_count(k):
             seen["inside"] = cygru.get_num_threads()
             gate.wait(10)
 
@@ -307,7 +309,7 @@ def _mse_grads(gru, x, y, lengths, on):
     if on == "output":
         diff = out - y
         if lengths is not None:
-            diff = diff * cdask._valid_mask(
+            diff = diff * dtraining._valid_mask(
                 lengths, out.shape[1 - (0 if gru.batch_first else 1)], 0 if gru.batch_first else 1
             )
             count = int(lengths.sum()) * out.shape[2]
@@ -682,13 +684,25 @@ def test_scaling_benchmark_quick_runs(tmp_path):
     assert "| run | median ms | min-max ms | sequences/s | CPU s | sequences/CPU s |" in res.stdout
     for name in (
         "direct, 1 thread(s)",
-        "1 worker(s) x 1 thread, on workers",
-        "2 worker(s) x 1 thread, round trip",
+        "direct, per chunk of 4, 1 thread",
+        "1 worker(s) x 1 thread, chunks of 16, on workers",
+        "2 worker(s) x 1 thread, chunks of 4, round trip",
+        "1 worker(s) x 1 thread, chunks of 4, no-op tasks",
+        "2 worker(s) x 1 thread, chunks of 16, on workers, tuned workers",
     ):
         assert f"| {name} |" in res.stdout
     result = json.loads(out_json.read_text())
-    assert result["config"]["B"] == 64 and len(result["rows"]) == 8
-    assert all(r["seq_per_s"] > 0 for r in result["rows"])
+    assert result["config"]["B"] == 64 and result["config"]["chunks"] == [16, 4]
+    assert len(result["rows"]) == 5 + 2 * 2 * 2 + 2 * 2 * 2 + 2 * 2  # (round trips: defaults)
+    assert all(r["seq_per_s"] > 0 and r["cpu_s"] >= 0 for r in result["rows"])
+    # the graph's structure (not a timing): one task per chunk and one getter per output,
+    # the output alone fused to one task per chunk
+    assert result["graph"]["16"]["chunks"] == 4 and result["graph"]["4"]["chunks"] == 16
+    for g in result["graph"].values():
+        assert g["tasks_per_chunk"] == 3 and g["module_keys"] == 1
+        assert g["tasks_per_chunk_output_only_optimized"] == 1
+    assert set(result["summary"]) == {"16", "4"}
+    assert "tasks per chunk <= 1 + 2: met" in res.stdout
 
 
 @pytest.mark.parametrize("bad", [0, 257, -1, True, np.bool_(True), 2.0, "2", b"2", np.array([3])])
@@ -856,5 +870,187 @@ def test_quantized_pickle_round_trip(precision):
     assert all(np.array_equal(a, b) for a, b in zip(q(x), clone(x)))
     weights = sum(a.nbytes for a in state.values())
     assert weights < len(data) < weights + 200 * len(state) + 2048
-    snap = cdask._snapshot(q)
+    snap = dcommon._snapshot(q)
     assert snap is not q and all(np.array_equal(a, b) for a, b in zip(q(x), snap(x)))
+
+
+# -- graph structure: one task per chunk ----------------------------------------------------
+
+
+def _own_keys(collections, inputs):
+    """The keys the collections' graphs add to their inputs' graphs."""
+    base = set()
+    for a in inputs:
+        base |= set(dict(a.__dask_graph__()))
+    keys = {}
+    for c in collections:
+        keys.update(dict(c.__dask_graph__()))
+    return {k: v for k, v in keys.items() if k not in base}
+
+
+def _name(key):
+    return key[0] if isinstance(key, tuple) else key
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("inputs", ["none", "numpy", "dask"])
+def test_forward_is_one_task_per_chunk_and_a_getter_per_output(batch_first, inputs):
+    """forward adds, per batch chunk, one task that runs the GRU and one getter per
+    output (3 = 1 + 2 outputs), plus the module's one key for the whole graph: lengths and
+    h0 are inputs of that one task (NumPy pieces written into it, no task of their own),
+    and each getter reads one chunk's task only. Dask's graph optimisation fuses the
+    getter into the task when only one output is asked for."""
+    gru = cygru.GRU(5, 6, bidirectional=True, batch_first=batch_first, seed=1)
+    x, lengths = _data(np.float32, batch_first, B=23)
+    xd = _dask_x(x, batch_first, 4)
+    n = xd.numblocks[0 if batch_first else 1]
+    h0 = np.zeros((2, 23, 6), np.float32)
+    args, extra = {}, []
+    if inputs == "numpy":
+        args = {"lengths": lengths, "h0": h0}
+    elif inputs == "dask":
+        args = {
+            "lengths": da.from_array(lengths, chunks=4),
+            "h0": da.from_array(h0, chunks=(-1, 4, -1)),
+        }
+        extra = list(args.values())
+    out, h_n = cdask.forward(gru, xd, **args)
+    own = _own_keys([out, h_n], [xd, *extra])
+    names = {}
+    for k in own:
+        names.setdefault(_name(k), []).append(k)
+    modules = [k for k in names if k.startswith("cygru-module-")]
+    assert len(modules) == 1 and len(names[modules[0]]) == 1
+    assert len(own) == 3 * n + 1, sorted(names)
+    assert len(own) - 1 <= n * (1 + 2)  # the target: one task + at most one per output
+    (record,) = [
+        k for k in names if k.startswith("cygru-forward-") and "output" not in k and "h_n" not in k
+    ]
+    assert len(names[record]) == n
+    graph = {**dict(out.__dask_graph__()), **dict(h_n.__dask_graph__())}
+    for getter in (out, h_n):
+        for key in (k for k in own if _name(k) == getter.name):
+            deps = {_name(d) for d in graph[key].dependencies}
+            assert deps == {record}, deps
+    (only_out,) = dask.optimize(out)
+    fused = _own_keys([only_out], [])
+    computing = [k for k in fused if not isinstance(fused[k], dask._task_spec.DataNode)]
+    assert len(computing) == n  # one task per chunk
+    with dask.config.set(scheduler="sync"):
+        got = dask.compute(out, h_n)
+    ref = gru(x, **{k: np.asarray(v) for k, v in args.items()})
+    assert all(np.array_equal(g, r) for g, r in zip(got, ref))
+
+
+def test_grad_step_is_one_task_per_shard_and_a_fixed_tree():
+    """grad_step's graph: one task per shard (vjp and backward), the module's one key, and
+    the fixed reduction tree (split_every shards per node): ceil-divisions down to one."""
+    from dask.callbacks import Callback
+
+    gru = cygru.GRU(5, 6, seed=2)
+    x, lengths = _data(np.float32, False, B=22)
+    y = np.zeros((9, 22, 6), np.float32)
+    graphs = []
+    for chunk, split_every in ((2, 2), (2, 3), (4, 2), (22, 2)):
+        xd = _dask_x(x, False, chunk)
+        n = xd.numblocks[1]
+        graphs.clear()
+        with Callback(start=lambda dsk: graphs.append(dict(dsk))):
+            with dask.config.set(scheduler="sync"):
+                gru.zero_grad()
+                cdask.grad_step(gru, xd, y, lengths=lengths, split_every=split_every)
+        (graph,) = graphs
+        by_name = {}
+        for k in graph:
+            by_name.setdefault(_name(k), []).append(k)
+        shards = [k for k in by_name if str(k).startswith("cygru-grad-shards-")]
+        assert len(shards) == 1 and len(by_name[shards[0]]) == n
+        tree, level = 0, n  # nodes: groups of more than one (a lone last item passes up)
+        while level > 1:
+            tree += level // split_every + (level % split_every > 1)
+            level = -(-level // split_every)
+        sums = [k for k in graph if str(_name(k)).startswith("_sum_parts")]
+        assert len(sums) == tree, (chunk, split_every, len(sums))
+        modules = [k for k in graph if str(_name(k)).startswith("cygru-module-")]
+        assert len(modules) == 1
+        x_keys = {k for k in dict(xd.__dask_graph__())}
+        assert len(graph) - len(x_keys & set(graph)) == n + tree + 1
+
+
+def test_package_imports_point_down():
+    """cygru/dask/ imports cygru's submodules (never ``cygru`` itself or a name of
+    cygru/__init__.py), and its own modules without a circle: __init__ imports
+    _inference and _training, which import _common, which imports none of them. Every
+    import statement counts, those inside functions too."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(ROOT) / "cygru" / "dask"
+    names_of_cygru = set(dir(cygru))
+    edges = {}
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        mine = edges.setdefault(path.stem, set())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name == "cygru" for a in node.names), path
+            elif isinstance(node, ast.ImportFrom):
+                assert node.module != "cygru" and not (node.module or "").startswith("cygru."), (
+                    path,
+                    node.module,
+                )  # relative imports only
+                if node.level == 2 and node.module is None:  # from .. import X
+                    bad = [a.name for a in node.names if a.name in names_of_cygru]
+                    assert not bad, (path, bad)
+                if node.level == 1:
+                    targets = [node.module] if node.module else [a.name for a in node.names]
+                    mine.update(t.split(".")[0] for t in targets)
+    assert edges["_common"] == set(), edges
+    assert edges["_inference"] == {"_common"} and edges["_training"] == {"_common"}, edges
+    assert edges["__init__"] == {"_common", "_inference", "_training"}, edges
+
+
+def test_rechunk_warnings_point_at_the_callers_line():
+    """The PerformanceWarning of a rechunked input names the user's file (this one), not
+    cygru's, whichever input and whichever entry point (forward, grad_step, a trainer)."""
+    gru = cygru.GRU(5, 6, num_layers=2, seed=22)
+    x, lengths = _data(np.float32, False, B=8)
+    xd = _dask_x(x, False, 4)
+    cut = {
+        "x": da.from_array(x, chunks=(3, 4, -1)),
+        "h0": da.zeros((2, 8, 6), chunks=(1, 4, 3), dtype=np.float32),
+        "targets": da.zeros((9, 8, 6), chunks=(3, 4, 6), dtype=np.float32),
+    }
+    y = np.zeros((9, 8, 6), np.float32)
+    trainer = cdask.DataParallelTrainer(gru, cygru.optim.SGD(gru, lr=0.0))
+    calls = [
+        ("x", lambda: cdask.forward(gru, cut["x"])),
+        ("h0", lambda: cdask.forward(gru, xd, h0=cut["h0"])),
+        ("targets", lambda: cdask.grad_step(gru, xd, cut["targets"])),
+        ("targets", lambda: trainer.step(xd, cut["targets"])),
+        ("x", lambda: cdask.grad_step(gru, cut["x"], y)),
+    ]
+    for name, call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with dask.config.set(scheduler="sync"):
+                call()
+        found = [w for w in caught if issubclass(w.category, da.PerformanceWarning)]
+        assert found and all(f"{name} must be chunked" in str(w.message) for w in found)
+        assert {os.path.abspath(w.filename) for w in found} == {os.path.abspath(__file__)}
+
+
+def test_the_wheel_ships_the_subpackage():
+    """pyproject.toml lists every package directory of cygru/ (cygru/dask/ among them),
+    so a wheel ships it; setuptools' build_py copies its modules."""
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(ROOT)
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "cygru").rglob("__init__.py")
+    }
+    assert "cygru.dask" in found and found <= listed, (found, listed)

@@ -31,18 +31,18 @@ _REPORT = re.compile(
 )
 
 
-def _run_example(block_torch):
+def _run_example(block_torch, example=EXAMPLE):
     """Run the example as sphinx-gallery does (``__name__ == "__main__"``, its own
     directory), optionally with ``import torch`` failing; return its stdout."""
     prelude = "import sys; sys.modules['torch'] = None; " if block_torch else ""
-    code = prelude + f"import runpy; runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')"
+    code = prelude + f"import runpy; runpy.run_path({str(example)!r}, run_name='__main__')"
     env = dict(os.environ, MPLBACKEND="agg")
     # the cygru this test process imported (a checkout built in place, or an installation)
     where = os.path.dirname(os.path.dirname(os.path.abspath(cygru.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [where, env.get("PYTHONPATH")]))
     res = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=EXAMPLE.parent,
+        cwd=example.parent,
         env=env,
         capture_output=True,
         text=True,
@@ -82,3 +82,28 @@ def test_train_vs_pytorch_with_torch():
     worst = float(re.search(r"loss curves: ([\d.e+-]+)", out).group(1))
     assert worst < 1e-6
     assert re.search(r"time per epoch, PyTorch / cygru: \d+\.\d\d$", out, re.M)
+
+
+def test_dask_inference_over_a_store_larger_than_memory():
+    """docs/examples/plot_dask_inference.py: a GRU over a NumPy memmap store larger than
+    each worker's memory limit, the outputs written to stores with da.store; each of the
+    two workers' peak memory (VmHWM) is reported below the limit, and two chunks of the
+    stored outputs equal a direct call bit for bit (the example asserts these; the report
+    is checked here too)."""
+    import_optional("dask.array")
+    import_optional("distributed")
+    out = _run_example(False, ROOT / "docs" / "examples" / "plot_dask_inference.py")
+    m = re.search(
+        r"^x: (\d+) MiB on disk in (\d+) chunks of [\d.]+ MiB; output: \d+ MiB; "
+        r"each worker's memory limit: (\d+) MiB$",
+        out,
+        re.M,
+    )
+    assert m, out
+    x_mib, chunks, limit = (int(g) for g in m.groups())
+    assert x_mib > limit and chunks > 1
+    m = re.search(r"peak memory of the workers: (\d+) MiB, (\d+) MiB \(limit (\d+) MiB\)", out)
+    assert m, out
+    peaks = [int(m.group(1)), int(m.group(2))]
+    assert int(m.group(3)) == limit and all(0 < p < limit for p in peaks), out
+    assert out.count("bitwise equal to a direct call: True") == 2, out
