@@ -77,7 +77,7 @@ to summing the per-shard ``vjp`` gradients in that order in one process, and agr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, List, Optional  # noqa: F401  (see below)
 
 # _common first: without Dask, its ImportError says which extra to install
 from . import _common  # noqa: F401
@@ -86,7 +86,9 @@ from ._training import DataParallelTrainer, grad_step
 
 __all__ = ["forward", "grad_step", "DataParallelTrainer"]
 
-# the public names are cygru.dask's (documentation, doctest, pickles by reference)
+# the public names are cygru.dask's (documentation, doctest, pickles by reference); so
+# typing.get_type_hints resolves DataParallelTrainer's class annotations (``history``) in
+# this module's namespace, which therefore holds the names they use (List, Optional)
 for _obj in (forward, grad_step, DataParallelTrainer):
     _obj.__module__ = __name__
 for _obj in vars(DataParallelTrainer).values():
