@@ -40,9 +40,9 @@ from .interop._onnx_import import (
     _is_layout,
     _load_model,
     _merge,
+    _PROBE_LIMIT,
     _Probe,
     _same,
-    _static_y_shape,
     _tagged,
 )
 from .quantized import quantize as _quantize
@@ -211,11 +211,41 @@ def _fold_weights(model, types, providers):
     return result
 
 
+def _label(node):
+    return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+
+
 def _check_sorted(graph, initializers):
     """ONNX requires a graph's nodes in an order where each reads only what is computed
-    before it (or stored, or fed): the parts are cut in that order."""
+    before it (or stored, or fed), each name defined once, and distinct node names (as ONNX
+    Runtime checks them): the parts are cut in that order, and told apart by name."""
     known = set(initializers) | {i.name for i in graph.input}
-    produced_by = {o: n for n in graph.node for o in n.output if o}
+    produced_by, named = {}, {}
+    for node in graph.node:
+        if node.name:  # the parts and cygru's nodes are told apart by name
+            other = named.setdefault(node.name, node)
+            if other is not node:
+                raise ValueError(
+                    f"{_WHO}: two nodes of the graph are named {node.name!r} ({other.op_type} "
+                    f"and {node.op_type}); ONNX requires distinct node names (not a valid ONNX "
+                    "graph)"
+                )
+        for o in node.output:
+            if not o:
+                continue
+            if o in known or o in produced_by:
+                what = (
+                    "a graph input"
+                    if o in {i.name for i in graph.input}
+                    else "a stored tensor"
+                    if o in initializers
+                    else f"the output of {_label(produced_by[o])}"
+                )
+                raise ValueError(
+                    f"{_WHO}: {_label(node)} computes {o!r}, which is also {what}; ONNX "
+                    "requires each name defined once (not a valid ONNX graph)"
+                )
+            produced_by[o] = node
     for node in graph.node:
         for name in _node_reads(node):
             if name not in known and name in produced_by:
@@ -227,6 +257,36 @@ def _check_sorted(graph, initializers):
                     "graph)"
                 )
         known.update(o for o in node.output if o)
+
+
+def _enforced_shapes(model):
+    """{tensor: static shape} for the 4-d tensors whose sizes ONNX's shape inference derives
+    from what ``run`` enforces (the graph inputs' declared sizes, stored tensors), not from
+    the sizes a model declares for its outputs or intermediate tensors, which nothing checks:
+    a layout node verified only at a declared size that the inputs do not fix would be bound
+    at other sizes too."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for vo in bare.graph.output:
+        if vo.type.HasField("tensor_type"):
+            vo.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(bare)
+    except Exception:  # noqa: BLE001 - no shapes to go by: the probe uses its own sizes
+        return {}
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
+            if (
+                len(dims) == 4
+                and all(d > 0 for d in dims)
+                and int(np.prod(dims, dtype=np.float64)) <= _PROBE_LIMIT
+            ):
+                shapes[vi.name] = dims
+    return shapes
 
 
 def _merged_outputs(model, cygru_parts):
@@ -244,7 +304,7 @@ def _merged_outputs(model, cygru_parts):
     for node in graph.node:
         for r in _node_reads(node):
             consumers.setdefault(r, []).append(node)
-    found = {}
+    found, shapes = {}, None
     for part in cygru_parts.values():
         if not part.y:
             continue
@@ -265,7 +325,9 @@ def _merged_outputs(model, cygru_parts):
             continue
         module = part.module
         D, H = (2 if module.bidirectional else 1), module.hidden_size
-        static = _static_y_shape(model, part.y)
+        if shapes is None:
+            shapes = _enforced_shapes(model)
+        static = shapes.get(part.y)
         sizes = [(3, 2), (2, 5)]
         if static is not None:
             sizes = [(static[0], static[2]) if part.layout == 0 else (static[1], static[0])]
@@ -317,35 +379,103 @@ class _GruPart:
         self.needed = (self.y, self.y_h)  # the outputs the rest of the model reads
 
     def run(self, env, run_options=None):
+        who = f"{_WHO}.run: the GRU node {self.node.name!r}"
         x = env[self.x]
         if not isinstance(x, np.ndarray) or x.dtype != self.dtype or x.ndim != 3:
             got = f"{getattr(x, 'dtype', type(x).__name__)} of shape {np.shape(x)}"
             raise TypeError(
-                f"{_WHO}.run: the GRU node {self.node.name!r} expected its input "
-                f"{self.x!r} as a 3-d array of {np.dtype(self.dtype)}, got {got}"
+                f"{who} expected its input {self.x!r} as a 3-d array of "
+                f"{np.dtype(self.dtype)}, got {got}"
             )
+        module = self.module
+        D, H = (2 if module.bidirectional else 1), module.hidden_size
+        T, B = (x.shape[0], x.shape[1]) if self.layout == 0 else (x.shape[1], x.shape[0])
         h0 = env[self.h0] if self.h0 else None
-        if h0 is not None and self.layout == 1 and getattr(h0, "ndim", 0) == 3:
-            h0 = h0.transpose(1, 0, 2)  # ONNX's (B, D, H) for layout 1; cygru's is (D, B, H)
+        if h0 is not None:
+            want = (D, B, H) if self.layout == 0 else (B, D, H)
+            if np.shape(h0) != want:
+                raise ValueError(
+                    f"{who} expected its initial_h {self.h0!r} of shape {want} "
+                    f"({'(D, B, H)' if self.layout == 0 else '(B, D, H)'}: X has "
+                    f"shape {x.shape}), got {np.shape(h0)}"
+                )
+            if self.layout == 1:
+                h0 = h0.transpose(1, 0, 2)  # ONNX's (B, D, H) for layout 1; cygru's (D, B, H)
         lengths = env[self.lengths] if self.lengths else None
-        output, h_n = self.module(x, h0, lengths=lengths)
+        if lengths is not None:
+            lengths = self._checked_lengths(who, lengths, T, B)
+        elif T == 0:
+            raise ValueError(
+                f"{who}: its input {self.x!r} has no time steps (shape {x.shape}) and the node "
+                "has no sequence_lens; expected at least one time step"
+            )
+        try:
+            if lengths is not None and (T == 0 or (B and lengths.min() == 0)):
+                output, h_n = self._with_empty_rows(x, h0, lengths, T, B, D, H)
+            else:
+                output, h_n = module(x, h0, lengths=lengths)
+        except (ValueError, TypeError) as exc:  # named after the node, not the module
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"{who}: {exc}") from None
         if output.dtype != self.dtype:  # a quantized module returns float32
             output, h_n = output.astype(self.dtype), h_n.astype(self.dtype)
-        D = 2 if self.module.bidirectional else 1
-        H = self.module.hidden_size
         for name in self.merged:
             env[name] = output
         if self.y and self.y in self.needed:
             if self.layout == 0:  # (T, B, D*H) -> ONNX's (T, D, B, H)
-                T, B = output.shape[:2]
                 y = np.ascontiguousarray(output.reshape(T, B, D, H).transpose(0, 2, 1, 3))
             else:  # (B, T, D*H) -> (B, T, D, H): a view
-                y = output.reshape(output.shape[0], output.shape[1], D, H)
+                y = output.reshape(B, T, D, H)
             env[self.y] = y
         if self.y_h and self.y_h in self.needed:
             env[self.y_h] = (
                 h_n if self.layout == 0 else np.ascontiguousarray(h_n.transpose(1, 0, 2))
             )
+
+    @staticmethod
+    def _checked_lengths(who, lengths, T, B):
+        """sequence_lens as ONNX Runtime takes it: integers of shape (B,), each in [0, T]."""
+        if not isinstance(lengths, np.ndarray) or lengths.dtype.kind not in "iu":
+            got = getattr(lengths, "dtype", type(lengths).__name__)
+            raise TypeError(f"{who} expected its sequence_lens as an integer array, got {got}")
+        if lengths.shape != (B,):
+            raise ValueError(
+                f"{who} expected its sequence_lens of shape ({B},) (one per batch row), got "
+                f"{lengths.shape}"
+            )
+        if B and (lengths.min() < 0 or lengths.max() > T):
+            bad = int(lengths.min()) if lengths.min() < 0 else int(lengths.max())
+            raise ValueError(
+                f"{who}: every sequence length must be in [0, {T}] (the sequence length of "
+                f"its input X), got {bad}"
+            )
+        return lengths
+
+    def _with_empty_rows(self, x, h0, lengths, T, B, D, H):
+        """ONNX Runtime's answer for rows of length 0 (cygru's modules take lengths >= 1):
+        their Y and Y_h are zeros (not initial_h); the other rows run in cygru."""
+        keep = np.flatnonzero(lengths)
+        output = np.zeros((T, B, D * H) if self.layout == 0 else (B, T, D * H), self.dtype)
+        h_n = np.zeros((D, B, H), self.dtype)
+        if keep.size:
+            axis = 1 if self.layout == 0 else 0
+            rows = np.take(x, keep, axis=axis)
+            some_h0 = None if h0 is None else np.ascontiguousarray(h0[:, keep])
+            out_k, h_k = self.module(rows, some_h0, lengths=lengths[keep])
+            if self.layout == 0:
+                output[:, keep] = out_k
+            else:
+                output[keep] = out_k
+            h_n[:, keep] = h_k
+        return output, h_n
+
+
+def _owner(array):
+    """The id of the object that owns ``array``'s memory (itself, or the base of a view)."""
+    while isinstance(getattr(array, "base", None), np.ndarray):
+        array = array.base
+    base = getattr(array, "base", None)
+    return id(array if base is None else base)
 
 
 def _check_quantize(quantize):
@@ -400,7 +530,7 @@ class InferenceSession:
         If ``model`` is not a readable ONNX model, ``quantize`` is not one of the values
         above, or ``gru_nodes`` names a node that is not a GRU node of the graph.
     TypeError
-        If ``model`` is not one of the types above.
+        If ``model``, ``sess_options`` or ``providers`` is not one of the types above.
 
     Examples
     --------
@@ -431,10 +561,23 @@ class InferenceSession:
             raise TypeError(
                 f"{_WHO}: expected gru_nodes as a list of node names, got the str {gru_nodes!r}"
             )
+        if sess_options is not None and not isinstance(sess_options, _ort.SessionOptions):
+            raise TypeError(
+                f"{_WHO}: expected sess_options as an onnxruntime.SessionOptions or None, got "
+                f"{type(sess_options).__name__}"
+            )
+        if providers is not None and (
+            isinstance(providers, (str, bytes)) or not isinstance(providers, (list, tuple))
+        ):
+            raise TypeError(
+                f"{_WHO}: expected providers as a list of provider names (or of (name, "
+                f"options) tuples), e.g. ['CPUExecutionProvider'], got {providers!r}"
+            )
         original = _load_model(model, who=_WHO)
         model = onnx.ModelProto()
         model.CopyFrom(original)
         graph = model.graph
+        _check_sorted(graph, {t.name for t in graph.initializer})
         self.quantize = quantize
         self._providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         self._sess_options = sess_options
@@ -523,7 +666,6 @@ class InferenceSession:
             for vo in graph.output
         ]
         outputs = {vo.name for vo in graph.output}
-        _check_sorted(graph, initializers)
         merged = _merged_outputs(model, cygru_parts)
         for part in cygru_parts.values():
             part.merged = [t for t, owner in merged.items() if owner is part]
@@ -664,6 +806,32 @@ class InferenceSession:
         )
         return part
 
+    # -- the session as an object -----------------------------------------------------------
+
+    def __repr__(self) -> str:
+        shown = [
+            f"cygru {what!r}" if kind == "cygru" else f"onnxruntime {what} node(s)"
+            for kind, what in self.parts[:8]
+        ]
+        if len(self.parts) > 8:
+            shown.append(f"... {len(self.parts)} parts in all")
+        extra = f", quantize={self.quantize!r}" if self.quantize else ""
+        if self.onnxruntime_gru_nodes:
+            extra += f", GRU nodes left to onnxruntime: {sorted(self.onnxruntime_gru_nodes)}"
+        return f"<{_WHO} parts=[{', '.join(shown)}]{extra}>"
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(
+            f"{_WHO} cannot be pickled or deep-copied: its ONNX Runtime parts "
+            "(onnxruntime.InferenceSession objects) cannot be; build a session from the model "
+            "where it is needed (a copy.copy shares the parts)"
+        )
+
+    def __copy__(self):
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     # -- running -----------------------------------------------------------------------------
 
     def get_inputs(self) -> List[NodeArg]:
@@ -710,7 +878,8 @@ class InferenceSession:
             For an unknown output name, a missing or unknown input, or an input of the
             wrong number of dimensions.
         TypeError
-            For an input that is not an array of its declared element type.
+            For an input that is not an array of its declared element type, or
+            ``run_options`` that is not an ``onnxruntime.RunOptions``.
 
         Examples
         --------
@@ -734,6 +903,11 @@ class InferenceSession:
             unknown = [n for n in output_names if n not in known]
             if unknown:
                 raise ValueError(f"{who}: unknown output names {unknown}; the outputs are {known}")
+        if run_options is not None and not isinstance(run_options, _ort.RunOptions):
+            raise TypeError(
+                f"{who}: expected run_options as an onnxruntime.RunOptions or None, got "
+                f"{type(run_options).__name__}"
+            )
         if not isinstance(input_feed, Mapping):
             raise TypeError(
                 f"{who}: expected input_feed as a dict of input name to array, got "
@@ -754,16 +928,17 @@ class InferenceSession:
             )
         for part in self._order:
             part.run(env, run_options)
-        # the caller owns every array returned: none is one of the session's stored arrays,
-        # one of the caller's inputs, or another output
-        shared = {id(v) for v in self._constants.values()}
-        shared.update(id(v) for v in input_feed.values())
+        # the caller owns every array returned: none shares memory with one of the session's
+        # stored arrays, one of the caller's inputs, or another output (a GRU node's Y in
+        # layout 1 is a view of the output that a merged tensor is bound to)
+        shared = {_owner(v) for v in self._constants.values()}
+        shared.update(_owner(v) for v in input_feed.values())
         results = []
         for name in output_names:
             value = env[name]
-            if id(value) in shared:
+            if _owner(value) in shared:
                 value = value.copy()
-            shared.add(id(value))
+            shared.add(_owner(value))
             results.append(value)
         return results
 

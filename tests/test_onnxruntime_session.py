@@ -641,3 +641,286 @@ def test_unsorted_graph_is_refused():
     model.graph.node.extend(nodes[::-1])
     with pytest.raises(ValueError, match="not in topological order: node '' \\(Neg\\) reads 'Y_h'"):
         InferenceSession(model)
+
+
+# --------------------------------------------------------------------------------------------
+# Adversarial cases: what ONNX Runtime does with edge inputs, invalid graphs, options, objects
+# --------------------------------------------------------------------------------------------
+
+
+def _node_model(direction="forward", layout=0, I=3, H=4, seed=0, extra=(), outputs=None):
+    """One GRU node ("g") reading X, sequence_lens and initial_h from the graph inputs, its
+    weights stored, plus ``extra`` nodes; the graph returns ``outputs`` (Y, Y_h by default)."""
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    W = (rng.standard_normal((D, 3 * H, I)) * 0.5).astype(np.float32)
+    R = (rng.standard_normal((D, 3 * H, H)) * 0.5).astype(np.float32)
+    B = (rng.standard_normal((D, 6 * H)) * 0.1).astype(np.float32)
+    node = helper.make_node(
+        "GRU",
+        ["X", "W", "R", "B", "lens", "h0"],
+        ["Y", "Y_h"],
+        hidden_size=H,
+        direction=direction,
+        layout=layout,
+        name="g",
+    )
+    graph = helper.make_graph(
+        [node, *extra],
+        "m",
+        [
+            helper.make_tensor_value_info(
+                "X", TensorProto.FLOAT, ["T", "B", I] if layout == 0 else ["B", "T", I]
+            ),
+            helper.make_tensor_value_info("lens", TensorProto.INT32, ["B"]),
+            helper.make_tensor_value_info(
+                "h0", TensorProto.FLOAT, [D, "B", H] if layout == 0 else ["B", D, H]
+            ),
+        ],
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+            for n in (outputs or ["Y", "Y_h"])
+        ],
+        [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (B, "B"))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("lens", [[3, 0, 2], [0, 0, 0], [5, 0, 5]])
+def test_adv_zero_lengths_give_onnxruntimes_zeros(direction, lens):
+    """A row of length 0 (which cygru's modules refuse) gets ONNX Runtime's answer: Y and
+    Y_h zeros (not initial_h); the other rows run in cygru."""
+    model = _node_model(direction)
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == ["g"]
+    rng = np.random.default_rng(20)
+    D = 2 if direction == "bidirectional" else 1
+    feed = {
+        "X": rng.standard_normal((5, 3, 3)).astype(np.float32),
+        "lens": np.array(lens, np.int32),
+        "h0": rng.standard_normal((D, 3, 4)).astype(np.float32),
+    }
+    got = session.run(None, feed)
+    _close(got, _ort(model).run(None, feed))
+    assert not got[1][:, np.array(lens) == 0].any()
+
+
+def test_adv_zero_time_steps_with_lengths_match_onnxruntime():
+    model = _node_model("bidirectional")
+    feed = {
+        "X": np.zeros((0, 3, 3), np.float32),
+        "lens": np.zeros(3, np.int32),
+        "h0": np.ones((2, 3, 4), np.float32),
+    }
+    got = InferenceSession(model).run(None, feed)
+    _close(got, _ort(model).run(None, feed))
+    assert got[0].shape == (0, 2, 3, 4) and not got[1].any()
+
+
+def test_adv_zero_lengths_in_layout_1_and_through_a_stack():
+    """Layout 1 (which ONNX Runtime cannot run) equals layout 0 on the same rows; a
+    2-layer stack whose layers are bound back to back equals ONNX Runtime with zero rows."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    lens = np.array([4, 0, 5], np.int32)
+    Y0, Yh0 = InferenceSession(_node_model("bidirectional")).run(
+        None, {"X": x, "lens": lens, "h0": h0}
+    )
+    Y1, Yh1 = InferenceSession(_node_model("bidirectional", layout=1)).run(
+        None, {"X": x.transpose(1, 0, 2).copy(), "lens": lens, "h0": h0.transpose(1, 0, 2).copy()}
+    )
+    np.testing.assert_array_equal(Y1, Y0.transpose(2, 0, 1, 3))
+    np.testing.assert_array_equal(Yh1, Yh0.transpose(1, 0, 2))
+    gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, seed=22)
+    model = gru.to_onnx(io.BytesIO(), h0="none", lengths="required")
+    session = InferenceSession(model)
+    names = [i.name for i in session.get_inputs()]
+    feed = dict(zip(names, (x, lens)))
+    got = session.run(None, feed)
+    _close(got, _ort(model).run(None, feed))
+    # quantized modules too: the zero rows stay exact zeros
+    (q_out, q_h) = InferenceSession(model, quantize="bf16").run(None, feed)
+    assert not q_out[:, 1].any() and not q_h[:, 1].any()
+    np.testing.assert_allclose(q_out, got[0], atol=0.02)
+
+
+def test_adv_zero_time_steps_without_lengths_and_empty_batches():
+    """T = 0 without sequence_lens (ONNX Runtime's kernel aborts the process on it) is a
+    clear error; an empty batch gives empty outputs."""
+    _, model = _small()
+    session = InferenceSession(model)
+    with pytest.raises(ValueError, match=r"GRU node .*has no time steps \(shape \(0, 2, 3\)\)"):
+        session.run(None, {"x": np.zeros((0, 2, 3), np.float32)})
+    out, h_n = session.run(None, {"x": np.zeros((4, 0, 3), np.float32)})
+    assert out.shape == (4, 0, 4) and h_n.shape == (1, 0, 4)
+
+
+def test_adv_bad_initial_state_and_lengths_name_the_node():
+    """Shapes the graph declares with named sizes only are checked by the GRU part, in
+    ONNX's terms (initial_h (B, D, H) in layout 1), naming the node, as ONNX Runtime does."""
+    model = _node_model("bidirectional")
+    session = InferenceSession(model)
+    x = np.zeros((5, 3, 3), np.float32)
+    good = {"X": x, "lens": np.array([5, 1, 0], np.int32), "h0": np.zeros((2, 3, 4), np.float32)}
+    session.run(None, good)
+    with pytest.raises(ValueError, match=r"GRU node 'g' expected its initial_h 'h0' of shape"):
+        session.run(None, {**good, "h0": np.zeros((2, 2, 4), np.float32)})
+    with pytest.raises(ValueError, match=r"node 'g' expected its sequence_lens of shape \(3,\)"):
+        session.run(None, {**good, "lens": np.array([5, 5], np.int32)})
+    for bad in (6, -1):
+        with pytest.raises(ValueError, match=rf"must be in \[0, 5\] .*got {bad}"):
+            session.run(None, {**good, "lens": np.array([5, bad, 1], np.int32)})
+    layout1 = InferenceSession(_node_model("bidirectional", layout=1))
+    with pytest.raises(ValueError, match=r"of shape \(3, 2, 4\) \(\(B, D, H\)"):
+        layout1.run(
+            None,
+            {
+                "X": np.zeros((3, 5, 3), np.float32),
+                "lens": good["lens"],
+                "h0": np.zeros((4, 2, 4), np.float32),
+            },
+        )
+    # an input size that only the module checks: named after the node, not the module
+    wide = _node_model()
+    wide.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "I"
+    with pytest.raises(ValueError, match=r"InferenceSession.run: the GRU node 'g': cygru"):
+        InferenceSession(wide).run(
+            None,
+            {
+                "X": np.zeros((5, 3, 7), np.float32),
+                "lens": np.array([5, 5, 5], np.int32),
+                "h0": np.zeros((1, 3, 4), np.float32),
+            },
+        )
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_adv_returned_outputs_never_share_memory(layout, direction):
+    """Y (a view of cygru's output in layout 1, or for one direction) and the tensor a
+    layout node computes from it (bound to cygru's output) come back as arrays of their own."""
+    if direction == "forward":
+        extra = [helper.make_node("Squeeze", ["Y", "axis"], ["merged"])]
+        stored = numpy_helper.from_array(np.array([1 if layout == 0 else 2], np.int64), "axis")
+    else:
+        first = (
+            helper.make_node("Transpose", ["Y"], ["t"], perm=[0, 2, 1, 3])
+            if layout == 0
+            else helper.make_node("Identity", ["Y"], ["t"])
+        )
+        extra = [first, helper.make_node("Reshape", ["t", "shape"], ["merged"])]
+        stored = numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")
+    extra.append(helper.make_node("Identity", ["Y_h"], ["h_copy"]))
+    model = _node_model(direction, layout, extra=extra, outputs=["Y", "Y_h", "merged", "h_copy"])
+    model.graph.initializer.append(stored)
+    session = InferenceSession(model)
+    assert session._order[0].merged == ["merged"]
+    D = 2 if direction == "bidirectional" else 1
+    x = np.random.default_rng(23).standard_normal((5, 3, 3) if layout == 0 else (3, 5, 3))
+    h0 = np.zeros((D, 3, 4) if layout == 0 else (3, D, 4), np.float32)
+    feed = {"X": x.astype(np.float32), "lens": np.array([5, 2, 4], np.int32), "h0": h0}
+    got = session.run(None, feed)
+    for i in range(len(got)):
+        for j in range(i + 1, len(got)):
+            assert not np.shares_memory(got[i], got[j]), (i, j)
+    if layout == 0:
+        _close(got, _ort(model).run(None, feed))
+
+
+def test_adv_declared_intermediate_sizes_do_not_bind_layout_nodes():
+    """A Reshape to hard-coded sizes equals cygru's output only at those sizes. Sizes the
+    model declares for Y (as a graph output, or in value_info) are not checked by anyone, so
+    they do not make the session skip it: at other sizes it fails as in ONNX Runtime."""
+    for where in ("output", "value_info"):
+        model = _node_model(
+            extra=[helper.make_node("Reshape", ["Y", "shape"], ["r"])], outputs=["r"]
+        )
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.array([5, 3, 4], np.int64), "shape")
+        )
+        declared = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [5, 1, 3, 4])
+        (model.graph.output if where == "output" else model.graph.value_info).append(declared)
+        session = InferenceSession(model)
+        assert session._order[0].merged == []
+        rng = np.random.default_rng(24)
+        for T in (5, 7):
+            feed = {
+                "X": rng.standard_normal((T, 3, 3)).astype(np.float32),
+                "lens": np.full(3, T, np.int32),
+                "h0": np.zeros((1, 3, 4), np.float32),
+            }
+            if T == 5:
+                _close(session.run(None, feed), _ort(model).run(None, feed))
+            else:
+                with pytest.raises(Exception, match="cannot be reshaped"):
+                    _ort(model).run(None, feed)
+                with pytest.raises(Exception, match="cannot be reshaped"):
+                    session.run(None, feed)
+    # sizes the graph inputs fix (checked by run) do
+    model = _node_model(extra=[helper.make_node("Reshape", ["Y", "shape"], ["r"])], outputs=["r"])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([5, 3, 4], np.int64), "shape"))
+    for vi, dims in zip(model.graph.input, ([5, 3, 3], [3], [1, 3, 4])):
+        vi.CopyFrom(helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type, dims))
+    session = InferenceSession(model)
+    assert session._order[0].merged == ["r"]
+    feed = {
+        "X": np.ones((5, 3, 3), np.float32),
+        "lens": np.array([5, 2, 0], np.int32),
+        "h0": np.ones((1, 3, 4), np.float32),
+    }
+    _close(session.run(None, feed), _ort(model).run(None, feed))
+
+
+def test_adv_invalid_graphs_are_refused_as_onnxruntime_refuses_them():
+    """Two nodes of one name (the session told its parts apart by name: a KeyError at run
+    time), a name defined twice: ValueErrors when the session is built."""
+    model = _gru_model()
+    model.graph.node[2].name = "g"  # the Neg after the GRU node "g"
+    with pytest.raises(ValueError, match="two nodes of the graph are named 'g' \\(GRU and Neg\\)"):
+        InferenceSession(model)
+    model = _gru_model()
+    model.graph.input.append(helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, None))
+    with pytest.raises(
+        ValueError, match="node 'g' \\(GRU\\) computes 'Y_h', which is also a graph"
+    ):
+        InferenceSession(model)
+    model = _gru_model()
+    model.graph.node[2].output[0] = "x"  # the Relu's output
+    with pytest.raises(ValueError, match="computes 'x', which is also the output of a Relu node"):
+        InferenceSession(model)
+
+
+def test_adv_options_are_checked_and_passed():
+    model = _gru_model()
+    x = np.random.default_rng(25).standard_normal((4, 2, 3)).astype(np.float32)
+    expected = _ort(model).run(None, {"X": x})
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    for providers in (None, ["CPUExecutionProvider"], [("CPUExecutionProvider", {})]):
+        session = InferenceSession(model, opts, providers=providers)
+        _close(session.run(None, {"X": x}, ort.RunOptions()), expected)
+    with pytest.raises(TypeError, match="sess_options as an onnxruntime.SessionOptions or None"):
+        InferenceSession(model, "fast")
+    with pytest.raises(TypeError, match="providers as a list of provider names"):
+        InferenceSession(model, providers="CPUExecutionProvider")
+    with pytest.raises(TypeError, match="run_options as an onnxruntime.RunOptions or None"):
+        session.run(None, {"X": x}, {"tag": 1})
+
+
+def test_adv_repr_pickle_and_copy():
+    import pickle
+
+    session = InferenceSession(_gru_model())
+    text = repr(session)
+    assert text.startswith("<cygru.onnxruntime.InferenceSession parts=[")
+    assert "cygru 'g'" in text and "onnxruntime 1 node(s)" in text
+    left = repr(InferenceSession(_gru_model(), gru_nodes=[]))
+    assert "left to onnxruntime: ['g']" in left
+    for refuse in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match="cannot be pickled or deep-copied"):
+            refuse(session)
+    shallow = copy.copy(session)
+    x = np.ones((3, 1, 3), np.float32)
+    np.testing.assert_array_equal(shallow.run(None, {"X": x})[0], session.run(None, {"X": x})[0])
