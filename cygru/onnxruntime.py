@@ -866,7 +866,8 @@ class InferenceSession:
         input_feed: Mapping[str, Any],
         run_options: Optional[Any] = None,
     ) -> List[np.ndarray]:
-        """Run the model: the arrays of ``output_names`` (all outputs for None), in order.
+        """Run the model: the arrays of ``output_names`` (all outputs for None or an empty
+        list, as in ONNX Runtime), in order.
 
         ``input_feed`` maps each input's name to a NumPy array of its declared element
         type (as ``onnxruntime.InferenceSession.run`` takes it). ``run_options``
@@ -899,7 +900,7 @@ class InferenceSession:
         elif isinstance(output_names, str):
             raise TypeError(f"{who}: expected output_names as a list of names or None, got a str")
         else:
-            output_names = list(output_names)
+            output_names = list(output_names) or known  # [] is all, as in ONNX Runtime
             unknown = [n for n in output_names if n not in known]
             if unknown:
                 raise ValueError(f"{who}: unknown output names {unknown}; the outputs are {known}")

@@ -924,3 +924,13 @@ def test_adv_repr_pickle_and_copy():
     shallow = copy.copy(session)
     x = np.ones((3, 1, 3), np.float32)
     np.testing.assert_array_equal(shallow.run(None, {"X": x})[0], session.run(None, {"X": x})[0])
+
+
+def test_adv_empty_output_names_is_every_output_as_in_onnxruntime():
+    model = _gru_model()
+    session = InferenceSession(model)
+    x = np.random.default_rng(26).standard_normal((3, 2, 3)).astype(np.float32)
+    expected = _ort(model).run([], {"X": x})
+    assert len(expected) == 1
+    _close(session.run([], {"X": x}), expected)
+    _close(session.run((), {"X": x}), expected)
