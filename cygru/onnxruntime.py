@@ -197,6 +197,8 @@ def _fold_weights(model, types, providers):
             ir_version=model.ir_version,
             functions=list(model.functions),
         )
+        if not _fold_fits(piece):
+            continue
         try:
             session = _ort.InferenceSession(piece.SerializeToString(), providers=providers)
             (value,) = session.run([name], {})
@@ -213,6 +215,45 @@ def _fold_weights(model, types, providers):
 
 def _label(node):
     return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+
+
+#: the most bytes the nodes that compute one GRU node's weights may make when the session
+#: folds them (ONNX Runtime's own constant folding stops at the same size)
+_FOLD_LIMIT = 1 << 30
+
+
+def _fold_fits(piece):
+    """Whether every tensor the nodes of ``piece`` (a model of stored tensors alone) compute
+    has a size ONNX's shape inference knows, together at most :data:`_FOLD_LIMIT` bytes: a
+    model cannot make the session allocate without bound when it is built (a
+    ``ConstantOfShape`` of a huge stored shape, say); such weights stay in ONNX Runtime."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(piece, data_prop=True)
+    except Exception:  # noqa: BLE001 - sizes unknown: not folded
+        return False
+    known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    total = 0
+    for node in piece.graph.node:
+        for out in node.output:
+            vi = known.get(out) if out else None
+            if vi is None:
+                if not out:
+                    continue
+                return False
+            tt = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+                return False
+            if not all(d.HasField("dim_value") for d in tt.shape.dim):
+                return False
+            size = int(np.prod([d.dim_value for d in tt.shape.dim], dtype=object))
+            try:
+                itemsize = helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
+            except Exception:  # noqa: BLE001 - strings and other odd types: not folded
+                return False
+            total += size * itemsize
+            if total > _FOLD_LIMIT:
+                return False
+    return True
 
 
 def _check_sorted(graph, initializers):

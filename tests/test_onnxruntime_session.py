@@ -934,3 +934,30 @@ def test_adv_empty_output_names_is_every_output_as_in_onnxruntime():
     assert len(expected) == 1
     _close(session.run([], {"X": x}), expected)
     _close(session.run((), {"X": x}), expected)
+
+
+def test_adv_weights_computed_by_huge_nodes_are_not_folded():
+    """Weights computed by nodes over stored tensors are computed once when the session is
+    built, but only within 1 GiB that shape inference can vouch for: a ConstantOfShape of a
+    huge stored shape (sliced down to the weight) stays in ONNX Runtime, unallocated."""
+
+    def model(columns):
+        m = _gru_model()
+        graph = m.graph
+        graph.node[1].input[1] = "W_made"
+        value = numpy_helper.from_array(np.array([0.1], np.float32), "v")
+        graph.node.insert(0, helper.make_node("ConstantOfShape", ["shape"], ["big"], value=value))
+        graph.node.insert(1, helper.make_node("Slice", ["big", "s0", "s1", "s2"], ["W_made"]))
+        graph.initializer.extend(
+            numpy_helper.from_array(np.array(v, np.int64), n)
+            for n, v in (("shape", [1, 12, columns]), ("s0", [0]), ("s1", [3]), ("s2", [2]))
+        )
+        return m
+
+    small = InferenceSession(model(5))
+    assert list(small.gru_modules) == ["g"]  # folded: W is a (1, 12, 3) slice of 0.1
+    np.testing.assert_array_equal(
+        small.gru_modules["g"].weight_ih_l0, np.full((12, 3), np.float32(0.1))
+    )
+    huge = InferenceSession(model(23_000_000))  # 1.1 GB of float32 before the Slice
+    assert huge.gru_modules == {} and "computed by another node" in huge.onnxruntime_gru_nodes["g"]
