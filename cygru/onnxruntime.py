@@ -105,33 +105,86 @@ def _node_reads(node):
     return names
 
 
+def _complete(type_proto):
+    """Whether a TypeProto names its element type all the way down (a tensor's, or the
+    tensors' in a sequence, optional or map)."""
+    kind = type_proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        return bool(getattr(type_proto, kind).elem_type)
+    if kind in ("sequence_type", "optional_type"):
+        return _complete(getattr(type_proto, kind).elem_type)
+    if kind == "map_type":
+        return bool(type_proto.map_type.key_type) and _complete(type_proto.map_type.value_type)
+    return False
+
+
 def _value_types(model):
-    """name -> TypeProto of every tensor whose element type the model declares or ONNX's
-    shape inference finds."""
+    """name -> TypeProto of every value (tensor, or sequence, optional or map of tensors)
+    whose element type the model declares or ONNX's shape inference finds."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # a model onnx cannot infer still runs: declared types only
         inferred = model
     types = {}
     for vi in list(inferred.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+        if _complete(vi.type):
             types[vi.name] = vi.type
     for t in model.graph.initializer:
         types.setdefault(t.name, helper.make_tensor_type_proto(t.data_type, None))
     return types
 
 
+def _strip_shapes(type_proto):
+    kind = type_proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        getattr(type_proto, kind).ClearField("shape")
+    elif kind in ("sequence_type", "optional_type"):
+        _strip_shapes(getattr(type_proto, kind).elem_type)
+    elif kind == "map_type":
+        _strip_shapes(type_proto.map_type.value_type)
+
+
 def _type_only(type_proto):
-    """The element type of a tensor type, its shape left unknown: the parts of a cut model
-    check what they are fed against the original model's declarations, which name sizes."""
-    return helper.make_tensor_type_proto(type_proto.tensor_type.elem_type, None)
+    """The type without its sizes (the element type of a tensor, of the tensors of a
+    sequence, ...): the parts of a cut model check what they are fed against the original
+    model's declarations, which name sizes."""
+    bare = onnx.TypeProto()
+    bare.CopyFrom(type_proto)
+    bare.ClearField("denotation")
+    _strip_shapes(bare)
+    return bare
+
+
+def _elem_name(elem_type):
+    return _ORT_TYPE_NAMES.get(elem_type, onnx.TensorProto.DataType.Name(elem_type).lower())
+
+
+def _type_name(type_proto):
+    """ONNX Runtime's spelling of a type: tensor(float), seq(tensor(int64)), ..."""
+    kind = type_proto.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({_elem_name(type_proto.tensor_type.elem_type)})"
+    if kind == "sparse_tensor_type":
+        return f"sparse_tensor({_elem_name(type_proto.sparse_tensor_type.elem_type)})"
+    if kind == "sequence_type":
+        return f"seq({_type_name(type_proto.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_name(type_proto.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = _elem_name(type_proto.map_type.key_type)
+        return f"map({key},{_type_name(type_proto.map_type.value_type)})"
+    return str(kind)
 
 
 def _arg(vi_type, name):
-    tt = vi_type.tensor_type
-    kind = _ORT_TYPE_NAMES.get(tt.elem_type, onnx.TensorProto.DataType.Name(tt.elem_type).lower())
-    shape = None
-    if tt.HasField("shape"):
+    kind = vi_type.WhichOneof("value")
+    if kind == "optional_type":  # ONNX Runtime gives the shape of the tensor inside
+        inner = vi_type.optional_type.elem_type
+        tt = inner.tensor_type if inner.WhichOneof("value") == "tensor_type" else None
+    else:
+        tt = vi_type.tensor_type if kind == "tensor_type" else None
+    shape = None if tt is not None else []
+    if tt is not None and tt.HasField("shape"):
         shape = []
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
@@ -140,7 +193,7 @@ def _arg(vi_type, name):
                 shape.append(d.dim_param)
             else:
                 shape.append(None)
-    return NodeArg(name, f"tensor({kind})", shape)
+    return NodeArg(name, _type_name(vi_type), shape)
 
 
 def _fold_weights(model, types, providers):
@@ -985,8 +1038,27 @@ class InferenceSession:
         return results
 
     def _checked(self, who, name, value):
-        tt = self._input_types[name].tensor_type
+        declared = self._input_types[name]
+        kind = declared.WhichOneof("value")
+        if kind == "optional_type":
+            if value is None:  # an absent optional value: ONNX Runtime takes None
+                return value
+            declared = declared.optional_type.elem_type
+            kind = declared.WhichOneof("value")
+        if kind == "sequence_type":
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(
+                    f"{who}: expected input {name!r} as a list of arrays (its type is "
+                    f"{_type_name(declared)}), got a {type(value).__name__}"
+                )
+            return value  # its arrays are checked by the ONNX Runtime part that reads it
+        if kind != "tensor_type":
+            return value  # a map: checked by the ONNX Runtime part that reads it
+        tt = declared.tensor_type
         want = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        strings = want == np.dtype(object) and getattr(value, "dtype", None) is not None
+        if strings and value.dtype.kind in "OU":  # ONNX Runtime takes str arrays too
+            want = value.dtype
         if not isinstance(value, np.ndarray) or value.dtype != want:
             given = (
                 f"an array of {value.dtype}"

@@ -961,3 +961,59 @@ def test_adv_weights_computed_by_huge_nodes_are_not_folded():
     )
     huge = InferenceSession(model(23_000_000))  # 1.1 GB of float32 before the Slice
     assert huge.gru_modules == {} and "computed by another node" in huge.onnxruntime_gru_nodes["g"]
+
+
+def test_adv_sequence_and_optional_values_cross_parts():
+    """Values that are not tensors (a sequence made before the GRU node and read after it, a
+    sequence input and output, an optional input) were refused when the graph was cut ("no
+    element type"): they are typed as the model types them, as ONNX Runtime lists them."""
+    seq_type = helper.make_sequence_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, None)
+    )
+    opt_type = helper.make_optional_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, [4])
+    )
+    model = _gru_model()
+    graph = model.graph
+    graph.node.extend(
+        [
+            helper.make_node("SplitToSequence", ["X"], ["pieces"], axis=0),
+            helper.make_node("Slice", ["Y_h", "zero", "three", "two"], ["cut"]),
+            helper.make_node("SequenceInsert", ["pieces", "cut"], ["more"]),
+            helper.make_node("ConcatFromSequence", ["more"], ["joined"], axis=0),
+            helper.make_node("SequenceInsert", ["seq_in", "Y_h"], ["seq_out"]),
+            helper.make_node("OptionalHasElement", ["maybe"], ["has"]),
+        ]
+    )
+    graph.initializer.extend(
+        numpy_helper.from_array(np.array([v], np.int64), n)
+        for n, v in (("zero", 0), ("three", 3), ("two", 2))
+    )
+    graph.input.extend(
+        [helper.make_value_info("seq_in", seq_type), helper.make_value_info("maybe", opt_type)]
+    )
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("joined", TensorProto.FLOAT, None),
+            helper.make_value_info("seq_out", seq_type),
+            helper.make_tensor_value_info("has", TensorProto.BOOL, None),
+        ]
+    )
+    model.opset_import[0].version = 18
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == ["g"]
+    reference = _ort(model)
+    assert [(a.name, a.type, a.shape) for a in session.get_inputs()] == [
+        (a.name, a.type, a.shape) for a in reference.get_inputs()
+    ]
+    assert [a.type for a in session.get_outputs()] == [a.type for a in reference.get_outputs()]
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    for maybe in (None, np.ones(4, np.float32)):
+        feed = {"X": x, "seq_in": [np.zeros((1, 2, 4), np.float32)], "maybe": maybe}
+        out, joined, seq_out, has = session.run(None, feed)
+        e_out, e_joined, e_seq, e_has = reference.run(None, feed)
+        _close([out, joined, *seq_out], [e_out, e_joined, *e_seq])
+        assert joined.shape == (5, 2, 3) and len(seq_out) == 2 and bool(has) == bool(e_has)
+    with pytest.raises(TypeError, match="expected input 'seq_in' as a list of arrays"):
+        session.run(None, {**feed, "seq_in": np.zeros((1, 2, 4), np.float32)})
