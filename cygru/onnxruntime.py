@@ -811,12 +811,12 @@ class InferenceSession:
         top = max((lv for lv, alive in zip(levels, live) if alive), default=0)
         self._order: List[Any] = []
         self.parts: List[tuple] = []
+        by_level: List[List[int]] = [[] for _ in range(top + 1)]  # one pass, not one a level
+        for i, alive in enumerate(live):
+            if alive:
+                by_level[levels[i]].append(i)
         for level in range(top + 1):
-            idx = [
-                i
-                for i, n in enumerate(graph.node)
-                if live[i] and levels[i] == level and n.name not in cygru_parts
-            ]
+            idx = [i for i in by_level[level] if graph.node[i].name not in cygru_parts]
             if idx:
                 part = self._ort_part(
                     model,
@@ -832,10 +832,11 @@ class InferenceSession:
                 if part is not None:
                     self._order.append(part)
                     self.parts.append(("onnxruntime", len(part.nodes)))
-            for i, n in enumerate(graph.node):
-                if live[i] and levels[i] == level and n.name in cygru_parts:
-                    self._order.append(cygru_parts[n.name])
-                    self.parts.append(("cygru", n.name))
+            for i in by_level[level]:
+                name = graph.node[i].name
+                if name in cygru_parts:
+                    self._order.append(cygru_parts[name])
+                    self.parts.append(("cygru", name))
         # stored values that a cygru node or a graph output reads directly
         direct = set(outputs)
         for part in self._order:
