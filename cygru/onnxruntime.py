@@ -200,7 +200,8 @@ def _fold_weights(model, types, providers):
     """Give every GRU node's W, R and B that other nodes compute from stored tensors alone
     (PyTorch's dynamo exporter leaves the gate reordering of large weights as ``Slice`` and
     ``Concat`` nodes) a stored value: the tensor is computed once by ONNX Runtime and added
-    to ``model`` as an initializer. Returns {tensor name: initializer name}."""
+    to ``model`` as an initializer. Returns {tensor name: initializer name} and the names
+    the folded nodes read (overriding one of them at run time would not be seen)."""
     graph = model.graph
     stored = {t.name for t in graph.initializer}
     fed = {i.name for i in graph.input} - stored
@@ -212,7 +213,7 @@ def _fold_weights(model, types, providers):
             for name in node.input[1:4]:
                 if name and name not in stored and name in producers and name not in wanted:
                     wanted.append(name)
-    result = {}
+    result, leaves = {}, set()
     for name in wanted:
         nodes, todo, seen, constant = [], [name], set(), True
         while todo and constant:
@@ -263,7 +264,8 @@ def _fold_weights(model, types, providers):
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), label))
         stored.add(label)
         result[name] = label
-    return result
+        leaves.update(reads)
+    return result, leaves
 
 
 def _label(node):
@@ -402,13 +404,14 @@ def _merged_outputs(model, cygru_parts):
     for part in cygru_parts.values():
         if not part.y:
             continue
-        candidates, todo, seen = [], [part.y], set()
+        candidates, todo, seen, walked = [], [part.y], set(), []
         while todo:  # the tensors layout nodes compute from Y
             name = todo.pop()
             for node in consumers.get(name, ()):
                 if id(node) in seen or not _is_layout(node):
                     continue
                 seen.add(id(node))
+                walked.append(node)
                 for out in node.output:
                     if out:
                         cone = index.cone(out)
@@ -437,6 +440,8 @@ def _merged_outputs(model, cygru_parts):
                 verified = set()
         for t in verified:
             found[t] = part
+        if verified:  # what the skipped nodes read is fixed for the session
+            part.fixed_reads.update(r for n in walked for r in _node_reads(n) if r)
     return found
 
 
@@ -447,10 +452,11 @@ class _OrtPart:
         self.nodes = nodes
         self.inputs: List[str] = []
         self.outputs: List[str] = []
+        self.optional: set = set()  # inputs with a stored default: fed only if overridden
         self.session = None
 
     def run(self, env, run_options):
-        feed = {name: env[name] for name in self.inputs}
+        feed = {name: env[name] for name in self.inputs if name in env or name not in self.optional}
         for name, value in zip(self.outputs, self.session.run(self.outputs, feed, run_options)):
             env[name] = value
 
@@ -471,6 +477,7 @@ class _GruPart:
         # its directions merged into the features): set to it, those nodes skipped
         self.merged: List[str] = []
         self.needed = (self.y, self.y_h)  # the outputs the rest of the model reads
+        self.fixed_reads: set = set()  # what the layout nodes skipped for it read
 
     def run(self, env, run_options=None):
         who = f"{_WHO}.run: the GRU node {self.node.name!r}"
@@ -702,7 +709,7 @@ class InferenceSession:
         types = _value_types(model)
         stripped = onnx.ModelProto()
         stripped.CopyFrom(model)
-        folded = _fold_weights(stripped, types, self._providers)
+        folded, fixed = _fold_weights(stripped, types, self._providers)
         for node in stripped.graph.node:
             if _is_gru(node):
                 del node.input[6:]
@@ -726,7 +733,14 @@ class InferenceSession:
             else:
                 cygru_parts[node.name] = part
                 self.gru_modules[node.name] = part.module
+                fixed.update(n for n in node.input[1:4] if n)
         self._plan(model, types, cygru_parts)
+        for part in cygru_parts.values():
+            fixed.update(part.fixed_reads)
+        # stored tensors that are graph inputs too (ONNX IR >= 4): ONNX Runtime lets run()
+        # override them; those the session has built into cygru's modules, or whose layout
+        # nodes it skips, cannot be
+        self._fixed = {name: None for name in self._overridable if name in fixed}
 
     # -- construction ------------------------------------------------------------------------
 
@@ -755,6 +769,11 @@ class InferenceSession:
         graph_inputs = [vi.name for vi in graph.input]
         self._inputs = [_arg(vi.type, vi.name) for vi in graph.input if vi.name not in initializers]
         self._input_types = {vi.name: vi.type for vi in graph.input if vi.name not in initializers}
+        self._overridable = {
+            vi.name: vi.type
+            for vi in graph.input
+            if vi.name in initializers and model.ir_version >= 4
+        }
         self._outputs = [
             _arg(types[vo.name], vo.name) if vo.name in types else NodeArg(vo.name, None, None)
             for vo in graph.output
@@ -873,6 +892,7 @@ class InferenceSession:
                 inits.append(initializers[r])
                 if r not in graph_inputs:
                     continue  # stored: part of the part's model
+                part.optional.add(r)  # an input with a stored default, as in the model
             if r not in types:
                 raise ValueError(
                     f"{_WHO}: cannot cut the graph before {r!r}: neither the model nor ONNX's "
@@ -955,6 +975,22 @@ class InferenceSession:
         """
         return list(self._outputs)
 
+    def get_overridable_initializers(self) -> List[NodeArg]:
+        """The stored tensors that are graph inputs too (ONNX IR version 4 and later), which
+        ``run`` may be fed to override, as :class:`NodeArg` (as ONNX Runtime lists them).
+        Those the session has built into a GRU node run in cygru cannot be overridden
+        (``run`` says so).
+
+        Examples
+        --------
+        >>> import io, cygru
+        >>> from cygru.onnxruntime import InferenceSession
+        >>> model = cygru.GRU(4, 8).to_onnx(io.BytesIO(), h0="none", lengths="none")
+        >>> InferenceSession(model).get_overridable_initializers()
+        []
+        """
+        return [_arg(t, name) for name, t in self._overridable.items()]
+
     def run(
         self,
         output_names: Optional[Sequence[str]],
@@ -1011,7 +1047,14 @@ class InferenceSession:
             )
         env: Dict[str, Any] = dict(self._constants)
         for name, value in input_feed.items():
-            if name not in self._input_types:
+            if name in self._fixed:
+                raise ValueError(
+                    f"{who}: {name!r} is a stored tensor that the model lets run() override, "
+                    "but the session has built it into a GRU node run in cygru (or skips the "
+                    "nodes that read it); build the session with that node left out of "
+                    "gru_nodes to override it"
+                )
+            if name not in self._input_types and name not in self._overridable:
                 raise ValueError(
                     f"{who}: {name!r} is not an input of the model; its inputs are "
                     f"{list(self._input_types)}"
@@ -1039,7 +1082,7 @@ class InferenceSession:
         return results
 
     def _checked(self, who, name, value):
-        declared = self._input_types[name]
+        declared = self._input_types.get(name) or self._overridable[name]
         kind = declared.WhichOneof("value")
         if kind == "optional_type":
             if value is None:  # an absent optional value: ONNX Runtime takes None

@@ -1017,3 +1017,42 @@ def test_adv_sequence_and_optional_values_cross_parts():
         assert joined.shape == (5, 2, 3) and len(seq_out) == 2 and bool(has) == bool(e_has)
     with pytest.raises(TypeError, match="expected input 'seq_in' as a list of arrays"):
         session.run(None, {**feed, "seq_in": np.zeros((1, 2, 4), np.float32)})
+
+
+@pytest.mark.parametrize("ir_version", [3, 8])
+def test_adv_initializers_listed_as_graph_inputs(ir_version):
+    """Stored tensors that are also graph inputs (old exporters list every initializer as
+    one; keep_initializers_as_inputs=True) made run() fail with a KeyError where an ONNX
+    Runtime part read them. Since IR 4 ONNX Runtime lets run() override them: so does the
+    session, except the weights it built into cygru's module (refused clearly)."""
+    model = _gru_model()
+    graph = model.graph
+    graph.node.append(helper.make_node("Add", ["out", "shift"], ["shifted"]))
+    graph.output.append(helper.make_tensor_value_info("shifted", TensorProto.FLOAT, None))
+    graph.initializer.append(numpy_helper.from_array(np.ones((1, 1, 4), np.float32), "shift"))
+    for t in graph.initializer:
+        graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    model.ir_version = ir_version
+    model.opset_import[0].version = 7 if ir_version == 3 else 14
+    session = InferenceSession(model)
+    reference = _ort(model)
+    assert list(session.gru_modules) == ["g"]
+    assert [i.name for i in session.get_inputs()] == [i.name for i in reference.get_inputs()]
+    overridable = [i.name for i in reference.get_overridable_initializers()]
+    assert [i.name for i in session.get_overridable_initializers()] == overridable
+    x = np.random.default_rng(28).standard_normal((4, 2, 3)).astype(np.float32)
+    _close(session.run(None, {"X": x}), reference.run(None, {"X": x}))
+    shift = np.full((1, 1, 4), 5.0, np.float32)
+    if ir_version >= 4:
+        got = session.run(None, {"X": x, "shift": shift})
+        _close(got, reference.run(None, {"X": x, "shift": shift}))
+        np.testing.assert_allclose(got[1], got[0] + 5, atol=1e-6)
+        with pytest.raises(ValueError, match="'W' is a stored tensor that the model lets run"):
+            session.run(None, {"X": x, "W": np.zeros((1, 12, 3), np.float32)})
+        alone = InferenceSession(model, gru_nodes=[])  # in ONNX Runtime: overridable
+        W = np.zeros((1, 12, 3), np.float32)
+        _close(alone.run(None, {"X": x, "W": W}), reference.run(None, {"X": x, "W": W}))
+    else:
+        assert overridable == []
+        with pytest.raises(ValueError, match="'shift' is not an input of the model"):
+            session.run(None, {"X": x, "shift": shift})
