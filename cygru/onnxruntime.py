@@ -390,8 +390,8 @@ def _merged_outputs(model, cygru_parts):
     from a cygru node's Y alone and that hold Y with its directions merged into the features
     (what PyTorch's exporters feed the next layer or the head: ``Transpose`` + ``Reshape``
     or ``Squeeze``), which is what cygru's call returns, so those nodes need not run. Each is
-    checked by running its nodes (with onnx's reference evaluator) on probe values of two
-    sizes (the model's own, where it fixes them)."""
+    checked by running its nodes (with onnx's reference evaluator) on probe values of
+    several sizes, sizes of 1 among them (the model's own, where its inputs fix them)."""
     if not cygru_parts:
         return {}
     graph = model.graph
@@ -425,7 +425,9 @@ def _merged_outputs(model, cygru_parts):
         if shapes is None:
             shapes = _enforced_shapes(model)
         static = shapes.get(part.y)
-        sizes = [(3, 2), (2, 5)]
+        # distinct sizes, and sizes of 1 (a Squeeze without axes drops them: streaming
+        # calls have T = 1)
+        sizes = [(3, 2), (2, 5), (1, 4), (4, 1), (1, 1)]
         if static is not None:
             sizes = [(static[0], static[2]) if part.layout == 0 else (static[1], static[0])]
         verified = set(candidates)

@@ -1056,3 +1056,18 @@ def test_adv_initializers_listed_as_graph_inputs(ir_version):
         assert overridable == []
         with pytest.raises(ValueError, match="'shift' is not an input of the model"):
             session.run(None, {"X": x, "shift": shift})
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3), (5, 1, 3), (1, 3, 3), (1, 1, 3)])
+def test_adv_squeeze_without_axes_is_not_bound(shape):
+    """A Squeeze without axes after a one-direction node drops D, and also T or B where they
+    are 1 (a streaming call has T = 1): it was bound to cygru's (T, B, H) output, checked at
+    sizes without a 1, and returned (1, B, H) where ONNX Runtime returns (B, H)."""
+    model = _gru_model()
+    graph = model.graph
+    graph.node.append(helper.make_node("Squeeze", ["Y"], ["squeezed"]))
+    graph.output.append(helper.make_tensor_value_info("squeezed", TensorProto.FLOAT, None))
+    session = InferenceSession(model)
+    assert all(not getattr(p, "merged", []) for p in session._order)
+    x = np.random.default_rng(29).standard_normal(shape).astype(np.float32)
+    _close(session.run(None, {"X": x}), _ort(model).run(None, {"X": x}))
