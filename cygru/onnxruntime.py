@@ -385,6 +385,64 @@ def _enforced_shapes(model):
     return shapes
 
 
+#: numbers at least this large in a layout node's constants stand for "to the end" (Slice
+#: ends of INT64_MAX, ...): no probe size goes beyond them
+_ENDLESS = 1 << 24
+
+
+def _largest_constant(graph, index, nodes, y_name):
+    """The largest number (in absolute value, below :data:`_ENDLESS`) that ``nodes`` are
+    given other than through ``y_name``: their integer attributes and the integers stored
+    in, or made by Constant nodes for, the tensors they read (through any nodes that do not
+    read ``y_name``). 0 if none."""
+    stored = {t.name: t for t in graph.initializer}
+    largest, seen = 0, set()
+
+    def consider(values):
+        nonlocal largest
+        for v in np.abs(np.asarray(values, dtype=np.float64)).ravel():
+            if v < _ENDLESS and v > largest:
+                largest = int(v)
+
+    todo = []
+    for node in nodes:
+        for attr in node.attribute:
+            consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
+        todo.extend(r for r in node.input if r)
+    while todo:
+        name = todo.pop()
+        if name in seen or name == y_name:
+            continue
+        seen.add(name)
+        if name in stored:
+            if (
+                stored[name].data_type
+                in (
+                    onnx.TensorProto.INT64,
+                    onnx.TensorProto.INT32,
+                )
+                and int(np.prod(stored[name].dims, dtype=np.int64)) <= 4096
+            ):
+                consider(numpy_helper.to_array(stored[name]))
+            continue
+        node = index.producers.get(name)
+        if node is None or _is_gru(node) or len(seen) > 4096:
+            continue
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.HasField("t") and attr.t.data_type in (
+                    onnx.TensorProto.INT64,
+                    onnx.TensorProto.INT32,
+                ):
+                    consider(numpy_helper.to_array(attr.t))
+                consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
+        for attr in node.attribute:
+            if node.op_type != "Constant":
+                consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
+        todo.extend(r for r in node.input if r)
+    return largest
+
+
 def _merged_outputs(model, cygru_parts):
     """{tensor: the _GruPart whose output it equals}: the tensors that layout nodes compute
     from a cygru node's Y alone and that hold Y with its directions merged into the features
@@ -428,6 +486,11 @@ def _merged_outputs(model, cygru_parts):
         # distinct sizes, and sizes of 1 (a Squeeze without axes drops them: streaming
         # calls have T = 1)
         sizes = [(3, 2), (2, 5), (1, 4), (4, 1), (1, 1)]
+        # and sizes beyond every number the nodes are given (a Slice that ends at 5 keeps
+        # all of a shorter Y)
+        beyond = _largest_constant(graph, index, walked, part.y) + 1
+        if beyond > 4:
+            sizes += [(beyond, 2), (2, beyond)]
         if static is not None:
             sizes = [(static[0], static[2]) if part.layout == 0 else (static[1], static[0])]
         verified = set(candidates)

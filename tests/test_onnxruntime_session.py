@@ -1071,3 +1071,37 @@ def test_adv_squeeze_without_axes_is_not_bound(shape):
     assert all(not getattr(p, "merged", []) for p in session._order)
     x = np.random.default_rng(29).standard_normal(shape).astype(np.float32)
     _close(session.run(None, {"X": x}), _ort(model).run(None, {"X": x}))
+
+
+@pytest.mark.parametrize("end_attr", [False, True])
+def test_adv_slice_to_a_fixed_end_is_not_bound(end_attr):
+    """A Slice of Y's first 5 steps (then a Squeeze of D) equals cygru's output at every
+    T <= 5: it was bound at the probe's small sizes and returned all 7 steps where ONNX
+    Runtime returns 5. The probe now also runs at sizes beyond the nodes' numbers."""
+    model = _gru_model()
+    graph = model.graph
+    if end_attr:  # opset 9: starts, ends and axes as attributes
+        model.opset_import[0].version = 9
+        graph.node.append(
+            helper.make_node("Slice", ["Y"], ["first"], starts=[0], ends=[5], axes=[0])
+        )
+        graph.node.append(helper.make_node("Squeeze", ["first"], ["steps"], axes=[1]))
+    else:
+        graph.node.append(helper.make_node("Slice", ["Y", "zero", "five", "zero"], ["first"]))
+        graph.node.append(helper.make_node("Squeeze", ["first", "one"], ["steps"]))
+        graph.initializer.extend(
+            numpy_helper.from_array(np.array([v], np.int64), n)
+            for n, v in (("zero", 0), ("five", 5), ("one", 1))
+        )
+    graph.output.append(helper.make_tensor_value_info("steps", TensorProto.FLOAT, None))
+    session = InferenceSession(model)
+    assert all(not getattr(p, "merged", []) for p in session._order)
+    for T in (4, 7):
+        x = np.random.default_rng(30).standard_normal((T, 2, 3)).astype(np.float32)
+        got = session.run(None, {"X": x})
+        _close(got, _ort(model).run(None, {"X": x}))
+        assert got[1].shape == (min(T, 5), 2, 4)
+    # the exporters' own layout nodes are still bound (ends of INT64_MAX stand for the end)
+    gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, seed=31)
+    stack = InferenceSession(gru.to_onnx(io.BytesIO(), h0="none", lengths="none"))
+    assert [k for k, _ in stack.parts] == ["cygru", "cygru", "onnxruntime"]
