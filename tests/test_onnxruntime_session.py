@@ -1105,3 +1105,64 @@ def test_adv_slice_to_a_fixed_end_is_not_bound(end_attr):
     gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, seed=31)
     stack = InferenceSession(gru.to_onnx(io.BytesIO(), h0="none", lengths="none"))
     assert [k for k, _ in stack.parts] == ["cygru", "cygru", "onnxruntime"]
+
+
+@pytest.mark.parametrize("opset", [7, 14, 17, 21])
+def test_adv_gru_opsets_and_float16(opset):
+    """GRU nodes of every opset run in cygru; a float16 node stays in ONNX Runtime, with the
+    reason, and the model still gives ONNX Runtime's outputs."""
+    model = _gru_model()
+    model.opset_import[0].version = opset
+    x = np.random.default_rng(32).standard_normal((4, 2, 3)).astype(np.float32)
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == ["g"]
+    _close(session.run(None, {"X": x}), _ort(model).run(None, {"X": x}))
+    half = copy.deepcopy(model)
+    half.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    half.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    for t in half.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    left = InferenceSession(half)
+    assert left.gru_modules == {} and "FLOAT16" in left.onnxruntime_gru_nodes["g"]
+    feed = {"X": x.astype(np.float16)}
+    (got,) = left.run(None, feed)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, _ort(half).run(None, feed)[0])
+
+
+def test_adv_graph_shapes_that_must_not_be_bound_and_independence():
+    """Two GRU nodes reading one X; a Relu between two layers (not a layout: the next layer
+    reads ONNX Runtime's result); the session unaffected by later changes to the caller's
+    ModelProto."""
+    rng = np.random.default_rng(33)
+    W = [(rng.standard_normal((1, 12, k)) * 0.5).astype(np.float32) for k in (3, 4, 3)]
+    R = [(rng.standard_normal((1, 12, 4)) * 0.5).astype(np.float32) for _ in range(3)]
+    nodes = [
+        helper.make_node("GRU", ["X", "W0", "R0"], ["Y0", ""], hidden_size=4, name="a"),
+        helper.make_node("Squeeze", ["Y0", "one"], ["s0"]),
+        helper.make_node("Relu", ["s0"], ["r0"]),
+        helper.make_node("GRU", ["r0", "W1", "R1"], ["", "H1"], hidden_size=4, name="b"),
+        helper.make_node("GRU", ["X", "W2", "R2"], ["", "H2"], hidden_size=4, name="c"),
+        helper.make_node("Add", ["H1", "H2"], ["out"]),
+    ]
+    stored = [numpy_helper.from_array(np.array([1], np.int64), "one")]
+    for k in range(3):
+        stored += [numpy_helper.from_array(W[k], f"W{k}"), numpy_helper.from_array(R[k], f"R{k}")]
+    graph = helper.make_graph(
+        nodes,
+        "m",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        stored,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    session = InferenceSession(model)
+    assert sorted(session.gru_modules) == ["a", "b", "c"]
+    assert session._order[0].merged == ["s0"]  # the Squeeze is bound, the Relu runs
+    assert ("onnxruntime", 1) in session.parts
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    expected = _ort(model).run(None, {"X": x})
+    _close(session.run(None, {"X": x}), expected)
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros_like(W[0]), "W0"))
+    del model.graph.node[:]
+    _close(session.run(None, {"X": x}), expected)
