@@ -390,56 +390,45 @@ def _enforced_shapes(model):
 _ENDLESS = 1 << 24
 
 
-def _largest_constant(graph, index, nodes, y_name):
-    """The largest number (in absolute value, below :data:`_ENDLESS`) that ``nodes`` are
-    given other than through ``y_name``: their integer attributes and the integers stored
-    in, or made by Constant nodes for, the tensors they read (through any nodes that do not
-    read ``y_name``). 0 if none."""
+def _largest_constant(graph, index, nodes, y_name, feature_sizes):
+    """The largest number (in absolute value, below :data:`_ENDLESS`, other than the
+    ``feature_sizes`` that exporters' reshapes name) that ``nodes`` are given other than
+    through ``y_name``: their integer attributes and the integers stored in, or made by
+    Constant nodes for, the tensors they read (through any nodes that do not read
+    ``y_name``). 0 if none."""
     stored = {t.name: t for t in graph.initializer}
+    ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
     largest, seen = 0, set()
 
     def consider(values):
         nonlocal largest
         for v in np.abs(np.asarray(values, dtype=np.float64)).ravel():
-            if v < _ENDLESS and v > largest:
+            if largest < v < _ENDLESS and int(v) not in feature_sizes:
                 largest = int(v)
 
-    todo = []
-    for node in nodes:
-        for attr in node.attribute:
-            consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
-        todo.extend(r for r in node.input if r)
+    def given(tensor):
+        if tensor.data_type in ints and int(np.prod(tensor.dims, dtype=np.int64)) <= 4096:
+            consider(numpy_helper.to_array(tensor))
+
+    todo = list(nodes)
     while todo:
-        name = todo.pop()
-        if name in seen or name == y_name:
-            continue
-        seen.add(name)
-        if name in stored:
-            if (
-                stored[name].data_type
-                in (
-                    onnx.TensorProto.INT64,
-                    onnx.TensorProto.INT32,
-                )
-                and int(np.prod(stored[name].dims, dtype=np.int64)) <= 4096
-            ):
-                consider(numpy_helper.to_array(stored[name]))
-            continue
-        node = index.producers.get(name)
-        if node is None or _is_gru(node) or len(seen) > 4096:
-            continue
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.HasField("t") and attr.t.data_type in (
-                    onnx.TensorProto.INT64,
-                    onnx.TensorProto.INT32,
-                ):
-                    consider(numpy_helper.to_array(attr.t))
-                consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
-        for attr in node.attribute:
-            if node.op_type != "Constant":
-                consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
-        todo.extend(r for r in node.input if r)
+        item = todo.pop()
+        if isinstance(item, str):  # a tensor a node reads: stored, or made by a node
+            if item in seen or item == y_name or len(seen) > 4096:
+                continue
+            seen.add(item)
+            if item in stored:
+                given(stored[item])
+                continue
+            node = index.producers.get(item)
+            if node is None or _is_gru(node):
+                continue
+            item = node
+        for attr in item.attribute:
+            consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
+            if attr.HasField("t"):
+                given(attr.t)
+        todo.extend(r for r in item.input if r)
     return largest
 
 
@@ -488,7 +477,7 @@ def _merged_outputs(model, cygru_parts):
         sizes = [(3, 2), (2, 5), (1, 4), (4, 1), (1, 1)]
         # and sizes beyond every number the nodes are given (a Slice that ends at 5 keeps
         # all of a shorter Y)
-        beyond = _largest_constant(graph, index, walked, part.y) + 1
+        beyond = _largest_constant(graph, index, walked, part.y, {D, H, D * H}) + 1
         if beyond > 4:
             sizes += [(beyond, 2), (2, beyond)]
         if static is not None:
