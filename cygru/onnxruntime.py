@@ -40,6 +40,7 @@ from .interop._onnx_import import (
     _is_layout,
     _load_model,
     _merge,
+    _model_tensors,
     _PROBE_LIMIT,
     _Probe,
     _same,
@@ -266,6 +267,24 @@ def _fold_weights(model, types, providers):
         result[name] = label
         leaves.update(reads)
     return result, leaves
+
+
+def _check_no_external_data(model):
+    """A model given as bytes or a ModelProto whose tensors still name external data files:
+    neither the session nor ONNX Runtime (which reads bytes) knows the directory they are in."""
+    from onnx.external_data_helper import uses_external_data
+
+    graphs = [model.graph] + list(model.functions)
+    for graph in graphs:
+        for tensor in _model_tensors(graph):
+            if uses_external_data(tensor):
+                where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+                raise ValueError(
+                    f"{_WHO}: the model's tensor {tensor.name!r} keeps its data in the external "
+                    f"file {where!r}, which was not loaded: pass the model file's path (its "
+                    "external data is read from its directory), or a model loaded with "
+                    "onnx.load(path)"
+                )
 
 
 def _label(node):
@@ -729,6 +748,7 @@ class InferenceSession:
                 f"options) tuples), e.g. ['CPUExecutionProvider'], got {providers!r}"
             )
         original = _load_model(model, who=_WHO)
+        _check_no_external_data(original)
         model = onnx.ModelProto()
         model.CopyFrom(original)
         graph = model.graph

@@ -1166,3 +1166,31 @@ def test_adv_graph_shapes_that_must_not_be_bound_and_independence():
     model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros_like(W[0]), "W0"))
     del model.graph.node[:]
     _close(session.run(None, {"X": x}), expected)
+
+
+def test_adv_external_data(tmp_path):
+    """A model file with its weights in an external file runs from its path; the same model
+    as a ModelProto or bytes whose tensors still name that file is refused clearly (ONNX
+    Runtime failed deep inside a part)."""
+    model = _gru_model(I=8, H=16)
+    x = np.random.default_rng(34).standard_normal((3, 2, 8)).astype(np.float32)
+    expected = _ort(model).run(None, {"X": x})
+    path = tmp_path / "model.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    for given in (str(path), path):
+        session = InferenceSession(given)
+        assert list(session.gru_modules) == ["g"]
+        _close(session.run(None, {"X": x}), expected)
+    unloaded = onnx.load(str(path), load_external_data=False)
+    for given in (unloaded, unloaded.SerializeToString()):
+        with pytest.raises(ValueError, match="external file 'weights.bin', which was not loaded"):
+            InferenceSession(given)
+    with pytest.raises(OSError):
+        InferenceSession(tmp_path)  # a directory
