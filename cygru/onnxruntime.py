@@ -701,8 +701,11 @@ class InferenceSession:
     Raises
     ------
     ValueError
-        If ``model`` is not a readable ONNX model, ``quantize`` is not one of the values
-        above, or ``gru_nodes`` names a node that is not a GRU node of the graph.
+        If ``model`` is not a readable ONNX model (or not a valid graph: nodes out of
+        order, two nodes of one name, a name defined twice; or, given as bytes or a
+        ModelProto, its tensors name external data files that were not loaded),
+        ``quantize`` is not one of the values above, or ``gru_nodes`` names a node that is
+        not a GRU node of the graph.
     TypeError
         If ``model``, ``sess_options`` or ``providers`` is not one of the types above.
 
