@@ -576,15 +576,16 @@ class _GruPart:
             if self.layout == 1:
                 h0 = h0.transpose(1, 0, 2)  # ONNX's (B, D, H) for layout 1; cygru's (D, B, H)
         lengths = env[self.lengths] if self.lengths else None
+        shortest = T
         if lengths is not None:
-            lengths = self._checked_lengths(who, lengths, T, B)
+            lengths, shortest = self._checked_lengths(who, lengths, T, B)
         elif T == 0:
             raise ValueError(
                 f"{who}: its input {self.x!r} has no time steps (shape {x.shape}) and the node "
                 "has no sequence_lens; expected at least one time step"
             )
         try:
-            if lengths is not None and (T == 0 or (B and lengths.min() == 0)):
+            if lengths is not None and (T == 0 or shortest == 0):
                 output, h_n = self._with_empty_rows(x, h0, lengths, T, B, D, H)
             else:
                 output, h_n = module(x, h0, lengths=lengths)
@@ -608,7 +609,8 @@ class _GruPart:
 
     @staticmethod
     def _checked_lengths(who, lengths, T, B):
-        """sequence_lens as ONNX Runtime takes it: integers of shape (B,), each in [0, T]."""
+        """sequence_lens as ONNX Runtime takes it: integers of shape (B,), each in [0, T];
+        with the shortest (T for an empty batch)."""
         if not isinstance(lengths, np.ndarray) or lengths.dtype.kind not in "iu":
             got = getattr(lengths, "dtype", type(lengths).__name__)
             raise TypeError(f"{who} expected its sequence_lens as an integer array, got {got}")
@@ -617,13 +619,14 @@ class _GruPart:
                 f"{who} expected its sequence_lens of shape ({B},) (one per batch row), got "
                 f"{lengths.shape}"
             )
-        if B and (lengths.min() < 0 or lengths.max() > T):
-            bad = int(lengths.min()) if lengths.min() < 0 else int(lengths.max())
+        lo = int(lengths.min()) if B else T
+        if B and (lo < 0 or lengths.max() > T):
+            bad = lo if lo < 0 else int(lengths.max())
             raise ValueError(
                 f"{who}: every sequence length must be in [0, {T}] (the sequence length of "
                 f"its input X), got {bad}"
             )
-        return lengths
+        return lengths, lo
 
     def _with_empty_rows(self, x, h0, lengths, T, B, D, H):
         """ONNX Runtime's answer for rows of length 0 (cygru's modules take lengths >= 1):
