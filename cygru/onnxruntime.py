@@ -647,6 +647,11 @@ class _GruPart:
         return output, h_n
 
 
+def _fresh(args):
+    """Copies of NodeArgs whose shape lists the caller may change."""
+    return [a._replace(shape=None if a.shape is None else list(a.shape)) for a in args]
+
+
 def _owner(array):
     """The id of the object that owns ``array``'s memory (itself, or the base of a view)."""
     while isinstance(getattr(array, "base", None), np.ndarray):
@@ -1040,7 +1045,7 @@ class InferenceSession:
         >>> [(a.name, a.type) for a in InferenceSession(model).get_inputs()]
         [('x', 'tensor(float)')]
         """
-        return list(self._inputs)
+        return _fresh(self._inputs)
 
     def get_outputs(self) -> List[NodeArg]:
         """The model's outputs, as :class:`NodeArg`.
@@ -1053,7 +1058,7 @@ class InferenceSession:
         >>> [a.name for a in InferenceSession(model).get_outputs()]
         ['output', 'h_n']
         """
-        return list(self._outputs)
+        return _fresh(self._outputs)
 
     def get_overridable_initializers(self) -> List[NodeArg]:
         """The stored tensors that are graph inputs too (ONNX IR version 4 and later), which

@@ -921,6 +921,8 @@ def test_adv_repr_pickle_and_copy():
     for refuse in (pickle.dumps, copy.deepcopy):
         with pytest.raises(TypeError, match="cannot be pickled or deep-copied"):
             refuse(session)
+    session.get_inputs()[0].shape.append(99)  # the caller's copy: the session is unchanged
+    assert session.get_inputs()[0].shape == ["T", "B", 3]
     shallow = copy.copy(session)
     x = np.ones((3, 1, 3), np.float32)
     np.testing.assert_array_equal(shallow.run(None, {"X": x})[0], session.run(None, {"X": x})[0])
