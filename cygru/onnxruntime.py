@@ -409,46 +409,49 @@ def _enforced_shapes(model):
 _ENDLESS = 1 << 24
 
 
-def _largest_constant(graph, index, nodes, y_name, feature_sizes):
-    """The largest number (in absolute value, below :data:`_ENDLESS`, other than the
-    ``feature_sizes`` that exporters' reshapes name) that ``nodes`` are given other than
-    through ``y_name``: their integer attributes and the integers stored in, or made by
-    Constant nodes for, the tensors they read (through any nodes that do not read
-    ``y_name``). 0 if none."""
-    stored = {t.name: t for t in graph.initializer}
+def _numbers_given(node, stored, index, memo):
+    """The numbers (absolute values below :data:`_ENDLESS`) a node is given: its integer
+    attributes and the integers stored in, or made by Constant nodes for, the tensors it
+    reads that no GRU node's output reaches (``stored``: the initializers by name). Kept in
+    ``memo`` for the session's construction: a node after many GRU nodes (a Concat of their
+    outputs) is walked once."""
+    found = memo.get(id(node))
+    if found is not None:
+        return found
     ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
-    largest, seen = 0, set()
+    numbers: set = set()
 
     def consider(values):
-        nonlocal largest
         for v in np.abs(np.asarray(values, dtype=np.float64)).ravel():
-            if largest < v < _ENDLESS and int(v) not in feature_sizes:
-                largest = int(v)
+            if v < _ENDLESS:
+                numbers.add(int(v))
 
     def given(tensor):
         if tensor.data_type in ints and int(np.prod(tensor.dims, dtype=np.int64)) <= 4096:
             consider(numpy_helper.to_array(tensor))
 
-    todo = list(nodes)
+    todo, seen = [node], set()
     while todo:
         item = todo.pop()
         if isinstance(item, str):  # a tensor a node reads: stored, or made by a node
-            if item in seen or item == y_name or len(seen) > 4096:
+            if item in seen or len(seen) > 4096:
                 continue
             seen.add(item)
             if item in stored:
                 given(stored[item])
                 continue
-            node = index.producers.get(item)
-            if node is None or _is_gru(node):
+            if index.cone(item).outs:  # computed from a GRU node's output: not a number given
                 continue
-            item = node
+            item = index.producers.get(item)
+            if item is None:
+                continue
         for attr in item.attribute:
             consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
             if attr.HasField("t"):
                 given(attr.t)
         todo.extend(r for r in item.input if r)
-    return largest
+    memo[id(node)] = numbers
+    return numbers
 
 
 def _merged_outputs(model, cygru_parts):
@@ -466,7 +469,7 @@ def _merged_outputs(model, cygru_parts):
     for node in graph.node:
         for r in _node_reads(node):
             consumers.setdefault(r, []).append(node)
-    found, shapes = {}, None
+    found, shapes, stored, memo = {}, None, None, {}
     for part in cygru_parts.values():
         if not part.y:
             continue
@@ -496,7 +499,10 @@ def _merged_outputs(model, cygru_parts):
         sizes = [(3, 2), (2, 5), (1, 4), (4, 1), (1, 1)]
         # and sizes beyond every number the nodes are given (a Slice that ends at 5 keeps
         # all of a shorter Y)
-        beyond = _largest_constant(graph, index, walked, part.y, {D, H, D * H}) + 1
+        if stored is None:
+            stored = {t.name: t for t in graph.initializer}
+        given = set().union(*(_numbers_given(n, stored, index, memo) for n in walked))
+        beyond = max(given - {D, H, D * H}, default=0) + 1
         if beyond > 4:
             sizes += [(beyond, 2), (2, beyond)]
         if static is not None:
