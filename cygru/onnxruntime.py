@@ -831,7 +831,7 @@ class InferenceSession:
         # stored tensors that are graph inputs too (ONNX IR >= 4): ONNX Runtime lets run()
         # override them; those the session has built into cygru's modules, or whose layout
         # nodes it skips, cannot be
-        self._fixed = {name: None for name in self._overridable if name in fixed}
+        self._fixed = {name for name in self._overridable if name in fixed}
 
     # -- construction ------------------------------------------------------------------------
 
