@@ -1196,3 +1196,26 @@ def test_adv_external_data(tmp_path):
             InferenceSession(given)
     with pytest.raises(OSError):
         InferenceSession(tmp_path)  # a directory
+
+
+def test_adv_overriding_what_skipped_layout_nodes_read_is_refused():
+    """A Reshape's shape that the model lets run() override, read by layout nodes the
+    session skips (their result bound to cygru's output): overriding it is refused, not
+    silently ignored."""
+    extra = [
+        helper.make_node("Transpose", ["Y"], ["t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["t", "shape"], ["merged"]),
+    ]
+    model = _node_model("bidirectional", extra=extra, outputs=["merged"])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape"))
+    model.graph.input.append(helper.make_tensor_value_info("shape", TensorProto.INT64, [3]))
+    session = InferenceSession(model)
+    assert session._order[0].merged == ["merged"]
+    feed = {
+        "X": np.ones((4, 2, 3), np.float32),
+        "lens": np.array([4, 1], np.int32),
+        "h0": np.zeros((2, 2, 4), np.float32),
+    }
+    _close(session.run(None, feed), _ort(model).run(None, feed))
+    with pytest.raises(ValueError, match="'shape' is a stored tensor that the model lets run"):
+        session.run(None, {**feed, "shape": np.array([0, -1, 8], np.int64)})
