@@ -41,9 +41,10 @@ from .interop._onnx_import import (
     _is_layout,
     _load_model,
     _merge,
+    _model_tensors,
+    _PROBE_LIMIT,
     _Probe,
     _same,
-    _static_y_shape,
     _tagged,
 )
 from .quantized import quantize as _quantize
@@ -106,33 +107,86 @@ def _node_reads(node):
     return names
 
 
+def _complete(type_proto):
+    """Whether a TypeProto names its element type all the way down (a tensor's, or the
+    tensors' in a sequence, optional or map)."""
+    kind = type_proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        return bool(getattr(type_proto, kind).elem_type)
+    if kind in ("sequence_type", "optional_type"):
+        return _complete(getattr(type_proto, kind).elem_type)
+    if kind == "map_type":
+        return bool(type_proto.map_type.key_type) and _complete(type_proto.map_type.value_type)
+    return False
+
+
 def _value_types(model):
-    """name -> TypeProto of every tensor whose element type the model declares or ONNX's
-    shape inference finds."""
+    """name -> TypeProto of every value (tensor, or sequence, optional or map of tensors)
+    whose element type the model declares or ONNX's shape inference finds."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # a model onnx cannot infer still runs: declared types only
         inferred = model
     types = {}
     for vi in list(inferred.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+        if _complete(vi.type):
             types[vi.name] = vi.type
     for t in model.graph.initializer:
         types.setdefault(t.name, helper.make_tensor_type_proto(t.data_type, None))
     return types
 
 
+def _strip_shapes(type_proto):
+    kind = type_proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        getattr(type_proto, kind).ClearField("shape")
+    elif kind in ("sequence_type", "optional_type"):
+        _strip_shapes(getattr(type_proto, kind).elem_type)
+    elif kind == "map_type":
+        _strip_shapes(type_proto.map_type.value_type)
+
+
 def _type_only(type_proto):
-    """The element type of a tensor type, its shape left unknown: the parts of a cut model
-    check what they are fed against the original model's declarations, which name sizes."""
-    return helper.make_tensor_type_proto(type_proto.tensor_type.elem_type, None)
+    """The type without its sizes (the element type of a tensor, of the tensors of a
+    sequence, ...): the parts of a cut model check what they are fed against the original
+    model's declarations, which name sizes."""
+    bare = onnx.TypeProto()
+    bare.CopyFrom(type_proto)
+    bare.ClearField("denotation")
+    _strip_shapes(bare)
+    return bare
+
+
+def _elem_name(elem_type):
+    return _ORT_TYPE_NAMES.get(elem_type, onnx.TensorProto.DataType.Name(elem_type).lower())
+
+
+def _type_name(type_proto):
+    """ONNX Runtime's spelling of a type: tensor(float), seq(tensor(int64)), ..."""
+    kind = type_proto.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({_elem_name(type_proto.tensor_type.elem_type)})"
+    if kind == "sparse_tensor_type":
+        return f"sparse_tensor({_elem_name(type_proto.sparse_tensor_type.elem_type)})"
+    if kind == "sequence_type":
+        return f"seq({_type_name(type_proto.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_name(type_proto.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = _elem_name(type_proto.map_type.key_type)
+        return f"map({key},{_type_name(type_proto.map_type.value_type)})"
+    return str(kind)
 
 
 def _arg(vi_type, name):
-    tt = vi_type.tensor_type
-    kind = _ORT_TYPE_NAMES.get(tt.elem_type, onnx.TensorProto.DataType.Name(tt.elem_type).lower())
-    shape = None
-    if tt.HasField("shape"):
+    kind = vi_type.WhichOneof("value")
+    if kind == "optional_type":  # ONNX Runtime gives the shape of the tensor inside
+        inner = vi_type.optional_type.elem_type
+        tt = inner.tensor_type if inner.WhichOneof("value") == "tensor_type" else None
+    else:
+        tt = vi_type.tensor_type if kind == "tensor_type" else None
+    shape = None if tt is not None else []
+    if tt is not None and tt.HasField("shape"):
         shape = []
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
@@ -141,14 +195,15 @@ def _arg(vi_type, name):
                 shape.append(d.dim_param)
             else:
                 shape.append(None)
-    return NodeArg(name, f"tensor({kind})", shape)
+    return NodeArg(name, _type_name(vi_type), shape)
 
 
 def _fold_weights(model, types, providers):
     """Give every GRU node's W, R and B that other nodes compute from stored tensors alone
     (PyTorch's dynamo exporter leaves the gate reordering of large weights as ``Slice`` and
     ``Concat`` nodes) a stored value: the tensor is computed once by ONNX Runtime and added
-    to ``model`` as an initializer. Returns {tensor name: initializer name}."""
+    to ``model`` as an initializer. Returns {tensor name: initializer name} and the names
+    the folded nodes read (overriding one of them at run time would not be seen)."""
     graph = model.graph
     stored = {t.name for t in graph.initializer}
     fed = {i.name for i in graph.input} - stored
@@ -160,7 +215,7 @@ def _fold_weights(model, types, providers):
             for name in node.input[1:4]:
                 if name and name not in stored and name in producers and name not in wanted:
                     wanted.append(name)
-    result = {}
+    result, leaves = {}, set()
     for name in wanted:
         nodes, todo, seen, constant = [], [name], set(), True
         while todo and constant:
@@ -198,6 +253,8 @@ def _fold_weights(model, types, providers):
             ir_version=model.ir_version,
             functions=list(model.functions),
         )
+        if not _fold_fits(piece):
+            continue
         try:
             session = _ort.InferenceSession(piece.SerializeToString(), providers=providers)
             (value,) = session.run([name], {})
@@ -209,14 +266,102 @@ def _fold_weights(model, types, providers):
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), label))
         stored.add(label)
         result[name] = label
-    return result
+        leaves.update(reads)
+    return result, leaves
+
+
+def _check_no_external_data(model):
+    """A model given as bytes or a ModelProto whose tensors still name external data files:
+    neither the session nor ONNX Runtime (which reads bytes) knows the directory they are in."""
+    from onnx.external_data_helper import uses_external_data
+
+    graphs = [model.graph] + list(model.functions)
+    for graph in graphs:
+        for tensor in _model_tensors(graph):
+            if uses_external_data(tensor):
+                where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+                raise ValueError(
+                    f"{_WHO}: the model's tensor {tensor.name!r} keeps its data in the external "
+                    f"file {where!r}, which was not loaded: pass the model file's path (its "
+                    "external data is read from its directory), or a model loaded with "
+                    "onnx.load(path)"
+                )
+
+
+def _label(node):
+    return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+
+
+#: the most bytes the nodes that compute one GRU node's weights may make when the session
+#: folds them (ONNX Runtime's own constant folding stops at the same size)
+_FOLD_LIMIT = 1 << 30
+
+
+def _fold_fits(piece):
+    """Whether every tensor the nodes of ``piece`` (a model of stored tensors alone) compute
+    has a size ONNX's shape inference knows, together at most :data:`_FOLD_LIMIT` bytes: a
+    model cannot make the session allocate without bound when it is built (a
+    ``ConstantOfShape`` of a huge stored shape, say); such weights stay in ONNX Runtime."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(piece, data_prop=True)
+    except Exception:  # noqa: BLE001 - sizes unknown: not folded
+        return False
+    known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    total = 0
+    for node in piece.graph.node:
+        for out in node.output:
+            vi = known.get(out) if out else None
+            if vi is None:
+                if not out:
+                    continue
+                return False
+            tt = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+                return False
+            if not all(d.HasField("dim_value") for d in tt.shape.dim):
+                return False
+            size = int(np.prod([d.dim_value for d in tt.shape.dim], dtype=object))
+            try:
+                itemsize = helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
+            except Exception:  # noqa: BLE001 - strings and other odd types: not folded
+                return False
+            total += size * itemsize
+            if total > _FOLD_LIMIT:
+                return False
+    return True
 
 
 def _check_sorted(graph, initializers):
     """ONNX requires a graph's nodes in an order where each reads only what is computed
-    before it (or stored, or fed): the parts are cut in that order."""
+    before it (or stored, or fed), each name defined once, and distinct node names (as ONNX
+    Runtime checks them): the parts are cut in that order, and told apart by name."""
     known = set(initializers) | {i.name for i in graph.input}
-    produced_by = {o: n for n in graph.node for o in n.output if o}
+    produced_by, named = {}, {}
+    for node in graph.node:
+        if node.name:  # the parts and cygru's nodes are told apart by name
+            other = named.setdefault(node.name, node)
+            if other is not node:
+                raise ValueError(
+                    f"{_WHO}: two nodes of the graph are named {node.name!r} ({other.op_type} "
+                    f"and {node.op_type}); ONNX requires distinct node names (not a valid ONNX "
+                    "graph)"
+                )
+        for o in node.output:
+            if not o:
+                continue
+            if o in known or o in produced_by:
+                what = (
+                    "a graph input"
+                    if o in {i.name for i in graph.input}
+                    else "a stored tensor"
+                    if o in initializers
+                    else f"the output of {_label(produced_by[o])}"
+                )
+                raise ValueError(
+                    f"{_WHO}: {_label(node)} computes {o!r}, which is also {what}; ONNX "
+                    "requires each name defined once (not a valid ONNX graph)"
+                )
+            produced_by[o] = node
     for node in graph.node:
         for name in _node_reads(node):
             if name not in known and name in produced_by:
@@ -230,13 +375,93 @@ def _check_sorted(graph, initializers):
         known.update(o for o in node.output if o)
 
 
+def _enforced_shapes(model):
+    """{tensor: static shape} for the 4-d tensors whose sizes ONNX's shape inference derives
+    from what ``run`` enforces (the graph inputs' declared sizes, stored tensors), not from
+    the sizes a model declares for its outputs or intermediate tensors, which nothing checks:
+    a layout node verified only at a declared size that the inputs do not fix would be bound
+    at other sizes too."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for vo in bare.graph.output:
+        if vo.type.HasField("tensor_type"):
+            vo.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(bare)
+    except Exception:  # noqa: BLE001 - no shapes to go by: the probe uses its own sizes
+        return {}
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
+            if (
+                len(dims) == 4
+                and all(d > 0 for d in dims)
+                and int(np.prod(dims, dtype=np.float64)) <= _PROBE_LIMIT
+            ):
+                shapes[vi.name] = dims
+    return shapes
+
+
+#: numbers at least this large in a layout node's constants stand for "to the end" (Slice
+#: ends of INT64_MAX, ...): no probe size goes beyond them
+_ENDLESS = 1 << 24
+
+
+def _numbers_given(node, stored, index, memo):
+    """The numbers (absolute values below :data:`_ENDLESS`) a node is given: its integer
+    attributes and the integers stored in, or made by Constant nodes for, the tensors it
+    reads that no GRU node's output reaches (``stored``: the initializers by name). Kept in
+    ``memo`` for the session's construction: a node after many GRU nodes (a Concat of their
+    outputs) is walked once."""
+    found = memo.get(id(node))
+    if found is not None:
+        return found
+    ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+    numbers: set = set()
+
+    def consider(values):
+        for v in np.abs(np.asarray(values, dtype=np.float64)).ravel():
+            if v < _ENDLESS:
+                numbers.add(int(v))
+
+    def given(tensor):
+        if tensor.data_type in ints and int(np.prod(tensor.dims, dtype=np.int64)) <= 4096:
+            consider(numpy_helper.to_array(tensor))
+
+    todo, seen = [node], set()
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):  # a tensor a node reads: stored, or made by a node
+            if item in seen or len(seen) > 4096:
+                continue
+            seen.add(item)
+            if item in stored:
+                given(stored[item])
+                continue
+            if index.cone(item).outs:  # computed from a GRU node's output: not a number given
+                continue
+            item = index.producers.get(item)
+            if item is None:
+                continue
+        for attr in item.attribute:
+            consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
+            if attr.HasField("t"):
+                given(attr.t)
+        todo.extend(r for r in item.input if r)
+    memo[id(node)] = numbers
+    return numbers
+
+
 def _merged_outputs(model, cygru_parts):
     """{tensor: the _GruPart whose output it equals}: the tensors that layout nodes compute
     from a cygru node's Y alone and that hold Y with its directions merged into the features
     (what PyTorch's exporters feed the next layer or the head: ``Transpose`` + ``Reshape``
     or ``Squeeze``), which is what cygru's call returns, so those nodes need not run. Each is
-    checked by running its nodes (with onnx's reference evaluator) on probe values of two
-    sizes (the model's own, where it fixes them)."""
+    checked by running its nodes (with onnx's reference evaluator) on probe values of
+    several sizes, sizes of 1 among them (the model's own, where its inputs fix them)."""
     if not cygru_parts:
         return {}
     graph = model.graph
@@ -245,17 +470,18 @@ def _merged_outputs(model, cygru_parts):
     for node in graph.node:
         for r in _node_reads(node):
             consumers.setdefault(r, []).append(node)
-    found = {}
+    found, shapes, stored, memo = {}, None, None, {}
     for part in cygru_parts.values():
         if not part.y:
             continue
-        candidates, todo, seen = [], [part.y], set()
+        candidates, todo, seen, walked = [], [part.y], set(), []
         while todo:  # the tensors layout nodes compute from Y
             name = todo.pop()
             for node in consumers.get(name, ()):
                 if id(node) in seen or not _is_layout(node):
                     continue
                 seen.add(id(node))
+                walked.append(node)
                 for out in node.output:
                     if out:
                         cone = index.cone(out)
@@ -266,8 +492,20 @@ def _merged_outputs(model, cygru_parts):
             continue
         module = part.module
         D, H = (2 if module.bidirectional else 1), module.hidden_size
-        static = _static_y_shape(model, part.y)
-        sizes = [(3, 2), (2, 5)]
+        if shapes is None:
+            shapes = _enforced_shapes(model)
+        static = shapes.get(part.y)
+        # distinct sizes, and sizes of 1 (a Squeeze without axes drops them: streaming
+        # calls have T = 1)
+        sizes = [(3, 2), (2, 5), (1, 4), (4, 1), (1, 1)]
+        # and sizes beyond every number the nodes are given (a Slice that ends at 5 keeps
+        # all of a shorter Y)
+        if stored is None:
+            stored = {t.name: t for t in graph.initializer}
+        given = set().union(*(_numbers_given(n, stored, index, memo) for n in walked))
+        beyond = max(given - {D, H, D * H}, default=0) + 1
+        if beyond > 4:
+            sizes += [(beyond, 2), (2, beyond)]
         if static is not None:
             sizes = [(static[0], static[2]) if part.layout == 0 else (static[1], static[0])]
         verified = set(candidates)
@@ -282,6 +520,8 @@ def _merged_outputs(model, cygru_parts):
                 verified = set()
         for t in verified:
             found[t] = part
+        if verified:  # what the skipped nodes read is fixed for the session
+            part.fixed_reads.update(r for n in walked for r in _node_reads(n) if r)
     return found
 
 
@@ -330,10 +570,11 @@ class _OrtPart:
         self.nodes = nodes
         self.inputs: List[str] = []
         self.outputs: List[str] = []
+        self.optional: set = set()  # inputs with a stored default: fed only if overridden
         self.session = None
 
     def run(self, env, run_options):
-        feed = {name: env[name] for name in self.inputs}
+        feed = {name: env[name] for name in self.inputs if name in env or name not in self.optional}
         for name, value in zip(self.outputs, self.session.run(self.outputs, feed, run_options)):
             env[name] = value
 
@@ -354,37 +595,114 @@ class _GruPart:
         # its directions merged into the features): set to it, those nodes skipped
         self.merged: List[str] = []
         self.needed = (self.y, self.y_h)  # the outputs the rest of the model reads
+        self.fixed_reads: set = set()  # what the layout nodes skipped for it read
 
     def run(self, env, run_options=None):
+        who = f"{_WHO}.run: the GRU node {self.node.name!r}"
         x = env[self.x]
         if not isinstance(x, np.ndarray) or x.dtype != self.dtype or x.ndim != 3:
             got = f"{getattr(x, 'dtype', type(x).__name__)} of shape {np.shape(x)}"
             raise TypeError(
-                f"{_WHO}.run: the GRU node {self.node.name!r} expected its input "
-                f"{self.x!r} as a 3-d array of {np.dtype(self.dtype)}, got {got}"
+                f"{who} expected its input {self.x!r} as a 3-d array of "
+                f"{np.dtype(self.dtype)}, got {got}"
             )
+        module = self.module
+        D, H = (2 if module.bidirectional else 1), module.hidden_size
+        T, B = (x.shape[0], x.shape[1]) if self.layout == 0 else (x.shape[1], x.shape[0])
         h0 = env[self.h0] if self.h0 else None
-        if h0 is not None and self.layout == 1 and getattr(h0, "ndim", 0) == 3:
-            h0 = h0.transpose(1, 0, 2)  # ONNX's (B, D, H) for layout 1; cygru's is (D, B, H)
+        if h0 is not None:
+            want = (D, B, H) if self.layout == 0 else (B, D, H)
+            if np.shape(h0) != want:
+                raise ValueError(
+                    f"{who} expected its initial_h {self.h0!r} of shape {want} "
+                    f"({'(D, B, H)' if self.layout == 0 else '(B, D, H)'}: X has "
+                    f"shape {x.shape}), got {np.shape(h0)}"
+                )
+            if self.layout == 1:
+                h0 = h0.transpose(1, 0, 2)  # ONNX's (B, D, H) for layout 1; cygru's (D, B, H)
         lengths = env[self.lengths] if self.lengths else None
-        output, h_n = self.module(x, h0, lengths=lengths)
+        shortest = T
+        if lengths is not None:
+            lengths, shortest = self._checked_lengths(who, lengths, T, B)
+        elif T == 0:
+            raise ValueError(
+                f"{who}: its input {self.x!r} has no time steps (shape {x.shape}) and the node "
+                "has no sequence_lens; expected at least one time step"
+            )
+        try:
+            if lengths is not None and (T == 0 or shortest == 0):
+                output, h_n = self._with_empty_rows(x, h0, lengths, T, B, D, H)
+            else:
+                output, h_n = module(x, h0, lengths=lengths)
+        except (ValueError, TypeError) as exc:  # named after the node, not the module
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"{who}: {exc}") from None
         if output.dtype != self.dtype:  # a quantized module returns float32
             output, h_n = output.astype(self.dtype), h_n.astype(self.dtype)
-        D = 2 if self.module.bidirectional else 1
-        H = self.module.hidden_size
         for name in self.merged:
             env[name] = output
         if self.y and self.y in self.needed:
             if self.layout == 0:  # (T, B, D*H) -> ONNX's (T, D, B, H)
-                T, B = output.shape[:2]
                 y = np.ascontiguousarray(output.reshape(T, B, D, H).transpose(0, 2, 1, 3))
             else:  # (B, T, D*H) -> (B, T, D, H): a view
-                y = output.reshape(output.shape[0], output.shape[1], D, H)
+                y = output.reshape(B, T, D, H)
             env[self.y] = y
         if self.y_h and self.y_h in self.needed:
             env[self.y_h] = (
                 h_n if self.layout == 0 else np.ascontiguousarray(h_n.transpose(1, 0, 2))
             )
+
+    @staticmethod
+    def _checked_lengths(who, lengths, T, B):
+        """sequence_lens as ONNX Runtime takes it: integers of shape (B,), each in [0, T];
+        with the shortest (T for an empty batch)."""
+        if not isinstance(lengths, np.ndarray) or lengths.dtype.kind not in "iu":
+            got = getattr(lengths, "dtype", type(lengths).__name__)
+            raise TypeError(f"{who} expected its sequence_lens as an integer array, got {got}")
+        if lengths.shape != (B,):
+            raise ValueError(
+                f"{who} expected its sequence_lens of shape ({B},) (one per batch row), got "
+                f"{lengths.shape}"
+            )
+        lo = int(lengths.min()) if B else T
+        if B and (lo < 0 or lengths.max() > T):
+            bad = lo if lo < 0 else int(lengths.max())
+            raise ValueError(
+                f"{who}: every sequence length must be in [0, {T}] (the sequence length of "
+                f"its input X), got {bad}"
+            )
+        return lengths, lo
+
+    def _with_empty_rows(self, x, h0, lengths, T, B, D, H):
+        """ONNX Runtime's answer for rows of length 0 (cygru's modules take lengths >= 1):
+        their Y and Y_h are zeros (not initial_h); the other rows run in cygru."""
+        keep = np.flatnonzero(lengths)
+        output = np.zeros((T, B, D * H) if self.layout == 0 else (B, T, D * H), self.dtype)
+        h_n = np.zeros((D, B, H), self.dtype)
+        if keep.size:
+            axis = 1 if self.layout == 0 else 0
+            rows = np.take(x, keep, axis=axis)
+            some_h0 = None if h0 is None else np.ascontiguousarray(h0[:, keep])
+            out_k, h_k = self.module(rows, some_h0, lengths=lengths[keep])
+            if self.layout == 0:
+                output[:, keep] = out_k
+            else:
+                output[keep] = out_k
+            h_n[:, keep] = h_k
+        return output, h_n
+
+
+def _fresh(args):
+    """Copies of NodeArgs whose shape lists the caller may change."""
+    return [a._replace(shape=None if a.shape is None else list(a.shape)) for a in args]
+
+
+def _owner(array):
+    """The id of the object that owns ``array``'s memory (itself, or the base of a view)."""
+    while isinstance(getattr(array, "base", None), np.ndarray):
+        array = array.base
+    base = getattr(array, "base", None)
+    return id(array if base is None else base)
 
 
 def _check_quantize(quantize):
@@ -436,10 +754,13 @@ class InferenceSession:
     Raises
     ------
     ValueError
-        If ``model`` is not a readable ONNX model, ``quantize`` is not one of the values
-        above, or ``gru_nodes`` names a node that is not a GRU node of the graph.
+        If ``model`` is not a readable ONNX model (or not a valid graph: nodes out of
+        order, two nodes of one name, a name defined twice; or, given as bytes or a
+        ModelProto, its tensors name external data files that were not loaded),
+        ``quantize`` is not one of the values above, or ``gru_nodes`` names a node that is
+        not a GRU node of the graph.
     TypeError
-        If ``model`` is not one of the types above.
+        If ``model``, ``sess_options`` or ``providers`` is not one of the types above.
 
     Examples
     --------
@@ -470,10 +791,24 @@ class InferenceSession:
             raise TypeError(
                 f"{_WHO}: expected gru_nodes as a list of node names, got the str {gru_nodes!r}"
             )
+        if sess_options is not None and not isinstance(sess_options, _ort.SessionOptions):
+            raise TypeError(
+                f"{_WHO}: expected sess_options as an onnxruntime.SessionOptions or None, got "
+                f"{type(sess_options).__name__}"
+            )
+        if providers is not None and (
+            isinstance(providers, (str, bytes)) or not isinstance(providers, (list, tuple))
+        ):
+            raise TypeError(
+                f"{_WHO}: expected providers as a list of provider names (or of (name, "
+                f"options) tuples), e.g. ['CPUExecutionProvider'], got {providers!r}"
+            )
         original = _load_model(model, who=_WHO)
+        _check_no_external_data(original)
         model = onnx.ModelProto()
         model.CopyFrom(original)
         graph = model.graph
+        _check_sorted(graph, {t.name for t in graph.initializer})
         self.quantize = quantize
         self._providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         self._sess_options = sess_options
@@ -504,7 +839,7 @@ class InferenceSession:
         types = _value_types(model)
         stripped = onnx.ModelProto()
         stripped.CopyFrom(model)
-        folded = _fold_weights(stripped, types, self._providers)
+        folded, fixed = _fold_weights(stripped, types, self._providers)
         for node in stripped.graph.node:
             if _is_gru(node):
                 del node.input[6:]
@@ -528,7 +863,14 @@ class InferenceSession:
             else:
                 cygru_parts[node.name] = part
                 self.gru_modules[node.name] = part.module
+                fixed.update(n for n in node.input[1:4] if n)
         self._plan(model, types, cygru_parts)
+        for part in cygru_parts.values():
+            fixed.update(part.fixed_reads)
+        # stored tensors that are graph inputs too (ONNX IR >= 4): ONNX Runtime lets run()
+        # override them; those the session has built into cygru's modules, or whose layout
+        # nodes it skips, cannot be
+        self._fixed = {name for name in self._overridable if name in fixed}
 
     # -- construction ------------------------------------------------------------------------
 
@@ -557,12 +899,16 @@ class InferenceSession:
         graph_inputs = [vi.name for vi in graph.input]
         self._inputs = [_arg(vi.type, vi.name) for vi in graph.input if vi.name not in initializers]
         self._input_types = {vi.name: vi.type for vi in graph.input if vi.name not in initializers}
+        self._overridable = {
+            vi.name: vi.type
+            for vi in graph.input
+            if vi.name in initializers and model.ir_version >= 4
+        }
         self._outputs = [
             _arg(types[vo.name], vo.name) if vo.name in types else NodeArg(vo.name, None, None)
             for vo in graph.output
         ]
         outputs = {vo.name for vo in graph.output}
-        _check_sorted(graph, initializers)
         merged = _merged_outputs(model, cygru_parts)
         for part in cygru_parts.values():
             part.merged = [t for t, owner in merged.items() if owner is part]
@@ -614,12 +960,12 @@ class InferenceSession:
         top = max((lv for lv, alive in zip(levels, live) if alive), default=0)
         self._order: List[Any] = []
         self.parts: List[tuple] = []
+        by_level: List[List[int]] = [[] for _ in range(top + 1)]  # one pass, not one a level
+        for i, alive in enumerate(live):
+            if alive:
+                by_level[levels[i]].append(i)
         for level in range(top + 1):
-            idx = [
-                i
-                for i, n in enumerate(graph.node)
-                if live[i] and levels[i] == level and n.name not in cygru_parts
-            ]
+            idx = [i for i in by_level[level] if graph.node[i].name not in cygru_parts]
             if idx:
                 part = self._ort_part(
                     model,
@@ -635,10 +981,11 @@ class InferenceSession:
                 if part is not None:
                     self._order.append(part)
                     self.parts.append(("onnxruntime", len(part.nodes)))
-            for i, n in enumerate(graph.node):
-                if live[i] and levels[i] == level and n.name in cygru_parts:
-                    self._order.append(cygru_parts[n.name])
-                    self.parts.append(("cygru", n.name))
+            for i in by_level[level]:
+                name = graph.node[i].name
+                if name in cygru_parts:
+                    self._order.append(cygru_parts[name])
+                    self.parts.append(("cygru", name))
         # stored values that a cygru node or a graph output reads directly
         direct = set(outputs)
         for part in self._order:
@@ -675,6 +1022,7 @@ class InferenceSession:
                 inits.append(initializers[r])
                 if r not in graph_inputs:
                     continue  # stored: part of the part's model
+                part.optional.add(r)  # an input with a stored default, as in the model
             if r not in types:
                 raise ValueError(
                     f"{_WHO}: cannot cut the graph before {r!r}: neither the model nor ONNX's "
@@ -704,6 +1052,32 @@ class InferenceSession:
             )
         return part
 
+    # -- the session as an object -----------------------------------------------------------
+
+    def __repr__(self) -> str:
+        shown = [
+            f"cygru {what!r}" if kind == "cygru" else f"onnxruntime {what} node(s)"
+            for kind, what in self.parts[:8]
+        ]
+        if len(self.parts) > 8:
+            shown.append(f"... {len(self.parts)} parts in all")
+        extra = f", quantize={self.quantize!r}" if self.quantize else ""
+        if self.onnxruntime_gru_nodes:
+            extra += f", GRU nodes left to onnxruntime: {sorted(self.onnxruntime_gru_nodes)}"
+        return f"<{_WHO} parts=[{', '.join(shown)}]{extra}>"
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(
+            f"{_WHO} cannot be pickled or deep-copied: its ONNX Runtime parts "
+            "(onnxruntime.InferenceSession objects) cannot be; build a session from the model "
+            "where it is needed (a copy.copy shares the parts)"
+        )
+
+    def __copy__(self):
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     # -- running -----------------------------------------------------------------------------
 
     def get_inputs(self) -> List[NodeArg]:
@@ -717,7 +1091,7 @@ class InferenceSession:
         >>> [(a.name, a.type) for a in InferenceSession(model).get_inputs()]
         [('x', 'tensor(float)')]
         """
-        return list(self._inputs)
+        return _fresh(self._inputs)
 
     def get_outputs(self) -> List[NodeArg]:
         """The model's outputs, as :class:`NodeArg`.
@@ -730,7 +1104,23 @@ class InferenceSession:
         >>> [a.name for a in InferenceSession(model).get_outputs()]
         ['output', 'h_n']
         """
-        return list(self._outputs)
+        return _fresh(self._outputs)
+
+    def get_overridable_initializers(self) -> List[NodeArg]:
+        """The stored tensors that are graph inputs too (ONNX IR version 4 and later), which
+        ``run`` may be fed to override, as :class:`NodeArg` (as ONNX Runtime lists them).
+        Those the session has built into a GRU node run in cygru cannot be overridden
+        (``run`` says so).
+
+        Examples
+        --------
+        >>> import io, cygru
+        >>> from cygru.onnxruntime import InferenceSession
+        >>> model = cygru.GRU(4, 8).to_onnx(io.BytesIO(), h0="none", lengths="none")
+        >>> InferenceSession(model).get_overridable_initializers()
+        []
+        """
+        return [_arg(t, name) for name, t in self._overridable.items()]
 
     def run(
         self,
@@ -738,7 +1128,8 @@ class InferenceSession:
         input_feed: Mapping[str, Any],
         run_options: Optional[Any] = None,
     ) -> List[np.ndarray]:
-        """Run the model: the arrays of ``output_names`` (all outputs for None), in order.
+        """Run the model: the arrays of ``output_names`` (all outputs for None or an empty
+        list, as in ONNX Runtime), in order.
 
         ``input_feed`` maps each input's name to a NumPy array of its declared element
         type (as ``onnxruntime.InferenceSession.run`` takes it). ``run_options``
@@ -750,7 +1141,8 @@ class InferenceSession:
             For an unknown output name, a missing or unknown input, or an input of the
             wrong number of dimensions.
         TypeError
-            For an input that is not an array of its declared element type.
+            For an input that is not an array of its declared element type, or
+            ``run_options`` that is not an ``onnxruntime.RunOptions``.
 
         Examples
         --------
@@ -770,10 +1162,15 @@ class InferenceSession:
         elif isinstance(output_names, str):
             raise TypeError(f"{who}: expected output_names as a list of names or None, got a str")
         else:
-            output_names = list(output_names)
+            output_names = list(output_names) or known  # [] is all, as in ONNX Runtime
             unknown = [n for n in output_names if n not in known]
             if unknown:
                 raise ValueError(f"{who}: unknown output names {unknown}; the outputs are {known}")
+        if run_options is not None and not isinstance(run_options, _ort.RunOptions):
+            raise TypeError(
+                f"{who}: expected run_options as an onnxruntime.RunOptions or None, got "
+                f"{type(run_options).__name__}"
+            )
         if not isinstance(input_feed, Mapping):
             raise TypeError(
                 f"{who}: expected input_feed as a dict of input name to array, got "
@@ -781,7 +1178,14 @@ class InferenceSession:
             )
         env: Dict[str, Any] = dict(self._constants)
         for name, value in input_feed.items():
-            if name not in self._input_types:
+            if name in self._fixed:
+                raise ValueError(
+                    f"{who}: {name!r} is a stored tensor that the model lets run() override, "
+                    "but the session has built it into a GRU node run in cygru (or skips the "
+                    "nodes that read it); build the session with that node left out of "
+                    "gru_nodes to override it"
+                )
+            if name not in self._input_types and name not in self._overridable:
                 raise ValueError(
                     f"{who}: {name!r} is not an input of the model; its inputs are "
                     f"{list(self._input_types)}"
@@ -794,22 +1198,42 @@ class InferenceSession:
             )
         for part in self._order:
             part.run(env, run_options)
-        # the caller owns every array returned: none is one of the session's stored arrays,
-        # one of the caller's inputs, or another output
-        shared = {id(v) for v in self._constants.values()}
-        shared.update(id(v) for v in input_feed.values())
+        # the caller owns every array returned: none shares memory with one of the session's
+        # stored arrays, one of the caller's inputs, or another output (a GRU node's Y in
+        # layout 1 is a view of the output that a merged tensor is bound to)
+        shared = {_owner(v) for v in self._constants.values()}
+        shared.update(_owner(v) for v in input_feed.values())
         results = []
         for name in output_names:
             value = env[name]
-            if id(value) in shared:
+            if _owner(value) in shared:
                 value = value.copy()
-            shared.add(id(value))
+            shared.add(_owner(value))
             results.append(value)
         return results
 
     def _checked(self, who, name, value):
-        tt = self._input_types[name].tensor_type
+        declared = self._input_types.get(name) or self._overridable[name]
+        kind = declared.WhichOneof("value")
+        if kind == "optional_type":
+            if value is None:  # an absent optional value: ONNX Runtime takes None
+                return value
+            declared = declared.optional_type.elem_type
+            kind = declared.WhichOneof("value")
+        if kind == "sequence_type":
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(
+                    f"{who}: expected input {name!r} as a list of arrays (its type is "
+                    f"{_type_name(declared)}), got a {type(value).__name__}"
+                )
+            return value  # its arrays are checked by the ONNX Runtime part that reads it
+        if kind != "tensor_type":
+            return value  # a map: checked by the ONNX Runtime part that reads it
+        tt = declared.tensor_type
         want = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        strings = want == np.dtype(object) and getattr(value, "dtype", None) is not None
+        if strings and value.dtype.kind in "OU":  # ONNX Runtime takes str arrays too
+            want = value.dtype
         if not isinstance(value, np.ndarray) or value.dtype != want:
             given = (
                 f"an array of {value.dtype}"

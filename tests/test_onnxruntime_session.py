@@ -706,3 +706,581 @@ def test_frameworks_benchmark_runs(tmp_path):
     assert len(targets) >= 10 and all(r["result"] in ("PASS", "MISS") for r in targets)
     assert all(r["value"] > 0 for r in rows if r["unit"] != "us" or "cost" not in r["what"])
     assert "| case | threads | what | value | target | result |" in res.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Adversarial cases: what ONNX Runtime does with edge inputs, invalid graphs, options, objects
+# --------------------------------------------------------------------------------------------
+
+
+def _node_model(direction="forward", layout=0, I=3, H=4, seed=0, extra=(), outputs=None):
+    """One GRU node ("g") reading X, sequence_lens and initial_h from the graph inputs, its
+    weights stored, plus ``extra`` nodes; the graph returns ``outputs`` (Y, Y_h by default)."""
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    W = (rng.standard_normal((D, 3 * H, I)) * 0.5).astype(np.float32)
+    R = (rng.standard_normal((D, 3 * H, H)) * 0.5).astype(np.float32)
+    B = (rng.standard_normal((D, 6 * H)) * 0.1).astype(np.float32)
+    node = helper.make_node(
+        "GRU",
+        ["X", "W", "R", "B", "lens", "h0"],
+        ["Y", "Y_h"],
+        hidden_size=H,
+        direction=direction,
+        layout=layout,
+        name="g",
+    )
+    graph = helper.make_graph(
+        [node, *extra],
+        "m",
+        [
+            helper.make_tensor_value_info(
+                "X", TensorProto.FLOAT, ["T", "B", I] if layout == 0 else ["B", "T", I]
+            ),
+            helper.make_tensor_value_info("lens", TensorProto.INT32, ["B"]),
+            helper.make_tensor_value_info(
+                "h0", TensorProto.FLOAT, [D, "B", H] if layout == 0 else ["B", D, H]
+            ),
+        ],
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+            for n in (outputs or ["Y", "Y_h"])
+        ],
+        [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (B, "B"))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("lens", [[3, 0, 2], [0, 0, 0], [5, 0, 5]])
+def test_adv_zero_lengths_give_onnxruntimes_zeros(direction, lens):
+    """A row of length 0 (which cygru's modules refuse) gets ONNX Runtime's answer: Y and
+    Y_h zeros (not initial_h); the other rows run in cygru."""
+    model = _node_model(direction)
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == ["g"]
+    rng = np.random.default_rng(20)
+    D = 2 if direction == "bidirectional" else 1
+    feed = {
+        "X": rng.standard_normal((5, 3, 3)).astype(np.float32),
+        "lens": np.array(lens, np.int32),
+        "h0": rng.standard_normal((D, 3, 4)).astype(np.float32),
+    }
+    got = session.run(None, feed)
+    _close(got, _ort(model).run(None, feed))
+    assert not got[1][:, np.array(lens) == 0].any()
+
+
+def test_adv_zero_time_steps_with_lengths_match_onnxruntime():
+    model = _node_model("bidirectional")
+    feed = {
+        "X": np.zeros((0, 3, 3), np.float32),
+        "lens": np.zeros(3, np.int32),
+        "h0": np.ones((2, 3, 4), np.float32),
+    }
+    got = InferenceSession(model).run(None, feed)
+    _close(got, _ort(model).run(None, feed))
+    assert got[0].shape == (0, 2, 3, 4) and not got[1].any()
+
+
+def test_adv_zero_lengths_in_layout_1_and_through_a_stack():
+    """Layout 1 (which ONNX Runtime cannot run) equals layout 0 on the same rows; a
+    2-layer stack whose layers are bound back to back equals ONNX Runtime with zero rows."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    lens = np.array([4, 0, 5], np.int32)
+    Y0, Yh0 = InferenceSession(_node_model("bidirectional")).run(
+        None, {"X": x, "lens": lens, "h0": h0}
+    )
+    Y1, Yh1 = InferenceSession(_node_model("bidirectional", layout=1)).run(
+        None, {"X": x.transpose(1, 0, 2).copy(), "lens": lens, "h0": h0.transpose(1, 0, 2).copy()}
+    )
+    np.testing.assert_array_equal(Y1, Y0.transpose(2, 0, 1, 3))
+    np.testing.assert_array_equal(Yh1, Yh0.transpose(1, 0, 2))
+    gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, seed=22)
+    model = gru.to_onnx(io.BytesIO(), h0="none", lengths="required")
+    session = InferenceSession(model)
+    names = [i.name for i in session.get_inputs()]
+    feed = dict(zip(names, (x, lens)))
+    got = session.run(None, feed)
+    _close(got, _ort(model).run(None, feed))
+    # quantized modules too: the zero rows stay exact zeros
+    (q_out, q_h) = InferenceSession(model, quantize="bf16").run(None, feed)
+    assert not q_out[:, 1].any() and not q_h[:, 1].any()
+    np.testing.assert_allclose(q_out, got[0], atol=0.02)
+
+
+def test_adv_zero_time_steps_without_lengths_and_empty_batches():
+    """T = 0 without sequence_lens (ONNX Runtime's kernel aborts the process on it) is a
+    clear error; an empty batch gives empty outputs."""
+    _, model = _small()
+    session = InferenceSession(model)
+    with pytest.raises(ValueError, match=r"GRU node .*has no time steps \(shape \(0, 2, 3\)\)"):
+        session.run(None, {"x": np.zeros((0, 2, 3), np.float32)})
+    out, h_n = session.run(None, {"x": np.zeros((4, 0, 3), np.float32)})
+    assert out.shape == (4, 0, 4) and h_n.shape == (1, 0, 4)
+
+
+def test_adv_bad_initial_state_and_lengths_name_the_node():
+    """Shapes the graph declares with named sizes only are checked by the GRU part, in
+    ONNX's terms (initial_h (B, D, H) in layout 1), naming the node, as ONNX Runtime does."""
+    model = _node_model("bidirectional")
+    session = InferenceSession(model)
+    x = np.zeros((5, 3, 3), np.float32)
+    good = {"X": x, "lens": np.array([5, 1, 0], np.int32), "h0": np.zeros((2, 3, 4), np.float32)}
+    session.run(None, good)
+    with pytest.raises(ValueError, match=r"GRU node 'g' expected its initial_h 'h0' of shape"):
+        session.run(None, {**good, "h0": np.zeros((2, 2, 4), np.float32)})
+    with pytest.raises(ValueError, match=r"node 'g' expected its sequence_lens of shape \(3,\)"):
+        session.run(None, {**good, "lens": np.array([5, 5], np.int32)})
+    for bad in (6, -1):
+        with pytest.raises(ValueError, match=rf"must be in \[0, 5\] .*got {bad}"):
+            session.run(None, {**good, "lens": np.array([5, bad, 1], np.int32)})
+    layout1 = InferenceSession(_node_model("bidirectional", layout=1))
+    with pytest.raises(ValueError, match=r"of shape \(3, 2, 4\) \(\(B, D, H\)"):
+        layout1.run(
+            None,
+            {
+                "X": np.zeros((3, 5, 3), np.float32),
+                "lens": good["lens"],
+                "h0": np.zeros((4, 2, 4), np.float32),
+            },
+        )
+    # an input size that only the module checks: named after the node, not the module
+    wide = _node_model()
+    wide.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "I"
+    with pytest.raises(ValueError, match=r"InferenceSession.run: the GRU node 'g': cygru"):
+        InferenceSession(wide).run(
+            None,
+            {
+                "X": np.zeros((5, 3, 7), np.float32),
+                "lens": np.array([5, 5, 5], np.int32),
+                "h0": np.zeros((1, 3, 4), np.float32),
+            },
+        )
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_adv_returned_outputs_never_share_memory(layout, direction):
+    """Y (a view of cygru's output in layout 1, or for one direction) and the tensor a
+    layout node computes from it (bound to cygru's output) come back as arrays of their own."""
+    if direction == "forward":
+        extra = [helper.make_node("Squeeze", ["Y", "axis"], ["merged"])]
+        stored = numpy_helper.from_array(np.array([1 if layout == 0 else 2], np.int64), "axis")
+    else:
+        first = (
+            helper.make_node("Transpose", ["Y"], ["t"], perm=[0, 2, 1, 3])
+            if layout == 0
+            else helper.make_node("Identity", ["Y"], ["t"])
+        )
+        extra = [first, helper.make_node("Reshape", ["t", "shape"], ["merged"])]
+        stored = numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")
+    extra.append(helper.make_node("Identity", ["Y_h"], ["h_copy"]))
+    model = _node_model(direction, layout, extra=extra, outputs=["Y", "Y_h", "merged", "h_copy"])
+    model.graph.initializer.append(stored)
+    session = InferenceSession(model)
+    assert session._order[0].merged == ["merged"]
+    D = 2 if direction == "bidirectional" else 1
+    x = np.random.default_rng(23).standard_normal((5, 3, 3) if layout == 0 else (3, 5, 3))
+    h0 = np.zeros((D, 3, 4) if layout == 0 else (3, D, 4), np.float32)
+    feed = {"X": x.astype(np.float32), "lens": np.array([5, 2, 4], np.int32), "h0": h0}
+    got = session.run(None, feed)
+    for i in range(len(got)):
+        for j in range(i + 1, len(got)):
+            assert not np.shares_memory(got[i], got[j]), (i, j)
+    if layout == 0:
+        _close(got, _ort(model).run(None, feed))
+
+
+def test_adv_declared_intermediate_sizes_do_not_bind_layout_nodes():
+    """A Reshape to hard-coded sizes equals cygru's output only at those sizes. Sizes the
+    model declares for Y (as a graph output, or in value_info) are not checked by anyone, so
+    they do not make the session skip it: at other sizes it fails as in ONNX Runtime."""
+    for where in ("output", "value_info"):
+        model = _node_model(
+            extra=[helper.make_node("Reshape", ["Y", "shape"], ["r"])], outputs=["r"]
+        )
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.array([5, 3, 4], np.int64), "shape")
+        )
+        declared = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [5, 1, 3, 4])
+        (model.graph.output if where == "output" else model.graph.value_info).append(declared)
+        session = InferenceSession(model)
+        assert session._order[0].merged == []
+        rng = np.random.default_rng(24)
+        for T in (5, 7):
+            feed = {
+                "X": rng.standard_normal((T, 3, 3)).astype(np.float32),
+                "lens": np.full(3, T, np.int32),
+                "h0": np.zeros((1, 3, 4), np.float32),
+            }
+            if T == 5:
+                _close(session.run(None, feed), _ort(model).run(None, feed))
+            else:
+                with pytest.raises(Exception, match="cannot be reshaped"):
+                    _ort(model).run(None, feed)
+                with pytest.raises(Exception, match="cannot be reshaped"):
+                    session.run(None, feed)
+    # sizes the graph inputs fix (checked by run) do
+    model = _node_model(extra=[helper.make_node("Reshape", ["Y", "shape"], ["r"])], outputs=["r"])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([5, 3, 4], np.int64), "shape"))
+    for vi, dims in zip(model.graph.input, ([5, 3, 3], [3], [1, 3, 4])):
+        vi.CopyFrom(helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type, dims))
+    session = InferenceSession(model)
+    assert session._order[0].merged == ["r"]
+    feed = {
+        "X": np.ones((5, 3, 3), np.float32),
+        "lens": np.array([5, 2, 0], np.int32),
+        "h0": np.ones((1, 3, 4), np.float32),
+    }
+    _close(session.run(None, feed), _ort(model).run(None, feed))
+
+
+def test_adv_invalid_graphs_are_refused_as_onnxruntime_refuses_them():
+    """Two nodes of one name (the session told its parts apart by name: a KeyError at run
+    time), a name defined twice: ValueErrors when the session is built."""
+    model = _gru_model()
+    model.graph.node[2].name = "g"  # the Neg after the GRU node "g"
+    with pytest.raises(ValueError, match="two nodes of the graph are named 'g' \\(GRU and Neg\\)"):
+        InferenceSession(model)
+    model = _gru_model()
+    model.graph.input.append(helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, None))
+    with pytest.raises(
+        ValueError, match="node 'g' \\(GRU\\) computes 'Y_h', which is also a graph"
+    ):
+        InferenceSession(model)
+    model = _gru_model()
+    model.graph.node[2].output[0] = "x"  # the Relu's output
+    with pytest.raises(ValueError, match="computes 'x', which is also the output of a Relu node"):
+        InferenceSession(model)
+
+
+def test_adv_options_are_checked_and_passed():
+    model = _gru_model()
+    x = np.random.default_rng(25).standard_normal((4, 2, 3)).astype(np.float32)
+    expected = _ort(model).run(None, {"X": x})
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    for providers in (None, ["CPUExecutionProvider"], [("CPUExecutionProvider", {})]):
+        session = InferenceSession(model, opts, providers=providers)
+        _close(session.run(None, {"X": x}, ort.RunOptions()), expected)
+    with pytest.raises(TypeError, match="sess_options as an onnxruntime.SessionOptions or None"):
+        InferenceSession(model, "fast")
+    with pytest.raises(TypeError, match="providers as a list of provider names"):
+        InferenceSession(model, providers="CPUExecutionProvider")
+    with pytest.raises(TypeError, match="run_options as an onnxruntime.RunOptions or None"):
+        session.run(None, {"X": x}, {"tag": 1})
+
+
+def test_adv_repr_pickle_and_copy():
+    import pickle
+
+    session = InferenceSession(_gru_model())
+    text = repr(session)
+    assert text.startswith("<cygru.onnxruntime.InferenceSession parts=[")
+    assert "cygru 'g'" in text and "onnxruntime 1 node(s)" in text
+    left = repr(InferenceSession(_gru_model(), gru_nodes=[]))
+    assert "left to onnxruntime: ['g']" in left
+    for refuse in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match="cannot be pickled or deep-copied"):
+            refuse(session)
+    session.get_inputs()[0].shape.append(99)  # the caller's copy: the session is unchanged
+    assert session.get_inputs()[0].shape == ["T", "B", 3]
+    shallow = copy.copy(session)
+    x = np.ones((3, 1, 3), np.float32)
+    np.testing.assert_array_equal(shallow.run(None, {"X": x})[0], session.run(None, {"X": x})[0])
+
+
+def test_adv_empty_output_names_is_every_output_as_in_onnxruntime():
+    model = _gru_model()
+    session = InferenceSession(model)
+    x = np.random.default_rng(26).standard_normal((3, 2, 3)).astype(np.float32)
+    expected = _ort(model).run([], {"X": x})
+    assert len(expected) == 1
+    _close(session.run([], {"X": x}), expected)
+    _close(session.run((), {"X": x}), expected)
+
+
+def test_adv_weights_computed_by_huge_nodes_are_not_folded():
+    """Weights computed by nodes over stored tensors are computed once when the session is
+    built, but only within 1 GiB that shape inference can vouch for: a ConstantOfShape of a
+    huge stored shape (sliced down to the weight) stays in ONNX Runtime, unallocated."""
+
+    def model(columns):
+        m = _gru_model()
+        graph = m.graph
+        graph.node[1].input[1] = "W_made"
+        value = numpy_helper.from_array(np.array([0.1], np.float32), "v")
+        graph.node.insert(0, helper.make_node("ConstantOfShape", ["shape"], ["big"], value=value))
+        graph.node.insert(1, helper.make_node("Slice", ["big", "s0", "s1", "s2"], ["W_made"]))
+        graph.initializer.extend(
+            numpy_helper.from_array(np.array(v, np.int64), n)
+            for n, v in (("shape", [1, 12, columns]), ("s0", [0]), ("s1", [3]), ("s2", [2]))
+        )
+        return m
+
+    small = InferenceSession(model(5))
+    assert list(small.gru_modules) == ["g"]  # folded: W is a (1, 12, 3) slice of 0.1
+    np.testing.assert_array_equal(
+        small.gru_modules["g"].weight_ih_l0, np.full((12, 3), np.float32(0.1))
+    )
+    huge = InferenceSession(model(23_000_000))  # 1.1 GB of float32 before the Slice
+    assert huge.gru_modules == {} and "computed by another node" in huge.onnxruntime_gru_nodes["g"]
+
+
+def test_adv_sequence_and_optional_values_cross_parts():
+    """Values that are not tensors (a sequence made before the GRU node and read after it, a
+    sequence input and output, an optional input) were refused when the graph was cut ("no
+    element type"): they are typed as the model types them, as ONNX Runtime lists them."""
+    seq_type = helper.make_sequence_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, None)
+    )
+    opt_type = helper.make_optional_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, [4])
+    )
+    model = _gru_model()
+    graph = model.graph
+    graph.node.extend(
+        [
+            helper.make_node("SplitToSequence", ["X"], ["pieces"], axis=0),
+            helper.make_node("Slice", ["Y_h", "zero", "three", "two"], ["cut"]),
+            helper.make_node("SequenceInsert", ["pieces", "cut"], ["more"]),
+            helper.make_node("ConcatFromSequence", ["more"], ["joined"], axis=0),
+            helper.make_node("SequenceInsert", ["seq_in", "Y_h"], ["seq_out"]),
+            helper.make_node("OptionalHasElement", ["maybe"], ["has"]),
+        ]
+    )
+    graph.initializer.extend(
+        numpy_helper.from_array(np.array([v], np.int64), n)
+        for n, v in (("zero", 0), ("three", 3), ("two", 2))
+    )
+    graph.input.extend(
+        [helper.make_value_info("seq_in", seq_type), helper.make_value_info("maybe", opt_type)]
+    )
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("joined", TensorProto.FLOAT, None),
+            helper.make_value_info("seq_out", seq_type),
+            helper.make_tensor_value_info("has", TensorProto.BOOL, None),
+        ]
+    )
+    model.opset_import[0].version = 18
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == ["g"]
+    reference = _ort(model)
+    assert [(a.name, a.type, a.shape) for a in session.get_inputs()] == [
+        (a.name, a.type, a.shape) for a in reference.get_inputs()
+    ]
+    assert [a.type for a in session.get_outputs()] == [a.type for a in reference.get_outputs()]
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    for maybe in (None, np.ones(4, np.float32)):
+        feed = {"X": x, "seq_in": [np.zeros((1, 2, 4), np.float32)], "maybe": maybe}
+        out, joined, seq_out, has = session.run(None, feed)
+        e_out, e_joined, e_seq, e_has = reference.run(None, feed)
+        _close([out, joined, *seq_out], [e_out, e_joined, *e_seq])
+        assert joined.shape == (5, 2, 3) and len(seq_out) == 2 and bool(has) == bool(e_has)
+    with pytest.raises(TypeError, match="expected input 'seq_in' as a list of arrays"):
+        session.run(None, {**feed, "seq_in": np.zeros((1, 2, 4), np.float32)})
+
+
+@pytest.mark.parametrize("ir_version", [3, 8])
+def test_adv_initializers_listed_as_graph_inputs(ir_version):
+    """Stored tensors that are also graph inputs (old exporters list every initializer as
+    one; keep_initializers_as_inputs=True) made run() fail with a KeyError where an ONNX
+    Runtime part read them. Since IR 4 ONNX Runtime lets run() override them: so does the
+    session, except the weights it built into cygru's module (refused clearly)."""
+    model = _gru_model()
+    graph = model.graph
+    graph.node.append(helper.make_node("Add", ["out", "shift"], ["shifted"]))
+    graph.output.append(helper.make_tensor_value_info("shifted", TensorProto.FLOAT, None))
+    graph.initializer.append(numpy_helper.from_array(np.ones((1, 1, 4), np.float32), "shift"))
+    for t in graph.initializer:
+        graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    model.ir_version = ir_version
+    model.opset_import[0].version = 7 if ir_version == 3 else 14
+    session = InferenceSession(model)
+    reference = _ort(model)
+    assert list(session.gru_modules) == ["g"]
+    assert [i.name for i in session.get_inputs()] == [i.name for i in reference.get_inputs()]
+    overridable = [i.name for i in reference.get_overridable_initializers()]
+    assert [i.name for i in session.get_overridable_initializers()] == overridable
+    x = np.random.default_rng(28).standard_normal((4, 2, 3)).astype(np.float32)
+    _close(session.run(None, {"X": x}), reference.run(None, {"X": x}))
+    shift = np.full((1, 1, 4), 5.0, np.float32)
+    if ir_version >= 4:
+        got = session.run(None, {"X": x, "shift": shift})
+        _close(got, reference.run(None, {"X": x, "shift": shift}))
+        np.testing.assert_allclose(got[1], got[0] + 5, atol=1e-6)
+        with pytest.raises(ValueError, match="'W' is a stored tensor that the model lets run"):
+            session.run(None, {"X": x, "W": np.zeros((1, 12, 3), np.float32)})
+        alone = InferenceSession(model, gru_nodes=[])  # in ONNX Runtime: overridable
+        W = np.zeros((1, 12, 3), np.float32)
+        _close(alone.run(None, {"X": x, "W": W}), reference.run(None, {"X": x, "W": W}))
+    else:
+        assert overridable == []
+        with pytest.raises(ValueError, match="'shift' is not an input of the model"):
+            session.run(None, {"X": x, "shift": shift})
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3), (5, 1, 3), (1, 3, 3), (1, 1, 3)])
+def test_adv_squeeze_without_axes_is_not_bound(shape):
+    """A Squeeze without axes after a one-direction node drops D, and also T or B where they
+    are 1 (a streaming call has T = 1): it was bound to cygru's (T, B, H) output, checked at
+    sizes without a 1, and returned (1, B, H) where ONNX Runtime returns (B, H)."""
+    model = _gru_model()
+    graph = model.graph
+    graph.node.append(helper.make_node("Squeeze", ["Y"], ["squeezed"]))
+    graph.output.append(helper.make_tensor_value_info("squeezed", TensorProto.FLOAT, None))
+    session = InferenceSession(model)
+    assert all(not getattr(p, "merged", []) for p in session._order)
+    x = np.random.default_rng(29).standard_normal(shape).astype(np.float32)
+    _close(session.run(None, {"X": x}), _ort(model).run(None, {"X": x}))
+
+
+@pytest.mark.parametrize("end_attr", [False, True])
+def test_adv_slice_to_a_fixed_end_is_not_bound(end_attr):
+    """A Slice of Y's first 5 steps (then a Squeeze of D) equals cygru's output at every
+    T <= 5: it was bound at the probe's small sizes and returned all 7 steps where ONNX
+    Runtime returns 5. The probe now also runs at sizes beyond the nodes' numbers."""
+    model = _gru_model()
+    graph = model.graph
+    if end_attr:  # opset 9: starts, ends and axes as attributes
+        model.opset_import[0].version = 9
+        graph.node.append(
+            helper.make_node("Slice", ["Y"], ["first"], starts=[0], ends=[5], axes=[0])
+        )
+        graph.node.append(helper.make_node("Squeeze", ["first"], ["steps"], axes=[1]))
+    else:
+        graph.node.append(helper.make_node("Slice", ["Y", "zero", "five", "zero"], ["first"]))
+        graph.node.append(helper.make_node("Squeeze", ["first", "one"], ["steps"]))
+        graph.initializer.extend(
+            numpy_helper.from_array(np.array([v], np.int64), n)
+            for n, v in (("zero", 0), ("five", 5), ("one", 1))
+        )
+    graph.output.append(helper.make_tensor_value_info("steps", TensorProto.FLOAT, None))
+    session = InferenceSession(model)
+    assert all(not getattr(p, "merged", []) for p in session._order)
+    for T in (4, 7):
+        x = np.random.default_rng(30).standard_normal((T, 2, 3)).astype(np.float32)
+        got = session.run(None, {"X": x})
+        _close(got, _ort(model).run(None, {"X": x}))
+        assert got[1].shape == (min(T, 5), 2, 4)
+    # the exporters' own layout nodes are still bound (ends of INT64_MAX stand for the end)
+    gru = cygru.GRU(3, 4, num_layers=2, bidirectional=True, seed=31)
+    stack = InferenceSession(gru.to_onnx(io.BytesIO(), h0="none", lengths="none"))
+    assert [k for k, _ in stack.parts] == ["cygru", "cygru", "onnxruntime"]
+
+
+@pytest.mark.parametrize("opset", [7, 14, 17, 21])
+def test_adv_gru_opsets_and_float16(opset):
+    """GRU nodes of every opset run in cygru; a float16 node stays in ONNX Runtime, with the
+    reason, and the model still gives ONNX Runtime's outputs."""
+    model = _gru_model()
+    model.opset_import[0].version = opset
+    x = np.random.default_rng(32).standard_normal((4, 2, 3)).astype(np.float32)
+    session = InferenceSession(model)
+    assert list(session.gru_modules) == ["g"]
+    _close(session.run(None, {"X": x}), _ort(model).run(None, {"X": x}))
+    half = copy.deepcopy(model)
+    half.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    half.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    for t in half.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    left = InferenceSession(half)
+    assert left.gru_modules == {} and "FLOAT16" in left.onnxruntime_gru_nodes["g"]
+    feed = {"X": x.astype(np.float16)}
+    (got,) = left.run(None, feed)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, _ort(half).run(None, feed)[0])
+
+
+def test_adv_graph_shapes_that_must_not_be_bound_and_independence():
+    """Two GRU nodes reading one X; a Relu between two layers (not a layout: the next layer
+    reads ONNX Runtime's result); the session unaffected by later changes to the caller's
+    ModelProto."""
+    rng = np.random.default_rng(33)
+    W = [(rng.standard_normal((1, 12, k)) * 0.5).astype(np.float32) for k in (3, 4, 3)]
+    R = [(rng.standard_normal((1, 12, 4)) * 0.5).astype(np.float32) for _ in range(3)]
+    nodes = [
+        helper.make_node("GRU", ["X", "W0", "R0"], ["Y0", ""], hidden_size=4, name="a"),
+        helper.make_node("Squeeze", ["Y0", "one"], ["s0"]),
+        helper.make_node("Relu", ["s0"], ["r0"]),
+        helper.make_node("GRU", ["r0", "W1", "R1"], ["", "H1"], hidden_size=4, name="b"),
+        helper.make_node("GRU", ["X", "W2", "R2"], ["", "H2"], hidden_size=4, name="c"),
+        helper.make_node("Add", ["H1", "H2"], ["out"]),
+    ]
+    stored = [numpy_helper.from_array(np.array([1], np.int64), "one")]
+    for k in range(3):
+        stored += [numpy_helper.from_array(W[k], f"W{k}"), numpy_helper.from_array(R[k], f"R{k}")]
+    graph = helper.make_graph(
+        nodes,
+        "m",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        stored,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    session = InferenceSession(model)
+    assert sorted(session.gru_modules) == ["a", "b", "c"]
+    assert session._order[0].merged == ["s0"]  # the Squeeze is bound, the Relu runs
+    assert ("onnxruntime", 1) in session.parts
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    expected = _ort(model).run(None, {"X": x})
+    _close(session.run(None, {"X": x}), expected)
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros_like(W[0]), "W0"))
+    del model.graph.node[:]
+    _close(session.run(None, {"X": x}), expected)
+
+
+def test_adv_external_data(tmp_path):
+    """A model file with its weights in an external file runs from its path; the same model
+    as a ModelProto or bytes whose tensors still name that file is refused clearly (ONNX
+    Runtime failed deep inside a part)."""
+    model = _gru_model(I=8, H=16)
+    x = np.random.default_rng(34).standard_normal((3, 2, 8)).astype(np.float32)
+    expected = _ort(model).run(None, {"X": x})
+    path = tmp_path / "model.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    for given in (str(path), path):
+        session = InferenceSession(given)
+        assert list(session.gru_modules) == ["g"]
+        _close(session.run(None, {"X": x}), expected)
+    unloaded = onnx.load(str(path), load_external_data=False)
+    for given in (unloaded, unloaded.SerializeToString()):
+        with pytest.raises(ValueError, match="external file 'weights.bin', which was not loaded"):
+            InferenceSession(given)
+    with pytest.raises(OSError):
+        InferenceSession(tmp_path)  # a directory
+
+
+def test_adv_overriding_what_skipped_layout_nodes_read_is_refused():
+    """A Reshape's shape that the model lets run() override, read by layout nodes the
+    session skips (their result bound to cygru's output): overriding it is refused, not
+    silently ignored."""
+    extra = [
+        helper.make_node("Transpose", ["Y"], ["t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["t", "shape"], ["merged"]),
+    ]
+    model = _node_model("bidirectional", extra=extra, outputs=["merged"])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape"))
+    model.graph.input.append(helper.make_tensor_value_info("shape", TensorProto.INT64, [3]))
+    session = InferenceSession(model)
+    assert session._order[0].merged == ["merged"]
+    feed = {
+        "X": np.ones((4, 2, 3), np.float32),
+        "lens": np.array([4, 1], np.int32),
+        "h0": np.zeros((2, 2, 4), np.float32),
+    }
+    _close(session.run(None, feed), _ort(model).run(None, feed))
+    with pytest.raises(ValueError, match="'shape' is a stored tensor that the model lets run"):
+        session.run(None, {**feed, "shape": np.array([0, -1, 8], np.int64)})
