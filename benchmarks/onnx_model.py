@@ -16,7 +16,9 @@ its last step:
 
 Each engine's outputs are checked against ONNX Runtime's first (float32 within 1e-4). The
 sessions of one case take turns within every repeat (so a change of the machine's load hits
-them alike); the median and the best time per call are printed. ONNX Runtime runs with
+them alike, each after a pause of 50 ms and one untimed run, so that ONNX Runtime's worker
+threads, which spin for a while after each run by default, do not take cores from the engine
+timed next); the median and the best time per call are printed. ONNX Runtime runs with
 ``intra_op_num_threads`` = cygru's thread count and ``inter_op_num_threads`` = 1.
 """
 
@@ -118,6 +120,10 @@ def measure(model, feeds, threads, repeat, number):
         s.run(None, feeds)
     for _ in range(repeat):
         for name, s in sessions.items():
+            # ONNX Runtime's workers spin for a while after a run (its default): without a
+            # pause they would take cores from the engine timed next
+            time.sleep(0.05)
+            s.run(None, feeds)
             t0 = time.perf_counter()
             for _ in range(number):
                 s.run(None, feeds)
