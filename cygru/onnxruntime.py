@@ -37,13 +37,15 @@ from ._typing import ModelProto
 from .interop import from_onnx
 from .interop._onnx_import import (
     _Budget,
+    _enforced_shapes,
     _GraphIndex,
     _is_layout,
     _load_model,
     _merge,
     _model_tensors,
-    _PROBE_LIMIT,
+    _numbers_given,
     _Probe,
+    _probe_sizes,
     _same,
     _tagged,
 )
@@ -375,86 +377,6 @@ def _check_sorted(graph, initializers):
         known.update(o for o in node.output if o)
 
 
-def _enforced_shapes(model):
-    """{tensor: static shape} for the 4-d tensors whose sizes ONNX's shape inference derives
-    from what ``run`` enforces (the graph inputs' declared sizes, stored tensors), not from
-    the sizes a model declares for its outputs or intermediate tensors, which nothing checks:
-    a layout node verified only at a declared size that the inputs do not fix would be bound
-    at other sizes too."""
-    bare = onnx.ModelProto()
-    bare.CopyFrom(model)
-    del bare.graph.value_info[:]
-    for vo in bare.graph.output:
-        if vo.type.HasField("tensor_type"):
-            vo.type.tensor_type.ClearField("shape")
-    try:
-        inferred = onnx.shape_inference.infer_shapes(bare)
-    except Exception:  # noqa: BLE001 - no shapes to go by: the probe uses its own sizes
-        return {}
-    shapes = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        tt = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
-            if (
-                len(dims) == 4
-                and all(d > 0 for d in dims)
-                and int(np.prod(dims, dtype=np.float64)) <= _PROBE_LIMIT
-            ):
-                shapes[vi.name] = dims
-    return shapes
-
-
-#: numbers at least this large in a layout node's constants stand for "to the end" (Slice
-#: ends of INT64_MAX, ...): no probe size goes beyond them
-_ENDLESS = 1 << 24
-
-
-def _numbers_given(node, stored, index, memo):
-    """The numbers (absolute values below :data:`_ENDLESS`) a node is given: its integer
-    attributes and the integers stored in, or made by Constant nodes for, the tensors it
-    reads that no GRU node's output reaches (``stored``: the initializers by name). Kept in
-    ``memo`` for the session's construction: a node after many GRU nodes (a Concat of their
-    outputs) is walked once."""
-    found = memo.get(id(node))
-    if found is not None:
-        return found
-    ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
-    numbers: set = set()
-
-    def consider(values):
-        for v in np.abs(np.asarray(values, dtype=np.float64)).ravel():
-            if v < _ENDLESS:
-                numbers.add(int(v))
-
-    def given(tensor):
-        if tensor.data_type in ints and int(np.prod(tensor.dims, dtype=np.int64)) <= 4096:
-            consider(numpy_helper.to_array(tensor))
-
-    todo, seen = [node], set()
-    while todo:
-        item = todo.pop()
-        if isinstance(item, str):  # a tensor a node reads: stored, or made by a node
-            if item in seen or len(seen) > 4096:
-                continue
-            seen.add(item)
-            if item in stored:
-                given(stored[item])
-                continue
-            if index.cone(item).outs:  # computed from a GRU node's output: not a number given
-                continue
-            item = index.producers.get(item)
-            if item is None:
-                continue
-        for attr in item.attribute:
-            consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
-            if attr.HasField("t"):
-                given(attr.t)
-        todo.extend(r for r in item.input if r)
-    memo[id(node)] = numbers
-    return numbers
-
-
 def _merged_outputs(model, cygru_parts):
     """{tensor: the _GruPart whose output it equals}: the tensors that layout nodes compute
     from a cygru node's Y alone and that hold Y with its directions merged into the features
@@ -495,26 +417,23 @@ def _merged_outputs(model, cygru_parts):
         if shapes is None:
             shapes = _enforced_shapes(model)
         static = shapes.get(part.y)
-        # distinct sizes, and sizes of 1 (a Squeeze without axes drops them: streaming
-        # calls have T = 1)
-        sizes = [(3, 2), (2, 5), (1, 4), (4, 1), (1, 1)]
-        # and sizes beyond every number the nodes are given (a Slice that ends at 5 keeps
-        # all of a shorter Y)
         if stored is None:
             stored = {t.name: t for t in graph.initializer}
         given = set().union(*(_numbers_given(n, stored, index, memo) for n in walked))
-        beyond = max(given - {D, H, D * H}, default=0) + 1
-        if beyond > 4:
-            sizes += [(beyond, 2), (2, beyond)]
-        if static is not None:
-            sizes = [(static[0], static[2]) if part.layout == 0 else (static[1], static[0])]
+        if static is None:
+            static = (None, None)
+        else:
+            static = (static[0], static[2]) if part.layout == 0 else (static[1], static[0])
+        sizes = _probe_sizes(given, (D, H, D * H), static)
         verified = set(candidates)
         for T, B in sizes:
             shape = (T, D, B, H) if part.layout == 0 else (B, T, D, H)
-            y_value = _tagged(shape)
-            expected = _merge(y_value, part.layout)
             try:
-                probe = _Probe(model, index, {part.y: y_value}, _Budget())
+                budget = _Budget()
+                budget.check(4 * T * B * D * H, "the probe value for Y")  # before it is made
+                y_value = _tagged(shape)
+                expected = _merge(y_value, part.layout)
+                probe = _Probe(model, index, {part.y: y_value}, budget)
                 verified = {t for t in verified if _same(probe.value(t), expected)}
             except ValueError:  # over the probe's budget: computed by ONNX Runtime instead
                 verified = set()

@@ -416,3 +416,199 @@ def test_huge_declared_sizes_are_not_allocated():
     dims[1].dim_value = 10**9
     gru = from_onnx(model)
     assert gru.num_layers == 2 and gru.batch_first is True
+
+
+# --------------------------------------------------------------------------------------------
+# layout nodes that pass on the merged Y at some sizes only
+# --------------------------------------------------------------------------------------------
+# from_onnx checks the nodes between two layers (and around the stack) on probe values of
+# several sizes: the old check ran them at one size (T=3, B=2, or the sizes shape inference
+# gave) and accepted each of these graphs, whose model differs from the module at others.
+
+
+def _between(model, nodes, inits=()):
+    """The to_onnx 2-layer model (time first, one direction, I=3, H=4) with ``nodes`` between
+    its layers in place of Transpose + Reshape: they read 'Y_l0' and write 'out_l0'."""
+    at = list(model.graph.node).index(_node(model, "y_transpose_l0"))
+    for name in ("y_transpose_l0", "y_merge_l0"):
+        model.graph.node.remove(_node(model, name))
+    for node in reversed(nodes):  # in their place: the graph stays sorted
+        model.graph.node.insert(at, node)
+    model.graph.initializer.extend(inits)
+    return model
+
+
+def _ints(name, values):
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _refused(model, node):
+    with pytest.raises(
+        ValueError,
+        match=r"^cygru\.from_onnx: the graph's GRU nodes are not a plain stack: between GRU node "
+        rf"'gru_l0' and GRU node 'gru_l1', node '{node}' \([A-Za-z]+\) does not pass on the "
+        r"output Y with its directions merged into the features",
+    ):
+        from_onnx(model)
+
+
+@pytest.mark.parametrize("T, B", [(2, 3), (3, 2)])
+def test_refuses_a_reshape_to_a_fixed_shape_between_layers(T, B):
+    """Reshape to (T, B, 4): Y merged at one size only (the old probe's: T=2, B=3 from the
+    graph input's (2, 3), T=3, B=2 where the input is not the stack's)."""
+    model = _between(
+        _two_layer(),
+        [
+            helper.make_node("Transpose", ["Y_l0"], ["tbdh"], perm=[0, 2, 1, 3], name="swap"),
+            helper.make_node("Reshape", ["tbdh", "fixed"], ["out_l0"], name="fixed_reshape"),
+        ],
+        [_ints("fixed", [T, B, 4])],
+    )
+    _refused(model, "fixed_reshape")
+    x = np.zeros((T, B, 3), np.float32)  # ONNX Runtime runs it at that size, and at no other
+    _session(model).run(None, {"x": x})
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.Fail, match="fixed_reshape"):
+        _session(model).run(None, {"x": np.zeros((5, 2, 3), np.float32)})
+
+
+def test_refuses_a_squeeze_without_axes_between_layers():
+    """Squeeze without axes drops D (= 1) and also T or B where they are 1 (a streaming call
+    has T = 1)."""
+    model = _between(_two_layer(), [helper.make_node("Squeeze", ["Y_l0"], ["out_l0"], name="sq")])
+    _refused(model, "sq")
+    # the same Squeeze with its axis given is the merge: converted
+    model = _between(
+        _two_layer(),
+        [helper.make_node("Squeeze", ["Y_l0", "axis1"], ["out_l0"], name="sq")],
+        [_ints("axis1", [1])],
+    )
+    assert from_onnx(model).num_layers == 2
+
+
+@pytest.mark.parametrize("k", [3, 5, 100])
+def test_refuses_a_slice_of_the_first_steps_between_layers(k):
+    """Slice the first k steps of the merged Y: all of Y while T <= k."""
+    model = _between(
+        _two_layer(),
+        [
+            helper.make_node("Transpose", ["Y_l0"], ["tbdh"], perm=[0, 2, 1, 3], name="swap"),
+            helper.make_node("Reshape", ["tbdh", "feature_shape"], ["merged"], name="merge"),
+            helper.make_node("Slice", ["merged", "zero", "k", "zero"], ["out_l0"], name="first"),
+        ],
+        [_ints("zero", [0]), _ints("k", [k])],
+    )
+    _refused(model, "first")
+    # a Slice to the end ("to INT64_MAX", as exporters write) is the merge: converted
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "k"))
+    model.graph.initializer.append(_ints("k", [np.iinfo(np.int64).max]))
+    assert from_onnx(model).num_layers == 2
+
+
+def _declared_static(where, static_input):
+    """x -> Relu (not layout: sizes from shape inference) -> GRU -> Reshape to the fixed
+    (7, 3, 4) -> GRU; Y_l0 declared (7, 1, 3, 4) as a graph output or a value_info."""
+    model = _between(
+        _two_layer(),
+        [
+            helper.make_node("Transpose", ["Y_l0"], ["tbdh"], perm=[0, 2, 1, 3], name="swap"),
+            helper.make_node("Reshape", ["tbdh", "fixed"], ["out_l0"], name="fixed_reshape"),
+        ],
+        [_ints("fixed", [7, 3, 4])],
+    )
+    model.graph.node.insert(0, helper.make_node("Relu", ["x"], ["x_relu"], name="relu"))
+    _node(model, "gru_l0").input[0] = "x_relu"
+    declared = helper.make_tensor_value_info("Y_l0", TensorProto.FLOAT, [7, 1, 3, 4])
+    (model.graph.output if where == "output" else model.graph.value_info).append(declared)
+    if static_input:
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        dims[0].dim_value, dims[1].dim_value = 7, 3
+    return model
+
+
+@pytest.mark.parametrize("where", ["output", "value_info"])
+def test_a_declared_static_size_the_input_does_not_enforce_is_not_trusted(where):
+    """Nothing checks the sizes a model declares for its outputs or intermediate tensors: with
+    a dynamic graph input the Reshape to the declared sizes is refused; where the graph input
+    fixes them (the model runs at no other size), it converts."""
+    _refused(_declared_static(where, static_input=False), "fixed_reshape")
+    gru = from_onnx(_declared_static(where, static_input=True))
+    assert gru.num_layers == 2 and gru.batch_first is False
+
+
+def test_an_input_side_that_swaps_at_some_sizes_only_is_not_the_modules():
+    """Before the stack, x's axes swapped and then its first 3 steps sliced: the swap of x
+    at T <= 3 only, so not the stack's layout: the module reads the GRU node's input (time
+    first, as the node says), where the old check made it batch first."""
+    model = cygru.GRU(3, 4, num_layers=2, batch_first=True, seed=11).to_onnx(io.BytesIO())
+    assert from_onnx(model).batch_first is True
+    _node(model, "x_to_time_major").output[0] = "x_swapped"
+    model.graph.node.insert(
+        1, helper.make_node("Slice", ["x_swapped", "zero", "k", "zero"], ["x_tm"], name="first")
+    )
+    model.graph.initializer.extend([_ints("zero", [0]), _ints("k", [3])])
+    gru = from_onnx(model)
+    assert gru.batch_first is False and gru.num_layers == 2
+
+
+def test_an_output_that_is_batch_first_at_some_sizes_only_is_not_checked():
+    """A graph output that is the sequence batch first at T <= 2 only (its first 2 steps) is
+    another use of the sequence, not the module's output: a time-first stack converts (the
+    old check, at T=2, took it for a batch-first output and refused the model)."""
+    model = _two_layer()
+    model.graph.node.extend(
+        [
+            helper.make_node("Transpose", ["output"], ["bt"], perm=[1, 0, 2], name="to_bt"),
+            helper.make_node("Slice", ["bt", "zero", "k", "one"], ["head"], name="first"),
+        ]
+    )
+    model.graph.initializer.extend([_ints("zero", [0]), _ints("k", [2]), _ints("one", [1])])
+    model.graph.output.append(helper.make_tensor_value_info("head", TensorProto.FLOAT, None))
+    gru = from_onnx(model)
+    assert gru.batch_first is False and gru.num_layers == 2
+
+
+@pytest.mark.parametrize(
+    "dynamo, batch_first, bidirectional",
+    [(False, False, True), (False, True, True), (False, True, False), (True, True, True)],
+)
+def test_pytorch_exports_with_dynamic_sizes_match_at_other_sizes(
+    dynamo, batch_first, bidirectional
+):
+    """Exports with dynamic sizes pass the probe at all its sizes, and the module matches
+    ONNX Runtime at sizes other than the exported ones (T = 1 among them)."""
+    torch = import_optional("torch")
+    if dynamo:
+        import_optional("onnxscript")
+    torch.manual_seed(4)
+    net = torch.nn.GRU(3, 4, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
+    x = torch.zeros((2, 5, 3) if batch_first else (5, 2, 3))
+    buf = io.BytesIO()
+    axes = {0: "a", 1: "b"} if not dynamo else {0: torch.export.Dim("a")}
+    if dynamo:  # T is specialized by the dynamo exporter: the batch axis is dynamic
+        axes = {0 if batch_first else 1: torch.export.Dim("b")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kwargs = {"dynamic_shapes": (axes,), "verbose": False} if dynamo else {}
+        if not dynamo:
+            kwargs["dynamic_axes"] = {"x": axes, "output": axes}
+        torch.onnx.export(
+            net,
+            (x,),
+            buf,
+            dynamo=dynamo,
+            input_names=["x"],
+            output_names=["output", "h_n"],
+            **kwargs,
+        )
+    data = buf.getvalue()
+    gru = from_onnx(data)
+    _same_weights(gru, from_torch(net))
+    assert gru.batch_first is batch_first
+    rng = np.random.default_rng(5)
+    for T, B in [(5, 1), (5, 3)] if dynamo else [(1, 2), (7, 3), (4, 1)]:
+        shape = (B, T, 3) if batch_first else (T, B, 3)
+        xv = rng.standard_normal(shape).astype(np.float32)
+        out, h_n = gru(xv)
+        ort_out, ort_h_n = _session(data).run(None, {"x": xv})
+        np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
+        np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)

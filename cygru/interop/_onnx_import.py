@@ -995,6 +995,11 @@ class _Budget:
         self.runs += 1
 
     def spend(self, nbytes, what):
+        self.check(nbytes, what)
+        self.spent += nbytes
+
+    def check(self, nbytes, what):
+        """Refuse ``nbytes`` more where they do not fit (before they are allocated)."""
         if self.spent + nbytes > self.limit:
             raise ValueError(
                 f"cygru.from_onnx: checking the layout nodes around the GRU nodes would "
@@ -1003,7 +1008,6 @@ class _Budget:
                 "are not a stack's layout that cygru can vouch for (a hostile or broken "
                 "model?); convert the GRU nodes one by one with node_name="
             )
-        self.spent += nbytes
 
 
 def _attribute(node, name, default):
@@ -1213,6 +1217,116 @@ def _merge(Y, layout):
     return Y.reshape(Y.shape[0], Y.shape[1], -1)
 
 
+def _enforced_shapes(model):
+    """{tensor: static shape} for the 4-d tensors whose sizes ONNX's shape inference derives
+    from what ``run`` enforces (the graph inputs' declared sizes, stored tensors), not from
+    the sizes a model declares for its outputs or intermediate tensors, which nothing checks:
+    a layout node verified only at a declared size that the inputs do not fix would be bound
+    at other sizes too."""
+    import onnx
+
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for vo in bare.graph.output:
+        if vo.type.HasField("tensor_type"):
+            vo.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(bare)
+    except Exception:  # noqa: BLE001 - no shapes to go by: the probe uses its own sizes
+        return {}
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
+            if (
+                len(dims) == 4
+                and all(d > 0 for d in dims)
+                and int(np.prod(dims, dtype=np.float64)) <= _PROBE_LIMIT
+            ):
+                shapes[vi.name] = dims
+    return shapes
+
+
+#: numbers at least this large in a layout node's constants stand for "to the end" (Slice
+#: ends of INT64_MAX, ...): no probe size goes beyond them
+_ENDLESS = 1 << 24
+
+
+def _numbers_given(node, stored, index, memo):
+    """The numbers (absolute values below :data:`_ENDLESS`) a node is given: its integer
+    attributes and the integers stored in, or made by Constant nodes for, the tensors it
+    reads that no GRU node's output reaches (``stored``: the initializers by name). Kept in
+    ``memo`` for the session's construction: a node after many GRU nodes (a Concat of their
+    outputs) is walked once."""
+    found = memo.get(id(node))
+    if found is not None:
+        return found
+    from onnx import TensorProto, numpy_helper
+
+    ints = (TensorProto.INT64, TensorProto.INT32)
+    numbers: set = set()
+
+    def consider(values):
+        for v in np.abs(np.asarray(values, dtype=np.float64)).ravel():
+            if v < _ENDLESS:
+                numbers.add(int(v))
+
+    def given(tensor):
+        if tensor.data_type in ints and int(np.prod(tensor.dims, dtype=np.int64)) <= 4096:
+            consider(numpy_helper.to_array(tensor))
+
+    todo, seen = [node], set()
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):  # a tensor a node reads: stored, or made by a node
+            if item in seen or len(seen) > 4096:
+                continue
+            seen.add(item)
+            if item in stored:
+                given(stored[item])
+                continue
+            if index.cone(item).outs:  # computed from a GRU node's output: not a number given
+                continue
+            item = index.producers.get(item)
+            if item is None:
+                continue
+        for attr in item.attribute:
+            consider(list(attr.ints) + ([attr.i] if attr.HasField("i") else []))
+            if attr.HasField("t"):
+                given(attr.t)
+        todo.extend(r for r in item.input if r)
+    memo[id(node)] = numbers
+    return numbers
+
+
+#: the (T, B) sizes the layout nodes around GRU nodes are checked at: distinct sizes, and
+#: sizes of 1 (a Squeeze without axes drops them: streaming calls have T = 1)
+_PROBE_SIZES = ((3, 2), (2, 5), (1, 4), (4, 1), (1, 1))
+
+
+def _probe_sizes(given, features, static=(None, None)):
+    """The (T, B) sizes to check layout nodes at: :data:`_PROBE_SIZES`, and sizes beyond
+    every number the nodes are ``given`` (:func:`_numbers_given`) other than the
+    ``features`` sizes (a Slice that ends at 5 keeps all of a shorter Y; a Reshape to a
+    fixed shape fits one size only). ``static``: the sizes the graph's inputs fix (None
+    where they do not), which replace the probe's own: the model runs at no other."""
+    static_t, static_b = static
+    if static_t and static_b:
+        return [(static_t, static_b)]
+    sizes = list(_PROBE_SIZES)
+    beyond = max(set(given) - set(features), default=0) + 1
+    if beyond > 4:
+        sizes += [(beyond, 2), (2, beyond)]
+    chosen = []
+    for T, B in sizes:
+        size = (static_t or T, static_b or B)
+        if size not in chosen:
+            chosen.append(size)
+    return chosen
+
+
 def _static_dims(graph, name):
     """The first two dims of a graph input, None where dynamic."""
     for value in graph.input:
@@ -1225,24 +1339,19 @@ def _static_dims(graph, name):
     return [None, None]
 
 
-def _static_y_shape(model, y_name):
-    """The static shape of a GRU node's Y by onnx's shape inference, or None."""
-    from onnx import shape_inference
-
-    try:
-        inferred = shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - no shapes to go by: the probe uses its own sizes
-        return None
-    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        if value.name == y_name and value.type.tensor_type.HasField("shape"):
-            dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
-            if (
-                len(dims) == 4
-                and all(d > 0 for d in dims)
-                and int(np.prod(dims, dtype=np.float64)) <= _PROBE_LIMIT
-            ):
-                return dims
-    return None
+def _y_nodes(index, tensor, seen):
+    """The layout nodes computing ``tensor`` that read a GRU node's output (each once in the
+    call: ``seen`` holds those already listed)."""
+    found, todo = [], [tensor]
+    while todo:
+        name = todo.pop()
+        node = index.producers.get(name) if name else None
+        if node is None or _is_gru(node) or id(node) in seen or not index.cone(name).outs:
+            continue
+        seen.add(id(node))
+        found.append(node)
+        todo.extend(index.reads(node))
+    return found
 
 
 def _check_layouts(model, layers, index):
@@ -1256,53 +1365,124 @@ def _check_layouts(model, layers, index):
     into the features. After the last: a graph output computed from its Y by layout nodes
     that is the merged sequence must be batch first exactly when the input is.
 
-    The nodes run on probe values (:class:`_Probe`): each at most once in the call, within
-    one budget of bytes; what they read and whether they are all layout nodes comes from
-    ``index`` (:class:`_GraphIndex`), so the whole check is linear in the graph's size.
+    The nodes run on probe values (:class:`_Probe`) of several sizes (:func:`_probe_sizes`:
+    a Reshape to a fixed shape, a Squeeze without axes or a Slice to a fixed end passes at
+    some sizes only), at each size every node at most once, within one budget of bytes and
+    nodes; what they read and whether they are all layout nodes comes from ``index``
+    (:class:`_GraphIndex`), so the whole check is linear in the graph's size.
     """
     graph = model.graph
     producers = index.producers
-    budget = _Budget()
     layout = layers[0]["layout"]
     D, H, I = layers[0]["D"], layers[0]["H"], layers[0]["I"]
     batch_first = bool(layout)
     x_tensor = layers[0]["node"].input[0]
+    last = layers[-1]["node"]
+    last_y = last.output[0] if len(last.output) else ""
+
+    # the numbers the layout nodes are given, which the probe sizes must go beyond
+    stored = {t.name: t for t in graph.initializer}
+    walked, seen = [], set()
+    for layer in layers[1:]:
+        walked += _y_nodes(index, layer["node"].input[0], seen)
+    for out in graph.output:
+        cone = index.cone(out.name)
+        if last_y and cone.outs == (last_y,) and cone.odd is None:
+            walked += _y_nodes(index, out.name, seen)
     cone = index.cone(x_tensor)
-    T, B = 3, 2  # time and batch sizes to run the pieces with
-    x_name = x_value = None
-    if len(cone.reads) == 1 and cone.odd is None and not cone.grus:
+    layout_input = len(cone.reads) == 1 and cone.odd is None and not cone.grus
+    if layout_input and x_tensor in producers:
+        walked.append(producers[x_tensor])
+    memo = {}
+    given = set().union(*(_numbers_given(n, stored, index, memo) for n in walked))
+    features = (D, H, D * H, I)
+
+    x_name, sizes = None, None
+    if layout_input:
         (name,) = cone.reads
         d0, d1 = _static_dims(graph, name)
-        d0, d1 = d0 or 2, d1 or 3
-        if d0 * d1 * max(I, D * H) > _PROBE_LIMIT:
-            d0, d1 = 2, 3
-        value = _tagged((d0, d1, I), 0.5)
-        if x_tensor == name:
-            got = value
-        else:
-            got = _Probe(model, index, {name: value}, budget).value(x_tensor)
-        if _same(got, value):
-            x_name, x_value = name, value
-        elif _same(got, value.transpose(1, 0, 2)):
-            x_name, x_value, batch_first = name, value, not batch_first
-        if x_value is not None:
-            b, t = x_value.shape[:2] if batch_first else x_value.shape[1::-1]
-            B, T = b, t
-    if x_value is None:  # the sizes the graph was exported for, where it says
-        inferred = _static_y_shape(model, layers[0]["node"].output[0])
-        if inferred is not None:
-            T, B = (inferred[1], inferred[0]) if layout else (inferred[0], inferred[2])
-    y_shape = (B, T, D, H) if layout else (T, D, B, H)
-    y_value = _tagged(y_shape)
+        if d0 and d1 and d0 * d1 * max(I, D * H) > _PROBE_LIMIT:
+            d0 = d1 = None
+        x_sizes = _probe_sizes(given, features, (d0, d1))
+        ways = {False, True}  # the input unchanged, or its first two axes swapped
+        for a, b in x_sizes:
+            budget = _Budget()
+            budget.check(4 * a * b * I, f"the probe value for {name!r}")
+            value = _tagged((a, b, I), 0.5)
+            if x_tensor == name:
+                got = value
+            else:
+                got = _Probe(model, index, {name: value}, budget).value(x_tensor)
+            ways &= {w for w in ways if _same(got, value.transpose(1, 0, 2) if w else value)}
+            if not ways:
+                break
+        if ways:
+            x_name, batch_first = name, batch_first != (False not in ways)
+            sizes = [(b, a) if batch_first else (a, b) for a, b in x_sizes]
+    if sizes is None:  # the sizes the graph's inputs fix, where they do
+        static = _enforced_shapes(model).get(layers[0]["node"].output[0])
+        if static is not None:
+            static = (static[1], static[0]) if layout else (static[0], static[2])
+        sizes = _probe_sizes(given, features, static or (None, None))
+
+    outputs = []  # graph outputs layout nodes compute from the last Y (and x)
+    if x_name is not None and last_y:
+        for out in graph.output:
+            cone = index.cone(out.name)
+            if out.name != last_y and cone.outs == (last_y,) and cone.odd is None:
+                if not set(cone.reads) - {x_name}:
+                    outputs.append(out.name)
+    ways_out = {name: {False, True} for name in outputs}  # batch first, time first or both
+    for T, B in sizes:  # one at a time: what a size's probe made is freed before the next
+        _check_size(model, layers, index, (T, B, x_name, batch_first), ways_out)
+
+    for out in graph.output:
+        ways = ways_out.get(out.name)
+        if not ways or len(ways) == 2:
+            continue  # another use of the sequence (its last step, say)
+        (out_batch_first,) = ways
+        if out_batch_first != batch_first:
+            raise ValueError(
+                f"cygru.from_onnx: the graph's input {x_name!r} reaches {layers[0]['label']} "
+                f"{'batch' if batch_first else 'time'} first but its output {out.name!r} "
+                f"(from {_node_label(producers[out.name])}) is "
+                f"{'batch' if out_batch_first else 'time'} first; a cygru.GRU has one "
+                "batch_first for both"
+            )
+    return batch_first
+
+
+def _check_size(model, layers, index, size, ways_out):
+    """At one probe size ``(T, B, x_name, batch_first)``: check the pieces between layers
+    (:func:`_check_between`), and narrow ``ways_out`` (graph output -> whether it is the
+    merged sequence batch first (True), time first (False)) to the ways it is at this size.
+    """
+    T, B, x_name, batch_first = size
+    layout, D, H, I = (layers[0][k] for k in ("layout", "D", "H", "I"))
+    budget = _Budget()
+    budget.check(4 * T * B * (D * H + (I if x_name else 0)), "the probe values")
+    y_value = _tagged((B, T, D, H) if layout else (T, D, B, H))
     # Every layer's Y is bound to the same probe value: a piece that passes the cone checks
-    # below reads one Y only, so each node runs once for the whole stack.
+    # reads one Y only, so each node runs once for the whole stack.
     feeds = {layer["node"].output[0]: y_value for layer in layers if layer["node"].output}
     feeds.pop("", None)
     if x_name is not None:
-        feeds[x_name] = x_value
+        feeds[x_name] = _tagged((B, T, I) if batch_first else (T, B, I), 0.5)
     probe = _Probe(model, index, feeds, budget)
-
     expected = _merge(y_value, layout)
+    _check_between(layers, index, probe, expected, x_name)
+    time_major = expected if layout == 0 else expected.transpose(1, 0, 2)
+    want = (time_major, time_major.transpose(1, 0, 2))
+    for name, ways in ways_out.items():
+        if ways:
+            got = probe.value(name)
+            ways_out[name] = {w for w in ways if _same(got, want[w])}
+
+
+def _check_between(layers, index, probe, expected, x_name):
+    """Check, at one probe size, that the nodes between every two GRU nodes feed the later
+    one ``expected`` (the earlier one's Y with its directions merged into the features)."""
+    producers = index.producers
     verified = set()  # _piece_key of the pieces between two layers found to be layout
     for prev, layer in zip(layers, layers[1:]):
         y_name = prev["node"].output[0] if len(prev["node"].output) else ""
@@ -1335,35 +1515,3 @@ def _check_layouts(model, layers, index):
                 f"not pass on the output Y with its directions merged into the features (what "
                 f"a stack feeds its next layer); convert the nodes one by one with node_name="
             )
-
-    if x_value is None:
-        return batch_first
-    last = layers[-1]["node"]
-    y_name = last.output[0] if len(last.output) else ""
-    if not y_name:
-        return batch_first
-    time_major = expected if layout == 0 else expected.transpose(1, 0, 2)
-    for out in graph.output:
-        if out.name == y_name:
-            continue
-        cone = index.cone(out.name)
-        if y_name not in cone.outs:
-            continue
-        if cone.outs != (y_name,) or cone.odd is not None or set(cone.reads) - {x_name}:
-            continue  # computed by more than layout nodes: not the module's to match
-        got = probe.value(out.name)
-        if _same(got, time_major):
-            out_batch_first = False
-        elif _same(got, time_major.transpose(1, 0, 2)):
-            out_batch_first = True
-        else:
-            continue  # another use of the sequence (its last step, say)
-        if out_batch_first != batch_first:
-            raise ValueError(
-                f"cygru.from_onnx: the graph's input {x_name!r} reaches {layers[0]['label']} "
-                f"{'batch' if batch_first else 'time'} first but its output {out.name!r} "
-                f"(from {_node_label(producers[out.name])}) is "
-                f"{'batch' if out_batch_first else 'time'} first; a cygru.GRU has one "
-                "batch_first for both"
-            )
-    return batch_first
