@@ -1,10 +1,10 @@
 """Hostile and malformed ONNX files given to cygru.from_onnx (issue 23, items 2, 3 and 8).
 
 What is guaranteed (docs/reliability.rst, "Hostile ONNX files"): the layout probe that runs
-the nodes around the GRU nodes allocates at most ``_PROBE_BUDGET`` bytes in one call, predicted
-before each node runs, and a file that needs more is refused with a ValueError; the stack
-detection and the probe visit each node a bounded number of times, so the work is linear in
-the graph's size; every attribute is read by its ONNX type, and every error starts with
+the nodes around the GRU nodes allocates at most ``_PROBE_BUDGET`` bytes at each of its probe
+sizes, predicted before each node runs, and a file that needs more is refused with a
+ValueError; the stack detection and the probe visit each node a bounded number of times (at
+each probe size), so the work is linear in the graph's size; every attribute is read by its ONNX type, and every error starts with
 ``cygru.from_onnx:`` and names the node and the attribute. The tests count work and measure
 memory (tracemalloc, ru_maxrss in a subprocess); none of them asserts on wall time.
 """

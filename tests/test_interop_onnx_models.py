@@ -612,3 +612,36 @@ def test_pytorch_exports_with_dynamic_sizes_match_at_other_sizes(
         ort_out, ort_h_n = _session(data).run(None, {"x": xv})
         np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
         np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)
+
+
+def test_a_large_constant_between_layers_is_refused_before_its_probe_value_is_made():
+    """A Slice that ends at 10**7 steps would need a probe Y of T > 10**7 (320 MB here): the
+    probe's budget refuses it before the value is made, in from_onnx; cygru's ONNX Runtime
+    session leaves those nodes to ONNX Runtime."""
+    import tracemalloc
+
+    from cygru.onnxruntime import InferenceSession
+
+    plain = cygru.GRU(3, 4, num_layers=2, seed=8).to_onnx(io.BytesIO(), h0="none", lengths="none")
+    model = _between(
+        plain,
+        [
+            helper.make_node("Transpose", ["Y_l0"], ["tbdh"], perm=[0, 2, 1, 3], name="swap"),
+            helper.make_node("Reshape", ["tbdh", "feature_shape"], ["merged"], name="merge"),
+            helper.make_node("Slice", ["merged", "zero", "k", "zero"], ["out_l0"], name="first"),
+        ],
+        [_ints("zero", [0]), _ints("k", [10**7])],
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"^cygru\.from_onnx: .* more than 64 MiB"):
+            from_onnx(model)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
+    x = np.random.default_rng(6).standard_normal((6, 2, 3)).astype(np.float32)
+    got = InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    want = _session(model).run(None, {"x": x})
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=F32)

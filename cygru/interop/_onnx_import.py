@@ -752,10 +752,11 @@ _LAYOUT_OPS = frozenset(
 _BROADCASTING_OPS = frozenset(["Add", "Sub", "Mul", "Div", "Equal", "Where", "Max", "Min"])
 # The most elements a probe tensor may have: sizes a graph declares beyond it are not used.
 _PROBE_LIMIT = 1 << 20
-# The most bytes the layout probe may allocate in one from_onnx call: its probe values and
-# every output of every node it runs (predicted before the node runs), all added up.
+# The most bytes the layout probe may allocate at one of its sizes (_probe_sizes, checked one
+# after the other) in a from_onnx call: its probe values and every output of every node it
+# runs (predicted before the node runs), all added up.
 _PROBE_BUDGET = 64 << 20
-# The most nodes the probe may run in one call (each run builds a one-node model and an
+# The most nodes the probe may run at one size (each run builds a one-node model and an
 # evaluator, about half a millisecond): exporters write a handful of layout nodes around a
 # stack, and the pieces repeated between layers run once.
 _PROBE_NODES = 2000
@@ -975,7 +976,7 @@ def _tagged(shape, offset=0.0):
 
 
 class _Budget:
-    """The bytes the layout probe may still allocate in this from_onnx call."""
+    """The bytes and nodes the layout probe may still allocate and run at one probe size."""
 
     def __init__(self, limit=None, nodes=None):
         self.limit = _PROBE_BUDGET if limit is None else limit
@@ -1180,7 +1181,7 @@ def _piece_key(index, probe, tensor, y_name):
     """What the nodes computing ``tensor`` from ``y_name`` are, without their names: each
     node's op, attributes and wiring, in order, with the values (digests) of the inputs that
     do not depend on ``y_name``. Exporters write the same nodes between every two layers, so
-    a deep stack runs one piece, not one per layer (the probe's budget is for the whole call).
+    a deep stack runs one piece, not one per layer (the probe's budget is for all the layers).
     Only the nodes that depend on ``y_name`` are visited: those of no other piece."""
     local = {y_name: "Y"}
     parts = []
