@@ -1255,12 +1255,14 @@ def _enforced_shapes(model):
 _ENDLESS = 1 << 24
 
 
-def _numbers_given(node, stored, index, memo):
+def _numbers_given(node, stored, index, memo, shared=None):
     """The numbers (absolute values below :data:`_ENDLESS`) a node is given: its integer
     attributes and the integers stored in, or made by Constant nodes for, the tensors it
     reads that no GRU node's output reaches (``stored``: the initializers by name). Kept in
     ``memo`` for the session's construction: a node after many GRU nodes (a Concat of their
-    outputs) is walked once."""
+    outputs) is walked once. ``shared``: the tensors earlier calls walked, whose numbers the
+    caller has from them (each tensor walked once for all the calls: linear, no cap);
+    without it, at most 4096 tensors a call."""
     found = memo.get(id(node))
     if found is not None:
         return found
@@ -1278,11 +1280,12 @@ def _numbers_given(node, stored, index, memo):
         if tensor.data_type in ints and int(np.prod(tensor.dims, dtype=np.int64)) <= 4096:
             consider(numpy_helper.to_array(tensor))
 
-    todo, seen = [node], set()
+    todo, seen = [node], (set() if shared is None else shared)
+    cap = 4096 if shared is None else None
     while todo:
         item = todo.pop()
         if isinstance(item, str):  # a tensor a node reads: stored, or made by a node
-            if item in seen or len(seen) > 4096:
+            if item in seen or (cap is not None and len(seen) > cap):
                 continue
             seen.add(item)
             if item in stored:
@@ -1394,8 +1397,8 @@ def _check_layouts(model, layers, index):
     layout_input = len(cone.reads) == 1 and cone.odd is None and not cone.grus
     if layout_input and x_tensor in producers:
         walked.append(producers[x_tensor])
-    memo = {}
-    given = set().union(*(_numbers_given(n, stored, index, memo) for n in walked))
+    memo, shared = {}, set()
+    given = set().union(*(_numbers_given(n, stored, index, memo, shared) for n in walked))
     features = (D, H, D * H, I)
 
     x_name, sizes = None, None
