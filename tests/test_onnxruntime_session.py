@@ -1284,3 +1284,18 @@ def test_adv_overriding_what_skipped_layout_nodes_read_is_refused():
     _close(session.run(None, feed), _ort(model).run(None, feed))
     with pytest.raises(ValueError, match="'shape' is a stored tensor that the model lets run"):
         session.run(None, {**feed, "shape": np.array([0, -1, 8], np.int64)})
+
+
+def test_parts_keep_the_graph_inputs_declared_sizes():
+    """A part fed by a graph input declares its sizes (so ONNX Runtime optimises it as it
+    would the whole model: MatMul + Add become a Gemm); a value computed elsewhere (a GRU
+    node's output) is declared by its type alone."""
+    torch = import_optional("torch")
+    net = _torch_net(torch, 1, False, False, False)
+    data = _export(torch, net, (torch.zeros(4, 3, 6),), ["x"], False)
+    session = InferenceSession(data)
+    first, *rest = [p for p in session._order if hasattr(p, "session")]
+    (arg,) = [a for a in first.session.get_inputs() if a.name == "x"]
+    assert arg.shape == [4, 3, 6]  # as the exported model declares it
+    later = [a for p in rest for a in p.session.get_inputs()]
+    assert later and all(not a.shape for a in later), [(a.name, a.shape) for a in later]
