@@ -7,11 +7,11 @@ reduced precision, bad input, threads."""
 import copy
 import io
 import threading
-import warnings
 
 import numpy as np
 import pytest
 
+from onnx_cases import case_names, node_cases, torch_export
 from optional_deps import import_optional
 
 import cygru
@@ -63,22 +63,7 @@ def _torch_net(torch, num_layers, bidirectional, batch_first, h0_input, I=6, H=5
 
 
 def _export(torch, net, args, names, dynamo):
-    if dynamo:
-        import_optional("onnxscript")
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        kwargs = {"verbose": False} if dynamo else {}
-        torch.onnx.export(
-            net,
-            args,
-            buf,
-            dynamo=dynamo,
-            input_names=names,
-            output_names=["y", "h"],
-            **kwargs,
-        )
-    return buf.getvalue()
+    return torch_export(net, args, names, ["y", "h"], dynamo)
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,19 +264,7 @@ def test_stored_initial_state_and_lengths_are_used():
 # --------------------------------------------------------------------------------------------
 
 
-def _node_cases():
-    from onnx.backend.test.case.node import collect_testcases
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {c.name: c for c in collect_testcases("GRU") if c.name.startswith("test_gru")}
-
-
-def _case_names():
-    try:
-        return sorted(_node_cases())
-    except Exception:  # noqa: BLE001 - no onnx: the test skips on its import_optional
-        return ["test_gru_defaults"]
+_node_cases, _case_names = node_cases, case_names
 
 
 @pytest.mark.parametrize("name", _case_names())
