@@ -947,7 +947,16 @@ class InferenceSession:
                     f"{_WHO}: cannot cut the graph before {r!r}: neither the model nor ONNX's "
                     "shape inference gives its element type"
                 )
-            inputs.append(helper.make_value_info(r, _type_only(types[r])))
+            declared = self._input_types.get(r) if r not in initializers else None
+            # a graph input keeps its declared sizes, which run() and the whole model enforce
+            # anyway: with them ONNX Runtime optimises the part as it would the model (a
+            # MatMul + Add on the input becomes one Gemm, the Shape nodes of the initial
+            # state fold to constants); a value computed elsewhere gets its type alone
+            inputs.append(
+                helper.make_value_info(
+                    r, declared if declared is not None else _type_only(types[r])
+                )
+            )
             part.inputs.append(r)
         outs = []
         for o in part_outputs:

@@ -4,13 +4,12 @@ refuses; and to_onnx's sequence_lens input, all against ONNX Runtime (or onnx's 
 evaluator where ONNX Runtime has no kernel)."""
 
 import copy
-import functools
 import io
-import warnings
 
 import numpy as np
 import pytest
 
+from onnx_cases import case_names, node_cases, torch_export
 from optional_deps import import_optional
 
 import cygru
@@ -44,69 +43,9 @@ def _same_weights(a, b):
 
 def _torch_export(net, x, dynamo, h0=None):
     torch = import_optional("torch")
-    if dynamo:
-        import_optional("onnxscript")
-    buf = io.BytesIO()
     args = (torch.from_numpy(x),) + (() if h0 is None else (torch.from_numpy(h0),))
     names = ["x"] + ([] if h0 is None else ["h0"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        kwargs = {"verbose": False} if dynamo else {}
-        torch.onnx.export(
-            net,
-            args,
-            buf,
-            dynamo=dynamo,
-            input_names=names,
-            output_names=["output", "h_n"],
-            **kwargs,
-        )
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize(
-    "dynamo, batch_first, bidirectional, num_layers",
-    [
-        (False, False, False, 2),
-        (False, True, True, 3),
-        (False, False, True, 2),
-        (False, True, False, 1),
-        (True, False, True, 2),
-        (True, True, False, 2),
-    ],
-)
-def test_pytorch_exports_convert_whole(dynamo, batch_first, bidirectional, num_layers):
-    torch = import_optional("torch")
-    torch.manual_seed(0)
-    net = torch.nn.GRU(
-        3, 4, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional
-    )
-    x = np.random.default_rng(1).standard_normal((2, 5, 3) if batch_first else (5, 2, 3))
-    x = x.astype(np.float32)
-    data = _torch_export(net, x, dynamo)
-    gru = from_onnx(data)
-    _same_weights(gru, from_torch(net))  # the very weights, in the same layout
-    assert gru.batch_first is batch_first
-    out, h_n = gru(x)
-    ort_out, ort_h_n = _session(data).run(None, {"x": x})
-    np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
-    np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)
-
-
-def test_pytorch_export_with_h0_input_and_no_bias():
-    torch = import_optional("torch")
-    torch.manual_seed(1)
-    net = torch.nn.GRU(3, 4, num_layers=2, bias=False, bidirectional=True)
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
-    h0 = rng.standard_normal((4, 2, 4)).astype(np.float32)
-    data = _torch_export(net, x, dynamo=False, h0=h0)  # initial_h: slices of the input h0
-    gru = from_onnx(data)
-    assert gru.bias is False
-    out, h_n = gru(x, h0)
-    ort_out, ort_h_n = _session(data).run(None, {"x": x, "h0": h0})
-    np.testing.assert_allclose(out, ort_out, rtol=0, atol=F32)
-    np.testing.assert_allclose(h_n, ort_h_n, rtol=0, atol=F32)
+    return torch_export(net, args, names, ["output", "h_n"], dynamo)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,20 +124,7 @@ def test_to_onnx_lengths_modes():
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _node_cases():
-    from onnx.backend.test.case.node import collect_testcases
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {c.name: c for c in collect_testcases("GRU") if c.name.startswith("test_gru")}
-
-
-def _case_names():
-    try:
-        return sorted(_node_cases())
-    except Exception:  # noqa: BLE001 - no onnx: the test skips on its import_optional
-        return ["test_gru_defaults"]
+_node_cases, _case_names = node_cases, case_names
 
 
 @pytest.mark.parametrize("name", _case_names())

@@ -7,11 +7,11 @@ reduced precision, bad input, threads."""
 import copy
 import io
 import threading
-import warnings
 
 import numpy as np
 import pytest
 
+from onnx_cases import case_names, node_cases, torch_export
 from optional_deps import import_optional
 
 import cygru
@@ -63,22 +63,7 @@ def _torch_net(torch, num_layers, bidirectional, batch_first, h0_input, I=6, H=5
 
 
 def _export(torch, net, args, names, dynamo):
-    if dynamo:
-        import_optional("onnxscript")
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        kwargs = {"verbose": False} if dynamo else {}
-        torch.onnx.export(
-            net,
-            args,
-            buf,
-            dynamo=dynamo,
-            input_names=names,
-            output_names=["y", "h"],
-            **kwargs,
-        )
-    return buf.getvalue()
+    return torch_export(net, args, names, ["y", "h"], dynamo)
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,19 +264,7 @@ def test_stored_initial_state_and_lengths_are_used():
 # --------------------------------------------------------------------------------------------
 
 
-def _node_cases():
-    from onnx.backend.test.case.node import collect_testcases
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {c.name: c for c in collect_testcases("GRU") if c.name.startswith("test_gru")}
-
-
-def _case_names():
-    try:
-        return sorted(_node_cases())
-    except Exception:  # noqa: BLE001 - no onnx: the test skips on its import_optional
-        return ["test_gru_defaults"]
+_node_cases, _case_names = node_cases, case_names
 
 
 @pytest.mark.parametrize("name", _case_names())
@@ -1284,3 +1257,18 @@ def test_adv_overriding_what_skipped_layout_nodes_read_is_refused():
     _close(session.run(None, feed), _ort(model).run(None, feed))
     with pytest.raises(ValueError, match="'shape' is a stored tensor that the model lets run"):
         session.run(None, {**feed, "shape": np.array([0, -1, 8], np.int64)})
+
+
+def test_parts_keep_the_graph_inputs_declared_sizes():
+    """A part fed by a graph input declares its sizes (so ONNX Runtime optimises it as it
+    would the whole model: MatMul + Add become a Gemm); a value computed elsewhere (a GRU
+    node's output) is declared by its type alone."""
+    torch = import_optional("torch")
+    net = _torch_net(torch, 1, False, False, False)
+    data = _export(torch, net, (torch.zeros(4, 3, 6),), ["x"], False)
+    session = InferenceSession(data)
+    first, *rest = [p for p in session._order if hasattr(p, "session")]
+    (arg,) = [a for a in first.session.get_inputs() if a.name == "x"]
+    assert arg.shape == [4, 3, 6]  # as the exported model declares it
+    later = [a for p in rest for a in p.session.get_inputs()]
+    assert later and all(not a.shape for a in later), [(a.name, a.shape) for a in later]
