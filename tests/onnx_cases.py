@@ -27,8 +27,9 @@ def case_names():
         return ["test_gru_defaults"]
 
 
-def torch_export(net, args, input_names, output_names, dynamo):
-    """The bytes of ``net`` exported with ``args``, warnings silenced."""
+def torch_export(net, args, input_names, output_names, dynamo, **options):
+    """The bytes of ``net`` exported with ``args``, warnings silenced; ``options`` go to
+    ``torch.onnx.export`` (``dynamic_axes=``, ``dynamic_shapes=``)."""
     torch = import_optional("torch")
     if dynamo:
         import_optional("onnxscript")
@@ -36,6 +37,7 @@ def torch_export(net, args, input_names, output_names, dynamo):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         kwargs = {"verbose": False} if dynamo else {}
+        kwargs.update(options)
         torch.onnx.export(
             net,
             args,

@@ -503,30 +503,14 @@ def test_pytorch_exports_with_dynamic_sizes_match_at_other_sizes(
     """Exports with dynamic sizes pass the probe at all its sizes, and the module matches
     ONNX Runtime at sizes other than the exported ones (T = 1 among them)."""
     torch = import_optional("torch")
-    if dynamo:
-        import_optional("onnxscript")
     torch.manual_seed(4)
     net = torch.nn.GRU(3, 4, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
     x = torch.zeros((2, 5, 3) if batch_first else (5, 2, 3))
-    buf = io.BytesIO()
-    axes = {0: "a", 1: "b"} if not dynamo else {0: torch.export.Dim("a")}
     if dynamo:  # T is specialized by the dynamo exporter: the batch axis is dynamic
-        axes = {0 if batch_first else 1: torch.export.Dim("b")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        kwargs = {"dynamic_shapes": (axes,), "verbose": False} if dynamo else {}
-        if not dynamo:
-            kwargs["dynamic_axes"] = {"x": axes, "output": axes}
-        torch.onnx.export(
-            net,
-            (x,),
-            buf,
-            dynamo=dynamo,
-            input_names=["x"],
-            output_names=["output", "h_n"],
-            **kwargs,
-        )
-    data = buf.getvalue()
+        options = {"dynamic_shapes": ({0 if batch_first else 1: torch.export.Dim("b")},)}
+    else:
+        options = {"dynamic_axes": {"x": {0: "a", 1: "b"}, "output": {0: "a", 1: "b"}}}
+    data = torch_export(net, (x,), ["x"], ["output", "h_n"], dynamo, **options)
     gru = from_onnx(data)
     _same_weights(gru, from_torch(net))
     assert gru.batch_first is batch_first
