@@ -39,10 +39,12 @@ from .interop._onnx_import import (
     _Budget,
     _enforced_shapes,
     _GraphIndex,
+    _is_gru,
     _is_layout,
     _load_model,
     _merge,
     _model_tensors,
+    _node_label,
     _numbers_given,
     _Probe,
     _probe_sizes,
@@ -82,12 +84,8 @@ _GRU_FLOATS = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.f
 _QUANTIZE = (None, "int8", "bf16")
 
 
-def _is_gru(node):
-    return node.op_type == "GRU" and node.domain in ("", "ai.onnx")
-
-
-def _subgraph_reads(graph, outer):
-    """Names a subgraph reads from the scopes around it (``outer``: names it may see)."""
+def _subgraph_reads(graph):
+    """Names a subgraph reads from the scopes around it (not those it defines itself)."""
     defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     reads = set()
     for node in graph.node:
@@ -95,7 +93,7 @@ def _subgraph_reads(graph, outer):
             if name and name not in defined:
                 reads.add(name)
         defined.update(node.output)
-    return reads & outer if outer is not None else reads
+    return reads
 
 
 def _node_reads(node):
@@ -105,7 +103,7 @@ def _node_reads(node):
     for attr in node.attribute:
         graphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
         for g in graphs:
-            names.extend(sorted(_subgraph_reads(g, None)))
+            names.extend(sorted(_subgraph_reads(g)))
     return names
 
 
@@ -290,10 +288,6 @@ def _check_no_external_data(model):
                 )
 
 
-def _label(node):
-    return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
-
-
 #: the most bytes the nodes that compute one GRU node's weights may make when the session
 #: folds them (ONNX Runtime's own constant folding stops at the same size)
 _FOLD_LIMIT = 1 << 30
@@ -357,10 +351,10 @@ def _check_sorted(graph, initializers):
                     if o in {i.name for i in graph.input}
                     else "a stored tensor"
                     if o in initializers
-                    else f"the output of {_label(produced_by[o])}"
+                    else f"the output of {_node_label(produced_by[o])}"
                 )
                 raise ValueError(
-                    f"{_WHO}: {_label(node)} computes {o!r}, which is also {what}; ONNX "
+                    f"{_WHO}: {_node_label(node)} computes {o!r}, which is also {what}; ONNX "
                     "requires each name defined once (not a valid ONNX graph)"
                 )
             produced_by[o] = node
